@@ -1,0 +1,354 @@
+"""The ``Layer`` base class: forward, hand-written backward, shapes and state.
+
+A layer is a differentiable function with a hand-derived gradient:
+
+- ``forward(x)`` computes the output and caches what ``backward`` needs;
+- ``backward(grad_out)`` receives ``dL/d output`` and returns ``dL/d input``,
+  adding ``dL/d parameter`` into each parameter's ``.grad`` (``+=``, so
+  gradients of a shared parameter accumulate).
+
+The base class handles, for every subclass:
+
+- building on first use: ``forward`` calls ``build(input_shape)`` with the
+  shape of the first input (batch axis as ``None``), where the subclass creates
+  its parameters;
+- shape checks: after building, an input whose rank or non-batch sizes differ
+  from ``input_spec`` raises :class:`~framework.ShapeError` naming the layer,
+  the expected and the actual shape; a ``grad_out`` of another shape than the
+  last output does too;
+- discovery of the :class:`~framework.Parameter` and :class:`~framework.Buffer`
+  objects and child layers assigned as attributes (``parameters()``,
+  ``state_dict()``, ``train()`` / ``eval()`` reach them all);
+- ``get_config`` / ``from_config`` for rebuilding by registered name.
+
+Subclasses override ``__init__`` (validate and store hyperparameters), and
+``build``, ``forward``, ``backward``, ``output_shape``, ``get_config`` as
+needed, in that order.
+
+Shapes given to ``build`` and ``output_shape`` are whole shapes including the
+batch axis, which may be ``None``: ``(None, 3, 28, 28)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
+from framework.parameter import Buffer, Parameter
+
+__all__ = ["Layer", "Shape", "format_shape"]
+
+Shape = tuple[int | None, ...]
+
+_ANY = object()
+
+
+def format_shape(shape: Any) -> str:
+    """``(None, 3, 28, 28)`` for display; lists of shapes joined by commas."""
+    if isinstance(shape, list):
+        return "[" + ", ".join(format_shape(s) for s in shape) + "]"
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _shape_of(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return (None, *x.shape[1:])
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, np.ndarray) for v in x):
+        return [(None, *v.shape[1:]) for v in x]
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return (None, *tuple(shape)[1:])
+    raise DataError(f"expected a NumPy array (or a list of arrays), got {type(x).__name__}")
+
+
+def _matches(spec: Any, shape: tuple[int, ...]) -> bool:
+    return len(spec) == len(shape) and all(s is None or s == d for s, d in zip(spec, shape))
+
+
+def _wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def forward(self: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.built:
+            self.build(_shape_of(x))
+            self.built = True
+        elif self.input_spec is not None:
+            self._check_input(x)
+        out = fn(self, x, *args, **kwargs)
+        self._out_shape = out.shape if isinstance(out, np.ndarray) else _ANY
+        return out
+
+    forward._framework_checked = True  # type: ignore[attr-defined]
+    return forward
+
+
+def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def backward(self: Layer, grad_out: Any, *args: Any, **kwargs: Any) -> Any:
+        expected = self._out_shape
+        if expected is None:
+            raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+        if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
+            raise ShapeError(
+                f"{self.describe()}: backward() expected a gradient of shape "
+                f"{format_shape(expected)} (the shape of the last output), got "
+                f"{format_shape(getattr(grad_out, 'shape', None))}"
+            )
+        return fn(self, grad_out, *args, **kwargs)
+
+    backward._framework_checked = True  # type: ignore[attr-defined]
+    return backward
+
+
+class Layer:
+    """Base class of every layer, activation and model.
+
+    Args:
+        name: a name unique within a model; a model gives unnamed layers one
+            (``linear``, ``linear_1``...).
+
+    Attributes:
+        training: ``True`` in training mode (``train()``), ``False`` in
+            inference mode (``eval()``). Dropout and BatchNorm read it.
+        built: whether ``build`` has created the parameters.
+        input_shape: the shape ``build`` was given, batch axis ``None``.
+        input_spec: the shape inputs must match once built (``None`` entries
+            match any size); ``build`` sets it to ``input_shape``, a layer that
+            accepts other sizes loosens it.
+    """
+
+    name: str | None = None
+    training: bool = True
+    built: bool = False
+    input_shape: Any = None
+    input_spec: Any = None
+    _out_shape: Any = None
+
+    #: Extra keyword arguments ``get_config`` never writes (override in subclasses).
+    _config_exclude: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method, wrap in (("forward", _wrap_forward), ("backward", _wrap_backward)):
+            fn = cls.__dict__.get(method)
+            if fn is not None and not getattr(fn, "_framework_checked", False):
+                setattr(cls, method, wrap(fn))
+
+    def __init__(self, *, name: str | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.training = True
+        self.built = False
+
+    # -- the four methods subclasses write ---------------------------------
+
+    def build(self, input_shape: Any) -> None:
+        """Create parameters for inputs of ``input_shape`` (batch axis ``None``).
+
+        Subclasses create their parameters, then call ``super().build(input_shape)``.
+        """
+        if isinstance(input_shape, list):
+            self.input_shape = [tuple(s) for s in input_shape]
+            self.input_spec = [(None, *s[1:]) for s in self.input_shape]
+        else:
+            self.input_shape = (None, *tuple(input_shape)[1:])
+            self.input_spec = self.input_shape
+        self.built = True
+
+    def forward(self, x: Any) -> Any:
+        """Compute the output for input ``x`` and cache what ``backward`` needs."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def backward(self, grad_out: Any) -> Any:
+        """Return ``dL/dx`` given ``dL/d output``; add ``dL/dparam`` into ``.grad``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    def output_shape(self, input_shape: Any) -> Any:
+        """The output shape for ``input_shape`` (the identity by default)."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this layer, as JSON data."""
+        return {"name": self.name} if self.name is not None else {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """Rebuild a layer from :meth:`get_config`'s output."""
+        if not isinstance(config, dict):
+            raise ConfigError(f"{cls.__name__}.from_config: expected a dict, got {type(config).__name__}")
+        try:
+            return cls(**config)
+        except TypeError as exc:
+            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
+
+    # -- calling -----------------------------------------------------------
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run ``forward`` on arrays; on ``Input`` placeholders, add a graph node."""
+        first = x[0] if isinstance(x, (list, tuple)) and x else x
+        if getattr(first, "_framework_symbolic", False):
+            from framework.graph import call_layer
+
+            return call_layer(self, x, *args, **kwargs)
+        return self.forward(x, *args, **kwargs)
+
+    def _check_input(self, x: Any) -> None:
+        spec = self.input_spec
+        if isinstance(spec, list):
+            if not isinstance(x, (list, tuple)) or len(x) != len(spec):
+                got = len(x) if isinstance(x, (list, tuple)) else type(x).__name__
+                raise ShapeError(f"{self.describe()} expected a list of {len(spec)} inputs, got {got}")
+            for i, (s, xi) in enumerate(zip(spec, x)):
+                shape = getattr(xi, "shape", None)
+                if shape is None or not _matches(s, shape):
+                    raise ShapeError(
+                        f"{self.describe()} expected input {i} of shape {format_shape(s)}, "
+                        f"got {format_shape(shape)}"
+                    )
+            return
+        shape = getattr(x, "shape", None)
+        if shape is None:
+            raise DataError(f"{self.describe()} expected a NumPy array, got {type(x).__name__}")
+        if not _matches(spec, shape):
+            raise ShapeError(
+                f"{self.describe()} expected input of shape {format_shape(spec)}, "
+                f"got {format_shape(shape)}"
+            )
+
+    # -- children, parameters and state ------------------------------------
+
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        """Child layers assigned as attributes (or in lists of layers)."""
+        for key, value in list(vars(self).items()):
+            if isinstance(value, Layer):
+                yield key, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Layer):
+                        yield f"{key}.{i}", item
+
+    def children(self) -> list[Layer]:
+        return [child for _, child in self.named_children()]
+
+    def _named_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
+        for key, value in list(vars(self).items()):
+            if isinstance(value, kind):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    yield prefix + key, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, kind) and id(item) not in seen:
+                        seen.add(id(item))
+                        yield f"{prefix}{key}.{i}", item
+        for name, child in self.named_children():
+            yield from child._named_state(kind, f"{prefix}{name}.", seen)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, Parameter)`` pairs, own first, each parameter once."""
+        return self._named_state(Parameter, prefix, set())
+
+    def parameters(self) -> list[Parameter]:
+        """Every parameter of this layer and its children (trainable or frozen)."""
+        return [p for _, p in self.named_parameters()]
+
+    def trainable_parameters(self) -> list[Parameter]:
+        return [p for p in self.parameters() if p.trainable]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        return self._named_state(Buffer, prefix, set())
+
+    def buffers(self) -> list[Buffer]:
+        return [b for _, b in self.named_buffers()]
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's gradient to zero."""
+        for p in self.parameters():
+            p.grad.fill(0)
+
+    def count_params(self, trainable: bool | None = None) -> int:
+        """Number of scalars: all, trainable only (``True``) or non-trainable (``False``).
+
+        Buffers count as non-trainable.
+        """
+        params = self.parameters()
+        n_train = sum(p.size for p in params if p.trainable)
+        n_frozen = sum(p.size for p in params if not p.trainable) + sum(b.size for b in self.buffers())
+        if trainable is None:
+            return n_train + n_frozen
+        return n_train if trainable else n_frozen
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers by dotted name (the arrays themselves, not copies)."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update({name: b.data for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the parameters and buffers of the same names.
+
+        Raises:
+            ConfigError: with ``strict``, when names are missing or unexpected.
+            ShapeError: when an array's shape differs from the parameter's.
+        """
+        targets: dict[str, Parameter | Buffer] = dict(self.named_parameters())
+        targets.update(dict(self.named_buffers()))
+        if strict:
+            missing = sorted(set(targets) - set(state))
+            unexpected = sorted(set(state) - set(targets))
+            if missing or unexpected:
+                raise ConfigError(
+                    f"{self.describe()}: state does not match; missing {missing}, unexpected {unexpected}"
+                )
+        for name, target in targets.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ShapeError(
+                    f"{self.describe()}: {name} expected shape {format_shape(target.shape)}, "
+                    f"got {format_shape(value.shape)}"
+                )
+            np.copyto(target.data, value, casting="unsafe")
+
+    def astype(self, dtype: Any) -> Layer:
+        """Convert every parameter and buffer to ``dtype``; returns ``self``."""
+        for p in self.parameters():
+            p.astype(dtype)
+        for b in self.buffers():
+            if np.issubdtype(b.data.dtype, np.floating):
+                b.data = b.data.astype(dtype)
+        return self
+
+    # -- modes -------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Layer:
+        """Switch this layer and every child to training mode (or not); returns ``self``."""
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Switch to inference mode (Dropout off, BatchNorm running statistics)."""
+        return self.train(False)
+
+    # -- display -----------------------------------------------------------
+
+    def describe(self) -> str:
+        """``Linear layer 'dense_1'``: how error messages name this layer."""
+        kind = type(self).__name__
+        return f"{kind} layer {self.name!r}" if self.name else f"{kind} layer"
+
+    def extra_repr(self) -> str:
+        config = {k: v for k, v in self.get_config().items() if k != "name"}
+        return ", ".join(f"{k}={v!r}" for k, v in config.items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,33 @@
+"""Registry-backed namespace of losses: ``from framework.losses import Name``.
+
+Every loss a plugin registers (built-in or third party) is an attribute of
+this module. ``get(identifier, **kwargs)`` resolves a name, config dict,
+class or instance (see :mod:`framework.namespace`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.loss import Loss  # noqa: F401
+from framework.namespace import Namespace
+
+_NAMESPACE = Namespace("losses")
+
+
+def get(identifier: Any, **kwargs: Any) -> Any:
+    """Resolve a registered name, config dict, class or instance to an instance."""
+    return _NAMESPACE.get(identifier, **kwargs)
+
+
+def names() -> list[str]:
+    """The registered losses, sorted."""
+    return _NAMESPACE.names()
+
+
+def __getattr__(name: str) -> Any:
+    return _NAMESPACE.getattr(name)
+
+
+def __dir__() -> list[str]:
+    return _NAMESPACE.dir(globals())

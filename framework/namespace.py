@@ -1,0 +1,107 @@
+"""Registry-backed namespaces and the name / class / instance resolution rules.
+
+``framework.layers``, ``framework.activations``, ``framework.initializers``,
+``framework.losses``, ``framework.optimizers`` and ``framework.metrics`` are
+thin modules whose attributes are looked up in the registry, so
+``from framework.layers import Linear`` finds a built-in or a third party's
+layer alike. Each has a ``get(identifier, **kwargs)``:
+
+- ``None`` -> ``None``;
+- a registered name (``"relu"``, ``"KaimingUniform"``) -> an instance of the
+  registered class, built with ``kwargs``;
+- a ``{"class_name": ..., "config": {...}}`` dict -> the class rebuilt from its
+  config (what :func:`serialize` writes);
+- a class -> an instance built with ``kwargs``;
+- anything else (an instance) -> returned unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.errors import ConfigError
+from framework.registry import _SINGULAR, REGISTRY
+
+__all__ = ["resolve", "serialize", "Namespace"]
+
+
+def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
+    """Turn a name, config dict, class or instance into an instance of ``kind``."""
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        return _instantiate(kind, REGISTRY.get(kind, identifier), kwargs, identifier)
+    if isinstance(identifier, dict):
+        if "class_name" not in identifier:
+            raise ConfigError(
+                f"a {_SINGULAR[kind]} config must be a dict with 'class_name' and "
+                f"'config', got keys {sorted(identifier)}"
+            )
+        config = dict(identifier.get("config") or {})
+        if not isinstance(config, dict):
+            raise ConfigError(f"{_SINGULAR[kind]} config must be a dict, got {config!r}")
+        cls = REGISTRY.get(kind, identifier["class_name"])
+        if hasattr(cls, "from_config"):
+            return cls.from_config({**config, **kwargs})
+        return _instantiate(kind, cls, {**config, **kwargs}, identifier["class_name"])
+    if isinstance(identifier, type):
+        return _instantiate(kind, identifier, kwargs, identifier.__name__)
+    if kwargs:
+        raise ConfigError(
+            f"{_SINGULAR[kind]} {identifier!r} is already an instance; "
+            f"arguments {sorted(kwargs)} cannot be applied to it"
+        )
+    return identifier
+
+
+def _instantiate(kind: str, obj: Any, kwargs: dict[str, Any], label: str) -> Any:
+    if not isinstance(obj, type):
+        if kwargs:
+            raise ConfigError(f"{_SINGULAR[kind]} {label!r} takes no arguments, got {sorted(kwargs)}")
+        return obj
+    try:
+        return obj(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build {_SINGULAR[kind]} {label!r} from {kwargs}: {exc}") from exc
+
+
+def serialize(kind: str, obj: Any) -> Any:
+    """Plain JSON data that :func:`resolve` turns back into ``obj``.
+
+    An object whose config is empty becomes its registered name (``"relu"``);
+    otherwise ``{"class_name": name, "config": obj.get_config()}``.
+    """
+    if obj is None:
+        return None
+    name = REGISTRY.name_of(kind, obj) or type(obj).__name__
+    config = obj.get_config() if hasattr(obj, "get_config") else {}
+    config = {k: v for k, v in config.items() if k != "name"}
+    if not config:
+        return name
+    return {"class_name": name, "config": config}
+
+
+class Namespace:
+    """Implements a registry-backed module's ``__getattr__``, ``__dir__`` and ``get``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def getattr(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if not REGISTRY.contains(self.kind, name):
+            raise AttributeError(
+                f"no {_SINGULAR[self.kind]} named {name!r} is registered; "
+                f"registered {self.kind}: {', '.join(REGISTRY.names(self.kind))}"
+            )
+        return REGISTRY.get(self.kind, name)
+
+    def dir(self, module_globals: dict[str, Any]) -> list[str]:
+        return sorted(set(module_globals) | set(REGISTRY.names(self.kind)))
+
+    def get(self, identifier: Any, **kwargs: Any) -> Any:
+        return resolve(self.kind, identifier, **kwargs)
+
+    def names(self) -> list[str]:
+        return REGISTRY.names(self.kind)

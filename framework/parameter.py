@@ -1,0 +1,111 @@
+"""Trainable parameters and non-trainable buffers held by layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.errors import ConfigError
+
+__all__ = ["Parameter", "Buffer"]
+
+
+class Parameter:
+    """A learnable array and the gradient accumulated into it.
+
+    A layer that assigns a ``Parameter`` as an attribute owns it: the layer's
+    :meth:`~framework.Layer.parameters` finds it, optimizers update ``data`` in
+    place from ``grad``, and checkpoints save it under the attribute's name.
+
+    Args:
+        data: the initial values; a floating-point array (copied if not
+            contiguous).
+        trainable: whether optimizers update it. A frozen parameter still
+            receives gradients but is counted as non-trainable.
+
+    Attributes:
+        data: the values, shape ``shape``.
+        grad: the accumulated gradient ``dL/d data``, same shape and dtype;
+            layers add to it with ``+=`` in ``backward``.
+    """
+
+    __slots__ = ("data", "grad", "trainable")
+
+    def __init__(self, data: Any, trainable: bool = True) -> None:
+        array = np.asarray(data)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ConfigError(
+                f"Parameter: expected a floating-point array, got dtype {array.dtype}"
+            )
+        self.data: np.ndarray = np.ascontiguousarray(array)
+        self.grad: np.ndarray = np.zeros_like(self.data)
+        self.trainable = bool(trainable)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def zero_grad(self) -> None:
+        """Set the accumulated gradient to zero, in place."""
+        self.grad.fill(0)
+
+    def assign(self, value: Any) -> None:
+        """Copy ``value`` into ``data`` in place (shape must match)."""
+        value = np.asarray(value)
+        if value.shape != self.data.shape:
+            raise ConfigError(
+                f"Parameter.assign: expected shape {self.data.shape}, got {value.shape}"
+            )
+        np.copyto(self.data, value, casting="same_kind")
+
+    def astype(self, dtype: Any) -> None:
+        """Convert data and grad to ``dtype`` in place of the old arrays."""
+        self.data = self.data.astype(dtype)
+        self.grad = np.zeros_like(self.data)
+
+    def __repr__(self) -> str:
+        frozen = "" if self.trainable else ", trainable=False"
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{frozen})"
+
+
+class Buffer:
+    """Non-trainable layer state (for example BatchNorm's running statistics).
+
+    Saved in checkpoints and counted as non-trainable in ``summary()``, never
+    touched by optimizers.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Any) -> None:
+        self.data: np.ndarray = np.ascontiguousarray(np.asarray(data))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def assign(self, value: Any) -> None:
+        value = np.asarray(value)
+        if value.shape != self.data.shape:
+            raise ConfigError(f"Buffer.assign: expected shape {self.data.shape}, got {value.shape}")
+        np.copyto(self.data, value, casting="same_kind")
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,31 @@
+"""One seedable source of randomness for initialisation, dropout and shuffling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["set_seed", "get_rng", "get_seed"]
+
+_seed: int | None = None
+_rng = np.random.default_rng()
+
+
+def set_seed(seed: int | None) -> None:
+    """Reseed the framework's global generator; ``None`` draws fresh entropy.
+
+    Two runs that call ``set_seed(s)`` with the same ``s`` before building and
+    training a model produce bit-identical weights.
+    """
+    global _rng, _seed
+    _seed = seed
+    _rng = np.random.default_rng(seed)
+
+
+def get_seed() -> int | None:
+    """The seed last given to :func:`set_seed`, or ``None``."""
+    return _seed
+
+
+def get_rng() -> np.random.Generator:
+    """The framework's global ``numpy.random.Generator``."""
+    return _rng
