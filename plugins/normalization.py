@@ -1,0 +1,367 @@
+"""Built-in plugin: BatchNorm and LayerNorm, with their hand-derived backward passes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from framework.dtype import get_default_dtype
+from framework.errors import ConfigError, ShapeError
+from framework.hookspecs import hookimpl
+from framework.layer import Layer, format_shape
+from framework.parameter import Buffer, Parameter
+
+__all__ = ["BatchNorm", "LayerNorm"]
+
+
+def _positive_float(layer: str, arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class BatchNorm(Layer):
+    """Batch normalization over every axis but the channel axis 1.
+
+    ``y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, with the mean and
+    (biased) variance taken per channel over the batch and any spatial axes, so
+    one class serves ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)`` inputs
+    (PyTorch's ``BatchNorm1d`` and ``BatchNorm2d``, which are registered as
+    aliases).
+
+    In training mode the batch statistics normalise the input and update the
+    running estimates with PyTorch's rule
+    ``running = (1 - momentum) * running + momentum * batch_stat``, where the
+    running variance takes the *unbiased* batch variance (``m / (m - 1)``
+    times the biased one, ``m`` values per channel). In eval mode the running
+    estimates normalise instead. With ``track_running_stats=False`` there are
+    no running estimates and batch statistics are used in both modes.
+
+    Args:
+        num_features: the number of channels ``C`` (size of axis 1).
+        eps: added to the variance for numerical stability (default ``1e-5``).
+        momentum: weight of the new batch statistic in the running estimates,
+            in ``[0, 1]`` (default ``0.1``).
+        affine: whether to learn a per-channel scale and shift (default ``True``).
+        track_running_stats: whether to keep running estimates for eval mode
+            (default ``True``).
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` (any ``(N, C, *)``).
+        - Output: the same as the input.
+
+    Attributes:
+        weight: ``Parameter`` ``gamma`` of shape ``(C,)``, initialised to ones
+            (``None`` when ``affine=False``).
+        bias: ``Parameter`` ``beta`` of shape ``(C,)``, initialised to zeros
+            (``None`` when ``affine=False``).
+        running_mean: ``Buffer`` of shape ``(C,)``, initialised to zeros.
+        running_var: ``Buffer`` of shape ``(C,)``, initialised to ones.
+        num_batches_tracked: how many training batches updated the running
+            estimates (an ``int``, not saved).
+
+    Gradient:
+        Per channel, over its ``m`` values, with ``xhat = (x - mu) * r``,
+        ``r = 1 / sqrt(var + eps)`` and ``g = dL/dy``:
+        ``dL/dgamma = sum(g * xhat)``, ``dL/dbeta = sum(g)``; in training mode
+        (``mu`` and ``var`` depend on ``x``), with ``dxhat = g * gamma``,
+        ``dL/dx = (r / m) * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))
+        = gamma * r * (g - dL/dbeta / m - xhat * dL/dgamma / m)``.
+        In eval mode the layer is affine in ``x``: ``dL/dx = g * gamma * r``
+        with ``r`` from the running variance.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import BatchNorm
+        >>> layer = BatchNorm(3)
+        >>> y = layer(np.random.default_rng(0).normal(2.0, 3.0, (8, 3, 4, 4)).astype(np.float32))
+        >>> y.shape, y.dtype
+        ((8, 3, 4, 4), dtype('float32'))
+        >>> bool(np.allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-5))
+        True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        if (
+            isinstance(num_features, bool)
+            or not isinstance(num_features, (int, np.integer))
+            or num_features <= 0
+        ):
+            raise ConfigError(
+                f"BatchNorm: num_features must be a positive integer (channels), got {num_features!r}"
+            )
+        self.eps = _positive_float("BatchNorm", "eps", eps)
+        if (
+            isinstance(momentum, bool)
+            or not isinstance(momentum, (int, float, np.floating, np.integer))
+            or not 0.0 <= momentum <= 1.0
+        ):
+            raise ConfigError(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}")
+        self.num_features = int(num_features)
+        self.momentum = float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.num_batches_tracked = 0
+        dtype = get_default_dtype()
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
+        self.running_mean = Buffer(np.zeros(c, dtype=dtype)) if self.track_running_stats else None
+        self.running_var = Buffer(np.ones(c, dtype=dtype)) if self.track_running_stats else None
+        self._cache: tuple[Any, ...] | None = None
+
+    def build(self, input_shape: Any) -> None:
+        self._validate_shape(input_shape)
+        super().build(input_shape)
+        # Any batch and spatial size, any rank >= 2: only the channel axis is fixed.
+        self.input_spec = (None, self.num_features)
+
+    def _validate_shape(self, shape: Any) -> None:
+        if shape is None or len(shape) < 2 or shape[1] != self.num_features:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape (N, {self.num_features}, *) "
+                f"(channels on axis 1), got {format_shape(shape)}"
+            )
+
+    def _check_input(self, x: Any) -> None:
+        self._validate_shape(getattr(x, "shape", None))
+
+    def _param_view(self, p: Parameter | Buffer | None, ndim: int) -> Any:
+        return None if p is None else p.data.reshape((1, self.num_features) + (1,) * (ndim - 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        axes = (0, *range(2, x.ndim))
+        m = x.size // self.num_features
+        use_batch = self.training or not self.track_running_stats
+        if use_batch:
+            if m < 2:
+                raise ShapeError(
+                    f"{self.describe()}: expected more than 1 value per channel when training, "
+                    f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
+                )
+            mean = x.mean(axis=axes, keepdims=True)
+            xc = x - mean
+            var = np.mean(xc * xc, axis=axes, keepdims=True)
+            if self.training and self.track_running_stats:
+                self._update_running(mean, var, m)
+        else:
+            mean = self._param_view(self.running_mean, x.ndim)
+            var = self._param_view(self.running_var, x.ndim)
+            xc = x - mean
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat = xc
+        xhat *= inv_std.astype(xc.dtype, copy=False)
+        self._cache = (xhat, inv_std, use_batch, m)
+        if self.weight is None:
+            return xhat.copy()
+        y = xhat * self._param_view(self.weight, x.ndim)
+        y += self._param_view(self.bias, x.ndim)
+        return y
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
+        mom = self.momentum
+        rm, rv = self.running_mean.data, self.running_var.data
+        rm *= 1.0 - mom
+        rm += (mom * mean.reshape(-1)).astype(rm.dtype, copy=False)
+        rv *= 1.0 - mom
+        rv += (mom * m / (m - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
+        self.num_batches_tracked += 1
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        xhat, inv_std, use_batch, m = self._cache
+        g = grad_out
+        axes = (0, *range(2, g.ndim))
+        need_sums = use_batch or self.weight is not None
+        if need_sums:
+            dbeta = g.sum(axis=axes, keepdims=True)
+            dgamma = np.sum(g * xhat, axis=axes, keepdims=True)
+        if self.weight is not None:
+            self.weight.grad += dgamma.reshape(-1).astype(self.weight.grad.dtype, copy=False)
+            self.bias.grad += dbeta.reshape(-1).astype(self.bias.grad.dtype, copy=False)
+        scale = inv_std if self.weight is None else inv_std * self._param_view(self.weight, g.ndim)
+        scale = scale.astype(g.dtype, copy=False)
+        if not use_batch:
+            return g * scale
+        dx = g - dbeta / m
+        dx -= xhat * (dgamma / m)
+        dx *= scale
+        return dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class LayerNorm(Layer):
+    """Layer normalization over the last ``len(normalized_shape)`` axes (PyTorch semantics).
+
+    ``y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, with the mean and
+    biased variance taken over the trailing axes given by ``normalized_shape``,
+    separately for each sample (and each leading position). It behaves the
+    same in training and eval mode.
+
+    Args:
+        normalized_shape: the trailing shape to normalise over; an int ``D``
+            means the last axis of size ``D``.
+        eps: added to the variance for numerical stability (default ``1e-5``).
+        elementwise_affine: whether to learn ``weight`` and ``bias`` of shape
+            ``normalized_shape`` (default ``True``).
+        bias: whether to learn the additive ``bias`` when affine (default ``True``).
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, *, *normalized_shape)``.
+        - Output: the same as the input.
+
+    Attributes:
+        weight: ``Parameter`` of shape ``normalized_shape``, initialised to ones
+            (``None`` when ``elementwise_affine=False``).
+        bias: ``Parameter`` of shape ``normalized_shape``, initialised to zeros
+            (``None`` when ``elementwise_affine=False`` or ``bias=False``).
+
+    Gradient:
+        Over each group of ``D = prod(normalized_shape)`` values, with
+        ``xhat = (x - mu) * r``, ``r = 1 / sqrt(var + eps)``, ``g = dL/dy`` and
+        ``dxhat = g * weight``:
+        ``dL/dx = (r / D) * (D * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))``;
+        ``dL/dweight = sum over the leading axes of g * xhat`` and
+        ``dL/dbias = sum over the leading axes of g``.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import LayerNorm
+        >>> layer = LayerNorm(4)
+        >>> y = layer(np.arange(8, dtype=np.float32).reshape(2, 4))
+        >>> y.shape, bool(np.allclose(y.mean(axis=-1), 0.0, atol=1e-6))
+        ((2, 4), True)
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...] | list[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        if (
+            not isinstance(shape, (tuple, list))
+            or not shape
+            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape)
+        ):
+            raise ConfigError(
+                "LayerNorm: normalized_shape must be a positive integer or a non-empty tuple of "
+                f"positive integers, got {normalized_shape!r}"
+            )
+        self.normalized_shape = tuple(int(d) for d in shape)
+        self.eps = _positive_float("LayerNorm", "eps", eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.use_bias = bool(bias)
+        dtype = get_default_dtype()
+        self.weight = (
+            Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
+        )
+        self.bias = (
+            Parameter(np.zeros(self.normalized_shape, dtype=dtype))
+            if self.elementwise_affine and self.use_bias
+            else None
+        )
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    def build(self, input_shape: Any) -> None:
+        self._validate_shape(input_shape)
+        super().build(input_shape)
+
+    def _validate_shape(self, shape: Any) -> None:
+        k = len(self.normalized_shape)
+        if shape is None or len(shape) < k + 1 or tuple(shape[-k:]) != self.normalized_shape:
+            expected = format_shape(("N", "*", *self.normalized_shape))
+            raise ShapeError(
+                f"{self.describe()} expected input of shape {expected}, got {format_shape(shape)}"
+            )
+
+    def _check_input(self, x: Any) -> None:
+        self._validate_shape(getattr(x, "shape", None))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        axes = tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        xhat = x - mean
+        var = np.mean(xhat * xhat, axis=axes, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat *= inv_std
+        self._cache = (xhat, inv_std)
+        if self.weight is None:
+            return xhat.copy()
+        y = xhat * self.weight.data
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        xhat, inv_std = self._cache
+        g = grad_out
+        k = len(self.normalized_shape)
+        axes = tuple(range(g.ndim - k, g.ndim))
+        lead = tuple(range(g.ndim - k))
+        if self.weight is not None:
+            self.weight.grad += np.sum(g * xhat, axis=lead).astype(self.weight.grad.dtype, copy=False)
+            dxhat = g * self.weight.data
+        else:
+            dxhat = g
+        if self.bias is not None:
+            self.bias.grad += g.sum(axis=lead).astype(self.bias.grad.dtype, copy=False)
+        d = math.prod(self.normalized_shape)
+        dx = dxhat - dxhat.sum(axis=axes, keepdims=True) / d
+        dx -= xhat * (np.sum(dxhat * xhat, axis=axes, keepdims=True) / d)
+        dx *= inv_std
+        return dx
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "normalized_shape": list(self.normalized_shape),
+            "eps": self.eps,
+            "elementwise_affine": self.elementwise_affine,
+            "bias": self.use_bias,
+        }
+
+    def extra_repr(self) -> str:
+        bias = "" if self.use_bias else ", bias=False"
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}{bias}"
+
+
+@hookimpl
+def register_layers(register: Any) -> None:
+    register(BatchNorm, aliases=("BatchNorm1d", "BatchNorm2d"))
+    register(LayerNorm)
