@@ -38,7 +38,9 @@ def _plugins(as_json: bool) -> int:
         else:
             what = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registered"].items() if v)
         lines.append((row["distribution"] or "-", row["version"] or "-", row["plugin"], what or "(nothing)"))
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header[:3])]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header[:3])
+    ]
     print("  ".join(h.ljust(w) for h, w in zip(header[:3], widths)) + "  " + header[3])
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line[:3], widths)) + "  " + line[3])

@@ -53,7 +53,12 @@ def format_shape(shape: Any) -> str:
         return "[" + ", ".join(format_shape(s) for s in shape) + "]"
     if shape is None:
         return "?"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join("None" if d is None else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
 
 
 def _shape_of(x: Any) -> Any:
@@ -217,8 +222,7 @@ class Layer:
             raise DataError(f"{self.describe()} expected a NumPy array, got {type(x).__name__}")
         if not _matches(spec, shape):
             raise ShapeError(
-                f"{self.describe()} expected input of shape {format_shape(spec)}, "
-                f"got {format_shape(shape)}"
+                f"{self.describe()} expected input of shape {format_shape(spec)}, got {format_shape(shape)}"
             )
 
     # -- children, parameters and state ------------------------------------

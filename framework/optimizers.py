@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from framework.optimizer import Optimizer  # noqa: F401
 from framework.namespace import Namespace
+from framework.optimizer import Optimizer  # noqa: F401
 
 _NAMESPACE = Namespace("optimizers")
 

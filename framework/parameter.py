@@ -35,9 +35,7 @@ class Parameter:
     def __init__(self, data: Any, trainable: bool = True) -> None:
         array = np.asarray(data)
         if not np.issubdtype(array.dtype, np.floating):
-            raise ConfigError(
-                f"Parameter: expected a floating-point array, got dtype {array.dtype}"
-            )
+            raise ConfigError(f"Parameter: expected a floating-point array, got dtype {array.dtype}")
         self.data: np.ndarray = np.ascontiguousarray(array)
         self.grad: np.ndarray = np.zeros_like(self.data)
         self.trainable = bool(trainable)
@@ -62,9 +60,7 @@ class Parameter:
         """Copy ``value`` into ``data`` in place (shape must match)."""
         value = np.asarray(value)
         if value.shape != self.data.shape:
-            raise ConfigError(
-                f"Parameter.assign: expected shape {self.data.shape}, got {value.shape}"
-            )
+            raise ConfigError(f"Parameter.assign: expected shape {self.data.shape}, got {value.shape}")
         np.copyto(self.data, value, casting="same_kind")
 
     def astype(self, dtype: Any) -> None:

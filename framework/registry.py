@@ -274,9 +274,7 @@ class Registry:
         if kind not in self._tables:
             raise UnknownNameError(f"unknown registry kind {kind!r}; expected one of {KINDS}")
         if not isinstance(name, str):
-            raise UnknownNameError(
-                f"{_SINGULAR[kind]} names are strings, got {type(name).__name__} {name!r}"
-            )
+            raise UnknownNameError(f"{_SINGULAR[kind]} names are strings, got {type(name).__name__} {name!r}")
         found = self._tables[kind].get(canonical_name(name))
         if found is None:
             known = ", ".join(self.names(kind)) or "(none: is the package installed?)"

@@ -59,8 +59,11 @@ class _Twice(Layer):
 
 def test_manual_registration_and_lookup():
     reg = Registry()
-    reg.register_plugin(_plugin(register_layers=lambda register: register(_Twice, aliases=("double",))),
-                        distribution="twice-dist", version="1.0")
+    reg.register_plugin(
+        _plugin(register_layers=lambda register: register(_Twice, aliases=("double",))),
+        distribution="twice-dist",
+        version="1.0",
+    )
     assert reg.get("layers", "DOUBLE") is _Twice
     assert reg.get("layers", "_twice") is _Twice
     assert reg.entry("layers", "double").plugin.distribution == "twice-dist"
@@ -68,15 +71,17 @@ def test_manual_registration_and_lookup():
 
 def test_conflict_names_both_distributions():
     reg = Registry()
-    reg.register_plugin(_plugin(register_layers=lambda register: register(_Twice, name="Scale")),
-                        distribution="dist-a")
+    reg.register_plugin(
+        _plugin(register_layers=lambda register: register(_Twice, name="Scale")), distribution="dist-a"
+    )
 
     class Other(_Twice):
         pass
 
     with pytest.raises(PluginError) as info:
-        reg.register_plugin(_plugin(register_layers=lambda register: register(Other, name="scale")),
-                            distribution="dist-b")
+        reg.register_plugin(
+            _plugin(register_layers=lambda register: register(Other, name="scale")), distribution="dist-b"
+        )
     assert "dist-a" in str(info.value) and "dist-b" in str(info.value)
 
 
@@ -110,7 +115,9 @@ def test_misspelled_hook_is_refused():
 
 
 def test_cli_lists_plugins():
-    out = subprocess.run([sys.executable, "-m", "framework", "plugins"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "framework", "plugins"], capture_output=True, text=True, check=True
+    )
     assert "framework" in out.stdout and "Linear" in out.stdout
 
 
