@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from framework import schedules
 from framework.errors import ConfigError
 from framework.parameter import Parameter
 
@@ -26,9 +27,12 @@ class Optimizer:
 
     Args:
         params: a layer / model or an iterable of ``Parameter``; may be bound
-            later with :meth:`bind` (``compile`` does).
-        learning_rate: a float or a schedule, a callable ``step -> lr``
-            (alias ``lr``).
+            later with :meth:`bind` (``compile`` does). A number or a schedule
+            here is taken as the learning rate, so the Keras spelling
+            ``SGD(0.1)`` works too.
+        learning_rate: a float or a schedule, a callable ``step -> lr`` such
+            as :mod:`framework.schedules` provides, or its saved
+            ``{"class_name": ..., "config": ...}`` form (alias ``lr``).
         weight_decay: L2 penalty coefficient added to each gradient.
         clipnorm: if set, gradients are rescaled so their global L2 norm is at
             most this value.
@@ -46,28 +50,49 @@ class Optimizer:
         clipnorm: float | None = None,
         clipvalue: float | None = None,
     ) -> None:
+        if _is_learning_rate(params):
+            learning_rate, params = params, None
         if lr is not None:
             learning_rate = lr
-        if not callable(learning_rate):
-            if not isinstance(learning_rate, (int, float)) or not math.isfinite(learning_rate) or learning_rate < 0:
-                raise ConfigError(
-                    f"{type(self).__name__}: learning_rate must be a finite number >= 0 "
-                    f"or a schedule, got {learning_rate!r}"
-                )
-        if weight_decay < 0:
-            raise ConfigError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay}")
+        if weight_decay is None or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
+            raise ConfigError(
+                f"{type(self).__name__}: weight_decay must be a number >= 0, got {weight_decay!r}"
+            )
         for label, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
-            if value is not None and not value > 0:
-                raise ConfigError(f"{type(self).__name__}: {label} must be > 0 or None, got {value}")
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"{type(self).__name__}: {label} must be > 0 or None, got {value!r}")
         self.learning_rate = learning_rate
         self.weight_decay = float(weight_decay)
-        self.clipnorm = clipnorm
-        self.clipvalue = clipvalue
+        self.clipnorm = None if clipnorm is None else float(clipnorm)
+        self.clipvalue = None if clipvalue is None else float(clipvalue)
         self.iterations = 0
         self.params: list[Parameter] = []
         self.state: list[dict[str, np.ndarray]] = []
+        self._scratch: dict[tuple[int, str], np.ndarray] = {}
         if params is not None:
             self.bind(params)
+
+    @property
+    def learning_rate(self) -> float | Callable[[int], float]:
+        """The constant rate or the schedule (a callable ``step -> lr``)."""
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: Any) -> None:
+        value = schedules.get(value)
+        if not callable(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.floating))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ConfigError(
+                    f"{type(self).__name__}: learning_rate must be a finite number >= 0 "
+                    f"or a schedule, got {value!r}"
+                )
+            value = float(value)
+        self._learning_rate = value
 
     def bind(self, params: Any) -> Optimizer:
         """Attach to the trainable parameters of a layer or an iterable of ``Parameter``."""
@@ -79,8 +104,12 @@ class Optimizer:
             raise ConfigError(
                 f"{type(self).__name__}.bind: expected a Layer or Parameters, got {type(params).__name__}"
             )
-        self.params = found
-        self.state = [{} for _ in found]
+        unique: dict[int, Parameter] = {}
+        for p in found:
+            unique.setdefault(id(p), p)  # a tied weight is updated once per step
+        self.params = list(unique.values())
+        self.state = [{} for _ in self.params]
+        self._scratch = {}
         return self
 
     @property
@@ -89,6 +118,10 @@ class Optimizer:
         if callable(self.learning_rate):
             return float(self.learning_rate(self.iterations))
         return float(self.learning_rate)
+
+    @lr.setter
+    def lr(self, value: float | Callable[[int], float]) -> None:
+        self.learning_rate = value
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -109,9 +142,23 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             grad = p.grad
             if self.weight_decay and self.decay_in_gradient:
-                grad = grad + self.weight_decay * p.data
+                grad = np.multiply(p.data, self.weight_decay, out=self.scratch(p, "decayed_grad"))
+                grad += p.grad
             self.update(p, grad, state, lr)
         self.iterations += 1
+
+    def scratch(self, param: Parameter, name: str = "work") -> np.ndarray:
+        """A reusable uninitialised array shaped like ``param`` (not part of the state).
+
+        ``update`` writes temporaries into it with ``out=`` so a step allocates
+        no arrays of the parameter's size.
+        """
+        key = (id(param), name)
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != param.shape or buf.dtype != param.dtype:
+            buf = np.empty_like(param.data)
+            self._scratch[key] = buf
+        return buf
 
     #: ``True``: weight decay is added to the gradient (L2); AdamW sets ``False``.
     decay_in_gradient = True
@@ -120,15 +167,7 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not implement update()")
 
     def get_config(self) -> dict[str, Any]:
-        lr = self.learning_rate
-        if callable(lr):
-            if not hasattr(lr, "get_config"):
-                raise ConfigError(
-                    f"{type(self).__name__}: a learning-rate schedule must have get_config() "
-                    "to be saved; use one from framework.schedules"
-                )
-            lr = {"class_name": type(lr).__name__, "config": lr.get_config()}
-        config: dict[str, Any] = {"learning_rate": lr}
+        config: dict[str, Any] = {"learning_rate": schedules.serialize(self.learning_rate)}
         if self.weight_decay:
             config["weight_decay"] = self.weight_decay
         if self.clipnorm is not None:
@@ -145,8 +184,14 @@ class Optimizer:
             raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"iterations": n, "slots": [{slot name: array} per bound parameter]}``."""
-        return {"iterations": self.iterations, "slots": [dict(s) for s in self.state]}
+        """``{"iterations": n, "slots": [{slot name: array} per bound parameter]}``.
+
+        The arrays are copies, so later steps do not change a saved state.
+        """
+        return {
+            "iterations": self.iterations,
+            "slots": [{k: np.array(v, copy=True) for k, v in s.items()} for s in self.state],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step count and slot arrays (copied) for the bound parameters."""
@@ -165,8 +210,19 @@ class Optimizer:
                         f"has shape {value.shape}, the parameter {p.shape}"
                     )
         self.iterations = int(state.get("iterations", 0))
-        self.state = [{k: np.array(v, dtype=p.dtype) for k, v in s.items()} for p, s in zip(self.params, slots)]
+        self.state = [
+            {k: np.array(v, dtype=p.dtype) for k, v in s.items()} for p, s in zip(self.params, slots)
+        ]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def _is_learning_rate(value: Any) -> bool:
+    """Whether a positional ``params`` argument is really a learning rate."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float, np.floating, schedules.Schedule)):
+        return True
+    return isinstance(value, dict) and "class_name" in value

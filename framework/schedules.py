@@ -1,0 +1,253 @@
+"""Learning-rate schedules: callables ``schedule(step) -> lr``.
+
+Any of these can be given as an optimizer's ``learning_rate``
+(``SGD(learning_rate=StepDecay(0.1, step_size=1000))``); the optimizer
+evaluates it at its step count (``optimizer.iterations``, starting at 0)
+before every update. A schedule is plain data: ``get_config()`` gives its
+arguments, and :func:`get` rebuilds one from the
+``{"class_name": ..., "config": ...}`` form that optimizers save, looking the
+class up only among the schedules of this module (a config never imports
+anything).
+
+Example:
+    >>> from framework.schedules import CosineDecay, WarmUp
+    >>> sched = WarmUp(CosineDecay(0.1, decay_steps=100), warmup_steps=10)
+    >>> round(sched(4), 4), round(sched(10), 4)
+    (0.05, 0.1)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from framework.errors import ConfigError
+
+__all__ = ["Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "WarmUp", "get", "serialize"]
+
+
+def _check_rate(owner: str, arg: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{owner}: {arg} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_steps(owner: str, arg: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}: {arg} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Schedule:
+    """Base class: a learning rate as a function of the optimizer step.
+
+    Subclasses implement ``__call__(step) -> float`` (``step`` counts from 0)
+    and ``get_config()``; ``from_config`` calls the constructor with it.
+    """
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not implement __call__(step)")
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Schedule:
+        try:
+            return cls(**config)
+        except TypeError as exc:
+            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class StepDecay(Schedule):
+    """Multiply the rate by ``gamma`` every ``step_size`` steps (PyTorch's ``StepLR``).
+
+    ``lr(step) = initial_lr * gamma ** floor(step / step_size)``
+
+    Args:
+        initial_lr: the rate of steps ``0 .. step_size - 1``.
+        step_size: number of steps between decays.
+        gamma: the decay factor, default 0.1.
+    """
+
+    def __init__(self, initial_lr: float, step_size: int, gamma: float = 0.1) -> None:
+        self.initial_lr = _check_rate("StepDecay", "initial_lr", initial_lr)
+        self.step_size = _check_steps("StepDecay", "step_size", step_size)
+        self.gamma = _check_rate("StepDecay", "gamma", gamma)
+
+    def __call__(self, step: int) -> float:
+        return self.initial_lr * self.gamma ** (int(step) // self.step_size)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial_lr": self.initial_lr, "step_size": self.step_size, "gamma": self.gamma}
+
+
+class ExponentialDecay(Schedule):
+    """Exponential decay (Keras' ``ExponentialDecay``).
+
+    ``lr(step) = initial_lr * decay_rate ** (step / decay_steps)``, with the
+    exponent floored when ``staircase`` is true.
+
+    Args:
+        initial_lr: the rate at step 0.
+        decay_rate: the factor applied every ``decay_steps`` steps.
+        decay_steps: steps per factor of ``decay_rate``, default 1 (PyTorch's
+            ``ExponentialLR`` with ``gamma=decay_rate``).
+        staircase: decay in discrete jumps instead of continuously, default False.
+    """
+
+    def __init__(
+        self, initial_lr: float, decay_rate: float, decay_steps: int = 1, staircase: bool = False
+    ) -> None:
+        self.initial_lr = _check_rate("ExponentialDecay", "initial_lr", initial_lr)
+        self.decay_rate = _check_rate("ExponentialDecay", "decay_rate", decay_rate)
+        self.decay_steps = _check_steps("ExponentialDecay", "decay_steps", decay_steps)
+        self.staircase = bool(staircase)
+
+    def __call__(self, step: int) -> float:
+        exponent = step / self.decay_steps
+        if self.staircase:
+            exponent = math.floor(exponent)
+        return self.initial_lr * self.decay_rate**exponent
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "initial_lr": self.initial_lr,
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+            "staircase": self.staircase,
+        }
+
+
+class CosineDecay(Schedule):
+    """Cosine annealing from ``initial_lr`` to ``alpha * initial_lr`` (Keras' ``CosineDecay``).
+
+    ``lr(step) = initial_lr * ((1 - alpha) * 0.5 * (1 + cos(pi * t)) + alpha)``
+    with ``t = min(step, decay_steps) / decay_steps``; constant after
+    ``decay_steps``.
+
+    Args:
+        initial_lr: the rate at step 0.
+        decay_steps: number of steps to reach the final rate.
+        alpha: the final rate as a fraction of ``initial_lr``, in ``[0, 1]``,
+            default 0.0.
+    """
+
+    def __init__(self, initial_lr: float, decay_steps: int, alpha: float = 0.0) -> None:
+        self.initial_lr = _check_rate("CosineDecay", "initial_lr", initial_lr)
+        self.decay_steps = _check_steps("CosineDecay", "decay_steps", decay_steps)
+        alpha = _check_rate("CosineDecay", "alpha", alpha)
+        if alpha > 1:
+            raise ConfigError(f"CosineDecay: alpha must be in [0, 1], got {alpha}")
+        self.alpha = alpha
+
+    def __call__(self, step: int) -> float:
+        t = min(max(int(step), 0), self.decay_steps) / self.decay_steps
+        cosine = 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.initial_lr * ((1.0 - self.alpha) * cosine + self.alpha)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial_lr": self.initial_lr, "decay_steps": self.decay_steps, "alpha": self.alpha}
+
+
+class WarmUp(Schedule):
+    """Linear warm-up for ``warmup_steps`` steps, then the wrapped schedule.
+
+    ``lr(step) = target * (step + 1) / warmup_steps`` for
+    ``step < warmup_steps``, where ``target`` is the wrapped rate at its step
+    0; afterwards ``lr(step) = schedule(step - warmup_steps)``, so the wrapped
+    schedule starts its own count when the warm-up ends. The first step already
+    uses a non-zero rate and the ramp reaches ``target`` exactly at the end.
+
+    Args:
+        schedule: the schedule to warm up into, or a constant rate (float).
+        warmup_steps: length of the ramp in steps.
+    """
+
+    def __init__(self, schedule: Schedule | float | dict[str, Any], warmup_steps: int) -> None:
+        schedule = get(schedule)
+        if not callable(schedule):
+            schedule = _check_rate("WarmUp", "schedule", schedule)
+        self.schedule = schedule
+        self.warmup_steps = _check_steps("WarmUp", "warmup_steps", warmup_steps)
+
+    def _after(self, step: int) -> float:
+        if callable(self.schedule):
+            return float(self.schedule(step))
+        return float(self.schedule)
+
+    def __call__(self, step: int) -> float:
+        step = int(step)
+        if step < self.warmup_steps:
+            return self._after(0) * (step + 1) / self.warmup_steps
+        return self._after(step - self.warmup_steps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": serialize(self.schedule), "warmup_steps": self.warmup_steps}
+
+
+_SCHEDULES: dict[str, type[Schedule]] = {
+    cls.__name__: cls for cls in (StepDecay, ExponentialDecay, CosineDecay, WarmUp)
+}
+
+
+def serialize(schedule: Any) -> Any:
+    """A number unchanged; a schedule as ``{"class_name": ..., "config": ...}``.
+
+    Raises:
+        ConfigError: for a callable that has no ``get_config`` (a lambda).
+    """
+    if schedule is None or isinstance(schedule, (int, float)):
+        return schedule
+    if not hasattr(schedule, "get_config"):
+        raise ConfigError(
+            f"schedule {schedule!r} has no get_config() and cannot be saved; "
+            f"use one of framework.schedules: {', '.join(_SCHEDULES)}"
+        )
+    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+
+
+def get(spec: Any) -> Any:
+    """Rebuild a schedule from ``{"class_name": ..., "config": ...}``; pass others through.
+
+    A number, ``None`` or an existing callable is returned unchanged. Only the
+    classes of this module are looked up (by exact class name); nothing is
+    imported from a config.
+
+    Raises:
+        ConfigError: for an unknown class name or a malformed dict.
+
+    Example:
+        >>> get({"class_name": "StepDecay", "config": {"initial_lr": 0.1, "step_size": 10}})
+        StepDecay(initial_lr=0.1, step_size=10, gamma=0.1)
+    """
+    if not isinstance(spec, dict):
+        return spec
+    if "class_name" not in spec:
+        raise ConfigError(
+            f"a schedule config must be a dict with 'class_name' and 'config', got keys {sorted(spec)}"
+        )
+    name = spec["class_name"]
+    cls = _SCHEDULES.get(name)
+    if cls is None:
+        raise ConfigError(
+            f"unknown learning-rate schedule {name!r}; known schedules: {', '.join(_SCHEDULES)}"
+        )
+    config = spec.get("config") or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"schedule {name}: config must be a dict, got {config!r}")
+    return cls.from_config(dict(config))
