@@ -1,0 +1,326 @@
+"""Pure functions behind the convolution and pooling layers (NCHW, any float dtype).
+
+Notation: a batch ``x`` of shape ``(N, C, H, W)``, a kernel of ``(kh, kw)``,
+strides ``(sh, sw)``, dilations ``(dh, dw)`` and padding ``((top, bottom),
+(left, right))``. Along each spatial axis the number of output positions is::
+
+    out = floor((size + before + after - dilation * (kernel - 1) - 1) / stride) + 1
+
+(for ``dilation=1`` and symmetric ``padding=p``: ``floor((size + 2p - k) / s) + 1``).
+
+- :func:`im2col` gathers every receptive field into a columns matrix of shape
+  ``(N, C*kh*kw, OH*OW)``, so a convolution is one (batched) matrix product
+  ``W.reshape(out_ch, -1) @ cols -> (N, out_ch, OH*OW)``, already NCHW.
+- :func:`col2im` is its adjoint: ``<im2col(x), c> == <x, col2im(c)>``. It
+  scatter-adds each column entry back onto the input pixel it was read from,
+  looping over the ``kh*kw`` kernel offsets only.
+- :func:`max_pool2d` / :func:`avg_pool2d` and their backward functions reduce
+  over the same windows with strided slices, one per kernel offset.
+
+Padding may be an int (all sides), a pair ``(ph, pw)`` (both sides of each
+axis) or a pair of pairs ``((top, bottom), (left, right))``; the last form
+expresses the asymmetric padding of ``padding="same"`` with an even kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from framework.errors import ShapeError
+
+__all__ = [
+    "pair",
+    "expand_padding",
+    "same_padding",
+    "conv_output_size",
+    "pad2d",
+    "offset_slices",
+    "window_view",
+    "im2col",
+    "col2im",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+]
+
+Pair = tuple[int, int]
+Padding2d = tuple[Pair, Pair]
+
+
+def pair(value: Any) -> Pair:
+    """``3 -> (3, 3)``; a pair (tuple or list) is returned as a tuple of ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair of ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def expand_padding(padding: Any) -> Padding2d:
+    """Normalise ``p``, ``(ph, pw)`` or ``((top, bottom), (left, right))`` to the last form.
+
+    >>> expand_padding(1)
+    ((1, 1), (1, 1))
+    >>> expand_padding((1, 2))
+    ((1, 1), (2, 2))
+    """
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    ):
+        return pair(padding[0]), pair(padding[1])
+    ph, pw = pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def same_padding(kernel: Any, dilation: Any = 1) -> Padding2d:
+    """Padding that keeps ``H, W`` at stride 1; an odd total puts the extra pixel bottom/right.
+
+    This is PyTorch's rule for ``padding="same"``: total ``d * (k - 1)``,
+    ``before = total // 2``, ``after = total - before``.
+
+    >>> same_padding((4, 3))
+    ((1, 2), (1, 1))
+    """
+    pads = []
+    for k, d in zip(pair(kernel), pair(dilation)):
+        total = d * (k - 1)
+        pads.append((total // 2, total - total // 2))
+    return pads[0], pads[1]
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: Any = 0, dilation: int = 1) -> int:
+    """Number of window positions along one axis: ``floor((size + pads - d(k-1) - 1) / s) + 1``.
+
+    ``padding`` is an int (both sides) or a ``(before, after)`` pair. The result
+    is ``<= 0`` when the (dilated) kernel is larger than the padded input; the
+    caller decides how to report that.
+
+    >>> conv_output_size(28, 5)
+    24
+    >>> conv_output_size(28, 3, stride=2, padding=1)
+    14
+    """
+    before, after = pair(padding)
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pad2d(x: np.ndarray, padding: Any, value: float = 0.0) -> np.ndarray:
+    """``x`` with its last two axes padded by ``value``; ``x`` itself when there is no padding."""
+    (top, bottom), (left, right) = expand_padding(padding)
+    if top == bottom == left == right == 0:
+        return x
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    xp[:, :, top : top + h, left : left + w] = x
+    return xp
+
+
+def offset_slices(
+    kernel: Any, stride: Any, out_size: Pair, dilation: Any = 1
+) -> list[tuple[int, int, tuple[slice, slice]]]:
+    """For each kernel offset ``(i, j)``, the strided slice of the padded input it reads.
+
+    The slice ``(i*dh : ... : sh, j*dw : ... : sw)`` selects, for every output
+    position ``(a, b)``, the input pixel ``(a*sh + i*dh, b*sw + j*dw)``.
+    """
+    (kh, kw), (sh, sw), (dh, dw) = pair(kernel), pair(stride), pair(dilation)
+    oh, ow = out_size
+    return [
+        (i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh), slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+
+
+def _output_hw(shape: tuple[int, ...], kernel: Pair, stride: Pair, pads: Padding2d, dilation: Pair) -> Pair:
+    h, w = shape[-2:]
+    oh = conv_output_size(h, kernel[0], stride[0], pads[0], dilation[0])
+    ow = conv_output_size(w, kernel[1], stride[1], pads[1], dilation[1])
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(
+            f"kernel {kernel} (dilation {dilation}) is larger than the padded input "
+            f"{(h + sum(pads[0]), w + sum(pads[1]))}"
+        )
+    return oh, ow
+
+
+def _crop(xp: np.ndarray, pads: Padding2d) -> np.ndarray:
+    """Remove ``pads`` from the last two axes (a contiguous copy; ``xp`` itself if unpadded)."""
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return xp
+    return np.ascontiguousarray(xp[:, :, top : xp.shape[2] - bottom, left : xp.shape[3] - right])
+
+
+def window_view(xp: np.ndarray, kernel: Any, stride: Any = 1, dilation: Any = 1) -> np.ndarray:
+    """Read-only strided view ``(N, C, kh, kw, OH, OW)`` of the windows of a padded ``xp``.
+
+    ``view[n, c, i, j, a, b] == xp[n, c, a*sh + i*dh, b*sw + j*dw]``; no data is copied.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    oh, ow = _output_hw(xp.shape, kernel, stride, ((0, 0), (0, 0)), dilation)
+    n, c, _, _ = xp.shape
+    s_n, s_c, s_h, s_w = xp.strides
+    return as_strided(
+        xp,
+        shape=(n, c, kernel[0], kernel[1], oh, ow),
+        strides=(s_n, s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w),
+        writeable=False,
+    )
+
+
+def im2col(
+    x: np.ndarray,
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gather the receptive fields of ``x`` into columns of shape ``(N, C*kh*kw, OH*OW)``.
+
+    ``cols[n, (c, i, j), (a, b)] = xpad[n, c, a*sh + i*dh, b*sw + j*dw]`` with the
+    middle axis ordered like ``W.reshape(out_ch, -1)``, so
+    ``W.reshape(out_ch, -1) @ cols`` is the convolution, shaped ``(N, out_ch, OH*OW)``.
+    The padding is applied once, the windows are a strided view, and the only
+    copy is the one into ``cols``.
+
+    Args:
+        x: input ``(N, C, H, W)``.
+        kernel, stride, dilation: int or pair.
+        padding: int, pair, or ``((top, bottom), (left, right))``.
+        out: optional C-contiguous buffer of the result's shape and ``x``'s dtype
+            to write into (a workspace reused across calls).
+
+    Raises:
+        ShapeError: when the kernel is larger than the padded input.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    pads = expand_padding(padding)
+    n, c = x.shape[:2]
+    oh, ow = _output_hw(x.shape, kernel, stride, pads, dilation)
+    shape = (n, c * kernel[0] * kernel[1], oh * ow)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    elif out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"im2col: out must be a C-contiguous array of shape {shape}, got {out.shape}")
+    view = window_view(pad2d(x, pads), kernel, stride, dilation)
+    np.copyto(out.reshape(view.shape), view)
+    return out
+
+
+def col2im(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col`: scatter-add columns back to an ``(N, C, H, W)`` array.
+
+    Each entry of ``cols`` is added to the input pixel :func:`im2col` read it
+    from, so pixels shared by overlapping windows receive the sum; entries that
+    came from padding are dropped. One strided ``+=`` per kernel offset.
+
+    Args:
+        cols: ``(N, C*kh*kw, OH*OW)`` (or anything of that size).
+        input_shape: ``(N, C, H, W)`` of the unpadded input.
+        kernel, stride, padding, dilation: as given to :func:`im2col`.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    pads = expand_padding(padding)
+    n, c, h, w = input_shape
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation)
+    blocks = cols.reshape(n, c, kernel[0], kernel[1], oh, ow)
+    xp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=cols.dtype)
+    for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
+        xp[:, :, window[0], window[1]] += blocks[:, :, i, j]
+    return _crop(xp, pads)
+
+
+def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Window maxima of ``x`` and, per output, the kernel offset ``i*kw + j`` that holds it.
+
+    Padding is by ``-inf``, so it never wins. The maximum is a running
+    ``np.maximum`` over the ``kh*kw`` strided slices; the recorded offset is the
+    first maximum in row-major window order (a later slice replaces it only when
+    strictly greater), which makes the gradient route to exactly one input.
+
+    Returns:
+        ``(out, argmax)``, both ``(N, C, OH, OW)``; ``argmax`` is a small
+        unsigned integer array.
+    """
+    kernel, stride = pair(kernel), pair(stride)
+    pads = expand_padding(padding)
+    oh, ow = _output_hw(x.shape, kernel, stride, pads, (1, 1))
+    xp = pad2d(x, pads, value=-np.inf)
+    slices = offset_slices(kernel, stride, (oh, ow))
+    _, _, first = slices[0]
+    out = xp[:, :, first[0], first[1]].copy()
+    argmax = np.zeros(out.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1] - 1))
+    for k, (_, _, window) in enumerate(slices[1:], start=1):
+        candidate = xp[:, :, window[0], window[1]]
+        np.copyto(argmax, k, where=candidate > out, casting="unsafe")
+        np.maximum(out, candidate, out=out)
+    return out, argmax
+
+
+def max_pool2d_backward(
+    grad_out: np.ndarray,
+    argmax: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any,
+    padding: Any = 0,
+) -> np.ndarray:
+    """Route each output gradient to the input its window's maximum came from.
+
+    ``dx[n, c, a*sh + i, b*sw + j] += g[n, c, a, b]`` where ``argmax[n, c, a, b] == i*kw + j``;
+    overlapping windows (stride < kernel) accumulate.
+    """
+    kernel, stride = pair(kernel), pair(stride)
+    pads = expand_padding(padding)
+    n, c, h, w = input_shape
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, (1, 1))
+    dxp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=grad_out.dtype)
+    zero = grad_out.dtype.type(0)
+    for k, (_, _, window) in enumerate(offset_slices(kernel, stride, (oh, ow))):
+        dxp[:, :, window[0], window[1]] += np.where(argmax == k, grad_out, zero)
+    return _crop(dxp, pads)
+
+
+def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> np.ndarray:
+    """Window means of ``x`` with zero padding counted in the divisor ``kh*kw``."""
+    kernel, stride = pair(kernel), pair(stride)
+    pads = expand_padding(padding)
+    oh, ow = _output_hw(x.shape, kernel, stride, pads, (1, 1))
+    xp = pad2d(x, pads)
+    slices = offset_slices(kernel, stride, (oh, ow))
+    _, _, first = slices[0]
+    out = xp[:, :, first[0], first[1]].copy()
+    for _, _, window in slices[1:]:
+        out += xp[:, :, window[0], window[1]]
+    out *= out.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    return out
+
+
+def avg_pool2d_backward(
+    grad_out: np.ndarray, input_shape: tuple[int, int, int, int], kernel: Any, stride: Any, padding: Any = 0
+) -> np.ndarray:
+    """Scatter-add ``g / (kh*kw)`` to every input of each window (padding dropped)."""
+    kernel, stride = pair(kernel), pair(stride)
+    pads = expand_padding(padding)
+    n, c, h, w = input_shape
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, (1, 1))
+    share = grad_out * grad_out.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    dxp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=grad_out.dtype)
+    for _, _, window in offset_slices(kernel, stride, (oh, ow)):
+        dxp[:, :, window[0], window[1]] += share
+    return _crop(dxp, pads)
