@@ -19,6 +19,26 @@ from framework.random import get_rng
 __all__ = ["Linear", "Identity", "Dropout", "Flatten", "Activation"]
 
 
+def _activation(layer: str, value: Any) -> Layer | None:
+    act = activations.get(value)
+    if act is not None and not isinstance(act, Layer):
+        raise ConfigError(
+            f"{layer}: activation must be a registered name, an activation class or instance, "
+            f"got {value!r}; registered activations: {', '.join(activations.names())}"
+        )
+    return act
+
+
+def _initializer(layer: str, arg: str, value: Any) -> Any:
+    init = initializers.get(value)
+    if not callable(init):
+        raise ConfigError(
+            f"{layer}: {arg} must be a registered name, an initializer class or instance, "
+            f"got {value!r}; registered initializers: {', '.join(initializers.names())}"
+        )
+    return init
+
+
 def _positive_int(layer: str, arg: str, value: Any, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -77,13 +97,15 @@ class Linear(Layer):
     ) -> None:
         super().__init__(name=name)
         if output_size is None:
-            raise ConfigError("Linear: output_size is required, e.g. Linear(784, 128) or Linear(output_size=128)")
+            raise ConfigError(
+                "Linear: output_size is required, e.g. Linear(784, 128) or Linear(output_size=128)"
+            )
         self.input_size = _positive_int("Linear", "input_size", input_size, allow_none=True)
         self.output_size = _positive_int("Linear", "output_size", output_size)
-        self.activation = activations.get(activation)
+        self.activation = _activation("Linear", activation)
         self.use_bias = bool(bias)
-        self.weight_init = initializers.get(weight_init)
-        self.bias_init = initializers.get(bias_init)
+        self.weight_init = _initializer("Linear", "weight_init", weight_init)
+        self.bias_init = _initializer("Linear", "bias_init", bias_init)
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
         if self.input_size is not None:
@@ -92,7 +114,8 @@ class Linear(Layer):
     def build(self, input_shape: Any) -> None:
         if not isinstance(input_shape, tuple) or len(input_shape) < 2:
             raise ShapeError(
-                f"{self.describe()} expected input of shape (N, *, in_features), got {format_shape(input_shape)}"
+                f"{self.describe()} expected input of shape (N, *, in_features), "
+                f"got {format_shape(input_shape)}"
             )
         n_in = input_shape[-1]
         if self.input_size is not None and n_in != self.input_size:
@@ -194,7 +217,11 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, seed: int | None = None, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, float, np.integer, np.floating))
+            or not 0.0 <= p < 1.0
+        ):
             raise ConfigError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         self.seed = seed
@@ -237,7 +264,9 @@ class Flatten(Layer):
     def __init__(self, start_dim: int = 1, end_dim: int = -1, *, name: str | None = None) -> None:
         super().__init__(name=name)
         if not isinstance(start_dim, int) or not isinstance(end_dim, int):
-            raise ConfigError(f"Flatten: start_dim and end_dim must be integers, got {start_dim!r}, {end_dim!r}")
+            raise ConfigError(
+                f"Flatten: start_dim and end_dim must be integers, got {start_dim!r}, {end_dim!r}"
+            )
         if start_dim == 0:
             raise ConfigError("Flatten: start_dim must not be 0 (the batch axis); use Reshape for that")
         self.start_dim = start_dim
@@ -248,7 +277,8 @@ class Flatten(Layer):
         end = self.end_dim % rank
         if start == 0 or end < start:
             raise ShapeError(
-                f"{self.describe()}: cannot flatten axes {self.start_dim}..{self.end_dim} of a rank-{rank} input"
+                f"{self.describe()}: cannot flatten axes {self.start_dim}..{self.end_dim} "
+                f"of a rank-{rank} input"
             )
         return start, end
 
@@ -288,7 +318,7 @@ class Activation(Layer):
         super().__init__(name=name)
         if activation is None:
             raise ConfigError("Activation: activation is required, e.g. Activation('relu')")
-        self.activation = activations.get(activation)
+        self.activation = _activation("Activation", activation)
 
     @property
     def gain(self) -> float | None:
