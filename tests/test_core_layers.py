@@ -157,6 +157,12 @@ def test_linear_unknown_initializer_lists_registered_names():
         Linear(3, 2, bias_init="no_such_bias_init")
 
 
+@pytest.mark.parametrize("kwargs", [{"activation": 5}, {"weight_init": 5}, {"bias_init": [0.0]}])
+def test_linear_refuses_objects_that_are_not_activations_or_initializers(kwargs):
+    with pytest.raises(ConfigError, match="Linear"):
+        Linear(3, 2, **kwargs)
+
+
 def test_linear_initializers_by_name_class_and_instance():
     Constant = initializers.Constant
     by_name = Linear(3, 2, weight_init="ones", bias_init=initializers.get("constant", value=0.5))
@@ -259,6 +265,11 @@ def test_dropout_high_p_preserves_the_mean():
 def test_dropout_invalid_p_is_config_error(p):
     with pytest.raises(ConfigError, match=r"Dropout.*p"):
         Dropout(p)
+
+
+def test_dropout_accepts_numpy_scalars():
+    assert Dropout(np.float32(0.25)).p == 0.25
+    assert Dropout(np.int64(0)).p == 0.0
 
 
 def test_dropout_mask_reproducible_with_seed_argument():
@@ -372,6 +383,8 @@ def test_activation_errors():
         Activation(None)
     with pytest.raises(ConfigError, match="no_such_activation"):
         Activation("no_such_activation")
+    with pytest.raises(ConfigError, match="Activation"):
+        Activation(3.0)
 
 
 def test_activation_config_round_trip():
