@@ -1,0 +1,345 @@
+"""Tests of the built-in activations: gradients, values, stability, dtypes, lookup, config."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from framework import activations
+from framework.errors import ConfigError, ShapeError
+from framework.namespace import serialize
+from framework.testing import check_gradients
+from plugins.activations import (
+    ELU,
+    GELU,
+    IdentityActivation,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+    erfc,
+    normal_cdf,
+)
+
+# (registered name, constructor kwargs): every activation, some with non-default arguments.
+CASES = [
+    ("identity", {}),
+    ("relu", {}),
+    ("leaky_relu", {}),
+    ("leaky_relu", {"negative_slope": 0.3}),
+    ("elu", {}),
+    ("elu", {"alpha": 0.7}),
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("softmax", {}),
+    ("softmax", {"axis": 1}),
+    ("log_softmax", {}),
+    ("log_softmax", {"axis": 1}),
+    ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}),
+    ("silu", {}),
+    ("softplus", {}),
+    ("softplus", {"beta": 2.0, "threshold": 1.0}),
+]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for name, kw in CASES]
+
+
+def _away_from_kinks(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal * 2, pushed at least 0.05 away from 0 (ReLU's kink)."""
+    x = 2.0 * rng.standard_normal(shape)
+    return np.sign(x) * (np.abs(x) + 0.05)
+
+
+# -- gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
+def test_gradients(name, kwargs, float64, rng):
+    act = activations.get(name, **kwargs)
+    x = _away_from_kinks(rng, (3, 4, 5))
+    if name == "softplus" and kwargs.get("threshold") == 1.0:
+        x = x[np.abs(2.0 * x - 1.0) > 0.05].reshape(-1)[:40].reshape(4, 10)  # off the switch point
+    report = check_gradients(act, x)
+    assert report.errors["input"] < 1e-6
+
+
+def test_softplus_gradient_covers_both_regions(float64):
+    act = Softplus(beta=2.0, threshold=1.0)
+    x = np.array([[-3.0, -0.4, 0.2, 0.8, 1.5, 4.0]])
+    check_gradients(act, x)
+    act.forward(x)
+    np.testing.assert_array_equal(act._linear, 2.0 * x > 1.0)
+    assert act._linear.any() and not act._linear.all()
+
+
+# -- values against formula-level references ------------------------------------------------
+
+
+@pytest.fixture
+def x_moderate(rng):
+    return rng.uniform(-6.0, 6.0, size=(8, 16))
+
+
+def test_relu_family_values(x_moderate):
+    x = x_moderate
+    np.testing.assert_array_equal(ReLU()(x), np.maximum(x, 0.0))
+    np.testing.assert_allclose(LeakyReLU(0.2)(x), np.where(x > 0, x, 0.2 * x), rtol=1e-15)
+    np.testing.assert_allclose(ELU(alpha=1.5)(x), np.where(x > 0, x, 1.5 * (np.exp(x) - 1.0)), rtol=1e-13)
+    np.testing.assert_array_equal(IdentityActivation()(x), x)
+
+
+def test_sigmoid_tanh_silu_softplus_values(x_moderate):
+    x = x_moderate
+    sig = 1.0 / (1.0 + np.exp(-x))
+    np.testing.assert_allclose(Sigmoid()(x), sig, rtol=1e-14)
+    np.testing.assert_allclose(Tanh()(x), (np.exp(x) - np.exp(-x)) / (np.exp(x) + np.exp(-x)), rtol=1e-13)
+    np.testing.assert_allclose(SiLU()(x), x * sig, rtol=1e-14)
+    np.testing.assert_allclose(Softplus()(x), np.log(1.0 + np.exp(x)), rtol=1e-13)
+    np.testing.assert_allclose(
+        Softplus(beta=3.0)(x / 10), np.log(1.0 + np.exp(3.0 * x / 10)) / 3.0, rtol=1e-13
+    )
+
+
+def test_softplus_threshold_switches_to_identity():
+    x = np.array([[5.0, 10.0, 10.5, 30.0]])
+    out = Softplus(beta=2.0, threshold=20.0)(x)
+    np.testing.assert_allclose(out[0, :2], np.log1p(np.exp(2.0 * x[0, :2])) / 2.0, rtol=1e-14)
+    np.testing.assert_array_equal(out[0, 2:], x[0, 2:])
+
+
+def test_softmax_and_log_softmax_values(rng):
+    x = rng.standard_normal((4, 3, 5))
+    e = np.exp(x)
+    for axis in (-1, 1):
+        ref = e / e.sum(axis=axis, keepdims=True)
+        np.testing.assert_allclose(Softmax(axis=axis)(x), ref, rtol=1e-14)
+        np.testing.assert_allclose(Softmax(axis=axis)(x).sum(axis=axis), 1.0, rtol=1e-14)
+        np.testing.assert_allclose(LogSoftmax(axis=axis)(x), np.log(ref), rtol=1e-13, atol=1e-14)
+
+
+def test_softmax_dim_alias():
+    assert Softmax(dim=1).axis == 1
+    assert LogSoftmax(dim=0).get_config() == {"axis": 0}
+
+
+def _gelu_reference(v: float) -> float:
+    return v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))
+
+
+def test_gelu_exact_matches_math_erf(rng):
+    x = np.concatenate([rng.uniform(-8.0, 8.0, 500), np.linspace(-3.0, 3.0, 61)])
+    ref = np.array([_gelu_reference(v) for v in x])
+    np.testing.assert_allclose(GELU()(x[None]), ref[None], rtol=1e-12, atol=1e-15)
+
+
+def test_gelu_tanh_approximation_formula(x_moderate):
+    x = x_moderate
+    ref = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(GELU(approximate="tanh")(x), ref, rtol=1e-14)
+    assert np.abs(GELU(approximate="tanh")(x) - GELU()(x)).max() < 1e-3
+
+
+def test_erfc_matches_math_erfc_including_tails():
+    x = np.concatenate([np.linspace(-6.0, 6.0, 2401), np.linspace(6.0, 26.0, 201), [0.0, 1.0, 2.0, 30.0]])
+    ref = np.array([math.erfc(v) for v in x])
+    got = erfc(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+    tail = x > 2.0
+    assert np.max(np.abs(got[tail] - ref[tail]) / ref[tail].clip(1e-300)) < 1e-12
+
+
+def test_normal_cdf_symmetry_and_known_values():
+    x = np.array([-1.959963984540054, 0.0, 1.0])
+    np.testing.assert_allclose(
+        normal_cdf(x), [0.025, 0.5, 0.5 * (1.0 + math.erf(1.0 / math.sqrt(2.0)))], rtol=1e-13
+    )
+    y = np.linspace(-10.0, 10.0, 101)
+    np.testing.assert_allclose(normal_cdf(y) + normal_cdf(-y), 1.0, rtol=1e-15)
+
+
+# -- stability ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_overflow_at_large_inputs(name, kwargs, dtype):
+    act = activations.get(name, **kwargs)
+    x = np.array([[-1000.0, -50.0, 0.5, 50.0, 1000.0]], dtype=dtype).repeat(2, axis=0)
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        y = act.forward(x)
+        g = act.backward(np.ones_like(y))
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
+
+
+def test_saturation_limits():
+    x = np.array([[-1000.0, 1000.0]])
+    np.testing.assert_array_equal(Sigmoid()(x), [[0.0, 1.0]])
+    np.testing.assert_array_equal(Softplus()(x), [[0.0, 1000.0]])
+    np.testing.assert_array_equal(SiLU()(x), [[0.0, 1000.0]])
+    np.testing.assert_array_equal(np.abs(GELU()(x)), [[0.0, 1000.0]])
+    np.testing.assert_array_equal(ELU()(x), [[-1.0, 1000.0]])
+    np.testing.assert_array_equal(Softmax()(x), [[0.0, 1.0]])
+    np.testing.assert_array_equal(LogSoftmax()(x), [[-2000.0, 0.0]])
+
+
+# -- dtypes and shapes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
+def test_float32_stays_float32(name, kwargs, rng):
+    act = activations.get(name, **kwargs)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    y = act.forward(x)
+    assert y.dtype == np.float32
+    assert act.backward(np.ones_like(y)).dtype == np.float32
+
+
+def test_integer_input_becomes_float():
+    assert Sigmoid()(np.array([[0, 1]])).dtype == np.float32
+    assert ReLU()(np.array([[-2, 3]])).dtype == np.float32
+
+
+def test_activation_accepts_any_shape_after_building(rng):
+    act = ReLU()
+    act(rng.standard_normal((2, 3)))
+    assert act.input_spec is None
+    assert act(rng.standard_normal((5, 7, 2))).shape == (5, 7, 2)
+
+
+def test_softmax_axis_out_of_range_raises_shape_error():
+    with pytest.raises(ShapeError, match="axis 3"):
+        Softmax(axis=3)(np.ones((2, 4)))
+
+
+def test_backward_checks_gradient_shape():
+    act = Tanh()
+    act(np.ones((2, 3)))
+    with pytest.raises(ShapeError, match=r"\(2, 3\)"):
+        act.backward(np.ones((3, 2)))
+
+
+# -- gains, lookup, Linear -----------------------------------------------------------------
+
+
+def test_gains():
+    assert ReLU().gain == pytest.approx(math.sqrt(2.0))
+    assert LeakyReLU(0.2).gain == pytest.approx(math.sqrt(2.0 / 1.04))
+    assert Tanh().gain == pytest.approx(5.0 / 3.0)
+    for cls in (Sigmoid, ELU, GELU, SiLU, Softplus, Softmax, IdentityActivation):
+        assert cls().gain == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("relu", ReLU),
+        ("ReLU", ReLU),
+        ("leaky_relu", LeakyReLU),
+        ("LeakyReLU", LeakyReLU),
+        ("elu", ELU),
+        ("sigmoid", Sigmoid),
+        ("tanh", Tanh),
+        ("softmax", Softmax),
+        ("log_softmax", LogSoftmax),
+        ("gelu", GELU),
+        ("silu", SiLU),
+        ("swish", SiLU),
+        ("softplus", Softplus),
+        ("identity", IdentityActivation),
+        ("linear", IdentityActivation),
+    ],
+)
+def test_lookup_as_activation(name, cls):
+    assert type(activations.get(name)) is cls
+
+
+def test_lookup_as_layer():
+    from framework import layers
+    from framework.layers import ELU as LayerELU
+    from framework.layers import GELU as LayerGELU
+    from framework.layers import LeakyReLU as LayerLeakyReLU
+    from framework.layers import ReLU as LayerReLU
+    from framework.layers import Sigmoid as LayerSigmoid
+    from framework.layers import SiLU as LayerSiLU
+    from framework.layers import Softmax as LayerSoftmax
+    from framework.layers import Softplus as LayerSoftplus
+    from framework.layers import Tanh as LayerTanh
+
+    assert (LayerReLU, LayerLeakyReLU, LayerELU, LayerSigmoid, LayerTanh) == (
+        ReLU,
+        LeakyReLU,
+        ELU,
+        Sigmoid,
+        Tanh,
+    )
+    assert (LayerSoftmax, LayerGELU, LayerSiLU, LayerSoftplus) == (Softmax, GELU, SiLU, Softplus)
+    assert layers.Identity is not IdentityActivation  # the core Identity layer keeps its name
+
+
+def test_unknown_activation_lists_names():
+    with pytest.raises(ConfigError, match="relu"):
+        activations.get("rleu")
+
+
+def test_linear_with_relu_uses_relu_gain():
+    from framework.layers import Linear
+
+    small = Linear(3, 4, activation="relu")
+    y = small(np.ones((2, 3), dtype=np.float32))
+    assert y.shape == (2, 4) and np.all(y >= 0)
+    assert isinstance(small.activation, ReLU)
+
+    bound = math.sqrt(2.0) * math.sqrt(3.0 / 1000)
+    w = Linear(1000, 400, activation="relu").weight.data
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.999 * bound
+    tanh_bound = 5.0 / 3.0 * math.sqrt(3.0 / 1000)
+    w = Linear(1000, 400, activation="tanh").weight.data
+    assert np.abs(w).max() <= tanh_bound and np.abs(w).max() > 0.999 * tanh_bound
+
+
+# -- config -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
+def test_config_round_trip(name, kwargs, rng):
+    act = activations.get(name, **kwargs)
+    data = serialize("activations", act)
+    rebuilt = activations.get(data)
+    assert type(rebuilt) is type(act)
+    assert rebuilt.get_config() == act.get_config()
+    x = rng.standard_normal((3, 4))
+    np.testing.assert_array_equal(rebuilt(x), act(x))
+
+
+def test_serialize_names_and_configs():
+    assert serialize("activations", ReLU()) == "relu"
+    assert serialize("activations", SiLU()) == "silu"
+    assert serialize("activations", LeakyReLU(0.2)) == {
+        "class_name": "leaky_relu",
+        "config": {"negative_slope": 0.2},
+    }
+    assert serialize("layers", LeakyReLU(0.2))["class_name"] == "LeakyReLU"
+
+
+@pytest.mark.parametrize(
+    ("factory", "match"),
+    [
+        (lambda: LeakyReLU(negative_slope="steep"), "negative_slope must be a real number"),
+        (lambda: ELU(alpha=float("inf")), "alpha must be finite"),
+        (lambda: GELU(approximate="erf"), "none, tanh"),
+        (lambda: Softplus(beta=0.0), "beta must be > 0"),
+        (lambda: Softmax(axis=1.5), "axis must be an integer"),
+        (lambda: Softmax(axis=1, dim=2), "pass only one"),
+    ],
+)
+def test_bad_arguments_raise_config_error(factory, match):
+    with pytest.raises(ConfigError, match=match):
+        factory()
