@@ -1,0 +1,266 @@
+"""Conv2d: gradients by finite differences, forward against a slow loop, shapes, config, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import framework
+from framework.errors import ConfigError, NotBuiltError, ShapeError
+from framework.testing import check_gradients
+from plugins.conv import Conv2d
+
+
+def reference_conv(x, weight, bias, stride, pads):
+    """Cross-correlation straight from the definition: loops over n, oc, i, j."""
+    (top, bottom), (left, right) = pads
+    sh, sw = stride
+    n, c, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    xp = np.zeros((n, c, h + top + bottom, w + left + right))
+    xp[:, :, top : top + h, left : left + w] = x
+    oh = (xp.shape[2] - kh) // sh + 1
+    ow = (xp.shape[3] - kw) // sw + 1
+    y = np.zeros((n, oc, oh, ow))
+    for b in range(n):
+        for o in range(oc):
+            for i in range(oh):
+                for j in range(ow):
+                    patch = xp[b, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
+                    y[b, o, i, j] = np.sum(patch * weight[o]) + (0.0 if bias is None else bias[o])
+    return y
+
+
+# (in_ch, out_ch, kernel, stride, padding, bias, input H, W)
+CONFIGS = [
+    (1, 2, 3, 1, 0, True, (5, 5)),
+    (3, 2, 3, 2, 0, True, (7, 6)),
+    (2, 3, 3, 1, 1, False, (4, 5)),
+    (1, 2, (2, 3), 1, 2, True, (4, 4)),
+    (3, 2, (3, 2), (2, 1), (1, 0), True, (6, 5)),
+    (2, 2, 3, 1, "same", True, (5, 4)),
+    (1, 2, (4, 2), 1, "same", True, (5, 6)),
+    (2, 2, 3, 1, "valid", False, (5, 5)),
+]
+IDS = [f"k{c[2]}-s{c[3]}-p{c[4]}-bias{c[5]}-{c[6][0]}x{c[6][1]}" for c in CONFIGS]
+
+
+def make(in_ch, out_ch, kernel, stride, padding, bias, **kwargs):
+    return Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=bias, **kwargs)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_gradients(float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw):
+    layer = make(in_ch, out_ch, kernel, stride, padding, bias)
+    if layer.bias is not None:
+        layer.bias.data[:] = rng.standard_normal(layer.bias.shape)
+    x = rng.standard_normal((2, in_ch, *hw))
+    report = check_gradients(layer, x)
+    assert set(report.errors) == ({"input", "weight", "bias"} if bias else {"input", "weight"})
+
+
+def test_gradients_with_an_activation(float64, rng):
+    layer = Conv2d(2, 3, 3, stride=2, padding=1, activation="tanh")
+    layer.bias.data[:] = rng.standard_normal(3)
+    check_gradients(layer, rng.standard_normal((2, 2, 5, 6)))
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_forward_matches_reference_loop(rng, in_ch, out_ch, kernel, stride, padding, bias, hw):
+    layer = make(in_ch, out_ch, kernel, stride, padding, bias)
+    if layer.bias is not None:
+        layer.bias.data[:] = rng.standard_normal(layer.bias.shape)
+    x = rng.standard_normal((3, in_ch, *hw)).astype(np.float32)
+    expected = reference_conv(
+        x.astype(np.float64),
+        layer.weight.data.astype(np.float64),
+        None if layer.bias is None else layer.bias.data,
+        layer.stride,
+        layer.pads,
+    )
+    y = layer(x)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert layer.output_shape((None, in_ch, *hw)) == (None, *y.shape[1:])
+
+
+def test_same_padding_keeps_size_and_pads_bottom_right_for_even_kernels(rng):
+    layer = Conv2d(1, 1, 2, padding="same", bias=False)
+    layer.weight.data[:] = [[[[0.0, 0.0], [0.0, 1.0]]]]  # picks x[i + 1, j + 1]
+    x = rng.standard_normal((1, 1, 4, 5)).astype(np.float32)
+    y = layer(x)
+    assert y.shape == x.shape
+    np.testing.assert_array_equal(y[0, 0, :-1, :-1], x[0, 0, 1:, 1:])
+    np.testing.assert_array_equal(y[0, 0, -1, :], 0)
+    np.testing.assert_array_equal(y[0, 0, :, -1], 0)
+
+
+def test_activation_applied_and_gain_passed(rng):
+    class RecordingInit:
+        def __init__(self):
+            self.gains = []
+
+        def __call__(self, shape, dtype=None, rng=None, gain=None):
+            self.gains.append(gain)
+            return np.ones(shape, dtype=dtype)
+
+    init = RecordingInit()
+    layer = Conv2d(1, 2, 3, activation="relu", weight_init=init)
+    assert init.gains == [pytest.approx(np.sqrt(2.0))]
+    x = rng.standard_normal((2, 1, 5, 5)).astype(np.float32)
+    y = layer(x)
+    assert (y >= 0).all()
+    np.testing.assert_allclose(
+        y,
+        np.maximum(reference_conv(x, layer.weight.data, layer.bias.data, (1, 1), ((0, 0),) * 2), 0),
+        rtol=1e-5,
+    )
+
+
+def test_weights_created_eagerly_with_pytorch_layout():
+    layer = Conv2d(3, 6, (5, 3))
+    assert layer.weight.shape == (6, 3, 5, 3)
+    assert layer.bias.shape == (6,)
+    assert not np.all(layer.weight.data == 0)
+    np.testing.assert_array_equal(layer.bias.data, 0)
+    assert Conv2d(3, 6, 5, bias=False).bias is None
+
+
+def test_default_init_is_kaiming_uniform_bound():
+    framework.set_seed(0)
+    layer = Conv2d(4, 8, 3)
+    bound = np.sqrt(6.0 / (4 * 3 * 3))  # He uniform, default gain sqrt(2): gain * sqrt(3 / fan_in)
+    assert np.abs(layer.weight.data).max() <= bound
+    assert np.abs(layer.weight.data).max() > 0.8 * bound
+
+
+def test_float32_in_float32_out(rng):
+    layer = Conv2d(2, 3, 3, padding=1)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    y = layer(x)
+    assert layer.weight.dtype == np.float32 and y.dtype == np.float32
+    dx = layer.backward(np.ones_like(y))
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    assert layer.weight.grad.dtype == np.float32
+
+
+def test_spatial_size_may_vary_between_calls(rng):
+    layer = Conv2d(1, 2, 3, stride=2)
+    assert layer(rng.standard_normal((1, 1, 9, 9)).astype(np.float32)).shape == (1, 2, 4, 4)
+    y = layer(rng.standard_normal((4, 1, 7, 11)).astype(np.float32))
+    assert y.shape == (4, 2, 3, 5)
+    assert layer.backward(np.ones_like(y)).shape == (4, 1, 7, 11)
+
+
+def test_backward_accumulates_into_grad(float64, rng):
+    layer = Conv2d(1, 2, 3)
+    x = rng.standard_normal((2, 1, 5, 5))
+    g = rng.standard_normal((2, 2, 3, 3))
+    layer(x)
+    layer.backward(g)
+    once = layer.weight.grad.copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, 2 * once)
+
+
+def test_second_backward_without_forward_is_refused(rng):
+    layer = Conv2d(1, 2, 3)
+    y = layer(rng.standard_normal((1, 1, 5, 5)).astype(np.float32))
+    layer.backward(np.ones_like(y))
+    with pytest.raises(NotBuiltError, match="forward"):
+        layer.backward(np.ones_like(y))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"in_channels": 3, "out_channels": 8, "kernel_size": 3},
+        {
+            "in_channels": 1,
+            "out_channels": 2,
+            "kernel_size": [3, 5],
+            "stride": [2, 1],
+            "padding": [1, 2],
+            "activation": "relu",
+            "bias": False,
+            "name": "c1",
+        },
+        {"in_channels": 2, "out_channels": 2, "kernel_size": 4, "padding": "same"},
+    ],
+)
+def test_config_round_trip(kwargs):
+    layer = Conv2d(**kwargs)
+    config = layer.get_config()
+    rebuilt = Conv2d.from_config(config)
+    assert rebuilt.get_config() == config
+    assert rebuilt.weight.shape == layer.weight.shape
+    assert (rebuilt.kernel_size, rebuilt.stride, rebuilt.padding) == (
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+    )
+
+
+def test_registered_by_name():
+    from framework import layers
+
+    assert layers.get("Conv2d", in_channels=1, out_channels=2, kernel_size=3).weight.shape == (2, 1, 3, 3)
+
+
+def test_wrong_channel_count_names_expected_and_actual(rng):
+    layer = Conv2d(3, 4, 3, name="conv_a")
+    with pytest.raises(ShapeError, match=r"conv_a.*\(N, 3, H, W\).*\(None, 2, 8, 8\)"):
+        layer(np.zeros((1, 2, 8, 8), dtype=np.float32))
+    layer(np.zeros((1, 3, 8, 8), dtype=np.float32))
+    with pytest.raises(ShapeError, match=r"\(None, 3, None, None\).*\(1, 1, 8, 8\)"):
+        layer(np.zeros((1, 1, 8, 8), dtype=np.float32))
+
+
+def test_wrong_rank_is_a_shape_error():
+    layer = Conv2d(3, 4, 3)
+    with pytest.raises(ShapeError, match=r"\(N, 3, H, W\).*\(None, 3, 8\)"):
+        layer(np.zeros((1, 3, 8), dtype=np.float32))
+    with pytest.raises(ShapeError, match="expected"):
+        layer.output_shape((None, 3, 8))
+
+
+def test_kernel_larger_than_padded_input_is_a_shape_error():
+    layer = Conv2d(1, 1, 5, padding=1, name="big")
+    with pytest.raises(ShapeError, match=r"big.*kernel \(5, 5\).*padded input \(4, 9\)"):
+        layer(np.zeros((1, 1, 2, 7), dtype=np.float32))
+    with pytest.raises(ShapeError, match=r"kernel \(5, 5\).*\(4, 9\)"):
+        layer.output_shape((None, 1, 2, 7))
+    layer(np.zeros((1, 1, 3, 3), dtype=np.float32))  # fits exactly: (3 + 2 - 5) + 1 = 1
+    with pytest.raises(ShapeError, match="larger than the padded input"):
+        layer(np.zeros((1, 1, 2, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"in_channels": 0}, "in_channels"),
+        ({"out_channels": -1}, "out_channels"),
+        ({"kernel_size": 0}, "kernel_size"),
+        ({"kernel_size": (3, 0)}, "kernel_size"),
+        ({"kernel_size": (3, 3, 3)}, "kernel_size"),
+        ({"stride": 0}, "stride"),
+        ({"padding": -1}, "padding"),
+        ({"padding": 1.5}, "padding"),
+        ({"bias": "yes"}, "bias"),
+    ],
+)
+def test_bad_hyperparameters_are_config_errors(kwargs, match):
+    args = {"in_channels": 1, "out_channels": 1, "kernel_size": 3, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        Conv2d(**args)
+
+
+def test_unknown_padding_string_lists_allowed_values():
+    with pytest.raises(ConfigError, match=r"'valid', 'same'.*'full'"):
+        Conv2d(1, 1, 3, padding="full")
+
+
+def test_same_padding_with_stride_is_refused():
+    with pytest.raises(ConfigError, match="stride"):
+        Conv2d(1, 1, 3, stride=2, padding="same")
