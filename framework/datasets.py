@@ -135,7 +135,7 @@ def load_digits(return_images: bool = True, dtype: Any = "float32") -> tuple[np.
 
     Example:
         >>> x, y = load_digits()  # doctest: +SKIP
-        >>> x.shape, y.shape
+        >>> x.shape, y.shape  # doctest: +SKIP
         ((1797, 1, 8, 8), (1797,))
     """
     dtype = resolve_dtype(dtype)
@@ -657,7 +657,9 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise DataError(f"one_hot: labels must be whole numbers, got {labels[where]!r} at index {where}")
+            raise DataError(
+                f"one_hot: labels must be whole numbers, got {labels[where].item()!r} at index {where}"
+            )
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.size else 0
         num_classes = max(num_classes, 0)
@@ -668,7 +670,7 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise DataError(
             f"one_hot: labels must be in 0..{num_classes - 1} (num_classes={num_classes}), "
-            f"got {labels[where]!r} at index {where}"
+            f"got {labels[where].item()!r} at index {where}"
         )
     return np.eye(num_classes, dtype=dtype)[labels.astype(np.int64)]
 
