@@ -202,6 +202,10 @@ class BatchNorm(Layer):
         dx *= scale
         return dx
 
+    def output_shape(self, input_shape: Any) -> Any:
+        self._validate_shape(input_shape)
+        return input_shape
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -346,6 +350,10 @@ class LayerNorm(Layer):
         dx -= xhat * (np.sum(dxhat * xhat, axis=axes, keepdims=True) / d)
         dx *= inv_std
         return dx
+
+    def output_shape(self, input_shape: Any) -> Any:
+        self._validate_shape(input_shape)
+        return input_shape
 
     def get_config(self) -> dict[str, Any]:
         return {

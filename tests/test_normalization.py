@@ -295,6 +295,15 @@ def test_batchnorm_channel_mismatch_names_layer_and_shapes(rng):
         layer(rng.normal(size=(4, 4)))
 
 
+def test_output_shape_checks_the_channel_axis():
+    assert BatchNorm(3).output_shape((None, 3)) == (None, 3)
+    with pytest.raises(ShapeError, match=r"\(N, 3, \*\).*\(None, 4, 8\)"):
+        BatchNorm(3).output_shape((None, 4, 8))
+    assert LayerNorm((2, 3)).output_shape((None, 5, 2, 3)) == (None, 5, 2, 3)
+    with pytest.raises(ShapeError, match="LayerNorm"):
+        LayerNorm((2, 3)).output_shape((None, 3, 2))
+
+
 def test_batchnorm_rank_one_input_is_refused(rng):
     with pytest.raises(ShapeError, match="BatchNorm"):
         BatchNorm(3)(rng.normal(size=(3,)))
