@@ -35,9 +35,9 @@ class Loss:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
     def __call__(
-        self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
+        self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None, **kwargs: Any
     ) -> float:
-        return self.forward(y_pred, y_true, sample_weight)
+        return self.forward(y_pred, y_true, sample_weight, **kwargs)
 
     # -- helpers for subclasses ------------------------------------------
 
