@@ -37,7 +37,7 @@ def mathjax_root() -> Path:
             return root
     raise PluginError(
         "docs/hooks.py: MathJax not found; the docs need the package that ships it: "
-        "pip install django-static-mathjax (or pip install -e \".[dev]\")"
+        'pip install django-static-mathjax (or pip install -e ".[dev]")'
     )
 
 

@@ -14,14 +14,24 @@ window.MathJax = {
   },
 };
 
-// Material's instant navigation swaps pages without reloading scripts.
+// With Material's instant navigation (navigation.instant) pages are swapped
+// without reloading scripts, so typeset again after each swap. The first
+// emission is the initial page, which MathJax's own startup typesets: clearing
+// the cache then would drop the CSS of the characters being rendered.
 if (typeof document$ !== "undefined") {
+  let initial = true;
   document$.subscribe(() => {
-    if (window.MathJax && MathJax.typesetPromise) {
-      MathJax.startup.output.clearCache();
-      MathJax.typesetClear();
-      MathJax.texReset();
-      MathJax.typesetPromise();
+    if (initial) {
+      initial = false;
+      return;
+    }
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      MathJax.startup.promise.then(() => {
+        MathJax.startup.output.clearCache();
+        MathJax.typesetClear();
+        MathJax.texReset();
+        return MathJax.typesetPromise();
+      });
     }
   });
 }
