@@ -98,8 +98,15 @@ class Optimizer:
         """Attach to the trainable parameters of a layer or an iterable of ``Parameter``."""
         if hasattr(params, "trainable_parameters"):
             found = params.trainable_parameters()
-        elif isinstance(params, Iterable):
-            found = [p for p in params if isinstance(p, Parameter) and p.trainable]
+        elif isinstance(params, Iterable) and not isinstance(params, (str, bytes, dict)):
+            params = list(params)
+            wrong = [p for p in params if not isinstance(p, Parameter)]
+            if wrong:
+                raise ConfigError(
+                    f"{type(self).__name__}.bind: expected a Layer or Parameters, got an iterable "
+                    f"holding {type(wrong[0]).__name__} {wrong[0]!r}"
+                )
+            found = [p for p in params if p.trainable]
         else:
             raise ConfigError(
                 f"{type(self).__name__}.bind: expected a Layer or Parameters, got {type(params).__name__}"
