@@ -13,7 +13,7 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
-from plugins.conv_ops import Padding2d, col2im, conv_output_size, im2col, same_padding
+from plugins.conv_ops import Padding2d, col2im_batch_last, conv_output_size, im2col, same_padding
 
 __all__ = ["Conv2d", "PADDING_MODES"]
 
@@ -245,9 +245,17 @@ class Conv2d(Layer):
         self.weight.grad += np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, 2))
-        dcols = np.matmul(w.T, g, out=cols) if np.result_type(w, g) == cols.dtype else w.T @ g
         self._cols_valid = False
-        return col2im(dcols, self._x_shape, self.kernel_size, self.stride, self.pads, self.dilation)
+        # The column gradient is computed batch-last, (K, OH*OW*N): transposing G costs one
+        # copy of the output, and col2im's strided adds then run over long contiguous rows.
+        g_last = np.ascontiguousarray(g.transpose(1, 2, 0)).reshape(self.out_channels, -1)
+        if np.result_type(w, g_last) == cols.dtype:  # reuse the workspace: cols are no longer needed
+            dcols = np.matmul(w.T, g_last, out=cols.reshape(w.shape[1], -1))
+        else:
+            dcols = w.T @ g_last
+        return col2im_batch_last(
+            dcols, self._x_shape, self.kernel_size, self.stride, self.pads, self.dilation
+        )
 
     def output_shape(self, input_shape: Any) -> Any:
         self._check_shape(input_shape)

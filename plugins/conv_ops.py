@@ -41,6 +41,7 @@ __all__ = [
     "window_view",
     "im2col",
     "col2im",
+    "col2im_batch_last",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -243,6 +244,34 @@ def col2im(
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
         xp[:, :, window[0], window[1]] += blocks[:, :, i, j]
     return _crop(xp, pads)
+
+
+def col2im_batch_last(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+) -> np.ndarray:
+    """:func:`col2im` for columns laid out ``(C*kh*kw, OH*OW*N)``, batch axis last.
+
+    ``cols`` equals ``col2im``'s input transposed from ``(N, K, P)`` to
+    ``(K, P, N)``. With the batch innermost, every strided ``+=`` moves whole
+    rows of ``OW*N`` (stride 1) or ``N`` contiguous values instead of ``OW``,
+    which makes the scatter several times faster for small images. The result
+    is ``(N, C, H, W)``; the crop and the transpose back are one copy.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    pads = expand_padding(padding)
+    n, c, h, w = input_shape
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation)
+    blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
+    xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
+    for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
+        xp[:, window[0], window[1]] += blocks[:, i, j]
+    (top, _), (left, _) = pads
+    return np.ascontiguousarray(xp[:, top : top + h, left : left + w].transpose(3, 0, 1, 2))
 
 
 def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> tuple[np.ndarray, np.ndarray]:

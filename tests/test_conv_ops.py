@@ -8,6 +8,7 @@ import pytest
 from framework.errors import ShapeError
 from plugins.conv_ops import (
     col2im,
+    col2im_batch_last,
     conv_output_size,
     expand_padding,
     im2col,
@@ -118,3 +119,15 @@ def test_same_padding_keeps_size_and_puts_extra_bottom_right(kernel):
 def test_kernel_larger_than_padded_input_is_a_shape_error():
     with pytest.raises(ShapeError, match=r"\(6, 6\)"):
         im2col(np.zeros((1, 1, 4, 4)), 7, 1, 1)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", CASES)
+def test_col2im_batch_last_equals_col2im_of_transposed_columns(rng, shape, kernel, stride, padding, dilation):
+    cols = rng.standard_normal(im2col(np.zeros(shape), kernel, stride, padding, dilation).shape)
+    batch_last = np.ascontiguousarray(cols.transpose(1, 2, 0)).reshape(cols.shape[1], -1)
+    np.testing.assert_allclose(
+        col2im_batch_last(batch_last, shape, kernel, stride, padding, dilation),
+        col2im(cols, shape, kernel, stride, padding, dilation),
+        rtol=1e-12,
+        atol=1e-12,
+    )
