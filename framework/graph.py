@@ -1,0 +1,253 @@
+"""Symbolic tensors and graph nodes: how the functional ``Model`` is traced.
+
+``Input(shape)`` returns a :class:`SymbolicTensor`, a placeholder that carries
+only a shape (batch axis ``None``) and a dtype. Calling a layer on one
+(``Layer.__call__`` sees ``_framework_symbolic``) runs :func:`call_layer`, which
+
+1. builds the layer for the incoming shape if it is not built yet, or checks
+   the shape against the built layer's input spec;
+2. computes the output shape with ``layer.output_shape`` (a layer that does
+   not override it is run once on a batch of zeros, in eval mode, to learn it);
+3. records a :class:`Node` (the layer, its inbound tensors, its outputs) and
+   returns the output placeholder(s).
+
+A shape that does not fit raises :class:`~framework.ShapeError` naming the
+producing layer, the consuming layer and both shapes. ``Model(inputs,
+outputs)`` then walks the nodes back from the outputs (see
+:mod:`framework.model`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from framework.dtype import get_default_dtype, resolve_dtype
+from framework.errors import ConfigError, ShapeError
+from framework.layer import Layer, format_shape
+
+__all__ = ["Input", "InputLayer", "Node", "SymbolicTensor", "call_layer", "connect", "infer_output_shape"]
+
+
+class SymbolicTensor:
+    """A placeholder for an array flowing through a functional graph.
+
+    Attributes:
+        shape: the shape, batch axis ``None``: ``(None, 784)``.
+        dtype: the NumPy dtype the array will have.
+        node: the :class:`Node` that produces it.
+        index: which output of that node it is (0 unless the layer returns a list).
+    """
+
+    _framework_symbolic = True
+
+    def __init__(self, shape: tuple[int | None, ...], dtype: Any, node: Node | None = None, index: int = 0):
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.node = node
+        self.index = index
+
+    @property
+    def layer(self) -> Layer:
+        """The layer whose call produced this tensor."""
+        return self.node.layer
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        owner = self.node.layer.name or type(self.node.layer).__name__ if self.node else "?"
+        return f"<SymbolicTensor shape={format_shape(self.shape)} dtype={self.dtype.name} from {owner!r}>"
+
+
+class Node:
+    """One call of a layer in a graph: ``outputs = layer(inputs, *args, **kwargs)``.
+
+    Attributes:
+        layer: the layer called.
+        inputs: the inbound :class:`SymbolicTensor` objects, in call order.
+        list_input: whether the layer was called with a list (merge layers).
+        outputs: the produced tensors.
+        list_output: whether the layer returns a list of arrays.
+        args, kwargs: extra call arguments, passed to ``forward`` at run time.
+    """
+
+    def __init__(
+        self,
+        layer: Layer,
+        inputs: list[SymbolicTensor],
+        list_input: bool,
+        output_shapes: list[tuple[int | None, ...]],
+        list_output: bool,
+        dtype: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.inputs = inputs
+        self.list_input = list_input
+        self.list_output = list_output
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.outputs = [SymbolicTensor(s, dtype, self, i) for i, s in enumerate(output_shapes)]
+
+
+class InputLayer(Layer):
+    """The source of an ``Input`` placeholder: the identity, with a fixed shape.
+
+    Args:
+        shape: the shape of one sample (without the batch axis).
+        dtype: the dtype of the input (default: the default dtype).
+        name: the input's name.
+    """
+
+    def __init__(self, shape: Any, dtype: Any = None, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        if isinstance(shape, int):
+            shape = (shape,)
+        try:
+            shape = tuple(None if d is None else int(d) for d in shape)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Input: shape must be a tuple of positive ints, got {shape!r}") from exc
+        if any(d is not None and d <= 0 for d in shape):
+            raise ConfigError(f"Input: shape sizes must be positive, got {shape!r}")
+        self.shape = shape
+        self.dtype = resolve_dtype(dtype) if dtype is not None else None
+        self.build((None, *shape))
+        self.input_spec = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out
+
+    def check(self, x: Any) -> None:
+        """Raise ``ShapeError`` unless ``x``'s non-batch sizes match the placeholder."""
+        shape = getattr(x, "shape", None)
+        if (
+            shape is None
+            or len(shape) != len(self.shape) + 1
+            or any(d is not None and d != s for d, s in zip(self.shape, shape[1:]))
+        ):
+            raise ShapeError(
+                f"Input {self.name!r} expected a batch of shape {format_shape((None, *self.shape))}, "
+                f"got {format_shape(shape)}"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        config = {**super().get_config(), "shape": list(self.shape)}
+        if self.dtype is not None:
+            config["dtype"] = self.dtype.name
+        return config
+
+
+def Input(shape: Any, dtype: Any = None, name: str | None = None) -> SymbolicTensor:
+    """A placeholder for a model input of one sample's ``shape`` (no batch axis).
+
+    Example:
+        >>> from framework import Input
+        >>> Input((3, 28, 28)).shape
+        (None, 3, 28, 28)
+    """
+    layer = InputLayer(shape, dtype, name=name)
+    node = Node(layer, [], False, [(None, *layer.shape)], False, layer.dtype or get_default_dtype())
+    return node.outputs[0]
+
+
+class _ShapeOnly:
+    """Stands in for an array in a layer's ``_check_input``: only ``.shape``."""
+
+    def __init__(self, shape: tuple[int | None, ...]) -> None:
+        self.shape = shape
+
+
+def _overrides_output_shape(layer: Layer) -> bool:
+    return type(layer).output_shape is not Layer.output_shape
+
+
+def infer_output_shape(layer: Layer, input_shape: Any) -> Any:
+    """The output shape of ``layer`` for ``input_shape`` (batch axis ``None``).
+
+    Uses ``layer.output_shape``; a layer that does not override it is run once
+    in eval mode on a batch of one zero sample (when every non-batch size is
+    known) and its actual output shape is taken.
+    """
+    if _overrides_output_shape(layer):
+        return layer.output_shape(input_shape)
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+    if any(d is None for s in shapes for d in s[1:]):
+        return layer.output_shape(input_shape)
+    dtype = get_default_dtype()
+    params = layer.parameters()
+    if params:
+        dtype = params[0].dtype
+    dummies = [np.zeros((1, *s[1:]), dtype=dtype) for s in shapes]
+    training = layer.training
+    layer.train(False)
+    try:
+        out = layer.forward(dummies if isinstance(input_shape, list) else dummies[0])
+    finally:
+        layer.train(training)
+    if isinstance(out, (list, tuple)):
+        return [(None, *o.shape[1:]) for o in out]
+    return (None, *out.shape[1:])
+
+
+def _describe(layer: Layer | None) -> str:
+    return layer.describe() if layer is not None else "the input"
+
+
+def connect(layer: Layer, input_shape: Any, source: Layer | list[Layer] | None = None) -> Any:
+    """Build or check ``layer`` for ``input_shape`` and return its output shape.
+
+    Raises:
+        ShapeError: naming ``source`` (the layer producing the input), ``layer``,
+            the incoming shape and what ``layer`` expected.
+    """
+    try:
+        if not layer.built:
+            layer.build(input_shape)
+            layer.built = True
+        elif layer.input_spec is not None:
+            if isinstance(input_shape, list):
+                layer._check_input([_ShapeOnly(s) for s in input_shape])
+            else:
+                layer._check_input(_ShapeOnly(input_shape))
+        out = infer_output_shape(layer, input_shape)
+    except ShapeError as exc:
+        sources = source if isinstance(source, list) else [source]
+        names = " and ".join(_describe(s) for s in sources)
+        raise ShapeError(
+            f"cannot connect {names} (output shape {format_shape(input_shape)}) to {layer.describe()}: {exc}"
+        ) from exc
+    if isinstance(out, list):
+        return [tuple(o) for o in out]
+    return tuple(out)
+
+
+def call_layer(layer: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
+    """Add a node calling ``layer`` on placeholder(s) ``x``; return the output placeholder(s)."""
+    list_input = isinstance(x, (list, tuple))
+    inputs = list(x) if list_input else [x]
+    for i, t in enumerate(inputs):
+        if not getattr(t, "_framework_symbolic", False):
+            raise ConfigError(
+                f"{layer.describe()} was called on a mix of placeholders and {type(t).__name__} "
+                f"(argument {i}); in a functional model every input must come from Input() or a layer"
+            )
+    shape = [t.shape for t in inputs] if list_input else inputs[0].shape
+    out = connect(layer, shape, [t.node.layer for t in inputs] if list_input else inputs[0].node.layer)
+    list_output = isinstance(out, list)
+    dtype = inputs[0].dtype if np.issubdtype(inputs[0].dtype, np.floating) else get_default_dtype()
+    node = Node(layer, inputs, list_input, out if list_output else [out], list_output, dtype, args, kwargs)
+    return list(node.outputs) if list_output else node.outputs[0]
+
+
+def shape_size(shape: tuple[int | None, ...]) -> int | None:
+    """Number of values in one sample of ``shape`` (``None`` if unknown)."""
+    rest = shape[1:]
+    return None if any(d is None for d in rest) else math.prod(rest)

@@ -1,0 +1,186 @@
+"""Built-in plugin: the merge layers Add, Multiply and Concatenate.
+
+Each takes a list of arrays (``layer([a, b, ...])``), in a functional model a
+list of placeholders, and returns one array. Backward returns one gradient
+per input, in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.errors import ConfigError, ShapeError
+from framework.hookspecs import hookimpl
+from framework.layer import Layer, format_shape
+
+__all__ = ["Add", "Multiply", "Concatenate"]
+
+
+class _Merge(Layer):
+    """Shared checks: a list of at least two inputs."""
+
+    def _shapes(self, input_shape: Any) -> list[tuple[int | None, ...]]:
+        if not isinstance(input_shape, list) or len(input_shape) < 2:
+            raise ShapeError(
+                f"{self.describe()} expects a list of at least 2 inputs, got {format_shape(input_shape)}"
+            )
+        return [tuple(s) for s in input_shape]
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+
+
+class _Elementwise(_Merge):
+    def output_shape(self, input_shape: Any) -> Any:
+        shapes = self._shapes(input_shape)
+        first = shapes[0]
+        for i, s in enumerate(shapes[1:], start=1):
+            if len(s) != len(first) or any(
+                a is not None and b is not None and a != b for a, b in zip(first[1:], s[1:])
+            ):
+                raise ShapeError(
+                    f"{self.describe()} needs inputs of one shape; input 0 is {format_shape(first)}, "
+                    f"input {i} is {format_shape(s)}"
+                )
+        return first
+
+
+class Add(_Elementwise):
+    """Elementwise sum of its inputs: ``y = x_1 + x_2 + ... + x_k``.
+
+    Shape:
+        - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dx_i = dL/dy`` for every input.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import Add
+        >>> Add()([np.ones((2, 3)), np.ones((2, 3))])[0, 0]
+        2.0
+    """
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        out = x[0] + x[1]
+        for a in x[2:]:
+            out += a
+        self._n = len(x)
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        return [grad_out] + [grad_out.copy() for _ in range(self._n - 1)]
+
+
+class Multiply(_Elementwise):
+    """Elementwise product of its inputs: ``y = x_1 * x_2 * ... * x_k``.
+
+    Shape:
+        - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dx_i = dL/dy * prod_{j != i} x_j`` (products of the other inputs,
+        computed with prefix and suffix products, so zeros are handled).
+    """
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        self._x = list(x)
+        out = x[0] * x[1]
+        for a in x[2:]:
+            out *= a
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        xs = self._x
+        if len(xs) == 2:
+            return [grad_out * xs[1], grad_out * xs[0]]
+        k = len(xs)
+        prefix: list[Any] = [None] * k
+        running = None
+        for i in range(k):
+            prefix[i] = running
+            running = xs[i] if running is None else running * xs[i]
+        grads: list[Any] = [None] * k
+        running = None
+        for i in range(k - 1, -1, -1):
+            others = prefix[i] if running is None else (running if prefix[i] is None else prefix[i] * running)
+            grads[i] = grad_out * others
+            running = xs[i] if running is None else running * xs[i]
+        return grads
+
+
+class Concatenate(_Merge):
+    """Joins its inputs along ``axis`` (default 1, the channel / feature axis).
+
+    Args:
+        axis: the axis to join along; not the batch axis 0 (negative counts
+            from the end).
+
+    Shape:
+        - Input: a list of arrays equal in every size but ``axis``.
+        - Output: the same shape with ``axis`` of size ``sum_i size_i``.
+
+    Gradient:
+        ``dL/dy`` split along ``axis`` at the input sizes: each input gets
+        its own slice.
+    """
+
+    def __init__(self, axis: int = 1, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        if isinstance(axis, bool) or not isinstance(axis, int) or axis == 0:
+            raise ConfigError(
+                f"Concatenate: axis must be a non-zero integer (0 is the batch axis), got {axis!r}"
+            )
+        self.axis = axis
+
+    def _axis(self, rank: int) -> int:
+        axis = self.axis % rank if -rank <= self.axis < rank else None
+        if axis is None or axis == 0:
+            raise ShapeError(f"{self.describe()}: axis {self.axis} is out of range for rank-{rank} inputs")
+        return axis
+
+    def output_shape(self, input_shape: Any) -> Any:
+        shapes = self._shapes(input_shape)
+        rank = len(shapes[0])
+        axis = self._axis(rank)
+        for i, s in enumerate(shapes[1:], start=1):
+            if len(s) != rank or any(
+                d != axis and a is not None and b is not None and a != b
+                for d, (a, b) in enumerate(zip(shapes[0], s))
+            ):
+                raise ShapeError(
+                    f"{self.describe()} (axis={self.axis}) needs inputs equal in every size but axis "
+                    f"{self.axis}; input 0 is {format_shape(shapes[0])}, input {i} is {format_shape(s)}"
+                )
+        sizes = [s[axis] for s in shapes]
+        joined = None if any(d is None for d in sizes) else sum(sizes)
+        return (*shapes[0][:axis], joined, *shapes[0][axis + 1 :])
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        # The joined axis may vary per input; only rank and the other sizes are fixed.
+        axis = self._axis(len(self.input_shape[0]))
+        self.input_spec = [(*s[:axis], None, *s[axis + 1 :]) for s in self.input_spec]
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        axis = self._axis(x[0].ndim)
+        self._splits = np.cumsum([a.shape[axis] for a in x])[:-1]
+        return np.concatenate(x, axis=axis)
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        return np.split(grad_out, self._splits, axis=self._axis(grad_out.ndim))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+@hookimpl
+def register_layers(register: Any) -> None:
+    register(Add)
+    register(Multiply)
+    register(Concatenate, aliases=("Concat",))
