@@ -35,7 +35,8 @@ def per_call(fn: Callable[[], object], reps: int) -> float:
 def summary(times: list[float]) -> str:
     ms = sorted(t * 1e3 for t in times)
     q = statistics.quantiles(ms, n=4)
-    return f"median {statistics.median(ms):7.3f} ms  (IQR {q[0]:.3f}-{q[2]:.3f}, min {ms[0]:.3f}, max {ms[-1]:.3f})"
+    spread = f"IQR {q[0]:.3f}-{q[2]:.3f}, min {ms[0]:.3f}, max {ms[-1]:.3f}"
+    return f"median {statistics.median(ms):7.3f} ms  ({spread})"
 
 
 def bench_conv(in_ch: int, out_ch: int, k: int, x_shape: tuple[int, ...], rounds: int, reps: int) -> None:
