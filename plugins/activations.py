@@ -46,17 +46,22 @@ __all__ = [
 
 # -- the complementary error function --------------------------------------
 #
-# NumPy has no erf. erfcx(t) = exp(t^2) erfc(t) is smooth and slowly varying for
-# t >= 0, so it is tabulated as Chebyshev interpolants: on [0, 1] and [1, 2] in
-# t, and on [2, inf) in u = 1/t, where sqrt(pi) t erfcx(t) -> 1 as u -> 0. The
-# interpolants are computed once at import from math.erfc (asymptotic series
-# past t = 26, where exp(t^2) would overflow). Relative error of erfc is below
-# about 1e-13 (the rounding of t^2 inside exp(-t^2)); the absolute error is
-# below 1e-15 everywhere.
+# NumPy has no erf. erfcx(t) = exp(t^2) erfc(t) is smooth for t >= 0 and decays
+# like 1 / (sqrt(pi) t), so H = (1 + 2t) erfcx(t) is smooth and bounded on
+# [0, inf) (H(0) = 1, H(inf) = 2 / sqrt(pi)). With u = (t - k) / (t + k), which
+# maps [0, inf) onto [-1, 1), H is tabulated as one Chebyshev interpolant in u
+# (the transform of Weideman, SIAM J. Numer. Anal. 31, 1994). Its coefficients
+# are computed once at import from math.erfc (an asymptotic series past
+# t = 26, where exp(t^2) would overflow). One interpolant means no masking or
+# branching over the array. Relative error of erfc is about 1e-13 in float64
+# (the rounding of t^2 in exp(-t^2) dominates), absolute below 1e-15. Float32
+# and float16 use the leading 12 and 7 coefficients: the dropped tail (~5e-9
+# and ~2e-5) is below their rounding error.
 
 _SQRT_PI = math.sqrt(math.pi)
 _SQRT_2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_ERFCX_K = 3.0
 
 
 def _erfcx_reference(t: float) -> float:
@@ -69,62 +74,75 @@ def _erfcx_reference(t: float) -> float:
     return series / (t * _SQRT_PI)
 
 
-def _asymptotic_part(u: float) -> float:
-    return 1.0 if u == 0.0 else _erfcx_reference(1.0 / u) * _SQRT_PI / u
+def _h_of_u(u: float) -> float:
+    if u >= 1.0:
+        return 2.0 / _SQRT_PI
+    t = _ERFCX_K * (1.0 + u) / (1.0 - u)
+    return (1.0 + 2.0 * t) * _erfcx_reference(t)
 
 
-def _chebyshev_interpolant(f: Callable[[float], float], lo: float, hi: float, degree: int) -> np.ndarray:
-    """Chebyshev coefficients of the interpolant of ``f`` on ``[lo, hi]`` (first-kind nodes)."""
+def _chebyshev_interpolant(f: Callable[[float], float], degree: int) -> np.ndarray:
+    """Chebyshev coefficients of the interpolant of ``f`` on ``[-1, 1]`` (first-kind nodes)."""
     k = np.arange(degree + 1)
     nodes = np.cos(np.pi * (k + 0.5) / (degree + 1))
-    values = np.array([f(0.5 * (lo + hi) + 0.5 * (hi - lo) * s) for s in nodes])
-    return np.polynomial.chebyshev.chebfit(nodes, values, degree)
+    return np.polynomial.chebyshev.chebfit(nodes, np.array([f(u) for u in nodes]), degree)
 
 
-_ERFCX_LOW = _chebyshev_interpolant(_erfcx_reference, 0.0, 1.0, 20)
-_ERFCX_MID = _chebyshev_interpolant(_erfcx_reference, 1.0, 2.0, 20)
-_ERFCX_TAIL = _chebyshev_interpolant(_asymptotic_part, 0.0, 0.5, 24)
+_H_COEF = {
+    np.dtype(np.float64): _chebyshev_interpolant(_h_of_u, 26),
+}
+_H_COEF[np.dtype(np.float32)] = _H_COEF[np.dtype(np.float64)][:12].astype(np.float32)
+_H_COEF[np.dtype(np.float16)] = _H_COEF[np.dtype(np.float64)][:7].astype(np.float16)
 
 
 def _clenshaw(coef: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Evaluate ``sum coef[k] T_k(s)`` for ``s`` in ``[-1, 1]``, in ``s.dtype``."""
-    coef = coef.astype(s.dtype)
-    b1 = np.zeros_like(s)
-    b2 = np.zeros_like(s)
+    """Evaluate ``sum_k coef[k] T_k(s)`` by Clenshaw's recurrence, in ``s.dtype``.
+
+    ``b_k = coef[k] + 2 s b_{k+1} - b_{k+2}``; the sum is ``coef[0] + s b_1 - b_2``.
+    """
     two_s = s + s
-    for c in coef[:0:-1]:
-        b1, b2 = two_s * b1 - b2 + c, b1
-    return s * b1 - b2 + coef[0]
+    b1 = np.full_like(s, coef[-1])
+    b2 = np.zeros_like(s)
+    tmp = np.empty_like(s)
+    for c in coef[-2:0:-1]:
+        np.multiply(two_s, b1, out=tmp)
+        tmp -= b2
+        tmp += c
+        b1, b2, tmp = tmp, b1, b2
+    np.multiply(s, b1, out=tmp)
+    tmp -= b2
+    tmp += coef[0]
+    return tmp
 
 
-def _erfcx_nonneg(t: np.ndarray) -> np.ndarray:
-    """``exp(t^2) erfc(t)`` for ``t >= 0`` (NaN propagates)."""
-    out = np.empty_like(t)
-    one = t.dtype.type(1.0)
-    low = t < 1.0
-    mid = (t >= 1.0) & (t < 2.0)
-    tail = ~(low | mid)
-    out[low] = _clenshaw(_ERFCX_LOW, t[low] + t[low] - one)
-    out[mid] = _clenshaw(_ERFCX_MID, t[mid] + t[mid] - t.dtype.type(3.0))
-    u = one / t[tail]
-    out[tail] = _clenshaw(_ERFCX_TAIL, t.dtype.type(4.0) * u - one) * u * t.dtype.type(1.0 / _SQRT_PI)
-    return out
+def _erfc_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(erfc(x), exp(-x^2))``, the second being a by-product GELU's backward reuses."""
+    f = x.dtype.type
+    t = np.abs(x)
+    gaussian = np.minimum(t, f(40.0))  # erfc(40) underflows; keeps t*t finite
+    gaussian *= gaussian
+    np.exp(-gaussian, out=gaussian)
+    k = f(_ERFCX_K)
+    u = f(1.0) - f(2.0 * _ERFCX_K) / (t + k)  # = (t - k) / (t + k), and 1 at t = inf
+    positive = _clenshaw(_H_COEF[x.dtype], u)
+    positive *= gaussian
+    positive /= f(1.0) + f(2.0) * t
+    # erfc(-t) = 2 - erfc(t); blend arithmetically, exact for x >= 0
+    negative = x < 0
+    return positive + negative * (f(2.0) - f(2.0) * positive), gaussian
 
 
 def erfc(x: np.ndarray) -> np.ndarray:
     """The complementary error function ``erfc(x) = 1 - erf(x)``, elementwise.
 
-    Accurate to float64 rounding in absolute terms and to about 1e-13
-    relative, also deep in the tail (``erfc(10) ~ 2e-45``). Float32 input is
-    evaluated in float32.
+    Accurate to about 1e-15 absolute and 1e-13 relative in float64, also
+    deep in the tail (``erfc(10) ~ 2e-45``); float32 input is evaluated in
+    float32 (relative error ~1e-7).
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
-    t = np.abs(x)
-    clipped = np.minimum(t, t.dtype.type(40.0))  # erfc(40) underflows; avoid overflow of t*t
-    positive = np.exp(-clipped * clipped) * _erfcx_nonneg(t)
-    return np.where(x < 0, x.dtype.type(2.0) - positive, positive)
+    return _erfc_and_gaussian(x)[0]
 
 
 def normal_cdf(x: np.ndarray) -> np.ndarray:
@@ -136,8 +154,8 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
 def _stable_sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` without overflow: ``exp(-|x|)`` never exceeds 1."""
     e = np.exp(-np.abs(x))
-    one = x.dtype.type(1.0)
-    return np.where(x >= 0, one / (one + e), e / (one + e))
+    # numerator: 1 for x >= 0, exp(x) = e otherwise (e <= 1)
+    return np.maximum(e, x >= 0) / (x.dtype.type(1.0) + e)
 
 
 def _as_float(x: Any) -> np.ndarray:
@@ -210,10 +228,10 @@ class ReLU(ActivationLayer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _as_float(x)
         self._mask = x > 0
-        return np.where(self._mask, x, x.dtype.type(0.0))
+        return np.maximum(x, x.dtype.type(0.0))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return np.where(self._mask, grad_out, grad_out.dtype.type(0.0))
+        return grad_out * self._mask
 
 
 class LeakyReLU(ActivationLayer):
@@ -241,11 +259,13 @@ class LeakyReLU(ActivationLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _as_float(x)
-        self._mask = x > 0
-        return np.where(self._mask, x, x * x.dtype.type(self.negative_slope))
+        mask = x > 0
+        # the local slope: exactly 1 where x > 0, exactly negative_slope elsewhere
+        self._slope = mask + ~mask * x.dtype.type(self.negative_slope)
+        return x * self._slope
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return np.where(self._mask, grad_out, grad_out * grad_out.dtype.type(self.negative_slope))
+        return grad_out * self._slope
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "negative_slope": self.negative_slope}
@@ -272,13 +292,16 @@ class ELU(ActivationLayer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _as_float(x)
         alpha = x.dtype.type(self.alpha)
+        zero = x.dtype.type(0.0)
         self._mask = x > 0
-        self._neg = alpha * np.expm1(np.minimum(x, x.dtype.type(0.0)))
-        return np.where(self._mask, x, self._neg)
+        # alpha (exp(x) - 1), exactly 0 for x >= 0, so the sum below selects per branch
+        self._neg = alpha * np.expm1(np.minimum(x, zero))
+        return np.maximum(x, zero) + self._neg
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        slope = self._neg + grad_out.dtype.type(self.alpha)
-        return np.where(self._mask, grad_out, grad_out * slope)
+        mask = self._mask
+        slope = mask + ~mask * (self._neg + grad_out.dtype.type(self.alpha))
+        return grad_out * slope
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "alpha": self.alpha}
@@ -422,8 +445,10 @@ class GELU(ActivationLayer):
     """Gaussian error linear unit (Hendrycks & Gimpel 2016): ``f(x) = x Phi(x)``.
 
     ``Phi`` is the standard normal CDF, computed exactly (to float64 rounding)
-    from :func:`erfc` with ``approximate="none"``; with ``approximate="tanh"``,
-    ``f(x) = x/2 (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``.
+    from :func:`erfc` with ``approximate="none"``. With ``approximate="tanh"``,
+    ``f(x) = x/2 (1 + tanh(u))``, ``u = sqrt(2/pi) (x + 0.044715 x^3)``,
+    evaluated as the identical ``x sigmoid(2u)``, which avoids the cancellation
+    in ``1 + tanh(u)`` for negative ``x``.
 
     Args:
         approximate: ``"none"`` (default) or ``"tanh"``.
@@ -432,9 +457,9 @@ class GELU(ActivationLayer):
         - Input: ``(N, *)``; Output: the same.
 
     Gradient:
-        Exact: ``f'(x) = Phi(x) + x phi(x)``, ``phi(x) = exp(-x^2/2) / sqrt(2 pi)``.
-        Tanh: ``f'(x) = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``,
-        ``t = tanh(u)``.
+        With ``f(x) = x c(x)``: ``f'(x) = c(x) + x c'(x)``. Exact:
+        ``c = Phi``, ``c' = phi = exp(-x^2/2) / sqrt(2 pi)``. Tanh:
+        ``c = s = sigmoid(2u)``, ``c' = 2 s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``.
     """
 
     _K = math.sqrt(2.0 / math.pi)
@@ -453,21 +478,24 @@ class GELU(ActivationLayer):
         f = x.dtype.type
         self._x = x
         if self.approximate == "tanh":
-            self._t = np.tanh(f(self._K) * (x + f(self._C) * x * x * x))
-            return f(0.5) * x * (f(1.0) + self._t)
-        self._cdf = normal_cdf(x)
+            self._cdf = _stable_sigmoid(f(2.0 * self._K) * (x + f(self._C) * x * x * x))
+        else:
+            # Phi(x) = erfc(-x / sqrt 2) / 2; the by-product exp(-x^2 / 2) gives phi(x)
+            tail, gaussian = _erfc_and_gaussian(x * f(-1.0 / _SQRT_2))
+            self._cdf = f(0.5) * tail
+            self._pdf = gaussian
+            self._pdf *= f(_INV_SQRT_2PI)
         return x * self._cdf
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        x = self._x
+        x, s = self._x, self._cdf
         f = x.dtype.type
         if self.approximate == "tanh":
-            t = self._t
-            du = f(self._K) * (f(1.0) + f(3.0 * self._C) * x * x)
-            return grad_out * (f(0.5) * (f(1.0) + t) + f(0.5) * x * (f(1.0) - t * t) * du)
-        clipped = np.minimum(np.abs(x), f(40.0))
-        pdf = f(_INV_SQRT_2PI) * np.exp(f(-0.5) * clipped * clipped)
-        return grad_out * (self._cdf + x * pdf)
+            du = f(2.0 * self._K) * (f(1.0) + f(3.0 * self._C) * x * x)
+            dcdf = s * (f(1.0) - s) * du
+        else:
+            dcdf = self._pdf
+        return grad_out * (s + x * dcdf)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "approximate": self.approximate}
@@ -525,11 +553,17 @@ class Softplus(ActivationLayer):
         z = x * f(self.beta)
         self._z = z
         self._linear = z > f(self.threshold)
-        smooth = (np.maximum(z, f(0.0)) + np.log1p(np.exp(-np.abs(z)))) / f(self.beta)
-        return np.where(self._linear, x, smooth)
+        y = (np.maximum(z, f(0.0)) + np.log1p(np.exp(-np.abs(z)))) / f(self.beta)
+        self._any_linear = bool(self._linear.any())
+        if self._any_linear:
+            y[self._linear] = x[self._linear]
+        return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return np.where(self._linear, grad_out, grad_out * _stable_sigmoid(self._z))
+        slope = _stable_sigmoid(self._z)
+        if self._any_linear:
+            slope[self._linear] = 1.0
+        return grad_out * slope
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta": self.beta, "threshold": self.threshold}
