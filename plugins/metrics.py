@@ -38,8 +38,9 @@ def _class_targets(metric: Metric, y_pred: np.ndarray, y_true: Any) -> np.ndarra
     labels = y_true.astype(np.int64)
     bad = (labels < 0) | (labels >= classes) | (labels != y_true)
     if np.any(bad):
+        value = y_true[bad].flat[0].item()
         raise DataError(
-            f"{type(metric).__name__}: label {y_true[bad].flat[0]!r} is not an integer in [0, {classes}) "
+            f"{type(metric).__name__}: label {value} is not an integer in [0, {classes}) "
             f"for y_pred with C={classes} classes"
         )
     return labels
