@@ -6,7 +6,9 @@ weight gradient ``G @ cols^T`` summed over the batch, column gradient
 ``Wm^T @ G`` with ``G`` batch-last) on arrays built beforehand. Rounds alternate, so drifting load
 on a shared machine hits both alike. Everything is float32.
 
-Run: ``python benchmarks/bench_conv.py [--rounds 15] [--reps 10]``
+Run: ``python benchmarks/bench_conv.py [--rounds 15] [--reps 10]``. On a
+machine shared with other work, multi-threaded OpenBLAS spin-waits and the
+numbers scatter by 10x; ``OPENBLAS_NUM_THREADS=1`` gives stable ones.
 """
 
 from __future__ import annotations
