@@ -130,7 +130,7 @@ class ArrayData:
 
     def split(self, fraction: float) -> tuple[ArrayData, ArrayData]:
         """The first ``1 - fraction`` and the last ``fraction`` of the samples (Keras' validation_split)."""
-        n_val = int(math.floor(self.n * fraction))
+        n_val = math.floor(self.n * fraction)
         if n_val < 1 or n_val >= self.n:
             raise DataError(
                 f"validation_split={fraction} of {self.n} samples leaves {n_val} validation and "
