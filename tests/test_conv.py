@@ -264,3 +264,13 @@ def test_unknown_padding_string_lists_allowed_values():
 def test_same_padding_with_stride_is_refused():
     with pytest.raises(ConfigError, match="stride"):
         Conv2d(1, 1, 3, stride=2, padding="same")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"padding": 1}, {"kernel_size": (2, 3), "stride": 2, "activation": "relu"}]
+)
+def test_passes_the_conformance_kit(kwargs):
+    from framework.testing import check_layer
+
+    report = check_layer(Conv2d(2, 3, **{"kernel_size": 3, **kwargs}), (2, 2, 5, 6))
+    assert report.ok

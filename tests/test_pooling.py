@@ -181,3 +181,12 @@ def test_kernel_larger_than_padded_input_is_a_shape_error(cls):
 def test_bad_hyperparameters_are_config_errors(cls, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "layer", [MaxPool2d(2), MaxPool2d(3, 1, 1), AvgPool2d(2), AvgPool2d(3, 2, 1)], ids=repr
+)
+def test_passes_the_conformance_kit(layer):
+    from framework.testing import check_layer
+
+    assert check_layer(layer, (2, 2, 5, 6)).ok
