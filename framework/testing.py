@@ -503,16 +503,33 @@ def check_layer(
 
     _run(report, "output_shape", skip, output_shape)
 
-    def _built(lay: Layer) -> Layer:
-        if not lay.built:
-            _forward(lay, _cast(x0, np.float32), "float32")
+    def _built_copy() -> Layer:
+        """A float64 deep copy of ``layer``, built (the caller's layer is left as it is)."""
+        with _default_dtype("float64"):
+            lay = copy.deepcopy(layer)
+            lay.astype(np.float64)
+            if not lay.built:
+                lay.forward(x0)
         return lay
 
     def config() -> None:
-        _check_config(_built(layer), kind)
+        original = _built_copy()
+        with _default_dtype("float64"):
+            config, clone = _check_config(original, kind)
+            _forward(clone, x0, "float64")
+            clone.load_state_dict(_cast_state(original.state_dict()))
+            original.eval()
+            clone.eval()
+            a, b = original.forward(x0), clone.forward(x0)
+        if _as_tuples(_shape_of(a)) != _as_tuples(_shape_of(b)) or not _allclose(a, b):
+            raise _Fail(
+                "a layer rebuilt with from_config(get_config()) and given the same weights computes "
+                f"a different output (config {_json_round(config)!r}); a constructor argument is "
+                "probably not stored in get_config()"
+            )
 
     _run(report, "config", skip, config)
-    _run(report, "registry", skip, lambda: _check_registered(layer, kind, _built(layer).get_config()))
+    _run(report, "registry", skip, lambda: _check_registered(layer, kind, _built_copy().get_config()))
 
     def checkpoint() -> str:
         if multi_input:
@@ -523,7 +540,12 @@ def check_layer(
         except ImportError as exc:
             raise _Skip(f"the model API is not importable yet ({exc})") from exc
         with _default_dtype("float32"):
-            model = Sequential([_fresh_layer(layer, "float32")])
+            # A faithful copy, not one rebuilt from the config, so that state the
+            # config forgets shows up as a difference after loading.
+            original = copy.deepcopy(layer)
+            original.astype(np.float32)
+            original.train()
+            model = Sequential([original])
             xin = _cast(x0, np.float32)
             model.forward(xin)
             if not model.built:
@@ -539,7 +561,8 @@ def check_layer(
         if not _equal(before, after):
             raise _Fail(
                 f"outputs differ after saving and loading (max |diff| {_max_diff(before, after):.3e}); "
-                "is a parameter or buffer not discovered, or is state kept outside Parameter/Buffer?"
+                "is a constructor argument missing from get_config, a parameter or buffer not "
+                "discovered, or state kept outside Parameter/Buffer?"
             )
         return None
 
@@ -621,6 +644,16 @@ def check_layer(
     if raise_on_failure:
         report.raise_if_failed()
     return report
+
+
+def _cast_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.array(v, copy=True) for k, v in state.items()}
+
+
+def _allclose(a: Any, b: Any) -> bool:
+    if isinstance(a, list):
+        return all(_allclose(u, v) for u, v in zip(a, b))
+    return bool(np.allclose(a, b, rtol=1e-10, atol=1e-12))
 
 
 def _ones_like(out: Any) -> Any:
