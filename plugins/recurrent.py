@@ -629,7 +629,7 @@ class _RecurrentBase(Layer):
             raise ShapeError(f"{self.describe()} got a sequence of length 0; expected at least one time step")
         labels = ("h0", "c0")[: self._num_states]
         states0 = [self._initial(s, n, dtype, lab) for s, lab in zip(state, labels)]
-        h, nd = self.hidden_size, self.num_directions
+        nd = self.num_directions
         finals = [np.empty_like(s) for s in states0]
         caches = []
         inp = xt

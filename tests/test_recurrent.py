@@ -456,3 +456,31 @@ def test_bad_inputs(rng):
     last(x)
     with pytest.raises(FrameworkError):
         last.backward(np.zeros((L, N, H)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LSTM(IN, H, num_layers=2, bidirectional=True, batch_first=True, output="sequence"),
+        lambda: GRU(IN, H, batch_first=True, output="last"),
+        lambda: RNN(IN, H, num_layers=2, dropout=0.3, batch_first=True, output="sequence"),
+        lambda: RNNCell(IN, H, nonlinearity="relu"),
+        lambda: GRUCell(IN, H),
+    ],
+)
+def test_conformance_kit(make):
+    check_layer = pytest.importorskip("framework.testing").check_layer
+    layer = make()
+    shape = (N, IN) if isinstance(layer, (RNNCell, GRUCell)) else (N, L, IN)
+    report = check_layer(layer, shape)
+    assert "gradients" in str(report) and "checkpoint" in str(report)
+
+
+def test_in_a_sequential_model(rng):
+    sequential = pytest.importorskip("framework").Sequential
+    model = sequential([LSTM(IN, 8, batch_first=True, output="last"), Linear(8, 3)])
+    x = rng.standard_normal((N, L, IN)).astype(np.float32)
+    y = model(x)
+    assert y.shape == (N, 3)
+    grad_x = model.backward(np.ones_like(y))
+    assert grad_x.shape == x.shape and np.abs(grad_x).sum() > 0
