@@ -205,7 +205,7 @@ def _write_optimizer(handle: h5py.File, model: Model, compression: str | None) -
                 "cannot save optimizer state: it holds a parameter that is not in the model"
             )
         order.append(pname)
-        sub = slots.create_group(pname)
+        sub = slots.create_group(_dataset_path(pname))
         for key, value in slot.items():
             _write_array(sub, key, np.asarray(value), compression)
     group.attrs["param_names"] = _json(order)
