@@ -458,9 +458,12 @@ def fit(
     rng = np.random.default_rng(seed) if seed is not None else get_rng()
 
     history = History()
-    cbs = [history, *(callbacks or [])]
+    # As in Keras, the progress bar and History come after the user's callbacks,
+    # so they see keys those add to the epoch logs (``lr``).
+    cbs = list(callbacks or [])
     if verbose:
         cbs.append(ProgbarLogger(verbose=verbose))
+    cbs.append(history)
     cb = CallbackList(cbs, model=model)
     steps = data.steps(batch_size)
     cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
