@@ -95,7 +95,7 @@ def test_sigint_stops_fit_and_returns_history(tmp_path):
 
 
 def test_keyboard_interrupt_raised_inside_a_batch_is_caught(capsys):
-    """Outside the main thread no handler can be installed; a raised KeyboardInterrupt still ends fit cleanly."""
+    """Where no SIGINT handler can be installed, a raised KeyboardInterrupt still ends fit cleanly."""
     framework.set_seed(0)
     x = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
