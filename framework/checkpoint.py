@@ -37,6 +37,7 @@ import numpy as np
 
 from framework._version import __version__
 from framework.errors import CheckpointError, FrameworkError, UnknownNameError
+from framework.initializer import skip_initialization
 from framework.registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -353,11 +354,12 @@ def _check_header(handle: h5py.File, path: str, contents: str | None = None) -> 
     return found
 
 
-def _read_layer_state(
+def _check_layer_datasets(
     group: h5py.Group, expected: dict[str, np.ndarray], where: str
-) -> dict[str, np.ndarray]:
+) -> dict[str, h5py.Dataset]:
+    """The datasets of one layer, each checked against the model's array (not read yet)."""
     h5py = _h5py()
-    state = {}
+    found = {}
     for key, target in expected.items():
         path = _dataset_path(key)
         if path not in group:
@@ -369,24 +371,34 @@ def _read_layer_state(
             raise CheckpointError(
                 f"dataset {where}/{path} has shape {dataset.shape}, the model expects {target.shape}"
             )
-        if (
-            dataset.dtype != target.dtype
-            and not (np.issubdtype(dataset.dtype, np.floating) and np.issubdtype(target.dtype, np.floating))
-            and not (np.issubdtype(dataset.dtype, np.integer) and np.issubdtype(target.dtype, np.integer))
-        ):
+        same_kind = any(
+            np.issubdtype(dataset.dtype, kind) and np.issubdtype(target.dtype, kind)
+            for kind in (np.floating, np.integer)
+        )
+        if dataset.dtype != target.dtype and not same_kind:
             raise CheckpointError(
                 f"dataset {where}/{path} has dtype {dataset.dtype}, the model expects {target.dtype}"
             )
-        value = dataset[()]
-        if not isinstance(value, np.ndarray):
-            value = np.asarray(value)
-        state[key] = value
-    return state
+        found[key] = dataset
+    return found
 
 
 def _load_weights_into(
-    handle: h5py.File, model: Model, path: str, *, by_name: bool, skip_mismatch: bool
+    handle: h5py.File,
+    model: Model,
+    path: str,
+    *,
+    by_name: bool,
+    skip_mismatch: bool,
+    direct: bool = False,
 ) -> None:
+    """Copy the saved arrays into ``model``.
+
+    Every dataset is checked (presence, shape, dtype) before any is read. With
+    ``direct`` (a freshly rebuilt model), arrays are read straight into the
+    parameters; otherwise all are read first and the model is touched only when
+    every read succeeded.
+    """
     if "weights" not in handle:
         raise CheckpointError(f"{path!r} has no 'weights' group")
     weights = handle["weights"]
@@ -403,11 +415,11 @@ def _load_weights_into(
                 f"{len(with_state)} layers with weights; pass by_name=True to match layers by name"
             )
         pairs = [(name, layer, saved) for (name, layer), saved in zip(with_state, saved_with_state)]
-    loaded: list[tuple[Any, dict[str, np.ndarray]]] = []
+    checked: list[tuple[Any, dict[str, np.ndarray], dict[str, h5py.Dataset]]] = []
     for name, layer, saved in pairs:
         expected = layer.state_dict()
         try:
-            state = _read_layer_state(weights[saved], expected, f"/weights/{saved}")
+            datasets = _check_layer_datasets(weights[saved], expected, f"/weights/{saved}")
         except CheckpointError:
             if skip_mismatch:
                 import warnings
@@ -415,8 +427,19 @@ def _load_weights_into(
                 warnings.warn(f"skipping layer {name!r}: its saved weights do not match", stacklevel=3)
                 continue
             raise
-        loaded.append((layer, state))
-    # Only touch the model once every array has been read and checked.
+        checked.append((layer, expected, datasets))
+    if direct:
+        for _, expected, datasets in checked:
+            for key, dataset in datasets.items():
+                target = expected[key]
+                if dataset.dtype == target.dtype and target.flags.c_contiguous and target.size:
+                    dataset.read_direct(target)
+                else:
+                    np.copyto(target, np.asarray(dataset[()]), casting="unsafe")
+        return
+    loaded = [
+        (layer, {key: np.asarray(ds[()]) for key, ds in datasets.items()}) for layer, _, datasets in checked
+    ]
     for layer, state in loaded:
         layer.load_state_dict(state, strict=False)
 
@@ -460,10 +483,11 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> Model:
         config = _attr_json(group, "config", "/model", dict)
         plugins = _attr_json(group, "plugins", "/model", dict) if "plugins" in group.attrs else {}
         try:
-            model = deserialize_model(config)
+            with skip_initialization():
+                model = deserialize_model(config)
         except UnknownNameError as exc:
             raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
-        _load_weights_into(handle, model, name, by_name=True, skip_mismatch=False)
+        _load_weights_into(handle, model, name, by_name=True, skip_mismatch=False, direct=True)
         missing = [
             n for n, layer in model.named_children() if layer.state_dict() and n not in handle["weights"]
         ]

@@ -8,7 +8,9 @@ passes the gain of its activation (see :func:`calculate_gain`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +19,25 @@ from framework.dtype import resolve_dtype
 from framework.errors import ConfigError
 from framework.random import get_rng
 
-__all__ = ["Initializer", "compute_fans", "calculate_gain"]
+__all__ = ["Initializer", "compute_fans", "calculate_gain", "skip_initialization"]
+
+_skip_depth = 0
+
+
+@contextlib.contextmanager
+def skip_initialization() -> Iterator[None]:
+    """Inside this block initializers return zeros without drawing random numbers.
+
+    Loading a checkpoint rebuilds the model and then overwrites every weight;
+    sampling millions of random values first would only cost time and advance
+    the global generator.
+    """
+    global _skip_depth
+    _skip_depth += 1
+    try:
+        yield
+    finally:
+        _skip_depth -= 1
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -100,6 +120,8 @@ class Initializer:
         shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in shape):
             raise ConfigError(f"{type(self).__name__}: shape must be non-negative, got {shape}")
+        if _skip_depth:
+            return np.zeros(shape, dtype=resolve_dtype(dtype))
         values = self.sample(shape, rng if rng is not None else get_rng(), gain)
         return np.asarray(values, dtype=resolve_dtype(dtype))
 

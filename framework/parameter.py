@@ -37,7 +37,8 @@ class Parameter:
         if not np.issubdtype(array.dtype, np.floating):
             raise ConfigError(f"Parameter: expected a floating-point array, got dtype {array.dtype}")
         self.data: np.ndarray = np.ascontiguousarray(array)
-        self.grad: np.ndarray = np.zeros_like(self.data)
+        # np.zeros maps fresh zero pages lazily; zeros_like would write every byte now.
+        self.grad: np.ndarray = np.zeros(self.data.shape, dtype=self.data.dtype)
         self.trainable = bool(trainable)
 
     @property

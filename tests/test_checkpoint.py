@@ -347,6 +347,8 @@ def test_sigkill_during_save_leaves_a_loadable_file(tmp_path: Path) -> None:
     framework.set_seed(1)
     first = Sequential([Linear(64, 512), Linear(512, 512), Linear(512, 4)])
     first.compile(optimizer="adam", loss="mse")
+    for p in first.parameters():
+        p.data.fill(-1.0)
     first.save(path)
     for delay in (0.05, 0.13, 0.29, 0.41, 0.6):
         proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True)
@@ -363,7 +365,7 @@ def test_sigkill_during_save_leaves_a_loadable_file(tmp_path: Path) -> None:
 
 
 def test_failed_save_keeps_previous_file(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model, x, _ = trained
+    model, _, _ = trained
     path = tmp_path / "keep.h5"
     model.save(path)
     before = path.read_bytes()
