@@ -136,14 +136,24 @@ def check_gradients(
 
     out = layer.forward(inputs)
     rng = np.random.default_rng(seed)
-    weights = rng.standard_normal(out.shape)
+    if isinstance(out, (tuple, list)):  # a layer of several outputs, e.g. LSTMCell's (h, c)
+        weights: Any = tuple(rng.standard_normal(o.shape) for o in out)
 
-    def loss() -> float:
-        return float(np.sum(layer.forward(inputs) * weights))
+        def loss() -> float:
+            return float(sum(np.sum(o * w) for o, w in zip(layer.forward(inputs), weights)))
+
+        grad_out: Any = tuple(w.astype(o.dtype) for w, o in zip(weights, out))
+    else:
+        weights = rng.standard_normal(out.shape)
+
+        def loss() -> float:
+            return float(np.sum(layer.forward(inputs) * weights))
+
+        grad_out = weights.astype(out.dtype)
 
     layer.forward(inputs)
     layer.zero_grad()
-    grad_in = layer.backward(weights.astype(out.dtype))
+    grad_in = layer.backward(grad_out)
     analytic = {name: p.grad.copy() for name, p in layer.named_parameters()}
 
     report = GradientReport(tolerance=tolerance)
@@ -181,14 +191,9 @@ class ConformanceReport:
     subject: str
     results: list[CheckResult] = field(default_factory=list)
 
-    def ok(self, check: str, detail: str = "") -> None:
-        self.results.append(CheckResult(check, "ok", detail))
-
-    def fail(self, check: str, detail: str) -> None:
-        self.results.append(CheckResult(check, "FAIL", detail))
-
-    def skip(self, check: str, detail: str) -> None:
-        self.results.append(CheckResult(check, "skip", detail))
+    def add(self, check: str, status: str, detail: str = "") -> None:
+        """Record one check's outcome (``"ok"``, ``"FAIL"`` or ``"skip"``)."""
+        self.results.append(CheckResult(check, status, detail))
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -196,7 +201,13 @@ class ConformanceReport:
 
     @property
     def passed(self) -> bool:
+        """``True`` when no check failed (skipped checks do not count)."""
         return not self.failures
+
+    @property
+    def ok(self) -> bool:
+        """Alias of :attr:`passed`, as on :class:`GradientReport`."""
+        return self.passed
 
     def checks(self, status: str | None = None) -> list[str]:
         """Names of the checks run (with ``status``: only those with that status)."""
@@ -239,20 +250,20 @@ def _default_dtype(dtype: Any) -> Iterator[None]:
 def _run(report: ConformanceReport, check: str, skip: Iterable[str], fn: Callable[[], Any]) -> Any:
     """Run one check; an exception inside it is that check's failure, not the kit's."""
     if check in skip:
-        report.skip(check, "skipped on request")
+        report.add(check, "skip", "skipped on request")
         return None
     try:
         outcome = fn()
     except _Skip as exc:
-        report.skip(check, str(exc))
+        report.add(check, "skip", str(exc))
         return None
     except _Fail as exc:
-        report.fail(check, str(exc))
+        report.add(check, "FAIL", str(exc))
         return None
     except Exception as exc:
-        report.fail(check, f"raised {type(exc).__name__}: {exc}")
+        report.add(check, "FAIL", f"raised {type(exc).__name__}: {exc}")
         return None
-    report.ok(check, "" if outcome is None else str(outcome))
+    report.add(check, "ok", "" if outcome is None else str(outcome))
     return outcome
 
 
@@ -342,7 +353,7 @@ def _shape_of(x: Any) -> Any:
     return [v.shape for v in x] if isinstance(x, list) else x.shape
 
 
-def _fresh_layer(layer: Layer, dtype: Any) -> Layer:
+def _fresh_layer(layer: Layer, dtype: Any, prepare: Callable[[Layer], Any] | None = None) -> Layer:
     """A new layer of the same config whose parameters are ``dtype``.
 
     Rebuilt with ``from_config`` under that default dtype; a layer whose
@@ -355,12 +366,24 @@ def _fresh_layer(layer: Layer, dtype: Any) -> Layer:
             fresh = copy.deepcopy(layer)
             fresh.astype(dtype)
     fresh.train()
+    if prepare is not None:
+        prepare(fresh)
     return fresh
 
 
 def _forward(layer: Layer, x: Any, dtype: Any) -> Any:
     with _default_dtype(dtype):
-        return layer.forward(x)
+        return _outputs(layer.forward(x))
+
+
+def _outputs(out: Any) -> Any:
+    """A layer's output with several outputs (a tuple) as a list."""
+    return list(out) if isinstance(out, tuple) else out
+
+
+def _grad_arg(out: Any, grads: Any) -> Any:
+    """``grads`` in the form ``backward`` takes: a tuple for a layer of several outputs."""
+    return tuple(grads) if isinstance(out, list) else grads
 
 
 def _max_diff(a: Any, b: Any) -> float:
@@ -385,6 +408,7 @@ def check_layer(
     x: Any = None,
     skip: Iterable[str] = (),
     kind: str = "layers",
+    prepare: Callable[[Layer], Any] | None = None,
     raise_on_failure: bool = True,
 ) -> ConformanceReport:
     """Run every conformance check on ``layer``; raise one report listing all failures.
@@ -431,6 +455,10 @@ def check_layer(
         skip: names of checks not to run (reported as skipped).
         kind: the registry kind for the ``registry`` check (``"layers"``, or
             ``"activations"`` for :func:`check_activation`).
+        prepare: called on every copy of the layer the kit makes (and on the
+            layer loaded from the checkpoint) before its first forward, to set
+            state that is deliberately not in the config, such as a graph
+            convolution's adjacency: ``prepare=lambda l: l.set_graph(A)``.
         raise_on_failure: raise :class:`ConformanceError` when a check failed
             (default); otherwise only return the report.
 
@@ -451,16 +479,18 @@ def check_layer(
     integer_input = not isinstance(x0, list) and not np.issubdtype(np.asarray(x0).dtype, np.floating)
     multi_input = isinstance(shape, list)
 
-    probe = _run(report, "forward", skip, lambda: _forward(_fresh_layer(layer, "float64"), x0, "float64"))
+    probe = _run(
+        report, "forward", skip, lambda: _forward(_fresh_layer(layer, "float64", prepare), x0, "float64")
+    )
     if probe is None and "forward" not in skip:
         if raise_on_failure:
             report.raise_if_failed()
         return report
 
     def gradients() -> str:
-        layer64 = _fresh_layer(layer, "float64")
+        layer64 = _fresh_layer(layer, "float64", prepare)
         first = _forward(layer64, x0, "float64")
-        stochastic = not _equal(first, layer64.forward(x0))
+        stochastic = not _equal(first, _outputs(layer64.forward(x0)))
         modes = ["eval"] if stochastic else ["train", "eval"]
         problems = []
         for mode in modes:
@@ -482,7 +512,7 @@ def check_layer(
     _run(report, "gradients", skip, gradients)
 
     def output_shape() -> None:
-        layer32 = _fresh_layer(layer, "float32")
+        layer32 = _fresh_layer(layer, "float32", prepare)
         out = _forward(layer32, _cast(x0, np.float32), "float32")
         real = _shape_of(out)
         claimed = layer32.output_shape(_with_none_batch(shape))
@@ -508,6 +538,8 @@ def check_layer(
         with _default_dtype("float64"):
             lay = copy.deepcopy(layer)
             lay.astype(np.float64)
+            if prepare is not None:
+                prepare(lay)
             if not lay.built:
                 lay.forward(x0)
         return lay
@@ -516,11 +548,13 @@ def check_layer(
         original = _built_copy()
         with _default_dtype("float64"):
             config, clone = _check_config(original, kind)
+            if prepare is not None:
+                prepare(clone)
             _forward(clone, x0, "float64")
             clone.load_state_dict(_cast_state(original.state_dict()))
             original.eval()
             clone.eval()
-            a, b = original.forward(x0), clone.forward(x0)
+            a, b = _outputs(original.forward(x0)), _outputs(clone.forward(x0))
         if _as_tuples(_shape_of(a)) != _as_tuples(_shape_of(b)) or not _allclose(a, b):
             raise _Fail(
                 "a layer rebuilt with from_config(get_config()) and given the same weights computes "
@@ -532,11 +566,11 @@ def check_layer(
     _run(report, "registry", skip, lambda: _check_registered(layer, kind, _built_copy().get_config()))
 
     def checkpoint() -> str:
-        if multi_input:
-            raise _Skip("a layer of several inputs needs a functional Model; not checked")
+        if isinstance(probe, list):
+            raise _Skip("a layer of several outputs cannot end a saved model; not checked")
         try:
             from framework.checkpoint import load_model, save_model
-            from framework.model import Sequential
+            from framework.model import Model, Sequential
         except ImportError as exc:
             raise _Skip(f"the model API is not importable yet ({exc})") from exc
         with _default_dtype("float32"):
@@ -545,17 +579,28 @@ def check_layer(
             original = copy.deepcopy(layer)
             original.astype(np.float32)
             original.train()
-            model = Sequential([original])
+            if prepare is not None:
+                prepare(original)
             xin = _cast(x0, np.float32)
-            model.forward(xin)
-            if not model.built:
-                model.build(_with_none_batch(shape))
+            if multi_input:
+                from framework.graph import Input
+
+                inputs = [Input(tuple(s[1:])) for s in shape]
+                model = Model(inputs, original(inputs))
+            else:
+                model = Sequential([original])
+                model.forward(xin)
+                if not model.built:
+                    model.build(_with_none_batch(shape))
             model.eval()
             before = model.forward(xin)
             with tempfile.TemporaryDirectory() as folder:
                 path = os.path.join(folder, "layer.h5")
                 save_model(model, path)
                 loaded = load_model(path, compile=False)
+            if prepare is not None:
+                for child in loaded.children():
+                    prepare(child)
             loaded.eval()
             after = loaded.forward(xin)
         if not _equal(before, after):
@@ -569,7 +614,7 @@ def check_layer(
     _run(report, "checkpoint", skip, checkpoint)
 
     def train_eval() -> None:
-        lay = _fresh_layer(layer, "float32")
+        lay = _fresh_layer(layer, "float32", prepare)
         xin = _cast(x0, np.float32)
         _forward(lay, xin, "float32")
         everything = [lay, *_descendants(lay)]
@@ -577,8 +622,8 @@ def check_layer(
         wrong = [c.describe() for c in everything if c.training]
         if wrong:
             raise _Fail(f"eval() left training=True on {wrong}")
-        a = lay.forward(xin)
-        b = lay.forward(xin)
+        a = _outputs(lay.forward(xin))
+        b = _outputs(lay.forward(xin))
         if not _equal(a, b):
             raise _Fail(f"two eval-mode forwards differ (max |diff| {_max_diff(a, b):.3e})")
         lay.train()
@@ -592,7 +637,7 @@ def check_layer(
         dtype = np.dtype(dtype_name)
 
         def dtypes(dtype: np.dtype = dtype) -> None:
-            lay = _fresh_layer(layer, dtype)
+            lay = _fresh_layer(layer, dtype, prepare)
             xin = _cast(x0, dtype)
             out = _forward(lay, xin, dtype)
             problems = []
@@ -604,7 +649,7 @@ def check_layer(
                 if p.data.dtype != dtype:
                     problems.append(f"parameter {name} is {p.data.dtype}")
             lay.zero_grad()
-            g = lay.backward(_ones_like(out))
+            g = lay.backward(_grad_arg(out, _ones_like(out)))
             if not integer_input:
                 for gi in g if isinstance(g, list) else [g]:
                     if getattr(gi, "dtype", None) != dtype:
@@ -618,10 +663,12 @@ def check_layer(
         _run(report, f"dtype_{dtype.name}", skip, dtypes)
 
     def backward() -> None:
-        lay = _fresh_layer(layer, "float64")
+        lay = _fresh_layer(layer, "float64", prepare)
         out = _forward(lay, x0, "float64")
         lay.zero_grad()
-        g = lay.backward(np.random.default_rng(1).standard_normal(_shape_of(out)))
+        noise = np.random.default_rng(1)
+        grads = [noise.standard_normal(o.shape) for o in out] if isinstance(out, list) else None
+        g = lay.backward(_grad_arg(out, grads) if grads else noise.standard_normal(out.shape))
         problems = []
         if not integer_input:
             if _as_tuples(_shape_of(g)) != _as_tuples(_shape_of(x0)):
