@@ -1,0 +1,249 @@
+"""Built-in plugin: graph convolution (Kipf and Welling's GCN layer).
+
+The graph is a property of the layer rather than a second input, because a
+``Sequential`` model passes one tensor from layer to layer: give it once with
+``layer.set_graph(adjacency)``, or per call with ``layer(x, adjacency=...)``.
+The helpers (adjacency forms, normalisation, sparse products) are pure
+functions in :mod:`plugins.graph_ops`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.dtype import get_default_dtype
+from framework.errors import ConfigError, DataError, ShapeError
+from framework.hookspecs import hookimpl
+from framework.layer import Layer, format_shape
+from framework.namespace import serialize
+from framework.parameter import Parameter
+from plugins.core import _activation, _initializer, _positive_int
+from plugins.graph_ops import SparseAdjacency, as_coo, gcn_propagation
+
+__all__ = ["GCNConv", "SparseAdjacency"]
+
+
+class GCNConv(Layer):
+    """Graph convolution (Kipf & Welling 2017): ``H' = act(Â H W^T + b)``.
+
+    ``Â = D^-1/2 (A + I) D^-1/2`` with ``D_ii = sum_j (A + I)_ij``: every node
+    averages its own and its neighbours' transformed features, each edge
+    ``(i, j)`` weighted by ``1 / sqrt(d_i d_j)``.
+
+    The adjacency ``A`` belongs to the layer, not to the input: set it with
+    :meth:`set_graph`, or pass ``forward(x, adjacency=A)``, which stores ``A``
+    as the layer's graph from then on. It is not saved with the layer's config
+    or weights. ``A`` may be
+
+    - a dense ``(N, N)`` array (the product then runs as a dense matmul),
+    - a :class:`~plugins.graph_ops.SparseAdjacency` ``(indices, values, num_nodes)``,
+    - a tuple ``(indices, values)``: ``indices`` ``(2, E)`` integer rows and
+      columns, ``values`` ``(E,)`` or ``None`` for ones; ``N`` is ``x.shape[0]``.
+
+    ``A[i, j]`` is the weight of the message from node ``j`` to node ``i``; an
+    undirected graph lists each edge both ways. Sparse products are segment sums
+    over rows (see :mod:`plugins.graph_ops`). ``Â`` is computed once per
+    adjacency object and reused; call :meth:`set_graph` again after changing an
+    adjacency array in place.
+
+    Args:
+        in_features: size of each node's input features.
+        out_features: size of each node's output features.
+        bias: whether to learn an additive bias (``False`` leaves ``bias`` ``None``).
+        activation: an activation name, class or instance, or ``None``.
+        add_self_loops: use ``A + I`` (default) rather than ``A``.
+        normalize: apply ``D^-1/2 . D^-1/2`` (default); ``False`` uses ``A (+ I)``.
+        weight_init: initializer of ``weight`` (default Glorot uniform, as Kipf
+            and Welling).
+        bias_init: initializer of ``bias`` (default zeros).
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, in_features)``, one row per node of an ``N``-node graph.
+        - Adjacency: ``(N, N)`` dense, or ``E`` COO entries on ``N`` nodes.
+        - Output: ``(N, out_features)``.
+
+    Attributes:
+        weight: ``Parameter`` ``(out_features, in_features)``, Glorot uniform
+            ``U(-b, b)``, ``b = sqrt(6 / (in_features + out_features))``.
+        bias: ``Parameter`` ``(out_features,)``, zeros, or ``None``.
+
+    Gradient:
+        With ``Z = Â H W^T + b`` and ``G = dL/dZ`` (after the activation's
+        backward): ``dL/dW = G^T (Â H) = (Â^T G)^T H``, ``dL/db = sum_i G_i``,
+        ``dL/dH = Â^T G W``. ``Â^T`` is used as such, so directed graphs are
+        exact. The product with ``Â`` is taken on the narrower side: ``Â (H W^T)``
+        when ``out_features < in_features`` (Cora: 1433 -> 16), else ``(Â H) W^T``.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import GCNConv
+        >>> edges = np.array([[0, 1, 1, 2], [1, 0, 2, 1]])
+        >>> layer = GCNConv(4, 2, activation="relu")
+        >>> layer.set_graph((edges, None))
+        GCNConv(4, 2, activation='relu')
+        >>> layer(np.ones((3, 4), dtype=np.float32)).shape
+        (3, 2)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: Any = None,
+        add_self_loops: bool = True,
+        normalize: bool = True,
+        weight_init: Any = "xavier_uniform",
+        bias_init: Any = "zeros",
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.in_features = _positive_int("GCNConv", "in_features", in_features)
+        self.out_features = _positive_int("GCNConv", "out_features", out_features)
+        for arg, value in (("bias", bias), ("add_self_loops", add_self_loops), ("normalize", normalize)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"GCNConv: {arg} must be True or False, got {value!r}")
+        self.use_bias = bool(bias)
+        self.activation = _activation("GCNConv", activation)
+        self.add_self_loops = bool(add_self_loops)
+        self.normalize = bool(normalize)
+        self.weight_init = _initializer("GCNConv", "weight_init", weight_init)
+        self.bias_init = _initializer("GCNConv", "bias_init", bias_init)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        self._adjacency: Any = None
+        self._propagation: dict[Any, tuple[Any, Any]] = {}
+        self.build((None, self.in_features))
+
+    def build(self, input_shape: Any) -> None:
+        if not isinstance(input_shape, tuple) or len(input_shape) != 2 or input_shape[1] != self.in_features:
+            raise ShapeError(
+                f"{self.describe()} expected node features of shape (N, {self.in_features}), "
+                f"got {format_shape(input_shape)}"
+            )
+        dtype = get_default_dtype()
+        self.weight = Parameter(self.weight_init((self.out_features, self.in_features), dtype=dtype))
+        if self.use_bias:
+            self.bias = Parameter(self.bias_init((self.out_features,), dtype=dtype))
+        super().build(input_shape)
+
+    # -- the graph ----------------------------------------------------------
+
+    def set_graph(self, adjacency: Any) -> GCNConv:
+        """Use ``adjacency`` (dense, :class:`SparseAdjacency` or ``(indices, values)``); returns ``self``.
+
+        Raises:
+            ShapeError: a dense adjacency that is not square.
+            DataError: negative or non-integer indices, an unknown form.
+        """
+        if adjacency is None:
+            raise DataError(f"{self.describe()}: set_graph() needs an adjacency, got None")
+        as_coo(adjacency, None, self.describe())
+        self._adjacency = adjacency
+        self._propagation = {}
+        return self
+
+    @property
+    def adjacency(self) -> Any:
+        """The adjacency as given to :meth:`set_graph` or ``forward`` (``None`` if unset)."""
+        return self._adjacency
+
+    def _operators(self, num_nodes: int, dtype: np.dtype) -> tuple[Any, Any]:
+        """``(Â, Â^T)`` for the stored adjacency on ``num_nodes`` nodes, in ``dtype`` (cached)."""
+        if self._adjacency is None:
+            raise DataError(
+                f"{self.describe()}: no graph; call layer.set_graph(adjacency) or "
+                "pass forward(x, adjacency=...)"
+            )
+        key = (num_nodes, np.dtype(dtype).str)
+        ops = self._propagation.get(key)
+        if ops is None:
+            exact = self._propagation.get((num_nodes, "<f8"))
+            if exact is None:
+                graph = as_coo(self._adjacency, num_nodes, self.describe())
+                exact = gcn_propagation(graph, self.add_self_loops, self.normalize)
+                self._propagation[(num_nodes, "<f8")] = exact
+            a_hat, a_hat_t = exact
+            if isinstance(a_hat, np.ndarray):
+                a_hat = a_hat.astype(dtype, copy=False)
+                ops = (a_hat, a_hat.T)
+            else:
+                ops = (a_hat.astype(dtype), a_hat_t.astype(dtype))
+            self._propagation[key] = ops
+        return ops
+
+    # -- forward / backward ---------------------------------------------------
+
+    def forward(self, x: np.ndarray, adjacency: Any = None) -> np.ndarray:
+        if adjacency is not None and adjacency is not self._adjacency:
+            self.set_graph(adjacency)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(self.weight.dtype)
+        a_hat, self._a_hat_t = self._operators(x.shape[0], x.dtype)
+        weight = self.weight.data
+        self._aggregate_first = self.in_features <= self.out_features
+        if self._aggregate_first:
+            self._cached = a_hat @ x
+            z = self._cached @ weight.T
+        else:
+            self._cached = x
+            z = a_hat @ (x @ weight.T)
+        if self.bias is not None:
+            z += self.bias.data
+        if self.activation is not None:
+            z = self.activation.forward(z)
+        return z
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        if self.bias is not None:
+            self.bias.grad += g.sum(axis=0)
+        weight = self.weight.data
+        if self._aggregate_first:
+            self.weight.grad += g.T @ self._cached
+            return self._a_hat_t @ (g @ weight)
+        propagated = self._a_hat_t @ g
+        self.weight.grad += propagated.T @ self._cached
+        return propagated @ weight
+
+    def output_shape(self, input_shape: Any) -> Any:
+        if len(input_shape) != 2 or input_shape[1] != self.in_features:
+            raise ShapeError(
+                f"{self.describe()} expected node features of shape (N, {self.in_features}), "
+                f"got {format_shape(input_shape)}"
+            )
+        return (input_shape[0], self.out_features)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.use_bias,
+            "activation": serialize("activations", self.activation),
+            "add_self_loops": self.add_self_loops,
+            "normalize": self.normalize,
+            "weight_init": serialize("initializers", self.weight_init),
+            "bias_init": serialize("initializers", self.bias_init),
+        }
+
+    def extra_repr(self) -> str:
+        parts = [str(self.in_features), str(self.out_features)]
+        if self.activation is not None:
+            parts.append(f"activation={serialize('activations', self.activation)!r}")
+        if not self.use_bias:
+            parts.append("bias=False")
+        if not self.add_self_loops:
+            parts.append("add_self_loops=False")
+        if not self.normalize:
+            parts.append("normalize=False")
+        return ", ".join(parts)
+
+
+@hookimpl
+def register_layers(register: Any) -> None:
+    register(GCNConv)
