@@ -295,6 +295,7 @@ class Trainer:
         self.slots = model._metric_slots
         self.multi = model.multi_output
         self.optimizer = model.optimizer
+        self.output_totals = [0.0] * len(self.losses)
 
     def _bind(self) -> None:
         if not self.optimizer.params:
@@ -312,10 +313,11 @@ class Trainer:
         if not isinstance(y, (list, tuple)) or len(y) != len(out):
             raise DataError(f"the model has {len(out)} outputs; y must be a list of {len(out)} target arrays")
         total, grads = 0.0, []
-        for loss, w, o, t in zip(self.losses, self.weights, out, y):
-            value = loss.forward(o, t) if sample_weight is None else loss.forward(o, t, sample_weight)
+        for k, (loss, w, o, t) in enumerate(zip(self.losses, self.weights, out, y)):
+            value = float(loss.forward(o, t) if sample_weight is None else loss.forward(o, t, sample_weight))
             grads.append(loss.backward() * w if w != 1.0 else loss.backward())
-            total += w * float(value)
+            total += w * value
+            self.output_totals[k] += value
         return total, grads
 
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
@@ -341,6 +343,7 @@ class Trainer:
                 metric.update(out, y)
 
     def reset_metrics(self) -> None:
+        self.output_totals = [0.0] * len(self.losses)
         for _, metric, _ in self.slots:
             metric.reset()
 
@@ -446,6 +449,8 @@ def fit(
             )
         data, val_data = data.split(validation_split)
     elif validation_data is not None:
+        if isinstance(validation_data, tuple) and len(validation_data) == 3:
+            raise ConfigError("fit: validation_data must be (x_val, y_val); sample weights are not supported")
         if isinstance(validation_data, tuple) and len(validation_data) == 2:
             val_data = make_data(model, validation_data[0], validation_data[1])
         else:
@@ -499,6 +504,9 @@ def fit(
                     interrupted = True
                     break
                 logs = {"loss": total / count if count else float("nan")}
+                if trainer.multi:
+                    for name, value in zip(model.output_names, trainer.output_totals):
+                        logs[f"{name}_loss"] = value / count if count else float("nan")
                 logs.update(trainer.metric_logs())
                 if val_data is not None:
                     val_logs = _evaluate_data(model, trainer, val_data, batch_size)

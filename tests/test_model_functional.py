@@ -100,9 +100,20 @@ def test_two_input_two_output_model_trains_with_a_loss_per_output():
         loss_weights=[1.0, 0.5],
     )
     history = model.fit([xa, xb], [y_class, y_reg], epochs=40, batch_size=32, verbose=0, validation_split=0.2)
-    assert {"loss", "cls_accuracy", "val_loss", "val_cls_accuracy", "val_cls_loss", "val_reg_loss"} <= set(
-        history.history
-    )
+    assert {
+        "loss",
+        "cls_loss",
+        "reg_loss",
+        "cls_accuracy",
+        "val_loss",
+        "val_cls_accuracy",
+        "val_cls_loss",
+        "val_reg_loss",
+    } <= set(history.history)
+    for k in range(40):
+        assert history.history["loss"][k] == pytest.approx(
+            history.history["cls_loss"][k] + 0.5 * history.history["reg_loss"][k], rel=1e-6
+        )
     result = model.evaluate([xa, xb], [y_class, y_reg])
     assert result["cls_accuracy"] > 0.95
     assert result["reg_loss"] < 0.02

@@ -300,7 +300,7 @@ def test_x_and_y_of_different_lengths(compiled):
 
 
 def test_labels_outside_the_classes(compiled):
-    with pytest.raises(framework.FrameworkError, match="3"):
+    with pytest.raises(framework.DataError, match=r"label 3 is outside \[0, 3\)"):
         compiled.fit(np.zeros((4, 2)), np.array([0, 1, 2, 3]), verbose=0)
 
 
