@@ -1,0 +1,241 @@
+"""The example plugin, really installed: used from framework.layers, trained, saved, loaded, uninstalled.
+
+The distribution in ``examples/plugin-example`` is installed with pip into a
+temporary folder (``pip install --target``, no network, no build isolation);
+if pip cannot build it here, the same result is written by hand (the package
+plus a ``.dist-info`` with ``METADATA`` and ``entry_points.txt``), which is
+what ``importlib.metadata`` reads either way. Each scenario then runs in a
+fresh interpreter: with the folder on ``PYTHONPATH`` the plugin is installed,
+without it the plugin is uninstalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "plugin-example"
+DIST = "framework-plugin-example"
+
+
+def _env(site: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
+    env.pop("PYTHONPATH", None)
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    env["PYTHONWARNINGS"] = "ignore"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _python(code: str, site: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=_env(site),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _write_dist_info(source: Path, site: Path) -> None:
+    """Install by hand: the package and the metadata importlib.metadata reads."""
+    shutil.copytree(source / "src" / "framework_example", site / "framework_example")
+    info = site / "framework_plugin_example-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DIST}\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[framework]\nexample = framework_example.plugin\n")
+    (info / "top_level.txt").write_text("framework_example\n")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``(site folder, how)``: the example installed into a fresh folder."""
+    tmp = tmp_path_factory.mktemp("plugin-install")
+    source = tmp / "source"  # a copy, so the build leaves no files in the checkout
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = tmp / "site"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--target", str(site), "--no-deps"),
+            *("--no-build-isolation", "--no-index", "--quiet", str(source)),
+        ],
+        env=_env(None),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    how = "pip"
+    if result.returncode != 0:
+        shutil.rmtree(site, ignore_errors=True)
+        site.mkdir()
+        _write_dist_info(source, site)
+        how = f"hand-written dist-info (pip failed: {result.stderr.strip()[-300:]})"
+    assert (site / "framework_example" / "plugin.py").is_file()
+    assert list(site.glob("framework_plugin_example-*.dist-info/entry_points.txt"))
+    return site, how
+
+
+TRAIN_SAVE_LOAD = """
+    import json, sys
+    import numpy as np
+    import framework
+    import framework_example
+    from framework import Sequential
+    from framework.layers import FeatureScale, Linear
+
+    framework.set_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 4)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], dtype=np.float32) + 0.1
+    model = Sequential([
+        FeatureScale(init=1.0),
+        Linear(4, 8, activation="mish", weight_init="lecun_normal"),
+        Linear(8, 1),
+    ])
+    model.compile(optimizer=framework.optimizers.get("lion", learning_rate=0.01), loss="log_cosh")
+    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    before = model.predict(x)
+    model.save(sys.argv[1])
+    loaded = framework.load_model(sys.argv[1])
+    after = loaded.predict(x)
+    print(json.dumps({
+        "loss": history.history["loss"],
+        "max_diff": float(np.max(np.abs(before - after))),
+        "layers": [type(layer).__name__ for layer in loaded.layers],
+        "optimizer": type(loaded.optimizer).__name__,
+        "loss_class": type(loaded.loss).__name__,
+        "layer_module": FeatureScale.__module__,
+        "package_file": framework_example.__file__,
+        "gamma_equal": bool(np.array_equal(model.layers[0].gamma.data, loaded.layers[0].gamma.data)),
+    }))
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(installed: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Train, save and load in a fresh interpreter with the plugin installed."""
+    site, _ = installed
+    path = tmp_path_factory.mktemp("ckpt") / "model.h5"
+    result = _python(TRAIN_SAVE_LOAD, site, str(path))
+    assert result.returncode == 0, result.stderr
+    return path, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_installed_layer_trains_saves_and_loads(
+    installed: tuple[Path, str], checkpoint: tuple[Path, dict]
+) -> None:
+    site, how = installed
+    path, out = checkpoint
+    print(f"installed with {how}")
+    assert Path(out["package_file"]).is_relative_to(site), "the plugin was imported from elsewhere"
+    assert out["layer_module"] == "framework_example.layers"
+    assert out["layers"] == ["FeatureScale", "Linear", "Linear"]
+    assert out["optimizer"] == "Lion" and out["loss_class"] == "LogCosh"
+    assert out["loss"][-1] < out["loss"][0]
+    assert out["max_diff"] == 0.0
+    assert out["gamma_equal"]
+    assert path.is_file()
+
+
+def test_loading_after_uninstall_names_the_layer_and_distribution(checkpoint: tuple[Path, dict]) -> None:
+    path, _ = checkpoint
+    code = """
+        import sys
+        import framework
+        try:
+            framework.load_model(sys.argv[1])
+        except framework.CheckpointError as exc:
+            print("CheckpointError:", exc)
+        else:
+            print("loaded")
+    """
+    result = _python(code, None, str(path))
+    assert result.returncode == 0, result.stderr
+    message = result.stdout
+    assert message.startswith("CheckpointError:"), message
+    assert "'FeatureScale'" in message
+    assert DIST in message and "0.1.0" in message
+    assert f"pip install {DIST}" in message
+
+
+def test_plugins_command_lists_the_example(installed: tuple[Path, str]) -> None:
+    site, _ = installed
+    table = subprocess.run(
+        [sys.executable, "-m", "framework", "plugins"],
+        env=_env(site),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(DIST))
+    for expected in ("0.1.0", "example", "FeatureScale", "mish", "LecunNormal", "log_cosh", "lion"):
+        assert expected in row, row
+
+    rows = json.loads(_cli_json(site))
+    mine = [r for r in rows if r["distribution"] == DIST]
+    assert len(mine) == 1
+    assert mine[0]["version"] == "0.1.0"
+    assert mine[0]["entry_point"] == "framework:example = framework_example.plugin"
+    assert mine[0]["error"] is None
+    assert mine[0]["registered"] == {
+        "activations": ["mish"],
+        "initializers": ["LecunNormal"],
+        "layers": ["FeatureScale", "Mish"],
+        "losses": ["log_cosh"],
+        "optimizers": ["lion"],
+    }
+    assert all(r["distribution"] != DIST for r in json.loads(_cli_json(None)))
+
+
+def _cli_json(site: Path | None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "framework", "plugins", "--json"],
+        env=_env(site),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_console_script_lists_the_example(installed: tuple[Path, str]) -> None:
+    script = Path(sys.executable).with_name("framework")
+    if not script.is_file():
+        pytest.skip(f"no 'framework' console script beside {sys.executable}")
+    site, _ = installed
+    result = subprocess.run(
+        [str(script), "plugins"], env=_env(site), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert DIST in result.stdout and "FeatureScale" in result.stdout
+
+
+def test_the_example_plugins_own_tests_pass_when_installed(
+    installed: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The distribution's tests (which use the conformance kit) against the installed copy."""
+    site, _ = installed
+    tests = tmp_path / "tests"
+    shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", str(tests)],
+        env=_env(site),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
