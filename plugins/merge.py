@@ -1,4 +1,4 @@
-"""Built-in plugin: the merge layers Add, Multiply and Concatenate.
+"""Built-in plugin: the merge layers Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate.
 
 Each takes a list of arrays (``layer([a, b, ...])``), in a functional model a
 list of placeholders, and returns one array. Backward returns one gradient
@@ -15,7 +15,7 @@ from framework.errors import ConfigError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 
-__all__ = ["Add", "Multiply", "Concatenate"]
+__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
 
 
 class _Merge(Layer):
@@ -114,6 +114,101 @@ class Multiply(_Elementwise):
         return grads
 
 
+class Subtract(_Elementwise):
+    """Difference of exactly two inputs: ``y = x_1 - x_2``.
+
+    Shape:
+        - Input: a list of 2 arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dx_1 = dL/dy``, ``dL/dx_2 = -dL/dy``.
+    """
+
+    def output_shape(self, input_shape: Any) -> Any:
+        if isinstance(input_shape, list) and len(input_shape) != 2:
+            raise ShapeError(f"{self.describe()} takes exactly 2 inputs, got {len(input_shape)}")
+        return super().output_shape(input_shape)
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        return x[0] - x[1]
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        return [grad_out, -grad_out]
+
+
+class Average(_Elementwise):
+    """Elementwise mean of its inputs: ``y = (x_1 + ... + x_k) / k``.
+
+    Shape:
+        - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dx_i = dL/dy / k`` for every input.
+    """
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        out = x[0] + x[1]
+        for a in x[2:]:
+            out += a
+        self._n = len(x)
+        out *= out.dtype.type(1.0 / len(x)) if np.issubdtype(out.dtype, np.floating) else 1
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        g = grad_out * grad_out.dtype.type(1.0 / self._n)
+        return [g] + [g.copy() for _ in range(self._n - 1)]
+
+
+class _Extremum(_Elementwise):
+    _reduce: Any = None
+    _arg: Any = None
+
+    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(x)
+        self._winner = type(self)._arg(stacked, axis=0)
+        self._n = len(x)
+        return type(self)._reduce(stacked, axis=0)
+
+    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+        return [
+            np.where(self._winner == i, grad_out, 0).astype(grad_out.dtype, copy=False)
+            for i in range(self._n)
+        ]
+
+
+class Maximum(_Extremum):
+    """Elementwise maximum of its inputs: ``y = max(x_1, ..., x_k)``.
+
+    Shape:
+        - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dy`` goes to the input holding the maximum (the first one on ties);
+        the others get zero there.
+    """
+
+    _reduce = staticmethod(np.max)
+    _arg = staticmethod(np.argmax)
+
+
+class Minimum(_Extremum):
+    """Elementwise minimum of its inputs: ``y = min(x_1, ..., x_k)``.
+
+    Shape:
+        - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
+        - Output: ``(N, *)``.
+
+    Gradient:
+        ``dL/dy`` goes to the input holding the minimum (the first one on ties).
+    """
+
+    _reduce = staticmethod(np.min)
+    _arg = staticmethod(np.argmin)
+
+
 class Concatenate(_Merge):
     """Joins its inputs along ``axis`` (default 1, the channel / feature axis).
 
@@ -182,5 +277,9 @@ class Concatenate(_Merge):
 @hookimpl
 def register_layers(register: Any) -> None:
     register(Add)
+    register(Subtract)
     register(Multiply)
+    register(Average)
+    register(Maximum)
+    register(Minimum)
     register(Concatenate, aliases=("Concat",))

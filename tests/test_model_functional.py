@@ -9,7 +9,18 @@ import pytest
 
 import framework
 from framework import Input, Model, Sequential
-from framework.layers import Add, Concatenate, Conv2d, Flatten, Linear, Multiply
+from framework.layers import (
+    Add,
+    Average,
+    Concatenate,
+    Conv2d,
+    Flatten,
+    Linear,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+)
 from framework.model import deserialize_model, serialize_model
 from framework.testing import check_gradients
 
@@ -27,6 +38,10 @@ def test_merge_layer_gradients(float64, rng):
     check_gradients(Add(), [a, b, c])
     check_gradients(Multiply(), [a, b])
     check_gradients(Multiply(), [a, b, c])
+    check_gradients(Subtract(), [a, b])
+    check_gradients(Average(), [a, b, c])
+    check_gradients(Maximum(), [a, b, c])
+    check_gradients(Minimum(), [a, b])
     check_gradients(Concatenate(), [a, rng.standard_normal((3, 2))])
     check_gradients(Concatenate(axis=-1), [rng.standard_normal((2, 3, 2)), rng.standard_normal((2, 3, 5))])
 
@@ -36,6 +51,12 @@ def test_merge_layer_values_and_errors(rng):
     np.testing.assert_allclose(Add()([a, b]), a + b)
     np.testing.assert_allclose(Multiply()([a, b, b]), a * b * b)
     np.testing.assert_allclose(Concatenate()([a, b]), np.concatenate([a, b], axis=1))
+    np.testing.assert_allclose(Subtract()([a, b]), a - b)
+    np.testing.assert_allclose(Average()([a, b]), (a + b) / 2)
+    np.testing.assert_allclose(Maximum()([a, b]), np.maximum(a, b))
+    np.testing.assert_allclose(Minimum()([a, b]), np.minimum(a, b))
+    with pytest.raises(framework.ShapeError, match="exactly 2"):
+        Subtract()([Input((3,)), Input((3,)), Input((3,))])
     with pytest.raises(framework.ShapeError, match=r"input 0 is \(None, 4\), input 1 is \(None, 5\)"):
         Add()([Input((4,)), Input((5,))])
     with pytest.raises(framework.ShapeError, match="every size but axis"):
