@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framework.dtype import get_default_dtype
-from framework.errors import ConfigError, ShapeError
+from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.parameter import Parameter
@@ -667,7 +667,10 @@ class _RecurrentBase(Layer):
 
     def _run_backward(self, grad_output: Any, grad_state: tuple) -> np.ndarray:
         if self._cache is None:
-            raise ShapeError(f"{self.describe()}: backward() called before forward()")
+            raise NotBuiltError(
+                f"{self.describe()}: backward() needs a forward() first "
+                "(each forward's cache serves one backward)"
+            )
         caches, length, n, x_shape = self._cache
         h, nd = self.hidden_size, self.num_directions
         dtype = self.weight_ih_l0.data.dtype

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import framework
-from framework.errors import ConfigError, FrameworkError, ShapeError
+from framework.errors import ConfigError, FrameworkError, NotBuiltError, ShapeError
 from framework.testing import check_gradients, numerical_gradient, relative_error
 from plugins.core import Linear
 from plugins.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
@@ -484,3 +484,20 @@ def test_in_a_sequential_model(rng):
     assert y.shape == (N, 3)
     grad_x = model.backward(np.ones_like(y))
     assert grad_x.shape == x.shape and np.abs(grad_x).sum() > 0
+
+
+def test_backward_needs_a_fresh_forward(rng):
+    layer = GRU(IN, H)
+    out, _ = layer(rng.standard_normal((L, N, IN)).astype(np.float32))
+    layer.backward(np.ones_like(out))
+    with pytest.raises(NotBuiltError, match="forward"):
+        layer.backward(np.ones_like(out))
+
+
+def test_docstring_examples():
+    import doctest
+
+    import plugins.recurrent
+
+    result = doctest.testmod(plugins.recurrent)
+    assert result.attempted >= 10 and result.failed == 0
