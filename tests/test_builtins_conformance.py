@@ -126,6 +126,11 @@ LAYERS: dict[str, list[Spec]] = {
         Spec((2, 5, 3), {"input_size": 3, "hidden_size": 4, "batch_first": True, "output": "sequence"}),
         Spec((2, 5, 3), {"input_size": 3, "hidden_size": 4, "batch_first": True, "output": "last"}),
     ],
+    # plugins.reshaping
+    "Reshape": [Spec((2, 4, 3), {"target_shape": [3, -1]})],
+    "Permute": [Spec((2, 2, 3, 4), {"dims": [2, 3, 1]})],
+    "ZeroPadding2d": [Spec((2, 2, 3, 3), {"padding": [1, 2, 0, 1]})],
+    "UpSampling2d": [Spec((2, 2, 3, 2), {"scale_factor": [2, 3]})],
     # plugins.graph: the adjacency is state outside the config, set on every copy
     "GCNConv": [
         Spec((5, 4), {"in_features": 4, "out_features": 3}, prepare=lambda lay: lay.set_graph(_ADJACENCY)),
