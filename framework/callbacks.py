@@ -185,6 +185,63 @@ class History(Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
 
+    def plot(self, path: Any = None, metrics: list[str] | tuple[str, ...] | str | None = None) -> Any:
+        """Draw the loss and metric curves, one panel per metric, training and validation together.
+
+        Needs matplotlib (``pip install "framework[plot]"``); it is imported
+        only here, and only its object API is used (no ``pyplot``, no GUI).
+
+        Args:
+            path: where to save the figure (a ``.png`` path); default ``None``
+                saves nothing and only returns the figure.
+            metrics: the names to draw (``"loss"``, ``"accuracy"``, ...; a
+                ``val_`` curve is drawn beside each name that has one);
+                default ``None`` draws every recorded training key.
+
+        Returns:
+            The ``matplotlib.figure.Figure``.
+
+        Raises:
+            ImportError: when matplotlib is not installed (names the ``plot`` extra).
+            ConfigError: when nothing was recorded or a requested name is unknown.
+        """
+        try:
+            from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
+        except ImportError as exc:
+            raise ImportError(
+                'History.plot needs matplotlib: pip install "framework[plot]" (or: pip install matplotlib)'
+            ) from exc
+        if not self.history:
+            raise ConfigError("History.plot: nothing recorded yet; call fit() first")
+        if metrics is None:
+            names = [key for key in self.history if not key.startswith("val_")]
+            names.sort(key=lambda key: key != "loss")
+        else:
+            names = [metrics] if isinstance(metrics, str) else list(metrics)
+            unknown = [name for name in names if name not in self.history]
+            if unknown or not names:
+                raise ConfigError(
+                    f"History.plot: metrics: unknown name(s) {unknown or names!r}; "
+                    f"recorded: {sorted(self.history)}"
+                )
+        figure = Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
+        for ax, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
+            for key, label in ((name, "train"), (f"val_{name}", "validation")):
+                if key in self.history:
+                    values = self.history[key]
+                    start = self.epoch[0] if len(self.epoch) == len(values) else 0
+                    epochs = np.arange(start + 1, start + len(values) + 1)
+                    ax.plot(epochs, self.history[key], marker="o", markersize=3, label=label)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(name)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if path is not None:
+            figure.savefig(path, dpi=100)
+        return figure
+
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
