@@ -1,4 +1,13 @@
-"""Built-in plugin: the 2-D convolution layer ``Conv2d`` (PyTorch layouts, NCHW)."""
+"""Built-in plugin: convolution layers ``Conv1d``, ``Conv2d`` and ``ConvTranspose2d`` (PyTorch layouts).
+
+All three lower to the same two pure functions of :mod:`plugins.conv_ops`:
+``im2col`` (gather receptive fields into columns) and its adjoint ``col2im``.
+A convolution is ``im2col`` then one batched matrix product; its input
+gradient is a matrix product then ``col2im``. A transposed convolution is the
+same pair run the other way round. Groups are a leading ``(G, ...)`` axis of
+one batched product, never a Python loop. ``Conv1d`` is ``Conv2d`` on inputs of
+height 1.
+"""
 
 from __future__ import annotations
 
@@ -13,38 +22,284 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
-from plugins.conv_ops import Padding2d, col2im_batch_last, conv_output_size, im2col, same_padding
+from plugins.conv_ops import col2im_batch_last, conv_output_size, im2col, same_padding
 
-__all__ = ["Conv2d", "PADDING_MODES"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "PADDING_MODES"]
 
 #: The string values ``padding`` accepts.
 PADDING_MODES = ("valid", "same")
 
 
+def _int_tuple(layer: str, arg: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints, each ``>= minimum``, as an ``n``-tuple; ConfigError otherwise."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(items) != n or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
+    ):
+        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
+        shape = "" if n == 1 else " or a pair of them"
+        raise ConfigError(f"{layer}: {arg} must be {kind}{shape}, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
 def _positive_pair(layer: str, arg: str, value: Any) -> tuple[int, int]:
     """An int or pair of ints, each > 0, as a pair; ConfigError naming ``arg`` otherwise."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0 for v in items
-    ):
-        raise ConfigError(f"{layer}: {arg} must be a positive integer or a pair of them, got {value!r}")
-    return int(items[0]), int(items[1])
+    return _int_tuple(layer, arg, value, 2)  # type: ignore[return-value]
 
 
-def _compact(pair: tuple[int, int]) -> int | list[int]:
-    """``(3, 3) -> 3`` and ``(3, 5) -> [3, 5]``: the JSON form of a pair."""
-    return pair[0] if pair[0] == pair[1] else list(pair)
+def _compact(values: tuple[int, ...]) -> int | list[int]:
+    """``(3, 3) -> 3``, ``(3,) -> 3`` and ``(3, 5) -> [3, 5]``: the JSON form of a size."""
+    return values[0] if len(set(values)) == 1 else list(values)
 
 
-class Conv2d(Layer):
+def _check_flag(layer: str, arg: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{layer}: {arg} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_groups(layer: str, in_channels: int, out_channels: int, groups: Any) -> int:
+    """``groups`` as an int dividing both channel counts; ConfigError naming the culprit otherwise."""
+    groups = _int_tuple(layer, "groups", groups, 1)[0]
+    for arg, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if channels % groups:
+            raise ConfigError(
+                f"{layer}: {arg}={channels} is not divisible by groups={groups}; "
+                "groups must divide both in_channels and out_channels"
+            )
+    return groups
+
+
+def _to2d(values: tuple[Any, ...], fill: Any) -> tuple[Any, Any]:
+    """A per-axis tuple of a 1-D layer as the 2-D pair of a height-1 image."""
+    return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+class _ConvNd(Layer):
+    """Shared by ``Conv1d`` and ``Conv2d``: validation, weights, the im2col forward and backward.
+
+    Per-axis hyperparameters (``kernel_size``, ``stride``, ``dilation``, a
+    numeric ``padding``) are tuples of one entry per spatial axis, as PyTorch
+    stores them. The maths always runs on 4-D ``(N, C, H, W)`` arrays; a 1-D
+    layer adds and removes a height-1 axis around it.
+    """
+
+    _ndim = 2
+    _axes = "H, W"
+
+    def _setup(
+        self,
+        in_channels: Any,
+        out_channels: Any,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        groups: Any,
+        bias: Any,
+        activation: Any,
+        weight_init: Any,
+        bias_init: Any,
+    ) -> None:
+        kind, n = type(self).__name__, self._ndim
+        self.in_channels = _int_tuple(kind, "in_channels", in_channels, 1)[0]
+        self.out_channels = _int_tuple(kind, "out_channels", out_channels, 1)[0]
+        self.kernel_size = _int_tuple(kind, "kernel_size", kernel_size, n)
+        self.stride = _int_tuple(kind, "stride", stride, n)
+        self.dilation = _int_tuple(kind, "dilation", dilation, n)
+        self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
+        self.padding = self._check_padding(padding)
+        self.use_bias = _check_flag(kind, "bias", bias)
+        self.activation = activations.get(activation)
+        self.weight_init = initializers.get(weight_init)
+        self.bias_init = initializers.get(bias_init)
+
+        dtype = get_default_dtype()
+        gain = getattr(self.activation, "gain", None)
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        self.weight = Parameter(self.weight_init(shape, dtype=dtype, gain=gain))
+        self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
+        self._workspace: np.ndarray | None = None
+        self._cols_valid = False
+        self._x_shape: tuple[int, ...] | None = None
+
+    def _check_padding(self, padding: Any) -> str | tuple[int, ...]:
+        kind = type(self).__name__
+        if isinstance(padding, str):
+            if padding not in PADDING_MODES:
+                raise ConfigError(
+                    f"{kind}: padding must be one of {', '.join(repr(m) for m in PADDING_MODES)}, "
+                    f"an int or a pair of ints, got {padding!r}"
+                )
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ConfigError(
+                    f"{kind}: padding='same' needs stride 1 (as in PyTorch), got stride={self.stride}; "
+                    "give the padding as numbers instead"
+                )
+            return padding
+        n = self._ndim
+        items = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * n
+        if len(items) != n or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in items
+        ):
+            shape = "a non-negative int" if n == 1 else "a non-negative int, a pair of them"
+            raise ConfigError(
+                f"{kind}: padding must be {shape}, "
+                f"or one of {', '.join(repr(m) for m in PADDING_MODES)}, got {padding!r}"
+            )
+        return tuple(int(v) for v in items)
+
+    @property
+    def pads(self) -> tuple[tuple[int, int], ...]:
+        """The padding as ``(before, after)`` per spatial axis, e.g. ``((top, bottom), (left, right))``."""
+        if self.padding == "same":
+            return same_padding(_to2d(self.kernel_size, 1), _to2d(self.dilation, 1))[2 - self._ndim :]
+        if self.padding == "valid":
+            return ((0, 0),) * self._ndim
+        return tuple((p, p) for p in self.padding)
+
+    def _check_shape(self, shape: Any) -> None:
+        if not isinstance(shape, tuple) or len(shape) != 2 + self._ndim or shape[1] != self.in_channels:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape (N, {self.in_channels}, {self._axes}), "
+                f"got {format_shape(shape)}"
+            )
+
+    def _output_sizes(self, sizes: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        """Output size per spatial axis: ``floor((size + pads - d*(k - 1) - 1) / s) + 1``."""
+        pads = self.pads
+        out = tuple(
+            None
+            if size is None
+            else conv_output_size(size, self.kernel_size[a], self.stride[a], pads[a], self.dilation[a])
+            for a, size in enumerate(sizes)
+        )
+        if any(s is not None and s <= 0 for s in out):
+            padded = tuple(None if s is None else s + sum(p) for s, p in zip(sizes, pads))
+            dilated = "" if set(self.dilation) == {1} else f" (dilation {self.dilation})"
+            raise ShapeError(
+                f"{self.describe()}: kernel {self.kernel_size}{dilated} is larger than the padded input "
+                f"{format_shape(padded)} (input {format_shape(sizes)}, padding {pads})"
+            )
+        return out
+
+    def build(self, input_shape: Any) -> None:
+        self._check_shape(input_shape)
+        self._output_sizes(input_shape[2:])
+        super().build(input_shape)
+        self.input_spec = (None, self.in_channels, *(None,) * self._ndim)
+
+    def _forward4d(self, x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """The convolution of a 4-D ``x`` whose output is ``out_hw``; keeps the columns for backward."""
+        n = x.shape[0]
+        oh, ow = out_hw
+        kernel = _to2d(self.kernel_size, 1)
+        shape = (n, self.in_channels * kernel[0] * kernel[1], oh * ow)
+        ws = self._workspace
+        if ws is None or ws.shape != shape or ws.dtype != x.dtype:
+            ws = self._workspace = np.empty(shape, dtype=x.dtype)
+        pads = _to2d(self.pads, (0, 0))
+        cols = im2col(x, kernel, _to2d(self.stride, 1), pads, _to2d(self.dilation, 1), out=ws)
+        self._cols_valid = True
+        self._x_shape = x.shape
+        g = self.groups
+        if g == 1:
+            y = np.matmul(self.weight.data.reshape(self.out_channels, -1), cols)
+        else:  # (G, O/G, K/G) @ (N, G, K/G, P) -> (N, G, O/G, P): one product over the group axis
+            wg = self.weight.data.reshape(g, self.out_channels // g, -1)
+            y = np.matmul(wg, cols.reshape(n, g, -1, oh * ow)).reshape(n, self.out_channels, -1)
+        if self.bias is not None:
+            y += self.bias.data[:, None]
+        y = y.reshape(n, self.out_channels, oh, ow)
+        if self.activation is not None:
+            y = self.activation.forward(y)
+        return y
+
+    def _backward4d(self, grad_out: np.ndarray) -> np.ndarray:
+        if not self._cols_valid:
+            raise NotBuiltError(
+                f"{self.describe()}: backward() needs a forward() first; each forward supports "
+                "one backward (the cached columns are reused for the gradient)"
+            )
+        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        n, groups = g.shape[0], self.groups
+        cols = self._workspace
+        g = g.reshape(n, groups, self.out_channels // groups, -1)
+        colsg = cols.reshape(n, groups, -1, cols.shape[-1])
+        w = self.weight.data.reshape(groups, self.out_channels // groups, -1)
+        dw = np.matmul(g, colsg.transpose(0, 1, 3, 2)).sum(axis=0)
+        self.weight.grad += dw.reshape(self.weight.shape)
+        if self.bias is not None:
+            self.bias.grad += g.sum(axis=(0, 3)).reshape(-1)
+        self._cols_valid = False
+        # The column gradient is computed batch-last, (K, OH*OW*N): transposing G costs one
+        # copy of the output, and col2im's strided adds then run over long contiguous rows.
+        g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(groups, w.shape[1], -1)
+        wt = w.transpose(0, 2, 1)
+        if np.result_type(w, g_last) == cols.dtype:  # reuse the workspace: cols are no longer needed
+            dcols = np.matmul(wt, g_last, out=cols.reshape(groups, w.shape[2], -1))
+        else:
+            dcols = np.matmul(wt, g_last)
+        return col2im_batch_last(
+            dcols.reshape(-1, dcols.shape[-1]),
+            self._x_shape,
+            _to2d(self.kernel_size, 1),
+            _to2d(self.stride, 1),
+            _to2d(self.pads, (0, 0)),
+            _to2d(self.dilation, 1),
+        )
+
+    def output_shape(self, input_shape: Any) -> Any:
+        self._check_shape(input_shape)
+        return (input_shape[0], self.out_channels, *self._output_sizes(input_shape[2:]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": _compact(self.kernel_size),
+            "stride": _compact(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else _compact(self.padding),
+            "dilation": _compact(self.dilation),
+            "groups": self.groups,
+            "activation": serialize("activations", self.activation),
+            "bias": self.use_bias,
+            "weight_init": serialize("initializers", self.weight_init),
+            "bias_init": serialize("initializers", self.bias_init),
+        }
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={_compact(self.kernel_size)}"
+        if set(self.stride) != {1}:
+            text += f", stride={_compact(self.stride)}"
+        if self.padding != "valid" and (isinstance(self.padding, str) or set(self.padding) != {0}):
+            text += f", padding={self.padding if isinstance(self.padding, str) else _compact(self.padding)!r}"
+        if set(self.dilation) != {1}:
+            text += f", dilation={_compact(self.dilation)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.activation is not None:
+            text += f", activation={serialize('activations', self.activation)!r}"
+        if not self.use_bias:
+            text += ", bias=False"
+        return text
+
+
+class Conv2d(_ConvNd):
     """2-D convolution (cross-correlation) over an ``(N, C, H, W)`` batch, as ``torch.nn.Conv2d``.
 
-    ``y[n, o, a, b] = activation(b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, a*sh + i, b*sw + j])``
+    ``y[n, o, a, b] = activation(b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, g*C/G + c, a*sh + i*dh, b*sw + j*dw])``
+
+    where ``g = o // (out_channels / G)`` is the group of filter ``o`` and ``c``
+    runs over the ``C/G`` channels of that group (all channels when ``groups=1``).
 
     Computed as one matrix product: the receptive fields are gathered into
     columns ``cols = im2col(x)`` of shape ``(N, C*kh*kw, OH*OW)`` and
     ``y = W.reshape(out_channels, -1) @ cols`` (a batched ``np.matmul``), which
-    comes out already in NCHW order.
+    comes out already in NCHW order. With groups the rows of ``cols`` split
+    into ``G`` contiguous blocks and the product is batched over a group axis:
+    ``(G, out/G, C/G*kh*kw) @ (N, G, C/G*kh*kw, OH*OW)``.
 
     Args:
         in_channels: ``C``, the number of input channels.
@@ -53,25 +308,29 @@ class Conv2d(Layer):
         stride: ``s`` or ``(sh, sw)``; default 1.
         padding: zero padding; ``p`` or ``(ph, pw)`` on both sides of each axis,
             ``"valid"`` (none, the same as 0) or ``"same"`` (output size = input
-            size; stride 1 only; for an even kernel the extra row/column goes to
-            the bottom/right, as in PyTorch). Default 0.
+            size; stride 1 only; for an odd total ``d*(k-1)`` the extra row/column
+            goes to the bottom/right, as in PyTorch). Default 0.
         activation: an activation name, class or instance applied to the output,
             or ``None``.
         bias: whether to learn ``bias``; ``False`` leaves it ``None``. Default True.
         weight_init: initializer for ``weight`` (default ``"kaiming_uniform"``,
             given the activation's gain; fans count the receptive field).
         bias_init: initializer for ``bias`` (default ``"zeros"``).
+        dilation: ``d`` or ``(dh, dw)``, the spacing between kernel taps; default 1.
+        groups: ``G``, split the channels into ``G`` independent groups; both
+            ``in_channels`` and ``out_channels`` must be divisible by it.
+            ``groups == in_channels`` is a depthwise convolution. Default 1.
         name: layer name.
 
     Shape:
         - Input: ``(N, in_channels, H, W)``; ``H`` and ``W`` may vary between calls.
         - Output: ``(N, out_channels, OH, OW)`` with
-          ``OH = floor((H + pad_top + pad_bottom - kh) / sh) + 1`` and
-          ``OW = floor((W + pad_left + pad_right - kw) / sw) + 1``
-          (``floor((H + 2p - k) / s) + 1`` for symmetric padding ``p``).
+          ``OH = floor((H + pad_top + pad_bottom - dh*(kh - 1) - 1) / sh) + 1`` and
+          ``OW = floor((W + pad_left + pad_right - dw*(kw - 1) - 1) / sw) + 1``
+          (``floor((H + 2p - k) / s) + 1`` for symmetric padding ``p`` and no dilation).
 
     Attributes:
-        weight: ``Parameter`` of shape ``(out_channels, in_channels, kh, kw)``,
+        weight: ``Parameter`` of shape ``(out_channels, in_channels / groups, kh, kw)``,
             created in the constructor.
         bias: ``Parameter`` of shape ``(out_channels,)`` or ``None``.
 
@@ -81,8 +340,9 @@ class Conv2d(Layer):
         ``dL/dW = sum_n G[n] @ cols[n]^T`` (the sum over all output positions of
         gradient times patch), ``dL/db = G summed over n and positions``, and
         ``dL/dx = col2im(Wm^T @ G)``: each patch gradient is scatter-added back
-        onto the pixels it was read from (the adjoint of im2col), and the
-        padding is cropped off.
+        onto the pixels it was read from (the adjoint of im2col, dilation
+        included), and the padding is cropped off. With groups each product is
+        taken per group, batched over the group axis.
 
     Memory:
         The columns of the last forward are kept for backward in a workspace
@@ -99,6 +359,8 @@ class Conv2d(Layer):
         (2, 8, 14, 14)
         >>> conv.output_shape((None, 3, 32, 20))
         (None, 8, 16, 10)
+        >>> Conv2d(4, 8, 3, groups=4, dilation=2).output_shape((None, 4, 9, 9))
+        (None, 8, 5, 5)
     """
 
     def __init__(
@@ -112,155 +374,325 @@ class Conv2d(Layer):
         bias: bool = True,
         weight_init: Any = "kaiming_uniform",
         bias_init: Any = "zeros",
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self._setup(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            activation,
+            weight_init,
+            bias_init,
+        )
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward4d(x, self._output_sizes(x.shape[2:]))
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return self._backward4d(grad_out)
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution (cross-correlation) over an ``(N, C, L)`` batch, as ``torch.nn.Conv1d``.
+
+    ``y[n, o, t] = activation(b[o] + sum_{c, i} W[o, c, i] * xpad[n, g*C/G + c, t*s + i*d])``
+
+    with ``g = o // (out_channels / G)`` the group of filter ``o``. Runs as
+    :class:`Conv2d` on the input viewed as ``(N, C, 1, L)`` (a free reshape):
+    im2col with a ``(1, k)`` kernel and one batched matrix product.
+
+    Args:
+        in_channels: ``C``, the number of input channels.
+        out_channels: the number of filters (output channels).
+        kernel_size: ``k``.
+        stride: ``s``; default 1.
+        padding: ``p`` zeros on both ends, ``"valid"`` (none) or ``"same"``
+            (output length = input length; stride 1 only; for an odd total
+            ``d*(k-1)`` the extra zero goes to the end, as in PyTorch). Default 0.
+        dilation: ``d``, the spacing between kernel taps; default 1.
+        groups: ``G``; both channel counts must be divisible by it;
+            ``groups == in_channels`` is depthwise. Default 1.
+        bias: whether to learn ``bias``; ``False`` leaves it ``None``. Default True.
+        activation: an activation name, class or instance, or ``None``.
+        weight_init: initializer for ``weight`` (default ``"kaiming_uniform"``).
+        bias_init: initializer for ``bias`` (default ``"zeros"``).
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, in_channels, L)``; ``L`` may vary between calls.
+        - Output: ``(N, out_channels, L_out)`` with
+          ``L_out = floor((L + pad_left + pad_right - d*(k - 1) - 1) / s) + 1``.
+
+    Attributes:
+        weight: ``Parameter`` of shape ``(out_channels, in_channels / groups, k)``.
+        bias: ``Parameter`` of shape ``(out_channels,)`` or ``None``.
+
+    Gradient:
+        As :class:`Conv2d` with ``kh = 1``: ``dL/dW = sum_n G[n] @ cols[n]^T``,
+        ``dL/db = sum of G over n and t``, ``dL/dx = col2im(W^T @ G)``, each
+        product batched over the group axis.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import Conv1d
+        >>> conv = Conv1d(2, 4, kernel_size=3, stride=2, padding=1)
+        >>> conv.weight.shape
+        (4, 2, 3)
+        >>> conv(np.zeros((5, 2, 16), dtype=np.float32)).shape
+        (5, 4, 8)
+        >>> Conv1d(2, 4, 3, dilation=2, padding="same").output_shape((None, 2, 10))
+        (None, 4, 10)
+    """
+
+    _ndim = 1
+    _axes = "L"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | str = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        activation: Any = None,
+        weight_init: Any = "kaiming_uniform",
+        bias_init: Any = "zeros",
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self._setup(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            activation,
+            weight_init,
+            bias_init,
+        )
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        (length,) = self._output_sizes(x.shape[2:])
+        y = self._forward4d(x[:, :, None, :], (1, length))
+        return y.reshape(y.shape[0], self.out_channels, length)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        n, c, length = grad_out.shape
+        dx = self._backward4d(grad_out.reshape(n, c, 1, length))
+        return dx.reshape(dx.shape[0], self.in_channels, -1)
+
+
+class ConvTranspose2d(Layer):
+    """2-D transposed convolution over ``(N, C, H, W)``, as ``torch.nn.ConvTranspose2d``.
+
+    The adjoint of :class:`Conv2d` with the same hyperparameters: every input
+    pixel scatters a copy of the kernel, scaled by its value, onto the output::
+
+        ypad[n, g*Co/G + o, a*sh + i*dh, b*sw + j*dw] += W[c, o, i, j] * x[n, c, a, b]
+
+    for each input channel ``c`` of group ``g``, then ``y = crop(ypad) + b``
+    (``padding`` rows/columns removed from each side, ``output_padding`` extra
+    ones kept at the bottom/right).
+
+    Computed as one matrix product then ``col2im``: with ``x`` laid out
+    batch-last as ``(C, H*W*N)``, ``cols = W.reshape(C, -1)^T @ x`` holds every
+    scaled kernel copy and ``col2im`` adds them in place; with groups the product
+    is batched over a group axis.
+
+    Args:
+        in_channels: ``C``, the number of input channels.
+        out_channels: the number of output channels.
+        kernel_size: ``k`` or ``(kh, kw)``.
+        stride: ``s`` or ``(sh, sw)``, the upsampling factor; default 1.
+        padding: ``p`` or ``(ph, pw)``: ``dilation*(kernel_size-1) - padding``
+            zeros are implicitly added around the input, i.e. ``p`` rows/columns
+            are cropped from each side of the output. Default 0.
+        output_padding: ``op`` or a pair: extra rows/columns at the bottom/right
+            of the output (it tells apart the input sizes a strided Conv2d maps
+            to one size); each must be smaller than the stride or the dilation.
+            Default 0.
+        groups: ``G``; both channel counts must be divisible by it. Default 1.
+        bias: whether to learn ``bias``; ``False`` leaves it ``None``. Default True.
+        dilation: ``d`` or ``(dh, dw)``, the spacing between kernel taps; default 1.
+        activation: an activation name, class or instance, or ``None``.
+        weight_init: initializer for ``weight`` (default ``"kaiming_uniform"``;
+            PyTorch's fan-in of this layout is ``out_channels/G * kh * kw``).
+        bias_init: initializer for ``bias`` (default ``"zeros"``).
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, in_channels, H, W)``.
+        - Output: ``(N, out_channels, OH, OW)`` with
+          ``OH = (H - 1)*sh - 2*ph + dh*(kh - 1) + oph + 1`` and
+          ``OW = (W - 1)*sw - 2*pw + dw*(kw - 1) + opw + 1``.
+
+    Attributes:
+        weight: ``Parameter`` of shape ``(in_channels, out_channels / groups, kh, kw)``
+            (PyTorch's layout: the Conv2d from the output back to the input).
+        bias: ``Parameter`` of shape ``(out_channels,)`` or ``None``.
+
+    Gradient:
+        With ``G = dL/dy`` (after the activation's backward), ``gcols = im2col(G)``
+        of shape ``(N, out_channels*kh*kw, H*W)`` (a Conv2d forward's columns,
+        one window per input pixel): ``dL/dx = W.reshape(C, -1) @ gcols``,
+        ``dL/dW = sum_n x[n].reshape(C, H*W) @ gcols[n]^T``,
+        ``dL/db = G summed over n, rows and columns``; each product batched
+        over the group axis when ``groups > 1``.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import ConvTranspose2d
+        >>> up = ConvTranspose2d(8, 4, kernel_size=3, stride=2, padding=1, output_padding=1)
+        >>> up.weight.shape
+        (8, 4, 3, 3)
+        >>> up(np.zeros((2, 8, 7, 7), dtype=np.float32)).shape
+        (2, 4, 14, 14)
+        >>> up.output_shape((None, 8, 5, 3))
+        (None, 4, 10, 6)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        output_padding: int | tuple[int, int] = 0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation: int | tuple[int, int] = 1,
+        activation: Any = None,
+        weight_init: Any = "kaiming_uniform",
+        bias_init: Any = "zeros",
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         kind = type(self).__name__
-        self.in_channels = _positive_pair(kind, "in_channels", in_channels)[0]
-        self.out_channels = _positive_pair(kind, "out_channels", out_channels)[0]
+        self.in_channels = _int_tuple(kind, "in_channels", in_channels, 1)[0]
+        self.out_channels = _int_tuple(kind, "out_channels", out_channels, 1)[0]
         self.kernel_size = _positive_pair(kind, "kernel_size", kernel_size)
         self.stride = _positive_pair(kind, "stride", stride)
-        # Dilation and groups are fixed at 1 for now; im2col already takes a dilation
-        # and grouping is a (groups, out/groups, k/groups) reshape of the weight.
-        self.dilation = (1, 1)
-        self.padding = self._check_padding(padding)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise ConfigError(f"{kind}: bias must be True or False, got {bias!r}")
-        self.use_bias = bool(bias)
+        self.padding = _int_tuple(kind, "padding", padding, 2, minimum=0)
+        self.output_padding = _int_tuple(kind, "output_padding", output_padding, 2, minimum=0)
+        self.dilation = _positive_pair(kind, "dilation", dilation)
+        if any(op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ConfigError(
+                f"{kind}: output_padding must be smaller than either stride or dilation (as in PyTorch), "
+                f"got output_padding={self.output_padding}, stride={self.stride}, dilation={self.dilation}"
+            )
+        self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
+        self.use_bias = _check_flag(kind, "bias", bias)
         self.activation = activations.get(activation)
         self.weight_init = initializers.get(weight_init)
         self.bias_init = initializers.get(bias_init)
 
         dtype = get_default_dtype()
         gain = getattr(self.activation, "gain", None)
-        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(self.weight_init(shape, dtype=dtype, gain=gain))
         self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
-        self._workspace: np.ndarray | None = None
-        self._cols_valid = False
-        self._x_shape: tuple[int, ...] | None = None
-
-    def _check_padding(self, padding: Any) -> str | tuple[int, int]:
-        kind = type(self).__name__
-        if isinstance(padding, str):
-            if padding not in PADDING_MODES:
-                raise ConfigError(
-                    f"{kind}: padding must be one of {', '.join(repr(m) for m in PADDING_MODES)}, "
-                    f"an int or a pair of ints, got {padding!r}"
-                )
-            if padding == "same" and self.stride != (1, 1):
-                raise ConfigError(
-                    f"{kind}: padding='same' needs stride 1 (as in PyTorch), got stride={self.stride}; "
-                    "give the padding as numbers instead"
-                )
-            return padding
-        items = tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)
-        if len(items) != 2 or any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in items
-        ):
-            raise ConfigError(
-                f"{kind}: padding must be a non-negative int, a pair of them, "
-                f"or one of {', '.join(repr(m) for m in PADDING_MODES)}, got {padding!r}"
-            )
-        return int(items[0]), int(items[1])
+        self._x: np.ndarray | None = None
 
     @property
-    def pads(self) -> Padding2d:
-        """The padding as ``((top, bottom), (left, right))``."""
-        if self.padding == "same":
-            return same_padding(self.kernel_size, self.dilation)
-        if self.padding == "valid":
-            return (0, 0), (0, 0)
+    def pads(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The cropping as ``((top, bottom), (left, right))``: the padding of the adjoint Conv2d."""
         ph, pw = self.padding
         return (ph, ph), (pw, pw)
 
     def _check_shape(self, shape: Any) -> None:
-        if len(shape) != 4 or shape[1] != self.in_channels:
+        if not isinstance(shape, tuple) or len(shape) != 4 or shape[1] != self.in_channels:
             raise ShapeError(
                 f"{self.describe()} expected input of shape (N, {self.in_channels}, H, W), "
                 f"got {format_shape(shape)}"
             )
 
     def _output_hw(self, h: int | None, w: int | None) -> tuple[int | None, int | None]:
-        pads = self.pads
-        sizes = []
-        for axis, size in enumerate((h, w)):
-            if size is None:
-                sizes.append(None)
-                continue
-            sizes.append(
-                conv_output_size(
-                    size, self.kernel_size[axis], self.stride[axis], pads[axis], self.dilation[axis]
-                )
-            )
+        """``(size - 1)*s - 2p + d*(k - 1) + op + 1`` per axis."""
+        sizes = tuple(
+            None
+            if size is None
+            else (size - 1) * self.stride[a]
+            - 2 * self.padding[a]
+            + self.dilation[a] * (self.kernel_size[a] - 1)
+            + self.output_padding[a]
+            + 1
+            for a, size in enumerate((h, w))
+        )
         if any(s is not None and s <= 0 for s in sizes):
-            padded = tuple(None if s is None else s + sum(p) for s, p in zip((h, w), pads))
             raise ShapeError(
-                f"{self.describe()}: kernel {self.kernel_size} is larger than the padded input "
-                f"{format_shape(padded)} (input {format_shape((h, w))}, padding {pads})"
+                f"{self.describe()}: padding {self.padding} crops more than the transposed "
+                f"convolution of input {format_shape((h, w))} produces (output would be "
+                f"{format_shape(sizes)}); use a smaller padding or a larger input"
             )
         return sizes[0], sizes[1]
 
     def build(self, input_shape: Any) -> None:
-        if not isinstance(input_shape, tuple):
-            raise ShapeError(
-                f"{self.describe()} expected one input of shape (N, {self.in_channels}, H, W), "
-                f"got {format_shape(input_shape)}"
-            )
         self._check_shape(input_shape)
-        self._output_hw(input_shape[2], input_shape[3])
+        self._output_hw(*input_shape[2:])
         super().build(input_shape)
         self.input_spec = (None, self.in_channels, None, None)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        n, _, h, w = x.shape
+        n, c, h, w = x.shape
         oh, ow = self._output_hw(h, w)
-        shape = (n, self.in_channels * self.kernel_size[0] * self.kernel_size[1], oh * ow)
-        ws = self._workspace
-        if ws is None or ws.shape != shape or ws.dtype != x.dtype:
-            ws = self._workspace = np.empty(shape, dtype=x.dtype)
-        cols = im2col(x, self.kernel_size, self.stride, self.pads, self.dilation, out=ws)
-        self._cols_valid = True
-        self._x_shape = x.shape
-        y = np.matmul(self.weight.data.reshape(self.out_channels, -1), cols)
+        groups = self.groups
+        # Batch-last input (G, C/G, H*W*N): col2im then adds long contiguous rows.
+        x_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(groups, c // groups, -1)
+        wg = self.weight.data.reshape(groups, c // groups, -1)
+        cols = np.matmul(wg.transpose(0, 2, 1), x_last)
+        y = col2im_batch_last(
+            cols.reshape(-1, cols.shape[-1]),
+            (n, self.out_channels, oh, ow),
+            self.kernel_size,
+            self.stride,
+            self.pads,
+            self.dilation,
+            windows=(h, w),
+        )
         if self.bias is not None:
-            y += self.bias.data[:, None]
-        y = y.reshape(n, self.out_channels, oh, ow)
+            y += self.bias.data[:, None, None]
+        self._x = x
         if self.activation is not None:
             y = self.activation.forward(y)
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if not self._cols_valid:
-            raise NotBuiltError(
-                f"{self.describe()}: backward() needs a forward() first; each forward supports "
-                "one backward (the cached columns are reused for the gradient)"
-            )
+        x = self._x
+        if x is None:
+            raise NotBuiltError(f"{self.describe()}: backward() needs a forward() first")
         g = grad_out if self.activation is None else self.activation.backward(grad_out)
-        n = g.shape[0]
-        g = g.reshape(n, self.out_channels, -1)
-        cols = self._workspace
-        w = self.weight.data.reshape(self.out_channels, -1)
-        self.weight.grad += np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
+        n, c, h, w = x.shape
+        groups = self.groups
+        gcols = im2col(g, self.kernel_size, self.stride, self.pads, self.dilation, windows=(h, w))
+        gcols = gcols.reshape(n, groups, -1, h * w)
+        wg = self.weight.data.reshape(groups, c // groups, -1)
+        xg = x.reshape(n, groups, c // groups, h * w)
+        self.weight.grad += np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=(0, 2))
-        self._cols_valid = False
-        # The column gradient is computed batch-last, (K, OH*OW*N): transposing G costs one
-        # copy of the output, and col2im's strided adds then run over long contiguous rows.
-        g_last = np.ascontiguousarray(g.transpose(1, 2, 0)).reshape(self.out_channels, -1)
-        if np.result_type(w, g_last) == cols.dtype:  # reuse the workspace: cols are no longer needed
-            dcols = np.matmul(w.T, g_last, out=cols.reshape(w.shape[1], -1))
-        else:
-            dcols = w.T @ g_last
-        return col2im_batch_last(
-            dcols, self._x_shape, self.kernel_size, self.stride, self.pads, self.dilation
-        )
+            self.bias.grad += g.sum(axis=(0, 2, 3))
+        return np.matmul(wg, gcols).reshape(x.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._check_shape(input_shape)
-        oh, ow = self._output_hw(input_shape[2], input_shape[3])
-        return (input_shape[0], self.out_channels, oh, ow)
+        return (input_shape[0], self.out_channels, *self._output_hw(*input_shape[2:]))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -269,19 +701,28 @@ class Conv2d(Layer):
             "out_channels": self.out_channels,
             "kernel_size": _compact(self.kernel_size),
             "stride": _compact(self.stride),
-            "padding": self.padding if isinstance(self.padding, str) else _compact(self.padding),
-            "activation": serialize("activations", self.activation),
+            "padding": _compact(self.padding),
+            "output_padding": _compact(self.output_padding),
+            "groups": self.groups,
             "bias": self.use_bias,
+            "dilation": _compact(self.dilation),
+            "activation": serialize("activations", self.activation),
             "weight_init": serialize("initializers", self.weight_init),
             "bias_init": serialize("initializers", self.bias_init),
         }
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={_compact(self.kernel_size)}"
-        if self.stride != (1, 1):
-            text += f", stride={_compact(self.stride)}"
-        if self.padding not in ((0, 0), "valid"):
-            text += f", padding={self.padding if isinstance(self.padding, str) else _compact(self.padding)!r}"
+        for arg, value, default in (
+            ("stride", self.stride, 1),
+            ("padding", self.padding, 0),
+            ("output_padding", self.output_padding, 0),
+            ("dilation", self.dilation, 1),
+        ):
+            if set(value) != {default}:
+                text += f", {arg}={_compact(value)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
         if self.activation is not None:
             text += f", activation={serialize('activations', self.activation)!r}"
         if not self.use_bias:
@@ -291,4 +732,6 @@ class Conv2d(Layer):
 
 @hookimpl
 def register_layers(register: Any) -> None:
+    register(Conv1d)
     register(Conv2d)
+    register(ConvTranspose2d, aliases=("Conv2DTranspose",))

@@ -15,7 +15,12 @@ strides ``(sh, sw)``, dilations ``(dh, dw)`` and padding ``((top, bottom),
   scatter-adds each column entry back onto the input pixel it was read from,
   looping over the ``kh*kw`` kernel offsets only.
 - :func:`max_pool2d` / :func:`avg_pool2d` and their backward functions reduce
-  over the same windows with strided slices, one per kernel offset.
+  over the same windows with strided slices, one per kernel offset;
+  :func:`pool_output_size` and :func:`avg_pool_divisor` give PyTorch's
+  ``ceil_mode`` and ``count_include_pad`` rules.
+- ``windows=(OH, OW)`` limits the functions taking it to the first ``OH x OW``
+  window positions, for a transposed convolution whose output holds more
+  positions than its input has pixels.
 
 Padding may be an int (all sides), a pair ``(ph, pw)`` (both sides of each
 axis) or a pair of pairs ``((top, bottom), (left, right))``; the last form
@@ -46,6 +51,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "pool_output_size",
+    "avg_pool_divisor",
 ]
 
 Pair = tuple[int, int]
@@ -139,7 +146,14 @@ def offset_slices(
     ]
 
 
-def _output_hw(shape: tuple[int, ...], kernel: Pair, stride: Pair, pads: Padding2d, dilation: Pair) -> Pair:
+def _output_hw(
+    shape: tuple[int, ...],
+    kernel: Pair,
+    stride: Pair,
+    pads: Padding2d,
+    dilation: Pair,
+    windows: Any = None,
+) -> Pair:
     h, w = shape[-2:]
     oh = conv_output_size(h, kernel[0], stride[0], pads[0], dilation[0])
     ow = conv_output_size(w, kernel[1], stride[1], pads[1], dilation[1])
@@ -148,7 +162,12 @@ def _output_hw(shape: tuple[int, ...], kernel: Pair, stride: Pair, pads: Padding
             f"kernel {kernel} (dilation {dilation}) is larger than the padded input "
             f"{(h + sum(pads[0]), w + sum(pads[1]))}"
         )
-    return oh, ow
+    if windows is None:
+        return oh, ow
+    wh, ww = pair(windows)
+    if not (0 < wh <= oh and 0 < ww <= ow):
+        raise ShapeError(f"windows {(wh, ww)} must be positive and at most the {(oh, ow)} that fit")
+    return wh, ww
 
 
 def _crop(xp: np.ndarray, pads: Padding2d) -> np.ndarray:
@@ -159,13 +178,16 @@ def _crop(xp: np.ndarray, pads: Padding2d) -> np.ndarray:
     return np.ascontiguousarray(xp[:, :, top : xp.shape[2] - bottom, left : xp.shape[3] - right])
 
 
-def window_view(xp: np.ndarray, kernel: Any, stride: Any = 1, dilation: Any = 1) -> np.ndarray:
+def window_view(
+    xp: np.ndarray, kernel: Any, stride: Any = 1, dilation: Any = 1, windows: Any = None
+) -> np.ndarray:
     """Read-only strided view ``(N, C, kh, kw, OH, OW)`` of the windows of a padded ``xp``.
 
     ``view[n, c, i, j, a, b] == xp[n, c, a*sh + i*dh, b*sw + j*dw]``; no data is copied.
+    ``windows=(OH, OW)`` keeps only the first window positions along each axis.
     """
     kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
-    oh, ow = _output_hw(xp.shape, kernel, stride, ((0, 0), (0, 0)), dilation)
+    oh, ow = _output_hw(xp.shape, kernel, stride, ((0, 0), (0, 0)), dilation, windows)
     n, c, _, _ = xp.shape
     s_n, s_c, s_h, s_w = xp.strides
     return as_strided(
@@ -183,6 +205,7 @@ def im2col(
     padding: Any = 0,
     dilation: Any = 1,
     out: np.ndarray | None = None,
+    windows: Any = None,
 ) -> np.ndarray:
     """Gather the receptive fields of ``x`` into columns of shape ``(N, C*kh*kw, OH*OW)``.
 
@@ -198,6 +221,8 @@ def im2col(
         padding: int, pair, or ``((top, bottom), (left, right))``.
         out: optional C-contiguous buffer of the result's shape and ``x``'s dtype
             to write into (a workspace reused across calls).
+        windows: optional ``(OH, OW)``: gather only the first window positions
+            (at most as many as fit).
 
     Raises:
         ShapeError: when the kernel is larger than the padded input.
@@ -205,13 +230,13 @@ def im2col(
     kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
     pads = expand_padding(padding)
     n, c = x.shape[:2]
-    oh, ow = _output_hw(x.shape, kernel, stride, pads, dilation)
+    oh, ow = _output_hw(x.shape, kernel, stride, pads, dilation, windows)
     shape = (n, c * kernel[0] * kernel[1], oh * ow)
     if out is None:
         out = np.empty(shape, dtype=x.dtype)
     elif out.shape != shape or not out.flags.c_contiguous:
         raise ValueError(f"im2col: out must be a C-contiguous array of shape {shape}, got {out.shape}")
-    view = window_view(pad2d(x, pads), kernel, stride, dilation)
+    view = window_view(pad2d(x, pads), kernel, stride, dilation, (oh, ow))
     np.copyto(out.reshape(view.shape), view)
     return out
 
@@ -223,6 +248,7 @@ def col2im(
     stride: Any = 1,
     padding: Any = 0,
     dilation: Any = 1,
+    windows: Any = None,
 ) -> np.ndarray:
     """The adjoint of :func:`im2col`: scatter-add columns back to an ``(N, C, H, W)`` array.
 
@@ -233,12 +259,12 @@ def col2im(
     Args:
         cols: ``(N, C*kh*kw, OH*OW)`` (or anything of that size).
         input_shape: ``(N, C, H, W)`` of the unpadded input.
-        kernel, stride, padding, dilation: as given to :func:`im2col`.
+        kernel, stride, padding, dilation, windows: as given to :func:`im2col`.
     """
     kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
     pads = expand_padding(padding)
     n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation)
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation, windows)
     blocks = cols.reshape(n, c, kernel[0], kernel[1], oh, ow)
     xp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=cols.dtype)
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
@@ -253,6 +279,7 @@ def col2im_batch_last(
     stride: Any = 1,
     padding: Any = 0,
     dilation: Any = 1,
+    windows: Any = None,
 ) -> np.ndarray:
     """:func:`col2im` for columns laid out ``(C*kh*kw, OH*OW*N)``, batch axis last.
 
@@ -265,7 +292,7 @@ def col2im_batch_last(
     kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
     pads = expand_padding(padding)
     n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation)
+    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation, windows)
     blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
     xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
@@ -325,8 +352,12 @@ def max_pool2d_backward(
     return _crop(dxp, pads)
 
 
-def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> np.ndarray:
-    """Window means of ``x`` with zero padding counted in the divisor ``kh*kw``."""
+def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0, divisor: Any = None) -> np.ndarray:
+    """Window sums of the zero-padded ``x`` divided by ``divisor``.
+
+    ``divisor`` defaults to ``kh*kw`` (padding counted); an array broadcasting
+    to ``(OH, OW)`` gives each output its own count (:func:`avg_pool_divisor`).
+    """
     kernel, stride = pair(kernel), pair(stride)
     pads = expand_padding(padding)
     oh, ow = _output_hw(x.shape, kernel, stride, pads, (1, 1))
@@ -336,20 +367,73 @@ def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> np.
     out = xp[:, :, first[0], first[1]].copy()
     for _, _, window in slices[1:]:
         out += xp[:, :, window[0], window[1]]
-    out *= out.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    out *= _reciprocal(divisor, kernel, out.dtype)
     return out
 
 
 def avg_pool2d_backward(
-    grad_out: np.ndarray, input_shape: tuple[int, int, int, int], kernel: Any, stride: Any, padding: Any = 0
+    grad_out: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any,
+    padding: Any = 0,
+    divisor: Any = None,
 ) -> np.ndarray:
-    """Scatter-add ``g / (kh*kw)`` to every input of each window (padding dropped)."""
+    """Scatter-add ``g / divisor`` to every input of each window (padding dropped)."""
     kernel, stride = pair(kernel), pair(stride)
     pads = expand_padding(padding)
     n, c, h, w = input_shape
     oh, ow = _output_hw(input_shape, kernel, stride, pads, (1, 1))
-    share = grad_out * grad_out.dtype.type(1.0 / (kernel[0] * kernel[1]))
+    share = grad_out * _reciprocal(divisor, kernel, grad_out.dtype)
     dxp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=grad_out.dtype)
     for _, _, window in offset_slices(kernel, stride, (oh, ow)):
         dxp[:, :, window[0], window[1]] += share
     return _crop(dxp, pads)
+
+
+def _reciprocal(divisor: Any, kernel: Pair, dtype: np.dtype) -> Any:
+    if divisor is None:
+        return dtype.type(1.0 / (kernel[0] * kernel[1]))
+    return (1.0 / np.asarray(divisor, dtype=np.float64)).astype(dtype)
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:
+    """Number of pooling windows along one axis, PyTorch's rule (``<= 0``: the kernel does not fit).
+
+    ``floor((size + 2p - k) / s) + 1``, or with ``ceil_mode`` the ceiling, less
+    one if that last window would start in the right padding (it must start
+    inside the input or the left padding).
+
+    >>> pool_output_size(5, 2, 2), pool_output_size(5, 2, 2, ceil_mode=True)
+    (2, 3)
+    >>> pool_output_size(5, 2, 2, padding=1, ceil_mode=True)  # a 4th window would start at 6 >= 5+1
+    3
+    """
+    span = size + 2 * padding - kernel
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def avg_pool_divisor(
+    size: int, kernel: int, stride: int, padding: int, out: int, count_include_pad: bool = True
+) -> np.ndarray:
+    """Per-window divisor along one axis, ``(out,)``; the 2-D divisor is the outer product.
+
+    Window ``a`` spans ``[a*s - p, min(a*s - p + k, size + p))``: the part past
+    the right padding (a ``ceil_mode`` window) never counts. With
+    ``count_include_pad=False`` only the part inside ``[0, size)`` counts.
+
+    >>> avg_pool_divisor(4, 3, 1, 1, 4, count_include_pad=False)
+    array([2, 3, 3, 2])
+    """
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)

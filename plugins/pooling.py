@@ -1,4 +1,10 @@
-"""Built-in plugin: 2-D pooling layers ``MaxPool2d`` and ``AvgPool2d`` (PyTorch semantics, NCHW)."""
+"""Built-in plugin: pooling layers (PyTorch semantics): ``MaxPool1d``, ``AvgPool1d``,
+``MaxPool2d``, ``AvgPool2d`` and ``GlobalAvgPool2d``.
+
+The 1-D pools run the 2-D functions of :mod:`plugins.conv_ops` on inputs of
+height 1. ``ceil_mode`` is extra padding at the bottom/right (``-inf`` for max,
+zeros outside the divisor for average), so the same strided-slice loops serve.
+"""
 
 from __future__ import annotations
 
@@ -12,82 +18,126 @@ from framework.layer import Layer, format_shape
 from plugins.conv_ops import (
     avg_pool2d,
     avg_pool2d_backward,
-    conv_output_size,
+    avg_pool_divisor,
     max_pool2d,
     max_pool2d_backward,
+    pool_output_size,
 )
 
-__all__ = ["MaxPool2d", "AvgPool2d"]
+__all__ = ["MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d"]
 
 
-def _pair_arg(layer: str, arg: str, value: Any, minimum: int) -> tuple[int, int]:
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(
+def _int_tuple(layer: str, arg: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(items) != n or any(
         isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
     ):
         kind = "a positive integer" if minimum > 0 else "a non-negative integer"
-        raise ConfigError(f"{layer}: {arg} must be {kind} or a pair of them, got {value!r}")
-    return int(items[0]), int(items[1])
+        shape = "" if n == 1 else " or a pair of them"
+        raise ConfigError(f"{layer}: {arg} must be {kind}{shape}, got {value!r}")
+    return tuple(int(v) for v in items)
 
 
-def _compact(pair: tuple[int, int]) -> int | list[int]:
-    return pair[0] if pair[0] == pair[1] else list(pair)
+def _pair_arg(layer: str, arg: str, value: Any, minimum: int) -> tuple[int, int]:
+    return _int_tuple(layer, arg, value, 2, minimum)  # type: ignore[return-value]
 
 
-class _Pool2d(Layer):
-    """Shared validation, shapes and config of the 2-D pools (subclasses write forward/backward)."""
+def _check_flag(layer: str, arg: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{layer}: {arg} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _compact(values: tuple[int, ...]) -> int | list[int]:
+    return values[0] if len(set(values)) == 1 else list(values)
+
+
+class _Pool(Layer):
+    """Shared validation, shapes and config of the windowed pools (subclasses write forward/backward).
+
+    Per-axis hyperparameters are tuples of one entry per spatial axis
+    (``_ndim``); the maths runs on 4-D arrays, a 1-D pool viewing its input as
+    ``(N, C, 1, L)``.
+    """
+
+    _ndim = 2
+    _axes = "H, W"
 
     def __init__(
         self,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        kind = type(self).__name__
-        self.kernel_size = _pair_arg(kind, "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _pair_arg(kind, "stride", stride, 1)
-        self.padding = _pair_arg(kind, "padding", padding, 0)
+        kind, n = type(self).__name__, self._ndim
+        self.kernel_size = _int_tuple(kind, "kernel_size", kernel_size, n, 1)
+        self.stride = self.kernel_size if stride is None else _int_tuple(kind, "stride", stride, n, 1)
+        self.padding = _int_tuple(kind, "padding", padding, n, 0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ConfigError(
                 f"{kind}: padding must be at most half the kernel size (as in PyTorch), "
                 f"got padding={self.padding} for kernel_size={self.kernel_size}"
             )
+        self.ceil_mode = _check_flag(kind, "ceil_mode", ceil_mode)
         self._argmax: np.ndarray | None = None
         self._x_shape: tuple[int, ...] | None = None
 
     def _check_shape(self, shape: Any) -> None:
-        if not isinstance(shape, tuple) or len(shape) != 4:
+        if not isinstance(shape, tuple) or len(shape) != 2 + self._ndim:
             raise ShapeError(
-                f"{self.describe()} expected input of shape (N, C, H, W), got {format_shape(shape)}"
+                f"{self.describe()} expected input of shape (N, C, {self._axes}), got {format_shape(shape)}"
             )
 
-    def _output_hw(self, h: int | None, w: int | None) -> tuple[int | None, int | None]:
-        sizes = [
+    def _output_sizes(self, sizes: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        out = tuple(
             None
             if size is None
-            else conv_output_size(size, self.kernel_size[a], self.stride[a], self.padding[a])
-            for a, size in enumerate((h, w))
-        ]
-        if any(s is not None and s <= 0 for s in sizes):
-            padded = tuple(None if s is None else s + 2 * p for s, p in zip((h, w), self.padding))
+            else pool_output_size(size, self.kernel_size[a], self.stride[a], self.padding[a], self.ceil_mode)
+            for a, size in enumerate(sizes)
+        )
+        if any(s is not None and s <= 0 for s in out):
+            padded = tuple(None if s is None else s + 2 * p for s, p in zip(sizes, self.padding))
             raise ShapeError(
                 f"{self.describe()}: kernel {self.kernel_size} is larger than the padded input "
-                f"{format_shape(padded)} (input {format_shape((h, w))}, padding {self.padding})"
+                f"{format_shape(padded)} (input {format_shape(sizes)}, padding {self.padding})"
             )
-        return sizes[0], sizes[1]
+        return out
+
+    def _geometry(self, x_shape: tuple[int, ...]) -> tuple[tuple[int, ...], Any, Any, Any, tuple[int, ...]]:
+        """The 4-D view of the problem: input shape, kernel, stride, padding and output sizes.
+
+        The padding is ``((top, bottom), (left, right))``; with ``ceil_mode``
+        the bottom/right part grows so that the last window fits.
+        """
+        sizes = x_shape[2:]
+        out = self._output_sizes(sizes)
+        pads = tuple(
+            (p, p + max(0, (o - 1) * s + k - (size + 2 * p)))
+            for size, o, k, s, p in zip(sizes, out, self.kernel_size, self.stride, self.padding)
+        )
+        if self._ndim == 1:
+            return (
+                (*x_shape[:2], 1, sizes[0]),
+                (1, *self.kernel_size),
+                (1, *self.stride),
+                ((0, 0), *pads),
+                out,
+            )
+        return x_shape, self.kernel_size, self.stride, pads, out
 
     def build(self, input_shape: Any) -> None:
         self._check_shape(input_shape)
-        self._output_hw(input_shape[2], input_shape[3])
+        self._output_sizes(input_shape[2:])
         super().build(input_shape)
-        self.input_spec = (None, None, None, None)
+        self.input_spec = (None,) * (2 + self._ndim)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._check_shape(input_shape)
-        return (*input_shape[:2], *self._output_hw(input_shape[2], input_shape[3]))
+        return (*input_shape[:2], *self._output_sizes(input_shape[2:]))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -95,18 +145,78 @@ class _Pool2d(Layer):
             "kernel_size": _compact(self.kernel_size),
             "stride": _compact(self.stride),
             "padding": _compact(self.padding),
+            "ceil_mode": self.ceil_mode,
         }
 
     def extra_repr(self) -> str:
         text = f"kernel_size={_compact(self.kernel_size)}"
         if self.stride != self.kernel_size:
             text += f", stride={_compact(self.stride)}"
-        if self.padding != (0, 0):
+        if set(self.padding) != {0}:
             text += f", padding={_compact(self.padding)}"
+        if self.ceil_mode:
+            text += ", ceil_mode=True"
         return text
 
 
-class MaxPool2d(_Pool2d):
+class _MaxPool(_Pool):
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        shape4, kernel, stride, pads, out = self._geometry(x.shape)
+        y, self._argmax = max_pool2d(x.reshape(shape4), kernel, stride, pads)
+        self._x_shape = x.shape
+        return y.reshape(*x.shape[:2], *out)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        shape4, kernel, stride, pads, _ = self._geometry(self._x_shape)
+        g = grad_out.reshape(self._argmax.shape)
+        return max_pool2d_backward(g, self._argmax, shape4, kernel, stride, pads).reshape(self._x_shape)
+
+
+class _AvgPool(_Pool):
+    def __init__(
+        self,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, name=name)
+        self.count_include_pad = _check_flag(type(self).__name__, "count_include_pad", count_include_pad)
+
+    def _divisor(self, sizes: tuple[int, ...], out: tuple[int, ...]) -> np.ndarray | None:
+        """Per-output divisor ``(OH, OW)`` (``(1, L_out)`` in 1-D), or None when it is ``prod(kernel)``."""
+        if not self.ceil_mode and (self.count_include_pad or set(self.padding) == {0}):
+            return None
+        per_axis = [
+            avg_pool_divisor(size, k, s, p, o, self.count_include_pad)
+            for size, k, s, p, o in zip(sizes, self.kernel_size, self.stride, self.padding, out)
+        ]
+        return np.outer(per_axis[0], per_axis[-1]) if self._ndim == 2 else per_axis[0][None, :]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        shape4, kernel, stride, pads, out = self._geometry(x.shape)
+        self._x_shape = x.shape
+        y = avg_pool2d(x.reshape(shape4), kernel, stride, pads, self._divisor(x.shape[2:], out))
+        return y.reshape(*x.shape[:2], *out)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        shape4, kernel, stride, pads, out = self._geometry(self._x_shape)
+        g = grad_out.reshape(*shape4[:2], *(1,) * (2 - self._ndim), *out)
+        divisor = self._divisor(self._x_shape[2:], out)
+        return avg_pool2d_backward(g, shape4, kernel, stride, pads, divisor).reshape(self._x_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.count_include_pad else text + ", count_include_pad=False"
+
+
+class MaxPool2d(_MaxPool):
     """2-D max pooling, as ``torch.nn.MaxPool2d``: the maximum of each window.
 
     ``y[n, c, a, b] = max_{i < kh, j < kw} xpad[n, c, a*sh + i, b*sw + j]``,
@@ -122,12 +232,17 @@ class MaxPool2d(_Pool2d):
             (non-overlapping windows).
         padding: ``p`` or ``(ph, pw)`` of ``-inf`` on both sides of each axis,
             at most half the kernel size. Default 0.
+        ceil_mode: round the number of windows up instead of down, so a last
+            partial window at the bottom/right is kept (it must start inside
+            the input or the left padding, PyTorch's rule). Default False.
         name: layer name.
 
     Shape:
         - Input: ``(N, C, H, W)``.
         - Output: ``(N, C, OH, OW)`` with ``OH = floor((H + 2*ph - kh) / sh) + 1``
-          and ``OW = floor((W + 2*pw - kw) / sw) + 1``.
+          and ``OW = floor((W + 2*pw - kw) / sw) + 1``; with ``ceil_mode`` the
+          ceiling, less one where that last window would start at or past
+          ``H + ph`` (``W + pw``).
 
     Attributes:
         None (no parameters). The last forward keeps the argmax offsets
@@ -151,44 +266,52 @@ class MaxPool2d(_Pool2d):
                  [13., 15.]]]], dtype=float32)
         >>> pool.output_shape((None, 3, 7, 9))
         (None, 3, 3, 4)
+        >>> MaxPool2d(2, ceil_mode=True).output_shape((None, 3, 7, 9))
+        (None, 3, 4, 5)
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._output_hw(x.shape[2], x.shape[3])
-        y, self._argmax = max_pool2d(x, self.kernel_size, self.stride, self.padding)
-        self._x_shape = x.shape
-        return y
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, name=name)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return max_pool2d_backward(
-            grad_out, self._argmax, self._x_shape, self.kernel_size, self.stride, self.padding
-        )
 
+class AvgPool2d(_AvgPool):
+    """2-D average pooling, as ``torch.nn.AvgPool2d``.
 
-class AvgPool2d(_Pool2d):
-    """2-D average pooling, as ``torch.nn.AvgPool2d`` (``count_include_pad=True``).
-
-    ``y[n, c, a, b] = (1 / (kh*kw)) * sum_{i < kh, j < kw} xpad[n, c, a*sh + i, b*sw + j]``,
-    where ``xpad`` is ``x`` zero-padded; padded zeros count in the divisor.
+    ``y[n, c, a, b] = (1 / D[a, b]) * sum_{i < kh, j < kw} xpad[n, c, a*sh + i, b*sw + j]``,
+    where ``xpad`` is ``x`` zero-padded and the divisor ``D`` is ``kh*kw``
+    (padding counted) unless ``count_include_pad=False`` (only the window's
+    input pixels counted) or a ``ceil_mode`` window overhangs the padding (the
+    overhang is never counted).
 
     Args:
         kernel_size: ``k`` or ``(kh, kw)``.
         stride: ``s`` or ``(sh, sw)``; default ``None`` means ``kernel_size``.
         padding: ``p`` or ``(ph, pw)`` zeros on both sides of each axis, at
             most half the kernel size. Default 0.
+        ceil_mode: keep a last partial window, as :class:`MaxPool2d`. Default False.
+        count_include_pad: whether padded zeros count in the divisor. Default True.
         name: layer name.
 
     Shape:
         - Input: ``(N, C, H, W)``.
         - Output: ``(N, C, OH, OW)`` with ``OH = floor((H + 2*ph - kh) / sh) + 1``
-          and ``OW = floor((W + 2*pw - kw) / sw) + 1``.
+          and ``OW = floor((W + 2*pw - kw) / sw) + 1`` (ceiling in ``ceil_mode``,
+          as :class:`MaxPool2d`).
 
     Attributes:
         None (no parameters); backward needs only the input's shape.
 
     Gradient:
         Every input of a window receives an equal share:
-        ``dL/dx[n, c, a*sh + i, b*sw + j] += dL/dy[n, c, a, b] / (kh*kw)`` for all
+        ``dL/dx[n, c, a*sh + i, b*sw + j] += dL/dy[n, c, a, b] / D[a, b]`` for all
         offsets ``(i, j)``, accumulated over overlapping windows; shares landing
         on padding are dropped.
 
@@ -200,18 +323,187 @@ class AvgPool2d(_Pool2d):
         >>> pool(x)
         array([[[[ 2.5,  4.5],
                  [10.5, 12.5]]]], dtype=float32)
+        >>> AvgPool2d(3, stride=1, padding=1, count_include_pad=False)(np.ones((1, 1, 3, 3)))[0, 0, 0]
+        array([1., 1., 1.])
     """
 
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, name=name)
+
+
+class MaxPool1d(_MaxPool):
+    """1-D max pooling over ``(N, C, L)``, as ``torch.nn.MaxPool1d``.
+
+    ``y[n, c, t] = max_{i < k} xpad[n, c, t*s + i]`` with ``xpad`` padded by ``-inf``.
+    Runs as :class:`MaxPool2d` on the input viewed as ``(N, C, 1, L)``.
+
+    Args:
+        kernel_size: ``k``.
+        stride: ``s``; default ``None`` means ``kernel_size``.
+        padding: ``p`` of ``-inf`` on both ends, at most ``k / 2``. Default 0.
+        ceil_mode: keep a last partial window (it must start inside the input
+            or the left padding). Default False.
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, C, L)``.
+        - Output: ``(N, C, L_out)`` with ``L_out = floor((L + 2p - k) / s) + 1``
+          (with ``ceil_mode`` the ceiling, less one if that window would start
+          at or past ``L + p``).
+
+    Attributes:
+        None (no parameters); the last forward keeps the argmax offsets.
+
+    Gradient:
+        ``dL/dx[n, c, t*s + i*] += dL/dy[n, c, t]``, ``i*`` the window's first
+        maximal offset; gradients on padding are dropped.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import MaxPool1d
+        >>> MaxPool1d(2)(np.array([[[1.0, 3.0, 2.0, 0.0, 5.0]]]))
+        array([[[3., 2.]]])
+        >>> MaxPool1d(2, ceil_mode=True)(np.array([[[1.0, 3.0, 2.0, 0.0, 5.0]]]))
+        array([[[3., 2., 5.]]])
+    """
+
+    _ndim = 1
+    _axes = "L"
+
+    def __init__(
+        self,
+        kernel_size: int,
+        stride: int | None = None,
+        padding: int = 0,
+        ceil_mode: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, name=name)
+
+
+class AvgPool1d(_AvgPool):
+    """1-D average pooling over ``(N, C, L)``, as ``torch.nn.AvgPool1d``.
+
+    ``y[n, c, t] = (1 / D[t]) * sum_{i < k} xpad[n, c, t*s + i]`` with ``xpad``
+    zero-padded; ``D[t] = k`` unless ``count_include_pad=False`` (input elements
+    only) or a ``ceil_mode`` window overhangs the padding (not counted).
+
+    Args:
+        kernel_size: ``k``.
+        stride: ``s``; default ``None`` means ``kernel_size``.
+        padding: ``p`` zeros on both ends, at most ``k / 2``. Default 0.
+        ceil_mode: keep a last partial window. Default False.
+        count_include_pad: whether padded zeros count in the divisor. Default True.
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, C, L)``.
+        - Output: ``(N, C, L_out)`` with ``L_out = floor((L + 2p - k) / s) + 1``
+          (ceiling in ``ceil_mode``, as :class:`MaxPool1d`).
+
+    Attributes:
+        None (no parameters).
+
+    Gradient:
+        ``dL/dx[n, c, t*s + i] += dL/dy[n, c, t] / D[t]`` for every offset ``i``;
+        shares on padding are dropped.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import AvgPool1d
+        >>> AvgPool1d(2)(np.array([[[1.0, 3.0, 2.0, 0.0, 5.0]]]))
+        array([[[2., 1.]]])
+        >>> AvgPool1d(2, ceil_mode=True)(np.array([[[1.0, 3.0, 2.0, 0.0, 5.0]]]))
+        array([[[2., 1., 5.]]])
+    """
+
+    _ndim = 1
+    _axes = "L"
+
+    def __init__(
+        self,
+        kernel_size: int,
+        stride: int | None = None,
+        padding: int = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, name=name)
+
+
+class GlobalAvgPool2d(Layer):
+    """Global average pooling: the mean of each channel over all positions, ``(N, C, H, W) -> (N, C)``.
+
+    ``y[n, c] = (1 / (H*W)) * sum_{a, b} x[n, c, a, b]`` (Keras' ``GlobalAveragePooling2D``;
+    ``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten).
+
+    Args:
+        name: layer name.
+
+    Shape:
+        - Input: ``(N, C, H, W)``; ``H`` and ``W`` may vary between calls.
+        - Output: ``(N, C)``.
+
+    Attributes:
+        None (no parameters); backward needs only the input's shape.
+
+    Gradient:
+        ``dL/dx[n, c, a, b] = dL/dy[n, c] / (H*W)`` for every position.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import GlobalAvgPool2d
+        >>> GlobalAvgPool2d()(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
+        array([[1.5, 5.5]], dtype=float32)
+    """
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self._x_shape: tuple[int, ...] | None = None
+
+    def _check_shape(self, shape: Any) -> None:
+        if not isinstance(shape, tuple) or len(shape) != 4 or 0 in shape[2:]:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape (N, C, H, W) with H, W > 0, "
+                f"got {format_shape(shape)}"
+            )
+
+    def build(self, input_shape: Any) -> None:
+        self._check_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = (None, None, None, None)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._output_hw(x.shape[2], x.shape[3])
+        self._check_shape(x.shape)
         self._x_shape = x.shape
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return x.mean(axis=(2, 3), dtype=x.dtype)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return avg_pool2d_backward(grad_out, self._x_shape, self.kernel_size, self.stride, self.padding)
+        n, c, h, w = self._x_shape
+        share = grad_out * grad_out.dtype.type(1.0 / (h * w))
+        return np.broadcast_to(share[:, :, None, None], self._x_shape).copy()
+
+    def output_shape(self, input_shape: Any) -> Any:
+        self._check_shape(input_shape)
+        return tuple(input_shape[:2])
 
 
 @hookimpl
 def register_layers(register: Any) -> None:
+    register(MaxPool1d, aliases=("MaxPooling1D",))
+    register(AvgPool1d, aliases=("AveragePooling1D", "AvgPooling1D"))
     register(MaxPool2d, aliases=("MaxPooling2D",))
     register(AvgPool2d, aliases=("AveragePooling2D", "AvgPooling2D"))
+    register(GlobalAvgPool2d, aliases=("GlobalAveragePooling2D",))
