@@ -289,7 +289,8 @@ class _ConvNd(Layer):
 class Conv2d(_ConvNd):
     """2-D convolution (cross-correlation) over an ``(N, C, H, W)`` batch, as ``torch.nn.Conv2d``.
 
-    ``y[n, o, a, b] = activation(b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, g*C/G + c, a*sh + i*dh, b*sw + j*dw])``
+    ``y[n, o, a, b] = activation(b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, g*C/G + c, u, v])``
+    with ``u = a*sh + i*dh`` and ``v = b*sw + j*dw``,
 
     where ``g = o // (out_channels / G)`` is the group of filter ``o`` and ``c``
     runs over the ``C/G`` channels of that group (all channels when ``groups=1``).

@@ -491,7 +491,7 @@ class GlobalAvgPool2d(Layer):
         return x.mean(axis=(2, 3), dtype=x.dtype)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        n, c, h, w = self._x_shape
+        h, w = self._x_shape[2:]
         share = grad_out * grad_out.dtype.type(1.0 / (h * w))
         return np.broadcast_to(share[:, :, None, None], self._x_shape).copy()
 
