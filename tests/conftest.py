@@ -18,3 +18,10 @@ def float64():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_framework():
+    """Every test starts from the same global generator state, whatever ran before it."""
+    framework.set_seed(20261126)
+    yield
