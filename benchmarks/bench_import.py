@@ -7,6 +7,7 @@ counted):
 - ``import framework``;
 - ``import framework`` followed by ``framework.registry.REGISTRY.load()``
   (entry-point discovery plus importing and registering every plugin);
+- ``import numpy`` alone, the floor under both (the framework imports it);
 - ``import torch``, for comparison, when torch is importable.
 
 Prints the median and the spread (min..max, and the interquartile range) over
@@ -30,6 +31,7 @@ import sys
 from typing import Any
 
 SNIPPETS = {
+    "import numpy (baseline)": "import numpy",
     "import framework": "import framework",
     "import framework + REGISTRY.load()": "import framework\nframework.registry.REGISTRY.load()",
     "import torch": "import torch",
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.15, help="seconds the discovery should stay under")
     args = parser.parse_args(argv)
 
-    labels = ["import framework", "import framework + REGISTRY.load()"]
+    labels = ["import numpy (baseline)", "import framework", "import framework + REGISTRY.load()"]
     if torch_available():
         labels.append("import torch")
     # One warm-up run each, so the first measured round does not pay for a cold disk cache.
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         results["import torch"] = None
 
     if args.json:
-        print(json.dumps({"python": sys.version.split()[0], "results": results}, indent=2))
+        info = {"python": sys.version.split()[0], "loadavg": os.getloadavg(), "results": results}
+        print(json.dumps(info, indent=2))
         return 0
     print(
         f"Python {sys.version.split()[0]}, {args.rounds} fresh interpreters each (time inside the process)\n"
@@ -126,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['max_s'] * 1e3:>7.1f}ms {r['iqr_s'] * 1e3:>7.1f}ms"
         )
     full = results["import framework + REGISTRY.load()"]["median_s"]
+    own = full - results["import numpy (baseline)"]["median_s"]
     verdict = "within" if full < args.target else "OVER"
     print(
         f"\nimport + discovery: {full * 1e3:.1f} ms median, {verdict} the {args.target * 1e3:.0f} ms target"
     )
+    print(f"of which the framework's own (above import numpy): {own * 1e3:.1f} ms")
+    print(f"load average while measuring: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 
