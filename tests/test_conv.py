@@ -274,3 +274,183 @@ def test_passes_the_conformance_kit(kwargs):
 
     report = check_layer(Conv2d(2, 3, **{"kernel_size": 3, **kwargs}), (2, 2, 5, 6))
     assert report.ok
+
+
+# ---------------------------------------------------------------------------
+# dilation and groups
+# ---------------------------------------------------------------------------
+
+
+def reference_grouped_conv(x, weight, bias, stride, pads, dilation, groups):
+    """Grouped, dilated cross-correlation one output element at a time."""
+    (top, bottom), (left, right) = pads
+    (sh, sw), (dh, dw) = stride, dilation
+    n, c, h, w = x.shape
+    oc, cg, kh, kw = weight.shape
+    og = oc // groups
+    xp = np.zeros((n, c, h + top + bottom, w + left + right))
+    xp[:, :, top : top + h, left : left + w] = x
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, oc, oh, ow))
+    for b in range(n):
+        for o in range(oc):
+            first = (o // og) * cg  # first input channel of this filter's group
+            for i in range(oh):
+                for j in range(ow):
+                    total = 0.0 if bias is None else bias[o]
+                    for ch in range(cg):
+                        for p in range(kh):
+                            for q in range(kw):
+                                total += (
+                                    weight[o, ch, p, q] * xp[b, first + ch, i * sh + p * dh, j * sw + q * dw]
+                                )
+                    y[b, o, i, j] = total
+    return y
+
+
+# (in_ch, out_ch, kernel, stride, padding, dilation, groups, input H, W)
+GROUPED = [
+    (2, 3, 3, 1, 0, 2, 1, (7, 8)),  # dilation 2
+    (2, 2, (2, 3), (2, 1), 1, (2, 3), 1, (8, 9)),  # anisotropic dilation with stride and padding
+    (2, 2, 3, 1, "same", 2, 1, (6, 5)),  # dilated "same"
+    (4, 6, 3, 1, 1, 1, 2, (5, 5)),  # groups 2
+    (4, 4, 3, 2, 1, 1, 4, (6, 5)),  # depthwise
+    (3, 6, 2, 1, "same", 2, 3, (5, 6)),  # depthwise with channel multiplier 2, dilated, even kernel
+]
+GROUPED_IDS = [f"k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-g{c[6]}" for c in GROUPED]
+
+
+@pytest.mark.parametrize(
+    "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
+)
+def test_gradients_dilation_and_groups(
+    float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+):
+    layer = Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    layer.bias.data[:] = rng.standard_normal(out_ch)
+    report = check_gradients(layer, rng.standard_normal((2, in_ch, *hw)))
+    assert set(report.errors) == {"input", "weight", "bias"}
+
+
+@pytest.mark.parametrize(
+    "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
+)
+def test_dilated_grouped_forward_matches_reference_loop(
+    rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+):
+    layer = Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    layer.bias.data[:] = rng.standard_normal(out_ch)
+    assert layer.weight.shape == (out_ch, in_ch // groups, *layer.kernel_size)
+    x = rng.standard_normal((2, in_ch, *hw)).astype(np.float32)
+    expected = reference_grouped_conv(
+        x.astype(np.float64),
+        layer.weight.data.astype(np.float64),
+        layer.bias.data,
+        layer.stride,
+        layer.pads,
+        layer.dilation,
+        groups,
+    )
+    y = layer(x)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    assert layer.output_shape((None, in_ch, *hw)) == (None, *expected.shape[1:])
+    if padding == "same":
+        assert y.shape[2:] == hw
+
+
+def test_groups_keep_channel_groups_independent(rng):
+    # Output channels of group 0 must not depend on the input channels of group 1.
+    layer = Conv2d(4, 6, 3, padding=1, groups=2)
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    y = layer(x)
+    x2 = x.copy()
+    x2[:, 2:] = rng.standard_normal((2, 2, 5, 5))
+    y2 = layer(x2)
+    np.testing.assert_array_equal(y[:, :3], y2[:, :3])
+    assert not np.allclose(y[:, 3:], y2[:, 3:])
+
+
+def test_depthwise_is_a_per_channel_convolution(rng):
+    layer = Conv2d(3, 3, 3, groups=3, bias=False)
+    x = rng.standard_normal((2, 3, 6, 6))
+    y = layer(x)
+    for ch in range(3):
+        single = Conv2d(1, 1, 3, bias=False)
+        single.weight.data[:] = layer.weight.data[ch : ch + 1]
+        np.testing.assert_allclose(y[:, ch : ch + 1], single(x[:, ch : ch + 1]), rtol=1e-5, atol=1e-6)
+
+
+def test_dilated_grouped_float32_backward_keeps_dtype(rng):
+    layer = Conv2d(4, 4, 3, padding=2, dilation=2, groups=2)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    assert y.dtype == dx.dtype == layer.weight.grad.dtype == np.float32
+    assert dx.shape == x.shape
+
+
+def test_dilation_and_groups_round_trip_through_config():
+    layer = Conv2d(4, 8, (3, 2), padding="same", dilation=(2, 1), groups=4, name="dw")
+    config = layer.get_config()
+    assert config["dilation"] == [2, 1] and config["groups"] == 4
+    rebuilt = Conv2d.from_config(config)
+    assert rebuilt.get_config() == config
+    assert (rebuilt.dilation, rebuilt.groups, rebuilt.weight.shape) == ((2, 1), 4, (8, 1, 3, 2))
+    assert "dilation=[2, 1]" in repr(layer) and "groups=4" in repr(layer)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"in_channels": 6, "out_channels": 8, "groups": 4}, r"in_channels=6 is not divisible by groups=4"),
+        ({"in_channels": 4, "out_channels": 6, "groups": 4}, r"out_channels=6 is not divisible by groups=4"),
+        ({"groups": 0}, "groups"),
+        ({"groups": 1.0}, "groups"),
+        ({"dilation": 0}, "dilation"),
+        ({"dilation": (1, 2, 3)}, "dilation"),
+    ],
+)
+def test_bad_dilation_and_groups_are_config_errors(kwargs, match):
+    args = {"in_channels": 4, "out_channels": 4, "kernel_size": 3, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        Conv2d(**args)
+
+
+def test_dilated_kernel_larger_than_input_is_a_shape_error():
+    layer = Conv2d(1, 1, 3, dilation=3, name="wide")
+    with pytest.raises(ShapeError, match=r"wide.*kernel \(3, 3\) \(dilation \(3, 3\)\).*\(6, 9\)"):
+        layer(np.zeros((1, 1, 6, 9), dtype=np.float32))  # the dilated kernel spans 7 rows
+    assert layer.output_shape((None, 1, 7, 9)) == (None, 1, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dilation": 2, "padding": 2},
+        {"groups": 2, "out_channels": 4},
+        {"groups": 2, "out_channels": 2, "stride": 2},
+    ],
+)
+def test_dilation_and_groups_pass_the_conformance_kit(kwargs):
+    from framework.testing import check_layer
+
+    args = {"in_channels": 2, "out_channels": 3, "kernel_size": 3, **kwargs}
+    assert check_layer(Conv2d(**args), (2, 2, 6, 7)).ok
+
+
+def test_matches_torch_when_available(rng):
+    torch = pytest.importorskip("torch")
+    layer = Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)
+    layer.bias.data[:] = rng.standard_normal(6)
+    x = rng.standard_normal((2, 4, 9, 7)).astype(np.float32)
+    expected = torch.nn.functional.conv2d(
+        torch.from_numpy(x),
+        torch.from_numpy(layer.weight.data),
+        torch.from_numpy(layer.bias.data),
+        stride=(2, 1),
+        padding=(1, 2),
+        dilation=(2, 1),
+        groups=2,
+    )
+    np.testing.assert_allclose(layer(x), expected.numpy(), rtol=1e-5, atol=1e-5)

@@ -7,11 +7,14 @@ import pytest
 
 from framework.errors import ShapeError
 from plugins.conv_ops import (
+    avg_pool_divisor,
     col2im,
     col2im_batch_last,
     conv_output_size,
     expand_padding,
     im2col,
+    pair,
+    pool_output_size,
     same_padding,
 )
 
@@ -131,3 +134,78 @@ def test_col2im_batch_last_equals_col2im_of_transposed_columns(rng, shape, kerne
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", CASES)
+def test_windows_keep_the_leading_window_positions(rng, shape, kernel, stride, padding, dilation):
+    x = rng.standard_normal(shape)
+    full = im2col(x, kernel, stride, padding, dilation)
+    (kh, kw), (sh, _), (dh, _) = pair(kernel), pair(stride), pair(dilation)
+    n, c = shape[:2]
+    oh = conv_output_size(shape[2], kh, sh, expand_padding(padding)[0], dh)
+    ow = full.shape[-1] // oh
+    wh, ww = max(1, oh - 1), max(1, ow - 1)
+    part = im2col(x, kernel, stride, padding, dilation, windows=(wh, ww))
+    expected = full.reshape(n, c * kh * kw, oh, ow)[:, :, :wh, :ww].reshape(n, -1, wh * ww)
+    np.testing.assert_array_equal(part, expected)
+    # col2im with the same windows stays the adjoint
+    c_ = rng.standard_normal(part.shape)
+    back = col2im(c_, shape, kernel, stride, padding, dilation, windows=(wh, ww))
+    np.testing.assert_allclose(np.vdot(part, c_), np.vdot(x, back), rtol=1e-12)
+    last = np.ascontiguousarray(c_.transpose(1, 2, 0)).reshape(c_.shape[1], -1)
+    np.testing.assert_allclose(
+        col2im_batch_last(last, shape, kernel, stride, padding, dilation, windows=(wh, ww)), back, atol=1e-12
+    )
+
+
+def test_more_windows_than_fit_is_a_shape_error():
+    with pytest.raises(ShapeError, match=r"windows \(4, 3\).*\(3, 3\)"):
+        im2col(np.zeros((1, 1, 5, 5)), 3, windows=(4, 3))
+
+
+def slow_pool_count(size, kernel, stride, padding, ceil_mode):
+    """Count window starts one by one: every window inside the padded input, then in ceil
+    mode one more partial window if it starts inside the input or the left padding."""
+    count, start = 0, 0
+    while start + kernel <= size + 2 * padding:
+        count += 1
+        start += stride
+    if ceil_mode and start < size + padding and start < size + 2 * padding - kernel + stride:
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pool_output_size_matches_counting_windows(ceil_mode):
+    for size in range(1, 12):
+        for kernel in range(1, 5):
+            for stride in range(1, 4):
+                for padding in range(0, kernel // 2 + 1):
+                    if size + 2 * padding < kernel:
+                        assert pool_output_size(size, kernel, stride, padding, ceil_mode) <= 0
+                        continue
+                    expected = slow_pool_count(size, kernel, stride, padding, ceil_mode)
+                    assert pool_output_size(size, kernel, stride, padding, ceil_mode) == expected, (
+                        size,
+                        kernel,
+                        stride,
+                        padding,
+                    )
+
+
+def test_pool_output_size_examples():
+    assert pool_output_size(7, 2, 2) == 3
+    assert pool_output_size(7, 2, 2, ceil_mode=True) == 4
+    assert pool_output_size(6, 2, 2, ceil_mode=True) == 3  # exact fit: nothing to round
+    assert pool_output_size(5, 2, 2, padding=1, ceil_mode=True) == 3  # a 4th would start in the right pad
+
+
+def test_avg_pool_divisor_counts_window_elements():
+    size, kernel, stride, padding = 5, 3, 2, 1
+    out = pool_output_size(size, kernel, stride, padding, ceil_mode=True)
+    assert out == 3
+    # windows over padded positions [-1, 2), [1, 4), [3, 6): all inside [-1, 6)
+    np.testing.assert_array_equal(avg_pool_divisor(size, kernel, stride, padding, out, True), [3, 3, 3])
+    np.testing.assert_array_equal(avg_pool_divisor(size, kernel, stride, padding, out, False), [2, 3, 2])
+    # ceil mode overhang past the right padding does not count: 7 = 2*3 + 1, last window [6, 8) -> 1
+    np.testing.assert_array_equal(avg_pool_divisor(7, 2, 2, 0, 4, True), [2, 2, 2, 1])
