@@ -85,13 +85,15 @@ def load_cora(path: str | Path) -> Cora:
     return Cora(features, edge_index, labels, masks[0], masks[1], masks[2])
 
 
-def build_model(in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5) -> list:
+def build_model(
+    in_features: int, num_classes: int, hidden: int = 16, dropout: float = 0.5, bias: bool = True
+) -> list:
     """The paper's two-layer GCN as a list of layers (the graph is set on each GCNConv)."""
     return [
         Dropout(dropout),
-        GCNConv(in_features, hidden, activation="relu"),
+        GCNConv(in_features, hidden, activation="relu", bias=bias),
         Dropout(dropout),
-        GCNConv(hidden, num_classes),
+        GCNConv(hidden, num_classes, bias=bias),
     ]
 
 
@@ -119,6 +121,7 @@ def train(
     hidden: int = 16,
     dropout: float = 0.5,
     patience: int | None = 10,
+    bias: bool = True,
 ) -> dict[str, Any]:
     """Train one GCN from seed ``seed``; returns accuracies, losses and the time taken.
 
@@ -129,7 +132,7 @@ def train(
     """
     start = time.perf_counter()
     framework.set_seed(seed)
-    layers = build_model(data.features.shape[1], data.num_classes, hidden, dropout)
+    layers = build_model(data.features.shape[1], data.num_classes, hidden, dropout, bias)
     graph = (data.edge_index, None)
     for layer in layers:
         if isinstance(layer, GCNConv):
@@ -151,7 +154,7 @@ def train(
             + 0.5 * weight_decay * float(np.sum(first.weight.data**2))
         )
         optimizer.zero_grad()
-        backward(layers, loss.backward())
+        backward(layers[1:], loss.backward())  # no gradient needed for the input dropout
         first.weight.grad += weight_decay * first.weight.data
         optimizer.step()
 

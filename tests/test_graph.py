@@ -293,6 +293,6 @@ def test_cora_example_loads_and_trains_a_few_epochs():
     assert data.edge_index.shape == (2, 10556)
     assert [int(m.sum()) for m in (data.train_mask, data.val_mask, data.test_mask)] == [140, 500, 1000]
     np.testing.assert_allclose(data.features.sum(axis=1)[data.features.sum(axis=1) > 0], 1.0, rtol=1e-5)
-    result = example.train(data, epochs=20, seed=0, patience=None)
-    assert result["test_accuracy"] > 0.5  # well above the 1/7 of chance after 20 epochs
+    result = example.train(data, epochs=10, seed=0, patience=None)
+    assert result["test_accuracy"] > 0.5  # the largest class is 30% of the nodes
     assert result["train_loss"][-1] < result["train_loss"][0]
