@@ -7,7 +7,9 @@ import numpy as np
 __all__ = ["set_seed", "get_rng", "get_seed"]
 
 _seed: int | None = None
-_rng = np.random.default_rng()
+# Created on first use: importing numpy.random costs about 10-15 ms, which
+# ``import framework`` and plugin discovery should not pay.
+_rng: np.random.Generator | None = None
 
 
 def set_seed(seed: int | None) -> None:
@@ -28,4 +30,7 @@ def get_seed() -> int | None:
 
 def get_rng() -> np.random.Generator:
     """The framework's global ``numpy.random.Generator``."""
+    global _rng
+    if _rng is None:
+        _rng = np.random.default_rng()
     return _rng
