@@ -1,0 +1,145 @@
+"""The example scripts run end to end (``--quick``), and ``History.plot`` draws a PNG.
+
+Each example is started in its own process, exactly as a user runs it, with
+``--output`` pointing into a temporary folder. It must exit with 0, print the
+test metrics, write its checkpoint, and report that the model reloaded with
+``framework.load_model`` predicts bit for bit what the trained one did (the
+script asserts it; the test also checks the message and the file).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import framework
+from framework import ConfigError, Sequential
+from framework.datasets import load_fashion_mnist
+from framework.errors import DataError
+from framework.layers import Linear
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RELOADED = "reloaded with framework.load_model: predictions identical (bit for bit)"
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _fashion_available() -> bool:
+    try:
+        load_fashion_mnist(kind="test")
+    except DataError:
+        return False
+    return True
+
+
+needs_sklearn = pytest.mark.skipif(not _has("sklearn"), reason="digits ship with scikit-learn")
+needs_fashion = pytest.mark.skipif(not _fashion_available(), reason="Fashion-MNIST files not installed")
+needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib (the 'plot' extra)")
+
+
+def run_example(name: str, output: Path) -> str:
+    """Run ``examples/<name>.py --quick --output <output>``; return its stdout after checking it passed."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert done.returncode == 0, (
+        f"{name} exited with {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    )
+    assert "Total params" in done.stdout, "the script did not print model.summary()"
+    assert ("test " in done.stdout and "accuracy" in done.stdout) or "MSE" in done.stdout
+    assert RELOADED in done.stdout, f"{name} did not confirm the reload check:\n{done.stdout[-2000:]}"
+    checkpoint = output / f"{name}.h5"
+    assert checkpoint.is_file() and checkpoint.stat().st_size > 0
+    return done.stdout
+
+
+@needs_sklearn
+def test_digits_cnn(tmp_path: Path) -> None:
+    out = run_example("digits_cnn", tmp_path)
+    assert "450 test images" in out  # a quarter of the 1797 digits, held out
+
+
+def test_spirals(tmp_path: Path) -> None:
+    run_example("spirals", tmp_path)
+    if _has("matplotlib"):
+        assert (tmp_path / "spirals_boundary.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_regression_mlp(tmp_path: Path) -> None:
+    out = run_example("regression_mlp", tmp_path)
+    assert "test MSE" in out
+
+
+@needs_fashion
+def test_fashion_mnist_mlp(tmp_path: Path) -> None:
+    run_example("fashion_mnist_mlp", tmp_path)
+
+
+@needs_fashion
+def test_fashion_mnist_lenet(tmp_path: Path) -> None:
+    run_example("fashion_mnist_lenet", tmp_path)
+
+
+@needs_fashion
+def test_fashion_mnist_cnn(tmp_path: Path) -> None:
+    run_example("fashion_mnist_cnn", tmp_path)
+    if _has("matplotlib"):
+        for png in ("fashion_mnist_cnn_curves.png", "fashion_mnist_cnn_predictions.png"):
+            assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC, png
+
+
+def _trained_history(epochs: int = 3):
+    x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+    y = (x.sum(axis=1) > 0).astype(np.int64)
+    model = Sequential([Linear(3, 8, activation="relu"), Linear(8, 2)])
+    model.compile(optimizer="adam", loss="cross_entropy", metrics=["accuracy"])
+    return model.fit(x, y, epochs=epochs, batch_size=16, validation_data=(x[:16], y[:16]), verbose=0)
+
+
+@needs_matplotlib
+def test_history_plot_writes_png(tmp_path: Path) -> None:
+    history = _trained_history()
+    path = tmp_path / "curves.png"
+    figure = history.plot(path)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    # One panel per training key (loss, accuracy), each with the train and validation curves.
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["loss", "accuracy"]
+    for ax, key in zip(figure.axes, titles):
+        train, val = ax.get_lines()
+        np.testing.assert_allclose(train.get_ydata(), history.history[key])
+        np.testing.assert_allclose(val.get_ydata(), history.history[f"val_{key}"])
+        np.testing.assert_array_equal(train.get_xdata(), [1, 2, 3])
+
+
+@needs_matplotlib
+def test_history_plot_selected_metric_and_errors(tmp_path: Path) -> None:
+    history = _trained_history()
+    figure = history.plot(metrics="accuracy")
+    assert [ax.get_title() for ax in figure.axes] == ["accuracy"]
+    with pytest.raises(ConfigError, match="val_acc"):
+        history.plot(metrics=["val_acc"])
+    with pytest.raises(ConfigError, match="nothing recorded"):
+        framework.callbacks.History().plot(tmp_path / "empty.png")
+
+
+def test_history_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    history = _trained_history(epochs=1)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"framework\[plot\]"):
+        history.plot()
