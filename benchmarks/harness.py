@@ -1,0 +1,485 @@
+"""The benchmark harness: worker subprocesses, interleaved rounds, statistics, table, JSON.
+
+Every implementation of a case (``ours``, ``torch``, ``floor``, ``naive``)
+runs in its own subprocess, started with ``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` set before NumPy is imported
+and, where threadpoolctl is importable, ``threadpool_limits`` as well (torch
+additionally gets ``torch.set_num_threads``), so both frameworks use the same
+number of threads.
+
+Two kinds of case:
+
+- ``time``: each implementation lives in one long-lived worker that builds
+  the case once, runs a warm-up round, then answers "run one round" requests.
+  The parent asks the workers in turn, A B A B ..., for ``rounds`` rounds, so
+  both see the same machine load; the paired ratio of each round's A and B is
+  reported next to the ratio of the medians.
+- ``fresh``: one new interpreter per implementation and round (peak resident
+  memory, import time), again interleaved.
+
+This module imports only the standard library at the top, so a worker or a
+fresh interpreter that measures ``import framework`` starts clean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+#: Implementations in the order they run within a round and appear in the table.
+IMPL_ORDER = ("ours", "torch", "floor", "naive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark: what it measures and the function building each implementation.
+
+    Args:
+        name: the identifier given to ``--cases``.
+        title: one line for the table.
+        unit: ``"ms/step"``, ``"ms/sample"``, ``"MB"`` or ``"s"``.
+        impls: implementation name -> ``"module:function"``. For a ``time``
+            case the function takes ``quick`` and returns a callable that runs
+            one round and returns its value in ``unit``; for a ``fresh`` case
+            it takes ``quick`` and returns the value (or a dict with
+            ``"value"`` and extra fields) itself.
+        kind: ``"time"`` or ``"fresh"``.
+        higher_is_better: ``False`` for times and memory.
+    """
+
+    name: str
+    title: str
+    unit: str
+    impls: dict[str, str]
+    kind: str = "time"
+    higher_is_better: bool = False
+
+
+def all_cases() -> list[Case]:
+    """Every case, in table order."""
+    from benchmarks import cases_layers, cases_models, cases_system
+
+    return [*cases_models.CASES, *cases_layers.CASES, *cases_system.CASES]
+
+
+def _resolve(spec: str) -> Callable[..., Any]:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# -- inside a subprocess -----------------------------------------------------
+
+
+def limit_threads(impl: str, threads: int) -> dict[str, Any]:
+    """Pin NumPy's BLAS (and torch) to ``threads``; returns what was set, for the JSON."""
+    info: dict[str, Any] = {"threads": threads}
+    try:
+        import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        threadpool_limits(threads)
+        info["threadpools"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for p in threadpool_info()
+        ]
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed; environment variables only"
+    if impl == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _serve(impl: str, threads: int, quick: bool, out: TextIO) -> None:
+    """Worker loop: one JSON request per stdin line, one JSON answer per line on ``out``."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    limits = limit_threads(impl, threads)
+    runners: dict[str, Callable[[], float]] = {}
+
+    def reply(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    reply({"ready": True, "limits": limits})
+    for line in sys.stdin:
+        request = json.loads(line)
+        case, spec = request["case"], request.get("spec")
+        try:
+            if request["op"] == "setup":
+                runner = _resolve(spec)(quick)
+                runner()  # warm-up: builds the model, allocates the workspaces
+                runners[case] = runner
+                reply({"ok": True})
+            elif request["op"] == "run":
+                reply({"value": float(runners[case]())})
+            elif request["op"] == "drop":
+                runners.pop(case, None)
+                reply({"ok": True})
+        except Exception as exc:  # reported in the table, the other cases go on
+            reply({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _oneshot(impl: str, spec: str, threads: int, quick: bool, out: TextIO) -> None:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    if not spec.endswith("_import"):  # the import cases pin threads themselves, after the clock starts
+        limit_threads(impl, threads)
+    result = _resolve(spec)(quick)
+    if not isinstance(result, dict):
+        result = {"value": float(result)}
+    out.write(json.dumps(result) + "\n")
+    out.flush()
+
+
+# -- in the parent -----------------------------------------------------------
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.harness", *args]
+
+
+class Worker:
+    """A long-lived subprocess running one implementation's time cases."""
+
+    def __init__(self, impl: str, threads: int, quick: bool) -> None:
+        self.impl = impl
+        args = ["--worker", impl, "--threads", str(threads)] + (["--quick"] if quick else [])
+        self.proc = subprocess.Popen(
+            _command(*args),
+            cwd=ROOT,
+            env=_env(threads),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            bufsize=1,
+        )
+        hello = self._read()
+        self.limits = hello.get("limits", {})
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"the {self.impl} worker exited (code {self.proc.poll()})")
+        return json.loads(line)
+
+    def request(self, **msg: Any) -> dict[str, Any]:
+        self.proc.stdin.write(json.dumps(msg) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _run_fresh(impl: str, spec: str, threads: int, quick: bool) -> dict[str, Any]:
+    args = ["--oneshot", impl, spec, "--threads", str(threads)] + (["--quick"] if quick else [])
+    proc = subprocess.run(
+        _command(*args), cwd=ROOT, env=_env(threads), capture_output=True, text=True, timeout=900
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(lines[-1])
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` would succeed, without importing it here."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, min, max, quartiles and the relative spread ``(q3 - q1) / median``."""
+    vals = sorted(values)
+    med = statistics.median(vals)
+    if len(vals) >= 4:
+        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+    else:
+        q1, q3 = vals[0], vals[-1]
+    return {
+        "median": med,
+        "min": vals[0],
+        "max": vals[-1],
+        "q1": q1,
+        "q3": q3,
+        "iqr_rel": (q3 - q1) / med if med else 0.0,
+        "n": len(vals),
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, load, Python/NumPy/torch versions and NumPy's BLAS (for the JSON and docs)."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache"):
+                info[key.strip()] = value.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    probe = (
+        "import json, numpy\n"
+        "d = {'numpy': numpy.__version__}\n"
+        "try:\n"
+        "    from threadpoolctl import threadpool_info\n"
+        "    d['blas'] = [{k: p.get(k) for k in ('internal_api', 'version', 'architecture', 'num_threads')}"
+        " for p in threadpool_info()]\n"
+        "except ImportError:\n"
+        "    d['blas'] = None\n"
+        "print(json.dumps(d))\n"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+        info.update(json.loads(out.stdout))
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
+        pass
+    if torch_available():
+        try:
+            from importlib.metadata import version
+
+            info["torch"] = version("torch")
+        except Exception:
+            info["torch"] = "installed"
+    return info
+
+
+def run(
+    cases: Sequence[Case],
+    rounds: int,
+    threads: int,
+    quick: bool,
+    impls: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``cases`` interleaved; returns the results dict written as JSON."""
+    have_torch = torch_available()
+    wanted = [i for i in IMPL_ORDER if (impls is None or i in impls) and (i != "torch" or have_torch)]
+    started = time.time()
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "settings": {"rounds": rounds, "threads": threads, "quick": quick, "impls": wanted},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cases": {},
+    }
+    if not have_torch:
+        log("torch is not importable: the torch column is skipped")
+    workers: dict[str, Worker] = {}
+    try:
+        for case in cases:
+            present = [i for i in wanted if i in case.impls]
+            if not present:
+                continue
+            log(f"-- {case.name}: {case.title} ({', '.join(present)})")
+            samples: dict[str, list[float]] = {i: [] for i in present}
+            errors: dict[str, str] = {}
+            extra: dict[str, list[dict[str, Any]]] = {i: [] for i in present}
+            if case.kind == "time":
+                for impl in present:
+                    if impl not in workers:
+                        workers[impl] = Worker(impl, threads, quick)
+                    answer = workers[impl].request(op="setup", case=case.name, spec=case.impls[impl])
+                    if "error" in answer:
+                        errors[impl] = answer["error"]
+                active = [i for i in present if i not in errors]
+                for _ in range(rounds):
+                    for impl in active:
+                        answer = workers[impl].request(op="run", case=case.name)
+                        if "error" in answer:
+                            errors[impl] = answer["error"]
+                        else:
+                            samples[impl].append(answer["value"])
+                    active = [i for i in active if i not in errors]
+                for impl in present:
+                    if impl in workers:
+                        workers[impl].request(op="drop", case=case.name)
+            else:
+                for _ in range(rounds):
+                    for impl in present:
+                        if impl in errors:
+                            continue
+                        answer = _run_fresh(impl, case.impls[impl], threads, quick)
+                        if "error" in answer:
+                            errors[impl] = answer["error"]
+                        else:
+                            samples[impl].append(answer.pop("value"))
+                            extra[impl].append(answer)
+            entry: dict[str, Any] = {
+                "title": case.title,
+                "unit": case.unit,
+                "kind": case.kind,
+                "samples": {i: v for i, v in samples.items() if v},
+                "stats": {i: summarize(v) for i, v in samples.items() if v},
+                "errors": errors,
+            }
+            if any(extra.values()):
+                entry["extra"] = {i: v for i, v in extra.items() if v}
+            entry["ratios"] = _ratios(samples)
+            results["cases"][case.name] = entry
+            for impl, err in errors.items():
+                log(f"   {impl}: ERROR {err}")
+            log("   " + _row_text(case.name, entry))
+    finally:
+        for worker in workers.values():
+            worker.close()
+    results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["seconds"] = round(time.time() - started, 1)
+    return results
+
+
+def _ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """``other / ours`` per round (paired) and of the medians, for each other implementation."""
+    ours = samples.get("ours") or []
+    ratios: dict[str, dict[str, float]] = {}
+    for impl, vals in samples.items():
+        if impl == "ours" or not vals or not ours:
+            continue
+        paired = [b / a for a, b in zip(ours, vals) if a > 0]
+        ratios[impl] = {
+            "of_medians": statistics.median(vals) / statistics.median(ours),
+            "paired_median": statistics.median(paired) if paired else float("nan"),
+            "paired_min": min(paired) if paired else float("nan"),
+            "paired_max": max(paired) if paired else float("nan"),
+        }
+    return ratios
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _cell(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "-"
+    return f"{_fmt(stats['median'])} ±{100 * stats['iqr_rel'] / 2:.0f}%"
+
+
+def _ratio_text(name: str, entry: dict[str, Any]) -> str:
+    parts = []
+    for impl, r in entry["ratios"].items():
+        if impl == "floor":
+            label, value = "ours/floor", 1.0 / r["paired_median"]
+        elif entry["unit"] in ("MB",):
+            label, value = f"ours/{impl}", 1.0 / r["paired_median"]
+        else:
+            label, value = f"{impl}/ours", r["paired_median"]
+        parts.append(f"{label} {value:.2f}x [{_range(impl, r, entry['unit'])}]")
+    return "; ".join(parts)
+
+
+def _range(impl: str, r: dict[str, float], unit: str) -> str:
+    lo, hi = r["paired_min"], r["paired_max"]
+    if impl == "floor" or unit == "MB":
+        lo, hi = 1.0 / hi, 1.0 / lo
+    return f"{lo:.2f}-{hi:.2f}"
+
+
+def _row_text(name: str, entry: dict[str, Any]) -> str:
+    stats = entry["stats"]
+    cells = "  ".join(f"{i} {_cell(stats.get(i))}" for i in IMPL_ORDER if i in stats)
+    return f"{entry['unit']:<9} {cells}  {_ratio_text(name, entry)}"
+
+
+def table(results: dict[str, Any], markdown: bool = False) -> str:
+    """The results as a text (or Markdown) table: medians ± half the IQR, and paired ratios."""
+    impls = [i for i in IMPL_ORDER if any(i in e["stats"] for e in results["cases"].values())]
+    header = ["case", "unit", *impls, "ratios (paired median [min-max])"]
+    rows = []
+    for name, entry in results["cases"].items():
+        cells = []
+        for i in impls:
+            if i in entry["errors"]:
+                cells.append("error")
+            else:
+                cells.append(_cell(entry["stats"].get(i)))
+        rows.append([name, entry["unit"], *cells, _ratio_text(name, entry)])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    )
+
+
+def write_json(results: dict[str, Any], path: Path | None) -> Path:
+    """Write ``results`` to ``path`` (default ``benchmarks/results/latest.json``)."""
+    if path is None:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
+
+
+def _subprocess_main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="benchmarks.harness", description="(internal) benchmark worker")
+    parser.add_argument("--worker")
+    parser.add_argument("--oneshot", nargs=2, metavar=("IMPL", "SPEC"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    # The protocol owns stdout; anything a library prints goes to stderr.
+    protocol = sys.stdout
+    sys.stdout = sys.stderr
+    if args.worker:
+        _serve(args.worker, args.threads, args.quick, protocol)
+    elif args.oneshot:
+        _oneshot(args.oneshot[0], args.oneshot[1], args.threads, args.quick, protocol)
+    else:
+        parser.error("run `python -m benchmarks`; this module is its worker")
+
+
+if __name__ == "__main__":
+    _subprocess_main(sys.argv[1:])

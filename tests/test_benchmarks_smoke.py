@@ -1,0 +1,114 @@
+"""Smoke tests of the benchmark harness (no torch needed) and of the naive LeNet baseline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_harness_runs_one_case_quick(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--rounds",
+            "2",
+            "--cases",
+            "mlp_train",
+            "--impls",
+            "ours",
+            "floor",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mlp_train" in proc.stdout and "ours/floor" in proc.stdout
+    results = json.loads(out.read_text())
+    entry = results["cases"]["mlp_train"]
+    assert entry["errors"] == {}
+    assert len(entry["samples"]["ours"]) == 2 and len(entry["samples"]["floor"]) == 2
+    assert all(v > 0 for v in entry["samples"]["ours"] + entry["samples"]["floor"])
+    assert set(entry["ratios"]) == {"floor"}
+    assert results["settings"]["threads"] == 2
+
+
+def test_unknown_case_is_refused() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--cases", "no_such_case"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "no_such_case" in proc.stderr
+
+
+def test_summarize_and_ratios() -> None:
+    from benchmarks.harness import _ratios, summarize
+
+    stats = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 5.0
+    assert stats["q1"] == 2.0 and stats["q3"] == 4.0
+    ratios = _ratios({"ours": [1.0, 2.0, 4.0], "torch": [2.0, 2.0, 2.0]})
+    assert ratios["torch"]["paired_median"] == 1.0
+    assert ratios["torch"]["paired_min"] == 0.5 and ratios["torch"]["paired_max"] == 2.0
+    assert ratios["torch"]["of_medians"] == 1.0
+
+
+def test_naive_lenet_matches_the_framework(float64: None) -> None:
+    """Same weights, same batch, no dropout: the loop baseline and the framework agree."""
+    from benchmarks.cases_models import build_ours
+    from benchmarks.naive_lenet import NaiveLeNet
+
+    model = build_ours("lenet_bn")
+    model.layers[-2].p = 0.0  # the Dropout before the classifier
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 1, 28, 28))
+    labels = np.array([1, 7, 3])
+    model.train()
+    logits = model.forward(x)
+    naive = NaiveLeNet(p=0.0, dtype=np.float64)
+    naive.load([p.data for p in model.parameters()])
+    naive_logits = naive.forward(x)
+    np.testing.assert_allclose(naive_logits, logits, rtol=1e-10, atol=1e-12)
+
+    _, dlogits = naive.loss_and_grad(naive_logits, labels)
+    model.zero_grad()
+    model.backward(dlogits)
+    naive.backward(dlogits)
+    for name, p in zip(
+        ("conv1.weight", "bn1.weight", "conv2.weight", "fc1.weight", "fc3.bias"),
+        [model.parameters()[i] for i in (0, 2, 4, 8, 13)],
+    ):
+        np.testing.assert_allclose(naive.grads[name], p.grad, rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("pad", [0, 2])
+def test_naive_conv_backward_is_the_adjoint(pad: int) -> None:
+    """<conv(x), g> = <x, conv_backward(g)>: the loop's input gradient is the forward's adjoint."""
+    from benchmarks.naive_lenet import conv2d_backward, conv2d_forward
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 6, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y, xp = conv2d_forward(x, w, np.zeros(4), pad)
+    g = rng.standard_normal(y.shape)
+    dx, _, _ = conv2d_backward(g, xp, w, pad)
+    assert dx.shape == x.shape
+    assert np.isclose(np.vdot(y, g), np.vdot(x, dx))
