@@ -470,6 +470,11 @@ class LSTMCell(_CellBase):
             grad_out, grad_c = grad_out
         return self._step_backward((grad_out, grad_c))
 
+    def output_shape(self, input_shape: Any) -> Any:
+        """``[h shape, c shape]``: the cell returns the pair ``(h, c)``."""
+        h = super().output_shape(input_shape)
+        return [h, h]
+
 
 class GRUCell(_CellBase):
     """One GRU step with PyTorch's gate order ``r, z, n``.
