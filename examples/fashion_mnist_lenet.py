@@ -4,7 +4,7 @@
     Conv(6->16, 5x5) - ReLU - MaxPool 2             14x14 -> 10x10 -> 5x5
     Flatten - Linear(16*5*5 -> 120) - ReLU - Linear(120 -> 84) - ReLU - Linear(84 -> 10)
 
-Adam (1e-3), batch 128, 10 epochs; about 89-90% test accuracy. The stronger
+Adam (1e-3), batch 128, 10 epochs. The stronger
 network with BatchNorm and Dropout is ``examples/fashion_mnist_cnn.py``.
 Reads the local IDX files (``--data`` folder, ``$FRAMEWORK_FASHION_MNIST`` or
 ``/usr/share/datasets/fashion-mnist``), then saves an HDF5 checkpoint, reloads
