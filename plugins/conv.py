@@ -119,6 +119,13 @@ class _ConvNd(Layer):
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self.weight = Parameter(self.weight_init(shape, dtype=dtype, gain=gain))
         self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
+        # The 2-D geometry im2col/col2im run with (a height-1 kernel for Conv1d), fixed from here on.
+        self._geometry2d = (
+            _to2d(self.kernel_size, 1),
+            _to2d(self.stride, 1),
+            _to2d(self.pads, (0, 0)),
+            _to2d(self.dilation, 1),
+        )
         self._workspace: np.ndarray | None = None
         self._cols_valid = False
         self._x_shape: tuple[int, ...] | None = None
@@ -193,13 +200,12 @@ class _ConvNd(Layer):
         """The convolution of a 4-D ``x`` whose output is ``out_hw``; keeps the columns for backward."""
         n = x.shape[0]
         oh, ow = out_hw
-        kernel = _to2d(self.kernel_size, 1)
+        kernel, stride, pads, dilation = self._geometry2d
         shape = (n, self.in_channels * kernel[0] * kernel[1], oh * ow)
         ws = self._workspace
         if ws is None or ws.shape != shape or ws.dtype != x.dtype:
             ws = self._workspace = np.empty(shape, dtype=x.dtype)
-        pads = _to2d(self.pads, (0, 0))
-        cols = im2col(x, kernel, _to2d(self.stride, 1), pads, _to2d(self.dilation, 1), out=ws)
+        cols = im2col(x, kernel, stride, pads, dilation, out=ws)
         self._cols_valid = True
         self._x_shape = x.shape
         g = self.groups
@@ -224,30 +230,25 @@ class _ConvNd(Layer):
         g = grad_out if self.activation is None else self.activation.backward(grad_out)
         n, groups = g.shape[0], self.groups
         cols = self._workspace
-        g = g.reshape(n, groups, self.out_channels // groups, -1)
-        colsg = cols.reshape(n, groups, -1, cols.shape[-1])
-        w = self.weight.data.reshape(groups, self.out_channels // groups, -1)
-        dw = np.matmul(g, colsg.transpose(0, 1, 3, 2)).sum(axis=0)
+        # A leading group axis only when there are groups: groups=1 runs plain 3-D/2-D products.
+        lead = () if groups == 1 else (groups,)
+        g = g.reshape(n, *lead, self.out_channels // groups, -1)
+        colsg = cols.reshape(n, *lead, -1, cols.shape[-1])
+        w = self.weight.data.reshape(*lead, self.out_channels // groups, -1)
+        dw = np.matmul(g, np.swapaxes(colsg, -1, -2)).sum(axis=0)
         self.weight.grad += dw.reshape(self.weight.shape)
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=(0, 3)).reshape(-1)
+            self.bias.grad += g.sum(axis=(0, g.ndim - 1)).reshape(-1)
         self._cols_valid = False
         # The column gradient is computed batch-last, (K, OH*OW*N): transposing G costs one
         # copy of the output, and col2im's strided adds then run over long contiguous rows.
-        g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(groups, w.shape[1], -1)
-        wt = w.transpose(0, 2, 1)
+        g_last = np.ascontiguousarray(g.transpose(*range(1, g.ndim), 0)).reshape(*w.shape[:-1], -1)
+        wt = np.swapaxes(w, -1, -2)
         if np.result_type(w, g_last) == cols.dtype:  # reuse the workspace: cols are no longer needed
-            dcols = np.matmul(wt, g_last, out=cols.reshape(groups, w.shape[2], -1))
+            dcols = np.matmul(wt, g_last, out=cols.reshape(*wt.shape[:-1], -1))
         else:
             dcols = np.matmul(wt, g_last)
-        return col2im_batch_last(
-            dcols.reshape(-1, dcols.shape[-1]),
-            self._x_shape,
-            _to2d(self.kernel_size, 1),
-            _to2d(self.stride, 1),
-            _to2d(self.pads, (0, 0)),
-            _to2d(self.dilation, 1),
-        )
+        return col2im_batch_last(dcols.reshape(-1, dcols.shape[-1]), self._x_shape, *self._geometry2d)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._check_shape(input_shape)
