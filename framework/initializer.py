@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.config import Configurable
 from framework.dtype import resolve_dtype
 from framework.errors import ConfigError
 from framework.random import get_rng
@@ -102,7 +103,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     )
 
 
-class Initializer:
+class Initializer(Configurable):
     """Base class: subclasses implement :meth:`sample`.
 
     ``__call__`` resolves the dtype and generator, then calls
@@ -130,14 +131,3 @@ class Initializer:
 
     def get_config(self) -> dict[str, Any]:
         return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Initializer:
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from framework.errors import ConfigError, ShapeError
+from framework.config import Configurable
+from framework.errors import ShapeError
 
 __all__ = ["Loss"]
 
 
-class Loss:
+class Loss(Configurable):
     """A scalar objective with a hand-derived gradient.
 
     ``forward`` returns the mean loss over the batch (a Python float) and caches
@@ -72,14 +73,3 @@ class Loss:
 
     def get_config(self) -> dict[str, Any]:
         return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Loss:
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"

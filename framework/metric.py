@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.errors import ConfigError
+from framework.config import Configurable
 
 __all__ = ["Metric"]
 
@@ -16,7 +16,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class Metric:
+class Metric(Configurable):
     """A quantity reported during training, averaged over the samples seen.
 
     Subclasses implement ``compute(y_pred, y_true) -> float`` (the batch mean);
@@ -62,13 +62,6 @@ class Metric:
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self._name} if self._name else {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Metric:
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

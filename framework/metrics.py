@@ -7,27 +7,7 @@ class or instance (see :mod:`framework.namespace`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from framework.metric import Metric  # noqa: F401
-from framework.namespace import Namespace
+from framework.namespace import module_functions
 
-_NAMESPACE = Namespace("metrics")
-
-
-def get(identifier: Any, **kwargs: Any) -> Any:
-    """Resolve a registered name, config dict, class or instance to an instance."""
-    return _NAMESPACE.get(identifier, **kwargs)
-
-
-def names() -> list[str]:
-    """The registered metrics, sorted."""
-    return _NAMESPACE.names()
-
-
-def __getattr__(name: str) -> Any:
-    return _NAMESPACE.getattr(name)
-
-
-def __dir__() -> list[str]:
-    return _NAMESPACE.dir(globals())
+get, names, __getattr__, __dir__ = module_functions("metrics", globals())

@@ -22,7 +22,7 @@ from typing import Any
 from framework.errors import ConfigError
 from framework.registry import _SINGULAR, REGISTRY
 
-__all__ = ["resolve", "serialize", "Namespace"]
+__all__ = ["Namespace", "module_functions", "resolve", "serialize"]
 
 
 def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
@@ -105,3 +105,30 @@ class Namespace:
 
     def names(self) -> list[str]:
         return REGISTRY.names(self.kind)
+
+
+def module_functions(kind: str, module_globals: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """``get``, ``names``, ``__getattr__`` and ``__dir__`` for the namespace module of ``kind``.
+
+    Used as ``get, names, __getattr__, __dir__ = module_functions("layers", globals())``
+    so each registry-backed module is three lines of code.
+    """
+    namespace = Namespace(kind)
+
+    def get(identifier: Any, **kwargs: Any) -> Any:
+        """Resolve a registered name, config dict, class or instance to an instance."""
+        return namespace.get(identifier, **kwargs)
+
+    def names() -> list[str]:
+        """The registered names of this kind, sorted."""
+        return namespace.names()
+
+    def __getattr__(name: str) -> Any:
+        return namespace.getattr(name)
+
+    def __dir__() -> list[str]:
+        return namespace.dir(module_globals)
+
+    get.__doc__ = f"Resolve a {_SINGULAR[kind]} name, config dict, class or instance to an instance."
+    names.__doc__ = f"The registered {kind}, sorted."
+    return get, names, __getattr__, __dir__
