@@ -125,6 +125,11 @@ class Layer:
         input_spec: the shape inputs must match once built (``None`` entries
             match any size); ``build`` sets it to ``input_shape``, a layer that
             accepts other sizes loosens it.
+        needs_input_grad: ``True`` by default. ``fit`` sets it to ``False`` on
+            a ``Sequential`` model's first layer with trainable parameters, as
+            nothing upstream needs ``dL/dx``; a layer may then skip that
+            product and return ``None`` from ``backward`` (``Linear`` does),
+            still accumulating its parameter gradients.
     """
 
     name: str | None = None
@@ -132,6 +137,7 @@ class Layer:
     built: bool = False
     input_shape: Any = None
     input_spec: Any = None
+    needs_input_grad: bool = True
     _out_shape: Any = None
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).

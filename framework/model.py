@@ -890,6 +890,8 @@ class Sequential(Model):
     def backward(self, grad_out: Any) -> Any:
         for layer in reversed(self._stack.values()):
             grad_out = layer.backward(grad_out)
+            if grad_out is None:  # a first layer with needs_input_grad=False (see fit)
+                break
         return grad_out
 
     def layer_output_shapes(self) -> list[Any]:

@@ -20,6 +20,7 @@ returns the ``History`` of the epochs completed, with the model intact.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -383,6 +384,58 @@ def _sample_weights(table: np.ndarray, y: Any) -> np.ndarray:
     return table[labels]
 
 
+_HEAP_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
+
+    A training step frees and re-allocates the same large temporaries every
+    batch. With glibc's defaults the freed top of the heap is trimmed, so the
+    next step faults every page in again (about 550 page faults and 1 ms of
+    system time per LeNet-5 step at batch 64, 1,700 and 5 ms for the
+    Fashion-MNIST CNN). Fixing the mmap threshold at 32 MiB and the trim
+    threshold at 256 MiB makes the steady state fault-free; the peak resident
+    memory does not grow, freed blocks are reused. Called once by ``fit``,
+    ``evaluate`` and ``predict``; a no-op off glibc or with the environment
+    variable ``FRAMEWORK_KEEP_HEAP=0``. Returns whether the setting applies.
+    """
+    global _HEAP_TUNED
+    if _HEAP_TUNED:
+        return True
+    if os.environ.get("FRAMEWORK_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+            return False
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    mallopt(m_trim_threshold, 256 * 1024 * 1024)
+    _HEAP_TUNED = True
+    return True
+
+
+def _first_layer_without_input_grad(model: Model) -> Any:
+    """The layer of a ``Sequential`` whose ``dL/dx`` nobody needs: the first with trainable parameters.
+
+    Layers before it have no trainable parameters, so the backward pass can stop
+    there. ``None`` for other models, or when that layer is itself a model.
+    """
+    from framework.model import Model, Sequential
+
+    if not isinstance(model, Sequential) or type(model).backward is not Sequential.backward:
+        return None
+    for layer in model._stack.values():
+        if any(p.trainable for p in layer.parameters()):
+            return None if isinstance(layer, Model) else layer
+    return None
+
+
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -477,10 +530,15 @@ def fit(
     model.history = history
     was_training = model.training
     model.train()
+    keep_freed_memory()
+    first = _first_layer_without_input_grad(model)
+    first_needed = first.needs_input_grad if first is not None else True
     interrupted = False
     logs: dict[str, float] = {}
     with _Interrupt() as interrupt:
         try:
+            if first is not None:
+                first.needs_input_grad = False
             cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
                 trainer.reset_metrics()
@@ -523,6 +581,8 @@ def fit(
             interrupted = True
         finally:
             model.train(was_training)
+            if first is not None:
+                first.needs_input_grad = first_needed
     if interrupted:
         history.interrupted = True
         model.stop_training = True
@@ -581,6 +641,7 @@ def evaluate(
             raise DataError("evaluate: y is None; pass targets, or an iterable of (x, y) batches as x")
         data.cast(model)
     was_training = model.training
+    keep_freed_memory()
     try:
         logs = _evaluate_data(model, Trainer(model), data, batch_size)
     finally:
@@ -607,6 +668,7 @@ def predict(model: Model, x: Any, batch_size: int = 32, verbose: int = 0) -> Any
         source = (xb for xb, _ in data.batches(batch_size))
     was_training = model.training
     model.eval()
+    keep_freed_memory()
     chunks: list[Any] = []
     try:
         for xb in source:

@@ -74,7 +74,9 @@ class Linear(Layer):
     Gradient:
         With ``Z = X W^T + b`` and ``G = dL/dZ`` (after the activation's
         backward): ``dL/dW = G^T X``, ``dL/db = sum over samples of G``,
-        ``dL/dX = G W``. The batch mean's ``1/N`` is already in ``G``.
+        ``dL/dX = G W``. The batch mean's ``1/N`` is already in ``G``. With
+        ``needs_input_grad = False`` (the first layer during ``fit``) the
+        ``G W`` product is skipped and ``backward`` returns ``None``.
 
     Example:
         >>> import numpy as np
@@ -155,6 +157,8 @@ class Linear(Layer):
         self.weight.grad += g2.T @ x.reshape(-1, self.input_size)
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
+        if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
+            return None
         return g @ self.weight.data
 
     def output_shape(self, input_shape: Any) -> Any:

@@ -110,13 +110,13 @@ class SGD(Optimizer):
             state["momentum_buffer"] = buf = np.array(grad, dtype=param.dtype, copy=True)
         else:
             buf *= self.momentum
-            buf += np.multiply(grad, 1.0 - self.dampening, out=work)
+            buf += grad if self.dampening == 0 else np.multiply(grad, 1.0 - self.dampening, out=work)
         if self.nesterov:
             np.multiply(buf, self.momentum, out=work)
             work += grad
+            work *= lr
         else:
-            np.copyto(work, buf)
-        work *= lr
+            np.multiply(buf, lr, out=work)
         param.data -= work
 
     def get_config(self) -> dict[str, Any]:

@@ -1,0 +1,123 @@
+"""The training fast paths give the same numbers as the plain ones.
+
+- ``fit`` skips the input gradient of a ``Sequential``'s first parameterised
+  layer (``needs_input_grad``) and restores the flag afterwards;
+- SGD's in-place update follows PyTorch's rule exactly;
+- ``keep_freed_memory`` is safe to call repeatedly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import framework
+from framework import Sequential
+from framework.layers import Dropout, Flatten, Linear, ReLU
+from framework.training import _first_layer_without_input_grad, keep_freed_memory
+
+
+def _mlp(seed: int) -> Sequential:
+    framework.set_seed(seed)
+    return Sequential([Linear(6, 8, activation="relu"), Linear(8, 5), ReLU(), Linear(5, 3)])
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((20, 6)).astype(np.float32), rng.integers(0, 3, 20)
+
+
+def test_fit_matches_a_manual_loop_and_restores_the_flag() -> None:
+    x, y = _data()
+    fitted, manual = _mlp(3), _mlp(3)
+    for m in (fitted, manual):
+        m.compile(optimizer=framework.optimizers.get("sgd", lr=0.1, momentum=0.9), loss="cross_entropy")
+    seen: list[bool] = []
+
+    class Spy(framework.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            seen.append(self.model.layers[0].needs_input_grad)
+
+    fitted.fit(x, y, epochs=2, batch_size=5, shuffle=False, verbose=0, callbacks=[Spy()])
+    assert seen == [False] * 8  # the first layer's input gradient is skipped inside fit
+
+    loss = manual._losses[0]
+    manual.optimizer.bind(manual)
+    for _ in range(2):
+        for start in range(0, 20, 5):
+            out = manual.forward(x[start : start + 5])
+            loss.forward(out, y[start : start + 5])
+            manual.optimizer.zero_grad()
+            dx = manual.backward(loss.backward())
+            assert dx.shape == (5, 6)  # outside fit the input gradient is still computed
+            manual.optimizer.step()
+    for a, b in zip(fitted.parameters(), manual.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+
+    first = fitted.layers[0]
+    assert first.needs_input_grad is True
+    out = fitted.forward(x[:4])
+    assert fitted.backward(np.ones_like(out)).shape == (4, 6)
+
+
+def test_linear_without_input_grad_still_accumulates_parameter_grads() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    g = rng.standard_normal((4, 2)).astype(np.float32)
+    full, skip = Linear(3, 2, activation="relu"), Linear(3, 2, activation="relu")
+    skip.weight.data[...] = full.weight.data
+    skip.needs_input_grad = False
+    full.forward(x)
+    skip.forward(x)
+    assert full.backward(g).shape == (4, 3)
+    assert skip.backward(g) is None
+    np.testing.assert_array_equal(skip.weight.grad, full.weight.grad)
+    np.testing.assert_array_equal(skip.bias.grad, full.bias.grad)
+
+
+def test_first_layer_choice() -> None:
+    model = Sequential([Flatten(), Dropout(0.1), Linear(12, 4), Linear(4, 2)])
+    model.build((None, 3, 4))
+    assert _first_layer_without_input_grad(model) is model.layers[2]
+    frozen = Sequential([Linear(3, 4), Linear(4, 2)])
+    for p in frozen.layers[0].parameters():
+        p.trainable = False
+    assert _first_layer_without_input_grad(frozen) is frozen.layers[1]
+    nested = Sequential([Sequential([Linear(3, 4)]), Linear(4, 2)])
+    assert _first_layer_without_input_grad(nested) is None
+
+
+def test_fit_through_leading_parameter_free_layers() -> None:
+    """Flatten before the first Linear: backward stops at the Linear, training still works."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((16, 2, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 16)
+    model = Sequential([Flatten(), Linear(6, 2)])
+    model.compile(optimizer="sgd", loss="cross_entropy")
+    before = model.layers[1].weight.data.copy()
+    history = model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.array_equal(before, model.layers[1].weight.data)
+
+
+@pytest.mark.parametrize("nesterov,dampening", [(False, 0.0), (False, 0.3), (True, 0.0)])
+def test_sgd_momentum_rule(nesterov: bool, dampening: float) -> None:
+    rng = np.random.default_rng(3)
+    p = framework.Parameter(rng.standard_normal(5).astype(np.float32))
+    opt = framework.optimizers.get("sgd", lr=0.05, momentum=0.9, dampening=dampening, nesterov=nesterov)
+    opt.bind([p])
+    expected, buf = p.data.astype(np.float64), None
+    for _ in range(3):
+        g = rng.standard_normal(5).astype(np.float32)
+        p.grad[...] = g
+        opt.step()
+        buf = g.astype(np.float64) if buf is None else 0.9 * buf + (1 - dampening) * g
+        d = g + 0.9 * buf if nesterov else buf
+        expected = expected - 0.05 * d
+    np.testing.assert_allclose(p.data, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_freed_memory_is_idempotent() -> None:
+    first = keep_freed_memory()
+    assert isinstance(first, bool)
+    assert keep_freed_memory() is first
