@@ -22,6 +22,7 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
+from framework.validation import check_bool, int_tuple
 from plugins.conv_ops import col2im_batch_last, conv_output_size, im2col, same_padding
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "PADDING_MODES"]
@@ -30,37 +31,14 @@ __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "PADDING_MODES"]
 PADDING_MODES = ("valid", "same")
 
 
-def _int_tuple(layer: str, arg: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
-    """An int or a sequence of ``n`` ints, each ``>= minimum``, as an ``n``-tuple; ConfigError otherwise."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-    if len(items) != n or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
-    ):
-        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
-        shape = "" if n == 1 else " or a pair of them"
-        raise ConfigError(f"{layer}: {arg} must be {kind}{shape}, got {value!r}")
-    return tuple(int(v) for v in items)
-
-
-def _positive_pair(layer: str, arg: str, value: Any) -> tuple[int, int]:
-    """An int or pair of ints, each > 0, as a pair; ConfigError naming ``arg`` otherwise."""
-    return _int_tuple(layer, arg, value, 2)  # type: ignore[return-value]
-
-
 def _compact(values: tuple[int, ...]) -> int | list[int]:
     """``(3, 3) -> 3``, ``(3,) -> 3`` and ``(3, 5) -> [3, 5]``: the JSON form of a size."""
     return values[0] if len(set(values)) == 1 else list(values)
 
 
-def _check_flag(layer: str, arg: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {arg} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _check_groups(layer: str, in_channels: int, out_channels: int, groups: Any) -> int:
     """``groups`` as an int dividing both channel counts; ConfigError naming the culprit otherwise."""
-    groups = _int_tuple(layer, "groups", groups, 1)[0]
+    groups = int_tuple(layer, "groups", groups, 1)[0]
     for arg, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
         if channels % groups:
             raise ConfigError(
@@ -75,7 +53,62 @@ def _to2d(values: tuple[Any, ...], fill: Any) -> tuple[Any, Any]:
     return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-class _ConvNd(Layer):
+class _ConvBase(Layer):
+    """Shared by every convolution: bias, activation and weights, the input check, build and output shape.
+
+    Subclasses validate their geometry, call ``_init_weights`` with the
+    weight's shape, and give the output size per spatial axis (``_output_sizes``).
+    """
+
+    _ndim = 2
+    _axes = "H, W"
+
+    def _init_weights(
+        self, weight_shape: tuple[int, ...], bias: Any, activation: Any, weight_init: Any, bias_init: Any
+    ) -> None:
+        """Check ``bias``, resolve the activation and initializers, create ``weight`` and ``bias``."""
+        self.use_bias = check_bool(type(self).__name__, "bias", bias)
+        self.activation = activations.get(activation)
+        self.weight_init = initializers.get(weight_init)
+        self.bias_init = initializers.get(bias_init)
+        dtype = get_default_dtype()
+        gain = getattr(self.activation, "gain", None)
+        self.weight = Parameter(self.weight_init(weight_shape, dtype=dtype, gain=gain))
+        self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
+
+    def _check_shape(self, shape: Any) -> None:
+        if not isinstance(shape, tuple) or len(shape) != 2 + self._ndim or shape[1] != self.in_channels:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape (N, {self.in_channels}, {self._axes}), "
+                f"got {format_shape(shape)}"
+            )
+
+    def _output_sizes(self, sizes: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        raise NotImplementedError
+
+    def build(self, input_shape: Any) -> None:
+        self._check_shape(input_shape)
+        self._output_sizes(input_shape[2:])
+        super().build(input_shape)
+        self.input_spec = (None, self.in_channels, *(None,) * self._ndim)
+
+    def output_shape(self, input_shape: Any) -> Any:
+        self._check_shape(input_shape)
+        return (input_shape[0], self.out_channels, *self._output_sizes(input_shape[2:]))
+
+    def _extra_repr_tail(self) -> str:
+        """The ``groups``, ``activation`` and ``bias`` part of ``extra_repr``, where not the default."""
+        text = ""
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.activation is not None:
+            text += f", activation={serialize('activations', self.activation)!r}"
+        if not self.use_bias:
+            text += ", bias=False"
+        return text
+
+
+class _ConvNd(_ConvBase):
     """Shared by ``Conv1d`` and ``Conv2d``: validation, weights, the im2col forward and backward.
 
     Per-axis hyperparameters (``kernel_size``, ``stride``, ``dilation``, a
@@ -83,9 +116,6 @@ class _ConvNd(Layer):
     stores them. The maths always runs on 4-D ``(N, C, H, W)`` arrays; a 1-D
     layer adds and removes a height-1 axis around it.
     """
-
-    _ndim = 2
-    _axes = "H, W"
 
     def _setup(
         self,
@@ -102,23 +132,15 @@ class _ConvNd(Layer):
         bias_init: Any,
     ) -> None:
         kind, n = type(self).__name__, self._ndim
-        self.in_channels = _int_tuple(kind, "in_channels", in_channels, 1)[0]
-        self.out_channels = _int_tuple(kind, "out_channels", out_channels, 1)[0]
-        self.kernel_size = _int_tuple(kind, "kernel_size", kernel_size, n)
-        self.stride = _int_tuple(kind, "stride", stride, n)
-        self.dilation = _int_tuple(kind, "dilation", dilation, n)
+        self.in_channels = int_tuple(kind, "in_channels", in_channels, 1)[0]
+        self.out_channels = int_tuple(kind, "out_channels", out_channels, 1)[0]
+        self.kernel_size = int_tuple(kind, "kernel_size", kernel_size, n)
+        self.stride = int_tuple(kind, "stride", stride, n)
+        self.dilation = int_tuple(kind, "dilation", dilation, n)
         self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
         self.padding = self._check_padding(padding)
-        self.use_bias = _check_flag(kind, "bias", bias)
-        self.activation = activations.get(activation)
-        self.weight_init = initializers.get(weight_init)
-        self.bias_init = initializers.get(bias_init)
-
-        dtype = get_default_dtype()
-        gain = getattr(self.activation, "gain", None)
-        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        self.weight = Parameter(self.weight_init(shape, dtype=dtype, gain=gain))
-        self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
+        weight_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        self._init_weights(weight_shape, bias, activation, weight_init, bias_init)
         # The 2-D geometry im2col/col2im run with (a height-1 kernel for Conv1d), fixed from here on.
         self._geometry2d = (
             _to2d(self.kernel_size, 1),
@@ -144,17 +166,14 @@ class _ConvNd(Layer):
                     "give the padding as numbers instead"
                 )
             return padding
-        n = self._ndim
-        items = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * n
-        if len(items) != n or any(
-            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in items
-        ):
-            shape = "a non-negative int" if n == 1 else "a non-negative int, a pair of them"
+        try:
+            return int_tuple(kind, "padding", padding, self._ndim, minimum=0)
+        except ConfigError:
+            shape = "a non-negative int" if self._ndim == 1 else "a non-negative int, a pair of them"
             raise ConfigError(
                 f"{kind}: padding must be {shape}, "
                 f"or one of {', '.join(repr(m) for m in PADDING_MODES)}, got {padding!r}"
-            )
-        return tuple(int(v) for v in items)
+            ) from None
 
     @property
     def pads(self) -> tuple[tuple[int, int], ...]:
@@ -164,13 +183,6 @@ class _ConvNd(Layer):
         if self.padding == "valid":
             return ((0, 0),) * self._ndim
         return tuple((p, p) for p in self.padding)
-
-    def _check_shape(self, shape: Any) -> None:
-        if not isinstance(shape, tuple) or len(shape) != 2 + self._ndim or shape[1] != self.in_channels:
-            raise ShapeError(
-                f"{self.describe()} expected input of shape (N, {self.in_channels}, {self._axes}), "
-                f"got {format_shape(shape)}"
-            )
 
     def _output_sizes(self, sizes: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """Output size per spatial axis: ``floor((size + pads - d*(k - 1) - 1) / s) + 1``."""
@@ -189,12 +201,6 @@ class _ConvNd(Layer):
                 f"{format_shape(padded)} (input {format_shape(sizes)}, padding {pads})"
             )
         return out
-
-    def build(self, input_shape: Any) -> None:
-        self._check_shape(input_shape)
-        self._output_sizes(input_shape[2:])
-        super().build(input_shape)
-        self.input_spec = (None, self.in_channels, *(None,) * self._ndim)
 
     def _forward4d(self, x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """The convolution of a 4-D ``x`` whose output is ``out_hw``; keeps the columns for backward."""
@@ -253,10 +259,6 @@ class _ConvNd(Layer):
             dcols = product(wt, g_last)
         return col2im_batch_last(dcols.reshape(-1, dcols.shape[-1]), self._x_shape, *self._geometry2d)
 
-    def output_shape(self, input_shape: Any) -> Any:
-        self._check_shape(input_shape)
-        return (input_shape[0], self.out_channels, *self._output_sizes(input_shape[2:]))
-
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -281,13 +283,7 @@ class _ConvNd(Layer):
             text += f", padding={self.padding if isinstance(self.padding, str) else _compact(self.padding)!r}"
         if set(self.dilation) != {1}:
             text += f", dilation={_compact(self.dilation)}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.activation is not None:
-            text += f", activation={serialize('activations', self.activation)!r}"
-        if not self.use_bias:
-            text += ", bias=False"
-        return text
+        return text + self._extra_repr_tail()
 
 
 class Conv2d(_ConvNd):
@@ -503,7 +499,7 @@ class Conv1d(_ConvNd):
         return dx.reshape(dx.shape[0], self.in_channels, -1)
 
 
-class ConvTranspose2d(Layer):
+class ConvTranspose2d(_ConvBase):
     """2-D transposed convolution over ``(N, C, H, W)``, as ``torch.nn.ConvTranspose2d``.
 
     The adjoint of :class:`Conv2d` with the same hyperparameters: every input
@@ -591,29 +587,21 @@ class ConvTranspose2d(Layer):
     ) -> None:
         super().__init__(name=name)
         kind = type(self).__name__
-        self.in_channels = _int_tuple(kind, "in_channels", in_channels, 1)[0]
-        self.out_channels = _int_tuple(kind, "out_channels", out_channels, 1)[0]
-        self.kernel_size = _positive_pair(kind, "kernel_size", kernel_size)
-        self.stride = _positive_pair(kind, "stride", stride)
-        self.padding = _int_tuple(kind, "padding", padding, 2, minimum=0)
-        self.output_padding = _int_tuple(kind, "output_padding", output_padding, 2, minimum=0)
-        self.dilation = _positive_pair(kind, "dilation", dilation)
+        self.in_channels = int_tuple(kind, "in_channels", in_channels, 1)[0]
+        self.out_channels = int_tuple(kind, "out_channels", out_channels, 1)[0]
+        self.kernel_size = int_tuple(kind, "kernel_size", kernel_size, 2)
+        self.stride = int_tuple(kind, "stride", stride, 2)
+        self.padding = int_tuple(kind, "padding", padding, 2, minimum=0)
+        self.output_padding = int_tuple(kind, "output_padding", output_padding, 2, minimum=0)
+        self.dilation = int_tuple(kind, "dilation", dilation, 2)
         if any(op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)):
             raise ConfigError(
                 f"{kind}: output_padding must be smaller than either stride or dilation (as in PyTorch), "
                 f"got output_padding={self.output_padding}, stride={self.stride}, dilation={self.dilation}"
             )
         self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
-        self.use_bias = _check_flag(kind, "bias", bias)
-        self.activation = activations.get(activation)
-        self.weight_init = initializers.get(weight_init)
-        self.bias_init = initializers.get(bias_init)
-
-        dtype = get_default_dtype()
-        gain = getattr(self.activation, "gain", None)
-        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
-        self.weight = Parameter(self.weight_init(shape, dtype=dtype, gain=gain))
-        self.bias = Parameter(self.bias_init((self.out_channels,), dtype=dtype)) if self.use_bias else None
+        weight_shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        self._init_weights(weight_shape, bias, activation, weight_init, bias_init)
         self._x: np.ndarray | None = None
 
     @property
@@ -622,16 +610,9 @@ class ConvTranspose2d(Layer):
         ph, pw = self.padding
         return (ph, ph), (pw, pw)
 
-    def _check_shape(self, shape: Any) -> None:
-        if not isinstance(shape, tuple) or len(shape) != 4 or shape[1] != self.in_channels:
-            raise ShapeError(
-                f"{self.describe()} expected input of shape (N, {self.in_channels}, H, W), "
-                f"got {format_shape(shape)}"
-            )
-
-    def _output_hw(self, h: int | None, w: int | None) -> tuple[int | None, int | None]:
+    def _output_sizes(self, sizes: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """``(size - 1)*s - 2p + d*(k - 1) + op + 1`` per axis."""
-        sizes = tuple(
+        out = tuple(
             None
             if size is None
             else (size - 1) * self.stride[a]
@@ -639,25 +620,19 @@ class ConvTranspose2d(Layer):
             + self.dilation[a] * (self.kernel_size[a] - 1)
             + self.output_padding[a]
             + 1
-            for a, size in enumerate((h, w))
+            for a, size in enumerate(sizes)
         )
-        if any(s is not None and s <= 0 for s in sizes):
+        if any(s is not None and s <= 0 for s in out):
             raise ShapeError(
                 f"{self.describe()}: padding {self.padding} crops more than the transposed "
-                f"convolution of input {format_shape((h, w))} produces (output would be "
-                f"{format_shape(sizes)}); use a smaller padding or a larger input"
+                f"convolution of input {format_shape(tuple(sizes))} produces (output would be "
+                f"{format_shape(out)}); use a smaller padding or a larger input"
             )
-        return sizes[0], sizes[1]
-
-    def build(self, input_shape: Any) -> None:
-        self._check_shape(input_shape)
-        self._output_hw(*input_shape[2:])
-        super().build(input_shape)
-        self.input_spec = (None, self.in_channels, None, None)
+        return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         n, c, h, w = x.shape
-        oh, ow = self._output_hw(h, w)
+        oh, ow = self._output_sizes((h, w))
         groups = self.groups
         # Batch-last input (G, C/G, H*W*N): col2im then adds long contiguous rows.
         x_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(groups, c // groups, -1)
@@ -695,10 +670,6 @@ class ConvTranspose2d(Layer):
             self.bias.grad += g.sum(axis=(0, 2, 3))
         return np.matmul(wg, gcols).reshape(x.shape)
 
-    def output_shape(self, input_shape: Any) -> Any:
-        self._check_shape(input_shape)
-        return (input_shape[0], self.out_channels, *self._output_hw(*input_shape[2:]))
-
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -726,13 +697,7 @@ class ConvTranspose2d(Layer):
         ):
             if set(value) != {default}:
                 text += f", {arg}={_compact(value)}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.activation is not None:
-            text += f", activation={serialize('activations', self.activation)!r}"
-        if not self.use_bias:
-            text += ", bias=False"
-        return text
+        return text + self._extra_repr_tail()
 
 
 @hookimpl

@@ -170,6 +170,25 @@ def _output_hw(
     return wh, ww
 
 
+def _geometry(
+    shape: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilation: Any = 1, windows: Any = None
+) -> tuple[Pair, Pair, Padding2d, Pair, Pair]:
+    """The arguments of im2col, col2im and the pools in canonical form, and the output size.
+
+    Returns ``(kernel, stride, pads, dilation, (OH, OW))`` with ``pads`` as
+    ``((top, bottom), (left, right))``; ShapeError when the kernel does not fit.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    pads = expand_padding(padding)
+    return kernel, stride, pads, dilation, _output_hw(shape, kernel, stride, pads, dilation, windows)
+
+
+def _padded_zeros(input_shape: tuple[int, int, int, int], pads: Padding2d, dtype: np.dtype) -> np.ndarray:
+    """Zeros of ``input_shape`` padded by ``pads``: the buffer a scatter-add writes into before the crop."""
+    n, c, h, w = input_shape
+    return np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=dtype)
+
+
 def _crop(xp: np.ndarray, pads: Padding2d) -> np.ndarray:
     """Remove ``pads`` from the last two axes (a contiguous copy; ``xp`` itself if unpadded)."""
     (top, bottom), (left, right) = pads
@@ -227,10 +246,8 @@ def im2col(
     Raises:
         ShapeError: when the kernel is larger than the padded input.
     """
-    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
-    pads = expand_padding(padding)
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation, windows)
     n, c = x.shape[:2]
-    oh, ow = _output_hw(x.shape, kernel, stride, pads, dilation, windows)
     shape = (n, c * kernel[0] * kernel[1], oh * ow)
     if out is None:
         out = np.empty(shape, dtype=x.dtype)
@@ -261,12 +278,12 @@ def col2im(
         input_shape: ``(N, C, H, W)`` of the unpadded input.
         kernel, stride, padding, dilation, windows: as given to :func:`im2col`.
     """
-    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
-    pads = expand_padding(padding)
-    n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation, windows)
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(
+        input_shape, kernel, stride, padding, dilation, windows
+    )
+    n, c = input_shape[:2]
     blocks = cols.reshape(n, c, kernel[0], kernel[1], oh, ow)
-    xp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=cols.dtype)
+    xp = _padded_zeros(input_shape, pads, cols.dtype)
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
         xp[:, :, window[0], window[1]] += blocks[:, :, i, j]
     return _crop(xp, pads)
@@ -289,10 +306,10 @@ def col2im_batch_last(
     which makes the scatter several times faster for small images. The result
     is ``(N, C, H, W)``; the crop and the transpose back are one copy.
     """
-    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
-    pads = expand_padding(padding)
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(
+        input_shape, kernel, stride, padding, dilation, windows
+    )
     n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, dilation, windows)
     blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
     xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
@@ -313,9 +330,7 @@ def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> tup
         ``(out, argmax)``, both ``(N, C, OH, OW)``; ``argmax`` is a small
         unsigned integer array.
     """
-    kernel, stride = pair(kernel), pair(stride)
-    pads = expand_padding(padding)
-    oh, ow = _output_hw(x.shape, kernel, stride, pads, (1, 1))
+    kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
     xp = pad2d(x, pads, value=-np.inf)
     slices = offset_slices(kernel, stride, (oh, ow))
     _, _, first = slices[0]
@@ -341,11 +356,8 @@ def max_pool2d_backward(
     ``dx[n, c, a*sh + i, b*sw + j] += g[n, c, a, b]`` where ``argmax[n, c, a, b] == i*kw + j``;
     overlapping windows (stride < kernel) accumulate.
     """
-    kernel, stride = pair(kernel), pair(stride)
-    pads = expand_padding(padding)
-    n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, (1, 1))
-    dxp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=grad_out.dtype)
+    kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
+    dxp = _padded_zeros(input_shape, pads, grad_out.dtype)
     zero = grad_out.dtype.type(0)
     for k, (_, _, window) in enumerate(offset_slices(kernel, stride, (oh, ow))):
         dxp[:, :, window[0], window[1]] += np.where(argmax == k, grad_out, zero)
@@ -358,9 +370,7 @@ def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0, diviso
     ``divisor`` defaults to ``kh*kw`` (padding counted); an array broadcasting
     to ``(OH, OW)`` gives each output its own count (:func:`avg_pool_divisor`).
     """
-    kernel, stride = pair(kernel), pair(stride)
-    pads = expand_padding(padding)
-    oh, ow = _output_hw(x.shape, kernel, stride, pads, (1, 1))
+    kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
     xp = pad2d(x, pads)
     slices = offset_slices(kernel, stride, (oh, ow))
     _, _, first = slices[0]
@@ -380,12 +390,9 @@ def avg_pool2d_backward(
     divisor: Any = None,
 ) -> np.ndarray:
     """Scatter-add ``g / divisor`` to every input of each window (padding dropped)."""
-    kernel, stride = pair(kernel), pair(stride)
-    pads = expand_padding(padding)
-    n, c, h, w = input_shape
-    oh, ow = _output_hw(input_shape, kernel, stride, pads, (1, 1))
+    kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
     share = grad_out * _reciprocal(divisor, kernel, grad_out.dtype)
-    dxp = np.zeros((n, c, h + sum(pads[0]), w + sum(pads[1])), dtype=grad_out.dtype)
+    dxp = _padded_zeros(input_shape, pads, grad_out.dtype)
     for _, _, window in offset_slices(kernel, stride, (oh, ow)):
         dxp[:, :, window[0], window[1]] += share
     return _crop(dxp, pads)

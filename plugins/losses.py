@@ -21,6 +21,7 @@ import numpy as np
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.loss import Loss
+from framework.validation import match_target_shape
 
 __all__ = ["MSE", "MAE", "Huber", "CrossEntropy", "BinaryCrossEntropy", "MaskedCrossEntropy"]
 
@@ -32,18 +33,7 @@ def _broadcast_rows(weight: np.ndarray, ndim: int) -> np.ndarray:
 
 def _match_target(loss: Loss, y_pred: np.ndarray, y_true: Any) -> np.ndarray:
     """``y_true`` cast to ``y_pred``'s dtype and shape; ``(N,)`` against ``(N, 1)`` is accepted."""
-    y_true = np.asarray(y_true)
-    if y_true.shape != y_pred.shape:
-        if y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
-            y_true = y_true.reshape(y_pred.shape)
-        elif y_true.shape[-1:] == (1,) and y_true.shape[:-1] == y_pred.shape:
-            y_true = y_true.reshape(y_pred.shape)
-        else:
-            raise ShapeError(
-                f"{type(loss).__name__}: y_true must have the shape of y_pred {y_pred.shape}, "
-                f"got {y_true.shape}"
-            )
-    return y_true.astype(y_pred.dtype, copy=False)
+    return match_target_shape(type(loss).__name__, y_pred, y_true).astype(y_pred.dtype, copy=False)
 
 
 class _PointwiseLoss(Loss):

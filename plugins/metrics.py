@@ -17,6 +17,7 @@ import numpy as np
 from framework.errors import ConfigError, DataError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.metric import Metric
+from framework.validation import match_target_shape
 
 __all__ = ["Accuracy", "TopKAccuracy", "MeanAbsoluteError", "MeanSquaredError"]
 
@@ -142,17 +143,7 @@ class _RegressionMetric(Metric):
         y_true = np.asarray(y_true, dtype=np.float64)
         if y_pred.ndim == 0:
             raise ShapeError(f"{type(self).__name__}: y_pred must have a batch axis, got a scalar")
-        if y_true.shape != y_pred.shape:
-            if y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
-                y_true = y_true.reshape(y_pred.shape)
-            elif y_true.shape[-1:] == (1,) and y_true.shape[:-1] == y_pred.shape:
-                y_true = y_true.reshape(y_pred.shape)
-            else:
-                raise ShapeError(
-                    f"{type(self).__name__}: y_true must have the shape of y_pred {y_pred.shape}, "
-                    f"got {y_true.shape}"
-                )
-        return y_pred - y_true
+        return y_pred - match_target_shape(type(self).__name__, y_pred, y_true)
 
 
 class MeanAbsoluteError(_RegressionMetric):

@@ -15,6 +15,7 @@ import numpy as np
 from framework.errors import ConfigError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
+from framework.validation import check_bool, int_tuple
 from plugins.conv_ops import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -25,27 +26,6 @@ from plugins.conv_ops import (
 )
 
 __all__ = ["MaxPool1d", "AvgPool1d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d"]
-
-
-def _int_tuple(layer: str, arg: str, value: Any, n: int, minimum: int) -> tuple[int, ...]:
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-    if len(items) != n or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
-    ):
-        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
-        shape = "" if n == 1 else " or a pair of them"
-        raise ConfigError(f"{layer}: {arg} must be {kind}{shape}, got {value!r}")
-    return tuple(int(v) for v in items)
-
-
-def _pair_arg(layer: str, arg: str, value: Any, minimum: int) -> tuple[int, int]:
-    return _int_tuple(layer, arg, value, 2, minimum)  # type: ignore[return-value]
-
-
-def _check_flag(layer: str, arg: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {arg} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _compact(values: tuple[int, ...]) -> int | list[int]:
@@ -74,15 +54,15 @@ class _Pool(Layer):
     ) -> None:
         super().__init__(name=name)
         kind, n = type(self).__name__, self._ndim
-        self.kernel_size = _int_tuple(kind, "kernel_size", kernel_size, n, 1)
-        self.stride = self.kernel_size if stride is None else _int_tuple(kind, "stride", stride, n, 1)
-        self.padding = _int_tuple(kind, "padding", padding, n, 0)
+        self.kernel_size = int_tuple(kind, "kernel_size", kernel_size, n)
+        self.stride = self.kernel_size if stride is None else int_tuple(kind, "stride", stride, n)
+        self.padding = int_tuple(kind, "padding", padding, n, minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ConfigError(
                 f"{kind}: padding must be at most half the kernel size (as in PyTorch), "
                 f"got padding={self.padding} for kernel_size={self.kernel_size}"
             )
-        self.ceil_mode = _check_flag(kind, "ceil_mode", ceil_mode)
+        self.ceil_mode = check_bool(kind, "ceil_mode", ceil_mode)
         self._argmax: np.ndarray | None = None
         self._x_shape: tuple[int, ...] | None = None
 
@@ -184,7 +164,7 @@ class _AvgPool(_Pool):
         name: str | None = None,
     ) -> None:
         super().__init__(kernel_size, stride, padding, ceil_mode, name=name)
-        self.count_include_pad = _check_flag(type(self).__name__, "count_include_pad", count_include_pad)
+        self.count_include_pad = check_bool(type(self).__name__, "count_include_pad", count_include_pad)
 
     def _divisor(self, sizes: tuple[int, ...], out: tuple[int, ...]) -> np.ndarray | None:
         """Per-output divisor ``(OH, OW)`` (``(1, L_out)`` in 1-D), or None when it is ``prod(kernel)``."""

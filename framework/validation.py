@@ -1,0 +1,117 @@
+"""Argument checks shared by the built-in plugins and open to third-party ones.
+
+Each function takes the name of the object being configured (``owner``, e.g.
+``"Conv2d"``) and of the argument (``arg``), returns the value in canonical
+form, and otherwise raises :class:`~framework.errors.ConfigError` (or
+:class:`~framework.errors.ShapeError` for arrays) naming both, the expected and
+the received value. Use them in ``__init__`` so that a bad hyperparameter fails
+where it is given::
+
+    from framework.validation import positive_int, resolve_activation
+
+    class MyLayer(Layer):
+        def __init__(self, units: int, activation: Any = None) -> None:
+            super().__init__()
+            self.units = positive_int("MyLayer", "units", units)
+            self.activation = resolve_activation("MyLayer", activation)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework import activations, initializers
+from framework.errors import ConfigError, ShapeError
+from framework.layer import Layer
+
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "int_tuple",
+    "match_target_shape",
+    "positive_int",
+    "resolve_activation",
+    "resolve_initializer",
+]
+
+
+def positive_int(owner: str, arg: str, value: Any, allow_none: bool = False) -> int | None:
+    """``value`` as an ``int > 0`` (``None`` passes when ``allow_none``); ``True``/``False`` are refused."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ConfigError(f"{owner}: {arg} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def int_tuple(owner: str, arg: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
+    """An int or a sequence of ``n`` ints, each ``>= minimum``, as an ``n``-tuple.
+
+    The per-axis form of ``kernel_size``, ``stride``, ``padding``...: ``3`` with
+    ``n=2`` gives ``(3, 3)``, ``(3, 5)`` stays ``(3, 5)``.
+    """
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(items) != n or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
+    ):
+        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
+        shape = "" if n == 1 else " or a pair of them"
+        raise ConfigError(f"{owner}: {arg} must be {kind}{shape}, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+def check_bool(owner: str, arg: str, value: Any) -> bool:
+    """``value`` as a ``bool``; only ``True``/``False`` (or NumPy booleans) pass, not ``0``/``1``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{owner}: {arg} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(owner: str, arg: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``; the error lists the choices."""
+    if value not in allowed:
+        raise ConfigError(f"{owner}: {arg} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return str(value)
+
+
+def resolve_activation(owner: str, value: Any) -> Layer | None:
+    """An activation layer from a registered name, class or instance (``None`` stays ``None``)."""
+    act = activations.get(value)
+    if act is not None and not isinstance(act, Layer):
+        raise ConfigError(
+            f"{owner}: activation must be a registered name, an activation class or instance, "
+            f"got {value!r}; registered activations: {', '.join(activations.names())}"
+        )
+    return act
+
+
+def resolve_initializer(owner: str, arg: str, value: Any) -> Any:
+    """A callable initializer from a registered name, class or instance."""
+    init = initializers.get(value)
+    if not callable(init):
+        raise ConfigError(
+            f"{owner}: {arg} must be a registered name, an initializer class or instance, "
+            f"got {value!r}; registered initializers: {', '.join(initializers.names())}"
+        )
+    return init
+
+
+def match_target_shape(owner: str, y_pred: np.ndarray, y_true: Any) -> np.ndarray:
+    """``y_true`` as an array of ``y_pred``'s shape; ``(N,)`` against ``(N, 1)`` (either way) is reshaped.
+
+    For losses and metrics that compare element by element; any other mismatch
+    is a ShapeError naming ``owner`` and both shapes. The dtype is left as given.
+    """
+    y_true = np.asarray(y_true)
+    if y_true.shape != y_pred.shape:
+        if y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
+            y_true = y_true.reshape(y_pred.shape)
+        elif y_true.shape[-1:] == (1,) and y_true.shape[:-1] == y_pred.shape:
+            y_true = y_true.reshape(y_pred.shape)
+        else:
+            raise ShapeError(
+                f"{owner}: y_true must have the shape of y_pred {y_pred.shape}, got {y_true.shape}"
+            )
+    return y_true
