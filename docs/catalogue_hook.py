@@ -4,8 +4,9 @@ A page writes a marker ``<!-- catalogue: KIND -->`` on a line of its own, with
 ``KIND`` one of ``framework.registry.KINDS`` (``layers``, ``activations``,
 ``initializers``, ``losses``, ``optimizers``, ``metrics``). ``on_page_markdown``
 replaces it with a Markdown table of every object the built-in distribution
-registers in that kind: name, aliases, plugin, the first line of the
-docstring and the constructor signature. The table is read from
+registers in that kind: name and aliases, the plugin (distribution and
+entry-point name), the first line of the docstring and the constructor
+signature. The table is read from
 ``REGISTRY.entries(kind)`` on every build, so it cannot drift from the code;
 a new built-in layer appears in it without any edit to the docs.
 
@@ -94,18 +95,20 @@ def catalogue(kind: str, docs_dir: str) -> str:
         raise PluginError(f"docs/catalogue_hook.py: no built-in {kind} registered")
     documented = _documented_modules(docs_dir)
     rows = [
-        "| name | aliases | plugin | summary | constructor |",
-        "| --- | --- | --- | --- | --- |",
+        "| name (aliases) | plugin | summary | constructor |",
+        "| --- | --- | --- | --- |",
     ]
     for e in entries:
         module = getattr(e.obj, "__module__", "")
         qualname = getattr(e.obj, "__qualname__", "")
-        name = f"`{e.name}`"
+        # Plain text names: table cells may wrap code spans mid-word, never plain words.
+        name = f"**{e.name}**"
         if module in documented and qualname:
-            name = f"[{name}][{module}.{qualname}]"
-        aliases = ", ".join(f"`{a}`" for a in e.aliases) or "&mdash;"
-        plugin = f"{e.plugin.distribution} (`{e.plugin.module}`)"
-        rows.append(f"| {name} | {aliases} | {plugin} | {summary(e.obj)} | {signature(e.name, e.obj)} |")
+            name = f"[**{e.name}**][{module}.{qualname}]"
+        if e.aliases:
+            name += "<br><small>" + ", ".join(e.aliases) + "</small>"
+        plugin = f"{e.plugin.distribution}:&nbsp;{e.plugin.name}"
+        rows.append(f"| {name} | {plugin} | {summary(e.obj)} | {signature(e.name, e.obj)} |")
     return "\n".join(rows) + "\n"
 
 
