@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from framework import activations, initializers
 from framework.dtype import get_default_dtype
 from framework.errors import ConfigError, ShapeError
 from framework.hookspecs import hookimpl
@@ -15,36 +14,11 @@ from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
 from framework.random import get_rng
+from framework.validation import positive_int as _positive_int
+from framework.validation import resolve_activation as _activation
+from framework.validation import resolve_initializer as _initializer
 
 __all__ = ["Linear", "Identity", "Dropout", "Flatten", "Activation"]
-
-
-def _activation(layer: str, value: Any) -> Layer | None:
-    act = activations.get(value)
-    if act is not None and not isinstance(act, Layer):
-        raise ConfigError(
-            f"{layer}: activation must be a registered name, an activation class or instance, "
-            f"got {value!r}; registered activations: {', '.join(activations.names())}"
-        )
-    return act
-
-
-def _initializer(layer: str, arg: str, value: Any) -> Any:
-    init = initializers.get(value)
-    if not callable(init):
-        raise ConfigError(
-            f"{layer}: {arg} must be a registered name, an initializer class or instance, "
-            f"got {value!r}; registered initializers: {', '.join(initializers.names())}"
-        )
-    return init
-
-
-def _positive_int(layer: str, arg: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{layer}: {arg} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Linear(Layer):

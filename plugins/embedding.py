@@ -12,7 +12,7 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer
 from framework.namespace import serialize
 from framework.parameter import Parameter
-from plugins.core import _initializer, _positive_int
+from framework.validation import positive_int, resolve_initializer
 
 __all__ = ["Embedding", "scatter_add_rows"]
 
@@ -95,8 +95,8 @@ class Embedding(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        self.num_embeddings = _positive_int("Embedding", "num_embeddings", num_embeddings)
-        self.embedding_dim = _positive_int("Embedding", "embedding_dim", embedding_dim)
+        self.num_embeddings = positive_int("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_dim = positive_int("Embedding", "embedding_dim", embedding_dim)
         if padding_idx is not None:
             if (
                 isinstance(padding_idx, bool)
@@ -109,7 +109,7 @@ class Embedding(Layer):
                 )
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
-        self.weight_init = _initializer("Embedding", "weight_init", weight_init)
+        self.weight_init = resolve_initializer("Embedding", "weight_init", weight_init)
         self.weight: Parameter | None = None
         self.build((None,))
 

@@ -19,7 +19,7 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
-from plugins.core import _activation, _initializer, _positive_int
+from framework.validation import positive_int, resolve_activation, resolve_initializer
 from plugins.graph_ops import SparseAdjacency, as_coo, gcn_propagation
 
 __all__ = ["GCNConv", "SparseAdjacency"]
@@ -102,17 +102,17 @@ class GCNConv(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        self.in_features = _positive_int("GCNConv", "in_features", in_features)
-        self.out_features = _positive_int("GCNConv", "out_features", out_features)
+        self.in_features = positive_int("GCNConv", "in_features", in_features)
+        self.out_features = positive_int("GCNConv", "out_features", out_features)
         for arg, value in (("bias", bias), ("add_self_loops", add_self_loops), ("normalize", normalize)):
             if not isinstance(value, (bool, np.bool_)):
                 raise ConfigError(f"GCNConv: {arg} must be True or False, got {value!r}")
         self.use_bias = bool(bias)
-        self.activation = _activation("GCNConv", activation)
+        self.activation = resolve_activation("GCNConv", activation)
         self.add_self_loops = bool(add_self_loops)
         self.normalize = bool(normalize)
-        self.weight_init = _initializer("GCNConv", "weight_init", weight_init)
-        self.bias_init = _initializer("GCNConv", "bias_init", bias_init)
+        self.weight_init = resolve_initializer("GCNConv", "weight_init", weight_init)
+        self.bias_init = resolve_initializer("GCNConv", "bias_init", bias_init)
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
         self._adjacency: Any = None
