@@ -29,6 +29,7 @@ from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.parameter import Parameter
 from framework.random import get_rng
+from framework.validation import check_bool, check_choice, positive_int
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 
@@ -36,25 +37,15 @@ _NONLINEARITIES = ("tanh", "relu")
 _OUTPUTS = ("both", "sequence", "last")
 
 
-# -- validation helpers ------------------------------------------------------
+# -- helpers -----------------------------------------------------------------
 
 
-def _positive_int(layer: str, arg: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{layer}: {arg} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_bool(layer: str, arg: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{layer}: {arg} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _check_choice(layer: str, arg: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{layer}: {arg} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return str(value)
+def _state_pair(layer: Layer, state: Any) -> tuple[Any, Any]:
+    """``(h0, c0)`` from an LSTM's ``state`` argument (``None`` for zeros); ShapeError unless a pair."""
+    state = (None, None) if state is None else state
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise ShapeError(f"{layer.describe()} expected state as a pair (h0, c0), got {type(state).__name__}")
+    return tuple(state)  # type: ignore[return-value]
 
 
 def _uniform(shape: tuple[int, ...], bound: float, dtype: np.dtype) -> np.ndarray:
@@ -263,9 +254,9 @@ class _CellBase(Layer):
     ) -> None:
         super().__init__(name=name)
         kind = type(self).__name__
-        self.input_size = _positive_int(kind, "input_size", input_size)
-        self.hidden_size = _positive_int(kind, "hidden_size", hidden_size)
-        self.use_bias = _check_bool(kind, "bias", bias)
+        self.input_size = positive_int(kind, "input_size", input_size)
+        self.hidden_size = positive_int(kind, "hidden_size", hidden_size)
+        self.use_bias = check_bool(kind, "bias", bias)
         self._kernel = self._make_kernel()
         dtype = get_default_dtype()
         gh, bound = self._kernel.gates * self.hidden_size, 1.0 / math.sqrt(self.hidden_size)
@@ -285,6 +276,13 @@ class _CellBase(Layer):
     def build(self, input_shape: Any) -> None:
         self._check_shape(input_shape)
         super().build(input_shape)
+
+    # One hidden state (RNNCell, GRUCell); LSTMCell overrides both for (h, c).
+    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
+        return self._step(x, (h0,))[0]
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        return self._step_backward((grad_out,))
 
     def _check_shape(self, shape: Any) -> None:
         if shape is None or len(shape) != 2 or shape[1] != self.input_size:
@@ -395,17 +393,11 @@ class RNNCell(_CellBase):
         *,
         name: str | None = None,
     ) -> None:
-        self.nonlinearity = _check_choice("RNNCell", "nonlinearity", nonlinearity, _NONLINEARITIES)
+        self.nonlinearity = check_choice("RNNCell", "nonlinearity", nonlinearity, _NONLINEARITIES)
         super().__init__(input_size, hidden_size, bias, name=name)
 
     def _make_kernel(self) -> Any:
         return _RNNKernel(self.nonlinearity)
-
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
-        return self._step(x, (h0,))[0]
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self._step_backward((grad_out,))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "nonlinearity": self.nonlinearity}
@@ -457,12 +449,7 @@ class LSTMCell(_CellBase):
         return _LSTMKernel()
 
     def forward(self, x: np.ndarray, state: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-        state = (None, None) if state is None else state
-        if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise ShapeError(
-                f"{self.describe()} expected state as a pair (h0, c0), got {type(state).__name__}"
-            )
-        h, c = self._step(x, tuple(state))
+        h, c = self._step(x, _state_pair(self, state))
         return h, c
 
     def backward(self, grad_out: Any, grad_c: np.ndarray | None = None) -> np.ndarray:
@@ -517,12 +504,6 @@ class GRUCell(_CellBase):
     def _make_kernel(self) -> Any:
         return _GRUKernel()
 
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
-        return self._step(x, (h0,))[0]
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self._step_backward((grad_out,))
-
 
 # -- sequence layers ---------------------------------------------------------
 
@@ -534,28 +515,28 @@ class _RecurrentBase(Layer):
         self,
         input_size: int,
         hidden_size: int,
-        num_layers: int,
-        bias: bool,
-        batch_first: bool,
-        dropout: float,
-        bidirectional: bool,
-        output: str,
-        kernel: Any,
-        name: str | None,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        output: str = "both",
+        *,
+        name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         kind = type(self).__name__
-        self.input_size = _positive_int(kind, "input_size", input_size)
-        self.hidden_size = _positive_int(kind, "hidden_size", hidden_size)
-        self.num_layers = _positive_int(kind, "num_layers", num_layers)
-        self.use_bias = _check_bool(kind, "bias", bias)
-        self.batch_first = _check_bool(kind, "batch_first", batch_first)
-        self.bidirectional = _check_bool(kind, "bidirectional", bidirectional)
+        self.input_size = positive_int(kind, "input_size", input_size)
+        self.hidden_size = positive_int(kind, "hidden_size", hidden_size)
+        self.num_layers = positive_int(kind, "num_layers", num_layers)
+        self.use_bias = check_bool(kind, "bias", bias)
+        self.batch_first = check_bool(kind, "batch_first", batch_first)
+        self.bidirectional = check_bool(kind, "bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ConfigError(f"{kind}: dropout must be a probability in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
-        self.output = _check_choice(kind, "output", output, _OUTPUTS)
-        self._kernel = kernel
+        self.output = check_choice(kind, "output", output, _OUTPUTS)
+        self._kernel = kernel = self._make_kernel()
         self.num_directions = 2 if self.bidirectional else 1
         dtype = get_default_dtype()
         gh, h = kernel.gates * self.hidden_size, self.hidden_size
@@ -577,6 +558,11 @@ class _RecurrentBase(Layer):
         self.build((None, None, self.input_size))
         self._cache: Any = None
         self.grad_h0: np.ndarray | None = None
+        if self._num_states == 2:
+            self.grad_c0: np.ndarray | None = None
+
+    def _make_kernel(self) -> Any:
+        raise NotImplementedError
 
     def _weights(self, k: int, d: int) -> tuple[Parameter, Parameter, Parameter | None, Parameter | None]:
         return tuple(getattr(self, n) for n in self._param_names[k][d])  # type: ignore[return-value]
@@ -744,6 +730,14 @@ class _RecurrentBase(Layer):
             self.grad_c0 = grads0[1]
         return np.ascontiguousarray(d.transpose(1, 0, 2)) if self.batch_first else d
 
+    # One hidden state (RNN, GRU); LSTM overrides both for (h, c).
+    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> Any:
+        return self._run(x, (h0,))
+
+    def backward(self, grad_out: Any, grad_h_n: np.ndarray | None = None) -> np.ndarray:
+        grad_out, grad_h_n = self._split_grad(grad_out, grad_h_n)
+        return self._run_backward(grad_out, (grad_h_n,))
+
     def _split_grad(self, grad_out: Any, grad_state: Any) -> tuple[Any, Any]:
         if self.output == "both" and isinstance(grad_out, (tuple, list)) and grad_state is None:
             grad_out, grad_state = grad_out
@@ -851,26 +845,13 @@ class RNN(_RecurrentBase):
         *,
         name: str | None = None,
     ) -> None:
-        self.nonlinearity = _check_choice("RNN", "nonlinearity", nonlinearity, _NONLINEARITIES)
+        self.nonlinearity = check_choice("RNN", "nonlinearity", nonlinearity, _NONLINEARITIES)
         super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            output,
-            _RNNKernel(self.nonlinearity),
-            name,
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, output, name=name
         )
 
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> Any:
-        return self._run(x, (h0,))
-
-    def backward(self, grad_out: Any, grad_h_n: np.ndarray | None = None) -> np.ndarray:
-        grad_out, grad_h_n = self._split_grad(grad_out, grad_h_n)
-        return self._run_backward(grad_out, (grad_h_n,))
+    def _make_kernel(self) -> Any:
+        return _RNNKernel(self.nonlinearity)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -922,40 +903,11 @@ class LSTM(_RecurrentBase):
 
     _num_states = 2
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        output: str = "both",
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            output,
-            _LSTMKernel(),
-            name,
-        )
-        self.grad_c0: np.ndarray | None = None
+    def _make_kernel(self) -> Any:
+        return _LSTMKernel()
 
     def forward(self, x: np.ndarray, state: tuple | None = None) -> Any:
-        state = (None, None) if state is None else state
-        if not isinstance(state, (tuple, list)) or len(state) != 2:
-            raise ShapeError(
-                f"{self.describe()} expected state as a pair (h0, c0), got {type(state).__name__}"
-            )
-        return self._run(x, tuple(state))
+        return self._run(x, _state_pair(self, state))
 
     def backward(self, grad_out: Any, grad_state: Any = None) -> np.ndarray:
         grad_out, grad_state = self._split_grad(grad_out, grad_state)
@@ -1002,38 +954,8 @@ class GRU(_RecurrentBase):
         (3, 20)
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        output: str = "both",
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            output,
-            _GRUKernel(),
-            name,
-        )
-
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None) -> Any:
-        return self._run(x, (h0,))
-
-    def backward(self, grad_out: Any, grad_h_n: np.ndarray | None = None) -> np.ndarray:
-        grad_out, grad_h_n = self._split_grad(grad_out, grad_h_n)
-        return self._run_backward(grad_out, (grad_h_n,))
+    def _make_kernel(self) -> Any:
+        return _GRUKernel()
 
 
 for _cls in (RNN, LSTM, GRU):
