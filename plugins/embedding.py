@@ -110,14 +110,14 @@ class Embedding(Layer):
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         self.weight_init = resolve_initializer("Embedding", "weight_init", weight_init)
-        self.weight: Parameter | None = None
-        self.build((None,))
-
-    def build(self, input_shape: Any) -> None:
+        # The table exists from the start (its size is known), but the layer stays
+        # unbuilt: the index shape (one id, a sequence of L ids...) comes from the data.
         weight = self.weight_init((self.num_embeddings, self.embedding_dim), dtype=get_default_dtype())
         if self.padding_idx is not None:
             weight[self.padding_idx] = 0
         self.weight = Parameter(weight)
+
+    def build(self, input_shape: Any) -> None:
         super().build(input_shape)
         self.input_spec = None  # any shape (N, *) of indices
 
