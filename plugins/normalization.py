@@ -24,6 +24,21 @@ def _positive_float(layer: str, arg: str, value: Any) -> float:
     return float(value)
 
 
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    """Sums over every axis but 1, kept as ``(1, C, 1, ...)``.
+
+    For a contiguous ``(N, C, *spatial)`` array the spatial sums are one
+    matrix-vector product with a vector of ones (about 3x faster than
+    ``sum(axis=(0, 2, 3))``, whose reduction strides across channels).
+    """
+    if a.ndim == 2 or not a.flags.c_contiguous:
+        return a.sum(axis=(0, *range(2, a.ndim)), keepdims=True)
+    n, c = a.shape[:2]
+    rows = a.reshape(n, c, -1)
+    sums = np.matmul(rows, np.ones(rows.shape[2], dtype=a.dtype)).sum(axis=0)
+    return sums.reshape((1, c) + (1,) * (a.ndim - 2))
+
+
 class BatchNorm(Layer):
     """Batch normalization over every axis but the channel axis 1.
 
@@ -145,7 +160,6 @@ class BatchNorm(Layer):
         return None if p is None else p.data.reshape((1, self.num_features) + (1,) * (ndim - 2))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        axes = (0, *range(2, x.ndim))
         m = x.size // self.num_features
         use_batch = self.training or not self.track_running_stats
         if use_batch:
@@ -154,22 +168,28 @@ class BatchNorm(Layer):
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
-            mean = x.mean(axis=axes, keepdims=True)
+            mean = _channel_sum(x) / m
             xc = x - mean
-            var = np.mean(xc * xc, axis=axes, keepdims=True)
+            out = np.multiply(xc, xc)
+            var = _channel_sum(out) / m
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
             mean = self._param_view(self.running_mean, x.ndim)
             var = self._param_view(self.running_var, x.ndim)
             xc = x - mean
+            out = None
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = xc
         xhat *= inv_std.astype(xc.dtype, copy=False)
         self._cache = (xhat, inv_std, use_batch, m)
         if self.weight is None:
             return xhat.copy()
-        y = xhat * self._param_view(self.weight, x.ndim)
+        # the squares are no longer needed: their buffer takes the output
+        if out is not None and np.result_type(xhat, self.weight.data) == out.dtype:
+            y = np.multiply(xhat, self._param_view(self.weight, x.ndim), out=out)
+        else:
+            y = xhat * self._param_view(self.weight, x.ndim)
         y += self._param_view(self.bias, x.ndim)
         return y
 
@@ -185,11 +205,11 @@ class BatchNorm(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         xhat, inv_std, use_batch, m = self._cache
         g = grad_out
-        axes = (0, *range(2, g.ndim))
         need_sums = use_batch or self.weight is not None
         if need_sums:
-            dbeta = g.sum(axis=axes, keepdims=True)
-            dgamma = np.sum(g * xhat, axis=axes, keepdims=True)
+            dbeta = _channel_sum(g)
+            g_xhat = g * xhat
+            dgamma = _channel_sum(g_xhat)
         if self.weight is not None:
             self.weight.grad += dgamma.reshape(-1).astype(self.weight.grad.dtype, copy=False)
             self.bias.grad += dbeta.reshape(-1).astype(self.bias.grad.dtype, copy=False)
@@ -197,7 +217,11 @@ class BatchNorm(Layer):
         scale = scale.astype(g.dtype, copy=False)
         if not use_batch:
             return g * scale
-        dx = g - dbeta / m
+        shift = dbeta / m
+        if np.result_type(g, shift) == g_xhat.dtype:  # g * xhat is spent: reuse its buffer for dx
+            dx = np.subtract(g, shift, out=g_xhat)
+        else:
+            dx = g - shift
         dx -= xhat * (dgamma / m)
         dx *= scale
         return dx
