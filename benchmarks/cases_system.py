@@ -1,6 +1,6 @@
 """Fresh-process cases: peak resident memory of a training run, and import time.
 
-Peak memory: a new interpreter per implementation and round builds the model,
+Peak memory (at most 3 rounds): a new interpreter per implementation and round builds the model,
 makes the fixed data set (``MEMORY_BATCHES`` batches, the same arrays for both
 frameworks) and trains ``MEMORY_STEPS`` steps; the value is ``ru_maxrss`` (the
 process's peak resident set, interpreter and libraries included), in MB. The
@@ -136,9 +136,8 @@ def torch_import(quick: bool) -> float:
 
 def _memory_case(model: str, prefix: str, title: str) -> Case:
     impls = {"ours": f"{__name__}:{prefix}_memory_ours", "torch": f"{__name__}:{prefix}_memory_torch"}
-    return Case(
-        f"{model}_peak_memory", f"{title}: peak RSS of {MEMORY_STEPS} training steps", "MB", impls, "fresh"
-    )
+    title = f"{title}: peak RSS of {MEMORY_STEPS} training steps"
+    return Case(f"{model}_peak_memory", title, "MB", impls, "fresh", max_rounds=3)
 
 
 CASES = [
