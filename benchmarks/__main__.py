@@ -7,6 +7,7 @@ Examples::
     python -m benchmarks --cases mlp_train lenet_train --impls ours torch
     python -m benchmarks --quick --rounds 1           # a smoke run: tiny data sets
     python -m benchmarks --list
+    python -m benchmarks --show benchmarks/results/latest.json --markdown
 
 Prints one line per case as it finishes, then a table of medians (± half the
 interquartile range) and the paired ratios of interleaved rounds; writes the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import sys
 from pathlib import Path
@@ -45,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--markdown", action="store_true", help="print the final table as Markdown")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument(
+        "--show", type=Path, default=None, metavar="JSON", help="print the table of saved results"
+    )
     args = parser.parse_args(argv)
+
+    if args.show is not None:
+        print(table(json.loads(args.show.read_text()), markdown=args.markdown))
+        return 0
 
     cases = all_cases()
     if args.list:
