@@ -217,12 +217,14 @@ class BatchNorm(Layer):
         scale = scale.astype(g.dtype, copy=False)
         if not use_batch:
             return g * scale
-        shift = dbeta / m
-        if np.result_type(g, shift) == g_xhat.dtype:  # g * xhat is spent: reuse its buffer for dx
-            dx = np.subtract(g, shift, out=g_xhat)
+        shift, slope = dbeta / m, dgamma / m
+        if np.result_type(xhat, slope, g) == g_xhat.dtype:
+            # g * xhat is spent: dx = ((g - xhat * slope) - shift) * scale in its buffer, no temporary
+            dx = np.multiply(xhat, -slope, out=g_xhat)
+            dx += g
         else:
-            dx = g - shift
-        dx -= xhat * (dgamma / m)
+            dx = g - xhat * slope
+        dx -= shift
         dx *= scale
         return dx
 
