@@ -227,7 +227,7 @@ class _ConvNd(_ConvBase):
             y = self.activation.forward(y)
         return y
 
-    def _backward4d(self, grad_out: np.ndarray) -> np.ndarray:
+    def _backward4d(self, grad_out: np.ndarray) -> np.ndarray | None:
         if not self._cols_valid:
             raise NotBuiltError(
                 f"{self.describe()}: backward() needs a forward() first; each forward supports "
@@ -246,6 +246,8 @@ class _ConvNd(_ConvBase):
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, g.ndim - 1)).reshape(-1)
         self._cols_valid = False
+        if not self.needs_input_grad:  # the first layer in fit: no column gradient, no col2im
+            return None
         # The column gradient is computed batch-last, (K, OH*OW*N): transposing G costs one
         # copy of the output, and col2im's strided adds then run over long contiguous rows.
         g_last = np.ascontiguousarray(g.transpose(*range(1, g.ndim), 0)).reshape(*w.shape[:-1], -1)
@@ -343,7 +345,9 @@ class Conv2d(_ConvNd):
         ``dL/dx = col2im(Wm^T @ G)``: each patch gradient is scatter-added back
         onto the pixels it was read from (the adjoint of im2col, dilation
         included), and the padding is cropped off. With groups each product is
-        taken per group, batched over the group axis.
+        taken per group, batched over the group axis. With
+        ``needs_input_grad = False`` (the first layer during ``fit``) the column
+        gradient and col2im are skipped and ``backward`` returns ``None``.
 
     Memory:
         The columns of the last forward are kept for backward in a workspace
@@ -398,7 +402,7 @@ class Conv2d(_ConvNd):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self._forward4d(x, self._output_sizes(x.shape[2:]))
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         return self._backward4d(grad_out)
 
 
@@ -440,7 +444,8 @@ class Conv1d(_ConvNd):
     Gradient:
         As :class:`Conv2d` with ``kh = 1``: ``dL/dW = sum_n G[n] @ cols[n]^T``,
         ``dL/db = sum of G over n and t``, ``dL/dx = col2im(W^T @ G)``, each
-        product batched over the group axis.
+        product batched over the group axis; ``dL/dx`` skipped (``None``) when
+        ``needs_input_grad`` is ``False``.
 
     Example:
         >>> import numpy as np
@@ -493,10 +498,10 @@ class Conv1d(_ConvNd):
         y = self._forward4d(x[:, :, None, :], (1, length))
         return y.reshape(y.shape[0], self.out_channels, length)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         n, c, length = grad_out.shape
         dx = self._backward4d(grad_out.reshape(n, c, 1, length))
-        return dx.reshape(dx.shape[0], self.in_channels, -1)
+        return None if dx is None else dx.reshape(dx.shape[0], self.in_channels, -1)
 
 
 class ConvTranspose2d(_ConvBase):
@@ -554,7 +559,8 @@ class ConvTranspose2d(_ConvBase):
         one window per input pixel): ``dL/dx = W.reshape(C, -1) @ gcols``,
         ``dL/dW = sum_n x[n].reshape(C, H*W) @ gcols[n]^T``,
         ``dL/db = G summed over n, rows and columns``; each product batched
-        over the group axis when ``groups > 1``.
+        over the group axis when ``groups > 1``. With ``needs_input_grad = False``
+        the ``dL/dx`` product is skipped and ``backward`` returns ``None``.
 
     Example:
         >>> import numpy as np
@@ -668,6 +674,8 @@ class ConvTranspose2d(_ConvBase):
         self.weight.grad += np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, 2, 3))
+        if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
+            return None
         return np.matmul(wg, gcols).reshape(x.shape)
 
     def get_config(self) -> dict[str, Any]:

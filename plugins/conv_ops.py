@@ -318,49 +318,87 @@ def col2im_batch_last(
     return np.ascontiguousarray(xp[:, top : top + h, left : left + w].transpose(3, 0, 1, 2))
 
 
-def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Window maxima of ``x`` and, per output, the kernel offset ``i*kw + j`` that holds it.
+def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> np.ndarray:
+    """Window maxima of ``x``: ``y[n, c, a, b] = max_{i, j} xpad[n, c, a*sh + i, b*sw + j]``.
 
-    Padding is by ``-inf``, so it never wins. The maximum is a running
-    ``np.maximum`` over the ``kh*kw`` strided slices; the recorded offset is the
-    first maximum in row-major window order (a later slice replaces it only when
-    strictly greater), which makes the gradient route to exactly one input.
+    Padding is by ``-inf``, so it never wins. The maximum is separable: first
+    over the ``kh`` rows of each window (``np.maximum`` of ``kh`` strided row
+    slices, each row whole and contiguous), then over the ``kw`` columns of
+    that, ``kh + kw - 2`` passes instead of ``kh*kw - 1``. No argmax is kept:
+    :func:`max_pool2d_backward` finds the winners again from ``x`` and ``y``.
 
     Returns:
-        ``(out, argmax)``, both ``(N, C, OH, OW)``; ``argmax`` is a small
-        unsigned integer array.
+        ``y`` of shape ``(N, C, OH, OW)``.
     """
     kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
+    (kh, kw), (sh, sw) = kernel, stride
     xp = pad2d(x, pads, value=-np.inf)
-    slices = offset_slices(kernel, stride, (oh, ow))
-    _, _, first = slices[0]
-    out = xp[:, :, first[0], first[1]].copy()
-    argmax = np.zeros(out.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1] - 1))
-    for k, (_, _, window) in enumerate(slices[1:], start=1):
-        candidate = xp[:, :, window[0], window[1]]
-        np.copyto(argmax, k, where=candidate > out, casting="unsafe")
-        np.maximum(out, candidate, out=out)
-    return out, argmax
+    rows = [xp[:, :, i : i + sh * (oh - 1) + 1 : sh] for i in range(kh)]  # (N, C, OH, Wp) each
+    rowmax = rows[0] if kh == 1 else np.maximum(rows[0], rows[1])
+    for row in rows[2:]:
+        np.maximum(rowmax, row, out=rowmax)
+    cols = [rowmax[..., j : j + sw * (ow - 1) + 1 : sw] for j in range(kw)]  # (N, C, OH, OW) each
+    if kw == 1:
+        return cols[0].copy() if kh == 1 else np.ascontiguousarray(cols[0])
+    out = np.maximum(cols[0], cols[1])
+    for col in cols[2:]:
+        np.maximum(out, col, out=out)
+    return out
 
 
 def max_pool2d_backward(
     grad_out: np.ndarray,
-    argmax: np.ndarray,
-    input_shape: tuple[int, int, int, int],
+    x: np.ndarray,
+    out: np.ndarray,
     kernel: Any,
     stride: Any,
     padding: Any = 0,
 ) -> np.ndarray:
-    """Route each output gradient to the input its window's maximum came from.
+    """Route each output gradient to the first input of its window equal to the window's maximum.
 
-    ``dx[n, c, a*sh + i, b*sw + j] += g[n, c, a, b]`` where ``argmax[n, c, a, b] == i*kw + j``;
-    overlapping windows (stride < kernel) accumulate.
+    ``dx[n, c, a*sh + i*, b*sw + j*] += g[n, c, a, b]`` where ``(i*, j*)`` is the
+    first offset in row-major window order with ``xpad[.., a*sh + i*, b*sw + j*] == y[n, c, a, b]``:
+    ties go to the first maximum, so exactly one input receives each gradient
+    and the result is exact. Overlapping windows (stride < kernel) accumulate.
+
+    One pass per kernel offset over output-sized arrays, in window order:
+    ``first = (view == y) & ~taken`` marks the windows whose first maximum is
+    at this offset, ``taken |= first``, and ``dx[view] = g * first``. The last
+    offset takes every window not yet taken without a comparison (the maximum
+    is always somewhere in the window; a NaN maximum sends its gradient there).
+
+    Args:
+        grad_out: ``(N, C, OH, OW)``.
+        x: the forward input ``(N, C, H, W)``, unchanged since.
+        out: the forward output of :func:`max_pool2d` on ``x``.
+        kernel, stride, padding: as given to :func:`max_pool2d`.
     """
-    kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
-    dxp = _padded_zeros(input_shape, pads, grad_out.dtype)
-    zero = grad_out.dtype.type(0)
-    for k, (_, _, window) in enumerate(offset_slices(kernel, stride, (oh, ow))):
-        dxp[:, :, window[0], window[1]] += np.where(argmax == k, grad_out, zero)
+    kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
+    xp = pad2d(x, pads, value=-np.inf)
+    overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+    tiled = kernel == stride and oh * stride[0] == xp.shape[2] and ow * stride[1] == xp.shape[3]
+    # Tiling windows write every input once, so dx needs no zeros; otherwise gaps stay 0.
+    dxp = (np.empty if tiled else np.zeros)(xp.shape, dtype=grad_out.dtype)
+    taken = np.empty(out.shape, dtype=bool)
+    equal = np.empty(out.shape, dtype=bool)
+    first = np.empty(out.shape, dtype=bool)
+    share = np.empty(out.shape, dtype=grad_out.dtype) if overlapping else None
+    slices = offset_slices(kernel, stride, (oh, ow))
+    for k, (_, _, (rows, cols)) in enumerate(slices):
+        if k == len(slices) - 1:
+            np.logical_not(taken, out=first)
+        elif k == 0:
+            np.equal(xp[:, :, rows, cols], out, out=first)
+            np.copyto(taken, first)
+        else:
+            np.equal(xp[:, :, rows, cols], out, out=equal)
+            np.greater(equal, taken, out=first)  # equal and not yet taken
+            taken |= equal
+        dst = dxp[:, :, rows, cols]
+        if overlapping:
+            dst += np.multiply(grad_out, first, out=share)
+        else:
+            np.multiply(grad_out, first, out=dst)
     return _crop(dxp, pads)
 
 

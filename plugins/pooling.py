@@ -63,7 +63,6 @@ class _Pool(Layer):
                 f"got padding={self.padding} for kernel_size={self.kernel_size}"
             )
         self.ceil_mode = check_bool(kind, "ceil_mode", ceil_mode)
-        self._argmax: np.ndarray | None = None
         self._x_shape: tuple[int, ...] | None = None
 
     def _check_shape(self, shape: Any) -> None:
@@ -140,16 +139,24 @@ class _Pool(Layer):
 
 
 class _MaxPool(_Pool):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The forward's input and output (4-D views): backward finds each window's winner from them.
+        self._x4: np.ndarray | None = None
+        self._y4: np.ndarray | None = None
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         shape4, kernel, stride, pads, out = self._geometry(x.shape)
-        y, self._argmax = max_pool2d(x.reshape(shape4), kernel, stride, pads)
+        self._x4 = x.reshape(shape4)
+        self._y4 = max_pool2d(self._x4, kernel, stride, pads)
         self._x_shape = x.shape
-        return y.reshape(*x.shape[:2], *out)
+        return self._y4.reshape(*x.shape[:2], *out)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        shape4, kernel, stride, pads, _ = self._geometry(self._x_shape)
-        g = grad_out.reshape(self._argmax.shape)
-        return max_pool2d_backward(g, self._argmax, shape4, kernel, stride, pads).reshape(self._x_shape)
+        _, kernel, stride, pads, _ = self._geometry(self._x_shape)
+        g = grad_out.reshape(self._y4.shape)
+        dx = max_pool2d_backward(g, self._x4, self._y4, kernel, stride, pads)
+        return dx.reshape(self._x_shape)
 
 
 class _AvgPool(_Pool):
@@ -202,9 +209,10 @@ class MaxPool2d(_MaxPool):
     ``y[n, c, a, b] = max_{i < kh, j < kw} xpad[n, c, a*sh + i, b*sw + j]``,
     where ``xpad`` is ``x`` padded with ``-inf`` (padding never wins).
 
-    Computed as a running ``np.maximum`` over the ``kh*kw`` strided slices of
-    the padded input (one per kernel offset), recording for each output which
-    offset held the maximum.
+    Computed without an argmax: ``np.maximum`` over the ``kh`` strided row
+    slices of the padded input, then over the ``kw`` column slices of that.
+    Backward finds each window's winner again by comparing the input with the
+    output, one pass per kernel offset.
 
     Args:
         kernel_size: ``k`` or ``(kh, kw)``.
@@ -225,8 +233,9 @@ class MaxPool2d(_MaxPool):
           ``H + ph`` (``W + pw``).
 
     Attributes:
-        None (no parameters). The last forward keeps the argmax offsets
-        (``(N, C, OH, OW)``, one small integer each) for backward.
+        None (no parameters). The last forward keeps references to its input
+        and output for backward (no copies; neither may be changed in place
+        before ``backward``).
 
     Gradient:
         Each output's gradient goes to the single input its maximum came from:
@@ -341,7 +350,8 @@ class MaxPool1d(_MaxPool):
           at or past ``L + p``).
 
     Attributes:
-        None (no parameters); the last forward keeps the argmax offsets.
+        None (no parameters); the last forward keeps references to its input
+        and output for backward.
 
     Gradient:
         ``dL/dx[n, c, t*s + i*] += dL/dy[n, c, t]``, ``i*`` the window's first

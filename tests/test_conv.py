@@ -454,3 +454,48 @@ def test_matches_torch_when_available(rng):
         groups=2,
     )
     np.testing.assert_allclose(layer(x), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: Conv2d(2, 3, 3, padding=1, activation="relu"), (4, 2, 6, 5)),
+        (lambda: Conv2d(4, 4, 3, stride=2, groups=2), (3, 4, 7, 7)),
+        (lambda: framework.layers.Conv1d(2, 3, 3, padding=1), (4, 2, 9)),
+        (lambda: framework.layers.ConvTranspose2d(2, 3, 3, stride=2, padding=1), (4, 2, 4, 5)),
+    ],
+    ids=["conv2d", "conv2d-groups", "conv1d", "conv-transpose2d"],
+)
+def test_needs_input_grad_false_skips_dx_and_keeps_the_weight_gradients(rng, make, shape):
+    full, first = make(), make()
+    first.weight.data[...] = full.weight.data
+    first.needs_input_grad = False
+    x = rng.standard_normal(shape).astype(np.float32)
+    grad = rng.standard_normal(full(x).shape).astype(np.float32)
+    assert full.backward(grad).shape == x.shape
+    first(x)
+    assert first.backward(grad) is None
+    np.testing.assert_array_equal(first.weight.grad, full.weight.grad)
+    np.testing.assert_array_equal(first.bias.grad, full.bias.grad)
+    # the flag only skips dx: the next forward/backward pair works as before
+    first.needs_input_grad = True
+    first(x)
+    full(x)
+    np.testing.assert_array_equal(first.backward(grad), full.backward(grad))
+
+
+def test_fit_skips_the_first_convolutions_input_gradient_and_restores_the_flag(rng):
+    from framework import Sequential
+    from framework.layers import Flatten, Linear
+
+    model = Sequential([Conv2d(1, 2, 3, padding=1, activation="relu"), Flatten(), Linear(2 * 5 * 5, 3)])
+    model.compile(optimizer="sgd", loss="cross_entropy")
+    conv = model.layers[0]
+    calls = []
+    backward = conv.backward
+    conv.backward = lambda g: calls.append(conv.needs_input_grad) or backward(g)
+    x = rng.standard_normal((8, 1, 5, 5)).astype(np.float32)
+    history = model.fit(x, rng.integers(0, 3, size=8), batch_size=4, epochs=1, verbose=0)
+    assert calls == [False, False]
+    assert conv.needs_input_grad is True
+    assert np.isfinite(history.history["loss"][0])

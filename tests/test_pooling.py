@@ -75,6 +75,21 @@ def test_forward_and_backward_match_reference_loop(rng, mode, kernel, stride, pa
     np.testing.assert_allclose(dx, expected_dx, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel, stride, padding, hw", CONFIGS, ids=IDS)
+def test_max_with_many_ties_matches_the_first_maximum_rule(rng, kernel, stride, padding, hw):
+    # Values in {0, 1, 2} after a ReLU-like clip: most windows hold several equal maxima.
+    x = np.maximum(rng.integers(-2, 3, size=(3, 2, *hw)), 0).astype(np.float32)
+    layer = MaxPool2d(kernel, stride, padding)
+    y = layer(x)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    expected_y, expected_dx = reference_pool(x.astype(np.float64), grad, kernel, stride, padding, "max")
+    np.testing.assert_array_equal(y, expected_y)
+    dx = layer.backward(grad)
+    assert dx.dtype == np.float32
+    # Each gradient lands whole on one input, so the sums are exact up to float32 accumulation.
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("stride", [2, 1])
 def test_max_ties_route_gradient_to_exactly_one_input(stride):
     layer = MaxPool2d(2, stride=stride)
