@@ -241,8 +241,10 @@ class _ConvNd(_ConvBase):
         g = g.reshape(n, *lead, self.out_channels // groups, -1)
         colsg = cols.reshape(n, *lead, -1, cols.shape[-1])
         w = self.weight.data.reshape(*lead, self.out_channels // groups, -1)
-        dw = np.matmul(g, np.swapaxes(colsg, -1, -2)).sum(axis=0)
-        self.weight.grad += dw.reshape(self.weight.shape)
+        # dW^T = sum_n cols[n] @ G[n]^T: with the columns as the left operand OpenBLAS runs
+        # 1.2-2x faster than G[n] @ cols[n]^T on these shapes (measured, 1 and 2 threads).
+        dw_t = np.matmul(colsg, np.swapaxes(g, -1, -2)).sum(axis=0)
+        self.weight.grad += np.swapaxes(dw_t, -1, -2).reshape(self.weight.shape)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=(0, g.ndim - 1)).reshape(-1)
         self._cols_valid = False

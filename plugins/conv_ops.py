@@ -14,8 +14,11 @@ strides ``(sh, sw)``, dilations ``(dh, dw)`` and padding ``((top, bottom),
 - :func:`col2im` is its adjoint: ``<im2col(x), c> == <x, col2im(c)>``. It
   scatter-adds each column entry back onto the input pixel it was read from,
   looping over the ``kh*kw`` kernel offsets only.
-- :func:`max_pool2d` / :func:`avg_pool2d` and their backward functions reduce
-  over the same windows with strided slices, one per kernel offset;
+- :func:`max_pool2d` / :func:`avg_pool2d` reduce over the same windows with
+  strided slices, separably (the ``kh`` row slices, then the ``kw`` column
+  slices of that); :func:`avg_pool2d_backward` is the adjoint, and
+  :func:`max_pool2d_backward` finds each window's first maximum again from the
+  input and the output, one pass per kernel offset;
   :func:`pool_output_size` and :func:`avg_pool_divisor` give PyTorch's
   ``ceil_mode`` and ``count_include_pad`` rules.
 - ``windows=(OH, OW)`` limits the functions taking it to the first ``OH x OW``
@@ -402,19 +405,38 @@ def max_pool2d_backward(
     return _crop(dxp, pads)
 
 
+def _row_slices(kernel: Pair, stride: Pair, out_size: Pair) -> tuple[list[slice], list[slice]]:
+    """The ``kh`` strided row slices and ``kw`` strided column slices of a separable pool.
+
+    Row slice ``i`` picks rows ``a*sh + i`` for every output row ``a``; column
+    slice ``j`` picks columns ``b*sw + j``.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    rows = [slice(i, i + sh * (oh - 1) + 1, sh) for i in range(kh)]
+    cols = [slice(j, j + sw * (ow - 1) + 1, sw) for j in range(kw)]
+    return rows, cols
+
+
 def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0, divisor: Any = None) -> np.ndarray:
     """Window sums of the zero-padded ``x`` divided by ``divisor``.
 
     ``divisor`` defaults to ``kh*kw`` (padding counted); an array broadcasting
     to ``(OH, OW)`` gives each output its own count (:func:`avg_pool_divisor`).
+    The sum is separable: over the ``kh`` strided row slices first (whole
+    contiguous rows), then over the ``kw`` column slices of that,
+    ``kh + kw - 2`` additions instead of ``kh*kw - 1``.
     """
     kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
     xp = pad2d(x, pads)
-    slices = offset_slices(kernel, stride, (oh, ow))
-    _, _, first = slices[0]
-    out = xp[:, :, first[0], first[1]].copy()
-    for _, _, window in slices[1:]:
-        out += xp[:, :, window[0], window[1]]
+    rows, cols = _row_slices(kernel, stride, (oh, ow))
+    rowsum = xp[:, :, rows[0]]  # a view when kh == 1 (1-D pools): never written to
+    if len(rows) > 1:
+        rowsum = rowsum + xp[:, :, rows[1]]
+    for r in rows[2:]:
+        rowsum += xp[:, :, r]
+    out = rowsum[..., cols[0]].copy()
+    for c in cols[1:]:
+        out += rowsum[..., c]
     out *= _reciprocal(divisor, kernel, out.dtype)
     return out
 
@@ -427,13 +449,37 @@ def avg_pool2d_backward(
     padding: Any = 0,
     divisor: Any = None,
 ) -> np.ndarray:
-    """Scatter-add ``g / divisor`` to every input of each window (padding dropped)."""
+    """Scatter-add ``g / divisor`` to every input of each window (padding dropped).
+
+    The adjoint of the separable forward: the shares are spread over the
+    ``kw`` columns of each window into a ``(N, C, OH, Wp)`` array, then its
+    rows over the ``kh`` rows of each window, assigning instead of adding
+    where windows do not overlap along that axis.
+    """
     kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
     share = grad_out * _reciprocal(divisor, kernel, grad_out.dtype)
-    dxp = _padded_zeros(input_shape, pads, grad_out.dtype)
-    for _, _, window in offset_slices(kernel, stride, (oh, ow)):
-        dxp[:, :, window[0], window[1]] += share
+    n, c, h, w = input_shape
+    hp, wp = h + sum(pads[0]), w + sum(pads[1])
+    rows, cols = _row_slices(kernel, stride, (oh, ow))
+    # Where the windows tile an axis every element is assigned once: no zeros needed.
+    tiled_w = kernel[1] == stride[1] and ow * stride[1] == wp
+    tiled_h = kernel[0] == stride[0] and oh * stride[0] == hp
+    spread = (np.empty if tiled_w else np.zeros)((n, c, oh, wp), dtype=share.dtype)
+    _scatter(spread, cols, share, overlapping=stride[1] < kernel[1], axis=3)
+    dxp = (np.empty if tiled_h else np.zeros)((n, c, hp, wp), dtype=share.dtype)
+    _scatter(dxp, rows, spread, overlapping=stride[0] < kernel[0], axis=2)
     return _crop(dxp, pads)
+
+
+def _scatter(dst: np.ndarray, slices: list[slice], values: np.ndarray, overlapping: bool, axis: int) -> None:
+    """``dst[..., s, ...] += values`` along ``axis`` for each slice (``=`` when the slices are disjoint)."""
+    index = [slice(None)] * dst.ndim
+    for s in slices:
+        index[axis] = s
+        if overlapping:
+            dst[tuple(index)] += values
+        else:
+            dst[tuple(index)] = values
 
 
 def _reciprocal(divisor: Any, kernel: Pair, dtype: np.dtype) -> Any:

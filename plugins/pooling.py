@@ -478,7 +478,12 @@ class GlobalAvgPool2d(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x.shape)
         self._x_shape = x.shape
-        return x.mean(axis=(2, 3), dtype=x.dtype)
+        n, c, h, w = x.shape
+        if x.dtype.kind != "f":
+            return x.mean(axis=(2, 3))
+        # The mean as a matrix-vector product with 1/(H*W): several times faster than x.mean(axis=(2, 3)).
+        weights = np.full(h * w, 1.0 / (h * w), dtype=x.dtype)
+        return (x.reshape(n * c, h * w) @ weights).reshape(n, c)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         h, w = self._x_shape[2:]

@@ -47,6 +47,7 @@ CONFIGS = [
     ((3, 3), (2, 2), (1, 1), (6, 7)),  # overlapping with padding
     ((2, 3), (1, 2), (1, 1), (5, 6)),  # non-square kernel and stride
     ((3, 2), (3, 2), (0, 1), (7, 5)),  # window does not tile the input
+    ((2, 2), (3, 3), (0, 0), (8, 8)),  # stride > kernel: gaps no window reads
 ]
 IDS = [f"k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-p{p[0]}x{p[1]}" for k, s, p, _ in CONFIGS]
 POOLS = {"max": MaxPool2d, "avg": AvgPool2d}
