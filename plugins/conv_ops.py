@@ -16,9 +16,10 @@ strides ``(sh, sw)``, dilations ``(dh, dw)`` and padding ``((top, bottom),
   looping over the ``kh*kw`` kernel offsets only.
 - :func:`max_pool2d` / :func:`avg_pool2d` reduce over the same windows with
   strided slices, separably (the ``kh`` row slices, then the ``kw`` column
-  slices of that); :func:`avg_pool2d_backward` is the adjoint, and
-  :func:`max_pool2d_backward` finds each window's first maximum again from the
-  input and the output, one pass per kernel offset;
+  slices of that); :func:`avg_pool2d_backward` is the adjoint;
+  :func:`max_pool2d_argmax` finds each window's first maximum from the input
+  and the output, and :func:`max_pool2d_backward` routes the gradient there,
+  one pass per kernel offset;
   :func:`pool_output_size` and :func:`avg_pool_divisor` give PyTorch's
   ``ceil_mode`` and ``count_include_pad`` rules.
 - ``windows=(OH, OW)`` limits the functions taking it to the first ``OH x OW``
@@ -51,6 +52,7 @@ __all__ = [
     "col2im",
     "col2im_batch_last",
     "max_pool2d",
+    "max_pool2d_argmax",
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
@@ -327,76 +329,85 @@ def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0) -> np.
     Padding is by ``-inf``, so it never wins. The maximum is separable: first
     over the ``kh`` rows of each window (``np.maximum`` of ``kh`` strided row
     slices, each row whole and contiguous), then over the ``kw`` columns of
-    that, ``kh + kw - 2`` passes instead of ``kh*kw - 1``. No argmax is kept:
-    :func:`max_pool2d_backward` finds the winners again from ``x`` and ``y``.
+    that, ``kh + kw - 2`` passes instead of ``kh*kw - 1``. No argmax is
+    tracked; :func:`max_pool2d_argmax` finds the winners from ``x`` and ``y``.
 
     Returns:
         ``y`` of shape ``(N, C, OH, OW)``.
     """
     kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
-    (kh, kw), (sh, sw) = kernel, stride
     xp = pad2d(x, pads, value=-np.inf)
-    rows = [xp[:, :, i : i + sh * (oh - 1) + 1 : sh] for i in range(kh)]  # (N, C, OH, Wp) each
-    rowmax = rows[0] if kh == 1 else np.maximum(rows[0], rows[1])
-    for row in rows[2:]:
-        np.maximum(rowmax, row, out=rowmax)
-    cols = [rowmax[..., j : j + sw * (ow - 1) + 1 : sw] for j in range(kw)]  # (N, C, OH, OW) each
-    if kw == 1:
-        return cols[0].copy() if kh == 1 else np.ascontiguousarray(cols[0])
-    out = np.maximum(cols[0], cols[1])
-    for col in cols[2:]:
-        np.maximum(out, col, out=out)
+    rows, cols = _row_slices(kernel, stride, (oh, ow))
+    rowmax = xp[:, :, rows[0]]  # a view when kh == 1 (1-D pools): never written to
+    if len(rows) > 1:
+        rowmax = np.maximum(rowmax, xp[:, :, rows[1]])
+    for r in rows[2:]:
+        np.maximum(rowmax, xp[:, :, r], out=rowmax)
+    if len(cols) == 1:
+        return np.array(rowmax[..., cols[0]], copy=True)
+    out = np.maximum(rowmax[..., cols[0]], rowmax[..., cols[1]])
+    for c in cols[2:]:
+        np.maximum(out, rowmax[..., c], out=out)
     return out
+
+
+def max_pool2d_argmax(
+    x: np.ndarray, out: np.ndarray, kernel: Any, stride: Any, padding: Any = 0
+) -> np.ndarray:
+    """Per window, the offset ``i*kw + j`` of its first maximum in row-major order.
+
+    ``out`` is :func:`max_pool2d` of ``x``. The offset is counted rather than
+    searched: after comparing the first ``k + 1`` offsets with the maximum,
+    every window that has not matched yet adds one, so a window adds one per
+    offset before its first match (ties go to the first, and exactly one
+    input wins each window). The last offset needs no comparison: a window
+    unmatched until then has its maximum there (a NaN maximum too).
+
+    Returns:
+        ``(N, C, OH, OW)`` of the smallest unsigned integer type holding ``kh*kw - 1``.
+    """
+    kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
+    xp = pad2d(x, pads, value=-np.inf)
+    slices = offset_slices(kernel, stride, (oh, ow))
+    argmax = np.zeros(out.shape, dtype=np.min_scalar_type(len(slices) - 1))
+    if len(slices) == 1:
+        return argmax
+    matched = np.empty(out.shape, dtype=bool)
+    equal = np.empty(out.shape, dtype=bool)
+    for k, (_, _, (r, c)) in enumerate(slices[:-1]):
+        np.equal(xp[:, :, r, c], out, out=equal if k else matched)
+        if k:
+            matched |= equal
+        np.add(argmax, np.logical_not(matched, out=equal), out=argmax)
+    return argmax
 
 
 def max_pool2d_backward(
     grad_out: np.ndarray,
-    x: np.ndarray,
-    out: np.ndarray,
+    argmax: np.ndarray,
+    input_shape: tuple[int, int, int, int],
     kernel: Any,
     stride: Any,
     padding: Any = 0,
 ) -> np.ndarray:
-    """Route each output gradient to the first input of its window equal to the window's maximum.
+    """Route each output gradient to the input its window's first maximum came from.
 
-    ``dx[n, c, a*sh + i*, b*sw + j*] += g[n, c, a, b]`` where ``(i*, j*)`` is the
-    first offset in row-major window order with ``xpad[.., a*sh + i*, b*sw + j*] == y[n, c, a, b]``:
-    ties go to the first maximum, so exactly one input receives each gradient
-    and the result is exact. Overlapping windows (stride < kernel) accumulate.
-
-    One pass per kernel offset over output-sized arrays, in window order:
-    ``first = (view == y) & ~taken`` marks the windows whose first maximum is
-    at this offset, ``taken |= first``, and ``dx[view] = g * first``. The last
-    offset takes every window not yet taken without a comparison (the maximum
-    is always somewhere in the window; a NaN maximum sends its gradient there).
-
-    Args:
-        grad_out: ``(N, C, OH, OW)``.
-        x: the forward input ``(N, C, H, W)``, unchanged since.
-        out: the forward output of :func:`max_pool2d` on ``x``.
-        kernel, stride, padding: as given to :func:`max_pool2d`.
+    ``dx[n, c, a*sh + i, b*sw + j] += g[n, c, a, b]`` where
+    ``argmax[n, c, a, b] == i*kw + j`` (:func:`max_pool2d_argmax`); overlapping
+    windows (stride < kernel) accumulate. One pass per kernel offset:
+    ``g * (argmax == k)`` written into that offset's strided slice of ``dx``
+    (assigned where windows do not overlap; no zeros where they tile).
     """
-    kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
-    xp = pad2d(x, pads, value=-np.inf)
+    kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
+    n, c, h, w = input_shape
+    hp, wp = h + sum(pads[0]), w + sum(pads[1])
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
-    tiled = kernel == stride and oh * stride[0] == xp.shape[2] and ow * stride[1] == xp.shape[3]
-    # Tiling windows write every input once, so dx needs no zeros; otherwise gaps stay 0.
-    dxp = (np.empty if tiled else np.zeros)(xp.shape, dtype=grad_out.dtype)
-    taken = np.empty(out.shape, dtype=bool)
-    equal = np.empty(out.shape, dtype=bool)
-    first = np.empty(out.shape, dtype=bool)
-    share = np.empty(out.shape, dtype=grad_out.dtype) if overlapping else None
-    slices = offset_slices(kernel, stride, (oh, ow))
-    for k, (_, _, (rows, cols)) in enumerate(slices):
-        if k == len(slices) - 1:
-            np.logical_not(taken, out=first)
-        elif k == 0:
-            np.equal(xp[:, :, rows, cols], out, out=first)
-            np.copyto(taken, first)
-        else:
-            np.equal(xp[:, :, rows, cols], out, out=equal)
-            np.greater(equal, taken, out=first)  # equal and not yet taken
-            taken |= equal
+    tiled = kernel == stride and oh * stride[0] == hp and ow * stride[1] == wp
+    dxp = (np.empty if tiled else np.zeros)((n, c, hp, wp), dtype=grad_out.dtype)
+    first = np.empty(argmax.shape, dtype=bool)
+    share = np.empty(grad_out.shape, dtype=grad_out.dtype) if overlapping else None
+    for k, (_, _, (rows, cols)) in enumerate(offset_slices(kernel, stride, (oh, ow))):
+        np.equal(argmax, k, out=first)
         dst = dxp[:, :, rows, cols]
         if overlapping:
             dst += np.multiply(grad_out, first, out=share)

@@ -21,6 +21,7 @@ from plugins.conv_ops import (
     avg_pool2d_backward,
     avg_pool_divisor,
     max_pool2d,
+    max_pool2d_argmax,
     max_pool2d_backward,
     pool_output_size,
 )
@@ -141,22 +142,27 @@ class _Pool(Layer):
 class _MaxPool(_Pool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The forward's input and output (4-D views): backward finds each window's winner from them.
-        self._x4: np.ndarray | None = None
-        self._y4: np.ndarray | None = None
+        self._argmax: np.ndarray | None = None
+        # In inference mode forward only keeps its input and output; backward then finds the argmax.
+        self._saved: tuple[np.ndarray, np.ndarray] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         shape4, kernel, stride, pads, out = self._geometry(x.shape)
-        self._x4 = x.reshape(shape4)
-        self._y4 = max_pool2d(self._x4, kernel, stride, pads)
+        x4 = x.reshape(shape4)
+        y4 = max_pool2d(x4, kernel, stride, pads)
+        if self.training:
+            self._argmax, self._saved = max_pool2d_argmax(x4, y4, kernel, stride, pads), None
+        else:
+            self._argmax, self._saved = None, (x4, y4)
         self._x_shape = x.shape
-        return self._y4.reshape(*x.shape[:2], *out)
+        return y4.reshape(*x.shape[:2], *out)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        _, kernel, stride, pads, _ = self._geometry(self._x_shape)
-        g = grad_out.reshape(self._y4.shape)
-        dx = max_pool2d_backward(g, self._x4, self._y4, kernel, stride, pads)
-        return dx.reshape(self._x_shape)
+        shape4, kernel, stride, pads, _ = self._geometry(self._x_shape)
+        if self._argmax is None:
+            self._argmax = max_pool2d_argmax(*self._saved, kernel, stride, pads)
+        g = grad_out.reshape(self._argmax.shape)
+        return max_pool2d_backward(g, self._argmax, shape4, kernel, stride, pads).reshape(self._x_shape)
 
 
 class _AvgPool(_Pool):
@@ -209,10 +215,11 @@ class MaxPool2d(_MaxPool):
     ``y[n, c, a, b] = max_{i < kh, j < kw} xpad[n, c, a*sh + i, b*sw + j]``,
     where ``xpad`` is ``x`` padded with ``-inf`` (padding never wins).
 
-    Computed without an argmax: ``np.maximum`` over the ``kh`` strided row
-    slices of the padded input, then over the ``kw`` column slices of that.
-    Backward finds each window's winner again by comparing the input with the
-    output, one pass per kernel offset.
+    Computed as ``np.maximum`` over the ``kh`` strided row slices of the
+    padded input, then over the ``kw`` column slices of that. In training mode
+    the offset of each window's first maximum is then found by comparing each
+    of the ``kh*kw`` slices with the output (no running argmax); in inference
+    mode only if ``backward`` asks for it.
 
     Args:
         kernel_size: ``k`` or ``(kh, kw)``.
@@ -233,9 +240,10 @@ class MaxPool2d(_MaxPool):
           ``H + ph`` (``W + pw``).
 
     Attributes:
-        None (no parameters). The last forward keeps references to its input
-        and output for backward (no copies; neither may be changed in place
-        before ``backward``).
+        None (no parameters). The last forward keeps the offset of each
+        window's first maximum (``(N, C, OH, OW)``, one small integer each) in
+        training mode, and references to its input and output in inference
+        mode (neither may then be changed in place before ``backward``).
 
     Gradient:
         Each output's gradient goes to the single input its maximum came from:
@@ -350,8 +358,8 @@ class MaxPool1d(_MaxPool):
           at or past ``L + p``).
 
     Attributes:
-        None (no parameters); the last forward keeps references to its input
-        and output for backward.
+        None (no parameters); the last forward keeps the first-maximum offsets
+        (training) or its input and output (inference) for backward.
 
     Gradient:
         ``dL/dx[n, c, t*s + i*] += dL/dy[n, c, t]``, ``i*`` the window's first

@@ -206,3 +206,16 @@ def test_passes_the_conformance_kit(layer):
     from framework.testing import check_layer
 
     assert check_layer(layer, (2, 2, 5, 6)).ok
+
+
+@pytest.mark.parametrize("kernel, stride, padding, hw", CONFIGS, ids=IDS)
+def test_max_backward_after_an_inference_forward_matches_training(rng, kernel, stride, padding, hw):
+    # Training mode stores the first-maximum offsets; inference mode finds them only in backward.
+    x = np.maximum(rng.integers(-2, 3, size=(2, 3, *hw)), 0).astype(np.float32)
+    train, infer = MaxPool2d(kernel, stride, padding), MaxPool2d(kernel, stride, padding)
+    infer.eval()
+    y = train(x)
+    np.testing.assert_array_equal(infer(x), y)
+    grad = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(infer.backward(grad), train.backward(grad))
+    assert train._saved is None and infer._saved is not None
