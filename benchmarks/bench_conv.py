@@ -2,7 +2,7 @@
 
 For each convolution, one round times the layer's forward + backward and then
 the same three ``np.matmul`` calls the layer makes (forward ``Wm @ cols``,
-weight gradient ``G @ cols^T`` summed over the batch, column gradient
+weight gradient ``cols @ G^T`` summed over the batch, column gradient
 ``Wm^T @ G`` with ``G`` batch-last) on arrays built beforehand. Rounds alternate, so drifting load
 on a shared machine hits both alike. Everything is float32.
 
@@ -60,7 +60,7 @@ def bench_conv(in_ch: int, out_ch: int, k: int, x_shape: tuple[int, ...], rounds
 
     def matmuls_only() -> None:
         np.matmul(wm, cols)
-        np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+        np.matmul(cols, g.transpose(0, 2, 1)).sum(axis=0)
         np.matmul(wm.T, g_last, out=dcols)
 
     layer_step(), matmuls_only()  # warm up
