@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.harness import IMPL_ORDER, all_cases, run, table, write_json
+from benchmarks.harness import IMPL_ORDER, SETTLE, all_cases, run, table, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", nargs="+", choices=IMPL_ORDER, default=None, help="implementations to run")
     parser.add_argument(
         "--json", type=Path, default=None, help="write results here (default benchmarks/results/latest.json)"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help=f"seconds to wait before each timed round, so the previous worker's BLAS threads "
+        f"stop spinning (default {SETTLE})",
     )
     parser.add_argument("--markdown", action="store_true", help="print the final table as Markdown")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 7)
     if rounds < 1 or args.threads < 1:
         parser.error("--rounds and --threads must be at least 1")
+    if args.settle < 0:
+        parser.error("--settle must be at least 0")
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(
         f"{len(cases)} cases, {rounds} rounds, {args.threads} threads"
@@ -77,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         + (" (quick)" if args.quick else ""),
         flush=True,
     )
-    results = run(cases, rounds, args.threads, args.quick, args.impls, log=lambda s: print(s, flush=True))
+    results = run(
+        cases,
+        rounds,
+        args.threads,
+        args.quick,
+        args.impls,
+        log=lambda s: print(s, flush=True),
+        settle=args.settle,
+    )
     print()
     print(table(results, markdown=args.markdown))
     path = write_json(results, args.json)

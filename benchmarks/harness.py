@@ -42,6 +42,8 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
 
 #: Implementations in the order they run within a round and appear in the table.
 IMPL_ORDER = ("ours", "torch", "floor", "naive")
+#: Seconds the parent waits before each timed round (see ``run``).
+SETTLE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,14 +295,22 @@ def run(
     quick: bool,
     impls: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
+    settle: float = SETTLE,
 ) -> dict[str, Any]:
-    """Run ``cases`` interleaved; returns the results dict written as JSON."""
+    """Run ``cases`` interleaved; returns the results dict written as JSON.
+
+    Before each timed round the parent waits ``settle`` seconds: after its last
+    product, OpenBLAS keeps its worker threads spinning for about 0.1 s (2^28
+    cycles), so a worker asked right after another would share the cores with
+    the other's spinning threads (measured: our MLP step 4.8 ms against 2.5 ms
+    alone, the GEMM floor 3.8 against 1.6 ms).
+    """
     have_torch = torch_available()
     wanted = [i for i in IMPL_ORDER if (impls is None or i in impls) and (i != "torch" or have_torch)]
     started = time.time()
     results: dict[str, Any] = {
         "machine": machine_info(),
-        "settings": {"rounds": rounds, "threads": threads, "quick": quick, "impls": wanted},
+        "settings": {"rounds": rounds, "threads": threads, "quick": quick, "impls": wanted, "settle": settle},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cases": {},
     }
@@ -326,6 +336,7 @@ def run(
                 active = [i for i in present if i not in errors]
                 for _ in range(rounds):
                     for impl in active:
+                        time.sleep(settle)  # the previous worker's BLAS threads stop spinning
                         answer = workers[impl].request(op="run", case=case.name)
                         if "error" in answer:
                             errors[impl] = answer["error"]
