@@ -48,7 +48,12 @@ class Linear(Layer):
     Gradient:
         With ``Z = X W^T + b`` and ``G = dL/dZ`` (after the activation's
         backward): ``dL/dW = G^T X``, ``dL/db = sum over samples of G``,
-        ``dL/dX = G W``. The batch mean's ``1/N`` is already in ``G``. With
+        ``dL/dX = G W``. The batch mean's ``1/N`` is already in ``G``. For a
+        2-D input, ``Y`` is computed as ``(W X^T)^T`` and returned F-ordered
+        (the transpose of a C-ordered array), which BLAS computes fastest and
+        the next Linear consumes without a copy; ``dL/dX`` comes back in
+        ``X``'s layout (``(W^T G^T)^T`` for an F-ordered ``X``), so element-wise
+        work upstream never mixes C and F operands. With
         ``needs_input_grad = False`` (the first layer during ``fit``) the
         ``G W`` product is skipped and ``backward`` returns ``None``.
 
@@ -117,7 +122,11 @@ class Linear(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        y = x @ self.weight.data.T
+        w = self.weight.data
+        # For a batch of vectors the product is computed transposed, W x^T, into a
+        # C-ordered (out, N) array whose transpose is returned: BLAS writes that
+        # layout fastest, and the next Linear's W x^T then reads a C-ordered x^T.
+        y = np.matmul(w, x.T).T if x.ndim == 2 else x @ w.T
         if self.bias is not None:
             y += self.bias.data
         if self.activation is not None:
@@ -133,6 +142,8 @@ class Linear(Layer):
             self.bias.grad += g2.sum(axis=0)
         if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
+        if g.ndim == 2 and not x.flags.c_contiguous:  # dL/dx in x's layout: F-ordered as (W^T G^T)^T
+            return np.matmul(self.weight.data.T, g.T).T
         return g @ self.weight.data
 
     def output_shape(self, input_shape: Any) -> Any:

@@ -121,3 +121,21 @@ def test_keep_freed_memory_is_idempotent() -> None:
     first = keep_freed_memory()
     assert isinstance(first, bool)
     assert keep_freed_memory() is first
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_linear_transposed_products_match_the_plain_ones(order: str) -> None:
+    """Y = (W X^T)^T comes back F-ordered; dL/dX comes back in X's layout; both equal the plain products."""
+    rng = np.random.default_rng(1)
+    layer = Linear(6, 4)
+    x = np.asarray(rng.standard_normal((5, 6)), dtype=np.float32, order=order)
+    y = layer.forward(x)
+    w, b = layer.weight.data, layer.bias.data
+    np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-6, atol=1e-6)
+    assert y.flags.f_contiguous and not y.flags.c_contiguous
+    g = np.asarray(rng.standard_normal((5, 4)), dtype=np.float32, order="F")
+    layer.zero_grad()
+    dx = layer.backward(g)
+    np.testing.assert_allclose(dx, g @ w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-6, atol=1e-6)
+    assert dx.flags.c_contiguous == (order == "C") and dx.flags.f_contiguous == (order == "F")
