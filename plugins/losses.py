@@ -206,7 +206,7 @@ class CrossEntropy(Loss):
         self.weight = weight
         self.label_smoothing = float(label_smoothing)
         self.ignore_index = int(ignore_index)
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._cache: tuple[np.ndarray, ...] | None = None
 
     def _ignored(self, labels: np.ndarray) -> np.ndarray:
         return labels == self.ignore_index
@@ -255,6 +255,8 @@ class CrossEntropy(Loss):
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
     ) -> float:
         z = self._check_pred(y_pred)
+        if sample_weight is None and self._plain_labels(z, y_true):
+            return self._forward_labels(z, y_true)
         name = type(self).__name__
         if z.ndim < 2:
             raise ShapeError(f"{name}: y_pred must be logits of shape (N, C) or (N, C, d...), got {z.shape}")
@@ -304,9 +306,41 @@ class CrossEntropy(Loss):
         self._cache = (probs, wq, coef, wq.sum(axis=1))
         return float((per_position * coef).sum(dtype=np.float64))
 
+    def _plain_labels(self, z: np.ndarray, y_true: Any) -> bool:
+        """Whether the common case applies: (N, C) logits, N labels in [0, C), no weights or smoothing."""
+        return (
+            self.weight is None
+            and not self.label_smoothing
+            and type(self)._position_mask is CrossEntropy._position_mask
+            and z.ndim == 2
+            and isinstance(y_true, np.ndarray)
+            and y_true.shape == z.shape[:1]
+            and np.issubdtype(y_true.dtype, np.integer)
+            and z.shape[0] > 0
+            and int(y_true.min()) >= 0
+            and int(y_true.max()) < z.shape[1]
+        )
+
+    def _forward_labels(self, z: np.ndarray, labels: np.ndarray) -> float:
+        """``mean_i (log sum_c exp z_ic - z_i,y_i)``; backward gives ``(p - onehot(y)) / N``."""
+        shifted = z - z.max(axis=1, keepdims=True)
+        probs = np.exp(shifted)
+        total = probs.sum(axis=1)
+        rows = np.arange(len(labels))
+        per_sample = np.log(total) - shifted[rows, labels]
+        probs /= total[:, None]
+        self._cache = (probs, rows, labels)  # type: ignore[assignment]
+        return float(per_sample.mean(dtype=np.float64))
+
     def backward(self) -> np.ndarray:
         if self._cache is None:
             raise NotBuiltError(f"{type(self).__name__}: call forward() before backward()")
+        if len(self._cache) == 3:  # the plain-labels case
+            probs, rows, labels = self._cache  # type: ignore[misc]
+            inv_n = probs.dtype.type(1.0 / len(labels))
+            grad = probs * inv_n
+            grad[rows, labels] -= inv_n
+            return grad
         probs, wq, coef, wq_sum = self._cache
         grad = probs * np.expand_dims(wq_sum, 1)
         grad -= wq

@@ -139,3 +139,24 @@ def test_linear_transposed_products_match_the_plain_ones(order: str) -> None:
     np.testing.assert_allclose(dx, g @ w, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-6, atol=1e-6)
     assert dx.flags.c_contiguous == (order == "C") and dx.flags.f_contiguous == (order == "F")
+
+
+def test_cross_entropy_label_fast_path_matches_the_general_path() -> None:
+    """Integer labels (the fast path) and the same labels one-hot (the general path) agree."""
+    from framework.losses import CrossEntropy
+
+    rng = np.random.default_rng(2)
+    z = np.asfortranarray(rng.standard_normal((7, 5)) * 3.0)
+    labels = rng.integers(0, 5, 7)
+    loss = CrossEntropy()
+    fast = loss.forward(z, labels)
+    grad_fast = loss.backward()
+    general = loss.forward(z, np.eye(5)[labels])
+    grad_general = loss.backward()
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    assert fast == pytest.approx(-log_p[np.arange(7), labels].mean(), rel=1e-12)
+    assert fast == pytest.approx(general, rel=1e-12)
+    np.testing.assert_allclose(grad_fast, grad_general, rtol=1e-12, atol=1e-15)
+    assert loss.forward(z, np.array([0, 1, 2, 3, 4, 0, -100])) == pytest.approx(
+        -log_p[np.arange(6), [0, 1, 2, 3, 4, 0]].mean(), rel=1e-12
+    )  # an ignored label takes the general path
