@@ -553,7 +553,8 @@ def fit(
                     total += value
                     count += 1
                     if cb.has_batch_hooks:
-                        batch_logs = {"loss": value}
+                        # Running means over the epoch so far, as the metrics are (Keras's convention).
+                        batch_logs = {"loss": total / count}
                         batch_logs.update(trainer.metric_logs())
                         cb.on_train_batch_end(step, batch_logs)
                     if interrupt.flag or model.stop_training:
