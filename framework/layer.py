@@ -130,6 +130,12 @@ class Layer:
             nothing upstream needs ``dL/dx``; a layer may then skip that
             product and return ``None`` from ``backward`` (``Linear`` does),
             still accumulating its parameter gradients.
+        grad_out_writable: ``False`` by default. A container sets it to
+            ``True`` for the duration of one ``backward`` call when the
+            gradient it passes is an intermediate array nobody else reads
+            (``Sequential`` does, for every layer but the last); the layer may
+            then overwrite ``grad_out`` in place instead of allocating
+            (``ReLU`` and ``Dropout`` do).
     """
 
     name: str | None = None
@@ -138,6 +144,7 @@ class Layer:
     input_shape: Any = None
     input_spec: Any = None
     needs_input_grad: bool = True
+    grad_out_writable: bool = False
     _out_shape: Any = None
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).

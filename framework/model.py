@@ -888,8 +888,13 @@ class Sequential(Model):
         return x
 
     def backward(self, grad_out: Any) -> Any:
-        for layer in reversed(self._stack.values()):
-            grad_out = layer.backward(grad_out)
+        for i, layer in enumerate(reversed(self._stack.values())):
+            # Past the last layer, grad_out is an intermediate array only this loop holds.
+            layer.grad_out_writable = i > 0
+            try:
+                grad_out = layer.backward(grad_out)
+            finally:
+                layer.grad_out_writable = False
             if grad_out is None:  # a first layer with needs_input_grad=False (see fit)
                 break
         return grad_out

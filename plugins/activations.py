@@ -231,6 +231,8 @@ class ReLU(ActivationLayer):
         return np.maximum(x, x.dtype.type(0.0))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self.grad_out_writable and grad_out.dtype.kind == "f":
+            return np.multiply(grad_out, self._mask, out=grad_out)
         return grad_out * self._mask
 
 

@@ -230,6 +230,8 @@ class Dropout(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._scaled_mask is None:
             return grad_out
+        if self.grad_out_writable and grad_out.dtype == self._scaled_mask.dtype:
+            return np.multiply(grad_out, self._scaled_mask, out=grad_out)
         return grad_out * self._scaled_mask
 
     def get_config(self) -> dict[str, Any]:

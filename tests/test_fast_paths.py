@@ -160,3 +160,48 @@ def test_cross_entropy_label_fast_path_matches_the_general_path() -> None:
     assert loss.forward(z, np.array([0, 1, 2, 3, 4, 0, -100])) == pytest.approx(
         -log_p[np.arange(6), [0, 1, 2, 3, 4, 0]].mean(), rel=1e-12
     )  # an ignored label takes the general path
+
+
+def test_relu_and_dropout_overwrite_grad_only_inside_sequential_backward():
+    """grad_out_writable lets ReLU/Dropout reuse the incoming gradient, never a caller's array."""
+
+    framework.set_seed(3)
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32)
+    relu = ReLU()
+    relu(x)
+    g = np.ones_like(x)
+    before = g.copy()
+    out = relu.backward(g)
+    np.testing.assert_array_equal(g, before)  # a direct call leaves the caller's gradient alone
+    assert out is not g and not relu.grad_out_writable
+
+    def build(p: float) -> framework.Sequential:
+        framework.set_seed(7)
+        return framework.Sequential(
+            [
+                framework.layers.Linear(5, 8),
+                ReLU(),
+                framework.layers.Dropout(p, seed=1),
+                framework.layers.Linear(8, 3),
+            ]
+        )
+
+    model = build(0.4)
+    model.train()
+    model(x)
+    g_top = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    g_copy = g_top.copy()
+    dx = model.backward(g_top)
+    np.testing.assert_array_equal(g_top, g_copy)  # the gradient handed to the model is not touched
+    assert all(not layer.grad_out_writable for layer in model.layers)
+
+    # The same computation without in-place reuse, layer by layer, gives identical results.
+    reference = build(0.4)
+    reference.train()
+    reference(x)
+    g = g_copy
+    for layer in reversed(reference.layers):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(dx, g)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
