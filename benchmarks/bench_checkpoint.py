@@ -87,14 +87,14 @@ def main() -> None:
         raw_load(raw)
         times["raw load"].append(time.perf_counter() - t)
     print(f"model: {n_params:,} parameters, {n_params * 4 / 2**20:.1f} MiB float32; {args.rounds} rounds")
-    print(f"{'case':<10} {'median ms':>10} {'min-max ms':>18}")
+    print(f"{'case':<15} {'median ms':>10} {'min-max ms':>18}")
     for name, values in times.items():
-        print(
-            f"{name:<10} {statistics.median(values) * 1e3:>10.1f} {min(values) * 1e3:>8.1f}-{max(values) * 1e3:<8.1f}"
-        )
-    for op in ("save", "load"):
-        ratio = statistics.median(times[op]) / statistics.median(times[f"raw {op}"])
-        print(f"{op} ratio framework / raw h5py: {ratio:.2f}x")
+        lo, hi = min(values) * 1e3, max(values) * 1e3
+        print(f"{name:<15} {statistics.median(values) * 1e3:>10.1f} {lo:>8.1f}-{hi:<8.1f}")
+    med = {name: statistics.median(values) for name, values in times.items()}
+    print(f"save / raw save:        {med['save'] / med['raw save']:.2f}x")
+    print(f"save / raw save+fsync:  {med['save'] / med['raw save+fsync']:.2f}x")
+    print(f"load / raw load:        {med['load'] / med['raw load']:.2f}x")
 
 
 if __name__ == "__main__":
