@@ -79,7 +79,10 @@ class Callback:
         self.on_batch_begin(batch, logs)
 
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
-        """Called after each training batch with its loss (defaults to :meth:`on_batch_end`)."""
+        """Called after each training batch; ``logs`` holds the running means of the epoch so far.
+
+        (Defaults to :meth:`on_batch_end`.)
+        """
         self.on_batch_end(batch, logs)
 
     def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
