@@ -72,7 +72,9 @@ def _pages() -> list[Path]:
 
 
 def _python_pages() -> list[Path]:
-    return [p for p in _pages() if any(b.lang in ("python", "py") for b in extract_blocks(p.read_text()))]
+    """Every docs page with Python blocks, and the README (its first-model example must run too)."""
+    pages = [*_pages(), ROOT / "README.md"]
+    return [p for p in pages if any(b.lang in ("python", "py") for b in extract_blocks(p.read_text()))]
 
 
 def test_extract_blocks_finds_fences_markers_and_indented_blocks() -> None:
@@ -148,13 +150,13 @@ def test_the_docs_hook_finds_the_mathjax_package() -> None:
     assert any((root / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
 
 
-@pytest.mark.parametrize("page", _python_pages(), ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", _python_pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = page.read_text()
     required = [m.strip() for found in REQUIRES_RE.findall(text) for m in found.split(",") if m.strip()]
     absent = [m for m in required if importlib.util.find_spec(m) is None]
     if absent:
-        pytest.skip(f"{page.relative_to(DOCS)} needs {', '.join(absent)}, which does not exist yet")
+        pytest.skip(f"{page.relative_to(ROOT)} needs {', '.join(absent)}, which does not exist yet")
 
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
