@@ -635,7 +635,9 @@ class LambdaCallback(Callback):
 
 
 class ProgbarLogger(Callback):
-    """Progress output of ``fit``: a tqdm bar per epoch (``verbose=1``) or one line per epoch (2).
+    """Progress output of ``fit``: a bar per epoch (``verbose=1``) or one line per epoch (2).
+
+    The bar is tqdm's, or a plain one-line text bar where tqdm is not installed.
 
     The bar shows the running loss and metrics; at the epoch's end it shows
     the epoch's results, validation included, and the epoch time.
@@ -656,16 +658,7 @@ class ProgbarLogger(Callback):
         self._start = time.perf_counter()
         self._epoch_label = f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}"
         if self.verbose == 1:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(
-                total=self.params.get("steps"),
-                desc=self._epoch_label,
-                unit="batch",
-                file=self._out(),
-                leave=True,
-                dynamic_ncols=True,
-            )
+            self._bar = _progress_bar(self.params.get("steps"), self._epoch_label, self._out())
             self._last = 0.0
 
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
@@ -691,6 +684,51 @@ class ProgbarLogger(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _progress_bar(total: int | None, label: str, file: Any) -> Any:
+    """A tqdm bar, or :class:`_TextBar` where tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _TextBar(total, label, file)
+    return tqdm(total=total, desc=label, unit="batch", file=file, leave=True, dynamic_ncols=True)
+
+
+class _TextBar:
+    """The part of tqdm's interface ``ProgbarLogger`` uses, drawn with ``\\r`` on one line."""
+
+    def __init__(self, total: int | None, label: str, file: Any) -> None:
+        self.total, self.label, self.file = total, label, file
+        self.n = 0
+        self.postfix = ""
+        self._width = 0
+
+    def _draw(self) -> None:
+        if self.total:
+            filled = 30 * self.n // self.total
+            done = f"[{'=' * filled}{'.' * (30 - filled)}] {self.n}/{self.total}"
+        else:
+            done = f"{self.n} batches"
+        tail = f" - {self.postfix}" if self.postfix else ""
+        line = f"{self.label} {done}{tail}"
+        self._width = max(self._width, len(line))
+        self.file.write("\r" + line.ljust(self._width))
+        self.file.flush()
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+        if refresh:
+            self._draw()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self._draw()
+
+    def close(self) -> None:
+        self._draw()
+        self.file.write("\n")
+        self.file.flush()
 
 
 def _format(logs: Logs) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -568,6 +569,8 @@ def check_layer(
     def checkpoint() -> str:
         if isinstance(probe, list):
             raise _Skip("a layer of several outputs cannot end a saved model; not checked")
+        if importlib.util.find_spec("h5py") is None:
+            raise _Skip("h5py is not installed (pip install h5py); checkpoints cannot be written")
         try:
             from framework.checkpoint import load_model, save_model
             from framework.model import Model, Sequential

@@ -25,3 +25,16 @@ def _seeded_framework():
     """Every test starts from the same global generator state, whatever ran before it."""
     framework.set_seed(20261126)
     yield
+
+
+def pytest_report_header(config):
+    """Say up front when run-time dependencies are missing (their tests are skipped, not failed)."""
+    import importlib.util
+
+    missing = [name for name in ("h5py", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        return (
+            f"framework: run-time dependencies not installed: {', '.join(missing)}; their tests are skipped. "
+            "Install them with: pip install -e '.[dev]'"
+        )
+    return None

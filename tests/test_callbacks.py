@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+from support import requires_h5py
 
 import framework
 from framework import Sequential
@@ -125,6 +126,7 @@ def test_early_stopping_max_mode_and_min_delta(data):
     assert len(history.epoch) == 3  # 0.505 and 0.509 are not 0.01 better than 0.5
 
 
+@requires_h5py
 def test_model_checkpoint_writes_files(tmp_path, data):
     if not hasattr(framework.model.Model, "save"):
         pytest.skip("model.save is not available")

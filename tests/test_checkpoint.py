@@ -13,15 +13,19 @@ import textwrap
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import subprocess_env
 
 import framework
 from framework import CheckpointError, Sequential, load_model
 from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+
+h5py = pytest.importorskip(
+    "h5py", reason="h5py is not installed (a run-time dependency: pip install -e '.[dev]')"
+)
 
 
 def _cnn() -> Sequential:
@@ -355,7 +359,9 @@ def test_sigkill_during_save_leaves_a_loadable_file(tmp_path: Path) -> None:
         p.data.fill(-1.0)
     first.save(path)
     for delay in (0.05, 0.13, 0.29, 0.41, 0.6):
-        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True, env=subprocess_env()
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

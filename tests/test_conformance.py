@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import requires_h5py
 
 from framework import hookimpl
 from framework.errors import ConfigError
@@ -99,6 +100,7 @@ def _failed(layer: Layer, shape: tuple[int, ...]) -> tuple[list[str], str]:
     return report.checks("FAIL"), str(info.value)
 
 
+@requires_h5py
 def test_correct_layer_passes_every_check() -> None:
     report = check_layer(ConfScale(2.5), (4, 3))
     assert report.passed
@@ -132,6 +134,7 @@ def test_lying_output_shape_is_caught() -> None:
     assert "(None, 3)" in message and "(None, 2)" in message
 
 
+@requires_h5py
 def test_config_that_loses_an_argument_is_caught() -> None:
     failed, message = _failed(ConfLostArgument(3.0), (4, 3))
     assert failed == ["config", "checkpoint"]

@@ -156,7 +156,7 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
     required = [m.strip() for found in REQUIRES_RE.findall(text) for m in found.split(",") if m.strip()]
     absent = [m for m in required if importlib.util.find_spec(m) is None]
     if absent:
-        pytest.skip(f"{page.relative_to(ROOT)} needs {', '.join(absent)}, which does not exist yet")
+        pytest.skip(f"{page.relative_to(ROOT)} needs {', '.join(absent)}, which is not installed")
 
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}

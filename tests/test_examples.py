@@ -10,13 +10,13 @@ script asserts it; the test also checks the message and the file).
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import requires_h5py, subprocess_env
 
 import framework
 from framework import ConfigError, Sequential
@@ -48,7 +48,7 @@ needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib
 
 def run_example(name: str, output: Path) -> str:
     """Run ``examples/<name>.py --quick --output <output>``; return its stdout after checking it passed."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env = subprocess_env(OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--output", str(output)],
         capture_output=True,
@@ -68,33 +68,39 @@ def run_example(name: str, output: Path) -> str:
 
 
 @needs_sklearn
+@requires_h5py
 def test_digits_cnn(tmp_path: Path) -> None:
     out = run_example("digits_cnn", tmp_path)
     assert "450 test images" in out  # a quarter of the 1797 digits, held out
 
 
+@requires_h5py
 def test_spirals(tmp_path: Path) -> None:
     run_example("spirals", tmp_path)
     if _has("matplotlib"):
         assert (tmp_path / "spirals_boundary.png").read_bytes()[:8] == PNG_MAGIC
 
 
+@requires_h5py
 def test_regression_mlp(tmp_path: Path) -> None:
     out = run_example("regression_mlp", tmp_path)
     assert "test MSE" in out
 
 
 @needs_fashion
+@requires_h5py
 def test_fashion_mnist_mlp(tmp_path: Path) -> None:
     run_example("fashion_mnist_mlp", tmp_path)
 
 
 @needs_fashion
+@requires_h5py
 def test_fashion_mnist_lenet(tmp_path: Path) -> None:
     run_example("fashion_mnist_lenet", tmp_path)
 
 
 @needs_fashion
+@requires_h5py
 def test_fashion_mnist_cnn(tmp_path: Path) -> None:
     run_example("fashion_mnist_cnn", tmp_path)
     if _has("matplotlib"):

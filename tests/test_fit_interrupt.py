@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from support import subprocess_env
 
 import framework
 from framework import Sequential
@@ -53,7 +53,7 @@ def test_sigint_stops_fit_and_returns_history(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out_npz, out_json = tmp_path / "weights.npz", tmp_path / "history.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env(PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(
         [sys.executable, str(script), str(out_npz), str(out_json)],
         stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from support import requires_h5py
 
 import framework
 from framework import Input, Sequential
@@ -175,6 +176,7 @@ def test_compile_config_round_trip():
         Sequential([Linear(3, 2)]).compile_config()
 
 
+@requires_h5py
 def test_save_and_load_model(tmp_path, rng):
     checkpoint = pytest.importorskip("framework.checkpoint")
     framework.set_seed(1)

@@ -11,7 +11,6 @@ a module and a ``<name>-<version>.dist-info`` holding ``METADATA`` and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import subprocess_env
 
 from framework import Layer, hookimpl
 from framework.errors import PluginError
@@ -64,8 +64,7 @@ BROKEN = """
 
 def _run(code: str, site: Path, **env_vars: str) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter with ``site`` on the path; it prints one JSON line."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
-    env["PYTHONPATH"] = str(site)
+    env = subprocess_env(site, clean=True)
     env.update(env_vars)
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=60
@@ -165,8 +164,7 @@ def test_override_between_installed_distributions(tmp_path: Path) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-better-flatten", "better_flatten", _layer_plugin("Flatten", override=True))
     code = textwrap.dedent(LOAD) + "print(json.dumps(REGISTRY.get('layers', 'Flatten').__module__))\n"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
-    env["PYTHONPATH"] = str(site)
+    env = subprocess_env(site, clean=True)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     loaded, flatten = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
@@ -195,8 +193,7 @@ def test_broken_plugin_is_reported_and_the_rest_works(tmp_path: Path) -> None:
 def test_plugins_command_shows_the_broken_plugin(tmp_path: Path) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-broken", "broken_plugin", BROKEN, version="0.3")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
-    env["PYTHONPATH"] = str(site)
+    env = subprocess_env(site, clean=True)
     result = subprocess.run(
         [sys.executable, "-W", "ignore", "-m", "framework", "plugins"],
         env=env,

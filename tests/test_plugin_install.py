@@ -12,7 +12,6 @@ without it the plugin is uninstalled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import requires_h5py, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "plugin-example"
@@ -27,13 +27,8 @@ DIST = "framework-plugin-example"
 
 
 def _env(site: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
-    env.pop("PYTHONPATH", None)
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    env["PYTHONWARNINGS"] = "ignore"
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
+    paths = [] if site is None else [site]
+    return subprocess_env(*paths, clean=True, PYTHONWARNINGS="ignore", PIP_DISABLE_PIP_VERSION_CHECK="1")
 
 
 def _python(code: str, site: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -131,6 +126,7 @@ def checkpoint(installed: tuple[Path, str], tmp_path_factory: pytest.TempPathFac
     return path, json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@requires_h5py
 def test_installed_layer_trains_saves_and_loads(
     installed: tuple[Path, str], checkpoint: tuple[Path, dict]
 ) -> None:
@@ -147,6 +143,7 @@ def test_installed_layer_trains_saves_and_loads(
     assert path.is_file()
 
 
+@requires_h5py
 def test_loading_after_uninstall_names_the_layer_and_distribution(checkpoint: tuple[Path, dict]) -> None:
     path, _ = checkpoint
     code = """

@@ -6,6 +6,7 @@ import types
 
 import numpy as np
 import pytest
+from support import subprocess_env
 
 import framework
 from framework import Layer, hookimpl
@@ -116,7 +117,11 @@ def test_misspelled_hook_is_refused():
 
 def test_cli_lists_plugins():
     out = subprocess.run(
-        [sys.executable, "-m", "framework", "plugins"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "framework", "plugins"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=subprocess_env(),
     )
     assert "framework" in out.stdout and "Linear" in out.stdout
 
