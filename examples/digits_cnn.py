@@ -28,7 +28,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pathlib import Path
 
-import numpy as np
+from common import save_and_reload
 
 import framework
 from framework import Sequential
@@ -87,13 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({round(result['accuracy'] * len(y_test))}/{len(y_test)})"
     )
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.output / "digits_cnn.h5"
-    model.save(checkpoint)
-    reloaded = framework.load_model(checkpoint)
-    before, after = model.predict(x_test), reloaded.predict(x_test)
-    assert np.array_equal(before, after), "the reloaded model's predictions differ"
-    print(f"saved {checkpoint}; reloaded with framework.load_model: predictions identical (bit for bit)")
+    save_and_reload(model, x_test, args.output / "digits_cnn.h5")
     print(f"total time {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -20,15 +20,15 @@ Run: ``python examples/fashion_mnist_cnn.py [--epochs 12] [--batch-size 128] [--
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
+from common import fashion_data, fashion_parser, save_and_reload
 
 import framework
 from framework import Sequential
-from framework.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+from framework.datasets import FASHION_MNIST_CLASSES
 from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 
 OUTPUT = Path(__file__).resolve().parent / "output"
@@ -78,23 +78,12 @@ def save_prediction_grid(path: Path, images: np.ndarray, true: np.ndarray, pred:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser = fashion_parser(__doc__, epochs=12)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
-    parser.add_argument("--output", type=Path, default=OUTPUT, help="folder for the checkpoint and PNGs")
-    parser.add_argument("--quick", action="store_true", help="1 epoch on 2000 test-file images (smoke test)")
     args = parser.parse_args(argv)
 
     framework.set_seed(args.seed)
-    if args.quick:  # only the small test file: 2000 of its images to train on, 500 others to test
-        args.epochs = 1
-        x, y = load_fashion_mnist(args.data, kind="test")
-        (x_train, y_train), (x_test, y_test) = (x[:2000], y[:2000]), (x[-500:], y[-500:])
-    else:
-        (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data)
+    (x_train, y_train), (x_test, y_test) = fashion_data(args)
     print(f"train {x_train.shape}, test {x_test.shape}")
 
     model = build_model()
@@ -134,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"no plots: {exc}")
 
-    checkpoint = args.output / "fashion_mnist_cnn.h5"
-    model.save(checkpoint)
-    reloaded = framework.load_model(checkpoint)
-    assert np.array_equal(reloaded.predict(x_test, batch_size=500), logits), "reloaded predictions differ"
-    print(f"saved {checkpoint}; reloaded with framework.load_model: predictions identical (bit for bit)")
+    save_and_reload(model, x_test, args.output / "fashion_mnist_cnn.h5", batch_size=500)
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+from common import save_and_reload
 
 import framework
 from framework import Sequential
@@ -66,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         f"MSE against sin(x) on a grid {clean_mse:.5f}  training time {time.perf_counter() - start:.1f} s"
     )
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.output / "regression_mlp.h5"
-    model.save(checkpoint)
-    reloaded = framework.load_model(checkpoint)
-    assert np.array_equal(reloaded.predict(grid), model.predict(grid)), "reloaded predictions differ"
-    print(f"saved {checkpoint}; reloaded with framework.load_model: predictions identical (bit for bit)")
+    save_and_reload(model, grid, args.output / "regression_mlp.h5")
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
+from common import save_and_reload
 
 import framework
 from framework import Sequential
@@ -96,11 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if save_boundary(args.output / "spirals_boundary.png", model, x_test, y_test):
         print(f"saved {args.output / 'spirals_boundary.png'}")
 
-    checkpoint = args.output / "spirals.h5"
-    model.save(checkpoint)
-    reloaded = framework.load_model(checkpoint)
-    assert np.array_equal(reloaded.predict(x_test), model.predict(x_test)), "reloaded predictions differ"
-    print(f"saved {checkpoint}; reloaded with framework.load_model: predictions identical (bit for bit)")
+    save_and_reload(model, x_test, args.output / "spirals.h5")
     return 0
 
 
