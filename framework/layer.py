@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from framework.config import Configurable
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.parameter import Buffer, Parameter
 
@@ -110,7 +111,7 @@ def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
     return backward
 
 
-class Layer:
+class Layer(Configurable):
     """Base class of every layer, activation and model.
 
     Args:
@@ -194,16 +195,6 @@ class Layer:
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this layer, as JSON data."""
         return {"name": self.name} if self.name is not None else {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Layer:
-        """Rebuild a layer from :meth:`get_config`'s output."""
-        if not isinstance(config, dict):
-            raise ConfigError(f"{cls.__name__}.from_config: expected a dict, got {type(config).__name__}")
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
 
     # -- calling -----------------------------------------------------------
 

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from framework import schedules
+from framework.config import Configurable
 from framework.errors import ConfigError
 from framework.parameter import Parameter
 
 __all__ = ["Optimizer"]
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Updates parameters in place from their accumulated gradients.
 
     Subclasses implement ``update(param, grad, state, lr)``, where ``state`` is
@@ -183,13 +184,6 @@ class Optimizer:
             config["clipvalue"] = self.clipvalue
         return config
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Optimizer:
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
-
     def state_dict(self) -> dict[str, Any]:
         """``{"iterations": n, "slots": [{slot name: array} per bound parameter]}``.
 
@@ -220,10 +214,6 @@ class Optimizer:
         self.state = [
             {k: np.array(v, dtype=p.dtype) for k, v in s.items()} for p, s in zip(self.params, slots)
         ]
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _is_learning_rate(value: Any) -> bool:

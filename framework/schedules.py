@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from framework.config import Configurable
 from framework.errors import ConfigError
 
 __all__ = ["Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "WarmUp", "get", "serialize"]
@@ -43,7 +44,7 @@ def _check_steps(owner: str, arg: str, value: Any) -> int:
     return int(value)
 
 
-class Schedule:
+class Schedule(Configurable):
     """Base class: a learning rate as a function of the optimizer step.
 
     Subclasses implement ``__call__(step) -> float`` (``step`` counts from 0)
@@ -53,24 +54,10 @@ class Schedule:
     def __call__(self, step: int) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__(step)")
 
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Schedule:
-        try:
-            return cls(**config)
-        except TypeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_config: cannot rebuild from {config}: {exc}") from exc
-
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.get_config() == self.get_config()
 
     __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class StepDecay(Schedule):
