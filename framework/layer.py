@@ -146,6 +146,9 @@ class Layer(Configurable):
     input_spec: Any = None
     needs_input_grad: bool = True
     grad_out_writable: bool = False
+    #: ``True`` for a layer that takes integer inputs (indices); a model then
+    #: does not cast them to its float dtype at its edge.
+    accepts_integer_input: bool = False
     _out_shape: Any = None
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).

@@ -87,7 +87,7 @@ def _unique_name(layer: Layer, taken: dict[str, Any], owner: str) -> str:
 
 
 def _accepts_integers(layer: Layer) -> bool:
-    return bool(getattr(layer, "accepts_integer_input", type(layer).__name__ == "Embedding"))
+    return bool(getattr(layer, "accepts_integer_input", False))
 
 
 class Model(Layer):
