@@ -19,6 +19,7 @@ in the worker subprocess of that implementation.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,8 @@ def _fashion_example() -> Any:
     path = Path(__file__).resolve().parent.parent / "examples" / "fashion_mnist_cnn.py"
     if not path.exists():
         return None
+    if str(path.parent) not in sys.path:  # the example imports its sibling ``common``
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("_fashion_mnist_cnn", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]

@@ -281,7 +281,7 @@ class Layer(Configurable):
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to zero."""
         for p in self.parameters():
-            p.grad.fill(0)
+            p.zero_grad()
 
     def count_params(self, trainable: bool | None = None) -> int:
         """Number of scalars: all, trainable only (``True``) or non-trainable (``False``).

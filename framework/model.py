@@ -51,6 +51,7 @@ from framework.graph import (
 )
 from framework.layer import Layer, format_shape
 from framework.namespace import serialize
+from framework.parameter import Parameter
 from framework.registry import REGISTRY
 
 __all__ = ["Model", "Sequential", "serialize_model", "deserialize_model"]
@@ -772,6 +773,7 @@ class Sequential(Model):
         super().__init__(name=name)
         self._stack: dict[str, Layer] = {}
         self._shapes: list[Any] = []
+        self._dtype_cache: tuple[int, np.dtype] | None = None  # (Parameter.conversions, dtype)
         self._in_shape: tuple[int | None, ...] | None = None
         if input_shape is not None:
             self._in_shape = (None, *_sample_shape(input_shape))
@@ -844,6 +846,7 @@ class Sequential(Model):
         return layer
 
     def _refresh_built(self) -> None:
+        self._dtype_cache = None
         known = self._in_shape is not None and all(s is not None for s in self._shapes)
         self.built = known and bool(self._stack)
         if self.built:
@@ -879,6 +882,20 @@ class Sequential(Model):
             shape = connect(layer, shape, previous)
             previous = layer
         return shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        # Read on every forward pass: walking all the state each time costs
+        # about 0.1 ms a step, so the answer is kept until the layers change
+        # or a parameter changes dtype.
+        cache = self._dtype_cache
+        if cache is not None and cache[0] == Parameter.conversions:
+            return cache[1]
+        first = next(self.named_parameters(), None)
+        if first is None:
+            return get_default_dtype()
+        self._dtype_cache = (Parameter.conversions, first[1].dtype)
+        return first[1].dtype
 
     def forward(self, x: Any) -> Any:
         if not isinstance(x, np.ndarray) or x.dtype != self.dtype:

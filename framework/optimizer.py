@@ -133,7 +133,7 @@ class Optimizer(Configurable):
 
     def zero_grad(self) -> None:
         for p in self.params:
-            p.grad.fill(0)
+            p.zero_grad()
 
     def step(self) -> None:
         """Apply one update to every bound parameter, in place."""

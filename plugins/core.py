@@ -137,9 +137,18 @@ class Linear(Layer):
         g = grad_out if self.activation is None else self.activation.backward(grad_out)
         x = self._x
         g2 = g.reshape(-1, self.output_size)
-        self.weight.grad += g2.T @ x.reshape(-1, self.input_size)
+        x2 = x.reshape(-1, self.input_size)
+        out = self.weight.grad_target()
+        if out is None:
+            self.weight.grad += g2.T @ x2
+        else:
+            np.matmul(g2.T, x2, out=out)
         if self.bias is not None:
-            self.bias.grad += g2.sum(axis=0)
+            out = self.bias.grad_target()
+            if out is None:
+                self.bias.grad += g2.sum(axis=0)
+            else:
+                np.sum(g2, axis=0, out=out)
         if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
         if g.ndim == 2 and not x.flags.c_contiguous:  # dL/dx in x's layout: F-ordered as (W^T G^T)^T

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from framework import blas
 from framework.errors import ConfigError
 from framework.hookspecs import hookimpl
 from framework.optimizer import Optimizer
@@ -101,23 +102,21 @@ class SGD(Optimizer):
         )
 
     def update(self, param: Parameter, grad: np.ndarray, state: dict[str, np.ndarray], lr: float) -> None:
+        # Each line is one fused pass (framework.blas): b <- m b + (1 - d) g, p <- p - lr b.
         work = self.scratch(param)
         if self.momentum == 0:
-            param.data -= np.multiply(grad, lr, out=work)
+            blas.axpy(-lr, grad, param.data, work)
             return
         buf = state.get("momentum_buffer")
         if buf is None:
             state["momentum_buffer"] = buf = np.array(grad, dtype=param.dtype, copy=True)
         else:
-            buf *= self.momentum
-            buf += grad if self.dampening == 0 else np.multiply(grad, 1.0 - self.dampening, out=work)
-        if self.nesterov:
-            np.multiply(buf, self.momentum, out=work)
-            work += grad
-            work *= lr
+            blas.axpby(1.0 - self.dampening, grad, self.momentum, buf, work)
+        if self.nesterov:  # p <- p - lr (g + m b), as two fused passes
+            blas.axpy(-lr, grad, param.data, work)
+            blas.axpy(-lr * self.momentum, buf, param.data, work)
         else:
-            np.multiply(buf, lr, out=work)
-        param.data -= work
+            blas.axpy(-lr, buf, param.data, work)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -112,3 +112,17 @@ def test_naive_conv_backward_is_the_adjoint(pad: int) -> None:
     dx, _, _ = conv2d_backward(g, xp, w, pad)
     assert dx.shape == x.shape
     assert np.isclose(np.vdot(y, g), np.vdot(x, dx))
+
+
+def test_fashion_case_builds_the_example_model() -> None:
+    """The fashion_cnn case trains the example's own model (it imports its sibling ``common``)."""
+    from benchmarks.cases_models import _fashion_example, build_ours
+
+    assert _fashion_example() is not None
+    model = build_ours("fashion_cnn")
+    model.build((None, 1, 28, 28))
+    assert model.layers[0].out_channels == 16
+    conv = (1 * 9 + 1) * 16 + (16 * 9 + 1) * 32
+    batch_norm = 2 * (16 + 32)
+    linear = (32 * 7 * 7 + 1) * 128 + (128 + 1) * 10
+    assert model.count_params(trainable=True) == conv + batch_norm + linear

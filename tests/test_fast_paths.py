@@ -3,17 +3,25 @@
 - ``fit`` skips the input gradient of a ``Sequential``'s first parameterised
   layer (``needs_input_grad``) and restores the flag afterwards;
 - SGD's in-place update follows PyTorch's rule exactly;
-- ``keep_freed_memory`` is safe to call repeatedly.
+- ``keep_freed_memory`` is safe to call repeatedly;
+- ``zero_grad`` only marks gradients as zero, and the first contribution is
+  written straight into them (``Parameter.grad_target``);
+- the fused BLAS updates of :mod:`framework.blas` equal the NumPy ones.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from support import subprocess_env
 
 import framework
-from framework import Sequential
+from framework import Sequential, blas
 from framework.layers import Dropout, Flatten, Linear, ReLU
+from framework.parameter import Parameter
 from framework.training import _first_layer_without_input_grad, keep_freed_memory
 
 
@@ -205,3 +213,136 @@ def test_relu_and_dropout_overwrite_grad_only_inside_sequential_backward():
     np.testing.assert_array_equal(dx, g)
     for a, b in zip(model.parameters(), reference.parameters()):
         np.testing.assert_array_equal(a.grad, b.grad)
+
+
+# -- lazily zeroed gradients -----------------------------------------------------
+
+
+def test_zero_grad_is_lazy_but_never_visible() -> None:
+    p = Parameter(np.ones((2, 3)))
+    p.grad += 5.0
+    p.zero_grad()
+    np.testing.assert_array_equal(p.grad, np.zeros((2, 3)))  # reading fills the zeros
+    p.grad += 1.0
+    np.testing.assert_array_equal(p.grad, np.ones((2, 3)))
+
+
+def test_grad_target_is_given_once_then_contributions_add() -> None:
+    p = Parameter(np.zeros(4))
+    p.grad += 7.0
+    assert p.grad_target() is None  # not zero: the caller must add
+    p.zero_grad()
+    target = p.grad_target()
+    assert target is not None
+    target[:] = 2.0  # the first contribution, written in place
+    assert p.grad_target() is None
+    p.add_grad(np.full(4, 3.0))
+    np.testing.assert_array_equal(p.grad, np.full(4, 5.0))
+
+
+def test_grad_setter_checks_the_shape_and_keeps_the_dtype() -> None:
+    p = Parameter(np.zeros((2, 2), dtype=np.float32))
+    p.grad = np.ones((2, 2))
+    assert p.grad.dtype == np.float32 and p.grad.sum() == 4
+    with pytest.raises(framework.FrameworkError, match=r"expected shape \(2, 2\)"):
+        p.grad = np.ones(3)
+
+
+def test_tied_weight_gets_the_sum_of_both_contributions() -> None:
+    """Two Linear layers sharing one weight: the second backward must add, not overwrite."""
+    framework.set_default_dtype(np.float64)
+    try:
+        a, b = Linear(4, 4, bias=False), Linear(4, 4, bias=False)
+        x = np.random.default_rng(1).standard_normal((3, 4))
+        a(x)
+        b.build((None, 4))
+        b.weight = a.weight
+        g = np.random.default_rng(2).standard_normal((3, 4))
+        for _ in range(2):  # twice: zero_grad must reset the lazy state between steps
+            a.zero_grad()
+            ha = a.forward(x)
+            b.forward(ha)
+            a.backward(b.backward(g))
+            w = a.weight.data
+            expected = g.T @ ha + (g @ w).T @ x  # dL/dW through b, then through a
+            np.testing.assert_allclose(a.weight.grad, expected, rtol=1e-12)
+    finally:
+        framework.set_default_dtype(np.float32)
+
+
+def test_model_dtype_follows_a_conversion() -> None:
+    model = _mlp(0)
+    model.build((None, 6))
+    assert model.dtype == np.float32
+    model.astype(np.float64)
+    assert model.dtype == np.float64
+    assert model.predict(np.ones((2, 6))).dtype == np.float64
+    assert next(n for n, _ in model.named_parameters()) == "linear.weight"
+
+
+# -- fused BLAS updates ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 33, 100_003])
+def test_axpy_and_axpby_equal_numpy(dtype: type, n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(dtype)
+    y0 = rng.standard_normal(n).astype(dtype)
+    ulp = np.finfo(dtype).eps * 8
+    y = y0.copy()
+    blas.axpy(-0.37, x, y)
+    np.testing.assert_allclose(y, y0 + dtype(-0.37) * x, rtol=ulp, atol=ulp)
+    y = y0.copy()
+    blas.axpby(0.5, x, 0.9, y)
+    np.testing.assert_allclose(y, dtype(0.9) * y0 + dtype(0.5) * x, rtol=ulp, atol=ulp)
+
+
+def test_axpy_falls_back_on_arrays_blas_cannot_take() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((6, 8)).astype(np.float32)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    y = base[:, ::2]  # not contiguous: the NumPy path, in place through the view
+    expected = y + np.float32(2.0) * x
+    blas.axpy(2.0, x, y)
+    np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-6)
+    y16 = np.ones(5, dtype=np.float16)  # no half-precision routine
+    blas.axpby(1.0, np.ones(5, dtype=np.float16), 0.5, y16)
+    np.testing.assert_array_equal(y16, np.full(5, 1.5, dtype=np.float16))
+    y = np.arange(6.0)
+    blas.axpy(1.0, y, y)  # aliased: y <- 2 y
+    np.testing.assert_array_equal(y, 2 * np.arange(6.0))
+
+
+def test_blas_updates_can_be_switched_off() -> None:
+    code = (
+        "import framework.blas as b, numpy as np; "
+        "y = np.ones(3); b.axpy(2.0, y.copy(), y); print(b.backend(), y)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(FRAMEWORK_BLAS_UPDATES="0"),
+        check=True,
+    ).stdout
+    assert out.strip() == "numpy [3. 3. 3.]"
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_fused_and_numpy_paths_agree(nesterov: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    x, y = _data()
+
+    def train() -> list[np.ndarray]:
+        model = _mlp(3)
+        sgd = framework.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=nesterov)
+        model.compile(optimizer=sgd, loss="cross_entropy")
+        model.fit(x, y, epochs=3, batch_size=5, shuffle=False, verbose=0)
+        return [p.data.copy() for p in model.parameters()]
+
+    fused = train()
+    monkeypatch.setattr(blas, "_ROUTINES", {})
+    monkeypatch.setattr(blas, "_LOADED", True)
+    plain = train()
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,191 @@
+"""Fused in-place vector updates, ``y <- a x + b y``, for optimizers.
+
+NumPy has no fused multiply-add on arrays: ``y += a * x`` writes ``a * x`` to
+a temporary and reads it back, so an SGD-with-momentum step costs four passes
+over every weight. The BLAS library NumPy itself links provides the fused
+level-1 routines (``axpy``, and OpenBLAS's ``axpby``), which do each update in
+one pass, on as many threads as the matrix products use. This module finds
+them in that library through :mod:`ctypes` and falls back to NumPy ufuncs
+wherever they are missing, so results never depend on finding them (they can
+differ from the ufunc path in the last bit: BLAS may fuse the multiply-add).
+
+Only NumPy's own BLAS is used -- the wheels' bundled OpenBLAS (numpy 2's
+``scipy_openblas64_`` or numpy 1's ``openblas64_``, whose symbols name their
+64-bit integer interface) or an OpenBLAS that reports its integer width. Set
+``FRAMEWORK_BLAS_UPDATES=0`` to always use the ufuncs.
+
+>>> import numpy as np
+>>> y = np.ones(3, dtype=np.float32)
+>>> axpby(2.0, np.arange(3, dtype=np.float32), 0.5, y)
+>>> y
+array([0.5, 2.5, 4.5], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["axpby", "axpy", "backend"]
+
+_Routine = Callable[..., None]
+# (dtype char) -> (axpy, axpby): y <- a x + y and y <- a x + b y on contiguous vectors.
+_ROUTINES: dict[str, tuple[_Routine, _Routine]] = {}
+_BACKEND = "numpy"
+_LOADED = False  # the library is looked for on first use, not at import
+
+# (symbol prefix, suffix, integer type): how each known OpenBLAS build names the CBLAS routines.
+_NAMINGS = (
+    ("scipy_cblas_", "64_", ctypes.c_int64),  # numpy >= 2 wheels (scipy-openblas64)
+    ("scipy_cblas_", "", ctypes.c_int32),  # scipy-openblas32
+    ("cblas_", "64_", ctypes.c_int64),  # numpy 1.x wheels (openblas64_)
+    ("cblas_", "", None),  # a system OpenBLAS: its integer width is read from its config
+)
+
+
+def _candidate_libraries() -> list[str]:
+    """Paths of OpenBLAS libraries NumPy has loaded (Linux) or ships beside itself."""
+    paths: list[str] = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if "openblas" in os.path.basename(path).lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    for pattern in ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*", "scipy_openblas*/lib/*openblas*"):
+        for path in sorted(glob.glob(os.path.join(root, pattern))):
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def _int_type_from_config(lib: Any) -> Any:
+    get_config = getattr(lib, "openblas_get_config", None)
+    if get_config is None:
+        return None
+    get_config.restype = ctypes.c_char_p
+    config = get_config() or b""
+    return ctypes.c_int64 if b"USE64BITINT" in config else ctypes.c_int32
+
+
+def _bind(lib: Any, prefix: str, suffix: str, int_type: Any) -> dict[str, tuple[_Routine, _Routine]] | None:
+    routines = {}
+    for char, c_scalar in (("f", ctypes.c_float), ("d", ctypes.c_double)):
+        letter = "s" if char == "f" else "d"
+        try:
+            axpy = getattr(lib, f"{prefix}{letter}axpy{suffix}")
+            axpby = getattr(lib, f"{prefix}{letter}axpby{suffix}")
+        except AttributeError:
+            return None
+        pointer = ctypes.c_void_p
+        axpy.argtypes = [int_type, c_scalar, pointer, int_type, pointer, int_type]
+        axpby.argtypes = [int_type, c_scalar, pointer, int_type, c_scalar, pointer, int_type]
+        axpy.restype = axpby.restype = None
+        routines[char] = (axpy, axpby)
+    return routines
+
+
+def _self_test(routines: dict[str, tuple[_Routine, _Routine]]) -> bool:
+    for char, (axpy, axpby) in routines.items():
+        dtype = np.dtype(char)
+        x = np.arange(1.0, 6.0, dtype=dtype)
+        y = np.full(5, 2.0, dtype=dtype)
+        axpby(5, 3.0, x.ctypes.data, 1, 0.5, y.ctypes.data, 1)
+        if not np.array_equal(y, 3.0 * np.arange(1.0, 6.0) + 1.0):
+            return False
+        axpy(5, -1.0, x.ctypes.data, 1, y.ctypes.data, 1)
+        if not np.array_equal(y, 2.0 * np.arange(1.0, 6.0) + 1.0):
+            return False
+    return True
+
+
+def _load() -> None:
+    global _BACKEND, _LOADED
+    _LOADED = True
+    if os.environ.get("FRAMEWORK_BLAS_UPDATES", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if sys.platform == "win32":  # NumPy's DLL is not found this way there; the ufuncs serve
+        return
+    for path in _candidate_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, int_type in _NAMINGS:
+            kind = int_type if int_type is not None else _int_type_from_config(lib)
+            if kind is None:
+                continue
+            routines = _bind(lib, prefix, suffix, kind)
+            if routines is not None and _self_test(routines):
+                _ROUTINES.update(routines)
+                _BACKEND = f"{os.path.basename(path)} ({prefix}*axpby{suffix})"
+                return
+
+
+def backend() -> str:
+    """Which implementation runs the updates: the BLAS library and symbols, or ``"numpy"``."""
+    if not _LOADED:
+        _load()
+    return _BACKEND
+
+
+def _fast(x: np.ndarray, y: np.ndarray) -> tuple[_Routine, _Routine] | None:
+    if not _LOADED:
+        _load()
+    routines = _ROUTINES.get(y.dtype.char)
+    if (
+        routines is None
+        or x.dtype != y.dtype
+        or x.shape != y.shape
+        or not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable)
+        or np.may_share_memory(x, y)
+    ):
+        return None
+    return routines
+
+
+def axpy(alpha: float, x: np.ndarray, y: np.ndarray, work: np.ndarray | None = None) -> None:
+    """``y <- alpha * x + y`` in place; ``x`` and ``y`` have one shape.
+
+    Args:
+        alpha: the scale of ``x``.
+        x: the array added, unchanged.
+        y: the array updated in place.
+        work: an optional scratch array shaped like ``y``, used by the NumPy
+            path for ``alpha * x`` so it allocates nothing.
+    """
+    routines = _fast(x, y)
+    if routines is not None:
+        routines[0](y.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+    elif alpha == 1.0:
+        y += x
+    else:
+        y += np.multiply(x, alpha, out=work) if work is not None else alpha * x
+
+
+def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray, work: np.ndarray | None = None) -> None:
+    """``y <- alpha * x + beta * y`` in place; ``x`` and ``y`` have one shape.
+
+    Args:
+        alpha: the scale of ``x``.
+        x: the array added, unchanged.
+        beta: the scale of ``y`` before the addition.
+        y: the array updated in place.
+        work: an optional scratch array for the NumPy path (see :func:`axpy`).
+    """
+    routines = _fast(x, y)
+    if routines is not None:
+        routines[1](y.size, alpha, x.ctypes.data, 1, beta, y.ctypes.data, 1)
+        return
+    if beta != 1.0:
+        y *= beta
+    axpy(alpha, x, y, work)
