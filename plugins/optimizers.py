@@ -336,19 +336,20 @@ class Adam(Optimizer):
         t = self.iterations + 1
         work = self.scratch(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg *= beta1
-        exp_avg += np.multiply(grad, 1.0 - beta1, out=work)
-        exp_avg_sq *= beta2
-        exp_avg_sq += np.multiply(np.multiply(grad, grad, out=work), 1.0 - beta2, out=work)
+        # Seven passes over the parameter's size; the moment updates and the final
+        # step are fused BLAS updates (framework.blas).
+        blas.axpby(1.0 - beta1, grad, beta1, exp_avg, work)
+        blas.axpby(1.0 - beta2, np.multiply(grad, grad, out=work), beta2, exp_avg_sq)
         second = exp_avg_sq
         if self.amsgrad:
             second = np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+        # lr/c1 * m / (sqrt(v)/sqrt(c2) + eps) == (lr sqrt(c2)/c1) * m / (sqrt(v) + eps sqrt(c2)),
+        # with the bias corrections c_i = 1 - beta_i^t: one pass fewer.
+        root_c2 = math.sqrt(1.0 - beta2**t)
         np.sqrt(second, out=work)
-        work *= 1.0 / math.sqrt(1.0 - beta2**t)
-        work += self.eps
+        work += self.eps * root_c2
         np.divide(exp_avg, work, out=work)
-        work *= lr / (1.0 - beta1**t)
-        param.data -= work
+        blas.axpy(-lr * root_c2 / (1.0 - beta1**t), work, param.data)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "betas": list(self.betas), "eps": self.eps, "amsgrad": self.amsgrad}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -329,14 +330,24 @@ def test_blas_updates_can_be_switched_off() -> None:
     assert out.strip() == "numpy [3. 3. 3.]"
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_fused_and_numpy_paths_agree(nesterov: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: framework.optimizers.SGD(lr=0.1, momentum=0.9),
+        lambda: framework.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=True),
+        lambda: framework.optimizers.SGD(lr=0.1),
+        lambda: framework.optimizers.Adam(lr=0.01),
+        lambda: framework.optimizers.Adam(lr=0.01, amsgrad=True, weight_decay=0.1),
+        lambda: framework.optimizers.AdamW(lr=0.01),
+    ],
+    ids=["sgd-momentum", "sgd-nesterov", "sgd", "adam", "adam-amsgrad-l2", "adamw"],
+)
+def test_fused_and_numpy_updates_agree(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = _data()
 
     def train() -> list[np.ndarray]:
         model = _mlp(3)
-        sgd = framework.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=nesterov)
-        model.compile(optimizer=sgd, loss="cross_entropy")
+        model.compile(optimizer=make(), loss="cross_entropy")
         model.fit(x, y, epochs=3, batch_size=5, shuffle=False, verbose=0)
         return [p.data.copy() for p in model.parameters()]
 
