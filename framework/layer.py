@@ -278,6 +278,21 @@ class Layer(Configurable):
     def buffers(self) -> list[Buffer]:
         return [b for _, b in self.named_buffers()]
 
+    def activation_backward(self, activation: Layer | None, grad_out: Any) -> Any:
+        """``activation.backward(grad_out)`` for an activation this layer applies to its output.
+
+        The activation may overwrite ``grad_out`` in place exactly when this
+        layer may (``grad_out_writable``), which saves it an output-sized
+        array; ``None`` (no activation) returns ``grad_out``.
+        """
+        if activation is None:
+            return grad_out
+        activation.grad_out_writable = self.grad_out_writable
+        try:
+            return activation.backward(grad_out)
+        finally:
+            activation.grad_out_writable = False
+
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to zero."""
         for p in self.parameters():

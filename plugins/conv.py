@@ -245,7 +245,7 @@ class _ConvNd(_ConvBase):
                 f"{self.describe()}: backward() needs a forward() first; each forward supports "
                 "one backward (the cached columns are reused for the gradient)"
             )
-        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        g = self.activation_backward(self.activation, grad_out)
         n, groups = g.shape[0], self.groups
         cols = self._workspace
         # A leading group axis only when there are groups: groups=1 runs plain 3-D/2-D products.
@@ -678,7 +678,7 @@ class ConvTranspose2d(_ConvBase):
         x = self._x
         if x is None:
             raise NotBuiltError(f"{self.describe()}: backward() needs a forward() first")
-        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        g = self.activation_backward(self.activation, grad_out)
         n, c, h, w = x.shape
         groups = self.groups
         gcols = im2col(g, self.kernel_size, self.stride, self.pads, self.dilation, windows=(h, w))

@@ -134,7 +134,7 @@ class Linear(Layer):
         return y
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        g = self.activation_backward(self.activation, grad_out)
         x = self._x
         g2 = g.reshape(-1, self.output_size)
         x2 = x.reshape(-1, self.input_size)
@@ -332,7 +332,7 @@ class Activation(Layer):
         return self.activation.forward(x)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self.activation.backward(grad_out)
+        return self.activation_backward(self.activation, grad_out)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "activation": serialize("activations", self.activation)}

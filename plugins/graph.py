@@ -199,7 +199,7 @@ class GCNConv(Layer):
         return z
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        g = grad_out if self.activation is None else self.activation.backward(grad_out)
+        g = self.activation_backward(self.activation, grad_out)
         if self.bias is not None:
             self.bias.grad += g.sum(axis=0)
         weight = self.weight.data
