@@ -149,6 +149,13 @@ class Layer(Configurable):
     #: ``True`` for a layer that takes integer inputs (indices); a model then
     #: does not cast them to its float dtype at its edge.
     accepts_integer_input: bool = False
+    #: ``True`` for an element-wise, non-decreasing map whose derivative is 0
+    #: wherever it is flat (ReLU, LeakyReLU), and for a layer whose every output
+    #: is the maximum of a window of its input (the max pools):
+    #: ``Sequential`` runs such an activation after a max pool that follows
+    #: it, on the smaller pooled array, with the same outputs and gradients.
+    monotone_elementwise: bool = False
+    window_max: bool = False
     _out_shape: Any = None
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).

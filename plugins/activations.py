@@ -224,6 +224,7 @@ class ReLU(ActivationLayer):
     """
 
     gain = math.sqrt(2.0)
+    monotone_elementwise = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = _as_float(x)

@@ -140,6 +140,8 @@ class _Pool(Layer):
 
 
 class _MaxPool(_Pool):
+    window_max = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._argmax: np.ndarray | None = None

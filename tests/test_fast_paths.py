@@ -357,3 +357,66 @@ def test_fused_and_numpy_updates_agree(make: Any, monkeypatch: pytest.MonkeyPatc
     plain = train()
     for a, b in zip(fused, plain):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- ReLU after the max pool -----------------------------------------------------
+
+
+def _relu_pool_model() -> Sequential:
+    from framework.layers import Conv2d, MaxPool2d
+
+    return Sequential(
+        [Conv2d(2, 3, 3, padding=1), ReLU(), MaxPool2d(2), ReLU(), MaxPool2d(2, ceil_mode=True), Flatten()]
+    )
+
+
+def test_relu_runs_after_a_following_max_pool() -> None:
+    from framework.layers import LeakyReLU, MaxPool2d
+
+    model = _relu_pool_model()
+    names = [type(layer).__name__ for layer in model._order()]
+    assert names == ["Conv2d", "MaxPool2d", "ReLU", "MaxPool2d", "ReLU", "Flatten"]
+    assert [type(layer).__name__ for layer in model.layers][1:3] == ["ReLU", "MaxPool2d"]
+    other = Sequential([LeakyReLU(0.1), MaxPool2d(2), ReLU(), Flatten()])
+    assert [type(layer).__name__ for layer in other._order()] == ["LeakyReLU", "MaxPool2d", "ReLU", "Flatten"]
+
+
+def test_relu_after_the_pool_gives_the_same_outputs_and_gradients(float64: None) -> None:
+    model = _relu_pool_model()
+    rng = np.random.default_rng(5)
+    # Integer inputs and weights make ties inside windows, and some windows all negative.
+    x = rng.integers(-3, 3, (3, 2, 9, 9)).astype(np.float64)
+    model.build((None, 2, 9, 9))
+    conv = model.layers[0]
+    conv.weight.data[:] = rng.integers(-1, 2, conv.weight.shape)  # integer outputs: ties in the pools
+    conv.bias.data[:] = 0.0
+    g = rng.standard_normal((3, 3 * 2 * 2))
+
+    def run(layers: list[Any]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        model.zero_grad()
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+        d = g
+        for layer in reversed(layers):
+            d = layer.backward(d)
+        return h, d, [p.grad.copy() for p in model.parameters()]
+
+    declared = run(model.layers)
+    swapped = run(model._order())
+    np.testing.assert_array_equal(declared[0], swapped[0])
+    np.testing.assert_array_equal(declared[1], swapped[1])
+    for a, b in zip(declared[2], swapped[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(model.forward(x), declared[0])
+
+
+def test_run_order_follows_changes_to_the_stack() -> None:
+    from framework.layers import MaxPool2d
+
+    model = Sequential([ReLU()])
+    assert [type(layer).__name__ for layer in model._order()] == ["ReLU"]
+    model.add(MaxPool2d(2))
+    assert [type(layer).__name__ for layer in model._order()] == ["MaxPool2d", "ReLU"]
+    model.pop()
+    assert [type(layer).__name__ for layer in model._order()] == ["ReLU"]
