@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from framework import blas
 from framework.dtype import get_default_dtype
 from framework.errors import ConfigError, ShapeError
 from framework.hookspecs import hookimpl
@@ -146,9 +147,9 @@ class Linear(Layer):
         if self.bias is not None:
             out = self.bias.grad_target()
             if out is None:
-                self.bias.grad += g2.sum(axis=0)
+                self.bias.grad += blas.sum_rows(g2)
             else:
-                np.sum(g2, axis=0, out=out)
+                blas.sum_rows(g2, out=out)
         if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
         if g.ndim == 2 and not x.flags.c_contiguous:  # dL/dx in x's layout: F-ordered as (W^T G^T)^T

@@ -299,6 +299,18 @@ def test_axpy_and_axpby_equal_numpy(dtype: type, n: int) -> None:
     np.testing.assert_allclose(y, dtype(0.9) * y0 + dtype(0.5) * x, rtol=ulp, atol=ulp)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_rows_equals_numpy_sum(order: str, dtype: type) -> None:
+    a = np.asarray(np.random.default_rng(0).standard_normal((37, 11)), dtype=dtype, order=order)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(blas.sum_rows(a), a.sum(axis=0), rtol=tol, atol=tol)
+    out = np.empty(11, dtype=dtype)
+    assert blas.sum_rows(a, out=out) is out
+    np.testing.assert_allclose(out, a.sum(axis=0), rtol=tol, atol=tol)
+    assert blas.sum_rows(np.zeros((0, 3), dtype=dtype)).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_axpy_falls_back_on_arrays_blas_cannot_take() -> None:
     rng = np.random.default_rng(0)
     base = rng.standard_normal((6, 8)).astype(np.float32)
