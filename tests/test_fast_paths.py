@@ -322,6 +322,13 @@ def test_axpy_falls_back_on_arrays_blas_cannot_take() -> None:
     y16 = np.ones(5, dtype=np.float16)  # no half-precision routine
     blas.axpby(1.0, np.ones(5, dtype=np.float16), 0.5, y16)
     np.testing.assert_array_equal(y16, np.full(5, 1.5, dtype=np.float16))
+    x = np.arange(4.0)
+    x.setflags(write=False)  # read-only input: its address is read the slower way
+    y = np.ones(4)
+    blas.axpy(2.0, x, y)
+    np.testing.assert_array_equal(y, 1 + 2 * np.arange(4.0))
+    empty = np.empty(0)
+    blas.axpby(1.0, empty, 2.0, np.empty(0))
     y = np.arange(6.0)
     blas.axpy(1.0, y, y)  # aliased: y <- 2 y
     np.testing.assert_array_equal(y, 2 * np.arange(6.0))
