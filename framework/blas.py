@@ -1,4 +1,4 @@
-"""Fused in-place vector updates, ``y <- a x + b y``, for optimizers.
+"""BLAS helpers for the training step: fused in-place updates, ``y <- a x + b y``.
 
 NumPy has no fused multiply-add on arrays: ``y += a * x`` writes ``a * x`` to
 a temporary and reads it back, so an SGD-with-momentum step costs four passes
@@ -8,6 +8,9 @@ one pass, on as many threads as the matrix products use. This module finds
 them in that library through :mod:`ctypes` and falls back to NumPy ufuncs
 wherever they are missing, so results never depend on finding them (they can
 differ from the ufunc path in the last bit: BLAS may fuse the multiply-add).
+
+:func:`sum_rows` sums a batch of gradients as one matrix-vector product,
+which BLAS runs faster than NumPy's reduction.
 
 Only NumPy's own BLAS is used -- the wheels' bundled OpenBLAS (numpy 2's
 ``scipy_openblas64_`` or numpy 1's ``openblas64_``, whose symbols name their
@@ -50,8 +53,11 @@ _NAMINGS = (
 
 
 def _candidate_libraries() -> list[str]:
-    """Paths of OpenBLAS libraries NumPy has loaded (Linux) or ships beside itself."""
+    """Paths of the OpenBLAS NumPy ships beside itself, then any others loaded (Linux)."""
     paths: list[str] = []
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    for pattern in ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*", "scipy_openblas*/lib/*openblas*"):
+        paths += sorted(glob.glob(os.path.join(root, pattern)))
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -60,11 +66,6 @@ def _candidate_libraries() -> list[str]:
                     paths.append(path)
     except OSError:
         pass
-    root = os.path.dirname(os.path.dirname(np.__file__))
-    for pattern in ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*", "scipy_openblas*/lib/*openblas*"):
-        for path in sorted(glob.glob(os.path.join(root, pattern))):
-            if path not in paths:
-                paths.append(path)
     return paths
 
 
