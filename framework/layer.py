@@ -150,7 +150,7 @@ class Layer(Configurable):
     #: does not cast them to its float dtype at its edge.
     accepts_integer_input: bool = False
     #: ``True`` for an element-wise, non-decreasing map whose derivative is 0
-    #: wherever it is flat (ReLU, LeakyReLU), and for a layer whose every output
+    #: wherever it is flat (ReLU), and for a layer whose every output
     #: is the maximum of a window of its input (the max pools):
     #: ``Sequential`` runs such an activation after a max pool that follows
     #: it, on the smaller pooled array, with the same outputs and gradients.

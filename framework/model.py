@@ -887,6 +887,7 @@ class Sequential(Model):
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the parameters (the default dtype before any exist)."""
         # Read on every forward pass: walking all the state each time costs
         # about 0.1 ms a step, so the answer is kept until the layers change
         # or a parameter changes dtype.
