@@ -42,6 +42,7 @@ _Routine = Callable[..., None]
 _ROUTINES: dict[str, tuple[_Routine, _Routine]] = {}
 _BACKEND = "numpy"
 _LOADED = False  # the library is looked for on first use, not at import
+_MAX_SIZE = 2**31 - 1  # the largest vector the bound integer type can count (raised for 64-bit builds)
 
 # (symbol prefix, suffix, integer type): how each known OpenBLAS build names the CBLAS routines.
 _NAMINGS = (
@@ -110,7 +111,7 @@ def _self_test(routines: dict[str, tuple[_Routine, _Routine]]) -> bool:
 
 
 def _load() -> None:
-    global _BACKEND, _LOADED
+    global _BACKEND, _LOADED, _MAX_SIZE
     _LOADED = True
     if os.environ.get("FRAMEWORK_BLAS_UPDATES", "1").strip().lower() in ("0", "false", "no", "off"):
         return
@@ -127,6 +128,7 @@ def _load() -> None:
                 continue
             routines = _bind(lib, prefix, suffix, kind)
             if routines is not None and _self_test(routines):
+                _MAX_SIZE = 2**63 - 1 if kind is ctypes.c_int64 else 2**31 - 1
                 _ROUTINES.update(routines)
                 _BACKEND = f"{os.path.basename(path)} ({prefix}*axpby{suffix})"
                 return
@@ -146,7 +148,9 @@ def _fast(x: np.ndarray, y: np.ndarray) -> tuple[_Routine, _Routine] | None:
     if (
         routines is None
         or x.dtype != y.dtype
+        or not y.dtype.isnative
         or x.shape != y.shape
+        or y.size > _MAX_SIZE
         or not (x.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable)
         or np.may_share_memory(x, y)
     ):
@@ -204,6 +208,9 @@ def axpby(alpha: float, x: np.ndarray, beta: float, y: np.ndarray, work: np.ndar
     if routines is not None:
         routines[1](y.size, alpha, _address(x), 1, beta, _address(y), 1)
         return
+    if np.may_share_memory(x, y):  # scaling y first would change x
+        y[...] = alpha * x + beta * y
+        return
     if beta != 1.0:
         y *= beta
     axpy(alpha, x, y, work)
@@ -232,7 +239,7 @@ def sum_rows(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     ones = _ONES.get(key)
     if ones is None:
         if len(_ONES) >= 16:
-            _ONES.pop(next(iter(_ONES)))
+            _ONES.clear()  # one call, safe with other threads (next(iter()) then pop is not)
         ones = _ONES[key] = np.ones(a.shape[0], dtype=a.dtype)
         ones.setflags(write=False)
     return np.matmul(ones, a, out=out)

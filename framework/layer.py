@@ -154,6 +154,7 @@ class Layer(Configurable):
     #: is the maximum of a window of its input (the max pools):
     #: ``Sequential`` runs such an activation after a max pool that follows
     #: it, on the smaller pooled array, with the same outputs and gradients.
+    #: A subclass that overrides ``forward`` must declare them again.
     monotone_elementwise: bool = False
     window_max: bool = False
     _out_shape: Any = None

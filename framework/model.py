@@ -773,7 +773,7 @@ class Sequential(Model):
         super().__init__(name=name)
         self._stack: dict[str, Layer] = {}
         self._shapes: list[Any] = []
-        self._dtype_cache: tuple[int, np.dtype] | None = None  # (Parameter.conversions, dtype)
+        self._dtype_probe: _Probe | None = None  # see ``dtype``
         self._run_order: list[Layer] | None = None
         self._in_shape: tuple[int | None, ...] | None = None
         if input_shape is not None:
@@ -847,7 +847,7 @@ class Sequential(Model):
         return layer
 
     def _refresh_built(self) -> None:
-        self._dtype_cache = None
+        self._dtype_probe = None
         self._run_order = None
         known = self._in_shape is not None and all(s is not None for s in self._shapes)
         self.built = known and bool(self._stack)
@@ -888,17 +888,22 @@ class Sequential(Model):
     @property
     def dtype(self) -> np.dtype:
         """The dtype of the parameters (the default dtype before any exist)."""
-        # Read on every forward pass: walking all the state each time costs
-        # about 0.1 ms a step, so the answer is kept until the layers change
-        # or a parameter changes dtype.
-        cache = self._dtype_cache
-        if cache is not None and cache[0] == Parameter.conversions:
-            return cache[1]
+        # Read on every forward pass: walking all the state costs 7-9 us a step, so
+        # the first parameter is remembered with the layer attribute holding it, and
+        # trusted while that attribute still holds it (layers added or removed reset it).
+        probe = self._dtype_probe
+        if probe is not None and vars(probe.owner).get(probe.key) is probe.param:
+            return probe.param.dtype
+        self._dtype_probe = None
         first = next(self.named_parameters(), None)
         if first is None:
             return get_default_dtype()
-        self._dtype_cache = (Parameter.conversions, first[1].dtype)
-        return first[1].dtype
+        param = first[1]
+        if all(layer.built for layer in self._stack.values()):  # no parameter can appear before it
+            owner = _attribute_holding(self, param)
+            if owner is not None:
+                self._dtype_probe = _Probe(*owner, param)
+        return param.dtype
 
     def _order(self) -> list[Layer]:
         """The layers in the order ``forward`` runs them.
@@ -913,7 +918,7 @@ class Sequential(Model):
             order = list(self._stack.values())
             i = 0
             while i < len(order) - 1:
-                if order[i].monotone_elementwise and order[i + 1].window_max:
+                if _declares(order[i], "monotone_elementwise") and _declares(order[i + 1], "window_max"):
                     order[i], order[i + 1] = order[i + 1], order[i]
                     i += 2
                 else:
@@ -929,9 +934,14 @@ class Sequential(Model):
         return x
 
     def backward(self, grad_out: Any) -> Any:
+        caller = grad_out
         for i, layer in enumerate(reversed(self._order())):
-            # Past the last layer, grad_out is an intermediate array only this loop holds.
-            layer.grad_out_writable = i > 0
+            # Past the last layer, grad_out is an intermediate array only this loop holds,
+            # unless pass-through layers (Flatten, Identity, eval-mode Dropout) handed back
+            # the caller's array or a view of it.
+            layer.grad_out_writable = i > 0 and not (
+                isinstance(grad_out, np.ndarray) and np.may_share_memory(grad_out, caller)
+            )
             try:
                 grad_out = layer.backward(grad_out)
             finally:
@@ -1052,3 +1062,43 @@ def deserialize_model(data: dict[str, Any]) -> Model:
         if not all(child.built for child in model.children()):
             model.build(tuple(shape))
     return model
+
+
+def _attribute_holding(layer: Layer, param: Parameter) -> tuple[Layer, str] | None:
+    """``(owner, attribute name)`` of the layer attribute that is ``param`` (searched depth-first)."""
+    for key, value in vars(layer).items():
+        if value is param:
+            return layer, key
+    for _, child in layer.named_children():
+        found = _attribute_holding(child, param)
+        if found is not None:
+            return found
+    return None
+
+
+def _declares(layer: Layer, flag: str) -> bool:
+    """Whether ``layer``'s class declares ``flag``, not below the class defining its ``forward``.
+
+    A subclass that overrides ``forward`` does not inherit a promise about
+    what ``forward`` computes (a noisy ReLU is not monotone); it must declare
+    the flag again. A subclass may also set it to ``False``.
+    """
+    for cls in type(layer).__mro__:
+        if flag in cls.__dict__:
+            return bool(cls.__dict__[flag])
+        if "forward" in cls.__dict__:
+            return False
+    return False
+
+
+class _Probe:
+    """Where ``Sequential.dtype`` found the first parameter.
+
+    A plain object, not a tuple: layers discover parameters and child layers
+    held in tuples and lists, and these must not count as the model's own.
+    """
+
+    __slots__ = ("key", "owner", "param")
+
+    def __init__(self, owner: Layer, key: str, param: Parameter) -> None:
+        self.owner, self.key, self.param = owner, key, param

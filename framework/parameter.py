@@ -62,9 +62,6 @@ class Parameter(_Held):
 
     __slots__ = ("_grad", "_grad_zero", "trainable")
 
-    #: How many times any parameter changed dtype (``astype``); caches of a dtype check it.
-    conversions = 0
-
     def __init__(self, data: Any, trainable: bool = True) -> None:
         array = np.asarray(data)
         if not np.issubdtype(array.dtype, np.floating):
@@ -75,11 +72,11 @@ class Parameter(_Held):
         self._grad_zero = False
         self.trainable = bool(trainable)
 
-    # ``zero_grad`` only marks the gradient as zero. The first layer to
-    # contribute then writes its product straight into the array
-    # (``grad_target``) instead of adding it to freshly written zeros, which
-    # saves two passes over every weight per step; any other read fills the
-    # zeros first, so the lazy state is never visible.
+    # ``zero_grad(lazy=True)`` (what ``fit`` uses between steps) only marks the
+    # gradient as zero. The first layer to contribute then writes its product
+    # straight into the array (``grad_target``) instead of adding it to freshly
+    # written zeros, which saves two passes over every weight per step; any
+    # other read fills the zeros first.
 
     @property
     def grad(self) -> np.ndarray:
@@ -90,26 +87,48 @@ class Parameter(_Held):
 
     @grad.setter
     def grad(self, value: Any) -> None:
-        if value is self._grad:  # ``p.grad += g`` assigns the same array back
+        current = getattr(self, "_grad", None)  # unset while unpickling
+        if value is current and value is not None:  # ``p.grad += g`` assigns the same array back
+            return
+        self._grad_zero = False
+        if value is None:  # as in PyTorch's ``p.grad = None``: no gradient yet, i.e. zero
+            self._grad = np.zeros(self.data.shape, dtype=self.data.dtype)
             return
         value = np.asarray(value)
-        if value.shape != self.data.shape:
-            raise ConfigError(f"Parameter.grad: expected shape {self.data.shape}, got {value.shape}")
-        self._grad = np.array(value, dtype=self.data.dtype, order="C", copy=True)
-        self._grad_zero = False
+        data = getattr(self, "data", None)
+        if data is None:  # unpickling an object saved before ``grad`` was a property
+            self._grad = value
+            return
+        if value.shape != data.shape:
+            raise ConfigError(f"Parameter.grad: expected shape {data.shape}, got {value.shape}")
+        if value.dtype == self.data.dtype and value.flags.c_contiguous and value.flags.writeable:
+            self._grad = value  # kept, not copied: the caller's array is the gradient
+        else:
+            self._grad = np.array(value, dtype=self.data.dtype, order="C", copy=True)
 
-    def zero_grad(self) -> None:
-        """Set the accumulated gradient to zero (lazily: no array is written now)."""
-        self._grad_zero = True
+    def zero_grad(self, lazy: bool = False) -> None:
+        """Set the accumulated gradient to zero, in place.
+
+        Args:
+            lazy: only mark it as zero; the zeros are written when something
+                reads ``grad``, or skipped when a layer overwrites it through
+                :meth:`grad_target`. Until then an array obtained from ``grad``
+                earlier keeps its old values, so ``fit`` uses this between its
+                own steps, where nothing else holds the array.
+        """
+        if lazy:
+            self._grad_zero = True
+        else:
+            self._grad.fill(0)
+            self._grad_zero = False
 
     def grad_target(self) -> np.ndarray | None:
-        """``grad`` to overwrite if it is zero, else ``None`` (add to ``grad`` then).
+        """``grad`` to overwrite if it is lazily zero, else ``None`` (add to ``grad`` then).
 
         For a layer's backward: ``out = p.grad_target()``; if ``out`` is an
         array, write the gradient into it (``np.matmul(a, b, out=out)``), which
-        equals adding it to zeros; if ``None``, another contribution is already
-        there and the layer adds its own with ``p.grad += ...``. The gradient
-        counts as written from this call on.
+        equals adding it to zeros; if ``None``, add with ``p.grad += ...``. The
+        gradient counts as written from this call on.
         """
         if self._grad_zero:
             self._grad_zero = False
@@ -127,7 +146,6 @@ class Parameter(_Held):
     def astype(self, dtype: Any) -> None:
         """Convert data and grad to ``dtype`` in place of the old arrays."""
         self.data = self.data.astype(dtype)
-        Parameter.conversions += 1
         self._grad = np.zeros(self.data.shape, dtype=self.data.dtype)
         self._grad_zero = False
 

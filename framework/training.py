@@ -31,6 +31,7 @@ import numpy as np
 
 from framework.callbacks import CallbackList, History, ProgbarLogger
 from framework.errors import ConfigError, DataError
+from framework.optimizer import Optimizer
 from framework.random import get_rng
 
 if TYPE_CHECKING:
@@ -327,7 +328,13 @@ class Trainer:
         out = model.forward(x)
         value, grad = self._losses_and_grad(out, y, sample_weight)
         self._bind()
-        self.optimizer.zero_grad()
+        if type(self.optimizer).zero_grad is Optimizer.zero_grad:
+            # Lazily: nothing outside this step holds the gradients, so the first
+            # contribution to each may overwrite it (Parameter.grad_target).
+            for p in self.optimizer.params:
+                p.zero_grad(lazy=True)
+        else:
+            self.optimizer.zero_grad()
         model.backward(grad)
         self.optimizer.step()
         self.update_metrics(out, y)

@@ -179,7 +179,7 @@ def _zeros_like(x: np.ndarray) -> np.ndarray:
     zeros = _ZEROS.get(key)
     if zeros is None:
         if len(_ZEROS) >= 16:
-            _ZEROS.pop(next(iter(_ZEROS)))
+            _ZEROS.clear()  # one call, safe with other threads (next(iter()) then pop is not)
         zeros = _ZEROS[key] = np.zeros(x.shape, dtype=x.dtype, order=order)
         zeros.setflags(write=False)
     return zeros

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from typing import Any
@@ -219,20 +220,35 @@ def test_relu_and_dropout_overwrite_grad_only_inside_sequential_backward():
 # -- lazily zeroed gradients -----------------------------------------------------
 
 
-def test_zero_grad_is_lazy_but_never_visible() -> None:
-    p = Parameter(np.ones((2, 3)))
-    p.grad += 5.0
-    p.zero_grad()
-    np.testing.assert_array_equal(p.grad, np.zeros((2, 3)))  # reading fills the zeros
-    p.grad += 1.0
-    np.testing.assert_array_equal(p.grad, np.ones((2, 3)))
+def test_zero_grad_is_eager_by_default() -> None:
+    """A gradient array obtained before ``zero_grad`` sees the zeros, and additions to it count."""
+    framework.set_default_dtype(np.float64)
+    try:
+        layer = Linear(3, 2)
+        x = np.random.default_rng(0).standard_normal((4, 3))
+        layer(x)
+        held = layer.weight.grad
+        held += 5.0
+        layer.zero_grad()
+        np.testing.assert_array_equal(held, np.zeros((2, 3)))
+        held += 1.0  # a regulariser's contribution, added before backward
+        layer.forward(x)
+        g = np.ones((4, 2))
+        layer.backward(g)
+        np.testing.assert_allclose(layer.weight.grad, 1.0 + g.T @ x, rtol=1e-12)
+    finally:
+        framework.set_default_dtype(np.float32)
 
 
-def test_grad_target_is_given_once_then_contributions_add() -> None:
+def test_lazy_zero_grad_and_grad_target() -> None:
     p = Parameter(np.zeros(4))
     p.grad += 7.0
-    assert p.grad_target() is None  # not zero: the caller must add
-    p.zero_grad()
+    assert p.grad_target() is None  # not lazily zero: the caller must add
+    p.zero_grad(lazy=True)
+    np.testing.assert_array_equal(p.grad, np.zeros(4))  # reading fills the zeros
+    assert p.grad_target() is None
+    p.grad += 7.0
+    p.zero_grad(lazy=True)
     target = p.grad_target()
     assert target is not None
     target[:] = 2.0  # the first contribution, written in place
@@ -241,12 +257,47 @@ def test_grad_target_is_given_once_then_contributions_add() -> None:
     np.testing.assert_array_equal(p.grad, np.full(4, 5.0))
 
 
-def test_grad_setter_checks_the_shape_and_keeps_the_dtype() -> None:
+def test_fit_zeroes_gradients_between_steps() -> None:
+    """After fit, each gradient is the last batch's alone (the lazy zeroing inside fit works)."""
+    x, y = _data()
+    model = _mlp(1)
+    model.compile(optimizer=framework.optimizers.SGD(lr=0.0), loss="cross_entropy")
+    model.fit(x, y, epochs=2, batch_size=5, shuffle=False, verbose=0)
+    fitted = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    model.train()
+    out = model.forward(x[15:20])
+    model.loss.forward(out, y[15:20])
+    model.backward(model.loss.backward())
+    for a, p in zip(fitted, model.parameters()):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_grad_setter() -> None:
     p = Parameter(np.zeros((2, 2), dtype=np.float32))
-    p.grad = np.ones((2, 2))
+    mine = np.ones((2, 2), dtype=np.float32)
+    p.grad = mine
+    assert p.grad is mine  # the caller's array becomes the gradient, as before
+    p.grad = np.ones((2, 2))  # float64: converted
     assert p.grad.dtype == np.float32 and p.grad.sum() == 4
+    p.grad = None  # PyTorch's way of saying "no gradient": zeros here
+    np.testing.assert_array_equal(p.grad, np.zeros((2, 2)))
     with pytest.raises(framework.FrameworkError, match=r"expected shape \(2, 2\)"):
         p.grad = np.ones(3)
+
+
+def test_parameter_state_restored_in_any_slot_order() -> None:
+    """Unpickling an older Parameter sets ``grad`` before ``data``; that must not fail."""
+    p = Parameter.__new__(Parameter)
+    p.grad = np.zeros(3)
+    p.data = np.ones(3)
+    p.trainable = True
+    np.testing.assert_array_equal(p.grad, np.zeros(3))
+    q = pickle.loads(pickle.dumps(Parameter(np.arange(3.0))))
+    np.testing.assert_array_equal(q.data, np.arange(3.0))
+    q.zero_grad(lazy=True)
+    r = pickle.loads(pickle.dumps(q))
+    np.testing.assert_array_equal(r.grad, np.zeros(3))
 
 
 def test_tied_weight_gets_the_sum_of_both_contributions() -> None:
@@ -279,6 +330,25 @@ def test_model_dtype_follows_a_conversion() -> None:
     assert model.dtype == np.float64
     assert model.predict(np.ones((2, 6))).dtype == np.float64
     assert next(n for n, _ in model.named_parameters()) == "linear.weight"
+    assert all(not n.startswith("_") for n, _ in model.named_parameters())
+
+
+def test_model_dtype_follows_a_replaced_parameter_and_a_pickle() -> None:
+    model = _mlp(0)
+    model.build((None, 6))
+    model.astype(np.float64)
+    assert model.forward(np.ones((2, 6), dtype=np.float32)).dtype == np.float64
+    for layer in model.layers:
+        for name in ("weight", "bias"):
+            p = getattr(layer, name, None)
+            if isinstance(p, Parameter):
+                setattr(layer, name, Parameter(p.data.astype(np.float32)))
+    assert model.dtype == np.float32
+    assert model.forward(np.ones((2, 6))).dtype == np.float32
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.dtype == np.float32
+    copy.astype(np.float64)
+    assert copy.dtype == np.float64
 
 
 # -- fused BLAS updates ----------------------------------------------------------
@@ -439,3 +509,61 @@ def test_run_order_follows_changes_to_the_stack() -> None:
     assert [type(layer).__name__ for layer in model._order()] == ["MaxPool2d", "ReLU"]
     model.pop()
     assert [type(layer).__name__ for layer in model._order()] == ["ReLU"]
+
+
+def test_relu_subclass_overriding_forward_is_not_moved() -> None:
+    from framework.layers import MaxPool2d
+
+    class NoisyReLU(ReLU):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return super().forward(x) + 0.1
+
+    class PlainReLU(ReLU):  # forward inherited: the promise holds
+        pass
+
+    class OptOut(ReLU):
+        monotone_elementwise = False
+
+    for cls, moved in ((NoisyReLU, False), (PlainReLU, True), (OptOut, False)):
+        model = Sequential([cls(), MaxPool2d(2)])
+        first = type(model._order()[0]).__name__
+        assert first == ("MaxPool2d" if moved else cls.__name__), cls.__name__
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("tail", ["flatten", "identity", "pool-flatten"])
+def test_backward_never_writes_into_the_callers_gradient(mode: str, tail: str) -> None:
+    """Pass-through layers hand the caller's array back; later layers must not overwrite it."""
+    from framework.layers import Conv2d, Identity, MaxPool2d
+
+    if tail == "pool-flatten":
+        model = Sequential([Conv2d(1, 2, 3, padding=1), ReLU(), MaxPool2d(2), Flatten()])
+        x = np.random.default_rng(0).standard_normal((3, 1, 4, 4)).astype(np.float32)
+    else:
+        model = Sequential([Linear(4, 5, activation="relu"), Flatten() if tail == "flatten" else Identity()])
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    model.train() if mode == "train" else model.eval()
+    out = model.forward(x)
+    g = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    kept = g.copy()
+    model.backward(g)
+    np.testing.assert_array_equal(g, kept)
+
+
+def test_sgd_on_non_native_byte_order() -> None:
+    p = Parameter(np.arange(1, 5, dtype=">f4"))
+    opt = framework.optimizers.SGD([p], lr=0.1, momentum=0.9)
+    for _ in range(2):
+        p.grad[...] = 1.0
+        opt.step()
+    # b1 = 1, p1 = p0 - 0.1; b2 = 1.9, p2 = p1 - 0.19
+    np.testing.assert_allclose(p.data, np.arange(1, 5) - 0.29, rtol=1e-6)
+
+
+def test_axpby_with_overlapping_arrays() -> None:
+    y = np.arange(6.0)
+    blas.axpby(2.0, y, 0.5, y)
+    np.testing.assert_array_equal(y, 2.5 * np.arange(6.0))
+    z = np.arange(6.0)
+    blas.axpby(1.0, z[:4], 2.0, z[2:])  # partly overlapping views
+    np.testing.assert_array_equal(z, [0.0, 1.0, 4.0, 7.0, 10.0, 13.0])
