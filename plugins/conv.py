@@ -23,7 +23,14 @@ from framework.layer import Layer, format_shape
 from framework.namespace import serialize
 from framework.parameter import Parameter
 from framework.validation import check_bool, int_tuple
-from plugins.conv_ops import col2im_batch_last, conv_output_size, im2col, same_padding
+from plugins.conv_ops import (
+    channel_sums,
+    col2im_batch_last,
+    conv_output_size,
+    im2col,
+    per_channel,
+    same_padding,
+)
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "PADDING_MODES"]
 
@@ -46,18 +53,6 @@ def _check_groups(layer: str, in_channels: int, out_channels: int, groups: Any) 
                 "groups must divide both in_channels and out_channels"
             )
     return groups
-
-
-def _sum_per_channel(g: np.ndarray, channels: int) -> np.ndarray:
-    """``g`` of shape ``(N, channels, ...)`` summed over every axis but the channel axis.
-
-    Two matrix-vector products with ones (over the positions, then over the
-    batch) run 3-6x faster than ``g.sum(axis=(0, 2, ...))`` on a conv output.
-    """
-    n = g.shape[0]
-    rows = g.reshape(n * channels, -1)
-    per_sample = rows @ np.ones(rows.shape[1], dtype=rows.dtype)
-    return np.ones(n, dtype=rows.dtype) @ per_sample.reshape(n, channels)
 
 
 def _to2d(values: tuple[Any, ...], fill: Any) -> tuple[Any, Any]:
@@ -233,7 +228,7 @@ class _ConvNd(_ConvBase):
             wg = self.weight.data.reshape(g, self.out_channels // g, -1)
             y = np.matmul(wg, cols.reshape(n, g, -1, oh * ow)).reshape(n, self.out_channels, -1)
         if self.bias is not None:
-            y += self.bias.data[:, None]
+            per_channel(np.add, y, self.bias.data, out=y)
         y = y.reshape(n, self.out_channels, oh, ow)
         if self.activation is not None:
             y = self.activation.forward(y)
@@ -258,7 +253,7 @@ class _ConvNd(_ConvBase):
         dw_t = np.matmul(colsg, np.swapaxes(g, -1, -2)).sum(axis=0)
         self.weight.grad += np.swapaxes(dw_t, -1, -2).reshape(self.weight.shape)
         if self.bias is not None:
-            self.bias.grad += _sum_per_channel(g, self.out_channels)
+            self.bias.grad += channel_sums(g.reshape(n, self.out_channels, -1))
         self._cols_valid = False
         if not self.needs_input_grad:  # the first layer in fit: no column gradient, no col2im
             return None
@@ -687,7 +682,7 @@ class ConvTranspose2d(_ConvBase):
         xg = x.reshape(n, groups, c // groups, h * w)
         self.weight.grad += np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
         if self.bias is not None:
-            self.bias.grad += _sum_per_channel(g, self.out_channels)
+            self.bias.grad += channel_sums(g)
         if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
         return np.matmul(wg, gcols).reshape(x.shape)

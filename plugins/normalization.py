@@ -12,6 +12,7 @@ from framework.errors import ConfigError, ShapeError
 from framework.hookspecs import hookimpl
 from framework.layer import Layer, format_shape
 from framework.parameter import Buffer, Parameter
+from plugins.conv_ops import channel_sums, per_channel
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
@@ -25,18 +26,8 @@ def _positive_float(layer: str, arg: str, value: Any) -> float:
 
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
-    """Sums over every axis but 1, kept as ``(1, C, 1, ...)``.
-
-    For a contiguous ``(N, C, *spatial)`` array the spatial sums are one
-    matrix-vector product with a vector of ones (about 3x faster than
-    ``sum(axis=(0, 2, 3))``, whose reduction strides across channels).
-    """
-    if a.ndim == 2 or not a.flags.c_contiguous:
-        return a.sum(axis=(0, *range(2, a.ndim)), keepdims=True)
-    n, c = a.shape[:2]
-    rows = a.reshape(n, c, -1)
-    sums = np.matmul(rows, np.ones(rows.shape[2], dtype=a.dtype)).sum(axis=0)
-    return sums.reshape((1, c) + (1,) * (a.ndim - 2))
+    """Sums over every axis but 1, kept as ``(1, C, 1, ...)`` (see :func:`channel_sums`)."""
+    return channel_sums(a).reshape((1, a.shape[1]) + (1,) * (a.ndim - 2))
 
 
 class BatchNorm(Layer):
@@ -169,7 +160,7 @@ class BatchNorm(Layer):
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
             mean = _channel_sum(x) / m
-            xc = x - mean
+            xc = per_channel(np.subtract, x, mean)
             out = np.multiply(xc, xc)
             var = _channel_sum(out) / m
             if self.training and self.track_running_stats:
@@ -177,21 +168,19 @@ class BatchNorm(Layer):
         else:
             mean = self._param_view(self.running_mean, x.ndim)
             var = self._param_view(self.running_var, x.ndim)
-            xc = x - mean
+            xc = per_channel(np.subtract, x, mean)
             out = None
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat = xc
-        xhat *= inv_std.astype(xc.dtype, copy=False)
+        xhat = per_channel(np.multiply, xc, inv_std.astype(xc.dtype, copy=False), out=xc)
         self._cache = (xhat, inv_std, use_batch, m)
         if self.weight is None:
             return xhat.copy()
         # the squares are no longer needed: their buffer takes the output
         if out is not None and np.result_type(xhat, self.weight.data) == out.dtype:
-            y = np.multiply(xhat, self._param_view(self.weight, x.ndim), out=out)
+            y = per_channel(np.multiply, xhat, self.weight.data, out=out)
         else:
-            y = xhat * self._param_view(self.weight, x.ndim)
-        y += self._param_view(self.bias, x.ndim)
-        return y
+            y = per_channel(np.multiply, xhat, self.weight.data)
+        return per_channel(np.add, y, self.bias.data, out=y)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         mom = self.momentum
@@ -216,17 +205,16 @@ class BatchNorm(Layer):
         scale = inv_std if self.weight is None else inv_std * self._param_view(self.weight, g.ndim)
         scale = scale.astype(g.dtype, copy=False)
         if not use_batch:
-            return g * scale
+            return per_channel(np.multiply, g, scale)
         shift, slope = dbeta / m, dgamma / m
         if np.result_type(xhat, slope, g) == g_xhat.dtype:
             # g * xhat is spent: dx = ((g - xhat * slope) - shift) * scale in its buffer, no temporary
-            dx = np.multiply(xhat, -slope, out=g_xhat)
+            dx = per_channel(np.multiply, xhat, -slope, out=g_xhat)
             dx += g
         else:
-            dx = g - xhat * slope
-        dx -= shift
-        dx *= scale
-        return dx
+            dx = g - per_channel(np.multiply, xhat, slope)
+        per_channel(np.subtract, dx, shift, out=dx)
+        return per_channel(np.multiply, dx, scale, out=dx)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._validate_shape(input_shape)

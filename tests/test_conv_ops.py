@@ -209,3 +209,27 @@ def test_avg_pool_divisor_counts_window_elements():
     np.testing.assert_array_equal(avg_pool_divisor(size, kernel, stride, padding, out, False), [2, 3, 2])
     # ceil mode overhang past the right padding does not count: 7 = 2*3 + 1, last window [6, 8) -> 1
     np.testing.assert_array_equal(avg_pool_divisor(7, 2, 2, 0, 4, True), [2, 2, 2, 1])
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (4, 3, 5), (2, 3, 4, 5), (3, 1, 2, 2), (2, 4, 3, 2, 2)])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_channel_sums_and_per_channel_match_broadcasting(shape: tuple[int, ...], contiguous: bool) -> None:
+    from plugins.conv_ops import channel_sums, per_channel
+
+    rng = np.random.default_rng(len(shape))
+    x = rng.standard_normal(shape)
+    if not contiguous:
+        x = np.asfortranarray(x)
+    c = shape[1]
+    axes = (0, *range(2, len(shape)))
+    np.testing.assert_allclose(channel_sums(x), x.sum(axis=axes), rtol=1e-12)
+    v = rng.standard_normal(c)
+    view = v.reshape((1, c) + (1,) * (len(shape) - 2))
+    for op in (np.add, np.subtract, np.multiply):
+        np.testing.assert_array_equal(per_channel(op, x, v), op(x, view))
+        out = np.empty_like(x)
+        assert per_channel(op, x, v.reshape(view.shape), out=out) is not None
+        np.testing.assert_array_equal(out, op(x, view))
+    # dtypes follow broadcasting: float32 data with float64 values gives float64
+    x32 = x.astype(np.float32)
+    assert per_channel(np.multiply, x32, v).dtype == np.multiply(x32, view).dtype
