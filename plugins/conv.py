@@ -663,7 +663,7 @@ class ConvTranspose2d(_ConvBase):
             windows=(h, w),
         )
         if self.bias is not None:
-            y += self.bias.data[:, None, None]
+            per_channel(np.add, y, self.bias.data, out=y)
         self._x = x
         if self.activation is not None:
             y = self.activation.forward(y)
