@@ -76,7 +76,7 @@ def channel_sums(a: np.ndarray) -> np.ndarray:
     (128x32x14x14 float32: 27 us).
     """
     n, c = a.shape[:2]
-    if not a.flags.c_contiguous:
+    if not a.flags.c_contiguous or a.size == 0:
         return a.sum(axis=(0, *range(2, a.ndim)))
     per_position = np.matmul(np.ones(n, dtype=a.dtype), a.reshape(n, -1))  # (C*S,)
     return np.matmul(per_position.reshape(c, -1), np.ones(per_position.size // c, dtype=a.dtype))
@@ -94,7 +94,7 @@ def per_channel(op: np.ufunc, x: np.ndarray, v: np.ndarray, out: np.ndarray | No
     """
     c = x.shape[1]
     v = np.asarray(v).reshape(c)
-    if x.ndim > 2 and x.flags.c_contiguous and (out is None or out.flags.c_contiguous):
+    if x.ndim > 2 and x.size and x.flags.c_contiguous and (out is None or out.flags.c_contiguous):
         n = x.shape[0]
         rows = x.reshape(n, -1)
         row = np.repeat(v, rows.shape[1] // c if c else 0)

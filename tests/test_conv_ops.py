@@ -211,7 +211,9 @@ def test_avg_pool_divisor_counts_window_elements():
     np.testing.assert_array_equal(avg_pool_divisor(7, 2, 2, 0, 4, True), [2, 2, 2, 1])
 
 
-@pytest.mark.parametrize("shape", [(4, 3), (4, 3, 5), (2, 3, 4, 5), (3, 1, 2, 2), (2, 4, 3, 2, 2)])
+@pytest.mark.parametrize(
+    "shape", [(4, 3), (4, 3, 5), (2, 3, 4, 5), (3, 1, 2, 2), (2, 4, 3, 2, 2), (0, 3, 2, 2)]
+)
 @pytest.mark.parametrize("contiguous", [True, False])
 def test_channel_sums_and_per_channel_match_broadcasting(shape: tuple[int, ...], contiguous: bool) -> None:
     from plugins.conv_ops import channel_sums, per_channel
