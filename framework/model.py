@@ -136,6 +136,7 @@ class Model(Layer):
         self._metric_slots: list[tuple[int, Any, str]] = []
         self._compile_cfg: dict[str, Any] | None = None
         self._graph: _Graph | None = None
+        self._dtype_probe: _Probe | None = None  # see ``dtype``
         if inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
                 raise ConfigError("Model: pass both inputs and outputs (or neither, in a subclass)")
@@ -177,8 +178,22 @@ class Model(Layer):
     @property
     def dtype(self) -> np.dtype:
         """The dtype of the parameters (the default dtype before any exist)."""
+        # Read on every forward pass: walking all the state costs 7-9 us a step, so
+        # the first parameter is remembered with the layer attribute holding it, and
+        # trusted while that attribute still holds it (a Sequential's add/pop resets it).
+        probe = getattr(self, "_dtype_probe", None)
+        if probe is not None and vars(probe.owner).get(probe.key) is probe.param:
+            return probe.param.dtype
+        self._dtype_probe = None
         first = next(self.named_parameters(), None)
-        return first[1].dtype if first is not None else get_default_dtype()
+        if first is None:
+            return get_default_dtype()
+        param = first[1]
+        if all(layer.built for layer in self.children()):  # no parameter can appear before it
+            owner = _attribute_holding(self, param)
+            if owner is not None:
+                self._dtype_probe = _Probe(*owner, param)
+        return param.dtype
 
     @property
     def num_inputs(self) -> int | None:
@@ -773,7 +788,6 @@ class Sequential(Model):
         super().__init__(name=name)
         self._stack: dict[str, Layer] = {}
         self._shapes: list[Any] = []
-        self._dtype_probe: _Probe | None = None  # see ``dtype``
         self._run_order: list[Layer] | None = None
         self._in_shape: tuple[int | None, ...] | None = None
         if input_shape is not None:
@@ -884,26 +898,6 @@ class Sequential(Model):
             shape = connect(layer, shape, previous)
             previous = layer
         return shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The dtype of the parameters (the default dtype before any exist)."""
-        # Read on every forward pass: walking all the state costs 7-9 us a step, so
-        # the first parameter is remembered with the layer attribute holding it, and
-        # trusted while that attribute still holds it (layers added or removed reset it).
-        probe = self._dtype_probe
-        if probe is not None and vars(probe.owner).get(probe.key) is probe.param:
-            return probe.param.dtype
-        self._dtype_probe = None
-        first = next(self.named_parameters(), None)
-        if first is None:
-            return get_default_dtype()
-        param = first[1]
-        if all(layer.built for layer in self._stack.values()):  # no parameter can appear before it
-            owner = _attribute_holding(self, param)
-            if owner is not None:
-                self._dtype_probe = _Probe(*owner, param)
-        return param.dtype
 
     def _order(self) -> list[Layer]:
         """The layers in the order ``forward`` runs them.
