@@ -251,9 +251,9 @@ class _ConvNd(_ConvBase):
         # dW^T = sum_n cols[n] @ G[n]^T: with the columns as the left operand OpenBLAS runs up
         # to 3x faster than G[n] @ cols[n]^T, and never slower (measured, 1 and 2 threads).
         dw_t = np.matmul(colsg, np.swapaxes(g, -1, -2)).sum(axis=0)
-        self.weight.grad += np.swapaxes(dw_t, -1, -2).reshape(self.weight.shape)
+        self.weight.add_grad(np.swapaxes(dw_t, -1, -2).reshape(self.weight.shape))
         if self.bias is not None:
-            self.bias.grad += channel_sums(g.reshape(n, self.out_channels, -1))
+            self.bias.add_grad(channel_sums(g.reshape(n, self.out_channels, -1)))
         self._cols_valid = False
         if not self.needs_input_grad:  # the first layer in fit: no column gradient, no col2im
             return None
@@ -680,9 +680,10 @@ class ConvTranspose2d(_ConvBase):
         gcols = gcols.reshape(n, groups, -1, h * w)
         wg = self.weight.data.reshape(groups, c // groups, -1)
         xg = x.reshape(n, groups, c // groups, h * w)
-        self.weight.grad += np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.weight.shape)
+        dw = np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0)
+        self.weight.add_grad(dw.reshape(self.weight.shape))
         if self.bias is not None:
-            self.bias.grad += channel_sums(g)
+            self.bias.add_grad(channel_sums(g))
         if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
         return np.matmul(wg, gcols).reshape(x.shape)

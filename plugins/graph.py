@@ -201,13 +201,13 @@ class GCNConv(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         g = self.activation_backward(self.activation, grad_out)
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=0)
+            self.bias.add_grad(g.sum(axis=0))
         weight = self.weight.data
         if self._aggregate_first:
-            self.weight.grad += g.T @ self._cached
+            self.weight.add_grad(g.T @ self._cached)
             return self._a_hat_t @ (g @ weight)
         propagated = self._a_hat_t @ g
-        self.weight.grad += propagated.T @ self._cached
+        self.weight.add_grad(propagated.T @ self._cached)
         return propagated @ weight
 
     def output_shape(self, input_shape: Any) -> Any:

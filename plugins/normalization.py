@@ -200,8 +200,8 @@ class BatchNorm(Layer):
             g_xhat = g * xhat
             dgamma = _channel_sum(g_xhat)
         if self.weight is not None:
-            self.weight.grad += dgamma.reshape(-1).astype(self.weight.grad.dtype, copy=False)
-            self.bias.grad += dbeta.reshape(-1).astype(self.bias.grad.dtype, copy=False)
+            self.weight.add_grad(dgamma.reshape(-1))
+            self.bias.add_grad(dbeta.reshape(-1))
         scale = inv_std if self.weight is None else inv_std * self._param_view(self.weight, g.ndim)
         scale = scale.astype(g.dtype, copy=False)
         if not use_batch:
@@ -353,12 +353,12 @@ class LayerNorm(Layer):
         axes = tuple(range(g.ndim - k, g.ndim))
         lead = tuple(range(g.ndim - k))
         if self.weight is not None:
-            self.weight.grad += np.sum(g * xhat, axis=lead).astype(self.weight.grad.dtype, copy=False)
+            self.weight.add_grad(np.sum(g * xhat, axis=lead))
             dxhat = g * self.weight.data
         else:
             dxhat = g
         if self.bias is not None:
-            self.bias.grad += g.sum(axis=lead).astype(self.bias.grad.dtype, copy=False)
+            self.bias.add_grad(g.sum(axis=lead))
         d = math.prod(self.normalized_shape)
         dx = dxhat - dxhat.sum(axis=axes, keepdims=True) / d
         dx -= xhat * (np.sum(dxhat * xhat, axis=axes, keepdims=True) / d)

@@ -322,11 +322,11 @@ class _CellBase(Layer):
         x, cache = self._cache
         dxp, dhp, hprev, dstate0 = self._kernel.backward(cache, None, grads, self.weight_hh.data)
         dxp, dhp, hprev = dxp[0], dhp[0], hprev[0]
-        self.weight_ih.grad += dxp.T @ x
-        self.weight_hh.grad += dhp.T @ hprev
+        self.weight_ih.add_grad(dxp.T @ x)
+        self.weight_hh.add_grad(dhp.T @ hprev)
         if self.bias_ih is not None:
-            self.bias_ih.grad += dxp.sum(axis=0)
-            self.bias_hh.grad += dhp.sum(axis=0)
+            self.bias_ih.add_grad(dxp.sum(axis=0))
+            self.bias_hh.add_grad(dhp.sum(axis=0))
         self.grad_h0 = dstate0[0]
         if self._num_states == 2:
             self.grad_c0 = dstate0[1]
@@ -708,12 +708,12 @@ class _RecurrentBase(Layer):
                 dxp, dhp, hprev, dstate0 = self._kernel.backward(dir_caches[dd], dout, dstate_n, w_hh.data)
                 dxp2 = dxp.reshape(length * n, -1)
                 dhp2 = dhp.reshape(length * n, -1)
-                w_ih.grad += dxp2.T @ inp2
-                w_hh.grad += dhp2.T @ hprev.reshape(length * n, h)
+                w_ih.add_grad(dxp2.T @ inp2)
+                w_hh.add_grad(dhp2.T @ hprev.reshape(length * n, h))
                 if b_ih is not None:
                     sum_xp = dxp2.sum(axis=0)
-                    b_ih.grad += sum_xp
-                    b_hh.grad += sum_xp if dhp is dxp else dhp2.sum(axis=0)
+                    b_ih.add_grad(sum_xp)
+                    b_hh.add_grad(sum_xp if dhp is dxp else dhp2.sum(axis=0))
                 for dst, src in zip(grads0, dstate0):
                     dst[j] = src
                 dx = dxp2 @ w_ih.data
