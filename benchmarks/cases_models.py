@@ -156,22 +156,9 @@ def build_torch(model: str) -> tuple[Any, Any]:
             nn.Linear(84, 10),
         )
     elif model == "fashion_cnn":
-        net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.BatchNorm2d(16),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Dropout(0.25),
-            nn.Flatten(),
-            nn.Linear(32 * 7 * 7, 128),
-            nn.ReLU(),
-            nn.Dropout(0.4),
-            nn.Linear(128, 10),
-        )
+        from benchmarks.torch_fashion_mnist import build_model
+
+        net = build_model(torch)
     else:
         raise ValueError(f"unknown model {model!r}")
     if MODELS[model]["optimizer"] == "adam":
