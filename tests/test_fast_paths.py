@@ -567,3 +567,17 @@ def test_axpby_with_overlapping_arrays() -> None:
     z = np.arange(6.0)
     blas.axpby(1.0, z[:4], 2.0, z[2:])  # partly overlapping views
     np.testing.assert_array_equal(z, [0.0, 1.0, 4.0, 7.0, 10.0, 13.0])
+
+
+def test_functional_model_dtype_follows_a_conversion_and_a_replacement() -> None:
+    from framework import Input, Model
+
+    x = Input((3,))
+    model = Model(x, Linear(5, 2)(Linear(3, 5)(x)))
+    assert model.dtype == np.float32
+    assert model.predict(np.ones((2, 3))).dtype == np.float32
+    model.astype(np.float64)
+    assert model.predict(np.ones((2, 3), dtype=np.float32)).dtype == np.float64
+    first = next(layer for layer in model.layers if isinstance(layer, Linear))
+    first.weight = Parameter(first.weight.data.astype(np.float32))
+    assert model.dtype == np.float32
