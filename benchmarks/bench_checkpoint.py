@@ -18,7 +18,7 @@ import numpy as np
 
 import framework
 from framework import Sequential
-from framework.checkpoint import load_model
+from framework.saving.checkpoint import load_model
 
 
 def build_model() -> Sequential:

@@ -5,7 +5,7 @@ Each round starts a new Python process that measures, with
 counted):
 
 - ``import framework``;
-- ``import framework`` followed by ``framework.registry.REGISTRY.load()``
+- ``import framework`` followed by ``framework.registry.manager.REGISTRY.load()``
   (entry-point discovery plus importing and registering every plugin);
 - ``import numpy`` alone, the floor under both (the framework imports it);
 - ``import torch``, for comparison, when torch is importable.
@@ -49,8 +49,8 @@ print(t1 - t0)
 
 CHECK = {
     "import framework + REGISTRY.load()": (
-        "import framework.registry\nassert framework.registry.REGISTRY.loaded\n"
-        "assert framework.registry.REGISTRY.names('layers')"
+        "import framework.registry.manager\nassert framework.registry.manager.REGISTRY.loaded\n"
+        "assert framework.registry.manager.REGISTRY.names('layers')"
     ),
 }
 
@@ -59,7 +59,7 @@ def measure(label: str, rounds: int) -> list[float]:
     """Seconds spent in ``SNIPPETS[label]``, one fresh interpreter per round."""
     body = SNIPPETS[label]
     if "REGISTRY" in body:
-        body = "import framework.registry\n" + body
+        body = "import framework.registry.manager\n" + body
     code = TEMPLATE.format(body=body, check=CHECK.get(label, ""))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWORK_")}
     env["PYTHONDONTWRITEBYTECODE"] = "0"

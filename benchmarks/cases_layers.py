@@ -7,7 +7,7 @@ PyTorch gets an input that requires a gradient, so it computes ``dL/dx`` as
 the framework does.
 
 Our layer runs under the same heap setting ``fit`` applies
-(:func:`framework.training.keep_freed_memory`: glibc keeps freed memory for
+(:func:`framework.training.loop.keep_freed_memory`: glibc keeps freed memory for
 reuse), so a call reuses the previous call's temporaries instead of faulting
 fresh pages in; without it the case would time glibc's page faults as much as
 the layer (``FRAMEWORK_KEEP_HEAP=0`` measures that).
@@ -41,7 +41,7 @@ def _arrays(layer: str) -> tuple[Any, Any, Any]:
 
 def _ours(layer: str, quick: bool) -> Callable[[], float]:
     from framework.layers import BatchNorm, Conv2d, MaxPool2d
-    from framework.training import keep_freed_memory
+    from framework.training.loop import keep_freed_memory
 
     keep_freed_memory()
     rng, x, dtype = _arrays(layer)

@@ -1,7 +1,7 @@
 """MkDocs hook: the catalogue of registered objects, built from the registry at build time.
 
 A page writes a marker ``<!-- catalogue: KIND -->`` on a line of its own, with
-``KIND`` one of ``framework.registry.KINDS`` (``layers``, ``activations``,
+``KIND`` one of ``framework.registry.manager.KINDS`` (``layers``, ``activations``,
 ``initializers``, ``losses``, ``optimizers``, ``metrics``). ``on_page_markdown``
 replaces it with a Markdown table of every object the built-in distribution
 registers in that kind: name and aliases, the plugin (distribution and
@@ -33,7 +33,7 @@ CODE_SPAN_RE = re.compile(r"(`+)(.+?)\1")
 
 
 def _registry() -> Any:
-    from framework.registry import BUILTIN_DISTRIBUTION, KINDS, REGISTRY
+    from framework.registry.manager import BUILTIN_DISTRIBUTION, KINDS, REGISTRY
 
     REGISTRY.load(strict=True)
     failed = [p for p in REGISTRY.plugins if p.error and p.distribution == BUILTIN_DISTRIBUTION]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from framework import _aliases
 from framework._version import __version__
-from framework.dtype import get_default_dtype, set_default_dtype
+from framework.base.layer import Layer
+from framework.base.parameter import Buffer, Parameter
 from framework.errors import (
     CheckpointError,
     ConfigError,
@@ -26,10 +28,11 @@ from framework.errors import (
     ShapeError,
     UnknownNameError,
 )
-from framework.hookspecs import hookimpl
-from framework.layer import Layer
-from framework.parameter import Buffer, Parameter
-from framework.random import get_rng, set_seed
+from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype, set_default_dtype
+from framework.runtime.random import get_rng, set_seed
+
+_aliases.install()
 
 __all__ = [
     "__version__",
@@ -58,17 +61,17 @@ __all__ = [
 
 # Names whose modules are imported on first use, to keep ``import framework`` fast.
 _LAZY = {
-    "Model": "framework.model",
-    "Sequential": "framework.model",
-    "Input": "framework.graph",
-    "load_model": "framework.checkpoint",
+    "Model": "framework.models.model",
+    "Sequential": "framework.models.model",
+    "Input": "framework.models.graph",
+    "load_model": "framework.saving.checkpoint",
     "layers": "framework.layers",
     "activations": "framework.activations",
     "initializers": "framework.initializers",
     "losses": "framework.losses",
     "optimizers": "framework.optimizers",
     "metrics": "framework.metrics",
-    "callbacks": "framework.callbacks",
+    "callbacks": "framework.training.callbacks",
     "datasets": "framework.datasets",
     "testing": "framework.testing",
 }

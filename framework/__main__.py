@@ -1,5 +1,5 @@
 """``python -m framework``: the command-line interface."""
 
-from framework.cli import main
+from framework.cli.main import main
 
 raise SystemExit(main())

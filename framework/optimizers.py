@@ -2,11 +2,11 @@
 
 Every optimizer a plugin registers (built-in or third party) is an attribute of
 this module. ``get(identifier, **kwargs)`` resolves a name, config dict,
-class or instance (see :mod:`framework.namespace`).
+class or instance (see :mod:`framework.registry.namespace`).
 """
 
 from __future__ import annotations
 
-from framework.namespace import module_functions
+from framework.registry.namespace import module_functions
 
 get, names, __getattr__, __dir__ = module_functions("optimizers", globals())

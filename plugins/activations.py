@@ -1,6 +1,6 @@
 """Built-in plugin: activation functions as parameter-free layers.
 
-Each activation is a :class:`~framework.layer.Layer` with a hand-written
+Each activation is a :class:`~framework.base.layer.Layer` with a hand-written
 ``backward``, so one class serves as ``Linear(..., activation="relu")`` and as a
 standalone layer (``from framework.layers import ReLU``). Each is registered
 twice: as an activation under its functional name (``"relu"``,
@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
+from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype
 
 __all__ = [
     "ActivationLayer",

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from framework import activations, initializers
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
+from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, NotBuiltError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.namespace import serialize
-from framework.parameter import Parameter
-from framework.validation import check_bool, int_tuple
+from framework.registry.hookspecs import hookimpl
+from framework.registry.namespace import serialize
+from framework.runtime.dtype import get_default_dtype
 from plugins.conv_ops import (
     channel_sums,
     col2im_batch_last,

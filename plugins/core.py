@@ -7,17 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from framework import blas
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
+from framework.base.validation import positive_int as _positive_int
+from framework.base.validation import resolve_activation as _activation
+from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.namespace import serialize
-from framework.parameter import Parameter
-from framework.random import get_rng
-from framework.validation import positive_int as _positive_int
-from framework.validation import resolve_activation as _activation
-from framework.validation import resolve_initializer as _initializer
+from framework.registry.hookspecs import hookimpl
+from framework.registry.namespace import serialize
+from framework.runtime import blas
+from framework.runtime.dtype import get_default_dtype
+from framework.runtime.random import get_rng
 
 __all__ = ["Linear", "Identity", "Dropout", "Flatten", "Activation"]
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer
+from framework.base.parameter import Parameter
+from framework.base.validation import positive_int, resolve_initializer
 from framework.errors import ConfigError, DataError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer
-from framework.namespace import serialize
-from framework.parameter import Parameter
-from framework.validation import positive_int, resolve_initializer
+from framework.registry.hookspecs import hookimpl
+from framework.registry.namespace import serialize
+from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["Embedding", "scatter_add_rows"]
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
+from framework.base.validation import positive_int, resolve_activation, resolve_initializer
 from framework.errors import ConfigError, DataError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.namespace import serialize
-from framework.parameter import Parameter
-from framework.validation import positive_int, resolve_activation, resolve_initializer
+from framework.registry.hookspecs import hookimpl
+from framework.registry.namespace import serialize
+from framework.runtime.dtype import get_default_dtype
 from plugins.graph_ops import SparseAdjacency, as_coo, gcn_propagation
 
 __all__ = ["GCNConv", "SparseAdjacency"]

@@ -1,13 +1,13 @@
 """Built-in plugin: weight initializers (Xavier/Glorot, Kaiming/He, orthogonal, constants).
 
-Every initializer is an :class:`~framework.initializer.Initializer`: a callable
+Every initializer is an :class:`~framework.base.initializer.Initializer`: a callable
 ``init(shape, dtype=None, rng=None, gain=None) -> ndarray``. ``gain=None``
 means the initializer's own default; a layer passes the gain of its activation
 (``Linear(..., activation="relu")`` passes ``sqrt(2)``). Initializers whose
 distribution does not depend on a gain (constants, ``Normal``, ``Uniform``)
 ignore it.
 
-Fans follow :func:`~framework.initializer.compute_fans`: a weight of shape
+Fans follow :func:`~framework.base.initializer.compute_fans`: a weight of shape
 ``(out, in, *kernel)`` has ``fan_in = in * prod(kernel)`` and
 ``fan_out = out * prod(kernel)``.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.initializer import Initializer, calculate_gain, compute_fans
 from framework.errors import ConfigError
-from framework.hookspecs import hookimpl
-from framework.initializer import Initializer, calculate_gain, compute_fans
+from framework.registry.hookspecs import hookimpl
 
 __all__ = [
     "Zeros",

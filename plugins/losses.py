@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.loss import Loss
+from framework.base.validation import match_target_shape
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.loss import Loss
-from framework.validation import match_target_shape
+from framework.registry.hookspecs import hookimpl
 
 __all__ = ["MSE", "MAE", "Huber", "CrossEntropy", "BinaryCrossEntropy", "MaskedCrossEntropy"]
 

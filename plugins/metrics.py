@@ -1,7 +1,7 @@
 """Built-in plugin: accuracy, top-k accuracy, mean absolute and mean squared error.
 
 Each metric's ``compute(y_pred, y_true)`` is the batch mean of a per-sample
-value; the :class:`~framework.metric.Metric` base keeps the running mean over
+value; the :class:`~framework.base.metric.Metric` base keeps the running mean over
 an epoch (``update`` weights each batch by its size, so batches of different
 sizes average correctly). Classification metrics take the model's raw outputs
 (logits or probabilities: the arg-max is the same).
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.metric import Metric
+from framework.base.validation import match_target_shape
 from framework.errors import ConfigError, DataError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.metric import Metric
-from framework.validation import match_target_shape
+from framework.registry.hookspecs import hookimpl
 
 __all__ = ["Accuracy", "TopKAccuracy", "MeanAbsoluteError", "MeanSquaredError"]
 

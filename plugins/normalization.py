@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.parameter import Buffer, Parameter
+from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype
 from plugins.conv_ops import channel_sums, per_channel
 
 __all__ = ["BatchNorm", "LayerNorm"]

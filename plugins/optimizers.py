@@ -2,7 +2,7 @@
 
 Each follows PyTorch's update rule and defaults exactly (so a model trained
 here and in PyTorch from the same weights and gradients takes the same
-steps). The :class:`~framework.optimizer.Optimizer` base does the rest:
+steps). The :class:`~framework.base.optimizer.Optimizer` base does the rest:
 ``learning_rate`` (alias ``lr``, a float or a schedule), ``weight_decay``
 (added to the gradient, ``g <- g + wd * p``, except in AdamW), ``clipnorm``,
 ``clipvalue``, the step count and ``state_dict``. Below, ``g`` is the
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from framework import blas
+from framework.base.optimizer import Optimizer
+from framework.base.parameter import Parameter
 from framework.errors import ConfigError
-from framework.hookspecs import hookimpl
-from framework.optimizer import Optimizer
-from framework.parameter import Parameter
+from framework.registry.hookspecs import hookimpl
+from framework.runtime import blas
 
 __all__ = ["SGD", "AdaGrad", "RMSProp", "Adam", "AdamW"]
 
@@ -102,7 +102,7 @@ class SGD(Optimizer):
         )
 
     def update(self, param: Parameter, grad: np.ndarray, state: dict[str, np.ndarray], lr: float) -> None:
-        # Each line is one fused pass (framework.blas): b <- m b + (1 - d) g, p <- p - lr b.
+        # Each line is one fused pass (framework.runtime.blas): b <- m b + (1 - d) g, p <- p - lr b.
         work = self.scratch(param)
         if self.momentum == 0:
             blas.axpy(-lr, grad, param.data, work)
@@ -337,7 +337,7 @@ class Adam(Optimizer):
         work = self.scratch(param)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         # Seven passes over the parameter's size; the moment updates and the final
-        # step are fused BLAS updates (framework.blas).
+        # step are fused BLAS updates (framework.runtime.blas).
         blas.axpby(1.0 - beta1, grad, beta1, exp_avg, work)
         blas.axpby(1.0 - beta2, np.multiply(grad, grad, out=work), beta2, exp_avg_sq)
         second = exp_avg_sq

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.layer import Layer, format_shape
+from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.validation import check_bool, int_tuple
+from framework.registry.hookspecs import hookimpl
 from plugins.conv_ops import (
     avg_pool2d,
     avg_pool2d_backward,

@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
+from framework.base.validation import check_bool, check_choice, positive_int
 from framework.errors import ConfigError, NotBuiltError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
-from framework.parameter import Parameter
-from framework.random import get_rng
-from framework.validation import check_bool, check_choice, positive_int
+from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype
+from framework.runtime.random import get_rng
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
-from framework.hookspecs import hookimpl
-from framework.layer import Layer, format_shape
+from framework.registry.hookspecs import hookimpl
 
 __all__ = ["Reshape", "Permute", "ZeroPadding2d", "UpSampling2d"]
 

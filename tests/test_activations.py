@@ -10,7 +10,7 @@ import pytest
 
 from framework import activations
 from framework.errors import ConfigError, ShapeError
-from framework.namespace import serialize
+from framework.registry.namespace import serialize
 from framework.testing import check_gradients
 from plugins.activations import (
     ELU,

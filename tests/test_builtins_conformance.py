@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from framework import layers
-from framework.registry import BUILTIN_DISTRIBUTION, REGISTRY
+from framework.registry.manager import BUILTIN_DISTRIBUTION, REGISTRY
 from framework.testing import (
     check_activation,
     check_initializer,

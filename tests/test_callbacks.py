@@ -10,7 +10,8 @@ from support import requires_h5py
 
 import framework
 from framework import Sequential
-from framework.callbacks import (
+from framework.layers import Linear
+from framework.training.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
@@ -20,7 +21,6 @@ from framework.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from framework.layers import Linear
 
 
 @pytest.fixture
@@ -128,9 +128,9 @@ def test_early_stopping_max_mode_and_min_delta(data):
 
 @requires_h5py
 def test_model_checkpoint_writes_files(tmp_path, data):
-    if not hasattr(framework.model.Model, "save"):
+    if not hasattr(framework.models.model.Model, "save"):
         pytest.skip("model.save is not available")
-    pytest.importorskip("framework.checkpoint")
+    pytest.importorskip("framework.saving.checkpoint")
     x, y = data
     model = make_model()
     every = ModelCheckpoint(str(tmp_path / "every-{epoch:02d}.h5"), save_weights_only=True)

@@ -380,7 +380,7 @@ def test_failed_save_keeps_previous_file(trained, tmp_path: Path, monkeypatch: p
     model.save(path)
     before = path.read_bytes()
 
-    import framework.checkpoint as checkpoint
+    import framework.saving.checkpoint as checkpoint
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")

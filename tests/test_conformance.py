@@ -9,10 +9,10 @@ import pytest
 from support import requires_h5py
 
 from framework import hookimpl
+from framework.base.layer import Layer
+from framework.base.parameter import Parameter
 from framework.errors import ConfigError
-from framework.layer import Layer
-from framework.parameter import Parameter
-from framework.registry import REGISTRY
+from framework.registry.manager import REGISTRY
 from framework.testing import (
     ConformanceError,
     check_initializer,
@@ -33,7 +33,7 @@ class ConfScale(Layer):
         self.weight: Parameter | None = None
 
     def build(self, input_shape: Any) -> None:
-        from framework.dtype import get_default_dtype
+        from framework.runtime.dtype import get_default_dtype
 
         rng = np.random.default_rng(0)
         self.weight = Parameter(rng.uniform(0.5, 1.5, input_shape[-1]).astype(get_default_dtype()))
@@ -198,7 +198,7 @@ def test_eval_nondeterminism_is_caught() -> None:
 
 
 def test_broken_loss_gradient_is_caught() -> None:
-    from framework.loss import Loss
+    from framework.base.loss import Loss
 
     class HalfMSE(Loss):
         def forward(self, y_pred: Any, y_true: Any, sample_weight: Any = None) -> float:
@@ -214,7 +214,7 @@ def test_broken_loss_gradient_is_caught() -> None:
 
 
 def test_optimizer_with_hidden_state_is_caught() -> None:
-    from framework.optimizer import Optimizer
+    from framework.base.optimizer import Optimizer
 
     class CountingSGD(Optimizer):
         """Learning rate shrinks with a counter kept outside state_dict."""
@@ -233,7 +233,7 @@ def test_optimizer_with_hidden_state_is_caught() -> None:
 
 
 def test_initializer_ignoring_the_rng_is_caught() -> None:
-    from framework.initializer import Initializer
+    from framework.base.initializer import Initializer
 
     class GlobalNormal(Initializer):
         def sample(self, shape: tuple[int, ...], rng: Any, gain: Any) -> np.ndarray:

@@ -5,7 +5,7 @@ directory. Conventions a page may use:
 
 - ``<!-- skip-test -->`` on the line just before a fence: that block is not run
   (for the rare block that cannot run standalone; prefer ```text or ```bash);
-- ``<!-- test-requires: framework.model, plugins.conv -->`` anywhere on the
+- ``<!-- test-requires: framework.models.model, plugins.conv -->`` anywhere on the
   page: the page is skipped, with the reason, while one of those modules does
   not exist yet (``importlib.util.find_spec``); once they exist the page is a
   real test.

@@ -140,7 +140,7 @@ def test_history_plot_selected_metric_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="val_acc"):
         history.plot(metrics=["val_acc"])
     with pytest.raises(ConfigError, match="nothing recorded"):
-        framework.callbacks.History().plot(tmp_path / "empty.png")
+        framework.training.callbacks.History().plot(tmp_path / "empty.png")
 
 
 def test_history_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@
 - ``keep_freed_memory`` is safe to call repeatedly;
 - ``zero_grad`` only marks gradients as zero, and the first contribution is
   written straight into them (``Parameter.grad_target``);
-- the fused BLAS updates of :mod:`framework.blas` equal the NumPy ones.
+- the fused BLAS updates of :mod:`framework.runtime.blas` equal the NumPy ones.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import pytest
 from support import subprocess_env
 
 import framework
-from framework import Sequential, blas
+from framework import Sequential
+from framework.base.parameter import Parameter
 from framework.layers import Dropout, Flatten, Linear, ReLU
-from framework.parameter import Parameter
-from framework.training import _first_layer_without_input_grad, keep_freed_memory
+from framework.runtime import blas
+from framework.training.loop import _first_layer_without_input_grad, keep_freed_memory
 
 
 def _mlp(seed: int) -> Sequential:
@@ -44,7 +45,7 @@ def test_fit_matches_a_manual_loop_and_restores_the_flag() -> None:
         m.compile(optimizer=framework.optimizers.get("sgd", lr=0.1, momentum=0.9), loss="cross_entropy")
     seen: list[bool] = []
 
-    class Spy(framework.callbacks.Callback):
+    class Spy(framework.training.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
             seen.append(self.model.layers[0].needs_input_grad)
 
@@ -406,7 +407,7 @@ def test_axpy_falls_back_on_arrays_blas_cannot_take() -> None:
 
 def test_blas_updates_can_be_switched_off() -> None:
     code = (
-        "import framework.blas as b, numpy as np; "
+        "import framework.runtime.blas as b, numpy as np; "
         "y = np.ones(3); b.axpy(2.0, y.copy(), y); print(b.backend(), y)"
     )
     out = subprocess.run(

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import framework
     from framework import Sequential
-    from framework.callbacks import LambdaCallback
+    from framework.training.callbacks import LambdaCallback
     from framework.layers import Linear
 
     out_npz, out_json = sys.argv[1], sys.argv[2]
@@ -106,7 +106,7 @@ def test_keyboard_interrupt_raised_inside_a_batch_is_caught(capsys):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    cb = framework.callbacks.LambdaCallback(on_epoch_begin=interrupt)
+    cb = framework.training.callbacks.LambdaCallback(on_epoch_begin=interrupt)
     history = model.fit(x, y, epochs=10, callbacks=[cb], verbose=0)
     assert history.interrupted and history.epoch == [0, 1] and model.epoch == 2
     assert "Training interrupted" in capsys.readouterr().err

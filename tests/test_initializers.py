@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from framework import initializers
+from framework.base.initializer import compute_fans
 from framework.errors import ConfigError, UnknownNameError
-from framework.initializer import compute_fans
-from framework.namespace import serialize
+from framework.registry.namespace import serialize
 from plugins.initializers import (
     Constant,
     KaimingNormal,
@@ -188,11 +188,11 @@ def test_same_seed_same_values(name):
 
 
 def test_global_seed_drives_the_default_generator():
-    import framework.random
+    import framework.runtime.random
 
-    framework.random.set_seed(7)
+    framework.runtime.random.set_seed(7)
     a = initializers.get("he_uniform")((5, 5))
-    framework.random.set_seed(7)
+    framework.runtime.random.set_seed(7)
     b = initializers.get("he_uniform")((5, 5))
     assert np.array_equal(a, b)
 

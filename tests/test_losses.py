@@ -9,7 +9,7 @@ import pytest
 
 from framework import losses
 from framework.errors import ConfigError, DataError, FrameworkError, ShapeError
-from framework.namespace import serialize
+from framework.registry.namespace import serialize
 from framework.testing import numerical_gradient, relative_error
 from plugins.losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, MaskedCrossEntropy
 

@@ -7,7 +7,7 @@ import pytest
 
 from framework import metrics
 from framework.errors import ConfigError, DataError, ShapeError
-from framework.namespace import serialize
+from framework.registry.namespace import serialize
 from plugins.metrics import Accuracy, MeanAbsoluteError, MeanSquaredError, TopKAccuracy
 
 SCORES = np.array(

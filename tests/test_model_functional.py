@@ -21,7 +21,7 @@ from framework.layers import (
     Multiply,
     Subtract,
 )
-from framework.model import deserialize_model, serialize_model
+from framework.models.model import deserialize_model, serialize_model
 from framework.testing import check_gradients
 
 

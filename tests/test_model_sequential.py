@@ -11,7 +11,7 @@ from support import requires_h5py
 import framework
 from framework import Input, Sequential
 from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d
-from framework.model import deserialize_model, serialize_model
+from framework.models.model import deserialize_model, serialize_model
 
 
 def cnn() -> Sequential:
@@ -178,7 +178,7 @@ def test_compile_config_round_trip():
 
 @requires_h5py
 def test_save_and_load_model(tmp_path, rng):
-    checkpoint = pytest.importorskip("framework.checkpoint")
+    checkpoint = pytest.importorskip("framework.saving.checkpoint")
     framework.set_seed(1)
     model = Sequential([Linear(3, 8, activation="relu"), Linear(8, 2)])
     model.compile("adam", "cross_entropy", metrics=["accuracy"])

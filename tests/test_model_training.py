@@ -97,7 +97,7 @@ def test_history_loss_is_mean_of_batch_losses():
     model = Sequential([Linear(2, 8, activation="relu"), Linear(8, 2)])
     model.compile(framework.optimizers.get("sgd", learning_rate=0.0), "cross_entropy")
     losses = []
-    cb = framework.callbacks.LambdaCallback(
+    cb = framework.training.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: losses.append(logs["loss"])
     )
     history = model.fit(x, y, epochs=1, batch_size=16, shuffle=False, callbacks=[cb], verbose=0)

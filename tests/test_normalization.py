@@ -9,8 +9,8 @@ import pytest
 
 import framework
 from framework import layers
+from framework.base.parameter import Buffer
 from framework.errors import ConfigError, FrameworkError, ShapeError
-from framework.parameter import Buffer
 from framework.testing import check_gradients
 
 BatchNorm = layers.BatchNorm

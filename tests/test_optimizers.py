@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from framework import optimizers
+from framework.base.parameter import Parameter
+from framework.base.schedules import StepDecay, WarmUp
 from framework.errors import ConfigError
-from framework.parameter import Parameter
-from framework.schedules import StepDecay, WarmUp
 from plugins.optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
 try:  # optional parity checks

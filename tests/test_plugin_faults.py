@@ -23,7 +23,7 @@ from support import subprocess_env
 
 from framework import Layer, hookimpl
 from framework.errors import PluginError
-from framework.registry import Registry
+from framework.registry.manager import Registry
 
 # -- throwaway distributions --------------------------------------------------
 
@@ -77,7 +77,7 @@ LOAD = """
     import json, warnings
     import framework
     from framework.errors import PluginError
-    from framework.registry import REGISTRY
+    from framework.registry.manager import REGISTRY
 
     out = {}
     with warnings.catch_warnings(record=True) as caught:
@@ -243,7 +243,7 @@ def test_disabled_autoload_loads_builtins_only_and_allows_manual_registration(tm
         import numpy as np
         import framework
         from framework import layers
-        from framework.registry import REGISTRY
+        from framework.registry.manager import REGISTRY
 
         REGISTRY.load()
         out = {

@@ -11,7 +11,7 @@ from support import subprocess_env
 import framework
 from framework import Layer, hookimpl
 from framework.errors import PluginError, UnknownNameError
-from framework.registry import REGISTRY, Registry, canonical_name
+from framework.registry.manager import REGISTRY, Registry, canonical_name
 
 
 def test_canonical_name_ignores_case_and_underscores():

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from framework import schedules
+from framework.base import schedules
+from framework.base.schedules import CosineDecay, ExponentialDecay, StepDecay, WarmUp
 from framework.errors import ConfigError
-from framework.schedules import CosineDecay, ExponentialDecay, StepDecay, WarmUp
 
 
 def test_step_decay_values():

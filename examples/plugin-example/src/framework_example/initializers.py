@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+from framework.initializer import Initializer, compute_fans
 
 from framework import ConfigError
-from framework.initializer import Initializer, compute_fans
 
 __all__ = ["LecunNormal"]
 

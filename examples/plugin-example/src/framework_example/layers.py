@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from framework import ConfigError, Layer, Parameter, ShapeError
 from framework.dtype import get_default_dtype
 from framework.layer import format_shape
+
+from framework import ConfigError, Layer, Parameter, ShapeError
 
 __all__ = ["FeatureScale"]
 

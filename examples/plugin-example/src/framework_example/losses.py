@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
+from framework.loss import Loss
 
 from framework import ShapeError
-from framework.loss import Loss
 
 __all__ = ["LogCosh"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from framework.optimizer import Optimizer
 
 from framework import ConfigError, Parameter
-from framework.optimizer import Optimizer
 
 __all__ = ["Lion"]
 

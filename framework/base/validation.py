@@ -7,7 +7,7 @@ form, and otherwise raises :class:`~framework.errors.ConfigError` (or
 the received value. Use them in ``__init__`` so that a bad hyperparameter fails
 where it is given::
 
-    from framework.validation import positive_int, resolve_activation
+    from framework.base.validation import positive_int, resolve_activation
 
     class MyLayer(Layer):
         def __init__(self, units: int, activation: Any = None) -> None:
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from framework import activations, initializers
+from framework.base.layer import Layer
 from framework.errors import ConfigError, ShapeError
-from framework.layer import Layer
 
 __all__ = [
     "check_bool",

@@ -10,7 +10,7 @@ class up only among the schedules of this module (a config never imports
 anything).
 
 Example:
-    >>> from framework.schedules import CosineDecay, WarmUp
+    >>> from framework.base.schedules import CosineDecay, WarmUp
     >>> sched = WarmUp(CosineDecay(0.1, decay_steps=100), warmup_steps=10)
     >>> round(sched(4), 4), round(sched(10), 4)
     (0.05, 0.1)
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from framework.config import Configurable
+from framework.base.config import Configurable
 from framework.errors import ConfigError
 
 __all__ = ["Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "WarmUp", "get", "serialize"]
@@ -203,7 +203,7 @@ def serialize(schedule: Any) -> Any:
     if not hasattr(schedule, "get_config"):
         raise ConfigError(
             f"schedule {schedule!r} has no get_config() and cannot be saved; "
-            f"use one of framework.schedules: {', '.join(_SCHEDULES)}"
+            f"use one of framework.base.schedules: {', '.join(_SCHEDULES)}"
         )
     return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.config import Configurable
+from framework.base.config import Configurable
 
 __all__ = ["Metric"]
 
@@ -38,7 +38,7 @@ class Metric(Configurable):
     def name(self) -> str:
         if self._name:
             return self._name
-        from framework.registry import REGISTRY
+        from framework.registry.manager import REGISTRY
 
         return REGISTRY.name_of("metrics", self) or _snake(type(self).__name__)
 

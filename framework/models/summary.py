@@ -13,10 +13,10 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from framework.layer import format_shape
+from framework.base.layer import format_shape
 
 if TYPE_CHECKING:
-    from framework.model import Model
+    from framework.models.model import Model
 
 __all__ = ["summary_rows", "summary_text"]
 
@@ -30,7 +30,7 @@ def _last_shape(layer: Any) -> Any:
 
 def summary_rows(model: Model) -> list[tuple[str, str, str, int, str]]:
     """``(name, type, output shape, parameters, connected to)`` for each layer."""
-    from framework.model import Sequential
+    from framework.models.model import Sequential
 
     rows = []
     graph = model._graph

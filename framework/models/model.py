@@ -6,7 +6,7 @@ Three ways to build a model, all trained the same way (``compile`` / ``fit``):
   as layers are added whenever the input shape is known (from the first
   layer's sizes, an ``Input(shape)`` first element or ``input_shape=``).
 - ``Model(inputs, outputs)`` over ``Input(shape)`` placeholders: calling
-  layers on placeholders records a graph (see :mod:`framework.graph`); several
+  layers on placeholders records a graph (see :mod:`framework.models.graph`); several
   inputs and outputs and merge layers are allowed. ``forward`` runs the nodes
   in topological order; ``backward`` runs them in reverse and sums the
   gradients of a tensor that feeds several layers.
@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
 from framework.errors import ConfigError, DataError, NotBuiltError, NotCompiledError
-from framework.graph import (
+from framework.models.graph import (
     Input,
     InputLayer,
     Node,
@@ -49,10 +50,9 @@ from framework.graph import (
     connect,
     infer_output_shape,
 )
-from framework.layer import Layer, format_shape
-from framework.namespace import serialize
-from framework.parameter import Parameter
-from framework.registry import REGISTRY
+from framework.registry.manager import REGISTRY
+from framework.registry.namespace import serialize
+from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["Model", "Sequential", "serialize_model", "deserialize_model"]
 
@@ -110,7 +110,7 @@ class Model(Layer):
             or a list of one loss per output).
         epoch: epochs completed by ``fit`` so far (the ``initial_epoch`` to
             resume from).
-        history: the :class:`~framework.callbacks.History` of the last ``fit``.
+        history: the :class:`~framework.training.callbacks.History` of the last ``fit``.
         stop_training: a callback sets it to stop ``fit`` after the current batch.
 
     Example:
@@ -442,26 +442,26 @@ class Model(Layer):
     # -- training ----------------------------------------------------------
 
     def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
-        """Train; see :func:`framework.training.fit` for the arguments. Returns a ``History``."""
-        from framework.training import fit
+        """Train; see :func:`framework.training.loop.fit` for the arguments. Returns a ``History``."""
+        from framework.training.loop import fit
 
         return fit(self, x, y, **kwargs)
 
     def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, float]:
         """The loss and metrics over ``(x, y)`` in eval mode: ``{"loss": ..., "accuracy": ...}``."""
-        from framework.training import evaluate
+        from framework.training.loop import evaluate
 
         return evaluate(self, x, y, **kwargs)
 
     def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
         """The outputs for ``x`` in eval mode, batched (a list for several outputs)."""
-        from framework.training import predict
+        from framework.training.loop import predict
 
         return predict(self, x, batch_size=batch_size, verbose=verbose)
 
     def train_on_batch(self, x: Any, y: Any) -> float:
         """One optimisation step on one batch; returns the loss."""
-        from framework.training import Trainer
+        from framework.training.loop import Trainer
 
         self._require_compiled("train_on_batch")
         return Trainer(self).train_step(self.cast_inputs(x), y)
@@ -473,7 +473,7 @@ class Model(Layer):
 
         With ``print_fn``, each line is passed to it and the text is returned.
         """
-        from framework.summary import summary_text
+        from framework.models.summary import summary_text
 
         text = summary_text(self, line_length=line_length)
         if print_fn is None:
@@ -497,19 +497,19 @@ class Model(Layer):
 
     def save(self, filepath: Any, **kwargs: Any) -> None:
         """Write the model (config, weights, optimizer state) to HDF5."""
-        from framework import checkpoint
+        from framework.saving import checkpoint
 
         checkpoint.save_model(self, filepath, **kwargs)
 
     def save_weights(self, filepath: Any, **kwargs: Any) -> None:
         """Write the parameters and buffers to HDF5."""
-        from framework import checkpoint
+        from framework.saving import checkpoint
 
         checkpoint.save_weights(self, filepath, **kwargs)
 
     def load_weights(self, filepath: Any, **kwargs: Any) -> None:
         """Read parameters and buffers written by :meth:`save_weights`."""
-        from framework import checkpoint
+        from framework.saving import checkpoint
 
         checkpoint.load_weights(self, filepath, **kwargs)
 
@@ -989,7 +989,7 @@ def _serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
     if registered is None:
         raise ConfigError(
             f"{layer.describe()}: class {type(layer).__name__} is not registered, so the model cannot "
-            "be serialised; register it with a register_layers hook (see framework.hookspecs)"
+            "be serialised; register it with a register_layers hook (see framework.registry.hookspecs)"
         )
     config = dict(layer.get_config())
     config["name"] = name

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framework.callbacks import CallbackList, History, ProgbarLogger
+from framework.base.optimizer import Optimizer
 from framework.errors import ConfigError, DataError
-from framework.optimizer import Optimizer
-from framework.random import get_rng
+from framework.runtime.random import get_rng
+from framework.training.callbacks import CallbackList, History, ProgbarLogger
 
 if TYPE_CHECKING:
-    from framework.model import Model
+    from framework.models.model import Model
 
 __all__ = ["ArrayData", "BatchData", "Trainer", "fit", "evaluate", "predict", "make_data"]
 
@@ -237,7 +237,7 @@ class BatchData:
 
 def _arity(model: Model) -> tuple[int | None, int | None]:
     """How many inputs and outputs ``model`` takes (``None`` for a hand-built subclass)."""
-    from framework.model import Sequential
+    from framework.models.model import Sequential
 
     if model._graph is not None:
         return len(model._graph.inputs), len(model._graph.outputs)
@@ -433,7 +433,7 @@ def _first_layer_without_input_grad(model: Model) -> Any:
     Layers before it have no trainable parameters, so the backward pass can stop
     there. ``None`` for other models, or when that layer is itself a model.
     """
-    from framework.model import Model, Sequential
+    from framework.models.model import Model, Sequential
 
     if not isinstance(model, Sequential) or type(model).backward is not Sequential.backward:
         return None

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype, set_default_dtype
+from framework.base.layer import Layer
 from framework.errors import FrameworkError
-from framework.layer import Layer
-from framework.registry import REGISTRY
+from framework.registry.manager import REGISTRY
+from framework.runtime.dtype import get_default_dtype, set_default_dtype
 
 __all__ = [
     "ConformanceError",
@@ -306,7 +306,7 @@ def _check_config(obj: Any, kind: str, *, rebuild_equal: bool = True) -> tuple[d
 
 
 def _check_registered(obj: Any, kind: str, config: dict[str, Any]) -> str:
-    from framework.namespace import resolve
+    from framework.registry.namespace import resolve
 
     name = REGISTRY.name_of(kind, obj)
     if name is None:
@@ -572,8 +572,8 @@ def check_layer(
         if importlib.util.find_spec("h5py") is None:
             raise _Skip("h5py is not installed (pip install h5py); checkpoints cannot be written")
         try:
-            from framework.checkpoint import load_model, save_model
-            from framework.model import Model, Sequential
+            from framework.models.model import Model, Sequential
+            from framework.saving.checkpoint import load_model, save_model
         except ImportError as exc:
             raise _Skip(f"the model API is not importable yet ({exc})") from exc
         with _default_dtype("float32"):
@@ -586,7 +586,7 @@ def check_layer(
                 prepare(original)
             xin = _cast(x0, np.float32)
             if multi_input:
-                from framework.graph import Input
+                from framework.models.graph import Input
 
                 inputs = [Input(tuple(s[1:])) for s in shape]
                 model = Model(inputs, original(inputs))
@@ -725,7 +725,7 @@ def _as_tuples(shape: Any) -> Any:
 
 
 def _fmt(shape: Any) -> str:
-    from framework.layer import format_shape
+    from framework.base.layer import format_shape
 
     if isinstance(shape, list) or shape is None:
         return format_shape(shape)
@@ -754,7 +754,7 @@ def check_activation(
     - ``gain``: ``gain`` (the init gain a preceding layer passes to its weight
       initializer), when present, is a finite number >= 0.
     """
-    from framework.namespace import resolve
+    from framework.registry.namespace import resolve
 
     act = resolve("activations", activation)
     if not isinstance(act, Layer):
@@ -830,7 +830,7 @@ def check_initializer(
     - ``registry``: registered, and ``framework.initializers.get`` rebuilds it
       from ``{"class_name": name, "config": config}``.
     """
-    from framework.namespace import resolve
+    from framework.registry.namespace import resolve
 
     init = resolve("initializers", initializer)
     report = ConformanceReport(f"initializer {type(init).__module__}.{type(init).__qualname__}")
@@ -930,7 +930,7 @@ def check_loss(
       equal config and the rebuilt loss gives the same value;
     - ``registry``: registered, and ``framework.losses.get`` rebuilds it.
     """
-    from framework.namespace import resolve
+    from framework.registry.namespace import resolve
 
     obj = resolve("losses", loss)
     report = ConformanceReport(f"loss {type(obj).__module__}.{type(obj).__qualname__}")
@@ -1018,8 +1018,8 @@ def check_optimizer(
       an equal config;
     - ``registry``: registered, and ``framework.optimizers.get`` rebuilds it.
     """
-    from framework.namespace import resolve
-    from framework.parameter import Parameter
+    from framework.base.parameter import Parameter
+    from framework.registry.namespace import resolve
 
     opt = resolve("optimizers", optimizer)
     report = ConformanceReport(f"optimizer {type(opt).__module__}.{type(opt).__qualname__}")

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from framework.config import Configurable
-from framework.dtype import resolve_dtype
+from framework.base.config import Configurable
 from framework.errors import ConfigError
-from framework.random import get_rng
+from framework.runtime.dtype import resolve_dtype
+from framework.runtime.random import get_rng
 
 __all__ = ["Initializer", "compute_fans", "calculate_gain", "skip_initialization"]
 

@@ -1,6 +1,6 @@
 """The plugin registry: entry-point discovery and name -> object lookup.
 
-One :class:`Registry` (``framework.registry.REGISTRY``) owns a pluggy
+One :class:`Registry` (``framework.registry.manager.REGISTRY``) owns a pluggy
 ``PluginManager``. On the first lookup it loads every entry point of the group
 ``framework`` -- the built-ins in ``plugins/`` are declared there by this
 project's own ``pyproject.toml`` exactly as a third party declares its own --
@@ -27,8 +27,8 @@ from typing import Any
 
 import pluggy
 
-from framework import hookspecs
 from framework.errors import PluginError, UnknownNameError
+from framework.registry import hookspecs
 
 __all__ = [
     "KINDS",

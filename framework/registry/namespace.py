@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from framework.errors import ConfigError
-from framework.registry import _SINGULAR, REGISTRY
+from framework.registry.manager import _SINGULAR, REGISTRY
 
 __all__ = ["Namespace", "module_functions", "resolve", "serialize"]
 

@@ -14,7 +14,7 @@ only a shape (batch axis ``None``) and a dtype. Calling a layer on one
 A shape that does not fit raises :class:`~framework.ShapeError` naming the
 producing layer, the consuming layer and both shapes. ``Model(inputs,
 outputs)`` then walks the nodes back from the outputs (see
-:mod:`framework.model`).
+:mod:`framework.models.model`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import get_default_dtype, resolve_dtype
+from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
-from framework.layer import Layer, format_shape
+from framework.runtime.dtype import get_default_dtype, resolve_dtype
 
 __all__ = ["Input", "InputLayer", "Node", "SymbolicTensor", "call_layer", "connect", "infer_output_shape"]
 

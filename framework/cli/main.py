@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from framework.registry import KINDS, REGISTRY
+from framework.registry.manager import KINDS, REGISTRY
 
 __all__ = ["main"]
 

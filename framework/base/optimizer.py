@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from framework import schedules
-from framework.config import Configurable
+from framework.base import schedules
+from framework.base.config import Configurable
+from framework.base.parameter import Parameter
 from framework.errors import ConfigError
-from framework.parameter import Parameter
 
 __all__ = ["Optimizer"]
 
@@ -32,7 +32,7 @@ class Optimizer(Configurable):
             here is taken as the learning rate, so the Keras spelling
             ``SGD(0.1)`` works too.
         learning_rate: a float or a schedule, a callable ``step -> lr`` such
-            as :mod:`framework.schedules` provides, or its saved
+            as :mod:`framework.base.schedules` provides, or its saved
             ``{"class_name": ..., "config": ...}`` form (alias ``lr``).
         weight_decay: L2 penalty coefficient added to each gradient.
         clipnorm: if set, gradients are rescaled so their global L2 norm is at

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from framework.dtype import resolve_dtype
 from framework.errors import ConfigError, DataError
-from framework.random import get_rng
+from framework.runtime.dtype import resolve_dtype
+from framework.runtime.random import get_rng
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

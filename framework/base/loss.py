@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.config import Configurable
+from framework.base.config import Configurable
 from framework.errors import ShapeError
 
 __all__ = ["Loss"]
@@ -67,7 +67,7 @@ class Loss(Configurable):
 
     @property
     def name(self) -> str:
-        from framework.registry import REGISTRY
+        from framework.registry.manager import REGISTRY
 
         return REGISTRY.name_of("losses", self) or type(self).__name__
 

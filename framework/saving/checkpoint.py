@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework._version import __version__
+from framework.base.initializer import skip_initialization
 from framework.errors import CheckpointError, FrameworkError, UnknownNameError
-from framework.initializer import skip_initialization
-from framework.registry import REGISTRY
+from framework.registry.manager import REGISTRY
 
 if TYPE_CHECKING:
     import h5py
 
-    from framework.model import Model
+    from framework.models.model import Model
 
 __all__ = [
     "FORMAT_NAME",
@@ -213,7 +213,7 @@ def _write_optimizer(handle: h5py.File, model: Model, compression: str | None) -
 
 
 def _training_state(model: Model) -> dict[str, Any]:
-    from framework.random import get_rng
+    from framework.runtime.random import get_rng
 
     return {"epoch": int(getattr(model, "epoch", 0) or 0), "rng": get_rng().bit_generator.state}
 
@@ -234,7 +234,7 @@ def save_model(
         include_optimizer: also save the optimizer's step count and moments.
         compression: ``"gzip"`` to compress datasets, or ``None``.
     """
-    from framework.model import serialize_model
+    from framework.models.model import serialize_model
 
     _check_compression(compression)
     if not getattr(model, "built", False):
@@ -472,7 +472,7 @@ def load_model(path: str | os.PathLike[str], compile: bool = True) -> Model:
             dtype, or a class no installed plugin registers (naming the
             distribution that provided it when the file was written).
     """
-    from framework.model import deserialize_model
+    from framework.models.model import deserialize_model
 
     name = os.fspath(path)
     with _open(name) as handle:
@@ -541,7 +541,7 @@ def _load_training_state(group: h5py.Group, model: Model, path: str, *, restore_
     model.epoch = epoch
     rng_state = state.get("rng")
     if restore_rng and isinstance(rng_state, dict):
-        from framework.random import get_rng
+        from framework.runtime.random import get_rng
 
         generator = get_rng().bit_generator
         if rng_state.get("bit_generator") != type(generator).__name__:

@@ -37,9 +37,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framework.config import Configurable
+from framework.base.config import Configurable
+from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
-from framework.parameter import Buffer, Parameter
 
 __all__ = ["Layer", "Shape", "format_shape"]
 
@@ -213,7 +213,7 @@ class Layer(Configurable):
         """Run ``forward`` on arrays; on ``Input`` placeholders, add a graph node."""
         first = x[0] if isinstance(x, (list, tuple)) and x else x
         if getattr(first, "_framework_symbolic", False):
-            from framework.graph import call_layer
+            from framework.models.graph import call_layer
 
             return call_layer(self, x, *args, **kwargs)
         return self.forward(x, *args, **kwargs)
