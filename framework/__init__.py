@@ -62,7 +62,7 @@ __all__ = [
 # Names whose modules are imported on first use, to keep ``import framework`` fast.
 _LAZY = {
     "Model": "framework.models.model",
-    "Sequential": "framework.models.model",
+    "Sequential": "framework.models.sequential",
     "Input": "framework.models.graph",
     "load_model": "framework.saving.checkpoint",
     "layers": "framework.layers",

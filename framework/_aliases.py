@@ -33,7 +33,7 @@ ALIASES = {
     "framework.hookspecs": "framework.registry.hookspecs",
     "framework.namespace": "framework.registry.namespace",
     "framework.graph": "framework.models.graph",
-    "framework.model": "framework.models.model",
+    "framework.model": "framework.models",
     "framework.summary": "framework.models.summary",
     "framework.callbacks": "framework.training.callbacks",
     "framework.schedules": "framework.base.schedules",

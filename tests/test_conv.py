@@ -493,7 +493,7 @@ def test_fit_skips_the_first_convolutions_input_gradient_and_restores_the_flag(r
     conv = model.layers[0]
     calls = []
     backward = conv.backward
-    conv.backward = lambda g: calls.append(conv.needs_input_grad) or backward(g)
+    conv.backward = lambda ctx, g: calls.append(ctx.needs_input_grad) or backward(ctx, g)
     x = rng.standard_normal((8, 1, 5, 5)).astype(np.float32)
     history = model.fit(x, rng.integers(0, 3, size=8), batch_size=4, epochs=1, verbose=0)
     assert calls == [False, False]

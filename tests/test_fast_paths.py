@@ -25,7 +25,7 @@ from framework import Sequential
 from framework.base.parameter import Parameter
 from framework.layers import Dropout, Flatten, Linear, ReLU
 from framework.runtime import blas
-from framework.training.loop import _first_layer_without_input_grad, keep_freed_memory
+from framework.training.loop import keep_freed_memory
 
 
 def _mlp(seed: int) -> Sequential:
@@ -44,13 +44,13 @@ def test_fit_matches_a_manual_loop_and_restores_the_flag() -> None:
     for m in (fitted, manual):
         m.compile(optimizer=framework.optimizers.get("sgd", lr=0.1, momentum=0.9), loss="cross_entropy")
     seen: list[bool] = []
+    first_layer = fitted.layers[0]
+    backward = first_layer.backward
+    first_layer.backward = lambda ctx, g: seen.append(ctx.needs_input_grad) or backward(ctx, g)
 
-    class Spy(framework.training.callbacks.Callback):
-        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-            seen.append(self.model.layers[0].needs_input_grad)
-
-    fitted.fit(x, y, epochs=2, batch_size=5, shuffle=False, verbose=0, callbacks=[Spy()])
+    fitted.fit(x, y, epochs=2, batch_size=5, shuffle=False, verbose=0)
     assert seen == [False] * 8  # the first layer's input gradient is skipped inside fit
+    del first_layer.backward
 
     loss = manual._losses[0]
     manual.optimizer.bind(manual)
@@ -89,13 +89,13 @@ def test_linear_without_input_grad_still_accumulates_parameter_grads() -> None:
 def test_first_layer_choice() -> None:
     model = Sequential([Flatten(), Dropout(0.1), Linear(12, 4), Linear(4, 2)])
     model.build((None, 3, 4))
-    assert _first_layer_without_input_grad(model) is model.layers[2]
+    assert model._first_needed(model._order()) == 2
     frozen = Sequential([Linear(3, 4), Linear(4, 2)])
     for p in frozen.layers[0].parameters():
         p.trainable = False
-    assert _first_layer_without_input_grad(frozen) is frozen.layers[1]
+    assert frozen._first_needed(frozen._order()) == 1
     nested = Sequential([Sequential([Linear(3, 4)]), Linear(4, 2)])
-    assert _first_layer_without_input_grad(nested) is None
+    assert nested._first_needed(nested._order()) == 0
 
 
 def test_fit_through_leading_parameter_free_layers() -> None:

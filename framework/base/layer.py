@@ -32,20 +32,25 @@ batch axis, which may be ``None``: ``(None, 3, 28, 28)``.
 from __future__ import annotations
 
 import functools
+import inspect
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
 from framework.base.config import Configurable
+from framework.base.context import Context
 from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 
-__all__ = ["Layer", "Shape", "format_shape"]
+__all__ = ["Context", "Layer", "Shape", "format_shape", "takes_context"]
 
 Shape = tuple[int | None, ...]
 
 _ANY = object()
+_BUILD_LOCK = threading.RLock()
+_CALL_STATE = ("_legacy_lock", "_legacy_token", "_manual_ctx")
 
 
 def format_shape(shape: Any) -> str:
@@ -77,38 +82,171 @@ def _matches(spec: Any, shape: tuple[int, ...]) -> bool:
     return len(spec) == len(shape) and all(s is None or s == d for s, d in zip(spec, shape))
 
 
+def _takes_ctx(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn(self, ctx, ...)`` is written in the context form."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(names) >= 2 and names[1] == "ctx"
+
+
+def _out_shape(out: Any) -> Any:
+    return out.shape if isinstance(out, np.ndarray) else _ANY
+
+
+def _check_grad(layer: Layer, expected: Any, grad_out: Any) -> None:
+    if expected is None:
+        raise NotBuiltError(f"{layer.describe()}: backward() called before forward()")
+    if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
+        raise ShapeError(
+            f"{layer.describe()}: backward() expected a gradient of shape "
+            f"{format_shape(expected)} (the shape of the last output), got "
+            f"{format_shape(getattr(grad_out, 'shape', None))}"
+        )
+
+
+def _prepare(layer: Layer, x: Any) -> None:
+    if not layer.built:
+        with _BUILD_LOCK:
+            if not layer.built:
+                layer.build(_shape_of(x))
+                layer.built = True
+    elif layer.input_spec is not None:
+        layer._check_input(x)
+
+
 def _wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def forward(self: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self.built:
-            self.build(_shape_of(x))
-            self.built = True
-        elif self.input_spec is not None:
-            self._check_input(x)
-        out = fn(self, x, *args, **kwargs)
-        self._out_shape = out.shape if isinstance(out, np.ndarray) else _ANY
-        return out
+    if _takes_ctx(fn):
+
+        @functools.wraps(fn)
+        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                ctx, x, rest = args[0], args[1], args[2:]
+            else:  # the manual form ``layer.forward(x)``: one call at a time
+                ctx, x, rest = Context(self.training), args[0], args[1:]
+                self._manual_ctx = ctx
+            _prepare(self, x)
+            out = fn(self, ctx, x, *rest, **kwargs)
+            ctx.out_shape = _out_shape(out)
+            return out
+
+    else:
+
+        @functools.wraps(fn)
+        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                return _adapted_forward(self, fn, args[0], args[1], args[2:], kwargs)
+            x = args[0]
+            _prepare(self, x)
+            out = fn(self, x, *args[1:], **kwargs)
+            self._out_shape = _out_shape(out)
+            return out
 
     forward._framework_checked = True  # type: ignore[attr-defined]
     return forward
 
 
 def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def backward(self: Layer, grad_out: Any, *args: Any, **kwargs: Any) -> Any:
-        expected = self._out_shape
-        if expected is None:
-            raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
-        if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
-            raise ShapeError(
-                f"{self.describe()}: backward() expected a gradient of shape "
-                f"{format_shape(expected)} (the shape of the last output), got "
-                f"{format_shape(getattr(grad_out, 'shape', None))}"
-            )
-        return fn(self, grad_out, *args, **kwargs)
+    if _takes_ctx(fn):
+
+        @functools.wraps(fn)
+        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                ctx, grad_out, rest = args[0], args[1], args[2:]
+            else:
+                ctx = self.__dict__.get("_manual_ctx")
+                if ctx is None:
+                    raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+                grad_out, rest = args[0], args[1:]
+            _check_grad(self, ctx.out_shape, grad_out)
+            return fn(self, ctx, grad_out, *rest, **kwargs)
+
+    else:
+
+        @functools.wraps(fn)
+        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                return _adapted_backward(self, fn, args[0], args[1], args[2:], kwargs)
+            _check_grad(self, self._out_shape, args[0])
+            return fn(self, *args, **kwargs)
 
     backward._framework_checked = True  # type: ignore[attr-defined]
     return backward
+
+
+# -- the adapter for layers written in the older form -------------------------
+# ``forward(x)`` / ``backward(grad_out)`` keep one call's state on the layer, so
+# the adapter serves them one call at a time: it refuses a second thread, and a
+# backward whose forward was not the layer's last one.
+
+
+def _legacy_error(layer: Layer, what: str) -> ConfigError:
+    return ConfigError(
+        f"{layer.describe()} ({type(layer).__module__}.{type(layer).__qualname__}) keeps its forward state "
+        f"on the layer (forward(x) / backward(grad_out)), so it {what}. Write it in the context form, "
+        "forward(self, ctx, x) / backward(self, ctx, grad_out), storing on ctx what backward needs "
+        "(see docs/plugins.md)"
+    )
+
+
+def _adapted_forward(
+    layer: Layer, fn: Callable[..., Any], ctx: Context, x: Any, rest: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    lock = layer.__dict__.get("_legacy_lock")
+    if lock is None:
+        with _BUILD_LOCK:
+            lock = layer.__dict__.get("_legacy_lock")
+            if lock is None:
+                lock = threading.Lock()
+                object.__setattr__(layer, "_legacy_lock", lock)
+    if not lock.acquire(blocking=False):
+        raise _legacy_error(layer, "cannot be called from two threads at once")
+    training = layer.training
+    needs = layer.needs_input_grad
+    try:
+        layer.training = ctx.training
+        layer.needs_input_grad = ctx.needs_input_grad
+        _prepare(layer, x)
+        out = fn(layer, x, *rest, **kwargs)
+        layer._out_shape = ctx.out_shape = _out_shape(out)
+        token = object()
+        layer._legacy_token = token
+        ctx._legacy_token = token
+        return out
+    finally:
+        layer.training = training
+        layer.needs_input_grad = needs
+        lock.release()
+
+
+def _adapted_backward(
+    layer: Layer,
+    fn: Callable[..., Any],
+    ctx: Context,
+    grad_out: Any,
+    rest: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    token = ctx.__dict__.get("_legacy_token")
+    if token is None or layer.__dict__.get("_legacy_token") is not token:
+        raise _legacy_error(
+            layer, "cannot serve a backward after another call of the same layer (a shared layer)"
+        )
+    _check_grad(layer, ctx.out_shape, grad_out)
+    needs = layer.needs_input_grad
+    try:
+        layer.grad_out_writable = ctx.grad_out_writable
+        layer.needs_input_grad = ctx.needs_input_grad
+        return fn(layer, grad_out, *rest, **kwargs)
+    finally:
+        layer.grad_out_writable = False
+        layer.needs_input_grad = needs
+
+
+def takes_context(layer: Layer) -> bool:
+    """Whether ``layer``'s ``forward`` is written in the context form (``forward(ctx, x)``)."""
+    return bool(getattr(type(layer), "_ctx_style", True))
 
 
 class Layer(Configurable):
@@ -158,6 +296,7 @@ class Layer(Configurable):
     monotone_elementwise: bool = False
     window_max: bool = False
     _out_shape: Any = None
+    _ctx_style: ClassVar[bool] = True
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).
     _config_exclude: ClassVar[tuple[str, ...]] = ()
@@ -167,6 +306,8 @@ class Layer(Configurable):
         for method, wrap in (("forward", _wrap_forward), ("backward", _wrap_backward)):
             fn = cls.__dict__.get(method)
             if fn is not None and not getattr(fn, "_framework_checked", False):
+                if method == "forward":
+                    cls._ctx_style = _takes_ctx(fn)
                 setattr(cls, method, wrap(fn))
 
     def __init__(self, *, name: str | None = None) -> None:
@@ -191,12 +332,17 @@ class Layer(Configurable):
             self.input_spec = self.input_shape
         self.built = True
 
-    def forward(self, x: Any) -> Any:
-        """Compute the output for input ``x`` and cache what ``backward`` needs."""
+    def forward(self, ctx: Context, x: Any) -> Any:
+        """Compute the output for input ``x``; store on ``ctx`` what ``backward`` needs.
+
+        Called as ``layer.forward(ctx, x)`` by a model's executor, or as
+        ``layer.forward(x)`` by hand (the base class then makes the context and
+        keeps it for the next ``layer.backward(grad_out)``).
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
-    def backward(self, grad_out: Any) -> Any:
-        """Return ``dL/dx`` given ``dL/d output``; add ``dL/dparam`` into ``.grad``."""
+    def backward(self, ctx: Context, grad_out: Any) -> Any:
+        """Return ``dL/dx`` given ``dL/d output``; add ``dL/dparam`` with ``Parameter.add_grad``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
     def output_shape(self, input_shape: Any) -> Any:
@@ -209,14 +355,39 @@ class Layer(Configurable):
 
     # -- calling -----------------------------------------------------------
 
-    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``forward`` on arrays; on ``Input`` placeholders, add a graph node."""
+    def __call__(self, x: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        """Run ``forward`` on arrays; on ``Input`` placeholders, add a graph node.
+
+        Args:
+            training: the mode of this one call (``True``: Dropout drops,
+                BatchNorm uses batch statistics); ``None`` uses the layer's
+                ``training`` flag. The flag itself is not changed.
+        """
         first = x[0] if isinstance(x, (list, tuple)) and x else x
         if getattr(first, "_framework_symbolic", False):
-            from framework.models.graph import call_layer
+            return type(first)._framework_call(self, x, *args, **kwargs)
+        if training is None:
+            return self.forward(x, *args, **kwargs)
+        ctx = Context(training)
+        out = self.forward(ctx, x, *args, **kwargs)
+        self._manual_ctx = ctx
+        return out
 
-            return call_layer(self, x, *args, **kwargs)
-        return self.forward(x, *args, **kwargs)
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickle carries the layer, not the record of its last call.
+        state = dict(self.__dict__)
+        for key in _CALL_STATE:
+            state.pop(key, None)
+        return state
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if isinstance(value, np.ndarray) and isinstance(self.__dict__.get(key), Parameter):
+            raise ConfigError(
+                f"{self.describe()}: {key} is a Parameter; assigning a plain array to it would detach it "
+                f"from the optimizer and checkpoints. Write the values into it with "
+                f"layer.{key}.data[...] = array, or assign a Parameter(array)"
+            )
+        object.__setattr__(self, key, value)
 
     def _check_input(self, x: Any) -> None:
         spec = self.input_spec
@@ -286,13 +457,31 @@ class Layer(Configurable):
     def buffers(self) -> list[Buffer]:
         return [b for _, b in self.named_buffers()]
 
-    def activation_backward(self, activation: Layer | None, grad_out: Any) -> Any:
-        """``activation.backward(grad_out)`` for an activation this layer applies to its output.
+    @staticmethod
+    def activation_forward(ctx: Context, activation: Layer | None, x: Any) -> Any:
+        """``activation`` applied to this layer's output ``x`` in the sub-context ``"activation"``."""
+        if activation is None:
+            return x
+        return activation.forward(ctx.child("activation"), x)
 
-        The activation may overwrite ``grad_out`` in place exactly when this
-        layer may (``grad_out_writable``), which saves it an output-sized
+    def activation_backward(self, *args: Any) -> Any:
+        """The backward of the activation this layer applies to its output.
+
+        ``activation_backward(ctx, activation, grad_out)`` in the context form
+        (the call :meth:`activation_forward` made), or
+        ``activation_backward(activation, grad_out)`` for a layer in the older
+        form. The activation may overwrite ``grad_out`` in place exactly when
+        this layer may (``grad_out_writable``), which saves it an output-sized
         array; ``None`` (no activation) returns ``grad_out``.
         """
+        if isinstance(args[0], Context):
+            ctx, activation, grad_out = args
+            if activation is None:
+                return grad_out
+            sub = ctx.child("activation")
+            sub.grad_out_writable = ctx.grad_out_writable
+            return activation.backward(sub, grad_out)
+        activation, grad_out = args
         if activation is None:
             return grad_out
         activation.grad_out_writable = self.grad_out_writable

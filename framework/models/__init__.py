@@ -1,3 +1,11 @@
-"""Models: the functional graph (``Input``, nodes), ``Model`` and
-``Sequential``, their (de)serialisation to JSON config, and ``summary()``.
+"""Models: the functional graph (``Input``, nodes) and its executor, ``Model``
+and ``Sequential``, ``compile``, their (de)serialisation to JSON config, and
+``summary()``.
 """
+
+from framework.models.graph import Input
+from framework.models.model import Model
+from framework.models.sequential import Sequential
+from framework.models.serialize import deserialize_model, serialize_model
+
+__all__ = ["Input", "Model", "Sequential", "deserialize_model", "serialize_model"]

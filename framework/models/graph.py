@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
 from framework.runtime.dtype import get_default_dtype, resolve_dtype
@@ -119,10 +120,10 @@ class InputLayer(Layer):
         self.build((None, *shape))
         self.input_spec = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         return grad_out
 
     def check(self, x: Any) -> None:
@@ -173,7 +174,7 @@ def infer_output_shape(layer: Layer, input_shape: Any) -> Any:
     """The output shape of ``layer`` for ``input_shape`` (batch axis ``None``).
 
     Uses ``layer.output_shape``; a layer that does not override it is run once
-    in eval mode on a batch of one zero sample (when every non-batch size is
+    in inference mode on a batch of one zero sample (when every non-batch size is
     known) and its actual output shape is taken.
     """
     if _overrides_output_shape(layer):
@@ -186,12 +187,9 @@ def infer_output_shape(layer: Layer, input_shape: Any) -> Any:
     if params:
         dtype = params[0].dtype
     dummies = [np.zeros((1, *s[1:]), dtype=dtype) for s in shapes]
-    training = layer.training
-    layer.train(False)
-    try:
-        out = layer.forward(dummies if isinstance(input_shape, list) else dummies[0])
-    finally:
-        layer.train(training)
+    out = layer.forward(
+        Context(False, record=False), dummies if isinstance(input_shape, list) else dummies[0]
+    )
     if isinstance(out, (list, tuple)):
         return [(None, *o.shape[1:]) for o in out]
     return (None, *out.shape[1:])
@@ -245,6 +243,9 @@ def call_layer(layer: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
     dtype = inputs[0].dtype if np.issubdtype(inputs[0].dtype, np.floating) else get_default_dtype()
     node = Node(layer, inputs, list_input, out if list_output else [out], list_output, dtype, args, kwargs)
     return list(node.outputs) if list_output else node.outputs[0]
+
+
+SymbolicTensor._framework_call = staticmethod(call_layer)  # type: ignore[attr-defined]
 
 
 def shape_size(shape: tuple[int | None, ...]) -> int | None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.optimizer import Optimizer
 from framework.errors import ConfigError, DataError
 from framework.runtime.random import get_rng
@@ -325,7 +326,9 @@ class Trainer:
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
         """Forward, loss, backward, optimizer step; metrics updated. Returns the batch loss."""
         model = self.model
-        out = model.forward(x)
+        # Nothing upstream of the model needs dL/dx: a Sequential stops its backward early.
+        ctx = Context(True, needs_input_grad=False)
+        out = model.forward(ctx, x)
         value, grad = self._losses_and_grad(out, y, sample_weight)
         self._bind()
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
@@ -335,7 +338,7 @@ class Trainer:
                 p.zero_grad(lazy=True)
         else:
             self.optimizer.zero_grad()
-        model.backward(grad)
+        model.backward(ctx, grad)
         self.optimizer.step()
         self.update_metrics(out, y)
         return value
@@ -425,22 +428,6 @@ def keep_freed_memory() -> bool:
     mallopt(m_trim_threshold, 256 * 1024 * 1024)
     _HEAP_TUNED = True
     return True
-
-
-def _first_layer_without_input_grad(model: Model) -> Any:
-    """The layer of a ``Sequential`` whose ``dL/dx`` nobody needs: the first with trainable parameters.
-
-    Layers before it have no trainable parameters, so the backward pass can stop
-    there. ``None`` for other models, or when that layer is itself a model.
-    """
-    from framework.models.model import Model, Sequential
-
-    if not isinstance(model, Sequential) or type(model).backward is not Sequential.backward:
-        return None
-    for layer in model._stack.values():
-        if any(p.trainable for p in layer.parameters()):
-            return None if isinstance(layer, Model) else layer
-    return None
 
 
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -535,17 +522,11 @@ def fit(
     trainer = Trainer(model)
     model.stop_training = False
     model.history = history
-    was_training = model.training
-    model.train()
     keep_freed_memory()
-    first = _first_layer_without_input_grad(model)
-    first_needed = first.needs_input_grad if first is not None else True
     interrupted = False
     logs: dict[str, float] = {}
     with _Interrupt() as interrupt:
         try:
-            if first is not None:
-                first.needs_input_grad = False
             cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
                 trainer.reset_metrics()
@@ -577,7 +558,6 @@ def fit(
                 if val_data is not None:
                     val_logs = _evaluate_data(model, trainer, val_data, batch_size)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
-                    model.train()
                 cb.on_epoch_end(epoch, logs)
                 model.epoch = epoch + 1
                 if interrupt.flag:
@@ -588,9 +568,8 @@ def fit(
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            model.train(was_training)
-            if first is not None:
-                first.needs_input_grad = first_needed
+            # Keras's contract: the model comes back in inference mode, however fit ends.
+            model.eval()
     if interrupted:
         history.interrupted = True
         model.stop_training = True
@@ -605,15 +584,14 @@ def fit(
 
 
 def _evaluate_data(model: Model, trainer: Trainer, data: Any, batch_size: int) -> dict[str, float]:
-    """Sample-weighted mean loss (and per-output losses) and metrics, in eval mode."""
-    model.eval()
+    """Sample-weighted mean loss (and per-output losses) and metrics, in inference mode."""
     trainer.reset_metrics()
     total, n = 0.0, 0
     per_output = [0.0] * len(trainer.losses)
     for xb, yb in data.batches(batch_size):
         if isinstance(data, BatchData):
             xb = model.cast_inputs(xb)
-        out = model.forward(xb)
+        out = model.forward(Context(False, record=False), xb)
         size = len(out[0] if trainer.multi else out)
         if not trainer.multi:
             value = trainer.weights[0] * float(trainer.losses[0].forward(out, yb))
@@ -648,12 +626,8 @@ def evaluate(
         if data.ys is None:
             raise DataError("evaluate: y is None; pass targets, or an iterable of (x, y) batches as x")
         data.cast(model)
-    was_training = model.training
     keep_freed_memory()
-    try:
-        logs = _evaluate_data(model, Trainer(model), data, batch_size)
-    finally:
-        model.train(was_training)
+    logs = _evaluate_data(model, Trainer(model), data, batch_size)
     if verbose:
         print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
     return logs
@@ -674,15 +648,10 @@ def predict(model: Model, x: Any, batch_size: int = 32, verbose: int = 0) -> Any
         data._dtype = model.dtype
         data.cast(model)
         source = (xb for xb, _ in data.batches(batch_size))
-    was_training = model.training
-    model.eval()
     keep_freed_memory()
     chunks: list[Any] = []
-    try:
-        for xb in source:
-            chunks.append(model.forward(model.cast_inputs(xb)))
-    finally:
-        model.train(was_training)
+    for xb in source:
+        chunks.append(model.forward(Context(False, record=False), model.cast_inputs(xb)))
     if not chunks:
         raise DataError("predict: the input yielded no batches")
     if isinstance(chunks[0], list):

@@ -1,0 +1,123 @@
+"""``compile``: resolving a model's optimizer, losses and metrics by name.
+
+Besides resolving, compile checks the pairing of the model's last layer and
+its loss (a softmax output with a loss that expects logits, or the reverse,
+warns once) and tells each metric what the model outputs (logits or
+probabilities), so ``accuracy`` thresholds at the right place.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from framework.errors import ConfigError
+from framework.registry.namespace import serialize
+
+if TYPE_CHECKING:
+    from framework.models.model import Model
+
+__all__ = ["compile_model", "per_output"]
+
+
+def compile_model(
+    model: Model,
+    optimizer: Any = "sgd",
+    loss: Any = None,
+    metrics: Any = None,
+    loss_weights: Any = None,
+) -> None:
+    """``model.compile(...)``: resolve and store the optimizer, losses and metrics (see ``Model.compile``)."""
+    from framework import losses as losses_ns
+    from framework import metrics as metrics_ns
+    from framework import optimizers as optimizers_ns
+
+    if loss is None:
+        raise ConfigError(f"{model.describe()}.compile: a loss is required, e.g. loss='mse'")
+    names = model.output_names
+    n_out = len(names)
+    opt = optimizers_ns.get(optimizer)
+    if not hasattr(opt, "step") or not hasattr(opt, "bind"):
+        raise ConfigError(f"compile: optimizer must be an Optimizer, got {type(opt).__name__}")
+
+    loss_specs = per_output("loss", loss, names, single_is_shared=True)
+    resolved = [losses_ns.get(spec) for spec in loss_specs]
+    losses = []
+    seen: set[int] = set()
+    for item in resolved:
+        if not hasattr(item, "forward") or not hasattr(item, "backward"):
+            raise ConfigError(f"compile: loss must be a Loss, got {type(item).__name__}")
+        losses.append(copy.deepcopy(item) if id(item) in seen else item)
+        seen.add(id(item))
+
+    if loss_weights is None:
+        weights = [1.0] * n_out
+    else:
+        weights = [float(w) for w in per_output("loss_weights", loss_weights, names, False)]
+
+    metric_specs: list[list[Any]]
+    if metrics is None:
+        metric_specs = [[] for _ in names]
+    elif isinstance(metrics, dict):
+        metric_specs = per_output("metrics", metrics, names, False)
+        metric_specs = [
+            [] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in metric_specs
+        ]
+    elif (
+        isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics)
+    ):
+        metric_specs = [list(m) for m in per_output("metrics", list(metrics), names, False)]
+    else:
+        flat = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        metric_specs = [flat for _ in names]
+    slots: list[tuple[int, Any, str]] = []
+    seen = set()
+    for k, specs in enumerate(metric_specs):
+        for spec in specs:
+            metric = metrics_ns.get(spec)
+            if id(metric) in seen:
+                metric = copy.deepcopy(metric)
+            seen.add(id(metric))
+            key = metric.name if n_out == 1 else f"{names[k]}_{metric.name}"
+            slots.append((k, metric, key))
+    keys = [key for _, _, key in slots]
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"compile: metric names repeat: {keys}; give metrics distinct names")
+
+    model.optimizer = opt
+    model._losses = losses
+    model.loss = losses[0] if n_out == 1 else list(losses)
+    model._loss_weights = weights
+    model._metric_slots = slots
+    model.metrics = [m for _, m, _ in slots]
+    model.compiled = True
+    model._compile_cfg = {
+        "optimizer": serialize("optimizers", opt),
+        "loss": serialize("losses", losses[0]) if n_out == 1 else [serialize("losses", x) for x in losses],
+        "metrics": [serialize("metrics", m) for k, m, _key in slots if k == 0]
+        if n_out == 1
+        else [[serialize("metrics", m) for k2, m, _ in slots if k2 == k] for k in range(n_out)],
+        "loss_weights": None if loss_weights is None else weights,
+    }
+    if model.parameters():
+        opt.bind(model)
+
+
+def per_output(label: str, spec: Any, names: list[str], single_is_shared: bool) -> list[Any]:
+    n = len(names)
+    if isinstance(spec, dict) and not ("class_name" in spec and label == "loss"):
+        unknown = sorted(set(spec) - set(names))
+        missing = [name for name in names if name not in spec]
+        if unknown or (missing and label == "loss"):
+            raise ConfigError(
+                f"compile: {label} keys must be the output names {names}; "
+                f"unknown {unknown}, missing {missing}"
+            )
+        return [spec.get(name) for name in names]
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != n:
+            raise ConfigError(f"compile: {label} has {len(spec)} entries, the model has {n} outputs {names}")
+        return list(spec)
+    if n > 1 and not single_is_shared:
+        raise ConfigError(f"compile: {label} must be a list or dict for a model of {n} outputs {names}")
+    return [spec] * n

@@ -1,0 +1,242 @@
+"""Running a functional graph: the plan of nodes, the forward tape and the backward walk.
+
+:class:`GraphExecutor` turns the nodes recorded by :mod:`framework.models.graph`
+into a flat plan (topological order, one slot per tensor). Each run gets one
+:class:`~framework.base.context.Context` per node, kept on the caller's context
+as its tape, so a layer called at two nodes keeps two records and nothing of a
+run lives on the layers or on the executor: runs from several threads, or a
+forward of one batch while another's backward is pending, never meet.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer, format_shape, takes_context
+from framework.errors import ConfigError, DataError, NotBuiltError
+from framework.models.graph import InputLayer, Node, SymbolicTensor
+
+__all__ = ["GraphExecutor", "accepts_integers", "snake_case", "unique_name"]
+
+
+def snake_case(name: str) -> str:
+    """``BatchNorm`` -> ``batch_norm``, ``Conv2d`` -> ``conv2d``, ``LSTM`` -> ``lstm``."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _base_name(layer: Layer) -> str:
+    return "input" if isinstance(layer, InputLayer) else snake_case(type(layer).__name__)
+
+
+def unique_name(layer: Layer, taken: dict[str, Any], owner: str) -> str:
+    """The name ``layer`` gets in a model whose names so far are ``taken``."""
+    name = layer.name
+    if name is not None and name not in taken:
+        return name
+    if name is not None and not getattr(layer, "_framework_auto_name", False):
+        raise ConfigError(
+            f"{owner}: two layers are named {name!r} ({taken[name].describe()} and "
+            f"{type(layer).__name__}); layer names must be unique within a model"
+        )
+    base = _base_name(layer)
+    candidate, i = base, 0
+    while candidate in taken:
+        i += 1
+        candidate = f"{base}_{i}"
+    layer.name = candidate
+    layer._framework_auto_name = True
+    return candidate
+
+
+def accepts_integers(layer: Layer) -> bool:
+    return bool(getattr(layer, "accepts_integer_input", False))
+
+
+class GraphExecutor:
+    """The compiled form of a functional graph: nodes in order, slots for arrays.
+
+    Attributes:
+        inputs, outputs: the model's placeholders.
+        layers: each distinct layer once, by its unique name, in first-call order.
+        nodes: every call, in execution order (``Input`` nodes first).
+        plan: per non-input node: ``(layer, input slots, list_input, output
+            slots, list_output, args, kwargs)``.
+    """
+
+    def __init__(self, inputs: Any, outputs: Any, owner: str) -> None:
+        self.multi_in = isinstance(inputs, (list, tuple))
+        self.multi_out = isinstance(outputs, (list, tuple))
+        self.inputs: list[SymbolicTensor] = list(inputs) if self.multi_in else [inputs]
+        self.outputs: list[SymbolicTensor] = list(outputs) if self.multi_out else [outputs]
+        for label, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if not tensors:
+                raise ConfigError(f"Model {owner!r}: {label} must not be empty")
+            for t in tensors:
+                if not isinstance(t, SymbolicTensor):
+                    raise ConfigError(
+                        f"Model {owner!r}: {label} must be placeholders from Input() or layer calls, "
+                        f"got {type(t).__name__}"
+                    )
+        for t in self.inputs:
+            if not isinstance(t.node.layer, InputLayer):
+                raise ConfigError(
+                    f"Model {owner!r}: every input must be an Input() placeholder, got the output of "
+                    f"{t.node.layer.describe()}"
+                )
+        if len({id(t) for t in self.inputs}) != len(self.inputs):
+            raise ConfigError(f"Model {owner!r}: the same Input is listed twice in inputs")
+
+        order: list[Node] = []
+        state: dict[int, int] = {}
+
+        def visit(node: Node) -> None:
+            mark = state.get(id(node))
+            if mark == 2:
+                return
+            if mark == 1:
+                raise ConfigError(f"Model {owner!r}: the graph has a cycle through {node.layer.describe()}")
+            state[id(node)] = 1
+            for t in node.inputs:
+                visit(t.node)
+            state[id(node)] = 2
+            order.append(node)
+
+        for t in self.outputs:
+            visit(t.node)
+        given = {id(t.node) for t in self.inputs}
+        for node in order:
+            if isinstance(node.layer, InputLayer) and id(node) not in given:
+                raise ConfigError(
+                    f"Model {owner!r}: the outputs depend on Input {node.layer.name or '(unnamed)'!r} "
+                    f"of shape {format_shape(node.outputs[0].shape)}, which is not in inputs"
+                )
+        # Inputs first, in the order given (an unused input still belongs to the model).
+        in_nodes = [t.node for t in self.inputs]
+        order = in_nodes + [n for n in order if id(n) not in given]
+
+        calls: dict[int, int] = {}
+        for node in order:
+            calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+            if calls[id(node.layer)] == 2 and not takes_context(node.layer):
+                raise ConfigError(
+                    f"Model {owner!r}: {node.layer.describe()} is called at two places of the graph, but "
+                    f"{type(node.layer).__qualname__} keeps its forward state on the layer "
+                    "(forward(x) / backward(grad_out)), so the second call would overwrite the first's. "
+                    "Write it in the context form, forward(self, ctx, x) / backward(self, ctx, grad_out) "
+                    "(see docs/plugins.md), or use two layers"
+                )
+
+        self.layers: dict[str, Layer] = {}
+        placed: set[int] = set()
+        for node in order:
+            if id(node.layer) not in placed:
+                placed.add(id(node.layer))
+                self.layers[unique_name(node.layer, self.layers, f"Model {owner!r}")] = node.layer
+        self.nodes = order
+
+        slot: dict[int, int] = {}
+        for node in order:
+            for t in node.outputs:
+                slot[id(t)] = len(slot)
+        self.n_slots = len(slot)
+        self.input_slots = [slot[id(t)] for t in self.inputs]
+        self.output_slots = [slot[id(t)] for t in self.outputs]
+        self.plan = [
+            (
+                node.layer,
+                [slot[id(t)] for t in node.inputs],
+                node.list_input,
+                [slot[id(t)] for t in node.outputs],
+                node.list_output,
+                node.args,
+                node.kwargs,
+            )
+            for node in order[len(in_nodes) :]
+        ]
+        consumers: dict[int, list[Layer]] = {}
+        for node in order:
+            for t in node.inputs:
+                consumers.setdefault(id(t), []).append(node.layer)
+        self.integer_inputs = [
+            bool(consumers.get(id(t))) and all(accepts_integers(c) for c in consumers[id(t)])
+            for t in self.inputs
+        ]
+
+    def input_shape(self) -> Any:
+        shapes = [t.shape for t in self.inputs]
+        return shapes if self.multi_in else shapes[0]
+
+    def forward(self, ctx: Context, x: Any) -> Any:
+        """Run every node on ``x``; with ``ctx.record`` the tape goes to ``ctx``.
+
+        Args:
+            ctx: the model call's context (mode, ``record``).
+            x: one array, or a list of one array per input.
+        """
+        n_in = len(self.inputs)
+        if n_in == 1 and isinstance(x, np.ndarray):
+            xs = [x]
+        elif isinstance(x, (list, tuple)) and len(x) == n_in:
+            xs = list(x)
+        else:
+            got = f"a list of {len(x)}" if isinstance(x, (list, tuple)) else type(x).__name__
+            raise DataError(f"the model takes {n_in} inputs (a list of {n_in} arrays), got {got}")
+        values: list[Any] = [None] * self.n_slots
+        for t, s, a in zip(self.inputs, self.input_slots, xs):
+            t.node.layer.check(a)
+            values[s] = a
+        training, record = ctx.training, ctx.record
+        tape: list[Context] = []
+        for layer, ins, list_in, outs, list_out, args, kwargs in self.plan:
+            arg = [values[s] for s in ins] if list_in else values[ins[0]]
+            node_ctx = Context(training, record=record)
+            out = layer.forward(node_ctx, arg, *args, **kwargs)
+            if record:
+                tape.append(node_ctx)
+            if list_out:
+                for s, o in zip(outs, out):
+                    values[s] = o
+            else:
+                values[outs[0]] = out
+        results = [values[s] for s in self.output_slots]
+        if record:
+            ctx.tape = tape
+            ctx.values = values
+        return results if self.multi_out else results[0]
+
+    def backward(self, ctx: Context, grad_out: Any) -> Any:
+        """``dL/d input(s)`` from ``dL/d output(s)``, walking ``ctx``'s tape in reverse."""
+        tape: list[Context] | None = getattr(ctx, "tape", None)
+        if tape is None:
+            raise NotBuiltError(
+                "Model.backward() called before forward() (or after a forward with record=False)"
+            )
+        values = ctx.values
+        grads: list[Any] = [None] * self.n_slots
+        gs = list(grad_out) if self.multi_out else [grad_out]
+        if len(gs) != len(self.outputs):
+            raise DataError(f"backward expected {len(self.outputs)} output gradients, got {len(gs)}")
+        for s, g in zip(self.output_slots, gs):
+            if g is not None:
+                grads[s] = g if grads[s] is None else grads[s] + g
+        for i in range(len(self.plan) - 1, -1, -1):
+            layer, ins, list_in, outs, list_out, _args, _kwargs = self.plan[i]
+            out_grads = [grads[s] for s in outs]
+            if all(g is None for g in out_grads):
+                continue
+            if list_out:
+                g_arg = [np.zeros_like(values[s]) if g is None else g for s, g in zip(outs, out_grads)]
+            else:
+                g_arg = out_grads[0]
+            g_in = layer.backward(tape[i], g_arg)
+            g_list = g_in if list_in else [g_in]
+            for s, g in zip(ins, g_list):
+                if g is not None:
+                    grads[s] = g if grads[s] is None else grads[s] + g
+        result = [np.zeros_like(values[s]) if grads[s] is None else grads[s] for s in self.input_slots]
+        return result if self.multi_in else result[0]

@@ -1,0 +1,284 @@
+"""``Sequential``: a linear stack of layers, each one's output the next one's input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer
+from framework.errors import ConfigError, NotBuiltError
+from framework.models.executor import unique_name
+from framework.models.graph import InputLayer, SymbolicTensor, connect
+from framework.models.model import Model
+
+__all__ = ["Sequential"]
+
+
+class Sequential(Model):
+    """A linear stack of layers: each layer's output is the next one's input.
+
+    Args:
+        layers: the layers (an ``Input(shape)`` may come first to fix the
+            input shape).
+        name: the model's name.
+        input_shape: the shape of one sample (no batch axis), an alternative
+            to ``Input``.
+
+    Shapes are checked when a layer is added, as soon as the input shape is
+    known: from ``input_shape``, an ``Input`` first element, or the first
+    layer's own sizes (``Linear(784, 128)`` knows its input). Otherwise the
+    layers are built on the first batch (or :meth:`build`).
+
+    Example:
+        >>> from framework import Sequential
+        >>> from framework.layers import Linear
+        >>> model = Sequential([Linear(4, 8, activation="relu"), Linear(8, 2)])
+        >>> [name for name, _ in model.named_parameters()][:2]
+        ['linear.weight', 'linear.bias']
+    """
+
+    def __init__(self, layers: Any = None, name: str | None = None, *, input_shape: Any = None) -> None:
+        super().__init__(name=name)
+        self._stack: dict[str, Layer] = {}
+        self._shapes: list[Any] = []
+        self._run_order: list[Layer] | None = None
+        self._in_shape: tuple[int | None, ...] | None = None
+        if input_shape is not None:
+            self._in_shape = (None, *_sample_shape(input_shape))
+        if layers is not None:
+            if isinstance(layers, Layer):
+                layers = [layers]
+            for layer in layers:
+                self.add(layer)
+
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        yield from self._stack.items()
+
+    def __len__(self) -> int:
+        return len(self._stack)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(list(self._stack.values()))
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, slice):
+            return self.layers[key]
+        if isinstance(key, str):
+            return self.get_layer(name=key)
+        try:
+            return self.layers[key]
+        except IndexError:
+            raise IndexError(
+                f"{self.describe()} has {len(self)} layers; index {key} is out of range"
+            ) from None
+
+    def add(self, layer: Any) -> None:
+        """Append ``layer``; checks its input against the previous output when shapes are known.
+
+        Raises:
+            ShapeError: naming both layers and both shapes when they do not fit.
+            ConfigError: for a non-layer, a layer added twice or a duplicate name.
+        """
+        if isinstance(layer, SymbolicTensor):
+            if self._stack or not isinstance(layer.node.layer, InputLayer):
+                raise ConfigError(f"{self.describe()}: an Input placeholder can only be the first element")
+            self._in_shape = layer.shape
+            return
+        if not isinstance(layer, Layer):
+            raise ConfigError(
+                f"{self.describe()}.add: expected a Layer, got {type(layer).__name__} {layer!r}"
+            )
+        if any(existing is layer for existing in self._stack.values()):
+            raise ConfigError(
+                f"{self.describe()}.add: {layer.describe()} is already in the model; "
+                "one instance cannot be used twice (it caches one forward pass)"
+            )
+        name = unique_name(layer, self._stack, self.describe())
+        if not self._stack and self._in_shape is None and layer.built and layer.input_shape is not None:
+            self._in_shape = layer.input_shape
+        shape = self._shapes[-1] if self._stack else self._in_shape
+        previous = list(self._stack.values())[-1] if self._stack else None
+        out = connect(layer, shape, previous) if shape is not None else None
+        self._stack[name] = layer
+        self._shapes.append(out)
+        self._refresh_built()
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self._stack:
+            raise ConfigError(f"{self.describe()}.pop: the model has no layers")
+        name = list(self._stack)[-1]
+        self._shapes.pop()
+        layer = self._stack.pop(name)
+        self._refresh_built()
+        return layer
+
+    def _refresh_built(self) -> None:
+        self._dtype_probe = None
+        self._run_order = None
+        known = self._in_shape is not None and all(s is not None for s in self._shapes)
+        self.built = known and bool(self._stack)
+        if self.built:
+            self.input_shape = self._in_shape
+            self.input_spec = None
+
+    def build(self, input_shape: Any = None) -> None:
+        """Build every layer for inputs of ``input_shape`` (with or without the batch axis ``None``)."""
+        if input_shape is None:
+            input_shape = self._in_shape
+        if input_shape is None:
+            raise NotBuiltError(f"{self.describe()}.build: the input shape is unknown; pass input_shape")
+        shape = tuple(input_shape)
+        if shape and shape[0] is not None:
+            shape = (None, *shape)
+        self._in_shape = shape
+        shapes = []
+        previous: Layer | None = None
+        for layer in self._stack.values():
+            shape = connect(layer, shape, previous)
+            shapes.append(shape)
+            previous = layer
+        self._shapes = shapes
+        self._refresh_built()
+        self.built = True
+        self.input_shape = self._in_shape
+        self.input_spec = None
+
+    def output_shape(self, input_shape: Any) -> Any:
+        shape = tuple(input_shape)
+        previous: Layer | None = None
+        for layer in self._stack.values():
+            shape = connect(layer, shape, previous)
+            previous = layer
+        return shape
+
+    def _order(self) -> list[Layer]:
+        """The layers in the order ``forward`` runs them.
+
+        A ``monotone_elementwise`` activation directly followed by a
+        ``window_max`` pool runs after the pool: ``max(f(x)) == f(max(x))``
+        for a non-decreasing ``f``, and the gradient reaches the same inputs
+        (see the pooling maths), but ``f`` then touches a quarter of the data
+        for a 2x2 pool.
+        """
+        if self._run_order is None:
+            order = list(self._stack.values())
+            i = 0
+            while i < len(order) - 1:
+                if _declares(order[i], "monotone_elementwise") and _declares(order[i + 1], "window_max"):
+                    order[i], order[i + 1] = order[i + 1], order[i]
+                    i += 2
+                else:
+                    i += 1
+            self._run_order = order
+        return self._run_order
+
+    def _first_needed(self, order: list[Layer]) -> int:
+        """Index of the first layer whose backward runs when nobody needs ``dL/dx``.
+
+        It is the first layer with trainable parameters (it computes only
+        their gradients); the layers before it have none, so backward stops
+        there. 0 when that layer is itself a model.
+        """
+        for i, layer in enumerate(order):
+            if any(p.trainable for p in layer.parameters()):
+                return 0 if isinstance(layer, Model) else i
+        return len(order)
+
+    def forward(self, ctx: Context, x: Any) -> Any:
+        if not isinstance(x, np.ndarray) or x.dtype != self.dtype:
+            x = self.cast_inputs(x)
+        order = self._order()
+        training, record = ctx.training, ctx.record
+        first = 0 if ctx.needs_input_grad else self._first_needed(order)
+        tape: list[Context] = []
+        for i, layer in enumerate(order):
+            layer_ctx = Context(training, needs_input_grad=i != first or ctx.needs_input_grad, record=record)
+            x = layer.forward(layer_ctx, x)
+            if record:
+                tape.append(layer_ctx)
+        if record:
+            ctx.tape = tape
+            ctx.first = first
+        return x
+
+    def backward(self, ctx: Context, grad_out: Any) -> Any:
+        tape: list[Context] | None = getattr(ctx, "tape", None)
+        if tape is None:
+            raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+        order = self._order()
+        caller = grad_out
+        last = len(order) - 1
+        for i in range(last, ctx.first - 1, -1):
+            layer_ctx = tape[i]
+            # Past the last layer, grad_out is an intermediate array only this loop holds,
+            # unless pass-through layers (Flatten, Identity, eval-mode Dropout) handed back
+            # the caller's array or a view of it.
+            layer_ctx.grad_out_writable = i < last and not (
+                isinstance(grad_out, np.ndarray) and np.may_share_memory(grad_out, caller)
+            )
+            grad_out = order[i].backward(layer_ctx, grad_out)
+            if grad_out is None:  # a first layer with needs_input_grad=False (see fit)
+                break
+        return None if ctx.first > 0 else grad_out
+
+    def layer_output_shapes(self) -> list[Any]:
+        """The output shape of each layer (``None`` where not yet known)."""
+        return list(self._shapes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": None if self._in_shape is None else list(self._in_shape),
+            "layers": [_serialize(layer, name) for name, layer in self._stack.items()],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        if not isinstance(config, dict) or "layers" not in config:
+            raise ConfigError(f"Sequential.from_config: expected a dict with 'layers', got {config!r}")
+        model = cls(name=config.get("name"))
+        shape = config.get("input_shape")
+        if shape is not None:
+            model._in_shape = tuple(shape)
+        for entry in config["layers"]:
+            model.add(_deserialize(entry))
+        if shape is not None and not model.built:
+            model.build(tuple(shape))
+        return model
+
+
+def _sample_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, int):
+        return (shape,)
+    return tuple(shape)
+
+
+def _declares(layer: Layer, flag: str) -> bool:
+    """Whether ``layer``'s class declares ``flag``, not below the class defining its ``forward``.
+
+    A subclass that overrides ``forward`` does not inherit a promise about
+    what ``forward`` computes (a noisy ReLU is not monotone); it must declare
+    the flag again. A subclass may also set it to ``False``.
+    """
+    for cls in type(layer).__mro__:
+        if flag in cls.__dict__:
+            return bool(cls.__dict__[flag])
+        if "forward" in cls.__dict__:
+            return False
+    return False
+
+
+def _serialize(layer: Layer, name: str) -> dict[str, Any]:
+    from framework.models.serialize import serialize_layer
+
+    return serialize_layer(layer, name)
+
+
+def _deserialize(entry: dict[str, Any]) -> Layer:
+    from framework.models.serialize import deserialize_layer
+
+    return deserialize_layer(entry)

@@ -1,0 +1,274 @@
+"""A model as JSON data and back: layer configs by registered name, graph wiring, tied weights.
+
+``serialize_model`` / ``deserialize_model`` are what checkpoints store and read.
+A functional graph's config lists each distinct layer once with the calls made
+of it (``inbound_nodes``: one entry per call, Keras's layout), so a shared
+layer is rebuilt once and called again. A ``Parameter`` held by two layers
+(tied weights) is recorded under ``tied`` and tied again on rebuild.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from framework.base.layer import Layer
+from framework.base.parameter import Parameter
+from framework.errors import ConfigError
+from framework.models.executor import GraphExecutor
+from framework.models.graph import Input, InputLayer, SymbolicTensor
+from framework.models.model import Model
+from framework.models.sequential import Sequential
+from framework.registry.manager import REGISTRY
+
+__all__ = [
+    "deserialize_model",
+    "graph_config",
+    "rebuild_graph",
+    "serialize_model",
+    "tie_parameters",
+    "tied_parameters",
+]
+
+
+def graph_config(graph: GraphExecutor) -> dict[str, Any]:
+    """The wiring of a functional graph as JSON data (see the module docstring)."""
+    names = {id(layer): name for name, layer in graph.layers.items()}
+    call_index: dict[int, int] = {}
+    node_index: dict[int, int] = {}
+    for node in graph.nodes:
+        node_index[id(node)] = call_index.get(id(node.layer), 0)
+        call_index[id(node.layer)] = node_index[id(node)] + 1
+
+    def ref(t: SymbolicTensor) -> list[Any]:
+        return [names[id(t.node.layer)], node_index[id(t.node)], t.index]
+
+    entries: dict[int, dict[str, Any]] = {}
+    for node in graph.nodes:
+        key = id(node.layer)
+        if key not in entries:
+            name = names[key]
+            entries[key] = {"name": name, **serialize_layer(node.layer, name), "inbound_nodes": []}
+        if isinstance(node.layer, InputLayer):
+            continue
+        call: dict[str, Any] = {"args": [ref(t) for t in node.inputs], "list_input": node.list_input}
+        if node.args:
+            call["extra_args"] = list(node.args)
+        if node.kwargs:
+            call["kwargs"] = dict(node.kwargs)
+        entries[key]["inbound_nodes"].append(call)
+    return {
+        "layers": list(entries.values()),
+        "input_layers": [ref(t) for t in graph.inputs],
+        "output_layers": [ref(t) for t in graph.outputs],
+        "multi_input": graph.multi_in,
+        "multi_output": graph.multi_out,
+    }
+
+
+def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
+    """``(inputs, outputs)`` placeholders rebuilt from :func:`graph_config`'s output.
+
+    Calls are replayed as soon as their inputs exist, so a layer whose later
+    call consumes the output of a layer listed after it (an unrolled cell) is
+    rebuilt in any listing order.
+    """
+    tensors: dict[tuple[str, int, int], SymbolicTensor] = {}
+    pending: list[tuple[str, Layer, int, dict[str, Any]]] = []
+    for entry in config["layers"]:
+        name = entry["name"]
+        if entry["class_name"] == "InputLayer":
+            cfg = dict(entry.get("config") or {})
+            tensors[(name, 0, 0)] = Input(cfg.get("shape"), cfg.get("dtype"), name=cfg.get("name", name))
+            continue
+        layer = deserialize_layer(entry)
+        calls = entry.get("inbound_nodes") or []
+        if not isinstance(calls, list):
+            raise ConfigError(
+                f"model config: layer {name!r} has inbound_nodes of type {type(calls).__name__}"
+            )
+        pending.extend((name, layer, i, call) for i, call in enumerate(calls))
+    done: set[tuple[str, int]] = set()
+    while pending:
+        progressed = False
+        for item in list(pending):
+            name, layer, index, call = item
+            previous_done = index == 0 or (name, index - 1) in done
+            refs = call.get("args") if isinstance(call, dict) else None
+            if not isinstance(refs, list):
+                raise ConfigError(f"model config: call {index} of layer {name!r} has no list of args")
+            keys = [tuple(a) if isinstance(a, list) else None for a in refs]
+            if not previous_done or any(k not in tensors for k in keys):
+                continue
+            args = [tensors[k] for k in keys]  # type: ignore[index]
+            arg = args if call.get("list_input") else args[0]
+            out = layer(arg, *call.get("extra_args", []), **call.get("kwargs", {}))
+            for i, o in enumerate(out if isinstance(out, list) else [out]):
+                tensors[(name, index, i)] = o
+            done.add((name, index))
+            pending.remove(item)
+            progressed = True
+        if not progressed:
+            name, _, index, call = pending[0]
+            raise ConfigError(
+                f"model config: layer {name!r} (call {index}) is called on unknown tensors {call.get('args')}"
+            )
+
+    def pick(key: str) -> list[SymbolicTensor]:
+        try:
+            return [tensors[tuple(ref)] for ref in config[key]]  # type: ignore[misc]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"model config: {key} names an unknown tensor {exc}") from exc
+
+    inputs, outputs = pick("input_layers"), pick("output_layers")
+    return (
+        inputs if config.get("multi_input", len(inputs) > 1) else inputs[0],
+        outputs if config.get("multi_output", len(outputs) > 1) else outputs[0],
+    )
+
+
+def _holders(model: Layer) -> dict[str, tuple[Layer, str, Parameter]]:
+    """Every ``Parameter`` attribute of the layer tree by dotted name, each layer visited once."""
+    found: dict[str, tuple[Layer, str, Parameter]] = {}
+    seen: set[int] = set()
+
+    def visit(prefix: str, layer: Layer) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for key, value in vars(layer).items():
+            if isinstance(value, Parameter):
+                found[prefix + key] = (layer, key, value)
+        for name, child in layer.named_children():
+            visit(f"{prefix}{name}.", child)
+
+    visit("", model)
+    return found
+
+
+def tied_parameters(model: Layer) -> list[list[str]]:
+    """``[[name, other name, ...], ...]``: dotted names that hold one shared ``Parameter``.
+
+    The first name of a group is the one ``named_parameters`` (and so the
+    checkpoint) uses.
+    """
+    canonical = {id(p): name for name, p in model.named_parameters()}
+    by_id: dict[int, list[str]] = {}
+    for name, (_, _, param) in _holders(model).items():
+        by_id.setdefault(id(param), []).append(name)
+    groups = []
+    for pid, names in by_id.items():
+        if len(names) > 1:
+            first = canonical.get(pid, names[0])
+            groups.append([first, *sorted(n for n in names if n != first)])
+    return sorted(groups)
+
+
+def tie_parameters(model: Layer, groups: Any) -> None:
+    """Make every name of each group hold the ``Parameter`` of the group's first name."""
+    if not groups:
+        return
+    if not isinstance(groups, list):
+        raise ConfigError(f"model config: tied must be a list of lists of names, got {type(groups).__name__}")
+    holders = _holders(model)
+    for group in groups:
+        if not isinstance(group, list) or len(group) < 2 or not all(isinstance(n, str) for n in group):
+            raise ConfigError(f"model config: each tied group must list two or more names, got {group!r}")
+        unknown = [n for n in group if n not in holders]
+        if unknown:
+            raise ConfigError(f"model config: tied names {unknown} name no parameter of the model")
+        source = holders[group[0]][2]
+        for name in group[1:]:
+            owner, attr, current = holders[name]
+            if current.shape != source.shape:
+                raise ConfigError(
+                    f"model config: cannot tie {name} {current.shape} to {group[0]} {source.shape}: "
+                    "shapes differ"
+                )
+            object.__setattr__(owner, attr, source)
+
+
+def serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
+    if isinstance(layer, InputLayer):
+        return {"class_name": "InputLayer", "config": layer.get_config()}
+    if isinstance(layer, Model):
+        data = serialize_model(layer)
+        data["config"] = (
+            {**data["config"], "name": name} if isinstance(data["config"], dict) else data["config"]
+        )
+        return {**data, "is_model": True}
+    registered = REGISTRY.name_of("layers", layer)
+    if registered is None:
+        raise ConfigError(
+            f"{layer.describe()}: class {type(layer).__name__} is not registered, so the model cannot "
+            "be serialised; register it with a register_layers hook (see framework.registry.hookspecs)"
+        )
+    config = dict(layer.get_config())
+    config["name"] = name
+    return {"class_name": registered, "config": config}
+
+
+def deserialize_layer(entry: dict[str, Any]) -> Layer:
+    from framework import layers
+
+    if entry.get("is_model"):
+        return deserialize_model(entry)
+    layer = layers.get({"class_name": entry["class_name"], "config": entry.get("config") or {}})
+    if not isinstance(layer, Layer):
+        raise ConfigError(f"model config: {entry['class_name']!r} did not rebuild a Layer")
+    return layer
+
+
+def serialize_model(model: Model) -> dict[str, Any]:
+    """``{"class_name": ..., "config": ..., "build_input_shape": ...}`` as JSON data.
+
+    ``class_name`` is ``"Sequential"``, ``"Model"`` (a functional graph) or the
+    registered name of a Model subclass.
+    """
+    if not isinstance(model, Model):
+        raise ConfigError(f"serialize_model: expected a Model, got {type(model).__name__}")
+    if isinstance(model, Sequential) and type(model).get_config is Sequential.get_config:
+        class_name = "Sequential"
+    elif model._graph is not None and type(model).get_config is Model.get_config:
+        class_name = "Model"
+    else:
+        class_name = REGISTRY.name_of("layers", model)
+        if class_name is None:
+            raise ConfigError(
+                f"{model.describe()}: the Model subclass {type(model).__name__} is not registered; "
+                "register it with a register_layers hook so it can be rebuilt by name"
+            )
+    shape = model.input_shape
+    if isinstance(shape, list):
+        shape = [list(s) for s in shape]
+    elif shape is not None:
+        shape = list(shape)
+    data = {"class_name": class_name, "config": model.get_config(), "build_input_shape": shape}
+    tied = tied_parameters(model)
+    if tied:
+        data["tied"] = tied
+    return data
+
+
+def deserialize_model(data: dict[str, Any]) -> Model:
+    """Rebuild an un-compiled, built model from :func:`serialize_model`'s output."""
+    if not isinstance(data, dict) or "class_name" not in data:
+        raise ConfigError(f"deserialize_model: expected a dict with 'class_name' and 'config', got {data!r}")
+    class_name, config = data["class_name"], data.get("config") or {}
+    if class_name == "Sequential":
+        model: Any = Sequential.from_config(config)
+    elif class_name in ("Model", "Functional"):
+        model = Model.from_config(config)
+    else:
+        from framework import layers
+
+        model = layers.get({"class_name": class_name, "config": config})
+        if not isinstance(model, Model):
+            raise ConfigError(f"deserialize_model: {class_name!r} is not a Model subclass")
+    shape = data.get("build_input_shape")
+    if shape is not None and not model.built:
+        model.build([tuple(s) for s in shape] if shape and isinstance(shape[0], list) else tuple(shape))
+    elif shape is not None and model._graph is None and not isinstance(model, Sequential):
+        if not all(child.built for child in model.children()):
+            model.build(tuple(shape))
+    tie_parameters(model, data.get("tied"))
+    return model
