@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
 from framework.base.validation import positive_int as _positive_int
@@ -121,8 +122,8 @@ class Linear(Layer):
                 f"got {format_shape(shape)}"
             )
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        ctx.x = x
         w = self.weight.data
         # For a batch of vectors the product is computed transposed, W x^T, into a
         # C-ordered (out, N) array whose transpose is returned: BLAS writes that
@@ -130,13 +131,11 @@ class Linear(Layer):
         y = np.matmul(w, x.T).T if x.ndim == 2 else x @ w.T
         if self.bias is not None:
             y += self.bias.data
-        if self.activation is not None:
-            y = self.activation.forward(y)
-        return y
+        return self.activation_forward(ctx, self.activation, y)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        g = self.activation_backward(self.activation, grad_out)
-        x = self._x
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        g = self.activation_backward(ctx, self.activation, grad_out)
+        x = ctx.x
         g2 = g.reshape(-1, self.output_size)
         x2 = x.reshape(-1, self.input_size)
         out = self.weight.grad_target()
@@ -150,7 +149,7 @@ class Linear(Layer):
                 self.bias.grad += blas.sum_rows(g2)
             else:
                 blas.sum_rows(g2, out=out)
-        if not self.needs_input_grad:  # the first layer in fit: nothing upstream to feed
+        if not ctx.needs_input_grad:  # the first layer in fit: nothing upstream to feed
             return None
         if g.ndim == 2 and not x.flags.c_contiguous:  # dL/dx in x's layout: F-ordered as (W^T G^T)^T
             return np.matmul(self.weight.data.T, g.T).T
@@ -188,10 +187,10 @@ class Identity(Layer):
         - Input: any ``(N, *)``; Output: the same.
     """
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         return grad_out
 
 
@@ -225,24 +224,24 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = seed
         self._rng = np.random.default_rng(seed) if seed is not None else None
-        self._scaled_mask: np.ndarray | None = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if not self.training or self.p == 0.0:
-            self._scaled_mask = None
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        if not ctx.training or self.p == 0.0:
+            ctx.scaled_mask = None
             return x
         rng = self._rng if self._rng is not None else get_rng()
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else get_default_dtype()
         keep = rng.random(x.shape, dtype=np.float32 if dtype == np.float16 else dtype) >= self.p
-        self._scaled_mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
-        return x * self._scaled_mask
+        mask = ctx.scaled_mask = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
+        return x * mask
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._scaled_mask is None:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        mask = ctx.scaled_mask
+        if mask is None:
             return grad_out
-        if self.grad_out_writable and grad_out.dtype == self._scaled_mask.dtype:
-            return np.multiply(grad_out, self._scaled_mask, out=grad_out)
-        return grad_out * self._scaled_mask
+        if ctx.grad_out_writable and grad_out.dtype == mask.dtype:
+            return np.multiply(grad_out, mask, out=grad_out)
+        return grad_out * mask
 
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), "p": self.p}
@@ -287,13 +286,13 @@ class Flatten(Layer):
         self._axes(len(input_shape))
         super().build(input_shape)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._in_shape = x.shape
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        ctx.in_shape = x.shape
         start, end = self._axes(x.ndim)
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :])
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self._in_shape)
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out.reshape(ctx.in_shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         start, end = self._axes(len(input_shape))
@@ -329,11 +328,11 @@ class Activation(Layer):
         super().build(input_shape)
         self.input_spec = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.activation.forward(x)
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        return self.activation_forward(ctx, self.activation, x)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return self.activation_backward(self.activation, grad_out)
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        return self.activation_backward(ctx, self.activation, grad_out)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "activation": serialize("activations", self.activation)}

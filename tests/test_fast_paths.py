@@ -211,8 +211,9 @@ def test_relu_and_dropout_overwrite_grad_only_inside_sequential_backward():
     reference.train()
     reference(x)
     g = g_copy
-    for layer in reversed(reference.layers):
-        g = layer.backward(g)
+    tape = reference._manual_ctx.tape  # one context per layer, in order
+    for layer, ctx in reversed(list(zip(reference.layers, tape))):
+        g = layer.backward(ctx, g)
     np.testing.assert_array_equal(dx, g)
     for a, b in zip(model.parameters(), reference.parameters()):
         np.testing.assert_array_equal(a.grad, b.grad)

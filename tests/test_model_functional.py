@@ -166,12 +166,41 @@ def test_sequential_and_functional_give_identical_outputs_and_gradients(rng):
         np.testing.assert_array_equal(p1.grad, p2.grad)
 
 
-def test_shared_layer_is_refused():
+def test_shared_layer_in_the_older_form_is_refused():
+    class Doubler(framework.Layer):  # state on the layer: forward(x) / backward(grad_out)
+        def forward(self, x):
+            self._x = x
+            return x * 2
+
+        def backward(self, grad_out):
+            return grad_out * 2
+
+    x = Input((4,))
+    twice = Doubler(name="twice")
+    y = twice(twice(x))
+    with pytest.raises(
+        framework.ConfigError, match=r"'twice' is called at two places.*forward\(self, ctx, x\)"
+    ):
+        Model(x, y)
+
+
+def test_shared_layer_gradients_sum_over_its_calls():
     x = Input((4,))
     dense = Linear(4, 4, name="twice")
-    y = dense(dense(x))
-    with pytest.raises(framework.ConfigError, match=r"'twice' is called at two places"):
-        Model(x, y)
+    model = Model(x, dense(dense(x)))
+    assert [name for name, _ in model.named_parameters()] == ["twice.weight", "twice.bias"]
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, 4)).astype(np.float32)
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    model.zero_grad()
+    out = model(data)
+    model.backward(g)
+    w, b = dense.weight.data, dense.bias.data
+    h = data @ w.T + b
+    np.testing.assert_allclose(out, h @ w.T + b, rtol=1e-6)
+    g_h = g @ w
+    np.testing.assert_allclose(dense.weight.grad, g.T @ h + g_h.T @ data, rtol=1e-5)
+    np.testing.assert_allclose(dense.bias.grad, g.sum(0) + g_h.sum(0), rtol=1e-5)
 
 
 def test_graph_errors():

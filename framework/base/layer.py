@@ -124,7 +124,8 @@ def _wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
             if args and isinstance(args[0], Context):
                 ctx, x, rest = args[0], args[1], args[2:]
             else:  # the manual form ``layer.forward(x)``: one call at a time
-                ctx, x, rest = Context(self.training), args[0], args[1:]
+                ctx = Context(self.training, needs_input_grad=self.needs_input_grad)
+                x, rest = args[0], args[1:]
                 self._manual_ctx = ctx
             _prepare(self, x)
             out = fn(self, ctx, x, *rest, **kwargs)
@@ -158,6 +159,7 @@ def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 ctx = self.__dict__.get("_manual_ctx")
                 if ctx is None:
                     raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+                ctx.grad_out_writable = self.grad_out_writable
                 grad_out, rest = args[0], args[1:]
             _check_grad(self, ctx.out_shape, grad_out)
             return fn(self, ctx, grad_out, *rest, **kwargs)
