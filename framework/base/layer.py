@@ -155,6 +155,8 @@ def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
         def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
             if args and isinstance(args[0], Context):
                 ctx, grad_out, rest = args[0], args[1], args[2:]
+                if not type(self)._ctx_style:  # under a subclass's older-form forward (manual form)
+                    ctx = self.__dict__.get("_manual_ctx", ctx)
             else:
                 ctx = self.__dict__.get("_manual_ctx")
                 if ctx is None:
@@ -169,8 +171,16 @@ def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
             if args and isinstance(args[0], Context):
+                if type(self)._ctx_style:  # an older-form backward over a context-form forward
+                    ctx = args[0]
+                    _check_grad(self, ctx.out_shape, args[1])
+                    self._manual_ctx = ctx
+                    return fn(self, *args[1:], **kwargs)
                 return _adapted_backward(self, fn, args[0], args[1], args[2:], kwargs)
-            _check_grad(self, self._out_shape, args[0])
+            expected = self._out_shape
+            if expected is None and "_manual_ctx" in self.__dict__:
+                expected = self._manual_ctx.out_shape
+            _check_grad(self, expected, args[0])
             return fn(self, *args, **kwargs)
 
     backward._framework_checked = True  # type: ignore[attr-defined]
