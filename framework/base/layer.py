@@ -343,6 +343,9 @@ class Layer(Configurable):
             self.input_shape = (None, *tuple(input_shape)[1:])
             self.input_spec = self.input_shape
         self.built = True
+        if not self.trainable:  # frozen before its parameters existed
+            for p in self.parameters():
+                p.trainable = False
 
     def forward(self, ctx: Context, x: Any) -> Any:
         """Compute the output for input ``x``; store on ``ctx`` what ``backward`` needs.
@@ -552,6 +555,50 @@ class Layer(Configurable):
                 )
             np.copyto(target.data, value, casting="unsafe")
 
+    # -- Keras's weight lists --------------------------------------------------
+
+    @property
+    def weights(self) -> list[Parameter | Buffer]:
+        """Parameters, then buffers (Keras's order: ``kernel, bias`` then running statistics)."""
+        return [*self.parameters(), *self.buffers()]
+
+    @property
+    def trainable_weights(self) -> list[Parameter]:
+        return [p for p in self.parameters() if p.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Parameter | Buffer]:
+        return [*(p for p in self.parameters() if not p.trainable), *self.buffers()]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of :attr:`weights`' arrays, in that order."""
+        return [w.data.copy() for w in self.weights]
+
+    def set_weights(self, arrays: Any) -> None:
+        """Copy ``arrays`` (in :attr:`weights`' order) into the parameters and buffers.
+
+        Raises:
+            ShapeError: a wrong number of arrays, or an array of the wrong shape
+                (naming the weight, the expected and the given shape).
+        """
+        targets = self.weights
+        names = [name for name, _ in self.named_parameters()] + [name for name, _ in self.named_buffers()]
+        arrays = list(arrays)
+        if len(arrays) != len(targets):
+            raise ShapeError(
+                f"{self.describe()}.set_weights: expected {len(targets)} arrays ({', '.join(names)}), "
+                f"got {len(arrays)}"
+            )
+        values = [np.asarray(a) for a in arrays]
+        for name, target, value in zip(names, targets, values):
+            if value.shape != target.shape:
+                raise ShapeError(
+                    f"{self.describe()}.set_weights: {name} expected shape {format_shape(target.shape)}, "
+                    f"got {format_shape(value.shape)}"
+                )
+        for target, value in zip(targets, values):
+            np.copyto(target.data, value, casting="unsafe")
+
     def astype(self, dtype: Any) -> Layer:
         """Convert every parameter and buffer to ``dtype``; returns ``self``."""
         for p in self.parameters():
@@ -560,6 +607,31 @@ class Layer(Configurable):
             if np.issubdtype(b.data.dtype, np.floating):
                 b.data = b.data.astype(dtype)
         return self
+
+    # -- freezing ----------------------------------------------------------
+
+    @property
+    def trainable(self) -> bool:
+        """Whether this layer's parameters train (Keras's ``layer.trainable``).
+
+        Setting it freezes (``False``) or unfreezes every parameter of the
+        layer and of its children, from the next optimizer step on, whether
+        or not the model is compiled again; ``summary()`` then counts them as
+        non-trainable, and checkpoints keep the flag. A frozen normalisation
+        layer runs in inference mode (Keras's fine-tuning rule).
+        """
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ConfigError(f"{self.describe()}: trainable must be True or False, got {value!r}")
+        value = bool(value)
+        object.__setattr__(self, "_trainable", value)
+        for p in self.parameters():
+            p.trainable = value
+        for child in self.children():
+            child.trainable = value
 
     # -- modes -------------------------------------------------------------
 

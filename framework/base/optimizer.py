@@ -10,7 +10,7 @@ import numpy as np
 
 from framework.base import schedules
 from framework.base.config import Configurable
-from framework.base.parameter import Parameter
+from framework.base.parameter import TRAINABLE_VERSION, Parameter
 from framework.errors import ConfigError
 
 __all__ = ["Optimizer"]
@@ -70,6 +70,8 @@ class Optimizer(Configurable):
         self.params: list[Parameter] = []
         self.state: list[dict[str, np.ndarray]] = []
         self._scratch: dict[tuple[int, str], np.ndarray] = {}
+        self._source: Any = None
+        self._trainable_version = TRAINABLE_VERSION[0]
         if params is not None:
             self.bind(params)
 
@@ -112,6 +114,8 @@ class Optimizer(Configurable):
             raise ConfigError(
                 f"{type(self).__name__}.bind: expected a Layer or Parameters, got {type(params).__name__}"
             )
+        self._source = params if hasattr(params, "trainable_parameters") else None
+        self._trainable_version = TRAINABLE_VERSION[0]
         unique: dict[int, Parameter] = {}
         for p in found:
             unique.setdefault(id(p), p)  # a tied weight is updated once per step
@@ -119,6 +123,25 @@ class Optimizer(Configurable):
         self.state = [{} for _ in self.params]
         self._scratch = {}
         return self
+
+    def refresh(self) -> None:
+        """Re-collect the trainable parameters of the bound layer if any was frozen or unfrozen since.
+
+        Keras's rule: ``layer.trainable = False`` takes effect from the next
+        step, compiled again or not. A parameter that stays keeps its slots
+        (moments); a newly unfrozen one starts with empty slots.
+        """
+        source = getattr(self, "_source", None)
+        if source is None or getattr(self, "_trainable_version", None) == TRAINABLE_VERSION[0]:
+            self._trainable_version = TRAINABLE_VERSION[0]
+            return
+        self._trainable_version = TRAINABLE_VERSION[0]
+        kept = {id(p): s for p, s in zip(self.params, self.state)}
+        unique: dict[int, Parameter] = {}
+        for p in source.trainable_parameters():
+            unique.setdefault(id(p), p)
+        self.params = list(unique.values())
+        self.state = [kept.get(id(p), {}) for p in self.params]
 
     @property
     def lr(self) -> float:
@@ -137,6 +160,8 @@ class Optimizer(Configurable):
 
     def step(self) -> None:
         """Apply one update to every bound parameter, in place."""
+        if getattr(self, "_trainable_version", None) != TRAINABLE_VERSION[0]:
+            self.refresh()
         if self.clipvalue is not None:
             for p in self.params:
                 np.clip(p.grad, -self.clipvalue, self.clipvalue, out=p.grad)

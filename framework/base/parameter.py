@@ -8,7 +8,11 @@ import numpy as np
 
 from framework.errors import ConfigError
 
-__all__ = ["Buffer", "Parameter"]
+__all__ = ["TRAINABLE_VERSION", "Buffer", "Parameter"]
+
+#: Bumped whenever a parameter is frozen or unfrozen: an optimizer bound to a
+#: layer compares it with the value it saw to re-collect the trainable set.
+TRAINABLE_VERSION = [0]
 
 
 class _Held:
@@ -60,7 +64,7 @@ class Parameter(_Held):
             :meth:`grad_target`, which skips the addition while it is zero).
     """
 
-    __slots__ = ("_grad", "_grad_zero", "trainable")
+    __slots__ = ("_grad", "_grad_zero", "_trainable")
 
     def __init__(self, data: Any, trainable: bool = True) -> None:
         array = np.asarray(data)
@@ -71,6 +75,18 @@ class Parameter(_Held):
         self._grad: np.ndarray = np.zeros(self.data.shape, dtype=self.data.dtype)
         self._grad_zero = False
         self.trainable = bool(trainable)
+
+    @property
+    def trainable(self) -> bool:
+        """Whether optimizers update it; a change takes effect from the next optimizer step."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        value = bool(value)
+        if getattr(self, "_trainable", None) is not value:
+            self._trainable = value
+            TRAINABLE_VERSION[0] += 1
 
     # ``zero_grad(lazy=True)`` (what ``fit`` uses between steps) only marks the
     # gradient as zero. The first layer to contribute then writes its product

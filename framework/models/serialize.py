@@ -195,7 +195,7 @@ def serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
         data["config"] = (
             {**data["config"], "name": name} if isinstance(data["config"], dict) else data["config"]
         )
-        return {**data, "is_model": True}
+        return {**data, "is_model": True, **({} if layer.trainable else {"trainable": False})}
     registered = REGISTRY.name_of("layers", layer)
     if registered is None:
         raise ConfigError(
@@ -204,17 +204,28 @@ def serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
         )
     config = dict(layer.get_config())
     config["name"] = name
-    return {"class_name": registered, "config": config}
+    entry = {"class_name": registered, "config": config}
+    if not layer.trainable:
+        entry["trainable"] = False
+    return entry
 
 
 def deserialize_layer(entry: dict[str, Any]) -> Layer:
     from framework import layers
 
     if entry.get("is_model"):
-        return deserialize_model(entry)
+        model = deserialize_model(entry)
+        if entry.get("trainable", True) is False:
+            model.trainable = False
+        return model
     layer = layers.get({"class_name": entry["class_name"], "config": entry.get("config") or {}})
     if not isinstance(layer, Layer):
         raise ConfigError(f"model config: {entry['class_name']!r} did not rebuild a Layer")
+    trainable = entry.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"model config: layer {entry['class_name']!r} has trainable={trainable!r}")
+    if not trainable:
+        layer.trainable = False
     return layer
 
 
