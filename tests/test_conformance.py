@@ -79,10 +79,56 @@ class ConfLostArgument(ConfScale):
         return Layer.get_config(self)
 
 
+class ConfNested(ConfScale):
+    """Correct, with LSTM's output form: ``(y, (h, c))``; ``backward`` takes the gradients alike.
+
+    ``y = factor * w * x`` ``(N, F)``; the "final state" ``h = tanh(x)``,
+    ``c = x ** 2``, each ``(1, N, F)`` (a first axis that is not the batch).
+    """
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        self._x = x
+        return self.factor * self.weight.data * x, (np.tanh(x)[None], (x**2)[None])
+
+    def backward(self, grad_out: Any) -> np.ndarray:
+        if not (isinstance(grad_out, tuple) and isinstance(grad_out[1], tuple)):
+            raise TypeError(f"expected gradients as (g_y, (g_h, g_c)), got {type(grad_out).__name__}")
+        g_y, (g_h, g_c) = grad_out
+        g_x = super().backward(g_y)
+        return g_x + g_h[0] * (1 - np.tanh(self._x) ** 2) + g_c[0] * 2 * self._x
+
+    def output_shape(self, input_shape: Any) -> Any:
+        state = (1, *input_shape)
+        return [tuple(input_shape), [state, state]]
+
+
+class ConfNestedOneShape(ConfNested):
+    """Broken like LSTM's default today: ``output_shape`` gives only the first output's shape."""
+
+    def output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape)
+
+
+class ConfNestedIgnoresState(ConfNested):
+    """Broken: ``backward`` drops the gradient arriving through the ``c`` output."""
+
+    def backward(self, grad_out: Any) -> np.ndarray:
+        g_y, (g_h, g_c) = grad_out
+        return super().backward((g_y, (g_h, np.zeros_like(g_c))))
+
+
 class _ConformancePlugin:
     @hookimpl
     def register_layers(self, register: Any) -> None:
-        for cls in (ConfScale, ConfWrongBackward, ConfLyingShape, ConfLostArgument):
+        for cls in (
+            ConfScale,
+            ConfWrongBackward,
+            ConfLyingShape,
+            ConfLostArgument,
+            ConfNested,
+            ConfNestedOneShape,
+            ConfNestedIgnoresState,
+        ):
             register(cls)
 
 
@@ -242,3 +288,61 @@ def test_initializer_ignoring_the_rng_is_caught() -> None:
     report = check_initializer(GlobalNormal(), raise_on_failure=False)
     assert "reproducible" in report.checks("FAIL")
     assert "shape" in report.checks("ok")
+
+
+# -- layers of several outputs (issue 14 item 11: LSTM's default output="both") --
+
+
+def test_nested_multi_output_layer_passes_every_check() -> None:
+    report = check_layer(ConfNested(1.5), (4, 3))
+    assert report.checks("FAIL") == []
+    assert report.checks("skip") == ["checkpoint"]
+    assert {"gradients", "output_shape", "config", "dtype_float32", "backward"} <= set(report.checks("ok"))
+
+
+def test_multi_output_shapes_may_be_given_flat() -> None:
+    class Flat(ConfNested):
+        def output_shape(self, input_shape: Any) -> Any:
+            state = (1, *input_shape)
+            return [tuple(input_shape), state, state]
+
+    report = check_layer(Flat(), (4, 3), raise_on_failure=False)
+    assert "output_shape" in report.checks("ok")
+
+
+def test_multi_output_layer_claiming_one_shape_is_caught() -> None:
+    failed, message = _failed(ConfNestedOneShape(), (4, 3))
+    assert failed == ["output_shape"]
+    assert "ConfNestedOneShape" in message
+    assert "one shape per output" in message and "3 arrays" in message
+
+
+def test_multi_output_batch_only_where_the_batch_is() -> None:
+    class NoneEverywhere(ConfNested):
+        def output_shape(self, input_shape: Any) -> Any:
+            return [tuple(input_shape), [(None, *input_shape), (None, *input_shape)]]
+
+    report = check_layer(NoneEverywhere(), (4, 3), skip=("registry",), raise_on_failure=False)
+    assert report.checks("FAIL") == ["output_shape"]
+    assert "None only where the size is the batch 4" in str(report)
+
+
+def test_multi_output_gradient_through_a_later_output_is_checked() -> None:
+    failed, message = _failed(ConfNestedIgnoresState(), (4, 3))
+    assert failed == ["gradients"]
+    assert "ConfNestedIgnoresState" in message and "input" in message
+
+
+def test_check_gradients_gives_backward_the_output_structure() -> None:
+    from framework.runtime.dtype import get_default_dtype, set_default_dtype
+    from framework.testing import check_gradients
+
+    old = get_default_dtype()
+    set_default_dtype("float64")
+    try:
+        layer = ConfNested(0.5)
+        layer.build((4, 3))
+        report = check_gradients(layer, np.random.default_rng(0).standard_normal((4, 3)))
+    finally:
+        set_default_dtype(old)
+    assert report.ok and set(report.errors) == {"input", "weight"}

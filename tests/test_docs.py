@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import framework
+from framework.registry.manager import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -152,12 +153,28 @@ def test_the_docs_hook_finds_the_mathjax_package() -> None:
 
 @pytest.mark.parametrize("page", _python_pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run_page(page, tmp_path, monkeypatch)
+
+
+def _run_page(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``page``'s python blocks in order in one namespace (skipped while a required module is absent).
+
+    The blocks see the built-in plugins only, whichever other plugins are
+    installed (issue 14 item 12): a page's private ``Registry()`` loads
+    no third-party entry point, so an installed plugin that registers a name
+    a page also uses (the example plugin's ``FeatureScale`` against
+    docs/plugins.md's ``feature_scale``) cannot make the page fail. The global
+    registry is loaded first, as it is, so this changes nothing for the tests
+    that run after.
+    """
     text = page.read_text()
     required = [m.strip() for found in REQUIRES_RE.findall(text) for m in found.split(",") if m.strip()]
     absent = [m for m in required if importlib.util.find_spec(m) is None]
     if absent:
         pytest.skip(f"{page.relative_to(ROOT)} needs {', '.join(absent)}, which is not installed")
 
+    REGISTRY.load()
+    monkeypatch.setenv("FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
     dtype = framework.get_default_dtype()
@@ -176,3 +193,52 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Mo
                     raise AssertionError(f"code block at {where} raised {type(exc).__name__}: {exc}") from exc
     finally:
         framework.set_default_dtype(dtype)
+
+
+CONFLICTING_PLUGIN = """
+from framework import hookimpl
+from framework.base.layer import Layer
+
+
+class FeatureScale(Layer):
+    \"\"\"Registers the name docs/plugins.md's Scale also takes (its alias feature_scale).\"\"\"
+
+    def forward(self, x):
+        return x
+
+    def backward(self, grad_out):
+        return grad_out
+
+
+@hookimpl
+def register_layers(register):
+    register(FeatureScale)
+"""
+
+
+def test_plugins_page_runs_with_a_conflicting_plugin_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 item 12: a third-party plugin installed beside the project does not break the docs.
+
+    A distribution registering ``FeatureScale`` (as the example plugin does)
+    is installed into a folder on ``sys.path``; docs/plugins.md, whose
+    private registry registers a ``Scale`` with the alias ``feature_scale``,
+    still runs.
+    """
+    from importlib import metadata
+
+    REGISTRY.load()  # the global registry as it is, before the extra distribution appears
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "docs_conflict_plugin.py").write_text(textwrap.dedent(CONFLICTING_PLUGIN))
+    info = site / "docs_conflict_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: docs-conflict-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[framework]\nconflict = docs_conflict_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    found = [ep for ep in metadata.entry_points(group="framework") if ep.value == "docs_conflict_plugin"]
+    assert found, "the extra distribution is not visible to importlib.metadata"
+    work = tmp_path / "work"
+    work.mkdir()
+    _run_page(DOCS / "plugins.md", work, monkeypatch)

@@ -26,15 +26,28 @@ EXAMPLE = ROOT / "examples" / "plugin-example"
 DIST = "framework-plugin-example"
 
 
-def _env(site: Path | None) -> dict[str, str]:
-    paths = [] if site is None else [site]
-    return subprocess_env(*paths, clean=True, PYTHONWARNINGS="ignore", PIP_DISABLE_PIP_VERSION_CHECK="1")
+def _env(site: Path | None, *environment: Path) -> dict[str, str]:
+    """A child interpreter's environment: with ``site``, the example is installed there.
+
+    Without ``site`` the example counts as uninstalled, also when a copy of it
+    (or any other third-party plugin) is installed in the environment running
+    the tests: ``FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD`` then loads the built-in
+    plugins only (issue 14 item 12: tests must not depend on which other
+    plugins are installed). ``environment`` stands for such installed copies.
+    """
+    paths = [*environment] if site is None else [site, *environment]
+    hide = {} if site is not None else {"FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess_env(
+        *paths, clean=True, PYTHONWARNINGS="ignore", PIP_DISABLE_PIP_VERSION_CHECK="1", **hide
+    )
 
 
-def _python(code: str, site: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def _python(
+    code: str, site: Path | None, *args: str, cwd: Path | None = None, environment: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=_env(site),
+        env=_env(site, *environment),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -143,20 +156,22 @@ def test_installed_layer_trains_saves_and_loads(
     assert path.is_file()
 
 
+UNINSTALLED_LOAD = """
+    import sys
+    import framework
+    try:
+        framework.load_model(sys.argv[1])
+    except framework.CheckpointError as exc:
+        print("CheckpointError:", exc)
+    else:
+        print("loaded")
+"""
+
+
 @requires_h5py
 def test_loading_after_uninstall_names_the_layer_and_distribution(checkpoint: tuple[Path, dict]) -> None:
     path, _ = checkpoint
-    code = """
-        import sys
-        import framework
-        try:
-            framework.load_model(sys.argv[1])
-        except framework.CheckpointError as exc:
-            print("CheckpointError:", exc)
-        else:
-            print("loaded")
-    """
-    result = _python(code, None, str(path))
+    result = _python(UNINSTALLED_LOAD, None, str(path))
     assert result.returncode == 0, result.stderr
     message = result.stdout
     assert message.startswith("CheckpointError:"), message
@@ -195,16 +210,34 @@ def test_plugins_command_lists_the_example(installed: tuple[Path, str]) -> None:
     assert all(r["distribution"] != DIST for r in json.loads(_cli_json(None)))
 
 
-def _cli_json(site: Path | None) -> str:
+def _cli_json(site: Path | None, *environment: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "framework", "plugins", "--json"],
-        env=_env(site),
+        env=_env(site, *environment),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@requires_h5py
+def test_uninstalled_scenarios_ignore_plugins_installed_in_the_environment(
+    installed: tuple[Path, str], checkpoint: tuple[Path, dict]
+) -> None:
+    """Issue 14 item 12: the example installed around the test run must not leak into them.
+
+    ``environment=(site,)`` puts an installed copy of the example where an
+    environment's own site-packages would have it; the "uninstalled" runs
+    must still not see it.
+    """
+    site, _ = installed
+    path, _ = checkpoint
+    result = _python(UNINSTALLED_LOAD, None, str(path), environment=(site,))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CheckpointError:"), result.stdout
+    assert all(r["distribution"] != DIST for r in json.loads(_cli_json(None, site)))
 
 
 def test_console_script_lists_the_example(installed: tuple[Path, str]) -> None:

@@ -1,0 +1,101 @@
+"""What several checks share: a default-dtype scope, config and registry round trips, layer copies."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from framework.base.layer import Layer
+from framework.registry.manager import REGISTRY
+from framework.runtime.dtype import get_default_dtype, set_default_dtype
+from framework.testing.report import CheckFailed
+
+__all__ = ["default_dtype", "json_round", "check_config", "check_registered", "fresh_layer", "forward"]
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: Any) -> Iterator[None]:
+    """Set the framework's default dtype for the ``with`` block, then restore it."""
+    old = get_default_dtype()
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        set_default_dtype(old)
+
+
+def json_round(data: Any) -> Any:
+    """``data`` after a JSON round trip (tuples become lists), as a checkpoint stores it."""
+    return json.loads(json.dumps(data, sort_keys=True))
+
+
+def check_config(obj: Any, kind: str) -> tuple[dict[str, Any], Any]:
+    """``get_config`` is JSON, ``from_config`` rebuilds an equal config; returns (config, clone)."""
+    config = obj.get_config()
+    if not isinstance(config, dict):
+        raise CheckFailed(f"get_config() returned {type(config).__name__}, expected a dict")
+    try:
+        text = json.dumps(config, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailed(f"get_config() is not JSON-serialisable: {exc}; config = {config!r}") from exc
+    stored = json.loads(text)
+    clone = type(obj).from_config(json.loads(text))
+    again = json_round(clone.get_config())
+    if again != stored:
+        diff = sorted(
+            k for k in set(again) | set(stored) if again.get(k, "<missing>") != stored.get(k, "<missing>")
+        )
+        raise CheckFailed(
+            f"{type(obj).__name__}.from_config(get_config()) does not rebuild an equal config; "
+            f"differing keys {diff}: original {stored!r}, rebuilt {again!r} "
+            "(is a constructor argument not stored or not written by get_config?)"
+        )
+    return config, clone
+
+
+def check_registered(obj: Any, kind: str, config: dict[str, Any]) -> str:
+    """``obj``'s class is registered under ``kind`` and the registry rebuilds it from ``config``."""
+    from framework.registry.namespace import resolve
+
+    name = REGISTRY.name_of(kind, obj)
+    if name is None:
+        raise CheckFailed(
+            f"{type(obj).__name__} is not registered as a {kind[:-1]}: add it with a "
+            f"register_{kind} hook (framework.hookimpl) in your plugin module"
+        )
+    rebuilt = resolve(kind, {"class_name": name, "config": json_round(config)})
+    if type(rebuilt) is not type(obj):
+        raise CheckFailed(
+            f"framework.{kind}.get({{'class_name': {name!r}, ...}}) built a "
+            f"{type(rebuilt).__name__}, expected {type(obj).__name__} (is another plugin "
+            "registering that name with override=True?)"
+        )
+    return f"registered as {name!r}"
+
+
+def fresh_layer(layer: Layer, dtype: Any, prepare: Callable[[Layer], Any] | None = None) -> Layer:
+    """A new layer of the same config whose parameters are ``dtype``, in training mode.
+
+    Rebuilt with ``from_config`` under that default dtype; a layer whose
+    config cannot rebuild it is deep-copied and cast with ``astype`` instead.
+    ``prepare`` (state deliberately outside the config) is applied to it.
+    """
+    with default_dtype(dtype):
+        try:
+            fresh = type(layer).from_config(json_round(layer.get_config()))
+        except Exception:
+            fresh = copy.deepcopy(layer)
+            fresh.astype(dtype)
+    fresh.train()
+    if prepare is not None:
+        prepare(fresh)
+    return fresh
+
+
+def forward(layer: Layer, x: Any, dtype: Any) -> Any:
+    """``layer.forward(x)`` under default dtype ``dtype``; the output exactly as the layer returns it."""
+    with default_dtype(dtype):
+        return layer.forward(x)

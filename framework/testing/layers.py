@@ -1,0 +1,315 @@
+"""``check_layer``: every check a layer must pass, reported together.
+
+A plugin's own tests call it::
+
+    from framework.testing import check_layer
+    from my_plugin import Scale
+
+    def test_scale_conforms():
+        check_layer(Scale(), (4, 5))
+
+Layers of several inputs (a list of shapes) and of several outputs (a tuple
+or list of arrays, possibly nested like ``LSTM``'s ``(output, (h_n, c_n))``,
+whose ``backward`` takes the gradients in that same structure) are checked
+like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from framework.base.layer import Layer
+from framework.testing import _structure as st
+from framework.testing._checkpoint import checkpoint_round_trip
+from framework.testing._common import check_config, check_registered, default_dtype, forward, fresh_layer
+from framework.testing.gradients import check_gradients
+from framework.testing.report import CheckFailed, ConformanceReport, run_check
+
+__all__ = ["check_layer"]
+
+
+def check_layer(
+    layer: Layer,
+    input_shape: Any,
+    *,
+    rng: np.random.Generator | int | None = None,
+    tolerance: float = 1e-6,
+    check_dtypes: Iterable[str] = ("float32", "float64"),
+    x: Any = None,
+    skip: Iterable[str] = (),
+    kind: str = "layers",
+    prepare: Callable[[Layer], Any] | None = None,
+    raise_on_failure: bool = True,
+) -> ConformanceReport:
+    """Run every conformance check on ``layer``; raise one report listing all failures.
+
+    The checks, each named in the report:
+
+    - ``forward``: a forward pass on random input runs (every other check needs it).
+    - ``gradients``: ``backward`` against central finite differences
+      (:func:`~framework.testing.gradients.check_gradients`) for the input and
+      every parameter, on a copy rebuilt from the config in float64, relative
+      error below ``tolerance``. It runs in training mode, and in eval mode as
+      well (BatchNorm's two paths); a layer that is stochastic in training (two
+      forwards on one input differ, like Dropout) is checked in eval mode only.
+    - ``output_shape``: ``layer.output_shape(shape)`` equals the real output
+      shape, for the batch axis ``None`` (which must stay ``None``) and for
+      the concrete batch size. A layer of several outputs returns one shape
+      per output, nested like its output or as a flat list; with the batch
+      axis ``None``, an output axis may be ``None`` only where the real size
+      is the batch size.
+    - ``config``: ``get_config()`` is JSON data and
+      ``type(layer).from_config(config)`` rebuilds a layer with an equal config.
+    - ``registry``: the class is registered (``framework.layers``) and
+      ``framework.layers.get({"class_name": name, "config": config})`` builds it.
+    - ``checkpoint``: in a ``Sequential``, saving to HDF5 and loading gives
+      equal outputs in eval mode (skipped, with a note, for layers of several
+      outputs or when the model API cannot be imported).
+    - ``train_eval``: ``train()`` / ``eval()`` set ``training`` on the layer
+      and its children, and two eval-mode forwards are equal.
+    - ``dtype_<name>``: a layer built in that dtype keeps it: parameters,
+      every output, input gradient and parameter gradients are all ``<name>``.
+    - ``backward``: the returned gradient has the input's shape, every
+      parameter gradient its parameter's shape, and ``zero_grad()`` zeros
+      them all.
+
+    Args:
+        layer: the layer (built or not); it is used for the config check, and
+            fresh copies rebuilt from its config for the rest.
+        input_shape: the input shape with the batch axis (``(2, 3, 8, 8)``;
+            a leading ``None`` means batch 2), or a list of shapes for a
+            layer of several inputs.
+        rng: a ``numpy.random.Generator`` or a seed for the random input
+            (default seed 0).
+        tolerance: largest relative error of a gradient (default ``1e-6``).
+        check_dtypes: dtypes the layer must preserve (default float32 and float64).
+        x: a particular input to use instead of random normals (e.g. integer
+            indices, or positive values for a layer defined only there).
+        skip: names of checks not to run (reported as skipped).
+        kind: the registry kind for the ``registry`` check (``"layers"``, or
+            ``"activations"`` for :func:`~framework.testing.kinds.check_activation`).
+        prepare: called on every copy of the layer the kit makes (and on the
+            layer loaded from the checkpoint) before its first forward, to set
+            state that is deliberately not in the config, such as a graph
+            convolution's adjacency: ``prepare=lambda l: l.set_graph(A)``.
+        raise_on_failure: raise :class:`~framework.testing.report.ConformanceError`
+            when a check failed (default); otherwise only return the report.
+
+    Returns:
+        The :class:`~framework.testing.report.ConformanceReport`.
+
+    Raises:
+        ConformanceError: whose message names the layer and lists every failed
+            check with its details.
+    """
+    skip = set(skip)
+    if not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(0 if rng is None else rng)
+    shape = st.concrete(input_shape)
+    label = f"{layer.describe()} ({type(layer).__module__}.{type(layer).__qualname__})"
+    report = ConformanceReport(label)
+    x0 = st.random_input(shape, rng, np.float64) if x is None else x
+    integer_input = not isinstance(x0, list) and not np.issubdtype(np.asarray(x0).dtype, np.floating)
+
+    probe = run_check(
+        report, "forward", skip, lambda: forward(fresh_layer(layer, "float64", prepare), x0, "float64")
+    )
+    if probe is None and "forward" not in skip:
+        if raise_on_failure:
+            report.raise_if_failed()
+        return report
+
+    def gradients() -> str:
+        layer64 = fresh_layer(layer, "float64", prepare)
+        first = forward(layer64, x0, "float64")
+        stochastic = not st.equal(first, layer64.forward(x0))
+        modes = ["eval"] if stochastic else ["train", "eval"]
+        problems = []
+        for mode in modes:
+            layer64.train(mode == "train")
+            result = check_gradients(
+                layer64, x0, tolerance=tolerance, check_input=not integer_input, raise_on_failure=False
+            )
+            if not result.ok:
+                problems.append(f"in {mode} mode:\n{result}")
+        if problems:
+            raise CheckFailed("backward disagrees with finite differences " + "\n".join(problems))
+        return "stochastic in training: checked in eval mode" if stochastic else "train and eval mode"
+
+    run_check(report, "gradients", skip, gradients)
+
+    def output_shape() -> None:
+        layer32 = fresh_layer(layer, "float32", prepare)
+        out = forward(layer32, st.cast(x0, np.float32), "float32")
+        batch = shape[0][0] if isinstance(shape, list) else shape[0]
+        for given, symbolic in ((st.with_none_batch(shape), True), (shape, False)):
+            claimed = layer32.output_shape(given)
+            problem = _shape_claim_problem(claimed, out, batch, symbolic)
+            if problem:
+                raise CheckFailed(f"output_shape({st.fmt(given)}) returned {st.fmt(claimed)}, {problem}")
+
+    run_check(report, "output_shape", skip, output_shape)
+
+    def built_copy() -> Layer:
+        """A float64 deep copy of ``layer``, built (the caller's layer is left as it is)."""
+        with default_dtype("float64"):
+            lay = copy.deepcopy(layer)
+            lay.astype(np.float64)
+            if prepare is not None:
+                prepare(lay)
+            if not lay.built:
+                lay.forward(x0)
+        return lay
+
+    def config() -> None:
+        original = built_copy()
+        with default_dtype("float64"):
+            config, clone = check_config(original, kind)
+            if prepare is not None:
+                prepare(clone)
+            forward(clone, x0, "float64")
+            clone.load_state_dict({k: np.array(v, copy=True) for k, v in original.state_dict().items()})
+            original.eval()
+            clone.eval()
+            a, b = original.forward(x0), clone.forward(x0)
+        if not st.allclose(a, b):
+            raise CheckFailed(
+                "a layer rebuilt with from_config(get_config()) and given the same weights computes "
+                f"a different output (config {config!r}); a constructor argument is "
+                "probably not stored in get_config()"
+            )
+
+    run_check(report, "config", skip, config)
+    run_check(report, "registry", skip, lambda: check_registered(layer, kind, built_copy().get_config()))
+    run_check(
+        report,
+        "checkpoint",
+        skip,
+        lambda: checkpoint_round_trip(layer, shape, x0, prepare, st.is_nested(probe)),
+    )
+
+    def train_eval() -> None:
+        lay = fresh_layer(layer, "float32", prepare)
+        xin = st.cast(x0, np.float32)
+        forward(lay, xin, "float32")
+        everything = [lay, *_descendants(lay)]
+        lay.eval()
+        wrong = [c.describe() for c in everything if c.training]
+        if wrong:
+            raise CheckFailed(f"eval() left training=True on {wrong}")
+        a, b = lay.forward(xin), lay.forward(xin)
+        if not st.equal(a, b):
+            raise CheckFailed(f"two eval-mode forwards differ (max |diff| {st.max_diff(a, b):.3e})")
+        lay.train()
+        wrong = [c.describe() for c in everything if not c.training]
+        if wrong:
+            raise CheckFailed(f"train() left training=False on {wrong}")
+
+    run_check(report, "train_eval", skip, train_eval)
+
+    for dtype_name in check_dtypes:
+        dtype = np.dtype(dtype_name)
+
+        def dtypes(dtype: np.dtype = dtype) -> None:
+            lay = fresh_layer(layer, dtype, prepare)
+            out = forward(lay, st.cast(x0, dtype), dtype)
+            problems = []
+            for i, o in enumerate(st.leaves(out)):
+                if np.asarray(o).dtype != dtype:
+                    which = f"output {i}" if st.is_nested(out) else "output"
+                    problems.append(f"{which} is {np.asarray(o).dtype}")
+            for name, p in lay.named_parameters():
+                if p.data.dtype != dtype:
+                    problems.append(f"parameter {name} is {p.data.dtype}")
+            lay.zero_grad()
+            g = lay.backward(st.map_leaves(np.ones_like, out))
+            if not integer_input:
+                for gi in g if isinstance(g, list) else [g]:
+                    if getattr(gi, "dtype", None) != dtype:
+                        problems.append(f"input gradient is {getattr(gi, 'dtype', type(gi).__name__)}")
+            for name, p in lay.named_parameters():
+                if p.grad.dtype != dtype:
+                    problems.append(f"gradient of {name} is {p.grad.dtype}")
+            if problems:
+                raise CheckFailed(f"built in {dtype.name} with {dtype.name} input: " + "; ".join(problems))
+
+        run_check(report, f"dtype_{dtype.name}", skip, dtypes)
+
+    def backward() -> None:
+        lay = fresh_layer(layer, "float64", prepare)
+        out = forward(lay, x0, "float64")
+        lay.zero_grad()
+        noise = np.random.default_rng(1)
+        g = lay.backward(st.map_leaves(lambda o: noise.standard_normal(np.shape(o)), out))
+        problems = []
+        if not integer_input and st.shape_leaves(st.shapes_of(g)) != st.shape_leaves(st.shapes_of(x0)):
+            problems.append(
+                f"backward returned a gradient of shape {st.fmt(st.shapes_of(g))}, "
+                f"the input has shape {st.fmt(st.shapes_of(x0))}"
+            )
+        for name, p in lay.named_parameters():
+            if p.grad.shape != p.data.shape:
+                problems.append(f"gradient of {name} has shape {p.grad.shape}, the parameter {p.data.shape}")
+        lay.zero_grad()
+        nonzero = [name for name, p in lay.named_parameters() if np.any(p.grad != 0)]
+        if nonzero:
+            problems.append(f"zero_grad() left non-zero gradients in {nonzero}")
+        if problems:
+            raise CheckFailed("; ".join(problems))
+
+    run_check(report, "backward", skip, backward)
+
+    if raise_on_failure:
+        report.raise_if_failed()
+    return report
+
+
+def _shape_claim_problem(claimed: Any, out: Any, batch: int, symbolic: bool) -> str | None:
+    """What is wrong with ``claimed`` as the shape(s) of ``out`` (``None`` when it is right).
+
+    ``symbolic``: the claim was made for the input shape with a ``None``
+    batch axis. A single output's first axis must then be ``None``; an output
+    of a layer of several outputs may have ``None`` only where its real size
+    is the batch size (a final state ``(layers, N, H)`` keeps its first axis).
+    """
+    real = st.shape_leaves(st.shapes_of(out))
+    several = st.is_nested(out)
+    try:
+        flat = st.shape_leaves(claimed)
+    except TypeError:
+        return f"which is not a shape; the real output has {st.describe_outputs(out)}"
+    if len(flat) != len(real):
+        counted = "one shape" if len(flat) == 1 else f"{len(flat)} shapes"
+        return (
+            f"{counted}, but forward returns {st.describe_outputs(out)}; a layer of several outputs "
+            "gives one shape per output (nested like its output, or as a flat list)"
+        )
+    if not symbolic:
+        if flat != real:
+            return f"the real output has {st.describe_outputs(out)}"
+        return None
+    if not several:
+        expected = (None, *real[0][1:])
+        if flat[0] != expected:
+            return f"the real output has shape {st.fmt(real[0])} (expected {st.fmt(expected)})"
+        return None
+    for i, (c, r) in enumerate(zip(flat, real)):
+        ok = len(c) == len(r) and all(a == b or (a is None and b == batch) for a, b in zip(c, r))
+        if not ok:
+            return (
+                f"whose shape {i} {st.fmt(c)} does not match output {i} of shape {st.fmt(r)} "
+                f"(forward returns {st.describe_outputs(out)}; None only where the size is the batch {batch})"
+            )
+    return None
+
+
+def _descendants(layer: Layer) -> list[Layer]:
+    found = []
+    for child in layer.children():
+        found.append(child)
+        found.extend(_descendants(child))
+    return found
