@@ -67,6 +67,8 @@ class Linear(Layer):
         (2, 4)
     """
 
+    returns_fresh_grad = True
+
     def __init__(
         self,
         input_size: int | None = None,
@@ -138,13 +140,9 @@ class Linear(Layer):
         x = ctx.x
         g2 = g.reshape(-1, self.output_size)
         x2 = x.reshape(-1, self.input_size)
-        out = self.weight.grad_target()
-        if out is None:
-            self.weight.grad += g2.T @ x2
-        else:
-            np.matmul(g2.T, x2, out=out)
+        self.weight.add_grad_product(g2.T, x2)
         if self.bias is not None:
-            out = self.bias.grad_target()
+            out = self.bias._grad_target()
             if out is None:
                 self.bias.grad += blas.sum_rows(g2)
             else:
@@ -212,6 +210,8 @@ class Dropout(Layer):
         ``y = x * m / (1 - p)`` with ``m`` the 0/1 mask, so
         ``dL/dx = dL/dy * m / (1 - p)``: only kept units pass gradient.
     """
+
+    returns_fresh_grad = True
 
     def __init__(self, p: float = 0.5, seed: int | None = None, *, name: str | None = None) -> None:
         super().__init__(name=name)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.base.validation import positive_int, resolve_initializer
@@ -73,6 +74,14 @@ class Embedding(Layer):
         ``padding_idx``. The indices are not differentiable: ``backward``
         returns ``None`` as the input gradient, so an Embedding must be the
         first layer of a model (or its input must come from data).
+
+    Weight tying:
+        ``weight`` has the layout of the weight of a
+        ``Linear(embedding_dim, num_embeddings, bias=False)`` output layer, so
+        the two share one table by sharing the ``Parameter`` object:
+        ``head.weight = embedding.weight``. Both backwards add into the one
+        gradient (the scatter-add here, ``G^T X`` there), the optimizer steps
+        it once and a checkpoint stores it once.
 
     Example:
         >>> import numpy as np
@@ -145,16 +154,18 @@ class Embedding(Layer):
                 )
         return x.astype(np.int64, copy=False)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._idx = self._indices(x)
-        return self.weight.data[self._idx]
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        idx = ctx.idx = self._indices(x)
+        return self.weight.data[idx]
 
-    def backward(self, grad_out: np.ndarray) -> None:
-        rows = self._idx.reshape(-1)
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> None:
+        rows = ctx.idx.reshape(-1)
         grads = grad_out.reshape(-1, self.embedding_dim)
         if self.padding_idx is not None:
             keep = rows != self.padding_idx
             rows, grads = rows[keep], grads[keep]
+        # ``grad`` (not ``grad_target``): the rows not looked up must hold zeros, or what
+        # another user of a tied weight has already added
         scatter_add_rows(self.weight.grad, rows, grads)
         return None
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
 from framework.base.validation import positive_int, resolve_activation, resolve_initializer
@@ -47,6 +48,19 @@ class GCNConv(Layer):
     over rows (see :mod:`plugins.graph_ops`). ``Â`` is computed once per
     adjacency object and reused; call :meth:`set_graph` again after changing an
     adjacency array in place.
+
+    The layer is in the context form: what backward needs (``Â^T`` and the
+    cached product) is kept on the per-call ``ctx``, so one GCNConv may be
+    called at several places of a model (its gradients sum) and from several
+    threads, as long as the graph is not changed meanwhile (``set_graph`` or
+    ``adjacency=`` replace it for every caller).
+
+    Full batch only: ``needs_full_batch = True``. The adjacency is fixed to
+    the node set, row ``i`` of the input being node ``i``, so every call must
+    see all ``N`` nodes in their order. The training loop reads the attribute
+    and refuses to shuffle or to split the nodes into mini-batches; train with
+    ``batch_size=N`` and ``shuffle=False`` and select the training nodes with
+    ``sample_weight`` (a mask) instead.
 
     Args:
         in_features: size of each node's input features.
@@ -87,6 +101,10 @@ class GCNConv(Layer):
         >>> layer(np.ones((3, 4), dtype=np.float32)).shape
         (3, 2)
     """
+
+    #: The rows of the input are the graph's nodes: the whole node set, in
+    #: order, in every call (no shuffling, no mini-batches).
+    needs_full_batch = True
 
     def __init__(
         self,
@@ -178,36 +196,41 @@ class GCNConv(Layer):
 
     # -- forward / backward ---------------------------------------------------
 
-    def forward(self, x: np.ndarray, adjacency: Any = None) -> np.ndarray:
+    def _aggregate_first(self) -> bool:
+        """Whether ``Â`` multiplies the input (``(Â H) W^T``) rather than ``H W^T``."""
+        return self.in_features <= self.out_features
+
+    def forward(self, ctx: Context, x: np.ndarray, adjacency: Any = None) -> np.ndarray:
         if adjacency is not None and adjacency is not self._adjacency:
             self.set_graph(adjacency)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(self.weight.dtype)
-        a_hat, self._a_hat_t = self._operators(x.shape[0], x.dtype)
+        a_hat, ctx.a_hat_t = self._operators(x.shape[0], x.dtype)
         weight = self.weight.data
-        self._aggregate_first = self.in_features <= self.out_features
-        if self._aggregate_first:
-            self._cached = a_hat @ x
-            z = self._cached @ weight.T
+        if self._aggregate_first():
+            cached = ctx.cached = a_hat @ x  # Â H, (N, in_features)
+            z = cached @ weight.T
         else:
-            self._cached = x
+            ctx.cached = x  # H, (N, in_features)
             z = a_hat @ (x @ weight.T)
         if self.bias is not None:
             z += self.bias.data
-        if self.activation is not None:
-            z = self.activation.forward(z)
-        return z
+        return self.activation_forward(ctx, self.activation, z)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        g = self.activation_backward(self.activation, grad_out)
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray | None:
+        g = self.activation_backward(ctx, self.activation, grad_out)
         if self.bias is not None:
             self.bias.add_grad(g.sum(axis=0))
         weight = self.weight.data
-        if self._aggregate_first:
-            self.weight.add_grad(g.T @ self._cached)
-            return self._a_hat_t @ (g @ weight)
-        propagated = self._a_hat_t @ g
-        self.weight.add_grad(propagated.T @ self._cached)
+        if self._aggregate_first():
+            self.weight.add_grad(g.T @ ctx.cached)
+            if not ctx.needs_input_grad:
+                return None
+            return ctx.a_hat_t @ (g @ weight)
+        propagated = ctx.a_hat_t @ g
+        self.weight.add_grad(propagated.T @ ctx.cached)
+        if not ctx.needs_input_grad:
+            return None
         return propagated @ weight
 
     def output_shape(self, input_shape: Any) -> Any:

@@ -3,6 +3,11 @@
 Each takes a list of arrays (``layer([a, b, ...])``), in a functional model a
 list of placeholders, and returns one array. Backward returns one gradient
 per input, in order.
+
+Every layer is in the context form: what a backward needs (the inputs of a
+product, the winners of a maximum, the split points of a concatenation) is
+kept on the per-call ``ctx``, so one merge layer may be shared by several
+places of a graph.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
@@ -65,15 +71,16 @@ class Add(_Elementwise):
         2.0
     """
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
         out = x[0] + x[1]
         for a in x[2:]:
             out += a
-        self._n = len(x)
+        ctx.n = len(x)
         return out
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
-        return [grad_out] + [grad_out.copy() for _ in range(self._n - 1)]
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        # one array per input: a consumer may modify its gradient in place
+        return [grad_out] + [grad_out.copy() for _ in range(ctx.n - 1)]
 
 
 class Multiply(_Elementwise):
@@ -88,15 +95,15 @@ class Multiply(_Elementwise):
         computed with prefix and suffix products, so zeros are handled).
     """
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
-        self._x = list(x)
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
+        ctx.x = list(x)
         out = x[0] * x[1]
         for a in x[2:]:
             out *= a
         return out
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
-        xs = self._x
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        xs = ctx.x
         if len(xs) == 2:
             return [grad_out * xs[1], grad_out * xs[0]]
         k = len(xs)
@@ -130,10 +137,10 @@ class Subtract(_Elementwise):
             raise ShapeError(f"{self.describe()} takes exactly 2 inputs, got {len(input_shape)}")
         return super().output_shape(input_shape)
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
         return x[0] - x[1]
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
         return [grad_out, -grad_out]
 
 
@@ -148,34 +155,32 @@ class Average(_Elementwise):
         ``dL/dx_i = dL/dy / k`` for every input.
     """
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
         out = x[0] + x[1]
         for a in x[2:]:
             out += a
-        self._n = len(x)
+        ctx.n = len(x)
         out *= out.dtype.type(1.0 / len(x)) if np.issubdtype(out.dtype, np.floating) else 1
         return out
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
-        g = grad_out * grad_out.dtype.type(1.0 / self._n)
-        return [g] + [g.copy() for _ in range(self._n - 1)]
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        g = grad_out * grad_out.dtype.type(1.0 / ctx.n)
+        return [g] + [g.copy() for _ in range(ctx.n - 1)]
 
 
 class _Extremum(_Elementwise):
     _reduce: Any = None
     _arg: Any = None
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
         stacked = np.stack(x)
-        self._winner = type(self)._arg(stacked, axis=0)
-        self._n = len(x)
+        ctx.winner = type(self)._arg(stacked, axis=0)
+        ctx.n = len(x)
         return type(self)._reduce(stacked, axis=0)
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
-        return [
-            np.where(self._winner == i, grad_out, 0).astype(grad_out.dtype, copy=False)
-            for i in range(self._n)
-        ]
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        zero = np.zeros((), dtype=grad_out.dtype)
+        return [np.where(ctx.winner == i, grad_out, zero) for i in range(ctx.n)]
 
 
 class Maximum(_Extremum):
@@ -262,13 +267,13 @@ class Concatenate(_Merge):
         axis = self._axis(len(self.input_shape[0]))
         self.input_spec = [(*s[:axis], None, *s[axis + 1 :]) for s in self.input_spec]
 
-    def forward(self, x: list[np.ndarray]) -> np.ndarray:
+    def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
         axis = self._axis(x[0].ndim)
-        self._splits = np.cumsum([a.shape[axis] for a in x])[:-1]
+        ctx.splits = np.cumsum([a.shape[axis] for a in x])[:-1]
         return np.concatenate(x, axis=axis)
 
-    def backward(self, grad_out: np.ndarray) -> list[np.ndarray]:
-        return np.split(grad_out, self._splits, axis=self._axis(grad_out.ndim))
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        return np.split(grad_out, ctx.splits, axis=self._axis(grad_out.ndim))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
@@ -110,12 +111,12 @@ class Reshape(Layer):
         super().build(input_shape)
         self.input_spec = None  # sizes are checked against the target in forward
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._in_shape = x.shape
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        ctx.in_shape = x.shape
         return x.reshape(x.shape[0], *self._resolve(x.shape[1:]))
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out.reshape(self._in_shape)
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out.reshape(ctx.in_shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         return (input_shape[0], *self._resolve(tuple(input_shape)[1:]))
@@ -174,10 +175,10 @@ class Permute(Layer):
         self._check_rank(input_shape)
         super().build(input_shape)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return x.transpose(0, *self.dims)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         return grad_out.transpose(self._inverse)
 
     def output_shape(self, input_shape: Any) -> Any:
@@ -228,17 +229,17 @@ class ZeroPadding2d(Layer):
         super().build(input_shape)
         self.input_spec = (None, input_shape[1], None, None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         left, right, top, bottom = self.padding
         n, c, h, w = x.shape
         out = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
         out[:, :, top : top + h, left : left + w] = x
-        self._hw = (h, w)
+        ctx.hw = (h, w)
         return out
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         left, _, top, _ = self.padding
-        h, w = self._hw
+        h, w = ctx.hw
         return grad_out[:, :, top : top + h, left : left + w]
 
     def output_shape(self, input_shape: Any) -> Any:
@@ -292,13 +293,13 @@ class UpSampling2d(Layer):
         super().build(input_shape)
         self.input_spec = (None, input_shape[1], None, None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         n, c, h, w = x.shape
         sh, sw = self.scale_factor
         blocks = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, w, sw))
         return blocks.reshape(n, c, h * sh, w * sw)
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         n, c, hs, ws = grad_out.shape
         sh, sw = self.scale_factor
         return grad_out.reshape(n, c, hs // sh, sh, ws // sw, sw).sum(axis=(3, 5))

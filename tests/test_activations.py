@@ -8,8 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
-from framework import activations
+from framework import Input, Model, activations
+from framework.base.context import Context
+from framework.base.layer import takes_context
 from framework.errors import ConfigError, ShapeError
+from framework.layers import Linear
 from framework.registry.namespace import serialize
 from framework.testing import check_gradients
 from plugins.activations import (
@@ -74,9 +77,10 @@ def test_softplus_gradient_covers_both_regions(float64):
     act = Softplus(beta=2.0, threshold=1.0)
     x = np.array([[-3.0, -0.4, 0.2, 0.8, 1.5, 4.0]])
     check_gradients(act, x)
-    act.forward(x)
-    np.testing.assert_array_equal(act._linear, 2.0 * x > 1.0)
-    assert act._linear.any() and not act._linear.all()
+    ctx = Context(training=True)
+    act.forward(ctx, x)
+    np.testing.assert_array_equal(ctx.linear, 2.0 * x > 1.0)
+    assert ctx.linear.any() and not ctx.linear.all()
 
 
 # -- values against formula-level references ------------------------------------------------
@@ -359,3 +363,68 @@ def test_serialize_names_and_configs():
 def test_bad_arguments_raise_config_error(factory, match):
     with pytest.raises(ConfigError, match=match):
         factory()
+
+
+# -- the per-call context ------------------------------------------------------------
+
+
+def _forward_backward(layer, ctx: Context, x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = layer.forward(ctx, x)
+    return y.copy(), layer.backward(ctx, g.copy())
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=IDS)
+def test_interleaved_calls_keep_their_own_context(float64, rng, name, kwargs):
+    """Two forwards, then their backwards in reverse order, equal the calls made one at a time."""
+    act = activations.get(name, **kwargs)
+    assert takes_context(act)
+    x1, x2 = _away_from_kinks(rng, (3, 4, 5)), _away_from_kinks(rng, (2, 4, 5))
+    g1, g2 = rng.standard_normal((3, 4, 5)), rng.standard_normal((2, 4, 5))
+    ref1 = _forward_backward(act, Context(True), x1, g1)
+    ref2 = _forward_backward(act, Context(True), x2, g2)
+    c1, c2 = Context(True), Context(True)
+    y1, y2 = act.forward(c1, x1).copy(), act.forward(c2, x2).copy()
+    dx2 = act.backward(c2, g2.copy())
+    dx1 = act.backward(c1, g1.copy())
+    for got, want in ((y1, ref1[0]), (dx1, ref1[1]), (y2, ref2[0]), (dx2, ref2[1])):
+        np.testing.assert_array_equal(got, want)
+    assert not any(k.startswith("_") and isinstance(v, np.ndarray) for k, v in vars(act).items())
+
+
+def test_an_activation_shared_by_two_places_of_a_model(float64, rng):
+    """One Tanh / Softmax / GELU / SiLU instance at two places of a functional model: gradients exact.
+
+    (Smooth ones: a zero bias can put ReLU's input exactly on its kink, where finite differences fail.)
+    """
+    for shared in (Tanh(), Softmax(), GELU(), SiLU()):
+        x = Input((4,))
+        h = shared(Linear(4, 5)(x))
+        y = shared(Linear(5, 3)(h))
+        check_gradients(Model(x, y), _away_from_kinks(rng, (6, 4)))
+
+
+def test_inference_call_skips_what_only_backward_reads(rng):
+    """``record=False`` (predict): ReLU keeps no mask, and the output is unchanged."""
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    ctx = Context(False, record=False)
+    np.testing.assert_array_equal(ReLU().forward(ctx, x), np.maximum(x, 0))
+    assert "mask" not in vars(ctx)
+
+
+def test_output_links_for_the_loss_pairing():
+    assert Softmax.link == "softmax" and Softmax(axis=1).link == "softmax"
+    assert Sigmoid.link == "sigmoid"
+    assert LogSoftmax.link == "log_softmax"
+    for cls in (ReLU, Tanh, GELU, SiLU, IdentityActivation):
+        assert cls.link is None
+    assert activations.get("softmax").link == "softmax"
+
+
+def test_entry_point_module_still_registers_everything():
+    """``plugins.activations`` (the entry point) registers the classes now defined in other modules."""
+    import plugins.activations as module
+
+    exported = {getattr(module, n) for n in module.__all__ if isinstance(getattr(module, n), type)}
+    registered = {type(activations.get(name)) for name, _ in CASES}
+    assert exported - {module.ActivationLayer} == registered
+    assert len(registered) == 11

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import framework
+from framework.base.context import Context
+from framework.base.layer import takes_context
 from framework.errors import ConfigError, DataError
+from framework.layers import Linear
 from framework.testing import check_gradients, numerical_gradient, relative_error
 from plugins.embedding import Embedding, scatter_add_rows
 
@@ -130,3 +133,64 @@ def test_config_round_trip_and_registry():
     assert clone.padding_idx == 3 and np.all(clone.weight.data[3] == 0)
     assert type(framework.layers.get("embedding", num_embeddings=3, embedding_dim=2)) is Embedding
     assert repr(layer) == "Embedding(12, 4, padding_idx=3)"
+
+
+# -- the per-call context and weight tying ------------------------------------------------
+
+
+def test_interleaved_calls_keep_their_own_indices(float64, rng):
+    layer = Embedding(6, 2)
+    assert takes_context(layer)
+    idx1, idx2 = rng.integers(0, 6, (3, 4)), rng.integers(0, 6, (5,))
+    g1, g2 = rng.standard_normal((3, 4, 2)), rng.standard_normal((5, 2))
+    c1, c2 = Context(True), Context(True)
+    layer.forward(c1, idx1)
+    layer.forward(c2, idx2)
+    layer.zero_grad()
+    assert layer.backward(c1, g1) is None
+    np.testing.assert_allclose(layer.weight.grad, np.eye(6)[idx1.reshape(-1)].T @ g1.reshape(-1, 2))
+    layer.zero_grad()
+    layer.backward(c2, g2)
+    np.testing.assert_allclose(layer.weight.grad, np.eye(6)[idx2].T @ g2)
+
+
+def test_tied_embedding_and_output_weights_sum_their_gradients(float64, rng):
+    """``head.weight = emb.weight``: one Parameter, both backwards add into it, exactly the total derivative.
+
+    With ``L = sum(R * logits)``, ``logits = W[idx] W^T``: ``dL/dW = R^T H + scatter_rows(idx, R W)``
+    (``H = W[idx]``), checked by hand and by central differences in float64.
+    """
+    vocab, dim = 7, 3
+    emb = Embedding(vocab, dim)
+    head = Linear(dim, vocab, bias=False)
+    head.weight = emb.weight
+    assert head.weight is emb.weight
+    model = framework.Sequential([emb, head])
+    assert model.parameters() == [emb.weight] and model.count_params() == vocab * dim
+
+    idx = np.array([[0, 3, 3, 5], [6, 1, 0, 3]])  # repeated rows must accumulate
+    r = rng.standard_normal((2, 4, vocab))  # dL/dlogits
+    w = emb.weight.data
+
+    model.zero_grad()
+    ctx_e, ctx_h = Context(True), Context(True)
+    h = emb.forward(ctx_e, idx)
+    logits = head.forward(ctx_h, h)
+    np.testing.assert_allclose(logits, w[idx] @ w.T, rtol=1e-13)
+    dh = head.backward(ctx_h, r.copy())
+    assert emb.backward(ctx_e, dh) is None
+    got = emb.weight.grad.copy()
+
+    by_hand = r.reshape(-1, vocab).T @ w[idx].reshape(-1, dim)  # the output layer's use
+    np.add.at(by_hand, idx.reshape(-1), r.reshape(-1, vocab) @ w)  # the lookup's use
+    np.testing.assert_allclose(got, by_hand, rtol=1e-12)
+
+    table = w.copy()
+    numeric = numerical_gradient(lambda: float(np.sum(r * (table[idx] @ table.T))), table)
+    assert relative_error(got, numeric) < 1e-8
+
+    # the same through the Sequential model (its manual forward / backward)
+    model.zero_grad()
+    model.forward(idx)
+    model.backward(r)
+    np.testing.assert_allclose(emb.weight.grad, by_hand, rtol=1e-12)

@@ -12,6 +12,8 @@ import pytest
 
 import framework
 from framework import losses, optimizers
+from framework.base.context import Context
+from framework.base.layer import takes_context
 from framework.errors import DataError, FrameworkError, ShapeError
 from framework.testing import check_gradients
 from plugins.core import Dropout
@@ -296,3 +298,62 @@ def test_cora_example_loads_and_trains_a_few_epochs():
     result = example.train(data, epochs=10, seed=0, patience=None)
     assert result["test_accuracy"] > 0.5  # the largest class is 30% of the nodes
     assert result["train_loss"][-1] < result["train_loss"][0]
+
+
+# -- the per-call context and the full-batch flag ---------------------------------
+
+
+def test_gcn_needs_the_full_batch():
+    assert GCNConv.needs_full_batch is True
+    assert GCNConv(3, 2).needs_full_batch is True
+    assert "needs_full_batch" in GCNConv.__doc__
+
+
+@pytest.mark.parametrize("in_out", [(3, 4), (5, 2)])  # both product orders
+def test_interleaved_calls_keep_their_own_context(float64, rng, in_out):
+    """Two forwards (the second on another graph size), then their backwards in reverse order."""
+    layer = GCNConv(*in_out, activation="tanh")
+    assert takes_context(layer)
+    a6, a4 = random_graph(rng, 6), random_graph(rng, 4)
+    x1, x2 = rng.standard_normal((6, in_out[0])), rng.standard_normal((4, in_out[0]))
+    g1, g2 = rng.standard_normal((6, in_out[1])), rng.standard_normal((4, in_out[1]))
+
+    def alone(x: np.ndarray, adjacency: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        layer.zero_grad()
+        ctx = Context(True)
+        layer.forward(ctx, x, adjacency=adjacency)
+        return layer.backward(ctx, g.copy()), layer.weight.grad.copy()
+
+    ref1, ref2 = alone(x1, a6, g1), alone(x2, a4, g2)
+    layer.zero_grad()
+    c1, c2 = Context(True), Context(True)
+    layer.forward(c1, x1, adjacency=a6)
+    layer.forward(c2, x2, adjacency=a4)
+    dx2 = layer.backward(c2, g2.copy())
+    dx1 = layer.backward(c1, g1.copy())
+    np.testing.assert_allclose(dx1, ref1[0], rtol=1e-12)
+    np.testing.assert_allclose(dx2, ref2[0], rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, ref1[1] + ref2[1], rtol=1e-12)
+
+
+def test_a_gcn_shared_by_two_places_of_a_model(float64, rng):
+    """One GCNConv applied twice (two propagation steps with one weight): exact gradients."""
+    gcn = GCNConv(4, 4, activation="tanh").set_graph(as_pair(random_graph(rng, 6)))
+    gcn.bias.data[:] = rng.standard_normal(4)
+    x = framework.Input((4,))
+    model = framework.Model(x, gcn(gcn(x)))
+    check_gradients(model, rng.standard_normal((6, 4)))
+
+
+def test_first_layer_skips_the_input_gradient(rng):
+    layer = GCNConv(3, 5).set_graph(random_graph(rng, 6))
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    full, skipped = Context(True), Context(True, needs_input_grad=False)
+    layer.zero_grad()
+    layer.forward(full, x)
+    assert layer.backward(full, np.ones((6, 5), np.float32)).shape == (6, 3)
+    want = layer.weight.grad.copy()
+    layer.zero_grad()
+    layer.forward(skipped, x)
+    assert layer.backward(skipped, np.ones((6, 5), np.float32)) is None
+    np.testing.assert_allclose(layer.weight.grad, want, rtol=1e-6)

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import framework
+from framework.base.context import Context
+from framework.base.layer import takes_context
 from framework.errors import ConfigError, ShapeError
+from framework.layers import Linear
 from framework.testing import check_gradients
 from plugins.reshaping import Permute, Reshape, UpSampling2d, ZeroPadding2d
 
@@ -166,3 +169,40 @@ def test_upsampling_errors_and_config(rng):
     layer = UpSampling2d((2, 3), name="up")
     clone = framework.layers.get("upsampling2d", **layer.get_config())
     assert clone.scale_factor == (2, 3) and clone.name == "up"
+
+
+# -- the per-call context -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer, shape1, shape2",
+    [
+        (Reshape(-1), (2, 3, 4), (5, 6, 2)),
+        (Permute((2, 3, 1)), (2, 3, 4, 5), (1, 3, 4, 5)),
+        (ZeroPadding2d((1, 2, 0, 3)), (2, 3, 4, 5), (1, 3, 6, 2)),
+        (UpSampling2d((2, 3)), (2, 3, 4, 5), (1, 3, 2, 6)),
+    ],
+    ids=["reshape", "permute", "zero_padding", "upsampling"],
+)
+def test_interleaved_calls_keep_their_own_context(rng, layer, shape1, shape2):
+    """Two forwards on inputs of different sizes, then their backwards in reverse order."""
+    assert takes_context(layer)
+    x1, x2 = rng.standard_normal(shape1), rng.standard_normal(shape2)
+    c1, c2 = Context(True), Context(True)
+    y1, y2 = layer.forward(c1, x1), layer.forward(c2, x2)
+    g1, g2 = rng.standard_normal(y1.shape), rng.standard_normal(y2.shape)
+    dx2 = layer.backward(c2, g2)
+    dx1 = layer.backward(c1, g1)
+    assert dx1.shape == shape1 and dx2.shape == shape2
+    # the gradient of a linear map is its adjoint: <dy, J x> = <J^T dy, x>
+    np.testing.assert_allclose(np.sum(g1 * y1), np.sum(dx1 * x1), rtol=1e-12)
+    np.testing.assert_allclose(np.sum(g2 * y2), np.sum(dx2 * x2), rtol=1e-12)
+
+
+def test_a_shape_layer_shared_by_two_places_of_a_model(float64, rng):
+    """One Permute at two places of a functional model: (N, A, B) -> (N, B, A) -> (N, A, B)."""
+    swap = Permute((2, 1))
+    x = framework.Input((3, 4))
+    h = Linear(4, 3)(x)  # (N, 3, 3)
+    y = Linear(3, 2)(swap(Linear(3, 3)(swap(h))))
+    check_gradients(framework.Model(x, y), rng.standard_normal((2, 3, 4)))

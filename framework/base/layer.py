@@ -307,6 +307,14 @@ class Layer(Configurable):
     #: A subclass that overrides ``forward`` must declare them again.
     monotone_elementwise: bool = False
     window_max: bool = False
+    #: ``True`` for a layer whose ``backward`` returns a new array that it does
+    #: not keep (or ``grad_out`` itself): ``Sequential`` then lets the layer
+    #: below overwrite that array in place (``ctx.grad_out_writable``). A layer
+    #: that does not declare it (every third-party layer by default) may return
+    #: any array, a read-only broadcast view or one it keeps, and nothing
+    #: downstream writes into it. A subclass overriding ``backward`` must
+    #: declare it again.
+    returns_fresh_grad: bool = False
     _out_shape: Any = None
     _ctx_style: ClassVar[bool] = True
 

@@ -60,8 +60,8 @@ class Parameter(_Held):
     Attributes:
         data: the values, shape ``shape``.
         grad: the accumulated gradient ``dL/d data``, same shape and dtype;
-            layers add to it with ``+=`` in ``backward`` (or through
-            :meth:`grad_target`, which skips the addition while it is zero).
+            layers add to it in ``backward`` with :meth:`add_grad` or
+            :meth:`add_grad_product`.
     """
 
     __slots__ = ("_grad", "_grad_zero", "_trainable")
@@ -128,7 +128,7 @@ class Parameter(_Held):
         Args:
             lazy: only mark it as zero; the zeros are written when something
                 reads ``grad``, or skipped when a layer overwrites it through
-                :meth:`grad_target`. Until then an array obtained from ``grad``
+                :meth:`add_grad`. Until then an array obtained from ``grad``
                 earlier keeps its old values, so ``fit`` uses this between its
                 own steps, where nothing else holds the array.
         """
@@ -138,26 +138,45 @@ class Parameter(_Held):
             self._grad.fill(0)
             self._grad_zero = False
 
-    def grad_target(self) -> np.ndarray | None:
+    def _grad_target(self) -> np.ndarray | None:
         """``grad`` to overwrite if it is lazily zero, else ``None`` (add to ``grad`` then).
 
-        For a layer's backward: ``out = p.grad_target()``; if ``out`` is an
-        array, write the gradient into it (``np.matmul(a, b, out=out)``), which
-        equals adding it to zeros; if ``None``, add with ``p.grad += ...``. The
-        gradient counts as written from this call on.
+        The gradient counts as written from this call on. Internal: layers use
+        :meth:`add_grad` and :meth:`add_grad_product`.
         """
         if self._grad_zero:
             self._grad_zero = False
             return self._grad
         return None
 
+    # Kept for layers written before add_grad_product; same behaviour.
+    grad_target = _grad_target
+
     def add_grad(self, value: np.ndarray) -> None:
-        """Add ``value`` (shaped like ``data``) to the gradient."""
-        target = self.grad_target()
+        """Add ``value`` (shaped like ``data``) to the gradient.
+
+        Where ``fit`` has the gradient marked as zero, ``value`` is written
+        instead of added (the same result, one pass less). A parameter used
+        several times (a shared layer, a tied weight) receives the sum.
+        """
+        target = self._grad_target()
         if target is None:
             self._grad += value
         else:
             np.copyto(target, value, casting="same_kind")
+
+    def add_grad_product(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Add the matrix product ``a @ b`` (shaped like ``data``) to the gradient.
+
+        The first contribution of a step is computed straight into the
+        gradient array (``np.matmul(a, b, out=grad)``), with no temporary the
+        size of the weight; a later one (a second use of a shared weight) adds.
+        """
+        target = self._grad_target()
+        if target is None:
+            self._grad += a @ b
+        else:
+            np.matmul(a, b, out=target)
 
     def astype(self, dtype: Any) -> None:
         """Convert data and grad to ``dtype`` in place of the old arrays."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,19 +211,24 @@ class Sequential(Model):
         if tape is None:
             raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
         order = self._order()
-        caller = grad_out
-        last = len(order) - 1
-        for i in range(last, ctx.first - 1, -1):
+        # Whether grad_out is an array only this loop holds, which the next layer may
+        # overwrite: never the caller's; a new array from a layer that declares
+        # ``returns_fresh_grad``; and what a pass-through layer (Flatten, Identity)
+        # hands back keeps the ownership of what it was given.
+        writable = False
+        for i in range(len(order) - 1, ctx.first - 1, -1):
             layer_ctx = tape[i]
-            # Past the last layer, grad_out is an intermediate array only this loop holds,
-            # unless pass-through layers (Flatten, Identity, eval-mode Dropout) handed back
-            # the caller's array or a view of it.
-            layer_ctx.grad_out_writable = i < last and not (
-                isinstance(grad_out, np.ndarray) and np.may_share_memory(grad_out, caller)
-            )
-            grad_out = order[i].backward(layer_ctx, grad_out)
-            if grad_out is None:  # a first layer with needs_input_grad=False (see fit)
-                break
+            layer_ctx.grad_out_writable = writable
+            grad_in = order[i].backward(layer_ctx, grad_out)
+            if grad_in is None:  # a first layer with needs_input_grad=False (see fit)
+                return None
+            if grad_in is not grad_out and not np.may_share_memory(grad_in, grad_out):
+                writable = (
+                    _declares(order[i], "returns_fresh_grad", "backward")
+                    and isinstance(grad_in, np.ndarray)
+                    and grad_in.flags.writeable
+                )
+            grad_out = grad_in
         return None if ctx.first > 0 else grad_out
 
     def layer_output_shapes(self) -> list[Any]:
@@ -257,17 +263,22 @@ def _sample_shape(shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _declares(layer: Layer, flag: str) -> bool:
+def _declares(layer: Layer, flag: str, method: str = "forward") -> bool:
+    return _class_declares(type(layer), flag, method)
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_declares(kind: type, flag: str, method: str) -> bool:
     """Whether ``layer``'s class declares ``flag``, not below the class defining its ``forward``.
 
     A subclass that overrides ``forward`` does not inherit a promise about
     what ``forward`` computes (a noisy ReLU is not monotone); it must declare
     the flag again. A subclass may also set it to ``False``.
     """
-    for cls in type(layer).__mro__:
+    for cls in kind.__mro__:
         if flag in cls.__dict__:
             return bool(cls.__dict__[flag])
-        if "forward" in cls.__dict__:
+        if method in cls.__dict__:
             return False
     return False
 

@@ -1,0 +1,180 @@
+"""The numerics behind the built-in activations: erfc, the normal CDF, a stable sigmoid.
+
+Pure functions on NumPy arrays, no layers: :func:`erfc` and :func:`normal_cdf`
+(exact GELU), :func:`stable_sigmoid` (Sigmoid, SiLU, Softplus, tanh-GELU), and
+the small helpers the activation layers share (dtype promotion, a cached
+array of zeros for ReLU, validation of real-valued arguments).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from framework.errors import ConfigError
+from framework.runtime.dtype import get_default_dtype
+
+__all__ = [
+    "erfc",
+    "erfc_and_gaussian",
+    "normal_cdf",
+    "stable_sigmoid",
+    "as_float",
+    "zeros_like_cached",
+    "real_arg",
+]
+
+
+# -- the complementary error function --------------------------------------
+#
+# NumPy has no erf. erfcx(t) = exp(t^2) erfc(t) is smooth for t >= 0 and decays
+# like 1 / (sqrt(pi) t), so H = (1 + 2t) erfcx(t) is smooth and bounded on
+# [0, inf) (H(0) = 1, H(inf) = 2 / sqrt(pi)). With u = (t - k) / (t + k), which
+# maps [0, inf) onto [-1, 1), H is tabulated as one Chebyshev interpolant in u
+# (the transform of Weideman, SIAM J. Numer. Anal. 31, 1994). Its coefficients
+# are computed once at import from math.erfc (an asymptotic series past
+# t = 26, where exp(t^2) would overflow). One interpolant means no masking or
+# branching over the array. Relative error of erfc is about 1e-13 in float64
+# (the rounding of t^2 in exp(-t^2) dominates), absolute below 1e-15. Float32
+# and float16 use the leading 12 and 7 coefficients: the dropped tail (~5e-9
+# and ~2e-5) is below their rounding error.
+
+_SQRT_PI = math.sqrt(math.pi)
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_ERFCX_K = 3.0
+
+
+def _erfcx_reference(t: float) -> float:
+    if t < 26.0:
+        return math.exp(t * t) * math.erfc(t)
+    z = 1.0 / (2.0 * t * t)
+    series = 1.0 - z * (
+        1.0 - 3.0 * z * (1.0 - 5.0 * z * (1.0 - 7.0 * z * (1.0 - 9.0 * z * (1.0 - 11.0 * z))))
+    )
+    return series / (t * _SQRT_PI)
+
+
+def _h_of_u(u: float) -> float:
+    if u >= 1.0:
+        return 2.0 / _SQRT_PI
+    t = _ERFCX_K * (1.0 + u) / (1.0 - u)
+    return (1.0 + 2.0 * t) * _erfcx_reference(t)
+
+
+def _chebyshev_interpolant(f: Callable[[float], float], degree: int) -> np.ndarray:
+    """Chebyshev coefficients of the interpolant of ``f`` on ``[-1, 1]`` (first-kind nodes)."""
+    k = np.arange(degree + 1)
+    nodes = np.cos(np.pi * (k + 0.5) / (degree + 1))
+    return np.polynomial.chebyshev.chebfit(nodes, np.array([f(u) for u in nodes]), degree)
+
+
+_H_COEF = {
+    np.dtype(np.float64): _chebyshev_interpolant(_h_of_u, 26),
+}
+_H_COEF[np.dtype(np.float32)] = _H_COEF[np.dtype(np.float64)][:12].astype(np.float32)
+_H_COEF[np.dtype(np.float16)] = _H_COEF[np.dtype(np.float64)][:7].astype(np.float16)
+
+
+def _clenshaw(coef: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Evaluate ``sum_k coef[k] T_k(s)`` by Clenshaw's recurrence, in ``s.dtype``.
+
+    ``b_k = coef[k] + 2 s b_{k+1} - b_{k+2}``; the sum is ``coef[0] + s b_1 - b_2``.
+    """
+    two_s = s + s
+    b1 = np.full_like(s, coef[-1])
+    b2 = np.zeros_like(s)
+    tmp = np.empty_like(s)
+    for c in coef[-2:0:-1]:
+        np.multiply(two_s, b1, out=tmp)
+        tmp -= b2
+        tmp += c
+        b1, b2, tmp = tmp, b1, b2
+    np.multiply(s, b1, out=tmp)
+    tmp -= b2
+    tmp += coef[0]
+    return tmp
+
+
+def erfc_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(erfc(x), exp(-x^2))``, the second being a by-product GELU's backward reuses."""
+    f = x.dtype.type
+    t = np.abs(x)
+    gaussian = np.minimum(t, f(40.0))  # erfc(40) underflows; keeps t*t finite
+    gaussian *= gaussian
+    np.exp(-gaussian, out=gaussian)
+    k = f(_ERFCX_K)
+    u = f(1.0) - f(2.0 * _ERFCX_K) / (t + k)  # = (t - k) / (t + k), and 1 at t = inf
+    positive = _clenshaw(_H_COEF[x.dtype], u)
+    positive *= gaussian
+    positive /= f(1.0) + f(2.0) * t
+    # erfc(-t) = 2 - erfc(t); blend arithmetically, exact for x >= 0
+    negative = x < 0
+    return positive + negative * (f(2.0) - f(2.0) * positive), gaussian
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    """The complementary error function ``erfc(x) = 1 - erf(x)``, elementwise.
+
+    Accurate to about 1e-15 absolute and 1e-13 relative in float64, also
+    deep in the tail (``erfc(10) ~ 2e-45``); float32 input is evaluated in
+    float32 (relative error ~1e-7).
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return erfc_and_gaussian(x)[0]
+
+
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    """The standard normal CDF ``Phi(x) = erfc(-x / sqrt(2)) / 2``, accurate in both tails."""
+    x = np.asarray(x)
+    return x.dtype.type(0.5) * erfc(-x * x.dtype.type(1.0 / _SQRT_2))
+
+
+def stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow: ``exp(-|x|)`` never exceeds 1."""
+    e = np.exp(-np.abs(x))
+    # numerator: 1 for x >= 0, exp(x) = e otherwise (e <= 1)
+    return np.maximum(e, x >= 0) / (x.dtype.type(1.0) + e)
+
+
+def as_float(x: Any) -> np.ndarray:
+    """``x`` as an array; integer and boolean input in the default float dtype, floats unchanged."""
+    x = np.asarray(x)
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(get_default_dtype())
+
+
+_ZEROS: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def zeros_like_cached(x: np.ndarray) -> np.ndarray:
+    """A read-only array of zeros with ``x``'s shape, dtype and memory order, kept for reuse.
+
+    ``np.maximum(x, zeros)`` runs about three times faster than
+    ``np.maximum(x, 0)`` (NumPy 2.4, float32: 8.5 against 25 us for 64k values),
+    whose scalar operand takes a slower loop. The zeros come from ``np.zeros``,
+    whose pages the kernel maps to its shared zero page when only read.
+    """
+    order = "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+    key = (x.shape, x.dtype.str, order)
+    zeros = _ZEROS.get(key)
+    if zeros is None:
+        if len(_ZEROS) >= 16:
+            _ZEROS.clear()  # one call, safe with other threads (next(iter()) then pop is not)
+        zeros = _ZEROS[key] = np.zeros(x.shape, dtype=x.dtype, order=order)
+        zeros.setflags(write=False)
+    return zeros
+
+
+def real_arg(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a finite float, or a ``ConfigError`` naming ``owner`` and ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{owner}: {arg} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{owner}: {arg} must be finite, got {value!r}")
+    return value

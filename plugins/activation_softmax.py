@@ -1,0 +1,122 @@
+"""The normalising built-in activations: Softmax and LogSoftmax along one axis.
+
+Both are in the context form (what backward needs lives on the per-call
+``ctx``) and carry a ``link`` (``"softmax"`` / ``"log_softmax"``) that
+``Model.compile`` reads to check that the loss fits the model's output.
+Registration happens in :mod:`plugins.activations`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import format_shape
+from framework.errors import ConfigError, ShapeError
+from plugins.activation_fns import ActivationLayer
+from plugins.activation_math import as_float
+
+__all__ = ["Softmax", "LogSoftmax"]
+
+
+class _AxisActivation(ActivationLayer):
+    """Shared ``axis`` (alias ``dim``) handling of Softmax and LogSoftmax."""
+
+    def __init__(self, axis: int = -1, *, dim: int | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        owner = type(self).__name__
+        if dim is not None:
+            if axis != -1 and axis != dim:
+                raise ConfigError(f"{owner}: got axis={axis!r} and dim={dim!r}; pass only one of them")
+            axis = dim
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ConfigError(f"{owner}: axis must be an integer, got {axis!r}")
+        self.axis = int(axis)
+
+    def build(self, input_shape: Any) -> None:
+        rank = len(input_shape)
+        if not -rank <= self.axis < rank:
+            raise ShapeError(
+                f"{self.describe()}: axis {self.axis} is out of range for input of shape "
+                f"{format_shape(input_shape)} (rank {rank})"
+            )
+        super().build(input_shape)
+
+    def _check_axis(self, x: np.ndarray) -> None:
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ShapeError(
+                f"{self.describe()}: axis {self.axis} is out of range for input of shape "
+                f"{format_shape(x.shape)} (rank {x.ndim})"
+            )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+class Softmax(_AxisActivation):
+    """Softmax along ``axis``: ``y_i = exp(x_i - m) / sum_j exp(x_j - m)``, ``m = max_j x_j``.
+
+    Subtracting the maximum leaves the result unchanged and keeps ``exp`` from
+    overflowing. ``link = "softmax"``: a model ending in it pairs with a loss
+    expecting softmax probabilities (``categorical_crossentropy``).
+
+    Args:
+        axis: the axis that sums to 1 (default -1); ``dim`` is accepted as
+            PyTorch's name for it.
+
+    Shape:
+        - Input: ``(N, *)``; Output: the same.
+
+    Gradient:
+        ``dy_i/dx_j = y_i (delta_ij - y_j)``, so
+        ``dL/dx = y * (g - sum(g * y, axis))`` with ``g = dL/dy``.
+    """
+
+    link = "softmax"
+
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        x = as_float(x)
+        self._check_axis(x)
+        e = np.exp(x - np.max(x, axis=self.axis, keepdims=True))
+        e /= np.sum(e, axis=self.axis, keepdims=True)
+        ctx.y = e
+        return e
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        y = ctx.y
+        return y * (grad_out - np.sum(grad_out * y, axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(_AxisActivation):
+    """Log-softmax along ``axis``: ``y_i = x_i - m - log sum_j exp(x_j - m)``, ``m = max_j x_j``.
+
+    ``link = "log_softmax"``: the log-probabilities a negative log-likelihood
+    loss expects.
+
+    Args:
+        axis: the axis normalised over (default -1); ``dim`` is accepted too.
+
+    Shape:
+        - Input: ``(N, *)``; Output: the same.
+
+    Gradient:
+        ``dy_i/dx_j = delta_ij - softmax(x)_j``, so
+        ``dL/dx = g - softmax(x) * sum(g, axis)``.
+    """
+
+    link = "log_softmax"
+
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        x = as_float(x)
+        self._check_axis(x)
+        shifted = x - np.max(x, axis=self.axis, keepdims=True)
+        log_sum = np.log(np.sum(np.exp(shifted), axis=self.axis, keepdims=True))
+        y = shifted - log_sum
+        if ctx.record:
+            ctx.softmax = np.exp(y)
+        return y
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        return grad_out - ctx.softmax * np.sum(grad_out, axis=self.axis, keepdims=True)
