@@ -1,28 +1,26 @@
-"""Built-in plugin: BatchNorm and LayerNorm, with their hand-derived backward passes."""
+"""Built-in plugin: BatchNorm and LayerNorm, with their hand-derived backward passes.
+
+This module is the plugin's entry point: it holds :class:`BatchNorm` and
+registers both; :class:`~plugins.layer_norm.LayerNorm` lives in
+:mod:`plugins.layer_norm` (importable from here).
+"""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 from plugins.conv_ops import channel_sums, per_channel
+from plugins.layer_norm import LayerNorm, _positive_float
 
 __all__ = ["BatchNorm", "LayerNorm"]
-
-
-def _positive_float(layer: str, arg: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
@@ -46,6 +44,12 @@ class BatchNorm(Layer):
     times the biased one, ``m`` values per channel). In eval mode the running
     estimates normalise instead. With ``track_running_stats=False`` there are
     no running estimates and batch statistics are used in both modes.
+
+    The mode is the call's (``ctx.training``), except that a frozen layer
+    (``layer.trainable = False``) always runs in inference mode, Keras's rule
+    for fine-tuning: its running estimates then neither normalise with batch
+    statistics nor change. What backward needs (``xhat``, ``1/std``) is kept
+    on the call's context.
 
     Args:
         num_features: the number of channels ``C`` (size of axis 1).
@@ -129,7 +133,6 @@ class BatchNorm(Layer):
         self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
         self.running_mean = Buffer(np.zeros(c, dtype=dtype)) if self.track_running_stats else None
         self.running_var = Buffer(np.ones(c, dtype=dtype)) if self.track_running_stats else None
-        self._cache: tuple[Any, ...] | None = None
 
     def build(self, input_shape: Any) -> None:
         self._validate_shape(input_shape)
@@ -150,9 +153,11 @@ class BatchNorm(Layer):
     def _param_view(self, p: Parameter | Buffer | None, ndim: int) -> Any:
         return None if p is None else p.data.reshape((1, self.num_features) + (1,) * (ndim - 2))
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         m = x.size // self.num_features
-        use_batch = self.training or not self.track_running_stats
+        # Keras's fine-tuning rule: a frozen BatchNorm (trainable False) runs in inference mode.
+        training = ctx.training and getattr(self, "trainable", True)
+        use_batch = training or not self.track_running_stats
         if use_batch:
             if m < 2:
                 raise ShapeError(
@@ -163,7 +168,7 @@ class BatchNorm(Layer):
             xc = per_channel(np.subtract, x, mean)
             out = np.multiply(xc, xc)
             var = _channel_sum(out) / m
-            if self.training and self.track_running_stats:
+            if training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
             mean = self._param_view(self.running_mean, x.ndim)
@@ -172,7 +177,8 @@ class BatchNorm(Layer):
             out = None
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = per_channel(np.multiply, xc, inv_std.astype(xc.dtype, copy=False), out=xc)
-        self._cache = (xhat, inv_std, use_batch, m)
+        if ctx.record:
+            ctx.xhat, ctx.inv_std, ctx.use_batch, ctx.m = xhat, inv_std, use_batch, m
         if self.weight is None:
             return xhat.copy()
         # the squares are no longer needed: their buffer takes the output
@@ -191,8 +197,8 @@ class BatchNorm(Layer):
         rv += (mom * m / (m - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
         self.num_batches_tracked += 1
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        xhat, inv_std, use_batch, m = self._cache
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        xhat, inv_std, use_batch, m = ctx.xhat, ctx.inv_std, ctx.use_batch, ctx.m
         g = grad_out
         need_sums = use_batch or self.weight is not None
         if need_sums:
@@ -235,152 +241,6 @@ class BatchNorm(Layer):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
             f"track_running_stats={self.track_running_stats}"
         )
-
-
-class LayerNorm(Layer):
-    """Layer normalization over the last ``len(normalized_shape)`` axes (PyTorch semantics).
-
-    ``y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, with the mean and
-    biased variance taken over the trailing axes given by ``normalized_shape``,
-    separately for each sample (and each leading position). It behaves the
-    same in training and eval mode.
-
-    Args:
-        normalized_shape: the trailing shape to normalise over; an int ``D``
-            means the last axis of size ``D``.
-        eps: added to the variance for numerical stability (default ``1e-5``).
-        elementwise_affine: whether to learn ``weight`` and ``bias`` of shape
-            ``normalized_shape`` (default ``True``).
-        bias: whether to learn the additive ``bias`` when affine (default ``True``).
-        name: layer name.
-
-    Shape:
-        - Input: ``(N, *, *normalized_shape)``.
-        - Output: the same as the input.
-
-    Attributes:
-        weight: ``Parameter`` of shape ``normalized_shape``, initialised to ones
-            (``None`` when ``elementwise_affine=False``).
-        bias: ``Parameter`` of shape ``normalized_shape``, initialised to zeros
-            (``None`` when ``elementwise_affine=False`` or ``bias=False``).
-
-    Gradient:
-        Over each group of ``D = prod(normalized_shape)`` values, with
-        ``xhat = (x - mu) * r``, ``r = 1 / sqrt(var + eps)``, ``g = dL/dy`` and
-        ``dxhat = g * weight``:
-        ``dL/dx = (r / D) * (D * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))``;
-        ``dL/dweight = sum over the leading axes of g * xhat`` and
-        ``dL/dbias = sum over the leading axes of g``.
-
-    Example:
-        >>> import numpy as np
-        >>> from framework.layers import LayerNorm
-        >>> layer = LayerNorm(4)
-        >>> y = layer(np.arange(8, dtype=np.float32).reshape(2, 4))
-        >>> y.shape, bool(np.allclose(y.mean(axis=-1), 0.0, atol=1e-6))
-        ((2, 4), True)
-    """
-
-    def __init__(
-        self,
-        normalized_shape: int | tuple[int, ...] | list[int],
-        eps: float = 1e-5,
-        elementwise_affine: bool = True,
-        bias: bool = True,
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(name=name)
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
-        if (
-            not isinstance(shape, (tuple, list))
-            or not shape
-            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape)
-        ):
-            raise ConfigError(
-                "LayerNorm: normalized_shape must be a positive integer or a non-empty tuple of "
-                f"positive integers, got {normalized_shape!r}"
-            )
-        self.normalized_shape = tuple(int(d) for d in shape)
-        self.eps = _positive_float("LayerNorm", "eps", eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.use_bias = bool(bias)
-        dtype = get_default_dtype()
-        self.weight = (
-            Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
-        )
-        self.bias = (
-            Parameter(np.zeros(self.normalized_shape, dtype=dtype))
-            if self.elementwise_affine and self.use_bias
-            else None
-        )
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
-
-    def build(self, input_shape: Any) -> None:
-        self._validate_shape(input_shape)
-        super().build(input_shape)
-
-    def _validate_shape(self, shape: Any) -> None:
-        k = len(self.normalized_shape)
-        if shape is None or len(shape) < k + 1 or tuple(shape[-k:]) != self.normalized_shape:
-            expected = format_shape(("N", "*", *self.normalized_shape))
-            raise ShapeError(
-                f"{self.describe()} expected input of shape {expected}, got {format_shape(shape)}"
-            )
-
-    def _check_input(self, x: Any) -> None:
-        self._validate_shape(getattr(x, "shape", None))
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        axes = tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        xhat = x - mean
-        var = np.mean(xhat * xhat, axis=axes, keepdims=True)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat *= inv_std
-        self._cache = (xhat, inv_std)
-        if self.weight is None:
-            return xhat.copy()
-        y = xhat * self.weight.data
-        if self.bias is not None:
-            y += self.bias.data
-        return y
-
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        xhat, inv_std = self._cache
-        g = grad_out
-        k = len(self.normalized_shape)
-        axes = tuple(range(g.ndim - k, g.ndim))
-        lead = tuple(range(g.ndim - k))
-        if self.weight is not None:
-            self.weight.add_grad(np.sum(g * xhat, axis=lead))
-            dxhat = g * self.weight.data
-        else:
-            dxhat = g
-        if self.bias is not None:
-            self.bias.add_grad(g.sum(axis=lead))
-        d = math.prod(self.normalized_shape)
-        dx = dxhat - dxhat.sum(axis=axes, keepdims=True) / d
-        dx -= xhat * (np.sum(dxhat * xhat, axis=axes, keepdims=True) / d)
-        dx *= inv_std
-        return dx
-
-    def output_shape(self, input_shape: Any) -> Any:
-        self._validate_shape(input_shape)
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "normalized_shape": list(self.normalized_shape),
-            "eps": self.eps,
-            "elementwise_affine": self.elementwise_affine,
-            "bias": self.use_bias,
-        }
-
-    def extra_repr(self) -> str:
-        bias = "" if self.use_bias else ", bias=False"
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}{bias}"
 
 
 @hookimpl

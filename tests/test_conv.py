@@ -499,3 +499,121 @@ def test_fit_skips_the_first_convolutions_input_gradient_and_restores_the_flag(r
     assert calls == [False, False]
     assert conv.needs_input_grad is True
     assert np.isfinite(history.history["loss"][0])
+
+
+# -- the per-call context (issue 15): state on ctx, never on the layer ---------
+# The two helpers below serve every layer family's tests (imported by name).
+
+
+def assert_calls_are_independent(layer, x1, x2, rng, training=True):
+    """Two calls with their own contexts, backwards in reverse order, equal two separate calls.
+
+    The parameter gradients are the sum of the single-call gradients, the
+    input gradients (and outputs) those of each single call.
+    """
+    from framework.base.context import Context
+
+    params = layer.parameters()
+
+    def single(x, g):
+        layer.zero_grad()
+        ctx = Context(training)
+        y = layer.forward(ctx, x)
+        return y, layer.backward(ctx, g), [p.grad.copy() for p in params]
+
+    g1 = rng.standard_normal(layer.forward(Context(training), x1).shape)
+    g2 = rng.standard_normal(layer.forward(Context(training), x2).shape)
+    y1, dx1, grads1 = single(x1, g1)
+    y2, dx2, grads2 = single(x2, g2)
+    layer.zero_grad()
+    c1, c2 = Context(training), Context(training)
+    np.testing.assert_allclose(layer.forward(c1, x1), y1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.forward(c2, x2), y2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(c2, g2), dx2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(c1, g1), dx1, rtol=1e-12, atol=1e-12)
+    for p, a, b in zip(params, grads1, grads2):
+        np.testing.assert_allclose(p.grad, a + b, rtol=1e-12, atol=1e-12)
+
+
+def assert_inference_keeps_no_state(layer, x):
+    """A ``record=False`` inference call sets nothing on the layer (nor rebinds anything)."""
+    from framework.base.context import Context
+
+    layer.forward(Context(False, record=False), x)  # builds the layer
+    before = dict(vars(layer))
+    layer.forward(Context(False, record=False), x.copy())
+    after = vars(layer)
+    assert after.keys() == before.keys()
+    assert [k for k in before if after[k] is not before[k]] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "padding": 1, "activation": "relu"},
+        {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "stride": 2, "groups": 2, "dilation": 1},
+        {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "groups": 4, "bias": False},
+    ],
+    ids=["relu", "groups", "depthwise"],
+)
+def test_two_calls_keep_separate_records_and_sum_gradients(float64, rng, kwargs):
+    layer = Conv2d(**kwargs)
+    c = kwargs["in_channels"]
+    assert_calls_are_independent(
+        layer, rng.standard_normal((2, c, 7, 6)), rng.standard_normal((3, c, 5, 8)), rng
+    )
+
+
+def test_inference_call_keeps_no_state_on_the_layer(rng):
+    assert_inference_keeps_no_state(Conv2d(2, 3, 3, padding=1), rng.standard_normal((2, 2, 6, 6)))
+
+
+def test_threads_running_one_layer_get_the_serial_results(rng):
+    import threading
+
+    from framework.base.context import Context
+
+    layer = Conv2d(3, 8, 3, padding=1)
+    inputs = [rng.standard_normal((4, 3, 12, 12)).astype(np.float32) for _ in range(4)]
+    serial = [layer.forward(Context(False), x) for x in inputs]
+    results: dict[int, list[np.ndarray]] = {i: [] for i in range(4)}
+    errors = []
+    start = threading.Barrier(4)
+
+    def run(i):
+        try:
+            start.wait()
+            for k in range(50):  # record=False gives the columns back: the thread's pool reuses them
+                results[i].append(layer.forward(Context(False, record=k % 2 == 0), inputs[i]))
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in range(4):
+        assert len(results[i]) == 50
+        for y in results[i]:
+            np.testing.assert_array_equal(y, serial[i])
+
+
+def test_a_pending_call_keeps_its_columns_while_another_runs(float64, rng):
+    # Under the old shared workspace a second forward overwrote the first call's columns.
+    from framework.base.context import Context
+
+    layer = Conv2d(2, 3, 3)
+    x1, x2 = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
+    g = rng.standard_normal((2, 3, 3, 3))
+    c1 = Context(True)
+    layer.forward(c1, x1)
+    layer.forward(Context(False, record=False), x2)  # gives its buffer back to the pool
+    layer.forward(Context(True), x2)  # takes one: must not be c1's
+    layer.backward(c1, g)
+    expected = Conv2d(2, 3, 3)
+    expected.weight.data[...] = layer.weight.data
+    expected(x1)
+    expected.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, expected.weight.grad, rtol=1e-12)

@@ -244,3 +244,24 @@ def test_matches_torch_when_available(rng):
         groups=2,
     )
     np.testing.assert_allclose(layer(x), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# -- the per-call context (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"padding": 1, "activation": "tanh"}, {"stride": 2, "groups": 2, "dilation": 2}],
+    ids=["tanh", "groups-dilation"],
+)
+def test_two_calls_keep_separate_records_and_sum_gradients(float64, rng, kwargs):
+    from test_conv import assert_calls_are_independent
+
+    layer = Conv1d(4, 4, 3, **kwargs)
+    assert_calls_are_independent(layer, rng.standard_normal((2, 4, 11)), rng.standard_normal((3, 4, 9)), rng)
+
+
+def test_inference_call_keeps_no_state_on_the_layer(rng):
+    from test_conv import assert_inference_keeps_no_state
+
+    assert_inference_keeps_no_state(Conv1d(2, 3, 3, padding="same"), rng.standard_normal((2, 2, 10)))

@@ -286,3 +286,25 @@ def test_matches_torch_when_available(rng, kwargs):
     np.testing.assert_allclose(layer.backward(g), tx.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.weight.grad, tw.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.bias.grad, tb.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# -- the per-call context (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"stride": 2, "padding": 1, "output_padding": 1, "activation": "relu"}, {"groups": 2, "dilation": 2}],
+    ids=["strided-relu", "groups-dilation"],
+)
+def test_two_calls_keep_separate_records_and_sum_gradients(float64, rng, kwargs):
+    from test_conv import assert_calls_are_independent
+
+    layer = ConvTranspose2d(4, 2, 3, **kwargs)
+    x1, x2 = rng.standard_normal((2, 4, 4, 5)), rng.standard_normal((3, 4, 3, 3))
+    assert_calls_are_independent(layer, x1, x2, rng)
+
+
+def test_inference_call_keeps_no_state_on_the_layer(rng):
+    from test_conv import assert_inference_keeps_no_state
+
+    assert_inference_keeps_no_state(ConvTranspose2d(2, 3, 3, stride=2), rng.standard_normal((2, 2, 4, 4)))

@@ -421,3 +421,61 @@ def test_float64_fixture_builds_float64_parameters(float64):
     assert framework.get_default_dtype() == np.float64
     assert BatchNorm(2).running_var.dtype == np.float64
     assert LayerNorm(2).weight.dtype == np.float64
+
+
+# -- the per-call context (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, shapes, training",
+    [
+        (lambda: layers.BatchNorm(3), ((4, 3, 5, 2), (6, 3, 3, 3)), True),
+        (lambda: layers.BatchNorm(3, affine=False), ((5, 3), (7, 3)), True),
+        (lambda: layers.BatchNorm(3), ((4, 3, 5), (2, 3, 6)), False),
+        (lambda: layers.LayerNorm((3, 4)), ((2, 3, 4), (5, 3, 4)), True),
+        (lambda: layers.LayerNorm(4, bias=False), ((2, 5, 4), (3, 4)), True),
+    ],
+    ids=["batchnorm-train", "batchnorm-no-affine", "batchnorm-eval", "layernorm", "layernorm-no-bias"],
+)
+def test_two_calls_keep_separate_records_and_sum_gradients(float64, rng, make, shapes, training):
+    from test_conv import assert_calls_are_independent
+
+    layer = make()
+    x1, x2 = rng.normal(1.0, 2.0, shapes[0]), rng.normal(-1.0, 0.5, shapes[1])
+    assert_calls_are_independent(layer, x1, x2, rng, training=training)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [(layers.BatchNorm(3), (4, 3, 2, 2)), (layers.LayerNorm(4), (2, 3, 4))],
+    ids=["batchnorm", "layernorm"],
+)
+def test_inference_call_keeps_no_state_on_the_layer(rng, layer, shape):
+    from test_conv import assert_inference_keeps_no_state
+
+    assert_inference_keeps_no_state(layer, rng.standard_normal(shape))
+
+
+def test_a_frozen_batchnorm_runs_in_inference_mode(float64, rng):
+    # Keras's fine-tuning rule: trainable=False makes BatchNorm use (and keep) its running statistics.
+    from framework.base.context import Context
+
+    frozen, reference = layers.BatchNorm(3), layers.BatchNorm(3)
+    for layer in (frozen, reference):
+        layer.running_mean.data[...] = [0.5, -1.0, 2.0]
+        layer.running_var.data[...] = [4.0, 0.25, 1.0]
+        layer.weight.data[...] = [1.5, -0.5, 2.0]
+    frozen.trainable = False  # the Layer.trainable property where it exists, else a plain attribute
+    x = rng.normal(0.0, 3.0, (6, 3, 2, 2))
+    g = rng.standard_normal(x.shape)
+    ctx, ref_ctx = Context(True), Context(False)
+    np.testing.assert_allclose(frozen.forward(ctx, x), reference.forward(ref_ctx, x), rtol=1e-12)
+    np.testing.assert_allclose(frozen.backward(ctx, g), reference.backward(ref_ctx, g), rtol=1e-12)
+    np.testing.assert_array_equal(frozen.running_mean.data, [0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(frozen.running_var.data, [4.0, 0.25, 1.0])
+    assert frozen.num_batches_tracked == 0
+    # unfrozen, the same training call normalises with the batch statistics and updates the estimates
+    frozen.trainable = True
+    y = frozen.forward(Context(True), x)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), frozen.bias.data, atol=1e-12)
+    assert frozen.num_batches_tracked == 1

@@ -218,4 +218,24 @@ def test_max_backward_after_an_inference_forward_matches_training(rng, kernel, s
     np.testing.assert_array_equal(infer(x), y)
     grad = rng.standard_normal(y.shape).astype(np.float32)
     np.testing.assert_array_equal(infer.backward(grad), train.backward(grad))
-    assert train._saved is None and infer._saved is not None
+    assert train._manual_ctx.saved is None and infer._manual_ctx.saved is not None
+
+
+# -- the per-call context (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("cls", [MaxPool2d, AvgPool2d])
+def test_two_calls_keep_separate_records(float64, rng, cls, training):
+    from test_conv import assert_calls_are_independent
+
+    layer = cls(3, stride=2, padding=1)
+    x1, x2 = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((3, 3, 5, 9))
+    assert_calls_are_independent(layer, x1, x2, rng, training=training)
+
+
+@pytest.mark.parametrize("cls", [MaxPool2d, AvgPool2d])
+def test_inference_call_keeps_no_state_on_the_layer(rng, cls):
+    from test_conv import assert_inference_keeps_no_state
+
+    assert_inference_keeps_no_state(cls(2, ceil_mode=True), rng.standard_normal((2, 3, 5, 5)))

@@ -305,3 +305,32 @@ def test_matches_torch_when_available(rng, ceil_mode, count_include_pad):
         g = rng.standard_normal(y.shape)
         ty.backward(torch.from_numpy(g))
         np.testing.assert_allclose(layer.backward(g), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# -- the per-call context (issue 15) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, shapes",
+    [
+        (lambda: MaxPool1d(3, stride=2, padding=1), ((2, 3, 9), (3, 3, 6))),
+        (lambda: AvgPool1d(2, ceil_mode=True, count_include_pad=False), ((2, 3, 7), (3, 3, 4))),
+        (lambda: GlobalAvgPool2d(), ((2, 3, 4, 5), (3, 3, 2, 2))),
+    ],
+    ids=["maxpool1d", "avgpool1d", "global-avg"],
+)
+def test_two_calls_keep_separate_records(float64, rng, make, shapes):
+    from test_conv import assert_calls_are_independent
+
+    assert_calls_are_independent(make(), rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1]), rng)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [(MaxPool1d(2), (2, 3, 8)), (AvgPool1d(3, padding=1), (2, 3, 8)), (GlobalAvgPool2d(), (2, 3, 4, 4))],
+    ids=["maxpool1d", "avgpool1d", "global-avg"],
+)
+def test_inference_call_keeps_no_state_on_the_layer(rng, layer, shape):
+    from test_conv import assert_inference_keeps_no_state
+
+    assert_inference_keeps_no_state(layer, rng.standard_normal(shape))

@@ -76,6 +76,18 @@ def test_item4_trainable_is_saved_and_restored(tmp_path) -> None:
     assert restored.count_params(trainable=False) == model.count_params(trainable=False)
 
 
+def test_item4_frozen_batchnorm_runs_in_inference_mode() -> None:
+    bn = BatchNorm(3)
+    x = np.random.default_rng(1).standard_normal((8, 3)).astype(np.float32) * 5 + 2
+    bn(x)  # build
+    bn.trainable = False
+    mean = bn.running_mean.data.copy()
+    out = bn(x, training=True)
+    np.testing.assert_array_equal(bn.running_mean.data, mean)  # statistics untouched
+    expected = (x - mean) / np.sqrt(bn.running_var.data + bn.eps) * bn.weight.data + bn.bias.data
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_item4_trainable_must_be_a_bool() -> None:
     with pytest.raises(ConfigError, match="trainable must be True or False"):
         Linear(2, 2).trainable = "no"  # type: ignore[assignment]

@@ -1,0 +1,147 @@
+"""im2col and its adjoint col2im: a convolution as one matrix product (NCHW, any float dtype).
+
+- :func:`im2col` gathers every receptive field into a columns matrix of shape
+  ``(N, C*kh*kw, OH*OW)``, so a convolution is one (batched) matrix product
+  ``W.reshape(out_ch, -1) @ cols -> (N, out_ch, OH*OW)``, already NCHW.
+- :func:`col2im` is its adjoint: ``<im2col(x), c> == <x, col2im(c)>``. It
+  scatter-adds each column entry back onto the input pixel it was read from,
+  looping over the ``kh*kw`` kernel offsets only; :func:`col2im_batch_last`
+  does the same for columns laid out batch-last.
+- ``windows=(OH, OW)`` limits them to the first ``OH x OW`` window positions,
+  for a transposed convolution whose output holds more positions than its
+  input has pixels.
+
+The geometry (output sizes, padding forms) is :mod:`plugins.conv_geometry`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from plugins.conv_geometry import _crop, _geometry, _output_hw, _padded_zeros, offset_slices, pad2d, pair
+
+__all__ = ["window_view", "im2col", "col2im", "col2im_batch_last"]
+
+
+def window_view(
+    xp: np.ndarray, kernel: Any, stride: Any = 1, dilation: Any = 1, windows: Any = None
+) -> np.ndarray:
+    """Read-only strided view ``(N, C, kh, kw, OH, OW)`` of the windows of a padded ``xp``.
+
+    ``view[n, c, i, j, a, b] == xp[n, c, a*sh + i*dh, b*sw + j*dw]``; no data is copied.
+    ``windows=(OH, OW)`` keeps only the first window positions along each axis.
+    """
+    kernel, stride, dilation = pair(kernel), pair(stride), pair(dilation)
+    oh, ow = _output_hw(xp.shape, kernel, stride, ((0, 0), (0, 0)), dilation, windows)
+    n, c, _, _ = xp.shape
+    s_n, s_c, s_h, s_w = xp.strides
+    return as_strided(
+        xp,
+        shape=(n, c, kernel[0], kernel[1], oh, ow),
+        strides=(s_n, s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w),
+        writeable=False,
+    )
+
+
+def im2col(
+    x: np.ndarray,
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    out: np.ndarray | None = None,
+    windows: Any = None,
+) -> np.ndarray:
+    """Gather the receptive fields of ``x`` into columns of shape ``(N, C*kh*kw, OH*OW)``.
+
+    ``cols[n, (c, i, j), (a, b)] = xpad[n, c, a*sh + i*dh, b*sw + j*dw]`` with the
+    middle axis ordered like ``W.reshape(out_ch, -1)``, so
+    ``W.reshape(out_ch, -1) @ cols`` is the convolution, shaped ``(N, out_ch, OH*OW)``.
+    The padding is applied once, the windows are a strided view, and the only
+    copy is the one into ``cols``.
+
+    Args:
+        x: input ``(N, C, H, W)``.
+        kernel, stride, dilation: int or pair.
+        padding: int, pair, or ``((top, bottom), (left, right))``.
+        out: optional C-contiguous buffer of the result's shape and ``x``'s dtype
+            to write into (a workspace reused across calls).
+        windows: optional ``(OH, OW)``: gather only the first window positions
+            (at most as many as fit).
+
+    Raises:
+        ShapeError: when the kernel is larger than the padded input.
+    """
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation, windows)
+    n, c = x.shape[:2]
+    shape = (n, c * kernel[0] * kernel[1], oh * ow)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    elif out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"im2col: out must be a C-contiguous array of shape {shape}, got {out.shape}")
+    view = window_view(pad2d(x, pads), kernel, stride, dilation, (oh, ow))
+    np.copyto(out.reshape(view.shape), view)
+    return out
+
+
+def col2im(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    windows: Any = None,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col`: scatter-add columns back to an ``(N, C, H, W)`` array.
+
+    Each entry of ``cols`` is added to the input pixel :func:`im2col` read it
+    from, so pixels shared by overlapping windows receive the sum; entries that
+    came from padding are dropped. One strided ``+=`` per kernel offset.
+
+    Args:
+        cols: ``(N, C*kh*kw, OH*OW)`` (or anything of that size).
+        input_shape: ``(N, C, H, W)`` of the unpadded input.
+        kernel, stride, padding, dilation, windows: as given to :func:`im2col`.
+    """
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(
+        input_shape, kernel, stride, padding, dilation, windows
+    )
+    n, c = input_shape[:2]
+    blocks = cols.reshape(n, c, kernel[0], kernel[1], oh, ow)
+    xp = _padded_zeros(input_shape, pads, cols.dtype)
+    for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
+        xp[:, :, window[0], window[1]] += blocks[:, :, i, j]
+    return _crop(xp, pads)
+
+
+def col2im_batch_last(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    windows: Any = None,
+) -> np.ndarray:
+    """:func:`col2im` for columns laid out ``(C*kh*kw, OH*OW*N)``, batch axis last.
+
+    ``cols`` equals ``col2im``'s input transposed from ``(N, K, P)`` to
+    ``(K, P, N)``. With the batch innermost, every strided ``+=`` moves whole
+    rows of ``OW*N`` (stride 1) or ``N`` contiguous values instead of ``OW``,
+    which makes the scatter several times faster for small images. The result
+    is ``(N, C, H, W)``; the crop and the transpose back are one copy.
+    """
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(
+        input_shape, kernel, stride, padding, dilation, windows
+    )
+    n, c, h, w = input_shape
+    blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
+    xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
+    for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
+        xp[:, window[0], window[1]] += blocks[:, i, j]
+    (top, _), (left, _) = pads
+    return np.ascontiguousarray(xp[:, top : top + h, left : left + w].transpose(3, 0, 1, 2))
