@@ -1,0 +1,471 @@
+"""Reading checkpoints: :func:`load_model` and :func:`load_weights`.
+
+Loading runs in two phases. First every object that will be read is found
+through hard links, and every dataset's layout, storage, shape and dtype is
+checked against what the rebuilt model expects (:mod:`framework.saving.hdf5`);
+the declared sizes are summed and compared with ``max_bytes``. Only then is
+any array read; values are checked as they arrive
+(:mod:`framework.saving.validation`). Nothing here touches global state: the
+stored training state (epoch, the framework RNG state at save time) is
+exposed as ``model.training_state`` and restored into the global generator
+only by an explicit :func:`restore_rng_state`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework._version import __version__
+from framework.base.initializer import skip_initialization
+from framework.errors import CheckpointError, UnknownNameError
+from framework.saving.hdf5 import (
+    attr_int,
+    attr_json,
+    attr_text,
+    check_dataset,
+    child_names,
+    h5py_module,
+    member,
+    open_checkpoint,
+)
+from framework.saving.validation import (
+    MAX_ITERATIONS,
+    NON_NEGATIVE_BUFFERS,
+    NON_NEGATIVE_SLOTS,
+    check_call_arguments,
+    check_epoch,
+    check_values,
+)
+from framework.saving.writer import FORMAT_NAME, FORMAT_VERSION, dataset_path, param_names
+
+if TYPE_CHECKING:
+    import h5py
+
+    from framework.models.model import Model
+
+__all__ = ["DEFAULT_MAX_BYTES", "load_model", "load_weights", "restore_rng_state"]
+
+#: Default bound on the sum of the declared sizes of the arrays one load reads.
+DEFAULT_MAX_BYTES = 8 * 1024**3
+_MAX_OBJECTS = 100_000
+_MAX_DEPTH = 32
+
+
+def _models() -> Any:
+    """The model (de)serialisation functions, imported when first needed."""
+    try:
+        from framework.models import serialize
+    except ImportError:  # pragma: no cover - older layout
+        from framework.models import model as serialize
+    return serialize
+
+
+def _fspath(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"a checkpoint path must be a str or os.PathLike, got {type(path).__name__}")
+    name = os.fspath(path)
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"a checkpoint path must be a non-empty text path, got {name!r}")
+    return name
+
+
+class _Plan:
+    """The datasets one load will read, checked, with the sum of their sizes."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.check_limit(max_bytes)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.file_size = os.path.getsize(path)
+        self.total = 0
+
+    @staticmethod
+    def check_limit(max_bytes: Any) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise CheckpointError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
+
+    def check(self, dataset: h5py.Dataset, where: str, shape: tuple[int, ...], kind: str) -> None:
+        self.total += check_dataset(dataset, where, shape=shape, kind=kind, file_size=self.file_size)
+        if self.total > self.max_bytes:
+            raise CheckpointError(
+                f"{self.path!r} declares more than {self.max_bytes} bytes of arrays (max_bytes; reached at "
+                f"{where}); pass a larger max_bytes to load_model if the file is trusted"
+            )
+
+
+def check_header(handle: h5py.File, path: str, contents: str | None = None) -> str:
+    """Check ``format``, ``format_version`` and ``contents``; return ``contents``."""
+    h5py = h5py_module()
+    fmt = None
+    if "format" in handle.attrs and handle.attrs.get_id("format").get_type().get_class() == h5py.h5t.STRING:
+        fmt = attr_text(handle, "format", "the file header")
+    if fmt != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path!r} is an HDF5 file but not a framework checkpoint (format attribute {fmt!r}, "
+            f"expected {FORMAT_NAME!r}); was it written by another program?"
+        )
+    version = attr_int(handle, "format_version", "the file header", low=-(2**62), high=2**62)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path!r} uses checkpoint format version {version}, newer than this framework "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade the framework to load it"
+        )
+    if version < 1:
+        raise CheckpointError(f"{path!r}: invalid format_version {version}")
+    found = attr_text(handle, "contents", "the file header")
+    if found not in ("model", "weights"):
+        raise CheckpointError(f"{path!r}: contents is {found!r}, expected 'model' or 'weights'")
+    if contents is not None and found != contents:
+        raise CheckpointError(
+            f"{path!r} holds {found}, not a whole model; use model.load_weights() for a weights file"
+        )
+    return found
+
+
+def _group(parent: Any, name: str, where: str) -> Any | None:
+    obj = member(parent, name, where)
+    if obj is not None and not isinstance(obj, h5py_module().Group):
+        raise CheckpointError(f"{where.rstrip('/')}/{name} should be a group, found a dataset")
+    return obj
+
+
+def _datasets_below(group: h5py.Group, where: str) -> dict[str, h5py.Dataset]:
+    """Every dataset below ``group`` by relative path, through hard links only."""
+    h5py = h5py_module()
+    found: dict[str, h5py.Dataset] = {}
+    stack: list[tuple[Any, str, int]] = [(group, "", 0)]
+    visited = 0
+    while stack:
+        node, prefix, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise CheckpointError(f"{where}/{prefix} is nested more than {_MAX_DEPTH} groups deep")
+        for name in child_names(node, f"{where}/{prefix}"):
+            visited += 1
+            if visited > _MAX_OBJECTS:
+                raise CheckpointError(f"{where} holds more than {_MAX_OBJECTS} objects")
+            obj = node[name]
+            rel = f"{prefix}{name}"
+            if isinstance(obj, h5py.Dataset):
+                found[rel] = obj
+            elif isinstance(obj, h5py.Group):
+                stack.append((obj, rel + "/", depth + 1))
+            else:
+                raise CheckpointError(f"{where}/{rel} is a {type(obj).__name__}, expected a group or dataset")
+    return found
+
+
+def _plan_layer(group: h5py.Group, layer: Any, where: str, plan: _Plan) -> list[tuple[str, Any, Any, bool]]:
+    """``[(key, holder, dataset, is_parameter)]`` for one layer, every dataset checked."""
+    holders: dict[str, tuple[Any, bool]] = {k: (p, True) for k, p in layer.named_parameters()}
+    holders.update({k: (b, False) for k, b in layer.named_buffers()})
+    datasets = _datasets_below(group, where)
+    expected = {dataset_path(key): key for key in holders}
+    unexpected = sorted(set(datasets) - set(expected))
+    if unexpected:
+        raise CheckpointError(
+            f"unexpected datasets {[f'{where}/{u}' for u in unexpected]}: the model has no such weights"
+        )
+    entries = []
+    for path, key in expected.items():
+        holder, is_param = holders[key]
+        if path not in datasets:
+            raise CheckpointError(f"missing dataset {where}/{path} (expected shape {holder.shape})")
+        kind = "f" if np.issubdtype(holder.dtype, np.floating) else "i"
+        plan.check(datasets[path], f"{where}/{path}", holder.shape, kind)
+        entries.append((key, holder, datasets[path], is_param))
+    return entries
+
+
+def _read(dataset: h5py.Dataset, target: np.ndarray) -> None:
+    if dataset.dtype == target.dtype and target.flags.c_contiguous and target.size:
+        dataset.read_direct(target)
+    elif target.size:
+        np.copyto(target, np.asarray(dataset[()]), casting="unsafe")
+
+
+def _check_array(array: np.ndarray, where: str, key: str, strict: bool, names: frozenset[str]) -> None:
+    check_values(array, where, non_negative=key.rsplit(".", 1)[-1] in names, strict=strict)
+
+
+def _plan_slots(handle: h5py.File, model: Model, plan: _Plan) -> dict[str, dict[str, Any]]:
+    """``{param name: {slot: dataset}}``, each slot checked to be shaped like its parameter."""
+    optimizer = _group(handle, "optimizer", "")
+    if optimizer is None:
+        return {}
+    slots = _group(optimizer, "slots", "/optimizer")
+    if slots is None:
+        return {}
+    params = dict(model.named_parameters())
+    by_path = {dataset_path(name): name for name in params}
+    found: dict[str, dict[str, Any]] = {}
+    for rel, dataset in sorted(_datasets_below(slots, "/optimizer/slots").items()):
+        owner, _, slot = rel.rpartition("/")
+        if owner not in by_path:
+            missing = owner.replace("/", ".")
+            raise CheckpointError(
+                f"unexpected dataset /optimizer/slots/{rel}: the model has no parameter {missing!r}"
+            )
+        pname = by_path[owner]
+        plan.check(dataset, f"/optimizer/slots/{rel}", params[pname].shape, "f")
+        found.setdefault(pname, {})[slot] = dataset
+    return found
+
+
+def _load_slots(
+    handle: h5py.File, model: Model, planned: dict[str, dict[str, Any]], strict: bool, path: str
+) -> None:
+    optimizer = model.optimizer
+    group = _group(handle, "optimizer", "")
+    iterations = attr_int(group, "iterations", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
+    names = param_names(model)
+    slots = []
+    for param in optimizer.params:
+        pname = names.get(id(param))
+        saved = {}
+        for key, dataset in planned.get(pname, {}).items():
+            value = np.empty(param.shape, dtype=param.dtype)
+            _read(dataset, value)
+            where = f"/optimizer/slots/{dataset_path(pname)}/{key}"
+            check_values(value, where, non_negative=key in NON_NEGATIVE_SLOTS, strict=strict)
+            saved[key] = value
+        slots.append(saved)
+    optimizer.load_state_dict({"iterations": iterations, "slots": slots})
+
+
+def _unknown_layer_message(exc: UnknownNameError, plugins: dict[str, Any]) -> str:
+    text = str(exc)
+    for key, info in plugins.items():
+        kind, _, name = key.partition(":")
+        if f"'{name}'" in text and isinstance(info, dict):
+            dist = info.get("distribution") or "an unknown distribution"
+            version = info.get("version") or ""
+            return (
+                f"the checkpoint needs {kind[:-1]} {name!r}, provided by the plugin distribution "
+                f"{dist} {version} when it was saved, which is not installed now; "
+                f"install it (pip install {dist}) and load again. ({text})"
+            )
+    return f"the checkpoint names a class that is not registered: {text}"
+
+
+def _training_state(handle: h5py.File, path: str) -> dict[str, Any] | None:
+    group = _group(handle, "training", "")
+    if group is None:
+        return None
+    state = attr_json(group, "state", "/training", dict)
+    epoch = check_epoch(state.get("epoch", 0), f"{path!r}: /training state")
+    rng = state.get("rng")
+    if rng is not None and not isinstance(rng, dict):
+        raise CheckpointError(
+            f"{path!r}: /training state: rng must be a JSON object, got {type(rng).__name__}"
+        )
+    return {"epoch": epoch, "rng": rng}
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    compile: bool = True,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    strict: bool = False,
+) -> Model:
+    """Rebuild a model saved with :func:`save_model` from the file alone.
+
+    The architecture is rebuilt through the plugin registry; weights and
+    buffers are restored in their saved dtype with each parameter's
+    ``trainable`` flag; with ``compile=True`` the compile config and the
+    optimizer's step count and slots are restored. The saved epoch becomes
+    ``model.epoch``, and ``model.training_state`` holds ``{"epoch", "rng"}``
+    as saved. No global state changes (call :func:`restore_rng_state` to put
+    the saved generator state back into the framework's global generator).
+
+    Args:
+        path: the checkpoint.
+        compile: also restore the compile config and optimizer state.
+        max_bytes: refuse a file whose arrays declare more than this many
+            bytes in total (checked before any is read); 8 GiB by default.
+        strict: refuse NaN or infinite weights and optimizer slots instead of
+            warning (:class:`~framework.saving.validation.CheckpointWarning`).
+
+    Raises:
+        CheckpointError: for a missing, truncated or corrupted file, a file of
+            another program or a newer format, anything stored outside the
+            file or through a link, a dataset of the wrong shape or dtype or
+            holding less data than it declares, missing or unexpected
+            weights, values out of range, or a class no installed plugin
+            registers (naming the distribution that provided it).
+    """
+    name = _fspath(path)
+    _Plan.check_limit(max_bytes)
+    with open_checkpoint(name) as handle:
+        plan = _Plan(name, max_bytes)
+        check_header(handle, name, contents="model")
+        group = _group(handle, "model", "")
+        if group is None:
+            raise CheckpointError(f"{name!r} has no 'model' group")
+        config = attr_json(group, "config", "/model", dict)
+        plugins = attr_json(group, "plugins", "/model", dict) if "plugins" in group.attrs else {}
+        check_call_arguments(config)
+        try:
+            with skip_initialization():
+                model = _models().deserialize_model(config)
+        except UnknownNameError as exc:
+            raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
+        weights = _group(handle, "weights", "")
+        if weights is None:
+            raise CheckpointError(f"{name!r} has no 'weights' group")
+        layers = dict(model.named_children())
+        saved = child_names(weights, "/weights")
+        extra = [
+            n
+            for n in saved
+            if n not in layers and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
+        ]
+        if extra:
+            raise CheckpointError(
+                f"{name!r}: unexpected weights for layers {extra}, which the model config does not have"
+            )
+        entries = []
+        for lname, layer in layers.items():
+            lgroup = _group(weights, lname, "/weights")
+            if lgroup is None:
+                if layer.state_dict():
+                    raise CheckpointError(
+                        f"{name!r}: missing weights for layer {lname!r} (no group /weights/{lname})"
+                    )
+                continue
+            entries += [(lname, *e) for e in _plan_layer(lgroup, layer, f"/weights/{lname}", plan)]
+        slots = _plan_slots(handle, model, plan) if compile else {}
+        training = _training_state(handle, name)
+        # Every dataset is checked and the budget holds: now read.
+        for lname, key, holder, dataset, is_param in entries:
+            where = f"/weights/{lname}/{dataset_path(key)}"
+            if dataset.dtype.kind == "f" and holder.dtype != dataset.dtype.newbyteorder("="):
+                dtype = dataset.dtype.newbyteorder("=")
+                if is_param:
+                    holder.astype(dtype)
+                else:
+                    holder.data = holder.data.astype(dtype)
+            _read(dataset, holder.data)
+            _check_array(holder.data, where, key, strict, NON_NEGATIVE_BUFFERS)
+            if is_param:
+                holder.trainable = bool(attr_int(dataset, "trainable", where, low=0, high=1, default=1))
+        compile_group = _group(handle, "compile", "")
+        if compile and compile_group is not None:
+            compile_config = attr_json(compile_group, "config", "/compile", dict)
+            try:
+                model.compile_from_config(compile_config)
+            except UnknownNameError as exc:
+                raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
+            if getattr(model, "optimizer", None) is not None and _group(handle, "optimizer", "") is not None:
+                _load_slots(handle, model, slots, strict, name)
+        if training is not None:
+            model.epoch = training["epoch"]
+        model.training_state = training or {"epoch": getattr(model, "epoch", 0), "rng": None}
+    return model
+
+
+def restore_rng_state(model: Model) -> None:
+    """Put the framework RNG state saved with ``model`` back into the global generator.
+
+    ``load_model`` never does this itself; call it to resume training exactly
+    where the checkpoint was written.
+
+    Raises:
+        CheckpointError: when no state was saved or it does not fit the
+            global generator.
+    """
+    from framework.runtime.random import get_rng
+
+    state = (getattr(model, "training_state", None) or {}).get("rng")
+    if not isinstance(state, dict):
+        raise CheckpointError("the model's checkpoint recorded no RNG state")
+    generator = get_rng().bit_generator
+    if state.get("bit_generator") != type(generator).__name__:
+        raise CheckpointError(
+            f"the saved RNG state is for {state.get('bit_generator')!r}, not {type(generator).__name__}"
+        )
+    probe = type(generator)()
+    try:
+        probe.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"invalid saved RNG state: {exc}") from exc
+    generator.state = probe.state
+
+
+def load_weights(
+    model: Model,
+    path: str | os.PathLike[str],
+    *,
+    by_name: bool = False,
+    skip_mismatch: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    strict: bool = False,
+) -> None:
+    """Load parameters and buffers from a weights or model file into ``model``.
+
+    Args:
+        by_name: match layers by name (default: by order of the layers that
+            have weights).
+        skip_mismatch: with ``by_name``, skip layers whose saved shapes differ
+            (with a warning) instead of raising.
+        max_bytes: as for :func:`load_model`.
+        strict: refuse non-finite values instead of warning.
+
+    Arrays keep the model's dtypes. Nothing in the model changes unless every
+    array was read and checked.
+    """
+    name = _fspath(path)
+    if not getattr(model, "built", False):
+        raise CheckpointError(f"cannot load weights into {model.describe()}: build it first")
+    _Plan.check_limit(max_bytes)
+    with open_checkpoint(name) as handle:
+        plan = _Plan(name, max_bytes)
+        check_header(handle, name)
+        weights = _group(handle, "weights", "")
+        if weights is None:
+            raise CheckpointError(f"{name!r} has no 'weights' group")
+        saved_names = attr_json(weights, "layer_names", "/weights", list)
+        present = set(child_names(weights, "/weights"))
+        layers = list(model.named_children())
+        if by_name:
+            pairs = [(n, layer, n) for n, layer in layers if n in present]
+        else:
+            with_state = [(n, layer) for n, layer in layers if layer.state_dict()]
+            saved = [
+                n
+                for n in saved_names
+                if isinstance(n, str)
+                and n in present
+                and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
+            ]
+            if len(with_state) != len(saved):
+                raise CheckpointError(
+                    f"{name!r} holds weights for {len(saved)} layers, the model has {len(with_state)} layers "
+                    "with weights; pass by_name=True to match layers by name"
+                )
+            pairs = [(n, layer, s) for (n, layer), s in zip(with_state, saved)]
+        planned = []
+        for lname, layer, saved_name in pairs:
+            try:
+                lgroup = _group(weights, saved_name, "/weights")
+                planned.append((saved_name, _plan_layer(lgroup, layer, f"/weights/{saved_name}", plan)))
+            except CheckpointError:
+                if not (by_name and skip_mismatch):
+                    raise
+                import warnings
+
+                warnings.warn(f"skipping layer {lname!r}: its saved weights do not match", stacklevel=2)
+        loaded = []
+        for saved_name, entries in planned:
+            for key, holder, dataset, _ in entries:
+                value = np.empty(holder.shape, dtype=holder.dtype)
+                _read(dataset, value)
+                _check_array(
+                    value, f"/weights/{saved_name}/{dataset_path(key)}", key, strict, NON_NEGATIVE_BUFFERS
+                )
+                loaded.append((holder, value))
+    for holder, value in loaded:
+        np.copyto(holder.data, value)
