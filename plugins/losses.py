@@ -1,513 +1,48 @@
 """Built-in plugin: regression and classification losses with hand-derived gradients.
 
-Every loss returns the batch mean as a Python float from ``forward`` and
-``dL/d y_pred`` (with the mean's ``1/N`` in it) from ``backward``. The
-classification losses take raw scores (logits) and fuse the softmax or
-sigmoid into the loss, which is both cheaper and numerically stable; a model
-trained with them outputs logits from ``predict``.
+The entry-point module of the ``losses`` plugin: it registers every built-in
+loss, implemented in
 
-Sample weights (``forward(y_pred, y_true, sample_weight)``, shape ``(N,)``)
-follow Keras: the loss is the batch mean of ``w_i * l_i``, not renormalised
-by the sum of the weights.
+- :mod:`plugins.regression_losses`: ``mse``, ``mae``, ``huber``;
+- :mod:`plugins.cross_entropy`: the PyTorch-named cross-entropies, which
+  take **logits** (``cross_entropy`` / ``CrossEntropyLoss``,
+  ``bce_with_logits`` / ``BCEWithLogitsLoss``, ``masked_cross_entropy``);
+- :mod:`plugins.keras_losses`: the Keras-named cross-entropies, which take
+  **probabilities** unless ``from_logits=True`` (``binary_crossentropy``,
+  ``categorical_crossentropy``, ``sparse_categorical_crossentropy``).
+
+Names are matched case-insensitively with ``_`` ignored, so
+``binary_cross_entropy`` and ``BinaryCrossEntropy`` are Keras's
+``binary_crossentropy`` (PyTorch's ``F.binary_cross_entropy`` also takes
+probabilities), and ``BCELoss`` is registered as its alias.
+
+Every loss returns the batch mean as a Python float from ``forward`` and
+``dL/d y_pred`` (with the mean's ``1/N`` in it) from ``backward``. Sample
+weights (``forward(y_pred, y_true, sample_weight)``, shape ``(N,)``) follow
+Keras: the loss is the batch mean of ``w_i * l_i``, not renormalised by the
+sum of the weights.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
-from framework.base.loss import Loss
-from framework.base.validation import match_target_shape
-from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.registry.hookspecs import hookimpl
-
-__all__ = ["MSE", "MAE", "Huber", "CrossEntropy", "BinaryCrossEntropy", "MaskedCrossEntropy"]
-
-
-def _broadcast_rows(weight: np.ndarray, ndim: int) -> np.ndarray:
-    """An ``(N,)`` array reshaped to ``(N, 1, ..., 1)`` with ``ndim`` axes."""
-    return weight.reshape((-1,) + (1,) * (ndim - 1))
-
-
-def _match_target(loss: Loss, y_pred: np.ndarray, y_true: Any) -> np.ndarray:
-    """``y_true`` cast to ``y_pred``'s dtype and shape; ``(N,)`` against ``(N, 1)`` is accepted."""
-    return match_target_shape(type(loss).__name__, y_pred, y_true).astype(y_pred.dtype, copy=False)
-
-
-class _PointwiseLoss(Loss):
-    """A loss ``mean(f(y_pred - y_true))`` over every element; subclasses give ``f`` and ``f'``."""
-
-    def __init__(self) -> None:
-        self._cache: tuple[np.ndarray, np.ndarray | None] | None = None
-
-    def _value(self, r: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _derivative(self, r: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def forward(
-        self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
-    ) -> float:
-        y_pred = self._check_pred(y_pred)
-        residual = y_pred - _match_target(self, y_pred, y_true)
-        weight = self._sample_weight(sample_weight, y_pred.shape[0], y_pred.dtype)
-        values = self._value(residual)
-        if weight is not None:
-            values *= _broadcast_rows(weight, values.ndim)
-        self._cache = (residual, weight)
-        return float(values.mean(dtype=np.float64))
-
-    def backward(self) -> np.ndarray:
-        if self._cache is None:
-            raise NotBuiltError(f"{type(self).__name__}: call forward() before backward()")
-        residual, weight = self._cache
-        grad = self._derivative(residual)
-        grad *= 1.0 / residual.size
-        if weight is not None:
-            grad *= _broadcast_rows(weight, grad.ndim)
-        return grad
-
-
-class MSE(_PointwiseLoss):
-    """Mean squared error: ``L = mean((y_pred - y_true)^2)`` over every element.
-
-    Shape:
-        - y_pred: ``(N, *)``; y_true: the same (``(N,)`` against ``(N, 1)`` is
-          accepted).
-
-    Gradient:
-        ``dL/dy_pred = 2 (y_pred - y_true) / size``, ``size`` the number of
-        elements (``N * prod(*)``).
-
-    Example:
-        >>> import numpy as np
-        >>> MSE()(np.array([[1.0], [3.0]]), np.array([0.0, 1.0]))
-        2.5
-    """
-
-    def _value(self, r: np.ndarray) -> np.ndarray:
-        return np.square(r)
-
-    def _derivative(self, r: np.ndarray) -> np.ndarray:
-        return np.multiply(r, 2.0)
-
-
-class MAE(_PointwiseLoss):
-    """Mean absolute error: ``L = mean(|y_pred - y_true|)`` over every element.
-
-    Shape:
-        - y_pred: ``(N, *)``; y_true: the same.
-
-    Gradient:
-        ``dL/dy_pred = sign(y_pred - y_true) / size`` (0 where they are equal,
-        a subgradient).
-    """
-
-    def _value(self, r: np.ndarray) -> np.ndarray:
-        return np.abs(r)
-
-    def _derivative(self, r: np.ndarray) -> np.ndarray:
-        return np.sign(r)
-
-
-class Huber(_PointwiseLoss):
-    """Huber loss: quadratic near zero, linear beyond ``delta`` (PyTorch's ``HuberLoss``).
-
-    ``l(r) = r^2 / 2`` if ``|r| <= delta`` else ``delta * (|r| - delta / 2)``,
-    with ``r = y_pred - y_true``; ``L = mean(l)`` over every element.
-
-    Args:
-        delta: where the loss turns linear, ``> 0``, default 1.0.
-
-    Shape:
-        - y_pred: ``(N, *)``; y_true: the same.
-
-    Gradient:
-        ``dL/dy_pred = clip(r, -delta, delta) / size``.
-    """
-
-    def __init__(self, delta: float = 1.0) -> None:
-        super().__init__()
-        if (
-            isinstance(delta, bool)
-            or not isinstance(delta, (int, float))
-            or not math.isfinite(delta)
-            or delta <= 0
-        ):
-            raise ConfigError(f"Huber: delta must be a finite number > 0, got {delta!r}")
-        self.delta = float(delta)
-
-    def _value(self, r: np.ndarray) -> np.ndarray:
-        a = np.abs(r)
-        return np.where(a <= self.delta, 0.5 * r * r, self.delta * (a - 0.5 * self.delta))
-
-    def _derivative(self, r: np.ndarray) -> np.ndarray:
-        return np.clip(r, -self.delta, self.delta)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"delta": self.delta}
-
-
-class CrossEntropy(Loss):
-    """Softmax cross-entropy from logits (PyTorch's ``CrossEntropyLoss``).
-
-    With ``p = softmax(z)`` over the class axis 1, the target distribution
-    ``t`` (one-hot of the label, or the given probabilities), the smoothed
-    target ``q = (1 - eps) t + eps / C`` and class weights ``w``:
-
-    ``l = -sum_c w_c q_c log p_c`` per sample (and position), and
-    ``L = sum(l) / sum_i s_i`` with ``s_i = sum_c w_c t_ic`` -- the weight of
-    sample ``i``'s class, so for integer or one-hot targets this is PyTorch's
-    weighted mean, and without weights the plain mean. (For soft targets with
-    weights PyTorch divides by ``N`` instead; here the expected weight keeps
-    integer, one-hot and soft targets consistent.) Ignored positions count in
-    neither sum; if every position is ignored the loss and gradient are 0.
-
-    Args:
-        weight: a weight per class, shape ``(C,)``, default ``None`` (all 1).
-        label_smoothing: ``eps`` in ``[0, 1]``, default 0.0.
-        ignore_index: an integer label that contributes nothing, default -100.
-
-    Shape:
-        - y_pred: logits ``(N, C)`` or ``(N, C, d1, ...)``.
-        - y_true: integer labels ``(N,)`` / ``(N, d1, ...)`` (an ``(N, 1)``
-          column is accepted), or probabilities / one-hot of y_pred's shape.
-
-    Gradient:
-        ``dL/dz_k = (p_k * sum_c w_c q_c - w_k q_k) / sum_i s_i``, which is
-        ``(p - q) / N`` without class weights. The log-softmax is computed as
-        ``z - max(z) - log(sum(exp(z - max(z))))`` so large logits stay finite.
-
-    Example:
-        >>> import numpy as np
-        >>> round(CrossEntropy()(np.array([[0.0, 0.0]]), np.array([1])), 4)
-        0.6931
-    """
-
-    def __init__(self, weight: Any = None, label_smoothing: float = 0.0, ignore_index: int = -100) -> None:
-        name = type(self).__name__
-        if weight is not None:
-            weight = np.asarray(weight, dtype=np.float64)
-            if weight.ndim != 1 or weight.size == 0 or not np.all(np.isfinite(weight)) or np.any(weight < 0):
-                raise ConfigError(
-                    f"{name}: weight must be a 1-D array of finite non-negative class weights, got {weight!r}"
-                )
-        if (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, (int, float))
-            or not 0.0 <= label_smoothing <= 1.0
-        ):
-            raise ConfigError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise ConfigError(f"{name}: ignore_index must be an integer, got {ignore_index!r}")
-        self.weight = weight
-        self.label_smoothing = float(label_smoothing)
-        self.ignore_index = int(ignore_index)
-        self._cache: tuple[np.ndarray, ...] | None = None
-
-    def _ignored(self, labels: np.ndarray) -> np.ndarray:
-        return labels == self.ignore_index
-
-    def _position_mask(self, logits: np.ndarray) -> np.ndarray | None:
-        return None
-
-    def _labels_to_targets(self, logits: np.ndarray, y_true: np.ndarray) -> np.ndarray:
-        """One-hot targets from integer labels; ignored labels give an all-zero row."""
-        if not np.issubdtype(y_true.dtype, np.integer):
-            if not np.issubdtype(y_true.dtype, np.number) or not np.all(np.mod(y_true, 1) == 0):
-                raise DataError(
-                    f"{type(self).__name__}: labels of shape {y_true.shape} must be integers, "
-                    f"got dtype {y_true.dtype} with non-integral values"
-                )
-            y_true = y_true.astype(np.int64)
-        classes = logits.shape[1]
-        keep = ~self._ignored(y_true)
-        bad = keep & ((y_true < 0) | (y_true >= classes))
-        if np.any(bad):
-            raise DataError(
-                f"{type(self).__name__}: label {int(y_true[bad].flat[0])} is outside [0, {classes}) "
-                f"for y_pred with C={classes} classes; labels must be in [0, C) "
-                f"(or {self.ignore_index} to ignore a sample)"
-            )
-        class_ids = np.arange(classes).reshape((1, classes) + (1,) * (logits.ndim - 2))
-        return (np.expand_dims(y_true, 1) == class_ids).astype(logits.dtype)
-
-    def _targets(self, logits: np.ndarray, y_true: Any) -> tuple[np.ndarray, bool]:
-        """The target distribution ``t`` of logits' shape and whether it came from labels."""
-        y_true = np.asarray(y_true)
-        n, classes = logits.shape[:2]
-        label_shape = (n, *logits.shape[2:])
-        if y_true.shape == logits.shape and not (classes == 1 and np.issubdtype(y_true.dtype, np.integer)):
-            return y_true.astype(logits.dtype, copy=False), False
-        if logits.ndim == 2 and y_true.shape == (n, 1) and classes > 1:
-            y_true = y_true[:, 0]
-        if y_true.shape == label_shape:
-            return self._labels_to_targets(logits, y_true), True
-        raise ShapeError(
-            f"{type(self).__name__}: y_true must be integer labels of shape {label_shape} or "
-            f"probabilities of y_pred's shape {logits.shape}, got {y_true.shape}"
-        )
-
-    def forward(
-        self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
-    ) -> float:
-        z = self._check_pred(y_pred)
-        if sample_weight is None and self._plain_labels(z, y_true):
-            return self._forward_labels(z, y_true)
-        name = type(self).__name__
-        if z.ndim < 2:
-            raise ShapeError(f"{name}: y_pred must be logits of shape (N, C) or (N, C, d...), got {z.shape}")
-        classes = z.shape[1]
-        if self.weight is not None and self.weight.shape != (classes,):
-            raise ShapeError(f"{name}: weight has shape {self.weight.shape}, y_pred has C={classes} classes")
-        target, from_labels = self._targets(z, y_true)
-        mask = self._position_mask(z)
-        if mask is not None:
-            target = target * np.expand_dims(mask, 1).astype(z.dtype)
-        sw = self._sample_weight(sample_weight, z.shape[0], z.dtype)
-
-        shifted = z - z.max(axis=1, keepdims=True)
-        probs = np.exp(shifted)
-        total = probs.sum(axis=1, keepdims=True)
-        log_p = shifted
-        log_p -= np.log(total)
-        probs /= total
-
-        class_w = (
-            None
-            if self.weight is None
-            else self.weight.astype(z.dtype).reshape((1, classes) + (1,) * (z.ndim - 2))
-        )
-        if self.weight is None and not from_labels:
-            valid = (
-                np.ones(z.shape[:1] + z.shape[2:], dtype=z.dtype)
-                if mask is None
-                else np.asarray(mask, z.dtype)
-            )
-            valid = np.broadcast_to(_broadcast_rows(valid, z.ndim - 1), z.shape[:1] + z.shape[2:])
-            norm_terms = valid
-        else:
-            weighted_t = target if class_w is None else target * class_w
-            norm_terms = weighted_t.sum(axis=1)
-            valid = (target.sum(axis=1) > 0).astype(z.dtype)
-        if self.label_smoothing:
-            eps = self.label_smoothing
-            target = target * (1.0 - eps) + (eps / classes) * np.expand_dims(valid, 1)
-        wq = target if class_w is None else target * class_w
-
-        denominator = float(norm_terms.sum(dtype=np.float64))
-        per_position = -(wq * log_p).sum(axis=1)
-        coef = np.full(per_position.shape, 0.0 if denominator == 0 else 1.0 / denominator, dtype=z.dtype)
-        if sw is not None:
-            coef *= _broadcast_rows(sw, coef.ndim)
-        self._cache = (probs, wq, coef, wq.sum(axis=1))
-        return float((per_position * coef).sum(dtype=np.float64))
-
-    def _plain_labels(self, z: np.ndarray, y_true: Any) -> bool:
-        """Whether the common case applies: (N, C) logits, N labels in [0, C), no weights or smoothing."""
-        return (
-            self.weight is None
-            and not self.label_smoothing
-            and type(self)._position_mask is CrossEntropy._position_mask
-            and z.ndim == 2
-            and isinstance(y_true, np.ndarray)
-            and y_true.shape == z.shape[:1]
-            and np.issubdtype(y_true.dtype, np.integer)
-            and z.shape[0] > 0
-            and int(y_true.min()) >= 0
-            and int(y_true.max()) < z.shape[1]
-        )
-
-    def _forward_labels(self, z: np.ndarray, labels: np.ndarray) -> float:
-        """``mean_i (log sum_c exp z_ic - z_i,y_i)``; backward gives ``(p - onehot(y)) / N``."""
-        shifted = z - z.max(axis=1, keepdims=True)
-        probs = np.exp(shifted)
-        total = probs.sum(axis=1)
-        rows = np.arange(len(labels))
-        per_sample = np.log(total) - shifted[rows, labels]
-        probs /= total[:, None]
-        self._cache = (probs, rows, labels)  # type: ignore[assignment]
-        return float(per_sample.mean(dtype=np.float64))
-
-    def backward(self) -> np.ndarray:
-        if self._cache is None:
-            raise NotBuiltError(f"{type(self).__name__}: call forward() before backward()")
-        if len(self._cache) == 3:  # the plain-labels case
-            probs, rows, labels = self._cache  # type: ignore[misc]
-            inv_n = probs.dtype.type(1.0 / len(labels))
-            grad = probs * inv_n
-            grad[rows, labels] -= inv_n
-            return grad
-        probs, wq, coef, wq_sum = self._cache
-        grad = probs * np.expand_dims(wq_sum, 1)
-        grad -= wq
-        grad *= np.expand_dims(coef, 1)
-        return grad
-
-    def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        if self.weight is not None:
-            config["weight"] = self.weight.tolist()
-        if self.label_smoothing:
-            config["label_smoothing"] = self.label_smoothing
-        if self.ignore_index != -100:
-            config["ignore_index"] = self.ignore_index
-        return config
-
-
-class MaskedCrossEntropy(CrossEntropy):
-    """Cross-entropy over the selected nodes only (semi-supervised node classification).
-
-    The loss is :class:`CrossEntropy` restricted to the positions where
-    ``mask`` is true and the label is neither ``-1`` nor ``ignore_index``:
-    ``L = sum_{i in M} l_i / |M|`` (class-weighted as in CrossEntropy), and
-    the gradient is zero on every other node. With an empty selection the loss
-    and gradient are 0.
-
-    Args:
-        mask: boolean array of length ``N`` (the nodes in the loss), or
-            ``None`` to select by labels alone. ``forward(..., mask=...)``
-            overrides it for one call.
-        weight, label_smoothing, ignore_index: as in :class:`CrossEntropy`.
-
-    Shape:
-        - y_pred: logits ``(N, C)`` (all nodes of the graph).
-        - y_true: labels ``(N,)`` (``-1`` = unlabelled) or one-hot ``(N, C)``.
-        - mask: ``(N,)`` bool.
-
-    Gradient:
-        ``dL/dz_i = (p_i - q_i) / |M|`` for ``i`` in ``M``, 0 elsewhere.
-    """
-
-    def __init__(
-        self, mask: Any = None, weight: Any = None, label_smoothing: float = 0.0, ignore_index: int = -100
-    ) -> None:
-        super().__init__(weight=weight, label_smoothing=label_smoothing, ignore_index=ignore_index)
-        self.mask = self._as_mask(mask)
-        self._call_mask: np.ndarray | None = None
-
-    def _as_mask(self, mask: Any) -> np.ndarray | None:
-        if mask is None:
-            return None
-        mask = np.asarray(mask)
-        if mask.ndim != 1 or not (mask.dtype == bool or np.all((mask == 0) | (mask == 1))):
-            raise ConfigError(
-                f"{type(self).__name__}: mask must be a 1-D boolean array (one entry per node), "
-                f"got shape {mask.shape} dtype {mask.dtype}"
-            )
-        return mask.astype(bool)
-
-    def _ignored(self, labels: np.ndarray) -> np.ndarray:
-        return (labels == self.ignore_index) | (labels == -1)
-
-    def _position_mask(self, logits: np.ndarray) -> np.ndarray | None:
-        mask = self._call_mask if self._call_mask is not None else self.mask
-        if mask is not None and mask.shape != logits.shape[:1]:
-            raise ShapeError(
-                f"{type(self).__name__}: mask has shape {mask.shape}, y_pred has {logits.shape[0]} nodes; "
-                f"expected ({logits.shape[0]},)"
-            )
-        return mask
-
-    def forward(
-        self,
-        y_pred: np.ndarray,
-        y_true: np.ndarray,
-        sample_weight: np.ndarray | None = None,
-        mask: Any = None,
-    ) -> float:
-        self._call_mask = self._as_mask(mask)
-        try:
-            return super().forward(y_pred, y_true, sample_weight)
-        finally:
-            self._call_mask = None
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        if self.mask is not None:
-            config["mask"] = self.mask.tolist()
-        return config
-
-
-class BinaryCrossEntropy(Loss):
-    """Sigmoid binary cross-entropy from logits (PyTorch's ``BCEWithLogitsLoss``).
-
-    With ``sigma`` the logistic function and ``softplus(x) = log(1 + e^x)``:
-    ``l = -[pw * y * log sigma(z) + (1 - y) * log(1 - sigma(z))]
-    = (1 - y) * z + (1 + (pw - 1) * y) * softplus(-z)``, and ``L = mean(l)``
-    over every element. ``softplus(-z)`` is computed as
-    ``log1p(exp(-|z|)) + max(-z, 0)``, finite for any logit.
-
-    Args:
-        pos_weight: weight ``pw`` of the positive term, a number or an array
-            broadcast over the last axis (one per label), default ``None`` (1).
-
-    Shape:
-        - y_pred: logits ``(N, *)``; y_true: targets in ``[0, 1]`` of the same
-          shape (``(N,)`` against ``(N, 1)`` is accepted).
-
-    Gradient:
-        ``dL/dz = (1 - y + (1 + (pw - 1) y) (sigma(z) - 1)) / size``, which is
-        ``(sigma(z) - y) / size`` without ``pos_weight``.
-    """
-
-    def __init__(self, pos_weight: Any = None) -> None:
-        if pos_weight is not None:
-            pos_weight = np.asarray(pos_weight, dtype=np.float64)
-            if pos_weight.ndim > 1 or not np.all(np.isfinite(pos_weight)) or np.any(pos_weight < 0):
-                raise ConfigError(
-                    "BinaryCrossEntropy: pos_weight must be a non-negative number or 1-D array, "
-                    f"got {pos_weight!r}"
-                )
-        self.pos_weight = pos_weight
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
-
-    def forward(
-        self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
-    ) -> float:
-        z = self._check_pred(y_pred)
-        y = _match_target(self, z, y_true)
-        if y.size and (y.min() < 0 or y.max() > 1):
-            bad = y[(y < 0) | (y > 1)].flat[0]
-            raise DataError(f"BinaryCrossEntropy: targets must be in [0, 1], got {bad}")
-        sw = self._sample_weight(sample_weight, z.shape[0], z.dtype)
-        coef = None
-        if self.pos_weight is not None:
-            pw = self.pos_weight.astype(z.dtype)
-            if pw.ndim == 1 and z.shape[-1:] != pw.shape:
-                raise ShapeError(
-                    f"BinaryCrossEntropy: pos_weight has shape {pw.shape}, expected ({z.shape[-1]},) "
-                    f"to match y_pred's last axis {z.shape}"
-                )
-            coef = 1.0 + (pw - 1.0) * y
-        e = np.exp(-np.abs(z))
-        softplus_neg = np.log1p(e) + np.maximum(-z, 0.0)
-        sigmoid = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        values = (1.0 - y) * z + (softplus_neg if coef is None else coef * softplus_neg)
-        if sw is not None:
-            values *= _broadcast_rows(sw, values.ndim)
-        self._cache = (sigmoid, y, coef, sw)
-        return float(values.mean(dtype=np.float64))
-
-    def backward(self) -> np.ndarray:
-        if self._cache is None:
-            raise NotBuiltError("BinaryCrossEntropy: call forward() before backward()")
-        sigmoid, y, coef, sw = self._cache
-        if coef is None:
-            grad = sigmoid - y
-        else:
-            grad = (sigmoid - 1.0) * coef
-            grad += 1.0 - y
-        grad *= 1.0 / grad.size
-        if sw is not None:
-            grad *= _broadcast_rows(sw, grad.ndim)
-        return grad
-
-    def get_config(self) -> dict[str, Any]:
-        return {} if self.pos_weight is None else {"pos_weight": self.pos_weight.tolist()}
+from plugins.cross_entropy import BCEWithLogits, CrossEntropy, MaskedCrossEntropy
+from plugins.keras_losses import BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy
+from plugins.regression_losses import MAE, MSE, Huber
+
+__all__ = [
+    "MSE",
+    "MAE",
+    "Huber",
+    "CrossEntropy",
+    "MaskedCrossEntropy",
+    "BCEWithLogits",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+]
 
 
 @hookimpl
@@ -515,19 +50,19 @@ def register_losses(register: Any) -> None:
     register(MSE, name="mse", aliases=("mean_squared_error", "MSELoss", "MSE"))
     register(MAE, name="mae", aliases=("mean_absolute_error", "L1Loss", "MAE"))
     register(Huber, name="huber", aliases=("HuberLoss", "Huber"))
+    # PyTorch names: logits.
+    register(CrossEntropy, name="cross_entropy", aliases=("CrossEntropyLoss", "CrossEntropy"))
     register(
-        CrossEntropy,
-        name="cross_entropy",
-        aliases=(
-            "categorical_crossentropy",
-            "sparse_categorical_crossentropy",
-            "CrossEntropyLoss",
-            "CrossEntropy",
-        ),
-    )
-    register(
-        BinaryCrossEntropy,
-        name="binary_cross_entropy",
-        aliases=("bce", "BCEWithLogitsLoss", "BinaryCrossEntropy"),
+        BCEWithLogits,
+        name="bce_with_logits",
+        aliases=("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "BCEWithLogits"),
     )
     register(MaskedCrossEntropy, name="masked_cross_entropy", aliases=("MaskedCrossEntropy",))
+    # Keras names: probabilities unless from_logits=True.
+    register(BinaryCrossentropy, name="binary_crossentropy", aliases=("BinaryCrossentropy", "bce", "BCELoss"))
+    register(CategoricalCrossentropy, name="categorical_crossentropy", aliases=("CategoricalCrossentropy",))
+    register(
+        SparseCategoricalCrossentropy,
+        name="sparse_categorical_crossentropy",
+        aliases=("SparseCategoricalCrossentropy",),
+    )

@@ -1,10 +1,17 @@
-"""Built-in plugin: accuracy, top-k accuracy, mean absolute and mean squared error.
+"""Built-in plugin: accuracy, top-k accuracy, mean errors, and the stateful epoch metrics.
 
-Each metric's ``compute(y_pred, y_true)`` is the batch mean of a per-sample
-value; the :class:`~framework.base.metric.Metric` base keeps the running mean over
-an epoch (``update`` weights each batch by its size, so batches of different
-sizes average correctly). Classification metrics take the model's raw outputs
-(logits or probabilities: the arg-max is the same).
+The entry-point module of the ``metrics`` plugin. Here: the mean metrics,
+whose ``values(y_pred, y_true)`` is a value per sample; the
+:class:`~framework.base.metric.Metric` base keeps their (sample-weighted)
+running mean over an epoch, so batches of different sizes average correctly.
+It also registers the metrics of :mod:`plugins.classification_metrics`
+(``precision``, ``recall``, ``f1_score``, ``confusion_matrix``) and
+:mod:`plugins.auc` (``auc``), which keep counts over the epoch.
+
+Classification metrics take the model's raw outputs and learn from ``compile``
+(``bind_output``) whether those are logits or probabilities: a binary score is
+thresholded at 0 on logits and 0.5 on probabilities; several classes take the
+arg-max.
 """
 
 from __future__ import annotations
@@ -16,50 +23,47 @@ import numpy as np
 
 from framework.base.metric import Metric
 from framework.base.validation import match_target_shape
-from framework.errors import ConfigError, DataError, ShapeError
+from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
+from plugins.auc import AUC
+from plugins.classification_metrics import ConfusionMatrix, F1Score, Precision, Recall
+from plugins.metric_ops import binary_threshold, class_targets, is_binary_output
 
-__all__ = ["Accuracy", "TopKAccuracy", "MeanAbsoluteError", "MeanSquaredError"]
-
-
-def _class_targets(metric: Metric, y_pred: np.ndarray, y_true: Any) -> np.ndarray:
-    """Integer class ids of shape ``(N, d...)`` from labels or one-hot / probabilities."""
-    y_true = np.asarray(y_true)
-    n, classes = y_pred.shape[:2]
-    label_shape = (n, *y_pred.shape[2:])
-    if y_true.shape == y_pred.shape:
-        return np.argmax(y_true, axis=1)
-    if y_pred.ndim == 2 and y_true.shape == (n, 1):
-        y_true = y_true[:, 0]
-    if y_true.shape != label_shape:
-        raise ShapeError(
-            f"{type(metric).__name__}: y_true must be integer labels of shape {label_shape} or one-hot "
-            f"of y_pred's shape {y_pred.shape}, got {y_true.shape}"
-        )
-    labels = y_true.astype(np.int64)
-    bad = (labels < 0) | (labels >= classes) | (labels != y_true)
-    if np.any(bad):
-        value = y_true[bad].flat[0].item()
-        raise DataError(
-            f"{type(metric).__name__}: label {value} is not an integer in [0, {classes}) "
-            f"for y_pred with C={classes} classes"
-        )
-    return labels
+__all__ = [
+    "Accuracy",
+    "TopKAccuracy",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "Precision",
+    "Recall",
+    "F1Score",
+    "AUC",
+    "ConfusionMatrix",
+]
 
 
 class Accuracy(Metric):
-    """Fraction of correct predictions.
+    """Fraction of correct predictions, on logits or probabilities alike.
 
-    Categorical case, ``y_pred`` of shape ``(N, C)`` or ``(N, C, d...)`` with
-    ``C > 1``: the prediction is ``argmax`` over axis 1, compared with integer
-    labels or with the ``argmax`` of one-hot targets. Binary case, ``y_pred``
-    of shape ``(N,)`` or ``(N, 1)``: the prediction is ``y_pred > threshold``,
-    compared with ``y_true > 0.5``. The default threshold 0.5 suits
-    probabilities; for logits (a model trained with
-    ``BinaryCrossEntropy``) pass ``threshold=0.0``, the same decision.
+    What the model outputs decides the rule, so ``metrics=["accuracy"]`` is
+    right whichever loss spelling was compiled (``compile`` calls
+    :meth:`~framework.base.metric.Metric.bind_output` with the loss's
+    ``expects`` / ``link``):
+
+    - binary, ``y_pred`` of shape ``(N,)`` or ``(N, 1)``, or any shape when the
+      loss's link is a sigmoid (multi-label, element by element): the
+      prediction is ``y_pred > threshold``, compared with ``y_true > 0.5``.
+      The threshold defaults to 0 on logits and 0.5 on probabilities (the
+      same decision, ``sigmoid(z) > 0.5``);
+    - categorical, ``y_pred`` of shape ``(N, C)`` or ``(N, C, d...)`` with
+      ``C > 1``: ``argmax`` over axis 1 (the same for logits and
+      probabilities), compared with integer labels or the ``argmax`` of
+      one-hot targets.
 
     Args:
-        threshold: decision threshold of the binary case, default 0.5.
+        threshold: decision threshold of the binary case in ``y_pred``'s
+            units, default ``None`` (0 on logits, 0.5 on probabilities or when
+            unbound).
         name: the history key, default ``"accuracy"``.
 
     Example:
@@ -68,36 +72,41 @@ class Accuracy(Metric):
         0.5
     """
 
-    def __init__(self, threshold: float = 0.5, name: str | None = None) -> None:
+    def __init__(self, threshold: float | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
-        if (
+        if threshold is not None and (
             isinstance(threshold, bool)
             or not isinstance(threshold, (int, float))
             or not math.isfinite(threshold)
         ):
-            raise ConfigError(f"Accuracy: threshold must be a finite number, got {threshold!r}")
-        self.threshold = float(threshold)
+            raise ConfigError(f"Accuracy: threshold must be a finite number or None, got {threshold!r}")
+        self.threshold = None if threshold is None else float(threshold)
 
-    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+        """1.0 where the prediction is right, per sample (and position / label)."""
         y_pred = np.asarray(y_pred)
         if y_pred.ndim == 0:
             raise ShapeError(f"Accuracy: y_pred must have a batch axis, got shape {y_pred.shape}")
-        if y_pred.ndim == 1 or (y_pred.ndim == 2 and y_pred.shape[1] == 1):
+        if is_binary_output(self, y_pred):
             n = y_pred.shape[0]
             y_true = np.asarray(y_true)
-            if y_true.shape not in ((n,), (n, 1)):
-                raise ShapeError(
-                    f"Accuracy: binary y_pred of shape {y_pred.shape} needs y_true of shape ({n},) or "
-                    f"({n}, 1), got {y_true.shape}"
-                )
-            correct = (y_pred.reshape(n) > self.threshold) == (y_true.reshape(n) > 0.5)
+            if y_pred.ndim <= 2 and y_pred.size == n:
+                if y_true.shape not in ((n,), (n, 1)):
+                    raise ShapeError(
+                        f"Accuracy: binary y_pred of shape {y_pred.shape} needs y_true of shape ({n},) or "
+                        f"({n}, 1), got {y_true.shape}"
+                    )
+                y_pred, y_true = y_pred.reshape(n), y_true.reshape(n)
+            else:
+                y_true = match_target_shape("Accuracy", y_pred, y_true)
+            correct = (y_pred > binary_threshold(self, self.threshold)) == (y_true > 0.5)
         else:
-            correct = np.argmax(y_pred, axis=1) == _class_targets(self, y_pred, y_true)
-        return float(correct.mean()) if correct.size else float("nan")
+            correct = np.argmax(y_pred, axis=1) == class_targets(self, y_pred, y_true)
+        return correct.astype(np.float64)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        if self.threshold != 0.5:
+        if self.threshold is not None:
             config["threshold"] = self.threshold
         return config
 
@@ -123,15 +132,14 @@ class TopKAccuracy(Metric):
             raise ConfigError(f"TopKAccuracy: k must be a positive integer, got {k!r}")
         self.k = int(k)
 
-    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+    def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
         y_pred = np.asarray(y_pred)
         if y_pred.ndim < 2:
             raise ShapeError(f"TopKAccuracy: y_pred must be scores of shape (N, C), got {y_pred.shape}")
-        labels = _class_targets(self, y_pred, y_true)
+        labels = class_targets(self, y_pred, y_true)
         true_score = np.take_along_axis(y_pred, np.expand_dims(labels, 1), axis=1)
         higher = np.count_nonzero(y_pred > true_score, axis=1)
-        correct = higher < self.k
-        return float(correct.mean()) if correct.size else float("nan")
+        return (higher < self.k).astype(np.float64)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "k": self.k}
@@ -153,8 +161,8 @@ class MeanAbsoluteError(_RegressionMetric):
         name: the history key, default ``"mae"``.
     """
 
-    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
-        return float(np.abs(self._residual(y_pred, y_true)).mean())
+    def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+        return np.abs(self._residual(y_pred, y_true))
 
 
 class MeanSquaredError(_RegressionMetric):
@@ -164,8 +172,8 @@ class MeanSquaredError(_RegressionMetric):
         name: the history key, default ``"mse"``.
     """
 
-    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
-        return float(np.square(self._residual(y_pred, y_true)).mean())
+    def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+        return np.square(self._residual(y_pred, y_true))
 
 
 @hookimpl
@@ -174,3 +182,8 @@ def register_metrics(register: Any) -> None:
     register(TopKAccuracy, name="top_k_accuracy", aliases=("top_k_categorical_accuracy", "TopKAccuracy"))
     register(MeanAbsoluteError, name="mae", aliases=("mean_absolute_error", "MeanAbsoluteError", "MAE"))
     register(MeanSquaredError, name="mse", aliases=("mean_squared_error", "MeanSquaredError", "MSE"))
+    register(Precision, name="precision", aliases=("Precision",))
+    register(Recall, name="recall", aliases=("Recall",))
+    register(F1Score, name="f1_score", aliases=("F1Score", "f1"))
+    register(AUC, name="auc", aliases=("AUC",))
+    register(ConfusionMatrix, name="confusion_matrix", aliases=("ConfusionMatrix",))

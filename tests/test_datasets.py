@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import importlib.util
 import struct
 from pathlib import Path
@@ -12,7 +13,33 @@ import pytest
 
 import framework
 from framework import datasets
+from framework.datasets import fashion_mnist
 from framework.errors import ConfigError, DataError
+
+# --------------------------------------------------------------------------- #
+# The package layout
+# --------------------------------------------------------------------------- #
+
+_SUBMODULES = ("batching", "digits", "fashion_mnist", "idx", "preprocessing", "splitting", "synthetic")
+
+
+def test_package_reexports_every_public_name_of_its_modules():
+    """``framework.datasets`` is a package of modules; every public name is importable from the top."""
+    exported: set[str] = set()
+    for name in _SUBMODULES:
+        module = importlib.import_module(f"framework.datasets.{name}")
+        assert module.__doc__, f"framework.datasets.{name} has no module docstring"
+        for public in module.__all__:
+            assert getattr(datasets, public) is getattr(module, public)
+        exported.update(module.__all__)
+    assert exported == set(datasets.__all__)
+
+
+def test_package_modules_stay_small():
+    folder = Path(datasets.__file__).parent
+    for path in folder.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path.name
+
 
 # --------------------------------------------------------------------------- #
 # IDX writing helpers (the tests build their own files)
@@ -170,7 +197,7 @@ def fake_fashion(folder: Path, rng: np.random.Generator, n_train=6, n_test=4, co
 def no_system_fashion(monkeypatch, tmp_path):
     """Isolate from a real install: no env var, the system folder points at an empty place."""
     monkeypatch.delenv(datasets.FASHION_MNIST_ENV, raising=False)
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", (str(tmp_path / "system-none"),))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DIRS", (str(tmp_path / "system-none"),))
 
 
 def _check_fashion(pair, images, labels):
@@ -295,7 +322,7 @@ def test_load_digits_flat_matches_scikit_learn():
 
 
 def test_load_digits_without_scikit_learn(monkeypatch):
-    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(DataError, match=r"scikit-learn is not installed.*pip install \"framework\[data\]\""):
         datasets.load_digits()
 

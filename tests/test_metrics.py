@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from framework import metrics
+from framework.base.metric import FunctionMetric
 from framework.errors import ConfigError, DataError, ShapeError
 from framework.registry.namespace import serialize
 from plugins.metrics import Accuracy, MeanAbsoluteError, MeanSquaredError, TopKAccuracy
@@ -108,3 +109,95 @@ def test_errors():
         TopKAccuracy(k=0)
     with pytest.raises(ConfigError, match="threshold"):
         Accuracy(threshold=float("nan"))
+
+
+# -- issue 14 item 3: accuracy knows what the model outputs ----------------------------
+
+
+def _logit_data():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    logits = np.where(y == 1, 1.0, -1.0) * rng.uniform(0.05, 3.0, 400)
+    logits[:3] *= -1  # three wrong predictions: true accuracy 397 / 400 = 0.9925
+    return logits[:, None], y
+
+
+def test_item3_accuracy_bound_to_logits_thresholds_at_zero():
+    """Fails on the old code, which thresholded logits at 0.5 whatever the loss."""
+    logits, y = _logit_data()
+    acc = Accuracy()
+    acc.bind_output("logits", "sigmoid")
+    acc.update(logits[:250], y[:250])
+    acc.update(logits[250:], y[250:])
+    assert acc.result() == pytest.approx(0.9925)
+    assert acc.result() == pytest.approx(np.mean((logits[:, 0] > 0) == y))
+
+
+def test_item3_accuracy_bound_to_probabilities_and_softmax():
+    logits, y = _logit_data()
+    acc = Accuracy()
+    acc.bind_output("probabilities", "sigmoid")
+    acc.update(1 / (1 + np.exp(-logits)), y)
+    assert acc.result() == pytest.approx(0.9925)
+    for expects in ("logits", "probabilities"):
+        acc = metrics.get("accuracy")
+        acc.bind_output(expects, "softmax")
+        assert acc(SCORES, LABELS) == 0.5  # argmax either way
+
+
+def test_item3_accuracy_multilabel_sigmoid_is_elementwise():
+    logits = np.array([[2.0, -1.0, 0.5], [-0.3, 0.2, -2.0]])
+    truth = np.array([[1, 0, 0], [0, 1, 0]])
+    acc = Accuracy()
+    acc.bind_output("logits", "sigmoid")
+    assert acc(logits, truth) == pytest.approx(5 / 6)
+
+
+def test_item3_bind_output_rejects_unknown_values():
+    with pytest.raises(ConfigError, match="expects"):
+        Accuracy().bind_output("scores", None)
+    with pytest.raises(ConfigError, match="link"):
+        Accuracy().bind_output("logits", "tanh")
+
+
+# -- issue 14 item 4: plain functions as metrics -------------------------------------
+
+
+def test_item4_plain_function_metric_named_by_function_and_keras_argument_order():
+    seen = []
+
+    def mean_error(y_true, y_pred):
+        seen.append((y_true.copy(), y_pred.copy()))
+        return y_pred - y_true  # one value per sample
+
+    metric = metrics.get(mean_error)
+    assert isinstance(metric, FunctionMetric) and metric.name == "mean_error"
+    metric.update(np.array([1.0, 3.0]), np.array([0.0, 0.0]))  # the loop's order: (y_pred, y_true)
+    np.testing.assert_array_equal(seen[0][0], [0.0, 0.0])  # fn received y_true first
+    metric.update_state(np.array([0.0]), np.array([6.0]))  # Keras's order
+    assert metric.result() == pytest.approx((1 + 3 + 6) / 3)
+    assert serialize("metrics", metric) == "mean_error"
+
+
+def test_item4_function_returning_a_float_is_weighted_by_batch_size():
+    def batch_mean(y_true, y_pred):
+        return float(np.mean(y_pred == y_true))
+
+    metric = metrics.get(batch_mean)
+    metric.update_state(np.array([1, 1, 1]), np.array([1, 1, 1]))  # 1.0 over 3 samples
+    metric.update_state(np.array([1]), np.array([0]))  # 0.0 over 1 sample
+    assert metric.result() == pytest.approx(3 / 4)
+    metric.reset_state()
+    assert np.isnan(metric.result())
+
+
+def test_item4_keras_state_methods_map_onto_the_loop_methods():
+    acc = Accuracy()
+    acc.update_state(LABELS, SCORES)
+    assert acc.result() == 0.5
+    acc.reset_state()
+    acc.update(SCORES[:1], LABELS[:1], sample_weight=np.array([3.0]))
+    acc.update(SCORES[1:2], LABELS[1:2], sample_weight=np.array([1.0]))
+    assert acc.result() == pytest.approx(0.75)  # sum(w * correct) / sum(w)
+    acc.reset()
+    assert np.isnan(acc.result())

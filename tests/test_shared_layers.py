@@ -130,6 +130,26 @@ def test_tied_weight_gradient_is_the_sum_of_both_uses(float64) -> None:
     np.testing.assert_allclose(embed.weight.grad, expected, rtol=1e-10)
 
 
+def test_tied_weight_is_saved_once_and_tied_again_on_load(tmp_path) -> None:
+    pytest.importorskip("h5py")
+    import h5py
+
+    model, _, _ = _tied_language_model()
+    model.compile(optimizer="adam", loss=_next_token_loss())
+    x = np.random.default_rng(4).integers(0, 20, size=(8, 4))
+    model.fit(x, np.roll(x, 1, axis=1), epochs=1, verbose=0)
+    path = tmp_path / "tied.h5"
+    model.save(path)
+    with h5py.File(path, "r") as f:
+        names: list[str] = []
+        f.visit(names.append)
+    assert not any(name.endswith("head/weight") or name.endswith("head.weight") for name in names)
+    restored = framework.load_model(path, custom_objects={"NextToken": type(model.loss)})
+    assert restored.get_layer("head").weight is restored.get_layer("embed").weight
+    np.testing.assert_array_equal(restored.predict(x), model.predict(x))
+    assert len(restored.optimizer.params) == 1
+
+
 def _mlp() -> Sequential:
     framework.set_seed(0)
     model = Sequential([Linear(16, 64, activation="relu"), Dropout(0.3), Linear(64, 8)])

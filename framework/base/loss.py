@@ -1,4 +1,17 @@
-"""Base class of losses: ``forward(y_pred, y_true) -> float``, ``backward()``."""
+"""Base class of losses: ``forward(y_pred, y_true) -> float``, ``backward()``.
+
+It also holds the protocol by which ``Model.compile`` pairs a loss with the
+model's last layer:
+
+- :attr:`Loss.expects`: what the loss compares, ``"logits"``,
+  ``"probabilities"`` or ``None`` (a regression loss);
+- :attr:`Loss.link`: the activation that turns logits into what a
+  classification loss compares, ``"softmax"`` or ``"sigmoid"`` (``None`` for
+  regression);
+- :meth:`Loss.backward_logits`: the fused gradient with respect to the logits
+  of a model ending in the ``link`` activation;
+- :func:`check_output_pairing`: the warning text for an inconsistent pairing.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +22,17 @@ import numpy as np
 from framework.base.config import Configurable
 from framework.errors import ShapeError
 
-__all__ = ["Loss"]
+__all__ = ["LINKS", "Loss", "check_output_pairing"]
+
+#: The activations a classification loss may be linked to.
+LINKS = ("softmax", "sigmoid")
+
+_OTHER_LOSS = {
+    ("logits", "softmax"): "'categorical_crossentropy' / 'sparse_categorical_crossentropy'",
+    ("logits", "sigmoid"): "'binary_crossentropy'",
+    ("probabilities", "softmax"): "'cross_entropy' (PyTorch's CrossEntropyLoss)",
+    ("probabilities", "sigmoid"): "'bce_with_logits' (PyTorch's BCEWithLogitsLoss)",
+}
 
 
 class Loss(Configurable):
@@ -25,7 +48,19 @@ class Loss(Configurable):
     ``w_i * l_i``, i.e. ``sum_i w_i l_i / N`` (the weights are not
     renormalised), and the gradient of sample ``i`` is scaled by ``w_i``. The
     fit loop's ``class_weight`` is applied through it.
+
+    Attributes:
+        expects: what ``y_pred`` must be: ``"logits"`` (raw scores; the loss
+            applies the softmax / sigmoid itself), ``"probabilities"`` (the
+            model ends in the activation), or ``None`` for a regression loss,
+            which compares any values. A class attribute, or an instance
+            attribute when it depends on an argument (``from_logits``).
+        link: the activation that maps logits to what the loss compares,
+            ``"softmax"`` or ``"sigmoid"``; ``None`` for a regression loss.
     """
+
+    expects: str | None = None
+    link: str | None = None
 
     def forward(
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
@@ -34,6 +69,26 @@ class Loss(Configurable):
 
     def backward(self) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
+
+    def backward_logits(self) -> np.ndarray:
+        """The fused gradient ``dL/d logits`` after ``forward(probabilities, ...)``.
+
+        For a loss with ``expects == "probabilities"`` whose model ends in the
+        ``link`` activation, ``y_pred = link(logits)``; this returns the
+        gradient of the loss with respect to those logits directly, without
+        going through the activation's backward: ``(p - t) * w / N`` for a
+        softmax with categorical cross-entropy and ``(p - y) * w / size`` for
+        a sigmoid with binary cross-entropy. It is already divided by the
+        batch size and sample-weighted, like :meth:`backward`, and has
+        ``y_pred``'s shape. The model's executor then starts the backward pass
+        at the layer before the activation.
+
+        Raises:
+            NotImplementedError: the loss has no fused gradient (the base class).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no fused gradient with respect to logits (backward_logits)"
+        )
 
     def __call__(
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None, **kwargs: Any
@@ -73,3 +128,58 @@ class Loss(Configurable):
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+
+def check_output_pairing(loss: Any, last_layer_link: str | None, layer_description: str) -> str | None:
+    """The warning for a model's last activation that does not suit the loss, else ``None``.
+
+    Args:
+        loss: the compiled loss; its ``expects`` / ``link`` attributes are read
+            (an object without them is taken as ``None``: nothing to check).
+        last_layer_link: ``"softmax"`` or ``"sigmoid"`` when the model's output
+            is that activation (a standalone activation layer or a layer's
+            ``activation=``), else ``None``.
+        layer_description: how the warning names that layer, e.g.
+            ``"layer 'dense_2' (Linear, activation='softmax')"``.
+
+    Returns:
+        ``None`` when consistent: a regression loss; a logits loss after a
+        model without the activation; a probabilities loss after its ``link``
+        activation. Otherwise one sentence naming the layer, the loss and the
+        fixes:
+
+        - the model ends in a softmax / sigmoid and the loss expects logits
+          (the activation would be applied twice);
+        - the loss expects probabilities and the model does not end in its
+          ``link`` (logits would be clipped into ``[eps, 1 - eps]``);
+        - the model ends in the other activation than the loss's ``link``.
+    """
+    expects = getattr(loss, "expects", None)
+    link = getattr(loss, "link", None)
+    if expects is None or link is None:
+        return None
+    loss_name = getattr(loss, "name", type(loss).__name__)
+    loss_text = f"loss {loss_name!r} ({type(loss).__name__}, expects {expects})"
+    if expects == "logits":
+        if last_layer_link is None:
+            return None
+        return (
+            f"{layer_description} ends the model in a {last_layer_link}, but {loss_text} applies the "
+            f"{link} itself, so the activation is applied twice and the model trains badly. Fix: drop "
+            f"the {last_layer_link} from {layer_description} (predict then returns logits), or use "
+            f"{_OTHER_LOSS[(expects, link)]} with from_logits=False (the default)."
+        )
+    if last_layer_link == link:
+        return None
+    if last_layer_link is None:
+        return (
+            f"{layer_description} ends the model without a {link}, but {loss_text} expects "
+            f"probabilities (clipped into [1e-7, 1 - 1e-7]), so logits give a wrong loss. Fix: pass "
+            f"from_logits=True to the loss, add activation='{link}' to {layer_description}, or use "
+            f"{_OTHER_LOSS[(expects, link)]}, which takes logits."
+        )
+    return (
+        f"{layer_description} ends the model in a {last_layer_link}, but {loss_text} expects the "
+        f"probabilities of a {link}. Fix: use a {link} output layer, or the cross-entropy that "
+        f"matches a {last_layer_link}."
+    )

@@ -1,15 +1,33 @@
-"""Base class of metrics: a batch value and a running mean over an epoch."""
+"""Base class of metrics: Keras's stateful protocol, the running mean, and plain functions as metrics.
+
+A metric is updated batch by batch and read once per epoch:
+
+- Keras's names: ``update_state(y_true, y_pred, sample_weight=None)``,
+  ``result()``, ``reset_state()`` (note Keras's argument order);
+- the training loop's names: ``update(y_pred, y_true, sample_weight=None)``,
+  ``result()``, ``reset()``. The base class maps each pair onto the other, so a
+  subclass overrides either spelling.
+
+``bind_output(expects, link)`` tells a metric what the model outputs (the
+compiled loss's ``expects`` / ``link``: logits or probabilities, softmax or
+sigmoid); accuracy-like metrics threshold and arg-max accordingly.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from framework.base.config import Configurable
+from framework.errors import ConfigError, ShapeError
 
-__all__ = ["Metric"]
+__all__ = ["FunctionMetric", "Metric", "result_value"]
+
+_EXPECTS = (None, "logits", "probabilities")
+_LINKS = (None, "softmax", "sigmoid")
 
 
 def _snake(name: str) -> str:
@@ -17,22 +35,38 @@ def _snake(name: str) -> str:
 
 
 class Metric(Configurable):
-    """A quantity reported during training, averaged over the samples seen.
+    """A quantity reported during training, accumulated over the samples of an epoch.
 
-    Subclasses implement ``compute(y_pred, y_true) -> float`` (the batch mean);
-    ``update`` accumulates it weighted by batch size, ``result`` returns the
-    running mean, ``reset`` starts again. A metric that is not a mean of
-    per-sample values overrides ``update`` / ``result`` / ``reset``.
+    The default state is a (sample-weighted) running mean: subclasses
+    implement ``values(y_pred, y_true)`` (a value per sample, shape ``(N,)``
+    or ``(N, d...)``) or ``compute(y_pred, y_true) -> float`` (the batch
+    mean). A metric that is not a mean of per-sample values (precision, AUC,
+    a confusion matrix) overrides ``update_state`` / ``result`` /
+    ``reset_state`` (or the loop's ``update`` / ``reset``) and keeps its own
+    counts, so its epoch value is exact, not a mean of batch values.
 
     Args:
         name: the key in ``History.history`` and ``evaluate``'s dict; defaults
             to the registered name (``accuracy``).
+
+    Attributes:
+        scalar: ``True`` when ``result()`` is a number. A metric whose result
+            is an array (``ConfusionMatrix``, ``F1Score(average=None)``) sets
+            it ``False``: ``fit``'s ``History`` then keeps that array per epoch
+            (as Keras does) and ``evaluate`` returns it; see
+            :func:`result_value`.
+        output_expects, output_link: what :meth:`bind_output` stored
+            (``None`` until a model binds the metric).
     """
+
+    scalar: bool = True
 
     def __init__(self, name: str | None = None) -> None:
         self._name = name
+        self.output_expects: str | None = None
+        self.output_link: str | None = None
         self._total = 0.0
-        self._count = 0
+        self._count = 0.0
 
     @property
     def name(self) -> str:
@@ -42,26 +76,190 @@ class Metric(Configurable):
 
         return REGISTRY.name_of("metrics", self) or _snake(type(self).__name__)
 
-    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
-        raise NotImplementedError(f"{type(self).__name__} does not implement compute()")
+    def bind_output(self, expects: str | None, link: str | None) -> None:
+        """Record what the model outputs; ``compile`` calls it with the loss's ``expects`` / ``link``.
 
-    def __call__(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+        Args:
+            expects: ``"logits"``, ``"probabilities"`` or ``None`` (unknown or
+                regression).
+            link: ``"softmax"``, ``"sigmoid"`` or ``None``.
+
+        Raises:
+            ConfigError: an unknown value.
+        """
+        if expects not in _EXPECTS:
+            raise ConfigError(
+                f"{type(self).__name__}.bind_output: expects must be one of {_EXPECTS}, got {expects!r}"
+            )
+        if link not in _LINKS:
+            raise ConfigError(
+                f"{type(self).__name__}.bind_output: link must be one of {_LINKS}, got {link!r}"
+            )
+        self.output_expects = expects
+        self.output_link = link
+
+    # -- the running mean -------------------------------------------------
+
+    def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray | None:
+        """A value per sample (shape ``(N,)`` or ``(N, d...)``), or ``None`` if only a batch mean exists."""
+        return None
+
+    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+        """The batch mean; by default the mean of :meth:`values`."""
+        values = self.values(y_pred, y_true)
+        if values is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither values() nor compute()")
+        values = np.asarray(values)
+        return float(values.mean()) if values.size else float("nan")
+
+    def __call__(self, y_pred: np.ndarray, y_true: np.ndarray) -> Any:
+        """The value on one batch alone (the state is left untouched)."""
         return float(self.compute(y_pred, y_true))
 
-    def update(self, y_pred: np.ndarray, y_true: np.ndarray) -> None:
+    def _accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
         n = len(y_pred)
-        self._total += float(self.compute(y_pred, y_true)) * n
-        self._count += n
+        if sample_weight is None:
+            self._total += float(self.compute(y_pred, y_true)) * n
+            self._count += n
+            return
+        weight = _sample_weight(self, sample_weight, n)
+        values = self.values(y_pred, y_true)
+        if values is None:
+            raise ConfigError(
+                f"{type(self).__name__} does not take sample_weight: it has no per-sample values()"
+            )
+        per_sample = np.asarray(values, dtype=np.float64).reshape(n, -1).mean(axis=1)
+        self._total += float((per_sample * weight).sum())
+        self._count += float(weight.sum())
 
-    def result(self) -> float:
+    # -- the two spellings, mapped onto each other ------------------------
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Keras's order: add a batch to the state (``sample_weight`` shape ``(N,)``)."""
+        if type(self).update is not Metric.update:
+            if sample_weight is None:
+                self.update(y_pred, y_true)
+            else:
+                self.update(y_pred, y_true, sample_weight)
+            return
+        self._accumulate(y_true, y_pred, sample_weight)
+
+    def update(self, y_pred: Any, y_true: Any, sample_weight: Any = None) -> None:
+        """The training loop's order: add a batch to the state."""
+        if type(self).update_state is not Metric.update_state:
+            self.update_state(y_true, y_pred, sample_weight)
+            return
+        self._accumulate(y_true, y_pred, sample_weight)
+
+    def result(self) -> Any:
+        """The value over everything added since the last reset (``nan`` before any batch)."""
         return self._total / self._count if self._count else float("nan")
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
+        """Keras's name: forget every batch."""
+        if type(self).reset is not Metric.reset:
+            self.reset()
+            return
         self._total = 0.0
-        self._count = 0
+        self._count = 0.0
+
+    def reset(self) -> None:
+        """The training loop's name: forget every batch."""
+        if type(self).reset_state is not Metric.reset_state:
+            self.reset_state()
+            return
+        self._total = 0.0
+        self._count = 0.0
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self._name} if self._name else {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _sample_weight(metric: Metric, sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` as a float64 ``(N,)`` array, else ShapeError naming the metric."""
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    if weight.ndim == 2 and weight.shape[1] == 1:
+        weight = weight[:, 0]
+    if weight.shape != (n,):
+        raise ShapeError(
+            f"{type(metric).__name__}: sample_weight must have shape ({n},) (one weight per sample), "
+            f"got {weight.shape}"
+        )
+    return weight
+
+
+def result_value(metric: Metric) -> float | np.ndarray:
+    """``metric.result()`` as the training loop reports it: a float, or an array copy if not ``scalar``."""
+    value = metric.result()
+    if getattr(metric, "scalar", True):
+        return float(value)
+    return np.array(value, copy=True)
+
+
+class FunctionMetric(Metric):
+    """A plain function ``fn(y_true, y_pred) -> array or float`` used as a metric (Keras's signature).
+
+    ``metrics=[my_fn]`` in ``compile`` wraps ``my_fn`` in this class; its
+    name (the history key) is ``my_fn.__name__``. If ``fn`` returns a value
+    per sample (an array whose first axis is the batch, ``(N,)`` or
+    ``(N, d...)``) the epoch value is the (sample-weighted) mean of those
+    values; if it returns a number, the number is taken as the batch mean and
+    weighted by the batch size (or the batch's total sample weight), so
+    batches of different sizes average correctly.
+
+    Args:
+        fn: the function; note the argument order ``(y_true, y_pred)``.
+        name: the history key, default ``fn.__name__``.
+
+    Example:
+        >>> import numpy as np
+        >>> def mean_error(y_true, y_pred):
+        ...     return y_pred - y_true
+        >>> m = FunctionMetric(mean_error)
+        >>> m.update_state(np.array([0.0, 0.0]), np.array([1.0, 3.0]))
+        >>> m.name, m.result()
+        ('mean_error', 2.0)
+    """
+
+    def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"FunctionMetric: fn must be callable fn(y_true, y_pred), got {fn!r}")
+        super().__init__(name=name or getattr(fn, "__name__", None) or type(fn).__name__)
+        self.fn = fn
+
+    @property
+    def serialized_name(self) -> str:
+        """What a saved compile config holds: the function's name (resolve it with ``custom_objects``)."""
+        return self.name
+
+    def _batch(self, y_true: Any, y_pred: Any) -> np.ndarray:
+        out = np.asarray(self.fn(y_true, y_pred), dtype=np.float64)
+        if out.ndim and out.shape[0] != len(y_pred):
+            raise ShapeError(
+                f"metric function {self.name!r} returned shape {out.shape}; expected a number or a value "
+                f"per sample with first axis {len(y_pred)} (the batch)"
+            )
+        return out
+
+    def compute(self, y_pred: np.ndarray, y_true: np.ndarray) -> float:
+        out = self._batch(y_true, y_pred)
+        return float(out.mean()) if out.size else float("nan")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        n = len(y_pred)
+        out = self._batch(y_true, y_pred)
+        weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
+        if out.ndim == 0:
+            self._total += float(out) * float(weight.sum())
+        else:
+            self._total += float((out.reshape(n, -1).mean(axis=1) * weight).sum())
+        self._count += float(weight.sum())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"FunctionMetric({getattr(self.fn, '__qualname__', self.fn)!r}, name={self.name!r})"

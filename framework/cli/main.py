@@ -1,37 +1,65 @@
-"""Command-line interface: ``framework plugins [--json]``."""
+"""Command-line interface: ``framework plugins [--json]``.
+
+Output piped into a reader that stops early (``python -m framework plugins |
+head``) ends the command quietly with exit status 141 (128 + SIGPIPE, what a
+shell reports for a program killed by a closed pipe), not with a
+``BrokenPipeError`` traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from typing import TypedDict
 
 from framework.registry.manager import KINDS, REGISTRY
 
-__all__ = ["main"]
+__all__ = ["EXIT_BROKEN_PIPE", "main"]
+
+EXIT_BROKEN_PIPE = 141
+"""Exit status when the reader of stdout closed the pipe early: 128 + SIGPIPE (13)."""
+
+
+class _PluginRow(TypedDict):
+    """One plugin as ``plugins --json`` prints it."""
+
+    plugin: str
+    module: str
+    distribution: str | None
+    version: str | None
+    entry_point: str | None
+    registered: dict[str, list[str]]
+    error: str | None
+
+
+def _plugin_rows() -> list[_PluginRow]:
+    """Every loaded (or failed) plugin, in load order."""
+    REGISTRY.load()
+    return [
+        {
+            "plugin": info.name,
+            "module": info.module,
+            "distribution": info.distribution,
+            "version": info.version,
+            "entry_point": info.entry_point,
+            "registered": {k: sorted(v) for k, v in info.registered.items()},
+            "error": info.error,
+        }
+        for info in REGISTRY.plugins
+    ]
 
 
 def _plugins(as_json: bool) -> int:
-    REGISTRY.load()
-    rows = []
-    for info in REGISTRY.plugins:
-        rows.append(
-            {
-                "plugin": info.name,
-                "module": info.module,
-                "distribution": info.distribution,
-                "version": info.version,
-                "entry_point": info.entry_point,
-                "registered": {k: sorted(v) for k, v in info.registered.items()},
-                "error": info.error,
-            }
-        )
+    """``framework plugins``: a table (or JSON) of the plugins and what each registers."""
+    rows = _plugin_rows()
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     header = ("distribution", "version", "plugin", "registers")
-    lines = []
+    lines: list[tuple[str, str, str, str]] = []
     for row in rows:
         if row["error"]:
             what = f"FAILED: {row['error']}"
@@ -49,12 +77,40 @@ def _plugins(as_json: bool) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's last flush at exit cannot fail again.
+
+    This is the recipe of the Python documentation (``signal`` module, "Note on
+    SIGPIPE"): what is still buffered for the closed pipe is dropped.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout is not a file (replaced, or closed)
+        sys.stdout = open(os.devnull, "w")  # kept open until the interpreter exits
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``None``: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 141 (:data:`EXIT_BROKEN_PIPE`) when the reader of
+        stdout closed the pipe before the output was written.
+    """
     parser = argparse.ArgumentParser(prog="framework", description="NumPy deep-learning framework")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    if args.command == "plugins":
-        return _plugins(args.json)
-    return 2
+    try:
+        status = _plugins(args.json) if args.command == "plugins" else 2
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return status

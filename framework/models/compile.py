@@ -9,8 +9,10 @@ probabilities), so ``accuracy`` thresholds at the right place.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import TYPE_CHECKING, Any
 
+from framework.base.loss import check_output_pairing
 from framework.errors import ConfigError
 from framework.registry.namespace import serialize
 
@@ -85,6 +87,7 @@ def compile_model(
         raise ConfigError(f"compile: metric names repeat: {keys}; give metrics distinct names")
 
     model.optimizer = opt
+    model._fused_output = _pair_outputs(model, losses, slots)
     model._losses = losses
     model.loss = losses[0] if n_out == 1 else list(losses)
     model._loss_weights = weights
@@ -121,3 +124,60 @@ def per_output(label: str, spec: Any, names: list[str], single_is_shared: bool) 
     if n > 1 and not single_is_shared:
         raise ConfigError(f"compile: {label} must be a list or dict for a model of {n} outputs {names}")
     return [spec] * n
+
+
+def _output_layers(model: Model) -> list[Any]:
+    """The layer producing each output (``None`` for a hand-written ``forward``)."""
+    graph = getattr(model, "_graph", None)
+    if graph is not None:
+        return [t.node.layer for t in graph.outputs]
+    order = getattr(model, "_order", None)
+    if order is not None:
+        layers = order()
+        return [layers[-1] if layers else None]
+    return [None] * len(model.output_names)
+
+
+def _link_of(layer: Any) -> tuple[str | None, bool]:
+    """``(link, standalone)``: the activation a layer's output passes through, and whether the
+    layer is that activation itself (then its backward can be skipped for the fused gradient)."""
+    if layer is None:
+        return None, False
+    link = getattr(layer, "link", None)
+    if link is not None:
+        return link, True
+    sub = getattr(layer, "_order", None)  # a nested Sequential: its last layer
+    if sub is not None and sub():
+        return _link_of(sub()[-1])[0], False
+    return getattr(getattr(layer, "activation", None), "link", None), False
+
+
+def _pair_outputs(model: Model, losses: list[Any], slots: list[tuple[int, Any, str]]) -> bool:
+    """Warn about a mismatched activation and loss, bind metrics, and say whether to fuse.
+
+    Returns ``True`` when the model has one output, produced by a standalone
+    softmax / sigmoid layer, and its loss expects that activation's
+    probabilities: ``fit`` then takes the loss's ``backward_logits()`` (the
+    stable fused gradient, ``(p - y) / N``) and skips that layer's backward.
+    """
+    fused = False
+    for k, (loss, layer) in enumerate(zip(losses, _output_layers(model))):
+        link, standalone = _link_of(layer)
+        pairing = link if link in ("softmax", "sigmoid") else None
+        where = layer.describe() if layer is not None else f"output {k} of {model.describe()}"
+        message = check_output_pairing(loss, pairing, where)
+        if message is not None:
+            warnings.warn(message, UserWarning, stacklevel=4)
+        if (
+            len(losses) == 1
+            and standalone
+            and getattr(loss, "expects", None) == "probabilities"
+            and getattr(loss, "link", None) == link
+            and hasattr(loss, "backward_logits")
+        ):
+            fused = True
+    for k, metric, _ in slots:
+        bind = getattr(metric, "bind_output", None)
+        if bind is not None:
+            bind(getattr(losses[k], "expects", None), getattr(losses[k], "link", None))
+    return fused

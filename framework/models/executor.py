@@ -221,10 +221,17 @@ class GraphExecutor:
         gs = list(grad_out) if self.multi_out else [grad_out]
         if len(gs) != len(self.outputs):
             raise DataError(f"backward expected {len(self.outputs)} output gradients, got {len(gs)}")
+        skip = -1
+        if getattr(ctx, "grad_at_logits", False):  # a fused loss gradient: enter below the activation
+            skip = next(i for i, entry in enumerate(self.plan) if self.output_slots[0] in entry[3])
+            gs = [None]
+            grads[self.plan[skip][1][0]] = grad_out
         for s, g in zip(self.output_slots, gs):
             if g is not None:
                 grads[s] = g if grads[s] is None else grads[s] + g
         for i in range(len(self.plan) - 1, -1, -1):
+            if i == skip:
+                continue
             layer, ins, list_in, outs, list_out, _args, _kwargs = self.plan[i]
             out_grads = [grads[s] for s in outs]
             if all(g is None for g in out_grads):

@@ -313,35 +313,59 @@ class Model(Layer):
 
         return fit(self, x, y, **kwargs)
 
-    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, float]:
-        """The loss and metrics over ``(x, y)`` in eval mode: ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """The loss and metrics over ``(x, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``.
+
+        See :func:`framework.training.loop.evaluate` (``sample_weight``, ``callbacks``, ...).
+        """
         from framework.training.loop import evaluate
 
         return evaluate(self, x, y, **kwargs)
 
-    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
-        """The outputs for ``x`` in eval mode, batched (a list for several outputs)."""
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, **kwargs: Any) -> Any:
+        """The outputs for ``x`` in inference mode, batched (a list for several outputs).
+
+        See :func:`framework.training.loop.predict`.
+        """
         from framework.training.loop import predict
 
-        return predict(self, x, batch_size=batch_size, verbose=verbose)
+        return predict(self, x, batch_size=batch_size, verbose=verbose, **kwargs)
 
-    def train_on_batch(self, x: Any, y: Any) -> float:
-        """One optimisation step on one batch; returns the loss."""
-        from framework.training.loop import Trainer
+    def train_on_batch(
+        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | dict[str, Any]:
+        """One optimisation step on one batch; returns the loss (or a dict with ``return_dict=True``)."""
+        from framework.training.loop import train_on_batch
 
-        self._require_compiled("train_on_batch")
-        return Trainer(self).train_step(self.cast_inputs(x), y)
+        return train_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def test_on_batch(
+        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+    ) -> float | dict[str, Any]:
+        """The loss on one batch in inference mode, no step (a dict with ``return_dict=True``)."""
+        from framework.training.loop import test_on_batch
+
+        return test_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x: Any) -> Any:
+        """The outputs for one batch ``x`` in inference mode."""
+        from framework.training.loop import predict_on_batch
+
+        return predict_on_batch(self, x)
 
     # -- display and serialisation -----------------------------------------
 
-    def summary(self, print_fn: Any = None, line_length: int | None = None) -> str | None:
+    def summary(
+        self, print_fn: Any = None, line_length: int | None = None, expand_nested: bool = False
+    ) -> str | None:
         """Print a table of layers, output shapes and parameter counts.
 
-        With ``print_fn``, each line is passed to it and the text is returned.
+        With ``print_fn``, each line is passed to it and the text is returned;
+        ``expand_nested`` lists a nested model's layers under its row.
         """
         from framework.models.summary import summary_text
 
-        text = summary_text(self, line_length=line_length)
+        text = summary_text(self, line_length=line_length, expand_nested=expand_nested)
         if print_fn is None:
             print(text)
             return None

@@ -216,7 +216,9 @@ class Sequential(Model):
         # ``returns_fresh_grad``; and what a pass-through layer (Flatten, Identity)
         # hands back keeps the ownership of what it was given.
         writable = False
-        for i in range(len(order) - 1, ctx.first - 1, -1):
+        # A fused loss gradient (``dL/dlogits``) enters below the output activation.
+        top = len(order) - (2 if getattr(ctx, "grad_at_logits", False) else 1)
+        for i in range(top, ctx.first - 1, -1):
             layer_ctx = tape[i]
             layer_ctx.grad_out_writable = writable
             grad_in = order[i].backward(layer_ctx, grad_out)

@@ -5,7 +5,13 @@ Columns: the layer's name, its type, its output shape (batch axis ``None``;
 the layers it is connected to. Below: total, trainable and non-trainable
 counts (buffers such as BatchNorm's running statistics are non-trainable);
 they equal ``model.count_params()``, ``count_params(True)`` and
-``count_params(False)``.
+``count_params(False)``, so a parameter shared by several layers (tied
+weights) or a layer used at several places of a graph is counted once there,
+although each row shows the count of its own layer.
+
+With ``expand_nested=True`` a nested model (a ``Sequential`` inside a
+functional ``Model``, a ``Model`` inside a ``Sequential``, ...) is followed by
+its own layers, bracketed by ``|`` once per level of nesting.
 """
 
 from __future__ import annotations
@@ -13,49 +19,104 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from framework.base.layer import format_shape
+from framework.base.layer import Layer, format_shape
 
 if TYPE_CHECKING:
+    from framework.models.graph import SymbolicTensor
     from framework.models.model import Model
 
-__all__ = ["summary_rows", "summary_text"]
+__all__ = ["NEST_MARK", "SummaryRow", "summary_rows", "summary_text"]
+
+SummaryRow = tuple[str, str, str, int, str]
+"""``(name, type, output shape, parameters, connected to)``: one row of the table."""
+
+NEST_MARK = "| "
+"""Prefix of a row's name for each level of nesting under ``expand_nested=True``."""
 
 
 def _last_shape(layer: Any) -> Any:
+    """The output shape a layer recorded at its last call, batch axis ``None`` (or ``None``)."""
     shape = getattr(layer, "_out_shape", None)
     if isinstance(shape, tuple):
         return (None, *shape[1:])
     return None
 
 
-def summary_rows(model: Model) -> list[tuple[str, str, str, int, str]]:
-    """``(name, type, output shape, parameters, connected to)`` for each layer."""
-    from framework.models.model import Sequential
+def _source(tensor: SymbolicTensor, names: dict[int, str]) -> str:
+    """How the "Connected to" column names the producer of ``tensor``: ``name`` or ``name[i]``."""
+    node = tensor.node
+    if node is None:  # pragma: no cover - every tensor of a traced graph has its producing node
+        return "?"
+    return names[id(node.layer)] + (f"[{tensor.index}]" if node.list_output else "")
 
-    rows = []
+
+def _layer_rows(model: Model) -> list[tuple[Layer, SummaryRow]]:
+    """Each layer of ``model`` (in execution order, once per call in a graph) with its row."""
+    from framework.models.sequential import Sequential
+
+    rows: list[tuple[Layer, SummaryRow]] = []
     graph = model._graph
     if graph is not None:
         names = {id(layer): name for name, layer in graph.layers.items()}
         for node in graph.nodes:
             shapes = [t.shape for t in node.outputs]
-            shape = format_shape(shapes if node.list_output else shapes[0])
-            connected = ", ".join(
-                f"{names[id(t.node.layer)]}" + (f"[{t.index}]" if t.node.list_output else "")
-                for t in node.inputs
-            )
+            shape_text = format_shape(shapes if node.list_output else shapes[0])
+            connected = ", ".join(_source(t, names) for t in node.inputs)
             layer = node.layer
-            rows.append((names[id(layer)], type(layer).__name__, shape, layer.count_params(), connected))
+            row = (names[id(layer)], type(layer).__name__, shape_text, layer.count_params(), connected)
+            rows.append((layer, row))
         return rows
-    shapes = model.layer_output_shapes() if isinstance(model, Sequential) else []
+    shapes_known = model.layer_output_shapes() if isinstance(model, Sequential) else []
     for i, (name, layer) in enumerate(model.named_children()):
-        shape = shapes[i] if i < len(shapes) and shapes[i] is not None else _last_shape(layer)
-        rows.append((name, type(layer).__name__, format_shape(shape), layer.count_params(), ""))
+        shape = shapes_known[i] if i < len(shapes_known) and shapes_known[i] is not None else None
+        if shape is None:
+            shape = _last_shape(layer)
+        rows.append((layer, (name, type(layer).__name__, format_shape(shape), layer.count_params(), "")))
     return rows
 
 
-def summary_text(model: Model, line_length: int | None = None) -> str:
-    """The summary table as one string."""
-    rows = summary_rows(model)
+def summary_rows(model: Model, expand_nested: bool = False) -> list[SummaryRow]:
+    """The rows of ``model``'s summary, one per layer (per call of a layer in a graph).
+
+    Args:
+        model: the model.
+        expand_nested: also list, after the row of each nested model, the
+            rows of its own layers (recursively), their names prefixed by
+            :data:`NEST_MARK` once per level (default ``False``).
+
+    Returns:
+        ``(name, type, output shape, parameters, connected to)`` tuples.
+    """
+    from framework.models.model import Model
+
+    out: list[SummaryRow] = []
+
+    def walk(current: Model, depth: int, active: tuple[int, ...]) -> None:
+        for layer, (name, kind, shape, count, connected) in _layer_rows(current):
+            out.append((NEST_MARK * depth + name, kind, shape, count, connected))
+            if expand_nested and isinstance(layer, Model) and id(layer) not in active:
+                walk(layer, depth + 1, (*active, id(layer)))
+
+    walk(model, 0, (id(model),))
+    return out
+
+
+def summary_text(model: Model, line_length: int | None = None, expand_nested: bool = False) -> str:
+    """The summary table as one string.
+
+    Args:
+        model: the model.
+        line_length: the width to fit the table into (default ``None``: the
+            terminal's width, at least 60); only the "Connected to" column is
+            shortened.
+        expand_nested: list the layers of nested models under their row (see
+            :func:`summary_rows`; default ``False``).
+
+    Returns:
+        The title, the table and the total / trainable / non-trainable
+        counts, which equal ``model.count_params()`` (each parameter once).
+    """
+    rows = summary_rows(model, expand_nested=expand_nested)
     functional = model._graph is not None
     headers = ("Layer", "Type", "Output shape", "Param #") + (("Connected to",) if functional else ())
     cells = [(r[0], r[1], r[2], f"{r[3]:,}") + ((r[4],) if functional else ()) for r in rows]

@@ -12,17 +12,63 @@ layer alike. Each has a ``get(identifier, **kwargs)``:
 - a ``{"class_name": ..., "config": {...}}`` dict -> the class rebuilt from its
   config (what :func:`serialize` writes);
 - a class -> an instance built with ``kwargs``;
+- for metrics, a plain function ``fn(y_true, y_pred)`` (a callable without
+  ``result``) -> a :class:`~framework.base.metric.FunctionMetric` named by
+  ``fn.__name__``; for losses, a plain function -> ConfigError (a loss needs a
+  ``backward``);
 - anything else (an instance) -> returned unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 from framework.errors import ConfigError
 from framework.registry.manager import _SINGULAR, REGISTRY
 
-__all__ = ["Namespace", "module_functions", "resolve", "serialize"]
+__all__ = ["Namespace", "custom_object_scope", "module_functions", "resolve", "serialize"]
+
+_CUSTOM: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "framework_custom_objects", default=None
+)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+@contextlib.contextmanager
+def custom_object_scope(objects: dict[str, Any] | None) -> Iterator[None]:
+    """Make ``objects`` (name -> class or function) resolvable by name inside the block.
+
+    What ``load_model(path, custom_objects=...)`` uses for classes that are not
+    published as plugins (Keras's ``custom_objects``). A name given here wins
+    over a registered one; the scope is per thread and per task.
+    """
+    if objects is None:
+        yield
+        return
+    if not isinstance(objects, dict) or not all(isinstance(k, str) for k in objects):
+        raise ConfigError(
+            f"custom_objects must be a dict of name -> class or function, got {type(objects).__name__}"
+        )
+    token = _CUSTOM.set({**(_CUSTOM.get() or {}), **{_key(k): v for k, v in objects.items()}})
+    try:
+        yield
+    finally:
+        _CUSTOM.reset(token)
+
+
+def _lookup(kind: str, name: str) -> Any:
+    custom = _CUSTOM.get()
+    if custom:
+        found = custom.get(_key(name))
+        if found is not None:
+            return found
+    return REGISTRY.get(kind, name)
 
 
 def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
@@ -30,7 +76,7 @@ def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
     if identifier is None:
         return None
     if isinstance(identifier, str):
-        return _instantiate(kind, REGISTRY.get(kind, identifier), kwargs, identifier)
+        return _instantiate(kind, _lookup(kind, identifier), kwargs, identifier)
     if isinstance(identifier, dict):
         if "class_name" not in identifier:
             raise ConfigError(
@@ -40,18 +86,41 @@ def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
         config = dict(identifier.get("config") or {})
         if not isinstance(config, dict):
             raise ConfigError(f"{_SINGULAR[kind]} config must be a dict, got {config!r}")
-        cls = REGISTRY.get(kind, identifier["class_name"])
+        cls = _lookup(kind, identifier["class_name"])
         if hasattr(cls, "from_config"):
             return cls.from_config({**config, **kwargs})
         return _instantiate(kind, cls, {**config, **kwargs}, identifier["class_name"])
     if isinstance(identifier, type):
         return _instantiate(kind, identifier, kwargs, identifier.__name__)
+    if kind in ("metrics", "losses") and callable(identifier):
+        plain = _plain_function(kind, identifier, kwargs)
+        if plain is not None:
+            return plain
     if kwargs:
         raise ConfigError(
             f"{_SINGULAR[kind]} {identifier!r} is already an instance; "
             f"arguments {sorted(kwargs)} cannot be applied to it"
         )
     return identifier
+
+
+def _plain_function(kind: str, fn: Any, kwargs: dict[str, Any]) -> Any:
+    """A plain function given as a metric (wrapped) or as a loss (refused); ``None`` for an object."""
+    if kind == "metrics":
+        if hasattr(fn, "result"):
+            return None
+        from framework.base.metric import FunctionMetric
+
+        return _instantiate(kind, FunctionMetric, {"fn": fn, **kwargs}, getattr(fn, "__name__", repr(fn)))
+    if hasattr(fn, "backward"):
+        return None
+    label = getattr(fn, "__name__", type(fn).__name__)
+    raise ConfigError(
+        f"loss {label!r} is a plain function, but a loss needs a backward: the framework has no autograd, "
+        "so a loss is an object with forward(y_pred, y_true) -> float and backward() -> dL/dy_pred. "
+        "Subclass framework.base.loss.Loss (also importable as framework.losses.Loss) and implement "
+        "both, or use a registered loss name such as 'mse' or 'binary_crossentropy'"
+    )
 
 
 def _instantiate(kind: str, obj: Any, kwargs: dict[str, Any], label: str) -> Any:
@@ -73,7 +142,7 @@ def serialize(kind: str, obj: Any) -> Any:
     """
     if obj is None:
         return None
-    name = REGISTRY.name_of(kind, obj) or type(obj).__name__
+    name = REGISTRY.name_of(kind, obj) or getattr(obj, "serialized_name", None) or type(obj).__name__
     config = obj.get_config() if hasattr(obj, "get_config") else {}
     config = {k: v for k, v in config.items() if k != "name"}
     if not config:

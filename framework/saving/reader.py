@@ -21,6 +21,7 @@ import numpy as np
 from framework._version import __version__
 from framework.base.initializer import skip_initialization
 from framework.errors import CheckpointError, UnknownNameError
+from framework.registry.namespace import custom_object_scope
 from framework.saving.hdf5 import (
     attr_int,
     attr_json,
@@ -39,7 +40,7 @@ from framework.saving.validation import (
     check_epoch,
     check_values,
 )
-from framework.saving.writer import FORMAT_NAME, FORMAT_VERSION, dataset_path, param_names
+from framework.saving.writer import FORMAT_NAME, FORMAT_VERSION, dataset_path, owned_state, param_names
 
 if TYPE_CHECKING:
     import h5py
@@ -157,10 +158,17 @@ def _datasets_below(group: h5py.Group, where: str) -> dict[str, h5py.Dataset]:
     return found
 
 
-def _plan_layer(group: h5py.Group, layer: Any, where: str, plan: _Plan) -> list[tuple[str, Any, Any, bool]]:
-    """``[(key, holder, dataset, is_parameter)]`` for one layer, every dataset checked."""
-    holders: dict[str, tuple[Any, bool]] = {k: (p, True) for k, p in layer.named_parameters()}
-    holders.update({k: (b, False) for k, b in layer.named_buffers()})
+def _plan_layer(
+    group: h5py.Group, owned: tuple[list[Any], list[Any]], where: str, plan: _Plan
+) -> list[tuple[str, Any, Any, bool]]:
+    """``[(key, holder, dataset, is_parameter)]`` for one layer, every dataset checked.
+
+    ``owned`` is the layer's parameters and buffers not already held by an
+    earlier layer (see ``writer.owned_state``).
+    """
+    params, buffers = owned
+    holders: dict[str, tuple[Any, bool]] = {k: (p, True) for k, p in params}
+    holders.update({k: (b, False) for k, b in buffers})
     datasets = _datasets_below(group, where)
     expected = {dataset_path(key): key for key in holders}
     unexpected = sorted(set(datasets) - set(expected))
@@ -268,6 +276,7 @@ def load_model(
     path: str | os.PathLike[str],
     compile: bool = True,
     *,
+    custom_objects: dict[str, Any] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     strict: bool = False,
 ) -> Model:
@@ -284,6 +293,10 @@ def load_model(
     Args:
         path: the checkpoint.
         compile: also restore the compile config and optimizer state.
+        custom_objects: ``{name: class or function}`` for layers, losses,
+            metrics and the like that are not published as plugins (Keras's
+            argument); a name here wins over a registered one. Nothing is
+            imported from the file: only what you pass can be built.
         max_bytes: refuse a file whose arrays declare more than this many
             bytes in total (checked before any is read); 8 GiB by default.
         strict: refuse NaN or infinite weights and optimizer slots instead of
@@ -297,6 +310,11 @@ def load_model(
             weights, values out of range, or a class no installed plugin
             registers (naming the distribution that provided it).
     """
+    with custom_object_scope(custom_objects):
+        return _load_model(path, compile, max_bytes, strict)
+
+
+def _load_model(path: str | os.PathLike[str], compile: bool, max_bytes: int, strict: bool) -> Model:
     name = _fspath(path)
     _Plan.check_limit(max_bytes)
     with open_checkpoint(name) as handle:
@@ -328,15 +346,16 @@ def load_model(
                 f"{name!r}: unexpected weights for layers {extra}, which the model config does not have"
             )
         entries = []
-        for lname, layer in layers.items():
+        owned = {lname: (params, buffers) for lname, params, buffers in owned_state(model)}
+        for lname in layers:
             lgroup = _group(weights, lname, "/weights")
             if lgroup is None:
-                if layer.state_dict():
+                if any(owned[lname]):
                     raise CheckpointError(
                         f"{name!r}: missing weights for layer {lname!r} (no group /weights/{lname})"
                     )
                 continue
-            entries += [(lname, *e) for e in _plan_layer(lgroup, layer, f"/weights/{lname}", plan)]
+            entries += [(lname, *e) for e in _plan_layer(lgroup, owned[lname], f"/weights/{lname}", plan)]
         slots = _plan_slots(handle, model, plan) if compile else {}
         training = _training_state(handle, name)
         # Every dataset is checked and the budget holds: now read.
@@ -430,10 +449,14 @@ def load_weights(
         saved_names = attr_json(weights, "layer_names", "/weights", list)
         present = set(child_names(weights, "/weights"))
         layers = list(model.named_children())
+        owned_by = {
+            id(layer): (params, buffers)
+            for (_, layer), (_, params, buffers) in zip(layers, owned_state(model))
+        }
         if by_name:
             pairs = [(n, layer, n) for n, layer in layers if n in present]
         else:
-            with_state = [(n, layer) for n, layer in layers if layer.state_dict()]
+            with_state = [(n, layer) for n, layer in layers if any(owned_by[id(layer)])]
             saved = [
                 n
                 for n in saved_names
@@ -451,7 +474,9 @@ def load_weights(
         for lname, layer, saved_name in pairs:
             try:
                 lgroup = _group(weights, saved_name, "/weights")
-                planned.append((saved_name, _plan_layer(lgroup, layer, f"/weights/{saved_name}", plan)))
+                planned.append(
+                    (saved_name, _plan_layer(lgroup, owned_by[id(layer)], f"/weights/{saved_name}", plan))
+                )
             except CheckpointError:
                 if not (by_name and skip_mismatch):
                     raise

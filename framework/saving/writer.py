@@ -55,6 +55,26 @@ def _layer_states(model: Model) -> list[tuple[str, Any]]:
     return list(model.named_children())
 
 
+def owned_state(model: Model) -> list[tuple[str, list[tuple[str, Any]], list[tuple[str, Any]]]]:
+    """``[(layer name, [(key, Parameter)], [(key, Buffer)])]``, each array under its first holder.
+
+    A parameter shared by two layers (tied weights) is stored once, in the
+    group of the first layer that holds it; the model config records the tie.
+    """
+    from framework.base.parameter import Buffer, Parameter
+
+    seen_params: set[int] = set()
+    seen_buffers: set[int] = set()
+    return [
+        (
+            name,
+            list(layer._named_state(Parameter, "", seen_params)),
+            list(layer._named_state(Buffer, "", seen_buffers)),
+        )
+        for name, layer in _layer_states(model)
+    ]
+
+
 def _plugin_record(model: Model) -> dict[str, dict[str, Any]]:
     record: dict[str, dict[str, Any]] = {}
 
@@ -100,13 +120,13 @@ def _write_weights(handle: h5py.File, model: Model, compression: str | None) -> 
     """One group per layer; each parameter dataset carries ``trainable`` (0 or 1)."""
     weights = handle.create_group("weights")
     names = []
-    for layer_name, layer in _layer_states(model):
+    for layer_name, params, buffers in owned_state(model):
         names.append(layer_name)
         group = weights.create_group(layer_name)
-        for key, param in layer.named_parameters():
+        for key, param in params:
             dataset = _write_array(group, key, param.data, compression)
             dataset.attrs["trainable"] = np.int8(1 if param.trainable else 0)
-        for key, buffer in layer.named_buffers():
+        for key, buffer in buffers:
             _write_array(group, key, buffer.data, compression)
     weights.attrs["layer_names"] = _json(names)
 

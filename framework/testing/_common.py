@@ -6,7 +6,7 @@ import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from framework.base.layer import Layer
 from framework.registry.manager import REGISTRY
@@ -95,7 +95,23 @@ def fresh_layer(layer: Layer, dtype: Any, prepare: Callable[[Layer], Any] | None
     return fresh
 
 
+def forward_by_hand(layer: Layer, x: Any) -> Any:
+    """``layer.forward(x)``: the by-hand form, without a context.
+
+    ``Layer.forward`` is declared in its context form ``forward(ctx, x)``; the
+    base class also serves the one-argument form (it makes the context and
+    keeps it for the next :func:`backward_by_hand`), which the static type
+    does not show, hence the cast.
+    """
+    return cast("Callable[[Any], Any]", layer.forward)(x)
+
+
+def backward_by_hand(layer: Layer, grad_out: Any) -> Any:
+    """``layer.backward(grad_out)``: the by-hand form, after :func:`forward_by_hand`."""
+    return cast("Callable[[Any], Any]", layer.backward)(grad_out)
+
+
 def forward(layer: Layer, x: Any, dtype: Any) -> Any:
     """``layer.forward(x)`` under default dtype ``dtype``; the output exactly as the layer returns it."""
     with default_dtype(dtype):
-        return layer.forward(x)
+        return forward_by_hand(layer, x)

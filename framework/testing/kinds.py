@@ -164,7 +164,7 @@ def check_initializer(
 
     run_check(report, "dtype", skip, dtype_check)
 
-    def reproducible() -> str:
+    def reproducible() -> str | None:
         s = shapes[0]
         if not np.array_equal(draw(s, 7), draw(s, 7)):
             raise CheckFailed("two calls with generators of one seed gave different values")
@@ -262,7 +262,7 @@ def check_loss(
             raise CheckFailed(
                 f"backward() disagrees with finite differences: relative error {err:.3e} "
                 f"(tolerance {tolerance:g}); ratio of norms analytic/numeric "
-                f"{np.linalg.norm(analytic) / max(np.linalg.norm(numeric), 1e-300):.4g}"
+                f"{float(np.linalg.norm(analytic)) / max(float(np.linalg.norm(numeric)), 1e-300):.4g}"
             )
 
     run_check(report, "gradients", skip, gradients)

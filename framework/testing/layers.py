@@ -25,7 +25,15 @@ import numpy as np
 from framework.base.layer import Layer
 from framework.testing import _structure as st
 from framework.testing._checkpoint import checkpoint_round_trip
-from framework.testing._common import check_config, check_registered, default_dtype, forward, fresh_layer
+from framework.testing._common import (
+    backward_by_hand,
+    check_config,
+    check_registered,
+    default_dtype,
+    forward,
+    forward_by_hand,
+    fresh_layer,
+)
 from framework.testing.gradients import check_gradients
 from framework.testing.report import CheckFailed, ConformanceReport, run_check
 
@@ -126,7 +134,7 @@ def check_layer(
     def gradients() -> str:
         layer64 = fresh_layer(layer, "float64", prepare)
         first = forward(layer64, x0, "float64")
-        stochastic = not st.equal(first, layer64.forward(x0))
+        stochastic = not st.equal(first, forward_by_hand(layer64, x0))
         modes = ["eval"] if stochastic else ["train", "eval"]
         problems = []
         for mode in modes:
@@ -162,7 +170,7 @@ def check_layer(
             if prepare is not None:
                 prepare(lay)
             if not lay.built:
-                lay.forward(x0)
+                forward_by_hand(lay, x0)
         return lay
 
     def config() -> None:
@@ -175,7 +183,7 @@ def check_layer(
             clone.load_state_dict({k: np.array(v, copy=True) for k, v in original.state_dict().items()})
             original.eval()
             clone.eval()
-            a, b = original.forward(x0), clone.forward(x0)
+            a, b = forward_by_hand(original, x0), forward_by_hand(clone, x0)
         if not st.allclose(a, b):
             raise CheckFailed(
                 "a layer rebuilt with from_config(get_config()) and given the same weights computes "
@@ -201,7 +209,7 @@ def check_layer(
         wrong = [c.describe() for c in everything if c.training]
         if wrong:
             raise CheckFailed(f"eval() left training=True on {wrong}")
-        a, b = lay.forward(xin), lay.forward(xin)
+        a, b = forward_by_hand(lay, xin), forward_by_hand(lay, xin)
         if not st.equal(a, b):
             raise CheckFailed(f"two eval-mode forwards differ (max |diff| {st.max_diff(a, b):.3e})")
         lay.train()
@@ -226,7 +234,7 @@ def check_layer(
                 if p.data.dtype != dtype:
                     problems.append(f"parameter {name} is {p.data.dtype}")
             lay.zero_grad()
-            g = lay.backward(st.map_leaves(np.ones_like, out))
+            g = backward_by_hand(lay, st.map_leaves(np.ones_like, out))
             if not integer_input:
                 for gi in g if isinstance(g, list) else [g]:
                     if getattr(gi, "dtype", None) != dtype:
@@ -244,7 +252,7 @@ def check_layer(
         out = forward(lay, x0, "float64")
         lay.zero_grad()
         noise = np.random.default_rng(1)
-        g = lay.backward(st.map_leaves(lambda o: noise.standard_normal(np.shape(o)), out))
+        g = backward_by_hand(lay, st.map_leaves(lambda o: noise.standard_normal(np.shape(o)), out))
         problems = []
         if not integer_input and st.shape_leaves(st.shapes_of(g)) != st.shape_leaves(st.shapes_of(x0)):
             problems.append(

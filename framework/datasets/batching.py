@@ -1,0 +1,81 @@
+"""Feeding arrays to a model in mini-batches: :func:`batches`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from framework.datasets._common import Arrays, Seed, _as_list, _common_length, _generator, _positive_int
+
+__all__ = ["batches"]
+
+
+def batches(
+    x: Arrays,
+    y: Arrays | None = None,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: Seed = None,
+    drop_last: bool = False,
+) -> Iterator[Any]:
+    """Iterate over mini-batches of ``x`` (and ``y``), one pass over the data.
+
+    Every sample appears exactly once per pass (except the last
+    ``n % batch_size`` samples when ``drop_last``). With ``shuffle`` the order
+    is a permutation drawn from ``seed``, so the same seed gives the same
+    batches.
+
+    Args:
+        x: an array of shape ``(N, ...)``, or a list/tuple of such arrays for a
+            model of several inputs.
+        y: targets, same form as ``x`` (default ``None``: yield ``x`` batches
+            only).
+        batch_size: samples per batch (default 32); the last batch may be
+            smaller.
+        shuffle: visit the samples in random order (default ``False``).
+        seed: int, Generator or ``None`` (the framework's global generator).
+        drop_last: skip a final incomplete batch (default ``False``).
+
+    Yields:
+        ``(x_batch, y_batch)``, or ``x_batch`` when ``y`` is ``None``; each of
+        shape ``(B, ...)`` with ``B <= batch_size``, and a list where the input
+        was a list. Unshuffled batches are views, shuffled ones copies.
+
+    Raises:
+        DataError: if the arrays differ in length.
+        ConfigError: for a bad ``batch_size``.
+    """
+    batch_size = _positive_int("batches: batch_size", batch_size)
+    xs, x_is_list = _as_list(x, "batches: x")
+    ys, y_is_list = _as_list(y, "batches: y") if y is not None else ([], False)
+    named = [(f"x[{i}]" if x_is_list else "x", a) for i, a in enumerate(xs)]
+    named += [(f"y[{i}]" if y_is_list else "y", a) for i, a in enumerate(ys)]
+    n = _common_length(named, "batches")
+    order = _generator(seed).permutation(n) if shuffle else None
+    return _batch_iterator(
+        xs, x_is_list, ys if y is not None else None, y_is_list, n, batch_size, order, drop_last
+    )
+
+
+def _batch_iterator(
+    xs: list[np.ndarray],
+    x_is_list: bool,
+    ys: list[np.ndarray] | None,
+    y_is_list: bool,
+    n: int,
+    batch_size: int,
+    order: np.ndarray | None,
+    drop_last: bool,
+) -> Iterator[Any]:
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        index: Any = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+        xb = [a[index] for a in xs]
+        xb_out = xb if x_is_list else xb[0]
+        if ys is None:
+            yield xb_out
+        else:
+            yb = [a[index] for a in ys]
+            yield xb_out, (yb if y_is_list else yb[0])

@@ -1,0 +1,118 @@
+"""Array transforms applied before training: :func:`one_hot` and :func:`standardize`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.datasets._common import _positive_int
+from framework.errors import ConfigError, DataError
+
+__all__ = ["one_hot", "standardize"]
+
+
+def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32) -> np.ndarray:
+    """One-hot encode integer class labels: ``out[..., k] = (labels == k)``.
+
+    Args:
+        labels: integer labels of any shape ``S`` (floats are accepted when
+            they hold whole numbers).
+        num_classes: number of classes ``C`` (default ``None``:
+            ``labels.max() + 1``).
+        dtype: dtype of the result (default float32).
+
+    Returns:
+        An array of shape ``S + (C,)``.
+
+    Raises:
+        DataError: for non-integer, negative or ``>= num_classes`` labels
+            (naming the first offending value and its position).
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_ or not (
+        np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
+    ):
+        raise DataError(f"one_hot: labels must be integers, got dtype {labels.dtype}")
+    if np.issubdtype(labels.dtype, np.floating):
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(
+                f"one_hot: labels must be whole numbers, got {labels[where].item()!r} at index {where}"
+            )
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+        num_classes = max(num_classes, 0)
+    else:
+        num_classes = _positive_int("one_hot: num_classes", num_classes)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"one_hot: labels must be in 0..{num_classes - 1} (num_classes={num_classes}), "
+            f"got {labels[where].item()!r} at index {where}"
+        )
+    return np.eye(num_classes, dtype=dtype)[labels.astype(np.int64)]
+
+
+def standardize(
+    x: Any,
+    mean: Any = None,
+    std: Any = None,
+    axis: int | tuple[int, ...] | None = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shift and scale to zero mean and unit variance: ``(x - mean) / std``.
+
+    Compute the statistics on the training set and pass them back for the test
+    set: ``x_tr, m, s = standardize(x_train)``; ``x_te, _, _ =
+    standardize(x_test, m, s)``. A feature that is constant in ``x`` gets
+    ``std = 1`` (it is only centred).
+
+    Args:
+        x: array of shape ``(N, ...)``.
+        mean: statistics to apply (default ``None``: computed from ``x``);
+            give both ``mean`` and ``std`` or neither.
+        std: see ``mean``; every entry must be positive.
+        axis: axes the statistics are taken over (default 0, per feature; use
+            ``(0, 2, 3)`` for per-channel statistics of NCHW images, ``None``
+            for one scalar).
+
+    Returns:
+        ``(x_std, mean, std)``: ``x_std`` of ``x``'s shape and float dtype
+        (float32 for integer input); ``mean`` and ``std`` keep the reduced
+        axes as size 1, so they broadcast against ``x``.
+
+    Raises:
+        ConfigError: if only one of ``mean`` / ``std`` is given, or ``std``
+            has a non-positive entry.
+        DataError: if ``mean`` / ``std`` do not broadcast against ``x``.
+    """
+    x = np.asarray(x)
+    out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
+    if (mean is None) != (std is None):
+        raise ConfigError("standardize: give both mean and std (the training statistics) or neither")
+    if mean is None:
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=axis, keepdims=True)
+        std = x64.std(axis=axis, keepdims=True)
+        std = np.where(std > 0, std, 1.0)
+        mean, std = mean.astype(out_dtype), std.astype(out_dtype)
+    else:
+        mean, std = np.asarray(mean, dtype=out_dtype), np.asarray(std, dtype=out_dtype)
+        if not np.all(std > 0):
+            raise ConfigError(f"standardize: std must be positive everywhere, got min {float(std.min())!r}")
+        for name, stat in (("mean", mean), ("std", std)):
+            try:
+                shape = np.broadcast_shapes(x.shape, stat.shape)
+            except ValueError as exc:
+                raise DataError(
+                    f"standardize: {name} of shape {stat.shape} does not broadcast against "
+                    f"x of shape {x.shape}"
+                ) from exc
+            if shape != x.shape:
+                raise DataError(
+                    f"standardize: {name} of shape {stat.shape} would change x's shape {x.shape} to {shape}"
+                )
+    x_std = (x.astype(out_dtype) - mean) / std
+    return x_std.astype(out_dtype, copy=False), mean, std

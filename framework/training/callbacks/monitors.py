@@ -1,0 +1,307 @@
+"""Callbacks that watch a logged quantity or steer the learning rate: :class:`EarlyStopping`,
+:class:`ModelCheckpoint`, :class:`ReduceLROnPlateau`, :class:`LearningRateScheduler`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from framework.errors import ConfigError
+from framework.training.callbacks.base import Callback, Logs
+
+__all__ = ["EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "ReduceLROnPlateau"]
+
+
+def _resolve_mode(monitor: str, mode: str, owner: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    return "max" if any(k in name for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
+
+
+class _Monitor(Callback):
+    """Shared logic of callbacks that watch one logged quantity."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(
+                f"{type(self).__name__}: monitor must be a log key such as 'val_loss', got {monitor!r}"
+            )
+        if min_delta < 0:
+            raise ConfigError(f"{type(self).__name__}: min_delta must be >= 0, got {min_delta}")
+        self.monitor = monitor
+        self.mode = _resolve_mode(monitor, mode, type(self).__name__)
+        self.min_delta = float(min_delta)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _current(self, logs: Logs | None) -> float | None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            warnings.warn(
+                f"{type(self).__name__}: the monitored quantity {self.monitor!r} is not in the logs; "
+                f"available: {sorted(logs or {})}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        return float(value)
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitor):
+    """Stops training when ``monitor`` has not improved for ``patience`` epochs.
+
+    Args:
+        monitor: the log key to watch (default ``"val_loss"``).
+        min_delta: the smallest change that counts as an improvement.
+        patience: epochs without improvement before stopping.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like keys).
+        restore_best_weights: at the end of training, load the parameters and
+            buffers of the best epoch back into the model.
+        baseline: training stops if the quantity does not beat it within
+            ``patience`` epochs.
+        start_from_epoch: epochs to wait before monitoring.
+        verbose: print a line when stopping.
+
+    Attributes:
+        stopped_epoch: the epoch training stopped at (0 if it did not).
+        best_epoch: the epoch of the best value.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+        baseline: float | None = None,
+        start_from_epoch: int = 0,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(monitor, mode, min_delta)
+        if not isinstance(patience, int) or patience < 0:
+            raise ConfigError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
+        self.patience = patience
+        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = baseline
+        self.start_from_epoch = start_from_epoch
+        self.verbose = verbose
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_epoch = 0
+        self.best_weights: dict[str, np.ndarray] | None = None
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_epoch = 0
+        self.best_weights = None
+        self.best = math.inf if self.mode == "min" else -math.inf
+        if self.baseline is not None:
+            self.best = float(self.baseline)
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        if epoch < self.start_from_epoch:
+            return
+        value = self._current(logs)
+        if value is None:
+            return
+        self.wait += 1
+        if self._improved(value):
+            self.best = value
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.stopped_epoch and self.verbose:
+            print(
+                f"Epoch {self.stopped_epoch + 1}: early stopping "
+                f"(best {self.monitor} at epoch {self.best_epoch + 1})"
+            )
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+            if self.verbose:
+                print(f"Restored the weights of epoch {self.best_epoch + 1}")
+
+
+class ModelCheckpoint(_Monitor):
+    """Saves the model (or its weights) after each epoch, or only when ``monitor`` improves.
+
+    Args:
+        filepath: the file to write; may contain ``{epoch}`` and log keys as
+            format fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.h5"``
+            (``epoch`` counts from 1).
+        monitor: the log key deciding "best".
+        save_best_only: write only when the monitored value improves.
+        save_weights_only: call ``model.save_weights`` instead of ``model.save``.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+        verbose: print a line at each save.
+    """
+
+    def __init__(
+        self,
+        filepath: Any,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(monitor, mode, 0.0)
+        self.filepath = str(filepath)
+        self.save_best_only = bool(save_best_only)
+        self.save_weights_only = bool(save_weights_only)
+        self.verbose = verbose
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        logs = logs or {}
+        if self.save_best_only:
+            value = self._current(logs)
+            if value is None or not self._improved(value):
+                return
+            self.best = value
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"ModelCheckpoint: cannot format filepath {self.filepath!r} with epoch and logs "
+                f"{sorted(logs)}: {exc}"
+            ) from exc
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+        self.saved.append(path)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: saved {'weights' if self.save_weights_only else 'model'} to {path}")
+
+
+def _set_lr(optimizer: Any, value: float, owner: str) -> None:
+    if callable(optimizer.learning_rate):
+        raise ConfigError(
+            f"{owner}: the optimizer's learning rate is a schedule ({optimizer.learning_rate!r}); "
+            "a callback cannot also change it"
+        )
+    optimizer.learning_rate = float(value)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiplies the learning rate by ``factor`` when ``monitor`` stops improving.
+
+    Args:
+        monitor: the log key to watch.
+        factor: the multiplier, in ``(0, 1)``.
+        patience: epochs without improvement before reducing.
+        mode: ``"min"``, ``"max"`` or ``"auto"``.
+        min_delta: the smallest change that counts as an improvement.
+        cooldown: epochs to wait after a reduction before watching again.
+        min_lr: the learning rate never goes below it.
+        verbose: print a line at each reduction.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(monitor, mode, min_delta)
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+        self.verbose = verbose
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.wait = 0
+        self.cooldown_counter = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        optimizer = self.model.optimizer
+        if logs is not None:
+            logs["lr"] = optimizer.lr
+        value = self._current(logs)
+        if value is None:
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best = value
+            self.wait = 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            old = optimizer.lr
+            new = max(old * self.factor, self.min_lr)
+            if new < old:
+                _set_lr(optimizer, new, "ReduceLROnPlateau")
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reduced the learning rate to {new:.3g}")
+            self.cooldown_counter = self.cooldown
+            self.wait = 0
+
+
+class LearningRateScheduler(Callback):
+    """Sets the learning rate at each epoch's start to ``schedule(epoch, lr)``.
+
+    Args:
+        schedule: a function ``(epoch, current_lr) -> new_lr`` (epoch 0-based).
+        verbose: print the new rate each epoch.
+    """
+
+    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
+        super().__init__()
+        if not callable(schedule):
+            raise ConfigError(f"LearningRateScheduler: schedule must be callable, got {schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        optimizer = self.model.optimizer
+        new = self.schedule(epoch, optimizer.lr)
+        if not isinstance(new, (int, float, np.floating)) or not math.isfinite(new) or new < 0:
+            raise ConfigError(
+                f"LearningRateScheduler: schedule returned {new!r}; expected a finite float >= 0"
+            )
+        _set_lr(optimizer, float(new), "LearningRateScheduler")
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: learning rate {float(new):.3g}")
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = self.model.optimizer.lr

@@ -1,0 +1,390 @@
+"""The data the loops read: arrays, dicts, h5py datasets and batch iterables, checked once.
+
+Data a loop accepts (``x`` and ``y`` alike):
+
+- a NumPy array (one input / output) or a list of arrays (several);
+- a dict keyed by ``Input`` name (``x``) or output layer name (``y``), for a
+  model built from named ``Input``\\ s (a dict with an unknown or a missing
+  key is refused, naming the expected keys);
+- an h5py dataset (or any object with ``shape``, ``len`` and NumPy-style
+  indexing): read batch by batch with sorted index arrays, never whole;
+- for ``x`` alone (``y=None``): an iterable of ``(x, y)`` or
+  ``(x, y, sample_weight)`` batches -- a list, a re-iterable object or a
+  generator (a generator is read once unless ``steps_per_epoch`` takes a
+  fixed number of batches from it each epoch).
+
+``sample_weight`` is an array of one weight per sample, or, for a model of
+several outputs, a list (one per output) or a dict keyed by output name
+(outputs left out are unweighted).
+
+Inputs of dtype object, string or complex are refused. With
+``check_finite`` (the default) a NaN or an infinity in ``x``, ``y`` or the
+weights is refused with the array's name and the first bad index: once per
+in-memory array before the first epoch, per batch for datasets and iterables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework.errors import DataError
+from framework.training.checks import check_batch, check_dtype, check_finite_array
+
+if TYPE_CHECKING:
+    from framework.models.model import Model
+
+__all__ = ["ArrayData", "BatchData", "make_data", "model_arity", "resolve_dicts"]
+
+
+def _is_array_like(a: Any) -> bool:
+    return isinstance(a, np.ndarray) or (
+        hasattr(a, "shape")
+        and hasattr(a, "__getitem__")
+        and hasattr(a, "__len__")
+        and not isinstance(a, (list, tuple, dict))
+    )
+
+
+def input_names(model: Model) -> list[str] | None:
+    """The names of the model's ``Input``\\ s, in order (``None`` for a model without named inputs)."""
+    if model._graph is None:
+        return None
+    return [t.node.layer.name for t in model._graph.inputs]
+
+
+def _from_dict(data: dict[Any, Any], names: list[str] | None, label: str, what: str) -> Any:
+    """The values of ``data`` in the order of ``names`` (a single value for one name)."""
+    if names is None:
+        raise DataError(
+            f"{label}: got a dict with keys {sorted(map(str, data))}; this model has no named {what}s "
+            "(a Sequential or a Model subclass): pass an array, or a list of arrays"
+        )
+    unknown = [k for k in data if k not in names]
+    missing = [k for k in names if k not in data]
+    if unknown or missing:
+        raise DataError(
+            f"{label}: the dict's keys must be the model's {what} names {names}; "
+            + (f"unknown: {unknown}" if unknown else "")
+            + ("; " if unknown and missing else "")
+            + (f"missing: {missing}" if missing else "")
+        )
+    values = [data[k] for k in names]
+    return values[0] if len(values) == 1 else values
+
+
+def _as_arrays(data: Any, n_expected: int | None, label: str) -> tuple[list[Any], bool]:
+    """``data`` as a list of array-likes and whether it was given as a list."""
+    if _is_array_like(data):
+        return [data], False
+    if isinstance(data, (list, tuple)):
+        if data and all(_is_array_like(a) for a in data) and (n_expected is None or n_expected > 1):
+            return list(data), True
+        try:
+            array = np.asarray(data)
+        except ValueError as exc:
+            raise DataError(f"{label}: cannot convert a {type(data).__name__} to an array: {exc}") from exc
+        return [array], False
+    if isinstance(data, (int, float)):
+        raise DataError(f"{label}: expected an array, got the scalar {data!r}")
+    raise DataError(
+        f"{label}: expected a NumPy array, a list of arrays, a dict or an h5py dataset, "
+        f"got {type(data).__name__}"
+    )
+
+
+class ArrayData:
+    """Arrays (or h5py datasets) of equal length, served in batches of ``(x, y, sample_weight)``.
+
+    Args:
+        x: an array-like or a list of them (one per model input).
+        y: the same for targets, or ``None`` (prediction).
+        n_inputs, n_outputs: how many the model expects (``None``: unknown).
+        sample_weight: one weight per sample, or a list per output.
+        check_finite: refuse NaN/Inf (in-memory arrays now, datasets per batch).
+
+    Raises:
+        DataError: when lengths differ (naming both), the data is empty, of a
+            non-numeric dtype or (with ``check_finite``) not finite.
+    """
+
+    def __init__(
+        self,
+        x: Any,
+        y: Any = None,
+        n_inputs: int | None = None,
+        n_outputs: int | None = None,
+        sample_weight: Any = None,
+        check_finite: bool = True,
+    ) -> None:
+        self.xs, self.multi_x = _as_arrays(x, n_inputs, "x")
+        if y is None:
+            self.ys, self.multi_y = None, False
+        else:
+            self.ys, self.multi_y = _as_arrays(y, n_outputs, "y")
+        if n_inputs is not None and len(self.xs) != n_inputs:
+            raise DataError(f"x: the model takes {n_inputs} inputs, got {len(self.xs)} arrays")
+        if n_outputs is not None and self.ys is not None and len(self.ys) != n_outputs:
+            raise DataError(f"y: the model has {n_outputs} outputs, got {len(self.ys)} target arrays")
+        lengths = [len(a) for a in self.xs]
+        y_lengths = [len(a) for a in self.ys] if self.ys is not None else []
+        if len(set(lengths)) > 1:
+            raise DataError(f"x: the input arrays have different lengths {lengths}")
+        if len(set(y_lengths)) > 1:
+            raise DataError(f"y: the target arrays have different lengths {y_lengths}")
+        if y_lengths and y_lengths[0] != lengths[0]:
+            raise DataError(
+                f"x and y have different lengths: x has {lengths[0]} samples, y has {y_lengths[0]}"
+            )
+        for a in self.xs + (self.ys or []):
+            if len(getattr(a, "shape", ())) == 0:
+                raise DataError(f"expected arrays with a batch axis, got a 0-d array {a!r}")
+        self.n = lengths[0]
+        if self.n == 0:
+            raise DataError("x is empty (0 samples); there is nothing to train on or predict")
+        self.ws = self._weights(sample_weight, n_outputs if n_outputs is not None else len(self.ys or [0]))
+        self.lazy = any(not isinstance(a, np.ndarray) for a in self.xs + (self.ys or []))
+        self.check_batches = check_finite and self.lazy
+        self._validate(check_finite)
+
+    def _labels(self) -> list[tuple[str, Any]]:
+        named = [(f"x[{i}]" if self.multi_x else "x", a) for i, a in enumerate(self.xs)]
+        named += [(f"y[{i}]" if self.multi_y else "y", a) for i, a in enumerate(self.ys or [])]
+        if self.ws is not None:
+            named += [
+                (f"sample_weight[{i}]" if len(self.ws) > 1 else "sample_weight", w)
+                for i, w in enumerate(self.ws)
+                if w is not None
+            ]
+        return named
+
+    def _validate(self, check_finite: bool) -> None:
+        for label, a in self._labels():
+            check_dtype(a, label)
+            if check_finite and isinstance(a, np.ndarray):
+                check_finite_array(a, label)
+
+    def _weights(self, sample_weight: Any, n_out: int) -> list[Any] | None:
+        """One ``(N,)`` float array (or ``None``) per output; ``None`` when no weights are given."""
+        if sample_weight is None:
+            return None
+        if isinstance(sample_weight, (list, tuple)) and all(
+            isinstance(v, (int, float, np.number)) for v in sample_weight
+        ):
+            sample_weight = np.asarray(sample_weight)
+        if _is_array_like(sample_weight):
+            per_output: list[Any] = [sample_weight] * n_out
+        else:
+            per_output = list(sample_weight)
+            if len(per_output) != n_out:
+                raise DataError(
+                    f"sample_weight: the model has {n_out} outputs, "
+                    f"got a list of {len(per_output)} weight arrays"
+                )
+        out: list[Any] = []
+        for k, w in enumerate(per_output):
+            if w is None:
+                out.append(None)
+                continue
+            w = np.asarray(w)
+            check_dtype(w, "sample_weight")
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w[:, 0]
+            if w.shape != (self.n,):
+                raise DataError(
+                    f"sample_weight{f'[{k}]' if n_out > 1 else ''}: expected one weight per sample, "
+                    f"shape ({self.n},), got {w.shape}"
+                )
+            out.append(w.astype(np.float64, copy=False))
+        return out
+
+    def cast(self, model: Model) -> ArrayData:
+        """Cast in-memory inputs (and float targets) to the model's dtype, once."""
+        if self.lazy:
+            return self
+        x = model.cast_inputs(self.xs if self.multi_x else self.xs[0])
+        self.xs = list(x) if self.multi_x else [x]
+        if self.ys is not None:
+            dtype = model.dtype
+            self.ys = [
+                y.astype(dtype) if np.issubdtype(y.dtype, np.floating) and y.dtype != dtype else y
+                for y in self.ys
+            ]
+        return self
+
+    def split(self, fraction: float) -> tuple[ArrayData, ArrayData]:
+        """The first ``1 - fraction`` and the last ``fraction`` of the samples (Keras' validation_split)."""
+        n_val = math.floor(self.n * fraction)
+        if n_val < 1 or n_val >= self.n:
+            raise DataError(
+                f"validation_split={fraction} of {self.n} samples leaves {n_val} validation and "
+                f"{self.n - n_val} training samples; both must be at least 1"
+            )
+        cut = self.n - n_val
+        first, last = copyless(self), copyless(self)
+        first.xs = [a[:cut] for a in self.xs]
+        last.xs = [a[cut:] for a in self.xs]
+        if self.ys is not None:
+            first.ys = [a[:cut] for a in self.ys]
+            last.ys = [a[cut:] for a in self.ys]
+        if self.ws is not None:
+            first.ws = [None if w is None else w[:cut] for w in self.ws]
+            last.ws = [None if w is None else w[cut:] for w in self.ws]
+        first.n, last.n = cut, n_val
+        return first, last
+
+    def steps(self, batch_size: int) -> int:
+        return -(-self.n // batch_size)
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, rng: Any = None
+    ) -> Iterator[tuple[Any, Any, Any]]:
+        """``(x_batch, y_batch, weight_batch)`` triples (lists where several), in order or shuffled."""
+        n, lazy, ws = self.n, self.lazy, self.ws
+        perm = rng.permutation(n) if shuffle else None
+        dtype = self._dtype
+        for start in range(0, n, batch_size):
+            if perm is None:
+                index: Any = slice(start, start + batch_size)
+            else:
+                index = perm[start : start + batch_size]
+                if lazy:
+                    index.sort()
+            xb = [_take(a, index, lazy) for a in self.xs]
+            if lazy and dtype is not None:
+                xb = [
+                    b if b.dtype == dtype or np.issubdtype(b.dtype, np.integer) else b.astype(dtype)
+                    for b in xb
+                ]
+            yb = None if self.ys is None else [_take(a, index, lazy) for a in self.ys]
+            wb = None if ws is None else [None if w is None else w[index] for w in ws]
+            if self.check_batches:
+                check_batch(xb, yb, wb, f"the samples {start}..{min(n, start + batch_size) - 1}")
+            yield (
+                xb if self.multi_x else xb[0],
+                None if yb is None else (yb if self.multi_y else yb[0]),
+                None if wb is None else (wb if len(wb) > 1 else wb[0]),
+            )
+
+    _dtype: Any = None
+
+
+def _take(a: Any, index: Any, lazy: bool) -> np.ndarray:
+    if not lazy:
+        return a[index]
+    return np.asarray(a[index])
+
+
+def copyless(data: ArrayData) -> ArrayData:
+    new = ArrayData.__new__(ArrayData)
+    new.__dict__.update(data.__dict__)
+    return new
+
+
+class BatchData:
+    """An iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches (list, re-iterable or generator)."""
+
+    def __init__(self, source: Iterable[Any], steps: int | None = None, check_finite: bool = True) -> None:
+        self.source = source
+        self.steps_per_epoch = steps
+        self.one_shot = iter(source) is source
+        self._iterator: Iterator[Any] | None = None
+        self.n = None
+        self.check_finite = check_finite
+
+    def steps(self, batch_size: int) -> int | None:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return len(self.source) if hasattr(self.source, "__len__") else None  # type: ignore[arg-type]
+
+    def batches(
+        self, batch_size: int = 0, shuffle: bool = False, rng: Any = None
+    ) -> Iterator[tuple[Any, Any, Any]]:
+        if self.one_shot:
+            it = self.source if self._iterator is None else self._iterator
+            self._iterator = iter(it)  # type: ignore[arg-type]
+            it = self._iterator
+        else:
+            it = iter(self.source)
+        count = 0
+        for item in it:
+            if not isinstance(item, (tuple, list)) or len(item) not in (1, 2, 3):
+                raise DataError(
+                    "a batch iterable must yield (x, y) or (x, y, sample_weight) tuples, "
+                    f"got {type(item).__name__}"
+                    + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
+                )
+            xb = item[0]
+            yb = item[1] if len(item) >= 2 else None
+            wb = item[2] if len(item) == 3 else None
+            if len(xb if not isinstance(xb, list) else xb[0]) == 0:
+                raise DataError("a batch from the iterable is empty (0 samples)")
+            if self.check_finite:
+                check_batch(xb, yb, wb, f"batch {count} of the iterable")
+            yield xb, yb, wb
+            count += 1
+            if self.steps_per_epoch is not None and count >= self.steps_per_epoch:
+                return
+        if count == 0:
+            raise DataError(
+                "the batch iterable yielded no batches"
+                + (
+                    "; a generator is exhausted after one pass: pass steps_per_epoch (and an endless "
+                    "generator) or a re-iterable such as a list"
+                    if self.one_shot
+                    else ""
+                )
+            )
+
+
+def model_arity(model: Model) -> tuple[int | None, int | None]:
+    """How many inputs and outputs ``model`` takes (``None`` for a hand-built subclass)."""
+    from framework.models.model import Sequential
+
+    if model._graph is not None:
+        return len(model._graph.inputs), len(model._graph.outputs)
+    if isinstance(model, Sequential):
+        return 1, 1
+    return None, None
+
+
+def resolve_dicts(model: Model, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
+    """``x``, ``y`` and ``sample_weight`` with dicts replaced by the arrays in the model's order."""
+    if isinstance(x, dict):
+        x = _from_dict(x, input_names(model), "x", "Input")
+    outputs = model.output_names
+    if isinstance(y, dict):
+        y = _from_dict(y, outputs, "y", "output")
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in outputs]
+        if unknown:
+            raise DataError(f"sample_weight: unknown output names {unknown}; the outputs are {outputs}")
+        values = [sample_weight.get(k) for k in outputs]
+        sample_weight = values if len(values) > 1 else values[0]
+    return x, y, sample_weight
+
+
+def make_data(
+    model: Model,
+    x: Any,
+    y: Any = None,
+    steps: int | None = None,
+    sample_weight: Any = None,
+    check_finite: bool = True,
+) -> ArrayData | BatchData:
+    """Wrap ``x`` (and ``y``, ``sample_weight``) in the right adapter for ``model``."""
+    if x is None:
+        raise DataError("x is None; pass the training data")
+    if y is None and not isinstance(x, dict):
+        if not _is_array_like(x) and not isinstance(x, (list, tuple)) and isinstance(x, Iterable):
+            return BatchData(x, steps, check_finite)
+        if isinstance(x, list) and x and all(isinstance(b, tuple) for b in x):
+            return BatchData(x, steps, check_finite)
+    x, y, sample_weight = resolve_dicts(model, x, y, sample_weight)
+    n_in, n_out = model_arity(model)
+    data = ArrayData(x, y, n_in, n_out, sample_weight, check_finite)
+    data._dtype = model.dtype
+    return data

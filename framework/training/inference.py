@@ -1,0 +1,207 @@
+"""Inference-mode loops and single-batch steps: ``evaluate``, ``predict``,
+``train_on_batch``, ``test_on_batch``, ``predict_on_batch``.
+
+They read the same data as ``fit`` (:mod:`framework.training.data`), run
+the model with an inference context (layers' flags are never changed) and
+fire the callbacks' ``on_test_*`` / ``on_predict_*`` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.errors import DataError
+from framework.training.batching import batch_from_iterable, batching
+from framework.training.callbacks import CallbackList, as_callback_list, resolve_verbose
+from framework.training.data import (
+    ArrayData,
+    BatchData,
+    _is_array_like,
+    make_data,
+    model_arity,
+    resolve_dicts,
+)
+from framework.training.trainer import Trainer, keep_freed_memory
+
+if TYPE_CHECKING:
+    from framework.models.model import Model
+
+__all__ = ["evaluate", "evaluate_data", "predict", "predict_on_batch", "test_on_batch", "train_on_batch"]
+
+
+def evaluate_data(
+    model: Model, trainer: Trainer, data: Any, batch_size: int, cb: CallbackList | None = None
+) -> dict[str, Any]:
+    """Sample-weighted mean loss (and per-output losses) and metrics, in inference mode."""
+    trainer.reset_metrics()
+    total, n = 0.0, 0
+    per_output = [0.0] * len(trainer.losses)
+    is_batches = isinstance(data, BatchData)
+    batch_hooks = cb is not None and cb.has_test_batch_hooks
+    if cb is not None:
+        cb.on_test_begin()
+    for step, (xb, yb, wb) in enumerate(data.batches(batch_size)):
+        if batch_hooks:
+            cb.on_test_batch_begin(step)  # type: ignore[union-attr]
+        if is_batches:
+            xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
+        value, outs, size = trainer.test_step(xb, yb, wb)
+        if outs:
+            per_output = [a + v * size for a, v in zip(per_output, outs)]
+        total += value * size
+        n += size
+        if batch_hooks:
+            cb.on_test_batch_end(step, {"loss": value})  # type: ignore[union-attr]
+    logs: dict[str, Any] = {"loss": total / n}
+    if trainer.multi:
+        for name, v in zip(model.output_names, per_output):
+            logs[f"{name}_loss"] = v / n
+    logs.update(trainer.metric_logs())
+    if cb is not None:
+        cb.on_test_end(logs)
+    return logs
+
+
+def evaluate(
+    model: Model,
+    x: Any = None,
+    y: Any = None,
+    batch_size: int | None = None,
+    verbose: int | str = 0,
+    sample_weight: Any = None,
+    callbacks: Any = None,
+    check_finite: bool = True,
+) -> dict[str, Any]:
+    """The loss (sample-weighted mean) and metrics over ``(x, y)`` in inference mode.
+
+    Args:
+        x, y, sample_weight: as for :func:`fit` (batches may carry weights).
+        batch_size: default 32 (all samples for a full-batch model).
+        verbose: 0 (default) prints nothing; 1, 2 or ``"auto"`` print the results.
+        callbacks: a ``Callback`` or a list; their ``on_test_*`` hooks fire.
+        check_finite: refuse NaN/Inf in the data.
+
+    Returns:
+        ``{"loss": ..., "<metric>": ...}`` as Python floats (plus
+        ``"<output>_loss"`` for several outputs).
+    """
+    model._require_compiled("evaluate")
+    verbose = resolve_verbose(verbose, "evaluate", auto=1)
+    data = make_data(model, x, y, None, sample_weight, check_finite)
+    if isinstance(data, ArrayData):
+        if data.ys is None:
+            raise DataError("evaluate: y is None; pass targets, or an iterable of (x, y) batches as x")
+        data.cast(model)
+    batch_size, _ = batching("evaluate", model, data, batch_size, False)
+    cb = CallbackList(as_callback_list(callbacks), model=model)
+    cb.set_params({"steps": data.steps(batch_size), "verbose": verbose, "batch_size": batch_size})
+    keep_freed_memory()
+    logs = evaluate_data(model, Trainer(model), data, batch_size, cb)
+    if verbose:
+        print(" - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items()))
+    return logs
+
+
+def predict(
+    model: Model, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None
+) -> Any:
+    """The model's outputs for ``x`` in inference mode, computed in batches and concatenated.
+
+    ``x`` is an array, a list of arrays (several inputs), a dict keyed by
+    ``Input`` name, an h5py dataset or an iterable of ``x`` batches (or
+    ``(x, y)`` pairs). Returns an array, or a list of arrays for a model of
+    several outputs. ``callbacks``' ``on_predict_*`` hooks fire (batch ends
+    with ``{"outputs": ...}``). ``batch_size`` defaults to 32 (all samples
+    for a full-batch model).
+    """
+    resolve_verbose(verbose, "predict")
+    if isinstance(x, dict):
+        x = resolve_dicts(model, x, None, None)[0]
+    if not _is_array_like(x) and not isinstance(x, (list, tuple)) and isinstance(x, Iterable):
+        source: Iterable[Any] = (b[0] if isinstance(b, tuple) else b for b in x)
+        batch_size = 0 if batch_size is None else batch_size
+    else:
+        data = ArrayData(x, None, model_arity(model)[0])
+        data._dtype = model.dtype
+        data.cast(model)
+        batch_size, _ = batching("predict", model, data, batch_size, False)
+        source = (xb for xb, _, _ in data.batches(batch_size))
+    cb = CallbackList(as_callback_list(callbacks), model=model)
+    cb.set_params({"verbose": verbose, "batch_size": batch_size})
+    keep_freed_memory()
+    chunks: list[Any] = []
+    cb.on_predict_begin()
+    hooks = cb.has_predict_batch_hooks
+    for step, xb in enumerate(source):
+        if hooks:
+            cb.on_predict_batch_begin(step)
+        if isinstance(xb, dict):
+            xb = resolve_dicts(model, xb, None, None)[0]
+        out = model.forward(Context(False, record=False), model.cast_inputs(xb))
+        chunks.append(out)
+        if hooks:
+            cb.on_predict_batch_end(step, {"outputs": out})
+    cb.on_predict_end()
+    if not chunks:
+        raise DataError("predict: the input yielded no batches")
+    if isinstance(chunks[0], list):
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    return np.concatenate(chunks)
+
+
+def _one_batch(model: Model, owner: str, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
+    data = make_data(model, x, y, None, sample_weight)
+    if not isinstance(data, ArrayData) or data.ys is None:
+        raise DataError(f"{owner}: pass one batch of arrays x and y (got {type(x).__name__} and y={y!r})")
+    data.cast(model)
+    return next(data.batches(data.n))
+
+
+def _results(trainer: Trainer, loss: float, return_dict: bool) -> float | dict[str, Any]:
+    if not return_dict:
+        return loss
+    return {"loss": loss, **trainer.metric_logs()}
+
+
+def train_on_batch(
+    model: Model, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+) -> float | dict[str, Any]:
+    """One optimisation step on one batch (``x``, ``y``, ``sample_weight`` as for :func:`fit`).
+
+    Returns the batch loss, or ``{"loss": ..., "<metric>": ...}`` of this
+    batch with ``return_dict=True``. The layers' modes are not changed.
+    """
+    model._require_compiled("train_on_batch")
+    xb, yb, wb = _one_batch(model, "train_on_batch", x, y, sample_weight)
+    trainer = Trainer(model)
+    trainer.reset_metrics()
+    return _results(trainer, trainer.train_step(xb, yb, wb), return_dict)
+
+
+def test_on_batch(
+    model: Model, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
+) -> float | dict[str, Any]:
+    """The loss (and metrics) on one batch in inference mode, without a step.
+
+    Returns the loss, or ``{"loss": ..., "<metric>": ...}`` with ``return_dict=True``.
+    """
+    model._require_compiled("test_on_batch")
+    xb, yb, wb = _one_batch(model, "test_on_batch", x, y, sample_weight)
+    trainer = Trainer(model)
+    trainer.reset_metrics()
+    value, _, _ = trainer.test_step(xb, yb, wb)
+    return _results(trainer, float(value), return_dict)
+
+
+test_on_batch.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported
+
+
+def predict_on_batch(model: Model, x: Any) -> Any:
+    """The outputs for one batch ``x`` (array, list or dict of arrays) in inference mode."""
+    if isinstance(x, dict):
+        x = resolve_dicts(model, x, None, None)[0]
+    return model.forward(Context(False, record=False), model.cast_inputs(x))
