@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import framework
+from framework.base.context import Context
 from framework.errors import ConfigError, FrameworkError, NotBuiltError, ShapeError
 from framework.testing import check_gradients, numerical_gradient, relative_error
 from plugins.core import Linear
@@ -61,13 +62,13 @@ def check_bptt(layer, x, state=None, weights=None, reseed=None, seed=0) -> dict[
     run()
     layer.zero_grad()
     grad_x = _backward(layer, weights)
+    # The state gradients belong to the last manual call: read them before the next forward.
+    grad_states = (layer.grad_h0, getattr(layer, "grad_c0", None))
     errors = {"x": relative_error(grad_x, numerical_gradient(loss, x))}
     analytic = {name: p.grad.copy() for name, p in layer.named_parameters()}
     if state is not None:
         states = state if isinstance(state, tuple) else (state,)
-        for label, s, g in zip(
-            ("h0", "c0"), states, (layer.grad_h0, layer.grad_c0 if len(states) == 2 else None)
-        ):
+        for label, s, g in zip(("h0", "c0"), states, grad_states):
             errors[label] = relative_error(g, numerical_gradient(loss, s))
     for name, p in layer.named_parameters():
         errors[name] = relative_error(analytic[name], numerical_gradient(loss, p.data))
@@ -175,6 +176,83 @@ def test_gradients_accumulate(float64, rng):
     layer(x)
     layer.backward(g)
     np.testing.assert_allclose(layer.weight_hh_l0.grad, 2 * first)
+
+
+# -- the per-call context: several calls of one layer, nothing kept on the layer --
+
+CONTEXT_KINDS = {
+    "rnn_cell": (lambda: RNNCell(IN, H, nonlinearity="relu"), (N, IN)),
+    "lstm_cell": (lambda: LSTMCell(IN, H), (N, IN)),
+    "gru_cell": (lambda: GRUCell(IN, H, bias=False), (N, IN)),
+    "rnn": (lambda: RNN(IN, H, num_layers=2, dropout=0.3), (L, N, IN)),
+    "lstm": (lambda: LSTM(IN, H, bidirectional=True, batch_first=True), (N, L, IN)),
+    "gru": (lambda: GRU(IN, H, num_layers=2, output="last"), (L, N, IN)),
+}
+
+
+def _grad_like(rng, out):
+    if isinstance(out, (tuple, list)):
+        return tuple(_grad_like(rng, o) for o in out)
+    return rng.standard_normal(out.shape)
+
+
+def _call(layer, ctx, x, seed):
+    framework.set_seed(seed)  # the same dropout mask for a call and its reference
+    return layer.forward(ctx, x)
+
+
+@pytest.mark.parametrize("kind", list(CONTEXT_KINDS))
+def test_two_calls_with_explicit_contexts_sum_their_gradients(float64, rng, kind):
+    make, shape = CONTEXT_KINDS[kind]
+    layer = make()
+    xs = [rng.standard_normal(shape), rng.standard_normal(shape)]
+    seeds = [11, 12]
+    gs = [_grad_like(rng, _call(layer, Context(True), x, s)) for x, s in zip(xs, seeds)]
+
+    single = []
+    for x, g, s in zip(xs, gs, seeds):
+        layer.zero_grad()
+        ctx = Context(True)
+        _call(layer, ctx, x, s)
+        dx = layer.backward(ctx, g)
+        grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
+        single.append((dx, grads, ctx.grad_h0))
+
+    layer.zero_grad()
+    c1, c2 = Context(True), Context(True)
+    _call(layer, c1, xs[0], seeds[0])
+    _call(layer, c2, xs[1], seeds[1])
+    dx2 = layer.backward(c2, gs[1])  # in reverse order, as a graph's backward walks
+    dx1 = layer.backward(c1, gs[0])
+    np.testing.assert_allclose(dx1, single[0][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx2, single[1][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c1.grad_h0, single[0][2], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c2.grad_h0, single[1][2], rtol=1e-12, atol=1e-14)
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, single[0][1][name] + single[1][1][name], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", list(CONTEXT_KINDS))
+def test_inference_call_keeps_nothing_on_the_layer(rng, kind):
+    make, shape = CONTEXT_KINDS[kind]
+    layer = make()
+    x = rng.standard_normal(shape).astype(np.float32)
+    layer(x)  # a manual call first: what it keeps must not grow either
+    before = dict(vars(layer))
+    out = layer.forward(Context(False, record=False), x)
+    assert out is not None
+    after = vars(layer)
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before), [k for k in before if after[k] is not before[k]]
+
+
+def test_needs_input_grad_false_skips_dx_but_not_parameter_gradients(float64, rng):
+    layer = LSTM(IN, H, num_layers=2)
+    x = _seq(rng)
+    ctx = Context(True, needs_input_grad=False)
+    out, _ = layer.forward(ctx, x)
+    assert layer.backward(ctx, np.ones_like(out)) is None
+    assert np.abs(layer.weight_ih_l0.grad).sum() > 0 and ctx.grad_h0.shape == (2, N, H)
 
 
 # -- formula-level references in PyTorch's layout -------------------------------
@@ -497,7 +575,12 @@ def test_backward_needs_a_fresh_forward(rng):
 def test_docstring_examples():
     import doctest
 
-    import plugins.recurrent
+    import plugins.recurrent_cells
+    import plugins.recurrent_layers
 
-    result = doctest.testmod(plugins.recurrent)
-    assert result.attempted >= 10 and result.failed == 0
+    attempted = 0
+    for module in (plugins.recurrent_cells, plugins.recurrent_layers):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        attempted += result.attempted
+    assert attempted >= 10
