@@ -18,7 +18,7 @@ import numpy as np
 
 import framework
 from framework import Sequential
-from framework.saving.checkpoint import load_model
+from framework.models.persistence import load_model
 
 
 def build_model() -> Sequential:

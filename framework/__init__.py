@@ -64,7 +64,7 @@ _LAZY = {
     "Model": "framework.models.model",
     "Sequential": "framework.models.sequential",
     "Input": "framework.models.graph",
-    "load_model": "framework.saving.checkpoint",
+    "load_model": "framework.models.persistence",
     "layers": "framework.layers",
     "activations": "framework.activations",
     "initializers": "framework.initializers",

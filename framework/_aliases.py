@@ -37,7 +37,7 @@ ALIASES = {
     "framework.summary": "framework.models.summary",
     "framework.callbacks": "framework.training.callbacks",
     "framework.schedules": "framework.base.schedules",
-    "framework.checkpoint": "framework.saving.checkpoint",
+    "framework.checkpoint": "framework.models.persistence",
 }
 _PUBLIC = {"framework.callbacks"}
 

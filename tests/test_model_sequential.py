@@ -178,7 +178,7 @@ def test_compile_config_round_trip():
 
 @requires_h5py
 def test_save_and_load_model(tmp_path, rng):
-    checkpoint = pytest.importorskip("framework.saving.checkpoint")
+    checkpoint = pytest.importorskip("framework.models.persistence")
     framework.set_seed(1)
     model = Sequential([Linear(3, 8, activation="relu"), Linear(8, 2)])
     model.compile("adam", "cross_entropy", metrics=["accuracy"])

@@ -19,7 +19,7 @@ gradients summing over the calls, and calls from several threads never meet.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["Context"]
 
@@ -56,6 +56,19 @@ class Context:
         self.grad_out_writable = False
         self.out_shape: Any = None
         self._children: dict[Any, Context] | None = None
+
+    if TYPE_CHECKING:  # any field may be set (no cost at run time: only the checker sees it)
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a field never set: name it, and what usually causes it.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"this call's context has no {name!r}: forward did not store it (ctx.{name} = ...), "
+            "or backward was given another call's context"
+        )
 
     def child(self, key: Any) -> Context:
         """The context of a sub-call (an activation, a cell at one time step), made on first use.

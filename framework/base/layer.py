@@ -153,14 +153,16 @@ def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            ctx: Context
             if args and isinstance(args[0], Context):
                 ctx, grad_out, rest = args[0], args[1], args[2:]
                 if not type(self)._ctx_style:  # under a subclass's older-form forward (manual form)
                     ctx = self.__dict__.get("_manual_ctx", ctx)
             else:
-                ctx = self.__dict__.get("_manual_ctx")
-                if ctx is None:
+                manual = self.__dict__.get("_manual_ctx")
+                if manual is None:
                     raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+                ctx = manual
                 ctx.grad_out_writable = self.grad_out_writable
                 grad_out, rest = args[0], args[1:]
             _check_grad(self, ctx.out_shape, grad_out)

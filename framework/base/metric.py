@@ -23,6 +23,7 @@ import numpy as np
 
 from framework.base.config import Configurable
 from framework.errors import ConfigError, ShapeError
+from framework.registry.namespace import FUNCTION_WRAPPERS
 
 __all__ = ["FunctionMetric", "Metric", "result_value"]
 
@@ -263,3 +264,6 @@ class FunctionMetric(Metric):
 
     def __repr__(self) -> str:
         return f"FunctionMetric({getattr(self.fn, '__qualname__', self.fn)!r}, name={self.name!r})"
+
+
+FUNCTION_WRAPPERS["metrics"] = FunctionMetric

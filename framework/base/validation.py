@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from framework import activations, initializers
 from framework.base.layer import Layer
 from framework.errors import ConfigError, ShapeError
+from framework.registry.manager import REGISTRY
+from framework.registry.namespace import resolve
 
 __all__ = [
     "check_bool",
@@ -78,22 +79,22 @@ def check_choice(owner: str, arg: str, value: Any, allowed: tuple[str, ...]) -> 
 
 def resolve_activation(owner: str, value: Any) -> Layer | None:
     """An activation layer from a registered name, class or instance (``None`` stays ``None``)."""
-    act = activations.get(value)
+    act = resolve("activations", value)
     if act is not None and not isinstance(act, Layer):
         raise ConfigError(
             f"{owner}: activation must be a registered name, an activation class or instance, "
-            f"got {value!r}; registered activations: {', '.join(activations.names())}"
+            f"got {value!r}; registered activations: {', '.join(REGISTRY.names('activations'))}"
         )
     return act
 
 
 def resolve_initializer(owner: str, arg: str, value: Any) -> Any:
     """A callable initializer from a registered name, class or instance."""
-    init = initializers.get(value)
+    init = resolve("initializers", value)
     if not callable(init):
         raise ConfigError(
             f"{owner}: {arg} must be a registered name, an initializer class or instance, "
-            f"got {value!r}; registered initializers: {', '.join(initializers.names())}"
+            f"got {value!r}; registered initializers: {', '.join(REGISTRY.names('initializers'))}"
         )
     return init
 

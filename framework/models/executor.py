@@ -188,7 +188,9 @@ class GraphExecutor:
             raise DataError(f"the model takes {n_in} inputs (a list of {n_in} arrays), got {got}")
         values: list[Any] = [None] * self.n_slots
         for t, s, a in zip(self.inputs, self.input_slots, xs):
-            t.node.layer.check(a)
+            source = t.node.layer
+            assert isinstance(source, InputLayer)  # checked when the graph was built
+            source.check(a)
             values[s] = a
         training, record = ctx.training, ctx.record
         tape: list[Context] = []

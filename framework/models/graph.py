@@ -44,7 +44,7 @@ class SymbolicTensor:
 
     _framework_symbolic = True
 
-    def __init__(self, shape: tuple[int | None, ...], dtype: Any, node: Node | None = None, index: int = 0):
+    def __init__(self, shape: tuple[int | None, ...], dtype: Any, node: Node, index: int = 0) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.node = node
@@ -251,4 +251,5 @@ SymbolicTensor._framework_call = staticmethod(call_layer)  # type: ignore[attr-d
 def shape_size(shape: tuple[int | None, ...]) -> int | None:
     """Number of values in one sample of ``shape`` (``None`` if unknown)."""
     rest = shape[1:]
-    return None if any(d is None for d in rest) else math.prod(rest)
+    sizes = [d for d in rest if d is not None]
+    return None if len(sizes) != len(rest) else math.prod(sizes)

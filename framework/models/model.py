@@ -170,7 +170,7 @@ class Model(Layer):
     def output_names(self) -> list[str]:
         """The names of the layers producing the outputs (keys of per-output losses)."""
         if self._graph is not None:
-            return [t.node.layer.name for t in self._graph.outputs]
+            return [str(t.node.layer.name) for t in self._graph.outputs]
         return ["output"]
 
     def build(self, input_shape: Any) -> None:
@@ -387,13 +387,13 @@ class Model(Layer):
 
             inputs, outputs = rebuild_graph(config)
             return cls(inputs, outputs, name=config.get("name"))
-        return super().from_config(config)  # type: ignore[return-value]
+        return super().from_config(config)
 
     def save(self, filepath: Any, **kwargs: Any) -> None:
         """Write the model (config, weights, optimizer state) to HDF5."""
-        from framework.saving import checkpoint
+        from framework.models.persistence import save_model
 
-        checkpoint.save_model(self, filepath, **kwargs)
+        save_model(self, filepath, **kwargs)
 
     def save_weights(self, filepath: Any, **kwargs: Any) -> None:
         """Write the parameters and buffers to HDF5."""

@@ -266,7 +266,7 @@ def _sample_shape(shape: Any) -> tuple[int, ...]:
 
 
 def _declares(layer: Layer, flag: str, method: str = "forward") -> bool:
-    return _class_declares(type(layer), flag, method)
+    return _class_declares(type(layer), flag, method)  # type: ignore[arg-type]  # classes hash by id
 
 
 @functools.lru_cache(maxsize=1024)

@@ -115,7 +115,7 @@ def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
 
     def pick(key: str) -> list[SymbolicTensor]:
         try:
-            return [tensors[tuple(ref)] for ref in config[key]]  # type: ignore[misc]
+            return [tensors[tuple(ref)] for ref in config[key]]
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"model config: {key} names an unknown tensor {exc}") from exc
 
@@ -204,7 +204,7 @@ def serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
         )
     config = dict(layer.get_config())
     config["name"] = name
-    entry = {"class_name": registered, "config": config}
+    entry: dict[str, Any] = {"class_name": registered, "config": config}
     if not layer.trainable:
         entry["trainable"] = False
     return entry
@@ -237,6 +237,7 @@ def serialize_model(model: Model) -> dict[str, Any]:
     """
     if not isinstance(model, Model):
         raise ConfigError(f"serialize_model: expected a Model, got {type(model).__name__}")
+    class_name: str | None
     if isinstance(model, Sequential) and type(model).get_config is Sequential.get_config:
         class_name = "Sequential"
     elif model._graph is not None and type(model).get_config is Model.get_config:

@@ -62,6 +62,12 @@ def custom_object_scope(objects: dict[str, Any] | None) -> Iterator[None]:
         _CUSTOM.reset(token)
 
 
+#: ``kind -> class`` wrapping a plain function given where an object is expected
+#: (``framework.base.metric`` registers ``FunctionMetric`` for metrics), so the
+#: registry needs no import of the base classes.
+FUNCTION_WRAPPERS: dict[str, Any] = {}
+
+
 def _lookup(kind: str, name: str) -> Any:
     custom = _CUSTOM.get()
     if custom:
@@ -109,9 +115,10 @@ def _plain_function(kind: str, fn: Any, kwargs: dict[str, Any]) -> Any:
     if kind == "metrics":
         if hasattr(fn, "result"):
             return None
-        from framework.base.metric import FunctionMetric
-
-        return _instantiate(kind, FunctionMetric, {"fn": fn, **kwargs}, getattr(fn, "__name__", repr(fn)))
+        wrapper = FUNCTION_WRAPPERS.get(kind)
+        if wrapper is None:  # pragma: no cover - framework.base.metric registers it on import
+            raise ConfigError(f"metric {fn!r}: plain functions are wrapped by framework.base.metric")
+        return _instantiate(kind, wrapper, {"fn": fn, **kwargs}, getattr(fn, "__name__", repr(fn)))
     if hasattr(fn, "backward"):
         return None
     label = getattr(fn, "__name__", type(fn).__name__)

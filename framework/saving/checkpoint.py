@@ -15,13 +15,18 @@ File layout (format ``framework.checkpoint``, version 1; see
     /optimizer                attrs: iterations; /optimizer/slots/<param>/<slot>
     /training                 attrs: state (JSON: epoch, framework RNG state)
 
+Whole models are saved and loaded through :mod:`framework.models.persistence`
+(``model.save``, ``framework.load_model``), which hands this package the
+model's config and the function that rebuilds it: the format knows no model.
 This module is the public face of :mod:`framework.saving`; the work is split
 by concern:
 
-- :mod:`framework.saving.writer`: :func:`save_model`, :func:`save_weights`;
+- :mod:`framework.saving.writer`: ``save_model`` (given the model's JSON
+  config), :func:`save_weights`;
 - :mod:`framework.saving.atomic`: :func:`atomic_h5`, the atomic and durable
   file replacement (a failed or killed save leaves the previous file);
-- :mod:`framework.saving.reader`: :func:`load_model`, :func:`load_weights`,
+- :mod:`framework.saving.reader`: ``load_model`` (given the function that
+  rebuilds a model from its config), :func:`load_weights`,
   :func:`restore_rng_state`;
 - :mod:`framework.saving.hdf5`: what HDF5 features a file may use (hard links
   only, data inside the file, bounded sizes), checked before anything is read;
@@ -37,17 +42,15 @@ model.
 from __future__ import annotations
 
 from framework.saving.atomic import atomic_h5
-from framework.saving.reader import DEFAULT_MAX_BYTES, load_model, load_weights, restore_rng_state
+from framework.saving.reader import DEFAULT_MAX_BYTES, load_weights, restore_rng_state
 from framework.saving.validation import CheckpointWarning
-from framework.saving.writer import FORMAT_NAME, FORMAT_VERSION, save_model, save_weights
+from framework.saving.writer import FORMAT_NAME, FORMAT_VERSION, save_weights
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DEFAULT_MAX_BYTES",
     "CheckpointWarning",
-    "save_model",
-    "load_model",
     "save_weights",
     "load_weights",
     "restore_rng_state",

@@ -14,6 +14,7 @@ only by an explicit :func:`restore_rng_state`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,15 +54,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "load_model", "load_weights", "restore_rng_state
 DEFAULT_MAX_BYTES = 8 * 1024**3
 _MAX_OBJECTS = 100_000
 _MAX_DEPTH = 32
-
-
-def _models() -> Any:
-    """The model (de)serialisation functions, imported when first needed."""
-    try:
-        from framework.models import serialize
-    except ImportError:  # pragma: no cover - older layout
-        from framework.models import model as serialize
-    return serialize
 
 
 def _fspath(path: Any) -> str:
@@ -133,10 +125,10 @@ def _group(parent: Any, name: str, where: str) -> Any | None:
     return obj
 
 
-def _datasets_below(group: h5py.Group, where: str) -> dict[str, h5py.Dataset]:
+def _datasets_below(group: h5py.Group, where: str) -> dict[str, Any]:
     """Every dataset below ``group`` by relative path, through hard links only."""
     h5py = h5py_module()
-    found: dict[str, h5py.Dataset] = {}
+    found: dict[str, Any] = {}
     stack: list[tuple[Any, str, int]] = [(group, "", 0)]
     visited = 0
     while stack:
@@ -232,6 +224,8 @@ def _load_slots(
     slots = []
     for param in optimizer.params:
         pname = names.get(id(param))
+        if pname is None:
+            raise CheckpointError("the optimizer holds a parameter that is not in the model")
         saved = {}
         for key, dataset in planned.get(pname, {}).items():
             value = np.empty(param.shape, dtype=param.dtype)
@@ -279,6 +273,7 @@ def load_model(
     custom_objects: dict[str, Any] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     strict: bool = False,
+    rebuild: Callable[[dict[str, Any]], Model],
 ) -> Model:
     """Rebuild a model saved with :func:`save_model` from the file alone.
 
@@ -301,6 +296,10 @@ def load_model(
             bytes in total (checked before any is read); 8 GiB by default.
         strict: refuse NaN or infinite weights and optimizer slots instead of
             warning (:class:`~framework.saving.validation.CheckpointWarning`).
+        rebuild: turns the stored JSON config into an un-compiled model
+            (``framework.models.serialize.deserialize_model``, which
+            ``framework.load_model`` passes: this package knows the file
+            format, not what a model is).
 
     Raises:
         CheckpointError: for a missing, truncated or corrupted file, a file of
@@ -311,10 +310,16 @@ def load_model(
             registers (naming the distribution that provided it).
     """
     with custom_object_scope(custom_objects):
-        return _load_model(path, compile, max_bytes, strict)
+        return _load_model(path, compile, max_bytes, strict, rebuild)
 
 
-def _load_model(path: str | os.PathLike[str], compile: bool, max_bytes: int, strict: bool) -> Model:
+def _load_model(
+    path: str | os.PathLike[str],
+    compile: bool,
+    max_bytes: int,
+    strict: bool,
+    rebuild: Callable[[dict[str, Any]], Model],
+) -> Model:
     name = _fspath(path)
     _Plan.check_limit(max_bytes)
     with open_checkpoint(name) as handle:
@@ -328,7 +333,7 @@ def _load_model(path: str | os.PathLike[str], compile: bool, max_bytes: int, str
         check_call_arguments(config)
         try:
             with skip_initialization():
-                model = _models().deserialize_model(config)
+                model = rebuild(config)
         except UnknownNameError as exc:
             raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
         weights = _group(handle, "weights", "")

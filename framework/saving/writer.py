@@ -186,6 +186,7 @@ def save_model(
     model: Model,
     path: str | os.PathLike[str],
     *,
+    config: dict[str, Any],
     include_optimizer: bool = True,
     compression: str | None = None,
 ) -> None:
@@ -195,6 +196,10 @@ def save_model(
     Args:
         model: a built model.
         path: the file to write; replaced atomically if it exists.
+        config: the model's architecture as JSON data
+            (``framework.models.serialize.serialize_model(model)``, which
+            ``framework.models.persistence.save_model`` passes: this package
+            knows the file format, not what a model is).
         include_optimizer: also save the optimizer's step count and moments.
         compression: ``"gzip"`` or ``"lzf"`` to compress datasets, or ``None``.
 
@@ -202,15 +207,12 @@ def save_model(
         CheckpointError: for an unbuilt model, a bad path, or a failed write
             (disk full...), which leaves the previous file at ``path`` intact.
     """
-    from framework.models.model import serialize_model
-
     _check_compression(compression)
     _check_path(path)
     if not getattr(model, "built", False):
         raise CheckpointError(
             f"cannot save {model.describe()}: it is not built yet (call it on data or build it)"
         )
-    config = serialize_model(model)
     with atomic_h5(path) as handle:
         _write_header(handle, "model")
         group = handle.create_group("model")

@@ -40,7 +40,7 @@ def checkpoint_round_trip(
         raise CheckSkipped("h5py is not installed (pip install h5py); checkpoints cannot be written")
     try:
         from framework.models.model import Model, Sequential
-        from framework.saving.checkpoint import load_model, save_model
+        from framework.models.persistence import load_model, save_model
     except ImportError as exc:
         raise CheckSkipped(f"the model API is not importable yet ({exc})") from exc
     with default_dtype("float32"):
