@@ -31,239 +31,31 @@ batch axis, which may be ``None``: ``(None, 3, 28, 28)``.
 
 from __future__ import annotations
 
-import functools
-import inspect
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
+from framework.base.calling import (
+    CALL_STATE,
+    Shape,
+    format_shape,
+    matches,
+    takes_context,
+    takes_ctx,
+    wrap_backward,
+    wrap_forward,
+)
 from framework.base.config import Configurable
 from framework.base.context import Context
 from framework.base.parameter import Buffer, Parameter
-from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
+from framework.base.state import LayerState
+from framework.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["Context", "Layer", "Shape", "format_shape", "takes_context"]
 
-Shape = tuple[int | None, ...]
 
-_ANY = object()
-_BUILD_LOCK = threading.RLock()
-_CALL_STATE = ("_legacy_lock", "_legacy_token", "_manual_ctx")
-
-
-def format_shape(shape: Any) -> str:
-    """``(None, 3, 28, 28)`` for display; lists of shapes joined by commas."""
-    if isinstance(shape, list):
-        return "[" + ", ".join(format_shape(s) for s in shape) + "]"
-    if shape is None:
-        return "?"
-    return (
-        "("
-        + ", ".join("None" if d is None else str(d) for d in shape)
-        + ("," if len(shape) == 1 else "")
-        + ")"
-    )
-
-
-def _shape_of(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return (None, *x.shape[1:])
-    if isinstance(x, (list, tuple)) and x and all(isinstance(v, np.ndarray) for v in x):
-        return [(None, *v.shape[1:]) for v in x]
-    shape = getattr(x, "shape", None)
-    if shape is not None:
-        return (None, *tuple(shape)[1:])
-    raise DataError(f"expected a NumPy array (or a list of arrays), got {type(x).__name__}")
-
-
-def _matches(spec: Any, shape: tuple[int, ...]) -> bool:
-    return len(spec) == len(shape) and all(s is None or s == d for s, d in zip(spec, shape))
-
-
-def _takes_ctx(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn(self, ctx, ...)`` is written in the context form."""
-    try:
-        names = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return False
-    return len(names) >= 2 and names[1] == "ctx"
-
-
-def _out_shape(out: Any) -> Any:
-    return out.shape if isinstance(out, np.ndarray) else _ANY
-
-
-def _check_grad(layer: Layer, expected: Any, grad_out: Any) -> None:
-    if expected is None:
-        raise NotBuiltError(f"{layer.describe()}: backward() called before forward()")
-    if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
-        raise ShapeError(
-            f"{layer.describe()}: backward() expected a gradient of shape "
-            f"{format_shape(expected)} (the shape of the last output), got "
-            f"{format_shape(getattr(grad_out, 'shape', None))}"
-        )
-
-
-def _prepare(layer: Layer, x: Any) -> None:
-    if not layer.built:
-        with _BUILD_LOCK:
-            if not layer.built:
-                layer.build(_shape_of(x))
-                layer.built = True
-    elif layer.input_spec is not None:
-        layer._check_input(x)
-
-
-def _wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if _takes_ctx(fn):
-
-        @functools.wraps(fn)
-        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
-            if args and isinstance(args[0], Context):
-                ctx, x, rest = args[0], args[1], args[2:]
-            else:  # the manual form ``layer.forward(x)``: one call at a time
-                ctx = Context(self.training, needs_input_grad=self.needs_input_grad)
-                x, rest = args[0], args[1:]
-                self._manual_ctx = ctx
-            _prepare(self, x)
-            out = fn(self, ctx, x, *rest, **kwargs)
-            ctx.out_shape = _out_shape(out)
-            return out
-
-    else:
-
-        @functools.wraps(fn)
-        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
-            if args and isinstance(args[0], Context):
-                return _adapted_forward(self, fn, args[0], args[1], args[2:], kwargs)
-            x = args[0]
-            _prepare(self, x)
-            out = fn(self, x, *args[1:], **kwargs)
-            self._out_shape = _out_shape(out)
-            return out
-
-    forward._framework_checked = True  # type: ignore[attr-defined]
-    return forward
-
-
-def _wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
-    if _takes_ctx(fn):
-
-        @functools.wraps(fn)
-        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
-            ctx: Context
-            if args and isinstance(args[0], Context):
-                ctx, grad_out, rest = args[0], args[1], args[2:]
-                if not type(self)._ctx_style:  # under a subclass's older-form forward (manual form)
-                    ctx = self.__dict__.get("_manual_ctx", ctx)
-            else:
-                manual = self.__dict__.get("_manual_ctx")
-                if manual is None:
-                    raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
-                ctx = manual
-                ctx.grad_out_writable = self.grad_out_writable
-                grad_out, rest = args[0], args[1:]
-            _check_grad(self, ctx.out_shape, grad_out)
-            return fn(self, ctx, grad_out, *rest, **kwargs)
-
-    else:
-
-        @functools.wraps(fn)
-        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
-            if args and isinstance(args[0], Context):
-                if type(self)._ctx_style:  # an older-form backward over a context-form forward
-                    ctx = args[0]
-                    _check_grad(self, ctx.out_shape, args[1])
-                    self._manual_ctx = ctx
-                    return fn(self, *args[1:], **kwargs)
-                return _adapted_backward(self, fn, args[0], args[1], args[2:], kwargs)
-            expected = self._out_shape
-            if expected is None and "_manual_ctx" in self.__dict__:
-                expected = self._manual_ctx.out_shape
-            _check_grad(self, expected, args[0])
-            return fn(self, *args, **kwargs)
-
-    backward._framework_checked = True  # type: ignore[attr-defined]
-    return backward
-
-
-# -- the adapter for layers written in the older form -------------------------
-# ``forward(x)`` / ``backward(grad_out)`` keep one call's state on the layer, so
-# the adapter serves them one call at a time: it refuses a second thread, and a
-# backward whose forward was not the layer's last one.
-
-
-def _legacy_error(layer: Layer, what: str) -> ConfigError:
-    return ConfigError(
-        f"{layer.describe()} ({type(layer).__module__}.{type(layer).__qualname__}) keeps its forward state "
-        f"on the layer (forward(x) / backward(grad_out)), so it {what}. Write it in the context form, "
-        "forward(self, ctx, x) / backward(self, ctx, grad_out), storing on ctx what backward needs "
-        "(see docs/plugins.md)"
-    )
-
-
-def _adapted_forward(
-    layer: Layer, fn: Callable[..., Any], ctx: Context, x: Any, rest: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    lock = layer.__dict__.get("_legacy_lock")
-    if lock is None:
-        with _BUILD_LOCK:
-            lock = layer.__dict__.get("_legacy_lock")
-            if lock is None:
-                lock = threading.Lock()
-                object.__setattr__(layer, "_legacy_lock", lock)
-    if not lock.acquire(blocking=False):
-        raise _legacy_error(layer, "cannot be called from two threads at once")
-    training = layer.training
-    needs = layer.needs_input_grad
-    try:
-        layer.training = ctx.training
-        layer.needs_input_grad = ctx.needs_input_grad
-        _prepare(layer, x)
-        out = fn(layer, x, *rest, **kwargs)
-        layer._out_shape = ctx.out_shape = _out_shape(out)
-        token = object()
-        layer._legacy_token = token
-        ctx._legacy_token = token
-        return out
-    finally:
-        layer.training = training
-        layer.needs_input_grad = needs
-        lock.release()
-
-
-def _adapted_backward(
-    layer: Layer,
-    fn: Callable[..., Any],
-    ctx: Context,
-    grad_out: Any,
-    rest: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    token = ctx.__dict__.get("_legacy_token")
-    if token is None or layer.__dict__.get("_legacy_token") is not token:
-        raise _legacy_error(
-            layer, "cannot serve a backward after another call of the same layer (a shared layer)"
-        )
-    _check_grad(layer, ctx.out_shape, grad_out)
-    needs = layer.needs_input_grad
-    try:
-        layer.grad_out_writable = ctx.grad_out_writable
-        layer.needs_input_grad = ctx.needs_input_grad
-        return fn(layer, grad_out, *rest, **kwargs)
-    finally:
-        layer.grad_out_writable = False
-        layer.needs_input_grad = needs
-
-
-def takes_context(layer: Layer) -> bool:
-    """Whether ``layer``'s ``forward`` is written in the context form (``forward(ctx, x)``)."""
-    return bool(getattr(type(layer), "_ctx_style", True))
-
-
-class Layer(Configurable):
+class Layer(LayerState, Configurable):
     """Base class of every layer, activation and model.
 
     Args:
@@ -325,11 +117,11 @@ class Layer(Configurable):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for method, wrap in (("forward", _wrap_forward), ("backward", _wrap_backward)):
+        for method, wrap in (("forward", wrap_forward), ("backward", wrap_backward)):
             fn = cls.__dict__.get(method)
             if fn is not None and not getattr(fn, "_framework_checked", False):
                 if method == "forward":
-                    cls._ctx_style = _takes_ctx(fn)
+                    cls._ctx_style = takes_ctx(fn)
                 setattr(cls, method, wrap(fn))
 
     def __init__(self, *, name: str | None = None) -> None:
@@ -401,7 +193,7 @@ class Layer(Configurable):
     def __getstate__(self) -> dict[str, Any]:
         # A pickle carries the layer, not the record of its last call.
         state = dict(self.__dict__)
-        for key in _CALL_STATE:
+        for key in CALL_STATE:
             state.pop(key, None)
         return state
 
@@ -422,7 +214,7 @@ class Layer(Configurable):
                 raise ShapeError(f"{self.describe()} expected a list of {len(spec)} inputs, got {got}")
             for i, (s, xi) in enumerate(zip(spec, x)):
                 shape = getattr(xi, "shape", None)
-                if shape is None or not _matches(s, shape):
+                if shape is None or not matches(s, shape):
                     raise ShapeError(
                         f"{self.describe()} expected input {i} of shape {format_shape(s)}, "
                         f"got {format_shape(shape)}"
@@ -431,7 +223,7 @@ class Layer(Configurable):
         shape = getattr(x, "shape", None)
         if shape is None:
             raise DataError(f"{self.describe()} expected a NumPy array, got {type(x).__name__}")
-        if not _matches(spec, shape):
+        if not matches(spec, shape):
             raise ShapeError(
                 f"{self.describe()} expected input of shape {format_shape(spec)}, got {format_shape(shape)}"
             )
@@ -519,104 +311,6 @@ class Layer(Configurable):
         """Reset every parameter's gradient to zero."""
         for p in self.parameters():
             p.zero_grad()
-
-    def count_params(self, trainable: bool | None = None) -> int:
-        """Number of scalars: all, trainable only (``True``) or non-trainable (``False``).
-
-        Buffers count as non-trainable.
-        """
-        params = self.parameters()
-        n_train = sum(p.size for p in params if p.trainable)
-        n_frozen = sum(p.size for p in params if not p.trainable) + sum(b.size for b in self.buffers())
-        if trainable is None:
-            return n_train + n_frozen
-        return n_train if trainable else n_frozen
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters and buffers by dotted name (the arrays themselves, not copies)."""
-        state = {name: p.data for name, p in self.named_parameters()}
-        state.update({name: b.data for name, b in self.named_buffers()})
-        return state
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        """Copy arrays into the parameters and buffers of the same names.
-
-        Raises:
-            ConfigError: with ``strict``, when names are missing or unexpected.
-            ShapeError: when an array's shape differs from the parameter's.
-        """
-        targets: dict[str, Parameter | Buffer] = dict(self.named_parameters())
-        targets.update(dict(self.named_buffers()))
-        if strict:
-            missing = sorted(set(targets) - set(state))
-            unexpected = sorted(set(state) - set(targets))
-            if missing or unexpected:
-                raise ConfigError(
-                    f"{self.describe()}: state does not match; missing {missing}, unexpected {unexpected}"
-                )
-        for name, target in targets.items():
-            if name not in state:
-                continue
-            value = np.asarray(state[name])
-            if value.shape != target.shape:
-                raise ShapeError(
-                    f"{self.describe()}: {name} expected shape {format_shape(target.shape)}, "
-                    f"got {format_shape(value.shape)}"
-                )
-            np.copyto(target.data, value, casting="unsafe")
-
-    # -- Keras's weight lists --------------------------------------------------
-
-    @property
-    def weights(self) -> list[Parameter | Buffer]:
-        """Parameters, then buffers (Keras's order: ``kernel, bias`` then running statistics)."""
-        return [*self.parameters(), *self.buffers()]
-
-    @property
-    def trainable_weights(self) -> list[Parameter]:
-        return [p for p in self.parameters() if p.trainable]
-
-    @property
-    def non_trainable_weights(self) -> list[Parameter | Buffer]:
-        return [*(p for p in self.parameters() if not p.trainable), *self.buffers()]
-
-    def get_weights(self) -> list[np.ndarray]:
-        """Copies of :attr:`weights`' arrays, in that order."""
-        return [w.data.copy() for w in self.weights]
-
-    def set_weights(self, arrays: Any) -> None:
-        """Copy ``arrays`` (in :attr:`weights`' order) into the parameters and buffers.
-
-        Raises:
-            ShapeError: a wrong number of arrays, or an array of the wrong shape
-                (naming the weight, the expected and the given shape).
-        """
-        targets = self.weights
-        names = [name for name, _ in self.named_parameters()] + [name for name, _ in self.named_buffers()]
-        arrays = list(arrays)
-        if len(arrays) != len(targets):
-            raise ShapeError(
-                f"{self.describe()}.set_weights: expected {len(targets)} arrays ({', '.join(names)}), "
-                f"got {len(arrays)}"
-            )
-        values = [np.asarray(a) for a in arrays]
-        for name, target, value in zip(names, targets, values):
-            if value.shape != target.shape:
-                raise ShapeError(
-                    f"{self.describe()}.set_weights: {name} expected shape {format_shape(target.shape)}, "
-                    f"got {format_shape(value.shape)}"
-                )
-        for target, value in zip(targets, values):
-            np.copyto(target.data, value, casting="unsafe")
-
-    def astype(self, dtype: Any) -> Layer:
-        """Convert every parameter and buffer to ``dtype``; returns ``self``."""
-        for p in self.parameters():
-            p.astype(dtype)
-        for b in self.buffers():
-            if np.issubdtype(b.data.dtype, np.floating):
-                b.data = b.data.astype(dtype)
-        return self
 
     # -- freezing ----------------------------------------------------------
 

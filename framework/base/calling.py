@@ -1,0 +1,250 @@
+"""How a layer is called: the wrappers ``Layer`` puts around ``forward`` and ``backward``.
+
+Every subclass's ``forward`` / ``backward`` is wrapped once, at class
+creation, by :func:`wrap_forward` / :func:`wrap_backward`, which
+
+- build the layer on its first input and check later inputs' shapes, and
+  check ``grad_out`` against the shape of the call's output;
+- serve both calling forms of a layer written in the context form:
+  ``forward(ctx, x)`` from an executor, and ``forward(x)`` by hand (a context
+  is made and kept on the layer for the next hand-made ``backward``);
+- adapt a layer written in the older form (``forward(x)`` keeping its state on
+  the layer) to the executors: it gets the call's mode, and a second thread or
+  a second place in one graph is refused with a clear error.
+
+The form is told by the name of ``forward``'s first argument, ``ctx``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
+
+if TYPE_CHECKING:
+    from framework.base.layer import Layer
+
+__all__ = ["CALL_STATE", "Shape", "format_shape", "matches", "takes_context", "wrap_backward", "wrap_forward"]
+
+Shape = tuple[int | None, ...]
+
+_ANY = object()
+_BUILD_LOCK = threading.RLock()
+CALL_STATE = ("_legacy_lock", "_legacy_token", "_manual_ctx")
+
+
+def format_shape(shape: Any) -> str:
+    """``(None, 3, 28, 28)`` for display; lists of shapes joined by commas."""
+    if isinstance(shape, list):
+        return "[" + ", ".join(format_shape(s) for s in shape) + "]"
+    if shape is None:
+        return "?"
+    return (
+        "("
+        + ", ".join("None" if d is None else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
+
+
+def _shape_of(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return (None, *x.shape[1:])
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, np.ndarray) for v in x):
+        return [(None, *v.shape[1:]) for v in x]
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return (None, *tuple(shape)[1:])
+    raise DataError(f"expected a NumPy array (or a list of arrays), got {type(x).__name__}")
+
+
+def matches(spec: Any, shape: tuple[int, ...]) -> bool:
+    return len(spec) == len(shape) and all(s is None or s == d for s, d in zip(spec, shape))
+
+
+def takes_ctx(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn(self, ctx, ...)`` is written in the context form."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(names) >= 2 and names[1] == "ctx"
+
+
+def _out_shape(out: Any) -> Any:
+    return out.shape if isinstance(out, np.ndarray) else _ANY
+
+
+def _check_grad(layer: Layer, expected: Any, grad_out: Any) -> None:
+    if expected is None:
+        raise NotBuiltError(f"{layer.describe()}: backward() called before forward()")
+    if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
+        raise ShapeError(
+            f"{layer.describe()}: backward() expected a gradient of shape "
+            f"{format_shape(expected)} (the shape of the last output), got "
+            f"{format_shape(getattr(grad_out, 'shape', None))}"
+        )
+
+
+def _prepare(layer: Layer, x: Any) -> None:
+    if not layer.built:
+        with _BUILD_LOCK:
+            if not layer.built:
+                layer.build(_shape_of(x))
+                layer.built = True
+    elif layer.input_spec is not None:
+        layer._check_input(x)
+
+
+def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if takes_ctx(fn):
+
+        @functools.wraps(fn)
+        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                ctx, x, rest = args[0], args[1], args[2:]
+            else:  # the manual form ``layer.forward(x)``: one call at a time
+                ctx = Context(self.training, needs_input_grad=self.needs_input_grad)
+                x, rest = args[0], args[1:]
+                self._manual_ctx = ctx
+            _prepare(self, x)
+            out = fn(self, ctx, x, *rest, **kwargs)
+            ctx.out_shape = _out_shape(out)
+            return out
+
+    else:
+
+        @functools.wraps(fn)
+        def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                return _adapted_forward(self, fn, args[0], args[1], args[2:], kwargs)
+            x = args[0]
+            _prepare(self, x)
+            out = fn(self, x, *args[1:], **kwargs)
+            self._out_shape = _out_shape(out)
+            return out
+
+    forward._framework_checked = True  # type: ignore[attr-defined]
+    return forward
+
+
+def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if takes_ctx(fn):
+
+        @functools.wraps(fn)
+        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            ctx: Context
+            if args and isinstance(args[0], Context):
+                ctx, grad_out, rest = args[0], args[1], args[2:]
+                if not type(self)._ctx_style:  # under a subclass's older-form forward (manual form)
+                    ctx = self.__dict__.get("_manual_ctx", ctx)
+            else:
+                manual = self.__dict__.get("_manual_ctx")
+                if manual is None:
+                    raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+                ctx = manual
+                ctx.grad_out_writable = self.grad_out_writable
+                grad_out, rest = args[0], args[1:]
+            _check_grad(self, ctx.out_shape, grad_out)
+            return fn(self, ctx, grad_out, *rest, **kwargs)
+
+    else:
+
+        @functools.wraps(fn)
+        def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], Context):
+                if type(self)._ctx_style:  # an older-form backward over a context-form forward
+                    ctx = args[0]
+                    _check_grad(self, ctx.out_shape, args[1])
+                    self._manual_ctx = ctx
+                    return fn(self, *args[1:], **kwargs)
+                return _adapted_backward(self, fn, args[0], args[1], args[2:], kwargs)
+            expected = self._out_shape
+            if expected is None and "_manual_ctx" in self.__dict__:
+                expected = self._manual_ctx.out_shape
+            _check_grad(self, expected, args[0])
+            return fn(self, *args, **kwargs)
+
+    backward._framework_checked = True  # type: ignore[attr-defined]
+    return backward
+
+
+# -- the adapter for layers written in the older form -------------------------
+# ``forward(x)`` / ``backward(grad_out)`` keep one call's state on the layer, so
+# the adapter serves them one call at a time: it refuses a second thread, and a
+# backward whose forward was not the layer's last one.
+
+
+def _legacy_error(layer: Layer, what: str) -> ConfigError:
+    return ConfigError(
+        f"{layer.describe()} ({type(layer).__module__}.{type(layer).__qualname__}) keeps its forward state "
+        f"on the layer (forward(x) / backward(grad_out)), so it {what}. Write it in the context form, "
+        "forward(self, ctx, x) / backward(self, ctx, grad_out), storing on ctx what backward needs "
+        "(see docs/plugins.md)"
+    )
+
+
+def _adapted_forward(
+    layer: Layer, fn: Callable[..., Any], ctx: Context, x: Any, rest: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    lock = layer.__dict__.get("_legacy_lock")
+    if lock is None:
+        with _BUILD_LOCK:
+            lock = layer.__dict__.get("_legacy_lock")
+            if lock is None:
+                lock = threading.Lock()
+                object.__setattr__(layer, "_legacy_lock", lock)
+    if not lock.acquire(blocking=False):
+        raise _legacy_error(layer, "cannot be called from two threads at once")
+    training = layer.training
+    needs = layer.needs_input_grad
+    try:
+        layer.training = ctx.training
+        layer.needs_input_grad = ctx.needs_input_grad
+        _prepare(layer, x)
+        out = fn(layer, x, *rest, **kwargs)
+        layer._out_shape = ctx.out_shape = _out_shape(out)
+        token = object()
+        layer._legacy_token = token
+        ctx._legacy_token = token
+        return out
+    finally:
+        layer.training = training
+        layer.needs_input_grad = needs
+        lock.release()
+
+
+def _adapted_backward(
+    layer: Layer,
+    fn: Callable[..., Any],
+    ctx: Context,
+    grad_out: Any,
+    rest: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    token = ctx.__dict__.get("_legacy_token")
+    if token is None or layer.__dict__.get("_legacy_token") is not token:
+        raise _legacy_error(
+            layer, "cannot serve a backward after another call of the same layer (a shared layer)"
+        )
+    _check_grad(layer, ctx.out_shape, grad_out)
+    needs = layer.needs_input_grad
+    try:
+        layer.grad_out_writable = ctx.grad_out_writable
+        layer.needs_input_grad = ctx.needs_input_grad
+        return fn(layer, grad_out, *rest, **kwargs)
+    finally:
+        layer.grad_out_writable = False
+        layer.needs_input_grad = needs
+
+
+def takes_context(layer: Layer) -> bool:
+    """Whether ``layer``'s ``forward`` is written in the context form (``forward(ctx, x)``)."""
+    return bool(getattr(type(layer), "_ctx_style", True))

@@ -1,0 +1,137 @@
+"""What a layer holds, as arrays: counts, state dicts, Keras's weight lists, dtype.
+
+:class:`LayerState` is a mixin of :class:`~framework.Layer`; it needs only
+``named_parameters()``, ``named_buffers()``, ``parameters()``, ``buffers()``
+and ``describe()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from framework.base.calling import format_shape
+from framework.base.parameter import Buffer, Parameter
+from framework.errors import ConfigError, ShapeError
+
+__all__ = ["LayerState"]
+
+
+class LayerState:
+    """Parameter and buffer arrays of a layer and its children, as Keras and PyTorch expose them."""
+
+    # Provided by Layer.
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        raise NotImplementedError
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def buffers(self) -> list[Buffer]:
+        return [b for _, b in self.named_buffers()]
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def count_params(self, trainable: bool | None = None) -> int:
+        """Number of scalars: all, trainable only (``True``) or non-trainable (``False``).
+
+        Buffers count as non-trainable.
+        """
+        params = self.parameters()
+        n_train = sum(p.size for p in params if p.trainable)
+        n_frozen = sum(p.size for p in params if not p.trainable) + sum(b.size for b in self.buffers())
+        if trainable is None:
+            return n_train + n_frozen
+        return n_train if trainable else n_frozen
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers by dotted name (the arrays themselves, not copies)."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update({name: b.data for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the parameters and buffers of the same names.
+
+        Raises:
+            ConfigError: with ``strict``, when names are missing or unexpected.
+            ShapeError: when an array's shape differs from the parameter's.
+        """
+        targets: dict[str, Parameter | Buffer] = dict(self.named_parameters())
+        targets.update(dict(self.named_buffers()))
+        if strict:
+            missing = sorted(set(targets) - set(state))
+            unexpected = sorted(set(state) - set(targets))
+            if missing or unexpected:
+                raise ConfigError(
+                    f"{self.describe()}: state does not match; missing {missing}, unexpected {unexpected}"
+                )
+        for name, target in targets.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ShapeError(
+                    f"{self.describe()}: {name} expected shape {format_shape(target.shape)}, "
+                    f"got {format_shape(value.shape)}"
+                )
+            np.copyto(target.data, value, casting="unsafe")
+
+    # -- Keras's weight lists --------------------------------------------------
+
+    @property
+    def weights(self) -> list[Parameter | Buffer]:
+        """Parameters, then buffers (Keras's order: ``kernel, bias`` then running statistics)."""
+        return [*self.parameters(), *self.buffers()]
+
+    @property
+    def trainable_weights(self) -> list[Parameter]:
+        return [p for p in self.parameters() if p.trainable]
+
+    @property
+    def non_trainable_weights(self) -> list[Parameter | Buffer]:
+        return [*(p for p in self.parameters() if not p.trainable), *self.buffers()]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of :attr:`weights`' arrays, in that order."""
+        return [w.data.copy() for w in self.weights]
+
+    def set_weights(self, arrays: Any) -> None:
+        """Copy ``arrays`` (in :attr:`weights`' order) into the parameters and buffers.
+
+        Raises:
+            ShapeError: a wrong number of arrays, or an array of the wrong shape
+                (naming the weight, the expected and the given shape).
+        """
+        targets = self.weights
+        names = [name for name, _ in self.named_parameters()] + [name for name, _ in self.named_buffers()]
+        arrays = list(arrays)
+        if len(arrays) != len(targets):
+            raise ShapeError(
+                f"{self.describe()}.set_weights: expected {len(targets)} arrays ({', '.join(names)}), "
+                f"got {len(arrays)}"
+            )
+        values = [np.asarray(a) for a in arrays]
+        for name, target, value in zip(names, targets, values):
+            if value.shape != target.shape:
+                raise ShapeError(
+                    f"{self.describe()}.set_weights: {name} expected shape {format_shape(target.shape)}, "
+                    f"got {format_shape(value.shape)}"
+                )
+        for target, value in zip(targets, values):
+            np.copyto(target.data, value, casting="unsafe")
+
+    def astype(self, dtype: Any) -> Any:
+        """Convert every parameter and buffer to ``dtype``; returns ``self``."""
+        for p in self.parameters():
+            p.astype(dtype)
+        for b in self.buffers():
+            if np.issubdtype(b.data.dtype, np.floating):
+                b.data = b.data.astype(dtype)
+        return self
