@@ -16,6 +16,11 @@ the reloaded model's predictions are bit-identical.
 
 Run: ``python examples/fashion_mnist_cnn.py [--epochs 12] [--batch-size 128] [--output DIR]``;
 ``--quick`` trains one epoch on 2000 images of the test file (a smoke test).
+
+Data-parallel on 2 processes: ``mpiexec -n 2 python examples/fashion_mnist_cnn.py``
+(``pip install -e ".[distributed]"``; see docs/guide/distributed.md). Each rank
+trains on its half of every epoch with ``--batch-size`` per rank; rank 0 prints
+and saves.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from common import fashion_data, fashion_parser, save_and_reload
 
 import framework
-from framework import Sequential
+from framework import Sequential, distributed
 from framework.datasets import FASHION_MNIST_CLASSES
 from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 
@@ -83,15 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     framework.set_seed(args.seed)
+    main_rank = distributed.is_main()  # True in a single process
     (x_train, y_train), (x_test, y_test) = fashion_data(args)
-    print(f"train {x_train.shape}, test {x_test.shape}")
+    if main_rank:
+        print(f"train {x_train.shape}, test {x_test.shape}, {distributed.size()} rank(s)")
 
     model = build_model()
-    model.compile(
-        optimizer=framework.optimizers.get("adam", lr=args.lr), loss="cross_entropy", metrics=["accuracy"]
-    )
+    optimizer = framework.optimizers.get("adam", lr=args.lr)
+    if distributed.size() > 1:  # under mpiexec: average the gradients over the ranks
+        optimizer = distributed.DistributedOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="cross_entropy", metrics=["accuracy"])
     model.build((None, *x_train.shape[1:]))
-    model.summary()
+    if main_rank:
+        model.summary()
 
     start = time.perf_counter()
     history = model.fit(
@@ -104,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - start
     result = model.evaluate(x_test, y_test, batch_size=500)
+    if not main_rank:
+        return 0
     print(
         f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}  "
         f"training time {seconds:.1f} s ({seconds / args.epochs:.1f} s/epoch, {args.epochs} epochs)"

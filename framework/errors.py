@@ -19,6 +19,7 @@ __all__ = [
     "NotBuiltError",
     "NotCompiledError",
     "DataError",
+    "ExportError",
 ]
 
 
@@ -56,3 +57,7 @@ class NotCompiledError(FrameworkError, RuntimeError):
 
 class DataError(FrameworkError, ValueError):
     """Training or evaluation data is malformed (lengths, labels, dtypes)."""
+
+
+class ExportError(FrameworkError):
+    """A model cannot be exported to (or imported from) another format, such as ONNX."""

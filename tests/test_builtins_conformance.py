@@ -77,6 +77,7 @@ LAYERS: dict[str, list[Spec]] = {
     "GlobalAvgPool2d": [Spec((2, 3, 4, 4))],
     # plugins.normalization
     "BatchNorm": [Spec((4, 3), {"num_features": 3}), Spec((3, 2, 2, 2), {"num_features": 2})],
+    "SyncBatchNorm": [Spec((4, 3), {"num_features": 3}), Spec((3, 2, 2, 2), {"num_features": 2})],
     "LayerNorm": [Spec((3, 5), {"normalized_shape": 5})],
     # plugins.activations, as standalone layers
     "ReLU": [Spec((4, 7))],
@@ -140,6 +141,40 @@ LAYERS: dict[str, list[Spec]] = {
             prepare=lambda lay: lay.set_graph(_EDGES),
         ),
     ],
+    # plugins.transformer, plugins.group_norms, plugins.adaptive_pooling
+    "MultiheadAttention": [
+        Spec((2, 4, 6), {"embed_dim": 6, "num_heads": 2}),
+        Spec([(2, 3, 4), (2, 5, 3), (2, 5, 2)], {"embed_dim": 4, "num_heads": 1, "kdim": 3, "vdim": 2}),
+    ],
+    "ScaledDotProductAttention": [Spec([(2, 3, 4), (2, 5, 4), (2, 5, 3)], {"is_causal": True})],
+    "TransformerEncoderLayer": [
+        Spec((2, 4, 6), {"d_model": 6, "nhead": 2, "dim_feedforward": 8, "dropout": 0.0, "norm_first": True})
+    ],
+    "TransformerDecoderLayer": [
+        Spec([(2, 3, 6), (2, 4, 6)], {"d_model": 6, "nhead": 3, "dim_feedforward": 8, "dropout": 0.0})
+    ],
+    "TransformerEncoder": [
+        Spec(
+            (2, 4, 6),
+            {"encoder_layer": {"class_name": "TransformerEncoderLayer", "config": {"d_model": 6, "nhead": 2,
+             "dim_feedforward": 8, "dropout": 0.0}}, "num_layers": 2},
+        )
+    ],  # fmt: skip
+    "TransformerDecoder": [
+        Spec(
+            [(2, 3, 6), (2, 4, 6)],
+            {"decoder_layer": {"class_name": "TransformerDecoderLayer", "config": {"d_model": 6, "nhead": 2,
+             "dim_feedforward": 8, "dropout": 0.0}}, "num_layers": 2},
+        )
+    ],  # fmt: skip
+    "PositionalEncoding": [Spec((2, 5, 6), {"d_model": 6, "max_len": 10, "dropout": 0.0})],
+    "GroupNorm": [Spec((2, 4, 3, 3), {"num_groups": 2, "num_channels": 4})],
+    "InstanceNorm1d": [Spec((2, 3, 5), {"num_features": 3, "affine": True, "track_running_stats": True})],
+    "InstanceNorm2d": [Spec((2, 3, 4, 4), {"num_features": 3, "affine": True})],
+    "RMSNorm": [Spec((3, 2, 5), {"normalized_shape": 5})],
+    "AdaptiveAvgPool1d": [Spec((2, 3, 7), {"output_size": 3})],
+    "AdaptiveAvgPool2d": [Spec((2, 2, 7, 5), {"output_size": [3, 2]})],
+    "AdaptiveMaxPool2d": [Spec((2, 2, 7, 5), {"output_size": [3, 2]})],
 }
 
 
@@ -158,6 +193,7 @@ DEFAULTS: dict[str, Spec] = {
     "AvgPool1d": Spec((2, 2, 6), {"kernel_size": 2}),
     "AvgPool2d": Spec((2, 2, 4, 4), {"kernel_size": 2}),
     "BatchNorm": Spec((4, 3), {"num_features": 3}),
+    "SyncBatchNorm": Spec((4, 3), {"num_features": 3}),
     "Concatenate": Spec([(3, 4), (3, 2)]),
     "Conv1d": Spec((2, 2, 7), {"in_channels": 2, "out_channels": 3, "kernel_size": 3}),
     "Conv2d": Spec((2, 2, 5, 5), {"in_channels": 2, "out_channels": 3, "kernel_size": 3}),
@@ -210,6 +246,29 @@ DEFAULTS: dict[str, Spec] = {
     "Tanh": Spec((4, 7)),
     "UpSampling2d": Spec((2, 2, 3, 2)),
     "ZeroPadding2d": Spec((2, 2, 3, 3)),
+    # plugins.transformer, plugins.group_norms, plugins.adaptive_pooling
+    "MultiheadAttention": Spec((2, 4, 6), {"embed_dim": 6, "num_heads": 2}),
+    "ScaledDotProductAttention": Spec([(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
+    # d_model 2: the default dim_feedforward=2048 makes the finite differences long enough
+    "TransformerEncoderLayer": Spec((2, 4, 2), {"d_model": 2, "nhead": 1}),
+    "TransformerDecoderLayer": Spec([(2, 3, 2), (2, 4, 2)], {"d_model": 2, "nhead": 1}),
+    "TransformerEncoder": Spec(
+        (2, 4, 6), {"encoder_layer": {"class_name": "TransformerEncoderLayer", "config": {"d_model": 6, "nhead": 2,
+                    "dim_feedforward": 8}}, "num_layers": 2},
+    ),  # fmt: skip
+    "TransformerDecoder": Spec(
+        [(2, 3, 6), (2, 4, 6)],
+        {"decoder_layer": {"class_name": "TransformerDecoderLayer", "config": {"d_model": 6, "nhead": 2,
+         "dim_feedforward": 8}}, "num_layers": 2},
+    ),  # fmt: skip
+    "PositionalEncoding": Spec((2, 5, 6), {"d_model": 6}),
+    "GroupNorm": Spec((2, 4, 3, 3), {"num_groups": 2, "num_channels": 4}),
+    "InstanceNorm1d": Spec((2, 3, 5), {"num_features": 3}),
+    "InstanceNorm2d": Spec((2, 3, 4, 4), {"num_features": 3}),
+    "RMSNorm": Spec((3, 2, 5), {"normalized_shape": 5}),
+    "AdaptiveAvgPool1d": Spec((2, 3, 7), {"output_size": 3}),
+    "AdaptiveAvgPool2d": Spec((2, 2, 7, 5), {"output_size": [3, 2]}),
+    "AdaptiveMaxPool2d": Spec((2, 2, 7, 5), {"output_size": [3, 2]}),
 }
 
 

@@ -97,3 +97,77 @@ def test_main_returns_141_on_a_broken_pipe_in_process(monkeypatch):
     assert not isinstance(replacement, _ClosedPipe)  # pointed at the null device: later writes are dropped
     print("dropped")
     replacement.close()
+
+
+# -- inspect and export (issue 17) ------------------------------------------
+
+
+def _saved_model(tmp_path):
+    from framework import Sequential
+    from framework.layers import BatchNorm, Linear
+
+    model = Sequential([Linear(4, 8, activation="relu"), BatchNorm(8), Linear(8, 3)])
+    path = tmp_path / "model.h5"
+    model.save(path)
+    return model, path
+
+
+def test_inspect_checkpoint_lists_layers_shapes_and_counts(tmp_path, capsys):
+    _, path = _saved_model(tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "model: Sequential" in out
+    assert "weight (8, 4) float32" in out and "running_var (8,)" in out
+    assert "total: 99 values" in out  # 40 + 4*8 + 27
+
+
+def test_inspect_safetensors_lists_torch_names(tmp_path, capsys):
+    pytest.importorskip("safetensors", reason="the [safetensors] extra is not installed")
+    model, _ = _saved_model(tmp_path)
+    model.save_weights(tmp_path / "w.safetensors")
+    assert main(["inspect", str(tmp_path / "w.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "0.weight" in out and "2.num_batches_tracked" in out
+
+
+def test_inspect_errors_are_one_line(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "missing.h5")]) == 1
+    assert capsys.readouterr().err.startswith("error: no such file")
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["inspect", str(tmp_path / "notes.txt")]) == 1
+    assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_export_numpy_from_the_command_line(tmp_path):
+    import numpy as np
+
+    model, path = _saved_model(tmp_path)
+    out = tmp_path / "deploy"
+    proc = subprocess.run(
+        [sys.executable, "-m", "framework", "export", str(path), "--format", "numpy", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "predict.py").is_file() and (out / "weights.npz").is_file()
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            str(out / "predict.py"),
+            str(tmp_path / "x.npy"),
+            "--out",
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x), rtol=1e-6, atol=1e-6)

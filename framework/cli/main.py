@@ -1,4 +1,8 @@
-"""Command-line interface: ``framework plugins [--json]``.
+"""Command-line interface: ``framework plugins [--json]``, ``framework inspect FILE``,
+``framework export CHECKPOINT --format numpy OUT``.
+
+A :class:`~framework.FrameworkError` (an unreadable file, a layer that cannot
+be exported) prints ``error: <message>`` on stderr and exits with status 1.
 
 Output piped into a reader that stops early (``python -m framework plugins |
 head``) ends the command quietly with exit status 141 (128 + SIGPIPE, what a
@@ -14,6 +18,9 @@ import os
 import sys
 from typing import TypedDict
 
+from framework.cli.export_cmd import FORMATS, export_checkpoint
+from framework.cli.inspect_file import describe_file
+from framework.errors import FrameworkError
 from framework.registry.manager import KINDS, REGISTRY
 
 __all__ = ["EXIT_BROKEN_PIPE", "main"]
@@ -106,11 +113,37 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plugins", help="list installed plugins and what they register")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = sub.add_parser(
+        "inspect",
+        help="print a checkpoint's, weights file's or ONNX file's layers, shapes and parameter counts",
+    )
+    p.add_argument("file", help="a .h5 checkpoint, .safetensors, .npz or .onnx file")
+    p = sub.add_parser("export", help="export a saved model (.h5) for deployment")
+    p.add_argument("checkpoint", help="a whole-model .h5 file written by model.save")
+    p.add_argument("--format", required=True, choices=FORMATS, help="numpy: predict.py + weights.npz; onnx")
+    p.add_argument("out", help="output directory (numpy) or .onnx file / directory (onnx)")
     args = parser.parse_args(argv)
     try:
-        status = _plugins(args.json) if args.command == "plugins" else 2
+        status = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except FrameworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Dispatch one parsed command; returns its exit status."""
+    if args.command == "plugins":
+        return _plugins(args.json)
+    if args.command == "inspect":
+        print(describe_file(args.file))
+        return 0
+    if args.command == "export":
+        written = export_checkpoint(args.checkpoint, args.format, args.out)
+        print(f"wrote {written}")
+        return 0
+    return 2

@@ -80,7 +80,7 @@ def load_digits(return_images: bool = True, dtype: Any = "float32") -> tuple[np.
         pixels, labels = table[:, :64], table[:, 64]
     else:  # pragma: no cover - only if scikit-learn reorganises its package data
         # scikit-learn ships no type information (no py.typed), so mypy cannot follow this import.
-        from sklearn.datasets import load_digits as _sk_load_digits  # type: ignore[import-untyped]
+        from sklearn.datasets import load_digits as _sk_load_digits
 
         bunch = _sk_load_digits()
         pixels, labels = np.asarray(bunch.data, np.float64), np.asarray(bunch.target)

@@ -44,13 +44,15 @@ from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.errors import ConfigError, NotCompiledError
 from framework.models.executor import GraphExecutor, accepts_integers
+from framework.models.files import FileMethods
 from framework.models.graph import infer_output_shape
+from framework.models.training_methods import TrainingMethods
 from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["Model"]
 
 
-class Model(Layer):
+class Model(TrainingMethods, FileMethods, Layer):
     """A trainable network: a functional graph, a ``Sequential`` chain or a subclass.
 
     ``Model(inputs, outputs)`` builds a functional model from ``Input``
@@ -305,54 +307,6 @@ class Model(Layer):
                 "model.compile(optimizer=..., loss=...) first"
             )
 
-    # -- training ----------------------------------------------------------
-
-    def fit(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
-        """Train; see :func:`framework.training.loop.fit` for the arguments. Returns a ``History``."""
-        from framework.training.loop import fit
-
-        return fit(self, x, y, **kwargs)
-
-    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """The loss and metrics over ``(x, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``.
-
-        See :func:`framework.training.loop.evaluate` (``sample_weight``, ``callbacks``, ...).
-        """
-        from framework.training.loop import evaluate
-
-        return evaluate(self, x, y, **kwargs)
-
-    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = 0, **kwargs: Any) -> Any:
-        """The outputs for ``x`` in inference mode, batched (a list for several outputs).
-
-        See :func:`framework.training.loop.predict`.
-        """
-        from framework.training.loop import predict
-
-        return predict(self, x, batch_size=batch_size, verbose=verbose, **kwargs)
-
-    def train_on_batch(
-        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
-    ) -> float | dict[str, Any]:
-        """One optimisation step on one batch; returns the loss (or a dict with ``return_dict=True``)."""
-        from framework.training.loop import train_on_batch
-
-        return train_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
-
-    def test_on_batch(
-        self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False
-    ) -> float | dict[str, Any]:
-        """The loss on one batch in inference mode, no step (a dict with ``return_dict=True``)."""
-        from framework.training.loop import test_on_batch
-
-        return test_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
-
-    def predict_on_batch(self, x: Any) -> Any:
-        """The outputs for one batch ``x`` in inference mode."""
-        from framework.training.loop import predict_on_batch
-
-        return predict_on_batch(self, x)
-
     # -- display and serialisation -----------------------------------------
 
     def summary(
@@ -388,24 +342,6 @@ class Model(Layer):
             inputs, outputs = rebuild_graph(config)
             return cls(inputs, outputs, name=config.get("name"))
         return super().from_config(config)
-
-    def save(self, filepath: Any, **kwargs: Any) -> None:
-        """Write the model (config, weights, optimizer state) to HDF5."""
-        from framework.models.persistence import save_model
-
-        save_model(self, filepath, **kwargs)
-
-    def save_weights(self, filepath: Any, **kwargs: Any) -> None:
-        """Write the parameters and buffers to HDF5."""
-        from framework.saving import checkpoint
-
-        checkpoint.save_weights(self, filepath, **kwargs)
-
-    def load_weights(self, filepath: Any, **kwargs: Any) -> None:
-        """Read parameters and buffers written by :meth:`save_weights`."""
-        from framework.saving import checkpoint
-
-        checkpoint.load_weights(self, filepath, **kwargs)
 
     def extra_repr(self) -> str:
         return f"{len(self.layers)} layers, {self.count_params()} parameters"

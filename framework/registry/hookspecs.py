@@ -12,6 +12,11 @@ names are the hooks below. Each hook receives ``register``, a callable
   name on purpose; without it, two plugins claiming one name is a
   :class:`~framework.PluginError`.
 
+``register_onnx_converters`` is the exception: its ``register`` takes
+``register(layer_class, converter)`` and maps a layer class to the function
+that writes it as ONNX nodes (see :mod:`framework.onnx`); it is read only when
+a model is exported.
+
 Hooks are called with keyword arguments, so an implementation may accept a
 subset of them and new arguments added later break no plugin.
 
@@ -71,3 +76,19 @@ def register_optimizers(register: Register) -> None:
 @hookspec
 def register_metrics(register: Register) -> None:
     """Register ``Metric`` subclasses, usable as ``compile(metrics=["name"])``."""
+
+
+@hookspec
+def register_onnx_converters(register: Register) -> None:
+    """Register ONNX converters: ``register(layer_class, converter)``, used by ``framework.onnx.export``."""
+
+
+@hookspec
+def register_model_formats(register: Register) -> None:
+    """Register file formats of models: ``register(kind, name, suffixes=(...), save=..., load=...)``.
+
+    ``kind`` is ``"weights"`` (``model.save_weights`` / ``load_weights`` by
+    suffix), ``"export"`` (``model.export`` by suffix; ``""`` for a directory)
+    or ``"state_dict"`` (``model.state_dict(format=name)``); see
+    :mod:`framework.models.formats`.
+    """

@@ -113,6 +113,7 @@ class Registry:
         self._tables: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._by_object: dict[str, dict[int, Entry]] = {kind: {} for kind in KINDS}
         self.plugins: list[PluginInfo] = []
+        self._info_of: dict[int, PluginInfo] = {}  # id(plugin object) -> its info
 
     # -- loading ---------------------------------------------------------
 
@@ -208,6 +209,7 @@ class Registry:
         except ValueError as exc:
             raise PluginError(f"plugin {info.describe()} is already registered: {exc}") from exc
         self.plugins.append(info)
+        self._info_of[id(plugin)] = info
         for kind in KINDS:
             caller = getattr(self.pm.hook, f"register_{kind}")
             for impl in caller.get_hookimpls():
@@ -260,6 +262,24 @@ class Registry:
             table[key] = entry
         self._by_object[kind].setdefault(id(obj), entry)
         info.registered.setdefault(kind, []).append(name)
+
+    def hook_implementations(self, hook: str) -> list[tuple[Any, PluginInfo]]:
+        """``(function, plugin info)`` of every loaded plugin implementing ``hook``.
+
+        For hooks the name tables do not cover (``register_onnx_converters``):
+        the subsystem that owns the hook calls each function with its own
+        ``register`` and reports errors with the plugin's :meth:`PluginInfo.describe`.
+        Loads the plugins first.
+        """
+        self.load()
+        caller = getattr(self.pm.hook, hook)
+        found = []
+        for impl in caller.get_hookimpls():
+            info = self._info_of.get(id(impl.plugin))
+            if info is None:
+                info = PluginInfo(name=self.pm.get_name(impl.plugin) or "?", module="?")
+            found.append((impl.function, info))
+        return found
 
     # -- lookup ----------------------------------------------------------
 

@@ -170,7 +170,7 @@ def _address(a: np.ndarray) -> int:
     ``from_buffer`` refuses, take that slower road.
     """
     try:
-        return _addressof(_char_from_buffer(a))
+        return _addressof(_char_from_buffer(a))  # type: ignore[arg-type]  # ndarray has the buffer protocol
     except (TypeError, ValueError):  # read-only, or empty
         return a.ctypes.data
 

@@ -53,7 +53,7 @@ def input_names(model: Model) -> list[str] | None:
     """The names of the model's ``Input``\\ s, in order (``None`` for a model without named inputs)."""
     if model._graph is None:
         return None
-    return [t.node.layer.name for t in model._graph.inputs]
+    return [str(t.node.layer.name) for t in model._graph.inputs]
 
 
 def _from_dict(data: dict[Any, Any], names: list[str] | None, label: str, what: str) -> Any:
@@ -243,33 +243,42 @@ class ArrayData:
         self, batch_size: int, shuffle: bool = False, rng: Any = None
     ) -> Iterator[tuple[Any, Any, Any]]:
         """``(x_batch, y_batch, weight_batch)`` triples (lists where several), in order or shuffled."""
-        n, lazy, ws = self.n, self.lazy, self.ws
+        n = self.n
         perm = rng.permutation(n) if shuffle else None
-        dtype = self._dtype
         for start in range(0, n, batch_size):
             if perm is None:
-                index: Any = slice(start, start + batch_size)
+                yield self.take(slice(start, min(n, start + batch_size)))
             else:
-                index = perm[start : start + batch_size]
-                if lazy:
-                    index.sort()
-            xb = [_take(a, index, lazy) for a in self.xs]
-            if lazy and dtype is not None:
-                xb = [
-                    b if b.dtype == dtype or np.issubdtype(b.dtype, np.integer) else b.astype(dtype)
-                    for b in xb
-                ]
-            yb = None if self.ys is None else [_take(a, index, lazy) for a in self.ys]
-            wb = None if ws is None else [None if w is None else w[index] for w in ws]
-            if self.check_batches:
-                check_batch(xb, yb, wb, f"the samples {start}..{min(n, start + batch_size) - 1}")
-            yield (
-                xb if self.multi_x else xb[0],
-                None if yb is None else (yb if self.multi_y else yb[0]),
-                None if wb is None else (wb if len(wb) > 1 else wb[0]),
-            )
+                yield self.take(perm[start : start + batch_size])
+
+    def take(self, index: Any) -> tuple[Any, Any, Any]:
+        """The ``(x, y, weight)`` batch of the samples ``index`` (a slice or an integer array)."""
+        lazy, ws, dtype = self.lazy, self.ws, self._dtype
+        if lazy and isinstance(index, np.ndarray):
+            index = np.sort(index)
+        xb = [_take(a, index, lazy) for a in self.xs]
+        if lazy and dtype is not None:
+            xb = [
+                b if b.dtype == dtype or np.issubdtype(b.dtype, np.integer) else b.astype(dtype) for b in xb
+            ]
+        yb = None if self.ys is None else [_take(a, index, lazy) for a in self.ys]
+        wb = None if ws is None else [None if w is None else w[index] for w in ws]
+        if self.check_batches:
+            check_batch(xb, yb, wb, _describe(index))
+        return (
+            xb if self.multi_x else xb[0],
+            None if yb is None else (yb if self.multi_y else yb[0]),
+            None if wb is None else (wb if len(wb) > 1 else wb[0]),
+        )
 
     _dtype: Any = None
+
+
+def _describe(index: Any) -> str:
+    """How an error names a batch: its range of sample indices."""
+    if isinstance(index, slice):
+        return f"the samples {index.start}..{index.stop - 1}"
+    return f"the samples {int(index.min())}..{int(index.max())} (shuffled)" if len(index) else "no samples"
 
 
 def _take(a: Any, index: Any, lazy: bool) -> np.ndarray:
@@ -305,7 +314,7 @@ class BatchData:
     ) -> Iterator[tuple[Any, Any, Any]]:
         if self.one_shot:
             it = self.source if self._iterator is None else self._iterator
-            self._iterator = iter(it)  # type: ignore[arg-type]
+            self._iterator = iter(it)
             it = self._iterator
         else:
             it = iter(self.source)
@@ -342,11 +351,9 @@ class BatchData:
 
 def model_arity(model: Model) -> tuple[int | None, int | None]:
     """How many inputs and outputs ``model`` takes (``None`` for a hand-built subclass)."""
-    from framework.models.model import Sequential
-
     if model._graph is not None:
         return len(model._graph.inputs), len(model._graph.outputs)
-    if isinstance(model, Sequential):
+    if hasattr(model, "_stack"):  # a Sequential (duck-typed: training does not import models)
         return 1, 1
     return None, None
 

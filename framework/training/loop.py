@@ -50,6 +50,7 @@ from framework.training.inference import (
     test_on_batch,
     train_on_batch,
 )
+from framework.training.parallel import data_parallel
 from framework.training.trainer import (
     Interrupt,
     Trainer,
@@ -180,6 +181,12 @@ def fit(
     weight_table = class_weight_table(class_weight, model)
     rng = np.random.default_rng(seed) if seed is not None else get_rng()
 
+    parallel = data_parallel(model)  # None unless data-parallel on several MPI ranks
+    if parallel is not None:
+        parallel.start(data, batch_size, full)
+        if not parallel.is_main:  # rank 0 alone draws the bar and writes files
+            verbose = 0
+            user_callbacks = [c for c in user_callbacks if not getattr(c, "main_process_only", False)]
     history = History()
     # As in Keras, the progress bar and History come after the user's callbacks,
     # so they see keys those add to the epoch logs (``lr``).
@@ -188,7 +195,7 @@ def fit(
         cbs.append(ProgbarLogger(verbose=verbose))
     cbs.append(history)
     cb = CallbackList(cbs, model=model)
-    steps = data.steps(batch_size)
+    steps = data.steps(batch_size) if parallel is None else parallel.steps(data, batch_size)
     cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
     trainer = Trainer(model)
     model.stop_training = False
@@ -204,13 +211,23 @@ def fit(
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
                 total, count = 0.0, 0
-                for step, (xb, yb, wb) in enumerate(data.batches(batch_size, shuffle, rng)):
+                if parallel is None:
+                    batches = data.batches(batch_size, shuffle, rng)
+                else:
+                    batches = parallel.batches(data, batch_size, shuffle, rng)
+                for step, (xb, yb, wb) in enumerate(batches):
                     cb.on_train_batch_begin(step)
                     if is_batches:
                         xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
-                    if weight_table is not None:
+                    if weight_table is not None and xb is not None:
                         wb = combine_weights(weight_table, yb, wb)
-                    value = trainer.train_step(xb, yb, wb)
+                    if parallel is None:
+                        value = trainer.train_step(xb, yb, wb)
+                    else:
+                        value = (
+                            trainer.train_step(xb, yb, wb) if xb is not None else parallel.empty_step(trainer)
+                        )
+                        value = parallel.after_batch(value, interrupt)
                     total += value
                     count += 1
                     if cb.has_batch_hooks:
@@ -228,11 +245,20 @@ def fit(
                     for name, value in zip(model.output_names, trainer.output_totals):
                         logs[f"{name}_loss"] = value / count if count else float("nan")
                 logs.update(trainer.metric_logs())
+                if parallel is not None:  # the loss is already the mean over the ranks
+                    logs = parallel.mean_logs(logs, parallel.samples, skip=("loss",))
                 if val_data is not None:
-                    val_logs = evaluate_data(model, trainer, val_data, val_batch, cb)
+                    if parallel is None:
+                        val_logs = evaluate_data(model, trainer, val_data, val_batch, cb)
+                    else:
+                        part = parallel.validation_part(val_data)
+                        val_logs = evaluate_data(model, trainer, part, val_batch, cb)
+                        val_logs = parallel.mean_logs(val_logs, part.n or 1)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 cb.on_epoch_end(epoch, logs)
                 model.epoch = epoch + 1
+                if parallel is not None:
+                    parallel.agree_stop(interrupt)
                 if interrupt.flag:
                     interrupted = True
                     break

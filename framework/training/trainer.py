@@ -240,7 +240,7 @@ def keep_freed_memory() -> bool:
     if os.environ.get("FRAMEWORK_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return False
         import ctypes
 

@@ -16,7 +16,17 @@ Logs = dict[str, Any]
 
 
 class Callback:
-    """Base class: every hook does nothing; override the ones you need."""
+    """Base class: every hook does nothing; override the ones you need.
+
+    Attributes:
+        main_process_only: ``True`` for a callback that writes files or
+            prints (``ModelCheckpoint``, ``CSVLogger``, ``TensorBoard``):
+            under data-parallel ``fit`` on several MPI ranks it runs on rank 0
+            alone. ``False`` (the default) runs it on every rank, with the same
+            epoch logs, so its decisions (``EarlyStopping``) agree.
+    """
+
+    main_process_only = False
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -94,7 +104,7 @@ def _uses(cb: Callback, hooks: tuple[str, ...]) -> bool:
     with ``update_freq="epoch"`` sets it ``False``), which wins for the training hooks.
     """
     if hooks is _TRAIN_BATCH and isinstance(getattr(cb, "batch_hooks", None), bool):
-        return cb.batch_hooks  # type: ignore[attr-defined, no-any-return]
+        return cb.batch_hooks  # type: ignore[attr-defined]
     cls, own = type(cb), vars(cb)
     return any(name in own or getattr(cls, name) is not getattr(Callback, name) for name in hooks)
 

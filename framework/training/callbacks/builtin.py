@@ -51,6 +51,8 @@ class CSVLogger(Callback):
         append: append to an existing file instead of overwriting it.
     """
 
+    main_process_only = True  # data-parallel fit: rank 0 alone writes the files
+
     def __init__(self, filename: Any, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         self.filename = os.fspath(filename)

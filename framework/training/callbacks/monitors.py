@@ -159,6 +159,8 @@ class ModelCheckpoint(_Monitor):
         verbose: print a line at each save.
     """
 
+    main_process_only = True  # data-parallel fit: rank 0 alone writes the files
+
     def __init__(
         self,
         filepath: Any,

@@ -52,6 +52,8 @@ class TensorBoard(Callback):
             (the message names the extra).
     """
 
+    main_process_only = True  # data-parallel fit: rank 0 alone writes the files
+
     def __init__(
         self, log_dir: Any = "logs", histogram_freq: int = 0, update_freq: str | int = "epoch"
     ) -> None:

@@ -15,6 +15,7 @@ from framework_example.activations import Mish
 from framework_example.initializers import LecunNormal
 from framework_example.layers import FeatureScale
 from framework_example.losses import LogCosh
+from framework_example.onnx import feature_scale
 from framework_example.optimizers import Lion
 
 
@@ -42,3 +43,8 @@ def register_losses(register: Any) -> None:
 @hookimpl
 def register_optimizers(register: Any) -> None:
     register(Lion, name="lion")
+
+
+@hookimpl
+def register_onnx_converters(register: Any) -> None:
+    register(FeatureScale, feature_scale)  # register(layer_class, converter) for framework.onnx.export

@@ -1,0 +1,66 @@
+"""``.safetensors`` files through the ``safetensors`` package's NumPy API (the ``[safetensors]`` extra).
+
+A safetensors file is a JSON header (names, dtypes, shapes, offsets) followed
+by raw little-endian bytes: reading it runs no code and unpickles nothing.
+The package is imported only when a file is read or written, so the
+framework works without it; a missing package raises a
+:class:`~framework.CheckpointError` naming the extra.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from framework.errors import CheckpointError
+
+__all__ = ["read_safetensors", "safetensors_numpy", "write_safetensors"]
+
+
+def safetensors_numpy() -> Any:
+    """The ``safetensors.numpy`` module, or a CheckpointError saying how to install it."""
+    try:
+        import safetensors.numpy as st_numpy
+    except ImportError as exc:
+        raise CheckpointError(
+            "reading or writing .safetensors files needs the 'safetensors' package: "
+            "pip install 'framework[safetensors]' (or pip install safetensors)"
+        ) from exc
+    return st_numpy
+
+
+def write_safetensors(
+    arrays: dict[str, np.ndarray], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``arrays`` (name -> array) to ``path``; arrays are made contiguous first.
+
+    Raises:
+        CheckpointError: the package is missing or the file cannot be written.
+    """
+    st_numpy = safetensors_numpy()
+    dense = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    try:
+        st_numpy.save_file(dense, os.fspath(path), metadata=metadata)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot write safetensors file {os.fspath(path)!r}: {exc}") from exc
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of the safetensors file ``path``, by name (copies, not memory maps).
+
+    Raises:
+        CheckpointError: the package is missing, the file does not exist, or
+            it is not a valid safetensors file (or holds a dtype NumPy lacks,
+            such as bfloat16).
+    """
+    st_numpy = safetensors_numpy()
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointError(f"no safetensors file at {name!r}")
+    try:
+        arrays = st_numpy.load_file(name)
+    except Exception as exc:  # the Rust reader raises its own SafetensorError, not an OSError
+        raise CheckpointError(f"{name!r} is not a readable safetensors file: {exc}") from exc
+    return {key: np.array(value, copy=True) for key, value in arrays.items()}

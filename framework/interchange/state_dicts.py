@@ -1,0 +1,267 @@
+"""State dicts under this framework's names or PyTorch's, and loading them with PyTorch's rules.
+
+Two namings of one model's parameters and buffers:
+
+- ``"native"`` (what ``Layer.state_dict()`` returns and checkpoints keep):
+  ``<layer name>.<parameter>``, e.g. ``linear.weight``, ``conv2d_1.bias``;
+- ``"torch"``: the names the equivalent PyTorch module has, so a PyTorch state
+  dict loads key for key and ours loads into PyTorch with ``strict=True``.
+
+The naming rule (:func:`torch_names`):
+
+- A ``Sequential`` numbers its layers by position, as ``torch.nn.Sequential``
+  does, counting **every** layer, parameter-free ones too (``ReLU``,
+  ``Flatten``, ``MaxPool2d``, ``Dropout``): ``0.weight``, ``2.bias``...
+- A layer with weights whose ``activation`` is set (``Linear(4, 8,
+  activation="relu")``, ``Conv2d(..., activation="relu")``) stands for two
+  PyTorch modules, the layer then its activation, so it takes two positions.
+  An identity activation takes none. (The ``Activation("relu")`` layer has no
+  weights: it is one module, one position.)
+- A functional ``Model`` names each layer by its layer name, as a PyTorch
+  module names its submodule attributes: ``Linear(8, 2, name="head")`` gives
+  ``head.weight``.
+- A nested model is named recursively under its position or name.
+- Inside a layer the names are already PyTorch's (``weight``, ``bias``,
+  ``running_mean``, ``running_var``, ``weight_ih_l0``, ``bias_hh_l1_reverse``...).
+- Every layer with running statistics (``BatchNorm``) also has PyTorch's
+  ``num_batches_tracked`` (an ``int64`` scalar) in the ``"torch"`` naming; on
+  loading, that key is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from framework.base.layer import Layer, format_shape
+from framework.errors import ConfigError, NotBuiltError, ShapeError
+
+__all__ = ["KEY_FORMATS", "IncompatibleKeys", "load_state_dict", "state_dict", "torch_names"]
+
+KEY_FORMATS = ("native", "torch")
+"""The namings :func:`state_dict` can produce."""
+
+_TRACKED = "num_batches_tracked"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict(..., strict=False)`` could not load (PyTorch's ``_IncompatibleKeys``).
+
+    Attributes:
+        missing_keys: the model's keys the state dict did not have.
+        unexpected_keys: the state dict's keys the model does not have.
+        mismatched_keys: ``"name: expected (a, b), got (c, d)"`` for each
+            array of the wrong shape (left unloaded).
+    """
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    mismatched_keys: list[str]
+
+
+def _is_sequential(layer: Layer) -> bool:
+    from framework.models.sequential import Sequential
+
+    return isinstance(layer, Sequential)
+
+
+def _is_model(layer: Layer) -> bool:
+    from framework.models.model import Model
+
+    return isinstance(layer, Model)
+
+
+def fused_activation(layer: Layer) -> Layer | None:
+    """The activation ``layer`` applies to its output when it counts as a second PyTorch module.
+
+    That is a non-identity ``activation`` attribute on a layer with weights.
+    """
+    act = getattr(layer, "activation", None)
+    if not isinstance(act, Layer) or not layer.parameters():
+        return None
+    if type(act).__name__ in ("Identity", "IdentityActivation"):
+        return None
+    return act
+
+
+def _children(model: Layer) -> list[tuple[str, str, Layer]]:
+    """``(native name, PyTorch name, child)`` for each direct child of ``model``."""
+    if _is_sequential(model):
+        rows = []
+        position = 0
+        for name, child in model.named_children():
+            rows.append((name, str(position), child))
+            position += 2 if fused_activation(child) is not None else 1
+        return rows
+    return [(name, name, child) for name, child in model.named_children()]
+
+
+def torch_names(model: Layer) -> dict[str, str]:
+    """The PyTorch name of each native state-dict key of ``model`` (see the module docstring)."""
+    children = sorted(_children(model), key=lambda row: -len(row[0]))  # longest name first
+    nested: dict[int, dict[str, str]] = {}
+    names: dict[str, str] = {}
+    for key in model_state_keys(model):
+        for native, torch, child in children:
+            if key.startswith(native + "."):
+                rest = key[len(native) + 1 :]
+                if _is_model(child):
+                    sub = nested.setdefault(id(child), torch_names(child))
+                    rest = sub.get(rest, rest)
+                names[key] = f"{torch}.{rest}"
+                break
+        else:
+            names[key] = key
+    return names
+
+
+def model_state_keys(model: Layer) -> list[str]:
+    """Native keys of ``model``'s parameters, then its buffers (each array once)."""
+    return [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+
+
+def _layers_by_prefix(layer: Layer, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+    """``(native dotted prefix, layer)`` for ``layer`` and every layer below it."""
+    yield prefix, layer
+    for name, child in layer.named_children():
+        yield from _layers_by_prefix(child, f"{prefix}{name}.")
+
+
+def _tracked_counts(model: Layer, names: dict[str, str]) -> dict[str, np.ndarray]:
+    """``num_batches_tracked`` under its PyTorch name for each layer with running statistics."""
+    out: dict[str, np.ndarray] = {}
+    for prefix, layer in _layers_by_prefix(model):
+        native = f"{prefix}running_mean"
+        if native in names:
+            torch_prefix = names[native][: -len("running_mean")]
+            count = int(getattr(layer, _TRACKED, 0) or 0)
+            out[torch_prefix + _TRACKED] = np.array(count, dtype=np.int64)
+    return out
+
+
+def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
+    """``model``'s parameters and buffers by name, under the naming ``format``.
+
+    Args:
+        model: a built model or layer.
+        format: ``"native"`` (layer names, the arrays themselves) or
+            ``"torch"`` (PyTorch's names, plus ``num_batches_tracked``).
+
+    Raises:
+        ConfigError: an unknown ``format``.
+    """
+    if format not in KEY_FORMATS:
+        raise ConfigError(f"state_dict: format must be one of {KEY_FORMATS}, got {format!r}")
+    native = Layer.state_dict(model)
+    if format == "native":
+        return native
+    names = torch_names(model)
+    out = {names.get(key, key): value for key, value in native.items()}
+    out.update(_tracked_counts(model, names))
+    return out
+
+
+def as_numpy(value: Any, key: str) -> np.ndarray:
+    """``value`` as a NumPy array: arrays, lists and CPU tensors (``.detach().cpu().numpy()``)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        raise ConfigError(
+            f"load_state_dict: {key!r} holds {array.dtype} data; expected numbers (a float or integer array)"
+        )
+    return array
+
+
+def _describe_keys(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
+
+
+def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    """Copy the arrays of ``state`` into ``model``, under native or PyTorch names.
+
+    Each key may use either naming (see the module docstring); PyTorch's
+    ``num_batches_tracked`` is accepted and ignored. Values may be NumPy
+    arrays, nested lists or CPU ``torch.Tensor`` s; they are cast to each
+    parameter's dtype. Nothing in the model changes unless every array can
+    be loaded.
+
+    Args:
+        model: a built model (or layer).
+        state: name -> array.
+        strict: refuse missing or unexpected keys and wrong shapes (default);
+            with ``False`` load what fits and report the rest.
+
+    Returns:
+        An :class:`IncompatibleKeys` (all empty after a strict load).
+
+    Raises:
+        NotBuiltError: ``model`` has no parameters yet because it is not built.
+        ConfigError: with ``strict``, missing or unexpected keys (listed); a
+            key given twice (once per naming); a non-numeric value.
+        ShapeError: with ``strict``, arrays of the wrong shape (listed with
+            both shapes).
+    """
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"load_state_dict: expected a mapping of name -> array, got {type(state).__name__}")
+    if not getattr(model, "built", True):
+        raise NotBuiltError(
+            f"{model.describe()} is not built, so it has no parameters to load into; "
+            "call model.build(input_shape) first"
+        )
+    targets: dict[str, Any] = dict(model.named_parameters())
+    targets.update(dict(model.named_buffers()))
+    names = torch_names(model)
+    to_native = {torch: native for native, torch in names.items()}
+    tracked = {key[: -len("running_mean")] + _TRACKED for key in to_native if key.endswith("running_mean")}
+    given: dict[str, tuple[str, Any]] = {}
+    unexpected: list[str] = []
+    torch_style = False
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"load_state_dict: keys must be strings, got {key!r}")
+        if key in targets:
+            native = key
+        elif key in to_native:
+            native, torch_style = to_native[key], True
+        elif key in tracked:
+            continue
+        else:
+            unexpected.append(key)
+            continue
+        if native in given:
+            raise ConfigError(
+                f"load_state_dict: {native!r} is given twice, as {given[native][0]!r} and {key!r}; "
+                "use one naming"
+            )
+        given[native] = (key, value)
+    missing = [k for k in targets if k not in given]
+    shown_missing = [names.get(k, k) if torch_style else k for k in missing]
+    if strict and (missing or unexpected):
+        raise ConfigError(
+            f"{model.describe()}: the state dict does not match the model; "
+            f"missing keys {_describe_keys(shown_missing)}, unexpected keys {_describe_keys(unexpected)}. "
+            "Keys may use the model's layer names or PyTorch's (see model.state_dict(format='torch')); "
+            "pass strict=False to load the rest"
+        )
+    loads: list[tuple[Any, np.ndarray]] = []
+    mismatched: list[str] = []
+    for native, (key, value) in given.items():
+        array = as_numpy(value, key)
+        target = targets[native]
+        if array.shape != target.shape:
+            mismatched.append(
+                f"{key}: expected {format_shape(target.shape)}, got {format_shape(array.shape)}"
+            )
+            continue
+        loads.append((target, array))
+    if strict and mismatched:
+        raise ShapeError(
+            f"{model.describe()}: {len(mismatched)} arrays have the wrong shape: {'; '.join(mismatched)}"
+        )
+    for target, array in loads:
+        np.copyto(target.data, array, casting="unsafe")
+    return IncompatibleKeys(shown_missing, unexpected, mismatched)

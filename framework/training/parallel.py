@@ -1,0 +1,225 @@
+"""What ``fit`` does differently on several MPI ranks (see :mod:`framework.distributed`).
+
+``fit`` trains data-parallel when the model's optimizer is a
+:class:`~framework.distributed.DistributedOptimizer` and the world has more
+than one rank; otherwise none of this runs (a world of size 1 takes the plain
+loop, with no per-batch work added). Then, in order:
+
+- at the start, rank 0's parameters and buffers are broadcast (packed in one
+  message per dtype), so every rank starts from the same model;
+- each epoch, rank 0 draws the permutation (from ``seed``, or the global
+  generator) and broadcasts it; each rank trains on its blocks of it
+  (:mod:`framework.distributed.sharding`): ``batch_size`` is per rank, every
+  rank runs ``ceil(n / (size * batch_size))`` steps;
+- each step, the optimizer averages the gradients (fused buckets), then one
+  two-number allreduce gives every rank the window's loss (each rank's mean
+  weighted by its share of the window's samples) and whether any rank asked to
+  stop (``model.stop_training`` or Ctrl-C), so all stop after the same batch;
+- each epoch's end, the metrics (weighted by each rank's sample count) and
+  the validation results (each rank evaluates its contiguous block of the
+  validation arrays) are averaged in one allreduce, so the logs, ``History``
+  and every callback's decision (``EarlyStopping``) are the same on every
+  rank; a last allreduce agrees on stopping.
+
+Batch-level logs (``on_train_batch_end``) carry the global running loss and
+this rank's own running metrics. Batch iterables (``x`` yielding batches) are
+not sharded: each rank reads its own and must yield the same number of
+batches. Callbacks with ``main_process_only = True`` (``ModelCheckpoint``,
+``CSVLogger``, ``TensorBoard``) and the progress bar run on rank 0 alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.distributed import world
+from framework.distributed.optimizer import DistributedOptimizer
+from framework.distributed.sharding import block, shard_steps, shard_windows
+from framework.errors import ConfigError
+from framework.training.data import ArrayData, copyless
+
+if TYPE_CHECKING:
+    from framework.models.model import Model
+    from framework.training.trainer import Interrupt, Trainer
+
+__all__ = ["DataParallel", "broadcast_state", "data_parallel"]
+
+_WARNED = [False]
+
+
+def data_parallel(model: Model) -> DataParallel | None:
+    """The data-parallel helper for ``fit``, or ``None`` for plain single-process training."""
+    optimizer = model.optimizer
+    if not isinstance(optimizer, DistributedOptimizer):
+        if not _WARNED[0] and world.launched_by_mpi() and world.size() > 1 and world.is_main():
+            _WARNED[0] = True
+            warnings.warn(
+                f"fit runs under MPI on {world.size()} ranks with a plain {type(optimizer).__name__}: "
+                "each rank trains alone on all the data. Compile with "
+                "framework.distributed.DistributedOptimizer(optimizer) to train data-parallel",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return None
+    if world.size() == 1:
+        return None
+    return DataParallel(model, optimizer)
+
+
+def _walk(model: Model) -> Iterator[Any]:
+    stack: list[Any] = [model]
+    while stack:
+        layer = stack.pop()
+        yield layer
+        stack.extend(layer.children())
+
+
+def _all_built(model: Model) -> bool:
+    return all(layer.built for layer in _walk(model))
+
+
+def broadcast_state(model: Model, root: int = 0) -> None:
+    """Overwrite every parameter and buffer with rank ``root``'s (one ``Bcast`` per dtype)."""
+    arrays: dict[int, np.ndarray] = {}
+    for held in [*model.parameters(), *model.buffers()]:
+        arrays.setdefault(id(held.data), held.data)
+    by_dtype: dict[np.dtype, list[np.ndarray]] = {}
+    for a in arrays.values():
+        by_dtype.setdefault(a.dtype, []).append(a)
+    for dtype in sorted(by_dtype, key=str):
+        group = by_dtype[dtype]
+        flat = np.concatenate([a.ravel() for a in group]) if group else np.empty(0, dtype)
+        world.broadcast(flat, root)
+        offset = 0
+        for a in group:
+            a[...] = flat[offset : offset + a.size].reshape(a.shape)
+            offset += a.size
+
+
+class DataParallel:
+    """The collectives ``fit`` adds on several ranks (one instance per ``fit``)."""
+
+    def __init__(self, model: Model, optimizer: DistributedOptimizer) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.rank, self.size = world.rank(), world.size()
+        self.samples = 0  # this rank's training samples in the current epoch
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, data: Any, batch_size: int, full_batch: bool) -> None:
+        """Refuse what cannot be sharded, build the model if needed, broadcast rank 0's state."""
+        if full_batch:
+            raise ConfigError(
+                "fit: a model with a full-batch layer (needs_full_batch) cannot be trained "
+                "data-parallel: its batch is the whole, ordered data set. Train it in one process"
+            )
+        if isinstance(data, ArrayData) and any(
+            getattr(layer, "collective", False) for layer in _walk(self.model)
+        ):
+            short = data.n % (batch_size * self.size)
+            if 0 < short < self.size:
+                raise ConfigError(
+                    f"fit: the last window of {short} sample(s) leaves a rank without samples, but "
+                    f"{type(self.model).__name__} has a layer that communicates in forward "
+                    "(SyncBatchNorm) and needs every rank in every step; drop or add "
+                    f"{short} sample(s), or change batch_size"
+                )
+        if not _all_built(self.model):
+            if not isinstance(data, ArrayData):
+                raise ConfigError(
+                    "fit: on several ranks the model must be built before training from a batch "
+                    "iterable (call model.build(input_shape)), so rank 0's weights can be broadcast"
+                )
+            first = [a[:2] for a in data.xs]
+            x = self.model.cast_inputs(first if data.multi_x else first[0])
+            self.model.forward(Context(False, record=False), x)
+        broadcast_state(self.model)
+
+    def steps(self, data: Any, batch_size: int) -> int | None:
+        if isinstance(data, ArrayData):
+            return shard_steps(data.n, batch_size, self.size)
+        return data.steps(batch_size)
+
+    def batches(self, data: Any, batch_size: int, shuffle: bool, rng: Any) -> Iterator[Any]:
+        """This rank's ``(x, y, weight)`` batches; ``(None, None, None)`` for an empty share."""
+        self.samples = 0
+        if not isinstance(data, ArrayData):
+            for item in data.batches(batch_size, shuffle, rng):
+                self.samples += len(item[0][0] if isinstance(item[0], list) else item[0])
+                yield item
+            return
+        order = None
+        if shuffle:
+            order = rng.permutation(data.n) if self.is_main else np.empty(data.n, dtype=np.int64)
+            order = world.broadcast(order.astype(np.int64, copy=False))
+        for index, weight in shard_windows(data.n, batch_size, self.rank, self.size, order):
+            self.optimizer.grad_scale = weight
+            world.set_step_weight(weight)
+            count = len(index) if isinstance(index, np.ndarray) else index.stop - index.start
+            self.samples += count
+            yield data.take(index) if count else (None, None, None)
+        self.optimizer.grad_scale = 1.0
+        world.set_step_weight(1.0)
+
+    def empty_step(self, trainer: Trainer) -> float:
+        """A step of a rank without samples: it still joins the gradient allreduce (weight 0)."""
+        trainer._bind()
+        self.optimizer.step()
+        return 0.0
+
+    def after_batch(self, value: float, interrupt: Interrupt) -> float:
+        """The window's loss on every rank; ``stop_training`` and Ctrl-C agreed over the ranks."""
+        buf = np.array([value * self.optimizer.grad_scale, self.model.stop_training, interrupt.flag], float)
+        world.allreduce_inplace(buf, "allreduce of the batch loss (fit)")
+        if buf[1]:
+            self.model.stop_training = True
+        if buf[2]:
+            interrupt.flag = True
+        return float(buf[0]) / self.size
+
+    def validation_part(self, data: Any) -> Any:
+        """This rank's contiguous block of array validation data (all of it when smaller than the world)."""
+        if not isinstance(data, ArrayData) or data.n < self.size:
+            return data
+        start, stop = block(data.n, self.rank, self.size)
+        return part_of(data, start, stop)
+
+    def mean_logs(self, logs: dict[str, Any], weight: float, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``logs`` averaged over the ranks, each rank's values weighted by ``weight`` (one allreduce)."""
+        keys = [k for k in logs if k not in skip]
+        values = [np.asarray(logs[k], dtype=np.float64) for k in keys]
+        buf = np.concatenate([[weight], *[weight * v.ravel() for v in values]])
+        world.allreduce_inplace(buf, "allreduce of the epoch logs (fit)")
+        total = buf[0] if buf[0] else 1.0
+        out = dict(logs)
+        offset = 1
+        for k, v in zip(keys, values):
+            part = buf[offset : offset + v.size] / total
+            out[k] = float(part[0]) if v.ndim == 0 else part.reshape(v.shape)
+            offset += v.size
+        return out
+
+    def agree_stop(self, interrupt: Interrupt) -> None:
+        """After the epoch's callbacks: stop on every rank if any rank stops."""
+        buf = np.array([self.model.stop_training, interrupt.flag], dtype=np.float64)
+        world.allreduce_inplace(buf, "allreduce of the stop flags (fit)")
+        self.model.stop_training = bool(buf[0])
+        interrupt.flag = bool(buf[1])
+
+
+def part_of(data: ArrayData, start: int, stop: int) -> ArrayData:
+    """Samples ``start..stop - 1`` of ``data`` (views, no copy)."""
+    new = copyless(data)
+    new.xs = [a[start:stop] for a in data.xs]
+    new.ys = None if data.ys is None else [a[start:stop] for a in data.ys]
+    new.ws = None if data.ws is None else [None if w is None else w[start:stop] for w in data.ws]
+    new.n = stop - start
+    return new
