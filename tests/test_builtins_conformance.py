@@ -156,17 +156,27 @@ LAYERS: dict[str, list[Spec]] = {
     "TransformerEncoder": [
         Spec(
             (2, 4, 6),
-            {"encoder_layer": {"class_name": "TransformerEncoderLayer", "config": {"d_model": 6, "nhead": 2,
-             "dim_feedforward": 8, "dropout": 0.0}}, "num_layers": 2},
+            {
+                "encoder_layer": {
+                    "class_name": "TransformerEncoderLayer",
+                    "config": {"d_model": 6, "nhead": 2, "dim_feedforward": 8, "dropout": 0.0},
+                },
+                "num_layers": 2,
+            },
         )
-    ],  # fmt: skip
+    ],
     "TransformerDecoder": [
         Spec(
             [(2, 3, 6), (2, 4, 6)],
-            {"decoder_layer": {"class_name": "TransformerDecoderLayer", "config": {"d_model": 6, "nhead": 2,
-             "dim_feedforward": 8, "dropout": 0.0}}, "num_layers": 2},
+            {
+                "decoder_layer": {
+                    "class_name": "TransformerDecoderLayer",
+                    "config": {"d_model": 6, "nhead": 2, "dim_feedforward": 8, "dropout": 0.0},
+                },
+                "num_layers": 2,
+            },
         )
-    ],  # fmt: skip
+    ],
     "PositionalEncoding": [Spec((2, 5, 6), {"d_model": 6, "max_len": 10, "dropout": 0.0})],
     "GroupNorm": [Spec((2, 4, 3, 3), {"num_groups": 2, "num_channels": 4})],
     "InstanceNorm1d": [Spec((2, 3, 5), {"num_features": 3, "affine": True, "track_running_stats": True})],
@@ -253,14 +263,25 @@ DEFAULTS: dict[str, Spec] = {
     "TransformerEncoderLayer": Spec((2, 4, 2), {"d_model": 2, "nhead": 1}),
     "TransformerDecoderLayer": Spec([(2, 3, 2), (2, 4, 2)], {"d_model": 2, "nhead": 1}),
     "TransformerEncoder": Spec(
-        (2, 4, 6), {"encoder_layer": {"class_name": "TransformerEncoderLayer", "config": {"d_model": 6, "nhead": 2,
-                    "dim_feedforward": 8}}, "num_layers": 2},
-    ),  # fmt: skip
+        (2, 4, 6),
+        {
+            "encoder_layer": {
+                "class_name": "TransformerEncoderLayer",
+                "config": {"d_model": 6, "nhead": 2, "dim_feedforward": 8},
+            },
+            "num_layers": 2,
+        },
+    ),
     "TransformerDecoder": Spec(
         [(2, 3, 6), (2, 4, 6)],
-        {"decoder_layer": {"class_name": "TransformerDecoderLayer", "config": {"d_model": 6, "nhead": 2,
-         "dim_feedforward": 8}}, "num_layers": 2},
-    ),  # fmt: skip
+        {
+            "decoder_layer": {
+                "class_name": "TransformerDecoderLayer",
+                "config": {"d_model": 6, "nhead": 2, "dim_feedforward": 8},
+            },
+            "num_layers": 2,
+        },
+    ),
     "PositionalEncoding": Spec((2, 5, 6), {"d_model": 6}),
     "GroupNorm": Spec((2, 4, 3, 3), {"num_groups": 2, "num_channels": 4}),
     "InstanceNorm1d": Spec((2, 3, 5), {"num_features": 3}),
