@@ -118,12 +118,22 @@ class RecurrentBase(Layer):
         self._check_shape(getattr(x, "shape", None))
 
     def output_shape(self, input_shape: Any) -> Any:
-        """The sequence output's shape (also for ``output="both"``), or ``(N, D*H)`` for ``"last"``."""
+        """The output's shape: ``(N, L, D*H)`` (``"sequence"``), ``(N, D*H)`` (``"last"``), or for
+        ``"both"`` a flat list of the sequence's and each final state's shape
+        (``D*num_layers, N, H``), one per array ``forward`` returns, in order."""
         self._check_shape(input_shape)
         features = self.num_directions * self.hidden_size
         if self.output == "last":
             return (input_shape[0] if self.batch_first else input_shape[1], features)
-        return (input_shape[0], input_shape[1], features)
+        sequence = (input_shape[0], input_shape[1], features)
+        if self.output != "both":
+            return sequence
+        batch = input_shape[0] if self.batch_first else input_shape[1]
+        state = (self.num_directions * self.num_layers, batch, self.hidden_size)
+        return [sequence] + [state] * self._num_states
+
+    #: Final states ``forward`` returns with ``output="both"``: ``h`` (RNN, GRU), ``h, c`` (LSTM).
+    _num_states = 1
 
     def _initial(self, value: Any, n: int, dtype: np.dtype, label: str) -> np.ndarray:
         shape = (self.num_directions * self.num_layers, n, self.hidden_size)

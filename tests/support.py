@@ -28,8 +28,12 @@ def subprocess_env(*extra_paths: Path | str, clean: bool = False, **variables: s
     """
     env = dict(os.environ)
     inherited = [] if clean else [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if clean:
-        env = {k: v for k, v in env.items() if not k.startswith("FRAMEWORK_")}
+    if clean:  # neither the framework's switches nor this run's pytest options (coverage)
+        env = {
+            k: v
+            for k, v in env.items()
+            if not k.startswith(("FRAMEWORK_", "COV_CORE_", "COVERAGE_")) and k != "PYTEST_ADDOPTS"
+        }
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in extra_paths), str(ROOT), *inherited])
     env.update(variables)
     return env

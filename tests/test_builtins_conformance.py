@@ -192,10 +192,6 @@ LAYERS: dict[str, list[Spec]] = {
 # Only the arguments a layer cannot be built without are given (checked by
 # test_defaults_table_gives_only_required_arguments); the recurrent layers run
 # with their default output="both", a tuple such as LSTM's (output, (h_n, c_n)).
-_RNN_OUTPUT_SHAPE = (
-    "plugins/recurrent.py _RecurrentBase.output_shape returns only the sequence output's shape "
-    "for output='both', while forward returns (output, h_n) / (output, (h_n, c_n))"
-)
 DEFAULTS: dict[str, Spec] = {
     "Activation": Spec((4, 7), {"activation": "relu"}),
     "Add": Spec([(3, 4), (3, 4)]),
@@ -217,22 +213,14 @@ DEFAULTS: dict[str, Spec] = {
     ),
     "GELU": Spec((4, 7)),
     "GlobalAvgPool2d": Spec((2, 3, 4, 4)),
-    "GRU": Spec(
-        (5, 2, 3),
-        {"input_size": 3, "hidden_size": 4},
-        known_check_failures={"output_shape": _RNN_OUTPUT_SHAPE},
-    ),
+    "GRU": Spec((5, 2, 3), {"input_size": 3, "hidden_size": 4}),
     "GRUCell": Spec((3, 4), {"input_size": 4, "hidden_size": 5}),
     "Identity": Spec((3, 4)),
     "LayerNorm": Spec((3, 5), {"normalized_shape": 5}),
     "LeakyReLU": Spec((4, 7)),
     "Linear": Spec((3, 5), {"output_size": 4}),
     "LogSoftmax": Spec((4, 7)),
-    "LSTM": Spec(
-        (5, 2, 3),
-        {"input_size": 3, "hidden_size": 4},
-        known_check_failures={"output_shape": _RNN_OUTPUT_SHAPE},
-    ),
+    "LSTM": Spec((5, 2, 3), {"input_size": 3, "hidden_size": 4}),
     "LSTMCell": Spec((3, 4), {"input_size": 4, "hidden_size": 5}),
     "Maximum": Spec([(3, 4), (3, 4)]),
     "MaxPool1d": Spec((2, 2, 6), {"kernel_size": 2}),
@@ -242,11 +230,7 @@ DEFAULTS: dict[str, Spec] = {
     "Permute": Spec((2, 3, 4), {"dims": [2, 1]}),
     "ReLU": Spec((4, 7)),
     "Reshape": Spec((2, 3, 4), {"target_shape": [4, 3]}),
-    "RNN": Spec(
-        (5, 2, 3),
-        {"input_size": 3, "hidden_size": 4},
-        known_check_failures={"output_shape": _RNN_OUTPUT_SHAPE},
-    ),
+    "RNN": Spec((5, 2, 3), {"input_size": 3, "hidden_size": 4}),
     "RNNCell": Spec((3, 4), {"input_size": 4, "hidden_size": 5}),
     "Sigmoid": Spec((4, 7)),
     "SiLU": Spec((4, 7)),

@@ -266,3 +266,24 @@ def test_nested_sequential_inside_functional(rng):
     rebuilt = deserialize_model(json.loads(json.dumps(serialize_model(model))))
     rebuilt.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(rebuilt(xb), model(xb))
+
+
+def test_a_layer_with_nested_outputs_in_a_graph():
+    """LSTM(output="both") returns (y, (h, c)): the graph gives one placeholder per array,
+    and its backward receives the gradients nested back as forward returned them."""
+    from framework.layers import LSTM
+
+    x = Input((5, 3))
+    seq, h, c = LSTM(3, 4, batch_first=True)(x)
+    model = Model(x, [Linear(4, 2, name="head")(h), Flatten()(seq)])
+    data = np.random.default_rng(0).standard_normal((6, 5, 3)).astype(np.float32)
+    out_h, out_seq = model(data)
+    assert out_h.shape == (1, 6, 2) and out_seq.shape == (6, 20)
+    lstm = model.layers[1]
+    ref_seq, _ = lstm(data)
+    np.testing.assert_allclose(out_seq, ref_seq.reshape(6, 20), rtol=1e-6)
+    model.zero_grad()
+    model(data)
+    grad_x = model.backward([np.ones_like(out_h), np.zeros_like(out_seq)])
+    assert grad_x.shape == data.shape and np.abs(lstm.weight_hh_l0.grad).sum() > 0
+    assert c.shape == (1, None, 4)

@@ -408,7 +408,9 @@ def test_output_modes_and_shapes(rng):
     both = LSTM(IN, H, num_layers=2, batch_first=True, bidirectional=True)
     out, (h_n, c_n) = both(x)
     assert out.shape == (N, L, 2 * H) and h_n.shape == c_n.shape == (4, N, H)
-    assert out.dtype == np.float32 and both.output_shape((None, L, IN)) == (None, L, 2 * H)
+    assert out.dtype == np.float32
+    # one shape per array forward returns, flat: the sequence, then h_n and c_n
+    assert both.output_shape((None, L, IN)) == [(None, L, 2 * H), (4, None, H), (4, None, H)]
     seq = GRU(IN, H, batch_first=True, output="sequence")
     assert seq(x).shape == (N, L, H) == seq.output_shape((N, L, IN))
     last = RNN(IN, H, batch_first=True, output="last")

@@ -20,7 +20,26 @@ from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError
 from framework.models.graph import InputLayer, Node, SymbolicTensor
 
-__all__ = ["GraphExecutor", "accepts_integers", "snake_case", "unique_name"]
+__all__ = ["GraphExecutor", "accepts_integers", "flatten", "snake_case", "unflatten", "unique_name"]
+
+
+def flatten(value: Any) -> list[Any]:
+    """The arrays of a (possibly nested) list/tuple output, in order: ``(y, (h, c))`` -> ``[y, h, c]``."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten(item)]
+    return [value]
+
+
+def unflatten(template: Any, leaves: list[Any]) -> Any:
+    """``leaves`` put back into ``template``'s nesting (lists and tuples kept); inverts :func:`flatten`."""
+    it = iter(leaves)
+
+    def build(node: Any) -> Any:
+        if isinstance(node, (list, tuple)):
+            return type(node)(build(item) for item in node)
+        return next(it)
+
+    return build(template)
 
 
 def snake_case(name: str) -> str:
@@ -201,7 +220,10 @@ class GraphExecutor:
             if record:
                 tape.append(node_ctx)
             if list_out:
-                for s, o in zip(outs, out):
+                leaves = flatten(out)  # a nested output (``(y, (h, c))``) has one slot per array
+                if record:
+                    node_ctx.out_structure = out
+                for s, o in zip(outs, leaves):
                     values[s] = o
             else:
                 values[outs[0]] = out
@@ -239,7 +261,8 @@ class GraphExecutor:
             if all(g is None for g in out_grads):
                 continue
             if list_out:
-                g_arg = [np.zeros_like(values[s]) if g is None else g for s, g in zip(outs, out_grads)]
+                leaves = [np.zeros_like(values[s]) if g is None else g for s, g in zip(outs, out_grads)]
+                g_arg = unflatten(tape[i].out_structure, leaves)
             else:
                 g_arg = out_grads[0]
             g_in = layer.backward(tape[i], g_arg)

@@ -191,8 +191,14 @@ def infer_output_shape(layer: Layer, input_shape: Any) -> Any:
         Context(False, record=False), dummies if isinstance(input_shape, list) else dummies[0]
     )
     if isinstance(out, (list, tuple)):
-        return [(None, *o.shape[1:]) for o in out]
+        return [(None, *o.shape[1:]) for o in _leaves(out)]
     return (None, *out.shape[1:])
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 def _describe(layer: Layer | None) -> str:

@@ -140,7 +140,12 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
         for (name, layer), shape in zip(model.named_children(), model._shapes):
             names = ctx.convert(layer, names if len(names) > 1 else [names[0]], _join(ctx.scope, name))
             names = [names] if isinstance(names, str) else list(names)
-            ctx.shapes[names[0]] = tuple(shape) if isinstance(shape, tuple) else None
+            shapes = shape if isinstance(shape, list) else [shape]  # several outputs: one shape each
+            for out_name, out_shape in zip(names, shapes):
+                if isinstance(out_shape, tuple) and (
+                    out_name == names[0] or ctx.shapes.get(out_name) is None
+                ):
+                    ctx.shapes[out_name] = out_shape
         return list(names)
     graph = model._graph
     if graph is None:
