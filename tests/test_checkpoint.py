@@ -397,3 +397,40 @@ def test_failed_save_keeps_previous_file(trained, tmp_path: Path, monkeypatch: p
 def test_stringio_is_not_a_path() -> None:
     with pytest.raises((CheckpointError, TypeError)):
         load_model(io.StringIO("x"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_item10_resume_with_shuffling_and_dropout_is_bit_identical(seed, tmp_path: Path) -> None:
+    """Issue 14 item 10: 2 epochs + save + load + 2 epochs equals 4 epochs bit for bit,
+    shuffling on, dropout from the global generator and from a layer's own seeded one,
+    with nothing but ``fit(initial_epoch=model.epoch)`` after ``load_model``."""
+    x, y = _data(40, seed=2)
+
+    def fresh() -> Sequential:
+        framework.set_seed(11)
+        model = Sequential(
+            [
+                framework.layers.Flatten(),
+                framework.layers.Linear(64, 32, activation="relu"),
+                framework.layers.Dropout(0.3),
+                framework.layers.Linear(32, 16, activation="relu"),
+                framework.layers.Dropout(0.2, seed=3),
+                framework.layers.Linear(16, 3),
+            ]
+        )
+        model.compile(optimizer="adam", loss="cross_entropy")
+        return model
+
+    straight = fresh()
+    straight.fit(x, y, epochs=4, batch_size=8, seed=seed, verbose=0)
+
+    first = fresh()
+    first.fit(x, y, epochs=2, batch_size=8, seed=seed, verbose=0)
+    first.save(tmp_path / "mid.h5")
+    del first
+    framework.set_seed(999)  # whatever happened in between
+    resumed = load_model(tmp_path / "mid.h5")
+    resumed.fit(x, y, epochs=4, initial_epoch=resumed.epoch, batch_size=8, seed=seed, verbose=0)
+
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)

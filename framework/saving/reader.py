@@ -46,7 +46,7 @@ from framework.saving.validation import (
     check_call_arguments,
     check_epoch,
 )
-from framework.saving.writer import dataset_path, owned_state
+from framework.saving.writer import dataset_path, layer_generators, owned_state
 
 if TYPE_CHECKING:
     import h5py
@@ -82,7 +82,12 @@ def _training_state(handle: h5py.File, path: str) -> dict[str, Any] | None:
         raise CheckpointError(
             f"{path!r}: /training state: rng must be a JSON object, got {type(rng).__name__}"
         )
-    return {"epoch": epoch, "rng": rng}
+    layer_rngs = state.get("layer_rngs", {})
+    if not isinstance(layer_rngs, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in layer_rngs.items()
+    ):
+        raise CheckpointError(f"{path!r}: /training state: layer_rngs must map layer names to states")
+    return {"epoch": epoch, "rng": rng, "layer_rngs": layer_rngs}
 
 
 def load_model(
@@ -225,16 +230,23 @@ def restore_rng_state(model: Model) -> None:
     state = (getattr(model, "training_state", None) or {}).get("rng")
     if not isinstance(state, dict):
         raise CheckpointError("the model's checkpoint recorded no RNG state")
-    generator = get_rng().bit_generator
-    if state.get("bit_generator") != type(generator).__name__:
-        raise CheckpointError(
-            f"the saved RNG state is for {state.get('bit_generator')!r}, not {type(generator).__name__}"
-        )
+    _set_state(get_rng().bit_generator, state, "the framework RNG")
+    saved = (getattr(model, "training_state", None) or {}).get("layer_rngs") or {}
+    for name, generator in layer_generators(model):
+        if name in saved:
+            _set_state(generator.bit_generator, saved[name], name)
+
+
+def _set_state(generator: Any, state: Any, label: str) -> None:
+    """Set ``generator``'s state from a saved one, checked on a probe first."""
+    if not isinstance(state, dict) or state.get("bit_generator") != type(generator).__name__:
+        got = state.get("bit_generator") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"the saved state of {label} is for {got!r}, not {type(generator).__name__}")
     probe = type(generator)()
     try:
         probe.state = state
     except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"invalid saved RNG state: {exc}") from exc
+        raise CheckpointError(f"invalid saved state of {label}: {exc}") from exc
     generator.state = probe.state
 
 

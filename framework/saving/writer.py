@@ -162,7 +162,33 @@ def _write_optimizer(handle: h5py.File, model: Model, compression: str | None) -
 def _training_state(model: Model) -> dict[str, Any]:
     from framework.runtime.random import get_rng
 
-    return {"epoch": int(getattr(model, "epoch", 0) or 0), "rng": get_rng().bit_generator.state}
+    state: dict[str, Any] = {
+        "epoch": int(getattr(model, "epoch", 0) or 0),
+        "rng": get_rng().bit_generator.state,
+    }
+    layers = {name: gen.bit_generator.state for name, gen in layer_generators(model)}
+    if layers:
+        state["layer_rngs"] = layers
+    return state
+
+
+def layer_generators(model: Any) -> list[tuple[str, np.random.Generator]]:
+    """``(dotted layer name, generator)`` of every layer holding its own NumPy generator."""
+    found: list[tuple[str, np.random.Generator]] = []
+    seen: set[int] = set()
+
+    def visit(prefix: str, layer: Any) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for key, value in vars(layer).items():
+            if isinstance(value, np.random.Generator):
+                found.append((f"{prefix}{key}", value))
+        for name, child in layer.named_children():
+            visit(f"{prefix}{name}.", child)
+
+    visit("", model)
+    return found
 
 
 def _check_compression(compression: str | None) -> None:

@@ -179,7 +179,11 @@ def fit(
         val_data.cast(model)
     val_batch = val_data.n if full and isinstance(val_data, ArrayData) else batch_size
     weight_table = class_weight_table(class_weight, model)
-    rng = np.random.default_rng(seed) if seed is not None else get_rng()
+    # With a seed, epoch k's order depends on (seed, k) alone, so a run resumed at any epoch
+    # shuffles as the uninterrupted one did; without, the global generator, which a resumed
+    # fit takes back from the checkpoint (see resume_state).
+    rng: Any = get_rng() if seed is None else None
+    resume_state(model, initial_epoch)
 
     parallel = data_parallel(model)  # None unless data-parallel on several MPI ranks
     if parallel is not None:
@@ -211,10 +215,11 @@ def fit(
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
                 total, count = 0.0, 0
+                epoch_rng = rng if seed is None else np.random.default_rng([seed, epoch])
                 if parallel is None:
-                    batches = data.batches(batch_size, shuffle, rng)
+                    batches = data.batches(batch_size, shuffle, epoch_rng)
                 else:
-                    batches = parallel.batches(data, batch_size, shuffle, rng)
+                    batches = parallel.batches(data, batch_size, shuffle, epoch_rng)
                 for step, (xb, yb, wb) in enumerate(batches):
                     cb.on_train_batch_begin(step)
                     if is_batches:
@@ -280,3 +285,20 @@ def fit(
         )
     cb.on_train_end(logs)
     return history
+
+
+def resume_state(model: Model, initial_epoch: int) -> None:
+    """Resuming at the epoch a checkpoint was saved after: put its generator states back.
+
+    ``load_model`` touches no global state; the first ``fit(initial_epoch=model.epoch)``
+    afterwards restores the framework's global generator and each layer's own
+    generator (a seeded ``Dropout``) as they were when the checkpoint was written,
+    once, so 2 epochs + save + load + 2 epochs equals 4 epochs bit for bit.
+    """
+    state = getattr(model, "training_state", None)
+    if not initial_epoch or not isinstance(state, dict) or state.get("epoch") != initial_epoch:
+        return
+    from framework.saving.checkpoint import restore_rng_state
+
+    restore_rng_state(model)
+    model.training_state = None
