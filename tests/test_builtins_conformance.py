@@ -243,9 +243,9 @@ DEFAULTS: dict[str, Spec] = {
     # plugins.transformer, plugins.group_norms, plugins.adaptive_pooling
     "MultiheadAttention": Spec((2, 4, 6), {"embed_dim": 6, "num_heads": 2}),
     "ScaledDotProductAttention": Spec([(2, 3, 4), (2, 5, 4), (2, 5, 3)]),
-    # d_model 2: the default dim_feedforward=2048 makes the finite differences long enough
-    "TransformerEncoderLayer": Spec((2, 4, 2), {"d_model": 2, "nhead": 1}),
-    "TransformerDecoderLayer": Spec([(2, 3, 2), (2, 4, 2)], {"d_model": 2, "nhead": 1}),
+    # d_model 4: the default dim_feedforward=2048 makes the finite differences long enough
+    "TransformerEncoderLayer": Spec((2, 4, 4), {"d_model": 4, "nhead": 2}),
+    "TransformerDecoderLayer": Spec([(2, 3, 4), (2, 4, 4)], {"d_model": 4, "nhead": 2}),
     "TransformerEncoder": Spec(
         (2, 4, 6),
         {

@@ -20,7 +20,16 @@ from framework.errors import ConfigError, DataError
 # The package layout
 # --------------------------------------------------------------------------- #
 
-_SUBMODULES = ("batching", "digits", "fashion_mnist", "idx", "preprocessing", "splitting", "synthetic")
+_SUBMODULES = (
+    "batching",
+    "digits",
+    "fashion_mnist",
+    "fortunes",
+    "idx",
+    "preprocessing",
+    "splitting",
+    "synthetic",
+)
 
 
 def test_package_reexports_every_public_name_of_its_modules():

@@ -149,3 +149,22 @@ def test_history_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"framework\[plot\]"):
         history.plot()
+
+
+def test_char_transformer_smoke(tmp_path: Path) -> None:
+    """The decoder-only character model on the Debian fortunes (installed by .ci/run): a few
+    steps next to its PyTorch twin, the checkpoint reloaded, samples drawn."""
+    from framework.datasets import load_fortunes
+
+    try:
+        load_fortunes()
+    except framework.DataError:
+        pytest.skip("the Debian fortunes package is not installed (apt-get install -y fortunes)")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "char_transformer.py"), "--steps", "3", "--batch", "4",
+         "--length", "16", "--d-model", "16", "--heads", "2", "--layers", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=subprocess_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "unigram baseline" in done.stdout and "validation: ours" in done.stdout
+    assert "validation: torch" in done.stdout and "--- sample" in done.stdout

@@ -35,6 +35,7 @@ from framework.datasets.fashion_mnist import (
     FASHION_MNIST_ENV,
     load_fashion_mnist,
 )
+from framework.datasets.fortunes import FORTUNES_DIRS, FORTUNES_ENV, fortune_categories, load_fortunes
 from framework.datasets.idx import load_idx
 from framework.datasets.preprocessing import one_hot, standardize
 from framework.datasets.splitting import train_test_split
@@ -43,6 +44,10 @@ from framework.datasets.synthetic import make_blobs, make_sine, make_spirals
 __all__ = [
     # real data sets, read from local files
     "load_digits",
+    "load_fortunes",
+    "fortune_categories",
+    "FORTUNES_ENV",
+    "FORTUNES_DIRS",
     "load_idx",
     "load_fashion_mnist",
     "FASHION_MNIST_CLASSES",

@@ -1,0 +1,316 @@
+"""Scaled dot-product attention: the maths, a NumPy function and a function layer.
+
+The pure functions here (:func:`attention_forward`, :func:`attention_backward`,
+:func:`mask_to_bias`, :func:`causal_bias`) are what
+:class:`~plugins.multihead_attention.MultiheadAttention` and the transformer
+blocks are built on; :func:`scaled_dot_product_attention` is PyTorch's
+``torch.nn.functional.scaled_dot_product_attention`` on arrays and
+:class:`ScaledDotProductAttention` the same as a layer with its own backward.
+
+Registered by the ``plugins.transformer`` entry point.
+
+Notation: ``Q`` is ``(..., L, D)``, ``K`` is ``(..., S, D)``, ``V`` is
+``(..., S, Dv)``, the leading axes (batch, heads) broadcast-free and equal.
+``B`` is an additive bias ``(..., L, S)`` (``-inf`` where a key is masked).
+
+Forward::
+
+    Z = scale * Q K^T + B          (..., L, S)
+    P = softmax(Z) along S          rows of only -inf give P = 0 (PyTorch's safe softmax)
+    P' = P * M / (1 - p)            dropout mask M, training only
+    Y = P' V                        (..., L, Dv)
+
+Gradient (``G = dL/dY``)::
+
+    dV = P'^T G
+    dP = (G V^T) * M / (1 - p)
+    dZ = P * (dP - rowsum(dP * P))  the softmax Jacobian, fused; 0 on masked rows
+    dQ = scale * dZ K
+    dK = scale * dZ^T Q
+
+A fully masked row has ``P = 0``, so ``Y = 0`` there and ``dZ = 0``: no NaN
+reaches any gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer, format_shape
+from framework.errors import ConfigError, DataError, ShapeError
+from framework.runtime.random import get_rng
+
+__all__ = [
+    "ScaledDotProductAttention",
+    "attention_backward",
+    "attention_forward",
+    "causal_bias",
+    "mask_to_bias",
+    "scaled_dot_product_attention",
+]
+
+
+def causal_bias(length: int, source_length: int, dtype: Any) -> np.ndarray:
+    """The ``(L, S)`` additive causal mask: ``0`` where ``j <= i``, ``-inf`` above the diagonal.
+
+    Top-left aligned like PyTorch's ``is_causal`` (``tril(ones(L, S))``).
+    """
+    bias = np.zeros((length, source_length), dtype=dtype)
+    bias[np.triu_indices(length, k=1, m=source_length)] = -np.inf
+    return bias
+
+
+def mask_to_bias(mask: Any, owner: str, arg: str, dtype: Any, *, true_masks: bool) -> np.ndarray:
+    """A boolean or float mask as an additive float bias of ``dtype``.
+
+    Args:
+        mask: a boolean array (``true_masks=True``: ``True`` means *masked*, as
+            ``nn.MultiheadAttention``; ``False``: ``True`` means *attend*, as
+            ``F.scaled_dot_product_attention``) or a float array added to the
+            scores as it is.
+        owner, arg: names for the error message.
+
+    Raises:
+        DataError: a mask that is not a boolean or floating-point array.
+    """
+    m = np.asarray(mask)
+    if m.dtype == np.bool_:
+        blocked = m if true_masks else ~m
+        bias = np.zeros(m.shape, dtype=dtype)
+        bias[blocked] = -np.inf
+        return bias
+    if np.issubdtype(m.dtype, np.floating):
+        return m.astype(dtype, copy=False)
+    raise DataError(
+        f"{owner}: {arg} must be a boolean mask or a float (additive) mask, got dtype {m.dtype}; "
+        f"convert 0/1 integers with {arg}.astype(bool)"
+    )
+
+
+def _swap(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def attention_forward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    bias: np.ndarray | None,
+    scale: float,
+    dropout_p: float = 0.0,
+    rng: np.random.Generator | None = None,
+    record: bool = True,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``softmax(scale Q K^T + B) V`` with optional dropout on the probabilities.
+
+    Args:
+        q, k, v: ``(..., L, D)``, ``(..., S, D)``, ``(..., S, Dv)`` with equal leading axes.
+        bias: additive ``(..., L, S)`` (broadcast), or ``None``.
+        scale: the factor of the scores.
+        dropout_p: dropout probability on ``P`` (0 for none).
+        record: keep what :func:`attention_backward` needs in the returned cache.
+
+    Returns:
+        ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``q``,
+        ``k``, ``v``, ``probs``, ``dropped``, ``keep``, ``scale``).
+    """
+    f = q.dtype.type
+    z = np.matmul(q, _swap(k))
+    z *= f(scale)
+    if bias is not None:
+        z += bias
+    zmax = z.max(axis=-1, keepdims=True)
+    if bias is not None:
+        zmax[np.isneginf(zmax)] = 0  # fully masked rows: exp(-inf) = 0 below
+    z -= zmax
+    p = np.exp(z, out=z)
+    total = p.sum(axis=-1, keepdims=True)
+    if bias is not None:
+        total[total == 0] = 1  # P = 0 on fully masked rows, as PyTorch's safe softmax
+    p /= total
+    keep = None
+    dropped = p
+    if dropout_p > 0.0:
+        rng = rng if rng is not None else get_rng()
+        keep = (
+            rng.random(p.shape, dtype=np.float32 if q.dtype == np.float16 else q.dtype) >= dropout_p
+        ).astype(q.dtype)
+        keep *= f(1.0 / (1.0 - dropout_p))
+        dropped = p * keep
+    y = np.matmul(dropped, v)
+    cache = {"q": q, "k": k, "v": v, "probs": p, "dropped": dropped, "keep": keep, "scale": scale}
+    return y, (cache if record else {"probs": p, "dropped": dropped})
+
+
+def attention_backward(grad: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(dQ, dK, dV)`` from ``G = dL/dY`` and the cache of :func:`attention_forward`.
+
+    The softmax backward is fused in place on one ``(..., L, S)`` buffer:
+    ``dZ = P * (dP - rowsum(dP * P))``, then scaled once.
+    """
+    q, k, v, p, scale = cache["q"], cache["k"], cache["v"], cache["probs"], cache["scale"]
+    f = q.dtype.type
+    dv = np.matmul(_swap(cache["dropped"]), grad)
+    dp = np.matmul(grad, _swap(v))
+    if cache["keep"] is not None:
+        dp *= cache["keep"]
+    row = np.einsum("...j,...j->...", dp, p)[..., None]
+    dp -= row
+    dp *= p
+    dp *= f(scale)
+    dq = np.matmul(dp, k)
+    dk = np.matmul(_swap(dp), q)
+    return dq, dk, dv
+
+
+def _sdpa_bias(
+    owner: str, q: np.ndarray, k: np.ndarray, attn_mask: Any, is_causal: bool
+) -> np.ndarray | None:
+    length, source = q.shape[-2], k.shape[-2]
+    if is_causal and attn_mask is not None:
+        raise ConfigError(f"{owner}: give attn_mask or is_causal=True, not both (as PyTorch)")
+    if is_causal:
+        return causal_bias(length, source, q.dtype)
+    if attn_mask is None:
+        return None
+    bias = mask_to_bias(attn_mask, owner, "attn_mask", q.dtype, true_masks=False)
+    target = (*q.shape[:-2], length, source)
+    try:
+        np.broadcast_shapes(bias.shape, target)
+    except ValueError:
+        raise ShapeError(
+            f"{owner}: attn_mask of shape {bias.shape} does not broadcast to the scores' shape {target}"
+        ) from None
+    return bias
+
+
+def _check_qkv(owner: str, q: Any, k: Any, v: Any) -> None:
+    for name, a in (("query", q), ("key", k), ("value", v)):
+        if not isinstance(a, np.ndarray) or a.ndim < 2:
+            raise ShapeError(
+                f"{owner}: {name} must be an array of shape (..., L, E), got {getattr(a, 'shape', a)!r}"
+            )
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
+        raise ShapeError(
+            f"{owner}: expected query (..., L, E), key (..., S, E) and value (..., S, Ev) with the same "
+            f"leading axes; got query {q.shape}, key {k.shape}, value {v.shape}"
+        )
+
+
+def scaled_dot_product_attention(
+    query: np.ndarray,
+    key: np.ndarray,
+    value: np.ndarray,
+    attn_mask: Any = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> np.ndarray:
+    """PyTorch's ``F.scaled_dot_product_attention`` on NumPy arrays (forward only).
+
+    A boolean ``attn_mask`` marks the pairs that *take part* (``True``), as in
+    PyTorch's function; a float mask is added to the scores. ``scale``
+    defaults to ``1 / sqrt(E)``. Use :class:`ScaledDotProductAttention` for
+    the backward.
+
+    Example:
+        >>> import numpy as np
+        >>> q = np.ones((2, 3, 4)); k = np.ones((2, 5, 4)); v = np.ones((2, 5, 6))
+        >>> scaled_dot_product_attention(q, k, v).shape
+        (2, 3, 6)
+    """
+    owner = "scaled_dot_product_attention"
+    _check_qkv(owner, query, key, value)
+    bias = _sdpa_bias(owner, query, key, attn_mask, is_causal)
+    s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    y, _ = attention_forward(query, key, value, bias, s, float(dropout_p), record=False)
+    return y
+
+
+class ScaledDotProductAttention(Layer):
+    """``softmax(Q K^T * scale + mask) V`` as a layer of three inputs, with its hand-derived backward.
+
+    Called on ``[query, key, value]``; a per-call ``attn_mask`` may be passed
+    as a keyword (``layer([q, k, v], attn_mask=m)``); in a functional graph a
+    keyword is a fixed value stored in the config, so prefer ``is_causal``.
+    A boolean mask marks the pairs that take part (``True``), as PyTorch's
+    function; a float mask is added to the scores. Rows with every key masked
+    give 0 (PyTorch's behaviour), with zero gradients.
+
+    Args:
+        dropout_p: dropout on the attention probabilities in training mode.
+        is_causal: mask key ``j > i`` for query ``i`` (top-left aligned).
+        scale: the factor of the scores; ``None`` means ``1 / sqrt(E)``.
+
+    Shape:
+        - Input: ``[(N, ..., L, E), (N, ..., S, E), (N, ..., S, Ev)]``.
+        - Output: ``(N, ..., L, Ev)``.
+
+    Gradient:
+        See the module docstring: ``dV = P^T G``, ``dZ = P (G V^T - rowsum(P * G V^T))``,
+        ``dQ = scale dZ K``, ``dK = scale dZ^T Q`` (docs/maths/attention.md).
+    """
+
+    def __init__(
+        self,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        if (
+            isinstance(dropout_p, bool)
+            or not isinstance(dropout_p, (int, float))
+            or not 0.0 <= dropout_p < 1.0
+        ):
+            raise ConfigError(f"ScaledDotProductAttention: dropout_p must be in [0, 1), got {dropout_p!r}")
+        if scale is not None and (
+            isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0
+        ):
+            raise ConfigError(
+                f"ScaledDotProductAttention: scale must be a positive number or None, got {scale!r}"
+            )
+        self.dropout_p = float(dropout_p)
+        self.is_causal = bool(is_causal)
+        self.scale = None if scale is None else float(scale)
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = None  # sequence lengths may change from call to call
+
+    def forward(self, ctx: Context, x: list[np.ndarray], attn_mask: Any = None) -> np.ndarray:
+        if not isinstance(x, (list, tuple)) or len(x) != 3:
+            raise ShapeError(f"{self.describe()} expects a list [query, key, value], got {type(x).__name__}")
+        q, k, v = x
+        _check_qkv(self.describe(), q, k, v)
+        bias = _sdpa_bias(self.describe(), q, k, attn_mask, self.is_causal)
+        s = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
+        p = self.dropout_p if ctx.training else 0.0
+        y, ctx.cache = attention_forward(q, k, v, bias, s, p, record=ctx.record)
+        return y
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
+        return list(attention_backward(grad_out, ctx.cache))
+
+    def output_shape(self, input_shape: Any) -> Any:
+        if not isinstance(input_shape, list) or len(input_shape) != 3:
+            raise ShapeError(
+                f"{self.describe()} expects 3 inputs [query, key, value], got {format_shape(input_shape)}"
+            )
+        q, _, v = input_shape
+        return (*q[:-1], v[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "dropout_p": self.dropout_p,
+            "is_causal": self.is_causal,
+            "scale": self.scale,
+        }

@@ -1,0 +1,364 @@
+"""Built-in plugin: ``GroupNorm``, ``InstanceNorm1d`` / ``InstanceNorm2d`` and ``RMSNorm``.
+
+Each normalises groups of values of one sample, so it behaves the same for any
+batch size. With ``xhat = (x - mu) r``, ``r = 1/sqrt(var + eps)`` over a group
+of ``D`` values and ``dxhat = dL/dxhat``, the standard backward is
+``dL/dx = r/D (D dxhat - sum dxhat - xhat sum(dxhat xhat))``
+(:func:`_normalize_backward`); RMSNorm drops the mean terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Buffer, Parameter
+from framework.base.validation import positive_int
+from framework.errors import ConfigError, ShapeError
+from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype
+
+__all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
+
+
+def _eps(owner: str, eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ConfigError(f"{owner}: eps must be a positive number, got {eps!r}")
+    return float(eps)
+
+
+def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(xhat, r)``: ``x`` standardised along ``axis`` (biased variance) and ``r = 1/sqrt(var + eps)``."""
+    xhat = x - x.mean(axis=axis, keepdims=True)
+    r = 1.0 / np.sqrt(np.mean(xhat * xhat, axis=axis, keepdims=True) + eps)
+    xhat *= r
+    return xhat, r
+
+
+def _normalize_backward(dxhat: np.ndarray, xhat: np.ndarray, r: np.ndarray, axis: int) -> np.ndarray:
+    """``r (dxhat - mean(dxhat) - xhat mean(dxhat xhat))`` along ``axis``."""
+    dx = dxhat - dxhat.mean(axis=axis, keepdims=True)
+    dx -= xhat * np.mean(dxhat * xhat, axis=axis, keepdims=True)
+    dx *= r
+    return dx
+
+
+def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+class GroupNorm(Layer):
+    """Group normalization (Wu & He 2018): each sample's channels split into groups, each standardised.
+
+    ``y = (x - mu_g) / sqrt(var_g + eps) * weight_c + bias_c`` with the mean and
+    biased variance over the ``C / G`` channels and all positions of a group.
+
+    Args:
+        num_groups: ``G``; must divide ``num_channels``.
+        num_channels: ``C``.
+        eps: added to the variance (default ``1e-5``).
+        affine: learn per-channel ``weight`` (ones) and ``bias`` (zeros).
+
+    Shape:
+        - Input: ``(N, C, *)``; Output: the same.
+
+    Gradient:
+        ``dxhat = g * weight`` per channel, then the standard normalisation
+        backward over each group; ``dweight = sum g xhat``, ``dbias = sum g``
+        over every axis but ``C``.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.num_groups = positive_int("GroupNorm", "num_groups", num_groups)
+        self.num_channels = positive_int("GroupNorm", "num_channels", num_channels)
+        if self.num_channels % self.num_groups:
+            raise ConfigError(
+                f"GroupNorm: num_channels must be divisible by num_groups, got num_channels={num_channels}, "
+                f"num_groups={num_groups}"
+            )
+        self.eps = _eps("GroupNorm", eps)
+        self.affine = bool(affine)
+        dtype = get_default_dtype()
+        self.weight = Parameter(np.ones(self.num_channels, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(self.num_channels, dtype=dtype)) if self.affine else None
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = (None, self.num_channels, *([None] * (len(input_shape) - 2)))
+
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        xhat, r = _normalize(x.reshape(n, self.num_groups, -1), 2, self.eps)
+        xhat = xhat.reshape(x.shape)
+        ctx.xhat, ctx.r = xhat, r
+        if self.weight is None:
+            return xhat
+        cs = _channel_shape(x)
+        return xhat * self.weight.data.reshape(cs) + self.bias.data.reshape(cs)
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        xhat, g = ctx.xhat, grad_out
+        if self.weight is not None:
+            axes = (0, *range(2, g.ndim))
+            self.weight.add_grad(np.sum(g * xhat, axis=axes))
+            self.bias.add_grad(g.sum(axis=axes))
+            g = g * self.weight.data.reshape(_channel_shape(g))
+        n = g.shape[0]
+        shape = (n, self.num_groups, -1)
+        return _normalize_backward(g.reshape(shape), xhat.reshape(shape), ctx.r, 2).reshape(grad_out.shape)
+
+    def output_shape(self, input_shape: Any) -> Any:
+        if len(input_shape) < 2 or input_shape[1] != self.num_channels:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape (N, {self.num_channels}, *), "
+                f"got {format_shape(input_shape)}"
+            )
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_groups": self.num_groups,
+            "num_channels": self.num_channels,
+            "eps": self.eps,
+            "affine": self.affine,
+        }
+
+
+class _InstanceNorm(Layer):
+    """Instance normalization (Ulyanov et al. 2016): each channel of each sample standardised over positions.
+
+    With ``track_running_stats`` the running mean and unbiased variance
+    (averaged over the batch) are updated in training, and eval mode uses
+    them, as PyTorch.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variance (default ``1e-5``).
+        momentum: running-statistics update ``(1 - m) old + m new`` (default 0.1).
+        affine: learn per-channel ``weight`` and ``bias`` (default ``False``).
+        track_running_stats: keep ``running_mean`` / ``running_var`` buffers (default ``False``).
+
+    Gradient:
+        Batch statistics: the standard normalisation backward over the
+        positions of each ``(n, c)``. Running statistics (eval): ``dx = g r weight``.
+    """
+
+    _rank = 3
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        owner = type(self).__name__
+        self.num_features = positive_int(owner, "num_features", num_features)
+        self.eps = _eps(owner, eps)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+            raise ConfigError(f"{owner}: momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = get_default_dtype()
+        c = self.num_features
+        self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
+        self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
+        if self.track_running_stats:
+            self.running_mean = Buffer(np.zeros(c, dtype=dtype))
+            self.running_var = Buffer(np.ones(c, dtype=dtype))
+        self.num_batches_tracked = 0  # a plain count, as BatchNorm's (not in state_dict)
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = (None, self.num_features, *([None] * (self._rank - 2)))
+
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        n, c = x.shape[:2]
+        flat = x.reshape(n, c, -1)
+        use_running = self.track_running_stats and not ctx.training
+        if use_running:
+            r = 1.0 / np.sqrt(self.running_var.data.reshape(1, c, 1) + self.eps)
+            xhat = (flat - self.running_mean.data.reshape(1, c, 1)) * r
+        else:
+            xhat, r = _normalize(flat, 2, self.eps)
+            if self.track_running_stats and ctx.training:
+                self.num_batches_tracked += 1
+                m, count = self.momentum, flat.shape[2]
+                var = flat.var(axis=2) * (count / max(count - 1, 1))
+                self.running_mean.data[...] = (1 - m) * self.running_mean.data + m * flat.mean(axis=2).mean(0)
+                self.running_var.data[...] = (1 - m) * self.running_var.data + m * var.mean(0)
+        xhat = xhat.reshape(x.shape)
+        ctx.xhat, ctx.r, ctx.running = xhat, r, use_running
+        if self.weight is None:
+            return xhat
+        cs = _channel_shape(x)
+        return xhat * self.weight.data.reshape(cs) + self.bias.data.reshape(cs)
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        xhat, g = ctx.xhat, grad_out
+        if self.weight is not None:
+            axes = (0, *range(2, g.ndim))
+            self.weight.add_grad(np.sum(g * xhat, axis=axes))
+            self.bias.add_grad(g.sum(axis=axes))
+            g = g * self.weight.data.reshape(_channel_shape(g))
+        n, c = g.shape[:2]
+        if ctx.running:
+            return (g.reshape(n, c, -1) * ctx.r).reshape(grad_out.shape)
+        shape = (n, c, -1)
+        return _normalize_backward(g.reshape(shape), xhat.reshape(shape), ctx.r, 2).reshape(grad_out.shape)
+
+    def output_shape(self, input_shape: Any) -> Any:
+        if len(input_shape) != self._rank or input_shape[1] != self.num_features:
+            dims = ", ".join(["N", str(self.num_features), *("L" if self._rank == 3 else "HW")])
+            raise ShapeError(
+                f"{self.describe()} expected a rank-{self._rank} input ({dims}), "
+                f"got {format_shape(input_shape)}"
+            )
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+        }
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization of ``(N, C, L)`` inputs (PyTorch's ``nn.InstanceNorm1d``).
+
+    Arguments and gradient as :class:`_InstanceNorm`.
+    """
+
+    _rank = 3
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization of ``(N, C, H, W)`` inputs (PyTorch's ``nn.InstanceNorm2d``).
+
+    Arguments and gradient as :class:`_InstanceNorm`.
+    """
+
+    _rank = 4
+
+
+class RMSNorm(Layer):
+    """Root-mean-square layer normalization (Zhang & Sennrich 2019), PyTorch's ``nn.RMSNorm``.
+
+    ``y = x / sqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` axes.
+
+    Args:
+        normalized_shape: the trailing shape (an int means the last axis).
+        eps: added to the mean square; ``None`` means ``finfo(dtype).eps`` of the input.
+        elementwise_affine: learn ``weight`` (ones).
+
+    Shape:
+        - Input: ``(N, *, *normalized_shape)``; Output: the same.
+
+    Gradient:
+        ``xhat = x r``, ``r = 1/sqrt(mean(x^2) + eps)``, ``dxhat = g weight``:
+        ``dx = r (dxhat - xhat mean(dxhat xhat))``; ``dweight = sum g xhat``.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: Any,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        if (
+            not isinstance(shape, (tuple, list))
+            or not shape
+            or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in shape)
+        ):
+            raise ConfigError(
+                f"RMSNorm: normalized_shape must be a positive int or tuple of them, got {normalized_shape!r}"
+            )
+        self.normalized_shape = tuple(int(d) for d in shape)
+        self.eps = None if eps is None else _eps("RMSNorm", eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        dtype = get_default_dtype()
+        self.weight = (
+            Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
+        )
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = None
+
+    def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
+        self.output_shape(x.shape)
+        k = len(self.normalized_shape)
+        flat = x.reshape(*x.shape[: x.ndim - k], -1)
+        eps = np.finfo(x.dtype).eps if self.eps is None else self.eps
+        r = 1.0 / np.sqrt(np.mean(flat * flat, axis=-1, keepdims=True) + eps)
+        xhat = (flat * r).reshape(x.shape)
+        ctx.xhat, ctx.r = xhat, r
+        return xhat if self.weight is None else xhat * self.weight.data
+
+    def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        xhat, g = ctx.xhat, grad_out
+        k = len(self.normalized_shape)
+        if self.weight is not None:
+            self.weight.add_grad(np.sum(g * xhat, axis=tuple(range(g.ndim - k))))
+            g = g * self.weight.data
+        lead = g.shape[: g.ndim - k]
+        g2, x2 = g.reshape(*lead, -1), xhat.reshape(*lead, -1)
+        dx = g2 - x2 * np.mean(g2 * x2, axis=-1, keepdims=True)
+        dx *= ctx.r
+        return dx.reshape(grad_out.shape)
+
+    def output_shape(self, input_shape: Any) -> Any:
+        k = len(self.normalized_shape)
+        if len(input_shape) < k + 1 or tuple(input_shape[-k:]) != self.normalized_shape:
+            raise ShapeError(
+                f"{self.describe()} expected input of shape "
+                f"{format_shape(('N', '*', *self.normalized_shape))}, "
+                f"got {format_shape(tuple(input_shape))}"
+            )
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "normalized_shape": list(self.normalized_shape),
+            "eps": self.eps,
+            "elementwise_affine": self.elementwise_affine,
+        }
+
+
+@hookimpl
+def register_layers(register: Any) -> None:
+    """GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm."""
+    register(GroupNorm)
+    register(InstanceNorm1d)
+    register(InstanceNorm2d)
+    register(RMSNorm)

@@ -1,0 +1,331 @@
+"""``MultiheadAttention`` with PyTorch's parameters, masks and results, and a hand-derived backward.
+
+Registered by the ``plugins.transformer`` entry point.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer, format_shape
+from framework.base.parameter import Parameter
+from framework.base.validation import positive_int
+from framework.base.validation import resolve_initializer as _initializer
+from framework.errors import ConfigError, ShapeError
+from framework.runtime.dtype import get_default_dtype
+from plugins.attention import attention_backward, attention_forward, causal_bias, mask_to_bias
+from plugins.core import Linear
+
+__all__ = ["MultiheadAttention"]
+
+
+def _heads(x: np.ndarray, h: int) -> np.ndarray:
+    """``(N, L, H*D)`` -> contiguous ``(N, H, L, D)``: every head product is one batched matmul."""
+    n, length, e = x.shape
+    return np.ascontiguousarray(x.reshape(n, length, h, e // h).transpose(0, 2, 1, 3))
+
+
+def _merge(x: np.ndarray) -> np.ndarray:
+    """``(N, H, L, D)`` -> ``(N, L, H*D)``."""
+    n, h, length, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(n, length, h * d)
+
+
+class MultiheadAttention(Layer):
+    """Multi-head attention (Vaswani et al. 2017) with PyTorch's ``nn.MultiheadAttention`` interface.
+
+    ``Y = concat_h(softmax(Q_h K_h^T / sqrt(D) + B) V_h) W_o^T + b_o`` with
+    ``Q = query W_q^T + b_q``, ``K = key W_k^T + b_k``, ``V = value W_v^T + b_v``,
+    ``D = embed_dim / num_heads``.
+
+    Call it on one array (self-attention: query = key = value) or on a list
+    ``[query, key, value]``. Keyword arguments of a call (fixed values in a
+    functional graph, so give masks that change per batch on direct calls):
+
+    - ``key_padding_mask``: ``(N, S)``, boolean (``True`` = ignore that key)
+      or float (added to the scores);
+    - ``attn_mask``: ``(L, S)`` or ``(N * num_heads, L, S)``, boolean
+      (``True`` = not allowed) or float (added);
+    - ``is_causal``: mask key ``j > i`` for query ``i``. Unlike PyTorch, where
+      it is only a hint about ``attn_mask``, it builds the causal mask itself
+      when ``attn_mask`` is ``None``;
+    - ``need_weights`` (default ``False``, unlike PyTorch, so the layer has one
+      output in a model): return ``(Y, weights)``, the weights averaged over
+      heads ``(N, L, S)`` when ``average_attn_weights`` else ``(N, H, L, S)``.
+      The weights are not differentiated; ``backward`` takes ``dL/dY``
+      (or ``(dL/dY, None)``).
+
+    A query whose every key is masked attends to nothing: its attention
+    output is 0 (so ``Y`` is ``b_o`` there), exactly what PyTorch returns with
+    ``need_weights=False``, and no NaN reaches the gradients.
+
+    Args:
+        embed_dim: ``E``, the query size and output size.
+        num_heads: ``H``; must divide ``embed_dim``.
+        dropout: dropout on the attention probabilities in training mode.
+        bias: learn ``in_proj_bias`` and ``out_proj.bias``.
+        kdim, vdim: key and value sizes (default ``embed_dim``). When either
+            differs, the projections are ``q_proj_weight``, ``k_proj_weight``,
+            ``v_proj_weight`` instead of ``in_proj_weight``.
+        batch_first: inputs ``(N, L, E)`` (default, unlike PyTorch) or ``(L, N, E)``.
+
+    Shape:
+        - Input: query ``(N, L, E)``, key ``(N, S, kdim)``, value ``(N, S, vdim)``.
+        - Output: ``(N, L, E)``.
+
+    Attributes:
+        in_proj_weight: ``(3E, E)``, Xavier uniform (PyTorch's init).
+        in_proj_bias: ``(3E,)``, zeros.
+        out_proj: ``Linear(E, E)``, its bias zeros.
+
+    Gradient:
+        With ``G_o = dL/dY``: ``out_proj`` gives ``dL/dA`` for the merged heads
+        ``A``; split into heads, :func:`~plugins.attention.attention_backward`
+        gives ``dQ_h, dK_h, dV_h``; merged back, ``dW_q = dQ^T query``,
+        ``db_q = sum dQ``, ``d query = dQ W_q`` (likewise for key and value).
+        Self-attention on one array stacks ``[dQ dK dV]`` and does each of the
+        three products once with ``in_proj_weight``; ``d x`` is the sum of the
+        three paths. See docs/maths/attention.md.
+
+    Example:
+        >>> import numpy as np
+        >>> from framework.layers import MultiheadAttention
+        >>> mha = MultiheadAttention(8, 2)
+        >>> mha(np.ones((3, 5, 8), dtype=np.float32), is_causal=True).shape
+        (3, 5, 8)
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        owner = "MultiheadAttention"
+        self.embed_dim = positive_int(owner, "embed_dim", embed_dim)
+        self.num_heads = positive_int(owner, "num_heads", num_heads)
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"{owner}: embed_dim must be divisible by num_heads, got embed_dim={embed_dim}, "
+                f"num_heads={num_heads}"
+            )
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"{owner}: dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        self.use_bias = bool(bias)
+        self.kdim = positive_int(owner, "kdim", kdim, allow_none=True) or self.embed_dim
+        self.vdim = positive_int(owner, "vdim", vdim, allow_none=True) or self.embed_dim
+        self.batch_first = bool(batch_first)
+        self.head_dim = self.embed_dim // self.num_heads
+        self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
+        e = self.embed_dim
+        dtype = get_default_dtype()
+        init = _initializer(owner, "weight_init", "xavier_uniform")
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight: Parameter | None = Parameter(init((3 * e, e), dtype=dtype))
+        else:
+            self.in_proj_weight = None
+            self.q_proj_weight = Parameter(init((e, e), dtype=dtype))
+            self.k_proj_weight = Parameter(init((e, self.kdim), dtype=dtype))
+            self.v_proj_weight = Parameter(init((e, self.vdim), dtype=dtype))
+        self.in_proj_bias = Parameter(np.zeros(3 * e, dtype=dtype)) if self.use_bias else None
+        self.out_proj = Linear(e, e, bias=self.use_bias)
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.in_proj_weight is not None:
+            w, e = self.in_proj_weight.data, self.embed_dim
+            return w[:e], w[e : 2 * e], w[2 * e :]
+        return self.q_proj_weight.data, self.k_proj_weight.data, self.v_proj_weight.data
+
+    def build(self, input_shape: Any) -> None:
+        self.output_shape(input_shape)
+        super().build(input_shape)
+        self.input_spec = None  # lengths may change from call to call; forward checks the sizes
+
+    # -- forward -----------------------------------------------------------------
+
+    def _inputs(self, x: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        listed = isinstance(x, (list, tuple))
+        if listed and len(x) != 3:
+            raise ShapeError(
+                f"{self.describe()} expects one array or a list [query, key, value], got {len(x)}"
+            )
+        q, k, v = x if listed else (x, x, x)
+        for label, a, size in (("query", q, self.embed_dim), ("key", k, self.kdim), ("value", v, self.vdim)):
+            if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[-1] != size:
+                layout = "(N, L, {})" if self.batch_first else "(L, N, {})"
+                raise ShapeError(
+                    f"{self.describe()}: expected {label} of shape {layout.format(size)}, "
+                    f"got {format_shape(getattr(a, 'shape', None))}"
+                )
+        if not self.batch_first:
+            q, k, v = (a.transpose(1, 0, 2) for a in (q, k, v))
+        if q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2]:
+            raise ShapeError(
+                f"{self.describe()}: query, key and value must share the batch size and key and value the "
+                f"length; got query {q.shape}, key {k.shape}, value {v.shape} (batch first)"
+            )
+        return q, k, v, listed
+
+    def _bias(
+        self,
+        n: int,
+        length: int,
+        source: int,
+        dtype: Any,
+        attn_mask: Any,
+        key_padding_mask: Any,
+        is_causal: bool,
+    ) -> np.ndarray | None:
+        bias = None
+        if attn_mask is None and is_causal:
+            bias = causal_bias(length, source, dtype)
+        elif attn_mask is not None:
+            m = mask_to_bias(attn_mask, self.describe(), "attn_mask", dtype, true_masks=True)
+            if m.shape == (length, source):
+                bias = m
+            elif m.shape == (n * self.num_heads, length, source):
+                bias = m.reshape(n, self.num_heads, length, source)
+            else:
+                raise ShapeError(
+                    f"{self.describe()}: attn_mask must have shape ({length}, {source}) or "
+                    f"({n * self.num_heads}, {length}, {source}) (N * num_heads, L, S), got {m.shape}"
+                )
+        if key_padding_mask is not None:
+            m = mask_to_bias(key_padding_mask, self.describe(), "key_padding_mask", dtype, true_masks=True)
+            if m.shape != (n, source):
+                raise ShapeError(
+                    f"{self.describe()}: key_padding_mask must have shape (N, S) = ({n}, {source}), "
+                    f"got {m.shape}"
+                )
+            m = m.reshape(n, 1, 1, source)
+            bias = m if bias is None else bias + m
+        return bias
+
+    def forward(
+        self,
+        ctx: Context,
+        x: Any,
+        key_padding_mask: Any = None,
+        need_weights: bool = False,
+        attn_mask: Any = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> Any:
+        q_in, k_in, v_in, listed = self._inputs(x)
+        n, length, _ = q_in.shape
+        source = k_in.shape[1]
+        h = self.num_heads
+        b = self.in_proj_bias.data if self.in_proj_bias is not None else None
+        e = self.embed_dim
+        if not listed and self.in_proj_weight is not None:  # self-attention: one product for Q, K and V
+            qkv = q_in @ self.in_proj_weight.data.T
+            if b is not None:
+                qkv += b
+            qkv = qkv.reshape(n, length, 3, h, self.head_dim).transpose(2, 0, 3, 1, 4)
+            qh, kh, vh = np.ascontiguousarray(qkv)
+        else:
+            wq, wk, wv = self._weights()
+            proj = []
+            for i, (a, w) in enumerate(((q_in, wq), (k_in, wk), (v_in, wv))):
+                p = a @ w.T
+                if b is not None:
+                    p += b[i * e : (i + 1) * e]
+                proj.append(_heads(p, h))
+            qh, kh, vh = proj
+        bias = self._bias(n, length, source, qh.dtype, attn_mask, key_padding_mask, is_causal)
+        drop = self.dropout if ctx.training else 0.0
+        heads, cache = attention_forward(
+            qh, kh, vh, bias, 1.0 / math.sqrt(self.head_dim), drop, record=ctx.record
+        )
+        y = self.out_proj.forward(ctx.child("out_proj"), _merge(heads))
+        if ctx.record:
+            ctx.cache, ctx.inputs, ctx.listed = cache, (q_in, k_in, v_in), listed
+        if not self.batch_first:
+            y = y.transpose(1, 0, 2)
+        if not need_weights:
+            return y
+        weights = cache["dropped"]
+        return y, (weights.mean(axis=1) if average_attn_weights else weights.copy())
+
+    # -- backward ----------------------------------------------------------------
+
+    def backward(self, ctx: Context, grad_out: Any) -> Any:
+        g = grad_out[0] if isinstance(grad_out, tuple) else grad_out
+        if not self.batch_first:
+            g = g.transpose(1, 0, 2)
+        da = self.out_proj.backward(ctx.child("out_proj"), np.ascontiguousarray(g))
+        n, length, e = da.shape
+        dq, dk, dv = attention_backward(_heads(da, self.num_heads), ctx.cache)
+        q_in, k_in, v_in = ctx.inputs
+        if not ctx.listed and self.in_proj_weight is not None:
+            # [dQ dK dV] as (N, L, 3, H, D) -> (N*L, 3E): the three products at once
+            dqkv = np.empty((n, length, 3, self.num_heads, self.head_dim), dtype=da.dtype)
+            for i, d in enumerate((dq, dk, dv)):
+                dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
+            dqkv = dqkv.reshape(n * length, 3 * e)
+            x2 = q_in.reshape(n * length, e)
+            self.in_proj_weight.add_grad_product(dqkv.T, x2)
+            if self.in_proj_bias is not None:
+                self.in_proj_bias.add_grad(dqkv.sum(axis=0))
+            dx = (dqkv @ self.in_proj_weight.data).reshape(n, length, e) if ctx.needs_input_grad else None
+            if dx is not None and not self.batch_first:
+                dx = dx.transpose(1, 0, 2)
+            return dx
+        wq, wk, wv = self._weights()
+        grads, wgrads, bgrads = [], [], []
+        for d, a, w in ((dq, q_in, wq), (dk, k_in, wk), (dv, v_in, wv)):
+            d2 = _merge(d).reshape(-1, e)
+            wgrads.append(d2.T @ a.reshape(-1, a.shape[-1]))
+            bgrads.append(d2.sum(axis=0))
+            dx = (d2 @ w).reshape(a.shape)
+            grads.append(dx if self.batch_first else dx.transpose(1, 0, 2))
+        if self.in_proj_weight is not None:
+            self.in_proj_weight.add_grad(np.concatenate(wgrads, axis=0))
+        else:
+            self.q_proj_weight.add_grad(wgrads[0])
+            self.k_proj_weight.add_grad(wgrads[1])
+            self.v_proj_weight.add_grad(wgrads[2])
+        if self.in_proj_bias is not None:
+            self.in_proj_bias.add_grad(np.concatenate(bgrads))
+        if not ctx.listed:  # one array given for three roles (kdim = vdim = embed_dim is not the case here)
+            return grads[0] + grads[1] + grads[2]
+        return grads
+
+    # -- shapes and config ---------------------------------------------------------
+
+    def output_shape(self, input_shape: Any) -> Any:
+        shapes = input_shape if isinstance(input_shape, list) else [input_shape] * 3
+        if len(shapes) != 3:
+            raise ShapeError(
+                f"{self.describe()} expects [query, key, value], got {format_shape(input_shape)}"
+            )
+        for label, s, size in zip(("query", "key", "value"), shapes, (self.embed_dim, self.kdim, self.vdim)):
+            if len(s) != 3 or s[-1] != size:
+                raise ShapeError(
+                    f"{self.describe()}: expected {label} of shape (N, L, {size}), got {format_shape(s)}"
+                )
+        return tuple(shapes[0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "dropout": self.dropout,
+            "bias": self.use_bias,
+            "kdim": self.kdim,
+            "vdim": self.vdim,
+            "batch_first": self.batch_first,
+        }

@@ -1,0 +1,167 @@
+"""MultiheadAttention and scaled_dot_product_attention against PyTorch (float64, 1e-6 relative)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import framework
+from framework.errors import ConfigError, DataError, ShapeError
+from framework.testing import check_gradients
+from plugins.attention import ScaledDotProductAttention, scaled_dot_product_attention
+from plugins.multihead_attention import MultiheadAttention
+
+torch = pytest.importorskip("torch")
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / (np.abs(np.asarray(b)).max() + 1e-30))
+
+
+def _mha_case(e, h, self_attn, kdim=None, vdim=None, kpm=None, mask=None, causal=False, batch_first=True):
+    torch.manual_seed(0)
+    t = torch.nn.MultiheadAttention(e, h, batch_first=batch_first, kdim=kdim, vdim=vdim, dtype=torch.float64)
+    with torch.no_grad():
+        for p in t.parameters():
+            p.normal_()
+    m = MultiheadAttention(e, h, kdim=kdim, vdim=vdim, batch_first=batch_first)
+    m.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+    n, length, source = 2, 4, 4 if self_attn else 5
+
+    def make(size, ln):
+        shape = (n, ln, size) if batch_first else (ln, n, size)
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    q = make(e, length)
+    k, v = (q, q) if self_attn else (make(kdim or e, source), make(vdim or e, source))
+    kw_t, kw_m = {}, {}
+    if kpm is not None:
+        kw_t["key_padding_mask"] = torch.from_numpy(kpm)
+        kw_m["key_padding_mask"] = kpm
+    if mask is not None:
+        kw_t["attn_mask"] = torch.from_numpy(mask)
+        kw_m["attn_mask"] = mask
+    if causal:
+        kw_t["attn_mask"] = torch.triu(torch.ones(length, source, dtype=torch.bool), 1)
+        kw_t["is_causal"] = True
+        kw_m["is_causal"] = True
+    out, _ = t(q, k, v, need_weights=False, **kw_t)
+    grad = torch.randn_like(out)
+    (out * grad).sum().backward()
+    x = q.detach().numpy() if self_attn else [a.detach().numpy() for a in (q, k, v)]
+    y = m.forward(x, **kw_m)
+    g = m.backward(grad.numpy())
+    assert rel(y, out.detach().numpy()) < 1e-6
+    grads = [g] if self_attn else g
+    for mine, theirs in zip(grads, [q] if self_attn else [q, k, v]):
+        assert not np.isnan(mine).any()
+        assert rel(mine, theirs.grad.numpy()) < 1e-6
+    tp = dict(t.named_parameters())
+    for name, p in m.named_parameters():
+        assert rel(p.grad, tp[name].grad.numpy()) < 1e-6, name
+    assert sorted(m.state_dict()) == sorted(t.state_dict())
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("self_attn", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_matches_torch(float64, heads, self_attn, causal):
+    _mha_case(8, heads, self_attn, causal=causal)
+
+
+def test_mha_kdim_vdim_and_seq_first(float64):
+    _mha_case(6, 3, False, kdim=4, vdim=5)
+    _mha_case(6, 2, False, batch_first=False)
+    _mha_case(6, 2, True, batch_first=False)
+
+
+def test_mha_masks_bool_float_and_fully_masked_rows(float64):
+    kpm = np.zeros((2, 5), dtype=bool)
+    kpm[0, -2:] = True
+    kpm[1, :] = True  # sample 1: every key masked -> output is out_proj.bias, no NaN
+    _mha_case(8, 2, False, kpm=kpm)
+    rng = np.random.default_rng(0)
+    _mha_case(8, 2, False, mask=rng.standard_normal((4, 5)))
+    _mha_case(8, 2, False, mask=rng.random((2 * 2, 4, 5)) < 0.3, kpm=kpm)
+    fkpm = np.where(kpm, -1e9, 0.0)
+    fkpm[1] = 0.5
+    _mha_case(8, 2, False, kpm=fkpm, causal=True)
+
+
+def test_need_weights_average(float64):
+    m = MultiheadAttention(6, 3)
+    x = np.random.default_rng(0).standard_normal((2, 4, 6))
+    _, w = m(x, need_weights=True)
+    assert w.shape == (2, 4, 4) and np.allclose(w.sum(-1), 1.0)
+    _, w2 = m(x, need_weights=True, average_attn_weights=False)
+    assert w2.shape == (2, 3, 4, 4) and np.allclose(w2.mean(1), w)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_matches_torch(float64, causal):
+    rng = np.random.default_rng(1)
+    q, k, v = (
+        rng.standard_normal((2, 3, 4, 5)),
+        rng.standard_normal((2, 3, 6, 5)),
+        rng.standard_normal((2, 3, 6, 2)),
+    )
+    mask = None if causal else rng.random((4, 6)) < 0.7
+    if mask is not None:
+        mask[1] = False  # a fully masked row: PyTorch returns 0 there
+    tq, tk, tv = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, attn_mask=None if mask is None else torch.from_numpy(mask), is_causal=causal, scale=0.3
+    )
+    g = rng.standard_normal(out.shape)
+    (out * torch.from_numpy(g)).sum().backward()
+    layer = ScaledDotProductAttention(is_causal=causal, scale=0.3)
+    y = layer([q, k, v], attn_mask=mask)
+    assert rel(y, out.detach().numpy()) < 1e-6
+    assert rel(scaled_dot_product_attention(q, k, v, mask, is_causal=causal, scale=0.3), y) < 1e-12
+    for mine, theirs in zip(layer.backward(g), (tq, tk, tv)):
+        assert not np.isnan(mine).any()
+        assert rel(mine, theirs.grad.numpy()) < 1e-6
+
+
+def test_finite_differences(float64):
+    rng = np.random.default_rng(2)
+    kpm = np.zeros((2, 5), dtype=bool)
+    kpm[1, 3:] = True
+    for layer, x in (
+        (MultiheadAttention(6, 2), rng.standard_normal((2, 5, 6))),
+        (
+            MultiheadAttention(4, 2, kdim=3, vdim=5),
+            [rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 5))],
+        ),
+    ):
+        report = check_gradients(layer, x)
+        assert report.ok, str(report)
+    report = check_gradients(ScaledDotProductAttention(is_causal=True), [rng.standard_normal((2, 3, 4))] * 3)
+    assert report.ok, str(report)
+
+
+def test_bad_inputs():
+    with pytest.raises(ConfigError, match="divisible"):
+        MultiheadAttention(10, 3)
+    m = MultiheadAttention(4, 2)
+    x = np.ones((2, 3, 4), dtype=np.float32)
+    with pytest.raises(ShapeError, match="key_padding_mask"):
+        m(x, key_padding_mask=np.zeros((2, 4), dtype=bool))
+    with pytest.raises(ShapeError, match="attn_mask"):
+        m(x, attn_mask=np.zeros((3, 2), dtype=bool))
+    with pytest.raises(DataError, match="boolean"):
+        m(x, attn_mask=np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(ShapeError, match="batch"):
+        m([x, np.ones((3, 3, 4), dtype=np.float32), np.ones((3, 3, 4), dtype=np.float32)])
+    with pytest.raises(ShapeError, match="query"):
+        m(np.ones((2, 3, 5), dtype=np.float32))
+
+
+def test_save_load_round_trip(tmp_path):
+    pytest.importorskip("h5py")
+    model = framework.Sequential([MultiheadAttention(8, 2)])
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    y = model.predict(x)
+    model.save(tmp_path / "mha.h5")
+    loaded = framework.load_model(tmp_path / "mha.h5")
+    np.testing.assert_allclose(loaded.predict(x), y, rtol=1e-6)
