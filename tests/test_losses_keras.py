@@ -308,5 +308,5 @@ def test_plain_function_as_loss_raises_config_error_pointing_at_loss():
     def my_loss(y_true, y_pred):
         return np.mean((y_true - y_pred) ** 2)
 
-    with pytest.raises(ConfigError, match=r"(?s)'my_loss'.*backward.*framework\.base\.loss\.Loss"):
+    with pytest.raises(ConfigError, match=r"(?s)'my_loss'.*backward.*framework\.Loss"):
         losses.get(my_loss)

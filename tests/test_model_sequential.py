@@ -191,3 +191,17 @@ def test_save_and_load_model(tmp_path, rng):
     assert loaded.epoch == model.epoch == 2
     history = loaded.fit(x, y, epochs=3, initial_epoch=loaded.epoch, verbose=0)
     assert history.epoch == [2]
+
+
+def test_deferred_build_of_a_variable_length_stack_on_the_first_batch():
+    """Issue 14: LSTM(output="sequence") -> Flatten -> Linear without an input length builds
+    on the first batch, as Keras defers it, then saves and reloads like any built model."""
+    from framework.layers import LSTM, Flatten
+
+    model = Sequential([LSTM(3, 4, batch_first=True, output="sequence"), Flatten(), Linear(output_size=2)])
+    assert not model.built
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).random((8, 5, 3)).astype(np.float32)
+    model.fit(x, np.zeros((8, 2), np.float32), epochs=1, verbose=0)
+    assert model.built and model.layer_output_shapes() == [(None, 5, 4), (None, 20), (None, 2)]
+    assert model.count_params() == 144 + 42

@@ -101,6 +101,10 @@ class Sequential(Model):
         if not self._stack and self._in_shape is None and layer.built and layer.input_shape is not None:
             self._in_shape = layer.input_shape
         shape = self._shapes[-1] if self._stack else self._in_shape
+        if self._stack and not _fully_known(shape):
+            # An earlier layer's output has a size only data will tell (a sequence's length):
+            # the rest of the stack is built on the first batch, as Keras defers it.
+            shape = None
         previous = list(self._stack.values())[-1] if self._stack else None
         out = connect(layer, shape, previous) if shape is not None else None
         self._stack[name] = layer
@@ -192,6 +196,8 @@ class Sequential(Model):
     def forward(self, ctx: Context, x: Any) -> Any:
         if not isinstance(x, np.ndarray) or x.dtype != self.dtype:
             x = self.cast_inputs(x)
+        if not self.built and isinstance(x, np.ndarray):  # deferred: the first batch tells the sizes
+            self.build((None, *x.shape[1:]))
         order = self._order()
         training, record = ctx.training, ctx.record
         first = 0 if ctx.needs_input_grad else self._first_needed(order)
@@ -295,3 +301,11 @@ def _deserialize(entry: dict[str, Any]) -> Layer:
     from framework.models.serialize import deserialize_layer
 
     return deserialize_layer(entry)
+
+
+def _fully_known(shape: Any) -> bool:
+    """Whether every size but the batch axis of ``shape`` (or of each of a list of shapes) is known."""
+    if shape is None:
+        return False
+    shapes = shape if isinstance(shape, list) else [shape]
+    return all(isinstance(s, tuple) and all(d is not None for d in s[1:]) for s in shapes)

@@ -125,7 +125,7 @@ def _plain_function(kind: str, fn: Any, kwargs: dict[str, Any]) -> Any:
     raise ConfigError(
         f"loss {label!r} is a plain function, but a loss needs a backward: the framework has no autograd, "
         "so a loss is an object with forward(y_pred, y_true) -> float and backward() -> dL/dy_pred. "
-        "Subclass framework.base.loss.Loss (also importable as framework.losses.Loss) and implement "
+        "Subclass framework.Loss and implement "
         "both, or use a registered loss name such as 'mse' or 'binary_crossentropy'"
     )
 
