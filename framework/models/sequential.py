@@ -230,12 +230,15 @@ class Sequential(Model):
             grad_in = order[i].backward(layer_ctx, grad_out)
             if grad_in is None:  # a first layer with needs_input_grad=False (see fit)
                 return None
-            if grad_in is not grad_out and not np.may_share_memory(grad_in, grad_out):
-                writable = (
-                    _declares(order[i], "returns_fresh_grad", "backward")
-                    and isinstance(grad_in, np.ndarray)
-                    and grad_in.flags.writeable
-                )
+            if grad_in is not grad_out:
+                if not isinstance(grad_in, np.ndarray) or not grad_in.flags.writeable:
+                    writable = False
+                elif np.may_share_memory(grad_in, grad_out):  # a view: its owner's, unless it aliases
+                    writable = writable and all(
+                        s != 0 for s, n in zip(grad_in.strides, grad_in.shape) if n > 1
+                    )
+                else:
+                    writable = _declares(order[i], "returns_fresh_grad", "backward")
             grad_out = grad_in
         return None if ctx.first > 0 else grad_out
 
