@@ -74,6 +74,12 @@ def test_digits_cnn(tmp_path: Path) -> None:
     assert "450 test images" in out  # a quarter of the 1797 digits, held out
 
 
+@needs_sklearn
+@requires_h5py
+def test_transformer_digits(tmp_path: Path) -> None:
+    run_example("transformer_digits", tmp_path)
+
+
 @requires_h5py
 def test_spirals(tmp_path: Path) -> None:
     run_example("spirals", tmp_path)
