@@ -10,6 +10,7 @@ import numpy as np
 
 from framework.base import schedules
 from framework.base.config import Configurable
+from framework.base.mixed_precision import MASTER_DTYPE, LossScaler, all_finite, needs_master
 from framework.base.parameter import TRAINABLE_VERSION, Parameter
 from framework.errors import ConfigError
 
@@ -39,7 +40,27 @@ class Optimizer(Configurable):
             most this value.
         clipvalue: if set, each gradient entry is clipped to
             ``[-clipvalue, clipvalue]``.
+
+    float16 parameters (any dtype narrower than float32) are trained on a
+    float32 master copy, decided per parameter at bind: ``update`` sees a
+    float32 ``Parameter`` holding the master, every slot it creates is
+    float32, the gradient is cast to float32 (and divided by the loss scale)
+    before clipping and weight decay, and the parameter receives the master
+    rounded after each step. The master is saved as the slot ``"master"``;
+    :attr:`loss_scaler` holds the dynamic loss scale (see
+    :mod:`framework.base.mixed_precision`). float32 and float64 parameters
+    take the plain path, unchanged.
+
+    Attributes:
+        loss_scaler: a :class:`~framework.base.mixed_precision.LossScaler` when
+            any bound parameter is float16, else ``None``.
     """
+
+    #: Per bound parameter: trained on a float32 master copy (set at bind).
+    _masters: tuple[bool, ...] = ()
+    #: Whether any bound parameter is, i.e. ``step`` takes the mixed-precision path.
+    _mixed = False
+    loss_scaler: LossScaler | None = None
 
     def __init__(
         self,
@@ -70,6 +91,7 @@ class Optimizer(Configurable):
         self.params: list[Parameter] = []
         self.state: list[dict[str, np.ndarray]] = []
         self._scratch: dict[tuple[int, str], np.ndarray] = {}
+        self._shadows: dict[int, Parameter] = {}
         self._source: Any = None
         self._trainable_version = TRAINABLE_VERSION[0]
         if params is not None:
@@ -122,7 +144,21 @@ class Optimizer(Configurable):
         self.params = list(unique.values())
         self.state = [{} for _ in self.params]
         self._scratch = {}
+        self._shadows = {}
+        self._configure_precision()
         return self
+
+    def _configure_precision(self) -> None:
+        """Decide, once per bound parameter, whether it trains on a float32 master copy."""
+        self._masters = tuple(needs_master(p) for p in self.params)
+        self._mixed = any(self._masters)
+        if not self._mixed:
+            self.loss_scaler = None
+        elif self.loss_scaler is None:
+            self.loss_scaler = LossScaler()
+        shadows = getattr(self, "_shadows", {})
+        keep = {id(p) for p, low in zip(self.params, self._masters) if low}
+        self._shadows = {k: v for k, v in shadows.items() if k in keep}
 
     def refresh(self) -> None:
         """Re-collect the trainable parameters of the bound layer if any was frozen or unfrozen since.
@@ -142,6 +178,7 @@ class Optimizer(Configurable):
             unique.setdefault(id(p), p)
         self.params = list(unique.values())
         self.state = [kept.get(id(p), {}) for p in self.params]
+        self._configure_precision()
 
     @property
     def lr(self) -> float:
@@ -162,6 +199,9 @@ class Optimizer(Configurable):
         """Apply one update to every bound parameter, in place."""
         if getattr(self, "_trainable_version", None) != TRAINABLE_VERSION[0]:
             self.refresh()
+        if self._mixed:
+            self._mixed_step()
+            return
         if self.clipvalue is not None:
             for p in self.params:
                 np.clip(p.grad, -self.clipvalue, self.clipvalue, out=p.grad)
@@ -179,6 +219,80 @@ class Optimizer(Configurable):
                 grad += p.grad
             self.update(p, grad, state, lr)
         self.iterations += 1
+
+    def _mixed_step(self) -> None:
+        """``step`` with float16 parameters: unscale, check for overflow, update float32 masters."""
+        # the scaler whose scale the gradients carry: set by the training step for this step only
+        scaler = self.loss_scaler if self.loss_scaler is not None and self.loss_scaler.pending else None
+        if scaler is not None:
+            scaler.pending = False
+            if not all_finite(self.params):  # overflow: skip, the weights and step count stay
+                for p in self.params:
+                    p.zero_grad()
+                scaler.overflowed()
+                return
+        inverse = 1.0 if scaler is None else 1.0 / scaler.scale
+        targets: list[Parameter] = []
+        grads: list[np.ndarray] = []
+        for p, low in zip(self.params, self._masters):
+            if low:
+                target = self.master(p)
+                grad = self.scratch(target, "master_grad")
+                np.copyto(grad, p.grad)
+            else:
+                target, grad = p, p.grad
+            if inverse != 1.0:
+                grad *= inverse
+            targets.append(target)
+            grads.append(grad)
+        if self.clipvalue is not None:
+            for grad in grads:
+                np.clip(grad, -self.clipvalue, self.clipvalue, out=grad)
+        if self.clipnorm is not None:
+            total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+            if total > self.clipnorm:
+                factor = self.clipnorm / (total + 1e-12)
+                for grad in grads:
+                    grad *= factor
+        lr = self.lr
+        for p, target, grad, state, low in zip(self.params, targets, grads, self.state, self._masters):
+            if self.weight_decay and self.decay_in_gradient:
+                decayed = np.multiply(
+                    target.data, self.weight_decay, out=self.scratch(target, "decayed_grad")
+                )
+                decayed += grad
+                grad = decayed
+            self.update(target, grad, state, lr)
+            if low:
+                np.copyto(p.data, target.data, casting="same_kind")
+        self.iterations += 1
+        if scaler is not None:
+            scaler.stepped()
+
+    def master(self, param: Parameter) -> Parameter:
+        """The float32 ``Parameter`` holding the master copy of a float16 ``param`` (made on first use)."""
+        shadow = self._shadows.get(id(param))
+        if shadow is None:
+            shadow = Parameter(param.data.astype(MASTER_DTYPE))
+            self._shadows[id(param)] = shadow
+        return shadow
+
+    def slot_dtype(self, param: Parameter) -> np.dtype:
+        """The dtype of ``param``'s slots: float32 for a float16 parameter, else the parameter's own."""
+        return MASTER_DTYPE if needs_master(param) else param.dtype
+
+    def sync_master_weights(self) -> None:
+        """Take a float16 parameter's values as its master where they differ from the master rounded.
+
+        Weights set from outside since the last step (``load_weights``,
+        ``EarlyStopping(restore_best_weights=True)``) would otherwise be
+        overwritten by the stale master at the next step. ``fit`` calls this
+        when it starts; call it after changing weights by hand mid-training.
+        """
+        for p, low in zip(self.params, self._masters):
+            shadow = self._shadows.get(id(p)) if low else None
+            if shadow is not None and not np.array_equal(shadow.data.astype(p.dtype), p.data):
+                np.copyto(shadow.data, p.data)
 
     def scratch(self, param: Parameter, name: str = "work") -> np.ndarray:
         """A reusable uninitialised array shaped like ``param`` (not part of the state).
@@ -212,15 +326,29 @@ class Optimizer(Configurable):
     def state_dict(self) -> dict[str, Any]:
         """``{"iterations": n, "slots": [{slot name: array} per bound parameter]}``.
 
-        The arrays are copies, so later steps do not change a saved state.
+        A float16 parameter's slots are float32 and include its master copy,
+        ``"master"``; with such parameters the dict also holds
+        ``"loss_scale": {"scale": s, "good_steps": k}``. The arrays are
+        copies, so later steps do not change a saved state.
         """
-        return {
-            "iterations": self.iterations,
-            "slots": [{k: np.array(v, copy=True) for k, v in s.items()} for s in self.state],
-        }
+        slots = []
+        for p, s in zip(self.params, self.state):
+            saved = {k: np.array(v, copy=True) for k, v in s.items()}
+            shadow = self._shadows.get(id(p))
+            if shadow is not None:
+                saved["master"] = np.array(shadow.data, copy=True)
+            slots.append(saved)
+        state: dict[str, Any] = {"iterations": self.iterations, "slots": slots}
+        if self.loss_scaler is not None:
+            state["loss_scale"] = self.loss_scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step count and slot arrays (copied) for the bound parameters."""
+        """Restore the step count, slot arrays (copied) and loss scale for the bound parameters.
+
+        Slots are cast to :meth:`slot_dtype` (float32 for a float16
+        parameter); a ``"master"`` slot becomes the parameter's master copy.
+        """
         slots = state.get("slots", [])
         if len(slots) != len(self.params):
             raise ConfigError(
@@ -235,10 +363,18 @@ class Optimizer(Configurable):
                         f"{type(self).__name__}.load_state_dict: slot {key!r} of parameter {i} "
                         f"has shape {value.shape}, the parameter {p.shape}"
                     )
+        if self.loss_scaler is not None and "loss_scale" in state:
+            self.loss_scaler.load_state_dict(state["loss_scale"])
         self.iterations = int(state.get("iterations", 0))
-        self.state = [
-            {k: np.array(v, dtype=p.dtype) for k, v in s.items()} for p, s in zip(self.params, slots)
-        ]
+        self.state = []
+        self._shadows = {}
+        for p, saved in zip(self.params, slots):
+            low = needs_master(p)
+            dtype = MASTER_DTYPE if low else p.dtype
+            restored = {k: np.array(v, dtype=dtype) for k, v in saved.items() if k != "master"}
+            if low and "master" in saved:
+                self._shadows[id(p)] = Parameter(np.array(saved["master"], dtype=MASTER_DTYPE))
+            self.state.append(restored)
 
 
 def _is_learning_rate(value: Any) -> bool:

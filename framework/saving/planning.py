@@ -214,11 +214,35 @@ def _load_slots(
         if pname is None:
             raise CheckpointError("the optimizer holds a parameter that is not in the model")
         saved = {}
+        # a float16 parameter's slots and master copy are float32 (Optimizer.slot_dtype)
+        slot_dtype = getattr(optimizer, "slot_dtype", None)
+        dtype = param.dtype if slot_dtype is None else slot_dtype(param)
         for key, dataset in planned.get(pname, {}).items():
-            value = np.empty(param.shape, dtype=param.dtype)
+            value = np.empty(param.shape, dtype=dtype)
             _read(dataset, value)
             where = f"/optimizer/slots/{dataset_path(pname)}/{key}"
             check_values(value, where, non_negative=key in NON_NEGATIVE_SLOTS, strict=strict)
             saved[key] = value
         slots.append(saved)
-    optimizer.load_state_dict({"iterations": iterations, "slots": slots})
+    state: dict[str, Any] = {"iterations": iterations, "slots": slots}
+    loss_scale = _loss_scale(group)
+    if loss_scale is not None:
+        state["loss_scale"] = loss_scale
+    optimizer.load_state_dict(state)
+
+
+def _loss_scale(group: Any) -> dict[str, Any] | None:
+    """The dynamic loss scale of float16 training (``/optimizer`` attrs), checked; ``None`` if absent."""
+    if "loss_scale" not in group.attrs:
+        return None
+    h5py = h5py_module()
+    attr = group.attrs.get_id("loss_scale")
+    if attr.shape not in ((), None) or attr.get_type().get_class() != h5py.h5t.FLOAT:
+        raise CheckpointError("attribute 'loss_scale' in /optimizer should be a scalar float")
+    scale = float(group.attrs["loss_scale"])
+    if not (np.isfinite(scale) and scale > 0):
+        raise CheckpointError(
+            f"attribute 'loss_scale' in /optimizer is {scale!r}, expected a finite number > 0"
+        )
+    good = attr_int(group, "loss_scale_good_steps", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
+    return {"scale": scale, "good_steps": good}

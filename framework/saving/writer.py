@@ -155,8 +155,13 @@ def _write_optimizer(handle: h5py.File, model: Model, compression: str | None) -
         order.append(pname)
         sub = slots.create_group(dataset_path(pname))
         for key, value in slot.items():
+            # a float16 parameter's slots (and its "master") are float32: written as they are
             _write_array(sub, key, np.asarray(value), compression)
     group.attrs["param_names"] = _json(order)
+    loss_scale = state.get("loss_scale")
+    if loss_scale is not None:  # float16 parameters: the dynamic loss scale and its growth count
+        group.attrs["loss_scale"] = np.float64(loss_scale["scale"])
+        group.attrs["loss_scale_good_steps"] = np.int64(loss_scale["good_steps"])
 
 
 def _training_state(model: Model) -> dict[str, Any]:

@@ -172,6 +172,9 @@ class DataParallel:
     def empty_step(self, trainer: Trainer) -> float:
         """A step of a rank without samples: it still joins the gradient allreduce (weight 0)."""
         trainer._bind()
+        scaler = getattr(self.optimizer, "loss_scaler", None)
+        if scaler is not None:  # float16: the other ranks' gradients arrive loss-scaled
+            scaler.pending = True
         self.optimizer.step()
         return 0.0
 

@@ -89,6 +89,9 @@ class Trainer:
         self.output_totals = [0.0] * len(self.losses)
         # compile decided: a softmax/sigmoid output layer and its probabilities loss fuse.
         self.fused = bool(getattr(model, "_fused_output", False))
+        if getattr(self.optimizer, "loss_scaler", None) is not None:
+            # float16 weights set since the last step (load_weights, restored best weights) win
+            self.optimizer.sync_master_weights()
 
     def _bind(self) -> None:
         if not self.optimizer.params:
@@ -115,7 +118,13 @@ class Trainer:
         return total, grads
 
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
-        """Forward, loss, backward, optimizer step; metrics updated. Returns the batch loss."""
+        """Forward, loss, backward, optimizer step; metrics updated. Returns the batch loss.
+
+        With float16 trainable parameters the loss gradient is multiplied by
+        the optimizer's dynamic loss scale (:attr:`Optimizer.loss_scaler`)
+        before the backward pass; the optimizer divides it out again, or
+        skips the step if a gradient overflowed.
+        """
         model = self.model
         # Nothing upstream of the model needs dL/dx: a Sequential stops its backward early.
         ctx = Context(True, needs_input_grad=False)
@@ -130,7 +139,15 @@ class Trainer:
         else:
             self.optimizer.zero_grad()
         ctx.grad_at_logits = self.fused
-        model.backward(ctx, grad)
+        scaler = getattr(self.optimizer, "loss_scaler", None)
+        if scaler is None:
+            model.backward(ctx, grad)
+        else:
+            # float16 parameters: scale the loss gradient so small gradients do not flush
+            # to zero; an overflow (inf/NaN) makes the optimizer skip the step and halve it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                model.backward(ctx, scaler.scale_gradient(grad))
+            scaler.pending = True
         self.optimizer.step()
         self.update_metrics(out, y, sample_weight)
         return value
