@@ -74,9 +74,9 @@ class Case:
 
 def all_cases() -> list[Case]:
     """Every case, in table order."""
-    from benchmarks import cases_layers, cases_models, cases_system
+    from benchmarks import cases_attention, cases_layers, cases_models, cases_system
 
-    return [*cases_models.CASES, *cases_layers.CASES, *cases_system.CASES]
+    return [*cases_models.CASES, *cases_layers.CASES, *cases_attention.CASES, *cases_system.CASES]
 
 
 def _resolve(spec: str) -> Callable[..., Any]:

@@ -15,7 +15,7 @@ Notation: ``Q`` is ``(..., L, D)``, ``K`` is ``(..., S, D)``, ``V`` is
 
 Forward::
 
-    Z = scale * Q K^T + B          (..., L, S)
+    Z = (scale * Q) K^T + B        (..., L, S)
     P = softmax(Z) along S          rows of only -inf give P = 0 (PyTorch's safe softmax)
     P' = P * M / (1 - p)            dropout mask M, training only
     Y = P' V                        (..., L, Dv)
@@ -24,9 +24,10 @@ Gradient (``G = dL/dY``)::
 
     dV = P'^T G
     dP = (G V^T) * M / (1 - p)
-    dZ = P * (dP - rowsum(dP * P))  the softmax Jacobian, fused; 0 on masked rows
+    dZ = P * (dP - rowsum(G * Y))  the softmax Jacobian, fused in place on dP;
+                                    rowsum(dP * P) = rowsum(G * Y); 0 on masked rows
     dQ = scale * dZ K
-    dK = scale * dZ^T Q
+    dK = dZ^T (scale * Q)
 
 A fully masked row has ``P = 0``, so ``Y = 0`` there and ``dZ = 0``: no NaN
 reaches any gradient.
@@ -34,6 +35,7 @@ reaches any gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -54,14 +56,21 @@ __all__ = [
 ]
 
 
+@functools.lru_cache(maxsize=32)
+def _causal_bias(length: int, source_length: int, dtype: np.dtype) -> np.ndarray:
+    bias = np.zeros((length, source_length), dtype=dtype)
+    bias[np.triu_indices(length, k=1, m=source_length)] = -np.inf
+    bias.flags.writeable = False  # shared between calls and threads: a read-only constant
+    return bias
+
+
 def causal_bias(length: int, source_length: int, dtype: Any) -> np.ndarray:
     """The ``(L, S)`` additive causal mask: ``0`` where ``j <= i``, ``-inf`` above the diagonal.
 
-    Top-left aligned like PyTorch's ``is_causal`` (``tril(ones(L, S))``).
+    Top-left aligned like PyTorch's ``is_causal`` (``tril(ones(L, S))``). The
+    array is built once per ``(L, S, dtype)`` and shared: it is read-only.
     """
-    bias = np.zeros((length, source_length), dtype=dtype)
-    bias[np.triu_indices(length, k=1, m=source_length)] = -np.inf
-    return bias
+    return _causal_bias(int(length), int(source_length), np.dtype(dtype))
 
 
 def mask_to_bias(mask: Any, owner: str, arg: str, dtype: Any, *, true_masks: bool) -> np.ndarray:
@@ -104,8 +113,16 @@ def attention_forward(
     dropout_p: float = 0.0,
     rng: np.random.Generator | None = None,
     record: bool = True,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``softmax(scale Q K^T + B) V`` with optional dropout on the probabilities.
+
+    Every product is one ``np.matmul`` over the leading (batch, heads) axes.
+    ``q``, ``k`` and ``v`` may be strided views (heads sliced out of a packed
+    projection): each ``(L, D)`` matrix only needs unit stride along ``D``
+    for BLAS, so no head is copied. The scale is applied to ``Q`` (``L D``
+    numbers) rather than to the scores (``L S``), and the softmax runs in place
+    on the one ``(..., L, S)`` score buffer.
 
     Args:
         q, k, v: ``(..., L, D)``, ``(..., S, D)``, ``(..., S, Dv)`` with equal leading axes.
@@ -113,14 +130,17 @@ def attention_forward(
         scale: the factor of the scores.
         dropout_p: dropout probability on ``P`` (0 for none).
         record: keep what :func:`attention_backward` needs in the returned cache.
+        out: optional ``(..., L, Dv)`` array (any strides with unit stride
+            along ``Dv``, such as the merged-heads layout) that receives ``Y``.
 
     Returns:
-        ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``q``,
-        ``k``, ``v``, ``probs``, ``dropped``, ``keep``, ``scale``).
+        ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``qs`` =
+        ``scale Q``, ``k``, ``v``, ``probs``, ``dropped``, ``keep``, ``y``,
+        ``scale``).
     """
     f = q.dtype.type
-    z = np.matmul(q, _swap(k))
-    z *= f(scale)
+    qs = np.multiply(q, f(scale))
+    z = np.matmul(qs, _swap(k))
     if bias is not None:
         z += bias
     zmax = z.max(axis=-1, keepdims=True)
@@ -141,29 +161,45 @@ def attention_forward(
         ).astype(q.dtype)
         keep *= f(1.0 / (1.0 - dropout_p))
         dropped = p * keep
-    y = np.matmul(dropped, v)
-    cache = {"q": q, "k": k, "v": v, "probs": p, "dropped": dropped, "keep": keep, "scale": scale}
-    return y, (cache if record else {"probs": p, "dropped": dropped})
+    y = np.matmul(dropped, v, out=out)
+    if not record:
+        return y, {"probs": p, "dropped": dropped}
+    cache = {"qs": qs, "k": k, "v": v, "probs": p, "dropped": dropped, "keep": keep, "y": y, "scale": scale}
+    return y, cache
 
 
-def attention_backward(grad: np.ndarray, cache: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attention_backward(
+    grad: np.ndarray,
+    cache: dict[str, Any],
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dQ, dK, dV)`` from ``G = dL/dY`` and the cache of :func:`attention_forward`.
 
-    The softmax backward is fused in place on one ``(..., L, S)`` buffer:
-    ``dZ = P * (dP - rowsum(dP * P))``, then scaled once.
+    The softmax backward is fused in place on the one ``(..., L, S)`` buffer
+    ``dP = G V^T`` (a temporary of this call): ``dZ = P * (dP - r)``. The row
+    sums ``r = rowsum(dP * P)`` are taken as ``rowsum(G * Y)`` (equal, since
+    ``Y = P' V``), on ``(..., L, Dv)`` instead of ``(..., L, S)``. ``dK`` uses
+    the already scaled ``scale Q``; only ``dQ`` is scaled.
+
+    Args:
+        grad: ``G``, ``(..., L, Dv)``, any strides with unit stride along ``Dv``.
+        out: optional ``(dQ, dK, dV)`` arrays to write into (unit stride along
+            the last axis), such as the views of one packed ``[dQ dK dV]``.
     """
-    q, k, v, p, scale = cache["q"], cache["k"], cache["v"], cache["probs"], cache["scale"]
-    f = q.dtype.type
-    dv = np.matmul(_swap(cache["dropped"]), grad)
+    qs, k, v, p, scale = cache["qs"], cache["k"], cache["v"], cache["probs"], cache["scale"]
+    f = qs.dtype.type
+    oq, ok, ov = out if out is not None else (None, None, None)
+    dv = np.matmul(_swap(cache["dropped"]), grad, out=ov)
     dp = np.matmul(grad, _swap(v))
     if cache["keep"] is not None:
         dp *= cache["keep"]
-    row = np.einsum("...j,...j->...", dp, p)[..., None]
+    # a row-wise dot product of two (L, Dv) stacks: no matmul shape does it in one call
+    row = np.einsum("...j,...j->...", grad, cache["y"])[..., None]
     dp -= row
     dp *= p
-    dp *= f(scale)
-    dq = np.matmul(dp, k)
-    dk = np.matmul(_swap(dp), q)
+    dq = np.matmul(dp, k, out=oq)
+    dq *= f(scale)
+    dk = np.matmul(_swap(dp), qs, out=ok)
     return dq, dk, dv
 
 

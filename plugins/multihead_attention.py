@@ -16,6 +16,7 @@ from framework.base.parameter import Parameter
 from framework.base.validation import positive_int
 from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
+from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
 from plugins.attention import attention_backward, attention_forward, causal_bias, mask_to_bias
 from plugins.core import Linear
@@ -23,16 +24,22 @@ from plugins.core import Linear
 __all__ = ["MultiheadAttention"]
 
 
-def _heads(x: np.ndarray, h: int) -> np.ndarray:
-    """``(N, L, H*D)`` -> contiguous ``(N, H, L, D)``: every head product is one batched matmul."""
-    n, length, e = x.shape
-    return np.ascontiguousarray(x.reshape(n, length, h, e // h).transpose(0, 2, 1, 3))
+def _split(x2: np.ndarray, n: int, h: int) -> np.ndarray:
+    """``(N*L, H*D)`` rows -> the ``(N, H, L, D)`` view of the heads (no copy).
+
+    Each head's ``(L, D)`` matrix has unit stride along ``D``, so BLAS reads it
+    in place (its leading dimension being the row length of ``x2``).
+    """
+    rows, e = x2.shape
+    return x2.reshape(n, rows // n, h, e // h).transpose(0, 2, 1, 3)
 
 
-def _merge(x: np.ndarray) -> np.ndarray:
-    """``(N, H, L, D)`` -> ``(N, L, H*D)``."""
-    n, h, length, d = x.shape
-    return x.transpose(0, 2, 1, 3).reshape(n, length, h * d)
+def _project(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``x W^T + b`` of ``(N, L, E_in)`` as one 2-D product: ``(N*L, E_out)``, C-ordered."""
+    y = x.reshape(-1, x.shape[-1]) @ w.T
+    if b is not None:
+        y += b
+    return y
 
 
 class MultiheadAttention(Layer):
@@ -226,32 +233,31 @@ class MultiheadAttention(Layer):
         q_in, k_in, v_in, listed = self._inputs(x)
         n, length, _ = q_in.shape
         source = k_in.shape[1]
-        h = self.num_heads
+        h, e = self.num_heads, self.embed_dim
         b = self.in_proj_bias.data if self.in_proj_bias is not None else None
-        e = self.embed_dim
-        if not listed and self.in_proj_weight is not None:  # self-attention: one product for Q, K and V
-            qkv = q_in @ self.in_proj_weight.data.T
-            if b is not None:
-                qkv += b
-            qkv = qkv.reshape(n, length, 3, h, self.head_dim).transpose(2, 0, 3, 1, 4)
-            qh, kh, vh = np.ascontiguousarray(qkv)
+        packed = not listed and self.in_proj_weight is not None
+        if packed:  # self-attention: one product for Q, K and V; the heads are views of it
+            assert self.in_proj_weight is not None
+            qkv = _project(q_in, self.in_proj_weight.data, b)
+            qh, kh, vh = (_split(qkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
         else:
-            wq, wk, wv = self._weights()
-            proj = []
-            for i, (a, w) in enumerate(((q_in, wq), (k_in, wk), (v_in, wv))):
-                p = a @ w.T
-                if b is not None:
-                    p += b[i * e : (i + 1) * e]
-                proj.append(_heads(p, h))
-            qh, kh, vh = proj
+            ws = self._weights()
+            qh, kh, vh = (
+                _split(_project(a, w, None if b is None else b[i * e : (i + 1) * e]), n, h)
+                for i, (a, w) in enumerate(zip((q_in, k_in, v_in), ws))
+            )
         bias = self._bias(n, length, source, qh.dtype, attn_mask, key_padding_mask, is_causal)
         drop = self.dropout if ctx.training else 0.0
-        heads, cache = attention_forward(
-            qh, kh, vh, bias, 1.0 / math.sqrt(self.head_dim), drop, record=ctx.record
+        # the heads' outputs land straight in the merged (N, L, H, D) = (N*L, E) layout
+        merged = np.empty((n * length, e), dtype=qh.dtype)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        _, cache = attention_forward(
+            qh, kh, vh, bias, scale, drop, record=ctx.record, out=_split(merged, n, h)
         )
-        y = self.out_proj.forward(ctx.child("out_proj"), _merge(heads))
+        y = _project(merged, self.out_proj.weight.data, self._out_bias()).reshape(n, length, e)
         if ctx.record:
-            ctx.cache, ctx.inputs, ctx.listed = cache, (q_in, k_in, v_in), listed
+            ctx.cache, ctx.merged, ctx.listed, ctx.packed = cache, merged, listed, packed
+            ctx.inputs = (q_in, k_in, v_in)
         if not self.batch_first:
             y = y.transpose(1, 0, 2)
         if not need_weights:
@@ -259,37 +265,47 @@ class MultiheadAttention(Layer):
         weights = cache["dropped"]
         return y, (weights.mean(axis=1) if average_attn_weights else weights.copy())
 
+    def _out_bias(self) -> np.ndarray | None:
+        return self.out_proj.bias.data if self.out_proj.bias is not None else None
+
     # -- backward ----------------------------------------------------------------
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
         g = grad_out[0] if isinstance(grad_out, tuple) else grad_out
         if not self.batch_first:
             g = g.transpose(1, 0, 2)
-        da = self.out_proj.backward(ctx.child("out_proj"), np.ascontiguousarray(g))
-        n, length, e = da.shape
-        dq, dk, dv = attention_backward(_heads(da, self.num_heads), ctx.cache)
+        n, length, e = g.shape
+        h = self.num_heads
+        g2 = np.ascontiguousarray(g).reshape(n * length, e)
+        # out_proj (a Linear kept for its parameters and names): Y = A W_o^T + b_o
+        wo = self.out_proj.weight
+        wo.add_grad_product(g2.T, ctx.merged)
+        if self.out_proj.bias is not None:
+            self.out_proj.bias.add_grad(blas.sum_rows(g2))
+        da = _split(g2 @ wo.data, n, h)
         q_in, k_in, v_in = ctx.inputs
-        if not ctx.listed and self.in_proj_weight is not None:
-            # [dQ dK dV] as (N, L, 3, H, D) -> (N*L, 3E): the three products at once
-            dqkv = np.empty((n, length, 3, self.num_heads, self.head_dim), dtype=da.dtype)
-            for i, d in enumerate((dq, dk, dv)):
-                dqkv[:, :, i] = d.transpose(0, 2, 1, 3)
-            dqkv = dqkv.reshape(n * length, 3 * e)
-            x2 = q_in.reshape(n * length, e)
-            self.in_proj_weight.add_grad_product(dqkv.T, x2)
+        if ctx.packed:
+            assert self.in_proj_weight is not None
+            # [dQ dK dV] written by the attention backward straight into (N*L, 3E)
+            dqkv = np.empty((n * length, 3 * e), dtype=g2.dtype)
+            views = tuple(_split(dqkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
+            attention_backward(da, ctx.cache, out=views)  # type: ignore[arg-type]
+            self.in_proj_weight.add_grad_product(dqkv.T, q_in.reshape(n * length, e))
             if self.in_proj_bias is not None:
-                self.in_proj_bias.add_grad(dqkv.sum(axis=0))
-            dx = (dqkv @ self.in_proj_weight.data).reshape(n, length, e) if ctx.needs_input_grad else None
-            if dx is not None and not self.batch_first:
-                dx = dx.transpose(1, 0, 2)
-            return dx
-        wq, wk, wv = self._weights()
+                self.in_proj_bias.add_grad(blas.sum_rows(dqkv))
+            if not ctx.needs_input_grad:
+                return None
+            dx = (dqkv @ self.in_proj_weight.data).reshape(n, length, e)
+            return dx if self.batch_first else dx.transpose(1, 0, 2)
+        source = k_in.shape[1]
+        d2 = [np.empty((n * rows, e), dtype=g2.dtype) for rows in (length, source, source)]
+        attention_backward(da, ctx.cache, out=tuple(_split(d, n, h) for d in d2))  # type: ignore[arg-type]
+        ws = self._weights()
         grads, wgrads, bgrads = [], [], []
-        for d, a, w in ((dq, q_in, wq), (dk, k_in, wk), (dv, v_in, wv)):
-            d2 = _merge(d).reshape(-1, e)
-            wgrads.append(d2.T @ a.reshape(-1, a.shape[-1]))
-            bgrads.append(d2.sum(axis=0))
-            dx = (d2 @ w).reshape(a.shape)
+        for d, a, w in zip(d2, (q_in, k_in, v_in), ws):
+            wgrads.append(d.T @ a.reshape(-1, a.shape[-1]))
+            bgrads.append(blas.sum_rows(d))
+            dx = (d @ w).reshape(a.shape)
             grads.append(dx if self.batch_first else dx.transpose(1, 0, 2))
         if self.in_proj_weight is not None:
             self.in_proj_weight.add_grad(np.concatenate(wgrads, axis=0))

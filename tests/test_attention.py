@@ -140,6 +140,50 @@ def test_finite_differences(float64):
     assert report.ok, str(report)
 
 
+def test_dropout_backward_finite_differences(float64):
+    """The fused softmax backward (row sums taken as rowsum(G * Y)) with dropout on P."""
+    from plugins.attention import attention_backward, attention_forward, causal_bias
+
+    rng = np.random.default_rng(3)
+    q, k, v = (
+        rng.standard_normal((2, 3, 4, 5)),
+        rng.standard_normal((2, 3, 6, 5)),
+        rng.standard_normal((2, 3, 6, 2)),
+    )
+    g = rng.standard_normal((2, 3, 4, 2))
+    bias = causal_bias(4, 6, np.float64)
+
+    def loss(q, k, v):  # the same dropout mask on every call: a fixed seed
+        y, _ = attention_forward(q, k, v, bias, 0.4, 0.3, rng=np.random.default_rng(7))
+        return float((y * g).sum())
+
+    _, cache = attention_forward(q, k, v, bias, 0.4, 0.3, rng=np.random.default_rng(7))
+    assert cache["keep"] is not None and (cache["keep"] == 0).any()
+    grads = attention_backward(g, cache)
+    eps = 1e-6
+    for i, (a, da) in enumerate(zip((q, k, v), grads)):
+        numeric = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            args = [q, k, v]
+            plus, minus = a.copy(), a.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            args[i] = plus
+            up = loss(*args)
+            args[i] = minus
+            numeric[idx] = (up - loss(*args)) / (2 * eps)
+        assert rel(da, numeric) < 1e-6
+
+
+def test_causal_mask_is_a_shared_read_only_constant():
+    from plugins.attention import causal_bias
+
+    a = causal_bias(5, 7, np.float32)
+    assert a is causal_bias(5, 7, np.float32) and not a.flags.writeable
+    assert np.array_equal(np.isneginf(a), ~np.tril(np.ones((5, 7), dtype=bool)))
+    assert causal_bias(5, 7, np.float64).dtype == np.float64
+
+
 def test_bad_inputs():
     with pytest.raises(ConfigError, match="divisible"):
         MultiheadAttention(10, 3)
