@@ -112,6 +112,9 @@ class Conv2d(_ConvNd):
         (None, 8, 5, 5)
     """
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def __init__(
         self,
         in_channels: int,

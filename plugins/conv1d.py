@@ -71,6 +71,9 @@ class Conv1d(_ConvNd):
     _ndim = 1
     _axes = "L"
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def __init__(
         self,
         in_channels: int,

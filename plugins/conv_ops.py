@@ -51,7 +51,15 @@ from plugins.conv_geometry import (
     pair,
     same_padding,
 )
-from plugins.im2col import col2im, col2im_batch_last, im2col, window_view
+from plugins.im2col import (
+    col2im,
+    col2im_batch_last,
+    col2im_grid,
+    grid_shape,
+    im2col,
+    im2col_grid,
+    window_view,
+)
 from plugins.pool_ops import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -77,6 +85,9 @@ __all__ = [
     "im2col",
     "col2im",
     "col2im_batch_last",
+    "grid_shape",
+    "im2col_grid",
+    "col2im_grid",
     "max_pool2d",
     "max_pool2d_argmax",
     "max_pool2d_backward",

@@ -90,6 +90,9 @@ class ConvTranspose2d(_ConvBase):
         (None, 4, 10, 6)
     """
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def __init__(
         self,
         in_channels: int,

@@ -42,6 +42,9 @@ class GlobalAvgPool2d(Layer):
         array([[1.5, 5.5]], dtype=float32)
     """
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def _check_shape(self, shape: Any) -> None:
         if not isinstance(shape, tuple) or len(shape) != 4 or 0 in shape[2:]:
             raise ShapeError(

@@ -10,6 +10,13 @@
 - ``windows=(OH, OW)`` limits them to the first ``OH x OW`` window positions,
   for a transposed convolution whose output holds more positions than its
   input has pixels.
+- :func:`im2col_grid` and :func:`col2im_grid` are the pair for a column
+  stride of 1 with the batch folded into the columns (one large product
+  instead of one per sample): in the padded channel-major layout
+  ``(C, Hp, N, Wp)`` a kernel offset is a shift, so every row of the columns
+  ``(C*kh*kw, OH*N*Wp)`` is contiguous runs of that layout (a plain memory
+  copy, and for col2im a plain strided add), at the price of ``Wp - OW``
+  extra positions per output row, which the caller crops.
 
 The geometry (output sizes, padding forms) is :mod:`plugins.conv_geometry`'s.
 """
@@ -21,9 +28,18 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from plugins.conv_geometry import _crop, _geometry, _output_hw, _padded_zeros, offset_slices, pad2d, pair
+from plugins.conv_geometry import (
+    _crop,
+    _geometry,
+    _output_hw,
+    _padded_zeros,
+    expand_padding,
+    offset_slices,
+    pad2d,
+    pair,
+)
 
-__all__ = ["window_view", "im2col", "col2im", "col2im_batch_last"]
+__all__ = ["window_view", "im2col", "col2im", "col2im_batch_last", "grid_shape", "im2col_grid", "col2im_grid"]
 
 
 def window_view(
@@ -145,3 +161,99 @@ def col2im_batch_last(
         xp[:, window[0], window[1]] += blocks[:, i, j]
     (top, _), (left, _) = pads
     return np.ascontiguousarray(xp[:, top : top + h, left : left + w].transpose(3, 0, 1, 2))
+
+
+def grid_shape(
+    input_shape: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilation: Any = 1
+) -> tuple[int, int, int, int, int]:
+    """``(Hp, Wp, OH, OW, slack)`` of the row-grid layout of :func:`im2col_grid`.
+
+    ``Hp, Wp`` are the padded sizes, ``OH, OW`` the valid output size (the
+    column stride must be 1) and ``slack = dw * (kw - 1)`` the elements the
+    last row reads past the padded input (kept zero).
+    """
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(input_shape, kernel, stride, padding, dilation)
+    if stride[1] != 1:
+        raise ValueError(f"im2col_grid: the column stride must be 1, got stride={stride}")
+    hp, wp = input_shape[2] + sum(pads[0]), input_shape[3] + sum(pads[1])
+    return hp, wp, oh, ow, dilation[1] * (kernel[1] - 1)
+
+
+def im2col_grid(
+    x: np.ndarray,
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    out: np.ndarray | None = None,
+    work: np.ndarray | None = None,
+) -> np.ndarray:
+    """Columns ``(C*kh*kw, OH*N*Wp)`` of ``x`` (``(N, C, H, W)``) for a column stride of 1, batch inside.
+
+    ``cols[(c, i, j), (a, n, b)] = xpad[n, c, a*sh + i*dh, b + j*dw]`` for every
+    ``b < Wp``, not only the ``OW`` valid ones: the input is copied once into
+    the padded channel-major layout ``(C, Hp, N, Wp)`` (``work``, optional,
+    ``C*Hp*N*Wp + slack`` elements), where a kernel offset is a shift, so each
+    row of the columns is ``OH`` contiguous runs of ``N*Wp`` values (one run
+    when ``sh = 1``): a plain memory copy. The columns ``b >= OW`` hold values
+    of no window (finite: read from the next row); the caller crops what its
+    product makes of them.
+    """
+    kernel, stride, pads, dilation = pair(kernel), pair(stride), expand_padding(padding), pair(dilation)
+    hp, wp, oh, _, slack = grid_shape(x.shape, kernel, stride, pads, dilation)
+    n, c, h, w = x.shape
+    (top, _), (left, _) = pads
+    size = c * hp * n * wp
+    if work is None:
+        work = np.empty(size + slack, dtype=x.dtype)
+    xp = work[:size].reshape(c, hp, n, wp)
+    if hp > h or wp > w:
+        xp.fill(0)
+    work[size:] = 0
+    xp[:, top : top + h, :, left : left + w] = x.transpose(1, 2, 0, 3)
+    row = n * wp
+    shape = (c, kernel[0], kernel[1], oh, row)
+    steps = (hp * row, dilation[0] * row, dilation[1], stride[0] * row, 1)
+    view = as_strided(work, shape=shape, strides=tuple(s * work.itemsize for s in steps), writeable=False)
+    if out is None:
+        out = np.empty((c * kernel[0] * kernel[1], oh * row), dtype=x.dtype)
+    np.copyto(out.reshape(shape), view)
+    return out
+
+
+def col2im_grid(
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    work: np.ndarray | None = None,
+) -> np.ndarray:
+    """The adjoint of :func:`im2col_grid`: ``(C*kh*kw, OH*N*Wp)`` columns added back to ``(N, C, H, W)``.
+
+    The columns ``b >= OW`` must hold zeros (they come from a gradient that
+    is zero there). Each kernel offset is one strided ``+=`` of whole
+    ``N*Wp`` runs into the padded channel-major buffer (``work``, optional);
+    the crop and the transpose back to NCHW are one copy into a new array.
+    """
+    kernel, stride, pads, dilation = pair(kernel), pair(stride), expand_padding(padding), pair(dilation)
+    hp, wp, oh, _, slack = grid_shape(input_shape, kernel, stride, pads, dilation)
+    n, c, h, w = input_shape
+    (top, _), (left, _) = pads
+    row = n * wp
+    if work is None:
+        work = np.empty(c * hp * row + slack, dtype=cols.dtype)
+    work.fill(0)
+    blocks = cols.reshape(c, kernel[0], kernel[1], oh, row)
+    item = work.itemsize
+    strides = (hp * row * item, stride[0] * row * item, item)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            start = i * dilation[0] * row + j * dilation[1]
+            target = as_strided(work[start:], shape=(c, oh, row), strides=strides)
+            target += blocks[:, i, j]
+    xp = work[: c * hp * row].reshape(c, hp, n, wp)
+    dx = np.empty(input_shape, dtype=cols.dtype)
+    np.copyto(dx, xp[:, top : top + h, :, left : left + w].transpose(2, 0, 1, 3))
+    return dx

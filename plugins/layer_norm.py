@@ -71,6 +71,9 @@ class LayerNorm(Layer):
         ((2, 4), True)
     """
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def __init__(
         self,
         normalized_shape: int | tuple[int, ...] | list[int],

@@ -23,9 +23,9 @@ from plugins.layer_norm import LayerNorm, _positive_float
 __all__ = ["BatchNorm", "LayerNorm"]
 
 
-def _channel_sum(a: np.ndarray) -> np.ndarray:
-    """Sums over every axis but 1, kept as ``(1, C, 1, ...)`` (see :func:`channel_sums`)."""
-    return channel_sums(a).reshape((1, a.shape[1]) + (1,) * (a.ndim - 2))
+def _dot_per_channel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sum(a * b)`` over every axis but 1 of two ``(N, C, S)`` arrays: ``(C,)``, no temporary."""
+    return np.einsum("ncs,ncs->c", a, b)
 
 
 class BatchNorm(Layer):
@@ -48,8 +48,8 @@ class BatchNorm(Layer):
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule
     for fine-tuning: its running estimates then neither normalise with batch
-    statistics nor change. What backward needs (``xhat``, ``1/std``) is kept
-    on the call's context.
+    statistics nor change. What backward needs (the centred input ``x - mean``
+    and ``1/std``) is kept on the call's context.
 
     Args:
         num_features: the number of channels ``C`` (size of axis 1).
@@ -95,6 +95,9 @@ class BatchNorm(Layer):
         >>> bool(np.allclose(y.mean(axis=(0, 2, 3)), 0.0, atol=1e-5))
         True
     """
+
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
 
     def __init__(
         self,
@@ -150,43 +153,44 @@ class BatchNorm(Layer):
     def _check_input(self, x: Any) -> None:
         self._validate_shape(getattr(x, "shape", None))
 
-    def _param_view(self, p: Parameter | Buffer | None, ndim: int) -> Any:
-        return None if p is None else p.data.reshape((1, self.num_features) + (1,) * (ndim - 2))
-
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
-        m = x.size // self.num_features
+        c = self.num_features
+        m = x.size // c
         # Keras's fine-tuning rule: a frozen BatchNorm (trainable False) runs in inference mode.
         training = ctx.training and getattr(self, "trainable", True)
         use_batch = training or not self.track_running_stats
+        # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel)
+        rows = np.ascontiguousarray(x).reshape(x.shape[0], c, -1)
         if use_batch:
             if m < 2:
                 raise ShapeError(
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
-            mean = _channel_sum(x) / m
-            xc = per_channel(np.subtract, x, mean)
-            out = np.multiply(xc, xc)
-            var = _channel_sum(out) / m
+            # two passes for a variance that does not cancel: the mean, then the centred squares
+            mean = channel_sums(rows) / m
+            xc = per_channel(np.subtract, rows, mean)
+            var = _dot_per_channel(xc, xc) / m
             if training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
-            mean = self._param_view(self.running_mean, x.ndim)
-            var = self._param_view(self.running_var, x.ndim)
-            xc = per_channel(np.subtract, x, mean)
-            out = None
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat = per_channel(np.multiply, xc, inv_std.astype(xc.dtype, copy=False), out=xc)
+            mean, var = self.running_mean.data, self.running_var.data
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
+        scale = inv_std if self.weight is None else inv_std * self.weight.data
+        if use_batch:  # y = xc * (gamma r) + beta: two passes, xc kept for the backward
+            y = per_channel(np.multiply, xc, scale)
+            if self.bias is not None:
+                per_channel(np.add, y, self.bias.data, out=y)
+        else:  # affine in x: y = x * (gamma r) + (beta - mean gamma r)
+            xc = None
+            shift = -mean * scale if self.bias is None else self.bias.data - mean * scale
+            y = per_channel(np.multiply, rows, scale)
+            per_channel(np.add, y, shift, out=y)
         if ctx.record:
-            ctx.xhat, ctx.inv_std, ctx.use_batch, ctx.m = xhat, inv_std, use_batch, m
-        if self.weight is None:
-            return xhat.copy()
-        # the squares are no longer needed: their buffer takes the output
-        if out is not None and np.result_type(xhat, self.weight.data) == out.dtype:
-            y = per_channel(np.multiply, xhat, self.weight.data, out=out)
-        else:
-            y = per_channel(np.multiply, xhat, self.weight.data)
-        return per_channel(np.add, y, self.bias.data, out=y)
+            ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m = inv_std, scale, use_batch, m
+            # training keeps x - mean; inference keeps x itself, only for dL/dgamma
+            ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean)
+        return y.reshape(x.shape)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         mom = self.momentum
@@ -198,29 +202,28 @@ class BatchNorm(Layer):
         self.num_batches_tracked += 1
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
-        xhat, inv_std, use_batch, m = ctx.xhat, ctx.inv_std, ctx.use_batch, ctx.m
-        g = grad_out
-        need_sums = use_batch or self.weight is not None
-        if need_sums:
-            dbeta = _channel_sum(g)
-            g_xhat = g * xhat
-            dgamma = _channel_sum(g_xhat)
+        xc, inv_std, scale, use_batch, m = ctx.xc, ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m
+        shape = grad_out.shape
+        g = np.ascontiguousarray(grad_out).reshape(shape[0], self.num_features, -1)
+        if not use_batch:  # affine in x: dx = g * gamma * r; xhat only for dL/dgamma
+            if self.weight is not None:
+                centred = per_channel(np.subtract, ctx.rows, ctx.mean)
+                self.weight.add_grad(_dot_per_channel(g, centred) * inv_std)
+                self.bias.add_grad(channel_sums(g))
+            writable = ctx.grad_out_writable and g is grad_out.reshape(g.shape) and g.flags.writeable
+            out = g if writable and np.result_type(g, scale) == g.dtype else None
+            return per_channel(np.multiply, g, scale, out=out).reshape(shape)
+        # dL/dbeta = sum g, dL/dgamma = sum g xhat = r sum(g xc); then
+        # dx = gamma r (g - dL/dbeta / m - xhat dL/dgamma / m) = gamma r (g + xc * b + c)
+        dbeta = channel_sums(g)
+        sum_gxc = _dot_per_channel(g, xc)
         if self.weight is not None:
-            self.weight.add_grad(dgamma.reshape(-1))
-            self.bias.add_grad(dbeta.reshape(-1))
-        scale = inv_std if self.weight is None else inv_std * self._param_view(self.weight, g.ndim)
-        scale = scale.astype(g.dtype, copy=False)
-        if not use_batch:
-            return per_channel(np.multiply, g, scale)
-        shift, slope = dbeta / m, dgamma / m
-        if np.result_type(xhat, slope, g) == g_xhat.dtype:
-            # g * xhat is spent: dx = ((g - xhat * slope) - shift) * scale in its buffer, no temporary
-            dx = per_channel(np.multiply, xhat, -slope, out=g_xhat)
-            dx += g
-        else:
-            dx = g - per_channel(np.multiply, xhat, slope)
-        per_channel(np.subtract, dx, shift, out=dx)
-        return per_channel(np.multiply, dx, scale, out=dx)
+            self.weight.add_grad(sum_gxc * inv_std)
+            self.bias.add_grad(dbeta)
+        dx = per_channel(np.multiply, xc, -(inv_std * inv_std) * sum_gxc / m)
+        np.add(dx, g, out=dx)
+        per_channel(np.subtract, dx, dbeta / m, out=dx)
+        return per_channel(np.multiply, dx, scale, out=dx).reshape(shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._validate_shape(input_shape)

@@ -147,6 +147,9 @@ class _MaxPool(_Pool):
 
     window_max = True
 
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         shape4, kernel, stride, pads, out = self._geometry(x.shape)
         x4 = x.reshape(shape4)
@@ -170,6 +173,9 @@ class _MaxPool(_Pool):
 
 
 class _AvgPool(_Pool):
+    #: backward returns a new array it does not keep (the layer below may write into it)
+    returns_fresh_grad = True
+
     def __init__(
         self,
         kernel_size: Any,

@@ -126,3 +126,12 @@ def test_fashion_case_builds_the_example_model() -> None:
     batch_norm = 2 * (16 + 32)
     linear = (32 * 7 * 7 + 1) * 128 + (128 + 1) * 10
     assert model.count_params(trainable=True) == conv + batch_norm + linear
+
+
+def test_conv_phases_runs_and_times_both_lowerings(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import conv_phases
+
+    conv_phases.main(["--threads", "1", "--calls", "1"])
+    out = capsys.readouterr().out
+    assert "per-sample (1 threads)" in out and "row grid (1 threads)" in out
+    assert out.count("= total") == 2

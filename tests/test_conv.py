@@ -617,3 +617,50 @@ def test_a_pending_call_keeps_its_columns_while_another_runs(float64, rng):
     expected(x1)
     expected.backward(g)
     np.testing.assert_allclose(layer.weight.grad, expected.weight.grad, rtol=1e-12)
+
+
+@pytest.fixture
+def grid_lowering(monkeypatch):
+    """Force the one-product (grid) lowering wherever it applies, whatever the size and threads."""
+    import plugins.conv_base as conv_base
+
+    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 1)
+    monkeypatch.setattr(conv_base, "GRID_MAX_WASTE", float("inf"))
+    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_grid_lowering_gradients(
+    grid_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+):
+    test_gradients(float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_grid_lowering_forward_matches_reference_loop(
+    grid_lowering, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+):
+    test_forward_matches_reference_loop(rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
+
+
+@pytest.mark.parametrize(
+    "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
+)
+def test_grid_lowering_dilation(
+    grid_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+):
+    test_gradients_dilation_and_groups(
+        float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+    )
+
+
+def test_grid_lowering_is_taken_and_keeps_the_input_gradient(grid_lowering, rng):
+    """dx of the grid path is a new array that no later call overwrites (its work buffer is reused)."""
+    layer = Conv2d(3, 4, 3, padding=0)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    kept = dx.copy()
+    layer(rng.standard_normal((2, 3, 5, 5)).astype(np.float32))
+    layer.backward(np.ones_like(y))
+    np.testing.assert_array_equal(dx, kept)

@@ -10,9 +10,12 @@ from plugins.conv_ops import (
     avg_pool_divisor,
     col2im,
     col2im_batch_last,
+    col2im_grid,
     conv_output_size,
     expand_padding,
+    grid_shape,
     im2col,
+    im2col_grid,
     pair,
     pool_output_size,
     same_padding,
@@ -235,3 +238,32 @@ def test_channel_sums_and_per_channel_match_broadcasting(shape: tuple[int, ...],
     # dtypes follow broadcasting: float32 data with float64 values gives float64
     x32 = x.astype(np.float32)
     assert per_channel(np.multiply, x32, v).dtype == np.multiply(x32, view).dtype
+
+
+GRID_CASES = [case for case in CASES if pair(case[2])[1] == 1]
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GRID_CASES)
+def test_im2col_grid_matches_im2col_on_valid_columns(rng, shape, kernel, stride, padding, dilation):
+    x = rng.standard_normal(shape)
+    _, wp, oh, ow, _ = grid_shape(shape, kernel, stride, padding, dilation)
+    cols = im2col_grid(x, kernel, stride, padding, dilation)
+    n, k = shape[0], cols.shape[0]
+    valid = cols.reshape(k, oh, n, wp)[:, :, :, :ow].transpose(2, 0, 1, 3).reshape(n, k, oh * ow)
+    np.testing.assert_array_equal(valid, im2col(x, kernel, stride, padding, dilation))
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", GRID_CASES)
+def test_col2im_grid_is_the_adjoint_of_im2col_grid(rng, shape, kernel, stride, padding, dilation):
+    x = rng.standard_normal(shape)
+    _, wp, oh, ow, _ = grid_shape(shape, kernel, stride, padding, dilation)
+    cols = im2col_grid(x, kernel, stride, padding, dilation)
+    c = rng.standard_normal(cols.shape).reshape(cols.shape[0], oh, shape[0], wp)
+    c[..., ow:] = 0  # the contract: zero on the columns of no window
+    dx = col2im_grid(c.reshape(cols.shape), shape, kernel, stride, padding, dilation)
+    np.testing.assert_allclose(np.sum(cols * c.reshape(cols.shape)), np.sum(x * dx), rtol=1e-12)
+
+
+def test_im2col_grid_needs_a_column_stride_of_1():
+    with pytest.raises(ValueError, match="column stride"):
+        grid_shape((1, 1, 5, 5), 2, (1, 2), 0)

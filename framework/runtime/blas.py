@@ -10,7 +10,9 @@ wherever they are missing, so results never depend on finding them (they can
 differ from the ufunc path in the last bit: BLAS may fuse the multiply-add).
 
 :func:`sum_rows` sums a batch of gradients as one matrix-vector product,
-which BLAS runs faster than NumPy's reduction.
+which BLAS runs faster than NumPy's reduction. :func:`num_threads` reads how
+many threads the products run on now (``threadpoolctl`` limits included), so
+a layer can pick the lowering that is faster on that many cores.
 
 Only NumPy's own BLAS is used -- the wheels' bundled OpenBLAS (numpy 2's
 ``scipy_openblas64_`` or numpy 1's ``openblas64_``, whose symbols name their
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpy", "backend", "sum_rows"]
+__all__ = ["axpby", "axpy", "backend", "num_threads", "sum_rows"]
 
 _Routine = Callable[..., None]
 # (dtype char) -> (axpy, axpby): y <- a x + y and y <- a x + b y on contiguous vectors.
@@ -243,3 +245,45 @@ def sum_rows(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         ones = _ONES[key] = np.ones(a.shape[0], dtype=a.dtype)
         ones.setflags(write=False)
     return np.matmul(ones, a, out=out)
+
+
+# OpenBLAS's own query of its current thread count, under each build's naming.
+_THREAD_QUERIES = (
+    "scipy_openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "openblas_get_num_threads64_",
+    "openblas_get_num_threads",
+)
+_thread_query: Callable[[], int] | None = None
+_thread_query_loaded = False
+
+
+def _find_thread_query() -> Callable[[], int] | None:
+    for path in _candidate_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _THREAD_QUERIES:
+            query = getattr(lib, name, None)
+            if query is not None:
+                query.argtypes = []
+                query.restype = ctypes.c_int
+                return query
+    return None
+
+
+def num_threads() -> int:
+    """How many threads NumPy's BLAS runs a large product on now (1 when it cannot be read).
+
+    OpenBLAS's ``openblas_get_num_threads`` through :mod:`ctypes` (about a
+    microsecond), so a ``threadpoolctl`` limit set after import is seen.
+    """
+    global _thread_query, _thread_query_loaded
+    if not _thread_query_loaded:
+        _thread_query_loaded = True
+        if sys.platform != "win32":
+            _thread_query = _find_thread_query()
+    if _thread_query is None:
+        return 1
+    return max(1, int(_thread_query()))

@@ -1,0 +1,126 @@
+"""Where a Conv2d forward + backward spends its time: each phase of both lowerings, timed alone.
+
+``python -m benchmarks.conv_phases [--threads 2] [--calls 50]`` times, on the
+shapes of the ``conv2d_layer`` case (64x16x14x14, 32 filters of 3x3,
+padding 1), the NumPy calls each lowering makes: the per-sample one
+(:func:`~plugins.im2col.im2col`, batched products, ``col2im_batch_last``)
+and the row-grid one (:func:`~plugins.im2col.im2col_grid`, one product per
+step, :func:`~plugins.im2col.col2im_grid`). Prints the 20th percentile of
+``--calls`` interleaved calls per phase, in milliseconds, and the sums
+(products, im2col/col2im, layout and element-wise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+N, C, H, W, O, K, P = 64, 16, 14, 14, 32, 3, 1
+GROUPS = {
+    "products": ("fwd product", "dW product", "dcols product"),
+    "im2col/col2im": ("im2col", "col2im"),
+}
+
+
+def phases() -> dict[str, dict[str, Callable[[], Any]]]:
+    from plugins.conv_ops import (
+        channel_sums,
+        col2im_batch_last,
+        col2im_grid,
+        grid_shape,
+        im2col,
+        im2col_grid,
+        per_channel,
+    )
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    w = rng.standard_normal((O, C * K * K), dtype=np.float32)
+    b = np.zeros(O, np.float32)
+    geometry = ((K, K), (1, 1), ((P, P), (P, P)), (1, 1))
+    _, wp, oh, ow, _ = grid_shape(x.shape, *geometry)
+    g = rng.standard_normal((N, O, oh, ow), dtype=np.float32)
+    cols = np.empty((N, C * K * K, oh * ow), np.float32)
+    gcols = np.empty((C * K * K, oh * N * wp), np.float32)
+    grid = np.empty((O, oh, N, wp), np.float32)
+    product = np.empty((O, oh, N, wp), np.float32)
+    g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(O, -1)
+    dcols = np.matmul(w.T, g_last)
+    y = np.matmul(w, im2col(x, *geometry))
+
+    def grid_g() -> None:
+        grid[..., ow:] = 0
+        grid[..., :ow] = g.transpose(1, 2, 0, 3)
+
+    def grid_out() -> None:
+        np.add(
+            product[..., :ow].transpose(2, 0, 1, 3),
+            b.reshape(1, -1, 1, 1),
+            out=np.empty((N, O, oh, ow), np.float32),
+        )
+
+    gm = grid.reshape(O, -1)
+    return {
+        "per-sample": {
+            "im2col": lambda: im2col(x, *geometry, out=cols),
+            "fwd product": lambda: np.matmul(w, cols),
+            "bias": lambda: per_channel(np.add, y, b, out=y),
+            "bias gradient": lambda: channel_sums(g),
+            "dW product": lambda: np.matmul(cols, g.reshape(N, O, -1).transpose(0, 2, 1)).sum(0),
+            "G transposed": lambda: np.ascontiguousarray(g.transpose(1, 2, 3, 0)),
+            "dcols product": lambda: np.matmul(w.T, g_last),
+            "col2im": lambda: col2im_batch_last(dcols, x.shape, *geometry),
+        },
+        "row grid": {
+            "im2col": lambda: im2col_grid(x, *geometry, out=gcols),
+            "fwd product": lambda: np.matmul(w, gcols, out=product.reshape(O, -1)),
+            "output copy + bias": grid_out,
+            "bias gradient": lambda: channel_sums(g),
+            "G on the grid": grid_g,
+            "dW product": lambda: np.matmul(gcols, gm.T),
+            "dcols product": lambda: np.matmul(w.T, gm),
+            "col2im": lambda: col2im_grid(gcols, x.shape, *geometry),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=50)
+    args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
+    table = phases()
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.calls):
+        for lowering, steps in table.items():
+            for name, step in steps.items():
+                start = time.perf_counter()
+                step()
+                times.setdefault((lowering, name), []).append(time.perf_counter() - start)
+    for lowering, steps in table.items():
+        print(f"{lowering} ({args.threads} threads)")
+        total = grouped = 0.0
+        sums = dict.fromkeys(GROUPS, 0.0)
+        for name in steps:
+            ms = float(np.percentile(times[(lowering, name)], 20)) * 1e3
+            print(f"  {name:<20} {ms:7.3f} ms")
+            total += ms
+            for group, names in GROUPS.items():
+                if name in names:
+                    sums[group] += ms
+                    grouped += ms
+        for group, ms in sums.items():
+            print(f"  = {group:<18} {ms:7.3f} ms")
+        print(f"  = {'layout, element-wise':<18} {total - grouped:7.3f} ms")
+        print(f"  = {'total':<18} {total:7.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
