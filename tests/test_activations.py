@@ -428,3 +428,25 @@ def test_entry_point_module_still_registers_everything():
     registered = {type(activations.get(name)) for name, _ in CASES}
     assert exported - {module.ActivationLayer} == registered
     assert len(registered) == 11
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_erfc_in_blocks_equals_the_whole_array_evaluation(dtype) -> None:
+    """Large arrays are evaluated block by block (cache-resident passes): same values."""
+    import math
+
+    from plugins import activation_math
+
+    rows = 3 * activation_math._BLOCK // 7 + 5  # several blocks and a ragged last one
+    x = np.linspace(-6, 6, rows * 7, dtype=dtype).reshape(rows, 7)
+    tail, gaussian = activation_math.erfc_and_gaussian(x)
+    whole_tail, whole_gaussian = activation_math._erfc_and_gaussian(x)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(tail, whole_tail, rtol=tol, atol=0)
+    np.testing.assert_allclose(gaussian, whole_gaussian, rtol=tol, atol=0)
+    fortran_tail, _ = activation_math.erfc_and_gaussian(np.asfortranarray(x))  # Linear's layout, kept
+    assert fortran_tail.flags.f_contiguous
+    np.testing.assert_array_equal(fortran_tail, tail)
+    picks = x.reshape(-1)[:: x.size // 50]
+    reference = np.array([math.erfc(float(v)) for v in picks])
+    np.testing.assert_allclose(tail.reshape(-1)[:: x.size // 50], reference, rtol=10 * tol, atol=0)
