@@ -586,3 +586,19 @@ def test_docstring_examples():
         assert result.failed == 0
         attempted += result.attempted
     assert attempted >= 10
+
+
+def test_predict_joins_final_states_along_their_batch_axis():
+    """predict of an LSTM(output="both") model: the sequence joins on axis 0, h_n and c_n
+    (num_layers, N, H) on axis 1, as one call on all the samples gives them."""
+    from framework import Sequential
+
+    model = Sequential([LSTM(3, 4, num_layers=2, batch_first=True)])
+    model.build((None, 5, 3))
+    x = np.random.default_rng(0).standard_normal((7, 5, 3)).astype(np.float32)
+    seq, (h, c) = model.predict(x, batch_size=3)
+    whole_seq, (whole_h, whole_c) = model.predict(x, batch_size=7)
+    assert seq.shape == (7, 5, 4) and h.shape == c.shape == (2, 7, 4)
+    np.testing.assert_allclose(seq, whole_seq, rtol=1e-6)
+    np.testing.assert_allclose(h, whole_h, rtol=1e-6)
+    np.testing.assert_allclose(c, whole_c, rtol=1e-6)

@@ -134,6 +134,7 @@ def predict(
     cb.set_params({"verbose": verbose, "batch_size": batch_size})
     keep_freed_memory()
     chunks: list[Any] = []
+    sizes: list[int] = []
     cb.on_predict_begin()
     hooks = cb.has_predict_batch_hooks
     for step, xb in enumerate(source):
@@ -141,16 +142,38 @@ def predict(
             cb.on_predict_batch_begin(step)
         if isinstance(xb, dict):
             xb = resolve_dicts(model, xb, None, None)[0]
-        out = model.forward(Context(False, record=False), model.cast_inputs(xb))
+        xb = model.cast_inputs(xb)
+        out = model.forward(Context(False, record=False), xb)
         chunks.append(out)
+        sizes.append(len(xb[0] if isinstance(xb, (list, tuple)) else xb))
         if hooks:
             cb.on_predict_batch_end(step, {"outputs": out})
     cb.on_predict_end()
     if not chunks:
         raise DataError("predict: the input yielded no batches")
-    if isinstance(chunks[0], list):
-        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
-    return np.concatenate(chunks)
+    return join_batches(chunks, sizes)
+
+
+def join_batches(chunks: list[Any], sizes: list[int]) -> Any:
+    """The per-batch outputs joined along their batch axis, nested as each batch's output.
+
+    The batch axis of an array is 0, or for an array whose first axis is not the
+    batch (a recurrent layer's final states, ``(layers, N, H)``) the first axis
+    whose size is each batch's size.
+    """
+    if isinstance(chunks[0], (list, tuple)):
+        joined = [join_batches([c[k] for c in chunks], sizes) for k in range(len(chunks[0]))]
+        return joined if isinstance(chunks[0], list) else tuple(joined)
+    if len(chunks) == 1:
+        return chunks[0]
+    first = chunks[0]
+    for axis in range(first.ndim):
+        if all(c.ndim == first.ndim and c.shape[axis] == n for c, n in zip(chunks, sizes)):
+            return np.concatenate(chunks, axis=axis)
+    raise DataError(
+        f"predict: an output of shape {first.shape} has no axis of the batch size {sizes[0]}; "
+        "pass a batch_size covering all the samples to get it whole"
+    )
 
 
 def _one_batch(model: Model, owner: str, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
