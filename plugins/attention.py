@@ -35,7 +35,6 @@ reaches any gradient.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -45,6 +44,13 @@ from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, DataError, ShapeError
 from framework.runtime.random import get_rng
+from plugins.attention_causal import (
+    _causal_backward,
+    _causal_bias,
+    _causal_forward,
+    _default_blocks,
+    _swap,
+)
 
 __all__ = [
     "ScaledDotProductAttention",
@@ -54,14 +60,6 @@ __all__ = [
     "mask_to_bias",
     "scaled_dot_product_attention",
 ]
-
-
-@functools.lru_cache(maxsize=32)
-def _causal_bias(length: int, source_length: int, dtype: np.dtype) -> np.ndarray:
-    bias = np.zeros((length, source_length), dtype=dtype)
-    bias[np.triu_indices(length, k=1, m=source_length)] = -np.inf
-    bias.flags.writeable = False  # shared between calls and threads: a read-only constant
-    return bias
 
 
 def causal_bias(length: int, source_length: int, dtype: Any) -> np.ndarray:
@@ -100,10 +98,6 @@ def mask_to_bias(mask: Any, owner: str, arg: str, dtype: Any, *, true_masks: boo
     )
 
 
-def _swap(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
-
-
 def attention_forward(
     q: np.ndarray,
     k: np.ndarray,
@@ -114,6 +108,8 @@ def attention_forward(
     rng: np.random.Generator | None = None,
     record: bool = True,
     out: np.ndarray | None = None,
+    causal: bool = False,
+    causal_blocks: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``softmax(scale Q K^T + B) V`` with optional dropout on the probabilities.
 
@@ -132,14 +128,28 @@ def attention_forward(
         record: keep what :func:`attention_backward` needs in the returned cache.
         out: optional ``(..., L, Dv)`` array (any strides with unit stride
             along ``Dv``, such as the merged-heads layout) that receives ``Y``.
+        causal: ``bias`` is exactly :func:`causal_bias` ``(L, S)`` (no other
+            mask). Without dropout and with ``L >= 64`` the queries are then
+            split into row blocks, each attending only to the key prefix its
+            rows can see (:func:`_causal_forward`); the result equals the
+            general path up to rounding.
+        causal_blocks: the number of row blocks of the causal path (``None``:
+            :data:`plugins.attention_causal.CAUSAL_BLOCKS` when ``L >= 64``, else the general path;
+            ``1`` forces the general path).
 
     Returns:
         ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``qs`` =
         ``scale Q``, ``k``, ``v``, ``probs``, ``dropped``, ``keep``, ``y``,
-        ``scale``).
+        ``scale``; the blocked causal path has ``blocks`` in place of
+        ``probs`` and ``dropped``).
     """
     f = q.dtype.type
     qs = np.multiply(q, f(scale))
+    if causal and bias is not None and dropout_p == 0.0:
+        length = q.shape[-2]
+        nblocks = causal_blocks if causal_blocks is not None else _default_blocks(length)
+        if 1 < nblocks <= length and k.shape[-2] > 0:
+            return _causal_forward(qs, k, v, bias, scale, nblocks, record, out)
     z = np.matmul(qs, _swap(k))
     if bias is not None:
         z += bias
@@ -186,6 +196,8 @@ def attention_backward(
         out: optional ``(dQ, dK, dV)`` arrays to write into (unit stride along
             the last axis), such as the views of one packed ``[dQ dK dV]``.
     """
+    if "blocks" in cache:
+        return _causal_backward(grad, cache, out)
     qs, k, v, p, scale = cache["qs"], cache["k"], cache["v"], cache["probs"], cache["scale"]
     f = qs.dtype.type
     oq, ok, ov = out if out is not None else (None, None, None)
@@ -263,7 +275,9 @@ def scaled_dot_product_attention(
     _check_qkv(owner, query, key, value)
     bias = _sdpa_bias(owner, query, key, attn_mask, is_causal)
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-    y, _ = attention_forward(query, key, value, bias, s, float(dropout_p), record=False)
+    y, _ = attention_forward(
+        query, key, value, bias, s, float(dropout_p), record=False, causal=bool(is_causal)
+    )
     return y
 
 
@@ -329,7 +343,7 @@ class ScaledDotProductAttention(Layer):
         bias = _sdpa_bias(self.describe(), q, k, attn_mask, self.is_causal)
         s = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
         p = self.dropout_p if ctx.training else 0.0
-        y, ctx.cache = attention_forward(q, k, v, bias, s, p, record=ctx.record)
+        y, ctx.cache = attention_forward(q, k, v, bias, s, p, record=ctx.record, causal=self.is_causal)
         return y
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:

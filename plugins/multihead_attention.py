@@ -251,8 +251,11 @@ class MultiheadAttention(Layer):
         # the heads' outputs land straight in the merged (N, L, H, D) = (N*L, E) layout
         merged = np.empty((n * length, e), dtype=qh.dtype)
         scale = 1.0 / math.sqrt(self.head_dim)
+        # the bias is exactly the causal mask: the blocked causal path may skip its masked half
+        # (not when the weights are returned: they need the whole (L, S) matrix)
+        causal = is_causal and attn_mask is None and key_padding_mask is None and not need_weights
         _, cache = attention_forward(
-            qh, kh, vh, bias, scale, drop, record=ctx.record, out=_split(merged, n, h)
+            qh, kh, vh, bias, scale, drop, record=ctx.record, out=_split(merged, n, h), causal=causal
         )
         y = _project(merged, self.out_proj.weight.data, self._out_bias()).reshape(n, length, e)
         if ctx.record:

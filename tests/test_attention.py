@@ -175,6 +175,61 @@ def test_dropout_backward_finite_differences(float64):
         assert rel(da, numeric) < 1e-6
 
 
+@pytest.mark.parametrize("blocks", [2, 3, 4])
+@pytest.mark.parametrize("length,source", [(12, 12), (9, 14), (15, 6), (13, 13)])
+def test_causal_blocks_match_general_path(blocks, length, source):
+    """The blocked causal path (row blocks on key prefixes) against the one-buffer path, float64."""
+    from plugins.attention import attention_backward, attention_forward, causal_bias
+
+    rng = np.random.default_rng(length * 100 + source)
+    q = rng.standard_normal((2, 3, length, 5))
+    k = rng.standard_normal((2, 3, source, 5))
+    v = rng.standard_normal((2, 3, source, 4))
+    g = rng.standard_normal((2, 3, length, 4))
+    bias = causal_bias(length, source, np.float64)
+    y0, c0 = attention_forward(q, k, v, bias, 0.4, causal=False)
+    assert "probs" in c0
+    y1, c1 = attention_forward(q, k, v, bias, 0.4, causal=True, causal_blocks=blocks)
+    assert "blocks" in c1 and len(c1["blocks"]) == blocks
+    assert rel(y1, y0) < 1e-12
+    grads0 = attention_backward(g, c0)
+    grads1 = attention_backward(g, c1)
+    for a, b in zip(grads1, grads0):
+        assert rel(a, b) < 1e-12
+    # strided outputs (the packed layouts MultiheadAttention passes), poisoned beforehand
+    y2 = np.full((2, 3, length, 9), np.nan)[..., 2:6]
+    attention_forward(q, k, v, bias, 0.4, out=y2, causal=True, causal_blocks=blocks)
+    assert rel(y2, y0) < 1e-12
+    outs = (
+        np.full((2, 3, length, 8), np.nan)[..., 1:6],
+        np.full((2, 3, source, 8), np.nan)[..., 2:7],
+        np.full((2, 3, source, 8), np.nan)[..., 3:7],
+    )
+    attention_backward(g, c1, out=outs)
+    for a, b in zip(outs, grads0):
+        assert rel(a, b) < 1e-12
+
+
+def test_mha_causal_blocks_match_mask(float64):
+    """is_causal on a long sequence (the blocked path) equals the same mask given as attn_mask."""
+    from plugins.attention_causal import CAUSAL_MIN_LENGTH
+
+    rng = np.random.default_rng(5)
+    length = CAUSAL_MIN_LENGTH + 3
+    m = MultiheadAttention(8, 2)
+    x = rng.standard_normal((2, length, 8))
+    g = rng.standard_normal((2, length, 8))
+    mask = np.triu(np.ones((length, length), dtype=bool), k=1)
+    results = []
+    for kwargs in ({"is_causal": True}, {"attn_mask": mask}):
+        m.zero_grad()
+        y = m.forward(x, **kwargs)
+        dx = m.backward(g)
+        results.append((y, dx, *(p.grad.copy() for p in m.parameters())))
+    for a, b in zip(*results):
+        assert rel(a, b) < 1e-12
+
+
 def test_causal_mask_is_a_shared_read_only_constant():
     from plugins.attention import causal_bias
 
