@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calls", type=int, default=50)
     args = parser.parse_args(argv)
-    from threadpoolctl import threadpool_limits
+    from benchmarks.harness import limit_threads
 
-    threadpool_limits(args.threads)
+    pinned = limit_threads("ours", args.threads)
+    if isinstance(pinned["threadpools"], str):  # without threadpoolctl the BLAS keeps its own count
+        print(f"note: {pinned['threadpools']}")
     table = phases()
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.calls):

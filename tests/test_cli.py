@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from support import ROOT, subprocess_env
+from support import ROOT, requires_h5py, subprocess_env
 
 from framework.cli.main import EXIT_BROKEN_PIPE, main
 
@@ -112,6 +112,7 @@ def _saved_model(tmp_path):
     return model, path
 
 
+@requires_h5py
 def test_inspect_checkpoint_lists_layers_shapes_and_counts(tmp_path, capsys):
     _, path = _saved_model(tmp_path)
     assert main(["inspect", str(path)]) == 0
@@ -138,6 +139,7 @@ def test_inspect_errors_are_one_line(tmp_path, capsys):
     assert "cannot tell the format" in capsys.readouterr().err
 
 
+@requires_h5py
 def test_export_numpy_from_the_command_line(tmp_path):
     import numpy as np
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import requires_h5py
 
 import framework
 from framework import Sequential, distributed
@@ -102,6 +103,7 @@ def test_size_one_fit_with_distributed_optimizer_is_plain_fit() -> None:
     assert type(b.optimizer).__name__ == "DistributedOptimizer"
 
 
+@requires_h5py
 def test_distributed_optimizer_delegates_and_saves_as_the_wrapped_one(tmp_path: Path) -> None:
     model = Sequential([Linear(3, 2)])
     model.compile(DistributedOptimizer(SGD(0.2), compression="fp16"), loss="mse")
