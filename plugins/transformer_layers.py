@@ -53,14 +53,15 @@ class _Block(Layer):
         self,
         d_model: int,
         nhead: int,
-        dim_feedforward: int,
-        dropout: float,
-        activation: Any,
-        layer_norm_eps: float,
-        batch_first: bool,
-        norm_first: bool,
-        bias: bool,
-        name: str | None,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Any = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        *,
+        name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         owner = type(self).__name__
@@ -220,33 +221,6 @@ class TransformerEncoderLayer(_Block):
         (2, 5, 8)
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: Any = "relu",
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
-        norm_first: bool = False,
-        bias: bool = True,
-        *,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(
-            d_model,
-            nhead,
-            dim_feedforward,
-            dropout,
-            activation,
-            layer_norm_eps,
-            batch_first,
-            norm_first,
-            bias,
-            name,
-        )
-
     def forward(
         self,
         ctx: Context,
@@ -317,7 +291,7 @@ class TransformerDecoderLayer(_Block):
             batch_first,
             norm_first,
             bias,
-            name,
+            name=name,
         )
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout, bias=bias, batch_first=batch_first)
         self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
