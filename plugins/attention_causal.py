@@ -25,6 +25,14 @@ def _causal_bias(length: int, source_length: int, dtype: np.dtype) -> np.ndarray
     return bias
 
 
+@functools.lru_cache(maxsize=32)
+def _causal_bias_t(length: int, source_length: int, dtype: np.dtype) -> np.ndarray:
+    """The causal bias transposed, ``(S, L)`` and contiguous: the layout of the blocks' scores."""
+    bias = np.ascontiguousarray(_causal_bias(length, source_length, dtype).T)
+    bias.flags.writeable = False
+    return bias
+
+
 def _swap(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
@@ -60,21 +68,26 @@ def _causal_forward(
     The keys past ``end_b`` are masked for every row of the block, so their
     probabilities are exactly 0 in the general path: leaving them out changes
     only the rounding of the sums. Every row sees key 0, so no row is fully
-    masked. The cache holds one ``(..., r1 - r0, end_b)`` probability block
-    per row block (``blocks``) instead of ``probs``.
+    masked. Each block's scores are held transposed, keys by queries
+    (``(..., end_b, r1 - r0)``): the softmax's maximum and sum over the keys
+    then run down the columns, element-wise over whole contiguous rows, which
+    NumPy does about 3x faster than a reduction along each short row. The
+    cache holds one transposed probability block per row block (``blocks``)
+    instead of ``probs``.
     """
     length, source = qs.shape[-2], k.shape[-2]
     y = out if out is not None else np.empty((*qs.shape[:-1], v.shape[-1]), dtype=qs.dtype)
+    bias_t = _causal_bias_t(length, source, qs.dtype) if bias.ndim == 2 else _swap(bias)
     blocks = []
     for r0, r1, end in _causal_spans(length, source, nblocks):
-        z = np.matmul(qs[..., r0:r1, :], _swap(k[..., :end, :]))
+        zt = np.matmul(k[..., :end, :], _swap(qs[..., r0:r1, :]))  # (..., end, rows)
         if r0 < end:  # keys before r0 are seen by every row of the block: bias 0 there
-            z[..., r0:end] += bias[..., r0:r1, r0:end]
-        z -= z.max(axis=-1, keepdims=True)
-        p = np.exp(z, out=z)
-        p /= p.sum(axis=-1, keepdims=True)
-        np.matmul(p, v[..., :end, :], out=y[..., r0:r1, :])
-        blocks.append((r0, r1, end, p))
+            zt[..., r0:end, :] += bias_t[..., r0:end, r0:r1]
+        zt -= zt.max(axis=-2, keepdims=True)
+        pt = np.exp(zt, out=zt)
+        pt /= pt.sum(axis=-2, keepdims=True)
+        np.matmul(_swap(pt), v[..., :end, :], out=y[..., r0:r1, :])
+        blocks.append((r0, r1, end, pt))
     if not record:
         return y, {"blocks": blocks}
     cache = {"qs": qs, "k": k, "v": v, "blocks": blocks, "keep": None, "y": y, "scale": scale}
@@ -101,24 +114,24 @@ def _causal_backward(
         dq = np.empty(qs.shape, dtype=qs.dtype)
         dk = np.empty(k.shape, dtype=qs.dtype)
         dv = np.empty((*lead, v.shape[-2], grad.shape[-1]), dtype=qs.dtype)
-    row = np.einsum("...j,...j->...", grad, cache["y"])[..., None]
+    row = np.einsum("...j,...j->...", grad, cache["y"])[..., None, :]  # (..., 1, L)
     first = True
-    for r0, r1, end, p in reversed(cache["blocks"]):
+    for r0, r1, end, pt in reversed(cache["blocks"]):
         g = grad[..., r0:r1, :]
         if first:  # the widest prefix: written, the keys past it zeroed
-            np.matmul(_swap(p), g, out=dv[..., :end, :])
+            np.matmul(pt, g, out=dv[..., :end, :])
             dv[..., end:, :] = 0
         else:
-            dv[..., :end, :] += np.matmul(_swap(p), g)
-        dp = np.matmul(g, _swap(v[..., :end, :]))
-        dp -= row[..., r0:r1, :]
-        dp *= p
-        np.matmul(dp, k[..., :end, :], out=dq[..., r0:r1, :])
+            dv[..., :end, :] += np.matmul(pt, g)
+        dpt = np.matmul(v[..., :end, :], _swap(g))  # (..., end, rows)
+        dpt -= row[..., r0:r1]
+        dpt *= pt
+        np.matmul(_swap(dpt), k[..., :end, :], out=dq[..., r0:r1, :])
         if first:
-            np.matmul(_swap(dp), qs[..., r0:r1, :], out=dk[..., :end, :])
+            np.matmul(dpt, qs[..., r0:r1, :], out=dk[..., :end, :])
             dk[..., end:, :] = 0
         else:
-            dk[..., :end, :] += np.matmul(_swap(dp), qs[..., r0:r1, :])
+            dk[..., :end, :] += np.matmul(dpt, qs[..., r0:r1, :])
         first = False
     dq *= f(scale)
     return dq, dk, dv

@@ -135,3 +135,22 @@ def test_conv_phases_runs_and_times_both_lowerings(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "per-sample (1 threads)" in out and "row grid (1 threads)" in out
     assert out.count("= total") == 2
+
+
+def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attention floor is the plain products' time plus the batched ones', not the plain twice."""
+    import time
+
+    import benchmarks.cases_models as cases_models
+    from benchmarks.cases_attention import batched_gemm_floor
+
+    def slow_plain(shapes: list[tuple[int, ...]], steps: int) -> object:
+        def run() -> float:
+            time.sleep(0.05)  # 50 ms of "products" in all, reported as 5 ms per step over 10 steps
+            return 5.0
+
+        return run
+
+    monkeypatch.setattr(cases_models, "gemm_floor", slow_plain)
+    run = batched_gemm_floor([(2, 3, 4, 5)], steps=10)
+    assert 5.0 <= run() < 6.0  # was 10+: the plain products' 50 ms were counted again as batched time
