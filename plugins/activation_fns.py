@@ -18,7 +18,13 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.errors import ConfigError
-from plugins.activation_math import as_float, erfc_and_gaussian, real_arg, stable_sigmoid, zeros_like_cached
+from plugins.activation_math import (
+    as_float,
+    normal_cdf_and_gaussian,
+    real_arg,
+    stable_sigmoid,
+    zeros_like_cached,
+)
 
 __all__ = [
     "ActivationLayer",
@@ -33,7 +39,6 @@ __all__ = [
     "Softplus",
 ]
 
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
@@ -271,8 +276,7 @@ class GELU(ActivationLayer):
             cdf = stable_sigmoid(f(2.0 * self._K) * (x + f(self._C) * x * x * x))
         else:
             # Phi(x) = erfc(-x / sqrt 2) / 2; the by-product exp(-x^2 / 2) gives phi(x)
-            tail, gaussian = erfc_and_gaussian(x * f(-_INV_SQRT_2))
-            cdf = f(0.5) * tail
+            cdf, gaussian = normal_cdf_and_gaussian(x)
             if ctx.record:
                 gaussian *= f(_INV_SQRT_2PI)
                 ctx.pdf = gaussian

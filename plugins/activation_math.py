@@ -8,6 +8,7 @@ array of zeros for ReLU, validation of real-valued arguments).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "erfc",
     "erfc_and_gaussian",
     "normal_cdf",
+    "normal_cdf_and_gaussian",
     "stable_sigmoid",
     "as_float",
     "zeros_like_cached",
@@ -133,6 +135,83 @@ def _erfc_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # erfc(-t) = 2 - erfc(t); blend arithmetically, exact for x >= 0
     negative = x < 0
     return positive + negative * (f(2.0) - f(2.0) * positive), gaussian
+
+
+# -- the normal CDF in float32: a table of erfcx ---------------------------------
+#
+# In float32 the ~40 passes of the Chebyshev sum are the cost of exact GELU.
+# The float32 path instead looks erfcx up: E(u) = erfcx(t) / 2 on the same
+# u = (t - k) / (t + k) as above, tabulated at 8193 points of [-1, 1] (64 kB,
+# cache-resident) and interpolated linearly. E is smooth in u, so the
+# interpolation error is below 3e-8 relative wherever erfc is not 0 in
+# float32 (t <= 10), under float32's rounding; the table is computed once, in
+# float64, from math.erfc. About 20 passes per value instead of 45.
+
+_TABLE_SIZE = 8192
+
+
+@functools.cache
+def _erfcx_table() -> tuple[np.ndarray, np.ndarray]:
+    """``(E, dE)`` in float32: ``E[i] = erfcx(t(u_i)) / 2`` at ``u_i = 2i/n - 1``, and its differences."""
+    n = _TABLE_SIZE
+    u = np.linspace(-1.0, 1.0, n + 1)
+    values = [0.5 * _erfcx_reference(_ERFCX_K * (1.0 + v) / (1.0 - v)) for v in u[:-1]] + [0.0]
+    e = np.array([*values, 0.0])  # one more 0: an index of n (t = inf) reads a zero slope
+    return e.astype(np.float32), np.append(np.diff(e), 0.0).astype(np.float32)
+
+
+def normal_cdf_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Phi(x), exp(-x^2 / 2))`` elementwise: exact GELU's CDF and, for its backward, the Gaussian.
+
+    Float32 input is evaluated in float32 from a table of erfcx (relative
+    error of ``Phi`` about 1e-7 where ``x^2`` is small, growing like
+    ``x^2`` times float32's rounding in the left tail, as ``exp`` of a
+    rounded ``-x^2 / 2`` does); other dtypes through :func:`erfc_and_gaussian`.
+    """
+    if x.dtype != np.float32:
+        tail, gaussian = erfc_and_gaussian(x * x.dtype.type(-1.0 / _SQRT_2))
+        tail *= x.dtype.type(0.5)
+        return tail, gaussian
+    if not x.flags.c_contiguous and x.flags.f_contiguous:  # Linear's transposed output: keep its layout
+        cdf, gaussian = normal_cdf_and_gaussian(x.T)
+        return cdf.T, gaussian.T
+    flat = np.ascontiguousarray(x).reshape(-1)
+    cdf, gaussian = np.empty_like(flat), np.empty_like(flat)
+    for start in range(0, flat.size, _BLOCK):
+        block = slice(start, start + _BLOCK)
+        _normal_cdf32(flat[block], cdf[block], gaussian[block])
+    return cdf.reshape(x.shape), gaussian.reshape(x.shape)
+
+
+def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
+    """Fill ``cdf`` and ``gaussian`` for one float32 block ``x`` (see :func:`normal_cdf_and_gaussian`).
+
+    With ``t = |x| / sqrt 2``, the table position of ``u`` is
+    ``n (u + 1) / 2 = n - n k sqrt2 / (|x| + k sqrt2)``; ``erfc(t) / 2 = E(u) exp(-t^2)``
+    is ``Phi(x)`` for ``x < 0`` and ``1 - Phi(x)`` otherwise.
+    """
+    f = np.float32
+    values, slopes = _erfcx_table()
+    n, ks = _TABLE_SIZE, _ERFCX_K * _SQRT_2
+    pos = np.abs(x)
+    pos += f(ks)
+    np.divide(f(n * ks), pos, out=pos)
+    np.subtract(f(n), pos, out=pos)
+    with np.errstate(invalid="ignore"):  # NaN positions: any index, clipped; NaN flows through frac
+        index = pos.astype(np.intp)
+    pos -= index.astype(np.float32)  # the fraction within the cell
+    half_tail = np.take(slopes, index, mode="clip")
+    half_tail *= pos
+    half_tail += np.take(values, index, mode="clip")
+    np.square(x, out=gaussian)
+    gaussian *= f(-0.5)
+    np.exp(gaussian, out=gaussian)
+    half_tail *= gaussian  # erfc(t) / 2, the CDF of -|x|
+    # Phi(x) = h for x < 0, 1 - h for x >= 0: h + [x >= 0] (1 - 2h), exact where x < 0
+    np.multiply(half_tail, f(-2.0), out=cdf)
+    cdf += f(1.0)
+    cdf *= x >= 0
+    cdf += half_tail
 
 
 def erfc(x: np.ndarray) -> np.ndarray:

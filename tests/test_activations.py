@@ -450,3 +450,31 @@ def test_erfc_in_blocks_equals_the_whole_array_evaluation(dtype) -> None:
     picks = x.reshape(-1)[:: x.size // 50]
     reference = np.array([math.erfc(float(v)) for v in picks])
     np.testing.assert_allclose(tail.reshape(-1)[:: x.size // 50], reference, rtol=10 * tol, atol=0)
+
+
+def test_float32_normal_cdf_from_the_erfcx_table_is_accurate() -> None:
+    """Float32 GELU's CDF (a table of erfcx, interpolated) against math.erfc: within float32's rounding."""
+    from plugins import activation_math
+
+    x = np.concatenate([np.linspace(-14, 14, 200001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    # several blocks, C and Fortran order (Linear's transposed output keeps its layout)
+    rows = np.tile(x[:70000], 2).reshape(-1, 7)
+    reference = np.array([0.5 * math.erfc(-float(v) / math.sqrt(2.0)) for v in x])
+    cdf, gaussian = activation_math.normal_cdf_and_gaussian(x)
+    assert cdf.dtype == gaussian.dtype == np.float32
+    central = np.abs(x) <= 3
+    assert np.max(np.abs(cdf[central] - reference[central]) / reference[central]) < 1e-6
+    tail = reference > 1e-37  # the left tail: exp of a rounded -x^2/2 costs about x^2 ulps
+    rel = np.abs(cdf[tail] - reference[tail]) / reference[tail]
+    assert np.max(rel / np.maximum(1.0, x[tail].astype(np.float64) ** 2)) < 5e-7
+    exact = np.exp(-(x.astype(np.float64) ** 2) / 2)
+    normal = exact > 1e-37
+    rel = np.abs(gaussian[normal] - exact[normal]) / exact[normal]
+    assert np.max(rel / np.maximum(1.0, x[normal].astype(np.float64) ** 2)) < 5e-7
+    fortran, _ = activation_math.normal_cdf_and_gaussian(np.asfortranarray(rows))
+    assert fortran.flags.f_contiguous
+    np.testing.assert_array_equal(fortran, activation_math.normal_cdf_and_gaussian(rows)[0])
+    special = np.array([np.nan, np.inf, -np.inf, 40.0, -40.0], dtype=np.float32)
+    cdf, gaussian = activation_math.normal_cdf_and_gaussian(special)
+    np.testing.assert_array_equal(cdf, [np.nan, 1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(gaussian, [np.nan, 0.0, 0.0, 0.0, 0.0])
