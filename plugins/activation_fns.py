@@ -20,7 +20,7 @@ from framework.base.layer import Layer
 from framework.errors import ConfigError
 from plugins.activation_math import (
     as_float,
-    normal_cdf_and_gaussian,
+    gelu_and_slope,
     real_arg,
     stable_sigmoid,
     zeros_like_cached,
@@ -38,8 +38,6 @@ __all__ = [
     "SiLU",
     "Softplus",
 ]
-
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class ActivationLayer(Layer):
@@ -271,27 +269,21 @@ class GELU(ActivationLayer):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         f = x.dtype.type
-        ctx.x = x
         if self.approximate == "tanh":
-            cdf = stable_sigmoid(f(2.0 * self._K) * (x + f(self._C) * x * x * x))
-        else:
-            # Phi(x) = erfc(-x / sqrt 2) / 2; the by-product exp(-x^2 / 2) gives phi(x)
-            cdf, gaussian = normal_cdf_and_gaussian(x)
-            if ctx.record:
-                gaussian *= f(_INV_SQRT_2PI)
-                ctx.pdf = gaussian
-        ctx.cdf = cdf
-        return x * cdf
+            ctx.x = x
+            cdf = ctx.cdf = stable_sigmoid(f(2.0 * self._K) * (x + f(self._C) * x * x * x))
+            return x * cdf
+        # f'(x) = Phi(x) + x phi(x) is computed with f(x), while Phi is at hand
+        y, ctx.slope = gelu_and_slope(x, slope=ctx.record)
+        return y
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        if self.approximate != "tanh":
+            return grad_out * ctx.slope
         x, s = ctx.x, ctx.cdf
         f = x.dtype.type
-        if self.approximate == "tanh":
-            du = f(2.0 * self._K) * (f(1.0) + f(3.0 * self._C) * x * x)
-            dcdf = s * (f(1.0) - s) * du
-        else:
-            dcdf = ctx.pdf
-        return grad_out * (s + x * dcdf)
+        du = f(2.0 * self._K) * (f(1.0) + f(3.0 * self._C) * x * x)
+        return grad_out * (s + x * (s * (f(1.0) - s) * du))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "approximate": self.approximate}

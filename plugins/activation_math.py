@@ -23,6 +23,7 @@ __all__ = [
     "erfc_and_gaussian",
     "normal_cdf",
     "normal_cdf_and_gaussian",
+    "gelu_and_slope",
     "stable_sigmoid",
     "as_float",
     "zeros_like_cached",
@@ -183,6 +184,41 @@ def normal_cdf_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cdf.reshape(x.shape), gaussian.reshape(x.shape)
 
 
+def gelu_and_slope(x: np.ndarray, slope: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Exact GELU ``x Phi(x)`` and, if ``slope``, its derivative ``Phi(x) + x phi(x)``.
+
+    Float32 runs block by block, each block's CDF, product and slope while it
+    is in the CPU cache; other dtypes through :func:`normal_cdf_and_gaussian`.
+    Fortran-ordered input (Linear's transposed output) keeps its layout.
+    """
+    if x.dtype != np.float32:
+        cdf, gaussian = normal_cdf_and_gaussian(x)
+        y = x * cdf
+        if not slope:
+            return y, None
+        gaussian *= x.dtype.type(_INV_SQRT_2PI)
+        gaussian *= x
+        gaussian += cdf
+        return y, gaussian
+    if not x.flags.c_contiguous and x.flags.f_contiguous:
+        y, d = gelu_and_slope(x.T, slope)
+        return y.T, None if d is None else d.T
+    flat = np.ascontiguousarray(x).reshape(-1)
+    y = np.empty_like(flat)
+    d = np.empty_like(flat) if slope else None
+    cdf, gaussian = np.empty(min(_BLOCK, flat.size), np.float32), np.empty(min(_BLOCK, flat.size), np.float32)
+    for start in range(0, flat.size, _BLOCK):
+        xb = flat[start : start + _BLOCK]
+        cb, gb = cdf[: xb.size], gaussian[: xb.size]
+        _normal_cdf32(xb, cb, gb)
+        np.multiply(xb, cb, out=y[start : start + _BLOCK])
+        if d is not None:
+            gb *= np.float32(_INV_SQRT_2PI)
+            gb *= xb
+            np.add(cb, gb, out=d[start : start + _BLOCK])
+    return y.reshape(x.shape), None if d is None else d.reshape(x.shape)
+
+
 def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
     """Fill ``cdf`` and ``gaussian`` for one float32 block ``x`` (see :func:`normal_cdf_and_gaussian`).
 
@@ -197,9 +233,10 @@ def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
     pos += f(ks)
     np.divide(f(n * ks), pos, out=pos)
     np.subtract(f(n), pos, out=pos)
+    cell = np.floor(pos)
     with np.errstate(invalid="ignore"):  # NaN positions: any index, clipped; NaN flows through frac
-        index = pos.astype(np.intp)
-    pos -= index.astype(np.float32)  # the fraction within the cell
+        index = cell.astype(np.intp)
+    pos -= cell  # the fraction within the cell
     half_tail = np.take(slopes, index, mode="clip")
     half_tail *= pos
     half_tail += np.take(values, index, mode="clip")
