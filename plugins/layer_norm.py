@@ -5,6 +5,7 @@ Registered by the ``plugins.normalization`` entry point.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -25,6 +26,14 @@ def _positive_float(layer: str, arg: str, value: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
     return float(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _ones(length: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of ``length`` ones, shared: row and column sums as BLAS products."""
+    ones = np.ones(length, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 class LayerNorm(Layer):
@@ -124,39 +133,51 @@ class LayerNorm(Layer):
         self._validate_shape(getattr(x, "shape", None))
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
-        axes = tuple(range(x.ndim - len(self.normalized_shape), x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        xhat = x - mean
-        var = np.mean(xhat * xhat, axis=axes, keepdims=True)
-        inv_std = 1.0 / np.sqrt(var + self.eps)
+        # (M, d): one row per normalised sample; the row sums are products with ones (BLAS)
+        d = math.prod(self.normalized_shape)
+        rows = np.ascontiguousarray(x).reshape(-1, d)
+        f = rows.dtype.type
+        ones = _ones(d, rows.dtype)
+        xhat = rows - ((rows @ ones) * f(1.0 / d))[:, None]  # centred; normalised in place below
+        var = np.einsum("ij,ij->i", xhat, xhat) * f(1.0 / d)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype, copy=False)[:, None]
         xhat *= inv_std
         if ctx.record:
             ctx.xhat, ctx.inv_std = xhat, inv_std
         if self.weight is None:
-            return xhat.copy()
-        y = xhat * self.weight.data
+            return xhat.copy().reshape(x.shape)
+        y = xhat * self.weight.data.reshape(-1)
         if self.bias is not None:
-            y += self.bias.data
-        return y
+            y += self.bias.data.reshape(-1)
+        return y.reshape(x.shape)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        # dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), per row, with dxhat = g * gamma;
+        # both means are products: dxhat @ 1 = g @ gamma and (dxhat xhat) @ 1 = (g xhat) @ gamma
         xhat, inv_std = ctx.xhat, ctx.inv_std
-        g = grad_out
-        k = len(self.normalized_shape)
-        axes = tuple(range(g.ndim - k, g.ndim))
-        lead = tuple(range(g.ndim - k))
-        if self.weight is not None:
-            self.weight.add_grad(np.sum(g * xhat, axis=lead))
-            dxhat = g * self.weight.data
-        else:
-            dxhat = g
+        d = xhat.shape[1]
+        g = np.ascontiguousarray(grad_out).reshape(xhat.shape)
+        f = xhat.dtype.type
+        ones = _ones(xhat.shape[0], xhat.dtype)
+        gx = g * xhat
         if self.bias is not None:
-            self.bias.add_grad(g.sum(axis=lead))
-        d = math.prod(self.normalized_shape)
-        dx = dxhat - dxhat.sum(axis=axes, keepdims=True) / d
-        dx -= xhat * (np.sum(dxhat * xhat, axis=axes, keepdims=True) / d)
+            self.bias.add_grad((ones @ g).reshape(self.normalized_shape))
+        if self.weight is not None:
+            gamma = self.weight.data.reshape(-1)
+            self.weight.add_grad((ones @ gx).reshape(self.normalized_shape))
+            dx = g * gamma
+            mean_dxhat, mean_dxhat_xhat = g @ gamma, gx @ gamma
+        else:
+            dx = g.copy()
+            ones_d = _ones(d, xhat.dtype)
+            mean_dxhat, mean_dxhat_xhat = g @ ones_d, gx @ ones_d
+        mean_dxhat *= f(1.0 / d)
+        mean_dxhat_xhat *= f(1.0 / d)
+        np.multiply(xhat, mean_dxhat_xhat[:, None], out=gx)
+        dx -= gx
+        dx -= mean_dxhat[:, None]
         dx *= inv_std
-        return dx
+        return dx.reshape(grad_out.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._validate_shape(input_shape)
