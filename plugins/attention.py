@@ -145,7 +145,7 @@ def attention_forward(
         ``probs`` and ``dropped``).
     """
     f = q.dtype.type
-    qs = np.multiply(q, f(scale))
+    qs = q if scale == 1.0 else np.multiply(q, f(scale))
     if causal and bias is not None and dropout_p == 0.0:
         length = q.shape[-2]
         nblocks = causal_blocks if causal_blocks is not None else _default_blocks(length)
@@ -211,7 +211,8 @@ def attention_backward(
     dp -= row
     dp *= p
     dq = np.matmul(dp, k, out=oq)
-    dq *= f(scale)
+    if scale != 1.0:
+        dq *= f(scale)
     dk = np.matmul(_swap(dp), qs, out=ok)
     return dq, dk, dv
 

@@ -143,5 +143,6 @@ def _causal_backward(
         else:
             dk[..., :end, :] += np.matmul(dpt, qs[..., r0:r1, :])
         first = False
-    dq *= f(scale)
+    if scale != 1.0:
+        dq *= f(scale)
     return dq, dk, dv

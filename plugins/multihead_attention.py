@@ -236,9 +236,14 @@ class MultiheadAttention(Layer):
         h, e = self.num_heads, self.embed_dim
         b = self.in_proj_bias.data if self.in_proj_bias is not None else None
         packed = not listed and self.in_proj_weight is not None
+        scale = 1.0 / math.sqrt(self.head_dim)
         if packed:  # self-attention: one product for Q, K and V; the heads are views of it
             assert self.in_proj_weight is not None
-            qkv = _project(q_in, self.in_proj_weight.data, b)
+            # the score scale folded into W_q and b_q: Q comes out as scale * Q, no pass over it
+            w_scaled = self.in_proj_weight.data.copy()
+            w_scaled[:e] *= w_scaled.dtype.type(scale)
+            b_scaled = None if b is None else np.concatenate([b[:e] * b.dtype.type(scale), b[e:]])
+            qkv = _project(q_in, w_scaled, b_scaled)
             qh, kh, vh = (_split(qkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
         else:
             ws = self._weights()
@@ -250,16 +255,24 @@ class MultiheadAttention(Layer):
         drop = self.dropout if ctx.training else 0.0
         # the heads' outputs land straight in the merged (N, L, H, D) = (N*L, E) layout
         merged = np.empty((n * length, e), dtype=qh.dtype)
-        scale = 1.0 / math.sqrt(self.head_dim)
         # the bias is exactly the causal mask: the blocked causal path may skip its masked half
         # (not when the weights are returned: they need the whole (L, S) matrix)
         causal = is_causal and attn_mask is None and key_padding_mask is None and not need_weights
         _, cache = attention_forward(
-            qh, kh, vh, bias, scale, drop, record=ctx.record, out=_split(merged, n, h), causal=causal
+            qh,
+            kh,
+            vh,
+            bias,
+            1.0 if packed else scale,
+            drop,
+            record=ctx.record,
+            out=_split(merged, n, h),
+            causal=causal,
         )
         y = _project(merged, self.out_proj.weight.data, self._out_bias()).reshape(n, length, e)
         if ctx.record:
             ctx.cache, ctx.merged, ctx.listed, ctx.packed = cache, merged, listed, packed
+            ctx.w_scaled = w_scaled if packed else None
             ctx.inputs = (q_in, k_in, v_in)
         if not self.batch_first:
             y = y.transpose(1, 0, 2)
@@ -292,13 +305,19 @@ class MultiheadAttention(Layer):
             # [dQ dK dV] written by the attention backward straight into (N*L, 3E)
             dqkv = np.empty((n * length, 3 * e), dtype=g2.dtype)
             views = tuple(_split(dqkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
+            # with Q' = scale Q from the scaled weights, dQ' comes back: dW_q = scale dQ'^T x
             attention_backward(da, ctx.cache, out=views)  # type: ignore[arg-type]
-            self.in_proj_weight.add_grad_product(dqkv.T, q_in.reshape(n * length, e))
+            f = dqkv.dtype.type
+            dw = dqkv.T @ q_in.reshape(n * length, e)
+            dw[:e] *= f(1.0 / math.sqrt(self.head_dim))
+            self.in_proj_weight.add_grad(dw)
             if self.in_proj_bias is not None:
-                self.in_proj_bias.add_grad(blas.sum_rows(dqkv))
+                db = blas.sum_rows(dqkv)
+                db[:e] *= f(1.0 / math.sqrt(self.head_dim))
+                self.in_proj_bias.add_grad(db)
             if not ctx.needs_input_grad:
                 return None
-            dx = (dqkv @ self.in_proj_weight.data).reshape(n, length, e)
+            dx = (dqkv @ ctx.w_scaled).reshape(n, length, e)  # dQ' (scale W_q) = dQ W_q
             return dx if self.batch_first else dx.transpose(1, 0, 2)
         source = k_in.shape[1]
         d2 = [np.empty((n * rows, e), dtype=g2.dtype) for rows in (length, source, source)]
