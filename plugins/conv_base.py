@@ -25,6 +25,7 @@ from framework.registry.namespace import serialize
 from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
 from plugins import workspace
+from plugins.conv_batch_last import backward_batch_last, forward_batch_last
 from plugins.conv_ops import (
     channel_sums,
     col2im_batch_last,
@@ -48,6 +49,9 @@ PADDING_MODES = ("valid", "same")
 #: valid output columns (``Wp / OW``).
 GRID_MIN_DEPTH = 64
 GRID_MAX_WASTE = 1.25
+#: Where the grid is not taken, this many rows of columns or more run batch-last
+#: (:mod:`plugins.conv_batch_last`, one product), fewer one product per sample.
+BATCH_LAST_MIN_DEPTH = 64
 
 
 def _compact(values: tuple[int, ...]) -> int | list[int]:
@@ -230,6 +234,8 @@ class _ConvNd(_ConvBase):
         kernel, stride, pads, dilation = self._geometry2d
         if self._use_grid(x.shape, kernel, stride, pads):
             return self._forward_grid(ctx, x)
+        if self.groups == 1 and self.in_channels * kernel[0] * kernel[1] >= BATCH_LAST_MIN_DEPTH:
+            return forward_batch_last(self, ctx, x)
         shape = (n, self.in_channels * kernel[0] * kernel[1], oh * ow)
         cols = im2col(x, kernel, stride, pads, dilation, out=workspace.take(shape, x.dtype))
         g = self.groups
@@ -259,6 +265,8 @@ class _ConvNd(_ConvBase):
         g = self.activation_backward(ctx, self.activation, grad_out)
         if ctx.__dict__.get("grid"):
             return self._backward_grid(ctx, g, cols)
+        if ctx.__dict__.get("batch_last"):
+            return backward_batch_last(self, ctx, g, cols)
         n, groups = g.shape[0], self.groups
         # A leading group axis only when there are groups: groups=1 runs plain 3-D/2-D products.
         lead = () if groups == 1 else (groups,)

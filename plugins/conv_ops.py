@@ -57,6 +57,7 @@ from plugins.im2col import (
     col2im_grid,
     grid_shape,
     im2col,
+    im2col_batch_last,
     im2col_grid,
     window_view,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "window_view",
     "im2col",
     "col2im",
+    "im2col_batch_last",
     "col2im_batch_last",
     "grid_shape",
     "im2col_grid",

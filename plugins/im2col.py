@@ -5,8 +5,9 @@
   ``W.reshape(out_ch, -1) @ cols -> (N, out_ch, OH*OW)``, already NCHW.
 - :func:`col2im` is its adjoint: ``<im2col(x), c> == <x, col2im(c)>``. It
   scatter-adds each column entry back onto the input pixel it was read from,
-  looping over the ``kh*kw`` kernel offsets only; :func:`col2im_batch_last`
-  does the same for columns laid out batch-last.
+  looping over the ``kh*kw`` kernel offsets only; :func:`im2col_batch_last`
+  and :func:`col2im_batch_last` are the pair for columns laid out batch-last,
+  ``(C*kh*kw, OH*OW*N)``: one product for the whole batch.
 - ``windows=(OH, OW)`` limits them to the first ``OH x OW`` window positions,
   for a transposed convolution whose output holds more positions than its
   input has pixels.
@@ -39,7 +40,16 @@ from plugins.conv_geometry import (
     pair,
 )
 
-__all__ = ["window_view", "im2col", "col2im", "col2im_batch_last", "grid_shape", "im2col_grid", "col2im_grid"]
+__all__ = [
+    "window_view",
+    "im2col",
+    "col2im",
+    "im2col_batch_last",
+    "col2im_batch_last",
+    "grid_shape",
+    "im2col_grid",
+    "col2im_grid",
+]
 
 
 def window_view(
@@ -132,6 +142,39 @@ def col2im(
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
         xp[:, :, window[0], window[1]] += blocks[:, :, i, j]
     return _crop(xp, pads)
+
+
+def im2col_batch_last(
+    x: np.ndarray,
+    kernel: Any,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Columns ``(C*kh*kw, OH*OW*N)`` of ``x`` (``(N, C, H, W)``), the batch axis last and inside.
+
+    ``cols[(c, i, j), (a, b, n)] = xpad[n, c, a*sh + i*dh, b*sw + j*dw]``: the
+    input is copied once into a padded ``(C, Hp, Wp, N)`` layout, where for a
+    column stride of 1 each row of the columns is ``OH`` contiguous runs of
+    ``OW*N`` values. ``W.reshape(out_ch, -1) @ cols`` is then the convolution
+    of the whole batch as one product, shaped ``(out_ch, OH, OW, N)``;
+    :func:`col2im_batch_last` is the adjoint.
+    """
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation)
+    n, c, h, w = x.shape
+    (top, bottom), (left, right) = pads
+    padded = (c, h + top + bottom, w + left + right, n)
+    xp = np.zeros(padded, dtype=x.dtype) if padded[1:3] != (h, w) else np.empty(padded, dtype=x.dtype)
+    xp[:, top : top + h, left : left + w] = x.transpose(1, 2, 3, 0)
+    s_c, s_h, s_w, s_n = xp.strides
+    shape = (c, kernel[0], kernel[1], oh, ow, n)
+    strides = (s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w, s_n)
+    view = as_strided(xp, shape=shape, strides=strides, writeable=False)
+    if out is None:
+        out = np.empty((c * kernel[0] * kernel[1], oh * ow * n), dtype=x.dtype)
+    np.copyto(out.reshape(shape), view)
+    return out
 
 
 def col2im_batch_last(

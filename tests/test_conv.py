@@ -664,3 +664,74 @@ def test_grid_lowering_is_taken_and_keeps_the_input_gradient(grid_lowering, rng)
     layer(rng.standard_normal((2, 3, 5, 5)).astype(np.float32))
     layer.backward(np.ones_like(y))
     np.testing.assert_array_equal(dx, kept)
+
+
+@pytest.fixture
+def batch_last_lowering(monkeypatch):
+    """Force the batch-last lowering (one product, ``(C*kh*kw, OH*OW*N)`` columns) for groups 1."""
+    import plugins.conv_base as conv_base
+
+    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 10**9)
+    monkeypatch.setattr(conv_base, "BATCH_LAST_MIN_DEPTH", 1)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_batch_last_lowering_gradients(
+    batch_last_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+):
+    test_gradients(float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
+
+
+@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
+def test_batch_last_lowering_forward_matches_reference_loop(
+    batch_last_lowering, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+):
+    test_forward_matches_reference_loop(rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
+
+
+@pytest.mark.parametrize(
+    "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
+)
+def test_batch_last_lowering_dilation(
+    batch_last_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+):
+    test_gradients_dilation_and_groups(
+        float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+    )
+
+
+def test_batch_last_lowering_is_taken_and_matches_torch(float64, rng):
+    """A 150-row layer the grid refuses (LeNet-5's second, strided, dilated) runs batch-last, as PyTorch."""
+    torch = pytest.importorskip("torch")
+    import plugins.conv_batch_last as batch_last
+
+    layer = Conv2d(6, 16, 5, stride=(1, 2), dilation=(2, 1))
+    layer.bias.data[:] = rng.standard_normal(16)
+    x = rng.standard_normal((5, 6, 15, 14))
+    calls = []
+    forward = batch_last.forward_batch_last
+
+    def spy(*args):
+        calls.append(args[2].shape)
+        return forward(*args)
+
+    import plugins.conv_base as conv_base
+
+    original = conv_base.forward_batch_last
+    conv_base.forward_batch_last = spy
+    try:
+        y = layer(x)
+    finally:
+        conv_base.forward_batch_last = original
+    assert calls == [x.shape]
+    g = rng.standard_normal(y.shape)
+    dx = layer.backward(g)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(layer.weight.data.copy()).requires_grad_(True)
+    bt = torch.from_numpy(layer.bias.data.copy()).requires_grad_(True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=(1, 2), dilation=(2, 1))
+    yt.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.bias.grad, bt.grad.numpy(), rtol=1e-10, atol=1e-12)
