@@ -130,7 +130,10 @@ class Linear(Layer):
         # For a batch of vectors the product is computed transposed, W x^T, into a
         # C-ordered (out, N) array whose transpose is returned: BLAS writes that
         # layout fastest, and the next Linear's W x^T then reads a C-ordered x^T.
-        y = np.matmul(w, x.T).T if x.ndim == 2 else x @ w.T
+        if x.ndim == 2:
+            y = np.matmul(w, x.T).T
+        else:  # (N, *, in) as one (rows, in) product: np.matmul would make one BLAS call per sample
+            y = (x.reshape(-1, x.shape[-1]) @ w.T).reshape(*x.shape[:-1], w.shape[0])
         if self.bias is not None:
             y += self.bias.data
         return self.activation_forward(ctx, self.activation, y)
@@ -151,7 +154,7 @@ class Linear(Layer):
             return None
         if g.ndim == 2 and not x.flags.c_contiguous:  # dL/dx in x's layout: F-ordered as (W^T G^T)^T
             return np.matmul(self.weight.data.T, g.T).T
-        return g @ self.weight.data
+        return (g2 @ self.weight.data).reshape(x.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         if len(input_shape) < 2 or (self.input_size is not None and input_shape[-1] != self.input_size):

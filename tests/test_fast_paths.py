@@ -583,3 +583,21 @@ def test_functional_model_dtype_follows_a_conversion_and_a_replacement() -> None
     first = next(layer for layer in model.layers if isinstance(layer, Linear))
     first.weight = Parameter(first.weight.data.astype(np.float32))
     assert model.dtype == np.float32
+
+
+def test_linear_on_3d_input_is_one_2d_product(float64: None, rng: np.random.Generator) -> None:
+    """A (N, L, E) input runs as one (N*L, E) product; results equal the per-sample products."""
+    from framework.layers import Linear
+
+    layer = Linear(6, 5)
+    x = rng.standard_normal((4, 3, 6))
+    y = layer(x)
+    np.testing.assert_allclose(
+        y, np.einsum("nle,fe->nlf", x, layer.weight.data) + layer.bias.data, rtol=1e-12
+    )
+    assert y.shape == (4, 3, 5) and y.flags.c_contiguous
+    g = rng.standard_normal(y.shape)
+    layer.zero_grad()
+    dx = layer.backward(g)
+    np.testing.assert_allclose(dx, g @ layer.weight.data, rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, np.einsum("nlf,nle->fe", g, x), rtol=1e-12)
