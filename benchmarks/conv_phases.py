@@ -1,13 +1,17 @@
-"""Where a Conv2d forward + backward spends its time: each phase of both lowerings, timed alone.
+"""Where a Conv2d forward + backward spends its time: each phase of the three lowerings, timed alone.
 
-``python -m benchmarks.conv_phases [--threads 2] [--calls 50]`` times, on the
-shapes of the ``conv2d_layer`` case (64x16x14x14, 32 filters of 3x3,
-padding 1), the NumPy calls each lowering makes: the per-sample one
-(:func:`~plugins.im2col.im2col`, batched products, ``col2im_batch_last``)
-and the row-grid one (:func:`~plugins.im2col.im2col_grid`, one product per
-step, :func:`~plugins.im2col.col2im_grid`). Prints the 20th percentile of
-``--calls`` interleaved calls per phase, in milliseconds, and the sums
-(products, im2col/col2im, layout and element-wise).
+``python -m benchmarks.conv_phases [--threads 2] [--calls 50] [--layer fashion|lenet]``
+times, on the shapes of one layer (``fashion``: the ``conv2d_layer`` case,
+64x16x14x14, 32 filters of 3x3, padding 1; ``lenet``: LeNet-5's second
+layer, 64x6x14x14, 16 filters of 5x5, no padding), the NumPy calls each
+lowering makes: the per-sample one (:func:`~plugins.im2col.im2col`, batched
+products, ``col2im_batch_last``), the row-grid one
+(:func:`~plugins.im2col.im2col_grid`, one product per step,
+:func:`~plugins.im2col.col2im_grid`) and the batch-last one
+(:func:`~plugins.im2col.im2col_batch_last`, one product per step,
+``col2im_batch_last``). Prints the 20th percentile of ``--calls``
+interleaved calls per phase, in milliseconds, and the sums (products,
+im2col/col2im, layout and element-wise).
 """
 
 from __future__ import annotations
@@ -19,23 +23,28 @@ from typing import Any
 
 import numpy as np
 
-N, C, H, W, O, K, P = 64, 16, 14, 14, 32, 3, 1
+#: (N, C, H, W, O, K, P) per ``--layer``
+LAYERS = {"fashion": (64, 16, 14, 14, 32, 3, 1), "lenet": (64, 6, 14, 14, 16, 5, 0)}
 GROUPS = {
     "products": ("fwd product", "dW product", "dcols product"),
     "im2col/col2im": ("im2col", "col2im"),
 }
 
 
-def phases() -> dict[str, dict[str, Callable[[], Any]]]:
+def phases(layer: str = "fashion") -> dict[str, dict[str, Callable[[], Any]]]:
+    from framework.runtime.blas import sum_rows
     from plugins.conv_ops import (
         channel_sums,
         col2im_batch_last,
         col2im_grid,
         grid_shape,
         im2col,
+        im2col_batch_last,
         im2col_grid,
         per_channel,
     )
+
+    N, C, H, W, O, K, P = LAYERS[layer]
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, C, H, W), dtype=np.float32)
@@ -64,6 +73,14 @@ def phases() -> dict[str, dict[str, Callable[[], Any]]]:
         )
 
     gm = grid.reshape(O, -1)
+    last = im2col_batch_last(x, *geometry)
+    last_product = w @ last
+    g_batch_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(O, -1)
+    y_last = np.empty((N, O, oh, ow), np.float32)
+
+    def last_out() -> None:
+        np.add(last_product.reshape(O, oh, ow, N).transpose(3, 0, 1, 2), b.reshape(1, -1, 1, 1), out=y_last)
+
     return {
         "per-sample": {
             "im2col": lambda: im2col(x, *geometry, out=cols),
@@ -85,6 +102,16 @@ def phases() -> dict[str, dict[str, Callable[[], Any]]]:
             "dcols product": lambda: np.matmul(w.T, gm),
             "col2im": lambda: col2im_grid(gcols, x.shape, *geometry),
         },
+        "batch last": {
+            "im2col": lambda: im2col_batch_last(x, *geometry, out=last),
+            "fwd product": lambda: np.matmul(w, last, out=last_product),
+            "output copy + bias": last_out,
+            "G transposed": lambda: np.ascontiguousarray(g.transpose(1, 2, 3, 0)),
+            "bias gradient": lambda: sum_rows(g_batch_last.T),
+            "dW product": lambda: np.matmul(last, g_batch_last.T),
+            "dcols product": lambda: np.matmul(w.T, g_batch_last),
+            "col2im": lambda: col2im_batch_last(last, x.shape, *geometry),
+        },
     }
 
 
@@ -92,13 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--layer", choices=sorted(LAYERS), default="fashion")
     args = parser.parse_args(argv)
     from benchmarks.harness import limit_threads
 
     pinned = limit_threads("ours", args.threads)
     if isinstance(pinned["threadpools"], str):  # without threadpoolctl the BLAS keeps its own count
         print(f"note: {pinned['threadpools']}")
-    table = phases()
+    table = phases(args.layer)
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.calls):
         for lowering, steps in table.items():

@@ -128,13 +128,18 @@ def test_fashion_case_builds_the_example_model() -> None:
     assert model.count_params(trainable=True) == conv + batch_norm + linear
 
 
-def test_conv_phases_runs_and_times_both_lowerings(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("layer", ["fashion", "lenet"])
+def test_conv_phases_runs_and_times_the_three_lowerings(
+    capsys: pytest.CaptureFixture[str], layer: str
+) -> None:
     from benchmarks import conv_phases
 
-    conv_phases.main(["--threads", "1", "--calls", "1"])
+    conv_phases.main(["--threads", "1", "--calls", "1", "--layer", layer])
     out = capsys.readouterr().out
-    assert "per-sample (1 threads)" in out and "row grid (1 threads)" in out
-    assert out.count("= total") == 2
+    assert (
+        "per-sample (1 threads)" in out and "row grid (1 threads)" in out and "batch last (1 threads)" in out
+    )
+    assert out.count("= total") == 3
 
 
 def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.MonkeyPatch) -> None:
