@@ -49,9 +49,13 @@ PADDING_MODES = ("valid", "same")
 #: valid output columns (``Wp / OW``).
 GRID_MIN_DEPTH = 64
 GRID_MAX_WASTE = 1.25
-#: Where the grid is not taken, this many rows of columns or more run batch-last
-#: (:mod:`plugins.conv_batch_last`, one product), fewer one product per sample.
+#: Where the grid is not taken, this many rows of columns or more and at most this many
+#: output positions per sample run batch-last (:mod:`plugins.conv_batch_last`, one
+#: product); the rest one product per sample. Measured at 1 and 2 threads: with 7x7 to
+#: 10x10 outputs batch-last wins by 4-35 %; with 14x14 it ties or loses (up to 1.4x
+#: slower at batch 128, one thread: its transposes of the larger arrays dominate).
 BATCH_LAST_MIN_DEPTH = 64
+BATCH_LAST_MAX_POSITIONS = 128
 
 
 def _compact(values: tuple[int, ...]) -> int | list[int]:
@@ -234,7 +238,8 @@ class _ConvNd(_ConvBase):
         kernel, stride, pads, dilation = self._geometry2d
         if self._use_grid(x.shape, kernel, stride, pads):
             return self._forward_grid(ctx, x)
-        if self.groups == 1 and self.in_channels * kernel[0] * kernel[1] >= BATCH_LAST_MIN_DEPTH:
+        deep = self.in_channels * kernel[0] * kernel[1] >= BATCH_LAST_MIN_DEPTH
+        if self.groups == 1 and deep and oh * ow <= BATCH_LAST_MAX_POSITIONS:
             return forward_batch_last(self, ctx, x)
         shape = (n, self.in_channels * kernel[0] * kernel[1], oh * ow)
         cols = im2col(x, kernel, stride, pads, dilation, out=workspace.take(shape, x.dtype))

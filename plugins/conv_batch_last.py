@@ -3,11 +3,12 @@
 ``W (O, C*kh*kw) @ cols (C*kh*kw, OH*OW*N)`` with the columns of
 :func:`~plugins.im2col.im2col_batch_last`, whose rows are long contiguous
 runs of the padded ``(C, Hp, Wp, N)`` input. It serves the shapes the row
-grid (:meth:`plugins.conv_base._ConvNd._forward_grid`) refuses because its
-``Wp - OW`` extra columns per row would cost too much (small images, large
-kernels, no padding: LeNet-5's second layer), where it beats one product per
-sample at one and two threads (measured: LeNet-5's second layer at batch 64,
-2.51 -> 2.09 ms forward + backward at 2 threads, 2.78 -> 2.55 ms at one).
+grid (:meth:`plugins.conv_base._ConvNd._forward_grid`) refuses (its
+``Wp - OW`` extra columns per row would cost too much: small images, large
+kernels, no padding, as LeNet-5's second layer; or one BLAS thread) when the
+output is small (``OH*OW <= 128``), where it beats one product per sample at
+one and two threads (measured: LeNet-5's second layer at batch 64, 2.51 ->
+2.09 ms forward + backward at 2 threads, 2.78 -> 2.55 ms at one).
 The output ``(O, OH, OW, N)`` is copied to NCHW with the bias added in the
 same pass; the backward transposes ``G`` once to ``(O, OH*OW*N)``, and both
 gradients are one product each, the input's scattered back by

@@ -673,6 +673,7 @@ def batch_last_lowering(monkeypatch):
 
     monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 10**9)
     monkeypatch.setattr(conv_base, "BATCH_LAST_MIN_DEPTH", 1)
+    monkeypatch.setattr(conv_base, "BATCH_LAST_MAX_POSITIONS", 10**9)
 
 
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
