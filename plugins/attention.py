@@ -111,6 +111,7 @@ def attention_forward(
     out: np.ndarray | None = None,
     causal: bool = False,
     causal_blocks: int | None = None,
+    keep_probs: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``softmax(scale Q K^T + B) V`` with optional dropout on the probabilities.
 
@@ -137,6 +138,11 @@ def attention_forward(
         causal_blocks: the number of row blocks of the causal path (``None``:
             :data:`plugins.attention_causal.CAUSAL_BLOCKS` when ``L >= 64``, else the general path;
             ``1`` forces the general path).
+        keep_probs: the cache must hold the ``(..., L, S)`` probabilities
+            (``probs``, ``dropped``: attention weights to return). ``False``
+            lets unmasked attention without dropout hold its scores transposed
+            as one block of the causal path (faster reductions), with
+            ``blocks`` in the cache instead.
 
     Returns:
         ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``qs`` =
@@ -151,6 +157,9 @@ def attention_forward(
         nblocks = causal_blocks if causal_blocks is not None else _default_blocks(length)
         if 1 < nblocks <= length and k.shape[-2] > 0:
             return _causal_forward(qs, k, v, bias, scale, nblocks, record, out)
+    if bias is None and dropout_p == 0.0 and not keep_probs and k.shape[-2] > 0:
+        # no mask: one block of transposed scores, as the causal path (its reductions run down columns)
+        return _causal_forward(qs, k, v, None, scale, 1, record, out)
     z = np.matmul(qs, _swap(k))
     if bias is not None:
         z += bias
@@ -278,7 +287,7 @@ def scaled_dot_product_attention(
     bias = _sdpa_bias(owner, query, key, attn_mask, is_causal)
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     y, _ = attention_forward(
-        query, key, value, bias, s, float(dropout_p), record=False, causal=bool(is_causal)
+        query, key, value, bias, s, float(dropout_p), record=False, causal=bool(is_causal), keep_probs=False
     )
     return y
 
@@ -345,7 +354,9 @@ class ScaledDotProductAttention(Layer):
         bias = _sdpa_bias(self.describe(), q, k, attn_mask, self.is_causal)
         s = 1.0 / math.sqrt(q.shape[-1]) if self.scale is None else self.scale
         p = self.dropout_p if ctx.training else 0.0
-        y, ctx.cache = attention_forward(q, k, v, bias, s, p, record=ctx.record, causal=self.is_causal)
+        y, ctx.cache = attention_forward(
+            q, k, v, bias, s, p, record=ctx.record, causal=self.is_causal, keep_probs=False
+        )
         return y
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:

@@ -65,7 +65,7 @@ def _causal_forward(
     qs: np.ndarray,
     k: np.ndarray,
     v: np.ndarray,
-    bias: np.ndarray,
+    bias: np.ndarray | None,
     scale: float,
     nblocks: int,
     record: bool,
@@ -85,11 +85,15 @@ def _causal_forward(
     """
     length, source = qs.shape[-2], k.shape[-2]
     y = out if out is not None else np.empty((*qs.shape[:-1], v.shape[-1]), dtype=qs.dtype)
-    bias_t = _causal_bias_t(length, source, qs.dtype) if bias.ndim == 2 else _swap(bias)
+    if bias is None:  # no mask at all: one block of every query on every key
+        spans, bias_t = [(0, length, source)], None
+    else:
+        spans = _causal_spans(length, source, nblocks)
+        bias_t = _causal_bias_t(length, source, qs.dtype) if bias.ndim == 2 else _swap(bias)
     blocks = []
-    for r0, r1, end in _causal_spans(length, source, nblocks):
+    for r0, r1, end in spans:
         zt = np.matmul(k[..., :end, :], _swap(qs[..., r0:r1, :]))  # (..., end, rows)
-        if r0 < end:  # keys before r0 are seen by every row of the block: bias 0 there
+        if bias_t is not None and r0 < end:  # keys before r0 are seen by every row of the block: bias 0
             zt[..., r0:end, :] += bias_t[..., r0:end, r0:r1]
         zt -= zt.max(axis=-2, keepdims=True)
         pt = np.exp(zt, out=zt)

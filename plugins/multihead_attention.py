@@ -268,6 +268,7 @@ class MultiheadAttention(Layer):
             record=ctx.record,
             out=_split(merged, n, h),
             causal=causal,
+            keep_probs=need_weights,
         )
         y = _project(merged, self.out_proj.weight.data, self._out_bias()).reshape(n, length, e)
         if ctx.record:
