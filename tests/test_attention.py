@@ -210,6 +210,24 @@ def test_causal_blocks_match_general_path(blocks, length, source):
         assert rel(a, b) < 1e-12
 
 
+@pytest.mark.parametrize(("length", "source"), [(7, 7), (5, 9), (9, 4)])
+def test_unmasked_one_block_path_matches_general_path(length, source):
+    """keep_probs=False without a mask: one transposed block, equal to the one-buffer path (float64)."""
+    from plugins.attention import attention_backward, attention_forward
+
+    rng = np.random.default_rng(length * 10 + source)
+    q = rng.standard_normal((2, 3, length, 5))
+    k = rng.standard_normal((2, 3, source, 5))
+    v = rng.standard_normal((2, 3, source, 4))
+    g = rng.standard_normal((2, 3, length, 4))
+    y0, c0 = attention_forward(q, k, v, None, 0.4)
+    y1, c1 = attention_forward(q, k, v, None, 0.4, keep_probs=False)
+    assert "probs" in c0 and "blocks" in c1 and len(c1["blocks"]) == 1
+    assert rel(y1, y0) < 1e-12
+    for a, b in zip(attention_backward(g, c1), attention_backward(g, c0)):
+        assert rel(a, b) < 1e-12
+
+
 def test_mha_causal_blocks_match_mask(float64):
     """is_causal on a long sequence (the blocked path) equals the same mask given as attn_mask."""
     from plugins.attention_causal import CAUSAL_MIN_LENGTH
