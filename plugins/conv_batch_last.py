@@ -75,6 +75,7 @@ def backward_batch_last(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarra
         dcols = np.matmul(wm.T, g_last, out=cols)  # the columns are spent: their buffer takes it
     else:
         dcols = np.matmul(wm.T, g_last)
+    del g_last  # not held while col2im runs (peak memory)
     dx = col2im_batch_last(dcols, ctx.x_shape, *layer._geometry2d)
     workspace.give_back(cols)
     return dx

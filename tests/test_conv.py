@@ -619,26 +619,40 @@ def test_a_pending_call_keeps_its_columns_while_another_runs(float64, rng):
     np.testing.assert_allclose(layer.weight.grad, expected.weight.grad, rtol=1e-12)
 
 
+def _force_lowering(monkeypatch: pytest.MonkeyPatch, lowering: str) -> None:
+    """Make ``lowering`` (``"grid"`` or ``"batch_last"``) run wherever it applies, whatever the size."""
+    import plugins.conv_base as conv_base
+
+    grid = lowering == "grid"
+    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 1 if grid else 10**9)
+    monkeypatch.setattr(conv_base, "GRID_MAX_WASTE", float("inf"))
+    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)
+    monkeypatch.setattr(conv_base, "BATCH_LAST_MIN_DEPTH", 10**9 if grid else 1)
+    monkeypatch.setattr(conv_base, "BATCH_LAST_MAX_POSITIONS", 10**9)
+
+
 @pytest.fixture
 def grid_lowering(monkeypatch):
     """Force the one-product (grid) lowering wherever it applies, whatever the size and threads."""
-    import plugins.conv_base as conv_base
+    _force_lowering(monkeypatch, "grid")
 
-    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 1)
-    monkeypatch.setattr(conv_base, "GRID_MAX_WASTE", float("inf"))
-    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)
+
+@pytest.fixture(params=["grid", "batch_last"])
+def folded_lowering(request, monkeypatch):
+    """Each batch-folded lowering in turn: the row grid and the batch-last columns (groups 1 only)."""
+    _force_lowering(monkeypatch, request.param)
 
 
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
-def test_grid_lowering_gradients(
-    grid_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+def test_folded_lowering_gradients(
+    folded_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
 ):
     test_gradients(float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
 
 
 @pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
-def test_grid_lowering_forward_matches_reference_loop(
-    grid_lowering, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
+def test_folded_lowering_forward_matches_reference_loop(
+    folded_lowering, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
 ):
     test_forward_matches_reference_loop(rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
 
@@ -646,8 +660,8 @@ def test_grid_lowering_forward_matches_reference_loop(
 @pytest.mark.parametrize(
     "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
 )
-def test_grid_lowering_dilation(
-    grid_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
+def test_folded_lowering_dilation(
+    folded_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
 ):
     test_gradients_dilation_and_groups(
         float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
@@ -664,41 +678,6 @@ def test_grid_lowering_is_taken_and_keeps_the_input_gradient(grid_lowering, rng)
     layer(rng.standard_normal((2, 3, 5, 5)).astype(np.float32))
     layer.backward(np.ones_like(y))
     np.testing.assert_array_equal(dx, kept)
-
-
-@pytest.fixture
-def batch_last_lowering(monkeypatch):
-    """Force the batch-last lowering (one product, ``(C*kh*kw, OH*OW*N)`` columns) for groups 1."""
-    import plugins.conv_base as conv_base
-
-    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 10**9)
-    monkeypatch.setattr(conv_base, "BATCH_LAST_MIN_DEPTH", 1)
-    monkeypatch.setattr(conv_base, "BATCH_LAST_MAX_POSITIONS", 10**9)
-
-
-@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
-def test_batch_last_lowering_gradients(
-    batch_last_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
-):
-    test_gradients(float64, rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
-
-
-@pytest.mark.parametrize("in_ch, out_ch, kernel, stride, padding, bias, hw", CONFIGS, ids=IDS)
-def test_batch_last_lowering_forward_matches_reference_loop(
-    batch_last_lowering, rng, in_ch, out_ch, kernel, stride, padding, bias, hw
-):
-    test_forward_matches_reference_loop(rng, in_ch, out_ch, kernel, stride, padding, bias, hw)
-
-
-@pytest.mark.parametrize(
-    "in_ch, out_ch, kernel, stride, padding, dilation, groups, hw", GROUPED, ids=GROUPED_IDS
-)
-def test_batch_last_lowering_dilation(
-    batch_last_lowering, float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
-):
-    test_gradients_dilation_and_groups(
-        float64, rng, in_ch, out_ch, kernel, stride, padding, dilation, groups, hw
-    )
 
 
 def test_batch_last_lowering_is_taken_and_matches_torch(float64, rng):
