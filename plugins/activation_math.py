@@ -230,6 +230,8 @@ def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
     values, slopes = _erfcx_table()
     n, ks = _TABLE_SIZE, _ERFCX_K * _SQRT_2
     pos = np.abs(x)
+    np.minimum(pos, f(40.0), out=pos)  # Phi(-40) underflows anyway; keeps x^2 finite (NaN stays NaN)
+    np.square(pos, out=gaussian)
     pos += f(ks)
     np.divide(f(n * ks), pos, out=pos)
     np.subtract(f(n), pos, out=pos)
@@ -240,7 +242,6 @@ def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
     half_tail = np.take(slopes, index, mode="clip")
     half_tail *= pos
     half_tail += np.take(values, index, mode="clip")
-    np.square(x, out=gaussian)
     gaussian *= f(-0.5)
     np.exp(gaussian, out=gaussian)
     half_tail *= gaussian  # erfc(t) / 2, the CDF of -|x|

@@ -478,3 +478,17 @@ def test_float32_normal_cdf_from_the_erfcx_table_is_accurate() -> None:
     cdf, gaussian = activation_math.normal_cdf_and_gaussian(special)
     np.testing.assert_array_equal(cdf, [np.nan, 1.0, 0.0, 1.0, 0.0])
     np.testing.assert_array_equal(gaussian, [np.nan, 0.0, 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_far_beyond_the_tails_raises_no_floating_point_error(dtype) -> None:
+    """|x| near the dtype's maximum: x^2 must not overflow (the float32 table path once squared x itself)."""
+    big = np.finfo(dtype).max / 2
+    x = np.array([[big, -big, 1e20, -1e20, 0.5]], dtype=dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is the answer
+        layer = GELU()
+        y = layer(x)
+        g = layer.backward(np.ones_like(y))
+    np.testing.assert_array_equal(y[0, :4], [x[0, 0], 0.0, x[0, 2], 0.0])
+    np.testing.assert_array_equal(g[0, :4], [1.0, 0.0, 1.0, 0.0])
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
