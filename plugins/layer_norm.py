@@ -36,6 +36,13 @@ def _ones(length: int, dtype: np.dtype) -> np.ndarray:
     return ones
 
 
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype the statistics are taken in: float32 for half precision, float64 for integers."""
+    if dtype.kind != "f":
+        return np.dtype(np.float64)  # NumPy's mean of integers
+    return dtype if dtype.itemsize >= 4 else np.dtype(np.float32)
+
+
 class LayerNorm(Layer):
     """Layer normalization over the last ``len(normalized_shape)`` axes (PyTorch semantics).
 
@@ -135,7 +142,8 @@ class LayerNorm(Layer):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         # (M, d): one row per normalised sample; the row sums are products with ones (BLAS)
         d = math.prod(self.normalized_shape)
-        rows = np.ascontiguousarray(x).reshape(-1, d)
+        # float16 sums of a few hundred values overflow: half precision computes in float32
+        rows = np.ascontiguousarray(x, dtype=_compute_dtype(x.dtype)).reshape(-1, d)
         f = rows.dtype.type
         ones = _ones(d, rows.dtype)
         xhat = rows - ((rows @ ones) * f(1.0 / d))[:, None]  # centred; normalised in place below
@@ -144,26 +152,27 @@ class LayerNorm(Layer):
         xhat *= inv_std
         if ctx.record:
             ctx.xhat, ctx.inv_std = xhat, inv_std
+        out_dtype = x.dtype if x.dtype.kind == "f" else rows.dtype
         if self.weight is None:
-            return xhat.copy().reshape(x.shape)
-        y = xhat * self.weight.data.reshape(-1)
+            return xhat.astype(out_dtype).reshape(x.shape)  # a copy: xhat is kept
+        y = xhat * self.weight.data.reshape(-1).astype(f, copy=False)
         if self.bias is not None:
             y += self.bias.data.reshape(-1)
-        return y.reshape(x.shape)
+        return y.astype(out_dtype, copy=False).reshape(x.shape)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         # dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), per row, with dxhat = g * gamma;
         # both means are products: dxhat @ 1 = g @ gamma and (dxhat xhat) @ 1 = (g xhat) @ gamma
         xhat, inv_std = ctx.xhat, ctx.inv_std
         d = xhat.shape[1]
-        g = np.ascontiguousarray(grad_out).reshape(xhat.shape)
+        g = np.ascontiguousarray(grad_out, dtype=xhat.dtype).reshape(xhat.shape)
         f = xhat.dtype.type
         ones = _ones(xhat.shape[0], xhat.dtype)
         gx = g * xhat
         if self.bias is not None:
             self.bias.add_grad((ones @ g).reshape(self.normalized_shape))
         if self.weight is not None:
-            gamma = self.weight.data.reshape(-1)
+            gamma = self.weight.data.reshape(-1).astype(f, copy=False)
             self.weight.add_grad((ones @ gx).reshape(self.normalized_shape))
             dx = g * gamma
             mean_dxhat, mean_dxhat_xhat = g @ gamma, gx @ gamma
@@ -177,7 +186,7 @@ class LayerNorm(Layer):
         dx -= gx
         dx -= mean_dxhat[:, None]
         dx *= inv_std
-        return dx.reshape(grad_out.shape)
+        return dx.astype(grad_out.dtype, copy=False).reshape(grad_out.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._validate_shape(input_shape)

@@ -479,3 +479,28 @@ def test_a_frozen_batchnorm_runs_in_inference_mode(float64, rng):
     y = frozen.forward(Context(True), x)
     np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), frozen.bias.data, atol=1e-12)
     assert frozen.num_batches_tracked == 1
+
+
+def test_layernorm_float16_statistics_do_not_overflow():
+    """float16 rows whose sum passes 65504: the statistics are taken in float32 (a float16 sum gave inf)."""
+    import framework
+
+    previous = framework.get_default_dtype()
+    framework.set_default_dtype("float16")
+    try:
+        layer = LayerNorm(512)
+        rng = np.random.default_rng(0)
+        x = (300 + 3 * rng.standard_normal((4, 512))).astype(np.float16)
+        y = layer(x)
+        g = rng.standard_normal(y.shape).astype(np.float16)
+        dx = layer.backward(g)
+    finally:
+        framework.set_default_dtype(previous)
+    assert y.dtype == dx.dtype == np.float16
+    x64 = x.astype(np.float64)
+    xhat = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, xhat, atol=1e-2)
+    g64 = g.astype(np.float64)
+    r = 1 / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    expected = r * (g64 - g64.mean(-1, keepdims=True) - xhat * (g64 * xhat).mean(-1, keepdims=True))
+    np.testing.assert_allclose(dx, expected, atol=2e-3 * np.abs(expected).max())
