@@ -258,6 +258,13 @@ def _check_qkv(owner: str, q: Any, k: Any, v: Any) -> None:
             f"{owner}: expected query (..., L, E), key (..., S, E) and value (..., S, Ev) with the same "
             f"leading axes; got query {q.shape}, key {k.shape}, value {v.shape}"
         )
+    _check_keys(owner, k)
+
+
+def _check_keys(owner: str, k: np.ndarray) -> None:
+    """A softmax over no keys does not exist: S = 0 is refused with the shapes named."""
+    if k.shape[-2] == 0:
+        raise ShapeError(f"{owner}: attention needs at least one key, got key of shape {k.shape} (S = 0)")
 
 
 def scaled_dot_product_attention(

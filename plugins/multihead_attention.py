@@ -18,7 +18,13 @@ from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
-from plugins.attention import attention_backward, attention_forward, causal_bias, mask_to_bias
+from plugins.attention import (
+    _check_keys,
+    attention_backward,
+    attention_forward,
+    causal_bias,
+    mask_to_bias,
+)
 from plugins.core import Linear
 
 __all__ = ["MultiheadAttention"]
@@ -183,6 +189,7 @@ class MultiheadAttention(Layer):
                 f"{self.describe()}: query, key and value must share the batch size and key and value the "
                 f"length; got query {q.shape}, key {k.shape}, value {v.shape} (batch first)"
             )
+        _check_keys(self.describe(), k)
         return q, k, v, listed
 
     def _bias(

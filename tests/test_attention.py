@@ -282,3 +282,18 @@ def test_save_load_round_trip(tmp_path):
     model.save(tmp_path / "mha.h5")
     loaded = framework.load_model(tmp_path / "mha.h5")
     np.testing.assert_allclose(loaded.predict(x), y, rtol=1e-6)
+
+
+def test_attention_over_no_keys_is_a_clear_shape_error():
+    """S = 0: no softmax exists; a ShapeError naming the layer, not NumPy's zero-size reduction error."""
+    from framework.errors import ShapeError
+    from framework.layers import MultiheadAttention, ScaledDotProductAttention
+    from plugins.attention import scaled_dot_product_attention
+
+    q, k, v = np.ones((2, 3, 4)), np.ones((2, 0, 4)), np.ones((2, 0, 4))
+    with pytest.raises(ShapeError, match=r"scaled_dot_product_attention.*at least one key"):
+        scaled_dot_product_attention(q, k, v)
+    with pytest.raises(ShapeError, match=r"ScaledDotProductAttention.*at least one key"):
+        ScaledDotProductAttention()([q, k, v])
+    with pytest.raises(ShapeError, match=r"MultiheadAttention.*at least one key"):
+        MultiheadAttention(4, 2)([q.astype(np.float32), k.astype(np.float32), v.astype(np.float32)])
