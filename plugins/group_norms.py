@@ -50,6 +50,24 @@ def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
 
+def _channel_affine(layer: Any, xhat: np.ndarray) -> np.ndarray:
+    """``xhat * weight + bias`` per channel (axis 1), or ``xhat`` itself without an affine step."""
+    if layer.weight is None:
+        return xhat
+    cs = _channel_shape(xhat)
+    return xhat * layer.weight.data.reshape(cs) + layer.bias.data.reshape(cs)
+
+
+def _channel_affine_backward(layer: Any, xhat: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Add ``dL/dweight = sum(g xhat)`` and ``dL/dbias = sum(g)`` over all axes but 1; return ``g weight``."""
+    if layer.weight is None:
+        return g
+    axes = (0, *range(2, g.ndim))
+    layer.weight.add_grad(np.sum(g * xhat, axis=axes))
+    layer.bias.add_grad(g.sum(axis=axes))
+    return g * layer.weight.data.reshape(_channel_shape(g))
+
+
 class GroupNorm(Layer):
     """Group normalization (Wu & He 2018): each sample's channels split into groups, each standardised.
 
@@ -104,18 +122,11 @@ class GroupNorm(Layer):
         xhat, r = _normalize(x.reshape(n, self.num_groups, -1), 2, self.eps)
         xhat = xhat.reshape(x.shape)
         ctx.xhat, ctx.r = xhat, r
-        if self.weight is None:
-            return xhat
-        cs = _channel_shape(x)
-        return xhat * self.weight.data.reshape(cs) + self.bias.data.reshape(cs)
+        return _channel_affine(self, xhat)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
-        xhat, g = ctx.xhat, grad_out
-        if self.weight is not None:
-            axes = (0, *range(2, g.ndim))
-            self.weight.add_grad(np.sum(g * xhat, axis=axes))
-            self.bias.add_grad(g.sum(axis=axes))
-            g = g * self.weight.data.reshape(_channel_shape(g))
+        xhat = ctx.xhat
+        g = _channel_affine_backward(self, xhat, grad_out)
         n = g.shape[0]
         shape = (n, self.num_groups, -1)
         return _normalize_backward(g.reshape(shape), xhat.reshape(shape), ctx.r, 2).reshape(grad_out.shape)
@@ -209,18 +220,11 @@ class _InstanceNorm(Layer):
                 self.running_var.data[...] = (1 - m) * self.running_var.data + m * var.mean(0)
         xhat = xhat.reshape(x.shape)
         ctx.xhat, ctx.r, ctx.running = xhat, r, use_running
-        if self.weight is None:
-            return xhat
-        cs = _channel_shape(x)
-        return xhat * self.weight.data.reshape(cs) + self.bias.data.reshape(cs)
+        return _channel_affine(self, xhat)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
-        xhat, g = ctx.xhat, grad_out
-        if self.weight is not None:
-            axes = (0, *range(2, g.ndim))
-            self.weight.add_grad(np.sum(g * xhat, axis=axes))
-            self.bias.add_grad(g.sum(axis=axes))
-            g = g * self.weight.data.reshape(_channel_shape(g))
+        xhat = ctx.xhat
+        g = _channel_affine_backward(self, xhat, grad_out)
         n, c = g.shape[:2]
         if ctx.running:
             return (g.reshape(n, c, -1) * ctx.r).reshape(grad_out.shape)
