@@ -36,39 +36,32 @@ def _onnx_pads(pads: Any) -> list[int]:
     return [int(p[0]) for p in pads] + [int(p[1]) for p in pads]
 
 
-def conv(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
-    """``Conv`` with ``strides``, explicit ``pads`` (``"same"`` resolved), ``dilations`` and ``group``."""
+def _conv_node(ctx: ExportContext, layer: Any, inputs: list[str], op: str, **attrs: Any) -> str:
+    """``op`` (``Conv`` or ``ConvTranspose``) on the layer's weight and bias, then its fused activation."""
     args = [inputs[0], ctx.initializer(layer.weight.data, "weight")]
     if layer.bias is not None:
         args.append(ctx.initializer(layer.bias.data, "bias"))
     y = ctx.node(
-        "Conv",
+        op,
         args,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
         pads=_onnx_pads(layer.pads),
         dilations=list(layer.dilation),
         group=int(layer.groups),
+        **attrs,
     )
     return ctx.activation(layer.activation, y)
+
+
+def conv(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
+    """``Conv`` with ``strides``, explicit ``pads`` (``"same"`` resolved), ``dilations`` and ``group``."""
+    return _conv_node(ctx, layer, inputs, "Conv")
 
 
 def conv_transpose(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
     """``ConvTranspose``; the weight ``(in, out/groups, kh, kw)`` is ONNX's layout already."""
-    args = [inputs[0], ctx.initializer(layer.weight.data, "weight")]
-    if layer.bias is not None:
-        args.append(ctx.initializer(layer.bias.data, "bias"))
-    y = ctx.node(
-        "ConvTranspose",
-        args,
-        kernel_shape=list(layer.kernel_size),
-        strides=list(layer.stride),
-        pads=_onnx_pads(layer.pads),
-        dilations=list(layer.dilation),
-        output_padding=list(layer.output_padding),
-        group=int(layer.groups),
-    )
-    return ctx.activation(layer.activation, y)
+    return _conv_node(ctx, layer, inputs, "ConvTranspose", output_padding=list(layer.output_padding))
 
 
 def _pool_attrs(layer: Any) -> dict[str, Any]:
