@@ -22,7 +22,7 @@ import numpy as np
 from framework.base.config import Configurable
 from framework.errors import ShapeError
 
-__all__ = ["LINKS", "Loss", "check_output_pairing"]
+__all__ = ["LINKS", "Loss", "check_output_pairing", "check_sample_weight"]
 
 #: The activations a classification loss may be linked to.
 LINKS = ("softmax", "sigmoid")
@@ -110,15 +110,7 @@ class Loss(Configurable):
         """``sample_weight`` as an ``(N,)`` array of ``dtype`` (or ``None``), else ShapeError."""
         if sample_weight is None:
             return None
-        weight = np.asarray(sample_weight, dtype=dtype)
-        if weight.ndim == 2 and weight.shape[1] == 1:
-            weight = weight[:, 0]
-        if weight.shape != (n,):
-            raise ShapeError(
-                f"{type(self).__name__}: sample_weight must have shape ({n},) (one weight per sample), "
-                f"got {weight.shape}"
-            )
-        return weight
+        return check_sample_weight(type(self).__name__, sample_weight, n, dtype)
 
     @property
     def name(self) -> str:
@@ -183,3 +175,19 @@ def check_output_pairing(loss: Any, last_layer_link: str | None, layer_descripti
         f"probabilities of a {link}. Fix: use a {link} output layer, or the cross-entropy that "
         f"matches a {last_layer_link}."
     )
+
+
+def check_sample_weight(owner: str, sample_weight: Any, n: int, dtype: Any) -> np.ndarray:
+    """``sample_weight`` as an ``(N,)`` array of ``dtype`` (an ``(N, 1)`` column is flattened).
+
+    Raises:
+        ShapeError: naming ``owner``, when it is not one weight per sample.
+    """
+    weight = np.asarray(sample_weight, dtype=dtype)
+    if weight.ndim == 2 and weight.shape[1] == 1:
+        weight = weight[:, 0]
+    if weight.shape != (n,):
+        raise ShapeError(
+            f"{owner}: sample_weight must have shape ({n},) (one weight per sample), got {weight.shape}"
+        )
+    return weight

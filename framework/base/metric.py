@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.config import Configurable
+from framework.base.loss import check_sample_weight
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import FUNCTION_WRAPPERS
 
@@ -181,15 +182,7 @@ class Metric(Configurable):
 
 def _sample_weight(metric: Metric, sample_weight: Any, n: int) -> np.ndarray:
     """``sample_weight`` as a float64 ``(N,)`` array, else ShapeError naming the metric."""
-    weight = np.asarray(sample_weight, dtype=np.float64)
-    if weight.ndim == 2 and weight.shape[1] == 1:
-        weight = weight[:, 0]
-    if weight.shape != (n,):
-        raise ShapeError(
-            f"{type(metric).__name__}: sample_weight must have shape ({n},) (one weight per sample), "
-            f"got {weight.shape}"
-        )
-    return weight
+    return check_sample_weight(type(metric).__name__, sample_weight, n, np.float64)
 
 
 def result_value(metric: Metric) -> float | np.ndarray:
