@@ -111,15 +111,28 @@ def erfc_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(erfc(x), exp(-x^2))``, the second being a by-product GELU's backward reuses."""
     if x.size <= 2 * _BLOCK:
         return _erfc_and_gaussian(x)
-    if not x.flags.c_contiguous and x.flags.f_contiguous:  # Linear's transposed output: keep its layout
-        tail, gaussian = erfc_and_gaussian(x.T)
-        return tail.T, gaussian.T
+    tail, gaussian = _blockwise(x, 2, _fill_erfc_and_gaussian)
+    return tail, gaussian
+
+
+def _fill_erfc_and_gaussian(x: np.ndarray, tail: np.ndarray, gaussian: np.ndarray) -> None:
+    tail[...], gaussian[...] = _erfc_and_gaussian(x)
+
+
+def _blockwise(x: np.ndarray, outputs: int, fill: Callable[..., None]) -> tuple[np.ndarray, ...]:
+    """``outputs`` arrays shaped like ``x``, filled by ``fill(x_block, *out_blocks)`` block by block.
+
+    Each block of :data:`_BLOCK` values is worked on while it is in the CPU
+    cache. Fortran-ordered input (Linear's transposed output) keeps its layout.
+    """
+    if not x.flags.c_contiguous and x.flags.f_contiguous:
+        return tuple(a.T for a in _blockwise(x.T, outputs, fill))
     flat = np.ascontiguousarray(x).reshape(-1)
-    tail, gaussian = np.empty_like(flat), np.empty_like(flat)
+    outs = [np.empty_like(flat) for _ in range(outputs)]
     for start in range(0, flat.size, _BLOCK):
         block = slice(start, start + _BLOCK)
-        tail[block], gaussian[block] = _erfc_and_gaussian(flat[block])
-    return tail.reshape(x.shape), gaussian.reshape(x.shape)
+        fill(flat[block], *(out[block] for out in outs))
+    return tuple(out.reshape(x.shape) for out in outs)
 
 
 def _erfc_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,15 +186,8 @@ def normal_cdf_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tail, gaussian = erfc_and_gaussian(x * x.dtype.type(-1.0 / _SQRT_2))
         tail *= x.dtype.type(0.5)
         return tail, gaussian
-    if not x.flags.c_contiguous and x.flags.f_contiguous:  # Linear's transposed output: keep its layout
-        cdf, gaussian = normal_cdf_and_gaussian(x.T)
-        return cdf.T, gaussian.T
-    flat = np.ascontiguousarray(x).reshape(-1)
-    cdf, gaussian = np.empty_like(flat), np.empty_like(flat)
-    for start in range(0, flat.size, _BLOCK):
-        block = slice(start, start + _BLOCK)
-        _normal_cdf32(flat[block], cdf[block], gaussian[block])
-    return cdf.reshape(x.shape), gaussian.reshape(x.shape)
+    cdf, gaussian = _blockwise(x, 2, _normal_cdf32)
+    return cdf, gaussian
 
 
 def gelu_and_slope(x: np.ndarray, slope: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -200,23 +206,24 @@ def gelu_and_slope(x: np.ndarray, slope: bool = True) -> tuple[np.ndarray, np.nd
         gaussian *= x
         gaussian += cdf
         return y, gaussian
-    if not x.flags.c_contiguous and x.flags.f_contiguous:
-        y, d = gelu_and_slope(x.T, slope)
-        return y.T, None if d is None else d.T
-    flat = np.ascontiguousarray(x).reshape(-1)
-    y = np.empty_like(flat)
-    d = np.empty_like(flat) if slope else None
-    cdf, gaussian = np.empty(min(_BLOCK, flat.size), np.float32), np.empty(min(_BLOCK, flat.size), np.float32)
-    for start in range(0, flat.size, _BLOCK):
-        xb = flat[start : start + _BLOCK]
-        cb, gb = cdf[: xb.size], gaussian[: xb.size]
-        _normal_cdf32(xb, cb, gb)
-        np.multiply(xb, cb, out=y[start : start + _BLOCK])
-        if d is not None:
-            gb *= np.float32(_INV_SQRT_2PI)
-            gb *= xb
-            np.add(cb, gb, out=d[start : start + _BLOCK])
-    return y.reshape(x.shape), None if d is None else d.reshape(x.shape)
+    scratch = np.empty((2, min(_BLOCK, x.size)), dtype=np.float32)  # each block's CDF and Gaussian
+
+    def fill(xb: np.ndarray, y: np.ndarray, d: np.ndarray | None = None) -> None:
+        _gelu32(xb, y, d, scratch[:, : xb.size])
+
+    outs = _blockwise(x, 2 if slope else 1, fill)
+    return outs[0], outs[1] if slope else None
+
+
+def _gelu32(x: np.ndarray, y: np.ndarray, slope: np.ndarray | None, scratch: np.ndarray) -> None:
+    """One float32 block: ``y = x Phi(x)`` and, if given, ``slope = Phi(x) + x phi(x)``."""
+    cdf, gaussian = scratch
+    _normal_cdf32(x, cdf, gaussian)
+    np.multiply(x, cdf, out=y)
+    if slope is not None:
+        gaussian *= np.float32(_INV_SQRT_2PI)
+        gaussian *= x
+        np.add(cdf, gaussian, out=slope)
 
 
 def _normal_cdf32(x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
