@@ -167,13 +167,12 @@ def im2col_batch_last(
     padded = (c, h + top + bottom, w + left + right, n)
     xp = np.zeros(padded, dtype=x.dtype) if padded[1:3] != (h, w) else np.empty(padded, dtype=x.dtype)
     xp[:, top : top + h, left : left + w] = x.transpose(1, 2, 3, 0)
-    s_c, s_h, s_w, s_n = xp.strides
-    shape = (c, kernel[0], kernel[1], oh, ow, n)
-    strides = (s_c, dilation[0] * s_h, dilation[1] * s_w, stride[0] * s_h, stride[1] * s_w, s_n)
-    view = as_strided(xp, shape=shape, strides=strides, writeable=False)
+    # the windows of the batch-last buffer seen as NCHW, then ordered (C, kh, kw, OH, OW, N)
+    windows = window_view(xp.transpose(3, 0, 1, 2), kernel, stride, dilation, (oh, ow))
+    view = windows.transpose(1, 2, 3, 4, 5, 0)
     if out is None:
         out = np.empty((c * kernel[0] * kernel[1], oh * ow * n), dtype=x.dtype)
-    np.copyto(out.reshape(shape), view)
+    np.copyto(out.reshape(view.shape), view)
     return out
 
 
