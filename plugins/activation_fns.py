@@ -17,11 +17,11 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer
+from framework.base.validation import real_number
 from framework.errors import ConfigError
 from plugins.activation_math import (
     as_float,
     gelu_and_slope,
-    real_arg,
     stable_sigmoid,
     zeros_like_cached,
 )
@@ -129,7 +129,7 @@ class LeakyReLU(ActivationLayer):
 
     def __init__(self, negative_slope: float = 0.01, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.negative_slope = real_arg("LeakyReLU", "negative_slope", negative_slope)
+        self.negative_slope = real_number("LeakyReLU", "negative_slope", negative_slope)
 
     @property
     def gain(self) -> float:  # type: ignore[override]
@@ -165,7 +165,7 @@ class ELU(ActivationLayer):
 
     def __init__(self, alpha: float = 1.0, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.alpha = real_arg("ELU", "alpha", alpha)
+        self.alpha = real_number("ELU", "alpha", alpha)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
@@ -330,10 +330,10 @@ class Softplus(ActivationLayer):
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.beta = real_arg("Softplus", "beta", beta)
+        self.beta = real_number("Softplus", "beta", beta)
         if self.beta <= 0:
             raise ConfigError(f"Softplus: beta must be > 0, got {beta!r}")
-        self.threshold = real_arg("Softplus", "threshold", threshold)
+        self.threshold = real_number("Softplus", "threshold", threshold)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from framework.errors import ConfigError
 from framework.runtime.dtype import get_default_dtype
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "stable_sigmoid",
     "as_float",
     "zeros_like_cached",
-    "real_arg",
 ]
 
 
@@ -311,13 +309,3 @@ def zeros_like_cached(x: np.ndarray) -> np.ndarray:
         zeros = _ZEROS[key] = np.zeros(x.shape, dtype=x.dtype, order=order)
         zeros.setflags(write=False)
     return zeros
-
-
-def real_arg(owner: str, arg: str, value: Any) -> float:
-    """``value`` as a finite float, or a ``ConfigError`` naming ``owner`` and ``arg``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{owner}: {arg} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{owner}: {arg} must be finite, got {value!r}")
-    return value

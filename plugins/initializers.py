@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.initializer import Initializer, calculate_gain, compute_fans
+from framework.base.validation import real_number
 from framework.errors import ConfigError
 from framework.registry.hookspecs import hookimpl
 
@@ -39,20 +40,10 @@ __all__ = [
 _MODES = ("fan_in", "fan_out")
 
 
-def _real(owner: str, arg: str, value: Any) -> float:
-    """``value`` as a finite float, or a ConfigError naming ``owner`` and ``arg``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"{owner}: {arg} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{owner}: {arg} must be finite, got {value!r}")
-    return value
-
-
 def _gain(owner: str, gain: float | None, default: float) -> float:
     if gain is None:
         return default
-    gain = _real(owner, "gain", gain)
+    gain = real_number(owner, "gain", gain)
     if gain < 0:
         raise ConfigError(f"{owner}: gain must be >= 0, got {gain!r}")
     return gain
@@ -80,7 +71,7 @@ class Constant(Initializer):
     """
 
     def __init__(self, value: float = 0.0) -> None:
-        self.value = _real("Constant", "value", value)
+        self.value = real_number("Constant", "value", value)
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
         return np.full(shape, self.value)
@@ -98,8 +89,8 @@ class Normal(Initializer):
     """
 
     def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
-        self.mean = _real("Normal", "mean", mean)
-        self.std = _real("Normal", "std", std)
+        self.mean = real_number("Normal", "mean", mean)
+        self.std = real_number("Normal", "std", std)
         if self.std < 0:
             raise ConfigError(f"Normal: std must be >= 0, got {std!r}")
 
@@ -119,8 +110,8 @@ class Uniform(Initializer):
     """
 
     def __init__(self, low: float = -0.05, high: float = 0.05) -> None:
-        self.low = _real("Uniform", "low", low)
-        self.high = _real("Uniform", "high", high)
+        self.low = real_number("Uniform", "low", low)
+        self.high = real_number("Uniform", "high", high)
         if not self.low < self.high:
             raise ConfigError(f"Uniform: low must be < high, got low={low!r}, high={high!r}")
 
@@ -169,7 +160,7 @@ class _Kaiming(Initializer):
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> None:
         owner = type(self).__name__
-        self.a = _real(owner, "a", a)
+        self.a = real_number(owner, "a", a)
         if mode not in _MODES:
             raise ConfigError(f"{owner}: mode must be one of {', '.join(_MODES)}, got {mode!r}")
         self.mode = mode

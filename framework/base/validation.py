@@ -18,6 +18,7 @@ where it is given::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "int_tuple",
     "match_target_shape",
     "positive_int",
+    "real_number",
     "resolve_activation",
     "resolve_initializer",
 ]
@@ -45,6 +47,16 @@ def positive_int(owner: str, arg: str, value: Any, allow_none: bool = False) -> 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ConfigError(f"{owner}: {arg} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def real_number(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a finite ``float`` (booleans refused), else a ConfigError naming ``owner`` and ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{owner}: {arg} must be a real number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{owner}: {arg} must be finite, got {value!r}")
+    return value
 
 
 def int_tuple(owner: str, arg: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
