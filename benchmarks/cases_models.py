@@ -96,14 +96,14 @@ def build_ours(model: str) -> Any:
     return net
 
 
-def _ours_train(model: str, quick: bool) -> Callable[[], float]:
+def _ours_train(model: str, quick: bool, threads: int | None = None) -> Callable[[], float]:
     x, y, batch = _data(model, quick)
     net = build_ours(model)
     steps = len(x) // batch
 
     def run() -> float:
         start = time.perf_counter()
-        net.fit(x, y, epochs=1, batch_size=batch, shuffle=False, verbose=0)
+        net.fit(x, y, epochs=1, batch_size=batch, shuffle=False, verbose=0, threads=threads)
         return (time.perf_counter() - start) * 1e3 / steps
 
     return run
@@ -392,6 +392,19 @@ def fashion_train_ours(quick: bool) -> Callable[[], float]:
     return _ours_train("fashion_cnn", quick)
 
 
+def fashion_threads_train_ours(quick: bool) -> Callable[[], float]:
+    """``fit(threads=2)``: each batch as two shards on two threads (see ``framework.training.replicas``)."""
+    return _ours_train("fashion_cnn", quick, threads=2)
+
+
+def fashion_threads_train_torch(quick: bool) -> Callable[[], float]:
+    return _torch_train("fashion_cnn", quick)
+
+
+def fashion_threads_train_floor(quick: bool) -> Callable[[], float]:
+    return _floor("fashion_cnn", True, quick)
+
+
 def fashion_train_torch(quick: bool) -> Callable[[], float]:
     return _torch_train("fashion_cnn", quick)
 
@@ -417,6 +430,12 @@ CASES = [
         "Fashion-MNIST example CNN (BatchNorm, Dropout), batch 128, Adam: fit",
         "ms/step",
         _impls("fashion_train"),
+    ),
+    Case(
+        "fashion_cnn_train_threads",
+        "the same CNN, fit(threads=2): two shards of each batch on two threads",
+        "ms/step",
+        _impls("fashion_threads_train"),
     ),
     Case(
         "naive_lenet_bn_train",

@@ -17,6 +17,7 @@ from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
+from framework.runtime.threads import ThreadGroup, current_member
 from plugins.conv_ops import channel_sums, per_channel
 from plugins.layer_norm import LayerNorm, _positive_float
 
@@ -26,6 +27,27 @@ __all__ = ["BatchNorm", "LayerNorm"]
 def _dot_per_channel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``sum(a * b)`` over every axis but 1 of two ``(N, C, S)`` arrays: ``(C,)``, no temporary."""
     return np.einsum("ncs,ncs->c", a, b)
+
+
+def _shared_moments(
+    rows: np.ndarray, member: tuple[ThreadGroup, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(mean, rows - mean, var, m)`` of the whole batch, from one shard's ``(N_k, C, S)`` rows.
+
+    The same two passes as one thread takes, each shard's sums added over the
+    group in float64: first the sums and the value count, then the centred squares.
+    """
+    group, rank = member
+    c = rows.shape[1]
+    local = np.empty(c + 1)
+    local[:c] = channel_sums(rows)
+    local[c] = rows.size // c
+    total = group.allreduce(rank, local)
+    m = int(total[c])
+    mean = (total[:c] / max(m, 1)).astype(rows.dtype)
+    xc = per_channel(np.subtract, rows, mean)
+    var = (group.allreduce(rank, _dot_per_channel(xc, xc)) / max(m, 1)).astype(rows.dtype)
+    return mean, xc, var, m
 
 
 class BatchNorm(Layer):
@@ -48,8 +70,11 @@ class BatchNorm(Layer):
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule
     for fine-tuning: its running estimates then neither normalise with batch
-    statistics nor change. What backward needs (the centred input ``x - mean``
-    and ``1/std``) is kept on the call's context.
+    statistics nor change. Under ``fit(threads=K)`` each thread's shard is
+    normalised with the statistics of the whole batch (the shards' sums are
+    added across the threads), so the result is the one-thread result. What
+    backward needs (the centred input ``x - mean`` and ``1/std``) is kept on
+    the call's context.
 
     Args:
         num_features: the number of channels ``C`` (size of axis 1).
@@ -161,17 +186,21 @@ class BatchNorm(Layer):
         use_batch = training or not self.track_running_stats
         # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel)
         rows = np.ascontiguousarray(x).reshape(x.shape[0], c, -1)
+        member = current_member() if use_batch else None
         if use_batch:
+            if member is not None:  # one shard of a batch split over threads: the whole batch's moments
+                mean, xc, var, m = _shared_moments(rows, member)
             if m < 2:
                 raise ShapeError(
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
-            # two passes for a variance that does not cancel: the mean, then the centred squares
-            mean = channel_sums(rows) / m
-            xc = per_channel(np.subtract, rows, mean)
-            var = _dot_per_channel(xc, xc) / m
-            if training and self.track_running_stats:
+            if member is None:  # two passes, for a variance that does not cancel: mean, centred squares
+                mean = channel_sums(rows) / m
+                xc = per_channel(np.subtract, rows, mean)
+                var = _dot_per_channel(xc, xc) / m
+            # the running estimates move once per batch: in the first shard's thread only
+            if training and self.track_running_stats and (member is None or member[1] == 0):
                 self._update_running(mean, var, m)
         else:
             mean, var = self.running_mean.data, self.running_var.data
@@ -187,7 +216,7 @@ class BatchNorm(Layer):
             y = per_channel(np.multiply, rows, scale)
             per_channel(np.add, y, shift, out=y)
         if ctx.record:
-            ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m = inv_std, scale, use_batch, m
+            ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m, ctx.member = inv_std, scale, use_batch, m, member
             # training keeps x - mean; inference keeps x itself, only for dL/dgamma
             ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean)
         return y.reshape(x.shape)
@@ -217,9 +246,13 @@ class BatchNorm(Layer):
         # dx = gamma r (g - dL/dbeta / m - xhat dL/dgamma / m) = gamma r (g + xc * b + c)
         dbeta = channel_sums(g)
         sum_gxc = _dot_per_channel(g, xc)
-        if self.weight is not None:
+        if self.weight is not None:  # this shard's part; the shards' parameter gradients are summed
             self.weight.add_grad(sum_gxc * inv_std)
             self.bias.add_grad(dbeta)
+        if ctx.member is not None:  # dx needs the sums over the whole batch
+            group, rank = ctx.member
+            sums = group.allreduce(rank, np.concatenate([dbeta, sum_gxc]))
+            dbeta, sum_gxc = (s.astype(g.dtype) for s in np.split(sums, 2))
         dx = per_channel(np.multiply, xc, -(inv_std * inv_std) * sum_gxc / m)
         np.add(dx, g, out=dx)
         per_channel(np.subtract, dx, dbeta / m, out=dx)

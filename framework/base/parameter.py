@@ -149,6 +149,10 @@ class Parameter(_Held):
             return self._grad
         return None
 
+    def pending_grad(self) -> np.ndarray | None:
+        """The gradient added since the last lazy :meth:`zero_grad`, or ``None`` if nothing was added."""
+        return None if self._grad_zero else self._grad
+
     # Kept for layers written before add_grad_product; same behaviour.
     grad_target = _grad_target
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpy", "backend", "num_threads", "sum_rows"]
+__all__ = ["axpby", "axpy", "backend", "num_threads", "set_num_threads", "sum_rows"]
 
 _Routine = Callable[..., None]
 # (dtype char) -> (axpy, axpby): y <- a x + y and y <- a x + b y on contiguous vectors.
@@ -247,30 +247,37 @@ def sum_rows(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return np.matmul(ones, a, out=out)
 
 
-# OpenBLAS's own query of its current thread count, under each build's naming.
-_THREAD_QUERIES = (
-    "scipy_openblas_get_num_threads64_",
-    "scipy_openblas_get_num_threads",
-    "openblas_get_num_threads64_",
-    "openblas_get_num_threads",
-)
-_thread_query: Callable[[], int] | None = None
-_thread_query_loaded = False
+# OpenBLAS's own query and setting of its thread count, under each build's naming.
+_THREAD_PREFIXES = ("scipy_openblas", "openblas")
+_THREAD_SUFFIXES = ("64_", "")
+_thread_calls: tuple[Callable[[], int], Callable[[int], None]] | None = None
+_thread_calls_loaded = False
 
 
-def _find_thread_query() -> Callable[[], int] | None:
+def _find_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     for path in _candidate_libraries():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in _THREAD_QUERIES:
-            query = getattr(lib, name, None)
-            if query is not None:
-                query.argtypes = []
-                query.restype = ctypes.c_int
-                return query
+        for prefix in _THREAD_PREFIXES:
+            for suffix in _THREAD_SUFFIXES:
+                query = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if query is not None and setter is not None:
+                    query.argtypes, query.restype = [], ctypes.c_int
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    return query, setter
     return None
+
+
+def _thread_api() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    global _thread_calls, _thread_calls_loaded
+    if not _thread_calls_loaded:
+        _thread_calls_loaded = True
+        if sys.platform != "win32":
+            _thread_calls = _find_thread_calls()
+    return _thread_calls
 
 
 def num_threads() -> int:
@@ -279,11 +286,20 @@ def num_threads() -> int:
     OpenBLAS's ``openblas_get_num_threads`` through :mod:`ctypes` (about a
     microsecond), so a ``threadpoolctl`` limit set after import is seen.
     """
-    global _thread_query, _thread_query_loaded
-    if not _thread_query_loaded:
-        _thread_query_loaded = True
-        if sys.platform != "win32":
-            _thread_query = _find_thread_query()
-    if _thread_query is None:
-        return 1
-    return max(1, int(_thread_query()))
+    api = _thread_api()
+    return 1 if api is None else max(1, int(api[0]()))
+
+
+def set_num_threads(n: int) -> int | None:
+    """Run NumPy's BLAS on ``n`` threads from now on; returns the previous count.
+
+    OpenBLAS's ``openblas_set_num_threads`` through :mod:`ctypes` (what
+    ``threadpoolctl`` calls too). Returns ``None``, changing nothing, when
+    NumPy's BLAS is not an OpenBLAS this module can find.
+    """
+    api = _thread_api()
+    if api is None:
+        return None
+    previous = max(1, int(api[0]()))
+    api[1](int(n))
+    return previous

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
-__all__ = ["set_seed", "get_rng", "get_seed"]
+__all__ = ["set_seed", "get_rng", "get_seed", "thread_rng"]
+
+# A generator that replaces the global one in one thread (a shard of fit(threads=K)).
+_local = threading.local()
 
 _seed: int | None = None
 # Created on first use: importing numpy.random costs about 10-15 ms, which
@@ -29,8 +36,27 @@ def get_seed() -> int | None:
 
 
 def get_rng() -> np.random.Generator:
-    """The framework's global ``numpy.random.Generator``."""
+    """The framework's global ``numpy.random.Generator`` (or the calling thread's, see :func:`thread_rng`)."""
+    override = getattr(_local, "rng", None)
+    if override is not None:
+        return override
     global _rng
     if _rng is None:
         _rng = np.random.default_rng()
     return _rng
+
+
+@contextmanager
+def thread_rng(generator: np.random.Generator | None) -> Iterator[None]:
+    """In the ``with`` block, :func:`get_rng` returns ``generator`` in the calling thread.
+
+    ``fit(threads=K)`` gives each shard's thread its own generator, drawn from
+    the global one, so dropout masks differ between shards and a seeded run
+    repeats. ``None`` leaves the global generator in place.
+    """
+    previous = getattr(_local, "rng", None)
+    _local.rng = generator
+    try:
+        yield
+    finally:
+        _local.rng = previous

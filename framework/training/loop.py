@@ -22,6 +22,7 @@ returns the model in inference mode however it ends (an exception included).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ from framework.training.inference import (
     train_on_batch,
 )
 from framework.training.parallel import data_parallel
+from framework.training.replicas import Replicas
 from framework.training.trainer import (
     Interrupt,
     Trainer,
@@ -106,6 +108,7 @@ def fit(
     seed: int | None = None,
     steps_per_epoch: int | None = None,
     check_finite: bool = True,
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` for ``epochs - initial_epoch`` epochs; returns a ``History``.
 
@@ -138,13 +141,22 @@ def fit(
         steps_per_epoch: batches per epoch taken from a batch iterable.
         check_finite: refuse NaN/Inf in ``x``, ``y`` and the weights (each
             in-memory array once, before the first epoch; iterables per batch).
+        threads: cut each batch into this many shards and run them on as
+            many threads, each on its own core, NumPy's BLAS held to one
+            thread meanwhile (:mod:`framework.training.replicas`). The loss,
+            metrics, gradients and BatchNorm statistics are the whole batch's,
+            as on one thread; Dropout masks differ from one thread's. Pays
+            where a step's arrays are large (the example CNN at batch 128:
+            1.5x); a small model's step is held by Python and gains nothing.
+            Default ``None``: one thread, BLAS as configured.
 
     Raises:
         NotCompiledError: before ``compile``.
         DataError: mismatched lengths, empty data, malformed batches, a dict
             with unknown or missing keys, a non-numeric dtype, NaN/Inf values.
         ConfigError: bad arguments; ``shuffle=True``, a ``batch_size`` below
-            the sample count or ``validation_split`` for a full-batch model.
+            the sample count or ``validation_split`` for a full-batch model;
+            ``threads`` above 1 for a full-batch model or on several MPI ranks.
     """
     model._require_compiled("fit")
     epochs = check_positive_int("fit: epochs", epochs, 0)
@@ -186,6 +198,7 @@ def fit(
     resume_state(model, initial_epoch)
 
     parallel = data_parallel(model)  # None unless data-parallel on several MPI ranks
+    replicas = _replicas(model, threads, parallel is not None)
     if parallel is not None:
         parallel.start(data, batch_size, full)
         if not parallel.is_main:  # rank 0 alone draws the bar and writes files
@@ -202,13 +215,15 @@ def fit(
     steps = data.steps(batch_size) if parallel is None else parallel.steps(data, batch_size)
     cb.set_params({"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size})
     trainer = Trainer(model)
+    if replicas is not None:
+        trainer.runner = replicas
     model.stop_training = False
     model.history = history
     keep_freed_memory()
     interrupted = False
     logs: dict[str, Any] = {}
     is_batches = isinstance(data, BatchData)
-    with Interrupt(model.optimizer) as interrupt:
+    with Interrupt(model.optimizer) as interrupt, replicas or contextlib.nullcontext():
         try:
             cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
@@ -285,6 +300,27 @@ def fit(
         )
     cb.on_train_end(logs)
     return history
+
+
+def _replicas(model: Model, threads: Any, on_ranks: bool) -> Replicas | None:
+    """The :class:`Replicas` that run ``fit``'s batches on ``threads`` threads, or ``None`` for one."""
+    if threads is None:
+        return None
+    threads = check_positive_int("fit: threads", threads, 1)
+    if threads == 1:
+        return None
+    if on_ranks:
+        raise ConfigError(
+            "fit: threads > 1 is not supported with data-parallel training on several MPI ranks; "
+            "run one rank per core instead"
+        )
+    whole = full_batch_layer(model)
+    if whole is not None:
+        raise ConfigError(
+            f"fit: threads={threads} would cut the batch of a full-batch model "
+            f"({whole.describe()} needs the whole batch); leave threads unset"
+        )
+    return Replicas(model, threads)
 
 
 def resume_state(model: Model, initial_epoch: int) -> None:

@@ -81,6 +81,8 @@ class Trainer:
 
     def __init__(self, model: Model) -> None:
         self.model = model
+        #: what runs forward and backward: the model, or its Replicas under fit(threads=K)
+        self.runner: Any = model
         self.losses = model._losses
         self.weights = model._loss_weights
         self.slots = model._metric_slots
@@ -125,10 +127,9 @@ class Trainer:
         before the backward pass; the optimizer divides it out again, or
         skips the step if a gradient overflowed.
         """
-        model = self.model
         # Nothing upstream of the model needs dL/dx: a Sequential stops its backward early.
         ctx = Context(True, needs_input_grad=False)
-        out = model.forward(ctx, x)
+        out = self.runner.forward(ctx, x)
         value, grad = self._losses_and_grad(out, y, sample_weight)
         self._bind()
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
@@ -141,12 +142,12 @@ class Trainer:
         ctx.grad_at_logits = self.fused
         scaler = getattr(self.optimizer, "loss_scaler", None)
         if scaler is None:
-            model.backward(ctx, grad)
+            self.runner.backward(ctx, grad)
         else:
             # float16 parameters: scale the loss gradient so small gradients do not flush
             # to zero; an overflow (inf/NaN) makes the optimizer skip the step and halve it.
             with np.errstate(over="ignore", invalid="ignore"):
-                model.backward(ctx, scaler.scale_gradient(grad))
+                self.runner.backward(ctx, scaler.scale_gradient(grad))
             scaler.pending = True
         self.optimizer.step()
         self.update_metrics(out, y, sample_weight)
@@ -154,7 +155,7 @@ class Trainer:
 
     def test_step(self, x: Any, y: Any, sample_weight: Any = None) -> tuple[float, list[float], int]:
         """Inference-mode forward, loss and metrics: ``(weighted loss, per-output losses, batch size)``."""
-        out = self.model.forward(Context(False, record=False), x)
+        out = self.runner.forward(Context(False, record=False), x)
         size = len(out[0] if self.multi else out)
         if not self.multi:
             loss = self.losses[0]

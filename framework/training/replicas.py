@@ -1,0 +1,211 @@
+"""Data parallelism over threads in one process: what ``fit(threads=K)`` runs each batch on.
+
+Each batch is cut into ``K`` shards of consecutive samples. Shard 0 runs on
+the calling thread through the model itself; shard ``k`` on a worker thread
+through a replica, a copy of the model whose parameters and buffers are the
+model's own arrays (only its gradients are its own). NumPy releases the GIL
+inside its array operations, so the shards run on separate cores. NumPy's
+BLAS is held to one thread meanwhile: OpenBLAS keeps its own worker threads
+spinning for about 0.1 s after every product, and they would take the very
+cores the shards run on.
+
+What one thread would compute is kept:
+
+- the loss, its weights and the metrics see the whole batch: the shards'
+  outputs are joined and the loss is taken in the calling thread, and its
+  gradient is cut into the same shards for the backward passes;
+- the replicas' parameter gradients are added into the model's before the
+  optimizer step;
+- BatchNorm normalises each shard with the statistics of the whole batch
+  (:mod:`framework.runtime.threads`) and updates its running estimates once.
+
+Results equal one thread's up to the order of floating-point sums. Dropout is
+the exception: each worker thread draws its masks from its own generator
+(taken from the framework's global one, or from a seeded layer's own), so a
+seeded run repeats with the same ``K``, but its masks are not one thread's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.base.layer import Layer
+from framework.runtime import blas
+from framework.runtime.random import get_rng, thread_rng
+from framework.runtime.threads import GroupAborted, ThreadGroup, member_of
+
+if TYPE_CHECKING:
+    from framework.models.model import Model
+
+__all__ = ["Replicas"]
+
+
+def _batch_size(x: Any) -> int:
+    first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, (list, tuple)) else x
+    return len(first)
+
+
+def _rows(x: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of an array, or of each array of a list, tuple or dict."""
+    if isinstance(x, dict):
+        return {key: value[start:stop] for key, value in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(value[start:stop] for value in x)
+    return x[start:stop]
+
+
+def _join(parts: list[Any]) -> Any:
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate(column) for column in zip(*parts)]
+    return np.concatenate(parts)
+
+
+def _reseed(original: Layer, replica: Layer, salt: int) -> None:
+    """Give every generator a layer holds (a seeded Dropout's) a new one in ``replica``.
+
+    Drawn from the original's, so a seeded run repeats; left as copies, the
+    replica would draw the same masks as the model.
+    """
+    for key, value in vars(original).items():
+        if isinstance(value, np.random.Generator):
+            setattr(replica, key, np.random.default_rng([int(value.integers(2**62)), salt]))
+    for mine, theirs in zip(original.children(), replica.children()):
+        _reseed(mine, theirs, salt)
+
+
+class Replicas:
+    """The model and ``threads - 1`` replicas, running the shards of each batch on as many threads.
+
+    ``forward`` and ``backward`` stand in for the model's in :class:`~framework.training.trainer.Trainer`.
+    Use as a context manager (``fit`` does): on exit the worker threads stop
+    and NumPy's BLAS gets its thread count back.
+
+    Args:
+        model: a built or unbuilt model; the replicas are made at the first
+            step that finds it built (a first step that builds it runs whole).
+        threads: the number of shards (threads) per batch, at least 2.
+    """
+
+    def __init__(self, model: Model, threads: int) -> None:
+        self.model = model
+        self.threads = threads
+        self.copies: list[Model] = []
+        # per replica: (model's, replica's) parameters, then the same for the buffers
+        self._params: list[list[tuple[Any, Any]]] = []
+        self._buffers: list[list[tuple[Any, Any]]] = []
+        self._groups: dict[int, ThreadGroup] = {}
+        self._rngs: list[np.random.Generator | None] = [None]
+        self._pool: ThreadPoolExecutor | None = None
+        self._blas_threads: int | None = None
+
+    def __enter__(self) -> Replicas:
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="framework-shard")
+        self._blas_threads = blas.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._blas_threads is not None:
+            blas.set_num_threads(self._blas_threads)
+            self._blas_threads = None
+
+    def _make_copies(self) -> None:
+        model = self.model
+        params, buffers = model.parameters(), model.buffers()
+        rng = get_rng()
+        for k in range(1, self.threads):
+            # The copy shares what the memo maps to itself: the arrays, the optimizer, the history.
+            memo: dict[int, Any] = {id(h.data): h.data for h in (*params, *buffers)}
+            for name in ("optimizer", "history"):
+                shared = getattr(model, name, None)
+                if shared is not None:
+                    memo[id(shared)] = shared
+            replica = copy.deepcopy(model, memo)
+            _reseed(model, replica, k)
+            self.copies.append(replica)
+            self._params.append(list(zip(params, replica.parameters())))
+            self._buffers.append(list(zip(buffers, replica.buffers())))
+            self._rngs.append(np.random.default_rng([int(rng.integers(2**62)), k]))
+
+    def _group(self, size: int) -> ThreadGroup:
+        group = self._groups.get(size)
+        if group is None:
+            group = self._groups[size] = ThreadGroup(size)
+        return group
+
+    def _run(self, size: int, work: Callable[[int, Model], Any]) -> list[Any]:
+        """``work(k, model_k)`` for shards ``0 .. size-1``, shard 0 here, the others on the pool."""
+        assert self._pool is not None, "Replicas used outside its with block"
+        group = self._group(size)
+        models = [self.model, *self.copies]
+
+        def member(k: int) -> Any:
+            with member_of(group, k), thread_rng(self._rngs[k]):
+                try:
+                    return work(k, models[k])
+                except BaseException:
+                    group.abort()  # release the shards waiting for this one in a collective
+                    raise
+
+        futures = [self._pool.submit(member, k) for k in range(1, size)]
+        results: list[Any] = []
+        errors: list[BaseException] = []
+        for k in range(size):
+            try:
+                results.append(member(0) if k == 0 else futures[k - 1].result())
+            except BaseException as error:  # re-raised below, once every shard has stopped
+                errors.append(error)
+        if errors:
+            group.reset()
+            raise next((e for e in errors if not isinstance(e, GroupAborted)), errors[0])
+        return results
+
+    def forward(self, ctx: Context, x: Any) -> Any:
+        """The model's output for the batch ``x``, its shards run on the threads (the record on ``ctx``)."""
+        n = _batch_size(x)
+        size = min(self.threads, n)
+        if not self.copies and self.model.built:
+            self._make_copies()
+        if size < 2 or not self.copies:
+            ctx.shards = None
+            return self.model.forward(ctx, x)
+        for pairs in (*self._params, *self._buffers):  # an array replaced since (astype): follow it
+            for mine, theirs in pairs:
+                theirs.data = mine.data
+        cuts = [n * k // size for k in range(size + 1)]
+        mode = {"needs_input_grad": ctx.needs_input_grad, "record": ctx.record}
+        contexts = [Context(ctx.training, **mode) for _ in range(size)]
+        outs = self._run(size, lambda k, model: model.forward(contexts[k], _rows(x, cuts[k], cuts[k + 1])))
+        ctx.shards = (contexts, cuts)
+        return _join(outs)
+
+    def backward(self, ctx: Context, grad_out: Any) -> Any:
+        """Each shard's backward on its rows of ``grad_out``; the replicas' gradients added into the model's.
+
+        Returns ``None``: ``fit`` does not need ``dL/dx``.
+        """
+        if ctx.shards is None:
+            return self.model.backward(ctx, grad_out)
+        contexts, cuts = ctx.shards
+        size = len(contexts)
+        for pairs in self._params[: size - 1]:
+            for _, theirs in pairs:
+                theirs.zero_grad(lazy=True)
+        at_logits = getattr(ctx, "grad_at_logits", False)
+        for sub in contexts:
+            sub.grad_at_logits = at_logits
+        self._run(size, lambda k, model: model.backward(contexts[k], _rows(grad_out, cuts[k], cuts[k + 1])))
+        for pairs in self._params[: size - 1]:
+            for mine, theirs in pairs:
+                pending = theirs.pending_grad()
+                if pending is not None:
+                    mine.add_grad(pending)
+        return None

@@ -1,0 +1,216 @@
+"""``fit(threads=K)``: each batch as K shards on K threads gives what one thread gives."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import framework
+from framework import Input, Model, Sequential
+from framework.base.layer import Layer
+from framework.errors import ConfigError
+from framework.layers import (
+    Add,
+    BatchNorm,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GCNConv,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
+from framework.runtime import blas
+from framework.runtime.threads import GroupAborted, ThreadGroup, current_member, member_of
+from framework.training.callbacks import Callback
+from framework.training.replicas import Replicas
+
+
+def _cnn(seed: int = 3) -> Sequential:
+    framework.set_seed(seed)
+    net = Sequential(
+        [Conv2d(1, 4, 3, padding=1), BatchNorm(4), ReLU(), MaxPool2d(2), Flatten(), Linear(4 * 4 * 4, 10)]
+    )
+    net.compile(
+        optimizer=framework.optimizers.get("sgd", lr=0.1, momentum=0.9),
+        loss="cross_entropy",
+        metrics=["accuracy"],
+    )
+    return net
+
+
+def _assert_same_state(a: Model, b: Model, atol: float) -> None:
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_allclose(q.data, p.data, rtol=0, atol=atol, err_msg=name)
+    for (name, p), (_, q) in zip(a.named_buffers(), b.named_buffers()):
+        np.testing.assert_allclose(q.data, p.data, rtol=0, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cnn_with_batchnorm_trains_as_on_one_thread(float64, threads):
+    """50 samples at batch 16: shards of 6/5/5 and a last batch of 2 (1+1 on three threads)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 1, 8, 8)), rng.integers(0, 10, 50)
+    one, many = _cnn(), _cnn()
+    x_val, y_val = rng.standard_normal((9, 1, 8, 8)), rng.integers(0, 10, 9)
+    h1 = one.fit(x, y, epochs=3, batch_size=16, seed=1, verbose=0, validation_data=(x_val, y_val))
+    hk = many.fit(
+        x, y, epochs=3, batch_size=16, seed=1, verbose=0, validation_data=(x_val, y_val), threads=threads
+    )
+    for key, values in h1.history.items():
+        np.testing.assert_allclose(hk.history[key], values, rtol=1e-12, err_msg=key)
+    _assert_same_state(one, many, atol=1e-12)
+    assert many.layers[1].num_batches_tracked == one.layers[1].num_batches_tracked == 12
+    np.testing.assert_allclose(many.predict(x_val), one.predict(x_val), rtol=1e-12, atol=1e-14)
+
+
+def test_two_input_functional_model_with_sample_weights(float64):
+    """Two inputs cut alike; weighted loss and metric taken on the whole batch, as on one thread."""
+
+    def build() -> Model:
+        framework.set_seed(5)
+        a, b = Input((3,)), Input((2,))
+        out = Add()([Linear(3, 4, activation="tanh")(a), Linear(2, 4)(b)])
+        model = Model([a, b], Linear(4, 1)(out))
+        model.compile(framework.optimizers.get("adam", lr=0.01), "mse", metrics=["mae"])
+        return model
+
+    rng = np.random.default_rng(1)
+    xa, xb = rng.standard_normal((40, 3)), rng.standard_normal((40, 2))
+    y, w = rng.standard_normal((40, 1)), rng.uniform(0.1, 2.0, 40)
+    one, many = build(), build()
+    h1 = one.fit([xa, xb], y, sample_weight=w, epochs=2, batch_size=12, seed=0, verbose=0)
+    h2 = many.fit([xa, xb], y, sample_weight=w, epochs=2, batch_size=12, seed=0, verbose=0, threads=2)
+    for key, values in h1.history.items():
+        np.testing.assert_allclose(h2.history[key], values, rtol=1e-12, err_msg=key)
+    _assert_same_state(one, many, atol=1e-12)
+
+
+def test_dropout_repeats_with_a_seed_and_differs_between_shards():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((64, 8)).astype(np.float32), rng.integers(0, 3, 64)
+
+    def run(seeded_layer: bool) -> list[np.ndarray]:
+        framework.set_seed(11)
+        net = Sequential([Linear(8, 16), Dropout(0.5, seed=4 if seeded_layer else None), Linear(16, 3)])
+        net.compile("sgd", "cross_entropy")
+        net.fit(x, y, epochs=2, batch_size=32, seed=0, verbose=0, threads=2)
+        return [p.data.copy() for p in net.parameters()]
+
+    for seeded in (False, True):
+        first, second = run(seeded), run(seeded)
+        for a, b in zip(first, second):
+            np.testing.assert_array_equal(a, b)
+
+    framework.set_seed(0)
+    net = Sequential([Linear(4, 4), Dropout(0.5, seed=7)])
+    net.build((None, 4))
+    with Replicas(net, 2) as replicas:
+        replicas._make_copies()
+        mine, theirs = net.layers[1]._rng, replicas.copies[0].layers[1]._rng
+        assert mine is not theirs
+        assert not np.array_equal(mine.random(16), theirs.random(16))
+
+
+class _FailsOffTheMainThread(Layer):
+    """Raises in every thread but the main one, before the BatchNorm the main thread then waits in."""
+
+    def forward(self, ctx, x):
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("shard failed on purpose")
+        return x
+
+    def backward(self, ctx, grad_out):
+        return grad_out
+
+    def output_shape(self, input_shape):
+        return input_shape
+
+
+def test_an_error_in_one_shard_is_raised_and_nothing_hangs():
+    framework.set_seed(0)
+    net = Sequential([Linear(4, 6), _FailsOffTheMainThread(), BatchNorm(6), Linear(6, 2)])
+    net.compile("sgd", "cross_entropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.integers(0, 2, 16)
+    net.fit(x[:8], y[:8], epochs=1, batch_size=8, verbose=0)  # built: the next fit makes replicas
+    before = [p.data.copy() for p in net.parameters()]
+    outcome: dict[str, BaseException] = {}
+
+    def train() -> None:
+        try:
+            net.fit(x, y, epochs=1, batch_size=8, verbose=0, threads=2)
+        except BaseException as error:  # the test checks which one
+            outcome["error"] = error
+
+    worker = threading.Thread(target=train, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "fit(threads=2) hung after a shard failed"
+    assert isinstance(outcome.get("error"), ValueError)
+    assert "shard failed on purpose" in str(outcome["error"])
+    for old, p in zip(before, net.parameters()):  # the failed step changed no weight
+        np.testing.assert_array_equal(p.data, old)
+
+
+def test_thread_group_sums_in_rank_order_and_aborts():
+    group = ThreadGroup(2)
+    results: dict[int, np.ndarray] = {}
+
+    def member(rank: int) -> None:
+        with member_of(group, rank):
+            assert current_member() == (group, rank)
+            results[rank] = group.allreduce(rank, np.array([rank + 1.0, 10.0 * rank]))
+
+    threads = [threading.Thread(target=member, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert current_member() is None
+    np.testing.assert_array_equal(results[0], [3.0, 10.0])
+    np.testing.assert_array_equal(results[1], [3.0, 10.0])
+    group.abort()
+    with pytest.raises(GroupAborted):
+        group.allreduce(0, np.zeros(1))
+    group.reset()
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True])
+def test_bad_thread_counts_are_refused(threads):
+    net = _cnn()
+    with pytest.raises(ConfigError, match="threads"):
+        net.fit(np.zeros((4, 1, 8, 8)), np.zeros(4, dtype=int), verbose=0, threads=threads)
+
+
+def test_a_full_batch_model_is_not_cut():
+    net = Sequential([GCNConv(3, 2)])
+    net.compile("sgd", "mse")
+    with pytest.raises(ConfigError, match="full-batch"):
+        net.fit(np.zeros((5, 3)), np.zeros((5, 2)), batch_size=5, shuffle=False, verbose=0, threads=2)
+
+
+class _BlasThreads(Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen = blas.num_threads()
+
+
+@pytest.mark.skipif(blas.set_num_threads(blas.num_threads()) is None, reason="NumPy's BLAS is not OpenBLAS")
+def test_blas_runs_on_one_thread_during_fit_and_gets_its_count_back():
+    before = blas.num_threads()
+    probe = _BlasThreads()
+    net = _cnn()
+    rng = np.random.default_rng(0)
+    net.fit(rng.standard_normal((8, 1, 8, 8)), rng.integers(0, 10, 8), batch_size=4, verbose=0)
+    net.fit(
+        rng.standard_normal((8, 1, 8, 8)),
+        rng.integers(0, 10, 8),
+        batch_size=4,
+        verbose=0,
+        threads=2,
+        callbacks=[probe],
+    )
+    assert probe.seen == 1
+    assert blas.num_threads() == before
