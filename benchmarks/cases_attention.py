@@ -168,6 +168,38 @@ def encoder_ours(quick: bool) -> Callable[[], float]:
     return _timed(step, quick)
 
 
+def encoder_threads_ours(quick: bool) -> Callable[[], float]:
+    """The same step with the batch as two shards on two threads (``framework.training.replicas``)."""
+    from framework.base.context import Context
+    from framework.layers import TransformerEncoderLayer
+    from framework.optimizers import Adam
+    from framework.training.loop import keep_freed_memory
+    from framework.training.replicas import Replicas
+
+    keep_freed_memory()
+    x, g = _arrays(quick)
+    block = TransformerEncoderLayer(E, H, FF, dropout=0.0, activation="gelu", norm_first=True)
+    opt = Adam(block, learning_rate=1e-4)
+    replicas = Replicas(block, threads=2).__enter__()  # held for the worker's life
+
+    def step() -> None:
+        opt.zero_grad()
+        ctx = Context(True)
+        replicas.forward(ctx, x, is_causal=True)
+        replicas.backward(ctx, g)
+        opt.step()
+
+    return _timed(step, quick)
+
+
+def encoder_threads_torch(quick: bool) -> Callable[[], float]:
+    return encoder_torch(quick)
+
+
+def encoder_threads_floor(quick: bool) -> Callable[[], float]:
+    return encoder_floor(quick)
+
+
 def encoder_torch(quick: bool) -> Callable[[], float]:
     import torch
     from torch import nn
@@ -208,4 +240,5 @@ CASES = [
         "encoder",
         f"TransformerEncoderLayer({E}, {H}, {FF}, gelu, pre-norm) causal on {N}x{L}x{E}: Adam step",
     ),
+    _case("encoder_threads", "the same step as two shards of the batch on two threads (Replicas)"),
 ]

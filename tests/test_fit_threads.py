@@ -214,3 +214,27 @@ def test_blas_runs_on_one_thread_during_fit_and_gets_its_count_back():
     )
     assert probe.seen == 1
     assert blas.num_threads() == before
+
+
+def test_replicas_of_an_encoder_layer_give_its_output_input_and_parameter_gradients(float64):
+    """A training loop of one's own: Replicas in place of the layer, kwargs passed to every shard."""
+    from framework.base.context import Context
+    from framework.layers import TransformerEncoderLayer
+
+    framework.set_seed(0)
+    layer = TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", norm_first=True)
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((5, 6, 8)), rng.standard_normal((5, 6, 8))
+    ctx = Context(True)
+    y_ref = layer.forward(ctx, x, is_causal=True)
+    dx_ref = layer.backward(ctx, g)
+    grads_ref = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    with Replicas(layer, threads=3) as run:
+        ctx = Context(True)
+        y = run.forward(ctx, x, is_causal=True)
+        dx = run.backward(ctx, g)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-13)
+    for (name, p), ref in zip(layer.named_parameters(), grads_ref):
+        np.testing.assert_allclose(p.grad, ref, rtol=1e-11, atol=1e-13, err_msg=name)

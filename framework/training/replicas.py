@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +39,6 @@ from framework.base.layer import Layer
 from framework.runtime import blas
 from framework.runtime.random import get_rng, thread_rng
 from framework.runtime.threads import GroupAborted, ThreadGroup, member_of
-
-if TYPE_CHECKING:
-    from framework.models.model import Model
 
 __all__ = ["Replicas"]
 
@@ -82,20 +79,32 @@ def _reseed(original: Layer, replica: Layer, salt: int) -> None:
 class Replicas:
     """The model and ``threads - 1`` replicas, running the shards of each batch on as many threads.
 
-    ``forward`` and ``backward`` stand in for the model's in :class:`~framework.training.trainer.Trainer`.
-    Use as a context manager (``fit`` does): on exit the worker threads stop
-    and NumPy's BLAS gets its thread count back.
+    ``forward`` and ``backward`` stand in for the model's (``fit`` hands them
+    to its :class:`~framework.training.trainer.Trainer`); a training loop of
+    one's own calls them in place of the model's. Use as a context manager:
+    on exit the worker threads stop and NumPy's BLAS gets its thread count back.
+
+    >>> import numpy as np
+    >>> from framework.base.context import Context
+    >>> from framework.layers import Linear
+    >>> layer = Linear(3, 2)
+    >>> with Replicas(layer, threads=2) as run:
+    ...     ctx = Context(True)
+    ...     y = run.forward(ctx, np.ones((8, 3), dtype=np.float32))
+    ...     dx = run.backward(ctx, np.ones((8, 2), dtype=np.float32))
+    >>> y.shape, dx.shape, layer.weight.grad[0, 0].item()
+    ((8, 2), (8, 3), 8.0)
 
     Args:
-        model: a built or unbuilt model; the replicas are made at the first
-            step that finds it built (a first step that builds it runs whole).
+        model: a model or a layer, built or not; the replicas are made at
+            the first step that finds it built (a step that builds it runs whole).
         threads: the number of shards (threads) per batch, at least 2.
     """
 
-    def __init__(self, model: Model, threads: int) -> None:
+    def __init__(self, model: Layer, threads: int) -> None:
         self.model = model
         self.threads = threads
-        self.copies: list[Model] = []
+        self.copies: list[Layer] = []
         # per replica: (model's, replica's) parameters, then the same for the buffers
         self._params: list[list[tuple[Any, Any]]] = []
         self._buffers: list[list[tuple[Any, Any]]] = []
@@ -141,7 +150,7 @@ class Replicas:
             group = self._groups[size] = ThreadGroup(size)
         return group
 
-    def _run(self, size: int, work: Callable[[int, Model], Any]) -> list[Any]:
+    def _run(self, size: int, work: Callable[[int, Layer], Any]) -> list[Any]:
         """``work(k, model_k)`` for shards ``0 .. size-1``, shard 0 here, the others on the pool."""
         assert self._pool is not None, "Replicas used outside its with block"
         group = self._group(size)
@@ -168,29 +177,35 @@ class Replicas:
             raise next((e for e in errors if not isinstance(e, GroupAborted)), errors[0])
         return results
 
-    def forward(self, ctx: Context, x: Any) -> Any:
-        """The model's output for the batch ``x``, its shards run on the threads (the record on ``ctx``)."""
+    def forward(self, ctx: Context, x: Any, **kwargs: Any) -> Any:
+        """The model's output for the batch ``x``, its shards run on the threads (the record on ``ctx``).
+
+        ``kwargs`` go to every shard's call unchanged (``is_causal=True``).
+        """
         n = _batch_size(x)
         size = min(self.threads, n)
         if not self.copies and self.model.built:
             self._make_copies()
         if size < 2 or not self.copies:
             ctx.shards = None
-            return self.model.forward(ctx, x)
+            return self.model.forward(ctx, x, **kwargs)
         for pairs in (*self._params, *self._buffers):  # an array replaced since (astype): follow it
             for mine, theirs in pairs:
                 theirs.data = mine.data
         cuts = [n * k // size for k in range(size + 1)]
         mode = {"needs_input_grad": ctx.needs_input_grad, "record": ctx.record}
         contexts = [Context(ctx.training, **mode) for _ in range(size)]
-        outs = self._run(size, lambda k, model: model.forward(contexts[k], _rows(x, cuts[k], cuts[k + 1])))
+        outs = self._run(
+            size, lambda k, model: model.forward(contexts[k], _rows(x, cuts[k], cuts[k + 1]), **kwargs)
+        )
         ctx.shards = (contexts, cuts)
         return _join(outs)
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
         """Each shard's backward on its rows of ``grad_out``; the replicas' gradients added into the model's.
 
-        Returns ``None``: ``fit`` does not need ``dL/dx``.
+        Returns ``dL/dx`` joined from the shards, or ``None`` where the model
+        returns none (``ctx.needs_input_grad`` false, as under ``fit``).
         """
         if ctx.shards is None:
             return self.model.backward(ctx, grad_out)
@@ -202,10 +217,12 @@ class Replicas:
         at_logits = getattr(ctx, "grad_at_logits", False)
         for sub in contexts:
             sub.grad_at_logits = at_logits
-        self._run(size, lambda k, model: model.backward(contexts[k], _rows(grad_out, cuts[k], cuts[k + 1])))
+        grads = self._run(
+            size, lambda k, model: model.backward(contexts[k], _rows(grad_out, cuts[k], cuts[k + 1]))
+        )
         for pairs in self._params[: size - 1]:
             for mine, theirs in pairs:
                 pending = theirs.pending_grad()
                 if pending is not None:
                     mine.add_grad(pending)
-        return None
+        return None if any(g is None for g in grads) else _join(grads)
