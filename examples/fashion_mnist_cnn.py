@@ -85,6 +85,9 @@ def save_prediction_grid(path: Path, images: np.ndarray, true: np.ndarray, pred:
 def main(argv: list[str] | None = None) -> int:
     parser = fashion_parser(__doc__, epochs=12)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="shards of each batch, one thread each (fit(threads=...))"
+    )
     args = parser.parse_args(argv)
 
     framework.set_seed(args.seed)
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         validation_data=(x_test, y_test),
         seed=args.seed,
+        threads=args.threads,
     )
     seconds = time.perf_counter() - start
     result = model.evaluate(x_test, y_test, batch_size=500)

@@ -238,3 +238,17 @@ def test_replicas_of_an_encoder_layer_give_its_output_input_and_parameter_gradie
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-13)
     for (name, p), ref in zip(layer.named_parameters(), grads_ref):
         np.testing.assert_allclose(p.grad, ref, rtol=1e-11, atol=1e-13, err_msg=name)
+
+
+def test_threads_draw_nothing_from_the_global_generator(float64):
+    """Shuffling from the global generator (no fit seed) orders the batches as on one thread."""
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((40, 1, 8, 8)), rng.integers(0, 10, 40)
+    one, many = _cnn(), _cnn()
+    framework.set_seed(21)
+    one.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after_one = framework.runtime.random.get_rng().random()
+    framework.set_seed(21)
+    many.fit(x, y, epochs=2, batch_size=8, verbose=0, threads=2)
+    assert framework.runtime.random.get_rng().random() == after_one
+    _assert_same_state(one, many, atol=1e-12)

@@ -21,8 +21,9 @@ What one thread would compute is kept:
 
 Results equal one thread's up to the order of floating-point sums. Dropout is
 the exception: each worker thread draws its masks from its own generator
-(taken from the framework's global one, or from a seeded layer's own), so a
-seeded run repeats with the same ``K``, but its masks are not one thread's.
+(spawned from the seed sequence of the framework's global one, or of a seeded
+layer's own, without drawing from it), so a seeded run repeats with the same
+``K``, but its masks are not one thread's.
 """
 
 from __future__ import annotations
@@ -63,15 +64,23 @@ def _join(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
+def _child(generator: np.random.Generator, salt: int) -> np.random.Generator:
+    """A new generator from ``generator``'s seed sequence, drawing nothing from ``generator`` itself."""
+    seed_seq = getattr(generator.bit_generator, "seed_seq", None)
+    if isinstance(seed_seq, np.random.SeedSequence):
+        return np.random.default_rng(seed_seq.spawn(1)[0])
+    return np.random.default_rng([int(generator.integers(2**62)), salt])
+
+
 def _reseed(original: Layer, replica: Layer, salt: int) -> None:
     """Give every generator a layer holds (a seeded Dropout's) a new one in ``replica``.
 
-    Drawn from the original's, so a seeded run repeats; left as copies, the
+    Spawned from the original's, so a seeded run repeats; left as copies, the
     replica would draw the same masks as the model.
     """
     for key, value in vars(original).items():
         if isinstance(value, np.random.Generator):
-            setattr(replica, key, np.random.default_rng([int(value.integers(2**62)), salt]))
+            setattr(replica, key, _child(value, salt))
     for mine, theirs in zip(original.children(), replica.children()):
         _reseed(mine, theirs, salt)
 
@@ -142,7 +151,7 @@ class Replicas:
             self.copies.append(replica)
             self._params.append(list(zip(params, replica.parameters())))
             self._buffers.append(list(zip(buffers, replica.buffers())))
-            self._rngs.append(np.random.default_rng([int(rng.integers(2**62)), k]))
+            self._rngs.append(_child(rng, k))
 
     def _group(self, size: int) -> ThreadGroup:
         group = self._groups.get(size)
