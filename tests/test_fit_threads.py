@@ -21,6 +21,7 @@ from framework.layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    Softmax,
 )
 from framework.runtime import blas
 from framework.runtime.threads import GroupAborted, ThreadGroup, current_member, member_of
@@ -251,4 +252,21 @@ def test_threads_draw_nothing_from_the_global_generator(float64):
     framework.set_seed(21)
     many.fit(x, y, epochs=2, batch_size=8, verbose=0, threads=2)
     assert framework.runtime.random.get_rng().random() == after_one
+    _assert_same_state(one, many, atol=1e-12)
+
+
+def test_a_softmax_output_fused_with_its_loss_enters_every_shard_below_the_softmax(float64):
+    def build() -> Sequential:
+        framework.set_seed(8)
+        net = Sequential([Linear(6, 12, activation="tanh"), Linear(12, 4), Softmax()])
+        net.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        assert net._fused_output  # the case under test: dL/dlogits from the loss
+        return net
+
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((30, 6)), rng.integers(0, 4, 30)
+    one, many = build(), build()
+    h1 = one.fit(x, y, epochs=2, batch_size=10, seed=0, verbose=0)
+    h2 = many.fit(x, y, epochs=2, batch_size=10, seed=0, verbose=0, threads=2)
+    np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-12)
     _assert_same_state(one, many, atol=1e-12)
