@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -270,3 +271,26 @@ def test_a_softmax_output_fused_with_its_loss_enters_every_shard_below_the_softm
     h2 = many.fit(x, y, epochs=2, batch_size=10, seed=0, verbose=0, threads=2)
     np.testing.assert_allclose(h2.history["loss"], h1.history["loss"], rtol=1e-12)
     _assert_same_state(one, many, atol=1e-12)
+
+
+def test_thread_group_keeps_every_call_apart_over_many_calls():
+    """One barrier per call: a fast member's next call must not overwrite what a slow one still reads."""
+    group, calls, size = ThreadGroup(3), 300, 3
+    seen: dict[int, list[float]] = {}
+
+    def member(rank: int) -> None:
+        out = []
+        for i in range(calls):
+            if (i + rank) % 7 == 0:
+                time.sleep(0.0002)  # stagger the members
+            out.append(float(group.allreduce(rank, np.array([rank * 1000.0 + i]))[0]))
+        seen[rank] = out
+
+    threads = [threading.Thread(target=member, args=(k,)) for k in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    expected = [3000.0 + 3 * i for i in range(calls)]  # (0 + 1000 + 2000) + 3 i
+    for rank in range(size):
+        assert seen[rank] == expected

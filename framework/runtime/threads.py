@@ -39,22 +39,29 @@ class ThreadGroup:
     def __init__(self, size: int) -> None:
         self.size = int(size)
         self._barrier = threading.Barrier(self.size)
-        self._slots: list[np.ndarray] = [np.zeros(0)] * self.size
+        self.reset_slots()
+
+    def reset_slots(self) -> None:
+        # Two sets of slots, used by turns: a member writes the next call's set while
+        # others may still read this one's, and can only come back to this set after
+        # every member has passed the next call's barrier, i.e. finished reading.
+        self._slots = [[np.zeros(0)] * self.size, [np.zeros(0)] * self.size]
+        self._calls = [0] * self.size
 
     def allreduce(self, rank: int, values: np.ndarray) -> np.ndarray:
         """The sum over the members of their ``values`` (same shape each), in float64.
 
         Every member gets the same array: the sum is taken in rank order by
         each member alike, so the result does not depend on which thread
-        arrives first.
+        arrives first. One barrier per call.
         """
-        self._slots[rank] = np.asarray(values, dtype=np.float64)
+        slots = self._slots[self._calls[rank] % 2]
+        self._calls[rank] += 1
+        slots[rank] = np.asarray(values, dtype=np.float64)
         self._wait()
-        slots = self._slots
         total = np.array(slots[0], dtype=np.float64, copy=True)
         for other in slots[1:]:
             total += other
-        self._wait()  # no member overwrites its slot before every member has read them all
         return total
 
     def _wait(self) -> None:
@@ -70,7 +77,7 @@ class ThreadGroup:
     def reset(self) -> None:
         """Make the group usable again after :meth:`abort` (call when no member is waiting)."""
         self._barrier.reset()
-        self._slots = [np.zeros(0)] * self.size
+        self.reset_slots()
 
 
 _local = threading.local()
