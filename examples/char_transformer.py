@@ -18,6 +18,7 @@ Run (needs ``apt-get install -y fortunes``; torch is optional)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -39,6 +40,7 @@ from framework.layers import (
 )
 from framework.losses import CrossEntropy
 from framework.optimizers import Adam
+from framework.training.replicas import Replicas
 
 
 class CharTransformer(Layer):
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="shards of each batch, one thread each (Replicas)"
+    )
     parser.add_argument("--out", type=Path, default=Path("char_transformer_ckpt"))
     parser.add_argument("--prompt", default="The ")
     args = parser.parse_args(argv)
@@ -212,27 +217,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loss_fn = CrossEntropy()
     rng = np.random.default_rng(0)
     times = {"ours": 0.0, "torch": 0.0}
-    for step in range(1, args.steps + 1):
-        x, y = batch_of(train, rng, args.batch, args.length)
-        start = time.perf_counter()
-        model.zero_grad()
-        ctx = Context(True)
-        z = model.forward(ctx, x)
-        loss = loss_fn.forward(z.reshape(-1, vocab), y.reshape(-1))
-        model.backward(ctx, loss_fn.backward().reshape(z.shape))
-        opt.step()
-        times["ours"] += time.perf_counter() - start
-        if tmodel is not None:
+    # With --threads K, each batch runs as K shards on K threads (the model's own gradients
+    # are the sum of theirs); with 1, Replicas is not needed and the model runs itself.
+    shards = Replicas(model, args.threads) if args.threads > 1 else contextlib.nullcontext(model)
+    with shards as runner:
+        for step in range(1, args.steps + 1):
+            x, y = batch_of(train, rng, args.batch, args.length)
             start = time.perf_counter()
-            topt.zero_grad()
-            tz = tmodel(torch.from_numpy(x))
-            tloss = torch.nn.functional.cross_entropy(tz.reshape(-1, vocab), torch.from_numpy(y).reshape(-1))
-            tloss.backward()
-            topt.step()
-            times["torch"] += time.perf_counter() - start
-        if step % 100 == 0 or step == args.steps:
-            extra = f", torch {tloss.item():.3f}" if tmodel is not None else ""
-            print(f"step {step}: train loss {loss:.3f}{extra}")
+            model.zero_grad()
+            ctx = Context(True)
+            z = runner.forward(ctx, x)
+            loss = loss_fn.forward(z.reshape(-1, vocab), y.reshape(-1))
+            runner.backward(ctx, loss_fn.backward().reshape(z.shape))
+            opt.step()
+            times["ours"] += time.perf_counter() - start
+            if tmodel is not None:
+                start = time.perf_counter()
+                topt.zero_grad()
+                tz = tmodel(torch.from_numpy(x))
+                tloss = torch.nn.functional.cross_entropy(
+                    tz.reshape(-1, vocab), torch.from_numpy(y).reshape(-1)
+                )
+                tloss.backward()
+                topt.step()
+                times["torch"] += time.perf_counter() - start
+            if step % 100 == 0 or step == args.steps:
+                extra = f", torch {tloss.item():.3f}" if tmodel is not None else ""
+                print(f"step {step}: train loss {loss:.3f}{extra}")
 
     def ours(x: np.ndarray) -> np.ndarray:
         return model.forward(Context(False, record=False), x)
