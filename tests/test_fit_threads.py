@@ -294,3 +294,18 @@ def test_thread_group_keeps_every_call_apart_over_many_calls():
     expected = [3000.0 + 3 * i for i in range(calls)]  # (0 + 1000 + 2000) + 3 i
     for rank in range(size):
         assert seen[rank] == expected
+
+
+def test_a_model_that_mixes_the_samples_of_axis_0_is_refused():
+    """An LSTM with batch_first=False reads the batch axis as time: its shards are not its batch."""
+    from framework.layers import LSTM
+
+    framework.set_seed(0)
+    net = Sequential([LSTM(3, 4, output="sequence"), Linear(4, 2)])  # (L, N, F) in, (L, N, 2) out
+    net.compile("sgd", "mse")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 5, 3)).astype(np.float32)
+    y = rng.standard_normal((8, 5, 2)).astype(np.float32)
+    net.fit(x, y, epochs=1, batch_size=8, verbose=0)  # one thread: one batch of 8 time steps
+    with pytest.raises(ConfigError, match="mixes the samples of axis 0"):
+        net.fit(x, y, epochs=1, batch_size=8, verbose=0, threads=2)

@@ -148,7 +148,9 @@ def fit(
             as on one thread; Dropout masks differ from one thread's. Pays
             where a step's arrays are large (the example CNN at batch 128:
             1.5x); a small model's step is held by Python and gains nothing.
-            Default ``None``: one thread, BLAS as configured.
+            A model whose outputs for a batch are not its shards' outputs
+            joined (checked once) is refused. Default ``None``: one thread,
+            BLAS as configured.
 
     Raises:
         NotCompiledError: before ``compile``.
@@ -156,7 +158,8 @@ def fit(
             with unknown or missing keys, a non-numeric dtype, NaN/Inf values.
         ConfigError: bad arguments; ``shuffle=True``, a ``batch_size`` below
             the sample count or ``validation_split`` for a full-batch model;
-            ``threads`` above 1 for a full-batch model or on several MPI ranks.
+            ``threads`` above 1 for a full-batch model, on several MPI ranks, or
+            for a model that mixes the samples of a batch (other than BatchNorm).
     """
     model._require_compiled("fit")
     epochs = check_positive_int("fit: epochs", epochs, 0)

@@ -37,6 +37,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer
+from framework.errors import ConfigError
 from framework.runtime import blas
 from framework.runtime.random import get_rng, thread_rng
 from framework.runtime.threads import GroupAborted, ThreadGroup, member_of
@@ -85,6 +86,20 @@ def _reseed(original: Layer, replica: Layer, salt: int) -> None:
         _reseed(mine, theirs, salt)
 
 
+def _mismatch(whole: np.ndarray, parts: list[np.ndarray]) -> str | None:
+    """Why ``parts`` joined on axis 0 are not ``whole``; ``None`` when they are, to float32 rounding."""
+    shapes_differ = whole.ndim == 0 or any(p.ndim == 0 or p.shape[1:] != whole.shape[1:] for p in parts)
+    if shapes_differ or sum(len(p) for p in parts) != len(whole):
+        return f"shape {whole.shape}, the shards' {', '.join(str(p.shape) for p in parts)}"
+    joined = np.concatenate(parts)
+    finite = np.abs(whole[np.isfinite(whole)])
+    scale = max(1.0, float(finite.max(initial=0.0)))
+    if np.allclose(joined, whole, rtol=1e-3, atol=1e-5 * scale, equal_nan=True):
+        return None
+    gap = np.nanmax(np.abs(joined.astype(np.float64) - whole))
+    return f"they differ by up to {gap:.3g}"
+
+
 class Replicas:
     """The model and ``threads - 1`` replicas, running the shards of each batch on as many threads.
 
@@ -121,6 +136,7 @@ class Replicas:
         self._rngs: list[np.random.Generator | None] = [None]
         self._pool: ThreadPoolExecutor | None = None
         self._blas_threads: int | None = None
+        self._checked = False
 
     def __enter__(self) -> Replicas:
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="framework-shard")
@@ -202,6 +218,8 @@ class Replicas:
             for mine, theirs in pairs:
                 theirs.data = mine.data
         cuts = [n * k // size for k in range(size + 1)]
+        if not self._checked:
+            self._check_samples_apart(x, cuts, kwargs)
         mode = {"needs_input_grad": ctx.needs_input_grad, "record": ctx.record}
         contexts = [Context(ctx.training, **mode) for _ in range(size)]
         outs = self._run(
@@ -209,6 +227,32 @@ class Replicas:
         )
         ctx.shards = (contexts, cuts)
         return _join(outs)
+
+    def _check_samples_apart(self, x: Any, cuts: list[int], kwargs: dict[str, Any]) -> None:
+        """Refuse a model whose outputs for the whole batch are not its shards' outputs joined.
+
+        Once, on the first batch cut, in inference mode: a model that mixes the
+        samples of axis 0 (a recurrent layer reading it as time,
+        ``batch_first=False``) or returns an output whose first axis is not the
+        batch would otherwise train on something else than one thread does.
+        """
+        self._checked = True
+
+        def infer(model: Layer, rows: Any) -> list[Any]:
+            out = model.forward(Context(False, record=False), rows, **kwargs)
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+
+        whole = infer(self.model, x)
+        parts = self._run(len(cuts) - 1, lambda k, model: infer(model, _rows(x, cuts[k], cuts[k + 1])))
+        for k, one in enumerate(whole):
+            problem = _mismatch(np.asarray(one), [np.asarray(p[k]) for p in parts])
+            if problem is not None:
+                raise ConfigError(
+                    f"threads={self.threads}: {self.model.describe()}'s output {k} for a whole batch of "
+                    f"{cuts[-1]} is not its outputs for the batch's shards joined ({problem}): a layer "
+                    "mixes the samples of axis 0 (a recurrent layer with batch_first=False reads it as "
+                    "time), or the output's first axis is not the batch. Leave threads unset for this model"
+                )
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
         """Each shard's backward on its rows of ``grad_out``; the replicas' gradients added into the model's.
