@@ -309,3 +309,21 @@ def test_a_model_that_mixes_the_samples_of_axis_0_is_refused():
     net.fit(x, y, epochs=1, batch_size=8, verbose=0)  # one thread: one batch of 8 time steps
     with pytest.raises(ConfigError, match="mixes the samples of axis 0"):
         net.fit(x, y, epochs=1, batch_size=8, verbose=0, threads=2)
+
+
+def test_predict_and_evaluate_with_threads_give_the_one_thread_results(float64):
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((45, 1, 8, 8)), rng.integers(0, 10, 45)
+    net = _cnn()
+    net.fit(x, y, epochs=1, batch_size=16, seed=0, verbose=0)
+    np.testing.assert_allclose(
+        net.predict(x, batch_size=20, threads=2), net.predict(x, batch_size=20), rtol=1e-12, atol=1e-14
+    )
+    one, many = net.evaluate(x, y, batch_size=20), net.evaluate(x, y, batch_size=20, threads=3)
+    assert many.keys() == one.keys()
+    for key, value in one.items():
+        assert many[key] == pytest.approx(value, rel=1e-12), key
+    with pytest.raises(ConfigError, match="predict: threads"):
+        net.predict(x, threads=0)
+    with pytest.raises(ConfigError, match="evaluate: threads"):
+        net.evaluate(x, y, threads="2")

@@ -8,6 +8,7 @@ fire the callbacks' ``on_test_*`` / ``on_predict_*`` hooks.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from framework.training.data import (
     model_arity,
     resolve_dicts,
 )
+from framework.training.replicas import make_replicas
 from framework.training.trainer import Trainer, keep_freed_memory
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ def evaluate(
     sample_weight: Any = None,
     callbacks: Any = None,
     check_finite: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """The loss (sample-weighted mean) and metrics over ``(x, y)`` in inference mode.
 
@@ -84,6 +87,7 @@ def evaluate(
         verbose: 0 (default) prints nothing; 1, 2 or ``"auto"`` print the results.
         callbacks: a ``Callback`` or a list; their ``on_test_*`` hooks fire.
         check_finite: refuse NaN/Inf in the data.
+        threads: run each batch as this many shards on as many threads (see ``fit``).
 
     Returns:
         ``{"loss": ..., "<metric>": ...}`` as Python floats (plus
@@ -100,14 +104,24 @@ def evaluate(
     cb = CallbackList(as_callback_list(callbacks), model=model)
     cb.set_params({"steps": data.steps(batch_size), "verbose": verbose, "batch_size": batch_size})
     keep_freed_memory()
-    logs = evaluate_data(model, Trainer(model), data, batch_size, cb)
+    trainer = Trainer(model)
+    replicas = make_replicas("evaluate", model, threads)
+    with replicas or contextlib.nullcontext():
+        if replicas is not None:
+            trainer.runner = replicas
+        logs = evaluate_data(model, trainer, data, batch_size, cb)
     if verbose:
         print(" - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items()))
     return logs
 
 
 def predict(
-    model: Model, x: Any, batch_size: int | None = None, verbose: int | str = 0, callbacks: Any = None
+    model: Model,
+    x: Any,
+    batch_size: int | None = None,
+    verbose: int | str = 0,
+    callbacks: Any = None,
+    threads: int | None = None,
 ) -> Any:
     """The model's outputs for ``x`` in inference mode, computed in batches and concatenated.
 
@@ -116,7 +130,8 @@ def predict(
     ``(x, y)`` pairs). Returns an array, or a list of arrays for a model of
     several outputs. ``callbacks``' ``on_predict_*`` hooks fire (batch ends
     with ``{"outputs": ...}``). ``batch_size`` defaults to 32 (all samples
-    for a full-batch model).
+    for a full-batch model). ``threads`` runs each batch as that many shards
+    on as many threads (see ``fit``).
     """
     resolve_verbose(verbose, "predict")
     if isinstance(x, dict):
@@ -137,17 +152,20 @@ def predict(
     sizes: list[int] = []
     cb.on_predict_begin()
     hooks = cb.has_predict_batch_hooks
-    for step, xb in enumerate(source):
-        if hooks:
-            cb.on_predict_batch_begin(step)
-        if isinstance(xb, dict):
-            xb = resolve_dicts(model, xb, None, None)[0]
-        xb = model.cast_inputs(xb)
-        out = model.forward(Context(False, record=False), xb)
-        chunks.append(out)
-        sizes.append(len(xb[0] if isinstance(xb, (list, tuple)) else xb))
-        if hooks:
-            cb.on_predict_batch_end(step, {"outputs": out})
+    replicas = make_replicas("predict", model, threads)
+    runner: Any = replicas if replicas is not None else model
+    with replicas or contextlib.nullcontext():
+        for step, xb in enumerate(source):
+            if hooks:
+                cb.on_predict_batch_begin(step)
+            if isinstance(xb, dict):
+                xb = resolve_dicts(model, xb, None, None)[0]
+            xb = model.cast_inputs(xb)
+            out = runner.forward(Context(False, record=False), xb)
+            chunks.append(out)
+            sizes.append(len(xb[0] if isinstance(xb, (list, tuple)) else xb))
+            if hooks:
+                cb.on_predict_batch_end(step, {"outputs": out})
     cb.on_predict_end()
     if not chunks:
         raise DataError("predict: the input yielded no batches")

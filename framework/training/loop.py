@@ -52,7 +52,7 @@ from framework.training.inference import (
     train_on_batch,
 )
 from framework.training.parallel import data_parallel
-from framework.training.replicas import Replicas
+from framework.training.replicas import make_replicas
 from framework.training.trainer import (
     Interrupt,
     Trainer,
@@ -201,7 +201,7 @@ def fit(
     resume_state(model, initial_epoch)
 
     parallel = data_parallel(model)  # None unless data-parallel on several MPI ranks
-    replicas = _replicas(model, threads, parallel is not None)
+    replicas = make_replicas("fit", model, threads, on_ranks=parallel is not None)
     if parallel is not None:
         parallel.start(data, batch_size, full)
         if not parallel.is_main:  # rank 0 alone draws the bar and writes files
@@ -303,27 +303,6 @@ def fit(
         )
     cb.on_train_end(logs)
     return history
-
-
-def _replicas(model: Model, threads: Any, on_ranks: bool) -> Replicas | None:
-    """The :class:`Replicas` that run ``fit``'s batches on ``threads`` threads, or ``None`` for one."""
-    if threads is None:
-        return None
-    threads = check_positive_int("fit: threads", threads, 1)
-    if threads == 1:
-        return None
-    if on_ranks:
-        raise ConfigError(
-            "fit: threads > 1 is not supported with data-parallel training on several MPI ranks; "
-            "run one rank per core instead"
-        )
-    whole = full_batch_layer(model)
-    if whole is not None:
-        raise ConfigError(
-            f"fit: threads={threads} would cut the batch of a full-batch model "
-            f"({whole.describe()} needs the whole batch); leave threads unset"
-        )
-    return Replicas(model, threads)
 
 
 def resume_state(model: Model, initial_epoch: int) -> None:

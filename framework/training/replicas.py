@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,8 +41,12 @@ from framework.errors import ConfigError
 from framework.runtime import blas
 from framework.runtime.random import get_rng, thread_rng
 from framework.runtime.threads import GroupAborted, ThreadGroup, member_of
+from framework.training.batching import full_batch_layer
 
-__all__ = ["Replicas"]
+if TYPE_CHECKING:
+    from framework.models.model import Model
+
+__all__ = ["Replicas", "make_replicas"]
 
 
 def _batch_size(x: Any) -> int:
@@ -279,3 +283,31 @@ class Replicas:
                 if pending is not None:
                     mine.add_grad(pending)
         return None if any(g is None for g in grads) else _join(grads)
+
+
+def make_replicas(owner: str, model: Model, threads: Any, on_ranks: bool = False) -> Replicas | None:
+    """The :class:`Replicas` that run ``owner``'s batches (``fit``, ``evaluate``, ``predict``) on
+    ``threads`` threads, or ``None`` for one thread.
+
+    Raises:
+        ConfigError: ``threads`` is not an integer >= 1; above 1 for a model with
+            a full-batch layer, or with ``on_ranks`` (data-parallel MPI training).
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(f"{owner}: threads must be an integer >= 1, got {threads!r}")
+    if threads == 1:
+        return None
+    if on_ranks:
+        raise ConfigError(
+            f"{owner}: threads > 1 is not supported with data-parallel training on several MPI ranks; "
+            "run one rank per core instead"
+        )
+    whole = full_batch_layer(model)
+    if whole is not None:
+        raise ConfigError(
+            f"{owner}: threads={threads} would cut the batch of a full-batch model "
+            f"({whole.describe()} needs the whole batch); leave threads unset"
+        )
+    return Replicas(model, int(threads))
