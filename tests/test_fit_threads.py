@@ -183,8 +183,10 @@ def test_thread_group_sums_in_rank_order_and_aborts():
 @pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True])
 def test_bad_thread_counts_are_refused(threads):
     net = _cnn()
-    with pytest.raises(ConfigError, match="threads"):
+    with pytest.raises(ConfigError, match="fit: threads"):
         net.fit(np.zeros((4, 1, 8, 8)), np.zeros(4, dtype=int), verbose=0, threads=threads)
+    with pytest.raises(ConfigError, match="Replicas: threads"):
+        Replicas(net, 1 if threads == 0 else threads)
 
 
 def test_a_full_batch_model_is_not_cut():

@@ -130,8 +130,10 @@ class Replicas:
     """
 
     def __init__(self, model: Layer, threads: int) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 2:
+            raise ConfigError(f"Replicas: threads must be an integer >= 2, got {threads!r}")
         self.model = model
-        self.threads = threads
+        self.threads = int(threads)
         self.copies: list[Layer] = []
         # per replica: (model's, replica's) parameters, then the same for the buffers
         self._params: list[list[tuple[Any, Any]]] = []
