@@ -147,7 +147,7 @@ def fit(
             metrics, gradients and BatchNorm statistics are the whole batch's,
             as on one thread; Dropout masks differ from one thread's. Pays
             where a step's arrays are large (the example CNN at batch 128:
-            1.5x); a small model's step is held by Python and gains nothing.
+            1.4x); a small model's step is held by Python and gains nothing.
             A model whose outputs for a batch are not its shards' outputs
             joined (checked once) is refused. Default ``None``: one thread,
             BLAS as configured.
