@@ -329,3 +329,10 @@ def test_predict_and_evaluate_with_threads_give_the_one_thread_results(float64):
         net.predict(x, threads=0)
     with pytest.raises(ConfigError, match="evaluate: threads"):
         net.evaluate(x, y, threads="2")
+
+
+def test_replicas_outside_their_with_block_say_so():
+    layer = Linear(3, 2)
+    run = Replicas(layer, threads=2)
+    with pytest.raises(ConfigError, match="with block"):
+        run.forward(framework.base.context.Context(True), np.ones((4, 3), dtype=np.float32))

@@ -183,7 +183,11 @@ class Replicas:
 
     def _run(self, size: int, work: Callable[[int, Layer], Any]) -> list[Any]:
         """``work(k, model_k)`` for shards ``0 .. size-1``, shard 0 here, the others on the pool."""
-        assert self._pool is not None, "Replicas used outside its with block"
+        if self._pool is None:
+            raise ConfigError(
+                "Replicas: forward and backward run inside its with block "
+                "(with Replicas(model, threads=2) as run: ...)"
+            )
         group = self._group(size)
         models = [self.model, *self.copies]
 
