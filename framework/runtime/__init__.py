@@ -1,3 +1,4 @@
 """Process-wide run-time settings and kernels: the default dtype, the random
-generator, and the fused BLAS routines the hot paths call.
+generator, the fused BLAS routines the hot paths call and BLAS's thread count,
+and the thread groups that share a batch under ``fit(threads=K)``.
 """
