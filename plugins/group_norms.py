@@ -16,18 +16,12 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.base.validation import positive_int
+from framework.base.validation import positive_int, positive_number, unit_interval
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
-
-
-def _eps(owner: str, eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ConfigError(f"{owner}: eps must be a positive number, got {eps!r}")
-    return float(eps)
 
 
 def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +100,7 @@ class GroupNorm(Layer):
                 f"GroupNorm: num_channels must be divisible by num_groups, got num_channels={num_channels}, "
                 f"num_groups={num_groups}"
             )
-        self.eps = _eps("GroupNorm", eps)
+        self.eps = positive_number("GroupNorm", "eps", eps)
         self.affine = bool(affine)
         dtype = get_default_dtype()
         self.weight = Parameter(np.ones(self.num_channels, dtype=dtype)) if self.affine else None
@@ -183,10 +177,8 @@ class _InstanceNorm(Layer):
         super().__init__(name=name)
         owner = type(self).__name__
         self.num_features = positive_int(owner, "num_features", num_features)
-        self.eps = _eps(owner, eps)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise ConfigError(f"{owner}: momentum must be in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
+        self.eps = positive_number(owner, "eps", eps)
+        self.momentum = unit_interval(owner, "momentum", momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         dtype = get_default_dtype()
@@ -306,7 +298,7 @@ class RMSNorm(Layer):
                 f"RMSNorm: normalized_shape must be a positive int or tuple of them, got {normalized_shape!r}"
             )
         self.normalized_shape = tuple(int(d) for d in shape)
-        self.eps = None if eps is None else _eps("RMSNorm", eps)
+        self.eps = None if eps is None else positive_number("RMSNorm", "eps", eps)
         self.elementwise_affine = bool(elementwise_affine)
         dtype = get_default_dtype()
         self.weight = (

@@ -14,18 +14,11 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
+from framework.base.validation import positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["LayerNorm"]
-
-
-def _positive_float(layer: str, arg: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{layer}: {arg} must be a positive number, got {value!r}")
-    return float(value)
 
 
 @functools.lru_cache(maxsize=32)
@@ -111,7 +104,7 @@ class LayerNorm(Layer):
                 f"positive integers, got {normalized_shape!r}"
             )
         self.normalized_shape = tuple(int(d) for d in shape)
-        self.eps = _positive_float("LayerNorm", "eps", eps)
+        self.eps = positive_number("LayerNorm", "eps", eps)
         self.elementwise_affine = bool(elementwise_affine)
         self.use_bias = bool(bias)
         dtype = get_default_dtype()

@@ -14,12 +14,13 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.errors import ConfigError, ShapeError
+from framework.base.validation import positive_int, positive_number, unit_interval
+from framework.errors import ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import ThreadGroup, current_member
 from plugins.conv_ops import channel_sums, per_channel
-from plugins.layer_norm import LayerNorm, _positive_float
+from plugins.layer_norm import LayerNorm
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
@@ -135,23 +136,9 @@ class BatchNorm(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        if (
-            isinstance(num_features, bool)
-            or not isinstance(num_features, (int, np.integer))
-            or num_features <= 0
-        ):
-            raise ConfigError(
-                f"BatchNorm: num_features must be a positive integer (channels), got {num_features!r}"
-            )
-        self.eps = _positive_float("BatchNorm", "eps", eps)
-        if (
-            isinstance(momentum, bool)
-            or not isinstance(momentum, (int, float, np.floating, np.integer))
-            or not 0.0 <= momentum <= 1.0
-        ):
-            raise ConfigError(f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r}")
-        self.num_features = int(num_features)
-        self.momentum = float(momentum)
+        self.num_features = positive_int("BatchNorm", "num_features", num_features)
+        self.eps = positive_number("BatchNorm", "eps", eps)
+        self.momentum = unit_interval("BatchNorm", "momentum", momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.num_batches_tracked = 0

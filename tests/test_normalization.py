@@ -284,6 +284,29 @@ def test_batchnorm_invalid_config(kwargs, arg):
     assert "BatchNorm" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "arg"),
+    [
+        ("GroupNorm", {"num_groups": 2, "num_channels": 4, "eps": 0.0}, "eps"),
+        ("GroupNorm", {"num_groups": 2, "num_channels": 4, "eps": float("inf")}, "eps"),
+        ("InstanceNorm2d", {"num_features": 3, "eps": True}, "eps"),
+        ("InstanceNorm2d", {"num_features": 3, "momentum": 1.5}, "momentum"),
+        ("InstanceNorm1d", {"num_features": 3, "momentum": "fast"}, "momentum"),
+        ("RMSNorm", {"normalized_shape": 4, "eps": -1e-6}, "eps"),
+        ("LayerNorm", {"normalized_shape": 4, "eps": float("nan")}, "eps"),
+    ],
+)
+def test_other_norms_refuse_bad_eps_and_momentum(name, kwargs, arg):
+    with pytest.raises(ConfigError, match=arg) as info:
+        layers.get(name, **kwargs)
+    assert name in str(info.value)
+
+
+def test_norms_take_numpy_scalars_for_eps_and_momentum():
+    layer = layers.get("InstanceNorm2d", num_features=3, eps=np.float32(1e-3), momentum=np.float64(0.2))
+    assert layer.eps == pytest.approx(1e-3) and layer.momentum == 0.2
+
+
 def test_batchnorm_channel_mismatch_names_layer_and_shapes(rng):
     layer = BatchNorm(3, name="bn1")
     with pytest.raises(ShapeError) as info:

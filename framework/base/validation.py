@@ -34,9 +34,11 @@ __all__ = [
     "int_tuple",
     "match_target_shape",
     "positive_int",
+    "positive_number",
     "real_number",
     "resolve_activation",
     "resolve_initializer",
+    "unit_interval",
 ]
 
 
@@ -57,6 +59,24 @@ def real_number(owner: str, arg: str, value: Any) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{owner}: {arg} must be finite, got {value!r}")
     return value
+
+
+def positive_number(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a finite ``float > 0`` (booleans refused), else a ConfigError naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{owner}: {arg} must be a positive number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{owner}: {arg} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def unit_interval(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a ``float`` in ``[0, 1]`` (booleans refused), else a ConfigError naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{owner}: {arg} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{owner}: {arg} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def int_tuple(owner: str, arg: str, value: Any, n: int, minimum: int = 1) -> tuple[int, ...]:
