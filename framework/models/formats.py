@@ -13,13 +13,13 @@ themselves build on models.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from framework.errors import ConfigError, PluginError
 from framework.registry.manager import REGISTRY, PluginInfo
+from framework.registry.tables import PluginTable
 
 __all__ = ["KINDS", "ModelFormat", "find", "formats", "suffix_of"]
 
@@ -36,10 +36,6 @@ class ModelFormat:
     save: Callable[..., Any] | None
     load: Callable[..., Any] | None
     plugin: PluginInfo
-
-
-_LOCK = threading.Lock()
-_CACHE: dict[str, Any] = {"key": None, "table": []}
 
 
 def _collect() -> list[ModelFormat]:
@@ -74,16 +70,12 @@ def _collect() -> list[ModelFormat]:
     return table
 
 
+_TABLE: PluginTable[list[ModelFormat]] = PluginTable(_collect)
+
+
 def formats() -> list[ModelFormat]:
     """Every registered format, collected once per set of loaded plugins."""
-    REGISTRY.load()
-    key = tuple(id(p) for p in REGISTRY.pm.get_plugins())
-    with _LOCK:
-        if _CACHE["key"] != key:
-            _CACHE["table"] = _collect()
-            _CACHE["key"] = key
-        table: list[ModelFormat] = _CACHE["table"]
-        return table
+    return _TABLE.get()
 
 
 def suffix_of(path: Any) -> str:

@@ -14,20 +14,18 @@ naming both, unless the second passes ``override=True``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from framework.base.layer import Layer
 from framework.errors import ExportError, PluginError
 from framework.registry.manager import REGISTRY, PluginInfo
+from framework.registry.tables import PluginTable
 
 __all__ = ["Converter", "converters", "converter_for"]
 
 Converter = Callable[..., Any]
 
-_LOCK = threading.Lock()
-_CACHE: dict[str, Any] = {"key": None, "table": {}}
 _BUILTIN = PluginInfo(name="onnx", module="framework.onnx.builtin", distribution="framework")
 
 
@@ -60,16 +58,12 @@ def _collect() -> dict[type, tuple[Converter, PluginInfo]]:
     return table
 
 
+_TABLE: PluginTable[dict[type, tuple[Converter, PluginInfo]]] = PluginTable(_collect)
+
+
 def converters() -> dict[type, tuple[Converter, PluginInfo]]:
     """Layer class -> ``(converter, plugin info)``, collected once per set of loaded plugins."""
-    REGISTRY.load()
-    key = tuple(id(p) for p in REGISTRY.pm.get_plugins())
-    with _LOCK:
-        if _CACHE["key"] != key:
-            _CACHE["table"] = _collect()
-            _CACHE["key"] = key
-        table: dict[type, tuple[Converter, PluginInfo]] = _CACHE["table"]
-        return table
+    return _TABLE.get()
 
 
 def converter_for(layer: Layer) -> Converter:
