@@ -149,27 +149,8 @@ def mha_floor(quick: bool) -> Callable[[], float]:
 # -- TransformerEncoderLayer -----------------------------------------------------
 
 
-def encoder_ours(quick: bool) -> Callable[[], float]:
-    from framework.layers import TransformerEncoderLayer
-    from framework.optimizers import Adam
-    from framework.training.loop import keep_freed_memory
-
-    keep_freed_memory()
-    x, g = _arrays(quick)
-    block = TransformerEncoderLayer(E, H, FF, dropout=0.0, activation="gelu", norm_first=True)
-    opt = Adam(block, learning_rate=1e-4)
-
-    def step() -> None:
-        opt.zero_grad()
-        block.forward(x, is_causal=True)
-        block.backward(g)
-        opt.step()
-
-    return _timed(step, quick)
-
-
-def encoder_threads_ours(quick: bool) -> Callable[[], float]:
-    """The same step with the batch as two shards on two threads (``framework.training.replicas``)."""
+def _encoder_ours(quick: bool, threads: int | None) -> Callable[[], float]:
+    """One Adam step of the block; with ``threads``, the batch as that many shards (``Replicas``)."""
     from framework.base.context import Context
     from framework.layers import TransformerEncoderLayer
     from framework.optimizers import Adam
@@ -180,16 +161,26 @@ def encoder_threads_ours(quick: bool) -> Callable[[], float]:
     x, g = _arrays(quick)
     block = TransformerEncoderLayer(E, H, FF, dropout=0.0, activation="gelu", norm_first=True)
     opt = Adam(block, learning_rate=1e-4)
-    replicas = Replicas(block, threads=2).__enter__()  # held for the worker's life
+    # the replicas' threads are held for the worker's life
+    runner: Any = block if threads is None else Replicas(block, threads=threads).__enter__()
 
     def step() -> None:
         opt.zero_grad()
         ctx = Context(True)
-        replicas.forward(ctx, x, is_causal=True)
-        replicas.backward(ctx, g)
+        runner.forward(ctx, x, is_causal=True)
+        runner.backward(ctx, g)
         opt.step()
 
     return _timed(step, quick)
+
+
+def encoder_ours(quick: bool) -> Callable[[], float]:
+    return _encoder_ours(quick, None)
+
+
+def encoder_threads_ours(quick: bool) -> Callable[[], float]:
+    """The same step with the batch as two shards on two threads (``framework.training.replicas``)."""
+    return _encoder_ours(quick, 2)
 
 
 def encoder_threads_torch(quick: bool) -> Callable[[], float]:
