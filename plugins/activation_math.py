@@ -194,8 +194,13 @@ def normal_cdf_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tail, gaussian = erfc_and_gaussian(x * x.dtype.type(-1.0 / _SQRT_2))
         tail *= x.dtype.type(0.5)
         return tail, gaussian
+    scratch = _Scratch32(min(_block_size(), x.size))
+
+    def fill(xb: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray) -> None:
+        _normal_cdf32(xb, cdf, gaussian, scratch.view(xb.size)[2:])
+
     with np.errstate(over="ignore", under="ignore"):  # see _normal_cdf32
-        cdf, gaussian = _blockwise(x, 2, _normal_cdf32)
+        cdf, gaussian = _blockwise(x, 2, fill)
     return cdf, gaussian
 
 
@@ -252,7 +257,7 @@ def _gelu32(x: np.ndarray, y: np.ndarray, slope: np.ndarray | None, scratch: tup
 
 
 def _normal_cdf32(
-    x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray, scratch: tuple[np.ndarray, ...] | None = None
+    x: np.ndarray, cdf: np.ndarray, gaussian: np.ndarray, scratch: tuple[np.ndarray, ...]
 ) -> None:
     """Fill ``cdf`` and ``gaussian`` for one float32 block ``x`` (see :func:`normal_cdf_and_gaussian`).
 
@@ -266,7 +271,7 @@ def _normal_cdf32(
     f = np.float32
     values, slopes = _erfcx_table()
     n, ks = _TABLE_SIZE, _ERFCX_K * _SQRT_2
-    pos, cell, index = scratch if scratch is not None else (np.empty_like(x), np.empty_like(x), None)
+    pos, cell, index = scratch
     np.abs(x, out=pos)
     np.square(pos, out=gaussian)  # inf past |x| ~ 1.8e19, then exp(-inf) = 0: the caller ignores overflow
     pos += f(ks)
@@ -274,10 +279,7 @@ def _normal_cdf32(
     np.subtract(f(n), pos, out=pos)
     np.floor(pos, out=cell)
     with np.errstate(invalid="ignore"):  # NaN positions: any index, clipped; NaN flows through frac
-        if index is None:
-            index = cell.astype(np.intp)
-        else:
-            np.copyto(index, cell, casting="unsafe")
+        np.copyto(index, cell, casting="unsafe")
     pos -= cell  # the fraction within the cell
     half_tail = np.take(slopes, index, mode="clip", out=cdf)
     half_tail *= pos
