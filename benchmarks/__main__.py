@@ -24,7 +24,10 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.harness import IMPL_ORDER, SETTLE, all_cases, run, table, write_json
+from benchmarks.case import IMPL_ORDER
+from benchmarks.catalog import all_cases
+from benchmarks.harness import SETTLE, run
+from benchmarks.report import table, write_json
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ causal mask as ``attn_mask`` with ``is_causal=True`` (its fused causal path).
 Each round runs ``REPEATS`` steps and returns milliseconds per step. The
 floor is the bare float32 matrix products each step does (forward and
 backward), timed on preallocated arrays by
-:func:`benchmarks.cases_models.gemm_floor`; the head products run as one
+:func:`benchmarks.floors.gemm_floor`; the head products run as one
 ``(N*H)``-batched matmul of each shape.
 """
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import Case
+from benchmarks.case import Case
 
 REPEATS = 10
 QUICK_REPEATS = 2
@@ -115,10 +115,10 @@ def _attention_gemms(n: int) -> list[tuple[int, ...]]:
 
 
 def batched_gemm_floor(shapes: list[tuple[int, ...]], steps: int) -> Callable[[], float]:
-    """:func:`benchmarks.cases_models.gemm_floor` with ``(batch, m, k, n)`` products as one batched matmul."""
+    """:func:`benchmarks.floors.gemm_floor` with ``(batch, m, k, n)`` products as one batched matmul."""
     import numpy as np
 
-    from benchmarks.cases_models import gemm_floor
+    from benchmarks.floors import gemm_floor
 
     plain = gemm_floor([s for s in shapes if len(s) == 3], steps)
     rng = np.random.default_rng(0)

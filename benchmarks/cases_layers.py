@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import Case
+from benchmarks.case import Case
 
 REPEATS = 20
 QUICK_REPEATS = 2
@@ -100,7 +100,7 @@ def conv2d_torch(quick: bool) -> Callable[[], float]:
 
 
 def conv2d_floor(quick: bool) -> Callable[[], float]:
-    from benchmarks.cases_models import gemm_floor
+    from benchmarks.floors import gemm_floor
 
     n, c, hw, o, k = 64, 16, 14, 32, 3
     p, kk = n * hw * hw, c * k * k

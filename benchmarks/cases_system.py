@@ -21,7 +21,7 @@ import subprocess
 import sys
 from typing import Any
 
-from benchmarks.harness import Case
+from benchmarks.case import Case
 
 MEMORY_STEPS = 200
 MEMORY_BATCHES = 40

@@ -1,4 +1,4 @@
-"""The benchmark harness: worker subprocesses, interleaved rounds, statistics, table, JSON.
+"""The benchmark harness: worker subprocesses and interleaved rounds.
 
 Every implementation of a case (``ours``, ``torch``, ``floor``, ``naive``)
 runs in its own subprocess, started with ``OMP_NUM_THREADS``,
@@ -17,18 +17,22 @@ Two kinds of case:
 - ``fresh``: one new interpreter per implementation and round (peak resident
   memory, import time), again interleaved.
 
-This module imports only the standard library at the top, so a worker or a
-fresh interpreter that measures ``import framework`` starts clean.
+:func:`run` takes the cases to run as an argument (``python -m benchmarks``
+picks them from :mod:`benchmarks.catalog`; this module imports no case
+module) and returns the results dict that :mod:`benchmarks.report` summarizes,
+lays out as a table and writes as JSON.
+
+This module imports only the standard library at the top (and the package's
+``case`` and ``report``, which import only the standard library), so a worker
+or a fresh interpreter that measures ``import framework`` starts clean.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -36,47 +40,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from benchmarks.case import IMPL_ORDER, Case
+from benchmarks.report import paired_ratios, row_text, summarize
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
-#: Implementations in the order they run within a round and appear in the table.
-IMPL_ORDER = ("ours", "torch", "floor", "naive")
 #: Seconds the parent waits before each timed round (see ``run``).
 SETTLE = 0.25
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """One benchmark: what it measures and the function building each implementation.
-
-    Args:
-        name: the identifier given to ``--cases``.
-        title: one line for the table.
-        unit: ``"ms/step"``, ``"ms/sample"``, ``"MB"`` or ``"s"``.
-        impls: implementation name -> ``"module:function"``. For a ``time``
-            case the function takes ``quick`` and returns a callable that runs
-            one round and returns its value in ``unit``; for a ``fresh`` case
-            it takes ``quick`` and returns the value (or a dict with
-            ``"value"`` and extra fields) itself.
-        kind: ``"time"`` or ``"fresh"``.
-        max_rounds: a cap on the rounds (peak memory barely varies and a
-            200-step run in a fresh process is slow), ``None`` for none.
-    """
-
-    name: str
-    title: str
-    unit: str
-    impls: dict[str, str]
-    kind: str = "time"
-    max_rounds: int | None = None
-
-
-def all_cases() -> list[Case]:
-    """Every case, in table order."""
-    from benchmarks import cases_attention, cases_layers, cases_models, cases_system
-
-    return [*cases_models.CASES, *cases_layers.CASES, *cases_attention.CASES, *cases_system.CASES]
 
 
 def _resolve(spec: str) -> Callable[..., Any]:
@@ -227,25 +198,6 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    """Median, min, max, quartiles and the relative spread ``(q3 - q1) / median``."""
-    vals = sorted(values)
-    med = statistics.median(vals)
-    if len(vals) >= 4:
-        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
-    else:
-        q1, q3 = vals[0], vals[-1]
-    return {
-        "median": med,
-        "min": vals[0],
-        "max": vals[-1],
-        "q1": q1,
-        "q3": q3,
-        "iqr_rel": (q3 - q1) / med if med else 0.0,
-        "n": len(vals),
-    }
-
-
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, load, Python/NumPy/torch versions and NumPy's BLAS (for the JSON and docs)."""
     info: dict[str, Any] = {
@@ -367,110 +319,17 @@ def run(
             }
             if any(extra.values()):
                 entry["extra"] = {i: v for i, v in extra.items() if v}
-            entry["ratios"] = _ratios(samples)
+            entry["ratios"] = paired_ratios(samples)
             results["cases"][case.name] = entry
             for impl, err in errors.items():
                 log(f"   {impl}: ERROR {err}")
-            log("   " + _row_text(case.name, entry))
+            log("   " + row_text(case.name, entry))
     finally:
         for worker in workers.values():
             worker.close()
     results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     results["seconds"] = round(time.time() - started, 1)
     return results
-
-
-def _ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """``other / ours`` per round (paired) and of the medians, for each other implementation."""
-    ours = samples.get("ours") or []
-    ratios: dict[str, dict[str, float]] = {}
-    for impl, vals in samples.items():
-        if impl == "ours" or not vals or not ours:
-            continue
-        paired = [b / a for a, b in zip(ours, vals) if a > 0]
-        ratios[impl] = {
-            "of_medians": statistics.median(vals) / statistics.median(ours),
-            "paired_median": statistics.median(paired) if paired else float("nan"),
-            "paired_min": min(paired) if paired else float("nan"),
-            "paired_max": max(paired) if paired else float("nan"),
-        }
-    return ratios
-
-
-def _fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-def _cell(stats: dict[str, float] | None) -> str:
-    if not stats:
-        return "-"
-    return f"{_fmt(stats['median'])} ±{100 * stats['iqr_rel'] / 2:.0f}%"
-
-
-def _ratio_text(name: str, entry: dict[str, Any]) -> str:
-    parts = []
-    for impl, r in entry["ratios"].items():
-        if impl == "floor":
-            label, value = "ours/floor", 1.0 / r["paired_median"]
-        elif entry["unit"] in ("MB",):
-            label, value = f"ours/{impl}", 1.0 / r["paired_median"]
-        else:
-            label, value = f"{impl}/ours", r["paired_median"]
-        parts.append(f"{label} {value:.2f}x [{_range(impl, r, entry['unit'])}]")
-    return "; ".join(parts)
-
-
-def _range(impl: str, r: dict[str, float], unit: str) -> str:
-    lo, hi = r["paired_min"], r["paired_max"]
-    if impl == "floor" or unit == "MB":
-        lo, hi = 1.0 / hi, 1.0 / lo
-    return f"{lo:.2f}-{hi:.2f}"
-
-
-def _row_text(name: str, entry: dict[str, Any]) -> str:
-    stats = entry["stats"]
-    cells = "  ".join(f"{i} {_cell(stats.get(i))}" for i in IMPL_ORDER if i in stats)
-    return f"{entry['unit']:<9} {cells}  {_ratio_text(name, entry)}"
-
-
-def table(results: dict[str, Any], markdown: bool = False) -> str:
-    """The results as a text (or Markdown) table: medians ± half the IQR, and paired ratios."""
-    impls = [i for i in IMPL_ORDER if any(i in e["stats"] for e in results["cases"].values())]
-    header = ["case", "unit", *impls, "ratios (paired median [min-max])"]
-    rows = []
-    for name, entry in results["cases"].items():
-        cells = []
-        for i in impls:
-            if i in entry["errors"]:
-                cells.append("error")
-            else:
-                cells.append(_cell(entry["stats"].get(i)))
-        rows.append([name, entry["unit"], *cells, _ratio_text(name, entry)])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(r[k])) for r in [header, *rows]) for k in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
-    )
-
-
-def write_json(results: dict[str, Any], path: Path | None) -> Path:
-    """Write ``results`` to ``path`` (default ``benchmarks/results/latest.json``)."""
-    if path is None:
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / "latest.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    return path
 
 
 def _subprocess_main(argv: list[str]) -> None:

@@ -60,12 +60,12 @@ def test_unknown_case_is_refused() -> None:
 
 
 def test_summarize_and_ratios() -> None:
-    from benchmarks.harness import _ratios, summarize
+    from benchmarks.report import paired_ratios, summarize
 
     stats = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
     assert stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 5.0
     assert stats["q1"] == 2.0 and stats["q3"] == 4.0
-    ratios = _ratios({"ours": [1.0, 2.0, 4.0], "torch": [2.0, 2.0, 2.0]})
+    ratios = paired_ratios({"ours": [1.0, 2.0, 4.0], "torch": [2.0, 2.0, 2.0]})
     assert ratios["torch"]["paired_median"] == 1.0
     assert ratios["torch"]["paired_min"] == 0.5 and ratios["torch"]["paired_max"] == 2.0
     assert ratios["torch"]["of_medians"] == 1.0
@@ -146,7 +146,7 @@ def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.Monkey
     """The attention floor is the plain products' time plus the batched ones', not the plain twice."""
     import time
 
-    import benchmarks.cases_models as cases_models
+    import benchmarks.floors as floors
     from benchmarks.cases_attention import batched_gemm_floor
 
     def slow_plain(shapes: list[tuple[int, ...]], steps: int) -> object:
@@ -156,6 +156,6 @@ def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.Monkey
 
         return run
 
-    monkeypatch.setattr(cases_models, "gemm_floor", slow_plain)
+    monkeypatch.setattr(floors, "gemm_floor", slow_plain)
     run = batched_gemm_floor([(2, 3, 4, 5)], steps=10)
     assert 5.0 <= run() < 6.0  # was 10+: the plain products' 50 ms were counted again as batched time
