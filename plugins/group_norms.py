@@ -20,6 +20,7 @@ from framework.base.validation import positive_int, positive_number, unit_interv
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
+from framework.runtime.threads import current_member
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
 
@@ -205,14 +206,34 @@ class _InstanceNorm(Layer):
         else:
             xhat, r = _normalize(flat, 2, self.eps)
             if self.track_running_stats and ctx.training:
-                self.num_batches_tracked += 1
-                m, count = self.momentum, flat.shape[2]
-                var = flat.var(axis=2) * (count / max(count - 1, 1))
-                self.running_mean.data[...] = (1 - m) * self.running_mean.data + m * flat.mean(axis=2).mean(0)
-                self.running_var.data[...] = (1 - m) * self.running_var.data + m * var.mean(0)
+                self._update_running(flat)
         xhat = xhat.reshape(x.shape)
         ctx.xhat, ctx.r, ctx.running = xhat, r, use_running
         return _channel_affine(self, xhat)
+
+    def _update_running(self, flat: np.ndarray) -> None:
+        """Move the running estimates towards the batch's average instance mean and unbiased variance.
+
+        Under ``fit(threads=K)`` (a shard of the batch on each thread) the
+        shards' sums are added first and the first shard's thread alone moves
+        the estimates, once per batch, as one thread would.
+        """
+        c, count = flat.shape[1], flat.shape[2]
+        sums = np.empty(2 * c + 1)
+        sums[:c] = flat.mean(axis=2).sum(0)
+        sums[c : 2 * c] = (flat.var(axis=2) * (count / max(count - 1, 1))).sum(0)
+        sums[2 * c] = flat.shape[0]
+        member = current_member()
+        if member is not None:
+            group, rank = member
+            sums = group.allreduce(rank, sums)
+            if rank != 0:
+                return
+        self.num_batches_tracked += 1
+        m, n = self.momentum, sums[2 * c]
+        dtype = self.running_mean.data.dtype
+        self.running_mean.data[...] = (1 - m) * self.running_mean.data + (m * sums[:c] / n).astype(dtype)
+        self.running_var.data[...] = (1 - m) * self.running_var.data + (m * sums[c : 2 * c] / n).astype(dtype)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xhat = ctx.xhat

@@ -90,15 +90,49 @@ def _reseed(original: Layer, replica: Layer, salt: int) -> None:
         _reseed(mine, theirs, salt)
 
 
+#: (rtol, atol relative to the output's largest value) within which a float dtype's outputs
+#: count as equal: room for the order of sums, not for samples mixed across the shards
+_TOLERANCE = {2: (5e-2, 5e-3), 4: (1e-3, 1e-5), 8: (1e-9, 1e-12)}
+
+
+#: the attribute values _follow copies from the model's layers into the replicas'
+_PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
+_MISSING = object()
+
+
+def _layers(model: Layer) -> list[Layer]:
+    """``model`` and every layer under it, depth first, in ``children()`` order."""
+    found = [model]
+    for child in model.children():
+        found += _layers(child)
+    return found
+
+
+def _uncopyable(model: Layer) -> str | None:
+    """The description of the innermost layer under ``model`` that ``copy.deepcopy`` refuses."""
+    for child in model.children():
+        inner = _uncopyable(child)
+        if inner is not None:
+            return inner
+    try:
+        copy.deepcopy({k: v for k, v in vars(model).items() if not isinstance(v, Layer)})
+    except Exception:
+        return model.describe()
+    return None
+
+
 def _mismatch(whole: np.ndarray, parts: list[np.ndarray]) -> str | None:
-    """Why ``parts`` joined on axis 0 are not ``whole``; ``None`` when they are, to float32 rounding."""
+    """Why ``parts`` joined on axis 0 are not ``whole``; ``None`` when they are, to the dtype's rounding."""
     shapes_differ = whole.ndim == 0 or any(p.ndim == 0 or p.shape[1:] != whole.shape[1:] for p in parts)
     if shapes_differ or sum(len(p) for p in parts) != len(whole):
         return f"shape {whole.shape}, the shards' {', '.join(str(p.shape) for p in parts)}"
     joined = np.concatenate(parts)
+    if not np.issubdtype(whole.dtype, np.inexact):
+        return None if np.array_equal(joined, whole) else "they differ"
     finite = np.abs(whole[np.isfinite(whole)])
     scale = max(1.0, float(finite.max(initial=0.0)))
-    if np.allclose(joined, whole, rtol=1e-3, atol=1e-5 * scale, equal_nan=True):
+    rtol, atol = _TOLERANCE.get(np.finfo(whole.dtype).bits // 8, _TOLERANCE[8])
+    if np.allclose(joined, whole, rtol=rtol, atol=atol * scale, equal_nan=True):
         return None
     gap = np.nanmax(np.abs(joined.astype(np.float64) - whole))
     return f"they differ by up to {gap:.3g}"
@@ -138,6 +172,8 @@ class Replicas:
         # per replica: (model's, replica's) parameters, then the same for the buffers
         self._params: list[list[tuple[Any, Any]]] = []
         self._buffers: list[list[tuple[Any, Any]]] = []
+        # per replica: (model's, replica's) layers, every level, for _follow
+        self._layers: list[list[tuple[Layer, Layer]]] = []
         self._groups: dict[int, ThreadGroup] = {}
         self._rngs: list[np.random.Generator | None] = [None]
         self._pool: ThreadPoolExecutor | None = None
@@ -168,12 +204,20 @@ class Replicas:
                 shared = getattr(model, name, None)
                 if shared is not None:
                     memo[id(shared)] = shared
-            replica = copy.deepcopy(model, memo)
+            try:
+                replica = copy.deepcopy(model, memo)
+            except Exception as error:
+                raise ConfigError(
+                    f"threads={self.threads}: cannot copy {model.describe()} for the other threads "
+                    f"({_uncopyable(model) or 'a layer'} holds something copy.deepcopy refuses: "
+                    f"{type(error).__name__}: {error}); leave threads unset for this model"
+                ) from error
             _reseed(model, replica, k)
             self.copies.append(replica)
             self._params.append(list(zip(params, replica.parameters())))
             self._buffers.append(list(zip(buffers, replica.buffers())))
             self._rngs.append(_child(rng, k))
+            self._layers.append(list(zip(_layers(model), _layers(replica))))
 
     def _group(self, size: int) -> ThreadGroup:
         group = self._groups.get(size)
@@ -190,9 +234,10 @@ class Replicas:
             )
         group = self._group(size)
         models = [self.model, *self.copies]
+        errors_as = np.geterr()  # NumPy's floating-point error handling is per thread: the caller's
 
         def member(k: int) -> Any:
-            with member_of(group, k), thread_rng(self._rngs[k]):
+            with member_of(group, k), thread_rng(self._rngs[k]), np.errstate(**errors_as):
                 try:
                     return work(k, models[k])
                 except BaseException:
@@ -224,9 +269,7 @@ class Replicas:
         if size < 2 or not self.copies:
             ctx.shards = None
             return self.model.forward(ctx, x, **kwargs)
-        for pairs in (*self._params, *self._buffers):  # an array replaced since (astype): follow it
-            for mine, theirs in pairs:
-                theirs.data = mine.data
+        self._follow()
         cuts = [n * k // size for k in range(size + 1)]
         if not self._checked:
             self._check_samples_apart(x, cuts, kwargs)
@@ -237,6 +280,28 @@ class Replicas:
         )
         ctx.shards = (contexts, cuts)
         return _join(outs)
+
+    def _follow(self) -> None:
+        """Bring the replicas up to the model's state before a batch.
+
+        The arrays (one replaced since, as by ``astype``), the parameters'
+        ``trainable`` flags and every layer's plain attributes (numbers,
+        strings, booleans, ``None``: a layer frozen or unfrozen, a rate or a
+        temperature a callback changed during ``fit``) are taken from the model.
+        """
+        for pairs in (*self._params, *self._buffers):
+            for mine, theirs in pairs:
+                theirs.data = mine.data
+        for pairs in self._params:
+            for mine, theirs in pairs:
+                if theirs.trainable != mine.trainable:
+                    theirs.trainable = mine.trainable
+        for layer_pairs in self._layers:
+            for mine, theirs in layer_pairs:
+                state = vars(theirs)
+                for key, value in vars(mine).items():
+                    if isinstance(value, _PLAIN) and state.get(key, _MISSING) != value:
+                        state[key] = value
 
     def _check_samples_apart(self, x: Any, cuts: list[int], kwargs: dict[str, Any]) -> None:
         """Refuse a model whose outputs for the whole batch are not its shards' outputs joined.
