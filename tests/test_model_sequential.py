@@ -10,7 +10,8 @@ from support import requires_h5py
 
 import framework
 from framework import Input, Sequential
-from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d
+from framework.errors import ShapeError
+from framework.layers import BatchNorm, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from framework.models.model import deserialize_model, serialize_model
 
 
@@ -205,3 +206,20 @@ def test_deferred_build_of_a_variable_length_stack_on_the_first_batch():
     model.fit(x, np.zeros((8, 2), np.float32), epochs=1, verbose=0)
     assert model.built and model.layer_output_shapes() == [(None, 5, 4), (None, 20), (None, 2)]
     assert model.count_params() == 144 + 42
+
+
+def test_a_linear_given_its_sizes_can_start_a_sequence_model():
+    """``Linear(3, 8)`` is built for ``(N, 3)`` but takes ``(N, *, 3)``: a sequence layer after it defers."""
+    from framework.layers import PositionalEncoding
+
+    model = Sequential([Linear(3, 8), ReLU(), PositionalEncoding(8), Linear(8, 2)])
+    assert not model.built  # the first batch tells the shape
+    x = np.random.default_rng(0).standard_normal((4, 5, 3)).astype(np.float32)
+    assert model.predict(x, verbose=0).shape == (4, 5, 2)
+    assert model.built and model.input_shape == (None, 5, 3)
+
+
+def test_a_linear_stack_whose_sizes_do_not_fit_is_still_refused_at_once():
+    with pytest.raises(ShapeError, match=r"expected input of shape \(N, \*, 9\), got \(None, 8\)"):
+        Sequential([Linear(3, 8), Linear(9, 2)])
+    assert Sequential([Linear(3, 8), ReLU(), Linear(8, 2)]).built  # and an MLP is built from its sizes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer
-from framework.errors import ConfigError, NotBuiltError
+from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.models.executor import unique_name
 from framework.models.graph import InputLayer, SymbolicTensor, connect
 from framework.models.model import Model
@@ -100,13 +101,24 @@ class Sequential(Model):
         name = unique_name(layer, self._stack, self.describe())
         if not self._stack and self._in_shape is None and layer.built and layer.input_shape is not None:
             self._in_shape = layer.input_shape
+            self._in_shape_guessed = True
         shape = self._shapes[-1] if self._stack else self._in_shape
         if self._stack and not _fully_known(shape):
             # An earlier layer's output has a size only data will tell (a sequence's length):
             # the rest of the stack is built on the first batch, as Keras defers it.
             shape = None
         previous = list(self._stack.values())[-1] if self._stack else None
-        out = connect(layer, shape, previous) if shape is not None else None
+        try:
+            out = connect(layer, shape, previous) if shape is not None else None
+        except ShapeError:
+            guessed = self.__dict__.get("_in_shape_guessed", False)
+            if not (self._stack and guessed and _takes_more_axes(layer, shape)):
+                raise
+            # The first layer was built for (N, features) by its sizes (a Linear), but it takes
+            # any (N, *, features) and this layer wants more axes: the first batch tells the shape.
+            self._in_shape = None
+            self._shapes = [None] * len(self._shapes)
+            out = None
         self._stack[name] = layer
         self._shapes.append(out)
         self._refresh_built()
@@ -304,6 +316,17 @@ def _deserialize(entry: dict[str, Any]) -> Layer:
     from framework.models.serialize import deserialize_layer
 
     return deserialize_layer(entry)
+
+
+def _takes_more_axes(layer: Layer, shape: Any) -> bool:
+    """Whether (a copy of) ``layer`` connects to ``shape`` with one more unknown axis after the batch."""
+    if not isinstance(shape, tuple) or not shape:
+        return False
+    try:
+        connect(copy.deepcopy(layer), (shape[0], None, *shape[1:]))
+    except Exception:
+        return False
+    return True
 
 
 def _fully_known(shape: Any) -> bool:
