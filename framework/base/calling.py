@@ -9,8 +9,9 @@ creation, by :func:`wrap_forward` / :func:`wrap_backward`, which
   ``forward(ctx, x)`` from an executor, and ``forward(x)`` by hand (a context
   is made and kept on the layer for the next hand-made ``backward``);
 - adapt a layer written in the older form (``forward(x)`` keeping its state on
-  the layer) to the executors: it gets the call's mode, and a second thread or
-  a second place in one graph is refused with a clear error.
+  the layer) to the executors: it gets the call's mode, and a second thread, a
+  call from its own forward or a second place in one graph is refused with a
+  clear error.
 
 The form is told by the name of ``forward``'s first argument, ``ctx``.
 """
@@ -37,7 +38,7 @@ Shape = tuple[int | None, ...]
 
 _ANY = object()
 _BUILD_LOCK = threading.RLock()
-CALL_STATE = ("_legacy_lock", "_legacy_token", "_manual_ctx")
+CALL_STATE = ("_legacy_lock", "_legacy_owner", "_legacy_token", "_manual_ctx")
 
 
 def format_shape(shape: Any) -> str:
@@ -178,8 +179,12 @@ def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- the adapter for layers written in the older form -------------------------
 # ``forward(x)`` / ``backward(grad_out)`` keep one call's state on the layer, so
-# the adapter serves them one call at a time: it refuses a second thread, and a
-# backward whose forward was not the layer's last one.
+# the adapter serves them one call at a time: it refuses a second call while one
+# runs (from another thread, or from the forward itself), and a backward whose
+# forward was not the layer's last one. Building comes first, before the call
+# takes the layer: a hand-written ``Model`` builds by running its own forward
+# once on a zero batch (``Model.build``), a complete call of its own that ends
+# before this one begins.
 
 
 def _legacy_error(layer: Layer, what: str) -> ConfigError:
@@ -201,14 +206,21 @@ def _adapted_forward(
             if lock is None:
                 lock = threading.Lock()
                 object.__setattr__(layer, "_legacy_lock", lock)
+    _prepare(layer, x)  # before taking the layer: a Model's build calls this forward (see above)
     if not lock.acquire(blocking=False):
+        if layer.__dict__.get("_legacy_owner") == threading.get_ident():
+            raise _legacy_error(
+                layer,
+                "cannot be called again from its own forward (the inner call would overwrite the state "
+                "of the call in progress)",
+            )
         raise _legacy_error(layer, "cannot be called from two threads at once")
+    object.__setattr__(layer, "_legacy_owner", threading.get_ident())
     training = layer.training
     needs = layer.needs_input_grad
     try:
         layer.training = ctx.training
         layer.needs_input_grad = ctx.needs_input_grad
-        _prepare(layer, x)
         out = fn(layer, x, *rest, **kwargs)
         layer._out_shape = ctx.out_shape = _out_shape(out)
         token = object()
@@ -218,6 +230,7 @@ def _adapted_forward(
     finally:
         layer.training = training
         layer.needs_input_grad = needs
+        object.__setattr__(layer, "_legacy_owner", None)
         lock.release()
 
 

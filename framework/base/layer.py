@@ -243,6 +243,13 @@ class Layer(LayerState, Configurable):
     def children(self) -> list[Layer]:
         return [child for _, child in self.named_children()]
 
+    def modules(self) -> list[Layer]:
+        """This layer and every layer under it, depth first in ``children()`` order (as PyTorch's)."""
+        found: list[Layer] = [self]
+        for child in self.children():
+            found += child.modules()
+        return found
+
     def _named_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
         for key, value in list(vars(self).items()):
             if isinstance(value, kind):

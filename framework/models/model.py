@@ -191,7 +191,17 @@ class Model(TrainingMethods, FileMethods, Layer):
         if any(d is None for s in shapes for d in tuple(s)[1:]):
             return
         dummies = [np.zeros((1, *tuple(s)[1:]), dtype=get_default_dtype()) for s in shapes]
-        self.forward(Context(False, record=False), dummies if isinstance(input_shape, list) else dummies[0])
+        # Every layer in eval mode, whatever its own flag: a forward calls its children by hand in
+        # their own mode, and a BatchNorm in training mode would refuse the batch of one.
+        modes = [(layer, layer.training) for layer in self.modules()]
+        self.eval()
+        try:
+            self.forward(
+                Context(False, record=False), dummies if isinstance(input_shape, list) else dummies[0]
+            )
+        finally:
+            for layer, training in modes:
+                layer.training = training
 
     def output_shape(self, input_shape: Any) -> Any:
         if self._graph is not None:

@@ -100,14 +100,6 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
 _MISSING = object()
 
 
-def _layers(model: Layer) -> list[Layer]:
-    """``model`` and every layer under it, depth first, in ``children()`` order."""
-    found = [model]
-    for child in model.children():
-        found += _layers(child)
-    return found
-
-
 def _uncopyable(model: Layer) -> str | None:
     """The description of the innermost layer under ``model`` that ``copy.deepcopy`` refuses."""
     for child in model.children():
@@ -217,7 +209,7 @@ class Replicas:
             self._params.append(list(zip(params, replica.parameters())))
             self._buffers.append(list(zip(buffers, replica.buffers())))
             self._rngs.append(_child(rng, k))
-            self._layers.append(list(zip(_layers(model), _layers(replica))))
+            self._layers.append(list(zip(model.modules(), replica.modules())))
 
     def _group(self, size: int) -> ThreadGroup:
         group = self._groups.get(size)

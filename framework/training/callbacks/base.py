@@ -10,9 +10,14 @@ import numpy as np
 
 from framework.errors import ConfigError
 
-__all__ = ["Callback", "CallbackList", "History", "Logs"]
+__all__ = ["Callback", "CallbackList", "History", "Logs", "is_scalar"]
 
 Logs = dict[str, Any]
+
+
+def is_scalar(value: Any) -> bool:
+    """Whether a log value is one number (``loss``, ``accuracy``), not an array (``confusion_matrix``)."""
+    return np.ndim(value) == 0
 
 
 class Callback:
@@ -215,21 +220,23 @@ class History(Callback):
 
     Attributes:
         history: ``{"loss": [...], "accuracy": [...], "val_loss": [...], ...}``,
-            one value per completed epoch.
+            one value per completed epoch: a Python float, or for a
+            non-scalar metric (``confusion_matrix``) a copy of the epoch's array.
         epoch: the indices of the completed epochs.
         interrupted: ``True`` when ``fit`` was stopped by Ctrl-C.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.history: dict[str, list[float]] = {}
+        self.history: dict[str, list[Any]] = {}
         self.epoch: list[int] = []
         self.interrupted = False
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
+            record = float(value) if is_scalar(value) else np.array(value, copy=True)
+            self.history.setdefault(key, []).append(record)
 
     def plot(self, path: Any = None, metrics: list[str] | tuple[str, ...] | str | None = None) -> Any:
         """Draw the loss and metric curves, one panel per metric, training and validation together.
@@ -242,14 +249,16 @@ class History(Callback):
                 saves nothing and only returns the figure.
             metrics: the names to draw (``"loss"``, ``"accuracy"``, ...; a
                 ``val_`` curve is drawn beside each name that has one);
-                default ``None`` draws every recorded training key.
+                default ``None`` draws every recorded training key whose
+                values are numbers (a ``confusion_matrix`` is left out).
 
         Returns:
             The ``matplotlib.figure.Figure``.
 
         Raises:
             ImportError: when matplotlib is not installed (names the ``plot`` extra).
-            ConfigError: when nothing was recorded or a requested name is unknown.
+            ConfigError: when nothing was recorded, or a requested name is
+                unknown or holds arrays (a non-scalar metric has no curve).
         """
         try:
             from matplotlib.figure import Figure
@@ -260,8 +269,9 @@ class History(Callback):
             ) from exc
         if not self.history:
             raise ConfigError("History.plot: nothing recorded yet; call fit() first")
+        curves = [key for key, values in self.history.items() if all(map(is_scalar, values))]
         if metrics is None:
-            names = [key for key in self.history if not key.startswith("val_")]
+            names = [key for key in curves if not key.startswith("val_")]
             names.sort(key=lambda key: key != "loss")
         else:
             names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -271,10 +281,16 @@ class History(Callback):
                     f"History.plot: metrics: unknown name(s) {unknown or names!r}; "
                     f"recorded: {sorted(self.history)}"
                 )
+            arrays = [name for name in names if name not in curves]
+            if arrays:
+                raise ConfigError(
+                    f"History.plot: metrics: {arrays!r} hold an array per epoch, not a number, so they "
+                    f"have no curve; plot one of {sorted(curves)} (read the arrays from history.history)"
+                )
         figure = Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
         for ax, name in zip(figure.subplots(1, len(names), squeeze=False)[0], names):
             for key, label in ((name, "train"), (f"val_{name}", "validation")):
-                if key in self.history:
+                if key in curves:
                     values = self.history[key]
                     start = self.epoch[0] if len(self.epoch) == len(values) else 0
                     epochs = np.arange(start + 1, start + len(values) + 1)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from framework.errors import ConfigError
-from framework.training.callbacks.base import Callback, Logs
+from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["CSVLogger", "LambdaCallback", "TerminateOnNaN"]
 
@@ -40,6 +43,9 @@ class TerminateOnNaN(Callback):
 
 class CSVLogger(Callback):
     """Writes one CSV row per epoch: ``epoch`` then the log keys (sorted).
+
+    An array value (``confusion_matrix``) is written as one field holding
+    its JSON list, ``[[3.0, 1.0], [0.0, 4.0]]`` (read back with ``json.loads``).
 
     With ``append=True`` the rows go after those of an existing file, under
     its header (written once): its columns are kept, a key the file has no
@@ -95,13 +101,20 @@ class CSVLogger(Callback):
             )
             if not self._header:
                 self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **{k: logs.get(k, "NA") for k in self.keys}})
+        self._writer.writerow({"epoch": epoch, **{k: _cell(logs.get(k, "NA")) for k in self.keys}})
         self._file.flush()
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _cell(value: Any) -> Any:
+    """A log value as a CSV field: a number as it is, an array as one JSON list (``[[3, 1], [0, 4]]``)."""
+    if is_scalar(value):
+        return value
+    return json.dumps(np.asarray(value).tolist())
 
 
 class LambdaCallback(Callback):

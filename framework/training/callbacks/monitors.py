@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
-from framework.training.callbacks.base import Callback, Logs
+from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "ReduceLROnPlateau"]
 
@@ -43,6 +43,11 @@ class _Monitor(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def _current(self, logs: Logs | None) -> float | None:
+        """The monitored value as a float; ``None`` (with a warning) when it is not logged.
+
+        Raises:
+            ConfigError: the monitored key holds an array (``confusion_matrix``).
+        """
         value = (logs or {}).get(self.monitor)
         if value is None:
             warnings.warn(
@@ -52,6 +57,13 @@ class _Monitor(Callback):
                 stacklevel=3,
             )
             return None
+        if not is_scalar(value):
+            scalars = sorted(key for key, v in (logs or {}).items() if is_scalar(v))
+            raise ConfigError(
+                f"{type(self).__name__}: monitor={self.monitor!r} is a non-scalar metric (an array of shape "
+                f"{np.shape(value)}), which has no order to improve in; monitor a key holding one number: "
+                f"one of {scalars}"
+            )
         return float(value)
 
     def _improved(self, value: float) -> bool:
@@ -186,7 +198,7 @@ class ModelCheckpoint(_Monitor):
             self.best = value
         try:
             path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
             raise ConfigError(
                 f"ModelCheckpoint: cannot format filepath {self.filepath!r} with epoch and logs "
                 f"{sorted(logs)}: {exc}"

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from framework.errors import ConfigError
-from framework.training.callbacks.base import Callback, Logs
+from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["ProgbarLogger", "resolve_verbose"]
 
@@ -46,7 +46,9 @@ class ProgbarLogger(Callback):
     ``Epoch 3/10 - 47/47 - 0.52s - loss: ...``, instead of bar redraws.
 
     The bar shows the running loss and metrics; at the epoch's end it shows
-    the epoch's results, validation included, and the epoch time.
+    the epoch's results, validation included, and the epoch time. A metric
+    whose value is an array (``confusion_matrix``) is not printed; ``History``
+    keeps it.
     """
 
     def __init__(self, verbose: int = 1, file: Any = None) -> None:
@@ -146,4 +148,7 @@ class _TextBar:
 
 
 def _format(logs: Logs) -> str:
-    return " - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items())
+    """``loss: 0.1234 - accuracy: 0.5000``; an array value (``confusion_matrix``) is left out of the line."""
+    return " - ".join(
+        f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items() if is_scalar(v)
+    )

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
-from framework.training.callbacks.base import Callback, Logs
+from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["TensorBoard"]
 
@@ -32,7 +32,8 @@ class TensorBoard(Callback):
     values (the ``val_`` keys, without the prefix) to ``<log_dir>/validation``,
     under the tags ``epoch_<key>`` (step: the epoch index) and
     ``batch_<key>`` (step: the batch count since the start of training, the
-    running means of the epoch so far). View them with
+    running means of the epoch so far). A metric whose value is an array
+    (``confusion_matrix``) has no scalar and is not written. View them with
     ``tensorboard --logdir <log_dir>``.
 
     Needs the ``tensorboard`` extra (``pip install "framework[tensorboard]"``,
@@ -91,12 +92,12 @@ class TensorBoard(Callback):
             return
         writer = self._writer("train")
         for key, value in (logs or {}).items():
-            if np.ndim(value) == 0:
+            if is_scalar(value):
                 writer.add_scalar(f"batch_{key}", float(value), self._step)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         for key, value in (logs or {}).items():
-            if np.ndim(value) != 0:
+            if not is_scalar(value):
                 continue
             name, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
             self._writer(name).add_scalar(f"epoch_{tag}", float(value), epoch)
