@@ -27,7 +27,7 @@ from framework.training.data import (
     resolve_dicts,
 )
 from framework.training.replicas import make_replicas
-from framework.training.trainer import Trainer, keep_freed_memory
+from framework.training.trainer import Trainer, keep_freed_memory, layers_in_mode
 
 if TYPE_CHECKING:
     from framework.models.model import Model
@@ -46,18 +46,19 @@ def evaluate_data(
     batch_hooks = cb is not None and cb.has_test_batch_hooks
     if cb is not None:
         cb.on_test_begin()
-    for step, (xb, yb, wb) in enumerate(data.batches(batch_size)):
-        if batch_hooks:
-            cb.on_test_batch_begin(step)  # type: ignore[union-attr]
-        if is_batches:
-            xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
-        value, outs, size = trainer.test_step(xb, yb, wb)
-        if outs:
-            per_output = [a + v * size for a, v in zip(per_output, outs)]
-        total += value * size
-        n += size
-        if batch_hooks:
-            cb.on_test_batch_end(step, {"loss": value})  # type: ignore[union-attr]
+    with layers_in_mode(model, False):
+        for step, (xb, yb, wb) in enumerate(data.batches(batch_size)):
+            if batch_hooks:
+                cb.on_test_batch_begin(step)  # type: ignore[union-attr]
+            if is_batches:
+                xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
+            value, outs, size = trainer.test_step(xb, yb, wb)
+            if outs:
+                per_output = [a + v * size for a, v in zip(per_output, outs)]
+            total += value * size
+            n += size
+            if batch_hooks:
+                cb.on_test_batch_end(step, {"loss": value})  # type: ignore[union-attr]
     logs: dict[str, Any] = {"loss": total / n}
     if trainer.multi:
         for name, v in zip(model.output_names, per_output):
@@ -154,7 +155,7 @@ def predict(
     hooks = cb.has_predict_batch_hooks
     replicas = make_replicas("predict", model, threads)
     runner: Any = replicas if replicas is not None else model
-    with replicas or contextlib.nullcontext():
+    with replicas or contextlib.nullcontext(), layers_in_mode(model, False):
         for step, xb in enumerate(source):
             if hooks:
                 cb.on_predict_batch_begin(step)
@@ -214,13 +215,16 @@ def train_on_batch(
     """One optimisation step on one batch (``x``, ``y``, ``sample_weight`` as for :func:`fit`).
 
     Returns the batch loss, or ``{"loss": ..., "<metric>": ...}`` of this
-    batch with ``return_dict=True``. The layers' modes are not changed.
+    batch with ``return_dict=True``. Every layer runs in training mode and
+    has its own ``training`` flag back afterwards.
     """
     model._require_compiled("train_on_batch")
     xb, yb, wb = _one_batch(model, "train_on_batch", x, y, sample_weight)
     trainer = Trainer(model)
     trainer.reset_metrics()
-    return _results(trainer, trainer.train_step(xb, yb, wb), return_dict)
+    with layers_in_mode(model, True):
+        value = trainer.train_step(xb, yb, wb)
+    return _results(trainer, value, return_dict)
 
 
 def test_on_batch(
@@ -234,7 +238,8 @@ def test_on_batch(
     xb, yb, wb = _one_batch(model, "test_on_batch", x, y, sample_weight)
     trainer = Trainer(model)
     trainer.reset_metrics()
-    value, _, _ = trainer.test_step(xb, yb, wb)
+    with layers_in_mode(model, False):
+        value, _, _ = trainer.test_step(xb, yb, wb)
     return _results(trainer, float(value), return_dict)
 
 
@@ -245,4 +250,5 @@ def predict_on_batch(model: Model, x: Any) -> Any:
     """The outputs for one batch ``x`` (array, list or dict of arrays) in inference mode."""
     if isinstance(x, dict):
         x = resolve_dicts(model, x, None, None)[0]
-    return model.forward(Context(False, record=False), model.cast_inputs(x))
+    with layers_in_mode(model, False):
+        return model.forward(Context(False, record=False), model.cast_inputs(x))

@@ -56,6 +56,7 @@ from framework.training.replicas import make_replicas
 from framework.training.trainer import (
     Interrupt,
     Trainer,
+    calls_children_by_hand,
     class_weight_table,
     combine_weights,
     keep_freed_memory,
@@ -226,6 +227,8 @@ def fit(
     interrupted = False
     logs: dict[str, Any] = {}
     is_batches = isinstance(data, BatchData)
+    if calls_children_by_hand(model):  # the executors pass the mode on the contexts; these read flags
+        model.train()
     with Interrupt(model.optimizer) as interrupt, replicas or contextlib.nullcontext():
         try:
             cb.on_train_begin()

@@ -7,15 +7,19 @@ of a compiled model; :func:`keep_freed_memory` tunes glibc for the loops;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from framework.base.calling import takes_context
 from framework.base.context import Context
+from framework.base.layer import Layer
 from framework.base.metric import result_value
 from framework.base.optimizer import Optimizer
 from framework.errors import ConfigError, DataError
@@ -23,7 +27,15 @@ from framework.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from framework.models.model import Model
 
-__all__ = ["Interrupt", "Trainer", "class_weight_table", "combine_weights", "keep_freed_memory"]
+__all__ = [
+    "Interrupt",
+    "Trainer",
+    "class_weight_table",
+    "combine_weights",
+    "calls_children_by_hand",
+    "keep_freed_memory",
+    "layers_in_mode",
+]
 
 
 class Interrupt:
@@ -234,6 +246,36 @@ def combine_weights(table: np.ndarray, y: Any, sample_weight: Any) -> np.ndarray
     else:
         weights = table[labels]
     return weights if sample_weight is None else weights * sample_weight
+
+
+def calls_children_by_hand(model: Layer) -> bool:
+    """Whether ``model`` or a layer in it is written in the older form (``forward(x)``).
+
+    Such a forward calls its children by hand, and they run in their own
+    ``training`` flag; the executors hand every other layer each call's mode on
+    its context, whatever its flag.
+    """
+    return any(not takes_context(layer) for layer in model.modules())
+
+
+@contextlib.contextmanager
+def layers_in_mode(model: Layer, training: bool) -> Iterator[None]:
+    """For a model that calls children by hand, every layer in ``training`` mode for the block.
+
+    Each layer gets its own flag back after. Other models are left alone: their
+    modes travel on the calls' contexts, and their flags may be read by other
+    threads calling them meanwhile (an older-form model refuses those).
+    """
+    if not calls_children_by_hand(model):
+        yield
+        return
+    saved = [(layer, layer.training) for layer in model.modules()]
+    model.train(training)
+    try:
+        yield
+    finally:
+        for layer, flag in saved:
+            layer.training = flag
 
 
 _HEAP_TUNED = False
