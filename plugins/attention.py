@@ -1,7 +1,8 @@
 """Scaled dot-product attention: the maths, a NumPy function and a function layer.
 
 The pure functions here (:func:`attention_forward`, :func:`attention_backward`,
-:func:`mask_to_bias`, :func:`causal_bias`) are what
+:func:`~plugins.attention_masks.mask_to_bias`, :func:`~plugins.attention_masks.causal_bias`, re-exported
+here) are what
 :class:`~plugins.multihead_attention.MultiheadAttention` and the transformer
 blocks are built on; :func:`scaled_dot_product_attention` is PyTorch's
 ``torch.nn.functional.scaled_dot_product_attention`` on arrays and
@@ -23,9 +24,9 @@ Forward::
 Gradient (``G = dL/dY``)::
 
     dV = P'^T G
-    dP = (G V^T) * M / (1 - p)
+    dP = (G V^T + W) * M / (1 - p)  W = dL/dP' when the loss also reads the returned weights, else 0
     dZ = P * (dP - rowsum(G * Y))  the softmax Jacobian, fused in place on dP;
-                                    rowsum(dP * P) = rowsum(G * Y); 0 on masked rows
+                                    rowsum(dP * P) = rowsum(G * Y) + rowsum(W * P'); 0 on masked rows
     dQ = scale * dZ K
     dK = dZ^T (scale * Q)
 
@@ -42,16 +43,16 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
-from framework.errors import ConfigError, DataError, ShapeError
+from framework.errors import ConfigError, ShapeError
 from framework.runtime.random import get_rng
 from plugins.attention_causal import (
     _causal_backward,
-    _causal_bias,
     _causal_forward,
     _default_blocks,
     _ones,
     _swap,
 )
+from plugins.attention_masks import causal_bias, mask_to_bias
 
 __all__ = [
     "ScaledDotProductAttention",
@@ -61,42 +62,6 @@ __all__ = [
     "mask_to_bias",
     "scaled_dot_product_attention",
 ]
-
-
-def causal_bias(length: int, source_length: int, dtype: Any) -> np.ndarray:
-    """The ``(L, S)`` additive causal mask: ``0`` where ``j <= i``, ``-inf`` above the diagonal.
-
-    Top-left aligned like PyTorch's ``is_causal`` (``tril(ones(L, S))``). The
-    array is built once per ``(L, S, dtype)`` and shared: it is read-only.
-    """
-    return _causal_bias(int(length), int(source_length), np.dtype(dtype))
-
-
-def mask_to_bias(mask: Any, owner: str, arg: str, dtype: Any, *, true_masks: bool) -> np.ndarray:
-    """A boolean or float mask as an additive float bias of ``dtype``.
-
-    Args:
-        mask: a boolean array (``true_masks=True``: ``True`` means *masked*, as
-            ``nn.MultiheadAttention``; ``False``: ``True`` means *attend*, as
-            ``F.scaled_dot_product_attention``) or a float array added to the
-            scores as it is.
-        owner, arg: names for the error message.
-
-    Raises:
-        DataError: a mask that is not a boolean or floating-point array.
-    """
-    m = np.asarray(mask)
-    if m.dtype == np.bool_:
-        blocked = m if true_masks else ~m
-        bias = np.zeros(m.shape, dtype=dtype)
-        bias[blocked] = -np.inf
-        return bias
-    if np.issubdtype(m.dtype, np.floating):
-        return m.astype(dtype, copy=False)
-    raise DataError(
-        f"{owner}: {arg} must be a boolean mask or a float (additive) mask, got dtype {m.dtype}; "
-        f"convert 0/1 integers with {arg}.astype(bool)"
-    )
 
 
 def attention_forward(
@@ -192,6 +157,7 @@ def attention_backward(
     grad: np.ndarray,
     cache: dict[str, Any],
     out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    grad_probs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(dQ, dK, dV)`` from ``G = dL/dY`` and the cache of :func:`attention_forward`.
 
@@ -205,18 +171,28 @@ def attention_backward(
         grad: ``G``, ``(..., L, Dv)``, any strides with unit stride along ``Dv``.
         out: optional ``(dQ, dK, dV)`` arrays to write into (unit stride along
             the last axis), such as the views of one packed ``[dQ dK dV]``.
+        grad_probs: optional ``W = dL/dP'``, ``(..., L, S)`` or broadcasting
+            to it, for a loss that also reads the returned weights ``P'`` (the
+            probabilities after dropout, ``keep_probs``): then
+            ``dL/dP' = G V^T + W`` and ``r = rowsum(G * Y) + rowsum(W * P')``.
     """
     if "blocks" in cache:
+        if grad_probs is not None:
+            raise ValueError("attention_backward: grad_probs needs the forward's whole (L, S) probabilities")
         return _causal_backward(grad, cache, out)
     qs, k, v, p, scale = cache["qs"], cache["k"], cache["v"], cache["probs"], cache["scale"]
     f = qs.dtype.type
     oq, ok, ov = out if out is not None else (None, None, None)
     dv = np.matmul(_swap(cache["dropped"]), grad, out=ov)
     dp = np.matmul(grad, _swap(v))
+    if grad_probs is not None:
+        dp += grad_probs
     if cache["keep"] is not None:
         dp *= cache["keep"]
     # a row-wise dot product of two (L, Dv) stacks: no matmul shape does it in one call
     row = np.einsum("...j,...j->...", grad, cache["y"])[..., None]
+    if grad_probs is not None:
+        row += np.sum(grad_probs * cache["dropped"], axis=-1, keepdims=True)
     dp -= row
     dp *= p
     dq = np.matmul(dp, k, out=oq)

@@ -18,13 +18,8 @@ from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
-from plugins.attention import (
-    _check_keys,
-    attention_backward,
-    attention_forward,
-    causal_bias,
-    mask_to_bias,
-)
+from plugins.attention import _check_keys, attention_backward, attention_forward
+from plugins.attention_masks import head_bias
 from plugins.core import Linear
 
 __all__ = ["MultiheadAttention"]
@@ -69,8 +64,8 @@ class MultiheadAttention(Layer):
     - ``need_weights`` (default ``False``, unlike PyTorch, so the layer has one
       output in a model): return ``(Y, weights)``, the weights averaged over
       heads ``(N, L, S)`` when ``average_attn_weights`` else ``(N, H, L, S)``.
-      The weights are not differentiated; ``backward`` takes ``dL/dY``
-      (or ``(dL/dY, None)``).
+      ``backward`` takes ``dL/dY``, or the pair ``(dL/dY, dL/dweights)``
+      (``None`` for no weights gradient), as PyTorch differentiates both.
 
     A query whose every key is masked attends to nothing: its attention
     output is 0 (so ``Y`` is ``b_o`` there), exactly what PyTorch returns with
@@ -192,41 +187,6 @@ class MultiheadAttention(Layer):
         _check_keys(self.describe(), k)
         return q, k, v, listed
 
-    def _bias(
-        self,
-        n: int,
-        length: int,
-        source: int,
-        dtype: Any,
-        attn_mask: Any,
-        key_padding_mask: Any,
-        is_causal: bool,
-    ) -> np.ndarray | None:
-        bias = None
-        if attn_mask is None and is_causal:
-            bias = causal_bias(length, source, dtype)
-        elif attn_mask is not None:
-            m = mask_to_bias(attn_mask, self.describe(), "attn_mask", dtype, true_masks=True)
-            if m.shape == (length, source):
-                bias = m
-            elif m.shape == (n * self.num_heads, length, source):
-                bias = m.reshape(n, self.num_heads, length, source)
-            else:
-                raise ShapeError(
-                    f"{self.describe()}: attn_mask must have shape ({length}, {source}) or "
-                    f"({n * self.num_heads}, {length}, {source}) (N * num_heads, L, S), got {m.shape}"
-                )
-        if key_padding_mask is not None:
-            m = mask_to_bias(key_padding_mask, self.describe(), "key_padding_mask", dtype, true_masks=True)
-            if m.shape != (n, source):
-                raise ShapeError(
-                    f"{self.describe()}: key_padding_mask must have shape (N, S) = ({n}, {source}), "
-                    f"got {m.shape}"
-                )
-            m = m.reshape(n, 1, 1, source)
-            bias = m if bias is None else bias + m
-        return bias
-
     def forward(
         self,
         ctx: Context,
@@ -258,7 +218,9 @@ class MultiheadAttention(Layer):
                 _split(_project(a, w, None if b is None else b[i * e : (i + 1) * e]), n, h)
                 for i, (a, w) in enumerate(zip((q_in, k_in, v_in), ws))
             )
-        bias = self._bias(n, length, source, qh.dtype, attn_mask, key_padding_mask, is_causal)
+        bias = head_bias(
+            self.describe(), h, (n, length, source), qh.dtype, attn_mask, key_padding_mask, is_causal
+        )
         drop = self.dropout if ctx.training else 0.0
         # the heads' outputs land straight in the merged (N, L, H, D) = (N*L, E) layout
         merged = np.empty((n * length, e), dtype=qh.dtype)
@@ -295,7 +257,21 @@ class MultiheadAttention(Layer):
     # -- backward ----------------------------------------------------------------
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
-        g = grad_out[0] if isinstance(grad_out, tuple) else grad_out
+        g, grad_weights = grad_out, None
+        if isinstance(grad_out, (tuple, list)):
+            if len(grad_out) != 2:
+                raise ShapeError(
+                    f"{self.describe()}: backward takes dL/dY or the pair (dL/dY, dL/dweights), "
+                    f"got {len(grad_out)} arrays"
+                )
+            g, grad_weights = grad_out
+        if grad_weights is not None:
+            if "dropped" not in ctx.cache:  # the blocked causal path keeps no (L, S) probabilities
+                raise ShapeError(
+                    f"{self.describe()}: a gradient for the attention weights needs a forward with "
+                    "need_weights=True"
+                )
+            grad_weights = self._per_head(grad_weights, ctx.cache["dropped"])
         if not self.batch_first:
             g = g.transpose(1, 0, 2)
         n, length, e = g.shape
@@ -314,7 +290,7 @@ class MultiheadAttention(Layer):
             dqkv = np.empty((n * length, 3 * e), dtype=g2.dtype)
             views = tuple(_split(dqkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
             # with Q' = scale Q from the scaled weights, dQ' comes back: dW_q = scale dQ'^T x
-            attention_backward(da, ctx.cache, out=views)  # type: ignore[arg-type]
+            attention_backward(da, ctx.cache, out=views, grad_probs=grad_weights)  # type: ignore[arg-type]
             f = dqkv.dtype.type
             dw = dqkv.T @ q_in.reshape(n * length, e)
             dw[:e] *= f(1.0 / math.sqrt(self.head_dim))
@@ -329,7 +305,12 @@ class MultiheadAttention(Layer):
             return dx if self.batch_first else dx.transpose(1, 0, 2)
         source = k_in.shape[1]
         d2 = [np.empty((n * rows, e), dtype=g2.dtype) for rows in (length, source, source)]
-        attention_backward(da, ctx.cache, out=tuple(_split(d, n, h) for d in d2))  # type: ignore[arg-type]
+        attention_backward(
+            da,
+            ctx.cache,
+            out=tuple(_split(d, n, h) for d in d2),  # type: ignore[arg-type]
+            grad_probs=grad_weights,
+        )
         ws = self._weights()
         grads, wgrads, bgrads = [], [], []
         for d, a, w in zip(d2, (q_in, k_in, v_in), ws):
@@ -349,6 +330,28 @@ class MultiheadAttention(Layer):
             return grads[0] + grads[1] + grads[2]
         return grads
 
+    def check_graph_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Refuse ``need_weights=True`` in a functional model: its node has one output, not two."""
+        if kwargs.get("need_weights"):
+            raise ConfigError(
+                f"{self.describe()}: need_weights=True returns (output, weights), which a node of a "
+                "functional model cannot carry (it has one output); call the layer on arrays to read "
+                "its weights, or leave need_weights unset in the model"
+            )
+
+    def _per_head(self, grad_weights: Any, probs: np.ndarray) -> np.ndarray:
+        """``dL/dweights`` as a ``dL/dP'`` broadcasting to ``(N, H, L, S)`` (averaged: shared by heads)."""
+        n, h, length, source = probs.shape
+        gw = np.asarray(grad_weights, dtype=probs.dtype)
+        if gw.shape == (n, length, source):
+            return gw[:, None] / probs.dtype.type(h)
+        if gw.shape == (n, h, length, source):
+            return gw
+        raise ShapeError(
+            f"{self.describe()}: expected a weights gradient of shape {(n, length, source)} (averaged over "
+            f"heads) or {(n, h, length, source)}, got {gw.shape}"
+        )
+
     # -- shapes and config ---------------------------------------------------------
 
     def output_shape(self, input_shape: Any) -> Any:
@@ -357,10 +360,13 @@ class MultiheadAttention(Layer):
             raise ShapeError(
                 f"{self.describe()} expects [query, key, value], got {format_shape(input_shape)}"
             )
-        for label, s, size in zip(("query", "key", "value"), shapes, (self.embed_dim, self.kdim, self.vdim)):
+        layout = "(N, {}, {})" if self.batch_first else "({}, N, {})"
+        labels = (("query", "L"), ("key", "S"), ("value", "S"))
+        for (label, length), s, size in zip(labels, shapes, (self.embed_dim, self.kdim, self.vdim)):
             if len(s) != 3 or s[-1] != size:
                 raise ShapeError(
-                    f"{self.describe()}: expected {label} of shape (N, L, {size}), got {format_shape(s)}"
+                    f"{self.describe()}: expected {label} of shape {layout.format(length, size)}, "
+                    f"got {format_shape(s)}"
                 )
         return tuple(shapes[0])
 

@@ -167,8 +167,10 @@ class _Block(Layer):
     def output_shape(self, input_shape: Any) -> Any:
         shape = input_shape[0] if isinstance(input_shape, list) else input_shape
         if len(shape) != 3 or shape[-1] != self.d_model:
+            layout = "(N, L, {})" if self.batch_first else "(L, N, {})"
             raise ShapeError(
-                f"{self.describe()} expected input of shape (N, L, {self.d_model}), got {format_shape(shape)}"
+                f"{self.describe()} expected input of shape {layout.format(self.d_model)}, "
+                f"got {format_shape(shape)}"
             )
         return tuple(shape)
 

@@ -98,7 +98,17 @@ def _prepare(layer: Layer, x: Any) -> None:
     if not layer.built:
         with _BUILD_LOCK:
             if not layer.built:
-                layer.build(_shape_of(x))
+                shape = _shape_of(x)
+                try:
+                    layer.build(shape)
+                except ShapeError as exc:
+                    # the build saw the batch axis as None: name the arrays' shapes as called
+                    many = isinstance(x, (list, tuple))
+                    given = [getattr(v, "shape", None) for v in x] if many else getattr(x, "shape", None)
+                    if given is None or given == shape:
+                        raise
+                    text = ", ".join(format_shape(g) for g in given) if many else format_shape(given)
+                    raise ShapeError(f"{exc} (called on an input of shape {text})") from exc
                 layer.built = True
     elif layer.input_spec is not None:
         layer._check_input(x)

@@ -243,6 +243,9 @@ def call_layer(layer: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
                 f"{layer.describe()} was called on a mix of placeholders and {type(t).__name__} "
                 f"(argument {i}); in a functional model every input must come from Input() or a layer"
             )
+    check_kwargs = getattr(layer, "check_graph_kwargs", None)
+    if check_kwargs is not None:  # a layer may refuse call options a graph node cannot carry
+        check_kwargs(kwargs)
     shape = [t.shape for t in inputs] if list_input else inputs[0].shape
     out = connect(layer, shape, [t.node.layer for t in inputs] if list_input else inputs[0].node.layer)
     list_output = isinstance(out, list)
