@@ -264,12 +264,6 @@ def test_onnx_ceil_mode_window_in_padding_runs_right_inside_a_graph(pool: str, t
     export_and_compare(model, [((2, 5, 5), F)], tmp_path / "m.onnx")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a ceil_mode pool whose last window starts in the padding, as a graph output, is refused by "
-    "onnx.checker (its shape inference says 4 where PyTorch and onnxruntime give 3) with an ExportError "
-    "that names neither the layer nor ceil_mode",
-)
 @pytest.mark.parametrize("pool", ["MaxPool2d", "AvgPool2d"])
 def test_onnx_ceil_mode_window_in_padding_as_graph_output(pool: str, tmp_path: Path) -> None:
     model = seq((2, 5, 5), getattr(L, pool)(2, 2, 1, ceil_mode=True))
@@ -412,12 +406,6 @@ def test_onnx_export_float64_model(float64: None, tmp_path: Path) -> None:
         np.testing.assert_allclose(got, model.predict(x), **TOL64)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in a float64 model UpSampling2d's Resize 'scales' are cast to float64 "
-    "(ExportContext.initializer casts every float constant), which ONNX forbids: onnx.checker "
-    "refuses the graph",
-)
 def test_onnx_float64_upsampling_writes_float32_scales(float64: None) -> None:
     onnx = _onnx()
     model = seq((2, 3, 3), L.UpSampling2d((2, 3)))
@@ -1631,3 +1619,24 @@ def test_numpy_predictor_refusal_names_the_layer_and_writes_nothing(layer: str, 
     with pytest.raises(ExportError, match=rf"{layer} layer .*no NumPy inference function"):
         numpy_predictor(model, tmp_path / "deploy")
     assert not (tmp_path / "deploy").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda: L.MaxPool2d(3, 3, 1, ceil_mode=True), (2, 3, 5)),  # one axis drops, the other pads past p
+        (lambda: L.AvgPool2d(3, 3, 1, ceil_mode=True, count_include_pad=False), (2, 3, 5)),
+        (lambda: L.MaxPool2d(2, 3, 0, ceil_mode=True), (2, 3, 4)),  # a drop that needs no end pad at all
+        (lambda: L.MaxPool1d(2, 2, 1, ceil_mode=True), (2, 5)),
+    ],
+)
+def test_onnx_ceil_mode_drops_written_as_floor_mode_pads(make: Any, shape: tuple[int, ...], tmp_path: Path):
+    export_and_compare(seq(shape, make()), [(shape, F)], tmp_path / "m.onnx")
+
+
+def test_onnx_ceil_mode_drop_with_counted_padding_past_the_pad_is_refused(tmp_path: Path) -> None:
+    _onnx()
+    model = seq((2, 3, 5), L.AvgPool2d(3, 3, 1, ceil_mode=True))  # count_include_pad=True
+    with pytest.raises(ExportError, match=r"AvgPool2d.*ceil_mode=True"):
+        framework.onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -64,23 +64,53 @@ def conv_transpose(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
     return _conv_node(ctx, layer, inputs, "ConvTranspose", output_padding=list(layer.output_padding))
 
 
-def _pool_attrs(layer: Any) -> dict[str, Any]:
-    return {
-        "kernel_shape": list(layer.kernel_size),
-        "strides": list(layer.stride),
-        "pads": [int(p) for p in layer.padding] * 2,
-        "ceil_mode": int(layer.ceil_mode),
-    }
+def _pool_attrs(ctx: ExportContext, layer: Any, x: str) -> dict[str, Any]:
+    """The pool's ONNX attributes; a ceil-mode window PyTorch drops is dropped by the pads instead.
+
+    PyTorch (and onnxruntime) drop a last ceil-mode window that would start in
+    the end padding, ONNX's shape inference keeps it, so ``onnx.checker``
+    refuses a graph whose declared shape is PyTorch's. Where the input's size
+    is known and a window is dropped, the same output is written in floor
+    mode with the end pads that give exactly PyTorch's windows,
+    ``end = (out - 1) s + k - size - pad``.
+    """
+    kernel, stride = [int(k) for k in layer.kernel_size], [int(s) for s in layer.stride]
+    pads = [int(p) for p in layer.padding]
+    attrs = {"kernel_shape": kernel, "strides": stride, "pads": pads * 2, "ceil_mode": int(layer.ceil_mode)}
+    shape = ctx.shape(x)
+    if not layer.ceil_mode or shape is None or len(shape) != 2 + len(kernel):
+        return attrs
+    sizes = [int(d) for d in shape[2:] if d is not None]
+    if len(sizes) != len(kernel):
+        return attrs
+    outs, dropped = [], False
+    for size, k, s, p in zip(sizes, kernel, stride, pads):
+        out = -(-(size + 2 * p - k) // s) + 1
+        if (out - 1) * s >= size + p:  # the last window would start in the end padding
+            out, dropped = out - 1, True
+        outs.append(out)
+    if not dropped:
+        return attrs
+    ends = [max(0, (o - 1) * s + k - size - p) for o, size, k, s, p in zip(outs, sizes, kernel, stride, pads)]
+    floor_outs = [(size + p + e - k) // s + 1 for size, p, e, k, s in zip(sizes, pads, ends, kernel, stride)]
+    counts_pads = bool(getattr(layer, "count_include_pad", False))
+    if floor_outs != outs or (counts_pads and any(e > p for e, p in zip(ends, pads))):
+        raise ExportError(
+            f"{layer.describe()}: ceil_mode=True on an input of size {tuple(sizes)} drops a window PyTorch's "
+            "way that ONNX's pool cannot express with its padding counted in the average; "
+            "use count_include_pad=False or ceil_mode=False"
+        )
+    return {**attrs, "pads": pads + ends, "ceil_mode": 0}
 
 
 def max_pool(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
     """``MaxPool`` (1-D or 2-D; padding is ``-inf``, as PyTorch)."""
-    return str(ctx.node("MaxPool", [inputs[0]], **_pool_attrs(layer)))
+    return str(ctx.node("MaxPool", [inputs[0]], **_pool_attrs(ctx, layer, inputs[0])))
 
 
 def avg_pool(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
     """``AveragePool`` with ``count_include_pad``."""
-    attrs = _pool_attrs(layer)
+    attrs = _pool_attrs(ctx, layer, inputs[0])
     return str(ctx.node("AveragePool", [inputs[0]], count_include_pad=int(layer.count_include_pad), **attrs))
 
 
@@ -106,7 +136,9 @@ def batch_norm(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
         ctx.initializer(layer.running_mean.data, "running_mean"),
         ctx.initializer(layer.running_var.data, "running_var"),
     ]
-    return str(ctx.node("BatchNormalization", args, epsilon=float(layer.eps)))
+    # ONNX's momentum weighs the old estimate (running * m + batch * (1 - m)), PyTorch's the new one
+    momentum = 1.0 - float(layer.momentum)
+    return str(ctx.node("BatchNormalization", args, epsilon=float(layer.eps), momentum=momentum))
 
 
 def layer_norm(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
@@ -154,7 +186,9 @@ def zero_padding2d(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
 def upsampling2d(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
     """``Resize`` (nearest, asymmetric, floor): each pixel repeated ``scale_factor`` times."""
     sh, sw = layer.scale_factor
-    scales = ctx.initializer(np.asarray([1.0, 1.0, sh, sw], dtype=np.float32), "scales")
+    # Resize's scales are float32 whatever the model's dtype (ctx.initializer would cast them)
+    scales = ctx.fresh(f"{ctx.scope}.scales" if ctx.scope else "scales")
+    ctx.initializers.append(ctx.onnx.numpy_helper.from_array(np.asarray([1, 1, sh, sw], np.float32), scales))
     return str(
         ctx.node(
             "Resize",
