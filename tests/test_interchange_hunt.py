@@ -12,8 +12,8 @@ Layer options and file situations the other interchange tests leave out:
 - writing: missing folders, a write that fails half way (the previous file must survive), unbuilt models;
 - HDF5 checkpoints and the NumPy-only predictor on the same uncommon layers.
 
-Known bugs are strict xfails whose reason starts with ``BUG:``; each test asserts what a PyTorch or
-onnxruntime user would expect (an exit that cannot carry a model must raise a ``FrameworkError``
+The 37 bugs these tests found were fixed (each test failed on the code before); each asserts what a
+PyTorch or onnxruntime user would expect (an exit that cannot carry a model must raise a ``FrameworkError``
 naming it, never give a different model or a bare traceback).
 """
 
@@ -331,12 +331,6 @@ def test_onnx_batch_size_differs_from_the_one_that_built_the_model(tmp_path: Pat
     assert session.get_inputs()[0].shape[0] == "N"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Sequential whose Input has a variable axis (Input((None, 3))) exports with that axis "
-    "fixed to the size of the first batch predict() saw (and refuses to export before it, saying to give an "
-    "Input), while a functional Model keeps it symbolic",
-)
 def test_onnx_sequential_with_a_variable_length_axis_stays_variable(tmp_path: Path) -> None:
     model = seq(
         (None, 3), L.GRU(3, 4, batch_first=True, bidirectional=True, output="sequence"), L.Linear(8, 2)
@@ -369,11 +363,6 @@ def test_onnx_functional_input_names_are_kept(tmp_path: Path) -> None:
     assert [o.name for o in session.get_outputs()] == ["output"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Sequential starting with a named Input exports its graph input as 'input', not the "
-    "Input's name (docs/guide/onnx.md: inputs keep the names of the model's Input layers)",
-)
 def test_onnx_sequential_named_input_keeps_its_name(tmp_path: Path) -> None:
     model = Sequential([Input((3,), name="pixels"), L.Linear(3, 2)])
     session = export_and_compare(model, [((3,), F)], tmp_path / "m.onnx")
@@ -443,11 +432,6 @@ def test_onnx_refusal_names_the_layer_and_leaves_the_destination_alone(name: str
     assert not (tmp_path / "new.onnx").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: framework.onnx.export lets onnx.save's OSError escape (FileNotFoundError, "
-    "IsADirectoryError, NotADirectoryError) instead of an ExportError naming the path",
-)
 @pytest.mark.parametrize("where", ["missing_folder", "a_directory", "under_a_file"])
 def test_onnx_export_to_an_unwritable_path_raises_a_framework_error(where: str, tmp_path: Path) -> None:
     _onnx()
@@ -484,24 +468,9 @@ _LIMITED = textwrap.dedent(
     """
 )
 
-_WRITE_FAILURE_BUGS = {
-    "onnx": "BUG: framework.onnx.export writes the target in place with onnx.save: a write that fails half "
-    "way (file-size limit) raises a bare OSError and leaves a truncated .onnx over the previous file",
-    "npz": "BUG: write_npz opens the target with 'wb' before writing: a write that fails half way destroys "
-    "the previous .npz and leaves a truncated one (the error itself is a CheckpointError)",
-    "safetensors": "BUG: write_safetensors does not catch safetensors' SafetensorError, so a failed write "
-    "escapes as a non-framework error (the previous file does survive)",
-}
-
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="needs RLIMIT_FSIZE")
-@pytest.mark.parametrize(
-    "suffix",
-    [
-        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for s, reason in _WRITE_FAILURE_BUGS.items()
-    ],
-)
+@pytest.mark.parametrize("suffix", ["onnx", "npz", "safetensors"])
 def test_write_failing_half_way_keeps_the_previous_file(suffix: str, tmp_path: Path) -> None:
     """A write cut by the file-size limit: a FrameworkError, the previous file intact, no leftovers."""
     if suffix == "onnx":
@@ -523,12 +492,6 @@ def test_write_failing_half_way_keeps_the_previous_file(suffix: str, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: save_weights('x.safetensors') into a missing folder raises safetensors' bare "
-    "SafetensorError (write_safetensors catches OSError/ValueError/TypeError only); '.npz' and '.h5' "
-    "raise CheckpointError",
-)
 def test_safetensors_save_into_a_missing_folder_raises_checkpoint_error(tmp_path: Path) -> None:
     pytest.importorskip("safetensors")
     with pytest.raises(CheckpointError, match="missing"):
@@ -543,11 +506,6 @@ def test_weights_save_into_a_missing_folder_raises_checkpoint_error(suffix: str,
         seq((3,), L.Linear(3, 2)).save_weights(tmp_path / "missing" / f"w{suffix}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: save_weights of an unbuilt model to .safetensors/.npz silently writes a file with no arrays "
-    "(save_weights to .h5 refuses: 'it is not built yet')",
-)
 @pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
 def test_save_weights_of_an_unbuilt_model_is_refused(suffix: str, tmp_path: Path) -> None:
     if suffix == ".safetensors":
@@ -564,11 +522,6 @@ def test_save_weights_h5_of_an_unbuilt_model_is_refused(tmp_path: Path) -> None:
         Sequential([L.Linear(output_size=2)]).save_weights(tmp_path / "w.h5")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: numpy_predictor(model, path) where path is an existing file raises a bare FileExistsError "
-    "from mkdir instead of an ExportError naming the path",
-)
 def test_numpy_predictor_into_a_file_path_raises_export_error(tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.write_text("x")
@@ -577,11 +530,6 @@ def test_numpy_predictor_into_a_file_path_raises_export_error(tmp_path: Path) ->
     assert target.read_text() == "x"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'python -m framework export CKPT --format onnx missing/m.onnx' dies with a "
-    "FileNotFoundError traceback (main catches FrameworkError only; the ONNX exporter lets OSError out)",
-)
 def test_cli_onnx_export_into_a_missing_folder_prints_an_error(tmp_path: Path, capsys: Any) -> None:
     _h5py()
     _onnx()
@@ -654,11 +602,6 @@ def test_onnx_import_softmax_opset13_axis1_rank3(tmp_path: Path) -> None:
     assert load_matches_ort_or_refuses(path, X3) == "loaded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (silent) Softmax/LogSoftmax of opset < 13 (axis default 1, input coerced to 2-D at "
-    "axis) are imported with opset-13 semantics (one axis, default -1): other outputs for rank > 2 inputs",
-)
 @pytest.mark.parametrize(
     ("op", "axis", "opset"), [("Softmax", 1, 11), ("Softmax", None, 11), ("LogSoftmax", None, 12)]
 )
@@ -695,12 +638,6 @@ def test_onnx_import_recurrent_default_activations(tmp_path: Path) -> None:
         assert load_matches_ort_or_refuses(path, x) == "loaded", op
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (silent) the 'activations' attribute of ONNX LSTM/GRU nodes is ignored on import "
-    "(import_recurrent.recurrent_node checks it for RNN only): the gates use sigmoid/tanh whatever "
-    "the file says",
-)
 @pytest.mark.parametrize(
     ("op", "attrs"),
     [
@@ -713,11 +650,6 @@ def test_onnx_import_recurrent_custom_activations(op: str, attrs: dict[str, Any]
     load_matches_ort_or_refuses(path, x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (silent) ConvTranspose's 'output_shape' attribute is ignored on import (import_ops._conv): "
-    "the layer gives 9x9 where the file (and onnxruntime) give 8x8",
-)
 def test_onnx_import_conv_transpose_output_shape(tmp_path: Path) -> None:
     helper = _onnx().helper
     w = np.random.default_rng(2).standard_normal((2, 3, 3, 3)).astype(np.float32)
@@ -737,22 +669,12 @@ def test_onnx_import_conv_auto_pad_same_is_refused_naming_the_node(tmp_path: Pat
         framework.onnx.load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Transpose node without 'perm' (reverse the axes, the ONNX default) makes import crash "
-    "with KeyError: 'perm' (import_ops._transpose)",
-)
 def test_onnx_import_transpose_without_perm(tmp_path: Path) -> None:
     node = _onnx().helper.make_node("Transpose", ["x"], ["y"])
     path = _graph(tmp_path, [node], [_vi("x", ["N", 3, 4])], [_vi("y", [4, 3, "N"])])
     load_matches_ort_or_refuses(path, X3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Gemm bias of shape (1, out) (valid: C broadcasts) crashes import with NumPy's ValueError "
-    "(import_ops._gemm broadcasts it to (out,))",
-)
 def test_onnx_import_gemm_with_a_row_bias(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     inits = [
@@ -775,22 +697,12 @@ def test_onnx_import_gemm_with_scalar_bias_alpha_beta(tmp_path: Path) -> None:
     assert load_matches_ort_or_refuses(path, rng.standard_normal((2, 4)).astype(np.float32)) == "loaded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Pad node of opset < 11 (pads as an attribute) crashes import with IndexError "
-    "(import_ops._pad reads node.input[1])",
-)
 def test_onnx_import_pad_attribute_form(tmp_path: Path) -> None:
     node = _onnx().helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 1, 0, 0, 1, 1])
     path = _graph(tmp_path, [node], [_vi("x", ["N", 2, 3, 3])], [_vi("y", ["N", 2, 5, 5])], opset=10)
     load_matches_ort_or_refuses(path, np.ones((2, 2, 3, 3), np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty .onnx file (parses as an empty ModelProto) crashes import with IndexError in "
-    "Importer.run instead of an ExportError saying the file holds no graph",
-)
 def test_onnx_import_empty_file(tmp_path: Path) -> None:
     _onnx()
     (tmp_path / "empty.onnx").write_bytes(b"")
@@ -831,8 +743,6 @@ def test_onnx_import_external_data_outside_the_folder_is_refused(location: str, 
 
 
 # -- ONNX round trips: export, then import ---------------------------------------------------------
-
-_RT_BUG = "BUG: the importer cannot read back what the exporter writes for "
 
 ROUND_TRIPS = [
     pytest.param(
@@ -896,39 +806,26 @@ ROUND_TRIPS = [
         lambda: seq((5, 3), L.GRU(3, 4, batch_first=True, output="last")),
         (5, 3),
         id="gru_last",
-        marks=pytest.mark.xfail(
-            strict=True, reason=_RT_BUG + "GRU/LSTM/RNN(output='last') (a Transpose of Y_h)"
-        ),
     ),
     pytest.param(
         lambda: seq((5, 3), L.LSTM(3, 4, batch_first=True, output="last"), L.Linear(4, 2)),
         (5, 3),
         id="lstm_classifier_last",
-        marks=pytest.mark.xfail(
-            strict=True, reason=_RT_BUG + "GRU/LSTM/RNN(output='last') (a Transpose of Y_h)"
-        ),
     ),
     pytest.param(
         lambda: seq((5,), L.Softplus()),
         (5,),
         id="softplus_default",
-        marks=pytest.mark.xfail(
-            strict=True, reason=_RT_BUG + "Softplus (its threshold becomes Greater + Where)"
-        ),
     ),
     pytest.param(
         lambda: seq((5,), L.GELU()),
         (5,),
         id="gelu_opset17",
-        marks=pytest.mark.xfail(strict=True, reason=_RT_BUG + "GELU below opset 20 (the Erf decomposition)"),
     ),
     pytest.param(
         lambda: seq((5, 3), L.RNN(3, 4, batch_first=True, output="last")),
         (5, 3),
         id="rnn_last",
-        marks=pytest.mark.xfail(
-            strict=True, reason=_RT_BUG + "GRU/LSTM/RNN(output='last') (a Transpose of Y_h)"
-        ),
     ),
 ]
 
@@ -990,11 +887,6 @@ def test_onnx_round_trip_keeps_batch_norm_eps(tmp_path: Path) -> None:
     assert bn.eps == pytest.approx(0.25)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: BatchNorm's momentum is lost in an ONNX round trip (the exporter writes no 'momentum' "
-    "attribute, 1 - momentum as torch.onnx writes it, and the importer reads none): 0.3 comes back 0.1",
-)
 def test_onnx_round_trip_keeps_batch_norm_momentum(tmp_path: Path) -> None:
     _onnx()
     framework.onnx.export(seq((3, 4), L.BatchNorm(3, momentum=0.3)), tmp_path / "m.onnx")
@@ -1006,11 +898,6 @@ def test_onnx_round_trip_keeps_batch_norm_momentum(tmp_path: Path) -> None:
     assert bn.momentum == pytest.approx(0.3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (silent precision loss) an ONNX model of doubles is imported in the default dtype "
-    "(float32): the importer ignores the graph's element type, so a float64 round trip loses precision",
-)
 def test_onnx_round_trip_of_a_float64_model_stays_float64(float64: None, tmp_path: Path) -> None:
     _onnx()
     model = seq((4,), L.Linear(4, 3), L.Tanh(), L.Linear(3, 2))
@@ -1290,12 +1177,6 @@ def test_state_dict_of_another_dtype_is_cast_like_torch_copy(dtype: str) -> None
         np.testing.assert_array_equal(value, state[key].to(torch.float32).numpy())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a state dict of bfloat16 torch tensors (the usual dtype of large checkpoints) crashes "
-    "load_state_dict with torch's bare TypeError 'Got unsupported ScalarType BFloat16' (as_numpy calls "
-    ".numpy()), instead of casting like torch's copy_ or a ConfigError naming the key",
-)
 def test_state_dict_of_bfloat16_tensors(tmp_path: Path) -> None:
     torch = _torch()
     ours, twin = _mlp_pair()
@@ -1384,27 +1265,16 @@ DISGUISED = [
         "empty",
         ".npz",
         id="empty_npz",
-        marks=pytest.mark.xfail(strict=True, reason="BUG: an empty .npz escapes read_npz as a bare EOFError"),
     ),
     pytest.param(
         "npy",
         ".npz",
         id="npy_named_npz",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a .npy file named .npz escapes read_npz as a bare TypeError "
-            "(np.load returns an array, used as a context manager)",
-        ),
     ),
     pytest.param(
         "torch_save",
         ".npz",
         id="torch_save_named_npz",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a torch.save zip named .npz is read as an .npz of raw bytes; the error is a "
-            "key-mismatch ConfigError listing zip members (w/data.pkl...), not 'not an .npz archive'",
-        ),
     ),
     pytest.param("safetensors", ".npz", id="safetensors_named_npz"),
     pytest.param("npz", ".safetensors", id="npz_named_safetensors"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from framework.errors import ConfigError
+from framework.errors import ConfigError, ExportError
 
 __all__ = ["FORMATS", "export_checkpoint"]
 
@@ -25,7 +25,10 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], fmt: str, out: str | o
     Raises:
         ConfigError: an unknown format.
         CheckpointError: an unreadable checkpoint.
-        ExportError: a layer that cannot be exported.
+        ExportError: a layer that cannot be exported, or an output path that
+            cannot be written (a missing folder, a file where a folder is
+            needed, a failed write); a previous export at ``out`` survives a
+            failed one.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -40,7 +43,13 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], fmt: str, out: str | o
 
     target = os.fspath(out)
     if not target.endswith(".onnx"):
-        os.makedirs(target, exist_ok=True)
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as exc:  # a file where the folder should be, no permission...
+            raise ExportError(
+                f"cannot export to {target!r}: {type(exc).__name__}: {exc}; give a .onnx file path "
+                "or a folder"
+            ) from exc
         target = os.path.join(target, "model.onnx")
     export(model, target)
     return target

@@ -26,6 +26,7 @@ from framework.base.layer import Layer
 from framework.errors import ExportError
 from framework.export import kernels
 from framework.export.emitters import Emission, emitter_for
+from framework.saving.atomic import atomic_path
 
 __all__ = ["PREDICT_FILE", "WEIGHTS_FILE", "numpy_predictor"]
 
@@ -163,8 +164,27 @@ def _kernel_source(names: list[str]) -> str:
     )
 
 
+def _output_folder(directory: str | os.PathLike[str]) -> Path:
+    """``directory``, created if needed; an ExportError when it is a file or cannot be created."""
+    out_dir = Path(os.fspath(directory))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(
+            f"cannot export to {str(out_dir)!r}: it is a file, and numpy_predictor writes a folder "
+            f"({PREDICT_FILE} and {WEIGHTS_FILE}); give the path of a folder (new or existing) instead"
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the folder {str(out_dir)!r}: {type(exc).__name__}: {exc}") from exc
+    return out_dir
+
+
 def numpy_predictor(model: Any, directory: str | os.PathLike[str]) -> Path:
     """Write ``predict.py`` and ``weights.npz`` for ``model`` into ``directory`` (created if needed).
+
+    Files of an earlier export in ``directory`` are replaced atomically: each is
+    written under a temporary name, and both are moved into place only once
+    both are complete, so a failed export leaves the previous ones.
 
     Args:
         model: a built ``Sequential`` or functional ``Model`` of layers with
@@ -176,8 +196,9 @@ def numpy_predictor(model: Any, directory: str | os.PathLike[str]) -> Path:
 
     Raises:
         ExportError: a layer without a NumPy inference function (named, with
-            the way to add one), a hand-written Model subclass, or an
-            unbuilt model.
+            the way to add one), a hand-written Model subclass, an unbuilt
+            model, a ``directory`` that is an existing file or cannot be
+            created, or a failed write (naming the file and the cause).
 
     Example:
         >>> import tempfile
@@ -232,10 +253,13 @@ def numpy_predictor(model: Any, directory: str | os.PathLike[str]) -> Path:
             _MAIN.format(n_inputs=n_inputs if n_inputs > 1 else 1),
         ]
     )
-    out_dir = Path(os.fspath(directory))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / WEIGHTS_FILE, "wb") as handle:
-        np.savez(handle, **writer.emission.arrays)  # type: ignore[arg-type]
+    out_dir = _output_folder(directory)
     script = out_dir / PREDICT_FILE
-    script.write_text(source)
+    with (
+        atomic_path(out_dir / WEIGHTS_FILE, error=ExportError, verb="write") as weights_tmp,
+        atomic_path(script, error=ExportError, verb="write") as script_tmp,
+    ):
+        with open(weights_tmp, "wb") as handle:
+            np.savez(handle, **writer.emission.arrays)  # type: ignore[arg-type]
+        Path(script_tmp).write_text(source)
     return script

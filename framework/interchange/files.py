@@ -26,6 +26,7 @@ from framework.errors import CheckpointError, ConfigError
 from framework.interchange.npz import read_npz, write_npz
 from framework.interchange.safetensors import read_safetensors, write_safetensors
 from framework.interchange.state_dicts import KEY_FORMATS, IncompatibleKeys, load_state_dict, state_dict
+from framework.saving.atomic import refuse_unbuilt
 
 __all__ = ["STATE_DICT_SUFFIXES", "load_weights_file", "read_state_dict", "save_weights_file"]
 
@@ -63,12 +64,16 @@ def save_weights_file(model: Layer, path: str | os.PathLike[str], *, names: str 
         names: ``"torch"`` (default: PyTorch's names, plus ``num_batches_tracked``)
             or ``"native"`` (the model's layer names).
 
+    The file is replaced atomically: a failed write leaves the previous one.
+
     Raises:
         ConfigError: an unknown ``names``.
-        CheckpointError: an unsupported suffix or an unwritable file.
+        CheckpointError: an unbuilt model (as for ``.h5``), an unsupported
+            suffix or an unwritable file.
     """
     if names not in KEY_FORMATS:
         raise ConfigError(f"save_weights: names must be one of {KEY_FORMATS}, got {names!r}")
+    refuse_unbuilt(model)
     arrays = {key: np.asarray(value) for key, value in state_dict(model, names).items()}
     suffix = suffix_of(path)
     if suffix == ".safetensors":

@@ -4,7 +4,9 @@ A safetensors file is a JSON header (names, dtypes, shapes, offsets) followed
 by raw little-endian bytes: reading it runs no code and unpickles nothing.
 The package is imported only when a file is read or written, so the
 framework works without it; a missing package raises a
-:class:`~framework.CheckpointError` naming the extra.
+:class:`~framework.CheckpointError` naming the extra. Writing is atomic
+(:func:`~framework.saving.atomic.atomic_path`): a failed write leaves the
+previous file as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import CheckpointError
+from framework.saving.atomic import atomic_path
 
 __all__ = ["read_safetensors", "safetensors_numpy", "write_safetensors"]
 
@@ -36,15 +39,21 @@ def write_safetensors(
 ) -> None:
     """Write ``arrays`` (name -> array) to ``path``; arrays are made contiguous first.
 
+    The file is written under a temporary name and moved over ``path`` when
+    complete, so a failed write leaves the previous file as it was.
+
     Raises:
-        CheckpointError: the package is missing or the file cannot be written.
+        CheckpointError: the package is missing, the folder does not exist, or
+            the file cannot be written (safetensors' own ``SafetensorError``
+            included).
     """
     st_numpy = safetensors_numpy()
+    import safetensors
+
     dense = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
-    try:
-        st_numpy.save_file(dense, os.fspath(path), metadata=metadata)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"cannot write safetensors file {os.fspath(path)!r}: {exc}") from exc
+    failures = (ValueError, TypeError, getattr(safetensors, "SafetensorError", OSError))
+    with atomic_path(path, catch=failures, verb="write safetensors file") as tmp_name:
+        st_numpy.save_file(dense, tmp_name, metadata=metadata)
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

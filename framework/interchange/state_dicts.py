@@ -163,10 +163,32 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     return out
 
 
+def _tensor_as_numpy(tensor: Any, key: str) -> np.ndarray:
+    """A torch tensor as a NumPy array, without importing torch.
+
+    NumPy has no bfloat16: such a tensor is widened to float32 first (exact),
+    and the caller casts it to the parameter's dtype, as ``Tensor.copy_`` does.
+    """
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":
+        tensor = tensor.float()
+    try:
+        return np.asarray(tensor.numpy())
+    except (TypeError, RuntimeError) as exc:  # float8, quantized, complex32...: no NumPy dtype
+        raise ConfigError(
+            f"load_state_dict: {key!r} holds a tensor of dtype {tensor.dtype}, which NumPy cannot "
+            "represent; convert it in PyTorch first (e.g. tensor.float())"
+        ) from exc
+
+
 def as_numpy(value: Any, key: str) -> np.ndarray:
-    """``value`` as a NumPy array: arrays, lists and CPU tensors (``.detach().cpu().numpy()``)."""
+    """``value`` as a NumPy array: arrays, lists and CPU tensors (``.detach().cpu().numpy()``).
+
+    A bfloat16 tensor is widened to float32 (exactly); a tensor of a dtype
+    NumPy lacks otherwise, or non-numeric data, raises a ConfigError naming ``key``.
+    """
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        value = _tensor_as_numpy(value, key)
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise ConfigError(

@@ -48,8 +48,12 @@ class Sequential(Model):
         self._shapes: list[Any] = []
         self._run_order: list[Layer] | None = None
         self._in_shape: tuple[int | None, ...] | None = None
+        # the input shape as declared (Input or input_shape=), unknown sizes kept None when a batch
+        # builds the stack, and the Input's name: what an exporter writes for the model's input
+        self.declared_input_shape: tuple[int | None, ...] | None = None
+        self.input_name: str | None = None
         if input_shape is not None:
-            self._in_shape = (None, *_sample_shape(input_shape))
+            self._in_shape = self.declared_input_shape = (None, *_sample_shape(input_shape))
         if layers is not None:
             if isinstance(layers, Layer):
                 layers = [layers]
@@ -87,7 +91,8 @@ class Sequential(Model):
         if isinstance(layer, SymbolicTensor):
             if self._stack or not isinstance(layer.node.layer, InputLayer):
                 raise ConfigError(f"{self.describe()}: an Input placeholder can only be the first element")
-            self._in_shape = layer.shape
+            self._in_shape = self.declared_input_shape = tuple(layer.shape)
+            self.input_name = layer.node.layer.name
             return
         if not isinstance(layer, Layer):
             raise ConfigError(

@@ -6,7 +6,10 @@ class (:mod:`framework.onnx.registry`) and writes the collected nodes and
 initializers with the ``onnx`` package's helper API. Graph inputs keep the
 names of the model's ``Input`` layers (``input`` for a ``Sequential``);
 outputs are ``output`` (or ``output_0``, ``output_1``... for several). With
-``dynamic_batch`` the batch axis is the symbolic dimension ``N``.
+``dynamic_batch`` the batch axis is the symbolic dimension ``N``; a size the
+model's input leaves unknown (``Input((None, 3))``, a sequence's length) stays
+a symbolic dimension too, for a ``Sequential`` as for a functional ``Model``.
+The file is replaced atomically (:func:`~framework.saving.atomic.atomic_path`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.layer import Layer
-from framework.errors import ExportError
+from framework.base.layer import Layer, format_shape
+from framework.errors import ExportError, FrameworkError
 from framework.onnx._deps import require_onnx
 from framework.onnx.registry import converter_for
+from framework.saving.atomic import atomic_path
 
 __all__ = ["ExportContext", "export", "to_onnx"]
 
@@ -130,14 +134,8 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
     from framework.models.sequential import Sequential
 
     if isinstance(model, Sequential):
-        if not model.built:
-            raise ExportError(
-                f"{model.describe()} is not built, so its input shape is unknown; give it an input "
-                "shape (Input(shape) first, input_shape=..., model.build(shape) or one predict()) "
-                "before exporting"
-            )
         names: Any = inputs
-        for (name, layer), shape in zip(model.named_children(), model._shapes):
+        for (name, layer), shape in zip(model.named_children(), sequential_shapes(model)):
             names = ctx.convert(layer, names if len(names) > 1 else [names[0]], _join(ctx.scope, name))
             names = [names] if isinstance(names, str) else list(names)
             shapes = shape if isinstance(shape, list) else [shape]  # several outputs: one shape each
@@ -171,6 +169,56 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
     return [values[id(t)] for t in graph.outputs]
 
 
+def _not_built(model: Any, detail: str = "its input shape is unknown") -> ExportError:
+    return ExportError(
+        f"{model.describe()} is not built, so {detail}; give it an input shape (Input(shape) first, "
+        "input_shape=..., model.build(shape) or one predict()) before exporting"
+    )
+
+
+def _shape_tuple(out: Any) -> Any:
+    return [tuple(o) for o in out] if isinstance(out, list) else tuple(out)
+
+
+def sequential_shapes(model: Any) -> list[Any]:
+    """The output shape of each layer of the ``Sequential`` ``model``, for its declared input shape.
+
+    Sizes the declared input leaves unknown (``Input((None, 3))``) stay
+    ``None`` through the stack, so they become symbolic dimensions of the
+    ONNX graph, whatever batch built the layers.
+
+    Raises:
+        ExportError: the input shape is unknown, or a layer is not built yet.
+    """
+    from framework.models.graph import infer_output_shape
+
+    declared = getattr(model, "declared_input_shape", None) or model._in_shape
+    if declared is None:
+        raise _not_built(model)
+    if model.built and all(d is not None for d in declared[1:]):
+        return list(model._shapes)
+    for name, layer in model.named_children():
+        if not layer.built:
+            raise ExportError(
+                f"{model.describe()} is not built: its layer {name!r} ({layer.describe()}) is built by "
+                "the first batch; run one predict() or model.build(shape) before exporting"
+            )
+    shapes: list[Any] = []
+    shape = declared
+    for layer in model.layers:
+        try:
+            shape = _shape_tuple(infer_output_shape(layer, shape))
+        except FrameworkError as exc:
+            if model.built:  # the stack needs known sizes: export those of the batch that built it
+                return list(model._shapes)
+            raise ExportError(
+                f"cannot export {model.describe()}: {layer.describe()} cannot take inputs of shape "
+                f"{format_shape(shape)} ({exc}); build the model for a known shape first"
+            ) from exc
+        shapes.append(shape)
+    return shapes
+
+
 def _graph_inputs(model: Any) -> list[tuple[str, Shape, bool]]:
     """``(name, shape, integer)`` of each model input."""
     graph = getattr(model, "_graph", None)
@@ -179,8 +227,9 @@ def _graph_inputs(model: Any) -> list[tuple[str, Shape, bool]]:
             (t.node.layer.name or f"input_{i}", tuple(t.shape), flag)
             for i, (t, flag) in enumerate(zip(graph.inputs, graph.integer_inputs))
         ]
-    shape = getattr(model, "input_shape", None)
-    return [("input", tuple(shape) if shape is not None else None, model._integer_inputs()[0])]
+    shape = getattr(model, "declared_input_shape", None) or getattr(model, "input_shape", None)
+    name = getattr(model, "input_name", None) or "input"  # the name of a Sequential's Input, if given
+    return [(name, tuple(shape) if shape is not None else None, model._integer_inputs()[0])]
 
 
 def _dims(shape: Shape, batch: Any, label: str) -> list[Any] | None:
@@ -210,11 +259,7 @@ def to_onnx(model: Any, opset: int = 17, dynamic_batch: bool = True) -> Any:
     inputs, names = [], []
     for name, shape, integer in _graph_inputs(model):
         if shape is None:
-            raise ExportError(
-                f"{model.describe()} is not built, so its input shape is unknown; give it an input "
-                "shape (Input(shape) first, input_shape=..., model.build(shape) or one predict()) "
-                "before exporting"
-            )
+            raise _not_built(model)
         name = ctx.fresh(name)
         names.append(name)
         ctx.shapes[name] = shape
@@ -266,8 +311,11 @@ def export(model: Any, path: str | os.PathLike[str], opset: int = 17, dynamic_ba
 
     Raises:
         ExportError: ``onnx`` not installed, a layer without a converter (naming
-            it and the hook), a layer option ONNX cannot express, or an
-            unbuilt model.
+            it and the hook), a layer option ONNX cannot express, an unbuilt
+            model, or a path that cannot be written (a missing folder, a
+            directory, a failed write: the message names the path and the
+            cause). The file is written under a temporary name and moved over
+            ``path`` when complete, so a failed export leaves the previous file.
 
     Example:
         >>> import numpy as np, onnxruntime as ort, tempfile, os
@@ -283,5 +331,9 @@ def export(model: Any, path: str | os.PathLike[str], opset: int = 17, dynamic_ba
         True
     """
     proto = to_onnx(model, opset=opset, dynamic_batch=dynamic_batch)
-    onnx = require_onnx()
-    onnx.save(proto, os.fspath(path))
+    try:
+        data = proto.SerializeToString()
+    except ValueError as exc:  # protobuf refuses a message over 2 GB
+        raise ExportError(f"cannot export {model.describe()} to {os.fspath(path)!r}: {exc}") from exc
+    with atomic_path(path, error=ExportError, verb="export to") as tmp_name, open(tmp_name, "wb") as handle:
+        handle.write(data)

@@ -3,7 +3,11 @@
 ``HANDLERS[op_type](imp, node)`` returns the values of the node's outputs (see
 :mod:`framework.onnx.importer` for the kinds of value). :func:`evaluate` first
 folds nodes whose inputs are all constants (NumPy) and marks those fed by
-runtime shapes as dynamic; what remains must map to a layer.
+runtime shapes as dynamic; what remains must map to a layer. The dense,
+element-wise and shape handlers are here; convolution, pooling, normalisation
+and padding are in :mod:`framework.onnx.import_spatial`, the recurrent nodes in
+:mod:`framework.onnx.import_recurrent`. Operators follow the file's opset
+(:attr:`~framework.onnx.importer.Importer.opset`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import numpy as np
 
 from framework.errors import ExportError
 from framework.onnx import import_recurrent as rec
-from framework.onnx.importer import DYNAMIC, ZEROS, Importer, TimeMajor, is_tensor
+from framework.onnx import import_spatial as spatial
+from framework.onnx.importer import DYNAMIC, ZEROS, Importer, TimeMajor, assign, is_tensor, make_layer
 
 __all__ = ["HANDLERS", "evaluate"]
 
@@ -101,16 +106,6 @@ def evaluate(imp: Importer, node: Any) -> list[Any]:
     return list(handler(imp, node))
 
 
-def _layer(name: str, *args: Any, **kwargs: Any) -> Any:
-    from framework import layers
-
-    return getattr(layers, name)(*args, **kwargs)
-
-
-def _set(param: Any, value: Any) -> None:
-    param.data[...] = np.asarray(value).reshape(param.data.shape)
-
-
 # -- pass-through, dense and element-wise ------------------------------------
 
 
@@ -123,6 +118,17 @@ def _shape(imp: Importer, node: Any) -> list[Any]:
     return [DYNAMIC]
 
 
+def _gemm_bias(imp: Importer, node: Any, out: int, beta: float) -> np.ndarray:
+    """Gemm's ``C`` as Linear's ``(out,)`` bias (``C`` broadcasting the same to every row)."""
+    c = imp.const(node.input[2], node, "bias")
+    if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or c.size not in (1, out):
+        raise ExportError(
+            f"ONNX import: Gemm node {node.name!r} has a bias C of shape {c.shape}; Linear's bias needs C "
+            f"broadcasting the same to every row of the (N, {out}) output: (), (1,), ({out},) or (1, {out})"
+        )
+    return np.broadcast_to(c.reshape(-1) * beta, (out,))
+
+
 def _gemm(imp: Importer, node: Any) -> list[Any]:
     attrs = imp.attrs(node)
     if attrs.get("transA", 0):
@@ -130,12 +136,11 @@ def _gemm(imp: Importer, node: Any) -> list[Any]:
     x = imp.tensor(node.input[0], node)
     w = imp.const(node.input[1], node, "weight") * attrs.get("alpha", 1.0)
     w = w if attrs.get("transB", 0) else w.T
-    b = imp.values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    layer = _layer("Linear", w.shape[1], w.shape[0], bias=b is not None)
-    _set(layer.weight, w)
-    if b is not None:
-        bias = np.broadcast_to(imp.const(node.input[2], node, "bias") * attrs.get("beta", 1.0), w.shape[:1])
-        _set(layer.bias, bias)
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    layer = make_layer("Linear", w.shape[1], w.shape[0], bias=has_bias)
+    assign(layer.weight, w)
+    if has_bias:
+        assign(layer.bias, _gemm_bias(imp, node, w.shape[0], attrs.get("beta", 1.0)))
     return [layer(x)]
 
 
@@ -153,11 +158,11 @@ def _matmul(imp: Importer, node: Any) -> list[Any]:
         value = imp.values.get(other[0]) if len(other) == 1 else None
         if isinstance(value, np.ndarray) and value.size == w.shape[1]:
             bias = value.reshape(-1)
-    layer = _layer("Linear", w.shape[0], w.shape[1], bias=bias is not None)
-    _set(layer.weight, w.T)
+    layer = make_layer("Linear", w.shape[0], w.shape[1], bias=bias is not None)
+    assign(layer.weight, w.T)
     y = layer(x)
     if bias is not None:
-        _set(layer.bias, bias)
+        assign(layer.bias, bias)
         imp.fused[add.output[0]] = y
     return [y]
 
@@ -170,12 +175,12 @@ def _merge(imp: Importer, node: Any) -> list[Any]:
     tensors = [imp.tensor(name, node) for name in node.input]
     if len(tensors) == 1:
         return [tensors[0]]
-    return [_layer(_MERGES[node.op_type])(tensors)]
+    return [make_layer(_MERGES[node.op_type])(tensors)]
 
 
 def _concat(imp: Importer, node: Any) -> list[Any]:
     tensors = [imp.tensor(name, node) for name in node.input]
-    return [_layer("Concatenate", axis=int(imp.attrs(node)["axis"]))(tensors)]
+    return [make_layer("Concatenate", axis=int(imp.attrs(node)["axis"]))(tensors)]
 
 
 def _activation(name: str, **fixed: Any) -> Any:
@@ -185,105 +190,42 @@ def _activation(name: str, **fixed: Any) -> Any:
         if node.op_type == "Gelu":
             approximate = attrs.get("approximate", b"none")
             kwargs["approximate"] = approximate.decode() if isinstance(approximate, bytes) else approximate
-        if node.op_type in ("Softmax", "LogSoftmax"):
-            kwargs["axis"] = int(attrs.get("axis", -1))
-        return [_layer(name, **kwargs)(imp.tensor(node.input[0], node))]
+        return [make_layer(name, **kwargs)(imp.tensor(node.input[0], node))]
 
     return handler
 
 
-# -- convolution, pooling, normalisation -------------------------------------
+def _softmax(imp: Importer, node: Any) -> list[Any]:
+    """``Softmax`` / ``LogSoftmax``: over one axis from opset 13; before, over all axes from ``axis`` on.
 
-
-def _symmetric_pads(node: Any, attrs: dict[str, Any], rank: int) -> tuple[int, ...]:
-    pads = list(attrs.get("pads", [0] * 2 * rank))
-    auto = attrs.get("auto_pad", b"NOTSET")
-    if auto not in (b"NOTSET", b"VALID", "NOTSET", "VALID") or pads[:rank] != pads[rank:]:
+    Below opset 13 the input is seen as 2-D, ``(prod(shape[:axis]), prod(shape[axis:]))``
+    (``axis`` defaults to 1), normalised along its second axis and reshaped
+    back: a ``Reshape`` to ``(N, *shape[1:axis], -1)``, the layer along the last
+    axis, and a ``Reshape`` back. ``axis = 0`` (the batch normalised as one) is refused.
+    """
+    name = node.op_type
+    attrs = imp.attrs(node)
+    x = imp.tensor(node.input[0], node)
+    if imp.opset >= 13:
+        return [make_layer(name, axis=int(attrs.get("axis", -1)))(x)]
+    rank = len(x.shape)
+    axis = int(attrs.get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    where = f"ONNX import: {name} node {node.name!r} (opset {imp.opset}, axis {attrs.get('axis', 1)})"
+    if not 0 < axis < rank:
         raise ExportError(
-            f"ONNX import: {node.op_type} node {node.name!r} has asymmetric padding {pads} / auto_pad "
-            f"{auto!r}; the layers pad both sides of an axis equally"
+            f"{where} normalises the input of shape {x.shape} flattened to 2-D at axis {axis}; only "
+            f"axes 1 to {rank - 1} keep the batch axis apart"
         )
-    return tuple(int(p) for p in pads[:rank])
-
-
-def _conv(imp: Importer, node: Any) -> list[Any]:
-    attrs = imp.attrs(node)
-    x = imp.tensor(node.input[0], node)
-    w = imp.const(node.input[1], node, "weight")
-    rank = w.ndim - 2
-    transpose = node.op_type == "ConvTranspose"
-    if rank not in (1, 2) or (transpose and rank != 2):
-        raise ExportError(f"ONNX import: {node.op_type} node {node.name!r} is {rank}-D; unsupported")
-    groups = int(attrs.get("group", 1))
-    has_bias = len(node.input) > 2 and bool(node.input[2])
-    kwargs: dict[str, Any] = {
-        "stride": tuple(attrs.get("strides", [1] * rank)),
-        "padding": _symmetric_pads(node, attrs, rank),
-        "dilation": tuple(attrs.get("dilations", [1] * rank)),
-        "groups": groups,
-        "bias": has_bias,
-    }
-    if transpose:
-        kwargs["output_padding"] = tuple(attrs.get("output_padding", [0] * rank))
-        layer = _layer("ConvTranspose2d", w.shape[0], w.shape[1] * groups, tuple(w.shape[2:]), **kwargs)
-    else:
-        name = "Conv2d" if rank == 2 else "Conv1d"
-        layer = _layer(name, w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), **kwargs)
-    _set(layer.weight, w)
-    if has_bias:
-        _set(layer.bias, imp.const(node.input[2], node, "bias"))
-    return [layer(x)]
-
-
-def _pool(imp: Importer, node: Any) -> list[Any]:
-    attrs = imp.attrs(node)
-    kernel = tuple(int(k) for k in attrs["kernel_shape"])
-    rank = len(kernel)
-    if any(d != 1 for d in attrs.get("dilations", [1] * rank)) or rank not in (1, 2):
-        raise ExportError(f"ONNX import: {node.op_type} node {node.name!r} (dilated or 3-D) is unsupported")
-    kind = ("MaxPool" if node.op_type == "MaxPool" else "AvgPool") + f"{rank}d"
-    kwargs: dict[str, Any] = {
-        "stride": tuple(attrs.get("strides", [1] * rank)),
-        "padding": _symmetric_pads(node, attrs, rank),
-        "ceil_mode": bool(attrs.get("ceil_mode", 0)),
-    }
-    if node.op_type == "AveragePool":
-        kwargs["count_include_pad"] = bool(attrs.get("count_include_pad", 0))
-    return [_layer(kind, kernel, **kwargs)(imp.tensor(node.input[0], node)), None]
-
-
-def _global_pool(imp: Importer, node: Any) -> list[Any]:
-    x = imp.tensor(node.input[0], node)
-    if len(x.shape) != 4:
-        raise ExportError(f"ONNX import: GlobalAveragePool node {node.name!r} on a rank-{len(x.shape)} input")
-    pooled = _layer("GlobalAvgPool2d")(x)
-    return [_layer("Reshape", x.shape[1], 1, 1)(pooled)]
-
-
-def _batch_norm(imp: Importer, node: Any) -> list[Any]:
-    attrs = imp.attrs(node)
-    scale, bias, mean, var = (imp.const(n, node, "statistic") for n in node.input[1:5])
-    layer = _layer("BatchNorm", scale.shape[0], eps=float(attrs.get("epsilon", 1e-5)))
-    for param, value in zip(
-        (layer.weight, layer.bias, layer.running_mean, layer.running_var), (scale, bias, mean, var)
-    ):
-        _set(param, value)
-    return [layer(imp.tensor(node.input[0], node))]
-
-
-def _layer_norm(imp: Importer, node: Any) -> list[Any]:
-    attrs = imp.attrs(node)
-    scale = imp.const(node.input[1], node, "scale")
-    bias = imp.values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if int(attrs.get("axis", -1)) != -scale.ndim:
-        raise ExportError(f"ONNX import: LayerNormalization node {node.name!r}: axis must be -scale.ndim")
-    layer = _layer(
-        "LayerNorm", tuple(scale.shape), eps=float(attrs.get("epsilon", 1e-5)), bias=bias is not None
-    )
-    _set(layer.weight, scale)
-    if bias is not None:
-        _set(layer.bias, bias)
-    return [layer(imp.tensor(node.input[0], node))]
+    if axis == rank - 1:
+        return [make_layer(name, axis=-1)(x)]
+    if any(d is None for d in x.shape[1:]):
+        raise ExportError(
+            f"{where} normalises the axes {axis}.. of its input together; their sizes must be known, got "
+            f"{x.shape}"
+        )
+    merged = make_layer("Reshape", *x.shape[1:axis], -1)(x)
+    return [make_layer("Reshape", *x.shape[1:])(make_layer(name, axis=-1)(merged))]
 
 
 # -- shapes ------------------------------------------------------------------
@@ -292,7 +234,7 @@ def _layer_norm(imp: Importer, node: Any) -> list[Any]:
 def _flatten(imp: Importer, node: Any) -> list[Any]:
     if int(imp.attrs(node).get("axis", 1)) != 1:
         raise ExportError(f"ONNX import: Flatten node {node.name!r} with axis != 1 merges the batch axis")
-    return [_layer("Flatten")(imp.tensor(node.input[0], node))]
+    return [make_layer("Flatten")(imp.tensor(node.input[0], node))]
 
 
 def _reshape(imp: Importer, node: Any) -> list[Any]:
@@ -300,26 +242,36 @@ def _reshape(imp: Importer, node: Any) -> list[Any]:
     target = [int(d) for d in imp.const(node.input[1], node, "shape")]
     if isinstance(value, rec.RecurrentOut) and value.view == "Y_t" and target == [0, 0, -1]:
         return [rec.sequence(value.node)]
+    if isinstance(value, rec.RecurrentOut) and value.view == "Y_h_t":
+        return [rec.last_of_states(value.node, node, target)]
     x = imp.tensor(node.input[0], node)
     rest = target[1:]
     if target[0] not in (0, -1) or (target[0] == -1 and -1 in rest) or 0 in rest:
         raise ExportError(f"ONNX import: Reshape node {node.name!r} to {target} changes the batch axis")
-    return [_layer("Reshape", *rest)(x)]
+    return [make_layer("Reshape", *rest)(x)]
 
 
 def _transpose(imp: Importer, node: Any) -> list[Any]:
     value = imp.values.get(node.input[0])
-    perm = [int(p) for p in imp.attrs(node)["perm"]]
+    attrs = imp.attrs(node)
+    if "perm" not in attrs:  # the default: reverse the axes
+        x = imp.tensor(node.input[0], node)
+        attrs["perm"] = list(range(len(x.shape)))[::-1]
+    perm = [int(p) for p in attrs["perm"]]
     if isinstance(value, rec.RecurrentOut) and value.view == "Y" and perm == [0, 2, 1, 3]:
         return [rec.RecurrentOut(value.node, "Y_t")]
+    if isinstance(value, rec.RecurrentOut) and value.view == "Y_h" and perm == [1, 0, 2]:
+        return [rec.RecurrentOut(value.node, "Y_h_t")]
     if isinstance(value, TimeMajor) and perm == [1, 0, 2]:
         return [value.tensor]
     x = imp.tensor(node.input[0], node)
+    if perm == list(range(len(x.shape))):
+        return [x]
     if perm == [1, 0, 2]:
         return [TimeMajor(x)]
     if perm[0] != 0:
         raise ExportError(f"ONNX import: Transpose node {node.name!r} with perm {perm} moves the batch axis")
-    return [_layer("Permute", tuple(perm[1:]))(x)]
+    return [make_layer("Permute", tuple(perm[1:]))(x)]
 
 
 def _squeeze(imp: Importer, node: Any) -> list[Any]:
@@ -337,8 +289,8 @@ def _gather(imp: Importer, node: Any) -> list[Any]:
     axis = int(imp.attrs(node).get("axis", 0))
     data, indices = imp.values.get(node.input[0]), imp.values.get(node.input[1])
     if isinstance(data, np.ndarray) and is_tensor(indices) and axis == 0:
-        layer = _layer("Embedding", data.shape[0], data.shape[1])
-        _set(layer.weight, data)
+        layer = make_layer("Embedding", data.shape[0], data.shape[1])
+        assign(layer.weight, data)
         return [layer(indices)]
     if isinstance(indices, np.ndarray) and indices.ndim == 0 and int(indices) == -1:
         if isinstance(data, rec.RecurrentOut) and data.view == "Y_h" and axis == 0:
@@ -347,22 +299,6 @@ def _gather(imp: Importer, node: Any) -> list[Any]:
         if record is not None:
             return [record.place("last")]
     raise ExportError(f"ONNX import: Gather node {node.name!r} has no built-in layer in this position")
-
-
-def _pad(imp: Importer, node: Any) -> list[Any]:
-    x = imp.tensor(node.input[0], node)
-    pads = [int(p) for p in imp.const(node.input[1], node, "pads")]
-    value = imp.values.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    mode = imp.attrs(node).get("mode", b"constant")
-    if (
-        len(pads) != 8
-        or any(pads[i] for i in (0, 1, 4, 5))
-        or mode not in (b"constant", "constant")
-        or (isinstance(value, np.ndarray) and value.any())
-    ):
-        raise ExportError(f"ONNX import: Pad node {node.name!r} ({pads}, {mode!r}) is not a zero 2-D padding")
-    top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
-    return [_layer("ZeroPadding2d", (left, right, top, bottom))(x)]
 
 
 HANDLERS: dict[str, Any] = {
@@ -377,23 +313,23 @@ HANDLERS: dict[str, Any] = {
     "Elu": _activation("ELU", alpha="alpha"),
     "Sigmoid": _activation("Sigmoid"),
     "Tanh": _activation("Tanh"),
-    "Softmax": _activation("Softmax"),
-    "LogSoftmax": _activation("LogSoftmax"),
+    "Softmax": _softmax,
+    "LogSoftmax": _softmax,
     "Softplus": _activation("Softplus"),
     "Gelu": _activation("GELU"),
-    "Conv": _conv,
-    "ConvTranspose": _conv,
-    "MaxPool": _pool,
-    "AveragePool": _pool,
-    "GlobalAveragePool": _global_pool,
-    "BatchNormalization": _batch_norm,
-    "LayerNormalization": _layer_norm,
+    "Conv": spatial.conv,
+    "ConvTranspose": spatial.conv,
+    "MaxPool": spatial.pool,
+    "AveragePool": spatial.pool,
+    "GlobalAveragePool": spatial.global_pool,
+    "BatchNormalization": spatial.batch_norm,
+    "LayerNormalization": spatial.layer_norm,
     "Flatten": _flatten,
     "Reshape": _reshape,
     "Transpose": _transpose,
     "Squeeze": _squeeze,
     "Gather": _gather,
-    "Pad": _pad,
+    "Pad": spatial.pad,
     "RNN": rec.recurrent_node,
     "LSTM": rec.recurrent_node,
     "GRU": rec.recurrent_node,

@@ -15,8 +15,15 @@ interpreter. Every ONNX value becomes one of:
   output the layer must give (``"sequence"`` or ``"last"``).
 
 The operators and the layers they become are in
-:mod:`framework.onnx.import_ops`; an operator (or an attribute value) with no
-built-in equivalent raises :class:`~framework.errors.ExportError` naming it.
+:mod:`framework.onnx.import_ops` (dense, element-wise, shapes),
+:mod:`framework.onnx.import_spatial` (convolution, pooling, normalisation,
+padding) and :mod:`framework.onnx.import_recurrent`; the multi-node patterns
+exporters write for activations ONNX lacks (GELU below opset 20, Softplus with
+a threshold) are found before the walk by :mod:`framework.onnx.import_patterns`
+and become one layer each. An operator (or an attribute value) with no
+built-in equivalent raises :class:`~framework.errors.ExportError` naming it;
+so does a malformed or empty file. The layers are built in the element type
+of the file's floating values (a file of doubles gives a float64 model).
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from framework.errors import ExportError
+from framework.errors import ExportError, FrameworkError
 from framework.onnx._deps import require_onnx
+from framework.runtime.dtype import default_dtype, get_default_dtype
 
-__all__ = ["DYNAMIC", "ZEROS", "Importer", "TimeMajor", "load"]
+__all__ = ["DYNAMIC", "ZEROS", "Importer", "TimeMajor", "assign", "file_dtype", "load", "make_layer"]
 
 
 class _Marker:
@@ -59,6 +67,18 @@ def is_tensor(value: Any) -> bool:
     return bool(getattr(value, "_framework_symbolic", False))
 
 
+def make_layer(name: str, *args: Any, **kwargs: Any) -> Any:
+    """A new built-in layer, by its registered class name (``"Linear"``)."""
+    from framework import layers
+
+    return getattr(layers, name)(*args, **kwargs)
+
+
+def assign(param: Any, value: Any) -> None:
+    """Copy ``value`` into ``param`` (a ``Parameter`` or buffer), reshaped and cast to it."""
+    param.data[...] = np.asarray(value).reshape(param.data.shape)
+
+
 class Importer:
     """The state of one :func:`load`: values by name, consumers, and node attributes."""
 
@@ -72,6 +92,21 @@ class Importer:
                 self.consumers.setdefault(name, []).append(node)
         self.records: list[Any] = []  # the recurrent nodes read so far
         self.fused: dict[str, Any] = {}  # output name -> value, for nodes folded into an earlier one
+        #: the version of the default ONNX domain the file imports (operators' semantics depend on it)
+        self.opset = next(
+            (int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+            int(self.onnx.defs.onnx_opset_version()),
+        )
+        #: the dtype the layers are built in: the element type of the file's floating values
+        self.dtype = file_dtype(proto.graph)
+        self.current: Any = None  # the node being read (or a phase, as text), for error messages
+
+    def where(self) -> str:
+        """What is being read (``"Conv node 'conv1'"``, ``"the graph's inputs"``), for messages."""
+        node = self.current
+        if node is None or isinstance(node, str):
+            return node or "the graph's inputs"
+        return f"{node.op_type} node {node.name!r}"
 
     def attrs(self, node: Any) -> dict[str, Any]:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -102,9 +137,15 @@ class Importer:
         return users[0] if len(users) == 1 and name not in outputs else None
 
     def run(self) -> Any:
+        """The functional ``Model`` of the graph, its layers built in :attr:`dtype`."""
+        with default_dtype(self.dtype):
+            return self._run()
+
+    def _run(self) -> Any:
         from framework.models.graph import Input
         from framework.models.model import Model
         from framework.onnx.import_ops import evaluate
+        from framework.onnx.import_patterns import find_fusions
 
         graph = self.proto.graph
         numpy_helper = self.onnx.numpy_helper
@@ -119,7 +160,19 @@ class Importer:
             placeholder = Input(tuple(shape), name=value_info.name)
             self.values[value_info.name] = placeholder
             inputs.append(placeholder)
-        for node in graph.node:
+        if not inputs or not graph.output:
+            raise ExportError(
+                f"ONNX import: the graph has {len(inputs)} input(s) and {len(graph.output)} output(s) "
+                "besides its weights; a model needs at least one of each"
+            )
+        fusions = find_fusions(self)
+        for index, node in enumerate(graph.node):
+            self.current = node
+            fusion = fusions.get(index)
+            if fusion is not None:  # one layer for several nodes, placed at the first of them
+                if fusion.output not in self.values:
+                    self.values[fusion.output] = fusion.place(self, node)
+                continue
             if node.output and node.output[0] in self.fused:
                 for out in node.output:
                     self.values[out] = self.fused.get(out)
@@ -127,6 +180,7 @@ class Importer:
             outs = evaluate(self, node)
             for name, value in zip(node.output, outs):
                 self.values[name] = value
+        self.current = "the graph's outputs"
         outputs = []
         for value_info in graph.output:
             value = self.values.get(value_info.name)
@@ -143,6 +197,27 @@ class Importer:
         )
 
 
+#: ONNX floating element types -> the dtype the layers are built in.
+_FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}  # FLOAT, FLOAT16, DOUBLE
+
+
+def file_dtype(graph: Any) -> np.dtype:
+    """The dtype of ``graph``'s floating values: its first floating input, output or initializer.
+
+    float32, float64 and float16 are kept; a graph without any of them (or of
+    bfloat16) gives the default dtype.
+    """
+    for value_info in (*graph.input, *graph.output):
+        found = _FLOAT_TYPES.get(value_info.type.tensor_type.elem_type)
+        if found is not None:
+            return np.dtype(found)
+    for init in graph.initializer:
+        found = _FLOAT_TYPES.get(init.data_type)
+        if found is not None:
+            return np.dtype(found)
+    return get_default_dtype()
+
+
 def load(path: str | os.PathLike[str]) -> Any:
     """Rebuild a functional ``Model`` of built-in layers from the ONNX file ``path``.
 
@@ -151,12 +226,18 @@ def load(path: str | os.PathLike[str]) -> Any:
     pools, ``BatchNormalization``, ``LayerNormalization``, ``Gather``
     (Embedding), activations, ``Flatten``/``Reshape``/``Transpose``, merges and
     ``RNN``/``LSTM``/``GRU`` (gate order converted back to PyTorch's), with
-    shape computations that only build zero initial states folded away. The
-    model runs in inference mode; its weights are copies of the file's.
+    shape computations that only build zero initial states folded away, and
+    the node patterns exporters write for GELU below opset 20 and for
+    Softplus's linear region (one layer each). Operators follow the file's
+    opset (``Softmax`` below 13 normalises all the axes from ``axis`` on). The
+    model runs in inference mode; its weights are copies of the file's, in the
+    file's floating dtype (float64 for a file of doubles); the caller's
+    default dtype is left as it was.
 
     Raises:
         ExportError: an operator or attribute value without a built-in layer
-            (naming it), or a file that is not ONNX.
+            (naming it and the node), a file that is not ONNX, is empty or
+            holds a malformed graph (naming the file).
 
     Example:
         >>> import framework.onnx  # doctest: +SKIP
@@ -164,10 +245,26 @@ def load(path: str | os.PathLike[str]) -> Any:
         >>> model.predict(x)  # doctest: +SKIP
     """
     onnx = require_onnx()
+    where = os.fspath(path)
     try:
-        proto = onnx.load(os.fspath(path))
+        proto = onnx.load(where)
     except Exception as exc:  # DecodeError, OSError...
-        raise ExportError(f"cannot read {os.fspath(path)!r} as an ONNX model: {exc}") from exc
-    model = Importer(proto).run()
+        raise ExportError(f"cannot read {where!r} as an ONNX model: {exc}") from exc
+    if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
+        raise ExportError(
+            f"{where!r} holds no ONNX graph (an empty file, or a protobuf that is not an ONNX model): "
+            "there is no model to import"
+        )
+    importer = Importer(proto)
+    try:
+        model = importer.run()
+    except ExportError as exc:
+        exc.args = (f"{exc} (importing {where!r})", *exc.args[1:])
+        raise
+    except (FrameworkError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+        raise ExportError(
+            f"cannot import {where!r}: reading {importer.where()} raised {type(exc).__name__}: {exc}; the "
+            "graph is malformed, or uses a form of the operator the importer does not read"
+        ) from exc
     model.eval()
     return model
