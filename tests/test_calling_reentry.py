@@ -22,14 +22,6 @@ from framework.layers import BatchNorm, Linear, ReLU
 TWO_THREADS = "cannot be called from two threads at once"
 
 
-@pytest.fixture
-def float64():
-    previous = framework.get_default_dtype()
-    framework.set_default_dtype(np.float64)
-    yield
-    framework.set_default_dtype(previous)
-
-
 class _Lazy(Model):
     """The seed's style: layers as attributes, ``forward(x)`` / ``backward(grad)``; ``middle`` is lazy."""
 

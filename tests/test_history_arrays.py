@@ -35,14 +35,6 @@ from framework.training.callbacks import tensorboard as tensorboard_module
 CLASSES = 3
 
 
-@pytest.fixture
-def float64():
-    previous = framework.get_default_dtype()
-    framework.set_default_dtype(np.float64)
-    yield
-    framework.set_default_dtype(previous)
-
-
 def _data(seed: int, n: int = 48) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, 4)), rng.integers(0, CLASSES, n)

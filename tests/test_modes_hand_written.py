@@ -29,14 +29,6 @@ class _ByHand(Model):
         return self.a.backward(self.bn.backward(self.drop.backward(self.b.backward(grad))))
 
 
-@pytest.fixture
-def float64():
-    old = framework.get_default_dtype()
-    framework.set_default_dtype("float64")
-    yield
-    framework.set_default_dtype(old)
-
-
 def _data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.standard_normal((48, 4)), rng.integers(0, 3, 48)

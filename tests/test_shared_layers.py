@@ -18,14 +18,6 @@ from framework.layers import Dropout, Embedding, Linear, Subtract
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def float64():
-    previous = framework.get_default_dtype()
-    framework.set_default_dtype(np.float64)
-    yield
-    framework.set_default_dtype(previous)
-
-
 def _siamese() -> tuple[Model, Sequential]:
     tower = Sequential([Linear(5, 8, activation="tanh"), Linear(8, 3)], name="tower")
     left, right = Input((5,), name="left"), Input((5,), name="right")

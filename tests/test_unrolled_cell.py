@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import framework
 from framework import Input, Model
 from framework.base.context import Context
 from plugins.recurrent import GRUCell, LSTMCell, RNNCell
@@ -31,14 +30,6 @@ KINDS = {
     "lstm": (lambda: LSTMCell(IN, H), lambda: torch.nn.LSTM(IN, H)),
 }
 PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-
-
-@pytest.fixture
-def float64():
-    old = framework.get_default_dtype()
-    framework.set_default_dtype(np.float64)
-    yield
-    framework.set_default_dtype(old)
 
 
 def assert_close(actual, expected, what):
