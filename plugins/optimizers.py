@@ -136,7 +136,9 @@ class AdaGrad(Optimizer):
     Args:
         params: parameters or a layer/model to bind now (optional).
         learning_rate: float or schedule, default 0.01 (alias ``lr``).
-        lr_decay: per-step decay of the rate, default 0.0.
+        lr_decay: per-step decay of the rate, default 0.0; the step is the
+            optimizer's ``iterations``, one count for every parameter (see
+            :class:`Adam` on how PyTorch's per-parameter count differs).
         eps: added to the denominator, ``> 0``, default 1e-10.
         initial_accumulator_value: starting value of ``s``, ``>= 0``, default 0.
         weight_decay, clipnorm, clipvalue: see the base class.
@@ -295,7 +297,11 @@ class Adam(Optimizer):
     Attributes:
         state slots ``exp_avg`` (m), ``exp_avg_sq`` (v) and
         ``max_exp_avg_sq`` (AMSGrad). The step ``t`` is the optimizer's
-        ``iterations + 1``, saved in ``state_dict``.
+        ``iterations + 1``, saved in ``state_dict``: one count for every
+        parameter, as Keras keeps it. PyTorch counts per parameter, which
+        differs for a parameter that joins late (a layer unfrozen after some
+        steps: its first bias corrections use the global ``t``) or that gets
+        no gradient in some steps.
     """
 
     def __init__(

@@ -113,7 +113,7 @@ def test_distributed_optimizer_delegates_and_saves_as_the_wrapped_one(tmp_path: 
     assert model.optimizer.optimizer.lr == 0.1
     model.save(tmp_path / "m.h5")
     loaded = framework.load_model(tmp_path / "m.h5")
-    assert type(loaded.optimizer).__name__ == "SGD" and loaded.optimizer.lr == 0.2  # compile's rate
+    assert type(loaded.optimizer).__name__ == "SGD" and loaded.optimizer.lr == 0.1  # the rate when saved
     with pytest.raises(framework.errors.ConfigError, match="compression"):
         DistributedOptimizer(SGD(), compression="int8")
 

@@ -137,6 +137,8 @@ class Optimizer(Configurable):
                 f"{type(self).__name__}.bind: expected a Layer or Parameters, got {type(params).__name__}"
             )
         self._source = params if hasattr(params, "trainable_parameters") else None
+        # a list of Parameters: kept whole, so one frozen or unfrozen later is dropped or taken up
+        self._listed: list[Parameter] | None = None if self._source is not None else list(params)
         self._trainable_version = TRAINABLE_VERSION[0]
         unique: dict[int, Parameter] = {}
         for p in found:
@@ -164,17 +166,23 @@ class Optimizer(Configurable):
         """Re-collect the trainable parameters of the bound layer if any was frozen or unfrozen since.
 
         Keras's rule: ``layer.trainable = False`` takes effect from the next
-        step, compiled again or not. A parameter that stays keeps its slots
+        step, compiled again or not; for an optimizer bound to a list of
+        Parameters, each one's ``trainable`` flag does. A parameter that stays keeps its slots
         (moments); a newly unfrozen one starts with empty slots.
         """
         source = getattr(self, "_source", None)
-        if source is None or getattr(self, "_trainable_version", None) == TRAINABLE_VERSION[0]:
-            self._trainable_version = TRAINABLE_VERSION[0]
-            return
+        listed = getattr(self, "_listed", None)
+        unchanged = getattr(self, "_trainable_version", None) == TRAINABLE_VERSION[0]
         self._trainable_version = TRAINABLE_VERSION[0]
+        if unchanged or (source is None and listed is None):
+            return
         kept = {id(p): s for p, s in zip(self.params, self.state)}
+        if source is not None:
+            found = source.trainable_parameters()
+        else:
+            found = [p for p in listed or () if p.trainable]
         unique: dict[int, Parameter] = {}
-        for p in source.trainable_parameters():
+        for p in found:
             unique.setdefault(id(p), p)
         self.params = list(unique.values())
         self.state = [kept.get(id(p), {}) for p in self.params]
@@ -192,8 +200,18 @@ class Optimizer(Configurable):
         self.learning_rate = value
 
     def zero_grad(self) -> None:
+        """Mark every gradient as not computed yet (PyTorch's ``set_to_none``).
+
+        A parameter whose gradient no backward then writes is skipped by the
+        next :meth:`step`: no momentum, no weight decay, as PyTorch skips a
+        ``grad`` of ``None``. Reading ``grad`` gives zeros.
+        """
         for p in self.params:
-            p.zero_grad()
+            p.zero_grad(lazy=True)
+
+    def _with_gradients(self) -> list[int]:
+        """Indices of the bound parameters that received a gradient since their last (lazy) zeroing."""
+        return [i for i, p in enumerate(self.params) if p.pending_grad() is not None]
 
     def step(self) -> None:
         """Apply one update to every bound parameter, in place."""
@@ -202,17 +220,19 @@ class Optimizer(Configurable):
         if self._mixed:
             self._mixed_step()
             return
+        active = self._with_gradients()  # before anything reads grad (which writes lazy zeros)
+        params = [self.params[i] for i in active]
         if self.clipvalue is not None:
-            for p in self.params:
+            for p in params:
                 np.clip(p.grad, -self.clipvalue, self.clipvalue, out=p.grad)
         if self.clipnorm is not None:
-            total = math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in self.params))
+            total = math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params))
             if total > self.clipnorm:
                 scale = self.clipnorm / (total + 1e-12)
-                for p in self.params:
+                for p in params:
                     p.grad *= scale
         lr = self.lr
-        for p, state in zip(self.params, self.state):
+        for p, state in zip(params, (self.state[i] for i in active)):
             grad = p.grad
             if self.weight_decay and self.decay_in_gradient:
                 grad = np.multiply(p.data, self.weight_decay, out=self.scratch(p, "decayed_grad"))
@@ -224,6 +244,7 @@ class Optimizer(Configurable):
         """``step`` with float16 parameters: unscale, check for overflow, update float32 masters."""
         # the scaler whose scale the gradients carry: set by the training step for this step only
         scaler = self.loss_scaler if self.loss_scaler is not None and self.loss_scaler.pending else None
+        active = self._with_gradients()  # before anything reads grad (which writes lazy zeros)
         if scaler is not None:
             scaler.pending = False
             if not all_finite(self.params):  # overflow: skip, the weights and step count stay
@@ -234,7 +255,9 @@ class Optimizer(Configurable):
         inverse = 1.0 if scaler is None else 1.0 / scaler.scale
         targets: list[Parameter] = []
         grads: list[np.ndarray] = []
-        for p, low in zip(self.params, self._masters):
+        params = [self.params[i] for i in active]
+        masters = [self._masters[i] for i in active]
+        for p, low in zip(params, masters):
             if low:
                 target = self.master(p)
                 grad = self.scratch(target, "master_grad")
@@ -255,7 +278,8 @@ class Optimizer(Configurable):
                 for grad in grads:
                     grad *= factor
         lr = self.lr
-        for p, target, grad, state, low in zip(self.params, targets, grads, self.state, self._masters):
+        states = [self.state[i] for i in active]
+        for p, target, grad, state, low in zip(params, targets, grads, states, masters):
             if self.weight_decay and self.decay_in_gradient:
                 decayed = np.multiply(
                     target.data, self.weight_decay, out=self.scratch(target, "decayed_grad")

@@ -106,10 +106,11 @@ class Parameter(_Held):
         current = getattr(self, "_grad", None)  # unset while unpickling
         if value is current and value is not None:  # ``p.grad += g`` assigns the same array back
             return
-        self._grad_zero = False
-        if value is None:  # as in PyTorch's ``p.grad = None``: no gradient yet, i.e. zero
+        if value is None:  # as PyTorch's ``p.grad = None``: no gradient yet (zeros when read)
             self._grad = np.zeros(self.data.shape, dtype=self.data.dtype)
+            self._grad_zero = True  # and an optimizer skips the parameter if no backward adds one
             return
+        self._grad_zero = False
         value = np.asarray(value)
         data = getattr(self, "data", None)
         if data is None:  # unpickling an object saved before ``grad`` was a property

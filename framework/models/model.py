@@ -295,7 +295,12 @@ class Model(TrainingMethods, FileMethods, Layer):
         """``compile``'s arguments as JSON data (optimizer, loss and metrics serialised)."""
         if not self.compiled or self._compile_cfg is None:
             raise NotCompiledError(f"{self.describe()} is not compiled; call compile() first")
-        return copy.deepcopy(self._compile_cfg)
+        config = copy.deepcopy(self._compile_cfg)
+        if getattr(self, "optimizer", None) is not None:  # as it is now: a rate set since compile counts
+            from framework.registry.namespace import serialize
+
+            config["optimizer"] = serialize("optimizers", self.optimizer)
+        return config
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Compile from :meth:`compile_config`'s output."""

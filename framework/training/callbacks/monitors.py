@@ -230,7 +230,9 @@ class ReduceLROnPlateau(_Monitor):
         patience: epochs without improvement before reducing.
         mode: ``"min"``, ``"max"`` or ``"auto"``.
         min_delta: the smallest change that counts as an improvement.
-        cooldown: epochs to wait after a reduction before watching again.
+        cooldown: epochs to wait after a reduction before watching again:
+            ``cooldown=c`` ignores the ``c`` epochs after it, as PyTorch's
+            (Keras's code ignores ``c - 1``).
         min_lr: the learning rate never goes below it.
         verbose: print a line at each reduction.
     """
@@ -269,14 +271,15 @@ class ReduceLROnPlateau(_Monitor):
         value = self._current(logs)
         if value is None:
             return
-        if self.cooldown_counter > 0:
+        cooling = self.cooldown_counter > 0  # this epoch is one of the cooldown's (PyTorch's count)
+        if cooling:
             self.cooldown_counter -= 1
             self.wait = 0
         if self._improved(value):
             self.best = value
             self.wait = 0
             return
-        if self.cooldown_counter > 0:
+        if cooling:
             return
         self.wait += 1
         if self.wait >= self.patience:
