@@ -12,10 +12,11 @@ Two ways to compute it:
   ``roc_auc_score`` / ``average_precision_score`` (to rounding, 1e-12).
 
 Scores are probabilities; on logits (``from_logits=True``, or a loss that
-expects logits bound by ``compile``) a sigmoid (or, for a softmax link, a
-softmax over axis 1) is applied first. Several columns are flattened against
-their one-hot / multi-label targets, as Keras's ``AUC(multi_label=False)``
-does (scikit-learn's ``average="micro"``).
+expects logits bound by ``compile``) a sigmoid (the overflow-free form the
+``Sigmoid`` layer uses; or, for a softmax link, a softmax over axis 1) is
+applied first. Several columns are flattened against their one-hot /
+multi-label targets, as Keras's ``AUC(multi_label=False)`` does
+(scikit-learn's ``average="micro"``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from framework.base.metric import Metric, _sample_weight
-from framework.base.validation import match_target_shape
-from framework.errors import ConfigError, DataError
+from framework.errors import ConfigError, DataError, ShapeError
+from plugins.activation_math import stable_sigmoid
 from plugins.metric_ops import binary_decision_shape, class_targets
 
 __all__ = ["AUC"]
@@ -40,10 +41,15 @@ def _scores_and_targets(metric: AUC, y_pred: Any, y_true: Any, weight: np.ndarra
     n = y_pred.shape[0]
     logits = metric.from_logits or metric.output_expects == "logits"
     if binary_decision_shape(y_pred):
-        y_true = match_target_shape("AUC", y_pred.reshape(n), np.asarray(y_true).reshape(-1))
-        scores, targets = y_pred.reshape(n), y_true > 0.5
+        y_true = np.asarray(y_true)
+        if y_true.shape not in ((n,), (n, 1)):
+            raise ShapeError(
+                f"AUC: binary y_pred of shape {y_pred.shape} needs y_true of shape ({n},) or ({n}, 1), "
+                f"got {y_true.shape}"
+            )
+        scores, targets = y_pred.reshape(n), y_true.reshape(n) > 0.5
         if logits:
-            scores = 1.0 / (1.0 + np.exp(-scores))
+            scores = stable_sigmoid(scores)
         return scores, targets, weight
     if y_true is not None and np.shape(y_true) == y_pred.shape:
         targets = np.asarray(y_true) > 0.5
@@ -55,7 +61,7 @@ def _scores_and_targets(metric: AUC, y_pred: Any, y_true: Any, weight: np.ndarra
         e = np.exp(y_pred - y_pred.max(axis=1, keepdims=True))
         y_pred = e / e.sum(axis=1, keepdims=True)
     elif logits:
-        y_pred = 1.0 / (1.0 + np.exp(-y_pred))
+        y_pred = stable_sigmoid(y_pred)
     per_sample = y_pred[0].size if n else 1
     return y_pred.reshape(-1), targets.reshape(-1), np.repeat(weight, per_sample)
 

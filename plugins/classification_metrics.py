@@ -66,6 +66,7 @@ class _ConfusionCounts(Metric):
         n = len(y_pred)
         weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
         mode, pred, true, classes, weight = decisions(self, y_pred, y_true, self.threshold, weight)
+        self._check_batch(mode, classes)
         self._start(mode, classes)
         if mode == "multiclass":
             assert self._matrix is not None and self._seen is not None
@@ -80,6 +81,9 @@ class _ConfusionCounts(Metric):
             self._label_counts[1] += (w * (pred & ~true)).sum(axis=0)
             self._label_counts[2] += (w * (~pred & true)).sum(axis=0)
             self._seen[:] = True
+
+    def _check_batch(self, mode: str, classes: int) -> None:
+        """Refuse a batch before it is counted (the state must not change); nothing to check here."""
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-class true positives, false positives and false negatives, shape ``(C,)`` each."""
@@ -231,9 +235,12 @@ class ConfusionMatrix(_ConfusionCounts):
                 "ConfusionMatrix: multi-label outputs have one 2 x 2 matrix per label; not supported"
             )
         super().update_state(y_true, y_pred, sample_weight)
-        if self.num_classes is not None and self._classes != self.num_classes:
+
+    def _check_batch(self, mode: str, classes: int) -> None:
+        if self.num_classes is not None and classes != self.num_classes:
             raise ShapeError(
-                f"ConfusionMatrix: num_classes={self.num_classes}, but y_pred has {self._classes} classes"
+                f"ConfusionMatrix: num_classes={self.num_classes}, but y_pred has {classes} classes; "
+                f"give y_pred {self.num_classes} class scores or leave num_classes=None"
             )
 
     def result(self) -> np.ndarray:

@@ -39,7 +39,8 @@ class CrossEntropy(Loss):
     Args:
         weight: a weight per class, shape ``(C,)``, default ``None`` (all 1).
         label_smoothing: ``eps`` in ``[0, 1]``, default 0.0.
-        ignore_index: an integer label that contributes nothing, default -100.
+        ignore_index: an integer label that contributes nothing, default
+            -100; it may be a class id in ``[0, C)``, as in PyTorch.
 
     Shape:
         - y_pred: logits ``(N, C)`` or ``(N, C, d1, ...)``.
@@ -106,7 +107,8 @@ class CrossEntropy(Loss):
                 f"(or {self.ignore_index} to ignore a sample)"
             )
         class_ids = np.arange(classes).reshape((1, classes) + (1,) * (logits.ndim - 2))
-        return (np.expand_dims(y_true, 1) == class_ids).astype(logits.dtype)
+        # an ignored label may be a class id (ignore_index in [0, C)): its row is zeroed all the same
+        return ((np.expand_dims(y_true, 1) == class_ids) & np.expand_dims(keep, 1)).astype(logits.dtype)
 
     def _targets(self, logits: np.ndarray, y_true: Any) -> tuple[np.ndarray, bool]:
         """The target distribution ``t`` of logits' shape and whether it came from labels."""
@@ -139,7 +141,7 @@ class CrossEntropy(Loss):
         target, from_labels = self._targets(z, y_true)
         mask = self._position_mask(z)
         if mask is not None:
-            target = target * np.expand_dims(mask, 1).astype(z.dtype)
+            target = target * broadcast_rows(mask.astype(z.dtype), z.ndim)  # (N,) over (N, C, d...)
         sw = self._sample_weight(sample_weight, z.shape[0], z.dtype)
 
         shifted = z - z.max(axis=1, keepdims=True)
@@ -155,12 +157,12 @@ class CrossEntropy(Loss):
             else self.weight.astype(z.dtype).reshape((1, classes) + (1,) * (z.ndim - 2))
         )
         if self.weight is None and not from_labels:
+            position_shape = z.shape[:1] + z.shape[2:]
             valid = (
-                np.ones(z.shape[:1] + z.shape[2:], dtype=z.dtype)
-                if mask is None
-                else np.asarray(mask, z.dtype)
+                np.ones(position_shape, dtype=z.dtype)
+                if mask is None  # mask: one flag per sample (N,), spread over the positions (N, d...)
+                else np.broadcast_to(broadcast_rows(np.asarray(mask, z.dtype), z.ndim - 1), position_shape)
             )
-            valid = np.broadcast_to(broadcast_rows(valid, z.ndim - 1), z.shape[:1] + z.shape[2:])
             norm_terms = valid
         else:
             weighted_t = target if class_w is None else target * class_w
@@ -180,11 +182,12 @@ class CrossEntropy(Loss):
         return float((per_position * coef).sum(dtype=np.float64))
 
     def _plain_labels(self, z: np.ndarray, y_true: Any) -> bool:
-        """Whether the common case applies: (N, C) logits, N labels in [0, C), no weights or smoothing."""
+        """Whether the common case applies: (N, C) logits, N labels in [0, C) not ignored, no weights."""
         return (
             self.weight is None
             and not self.label_smoothing
             and type(self)._position_mask is CrossEntropy._position_mask
+            and type(self)._ignored is CrossEntropy._ignored
             and z.ndim == 2
             and isinstance(y_true, np.ndarray)
             and y_true.shape == z.shape[:1]
@@ -192,6 +195,7 @@ class CrossEntropy(Loss):
             and z.shape[0] > 0
             and int(y_true.min()) >= 0
             and int(y_true.max()) < z.shape[1]
+            and not (0 <= self.ignore_index < z.shape[1] and np.any(y_true == self.ignore_index))
         )
 
     def _forward_labels(self, z: np.ndarray, labels: np.ndarray) -> float:
@@ -247,9 +251,10 @@ class MaskedCrossEntropy(CrossEntropy):
         weight, label_smoothing, ignore_index: as in :class:`CrossEntropy`.
 
     Shape:
-        - y_pred: logits ``(N, C)`` (all nodes of the graph).
-        - y_true: labels ``(N,)`` (``-1`` = unlabelled) or one-hot ``(N, C)``.
-        - mask: ``(N,)`` bool.
+        - y_pred: logits ``(N, C)`` (all nodes of the graph), or ``(N, C, d...)``.
+        - y_true: labels ``(N,)`` / ``(N, d...)`` (``-1`` = unlabelled) or
+          one-hot of y_pred's shape.
+        - mask: ``(N,)`` bool; it selects (or drops) all of a sample's positions.
 
     Gradient:
         ``dL/dz_i = (p_i - q_i) / |M|`` for ``i`` in ``M``, 0 elsewhere.
@@ -315,8 +320,9 @@ class BCEWithLogits(Loss):
     ``log1p(exp(-|z|)) + max(-z, 0)``, finite for any logit.
 
     Args:
-        pos_weight: weight ``pw`` of the positive term, a number or an array
-            broadcast over the last axis (one per label), default ``None`` (1).
+        pos_weight: weight ``pw`` of the positive term, a number (or a
+            one-element array) for every element, or an array broadcast over
+            the last axis (one per label), default ``None`` (1).
 
     Shape:
         - y_pred: logits ``(N, *)``; y_true: targets in ``[0, 1]`` of the same
@@ -357,10 +363,10 @@ class BCEWithLogits(Loss):
         coef = None
         if self.pos_weight is not None:
             pw = self.pos_weight.astype(z.dtype)
-            if pw.ndim == 1 and z.shape[-1:] != pw.shape:
+            if pw.ndim == 1 and pw.shape != (1,) and z.shape[-1:] != pw.shape:
                 raise ShapeError(
                     f"BCEWithLogits: pos_weight has shape {pw.shape}, expected ({z.shape[-1]},) "
-                    f"to match y_pred's last axis {z.shape}"
+                    f"to match y_pred's last axis {z.shape} (or (1,), or a number, for every element)"
                 )
             coef = 1.0 + (pw - 1.0) * y
         e = np.exp(-np.abs(z))

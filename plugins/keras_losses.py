@@ -60,6 +60,18 @@ class _KerasCrossentropy(Loss):
                 f"got {bad!r}; a model that outputs logits needs from_logits=True"
             )
 
+    def _forward_delegate(
+        self, delegate: Loss, z: np.ndarray, target: np.ndarray, sample_weight: Any
+    ) -> float:
+        """``from_logits=True``: ``delegate`` (a PyTorch-style loss) computes the loss on logits ``z``.
+
+        ``sample_weight`` (``(N,)``) is checked here first, so a bad one is reported under this
+        loss's name, not the delegate's.
+        """
+        sw = self._sample_weight(sample_weight, z.shape[0], z.dtype)
+        self._delegate = delegate
+        return delegate.forward(z, target, sw)
+
     def _require_cache(self) -> tuple[np.ndarray, ...]:
         if self._cache is None:
             raise NotBuiltError(f"{type(self).__name__}: call forward() before backward()")
@@ -136,8 +148,7 @@ class BinaryCrossentropy(_KerasCrossentropy):
         if self.label_smoothing:
             y = y * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         if self.from_logits:
-            self._delegate = BCEWithLogits()
-            return self._delegate.forward(p, y, sample_weight)
+            return self._forward_delegate(BCEWithLogits(), p, y, sample_weight)
         self._check_probabilities(p)
         sw = self._sample_weight(sample_weight, p.shape[0], p.dtype)
         pc = np.clip(p, EPSILON, 1.0 - EPSILON)
@@ -262,8 +273,9 @@ class CategoricalCrossentropy(_Categorical):
             )
         t = t.astype(p.dtype, copy=False)
         if self.from_logits:
-            self._delegate = CrossEntropy(label_smoothing=self.label_smoothing)
-            return self._delegate.forward(p, t, sample_weight)
+            return self._forward_delegate(
+                CrossEntropy(label_smoothing=self.label_smoothing), p, t, sample_weight
+            )
         if self.label_smoothing:
             t = t * (1.0 - self.label_smoothing) + self.label_smoothing / p.shape[1]
         return self._forward_probabilities(p, t, None, sample_weight)
@@ -356,8 +368,7 @@ class SparseCategoricalCrossentropy(_Categorical):
         if self.from_logits:
             if ignored is not None:
                 labels = np.where(ignored, -100, labels)
-            self._delegate = CrossEntropy(ignore_index=-100)
-            return self._delegate.forward(p, labels, sample_weight)
+            return self._forward_delegate(CrossEntropy(ignore_index=-100), p, labels, sample_weight)
         class_ids = np.arange(p.shape[1]).reshape((1, -1) + (1,) * (p.ndim - 2))
         t = (np.expand_dims(labels, 1) == class_ids).astype(p.dtype)
         valid = None

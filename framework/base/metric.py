@@ -15,6 +15,7 @@ sigmoid); accuracy-like metrics threshold and arg-max accordingly.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +46,9 @@ class Metric(Configurable):
     mean). A metric that is not a mean of per-sample values (precision, AUC,
     a confusion matrix) overrides ``update_state`` / ``result`` /
     ``reset_state`` (or the loop's ``update`` / ``reset``) and keeps its own
-    counts, so its epoch value is exact, not a mean of batch values.
+    counts, so its epoch value is exact, not a mean of batch values. A batch
+    of no samples changes no state. ``metric(y_pred, y_true)`` is the value
+    of that one batch, whichever kind the metric is; the state is untouched.
 
     Args:
         name: the key in ``History.history`` and ``evaluate``'s dict; defaults
@@ -115,14 +118,29 @@ class Metric(Configurable):
         return float(values.mean()) if values.size else float("nan")
 
     def __call__(self, y_pred: np.ndarray, y_true: np.ndarray) -> Any:
-        """The value on one batch alone (the state is left untouched)."""
-        return float(self.compute(y_pred, y_true))
+        """The value on one batch alone (the state is left untouched).
+
+        A running-mean metric returns :meth:`compute` (a float). A metric that
+        keeps its own counts (it overrides ``update_state`` / ``update`` and
+        implements neither ``values`` nor ``compute``) is evaluated on a
+        deep copy of itself, reset and updated with this batch: its
+        ``result()`` (a float, or an array when not ``scalar``) is returned.
+        """
+        if type(self).values is not Metric.values or type(self).compute is not Metric.compute:
+            return float(self.compute(y_pred, y_true))
+        batch = copy.deepcopy(self)
+        batch.reset()
+        batch.update(y_pred, y_true)
+        return result_value(batch)
 
     def _accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
+        """Add a batch to the running mean; an empty batch (``N = 0``) is checked but changes nothing."""
         n = len(y_pred)
         if sample_weight is None:
-            self._total += float(self.compute(y_pred, y_true)) * n
-            self._count += n
+            mean = float(self.compute(y_pred, y_true))
+            if n:
+                self._total += mean * n
+                self._count += n
             return
         weight = _sample_weight(self, sample_weight, n)
         values = self.values(y_pred, y_true)
@@ -130,6 +148,8 @@ class Metric(Configurable):
             raise ConfigError(
                 f"{type(self).__name__} does not take sample_weight: it has no per-sample values()"
             )
+        if not n:
+            return
         per_sample = np.asarray(values, dtype=np.float64).reshape(n, -1).mean(axis=1)
         self._total += float((per_sample * weight).sum())
         self._count += float(weight.sum())
@@ -246,6 +266,8 @@ class FunctionMetric(Metric):
         n = len(y_pred)
         out = self._batch(y_true, y_pred)
         weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
+        if not n:  # an empty batch changes nothing (its mean would be nan)
+            return
         if out.ndim == 0:
             self._total += float(out) * float(weight.sum())
         else:
