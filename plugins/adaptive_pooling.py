@@ -161,12 +161,12 @@ class AdaptiveMaxPool2d(_Adaptive):
         ih, iw = _gather_index(h, oh), _gather_index(w, ow)
         # (N, C, oh, kh, ow, kw) -> (N, C, oh, ow, kh*kw)
         win = x[:, :, ih[:, :, None, None], iw[None, None, :, :]].transpose(0, 1, 2, 4, 3, 5)
-        win = win.reshape(n, c, oh, ow, -1)
+        win = win.reshape(n, c, oh, ow, ih.shape[1] * iw.shape[1])  # explicit sizes: N may be 0
         arg = win.argmax(axis=-1)
         kw = iw.shape[1]
         rows = ih[np.arange(oh)[:, None], arg // kw]  # (N, C, oh, ow) input rows of the winners
         cols = iw[np.arange(ow)[None, :], arg % kw]
-        ctx.flat_index = (rows * w + cols).reshape(n * c, -1)
+        ctx.flat_index = (rows * w + cols).reshape(n * c, oh * ow)
         ctx.in_shape = x.shape
         return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
 

@@ -113,4 +113,4 @@ class Conv1d(_ConvNd):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray | None:
         n, c, length = grad_out.shape
         dx = self._backward4d(ctx, grad_out.reshape(n, c, 1, length))
-        return None if dx is None else dx.reshape(dx.shape[0], self.in_channels, -1)
+        return None if dx is None else dx.reshape(n, self.in_channels, dx.shape[-1])

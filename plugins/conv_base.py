@@ -26,6 +26,7 @@ from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
 from plugins import workspace
 from plugins.conv_batch_last import backward_batch_last, forward_batch_last
+from plugins.conv_geometry import check_groups, compact, to2d
 from plugins.conv_ops import (
     channel_sums,
     col2im_batch_last,
@@ -56,28 +57,6 @@ GRID_MAX_WASTE = 1.25
 #: slower at batch 128, one thread: its transposes of the larger arrays dominate).
 BATCH_LAST_MIN_DEPTH = 64
 BATCH_LAST_MAX_POSITIONS = 128
-
-
-def _compact(values: tuple[int, ...]) -> int | list[int]:
-    """``(3, 3) -> 3``, ``(3,) -> 3`` and ``(3, 5) -> [3, 5]``: the JSON form of a size."""
-    return values[0] if len(set(values)) == 1 else list(values)
-
-
-def _check_groups(layer: str, in_channels: int, out_channels: int, groups: Any) -> int:
-    """``groups`` as an int dividing both channel counts; ConfigError naming the culprit otherwise."""
-    groups = int_tuple(layer, "groups", groups, 1)[0]
-    for arg, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if channels % groups:
-            raise ConfigError(
-                f"{layer}: {arg}={channels} is not divisible by groups={groups}; "
-                "groups must divide both in_channels and out_channels"
-            )
-    return groups
-
-
-def _to2d(values: tuple[Any, ...], fill: Any) -> tuple[Any, Any]:
-    """A per-axis tuple of a 1-D layer as the 2-D pair of a height-1 image."""
-    return (fill, values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 class _ConvBase(Layer):
@@ -164,16 +143,16 @@ class _ConvNd(_ConvBase):
         self.kernel_size = int_tuple(kind, "kernel_size", kernel_size, n)
         self.stride = int_tuple(kind, "stride", stride, n)
         self.dilation = int_tuple(kind, "dilation", dilation, n)
-        self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
+        self.groups = check_groups(kind, self.in_channels, self.out_channels, groups)
         self.padding = self._check_padding(padding)
         weight_shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         self._init_weights(weight_shape, bias, activation, weight_init, bias_init)
         # The 2-D geometry im2col/col2im run with (a height-1 kernel for Conv1d), fixed from here on.
         self._geometry2d = (
-            _to2d(self.kernel_size, 1),
-            _to2d(self.stride, 1),
-            _to2d(self.pads, (0, 0)),
-            _to2d(self.dilation, 1),
+            to2d(self.kernel_size, 1),
+            to2d(self.stride, 1),
+            to2d(self.pads, (0, 0)),
+            to2d(self.dilation, 1),
         )
 
     def _check_padding(self, padding: Any) -> str | tuple[int, ...]:
@@ -203,7 +182,7 @@ class _ConvNd(_ConvBase):
     def pads(self) -> tuple[tuple[int, int], ...]:
         """The padding as ``(before, after)`` per spatial axis, e.g. ``((top, bottom), (left, right))``."""
         if self.padding == "same":
-            return same_padding(_to2d(self.kernel_size, 1), _to2d(self.dilation, 1))[2 - self._ndim :]
+            return same_padding(to2d(self.kernel_size, 1), to2d(self.dilation, 1))[2 - self._ndim :]
         if self.padding == "valid":
             return ((0, 0),) * self._ndim
         return tuple((p, p) for p in self.padding)
@@ -248,7 +227,8 @@ class _ConvNd(_ConvBase):
             y = np.matmul(self.weight.data.reshape(self.out_channels, -1), cols)
         else:  # (G, O/G, K/G) @ (N, G, K/G, P) -> (N, G, O/G, P): one product over the group axis
             wg = self.weight.data.reshape(g, self.out_channels // g, -1)
-            y = np.matmul(wg, cols.reshape(n, g, -1, oh * ow)).reshape(n, self.out_channels, -1)
+            y = np.matmul(wg, cols.reshape(n, g, shape[1] // g, oh * ow))  # explicit sizes: N may be 0
+            y = y.reshape(n, self.out_channels, oh * ow)
         if ctx.record:
             ctx.cols, ctx.grid, ctx.x_shape = cols, False, x.shape
         else:  # no backward follows: the columns are spent
@@ -268,6 +248,12 @@ class _ConvNd(_ConvBase):
             )
         ctx.cols = None
         g = self.activation_backward(ctx, self.activation, grad_out)
+        if g.shape[0] == 0:  # an empty batch (as PyTorch): zero parameter gradients, an empty dL/dx
+            workspace.give_back(cols)
+            for p in filter(None, (self.weight, self.bias)):
+                p.add_grad(np.zeros_like(p.data))
+            dtype = np.result_type(self.weight.data, g)
+            return np.zeros(ctx.x_shape, dtype) if ctx.needs_input_grad else None
         if ctx.__dict__.get("grid"):
             return self._backward_grid(ctx, g, cols)
         if ctx.__dict__.get("batch_last"):
@@ -380,10 +366,10 @@ class _ConvNd(_ConvBase):
             **super().get_config(),
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
-            "kernel_size": _compact(self.kernel_size),
-            "stride": _compact(self.stride),
-            "padding": self.padding if isinstance(self.padding, str) else _compact(self.padding),
-            "dilation": _compact(self.dilation),
+            "kernel_size": compact(self.kernel_size),
+            "stride": compact(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else compact(self.padding),
+            "dilation": compact(self.dilation),
             "groups": self.groups,
             "activation": serialize("activations", self.activation),
             "bias": self.use_bias,
@@ -392,11 +378,11 @@ class _ConvNd(_ConvBase):
         }
 
     def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={_compact(self.kernel_size)}"
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={compact(self.kernel_size)}"
         if set(self.stride) != {1}:
-            text += f", stride={_compact(self.stride)}"
+            text += f", stride={compact(self.stride)}"
         if self.padding != "valid" and (isinstance(self.padding, str) or set(self.padding) != {0}):
-            text += f", padding={self.padding if isinstance(self.padding, str) else _compact(self.padding)!r}"
+            text += f", padding={self.padding if isinstance(self.padding, str) else compact(self.padding)!r}"
         if set(self.dilation) != {1}:
-            text += f", dilation={_compact(self.dilation)}"
+            text += f", dilation={compact(self.dilation)}"
         return text + self._extra_repr_tail()

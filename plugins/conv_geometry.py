@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from framework.errors import ShapeError
+from framework.base.validation import int_tuple
+from framework.errors import ConfigError, ShapeError
 
 __all__ = [
     "Pair",
@@ -30,6 +31,9 @@ __all__ = [
     "conv_output_size",
     "pad2d",
     "offset_slices",
+    "compact",
+    "check_groups",
+    "to2d",
 ]
 
 Pair = tuple[int, int]
@@ -172,3 +176,25 @@ def _crop(xp: np.ndarray, pads: Padding2d) -> np.ndarray:
     if top == bottom == left == right == 0:
         return xp
     return np.ascontiguousarray(xp[:, :, top : xp.shape[2] - bottom, left : xp.shape[3] - right])
+
+
+def compact(values: tuple[int, ...]) -> int | list[int]:
+    """``(3, 3) -> 3``, ``(3,) -> 3`` and ``(3, 5) -> [3, 5]``: the JSON form of a size."""
+    return values[0] if len(set(values)) == 1 else list(values)
+
+
+def check_groups(layer: str, in_channels: int, out_channels: int, groups: Any) -> int:
+    """``groups`` as an int dividing both channel counts; ConfigError naming the culprit otherwise."""
+    groups = int_tuple(layer, "groups", groups, 1)[0]
+    for arg, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if channels % groups:
+            raise ConfigError(
+                f"{layer}: {arg}={channels} is not divisible by groups={groups}; "
+                "groups must divide both in_channels and out_channels"
+            )
+    return groups
+
+
+def to2d(values: tuple[Any, ...], fill: Any) -> tuple[Any, Any]:
+    """A per-axis tuple of a 1-D layer as the 2-D pair of a height-1 image."""
+    return (fill, values[0]) if len(values) == 1 else (values[0], values[1])

@@ -14,7 +14,8 @@ from framework.base.layer import format_shape
 from framework.base.validation import int_tuple
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import serialize
-from plugins.conv_base import _check_groups, _compact, _ConvBase
+from plugins.conv_base import _ConvBase
+from plugins.conv_geometry import check_groups, compact
 from plugins.conv_ops import channel_sums, col2im_batch_last, im2col, per_channel
 
 __all__ = ["ConvTranspose2d"]
@@ -124,7 +125,7 @@ class ConvTranspose2d(_ConvBase):
                 f"{kind}: output_padding must be smaller than either stride or dilation (as in PyTorch), "
                 f"got output_padding={self.output_padding}, stride={self.stride}, dilation={self.dilation}"
             )
-        self.groups = _check_groups(kind, self.in_channels, self.out_channels, groups)
+        self.groups = check_groups(kind, self.in_channels, self.out_channels, groups)
         weight_shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         self._init_weights(weight_shape, bias, activation, weight_init, bias_init)
 
@@ -159,11 +160,11 @@ class ConvTranspose2d(_ConvBase):
         oh, ow = self._output_sizes((h, w))
         groups = self.groups
         # Batch-last input (G, C/G, H*W*N): col2im then adds long contiguous rows.
-        x_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(groups, c // groups, -1)
+        x_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).reshape(groups, c // groups, h * w * n)
         wg = self.weight.data.reshape(groups, c // groups, -1)
         cols = np.matmul(wg.transpose(0, 2, 1), x_last)
         y = col2im_batch_last(
-            cols.reshape(-1, cols.shape[-1]),
+            cols.reshape(groups * cols.shape[1], cols.shape[2]),  # explicit sizes: N may be 0
             (n, self.out_channels, oh, ow),
             self.kernel_size,
             self.stride,
@@ -182,7 +183,7 @@ class ConvTranspose2d(_ConvBase):
         n, c, h, w = x.shape
         groups = self.groups
         gcols = im2col(g, self.kernel_size, self.stride, self.pads, self.dilation, windows=(h, w))
-        gcols = gcols.reshape(n, groups, -1, h * w)
+        gcols = gcols.reshape(n, groups, gcols.shape[1] // groups, h * w)  # N may be 0
         wg = self.weight.data.reshape(groups, c // groups, -1)
         xg = x.reshape(n, groups, c // groups, h * w)
         dw = np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0)
@@ -198,20 +199,20 @@ class ConvTranspose2d(_ConvBase):
             **super().get_config(),
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
-            "kernel_size": _compact(self.kernel_size),
-            "stride": _compact(self.stride),
-            "padding": _compact(self.padding),
-            "output_padding": _compact(self.output_padding),
+            "kernel_size": compact(self.kernel_size),
+            "stride": compact(self.stride),
+            "padding": compact(self.padding),
+            "output_padding": compact(self.output_padding),
             "groups": self.groups,
             "bias": self.use_bias,
-            "dilation": _compact(self.dilation),
+            "dilation": compact(self.dilation),
             "activation": serialize("activations", self.activation),
             "weight_init": serialize("initializers", self.weight_init),
             "bias_init": serialize("initializers", self.bias_init),
         }
 
     def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={_compact(self.kernel_size)}"
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={compact(self.kernel_size)}"
         for arg, value, default in (
             ("stride", self.stride, 1),
             ("padding", self.padding, 0),
@@ -219,5 +220,5 @@ class ConvTranspose2d(_ConvBase):
             ("dilation", self.dilation, 1),
         ):
             if set(value) != {default}:
-                text += f", {arg}={_compact(value)}"
+                text += f", {arg}={compact(value)}"
         return text + self._extra_repr_tail()

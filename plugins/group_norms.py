@@ -9,6 +9,7 @@ of ``D`` values and ``dxhat = dL/dxhat``, the standard backward is
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,11 @@ from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import current_member
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
+
+
+def _rows(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` of shape ``(N, C, *)`` as ``(N, k, C*S/k)``; sized explicitly, so an empty batch reshapes too."""
+    return a.reshape(a.shape[0], k, math.prod(a.shape[1:]) // k)
 
 
 def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +119,7 @@ class GroupNorm(Layer):
         self.input_spec = (None, self.num_channels, *([None] * (len(input_shape) - 2)))
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        xhat, r = _normalize(x.reshape(n, self.num_groups, -1), 2, self.eps)
+        xhat, r = _normalize(_rows(x, self.num_groups), 2, self.eps)
         xhat = xhat.reshape(x.shape)
         ctx.xhat, ctx.r = xhat, r
         return _channel_affine(self, xhat)
@@ -122,9 +127,8 @@ class GroupNorm(Layer):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xhat = ctx.xhat
         g = _channel_affine_backward(self, xhat, grad_out)
-        n = g.shape[0]
-        shape = (n, self.num_groups, -1)
-        return _normalize_backward(g.reshape(shape), xhat.reshape(shape), ctx.r, 2).reshape(grad_out.shape)
+        groups = self.num_groups
+        return _normalize_backward(_rows(g, groups), _rows(xhat, groups), ctx.r, 2).reshape(grad_out.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         if len(input_shape) < 2 or input_shape[1] != self.num_channels:
@@ -157,6 +161,10 @@ class _InstanceNorm(Layer):
         momentum: running-statistics update ``(1 - m) old + m new`` (default 0.1).
         affine: learn per-channel ``weight`` and ``bias`` (default ``False``).
         track_running_stats: keep ``running_mean`` / ``running_var`` buffers (default ``False``).
+
+    Raises:
+        ShapeError: in ``forward``, for one position per instance (``L = 1``, ``H*W = 1``) when
+            normalising with the input's statistics (training, or no running statistics), as PyTorch.
 
     Gradient:
         Batch statistics: the standard normalisation backward over the
@@ -197,9 +205,15 @@ class _InstanceNorm(Layer):
         self.input_spec = (None, self.num_features, *([None] * (self._rank - 2)))
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
-        n, c = x.shape[:2]
-        flat = x.reshape(n, c, -1)
+        c = x.shape[1]
+        flat = _rows(x, c)
         use_running = self.track_running_stats and not ctx.training
+        if not use_running and flat.shape[2] == 1:  # as PyTorch: one value has no statistics to normalise by
+            raise ShapeError(
+                f"{self.describe()}: expected more than 1 value per channel and sample when training "
+                f"(or without running statistics), got input of shape {format_shape(x.shape)}; "
+                "use a larger input, or eval() with track_running_stats=True"
+            )
         if use_running:
             r = 1.0 / np.sqrt(self.running_var.data.reshape(1, c, 1) + self.eps)
             xhat = (flat - self.running_mean.data.reshape(1, c, 1)) * r
@@ -229,6 +243,8 @@ class _InstanceNorm(Layer):
             sums = group.allreduce(rank, sums)
             if rank != 0:
                 return
+        if not sums[2 * c]:  # an empty batch: no statistics to move towards (PyTorch writes NaN)
+            return
         self.num_batches_tracked += 1
         m, n = self.momentum, sums[2 * c]
         dtype = self.running_mean.data.dtype
@@ -238,11 +254,10 @@ class _InstanceNorm(Layer):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xhat = ctx.xhat
         g = _channel_affine_backward(self, xhat, grad_out)
-        n, c = g.shape[:2]
+        c = g.shape[1]
         if ctx.running:
-            return (g.reshape(n, c, -1) * ctx.r).reshape(grad_out.shape)
-        shape = (n, c, -1)
-        return _normalize_backward(g.reshape(shape), xhat.reshape(shape), ctx.r, 2).reshape(grad_out.shape)
+            return (_rows(g, c) * ctx.r).reshape(grad_out.shape)
+        return _normalize_backward(_rows(g, c), _rows(xhat, c), ctx.r, 2).reshape(grad_out.shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         if len(input_shape) != self._rank or input_shape[1] != self.num_features:

@@ -7,6 +7,7 @@ registers both; :class:`~plugins.layer_norm.LayerNorm` lives in
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -171,8 +172,8 @@ class BatchNorm(Layer):
         # Keras's fine-tuning rule: a frozen BatchNorm (trainable False) runs in inference mode.
         training = ctx.training and getattr(self, "trainable", True)
         use_batch = training or not self.track_running_stats
-        # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel)
-        rows = np.ascontiguousarray(x).reshape(x.shape[0], c, -1)
+        # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel); S explicit: N may be 0
+        rows = np.ascontiguousarray(x).reshape(x.shape[0], c, math.prod(x.shape[2:]))
         member = current_member() if use_batch else None
         if use_batch:
             if member is not None:  # one shard of a batch split over threads: the whole batch's moments
@@ -220,13 +221,15 @@ class BatchNorm(Layer):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xc, inv_std, scale, use_batch, m = ctx.xc, ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m
         shape = grad_out.shape
-        g = np.ascontiguousarray(grad_out).reshape(shape[0], self.num_features, -1)
+        contiguous = np.ascontiguousarray(grad_out)  # grad_out itself, or a copy of our own
+        g = contiguous.reshape(shape[0], self.num_features, math.prod(shape[2:]))
         if not use_batch:  # affine in x: dx = g * gamma * r; xhat only for dL/dgamma
             if self.weight is not None:
                 centred = per_channel(np.subtract, ctx.rows, ctx.mean)
                 self.weight.add_grad(_dot_per_channel(g, centred) * inv_std)
                 self.bias.add_grad(channel_sums(g))
-            writable = ctx.grad_out_writable and g is grad_out.reshape(g.shape) and g.flags.writeable
+            # in place into our copy, or into grad_out when the caller allows it (a read-only one never)
+            writable = (contiguous is not grad_out or ctx.grad_out_writable) and g.flags.writeable
             out = g if writable and np.result_type(g, scale) == g.dtype else None
             return per_channel(np.multiply, g, scale, out=out).reshape(shape)
         # dL/dbeta = sum g, dL/dgamma = sum g xhat = r sum(g xc); then

@@ -16,6 +16,7 @@ from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, ShapeError
+from plugins.conv_geometry import compact
 from plugins.pool_ops import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -27,10 +28,6 @@ from plugins.pool_ops import (
 )
 
 __all__: list[str] = []
-
-
-def _compact(values: tuple[int, ...]) -> int | list[int]:
-    return values[0] if len(set(values)) == 1 else list(values)
 
 
 class _Pool(Layer):
@@ -121,18 +118,18 @@ class _Pool(Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "kernel_size": _compact(self.kernel_size),
-            "stride": _compact(self.stride),
-            "padding": _compact(self.padding),
+            "kernel_size": compact(self.kernel_size),
+            "stride": compact(self.stride),
+            "padding": compact(self.padding),
             "ceil_mode": self.ceil_mode,
         }
 
     def extra_repr(self) -> str:
-        text = f"kernel_size={_compact(self.kernel_size)}"
+        text = f"kernel_size={compact(self.kernel_size)}"
         if self.stride != self.kernel_size:
-            text += f", stride={_compact(self.stride)}"
+            text += f", stride={compact(self.stride)}"
         if set(self.padding) != {0}:
-            text += f", padding={_compact(self.padding)}"
+            text += f", padding={compact(self.padding)}"
         if self.ceil_mode:
             text += ", ceil_mode=True"
         return text

@@ -80,6 +80,9 @@ def max_pool2d_argmax(
     argmax = np.zeros(out.shape, dtype=np.min_scalar_type(len(slices) - 1))
     if len(slices) == 1:
         return argmax
+    lowest = out.min() if out.size else 0.0  # one reduction: NaN if a window's maximum is NaN
+    if np.isnan(lowest) or (lowest == -np.inf and any(p for side in pads for p in side)):
+        return _argmax_exact(x.shape, xp, out, argmax, slices, stride, pads)
     matched = np.empty(out.shape, dtype=bool)
     equal = np.empty(out.shape, dtype=bool)
     for k, (_, _, (r, c)) in enumerate(slices[:-1]):
@@ -87,6 +90,40 @@ def max_pool2d_argmax(
         if k:
             matched |= equal
         np.add(argmax, np.logical_not(matched, out=equal), out=argmax)
+    return argmax
+
+
+def _argmax_exact(
+    shape: tuple[int, ...],
+    xp: np.ndarray,
+    out: np.ndarray,
+    argmax: np.ndarray,
+    slices: list[tuple[int, int, tuple[slice, slice]]],
+    stride: Pair,
+    pads: Any,
+) -> np.ndarray:
+    """:func:`max_pool2d_argmax` where counting cannot place a window: PyTorch's choice, offset by offset.
+
+    A NaN maximum equals nothing (PyTorch takes the window's last NaN), and
+    an all ``-inf`` window would match the ``-inf`` padding first (PyTorch
+    takes its first element inside the input). Here only offsets inside the
+    input count, and a NaN window takes its last NaN; the others their first
+    maximum, as the counting path does.
+    """
+    (top, _), (left, _) = pads
+    h, w = shape[2], shape[3]
+    oh, ow = out.shape[2:]
+    rows = np.arange(oh) * stride[0] - top
+    cols = np.arange(ow) * stride[1] - left
+    nan_windows = np.isnan(out)
+    found = nan_windows.copy()  # NaN windows are settled by the last NaN, below
+    for k, (i, j, (r, c)) in enumerate(slices):
+        inside = ((rows + i >= 0) & (rows + i < h))[:, None] & ((cols + j >= 0) & (cols + j < w))[None, :]
+        candidate = xp[:, :, r, c]
+        first = inside & ~found & (candidate == out)
+        argmax[first] = k
+        found |= first
+        argmax[inside & nan_windows & np.isnan(candidate)] = k
     return argmax
 
 
