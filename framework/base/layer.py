@@ -31,6 +31,7 @@ batch axis, which may be ``None``: ``(None, 3, 28, 28)``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -356,6 +357,17 @@ class Layer(LayerState, Configurable):
     def eval(self) -> Layer:
         """Switch to inference mode (Dropout off, BatchNorm running statistics)."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training: bool) -> Iterator[None]:
+        """This layer and every layer under it in ``training`` mode for the block; each flag back after."""
+        saved = [(layer, layer.training) for layer in self.modules()]
+        self.train(training)
+        try:
+            yield
+        finally:
+            for layer, flag in saved:
+                layer.training = flag
 
     # -- display -----------------------------------------------------------
 

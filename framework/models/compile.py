@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from framework.base.loss import check_output_pairing
-from framework.errors import ConfigError
+from framework.errors import ConfigError, NotCompiledError
 from framework.registry.namespace import serialize
 
 if TYPE_CHECKING:
@@ -104,6 +104,32 @@ def compile_model(
     }
     if model.parameters():
         opt.bind(model)
+
+
+def compile_config(model: Model) -> dict[str, Any]:
+    """``compile``'s arguments as JSON data (optimizer, loss and metrics serialised).
+
+    The optimizer is serialised as it is now, so a rate set since ``compile``
+    (by hand, by ``ReduceLROnPlateau``) is what a checkpoint keeps.
+    """
+    if not model.compiled or model._compile_cfg is None:
+        raise NotCompiledError(f"{model.describe()} is not compiled; call compile() first")
+    config = copy.deepcopy(model._compile_cfg)
+    if getattr(model, "optimizer", None) is not None:
+        config["optimizer"] = serialize("optimizers", model.optimizer)
+    return config
+
+
+def compile_from_config(model: Model, config: dict[str, Any]) -> None:
+    """Compile ``model`` from :func:`compile_config`'s output."""
+    if not isinstance(config, dict) or "loss" not in config:
+        raise ConfigError(f"compile_from_config: expected a dict with 'optimizer' and 'loss', got {config!r}")
+    model.compile(
+        optimizer=config.get("optimizer", "sgd"),
+        loss=config["loss"],
+        metrics=config.get("metrics") or None,
+        loss_weights=config.get("loss_weights"),
+    )
 
 
 def per_output(label: str, spec: Any, names: list[str], single_is_shared: bool) -> list[Any]:

@@ -33,7 +33,6 @@ model's edge (integer inputs stay integers for a first layer with
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -191,17 +190,11 @@ class Model(TrainingMethods, FileMethods, Layer):
         if any(d is None for s in shapes for d in tuple(s)[1:]):
             return
         dummies = [np.zeros((1, *tuple(s)[1:]), dtype=get_default_dtype()) for s in shapes]
+        zeros = dummies if isinstance(input_shape, list) else dummies[0]
         # Every layer in eval mode, whatever its own flag: a forward calls its children by hand in
         # their own mode, and a BatchNorm in training mode would refuse the batch of one.
-        modes = [(layer, layer.training) for layer in self.modules()]
-        self.eval()
-        try:
-            self.forward(
-                Context(False, record=False), dummies if isinstance(input_shape, list) else dummies[0]
-            )
-        finally:
-            for layer, training in modes:
-                layer.training = training
+        with self.mode(False):
+            self.forward(Context(False, record=False), zeros)
 
     def output_shape(self, input_shape: Any) -> Any:
         if self._graph is not None:
@@ -212,7 +205,14 @@ class Model(TrainingMethods, FileMethods, Layer):
     # -- running -----------------------------------------------------------
 
     def cast_inputs(self, x: Any) -> Any:
-        """``x`` with every array cast to the model's dtype (integers kept where a layer wants them)."""
+        """``x`` with every array cast to the model's dtype (integers kept where a layer wants them).
+
+        A dict is read by the model's ``Input`` names, as ``predict`` reads it.
+        """
+        if isinstance(x, dict):
+            from framework.training.named import from_dict, input_names
+
+            x = from_dict(x, input_names(self), "x", "Input")
         dtype = self.dtype
         if isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1:
             flags = self._integer_inputs()
@@ -292,28 +292,16 @@ class Model(TrainingMethods, FileMethods, Layer):
         compile_model(self, optimizer, loss, metrics, loss_weights)
 
     def compile_config(self) -> dict[str, Any]:
-        """``compile``'s arguments as JSON data (optimizer, loss and metrics serialised)."""
-        if not self.compiled or self._compile_cfg is None:
-            raise NotCompiledError(f"{self.describe()} is not compiled; call compile() first")
-        config = copy.deepcopy(self._compile_cfg)
-        if getattr(self, "optimizer", None) is not None:  # as it is now: a rate set since compile counts
-            from framework.registry.namespace import serialize
+        """``compile``'s arguments as JSON data: the loss and metrics, and the optimizer as it is now."""
+        from framework.models.compile import compile_config
 
-            config["optimizer"] = serialize("optimizers", self.optimizer)
-        return config
+        return compile_config(self)
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Compile from :meth:`compile_config`'s output."""
-        if not isinstance(config, dict) or "loss" not in config:
-            raise ConfigError(
-                f"compile_from_config: expected a dict with 'optimizer' and 'loss', got {config!r}"
-            )
-        self.compile(
-            optimizer=config.get("optimizer", "sgd"),
-            loss=config["loss"],
-            metrics=config.get("metrics") or None,
-            loss_weights=config.get("loss_weights"),
-        )
+        from framework.models.compile import compile_from_config
+
+        compile_from_config(self, config)
 
     def _require_compiled(self, what: str) -> None:
         if not self.compiled:

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framework.errors import DataError
+from framework.errors import ConfigError, DataError
 from framework.training.checks import check_batch, check_dtype, check_finite_array
+from framework.training.named import from_dict, input_names
 
 if TYPE_CHECKING:
     from framework.models.model import Model
@@ -47,33 +48,6 @@ def _is_array_like(a: Any) -> bool:
         and hasattr(a, "__len__")
         and not isinstance(a, (list, tuple, dict))
     )
-
-
-def input_names(model: Model) -> list[str] | None:
-    """The names of the model's ``Input``\\ s, in order (``None`` for a model without named inputs)."""
-    if model._graph is None:
-        return None
-    return [str(t.node.layer.name) for t in model._graph.inputs]
-
-
-def _from_dict(data: dict[Any, Any], names: list[str] | None, label: str, what: str) -> Any:
-    """The values of ``data`` in the order of ``names`` (a single value for one name)."""
-    if names is None:
-        raise DataError(
-            f"{label}: got a dict with keys {sorted(map(str, data))}; this model has no named {what}s "
-            "(a Sequential or a Model subclass): pass an array, or a list of arrays"
-        )
-    unknown = [k for k in data if k not in names]
-    missing = [k for k in names if k not in data]
-    if unknown or missing:
-        raise DataError(
-            f"{label}: the dict's keys must be the model's {what} names {names}; "
-            + (f"unknown: {unknown}" if unknown else "")
-            + ("; " if unknown and missing else "")
-            + (f"missing: {missing}" if missing else "")
-        )
-    values = [data[k] for k in names]
-    return values[0] if len(values) == 1 else values
 
 
 def _as_arrays(data: Any, n_expected: int | None, label: str) -> tuple[list[Any], bool]:
@@ -361,10 +335,10 @@ def model_arity(model: Model) -> tuple[int | None, int | None]:
 def resolve_dicts(model: Model, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
     """``x``, ``y`` and ``sample_weight`` with dicts replaced by the arrays in the model's order."""
     if isinstance(x, dict):
-        x = _from_dict(x, input_names(model), "x", "Input")
+        x = from_dict(x, input_names(model), "x", "Input")
     outputs = model.output_names
     if isinstance(y, dict):
-        y = _from_dict(y, outputs, "y", "output")
+        y = from_dict(y, outputs, "y", "output")
     if isinstance(sample_weight, dict):
         unknown = [k for k in sample_weight if k not in outputs]
         if unknown:
@@ -390,6 +364,11 @@ def make_data(
             return BatchData(x, steps, check_finite)
         if isinstance(x, list) and x and all(isinstance(b, tuple) for b in x):
             return BatchData(x, steps, check_finite)
+    if steps is not None:  # refused rather than silently ignored: an epoch of arrays is the arrays
+        raise ConfigError(
+            f"steps_per_epoch={steps!r} applies to an iterable of batches; with arrays an epoch is "
+            "every sample once: slice the arrays, or pass a generator of batches"
+        )
     x, y, sample_weight = resolve_dicts(model, x, y, sample_weight)
     n_in, n_out = model_arity(model)
     data = ArrayData(x, y, n_in, n_out, sample_weight, check_finite)

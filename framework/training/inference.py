@@ -58,7 +58,9 @@ def evaluate_data(
             total += value * size
             n += size
             if batch_hooks:
-                cb.on_test_batch_end(step, {"loss": value})  # type: ignore[union-attr]
+                # running means over the batches so far, as fit's batch logs (Keras's convention)
+                batch_logs = {"loss": (total / n) if n else float("nan"), **trainer.metric_logs()}
+                cb.on_test_batch_end(step, batch_logs)  # type: ignore[union-attr]
     logs: dict[str, Any] = {"loss": total / n}
     if trainer.multi:
         for name, v in zip(model.output_names, per_output):

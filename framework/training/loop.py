@@ -139,7 +139,7 @@ def fit(
         initial_epoch: the epoch to start from (resume with ``model.epoch``).
         seed: seeds the shuffling; ``None`` uses the global generator
             (``framework.set_seed``).
-        steps_per_epoch: batches per epoch taken from a batch iterable.
+        steps_per_epoch: batches per epoch taken from a batch iterable (refused with arrays).
         check_finite: refuse NaN/Inf in ``x``, ``y`` and the weights (each
             in-memory array once, before the first epoch; iterables per batch).
         threads: cut each batch into this many shards and run them on as
@@ -235,7 +235,9 @@ def fit(
             for epoch in range(initial_epoch, epochs):
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
-                total, count = 0.0, 0
+                # sums weighted by each batch's samples (Keras's convention): a smaller last batch
+                # counts for its size; under MPI the ranks' means are averaged per batch, as before
+                total, count, per_output = 0.0, 0, [0.0] * len(trainer.output_values)
                 epoch_rng = rng if seed is None else np.random.default_rng([seed, epoch])
                 if parallel is None:
                     batches = data.batches(batch_size, shuffle, epoch_rng)
@@ -254,8 +256,10 @@ def fit(
                             trainer.train_step(xb, yb, wb) if xb is not None else parallel.empty_step(trainer)
                         )
                         value = parallel.after_batch(value, interrupt)
-                    total += value
-                    count += 1
+                    weight = trainer.batch_samples if parallel is None else 1
+                    total += value * weight
+                    count += weight
+                    per_output = [a + v * weight for a, v in zip(per_output, trainer.output_values)]
                     if cb.has_batch_hooks:
                         # Running means over the epoch so far, as the metrics are (Keras's convention).
                         batch_logs = {"loss": total / count}
@@ -268,7 +272,7 @@ def fit(
                     break
                 logs = {"loss": total / count if count else float("nan")}
                 if trainer.multi:
-                    for name, value in zip(model.output_names, trainer.output_totals):
+                    for name, value in zip(model.output_names, per_output):
                         logs[f"{name}_loss"] = value / count if count else float("nan")
                 logs.update(trainer.metric_logs())
                 if parallel is not None:  # the loss is already the mean over the ranks

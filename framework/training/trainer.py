@@ -100,7 +100,9 @@ class Trainer:
         self.slots = model._metric_slots
         self.multi = model.multi_output
         self.optimizer = model.optimizer
-        self.output_totals = [0.0] * len(self.losses)
+        # the last training batch: its per-output losses and its number of samples
+        self.output_values = [0.0] * len(self.losses)
+        self.batch_samples = 0
         # compile decided: a softmax/sigmoid output layer and its probabilities loss fuse.
         self.fused = bool(getattr(model, "_fused_output", False))
         if getattr(self.optimizer, "loss_scaler", None) is not None:
@@ -128,7 +130,7 @@ class Trainer:
             value = float(loss.forward(o, t) if sw is None else loss.forward(o, t, sw))
             grads.append(loss.backward() * w if w != 1.0 else loss.backward())
             total += w * value
-            self.output_totals[k] += value
+            self.output_values[k] = value
         return total, grads
 
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
@@ -142,6 +144,7 @@ class Trainer:
         # Nothing upstream of the model needs dL/dx: a Sequential stops its backward early.
         ctx = Context(True, needs_input_grad=False)
         out = self.runner.forward(ctx, x)
+        self.batch_samples = len(out[0] if self.multi else out)
         value, grad = self._losses_and_grad(out, y, sample_weight)
         self._bind()
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
@@ -198,7 +201,6 @@ class Trainer:
                 _update_metric(metric, out, y, sample_weight)
 
     def reset_metrics(self) -> None:
-        self.output_totals = [0.0] * len(self.losses)
         for _, metric, _ in self.slots:
             metric.reset()
 
@@ -234,10 +236,23 @@ def class_weight_table(class_weight: dict[int, float] | None, model: Model) -> n
 
 
 def combine_weights(table: np.ndarray, y: Any, sample_weight: Any) -> np.ndarray:
-    """The class weight of each sample's label, times its ``sample_weight`` if any."""
-    labels = (
-        y if y.ndim == 1 else (y.argmax(axis=-1) if y.shape[-1] > 1 else (y[:, 0] > 0.5).astype(np.int64))
-    )
+    """The class weight of each sample's label, times its ``sample_weight`` if any.
+
+    The label is ``y`` itself for class indices (``(N,)``, or an ``(N, 1)``
+    column of integers, or of whole numbers when there are more than two
+    classes), the argmax of one-hot rows, and ``y > 0.5`` for one column of
+    binary targets.
+    """
+    if y.ndim == 1:
+        labels = y
+    elif y.shape[-1] > 1:
+        labels = y.argmax(axis=-1)
+    else:
+        column = y[:, 0]
+        indices = np.issubdtype(column.dtype, np.integer) or (
+            len(table) > 2 and bool(np.all(column == np.round(column)))
+        )
+        labels = column if indices else (column > 0.5).astype(np.int64)
     labels = labels.astype(np.int64, copy=False)
     if labels.min() < 0 or labels.max() >= len(table):
         weights = np.ones(len(labels), dtype=np.float64)
@@ -269,13 +284,8 @@ def layers_in_mode(model: Layer, training: bool) -> Iterator[None]:
     if not calls_children_by_hand(model):
         yield
         return
-    saved = [(layer, layer.training) for layer in model.modules()]
-    model.train(training)
-    try:
+    with model.mode(training):
         yield
-    finally:
-        for layer, flag in saved:
-            layer.training = flag
 
 
 _HEAP_TUNED = False
