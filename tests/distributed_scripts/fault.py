@@ -4,8 +4,10 @@
 while rank 0 goes on into the next gradient allreduce; the abort hook must
 print rank 1's traceback and abort both ranks.
 
-``python fault.py timeout``: rank 1 never joins an allreduce; rank 0's
-collective, with a 1 s timeout, must raise DistributedError naming it.
+``python fault.py timeout [report]``: rank 1 never joins an allreduce; rank
+0's collective, with a 1 s timeout, must raise DistributedError naming it.
+Rank 0 also writes the error to the file ``report`` before it propagates:
+mpiexec may lose a rank's last stderr lines when the job aborts under load.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ def main(mode: str) -> None:
         distributed.init(timeout=1.0)
         if distributed.rank() == 1:
             time.sleep(60)
-        distributed.allreduce(np.ones(4))
+        try:
+            distributed.allreduce(np.ones(4))
+        except Exception as error:
+            if len(sys.argv) > 2:
+                with open(sys.argv[2], "w") as report:
+                    report.write(f"{type(error).__name__}: {error}\n")
+            raise
         return
     model = Sequential([Linear(8, 4)])
     model.compile(DistributedOptimizer("sgd"), loss="mse")
