@@ -90,12 +90,12 @@ def test_master_and_slots_are_float32(float16):
 def test_float32_takes_the_plain_path(monkeypatch):
     """float32 parameters never reach the mixed-precision step, keep no master and no loss scale."""
 
-    def refuse(self):
+    def refuse(self, param):
         raise AssertionError("float32 parameters took the mixed-precision path")
 
-    monkeypatch.setattr(Optimizer, "_mixed_step", refuse)
+    monkeypatch.setattr(Optimizer, "master", refuse)
     model, _ = _train("float32", "adam", 2)
-    assert model.optimizer.loss_scaler is None
+    assert not model.optimizer._mixed and model.optimizer.loss_scaler is None
     state = model.optimizer.state_dict()
     assert "loss_scale" not in state
     assert all("master" not in s and s["exp_avg"].dtype == np.float32 for s in state["slots"])

@@ -214,56 +214,35 @@ class Optimizer(Configurable):
         return [i for i, p in enumerate(self.params) if p.pending_grad() is not None]
 
     def step(self) -> None:
-        """Apply one update to every bound parameter, in place."""
+        """Apply one update to every bound parameter that received a gradient, in place.
+
+        With float16 parameters the update runs on float32 master copies: the
+        gradients are unscaled by the loss scale the training step set, and an
+        overflow skips the step (weights, slots and step count stay).
+        """
         if getattr(self, "_trainable_version", None) != TRAINABLE_VERSION[0]:
             self.refresh()
-        if self._mixed:
-            self._mixed_step()
-            return
         active = self._with_gradients()  # before anything reads grad (which writes lazy zeros)
-        params = [self.params[i] for i in active]
-        if self.clipvalue is not None:
-            for p in params:
-                np.clip(p.grad, -self.clipvalue, self.clipvalue, out=p.grad)
-        if self.clipnorm is not None:
-            total = math.sqrt(sum(float(np.vdot(p.grad, p.grad)) for p in params))
-            if total > self.clipnorm:
-                scale = self.clipnorm / (total + 1e-12)
-                for p in params:
-                    p.grad *= scale
-        lr = self.lr
-        for p, state in zip(params, (self.state[i] for i in active)):
-            grad = p.grad
-            if self.weight_decay and self.decay_in_gradient:
-                grad = np.multiply(p.data, self.weight_decay, out=self.scratch(p, "decayed_grad"))
-                grad += p.grad
-            self.update(p, grad, state, lr)
-        self.iterations += 1
-
-    def _mixed_step(self) -> None:
-        """``step`` with float16 parameters: unscale, check for overflow, update float32 masters."""
         # the scaler whose scale the gradients carry: set by the training step for this step only
-        scaler = self.loss_scaler if self.loss_scaler is not None and self.loss_scaler.pending else None
-        active = self._with_gradients()  # before anything reads grad (which writes lazy zeros)
+        scaler = self.loss_scaler if self._mixed and self.loss_scaler and self.loss_scaler.pending else None
         if scaler is not None:
             scaler.pending = False
-            if not all_finite(self.params):  # overflow: skip, the weights and step count stay
+            if not all_finite(self.params):
                 for p in self.params:
                     p.zero_grad()
                 scaler.overflowed()
                 return
         inverse = 1.0 if scaler is None else 1.0 / scaler.scale
+        params = [self.params[i] for i in active]
+        masters = [self._masters[i] for i in active] if self._mixed else [False] * len(params)
         targets: list[Parameter] = []
         grads: list[np.ndarray] = []
-        params = [self.params[i] for i in active]
-        masters = [self._masters[i] for i in active]
         for p, low in zip(params, masters):
+            target, grad = p, p.grad
             if low:
                 target = self.master(p)
                 grad = self.scratch(target, "master_grad")
                 np.copyto(grad, p.grad)
-            else:
-                target, grad = p, p.grad
             if inverse != 1.0:
                 grad *= inverse
             targets.append(target)
@@ -278,15 +257,13 @@ class Optimizer(Configurable):
                 for grad in grads:
                     grad *= factor
         lr = self.lr
-        states = [self.state[i] for i in active]
-        for p, target, grad, state, low in zip(params, targets, grads, states, masters):
+        for p, target, grad, i, low in zip(params, targets, grads, active, masters):
             if self.weight_decay and self.decay_in_gradient:
-                decayed = np.multiply(
-                    target.data, self.weight_decay, out=self.scratch(target, "decayed_grad")
-                )
+                decayed = self.scratch(target, "decayed_grad")
+                np.multiply(target.data, self.weight_decay, out=decayed)
                 decayed += grad
                 grad = decayed
-            self.update(target, grad, state, lr)
+            self.update(target, grad, self.state[i], lr)
             if low:
                 np.copyto(p.data, target.data, casting="same_kind")
         self.iterations += 1
@@ -346,6 +323,14 @@ class Optimizer(Configurable):
         if self.clipvalue is not None:
             config["clipvalue"] = self.clipvalue
         return config
+
+    def slot_names(self) -> frozenset[str] | None:
+        """The slots every stepped parameter holds with these settings; ``None`` when not declared.
+
+        A checkpoint's slots are checked against it on load (a missing or an
+        unknown one is refused). An optimizer of one's own may leave it ``None``.
+        """
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """``{"iterations": n, "slots": [{slot name: array} per bound parameter]}``.

@@ -148,3 +148,27 @@ def match_target_shape(owner: str, y_pred: np.ndarray, y_true: Any) -> np.ndarra
                 f"{owner}: y_true must have the shape of y_pred {y_pred.shape}, got {y_true.shape}"
             )
     return y_true
+
+
+def bounded_number(
+    owner: str,
+    arg: str,
+    value: Any,
+    *,
+    low: float,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = True,
+) -> float:
+    """``value`` as a float between ``low`` and ``high`` (bounds open or closed), else ConfigError."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = value > low if open_low else value >= low
+        if high is not None:
+            ok = ok and (value < high if open_high else value <= high)
+    if not ok:
+        upper = "inf)" if high is None else f"{high}{')' if open_high else ']'}"
+        raise ConfigError(
+            f"{owner}: {arg} must be a number in {'(' if open_low else '['}{low}, {upper}, got {value!r}"
+        )
+    return float(value)

@@ -17,6 +17,7 @@ from framework._version import __version__
 from framework.errors import CheckpointError
 from framework.saving.hdf5 import (
     attr_int,
+    attr_json,
     attr_text,
     check_dataset,
     child_names,
@@ -208,6 +209,8 @@ def _load_slots(
     group = _group(handle, "optimizer", "")
     iterations = attr_int(group, "iterations", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
     names = param_names(model)
+    expected = optimizer.slot_names() if hasattr(optimizer, "slot_names") else None
+    _check_slot_groups(group, list(names.values()))
     slots = []
     for param in optimizer.params:
         pname = names.get(id(param))
@@ -223,12 +226,48 @@ def _load_slots(
             where = f"/optimizer/slots/{dataset_path(pname)}/{key}"
             check_values(value, where, non_negative=key in NON_NEGATIVE_SLOTS, strict=strict)
             saved[key] = value
+        _check_slot_names(type(optimizer).__name__, expected, set(saved) - {"master"}, dataset_path(pname))
         slots.append(saved)
     state: dict[str, Any] = {"iterations": iterations, "slots": slots}
     loss_scale = _loss_scale(group)
     if loss_scale is not None:
         state["loss_scale"] = loss_scale
     optimizer.load_state_dict(state)
+
+
+def _check_slot_groups(group: Any, model_params: list[str]) -> None:
+    """Every parameter the file says has optimizer state has its group under ``/optimizer/slots``.
+
+    The writer makes one group per bound parameter, empty when it has no
+    state yet; a group missing from the file would lose that state silently.
+    """
+    if "param_names" not in group.attrs:  # written before the list was kept
+        return
+    listed = attr_json(group, "param_names", "/optimizer", list)
+    slots = group.get("slots")
+    for pname in listed:
+        if pname in model_params and (slots is None or dataset_path(str(pname)) not in slots):
+            raise CheckpointError(
+                f"missing group /optimizer/slots/{dataset_path(str(pname))}: /optimizer lists parameter "
+                f"{pname!r} in param_names, so its optimizer state would be lost"
+            )
+
+
+def _check_slot_names(kind: str, expected: Any, keys: set[str], path: str) -> None:
+    """A parameter's slots are none (not stepped yet) or exactly the optimizer's ``slot_names()``."""
+    if expected is None or not keys:
+        return
+    unknown, missing = sorted(keys - expected), sorted(expected - keys)
+    if unknown:
+        raise CheckpointError(
+            f"unexpected dataset /optimizer/slots/{path}/{unknown[0]}: {kind} with these settings keeps "
+            f"{sorted(expected)}"
+        )
+    if missing:
+        raise CheckpointError(
+            f"missing dataset /optimizer/slots/{path}/{missing[0]}: {kind} with these settings keeps "
+            f"{sorted(expected)}, the file has {sorted(keys)}"
+        )
 
 
 def _loss_scale(group: Any) -> dict[str, Any] | None:

@@ -285,8 +285,8 @@ def fit(
                         val_logs = evaluate_data(model, trainer, part, val_batch, cb)
                         val_logs = parallel.mean_logs(val_logs, part.n or 1)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
+                model.epoch = epoch + 1  # before the callbacks: a checkpoint they write holds this epoch
                 cb.on_epoch_end(epoch, logs)
-                model.epoch = epoch + 1
                 if parallel is not None:
                     parallel.agree_stop(interrupt)
                 if interrupt.flag:
