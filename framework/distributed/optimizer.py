@@ -237,21 +237,16 @@ class DistributedOptimizer(Optimizer):
         factor = self.grad_scale / n
         for bucket in self.buckets:
             wire = bucket.buffer
-            # float16 on the wire: divided by the world size before the cast, so the sum cannot overflow
-            fp16 = wire.dtype == np.float16
+            # each rank weighs its own gradient before the sum: the ranks' weights differ in a last,
+            # uneven window (and in float16 the division first keeps the sum from overflowing)
             for p, view in zip(bucket.params, bucket.views):
                 if self.grad_scale == 0.0:
                     view.fill(0)
-                elif fp16:
-                    np.multiply(p.grad, factor, out=view, casting="unsafe")
                 else:
-                    np.copyto(view, p.grad)
+                    np.multiply(p.grad, factor, out=view, casting="unsafe")
             world.allreduce_inplace(wire, "allreduce of the gradients (DistributedOptimizer)", self.timeout)
             for p, view in zip(bucket.params, bucket.views):
-                if fp16:
-                    np.copyto(p.grad, view, casting="unsafe")
-                else:
-                    np.multiply(view, factor, out=p.grad)
+                np.copyto(p.grad, view, casting="unsafe")
         self.comm_seconds += time.perf_counter() - start
 
     def step(self) -> None:

@@ -236,8 +236,9 @@ def fit(
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
                 # sums weighted by each batch's samples (Keras's convention): a smaller last batch
-                # counts for its size; under MPI the ranks' means are averaged per batch, as before
+                # counts for its size, on one process as in a window shared by several ranks
                 total, count, per_output = 0.0, 0, [0.0] * len(trainer.output_values)
+                local_samples = 0
                 epoch_rng = rng if seed is None else np.random.default_rng([seed, epoch])
                 if parallel is None:
                     batches = data.batches(batch_size, shuffle, epoch_rng)
@@ -256,10 +257,14 @@ def fit(
                             trainer.train_step(xb, yb, wb) if xb is not None else parallel.empty_step(trainer)
                         )
                         value = parallel.after_batch(value, interrupt)
-                    weight = trainer.batch_samples if parallel is None else 1
+                    # this rank's batch weighs its per-output losses (the ranks' means are combined by
+                    # sample counts at the epoch's end); the loss, already the window's, weighs by the window
+                    local = trainer.batch_samples if parallel is None else parallel.batch_samples
+                    weight = local if parallel is None else parallel.window_samples
                     total += value * weight
                     count += weight
-                    per_output = [a + v * weight for a, v in zip(per_output, trainer.output_values)]
+                    per_output = [a + v * local for a, v in zip(per_output, trainer.output_values)]
+                    local_samples += local
                     if cb.has_batch_hooks:
                         # Running means over the epoch so far, as the metrics are (Keras's convention).
                         batch_logs = {"loss": total / count}
@@ -273,7 +278,7 @@ def fit(
                 logs = {"loss": total / count if count else float("nan")}
                 if trainer.multi:
                     for name, value in zip(model.output_names, per_output):
-                        logs[f"{name}_loss"] = value / count if count else float("nan")
+                        logs[f"{name}_loss"] = value / local_samples if local_samples else float("nan")
                 logs.update(trainer.metric_logs())
                 if parallel is not None:  # the loss is already the mean over the ranks
                     logs = parallel.mean_logs(logs, parallel.samples, skip=("loss",))

@@ -38,6 +38,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.distributed import world
+from framework.distributed.errors import DistributedError
 from framework.distributed.optimizer import DistributedOptimizer
 from framework.distributed.sharding import block, shard_steps, shard_windows
 from framework.errors import ConfigError
@@ -84,10 +85,27 @@ def _all_built(model: Model) -> bool:
 
 
 def broadcast_state(model: Model, root: int = 0) -> None:
-    """Overwrite every parameter and buffer with rank ``root``'s (one ``Bcast`` per dtype)."""
+    """Overwrite every parameter and buffer with rank ``root``'s (one ``Bcast`` per dtype).
+
+    Raises:
+        DistributedError: on every rank, when the ranks' models do not hold
+            the same arrays (shapes and dtypes, in order): each rank would
+            otherwise train its own model.
+    """
     arrays: dict[int, np.ndarray] = {}
     for held in [*model.parameters(), *model.buffers()]:
         arrays.setdefault(id(held.data), held.data)
+    mine = [(a.shape, str(a.dtype)) for a in arrays.values()]
+    theirs = world.broadcast(mine, root)
+    if world.allreduce(float(theirs != mine), op="max") > 0:
+        first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        raise DistributedError(
+            f"the ranks' models differ: rank {world.rank()} holds {len(mine)} arrays, rank {root} "
+            f"{len(theirs)}; the first difference is array {first} "
+            f"({mine[first] if first < len(mine) else 'none'} here, "
+            f"{theirs[first] if first < len(theirs) else 'none'} on rank {root}); build the same model on "
+            "every rank"
+        )
     by_dtype: dict[np.dtype, list[np.ndarray]] = {}
     for a in arrays.values():
         by_dtype.setdefault(a.dtype, []).append(a)
@@ -109,6 +127,8 @@ class DataParallel:
         self.optimizer = optimizer
         self.rank, self.size = world.rank(), world.size()
         self.samples = 0  # this rank's training samples in the current epoch
+        self.batch_samples = 0  # this rank's samples in the current window
+        self.window_samples = 0  # every rank's samples in the current window (after_batch)
 
     @property
     def is_main(self) -> bool:
@@ -153,7 +173,8 @@ class DataParallel:
         self.samples = 0
         if not isinstance(data, ArrayData):
             for item in data.batches(batch_size, shuffle, rng):
-                self.samples += len(item[0][0] if isinstance(item[0], list) else item[0])
+                self.batch_samples = len(item[0][0] if isinstance(item[0], list) else item[0])
+                self.samples += self.batch_samples
                 yield item
             return
         order = None
@@ -165,6 +186,7 @@ class DataParallel:
             world.set_step_weight(weight)
             count = len(index) if isinstance(index, np.ndarray) else index.stop - index.start
             self.samples += count
+            self.batch_samples = count
             yield data.take(index) if count else (None, None, None)
         self.optimizer.grad_scale = 1.0
         world.set_step_weight(1.0)
@@ -179,13 +201,19 @@ class DataParallel:
         return 0.0
 
     def after_batch(self, value: float, interrupt: Interrupt) -> float:
-        """The window's loss on every rank; ``stop_training`` and Ctrl-C agreed over the ranks."""
-        buf = np.array([value * self.optimizer.grad_scale, self.model.stop_training, interrupt.flag], float)
+        """The window's loss on every rank; ``stop_training`` and Ctrl-C agreed over the ranks.
+
+        Also sums the window's samples over the ranks (:attr:`window_samples`), by
+        which ``fit`` weighs the window in the epoch's loss, as one process weighs a batch.
+        """
+        flags = [self.model.stop_training, interrupt.flag, self.batch_samples]
+        buf = np.array([value * self.optimizer.grad_scale, *flags], float)
         world.allreduce_inplace(buf, "allreduce of the batch loss (fit)")
         if buf[1]:
             self.model.stop_training = True
         if buf[2]:
             interrupt.flag = True
+        self.window_samples = int(buf[3])
         return float(buf[0]) / self.size
 
     def validation_part(self, data: Any) -> Any:

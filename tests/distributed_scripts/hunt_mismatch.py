@@ -1,0 +1,31 @@
+"""Run under ``mpiexec -n 2``: the ranks build models of different shapes; ``fit`` must refuse, not hang.
+
+Rank 0 has a hidden layer of 6 units, rank 1 of 5. Broadcasting rank 0's
+parameters cannot fit rank 1's model: the job must fail with an error naming
+the mismatch. Prints ``TRAINED <rank> <hidden units>`` if ``fit`` returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from framework import Sequential, distributed
+from framework.distributed import DistributedOptimizer
+from framework.layers import Linear, ReLU
+from framework.optimizers import SGD
+
+
+def main() -> None:
+    distributed.init(timeout=10)
+    hidden = 6 - distributed.rank()
+    model = Sequential([Linear(4, hidden), ReLU(), Linear(hidden, 2)])
+    model.build((None, 4))
+    model.compile(DistributedOptimizer(SGD(0.1)), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    model.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0)
+    print("TRAINED", distributed.rank(), model.layers[0].weight.shape, flush=True)
+
+
+if __name__ == "__main__":
+    main()
