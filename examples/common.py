@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +61,17 @@ def fashion_data(
     return load_fashion_mnist(args.data)
 
 
-def run_fashion(model: Model, name: str, doc: str, epochs: int, argv: list[str] | None = None) -> int:
-    """Train ``model`` on Fashion-MNIST with Adam, report the test metrics, save and check the checkpoint."""
+def run_fashion(
+    build: Callable[[], Model], name: str, doc: str, epochs: int, argv: list[str] | None = None
+) -> int:
+    """Train ``build()`` on Fashion-MNIST with Adam, report the test metrics, save and check the checkpoint.
+
+    The model is built after ``--seed`` seeds the global generator, so its
+    initial weights, and with them the whole run, repeat.
+    """
     args = fashion_parser(doc, epochs).parse_args(argv)
     framework.set_seed(args.seed)
+    model = build()
     (x_train, y_train), (x_test, y_test) = fashion_data(args)
     model.compile(optimizer="adam", loss="cross_entropy", metrics=["accuracy"])
     model.build((None, *x_train.shape[1:]))
@@ -82,9 +90,12 @@ def run_fashion(model: Model, name: str, doc: str, epochs: int, argv: list[str] 
 
 
 def run_digits(
-    model: Model, name: str, doc: str, argv: list[str] | None = None, as_rows: bool = False
+    build: Callable[[], Model], name: str, doc: str, argv: list[str] | None = None, as_rows: bool = False
 ) -> int:
-    """Train ``model`` on the 8x8 digits with Adam, report the test metrics, save and check the checkpoint.
+    """Train ``build()`` on the 8x8 digits with Adam, report the test metrics, save and check the checkpoint.
+
+    The model is built after ``--seed`` seeds the global generator, so its
+    initial weights, and with them the whole run, repeat.
 
     A stratified, seeded quarter is held out. The images are ``(N, 1, 8, 8)``,
     or ``(N, 8, 8)`` sequences of rows with ``as_rows``. ``--quick`` trains one
@@ -101,6 +112,7 @@ def run_digits(
 
     start = time.perf_counter()
     framework.set_seed(args.seed)
+    model = build()
     x, y = load_digits()  # (1797, 1, 8, 8) float32 in [0, 1], int64 labels
     if as_rows:
         x = x[:, 0]  # (N, 8 rows, 8 pixels)

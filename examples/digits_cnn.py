@@ -48,7 +48,7 @@ def build_model() -> Sequential:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_digits(build_model(), "digits_cnn", __doc__, argv)
+    return run_digits(build_model, "digits_cnn", __doc__, argv)
 
 
 if __name__ == "__main__":

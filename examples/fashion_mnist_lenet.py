@@ -38,7 +38,7 @@ def build_model() -> Sequential:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_fashion(build_model(), "fashion_mnist_lenet", __doc__, epochs=10, argv=argv)
+    return run_fashion(build_model, "fashion_mnist_lenet", __doc__, epochs=10, argv=argv)
 
 
 if __name__ == "__main__":

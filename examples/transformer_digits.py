@@ -47,7 +47,7 @@ def build_model(d_model: int = 32, heads: int = 4, layers: int = 2) -> Model:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_digits(build_model(), "transformer_digits", __doc__, argv, as_rows=True)
+    return run_digits(build_model, "transformer_digits", __doc__, argv, as_rows=True)
 
 
 if __name__ == "__main__":
