@@ -41,6 +41,9 @@ def describe(path: str | os.PathLike[str]) -> str:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError...
         raise ExportError(f"cannot read {os.fspath(path)!r} as an ONNX model: {exc}") from exc
+    if not model.ir_version or not model.opset_import or not model.HasField("graph"):
+        # an empty file parses as an empty message: no IR version, no opset, no graph
+        raise ExportError(f"{os.fspath(path)!r} holds no ONNX model (no IR version, opset or graph)")
     graph = model.graph
     sizes = {t.name: math.prod(t.dims) for t in graph.initializer}
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)

@@ -18,7 +18,6 @@ Environment variables:
 from __future__ import annotations
 
 import importlib.metadata as metadata
-import os
 import threading
 import warnings
 from collections.abc import Iterable
@@ -29,6 +28,14 @@ import pluggy
 
 from framework.errors import PluginError, UnknownNameError
 from framework.registry import hookspecs
+from framework.registry.discovery import (
+    BUILTIN_DISTRIBUTION,
+    ENTRY_POINT_GROUP,
+    _dist_meta,
+    _dist_name,
+    _entry_points,
+    _env_flag,
+)
 
 __all__ = [
     "KINDS",
@@ -42,8 +49,6 @@ __all__ = [
 ]
 
 KINDS = ("layers", "activations", "initializers", "losses", "optimizers", "metrics")
-ENTRY_POINT_GROUP = "framework"
-BUILTIN_DISTRIBUTION = "framework"
 
 _SINGULAR = {
     "layers": "layer",
@@ -138,9 +143,13 @@ class Registry:
                 if strict is None:
                     strict = _env_flag("FRAMEWORK_STRICT_PLUGINS")
                 builtins_only = _env_flag("FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD")
+                done = {(i.distribution, i.name) for i in self.plugins}  # a retry after a failure
                 for ep in _entry_points():
                     dist = _dist_name(ep)
-                    if builtins_only and dist != BUILTIN_DISTRIBUTION:
+                    if (builtins_only and dist != BUILTIN_DISTRIBUTION) or (
+                        _dist_meta(ep.dist)[0],
+                        ep.name,
+                    ) in done:
                         continue
                     self._load_entry_point(ep, strict=strict)
                 self._loaded = True
@@ -210,22 +219,39 @@ class Registry:
             raise PluginError(f"plugin {info.describe()} is already registered: {exc}") from exc
         self.plugins.append(info)
         self._info_of[id(plugin)] = info
-        for kind in KINDS:
-            caller = getattr(self.pm.hook, f"register_{kind}")
-            for impl in caller.get_hookimpls():
-                if impl.plugin is not plugin:
-                    continue
+        # all or nothing: a plugin whose hooks fail leaves no name behind and can be retried
+        tables: list[dict[Any, Entry]] = [*self._tables.values(), *self._by_object.values()]
+        saved = [(table, dict(table)) for table in tables]
+        try:
+            for kind in KINDS:
+                caller = getattr(self.pm.hook, f"register_{kind}")
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is not plugin:
+                        continue
 
-                def register(
-                    obj: Any,
-                    name: str | None = None,
-                    aliases: Iterable[str] = (),
-                    override: bool = False,
-                    _kind: str = kind,
-                ) -> None:
-                    self._add(_kind, obj, name, tuple(aliases), override, info)
+                    def register(
+                        obj: Any,
+                        name: str | None = None,
+                        aliases: Iterable[str] = (),
+                        override: bool = False,
+                        _kind: str = kind,
+                    ) -> None:
+                        self._add(_kind, obj, name, tuple(aliases), override, info)
 
-                impl.function(**{arg: register for arg in impl.argnames})
+                    impl.function(**{arg: register for arg in impl.argnames})
+        except Exception as exc:
+            for table, before in saved:
+                table.clear()
+                table.update(before)
+            self.plugins.remove(info)
+            self._info_of.pop(id(plugin), None)
+            self.pm.unregister(name=plugin_name)
+            info.registered.clear()
+            if isinstance(exc, PluginError):
+                raise
+            raise PluginError(
+                f"plugin {info.describe()} failed while registering: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _add(
         self,
@@ -255,11 +281,20 @@ class Registry:
                 f"{info.describe()}; uninstall one of them, or pass override=True "
                 "to register() to replace the first on purpose"
             )
+        replaced = {id(table[k]): table[k] for k in keys if k in table and table[k].obj is not obj}
         for key in keys:
-            old = table.get(key)
-            if old is not None and old.obj is not obj:
-                self._by_object[kind].pop(id(old.obj), None)
             table[key] = entry
+        for old in replaced.values():
+            # the replaced class keeps the keys nobody claimed (a built-in's alias), under the first
+            # of them: a model holding it is still saved under a name that loads it back
+            left = [k for k, held in table.items() if held is old]
+            if not left:
+                self._by_object[kind].pop(id(old.obj), None)
+                continue
+            kept = Entry(kind=kind, name=left[0], obj=old.obj, aliases=tuple(left[1:]), plugin=old.plugin)
+            for k in left:
+                table[k] = kept
+            self._by_object[kind][id(old.obj)] = kept
         self._by_object[kind].setdefault(id(obj), entry)
         info.registered.setdefault(kind, []).append(name)
 
@@ -332,62 +367,6 @@ class Registry:
         if found is None and not isinstance(obj, type):
             found = self.entry_of(kind, type(obj))
         return found.name if found is not None else None
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _entry_points() -> list[metadata.EntryPoint]:
-    eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    # One distribution may be visible twice (an editable install plus a build
-    # folder on sys.path); load each (distribution, entry point) once.
-    seen: set[tuple[str | None, str, str]] = set()
-    unique = []
-    for ep in eps:
-        key = (_dist_name(ep), ep.name, ep.value)
-        if key not in seen:
-            seen.add(key)
-            unique.append(ep)
-    # Built-ins first, so a third party's override=True replaces them on purpose.
-    unique.sort(key=lambda ep: (_dist_name(ep) != BUILTIN_DISTRIBUTION, _dist_name(ep) or "", ep.name))
-    return unique
-
-
-def _dist_name(ep: metadata.EntryPoint) -> str | None:
-    return _dist_meta(ep.dist)[0]
-
-
-# ``Distribution.name`` / ``.version`` parse the whole METADATA file with the
-# email parser on every access (about 0.5 ms each, several times per entry
-# point): read the two headers once per distribution object instead.
-_DIST_META: dict[int, tuple[Any, str | None, str | None]] = {}
-
-
-def _dist_meta(dist: Any) -> tuple[str | None, str | None]:
-    """``(name, version)`` of a distribution (``(None, None)`` for ``None``), cached."""
-    if dist is None:
-        return None, None
-    cached = _DIST_META.get(id(dist))
-    if cached is not None and cached[0] is dist:
-        return cached[1], cached[2]
-    name = version = None
-    try:
-        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-        for line in text.splitlines():
-            if not line.strip():
-                break  # the headers end at the first blank line
-            key, _, value = line.partition(":")
-            if key == "Name" and name is None:
-                name = value.strip()
-            elif key == "Version" and version is None:
-                version = value.strip()
-    except Exception:  # unreadable metadata: fall back to the parser's answer
-        name = version = None
-    if name is None:
-        name, version = dist.name, dist.version
-    _DIST_META[id(dist)] = (dist, name, version)
-    return name, version
 
 
 REGISTRY = Registry()
