@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from framework.errors import ConfigError, ExportError
+from framework.errors import CheckpointError, ConfigError, ExportError
 
 __all__ = ["FORMATS", "export_checkpoint"]
 
@@ -32,6 +32,9 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], fmt: str, out: str | o
     """
     if fmt not in FORMATS:
         raise ConfigError(f"export: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not os.path.isfile(checkpoint):  # before any optional dependency is asked for
+        what = "is a directory" if os.path.isdir(checkpoint) else "does not exist"
+        raise CheckpointError(f"export: {os.fspath(checkpoint)!r} {what}; give a model.save checkpoint")
     from framework import load_model
 
     model = load_model(checkpoint, compile=False)
