@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,25 @@ def subprocess_env(*extra_paths: Path | str, clean: bool = False, **variables: s
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in extra_paths), str(ROOT), *inherited])
     env.update(variables)
     return env
+
+
+def launch_mpi(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``mpiexec -n 2 python *args`` from the repository root, BLAS on one thread per rank.
+
+    Skips the calling test when mpi4py or the mpich wheel's ``mpiexec`` (the
+    ``distributed`` extra) is missing.
+    """
+    pytest.importorskip("mpi4py")
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.exists():
+        pytest.skip("mpiexec (the mpich wheel of the distributed extra) is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.run(
+        [str(mpiexec), "-n", "2", sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(ROOT),
+    )

@@ -7,15 +7,12 @@ the scripts in ``tests/distributed_scripts``; they are skipped without it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import launch_mpi, requires_h5py
 
 import framework
 from framework import Sequential, distributed
@@ -25,34 +22,17 @@ from framework.layers import BatchNorm, Linear, ReLU, SyncBatchNorm
 from framework.optimizers import SGD
 
 SCRIPTS = Path(__file__).resolve().parent / "distributed_scripts"
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
-
-
-def _launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    pytest.importorskip("mpi4py")
-    if not MPIEXEC.exists():
-        pytest.skip("mpiexec (the mpich wheel of the distributed extra) is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run(
-        [str(MPIEXEC), "-n", "2", sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(SCRIPTS.parent.parent),
-    )
 
 
 def test_two_ranks_equal_one_process_on_the_concatenated_batches() -> None:
-    result = _launch(str(SCRIPTS / "equivalence.py"))
+    result = launch_mpi(str(SCRIPTS / "equivalence.py"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK mlp cnn-batchnorm cnn-syncbatchnorm" in result.stdout
 
 
 def test_an_exception_on_one_rank_aborts_the_job_with_its_traceback() -> None:
     start = time.monotonic()
-    result = _launch(str(SCRIPTS / "fault.py"), "raise", timeout=30)
+    result = launch_mpi(str(SCRIPTS / "fault.py"), "raise", timeout=30)
     assert time.monotonic() - start < 30
     assert result.returncode != 0
     assert "[rank 1/2]" in result.stderr
@@ -61,7 +41,7 @@ def test_an_exception_on_one_rank_aborts_the_job_with_its_traceback() -> None:
 
 def test_a_collective_times_out_with_an_error_naming_it(tmp_path: Path) -> None:
     report = tmp_path / "error.txt"
-    result = _launch(str(SCRIPTS / "fault.py"), "timeout", str(report), timeout=30)
+    result = launch_mpi(str(SCRIPTS / "fault.py"), "timeout", str(report), timeout=30)
     assert result.returncode != 0
     # the rank's own report: mpiexec may drop an aborting rank's last stderr lines under load
     assert "DistributedError: allreduce on rank 0 timed out after 1 s" in report.read_text()

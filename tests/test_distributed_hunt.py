@@ -9,21 +9,18 @@ for SyncBatchNorm) and compares (float64: 1e-10; fp16 compression: close).
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import launch_mpi, requires_h5py
 
 import framework
 from framework.runtime.dtype import default_dtype
 
 SCRIPTS = Path(__file__).resolve().parent / "distributed_scripts"
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 TOL = 1e-10
 
 _spec = importlib.util.spec_from_file_location("hunt_fit", SCRIPTS / "hunt_fit.py")
@@ -31,26 +28,10 @@ hunt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hunt)
 
 
-def _launch(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    pytest.importorskip("mpi4py")
-    if not MPIEXEC.exists():
-        pytest.skip("mpiexec (the mpich wheel of the distributed extra) is not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run(
-        [str(MPIEXEC), "-n", "2", sys.executable, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(SCRIPTS.parent.parent),
-    )
-
-
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("hunt") / "out.npz"
-    result = _launch(str(SCRIPTS / "hunt_fit.py"), str(out))
+    result = launch_mpi(str(SCRIPTS / "hunt_fit.py"), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     with np.load(out) as saved:
         return {k: saved[k] for k in saved.files}
@@ -196,7 +177,7 @@ def test_rank_zero_checkpoint_reloads_in_one_process(dist: dict[str, Any], tmp_p
 
 def test_mismatched_models_fail_with_a_clear_error() -> None:
     try:
-        result = _launch(str(SCRIPTS / "hunt_mismatch.py"), timeout=25)
+        result = launch_mpi(str(SCRIPTS / "hunt_mismatch.py"), timeout=25)
     except subprocess.TimeoutExpired:
         pytest.fail("mismatched models across ranks hung the job")
     assert result.returncode != 0, result.stdout[-2000:]
