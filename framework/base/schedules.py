@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from framework.base.config import Configurable
@@ -28,9 +29,10 @@ __all__ = ["Schedule", "StepDecay", "ExponentialDecay", "CosineDecay", "WarmUp",
 
 
 def _check_rate(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a plain float (NumPy scalars accepted, so a config stays JSON data)."""
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value < 0
     ):
@@ -39,7 +41,8 @@ def _check_rate(owner: str, arg: str, value: Any) -> float:
 
 
 def _check_steps(owner: str, arg: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """``value`` as a plain int (NumPy integers accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ConfigError(f"{owner}: {arg} must be a positive integer, got {value!r}")
     return int(value)
 

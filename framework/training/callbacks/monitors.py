@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.arguments import check_count, check_number
 from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "ReduceLROnPlateau"]
@@ -23,6 +26,8 @@ def _resolve_mode(monitor: str, mode: str, owner: str) -> str:
     if mode != "auto":
         return mode
     name = monitor.removeprefix("val_")
+    if name.endswith("loss"):  # a loss, even of an output named after a metric ("precision_loss")
+        return "min"
     return "max" if any(k in name for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
 
 
@@ -35,11 +40,9 @@ class _Monitor(Callback):
             raise ConfigError(
                 f"{type(self).__name__}: monitor must be a log key such as 'val_loss', got {monitor!r}"
             )
-        if min_delta < 0:
-            raise ConfigError(f"{type(self).__name__}: min_delta must be >= 0, got {min_delta}")
         self.monitor = monitor
         self.mode = _resolve_mode(monitor, mode, type(self).__name__)
-        self.min_delta = float(min_delta)
+        self.min_delta = check_number(type(self).__name__, "min_delta", min_delta)
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def _current(self, logs: Logs | None) -> float | None:
@@ -66,12 +69,14 @@ class _Monitor(Callback):
             )
         return float(value)
 
-    def _improved(self, value: float) -> bool:
+    def _improved(self, value: float, reference: float | None = None) -> bool:
+        """Whether ``value`` beats ``reference`` (default: the best so far) by more than ``min_delta``."""
+        reference = self.best if reference is None else reference
         if math.isnan(value):
             return False
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
 
 
 class EarlyStopping(_Monitor):
@@ -82,14 +87,19 @@ class EarlyStopping(_Monitor):
         min_delta: the smallest change that counts as an improvement.
         patience: epochs without improvement before stopping.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like keys).
-        restore_best_weights: at the end of training, load the parameters and
-            buffers of the best epoch back into the model.
+        restore_best_weights: at the end of training, whether it stopped early
+            or ran all its epochs, load the parameters and buffers of the best
+            epoch back into the model (Keras: the best epoch even when none
+            beat ``baseline``; the first monitored epoch while no value was
+            comparable, NaN).
         baseline: training stops if the quantity does not beat it within
-            ``patience`` epochs.
+            ``patience`` epochs; an epoch that improves on the best so far
+            without beating it still counts toward ``patience``.
         start_from_epoch: epochs to wait before monitoring.
         verbose: print a line when stopping.
 
     Attributes:
+        best: the best value seen so far.
         stopped_epoch: the epoch training stopped at (0 if it did not).
         best_epoch: the epoch of the best value.
     """
@@ -106,12 +116,12 @@ class EarlyStopping(_Monitor):
         verbose: int = 0,
     ) -> None:
         super().__init__(monitor, mode, min_delta)
-        if not isinstance(patience, int) or patience < 0:
-            raise ConfigError(f"EarlyStopping: patience must be an integer >= 0, got {patience!r}")
-        self.patience = patience
+        self.patience = check_count("EarlyStopping", "patience", patience)
         self.restore_best_weights = bool(restore_best_weights)
-        self.baseline = baseline
-        self.start_from_epoch = start_from_epoch
+        self.baseline = (
+            None if baseline is None else check_number("EarlyStopping", "baseline", baseline, None)
+        )
+        self.start_from_epoch = check_count("EarlyStopping", "start_from_epoch", start_from_epoch)
         self.verbose = verbose
         self.wait = 0
         self.stopped_epoch = 0
@@ -124,8 +134,6 @@ class EarlyStopping(_Monitor):
         self.best_epoch = 0
         self.best_weights = None
         self.best = math.inf if self.mode == "min" else -math.inf
-        if self.baseline is not None:
-            self.best = float(self.baseline)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         if epoch < self.start_from_epoch:
@@ -134,13 +142,17 @@ class EarlyStopping(_Monitor):
         if value is None:
             return
         self.wait += 1
-        if self._improved(value):
-            self.best = value
+        improved = self._improved(value)
+        # Keras: until an epoch improves, the first monitored epoch's weights are the best ones
+        if improved or (self.restore_best_weights and self.best_weights is None):
             self.best_epoch = epoch
-            self.wait = 0
             if self.restore_best_weights:
                 self.best_weights = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
-            return
+        if improved:
+            self.best = value
+            if self.baseline is None or self._improved(value, self.baseline):
+                self.wait = 0
+                return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
@@ -163,7 +175,7 @@ class ModelCheckpoint(_Monitor):
     Args:
         filepath: the file to write; may contain ``{epoch}`` and log keys as
             format fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.h5"``
-            (``epoch`` counts from 1).
+            (``epoch`` counts from 1). Missing folders are created, as Keras does.
         monitor: the log key deciding "best".
         save_best_only: write only when the monitored value improves.
         save_weights_only: call ``model.save_weights`` instead of ``model.save``.
@@ -203,6 +215,9 @@ class ModelCheckpoint(_Monitor):
                 f"ModelCheckpoint: cannot format filepath {self.filepath!r} with epoch and logs "
                 f"{sorted(logs)}: {exc}"
             ) from exc
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
@@ -249,12 +264,12 @@ class ReduceLROnPlateau(_Monitor):
         verbose: int = 0,
     ) -> None:
         super().__init__(monitor, mode, min_delta)
-        if not 0.0 < factor < 1.0:
-            raise ConfigError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        if not isinstance(factor, (float, np.floating)) or not 0.0 < factor < 1.0:
+            raise ConfigError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
         self.factor = float(factor)
-        self.patience = int(patience)
-        self.cooldown = int(cooldown)
-        self.min_lr = float(min_lr)
+        self.patience = check_count("ReduceLROnPlateau", "patience", patience)
+        self.cooldown = check_count("ReduceLROnPlateau", "cooldown", cooldown)
+        self.min_lr = check_number("ReduceLROnPlateau", "min_lr", min_lr)
         self.verbose = verbose
         self.wait = 0
         self.cooldown_counter = 0
@@ -297,21 +312,33 @@ class LearningRateScheduler(Callback):
     """Sets the learning rate at each epoch's start to ``schedule(epoch, lr)``.
 
     Args:
-        schedule: a function ``(epoch, current_lr) -> new_lr`` (epoch 0-based).
+        schedule: a function ``(epoch, current_lr) -> new_lr`` (epoch 0-based),
+            or ``(epoch) -> new_lr`` (Keras's older form), such as a schedule
+            of :mod:`framework.base.schedules` (``StepDecay(0.1, step_size=2)``
+            then steps per epoch, as a PyTorch scheduler stepped each epoch).
         verbose: print the new rate each epoch.
+
+    Raises:
+        ConfigError: ``schedule`` is not callable or takes neither form.
     """
 
-    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
         super().__init__()
         if not callable(schedule):
             raise ConfigError(f"LearningRateScheduler: schedule must be callable, got {schedule!r}")
         self.schedule = schedule
         self.verbose = verbose
+        self._takes_lr = _arity(schedule) == 2
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         optimizer = self.model.optimizer
-        new = self.schedule(epoch, optimizer.lr)
-        if not isinstance(new, (int, float, np.floating)) or not math.isfinite(new) or new < 0:
+        new = self.schedule(epoch, optimizer.lr) if self._takes_lr else self.schedule(epoch)
+        if (
+            isinstance(new, bool)
+            or not isinstance(new, (int, float, np.floating))
+            or not math.isfinite(new)
+            or new < 0
+        ):
             raise ConfigError(
                 f"LearningRateScheduler: schedule returned {new!r}; expected a finite float >= 0"
             )
@@ -322,3 +349,25 @@ class LearningRateScheduler(Callback):
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         if logs is not None:
             logs["lr"] = self.model.optimizer.lr
+
+
+def _arity(schedule: Callable[..., float]) -> int:
+    """2 for a ``schedule(epoch, lr)``, 1 for a ``schedule(epoch)``.
+
+    Raises:
+        ConfigError: a callable that can be called with neither.
+    """
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # no signature to read (a builtin): Keras's (epoch, lr)
+        return 2
+    for arity in (2, 1):
+        try:
+            signature.bind(*range(arity))
+        except TypeError:
+            continue
+        return arity
+    raise ConfigError(
+        f"LearningRateScheduler: schedule must take (epoch, lr) or (epoch), got {schedule!r} "
+        f"with signature {signature}"
+    )
