@@ -134,8 +134,11 @@ class XavierUniform(Initializer):
     """
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
+        scale = _gain("XavierUniform", gain, 1.0)
+        if math.prod(shape) == 0:  # a zero fan: nothing to draw
+            return np.zeros(shape)
         fan_in, fan_out = compute_fans(shape)
-        bound = _gain("XavierUniform", gain, 1.0) * math.sqrt(6.0 / (fan_in + fan_out))
+        bound = scale * math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-bound, bound, size=shape)
 
 
@@ -150,8 +153,11 @@ class XavierNormal(Initializer):
     """
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
+        scale = _gain("XavierNormal", gain, 1.0)
+        if math.prod(shape) == 0:
+            return np.zeros(shape)
         fan_in, fan_out = compute_fans(shape)
-        std = _gain("XavierNormal", gain, 1.0) * math.sqrt(2.0 / (fan_in + fan_out))
+        std = scale * math.sqrt(2.0 / (fan_in + fan_out))
         return rng.normal(0.0, std, size=shape)
 
 
@@ -201,7 +207,10 @@ class KaimingUniform(_Kaiming):
     """
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
-        bound = _gain("KaimingUniform", gain, self.default_gain) * math.sqrt(3.0 / self._fan(shape))
+        scale = _gain("KaimingUniform", gain, self.default_gain)
+        if math.prod(shape) == 0:
+            return np.zeros(shape)
+        bound = scale * math.sqrt(3.0 / self._fan(shape))
         return rng.uniform(-bound, bound, size=shape)
 
 
@@ -216,7 +225,10 @@ class KaimingNormal(_Kaiming):
     """
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
-        std = _gain("KaimingNormal", gain, self.default_gain) / math.sqrt(self._fan(shape))
+        scale = _gain("KaimingNormal", gain, self.default_gain)
+        if math.prod(shape) == 0:
+            return np.zeros(shape)
+        std = scale / math.sqrt(self._fan(shape))
         return rng.normal(0.0, std, size=shape)
 
 
@@ -248,6 +260,7 @@ class Orthogonal(Initializer):
                 f"Orthogonal: needs a weight of 2 or more dimensions, got shape {shape}; "
                 "use it for Linear/Conv/recurrent weights"
             )
+        scale = self.gain * _gain("Orthogonal", gain, 1.0)
         rows, cols = shape[0], math.prod(shape[1:])
         if rows == 0 or cols == 0:
             return np.zeros(shape)
@@ -258,7 +271,6 @@ class Orthogonal(Initializer):
         q *= signs
         if rows < cols:
             q = q.T
-        scale = self.gain * _gain("Orthogonal", gain, 1.0)
         return (scale * q).reshape(shape)
 
     def get_config(self) -> dict[str, Any]:

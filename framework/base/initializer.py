@@ -65,6 +65,12 @@ _GAINS = {
     "linear": 1.0,
     "identity": 1.0,
     "conv": 1.0,
+    "conv1d": 1.0,
+    "conv2d": 1.0,
+    "conv3d": 1.0,
+    "convtranspose1d": 1.0,
+    "convtranspose2d": 1.0,
+    "convtranspose3d": 1.0,
     "sigmoid": 1.0,
     "tanh": 5.0 / 3.0,
     "relu": math.sqrt(2.0),
@@ -72,59 +78,95 @@ _GAINS = {
 }
 
 
-def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The recommended init gain for a nonlinearity.
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
-    ============  ================================
-    nonlinearity  gain
-    ============  ================================
-    linear, conv  1
-    identity      1
-    sigmoid       1
-    tanh          5/3
-    relu          sqrt(2)
-    leaky_relu    sqrt(2 / (1 + a^2)), a = param (default 0.01)
-    selu          3/4
-    ============  ================================
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """The recommended init gain for a nonlinearity (PyTorch's ``torch.nn.init.calculate_gain``).
+
+    ================================  ================================
+    nonlinearity                      gain
+    ================================  ================================
+    linear, identity, sigmoid         1
+    conv, conv1d/2d/3d,               1
+    conv_transpose1d/2d/3d
+    tanh                              5/3
+    relu                              sqrt(2)
+    leaky_relu                        sqrt(2 / (1 + a^2)), a = param (default 0.01)
+    selu                              3/4
+    ================================  ================================
+
+    Names are matched case-insensitively with ``_`` ignored.
 
     Raises:
-        ConfigError: for a name not in the table, listing the table's names.
+        ConfigError: for a name not in the table (listing the table's names),
+            a ``nonlinearity`` that is not a string, or a ``param`` that is not
+            a finite real number.
     """
+    if not isinstance(nonlinearity, str):
+        raise ConfigError(f"calculate_gain: nonlinearity must be a name such as 'relu', got {nonlinearity!r}")
     key = nonlinearity.replace("_", "").lower()
     if key == "leakyrelu":
-        a = 0.01 if param is None else float(param)
+        if param is None:
+            return math.sqrt(2.0 / (1.0 + 0.01**2))
+        if not _is_real(param) or not math.isfinite(float(param)):
+            raise ConfigError(
+                f"calculate_gain: param (the negative slope of leaky_relu) must be a finite real "
+                f"number, got {param!r}"
+            )
+        a = float(param)
         return math.sqrt(2.0 / (1.0 + a * a))
-    for name, gain in _GAINS.items():
-        if key == name:
-            return gain
-    raise ConfigError(
-        f"calculate_gain: unknown nonlinearity {nonlinearity!r}; "
-        f"known: {', '.join(sorted([*_GAINS, 'leaky_relu']))}"
-    )
+    if key in _GAINS:
+        return _GAINS[key]
+    known = ["linear", "identity", "conv", "conv1d", "conv2d", "conv3d", "conv_transpose1d"]
+    known += ["conv_transpose2d", "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
+    raise ConfigError(f"calculate_gain: unknown nonlinearity {nonlinearity!r}; known: {', '.join(known)}")
+
+
+def _check_shape(owner: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` (a tuple of non-negative integers, or one integer) as a tuple of ``int``."""
+    dims = shape.tolist() if isinstance(shape, np.ndarray) else shape
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        dims = (dims,)
+    if isinstance(dims, (tuple, list)) and all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
+        return tuple(int(d) for d in dims)
+    raise ConfigError(f"{owner}: shape must be a tuple of non-negative integers, got {shape!r}")
 
 
 class Initializer(Configurable):
     """Base class: subclasses implement :meth:`sample`.
 
-    ``__call__`` resolves the dtype and generator, then calls
-    ``sample(shape, rng, gain)`` which returns float64 or float32 values; the
-    result is cast to ``dtype``.
+    ``__call__`` checks the shape (a tuple of non-negative integers, or one
+    integer for a vector), the dtype and the generator (a
+    ``numpy.random.Generator``; ``None`` is the framework's, see
+    :func:`framework.set_seed`), then calls ``sample(shape, rng, gain)``
+    which returns float64 or float32 values; the result is cast to ``dtype``.
+    A zero-size shape gives an empty array, as PyTorch's ``init`` functions
+    leave a zero-element tensor alone.
     """
 
     def __call__(
         self,
-        shape: tuple[int, ...],
+        shape: tuple[int, ...] | int,
         dtype: Any = None,
         rng: np.random.Generator | None = None,
         gain: float | None = None,
     ) -> np.ndarray:
-        shape = tuple(int(d) for d in shape)
-        if any(d < 0 for d in shape):
-            raise ConfigError(f"{type(self).__name__}: shape must be non-negative, got {shape}")
+        owner = type(self).__name__
+        shape = _check_shape(owner, shape)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ConfigError(
+                f"{owner}: rng must be a numpy.random.Generator (np.random.default_rng(seed)) or None, "
+                f"got {rng!r}"
+            )
+        resolved = resolve_dtype(dtype)
         if _skip_depth:
-            return np.zeros(shape, dtype=resolve_dtype(dtype))
+            return np.zeros(shape, dtype=resolved)
         values = self.sample(shape, rng if rng is not None else get_rng(), gain)
-        return np.asarray(values, dtype=resolve_dtype(dtype))
+        return np.asarray(values, dtype=resolved)
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator, gain: float | None) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement sample()")
