@@ -9,7 +9,7 @@ that names the argument.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,8 @@ PathLike = str | os.PathLike[str]
 Seed = int | np.random.Generator | None
 """An int seed, a ``numpy.random.Generator``, or ``None`` for the framework's global generator."""
 
-Arrays = np.ndarray | Sequence[np.ndarray]
-"""One array, or a list/tuple of arrays (a model of several inputs or outputs)."""
+Arrays = np.ndarray | Sequence[np.ndarray] | dict[str, np.ndarray]
+"""One array, or a list/tuple or dict of arrays (a model of several inputs or outputs)."""
 
 
 def _generator(seed: Seed) -> np.random.Generator:
@@ -35,9 +35,9 @@ def _generator(seed: Seed) -> np.random.Generator:
         return get_rng()
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
         return np.random.default_rng(int(seed))
-    raise ConfigError(f"seed: expected an int, a numpy.random.Generator or None, got {seed!r}")
+    raise ConfigError(f"seed: expected an int >= 0, a numpy.random.Generator or None, got {seed!r}")
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -48,18 +48,36 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def _non_negative(name: str, value: Any) -> float:
-    """``value`` as a float, refusing bools, non-numbers, negatives and NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
-        raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
+    """``value`` as a float, refusing bools, non-numbers, negatives, infinities and NaN."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0 <= value < float("inf")
+    ):
+        raise ConfigError(f"{name}: expected a finite number >= 0, got {value!r}")
     return float(value)
 
 
-def _as_list(arrays: Arrays, name: str) -> tuple[list[np.ndarray], bool]:
-    """``arrays`` as a list of arrays, and whether it was given as a list/tuple."""
+def _as_list(arrays: Arrays, name: str) -> tuple[list[np.ndarray], Any]:
+    """``arrays`` as a list of arrays, and its form: ``False`` (one array), ``True`` (a list/tuple)
+    or the keys of a dict (``{input name: array}``).
+
+    Raises:
+        DataError: an empty list or dict, or an iterator/generator (whose length is unknown).
+    """
+    if isinstance(arrays, dict):
+        if not arrays:
+            raise DataError(f"{name}: expected an array or a non-empty dict of arrays, got an empty dict")
+        return [np.asarray(a) for a in arrays.values()], tuple(arrays)
     if isinstance(arrays, (list, tuple)):
         if not arrays:
             raise DataError(f"{name}: expected an array or a non-empty list of arrays, got an empty list")
         return [np.asarray(a) for a in arrays], True
+    if isinstance(arrays, Iterator):
+        raise DataError(
+            f"{name}: expected an array, a list/tuple or a dict of arrays, got {type(arrays).__name__} "
+            "(an iterator has no length to batch over); convert it first, e.g. np.asarray(list(it))"
+        )
     return [np.asarray(arrays)], False
 
 

@@ -28,8 +28,9 @@ def batches(
     batches.
 
     Args:
-        x: an array of shape ``(N, ...)``, or a list/tuple of such arrays for a
-            model of several inputs.
+        x: an array of shape ``(N, ...)``, or a list/tuple or a dict
+            (``{input name: array}``) of such arrays for a model of several
+            inputs.
         y: targets, same form as ``x`` (default ``None``: yield ``x`` batches
             only).
         batch_size: samples per batch (default 32); the last batch may be
@@ -40,30 +41,44 @@ def batches(
 
     Yields:
         ``(x_batch, y_batch)``, or ``x_batch`` when ``y`` is ``None``; each of
-        shape ``(B, ...)`` with ``B <= batch_size``, and a list where the input
-        was a list. Unshuffled batches are views, shuffled ones copies.
+        shape ``(B, ...)`` with ``B <= batch_size``; a list where the input
+        was a list or tuple, a dict with the same keys where it was a dict.
+        Unshuffled batches are views, shuffled ones copies.
 
     Raises:
-        DataError: if the arrays differ in length.
+        DataError: if the arrays differ in length, or ``x`` / ``y`` is an
+            iterator (its length is unknown).
         ConfigError: for a bad ``batch_size``.
     """
     batch_size = _positive_int("batches: batch_size", batch_size)
-    xs, x_is_list = _as_list(x, "batches: x")
-    ys, y_is_list = _as_list(y, "batches: y") if y is not None else ([], False)
-    named = [(f"x[{i}]" if x_is_list else "x", a) for i, a in enumerate(xs)]
-    named += [(f"y[{i}]" if y_is_list else "y", a) for i, a in enumerate(ys)]
+    xs, x_form = _as_list(x, "batches: x")
+    ys, y_form = _as_list(y, "batches: y") if y is not None else ([], False)
+    named = [(_label("x", x_form, i), a) for i, a in enumerate(xs)]
+    named += [(_label("y", y_form, i), a) for i, a in enumerate(ys)]
     n = _common_length(named, "batches")
     order = _generator(seed).permutation(n) if shuffle else None
-    return _batch_iterator(
-        xs, x_is_list, ys if y is not None else None, y_is_list, n, batch_size, order, drop_last
-    )
+    return _batch_iterator(xs, x_form, ys if y is not None else None, y_form, n, batch_size, order, drop_last)
+
+
+def _label(name: str, form: Any, i: int) -> str:
+    """How messages name array ``i`` of ``x`` or ``y``: ``x``, ``x[1]`` or ``x['image']``."""
+    if form is False:
+        return name
+    return f"{name}[{form[i]!r}]" if isinstance(form, tuple) else f"{name}[{i}]"
+
+
+def _rebuild(parts: list[np.ndarray], form: Any) -> Any:
+    """One batch in the form the data was given: an array, a list, or a dict with the same keys."""
+    if form is False:
+        return parts[0]
+    return dict(zip(form, parts)) if isinstance(form, tuple) else parts
 
 
 def _batch_iterator(
     xs: list[np.ndarray],
-    x_is_list: bool,
+    x_form: Any,
     ys: list[np.ndarray] | None,
-    y_is_list: bool,
+    y_form: Any,
     n: int,
     batch_size: int,
     order: np.ndarray | None,
@@ -72,10 +87,8 @@ def _batch_iterator(
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         index: Any = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
-        xb = [a[index] for a in xs]
-        xb_out = xb if x_is_list else xb[0]
+        xb = _rebuild([a[index] for a in xs], x_form)
         if ys is None:
-            yield xb_out
+            yield xb
         else:
-            yb = [a[index] for a in ys]
-            yield xb_out, (yb if y_is_list else yb[0])
+            yield xb, _rebuild([a[index] for a in ys], y_form)

@@ -55,13 +55,14 @@ def fortune_categories(path: PathLike | None = None) -> list[str]:
     return sorted(_category_files(_folder(path)))
 
 
-def load_fortunes(path: PathLike | None = None, categories: list[str] | None = None) -> list[str]:
+def load_fortunes(path: PathLike | None = None, categories: list[str] | str | None = None) -> list[str]:
     """Every quotation of the ``fortunes`` package, in file order, as a list of strings.
 
     Args:
         path: a folder of fortune files; default ``$FRAMEWORK_FORTUNES_DIR``,
             then :data:`FORTUNES_DIRS`.
-        categories: the category files to read (default all, sorted by name).
+        categories: the category files to read (default all, sorted by name);
+            a single name may be given as a string.
 
     Returns:
         The quotations, each stripped of its trailing newline (inner newlines
@@ -76,15 +77,32 @@ def load_fortunes(path: PathLike | None = None, categories: list[str] | None = N
         >>> texts = load_fortunes(categories=["science"])  # doctest: +SKIP
     """
     files = _category_files(_folder(path))
+    if isinstance(categories, str):  # one category by name, not its letters
+        categories = [categories]
     names = sorted(files) if categories is None else list(categories)
     unknown = [n for n in names if n not in files]
     if unknown:
         raise DataError(f"load_fortunes: unknown categories {unknown}; available: {', '.join(sorted(files))}")
     quotes: list[str] = []
     for name in names:
-        text = files[name].read_text(encoding="utf-8", errors="replace")
-        for part in text.replace("\r\n", "\n").split("\n%\n"):
-            part = part.strip("\n")
-            if part and part != "%":
-                quotes.append(part)
+        quotes.extend(_quotations(files[name].read_text(encoding="utf-8", errors="replace")))
+    return quotes
+
+
+def _quotations(text: str) -> list[str]:
+    """The quotations of one fortune file: the runs of lines between lines holding only ``%``.
+
+    A ``%`` line at the start of the file, two in a row or one at the end
+    delimit no quotation (``strfile`` skips these empty ones too).
+    """
+    quotes: list[str] = []
+    lines: list[str] = []
+    for line in [*text.replace("\r\n", "\n").split("\n"), "%"]:
+        if line != "%":
+            lines.append(line)
+            continue
+        quote = "\n".join(lines).strip("\n")
+        if quote:
+            quotes.append(quote)
+        lines = []
     return quotes

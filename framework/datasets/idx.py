@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def load_idx(path: PathLike) -> np.ndarray:
         )
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=rank, offset=4))
     dtype = _IDX_DTYPES[code]
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python ints: a crafted header cannot overflow to a small count
     expected = header + count * dtype.itemsize
     if len(raw) != expected:
         problem = "truncated file" if len(raw) < expected else "trailing bytes after the data"

@@ -66,8 +66,9 @@ def standardize(
 
     Compute the statistics on the training set and pass them back for the test
     set: ``x_tr, m, s = standardize(x_train)``; ``x_te, _, _ =
-    standardize(x_test, m, s)``. A feature that is constant in ``x`` gets
-    ``std = 1`` (it is only centred).
+    standardize(x_test, m, s)``. A feature that is constant in ``x`` (its
+    variance within rounding error, as scikit-learn's ``StandardScaler``
+    decides) gets ``std = 1``: it is only centred.
 
     Args:
         x: array of shape ``(N, ...)``.
@@ -84,22 +85,30 @@ def standardize(
         axes as size 1, so they broadcast against ``x``.
 
     Raises:
-        ConfigError: if only one of ``mean`` / ``std`` is given, or ``std``
-            has a non-positive entry.
-        DataError: if ``mean`` / ``std`` do not broadcast against ``x``.
+        ConfigError: if only one of ``mean`` / ``std`` is given, ``std`` has
+            a non-positive entry, or ``axis`` is not an axis of ``x``.
+        DataError: if ``x`` is not real numbers, the statistics would be
+            taken over 0 values, or ``mean`` / ``std`` do not broadcast
+            against ``x``.
     """
     x = np.asarray(x)
+    if x.dtype != np.bool_ and not (
+        np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+    ):
+        raise DataError(f"standardize: x must hold real numbers, got dtype {x.dtype}")
     out_dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float32)
     if (mean is None) != (std is None):
         raise ConfigError("standardize: give both mean and std (the training statistics) or neither")
     if mean is None:
-        x64 = x.astype(np.float64)
-        mean = x64.mean(axis=axis, keepdims=True)
-        std = x64.std(axis=axis, keepdims=True)
-        std = np.where(std > 0, std, 1.0)
+        mean, std = _statistics(x, _axes(axis, x.ndim))
         mean, std = mean.astype(out_dtype), std.astype(out_dtype)
     else:
-        mean, std = np.asarray(mean, dtype=out_dtype), np.asarray(std, dtype=out_dtype)
+        try:
+            mean, std = np.asarray(mean, dtype=out_dtype), np.asarray(std, dtype=out_dtype)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"standardize: mean and std must be numbers or arrays of numbers ({exc})"
+            ) from exc
         if not np.all(std > 0):
             raise ConfigError(f"standardize: std must be positive everywhere, got min {float(std.min())!r}")
         for name, stat in (("mean", mean), ("std", std)):
@@ -116,3 +125,42 @@ def standardize(
                 )
     x_std = (x.astype(out_dtype) - mean) / std
     return x_std.astype(out_dtype, copy=False), mean, std
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints or ``None`` for all) as distinct non-negative axes of ``ndim``."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in items) or not all(
+        -ndim <= a < ndim for a in items
+    ):
+        raise ConfigError(
+            f"standardize: axis: expected an int, a tuple of ints in {-ndim}..{ndim - 1} (x has {ndim} axes) "
+            f"or None, got {axis!r}"
+        )
+    axes = tuple(int(a) % ndim for a in items)
+    if len(set(axes)) != len(axes):
+        raise ConfigError(f"standardize: axis: every axis may appear once, got {axis!r}")
+    return axes
+
+
+def _statistics(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of ``x`` over ``axes`` (kept as size 1), in float64; std 1 for constant features.
+
+    A feature counts as constant when its variance is within the rounding error of
+    computing it (scikit-learn's ``StandardScaler`` rule), so a column of one
+    repeated value is centred to exactly 0, not divided by a rounding residue.
+    """
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    if count == 0:
+        raise DataError(f"standardize: cannot compute statistics over 0 values (x has shape {x.shape})")
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = x64.var(axis=axes, keepdims=True)
+    low = x64.min(axis=axes, keepdims=True)
+    mean = np.where(low == x64.max(axis=axes, keepdims=True), low, mean)  # exactly constant: its value
+    eps = np.finfo(np.float64).eps
+    constant = var <= count * eps * var + (count * mean * eps) ** 2
+    std = np.sqrt(var)
+    return mean, np.where(constant | ~(std > 0), 1.0, std)

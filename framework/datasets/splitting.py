@@ -43,7 +43,13 @@ def train_test_split(
             labels are not 1-D of length ``N``.
         ConfigError: for a ``test_size`` that leaves either part empty.
     """
-    x, y = np.asarray(x), np.asarray(y)
+    try:
+        x, y = np.asarray(x), np.asarray(y)
+    except ValueError as exc:  # ragged nesting, e.g. a list of two inputs of different widths
+        raise DataError(
+            "train_test_split: x and y must each be one array (for a model of several inputs, split "
+            f"each input with the same seed), got a ragged sequence: {exc}"
+        ) from exc
     n = _common_length([("x", x), ("y", y)], "train_test_split")
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.number)):
         raise ConfigError(f"train_test_split: test_size: expected a fraction or a count, got {test_size!r}")

@@ -6,6 +6,8 @@ framework's global generator), so the same seed gives the same data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from framework.datasets._common import Seed, _generator, _non_negative, _positive_int
@@ -110,18 +112,19 @@ def make_blobs(
     if isinstance(centers, (int, np.integer)) and not isinstance(centers, bool):
         n_centers = _positive_int("make_blobs: centers", centers)
         n_features = _positive_int("make_blobs: n_features", n_features)
-        low, high = center_box
-        if not low < high:
-            raise ConfigError(
-                f"make_blobs: center_box: expected (low, high) with low < high, got {center_box!r}"
-            )
+        low, high = _box(center_box)
         center_array = rng.uniform(low, high, size=(n_centers, n_features))
     else:
-        center_array = np.asarray(centers, dtype=np.float64)
-        if center_array.ndim != 2 or center_array.shape[0] == 0:
+        try:
+            center_array = np.asarray(centers, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
             raise ConfigError(
-                "make_blobs: centers: expected an int or an array of shape (n_clusters, n_features), "
-                f"got shape {center_array.shape}"
+                f"make_blobs: centers: expected an int or an array of numbers, got {centers!r} ({exc})"
+            ) from exc
+        if center_array.ndim != 2 or 0 in center_array.shape or not np.isfinite(center_array).all():
+            raise ConfigError(
+                "make_blobs: centers: expected an int or a finite array of shape (n_clusters, n_features), "
+                f"both at least 1, got shape {center_array.shape}"
             )
     sizes = _class_sizes(n_samples, center_array.shape[0])
     y = np.repeat(np.arange(center_array.shape[0], dtype=np.int64), sizes)
@@ -130,6 +133,21 @@ def make_blobs(
         order = rng.permutation(n_samples)
         x, y = x[order], y[order]
     return x.astype(np.float32), y
+
+
+def _box(center_box: Any) -> tuple[float, float]:
+    """``center_box`` as finite ``(low, high)`` with ``low < high`` (a ConfigError otherwise)."""
+    try:
+        low, high = (float(v) for v in center_box)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"make_blobs: center_box: expected (low, high), two numbers, got {center_box!r}"
+        ) from exc
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError(
+            f"make_blobs: center_box: expected finite (low, high) with low < high, got {center_box!r}"
+        )
+    return low, high
 
 
 def make_sine(n_samples: int = 200, noise: float = 0.1, seed: Seed = None) -> tuple[np.ndarray, np.ndarray]:

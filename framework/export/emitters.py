@@ -31,6 +31,7 @@ class Emission:
         self.kernels: list[str] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.prefix = ""
+        self._owners: dict[str, int] = {}  # key -> id of the array stored under it
 
     def use(self, *names: str) -> None:
         """Copy the kernels ``names`` into the script."""
@@ -42,10 +43,17 @@ class Emission:
         """Store ``value`` (a Parameter, array or ``None``) as ``<layer>.<name>``; returns its expression."""
         if value is None:
             return "None"
-        array = np.asarray(getattr(value, "data", value))
-        key = f"{self.prefix}{name}"
+        array = np.asarray(value if isinstance(value, np.ndarray) else getattr(value, "data", value))
+        key = base = f"{self.prefix}{name}"
+        copy = 1
+        # Dotted paths can coincide (layer "b" of a nested model "a" and a layer named "a.b");
+        # another array under a taken key gets a numbered key, so no weight overwrites another.
+        while key in self._owners and self._owners[key] != id(array):
+            copy += 1
+            key = f"{base}~{copy}"
+        self._owners[key] = id(array)
         self.arrays[key] = array
-        return f'W["{key}"]'
+        return f"W[{key!r}]"
 
 
 Emitter = Callable[[Any, Any, Emission], str]

@@ -282,6 +282,13 @@ def recurrent(x, weights, mode, num_layers, bidirectional, batch_first, output, 
     return out, ((h_n, c_n) if mode == "lstm" else h_n)
 
 
+def leaves(value):
+    """The arrays of a nested list/tuple output, in order: ``(y, (h, c))`` -> ``[y, h, c]``."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in leaves(item)]
+    return [value]
+
+
 DEPENDS = {
     "silu": ("sigmoid",),
     "conv1d": ("conv2d",),
