@@ -43,7 +43,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
-from framework.errors import ConfigError, ShapeError
+from framework.errors import ConfigError, DataError, ShapeError
 from framework.runtime.random import get_rng
 from plugins.attention_causal import (
     _causal_backward,
@@ -59,9 +59,21 @@ __all__ = [
     "attention_backward",
     "attention_forward",
     "causal_bias",
+    "dropout_probability",
     "mask_to_bias",
     "scaled_dot_product_attention",
 ]
+
+
+def dropout_probability(owner: str, arg: str, value: Any) -> float:
+    """``value`` as a dropout probability in ``[0, 1)`` (NumPy scalars too), else a ConfigError."""
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= value < 1.0
+    ):
+        raise ConfigError(f"{owner}: {arg} must be a probability in [0, 1), got {value!r}")
+    return float(value)
 
 
 def attention_forward(
@@ -215,11 +227,13 @@ def _sdpa_bias(
     bias = mask_to_bias(attn_mask, owner, "attn_mask", q.dtype, true_masks=False)
     target = (*q.shape[:-2], length, source)
     try:
-        np.broadcast_shapes(bias.shape, target)
+        fits = np.broadcast_shapes(bias.shape, target) == target  # not more axes or sizes than the scores
     except ValueError:
+        fits = False
+    if not fits:
         raise ShapeError(
             f"{owner}: attn_mask of shape {bias.shape} does not broadcast to the scores' shape {target}"
-        ) from None
+        )
     return bias
 
 
@@ -229,6 +243,8 @@ def _check_qkv(owner: str, q: Any, k: Any, v: Any) -> None:
             raise ShapeError(
                 f"{owner}: {name} must be an array of shape (..., L, E), got {getattr(a, 'shape', a)!r}"
             )
+        if a.dtype.kind != "f":
+            raise DataError(f"{owner}: {name} must be a floating-point array, got dtype {a.dtype}")
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
         raise ShapeError(
             f"{owner}: expected query (..., L, E), key (..., S, E) and value (..., S, Ev) with the same "
@@ -266,11 +282,12 @@ def scaled_dot_product_attention(
         (2, 3, 6)
     """
     owner = "scaled_dot_product_attention"
+    dropout_p = dropout_probability(owner, "dropout_p", dropout_p)
     _check_qkv(owner, query, key, value)
     bias = _sdpa_bias(owner, query, key, attn_mask, is_causal)
     s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
     y, _ = attention_forward(
-        query, key, value, bias, s, float(dropout_p), record=False, causal=bool(is_causal), keep_probs=False
+        query, key, value, bias, s, dropout_p, record=False, causal=bool(is_causal), keep_probs=False
     )
     return y
 
@@ -308,19 +325,15 @@ class ScaledDotProductAttention(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        if (
-            isinstance(dropout_p, bool)
-            or not isinstance(dropout_p, (int, float))
-            or not 0.0 <= dropout_p < 1.0
-        ):
-            raise ConfigError(f"ScaledDotProductAttention: dropout_p must be in [0, 1), got {dropout_p!r}")
         if scale is not None and (
-            isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0
+            isinstance(scale, (bool, np.bool_))
+            or not isinstance(scale, (int, float, np.integer, np.floating))
+            or not 0 < scale < math.inf
         ):
             raise ConfigError(
                 f"ScaledDotProductAttention: scale must be a positive number or None, got {scale!r}"
             )
-        self.dropout_p = float(dropout_p)
+        self.dropout_p = dropout_probability("ScaledDotProductAttention", "dropout_p", dropout_p)
         self.is_causal = bool(is_causal)
         self.scale = None if scale is None else float(scale)
 

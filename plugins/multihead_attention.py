@@ -18,21 +18,21 @@ from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import blas
 from framework.runtime.dtype import get_default_dtype
-from plugins.attention import _check_keys, attention_backward, attention_forward
+from plugins.attention import _check_keys, attention_backward, attention_forward, dropout_probability
 from plugins.attention_masks import head_bias
 from plugins.core import Linear
 
 __all__ = ["MultiheadAttention"]
 
 
-def _split(x2: np.ndarray, n: int, h: int) -> np.ndarray:
+def _split(x2: np.ndarray, n: int, h: int, length: int) -> np.ndarray:
     """``(N*L, H*D)`` rows -> the ``(N, H, L, D)`` view of the heads (no copy).
 
     Each head's ``(L, D)`` matrix has unit stride along ``D``, so BLAS reads it
-    in place (its leading dimension being the row length of ``x2``).
+    in place (its leading dimension being the row length of ``x2``). ``L`` is
+    given, not derived from the rows, so an empty batch (``N = 0``) works.
     """
-    rows, e = x2.shape
-    return x2.reshape(n, rows // n, h, e // h).transpose(0, 2, 1, 3)
+    return x2.reshape(n, length, h, x2.shape[1] // h).transpose(0, 2, 1, 3)
 
 
 def _project(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -128,9 +128,7 @@ class MultiheadAttention(Layer):
                 f"{owner}: embed_dim must be divisible by num_heads, got embed_dim={embed_dim}, "
                 f"num_heads={num_heads}"
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"{owner}: dropout must be a probability in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
+        self.dropout = dropout_probability(owner, "dropout", dropout)
         self.use_bias = bool(bias)
         self.kdim = positive_int(owner, "kdim", kdim, allow_none=True) or self.embed_dim
         self.vdim = positive_int(owner, "vdim", vdim, allow_none=True) or self.embed_dim
@@ -211,12 +209,12 @@ class MultiheadAttention(Layer):
             w_scaled[:e] *= w_scaled.dtype.type(scale)
             b_scaled = None if b is None else np.concatenate([b[:e] * b.dtype.type(scale), b[e:]])
             qkv = _project(q_in, w_scaled, b_scaled)
-            qh, kh, vh = (_split(qkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
+            qh, kh, vh = (_split(qkv[:, i * e : (i + 1) * e], n, h, length) for i in range(3))
         else:
             ws = self._weights()
             qh, kh, vh = (
-                _split(_project(a, w, None if b is None else b[i * e : (i + 1) * e]), n, h)
-                for i, (a, w) in enumerate(zip((q_in, k_in, v_in), ws))
+                _split(_project(a, w, None if b is None else b[i * e : (i + 1) * e]), n, h, rows)
+                for i, (a, w, rows) in enumerate(zip((q_in, k_in, v_in), ws, (length, source, source)))
             )
         bias = head_bias(
             self.describe(), h, (n, length, source), qh.dtype, attn_mask, key_padding_mask, is_causal
@@ -235,7 +233,7 @@ class MultiheadAttention(Layer):
             1.0 if packed else scale,
             drop,
             record=ctx.record,
-            out=_split(merged, n, h),
+            out=_split(merged, n, h, length),
             causal=causal,
             keep_probs=need_weights,
         )
@@ -282,13 +280,13 @@ class MultiheadAttention(Layer):
         wo.add_grad_product(g2.T, ctx.merged)
         if self.out_proj.bias is not None:
             self.out_proj.bias.add_grad(blas.sum_rows(g2))
-        da = _split(g2 @ wo.data, n, h)
+        da = _split(g2 @ wo.data, n, h, length)
         q_in, k_in, v_in = ctx.inputs
         if ctx.packed:
             assert self.in_proj_weight is not None
             # [dQ dK dV] written by the attention backward straight into (N*L, 3E)
             dqkv = np.empty((n * length, 3 * e), dtype=g2.dtype)
-            views = tuple(_split(dqkv[:, i * e : (i + 1) * e], n, h) for i in range(3))
+            views = tuple(_split(dqkv[:, i * e : (i + 1) * e], n, h, length) for i in range(3))
             # with Q' = scale Q from the scaled weights, dQ' comes back: dW_q = scale dQ'^T x
             attention_backward(da, ctx.cache, out=views, grad_probs=grad_weights)  # type: ignore[arg-type]
             f = dqkv.dtype.type
@@ -308,7 +306,7 @@ class MultiheadAttention(Layer):
         attention_backward(
             da,
             ctx.cache,
-            out=tuple(_split(d, n, h) for d in d2),  # type: ignore[arg-type]
+            out=tuple(_split(d, n, h, r) for d, r in zip(d2, (length, source, source))),  # type: ignore[arg-type]
             grad_probs=grad_weights,
         )
         ws = self._weights()

@@ -22,7 +22,8 @@ from framework.base.validation import positive_int
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.registry.namespace import resolve, serialize
-from plugins.attention import ScaledDotProductAttention
+from framework.runtime.dtype import get_default_dtype
+from plugins.attention import ScaledDotProductAttention, dropout_probability
 from plugins.multihead_attention import MultiheadAttention
 from plugins.transformer_layers import SequenceDropout, TransformerDecoderLayer, TransformerEncoderLayer
 
@@ -197,7 +198,7 @@ class PositionalEncoding(Layer):
         self.d_model = positive_int("PositionalEncoding", "d_model", d_model)
         self.max_len = positive_int("PositionalEncoding", "max_len", max_len)
         self.batch_first = bool(batch_first)
-        self.dropout = SequenceDropout(dropout)
+        self.dropout = SequenceDropout(dropout_probability("PositionalEncoding", "dropout", dropout))
         position = np.arange(self.max_len, dtype=np.float64)[:, None]
         div = np.exp(np.arange(0, self.d_model, 2, dtype=np.float64) * (-math.log(10000.0) / self.d_model))
         pe = np.zeros((self.max_len, self.d_model))
@@ -210,16 +211,21 @@ class PositionalEncoding(Layer):
         super().build(input_shape)
         self.input_spec = None
 
+    def _layout(self) -> str:
+        return f"(N, L, {self.d_model})" if self.batch_first else f"(L, N, {self.d_model})"
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray) or x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ShapeError(
-                f"{self.describe()} expected input of shape (N, L, {self.d_model}), "
+                f"{self.describe()} expected input of shape {self._layout()}, "
                 f"got {format_shape(getattr(x, 'shape', None))}"
             )
         length = x.shape[1] if self.batch_first else x.shape[0]
         if length > self.max_len:
             raise ShapeError(f"{self.describe()}: sequence length {length} exceeds max_len={self.max_len}")
-        pe = self._pe[:length].astype(x.dtype, copy=False)
+        # an integer or boolean input is promoted as NumPy would: the table is never truncated
+        dtype = x.dtype if x.dtype.kind == "f" else np.result_type(x.dtype, get_default_dtype())
+        pe = self._pe[:length].astype(dtype, copy=False)
         y = x + (pe if self.batch_first else pe[:, None, :])
         return self.dropout.forward(ctx.child("dropout"), y)
 
@@ -229,8 +235,7 @@ class PositionalEncoding(Layer):
     def output_shape(self, input_shape: Any) -> Any:
         if len(input_shape) != 3 or input_shape[-1] != self.d_model:
             raise ShapeError(
-                f"{self.describe()} expected input of shape (N, L, {self.d_model}), "
-                f"got {format_shape(input_shape)}"
+                f"{self.describe()} expected input of shape {self._layout()}, got {format_shape(input_shape)}"
             )
         return input_shape
 

@@ -19,10 +19,11 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
-from framework.base.validation import positive_int
+from framework.base.validation import positive_int, positive_number
 from framework.base.validation import resolve_activation as _activation
-from framework.errors import ConfigError, ShapeError
+from framework.errors import ConfigError, DataError, ShapeError
 from framework.registry.namespace import serialize
+from plugins.attention import dropout_probability
 from plugins.core import Dropout, Linear
 from plugins.initializers import KaimingUniform
 from plugins.layer_norm import LayerNorm
@@ -67,14 +68,17 @@ class _Block(Layer):
         owner = type(self).__name__
         self.d_model = positive_int(owner, "d_model", d_model)
         self.nhead = positive_int(owner, "nhead", nhead)
+        if d_model % nhead:  # both validated as positive ints just above
+            raise ConfigError(
+                f"{owner}: d_model must be divisible by nhead, got d_model={d_model}, nhead={nhead} "
+                f"(each of the {nhead} heads gets d_model / nhead features)"
+            )
         self.dim_feedforward = positive_int(owner, "dim_feedforward", dim_feedforward)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"{owner}: dropout must be a probability in [0, 1), got {dropout!r}")
+        self.dropout_p = dropout_probability(owner, "dropout", dropout)
         if activation is None:
             raise ConfigError(f"{owner}: activation must be an activation name such as 'relu' or 'gelu'")
-        self.dropout_p = float(dropout)
         self.activation = _activation(owner, activation)
-        self.layer_norm_eps = float(layer_norm_eps)
+        self.layer_norm_eps = positive_number(owner, "layer_norm_eps", layer_norm_eps)
         self.batch_first = bool(batch_first)
         self.norm_first = bool(norm_first)
         self.use_bias = bool(bias)
@@ -139,10 +143,20 @@ class _Block(Layer):
         return dx.reshape(g.shape)
 
     def _attend(
-        self, ctx: Context, key: str, drop: str, x: Any, attn_mask: Any, padding: Any, causal: bool
+        self, ctx: Context, key: str, drop: str, x: Any, masks: tuple[str, Any, str, Any], causal: bool
     ) -> np.ndarray:
+        """``drop(key(x))``; ``masks`` is ``(name, attn_mask, name, key_padding_mask)``, named as called."""
         attn: MultiheadAttention = getattr(self, key)
-        y = attn.forward(ctx.child(key), x, attn_mask=attn_mask, key_padding_mask=padding, is_causal=causal)
+        mask_name, attn_mask, padding_name, padding = masks
+        try:
+            y = attn.forward(
+                ctx.child(key), x, attn_mask=attn_mask, key_padding_mask=padding, is_causal=causal
+            )
+        except (ShapeError, DataError) as exc:  # name this block and the keywords as the caller gave them
+            raise type(exc)(
+                f"{self.describe()}, in {key} (attn_mask = {mask_name}, "
+                f"key_padding_mask = {padding_name}): {exc}"
+            ) from exc
         return getattr(self, drop).forward(ctx.child(drop), y)
 
     def _attend_back(self, ctx: Context, key: str, drop: str, g: np.ndarray) -> Any:
@@ -234,7 +248,8 @@ class TransformerEncoderLayer(_Block):
         self._check(x, "src")
 
         def sa(h: np.ndarray) -> np.ndarray:
-            return self._attend(ctx, "self_attn", "dropout1", h, src_mask, src_key_padding_mask, is_causal)
+            masks = ("src_mask", src_mask, "src_key_padding_mask", src_key_padding_mask)
+            return self._attend(ctx, "self_attn", "dropout1", h, masks, is_causal)
 
         h = self._residual(ctx, "norm1", x, sa)
         y = self._residual(ctx, "norm2", h, lambda a: self._feed_forward(ctx, a))
@@ -315,21 +330,21 @@ class TransformerDecoderLayer(_Block):
         tgt, memory = x
         self._check(tgt, "tgt")
         self._check(memory, "memory")
-
-        def sa(h: np.ndarray) -> np.ndarray:
-            return self._attend(
-                ctx, "self_attn", "dropout1", h, tgt_mask, tgt_key_padding_mask, tgt_is_causal
+        axis = 0 if self.batch_first else 1
+        if tgt.shape[axis] != memory.shape[axis]:
+            raise ShapeError(
+                f"{self.describe()}: tgt and memory must have the same batch size (axis {axis}), "
+                f"got tgt {tgt.shape} and memory {memory.shape}"
             )
 
+        def sa(h: np.ndarray) -> np.ndarray:
+            masks = ("tgt_mask", tgt_mask, "tgt_key_padding_mask", tgt_key_padding_mask)
+            return self._attend(ctx, "self_attn", "dropout1", h, masks, tgt_is_causal)
+
         def ca(h: np.ndarray) -> np.ndarray:
+            masks = ("memory_mask", memory_mask, "memory_key_padding_mask", memory_key_padding_mask)
             return self._attend(
-                ctx,
-                "multihead_attn",
-                "dropout2",
-                [h, memory, memory],
-                memory_mask,
-                memory_key_padding_mask,
-                memory_is_causal,
+                ctx, "multihead_attn", "dropout2", [h, memory, memory], masks, memory_is_causal
             )
 
         h = self._residual(ctx, "norm1", tgt, sa)
