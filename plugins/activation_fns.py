@@ -159,8 +159,9 @@ class ELU(ActivationLayer):
         - Input: ``(N, *)``; Output: the same.
 
     Gradient:
-        ``dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))``; for ``x <= 0``
-        that is ``f(x) + alpha``.
+        ``dL/dx = dL/dy * (1 if x > 0 else alpha exp(x))``. The slope is
+        ``alpha exp(x)`` itself, not the equal ``f(x) + alpha``, which
+        cancels to 0 for ``x`` below about -17 (float32) or -37 (float64).
     """
 
     def __init__(self, alpha: float = 1.0, *, name: str | None = None) -> None:
@@ -172,13 +173,13 @@ class ELU(ActivationLayer):
         alpha = x.dtype.type(self.alpha)
         zero = x.dtype.type(0.0)
         ctx.mask = x > 0
-        # alpha (exp(x) - 1), exactly 0 for x >= 0, so the sum below selects per branch
-        neg = ctx.neg = alpha * np.expm1(np.minimum(x, zero))
-        return np.maximum(x, zero) + neg
+        below = ctx.below = np.minimum(x, zero)
+        # alpha (exp(x) - 1), exactly 0 for x >= 0, so the sum selects per branch
+        return np.maximum(x, zero) + alpha * np.expm1(below)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
-        mask = ctx.mask
-        slope = mask + ~mask * (ctx.neg + grad_out.dtype.type(self.alpha))
+        mask, below = ctx.mask, ctx.below
+        slope = mask + ~mask * (below.dtype.type(self.alpha) * np.exp(below))
         return grad_out * slope
 
     def get_config(self) -> dict[str, Any]:
@@ -252,11 +253,15 @@ class GELU(ActivationLayer):
     Gradient:
         With ``f(x) = x c(x)``: ``f'(x) = c(x) + x c'(x)``. Exact:
         ``c = Phi``, ``c' = phi = exp(-x^2/2) / sqrt(2 pi)``. Tanh:
-        ``c = s = sigmoid(2u)``, ``c' = 2 s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``.
+        ``c = s = sigmoid(2u)``, ``c' = 2 s (1 - s) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``;
+        ``u`` and ``c'`` are evaluated at ``x`` clipped to ``[-30, 30]``, where ``s`` is
+        already exactly 0 or 1, so a large finite ``x`` (``x^3`` overflowing
+        float32 past ``|x| ~ 7e12``) gives the slope 0 or 1, not NaN.
     """
 
     _K = math.sqrt(2.0 / math.pi)
     _C = 0.044715
+    _SATURATED = 30.0
 
     def __init__(self, approximate: str = "none", *, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -270,8 +275,10 @@ class GELU(ActivationLayer):
         x = as_float(x)
         f = x.dtype.type
         if self.approximate == "tanh":
-            ctx.x = x
-            cdf = ctx.cdf = stable_sigmoid(f(2.0 * self._K) * (x + f(self._C) * x * x * x))
+            # sigmoid(2u) is exactly 0 or 1 past |x| = 30 in every float dtype (2|u| > 1900),
+            # so clipping there changes nothing but keeps x^3 (and backward's x^2) finite
+            xc = ctx.x = np.clip(x, f(-self._SATURATED), f(self._SATURATED))
+            cdf = ctx.cdf = stable_sigmoid(f(2.0 * self._K) * (xc + f(self._C) * xc * xc * xc))
             return x * cdf
         # f'(x) = Phi(x) + x phi(x) is computed with f(x), while Phi is at hand
         y, ctx.slope = gelu_and_slope(x, slope=ctx.record)

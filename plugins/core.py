@@ -266,7 +266,7 @@ class Flatten(Layer):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1, *, name: str | None = None) -> None:
         super().__init__(name=name)
-        if not isinstance(start_dim, int) or not isinstance(end_dim, int):
+        if any(isinstance(d, bool) or not isinstance(d, int) for d in (start_dim, end_dim)):
             raise ConfigError(
                 f"Flatten: start_dim and end_dim must be integers, got {start_dim!r}, {end_dim!r}"
             )
@@ -276,6 +276,12 @@ class Flatten(Layer):
         self.end_dim = end_dim
 
     def _axes(self, rank: int) -> tuple[int, int]:
+        for arg, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)):
+            if not -rank <= dim < rank:
+                raise ShapeError(
+                    f"{self.describe()}: {arg}={dim} is out of range for a rank-{rank} input "
+                    f"(expected {-rank} <= {arg} < {rank})"
+                )
         start = self.start_dim % rank
         end = self.end_dim % rank
         if start == 0 or end < start:
@@ -292,7 +298,8 @@ class Flatten(Layer):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         ctx.in_shape = x.shape
         start, end = self._axes(x.ndim)
-        return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :])
+        # the size spelt out, not -1: an empty batch (N = 0) has no size to infer it from
+        return x.reshape(*x.shape[:start], math.prod(x.shape[start : end + 1]), *x.shape[end + 1 :])
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         return grad_out.reshape(ctx.in_shape)

@@ -324,11 +324,11 @@ class RMSNorm(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
         if (
             not isinstance(shape, (tuple, list))
             or not shape
-            or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in shape)
+            or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape)
         ):
             raise ConfigError(
                 f"RMSNorm: normalized_shape must be a positive int or tuple of them, got {normalized_shape!r}"
@@ -349,7 +349,7 @@ class RMSNorm(Layer):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         self.output_shape(x.shape)
         k = len(self.normalized_shape)
-        flat = x.reshape(*x.shape[: x.ndim - k], -1)
+        flat = x.reshape(*x.shape[: x.ndim - k], math.prod(self.normalized_shape))  # not -1: N may be 0
         eps = np.finfo(x.dtype).eps if self.eps is None else self.eps
         r = 1.0 / np.sqrt(np.mean(flat * flat, axis=-1, keepdims=True) + eps)
         xhat = (flat * r).reshape(x.shape)
@@ -363,7 +363,8 @@ class RMSNorm(Layer):
             self.weight.add_grad(np.sum(g * xhat, axis=tuple(range(g.ndim - k))))
             g = g * self.weight.data
         lead = g.shape[: g.ndim - k]
-        g2, x2 = g.reshape(*lead, -1), xhat.reshape(*lead, -1)
+        d = math.prod(self.normalized_shape)
+        g2, x2 = g.reshape(*lead, d), xhat.reshape(*lead, d)
         dx = g2 - x2 * np.mean(g2 * x2, axis=-1, keepdims=True)
         dx *= ctx.r
         return dx.reshape(grad_out.shape)

@@ -20,12 +20,21 @@ from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
 
 
+def _sum(x: list[np.ndarray]) -> np.ndarray:
+    """``x_1 + ... + x_k`` in a new array of the inputs' common dtype (integer and float: float)."""
+    out = np.add(x[0], x[1], dtype=np.result_type(*x))
+    for a in x[2:]:
+        out += a
+    return out
+
+
 class _Merge(Layer):
-    """Shared checks: a list of at least two inputs."""
+    """Shared checks: a list of at least two inputs, all of one batch size."""
 
     def _shapes(self, input_shape: Any) -> list[tuple[int | None, ...]]:
         if not isinstance(input_shape, list) or len(input_shape) < 2:
@@ -33,6 +42,16 @@ class _Merge(Layer):
                 f"{self.describe()} expects a list of at least 2 inputs, got {format_shape(input_shape)}"
             )
         return [tuple(s) for s in input_shape]
+
+    def _check_batch(self, x: list[np.ndarray]) -> None:
+        """Refuse inputs of different batch sizes (NumPy would broadcast a batch of 1 silently)."""
+        sizes = [a.shape[0] for a in x]
+        if any(n != sizes[0] for n in sizes[1:]):
+            shapes = ", ".join(format_shape(a.shape) for a in x)
+            raise ShapeError(
+                f"{self.describe()} needs inputs of one batch size, got batch sizes {sizes} "
+                f"(input shapes {shapes})"
+            )
 
     def build(self, input_shape: Any) -> None:
         self.output_shape(input_shape)
@@ -72,11 +91,9 @@ class Add(_Elementwise):
     """
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
-        out = x[0] + x[1]
-        for a in x[2:]:
-            out += a
+        self._check_batch(x)
         ctx.n = len(x)
-        return out
+        return _sum(x)
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
         # one array per input: a consumer may modify its gradient in place
@@ -96,8 +113,9 @@ class Multiply(_Elementwise):
     """
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
+        self._check_batch(x)
         ctx.x = list(x)
-        out = x[0] * x[1]
+        out = np.multiply(x[0], x[1], dtype=np.result_type(*x))
         for a in x[2:]:
             out *= a
         return out
@@ -138,6 +156,7 @@ class Subtract(_Elementwise):
         return super().output_shape(input_shape)
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
+        self._check_batch(x)
         return x[0] - x[1]
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
@@ -149,18 +168,19 @@ class Average(_Elementwise):
 
     Shape:
         - Input: a list of ``k >= 2`` arrays of one shape ``(N, *)``.
-        - Output: ``(N, *)``.
+        - Output: ``(N, *)``; integer inputs average in the default float dtype.
 
     Gradient:
         ``dL/dx_i = dL/dy / k`` for every input.
     """
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
-        out = x[0] + x[1]
-        for a in x[2:]:
-            out += a
+        self._check_batch(x)
         ctx.n = len(x)
-        out *= out.dtype.type(1.0 / len(x)) if np.issubdtype(out.dtype, np.floating) else 1
+        out = _sum(x)
+        if not np.issubdtype(out.dtype, np.floating):  # the mean of integers is not an integer
+            out = out.astype(get_default_dtype())
+        out *= out.dtype.type(1.0 / len(x))
         return out
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> list[np.ndarray]:
@@ -173,6 +193,7 @@ class _Extremum(_Elementwise):
     _arg: Any = None
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
+        self._check_batch(x)
         stacked = np.stack(x)
         ctx.winner = type(self)._arg(stacked, axis=0)
         ctx.n = len(x)
@@ -268,6 +289,7 @@ class Concatenate(_Merge):
         self.input_spec = [(*s[:axis], None, *s[axis + 1 :]) for s in self.input_spec]
 
     def forward(self, ctx: Context, x: list[np.ndarray]) -> np.ndarray:
+        self._check_batch(x)
         axis = self._axis(x[0].ndim)
         ctx.splits = np.cumsum([a.shape[axis] for a in x])[:-1]
         return np.concatenate(x, axis=axis)
