@@ -748,11 +748,6 @@ def test_resume_from_a_model_checkpoint_file_continues_the_same_rates(opt, cbs, 
 
 
 @requires_h5py
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ReduceLROnPlateau's best/wait/cooldown (and EarlyStopping's) are not in the checkpoint, "
-    "so a resumed fit restarts plateau detection and the rates differ from the uninterrupted run",
-)
 def test_resume_with_reduce_lr_on_plateau_continues_the_same_rates(tmp_path, float64):
     def plateau():
         return [ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0)]

@@ -990,11 +990,6 @@ def test_scale_and_growth_schedule_survive_an_optimizer_state_round_trip():
 
 
 @requires_h5py
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the HDF5 checkpoint keeps the loss scale and its count but not growth_interval "
-    "(framework/saving/writer.py, planning.py); a resumed run doubles the scale at other steps",
-)
 def test_model_save_keeps_a_custom_growth_interval(tmp_path):
     with default_dtype("float16"):
         model = Sequential([Linear(3, 2)])

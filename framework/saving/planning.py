@@ -284,4 +284,9 @@ def _loss_scale(group: Any) -> dict[str, Any] | None:
             f"attribute 'loss_scale' in /optimizer is {scale!r}, expected a finite number > 0"
         )
     good = attr_int(group, "loss_scale_good_steps", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
-    return {"scale": scale, "good_steps": good}
+    state: dict[str, Any] = {"scale": scale, "good_steps": good}
+    if "loss_scale_growth_interval" in group.attrs:  # absent from older files: the scaler keeps its own
+        state["growth_interval"] = attr_int(
+            group, "loss_scale_growth_interval", "/optimizer", low=1, high=MAX_ITERATIONS
+        )
+    return state

@@ -22,6 +22,7 @@ import numpy as np
 from framework.base.initializer import skip_initialization
 from framework.errors import CheckpointError, UnknownNameError
 from framework.registry.namespace import custom_object_scope
+from framework.saving.callback_state import read_callback_states
 from framework.saving.hdf5 import (
     attr_int,
     attr_json,
@@ -187,6 +188,7 @@ def _load_model(
             entries += [(lname, *e) for e in _plan_layer(lgroup, owned[lname], f"/weights/{lname}", plan)]
         slots = _plan_slots(handle, model, plan) if compile else {}
         training = _training_state(handle, name)
+        callback_states = read_callback_states(handle, model, plan)
         # Every dataset is checked and the budget holds: now read.
         for lname, key, holder, dataset, is_param in entries:
             where = f"/weights/{lname}/{dataset_path(key)}"
@@ -211,7 +213,8 @@ def _load_model(
                 _load_slots(handle, model, slots, strict, name)
         if training is not None:
             model.epoch = training["epoch"]
-        model.training_state = training or {"epoch": getattr(model, "epoch", 0), "rng": None}
+        state = training or {"epoch": getattr(model, "epoch", 0), "rng": None}
+        model.training_state = {**state, "callbacks": callback_states}
     return model
 
 

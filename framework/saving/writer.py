@@ -19,6 +19,7 @@ from framework._version import __version__
 from framework.errors import CheckpointError
 from framework.registry.manager import REGISTRY
 from framework.saving.atomic import atomic_h5
+from framework.saving.callback_state import write_callback_states
 
 if TYPE_CHECKING:
     import h5py
@@ -162,6 +163,8 @@ def _write_optimizer(handle: h5py.File, model: Model, compression: str | None) -
     if loss_scale is not None:  # float16 parameters: the dynamic loss scale and its growth count
         group.attrs["loss_scale"] = np.float64(loss_scale["scale"])
         group.attrs["loss_scale_good_steps"] = np.int64(loss_scale["good_steps"])
+        if "growth_interval" in loss_scale:
+            group.attrs["loss_scale_growth_interval"] = np.int64(loss_scale["growth_interval"])
 
 
 def _training_state(model: Model) -> dict[str, Any]:
@@ -254,7 +257,9 @@ def save_model(
             handle.create_group("compile").attrs["config"] = _json(model.compile_config())
             if include_optimizer:
                 _write_optimizer(handle, model, compression)
-        handle.create_group("training").attrs["state"] = _json(_training_state(model))
+        training = handle.create_group("training")
+        training.attrs["state"] = _json(_training_state(model))
+        write_callback_states(training, getattr(model, "fit_callbacks", None), _json)
 
 
 def save_weights(model: Model, path: str | os.PathLike[str], *, compression: str | None = None) -> None:

@@ -33,6 +33,7 @@ from framework.runtime.random import get_rng
 from framework.training.batching import batch_from_iterable, batching, check_positive_int, full_batch_layer
 from framework.training.callbacks import (
     CallbackList,
+    FitCallbacks,
     History,
     ProgbarLogger,
     as_callback_list,
@@ -199,7 +200,8 @@ def fit(
     # shuffles as the uninterrupted one did; without, the global generator, which a resumed
     # fit takes back from the checkpoint (see resume_state).
     rng: Any = get_rng() if seed is None else None
-    resume_state(model, initial_epoch)
+    saved_callbacks = resume_state(model, initial_epoch)
+    model.fit_callbacks = FitCallbacks(user_callbacks)  # what a checkpoint written from now on records
 
     parallel = data_parallel(model)  # None unless data-parallel on several MPI ranks
     replicas = make_replicas("fit", model, threads, on_ranks=parallel is not None)
@@ -232,6 +234,7 @@ def fit(
     with Interrupt(model.optimizer) as interrupt, replicas or contextlib.nullcontext():
         try:
             cb.on_train_begin()
+            resume_callbacks(user_callbacks, saved_callbacks)
             for epoch in range(initial_epoch, epochs):
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
@@ -317,18 +320,34 @@ def fit(
     return history
 
 
-def resume_state(model: Model, initial_epoch: int) -> None:
+def resume_state(model: Model, initial_epoch: int) -> dict[str, dict[str, Any]]:
     """Resuming at the epoch a checkpoint was saved after: put its generator states back.
 
     ``load_model`` touches no global state; the first ``fit(initial_epoch=model.epoch)``
     afterwards restores the framework's global generator and each layer's own
     generator (a seeded ``Dropout``) as they were when the checkpoint was written,
     once, so 2 epochs + save + load + 2 epochs equals 4 epochs bit for bit.
+
+    Returns:
+        the callbacks' saved states by key, for :func:`resume_callbacks`
+        (``{}`` when this fit does not resume a checkpoint).
     """
     state = getattr(model, "training_state", None)
     if not initial_epoch or not isinstance(state, dict) or state.get("epoch") != initial_epoch:
-        return
+        return {}
     from framework.saving.checkpoint import restore_rng_state
 
     restore_rng_state(model)
     model.training_state = None
+    return state.get("callbacks") or {}
+
+
+def resume_callbacks(callbacks: list[Any], saved: dict[str, dict[str, Any]]) -> None:
+    """Hand each callback the state its namesake (same class, same rank among that class) saved."""
+    if not saved:
+        return
+    from framework.saving.callback_state import keyed
+
+    for key, callback in keyed(callbacks):
+        if key in saved:
+            callback.load_state_dict(saved[key])

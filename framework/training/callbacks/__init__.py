@@ -23,7 +23,13 @@ Built-ins: :class:`History` (added to every ``fit``), :class:`EarlyStopping`,
 :class:`ProgbarLogger` (added by ``verbose``).
 """
 
-from framework.training.callbacks.base import Callback, CallbackList, History, as_callback_list
+from framework.training.callbacks.base import (
+    Callback,
+    CallbackList,
+    FitCallbacks,
+    History,
+    as_callback_list,
+)
 from framework.training.callbacks.builtin import CSVLogger, LambdaCallback, TerminateOnNaN
 from framework.training.callbacks.monitors import (
     EarlyStopping,
@@ -37,6 +43,7 @@ from framework.training.callbacks.tensorboard import TensorBoard
 __all__ = [
     "Callback",
     "CallbackList",
+    "FitCallbacks",
     "History",
     "EarlyStopping",
     "ModelCheckpoint",

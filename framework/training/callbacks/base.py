@@ -10,7 +10,7 @@ import numpy as np
 
 from framework.errors import ConfigError
 
-__all__ = ["Callback", "CallbackList", "History", "Logs", "is_scalar"]
+__all__ = ["Callback", "CallbackList", "FitCallbacks", "History", "Logs", "is_scalar"]
 
 Logs = dict[str, Any]
 
@@ -29,9 +29,14 @@ class Callback:
             under data-parallel ``fit`` on several MPI ranks it runs on rank 0
             alone. ``False`` (the default) runs it on every rank, with the same
             epoch logs, so its decisions (``EarlyStopping``) agree.
+        writes_model: ``True`` for a callback that saves the model at an
+            epoch's end (``ModelCheckpoint``): its ``on_epoch_end`` runs after
+            every other callback's, so the file holds their updates (a
+            learning rate ``ReduceLROnPlateau`` just lowered, their states).
     """
 
     main_process_only = False
+    writes_model = False
 
     def __init__(self) -> None:
         self.model: Any = None
@@ -39,6 +44,22 @@ class Callback:
 
     def set_model(self, model: Any) -> None:
         self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint written during or after ``fit`` keeps of this callback, to resume it.
+
+        Values are numbers, strings or ``{name: array}`` dicts of the model's
+        state entries. The default, ``{}``, keeps nothing (a stateless callback).
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` gave.
+
+        The first ``fit(initial_epoch=model.epoch)`` after ``load_model`` calls it,
+        after ``on_train_begin``, on the callback of the same class (and rank
+        among callbacks of that class) as when the checkpoint was written.
+        """
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
@@ -156,7 +177,10 @@ class CallbackList:
         self._each("on_epoch_begin", epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        self._each("on_epoch_end", epoch, logs)
+        # the callbacks that write the model (ModelCheckpoint) come last, so a checkpoint holds
+        # the epoch's learning-rate changes and every other callback's state after this epoch
+        for cb in sorted(self.callbacks, key=lambda c: bool(getattr(c, "writes_model", False))):
+            cb.on_epoch_end(epoch, logs)
 
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
         for cb in self._train_batch:
@@ -193,6 +217,20 @@ class CallbackList:
     def on_predict_batch_end(self, batch: int, logs: Logs | None = None) -> None:
         for cb in self._predict_batch:
             cb.on_predict_batch_end(batch, logs)
+
+
+class FitCallbacks(list[Any]):
+    """The callbacks of a model's last ``fit`` (``model.fit_callbacks``), whose states checkpoints record.
+
+    A record, not part of the model: a copy of the model (``copy.deepcopy``, a
+    pickle, the replicas of ``fit(threads=K)``) gets an empty one.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FitCallbacks:
+        return FitCallbacks()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FitCallbacks, ())
 
 
 def as_callback_list(callbacks: Any) -> list[Callback]:

@@ -1,21 +1,21 @@
-"""Callbacks that watch a logged quantity or steer the learning rate: :class:`EarlyStopping`,
-:class:`ModelCheckpoint`, :class:`ReduceLROnPlateau`, :class:`LearningRateScheduler`.
+"""Callbacks that watch a logged quantity: :class:`EarlyStopping`, :class:`ModelCheckpoint`,
+:class:`ReduceLROnPlateau`. Each keeps what it has seen in :meth:`~_Monitor.state_dict`, which
+checkpoints record so that a resumed ``fit`` continues it.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from framework.errors import ConfigError
+from framework.errors import CheckpointError, ConfigError
 from framework.training.callbacks.arguments import check_count, check_number
 from framework.training.callbacks.base import Callback, Logs, is_scalar
+from framework.training.callbacks.scheduling import LearningRateScheduler, set_lr
 
 __all__ = ["EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "ReduceLROnPlateau"]
 
@@ -44,6 +44,48 @@ class _Monitor(Callback):
         self.mode = _resolve_mode(monitor, mode, type(self).__name__)
         self.min_delta = check_number(type(self).__name__, "min_delta", min_delta)
         self.best = math.inf if self.mode == "min" else -math.inf
+
+    #: the attributes a checkpoint keeps (besides ``monitor`` and ``mode``, which must match)
+    resumable: tuple[str, ...] = ("best",)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``monitor``, ``mode`` and the :attr:`resumable` counters, for a checkpoint."""
+        return {"monitor": self.monitor, "mode": self.mode} | {k: getattr(self, k) for k in self.resumable}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._take_state(state)
+
+    def _take_state(self, state: dict[str, Any]) -> bool:
+        """Take back :meth:`state_dict`'s counters; a state for another quantity is left out, with a warning.
+
+        Returns:
+            whether the state was taken.
+
+        Raises:
+            CheckpointError: a counter missing or of the wrong kind.
+        """
+        owner = type(self).__name__
+        if (state.get("monitor"), state.get("mode")) != (self.monitor, self.mode):
+            warnings.warn(
+                f"{owner}: the checkpoint's state watched {state.get('monitor')!r} ({state.get('mode')}), "
+                f"this callback {self.monitor!r} ({self.mode}); starting it afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return False
+        values = {}
+        for key in self.resumable:
+            value, kind = state.get(key), type(getattr(self, key))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not kind or (isinstance(value, int) and value < 0):
+                raise CheckpointError(
+                    f"{owner}: saved state {key!r} should be a {kind.__name__}, got {value!r}"
+                )
+            values[key] = value
+        for key, value in values.items():
+            setattr(self, key, value)
+        return True
 
     def _current(self, logs: Logs | None) -> float | None:
         """The monitored value as a float; ``None`` (with a warning) when it is not logged.
@@ -128,6 +170,20 @@ class EarlyStopping(_Monitor):
         self.best_epoch = 0
         self.best_weights: dict[str, np.ndarray] | None = None
 
+    resumable = ("best", "wait", "best_epoch")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters, and the best epoch's weights when they are to be restored."""
+        state = super().state_dict()
+        if self.best_weights is not None:
+            state["best_weights"] = self.best_weights
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        weights = state.get("best_weights")
+        if self._take_state(state) and self.restore_best_weights and isinstance(weights, dict):
+            self.best_weights = {k: np.array(v, copy=True) for k, v in weights.items()}
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait = 0
         self.stopped_epoch = 0
@@ -184,6 +240,7 @@ class ModelCheckpoint(_Monitor):
     """
 
     main_process_only = True  # data-parallel fit: rank 0 alone writes the files
+    writes_model = True  # at an epoch's end it runs after the other callbacks (ReduceLROnPlateau's rate)
 
     def __init__(
         self,
@@ -227,15 +284,6 @@ class ModelCheckpoint(_Monitor):
             print(f"Epoch {epoch + 1}: saved {'weights' if self.save_weights_only else 'model'} to {path}")
 
 
-def _set_lr(optimizer: Any, value: float, owner: str) -> None:
-    if callable(optimizer.learning_rate):
-        raise ConfigError(
-            f"{owner}: the optimizer's learning rate is a schedule ({optimizer.learning_rate!r}); "
-            "a callback cannot also change it"
-        )
-    optimizer.learning_rate = float(value)
-
-
 class ReduceLROnPlateau(_Monitor):
     """Multiplies the learning rate by ``factor`` when ``monitor`` stops improving.
 
@@ -274,6 +322,8 @@ class ReduceLROnPlateau(_Monitor):
         self.wait = 0
         self.cooldown_counter = 0
 
+    resumable = ("best", "wait", "cooldown_counter")
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait = 0
         self.cooldown_counter = 0
@@ -301,73 +351,8 @@ class ReduceLROnPlateau(_Monitor):
             old = optimizer.lr
             new = max(old * self.factor, self.min_lr)
             if new < old:
-                _set_lr(optimizer, new, "ReduceLROnPlateau")
+                set_lr(optimizer, new, "ReduceLROnPlateau")
                 if self.verbose:
                     print(f"Epoch {epoch + 1}: ReduceLROnPlateau reduced the learning rate to {new:.3g}")
             self.cooldown_counter = self.cooldown
             self.wait = 0
-
-
-class LearningRateScheduler(Callback):
-    """Sets the learning rate at each epoch's start to ``schedule(epoch, lr)``.
-
-    Args:
-        schedule: a function ``(epoch, current_lr) -> new_lr`` (epoch 0-based),
-            or ``(epoch) -> new_lr`` (Keras's older form), such as a schedule
-            of :mod:`framework.base.schedules` (``StepDecay(0.1, step_size=2)``
-            then steps per epoch, as a PyTorch scheduler stepped each epoch).
-        verbose: print the new rate each epoch.
-
-    Raises:
-        ConfigError: ``schedule`` is not callable or takes neither form.
-    """
-
-    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
-        super().__init__()
-        if not callable(schedule):
-            raise ConfigError(f"LearningRateScheduler: schedule must be callable, got {schedule!r}")
-        self.schedule = schedule
-        self.verbose = verbose
-        self._takes_lr = _arity(schedule) == 2
-
-    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        optimizer = self.model.optimizer
-        new = self.schedule(epoch, optimizer.lr) if self._takes_lr else self.schedule(epoch)
-        if (
-            isinstance(new, bool)
-            or not isinstance(new, (int, float, np.floating))
-            or not math.isfinite(new)
-            or new < 0
-        ):
-            raise ConfigError(
-                f"LearningRateScheduler: schedule returned {new!r}; expected a finite float >= 0"
-            )
-        _set_lr(optimizer, float(new), "LearningRateScheduler")
-        if self.verbose:
-            print(f"Epoch {epoch + 1}: learning rate {float(new):.3g}")
-
-    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        if logs is not None:
-            logs["lr"] = self.model.optimizer.lr
-
-
-def _arity(schedule: Callable[..., float]) -> int:
-    """2 for a ``schedule(epoch, lr)``, 1 for a ``schedule(epoch)``.
-
-    Raises:
-        ConfigError: a callable that can be called with neither.
-    """
-    try:
-        signature = inspect.signature(schedule)
-    except (TypeError, ValueError):  # no signature to read (a builtin): Keras's (epoch, lr)
-        return 2
-    for arity in (2, 1):
-        try:
-            signature.bind(*range(arity))
-        except TypeError:
-            continue
-        return arity
-    raise ConfigError(
-        f"LearningRateScheduler: schedule must take (epoch, lr) or (epoch), got {schedule!r} "
-        f"with signature {signature}"
-    )
