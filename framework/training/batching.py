@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.batch_axis import check_batch_axis
 from framework.training.data import ArrayData, resolve_dicts
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ def batching(
     layer = full_batch_layer(model) if isinstance(data, ArrayData) else None
     if layer is None:
         size = 32 if batch_size is None else check_positive_int(f"{owner}: batch_size", batch_size)
-        return size, True if shuffle is None else bool(shuffle)
+        shuffled = True if shuffle is None else bool(shuffle)
+        if isinstance(data, ArrayData):
+            check_batch_axis(owner, model, data, size, shuffled)
+        return size, shuffled
     n = data.n
     why = (
         f"{layer.describe()} needs the whole batch (needs_full_batch: e.g. a graph layer's adjacency "

@@ -41,6 +41,7 @@ from framework.errors import ConfigError
 from framework.runtime import blas
 from framework.runtime.random import get_rng, thread_rng
 from framework.runtime.threads import GroupAborted, ThreadGroup, member_of
+from framework.training.batch_axis import mismatch, rows
 from framework.training.batching import full_batch_layer
 
 if TYPE_CHECKING:
@@ -52,15 +53,6 @@ __all__ = ["Replicas", "make_replicas"]
 def _batch_size(x: Any) -> int:
     first = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, (list, tuple)) else x
     return len(first)
-
-
-def _rows(x: Any, start: int, stop: int) -> Any:
-    """Samples ``start:stop`` of an array, or of each array of a list, tuple or dict."""
-    if isinstance(x, dict):
-        return {key: value[start:stop] for key, value in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(value[start:stop] for value in x)
-    return x[start:stop]
 
 
 def _join(parts: list[Any]) -> Any:
@@ -90,11 +82,6 @@ def _reseed(original: Layer, replica: Layer, salt: int) -> None:
         _reseed(mine, theirs, salt)
 
 
-#: (rtol, atol relative to the output's largest value) within which a float dtype's outputs
-#: count as equal: room for the order of sums, not for samples mixed across the shards
-_TOLERANCE = {2: (5e-2, 5e-3), 4: (1e-3, 1e-5), 8: (1e-9, 1e-12)}
-
-
 #: the attribute values _follow copies from the model's layers into the replicas'
 _PLAIN = (bool, int, float, complex, str, bytes, type(None), np.generic)
 _MISSING = object()
@@ -111,23 +98,6 @@ def _uncopyable(model: Layer) -> str | None:
     except Exception:
         return model.describe()
     return None
-
-
-def _mismatch(whole: np.ndarray, parts: list[np.ndarray]) -> str | None:
-    """Why ``parts`` joined on axis 0 are not ``whole``; ``None`` when they are, to the dtype's rounding."""
-    shapes_differ = whole.ndim == 0 or any(p.ndim == 0 or p.shape[1:] != whole.shape[1:] for p in parts)
-    if shapes_differ or sum(len(p) for p in parts) != len(whole):
-        return f"shape {whole.shape}, the shards' {', '.join(str(p.shape) for p in parts)}"
-    joined = np.concatenate(parts)
-    if not np.issubdtype(whole.dtype, np.inexact):
-        return None if np.array_equal(joined, whole) else "they differ"
-    finite = np.abs(whole[np.isfinite(whole)])
-    scale = max(1.0, float(finite.max(initial=0.0)))
-    rtol, atol = _TOLERANCE.get(np.finfo(whole.dtype).bits // 8, _TOLERANCE[8])
-    if np.allclose(joined, whole, rtol=rtol, atol=atol * scale, equal_nan=True):
-        return None
-    gap = np.nanmax(np.abs(joined.astype(np.float64) - whole))
-    return f"they differ by up to {gap:.3g}"
 
 
 class Replicas:
@@ -268,7 +238,7 @@ class Replicas:
         mode = {"needs_input_grad": ctx.needs_input_grad, "record": ctx.record}
         contexts = [Context(ctx.training, **mode) for _ in range(size)]
         outs = self._run(
-            size, lambda k, model: model.forward(contexts[k], _rows(x, cuts[k], cuts[k + 1]), **kwargs)
+            size, lambda k, model: model.forward(contexts[k], rows(x, cuts[k], cuts[k + 1]), **kwargs)
         )
         ctx.shards = (contexts, cuts)
         return _join(outs)
@@ -305,14 +275,14 @@ class Replicas:
         """
         self._checked = True
 
-        def infer(model: Layer, rows: Any) -> list[Any]:
-            out = model.forward(Context(False, record=False), rows, **kwargs)
+        def infer(model: Layer, part: Any) -> list[Any]:
+            out = model.forward(Context(False, record=False), part, **kwargs)
             return list(out) if isinstance(out, (list, tuple)) else [out]
 
         whole = infer(self.model, x)
-        parts = self._run(len(cuts) - 1, lambda k, model: infer(model, _rows(x, cuts[k], cuts[k + 1])))
+        parts = self._run(len(cuts) - 1, lambda k, model: infer(model, rows(x, cuts[k], cuts[k + 1])))
         for k, one in enumerate(whole):
-            problem = _mismatch(np.asarray(one), [np.asarray(p[k]) for p in parts])
+            problem = mismatch(np.asarray(one), [np.asarray(p[k]) for p in parts])
             if problem is not None:
                 raise ConfigError(
                     f"threads={self.threads}: {self.model.describe()}'s output {k} for a whole batch of "
@@ -338,7 +308,7 @@ class Replicas:
         for sub in contexts:
             sub.grad_at_logits = at_logits
         grads = self._run(
-            size, lambda k, model: model.backward(contexts[k], _rows(grad_out, cuts[k], cuts[k + 1]))
+            size, lambda k, model: model.backward(contexts[k], rows(grad_out, cuts[k], cuts[k + 1]))
         )
         for pairs in self._params[: size - 1]:
             for mine, theirs in pairs:
