@@ -82,7 +82,9 @@ class BatchNorm(Layer):
         num_features: the number of channels ``C`` (size of axis 1).
         eps: added to the variance for numerical stability (default ``1e-5``).
         momentum: weight of the new batch statistic in the running estimates,
-            in ``[0, 1]`` (default ``0.1``).
+            in ``[0, 1]`` (default ``0.1``). PyTorch's ``momentum=None`` (a
+            cumulative average over all batches) is not supported: refused
+            with a ``ConfigError``.
         affine: whether to learn a per-channel scale and shift (default ``True``).
         track_running_stats: whether to keep running estimates for eval mode
             (default ``True``).

@@ -421,8 +421,9 @@ def test_batchnorm_matches_torch_over_steps_then_eval(shape, kwargs, dtype, rng,
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: BatchNorm/InstanceNorm refuse PyTorch's momentum=None (cumulative moving average, "
-    "1/num_batches_tracked); a fix also needs num_batches_tracked saved in checkpoints and SyncBatchNorm",
+    reason="LIMITATION (BatchNorm's docstring): PyTorch's momentum=None (cumulative moving average, "
+    "1/num_batches_tracked) is refused with a ConfigError; it would need num_batches_tracked saved in "
+    "checkpoints and SyncBatchNorm",
 )
 @pytest.mark.parametrize(
     ("ours_cls", "torch_cls", "shape"),
