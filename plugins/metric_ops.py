@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.loss import widen
 from framework.base.metric import Metric
 from framework.errors import DataError, ShapeError
 
@@ -67,7 +68,7 @@ def decisions(
     - ``"multilabel"`` (a bound sigmoid over ``K > 1`` columns): ``pred`` /
       ``true`` booleans ``(N, K)``, ``classes`` ``K``, ``weight`` ``(N,)``.
     """
-    y_pred = np.asarray(y_pred)
+    y_pred = widen(np.asarray(y_pred))  # a float16 score is compared with the threshold exactly
     if y_pred.ndim == 0:
         raise ShapeError(f"{type(metric).__name__}: y_pred must have a batch axis, got a scalar")
     n = y_pred.shape[0]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.loss import widen
 from framework.base.metric import Metric
 from framework.base.validation import match_target_shape
 from framework.errors import ConfigError, ShapeError
@@ -84,7 +85,7 @@ class Accuracy(Metric):
 
     def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
         """1.0 where the prediction is right, per sample (and position / label)."""
-        y_pred = np.asarray(y_pred)
+        y_pred = widen(np.asarray(y_pred))  # float16 scores meet the threshold as float32 ones do
         if y_pred.ndim == 0:
             raise ShapeError(f"Accuracy: y_pred must have a batch axis, got shape {y_pred.shape}")
         if is_binary_output(self, y_pred):

@@ -760,11 +760,6 @@ def test_float32_model_backward_of_a_float64_gradient_stays_float32(kind):
     assert dx.dtype == np.float32
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: losses compute in float16 for a float16 model: MSE of errors > 256 overflows to inf "
-    "(PyTorch AMP and Keras mixed_float16 compute losses in float32)",
-)
 def test_float16_model_reports_a_finite_loss_when_float32_would():
     with default_dtype("float16"):
         model = Sequential([Linear(2, 1, weight_init="zeros")])

@@ -11,10 +11,18 @@ model's last layer:
 - :meth:`Loss.backward_logits`: the fused gradient with respect to the logits
   of a model ending in the ``link`` activation;
 - :func:`check_output_pairing`: the warning text for an inconsistent pairing.
+
+It also holds the precision rule of every loss (as PyTorch's autocast and
+Keras's ``mixed_float16`` policy compute losses in float32): a subclass's
+``forward`` receives predictions of a floating dtype narrower than float32
+(float16) as float32, and its ``backward`` / ``backward_logits`` return the
+gradient cast back to the predictions' dtype (see :class:`Loss`).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,7 +30,10 @@ import numpy as np
 from framework.base.config import Configurable
 from framework.errors import ShapeError
 
-__all__ = ["LINKS", "Loss", "check_output_pairing", "check_sample_weight"]
+__all__ = ["COMPUTE_DTYPE", "LINKS", "Loss", "check_output_pairing", "check_sample_weight", "widen"]
+
+#: The narrowest dtype a loss computes in: narrower floating predictions (float16) are widened to it.
+COMPUTE_DTYPE = np.dtype(np.float32)
 
 #: The activations a classification loss may be linked to.
 LINKS = ("softmax", "sigmoid")
@@ -32,6 +43,80 @@ _OTHER_LOSS = {
     ("logits", "sigmoid"): "'binary_crossentropy'",
     ("probabilities", "softmax"): "'cross_entropy' (PyTorch's CrossEntropyLoss)",
     ("probabilities", "sigmoid"): "'bce_with_logits' (PyTorch's BCEWithLogitsLoss)",
+}
+
+
+def _narrow_dtype(y_pred: Any) -> np.dtype | None:
+    """``y_pred``'s dtype when it is a floating dtype narrower than :data:`COMPUTE_DTYPE`, else ``None``."""
+    dtype = y_pred.dtype if isinstance(y_pred, (np.ndarray, np.generic)) else None
+    if dtype is not None and np.issubdtype(dtype, np.floating) and dtype.itemsize < COMPUTE_DTYPE.itemsize:
+        return np.dtype(dtype)
+    return None
+
+
+def widen(y_pred: Any) -> Any:
+    """``y_pred`` as a :data:`COMPUTE_DTYPE` array when its dtype is a narrower float; else unchanged.
+
+    What losses and metrics compute on: float16 predictions become float32
+    (exactly); float32, float64, integers and non-arrays are returned as given.
+    """
+    if _narrow_dtype(y_pred) is None:
+        return y_pred
+    return np.asarray(y_pred, dtype=COMPUTE_DTYPE)
+
+
+def _widening_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's ``forward``: narrow predictions are computed on in float32.
+
+    Only the outermost call of an instance converts (a ``forward`` calling
+    ``super().forward`` is wrapped twice); it records the dtype that
+    ``backward`` casts the gradient back to.
+    """
+
+    @functools.wraps(fn)
+    def forward(self: Loss, y_pred: Any, y_true: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._in_precision_call:
+            return fn(self, y_pred, y_true, *args, **kwargs)
+        narrow = _narrow_dtype(y_pred)
+        y_pred = widen(y_pred)
+        self._in_precision_call = True
+        try:
+            value = fn(self, y_pred, y_true, *args, **kwargs)
+        finally:
+            self._in_precision_call = False
+        self._grad_dtype = narrow
+        return value
+
+    forward._loss_precision = True  # type: ignore[attr-defined]
+    return forward
+
+
+def _narrowing_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a subclass's ``backward`` / ``backward_logits``: scale, then cast to the predictions' dtype."""
+
+    @functools.wraps(fn)
+    def backward(self: Loss, *args: Any, scale: float | None = None, **kwargs: Any) -> Any:
+        if self._in_precision_call:
+            return fn(self, *args, **kwargs)
+        self._in_precision_call = True
+        try:
+            grad = fn(self, *args, **kwargs)
+        finally:
+            self._in_precision_call = False
+        narrow = self._grad_dtype
+        with np.errstate(over="ignore"):  # an overflow is an infinity; a loss-scaled step then skips
+            if scale is not None:
+                grad = np.multiply(grad, scale, dtype=np.result_type(grad, np.float32))
+            return grad if narrow is None else np.asarray(grad).astype(narrow)
+
+    backward._loss_precision = True  # type: ignore[attr-defined]
+    return backward
+
+
+_PRECISION_WRAPPERS = {
+    "forward": _widening_forward,
+    "backward": _narrowing_backward,
+    "backward_logits": _narrowing_backward,
 }
 
 
@@ -49,6 +134,20 @@ class Loss(Configurable):
     renormalised), and the gradient of sample ``i`` is scaled by ``w_i``. The
     fit loop's ``class_weight`` is applied through it.
 
+    Precision: a loss computes in at least float32, as PyTorch's autocast and
+    Keras's ``mixed_float16`` do, so a float16 model's loss does not overflow
+    (float16 ends at 65504) or round away. A subclass's own ``forward``,
+    ``backward`` and ``backward_logits`` are wrapped (``__init_subclass__``):
+    ``forward`` receives float16 ``y_pred`` as float32 (float32 and float64
+    pass untouched), and ``backward()`` / ``backward_logits()`` return the
+    gradient cast back to ``y_pred``'s dtype, so a float16 model's backward
+    stays float16; an entry beyond float16's range becomes an infinity
+    (without a warning), which makes a loss-scaled step skip. Both take an
+    optional keyword ``scale``: the gradient is multiplied by it in the
+    computation dtype *before* that cast, which is where a dynamic loss scale
+    belongs (small gradients then survive the cast to float16, as under
+    ``torch.amp.GradScaler``). Subclasses need do nothing for this.
+
     Attributes:
         expects: what ``y_pred`` must be: ``"logits"`` (raw scores; the loss
             applies the softmax / sigmoid itself), ``"probabilities"`` (the
@@ -61,6 +160,17 @@ class Loss(Configurable):
 
     expects: str | None = None
     link: str | None = None
+    # the precision rule's per-instance state: inside a wrapped call; the dtype backward returns
+    _in_precision_call: bool = False
+    _grad_dtype: np.dtype | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give the subclass's own ``forward`` / ``backward`` / ``backward_logits`` the precision rule."""
+        super().__init_subclass__(**kwargs)
+        for name, wrap in _PRECISION_WRAPPERS.items():
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_loss_precision", False):
+                setattr(cls, name, wrap(fn))
 
     def forward(
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None

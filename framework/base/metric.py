@@ -8,6 +8,11 @@ A metric is updated batch by batch and read once per epoch:
   ``result()``, ``reset()``. The base class maps each pair onto the other, so a
   subclass overrides either spelling.
 
+Predictions of a floating dtype narrower than float32 (a float16 model's
+outputs) are widened to float32 before a metric sees them (as losses are, see
+:class:`~framework.base.loss.Loss`), and running means accumulate in float64,
+so a float16 model's metrics neither overflow nor round away.
+
 ``bind_output(expects, link)`` tells a metric what the model outputs (the
 compiled loss's ``expects`` / ``link``: logits or probabilities, softmax or
 sigmoid); accuracy-like metrics threshold and arg-max accordingly.
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.config import Configurable
-from framework.base.loss import check_sample_weight
+from framework.base.loss import check_sample_weight, widen
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import FUNCTION_WRAPPERS
 
@@ -115,7 +120,10 @@ class Metric(Configurable):
         if values is None:
             raise NotImplementedError(f"{type(self).__name__} implements neither values() nor compute()")
         values = np.asarray(values)
-        return float(values.mean()) if values.size else float("nan")
+        if not values.size:
+            return float("nan")
+        narrow = np.issubdtype(values.dtype, np.floating) and values.dtype.itemsize < 4
+        return float(values.mean(dtype=np.float64) if narrow else values.mean())
 
     def __call__(self, y_pred: np.ndarray, y_true: np.ndarray) -> Any:
         """The value on one batch alone (the state is left untouched).
@@ -126,6 +134,7 @@ class Metric(Configurable):
         deep copy of itself, reset and updated with this batch: its
         ``result()`` (a float, or an array when not ``scalar``) is returned.
         """
+        y_pred = widen(y_pred)
         if type(self).values is not Metric.values or type(self).compute is not Metric.compute:
             return float(self.compute(y_pred, y_true))
         batch = copy.deepcopy(self)
@@ -136,6 +145,7 @@ class Metric(Configurable):
     def _accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
         """Add a batch to the running mean; an empty batch (``N = 0``) is checked but changes nothing."""
         n = len(y_pred)
+        y_pred = widen(y_pred)
         if sample_weight is None:
             mean = float(self.compute(y_pred, y_true))
             if n:
@@ -250,7 +260,7 @@ class FunctionMetric(Metric):
         return self.name
 
     def _batch(self, y_true: Any, y_pred: Any) -> np.ndarray:
-        out = np.asarray(self.fn(y_true, y_pred), dtype=np.float64)
+        out = np.asarray(self.fn(y_true, widen(y_pred)), dtype=np.float64)
         if out.ndim and out.shape[0] != len(y_pred):
             raise ShapeError(
                 f"metric function {self.name!r} returned shape {out.shape}; expected a number or a value "
