@@ -424,13 +424,6 @@ def test_float16_softmax_model_fused_loss_matches_float32():
     assert values["float16"] == values["float32"] == pytest.approx(np.log(4.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Trainer.train_step scales the loss gradient after the loss cast it to float16 "
-    "(LossScaler.scale_gradient on loss.backward()), so entries below float16's subnormal range "
-    "flush to zero before scaling; fix: pass scale=loss_weight*scaler.scale to "
-    "loss.backward()/backward_logits() and skip scale_gradient",
-)
 def test_float16_fit_keeps_gradients_below_float16_range_as_amp_does():
     """GradScaler scales the float32 loss, so the float16 gradient 2 * 1e-4 / 8192 survives."""
     with default_dtype("float16"):
@@ -445,12 +438,6 @@ def test_float16_fit_keeps_gradients_below_float16_range_as_amp_does():
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LossScaler.scale_gradient multiplies with dtype=grad.dtype, so a scale >= 65520 "
-    "is cast to float16 inf and every float16 gradient overflows (every step skips once the scale "
-    "grows to 2**16); fix: multiply in float32 and cast the product",
-)
 def test_a_loss_scale_beyond_float16_range_scales_a_small_gradient():
     grad = LossScaler(2.0**16).scale_gradient(_f16([1e-3, 0.0]))
     assert grad.dtype == F16

@@ -113,8 +113,8 @@ class LossScaler:
         if isinstance(grad, (list, tuple)):
             return [self.scale_gradient(g) for g in grad]
         grad = np.asarray(grad)
-        with np.errstate(over="ignore"):
-            return np.multiply(grad, self.scale, dtype=grad.dtype)
+        with np.errstate(over="ignore"):  # in float32 at least: 2**16 itself is beyond float16
+            return np.multiply(grad, self.scale, dtype=np.result_type(grad, np.float32)).astype(grad.dtype)
 
     def overflowed(self) -> None:
         """Record a skipped step: halve the scale, restart the count of finite steps."""

@@ -113,22 +113,28 @@ class Trainer:
         if not self.optimizer.params:
             self.optimizer.bind(self.model)
 
-    def _losses_and_grad(self, out: Any, y: Any, sample_weight: Any) -> tuple[float, Any]:
+    def _losses_and_grad(self, out: Any, y: Any, sample_weight: Any, scale: float = 1.0) -> tuple[float, Any]:
+        """The weighted loss and its gradient, times ``scale`` (the dynamic loss scale of float16 training).
+
+        Loss weights and ``scale`` multiply the gradient inside the loss, in its
+        float32 computation, before the cast to a float16 model's dtype: so a
+        gradient below float16's range survives scaling, as under PyTorch's
+        ``GradScaler``, which scales the float32 loss.
+        """
         if not self.multi:
             loss = self.losses[0]
             value = loss.forward(out, y) if sample_weight is None else loss.forward(out, y, sample_weight)
-            grad = loss.backward_logits() if self.fused else loss.backward()
             w = self.weights[0]
-            if w != 1.0:
-                value, grad = value * w, grad * w
-            return float(value), grad
+            factor = None if w * scale == 1.0 else w * scale
+            grad = loss.backward_logits(scale=factor) if self.fused else loss.backward(scale=factor)
+            return float(value * w if w != 1.0 else value), grad
         if not isinstance(y, (list, tuple)) or len(y) != len(out):
             raise DataError(f"the model has {len(out)} outputs; y must be a list of {len(out)} target arrays")
         sws = sample_weight if sample_weight is not None else [None] * len(out)
         total, grads = 0.0, []
         for k, (loss, w, o, t, sw) in enumerate(zip(self.losses, self.weights, out, y, sws)):
             value = float(loss.forward(o, t) if sw is None else loss.forward(o, t, sw))
-            grads.append(loss.backward() * w if w != 1.0 else loss.backward())
+            grads.append(loss.backward(scale=None if w * scale == 1.0 else w * scale))
             total += w * value
             self.output_values[k] = value
         return total, grads
@@ -145,8 +151,11 @@ class Trainer:
         ctx = Context(True, needs_input_grad=False)
         out = self.runner.forward(ctx, x)
         self.batch_samples = len(out[0] if self.multi else out)
-        value, grad = self._losses_and_grad(out, y, sample_weight)
         self._bind()
+        scaler = getattr(self.optimizer, "loss_scaler", None)
+        scale = 1.0 if scaler is None else scaler.scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            value, grad = self._losses_and_grad(out, y, sample_weight, scale)
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
             # Lazily: nothing outside this step holds the gradients, so the first
             # contribution to each may overwrite it (Parameter.grad_target).
@@ -155,14 +164,13 @@ class Trainer:
         else:
             self.optimizer.zero_grad()
         ctx.grad_at_logits = self.fused
-        scaler = getattr(self.optimizer, "loss_scaler", None)
         if scaler is None:
             self.runner.backward(ctx, grad)
         else:
-            # float16 parameters: scale the loss gradient so small gradients do not flush
-            # to zero; an overflow (inf/NaN) makes the optimizer skip the step and halve it.
+            # float16 parameters: the loss gradient came scaled so small gradients do not flush
+            # to zero; an overflow (inf/NaN) makes the optimizer skip the step and halve the scale.
             with np.errstate(over="ignore", invalid="ignore"):
-                self.runner.backward(ctx, scaler.scale_gradient(grad))
+                self.runner.backward(ctx, grad)
             scaler.pending = True
         self.optimizer.step()
         self.update_metrics(out, y, sample_weight)
