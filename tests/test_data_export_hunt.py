@@ -782,12 +782,13 @@ def test_unbuilt_model_and_file_as_folder_are_export_errors(tmp_path):
 
 _SIDE_EFFECT = "SIDE_EFFECT_RAN"
 
+# (no '.' in them: layer and model names may not contain it, see Layer's name argument)
 _HOSTILE_NAMES = [
-    'x"""; __import__("builtins").SIDE_EFFECT_RAN = 1; """',
-    "x'''; __import__('builtins').SIDE_EFFECT_RAN = 1; '''",
-    'a"]; __import__("builtins").SIDE_EFFECT_RAN = 1; W["a',
-    "a\n    __import__('builtins').SIDE_EFFECT_RAN = 1\n    #",
-    "a\r__import__('builtins').SIDE_EFFECT_RAN = 1\r#",
+    'x"""; setattr(__import__("builtins"), "SIDE_EFFECT_RAN", 1); """',
+    "x'''; setattr(__import__('builtins'), 'SIDE_EFFECT_RAN', 1); '''",
+    'a"]; setattr(__import__("builtins"), "SIDE_EFFECT_RAN", 1); W["a',
+    "a\n    setattr(__import__('builtins'), 'SIDE_EFFECT_RAN', 1)\n    #",
+    "a\rsetattr(__import__('builtins'), 'SIDE_EFFECT_RAN', 1)\r#",
     "ünï\\cödé\u2028\"'",
 ]
 
@@ -847,22 +848,15 @@ def test_colliding_weight_paths_do_not_overwrite_each_other(tmp_path):
     np.testing.assert_allclose(predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a layer named 'a.b' and layer 'b' of a nested model 'a' share state_dict keys "
-    "(one silently lost on save/load); refuse '.' in layer names as PyTorch does",
-)
 def test_state_dict_keys_never_collide():
-    model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a.b")])
+    try:
+        model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a.b")])
+    except ConfigError:
+        return  # dotted layer names are refused (as PyTorch's module names): no collision possible
     model.build((None, 3))
     assert len(model.state_dict()) == len(model.parameters()) + len(model.buffers())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Layer.__call__ drops training=True on a symbolic (functional) call: Keras keeps "
-    "the Dropout active in predict (MC dropout); honour it in the graph node or refuse it",
-)
 def test_functional_call_pinned_to_training_is_not_silently_dropped():
     x = Input((50,))
     try:

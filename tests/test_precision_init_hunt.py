@@ -744,11 +744,6 @@ def test_unusable_input_dtypes_are_data_errors(x):
         model.predict(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Model.backward does not cast grad_out to the model dtype; a float64 gradient runs the "
-    "float32 model's backward in float64 and returns a float64 dL/dx",
-)
 @pytest.mark.parametrize("kind", ["linear", "conv_bn", "mha"])
 def test_float32_model_backward_of_a_float64_gradient_stays_float32(kind):
     rng = _gen(5)

@@ -5,6 +5,9 @@ creation, by :func:`wrap_forward` / :func:`wrap_backward`, which
 
 - build the layer on its first input and check later inputs' shapes, and
   check ``grad_out`` against the shape of the call's output;
+- cast a floating ``grad_out`` of another dtype to the dtype of that output
+  (a float32 layer given a float64 gradient computes its backward in float32
+  and returns a float32 ``dL/dx``, as its forward ran; see :func:`as_out_dtype`);
 - serve both calling forms of a layer written in the context form:
   ``forward(ctx, x)`` from an executor, and ``forward(x)`` by hand (a context
   is made and kept on the layer for the next hand-made ``backward``);
@@ -32,7 +35,18 @@ from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 if TYPE_CHECKING:
     from framework.base.layer import Layer
 
-__all__ = ["CALL_STATE", "Shape", "format_shape", "matches", "takes_context", "wrap_backward", "wrap_forward"]
+__all__ = [
+    "CALL_STATE",
+    "Shape",
+    "as_out_dtype",
+    "check_name",
+    "check_training",
+    "format_shape",
+    "matches",
+    "takes_context",
+    "wrap_backward",
+    "wrap_forward",
+]
 
 Shape = tuple[int | None, ...]
 
@@ -53,6 +67,39 @@ def format_shape(shape: Any) -> str:
         + ("," if len(shape) == 1 else "")
         + ")"
     )
+
+
+def check_name(layer: Layer, name: Any) -> str | None:
+    """``name`` if it can name ``layer`` in a model: ``None`` or a non-empty string without ``"."``.
+
+    ``state_dict()`` keys join the names of nested layers with ``"."``, so a
+    layer ``"a.b"`` would share its keys with layer ``"b"`` of a model ``"a"``
+    (one of them silently lost on save and load); PyTorch refuses ``"."`` in
+    module names for the same reason.
+
+    Raises:
+        ConfigError: naming the layer's class, what a name must be and the name given.
+    """
+    kind = type(layer).__name__
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"{kind}: name must be a non-empty string, got {name!r}")
+    if name is not None and "." in name:
+        raise ConfigError(
+            f"{kind} layer {name!r}: a layer name must not contain '.', got {name!r}; '.' joins the "
+            f"names in state_dict() keys, so {name!r} would collide with a layer of a nested model. "
+            f"Use another separator, e.g. {name.replace('.', '_')!r}"
+        )
+    return name
+
+
+def check_training(layer: Layer, training: Any) -> bool | None:
+    """A ``training=`` call argument as ``True``, ``False`` or ``None``; a ConfigError for anything else."""
+    if training is not None and not isinstance(training, (bool, np.bool_)):
+        raise ConfigError(
+            f"{layer.describe()}: training must be True, False or None (the layer's own mode), "
+            f"got {training!r}"
+        )
+    return None if training is None else bool(training)
 
 
 def _shape_of(x: Any) -> Any:
@@ -81,6 +128,29 @@ def takes_ctx(fn: Callable[..., Any]) -> bool:
 
 def _out_shape(out: Any) -> Any:
     return out.shape if isinstance(out, np.ndarray) else _ANY
+
+
+def _out_dtype(out: Any) -> np.dtype | None:
+    """The dtype of ``out`` if it is an array (else ``None``): see :func:`as_out_dtype`."""
+    return out.dtype if isinstance(out, np.ndarray) else None
+
+
+def as_out_dtype(grad_out: Any, dtype: np.dtype | None) -> Any:
+    """``grad_out`` in ``dtype``, the dtype of the output it is the gradient of.
+
+    A float64 gradient of a float32 output is cast once, here, so the backward
+    runs in the layer's dtype (as the model casts inputs at its edge). The
+    gradient of an integer output, of a list of outputs (``dtype`` ``None``)
+    or one that is not an array is left as it is.
+    """
+    if (
+        dtype is None
+        or not isinstance(grad_out, np.ndarray)
+        or grad_out.dtype == dtype
+        or dtype.kind not in "fc"
+    ):
+        return grad_out
+    return grad_out.astype(dtype)
 
 
 def _check_grad(layer: Layer, expected: Any, grad_out: Any) -> None:
@@ -127,7 +197,10 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 self._manual_ctx = ctx
             _prepare(self, x)
             out = fn(self, ctx, x, *rest, **kwargs)
-            ctx.out_shape = _out_shape(out)
+            if isinstance(out, np.ndarray):  # (inline: it runs at every call)
+                ctx.out_shape, ctx.out_dtype = out.shape, out.dtype
+            else:
+                ctx.out_shape = _ANY
             return out
 
     else:
@@ -140,6 +213,7 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
             _prepare(self, x)
             out = fn(self, x, *args[1:], **kwargs)
             self._out_shape = _out_shape(out)
+            self._out_dtype = _out_dtype(out)
             return out
 
     forward._framework_checked = True  # type: ignore[attr-defined]
@@ -164,7 +238,7 @@ def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 ctx.grad_out_writable = self.grad_out_writable
                 grad_out, rest = args[0], args[1:]
             _check_grad(self, ctx.out_shape, grad_out)
-            return fn(self, ctx, grad_out, *rest, **kwargs)
+            return fn(self, ctx, as_out_dtype(grad_out, ctx.out_dtype), *rest, **kwargs)
 
     else:
 
@@ -175,13 +249,13 @@ def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
                     ctx = args[0]
                     _check_grad(self, ctx.out_shape, args[1])
                     self._manual_ctx = ctx
-                    return fn(self, *args[1:], **kwargs)
+                    return fn(self, as_out_dtype(args[1], ctx.out_dtype), *args[2:], **kwargs)
                 return _adapted_backward(self, fn, args[0], args[1], args[2:], kwargs)
-            expected = self._out_shape
+            expected, dtype = self._out_shape, self._out_dtype
             if expected is None and "_manual_ctx" in self.__dict__:
-                expected = self._manual_ctx.out_shape
+                expected, dtype = self._manual_ctx.out_shape, self._manual_ctx.out_dtype
             _check_grad(self, expected, args[0])
-            return fn(self, *args, **kwargs)
+            return fn(self, as_out_dtype(args[0], dtype), *args[1:], **kwargs)
 
     backward._framework_checked = True  # type: ignore[attr-defined]
     return backward
@@ -233,6 +307,7 @@ def _adapted_forward(
         layer.needs_input_grad = ctx.needs_input_grad
         out = fn(layer, x, *rest, **kwargs)
         layer._out_shape = ctx.out_shape = _out_shape(out)
+        layer._out_dtype = ctx.out_dtype = _out_dtype(out)
         token = object()
         layer._legacy_token = token
         ctx._legacy_token = token
@@ -262,7 +337,7 @@ def _adapted_backward(
     try:
         layer.grad_out_writable = ctx.grad_out_writable
         layer.needs_input_grad = ctx.needs_input_grad
-        return fn(layer, grad_out, *rest, **kwargs)
+        return fn(layer, as_out_dtype(grad_out, ctx.out_dtype), *rest, **kwargs)
     finally:
         layer.grad_out_writable = False
         layer.needs_input_grad = needs

@@ -44,6 +44,8 @@ class Context:
             the layer may overwrite it in place (see docs/plugins.md).
         out_shape: the shape of what ``forward`` returned, which ``backward``
             checks ``grad_out`` against (set by the ``Layer`` base class).
+        out_dtype: the dtype of what ``forward`` returned (``None`` unless an
+            array); a floating one is what ``backward`` casts ``grad_out`` to.
 
     Any other attribute is the layer's own: ``ctx.x = x`` in ``forward``,
     ``ctx.x`` in ``backward``.
@@ -55,6 +57,7 @@ class Context:
         self.record = record
         self.grad_out_writable = False
         self.out_shape: Any = None
+        self.out_dtype: Any = None
         self._children: dict[Any, Context] | None = None
 
     if TYPE_CHECKING:  # any field may be set (no cost at run time: only the checker sees it)
@@ -89,4 +92,4 @@ class Context:
         return f"Context(training={self.training}, fields={own})"
 
 
-_BASE_FIELDS = {"training", "needs_input_grad", "record", "grad_out_writable", "out_shape"}
+_BASE_FIELDS = {"training", "needs_input_grad", "record", "grad_out_writable", "out_shape", "out_dtype"}

@@ -15,7 +15,8 @@ The base class handles, for every subclass:
 - shape checks: after building, an input whose rank or non-batch sizes differ
   from ``input_spec`` raises :class:`~framework.ShapeError` naming the layer,
   the expected and the actual shape; a ``grad_out`` of another shape than the
-  last output does too;
+  last output does too, and one of another dtype is cast to the output's
+  (a float32 layer's backward runs in float32 and returns float32);
 - discovery of the :class:`~framework.Parameter` and :class:`~framework.Buffer`
   objects and child layers assigned as attributes (``parameters()``,
   ``state_dict()``, ``train()`` / ``eval()`` reach them all);
@@ -40,6 +41,8 @@ import numpy as np
 from framework.base.calling import (
     CALL_STATE,
     Shape,
+    check_name,
+    check_training,
     format_shape,
     matches,
     takes_context,
@@ -61,7 +64,9 @@ class Layer(LayerState, Configurable):
 
     Args:
         name: a name unique within a model; a model gives unnamed layers one
-            (``linear``, ``linear_1``...).
+            (``linear``, ``linear_1``...). It may not contain ``"."``, which
+            joins the names of ``state_dict()`` keys (as PyTorch refuses it in
+            module names): ``"a.b"`` would collide with layer ``b`` of a model ``a``.
 
     Attributes:
         training: ``True`` in training mode (``train()``), ``False`` in
@@ -111,6 +116,7 @@ class Layer(LayerState, Configurable):
     #: declare it again.
     returns_fresh_grad: bool = False
     _out_shape: Any = None
+    _out_dtype: Any = None
     _ctx_style: ClassVar[bool] = True
 
     #: Extra keyword arguments ``get_config`` never writes (override in subclasses).
@@ -126,9 +132,7 @@ class Layer(LayerState, Configurable):
                 setattr(cls, method, wrap(fn))
 
     def __init__(self, *, name: str | None = None) -> None:
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigError(f"{type(self).__name__}: name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = check_name(self, name)
         self.training = True
         self.built = False
 
@@ -160,7 +164,11 @@ class Layer(LayerState, Configurable):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
-        """Return ``dL/dx`` given ``dL/d output``; add ``dL/dparam`` with ``Parameter.add_grad``."""
+        """Return ``dL/dx`` given ``dL/d output``; add ``dL/dparam`` with ``Parameter.add_grad``.
+
+        ``grad_out`` arrives with the shape and dtype of the call's output: the
+        base class checks the shape and casts another floating dtype once.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
     def output_shape(self, input_shape: Any) -> Any:
@@ -179,11 +187,16 @@ class Layer(LayerState, Configurable):
         Args:
             training: the mode of this one call (``True``: Dropout drops,
                 BatchNorm uses batch statistics); ``None`` uses the layer's
-                ``training`` flag. The flag itself is not changed.
+                ``training`` flag. The flag itself is not changed. On a
+                placeholder it pins the node: the model runs this call in that
+                mode whatever its own (Keras's ``Dropout()(x, training=True)``
+                for Monte Carlo dropout, ``training=False`` to keep a BatchNorm
+                on its running statistics during ``fit``).
         """
+        training = check_training(self, training)
         first = x[0] if isinstance(x, (list, tuple)) and x else x
         if getattr(first, "_framework_symbolic", False):
-            return type(first)._framework_call(self, x, *args, **kwargs)
+            return type(first)._framework_call(self, x, *args, training=training, **kwargs)
         if training is None:
             return self.forward(x, *args, **kwargs)
         ctx = Context(training)

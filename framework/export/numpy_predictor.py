@@ -133,11 +133,17 @@ class _Writer:
         xs = x if isinstance(x, list) else [x]
         for slot, var in zip(graph.input_slots, xs):
             values[slot] = var
-        for layer, ins, list_in, outs, list_out, args, kwargs in graph.plan:
+        pins = getattr(graph, "pinned", None) or [None] * len(graph.plan)
+        for (layer, ins, list_in, outs, list_out, args, kwargs), pinned in zip(graph.plan, pins):
             if args or kwargs:
                 raise ExportError(
                     f"{layer.describe()} is called with extra arguments {args!r} {kwargs!r}; "
                     "the NumPy export supports calls on tensors only"
+                )
+            if pinned:  # training=False is the inference mode the predictor runs anyway
+                raise ExportError(
+                    f"{layer.describe()} is called with training=True, pinned to training mode; the "
+                    "NumPy predictor runs inference only, expected training=None or False"
                 )
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
             var = self.layer(layer, f"{prefix}{names[id(layer)]}", arg)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.calling import as_out_dtype, check_name
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape, takes_context
-from framework.errors import ConfigError, DataError, NotBuiltError
+from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.models.graph import InputLayer, Node, SymbolicTensor
 
 __all__ = ["GraphExecutor", "accepts_integers", "flatten", "snake_case", "unflatten", "unique_name"]
@@ -53,8 +54,15 @@ def _base_name(layer: Layer) -> str:
 
 
 def unique_name(layer: Layer, taken: dict[str, Any], owner: str) -> str:
-    """The name ``layer`` gets in a model whose names so far are ``taken``."""
+    """The name ``layer`` gets in a model whose names so far are ``taken``.
+
+    Raises:
+        ConfigError: for a name used twice, or holding ``"."`` (set after the
+            layer was made: ``state_dict()`` keys would collide, see ``check_name``).
+    """
     name = layer.name
+    if name is not None and not isinstance(layer, InputLayer):
+        check_name(layer, name)
     if name is not None and name not in taken:
         return name
     if name is not None and not getattr(layer, "_framework_auto_name", False):
@@ -85,6 +93,8 @@ class GraphExecutor:
         nodes: every call, in execution order (``Input`` nodes first).
         plan: per non-input node: ``(layer, input slots, list_input, output
             slots, list_output, args, kwargs)``.
+        pinned: per entry of ``plan``, the mode its call was pinned to
+            (``layer(x, training=True)``), or ``None`` to follow the run's.
     """
 
     def __init__(self, inputs: Any, outputs: Any, owner: str) -> None:
@@ -177,6 +187,7 @@ class GraphExecutor:
             )
             for node in order[len(in_nodes) :]
         ]
+        self.pinned: list[bool | None] = [node.training for node in order[len(in_nodes) :]]
         consumers: dict[int, list[Layer]] = {}
         for node in order:
             for t in node.inputs:
@@ -194,7 +205,8 @@ class GraphExecutor:
         """Run every node on ``x``; with ``ctx.record`` the tape goes to ``ctx``.
 
         Args:
-            ctx: the model call's context (mode, ``record``).
+            ctx: the model call's context (mode, ``record``); a node pinned
+                with ``training=`` runs in its own mode (its backward too).
             x: one array, or a list of one array per input.
         """
         n_in = len(self.inputs)
@@ -213,9 +225,10 @@ class GraphExecutor:
             values[s] = a
         training, record = ctx.training, ctx.record
         tape: list[Context] = []
-        for layer, ins, list_in, outs, list_out, args, kwargs in self.plan:
+        pins = self.__dict__.get("pinned") or [None] * len(self.plan)  # (unpickled from before pins)
+        for (layer, ins, list_in, outs, list_out, args, kwargs), pinned in zip(self.plan, pins):
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
-            node_ctx = Context(training, record=record)
+            node_ctx = Context(training if pinned is None else pinned, record=record)
             out = layer.forward(node_ctx, arg, *args, **kwargs)
             if record:
                 tape.append(node_ctx)
@@ -233,23 +246,33 @@ class GraphExecutor:
             ctx.values = values
         return results if self.multi_out else results[0]
 
-    def backward(self, ctx: Context, grad_out: Any) -> Any:
-        """``dL/d input(s)`` from ``dL/d output(s)``, walking ``ctx``'s tape in reverse."""
+    def backward(self, ctx: Context, grad_out: Any, owner: str = "the model") -> Any:
+        """``dL/d input(s)`` from ``dL/d output(s)``, walking ``ctx``'s tape in reverse.
+
+        Args:
+            ctx: the context of the forward (its tape).
+            grad_out: one array per output, each of that output's shape (a
+                list for several outputs; ``None`` for an output with no
+                gradient); another floating dtype is cast to the output's.
+            owner: how messages name the model (``Model layer 'net'``).
+
+        Raises:
+            DataError: not one gradient per output.
+            ShapeError: a gradient of another shape than its output.
+        """
         tape: list[Context] | None = getattr(ctx, "tape", None)
         if tape is None:
             raise NotBuiltError(
-                "Model.backward() called before forward() (or after a forward with record=False)"
+                f"{owner}: backward() called before forward() (or after a forward with record=False)"
             )
         values = ctx.values
         grads: list[Any] = [None] * self.n_slots
-        gs = list(grad_out) if self.multi_out else [grad_out]
-        if len(gs) != len(self.outputs):
-            raise DataError(f"backward expected {len(self.outputs)} output gradients, got {len(gs)}")
+        gs = self._output_grads(ctx, grad_out, owner)
         skip = -1
         if getattr(ctx, "grad_at_logits", False):  # a fused loss gradient: enter below the activation
             skip = next(i for i, entry in enumerate(self.plan) if self.output_slots[0] in entry[3])
+            grads[self.plan[skip][1][0]] = gs[0]
             gs = [None]
-            grads[self.plan[skip][1][0]] = grad_out
         for s, g in zip(self.output_slots, gs):
             if g is not None:
                 grads[s] = g if grads[s] is None else grads[s] + g
@@ -272,3 +295,33 @@ class GraphExecutor:
                     grads[s] = g if grads[s] is None else grads[s] + g
         result = [np.zeros_like(values[s]) if grads[s] is None else grads[s] for s in self.input_slots]
         return result if self.multi_in else result[0]
+
+    def _output_grads(self, ctx: Context, grad_out: Any, owner: str) -> list[Any]:
+        """``grad_out`` as one array (or ``None``) per output, shapes checked, dtypes cast."""
+        n = len(self.outputs)
+        if not self.multi_out:
+            gs = [grad_out]
+        elif isinstance(grad_out, (list, tuple)) and len(grad_out) == n:
+            gs = list(grad_out)
+        else:
+            got = (
+                f"a list of {len(grad_out)}"
+                if isinstance(grad_out, (list, tuple))
+                else type(grad_out).__name__
+            )
+            raise DataError(f"{owner}: backward() expected a list of {n} output gradients, got {got}")
+        slots = list(self.output_slots)
+        if getattr(ctx, "grad_at_logits", False):  # the gradient of the last activation's input
+            slots[0] = next(entry[1][0] for entry in self.plan if slots[0] in entry[3])
+        for i, (g, s) in enumerate(zip(gs, slots)):
+            out = ctx.values[s]
+            if g is None or not isinstance(out, np.ndarray):
+                continue
+            if getattr(g, "shape", None) != out.shape:
+                which = f"output {i} ({self.outputs[i].node.layer.name!r})" if self.multi_out else "output"
+                raise ShapeError(
+                    f"{owner}: backward() expected the gradient of {which} of shape "
+                    f"{format_shape(out.shape)}, got {format_shape(getattr(g, 'shape', None))}"
+                )
+            gs[i] = as_out_dtype(g, out.dtype)
+        return gs

@@ -8,8 +8,8 @@ only a shape (batch axis ``None``) and a dtype. Calling a layer on one
    the shape against the built layer's input spec;
 2. computes the output shape with ``layer.output_shape`` (a layer that does
    not override it is run once on a batch of zeros, in eval mode, to learn it);
-3. records a :class:`Node` (the layer, its inbound tensors, its outputs) and
-   returns the output placeholder(s).
+3. records a :class:`Node` (the layer, its inbound tensors, its outputs and
+   the mode pinned by ``training=``, if any) and returns the output placeholder(s).
 
 A shape that does not fit raises :class:`~framework.ShapeError` naming the
 producing layer, the consuming layer and both shapes. ``Model(inputs,
@@ -74,6 +74,9 @@ class Node:
         outputs: the produced tensors.
         list_output: whether the layer returns a list of arrays.
         args, kwargs: extra call arguments, passed to ``forward`` at run time.
+        training: the mode pinned by ``layer(x, training=...)``: ``True`` or
+            ``False`` runs this call in that mode whatever the model's
+            (``predict``, ``fit``), forward and backward; ``None`` follows the model.
     """
 
     def __init__(
@@ -86,8 +89,10 @@ class Node:
         dtype: Any,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
+        training: bool | None = None,
     ) -> None:
         self.layer = layer
+        self.training = None if training is None else bool(training)
         self.inputs = inputs
         self.list_input = list_input
         self.list_output = list_output
@@ -102,11 +107,16 @@ class InputLayer(Layer):
     Args:
         shape: the shape of one sample (without the batch axis).
         dtype: the dtype of the input (default: the default dtype).
-        name: the input's name.
+        name: the input's name. Unlike a layer's it may contain ``"."`` (ONNX
+            inputs are often ``"input.1"``): an input holds no state, so its
+            name is never part of a ``state_dict()`` key.
     """
 
     def __init__(self, shape: Any, dtype: Any = None, *, name: str | None = None) -> None:
-        super().__init__(name=name)
+        super().__init__()
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError(f"Input: name must be a non-empty string, got {name!r}")
+        self.name = name
         if isinstance(shape, int):
             shape = (shape,)
         try:
@@ -233,8 +243,11 @@ def connect(layer: Layer, input_shape: Any, source: Layer | list[Layer] | None =
     return tuple(out)
 
 
-def call_layer(layer: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
-    """Add a node calling ``layer`` on placeholder(s) ``x``; return the output placeholder(s)."""
+def call_layer(layer: Layer, x: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+    """Add a node calling ``layer`` on placeholder(s) ``x``; return the output placeholder(s).
+
+    ``training`` (``True``/``False``) pins the mode of this node (see :class:`Node`).
+    """
     list_input = isinstance(x, (list, tuple))
     inputs = list(x) if list_input else [x]
     for i, t in enumerate(inputs):
@@ -250,7 +263,8 @@ def call_layer(layer: Layer, x: Any, *args: Any, **kwargs: Any) -> Any:
     out = connect(layer, shape, [t.node.layer for t in inputs] if list_input else inputs[0].node.layer)
     list_output = isinstance(out, list)
     dtype = inputs[0].dtype if np.issubdtype(inputs[0].dtype, np.floating) else get_default_dtype()
-    node = Node(layer, inputs, list_input, out if list_output else [out], list_output, dtype, args, kwargs)
+    outs = out if list_output else [out]
+    node = Node(layer, inputs, list_input, outs, list_output, dtype, args, kwargs, training)
     return list(node.outputs) if list_output else node.outputs[0]
 
 

@@ -28,7 +28,8 @@ models built in one process have identical names.
 
 Inputs of another dtype than the model's parameters are cast once, at the
 model's edge (integer inputs stay integers for a first layer with
-``accepts_integer_input = True``, such as an embedding).
+``accepts_integer_input = True``, such as an embedding); so is ``backward``'s
+``grad_out``, to the dtype of the output(s).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.calling import check_training
 from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
@@ -138,9 +140,8 @@ class Model(TrainingMethods, FileMethods, Layer):
     @property
     def dtype(self) -> np.dtype:
         """The dtype of the parameters (the default dtype before any exist)."""
-        # Read on every forward pass: walking all the state costs 7-9 us a step, so
-        # the first parameter is remembered with the layer attribute holding it, and
-        # trusted while that attribute still holds it (a Sequential's add/pop resets it).
+        # Read on every forward pass (walking all the state costs 7-9 us a step): the first parameter
+        # is remembered with the attribute holding it, trusted while it does (add/pop reset it).
         probe = getattr(self, "_dtype_probe", None)
         if probe is not None and vars(probe.owner).get(probe.key) is probe.param:
             return probe.param.dtype
@@ -238,7 +239,8 @@ class Model(TrainingMethods, FileMethods, Layer):
         """The output(s) for ``x``; ``training`` sets this call's mode only (default ``self.training``)."""
         first = x[0] if isinstance(x, (list, tuple)) and x else x
         if getattr(first, "_framework_symbolic", False):
-            return super().__call__(x, *args, **kwargs)
+            return super().__call__(x, *args, training=training, **kwargs)
+        training = check_training(self, training)
         ctx = Context(self.training if training is None else training)
         out = self.forward(ctx, self.cast_inputs(x), *args, **kwargs)
         self._manual_ctx = ctx
@@ -257,10 +259,10 @@ class Model(TrainingMethods, FileMethods, Layer):
         return self._graph.forward(ctx, self.cast_inputs(x))
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
-        """``dL/d input(s)`` given ``dL/d output(s)``; parameter gradients are accumulated."""
+        """``dL/d input(s)`` given ``dL/d output(s)`` (cast to the outputs' dtype); gradients accumulate."""
         if self._graph is None:
             raise NotImplementedError(f"{type(self).__name__}: a Model subclass must implement backward()")
-        return self._graph.backward(ctx, grad_out)
+        return self._graph.backward(ctx, grad_out, self.describe())
 
     # -- compile -----------------------------------------------------------
 
@@ -375,11 +377,8 @@ def _attribute_holding(layer: Layer, param: Parameter) -> tuple[Layer, str] | No
 
 
 class _Probe:
-    """Where ``Sequential.dtype`` found the first parameter.
-
-    A plain object, not a tuple: layers discover parameters and child layers
-    held in tuples and lists, and these must not count as the model's own.
-    """
+    """Where ``Sequential.dtype`` found the first parameter: a plain object, not a tuple, as layers
+    discover parameters and child layers held in tuples and lists, which are not the model's own."""
 
     __slots__ = ("key", "owner", "param")
 

@@ -3,8 +3,10 @@
 ``serialize_model`` / ``deserialize_model`` are what checkpoints store and read.
 A functional graph's config lists each distinct layer once with the calls made
 of it (``inbound_nodes``: one entry per call, Keras's layout), so a shared
-layer is rebuilt once and called again. A ``Parameter`` held by two layers
-(tied weights) is recorded under ``tied`` and tied again on rebuild.
+layer is rebuilt once and called again; a call pinned to a mode
+(``layer(x, training=True)``) records it as ``"training"``. A ``Parameter``
+held by two layers (tied weights) is recorded under ``tied`` and tied again
+on rebuild.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def graph_config(graph: GraphExecutor) -> dict[str, Any]:
             call["extra_args"] = list(node.args)
         if node.kwargs:
             call["kwargs"] = dict(node.kwargs)
+        if getattr(node, "training", None) is not None:  # pinned by layer(x, training=...)
+            call["training"] = node.training
         entries[key]["inbound_nodes"].append(call)
     return {
         "layers": list(entries.values()),
@@ -101,7 +105,8 @@ def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
                 continue
             args = [tensors[k] for k in keys]  # type: ignore[index]
             arg = args if call.get("list_input") else args[0]
-            out = layer(arg, *call.get("extra_args", []), **call.get("kwargs", {}))
+            options = {"training": call.get("training"), **call.get("kwargs", {})}
+            out = layer(arg, *call.get("extra_args", []), **options)
             for i, o in enumerate(out if isinstance(out, list) else [out]):
                 tensors[(name, index, i)] = o
             done.add((name, index))

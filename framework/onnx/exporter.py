@@ -160,6 +160,12 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
                 f"{node.layer.describe()} is called with extra arguments {node.args or node.kwargs}; "
                 "ONNX export supports layers called on tensors only"
             )
+        if getattr(node, "training", None):  # training=False is the inference graph written anyway
+            raise ExportError(
+                f"{node.layer.describe()} is called with training=True, pinned to training mode "
+                "(Monte Carlo dropout, batch statistics); ONNX export writes the inference graph, "
+                "expected training=None or False"
+            )
         args = [values[id(t)] for t in node.inputs]
         out = ctx.convert(node.layer, args, _join(ctx.scope, node.layer.name or "layer"))
         outs = [out] if isinstance(out, str) else list(out)

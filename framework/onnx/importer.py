@@ -193,7 +193,7 @@ class Importer:
         return Model(
             inputs if len(inputs) > 1 else inputs[0],
             outputs if len(outputs) > 1 else outputs[0],
-            name=graph.name or None,
+            name=graph.name.replace(".", "_") or None,  # "." joins state_dict keys: not in names
         )
 
 

@@ -46,7 +46,7 @@ NON_NEGATIVE_BUFFERS = frozenset({"running_var"})
 NON_NEGATIVE_SLOTS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
-_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs"})
+_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs", "training"})
 
 
 class CheckpointWarning(UserWarning):
@@ -143,6 +143,11 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
     if not isinstance(call, dict) or not set(call) <= _CALL_KEYS:
         raise CheckpointError(
             f"{where}: a call of layer {layer_name!r} must be a dict with keys among {sorted(_CALL_KEYS)}"
+        )
+    if call.get("training") not in (True, False, None):
+        raise CheckpointError(
+            f"{where}: layer {layer_name!r}: a call's training must be true, false or null, "
+            f"got {call.get('training')!r}"
         )
     extra = call.get("extra_args", [])
     kwargs = call.get("kwargs", {})
