@@ -6,7 +6,8 @@
 - ``check_layer(layer, input_shape)`` runs every check a layer must pass
   (gradients, ``output_shape``, config and registry round trips, checkpoint
   round trip, train / eval, float32 and float64, backward shapes and
-  ``zero_grad``) and raises ONE :class:`ConformanceError` listing every failed
+  ``zero_grad``, read-only arrays, per-call state on ``ctx``, parameter
+  discovery) and raises ONE :class:`ConformanceError` listing every failed
   check with its details. Layers of several inputs and of several (nested)
   outputs, such as ``LSTM``'s ``(output, (h_n, c_n))``, are handled.
 - ``check_activation``, ``check_initializer``, ``check_loss`` and

@@ -27,7 +27,9 @@ def checkpoint_round_trip(
     The model is a ``Sequential`` of the layer, or a functional ``Model`` for
     a layer of several inputs (``shape`` a list). A faithful deep copy is saved,
     not one rebuilt from the config, so that state the config forgets shows up
-    as a difference after loading.
+    as a difference after loading; it runs one training-mode call first, so
+    that state the layer updates in training (running statistics) kept outside
+    its Parameters and Buffers shows up too.
 
     Raises:
         CheckSkipped: for a layer of several outputs, without h5py, or when
@@ -55,6 +57,8 @@ def checkpoint_round_trip(
 
             inputs = [Input(tuple(s[1:])) for s in shape]
             model = Model(inputs, original(inputs))
+            model.train()
+            forward_by_hand(model, xin)  # a training call, as for one input: state it updates must be saved
         else:
             model = Sequential([original])
             forward_by_hand(model, xin)

@@ -34,6 +34,7 @@ __all__ = [
     "with_none_batch",
     "fmt",
     "describe_outputs",
+    "shape_claim_problem",
 ]
 
 
@@ -163,3 +164,42 @@ def describe_outputs(out: Any) -> str:
     if not is_nested(out):
         return f"shape {fmt(tuple(np.shape(out)))}"
     return f"{len(leaves(out))} arrays nested as {fmt(shapes_of(out))}"
+
+
+def shape_claim_problem(claimed: Any, out: Any, batch: int, symbolic: bool) -> str | None:
+    """What is wrong with ``claimed`` as the shape(s) of ``out`` (``None`` when it is right).
+
+    ``symbolic``: the claim was made for the input shape with a ``None``
+    batch axis. A single output's first axis must then be ``None``; an output
+    of a layer of several outputs may have ``None`` only where its real size
+    is the batch size (a final state ``(layers, N, H)`` keeps its first axis).
+    """
+    real = shape_leaves(shapes_of(out))
+    several = is_nested(out)
+    try:
+        flat = shape_leaves(claimed)
+    except TypeError:
+        return f"which is not a shape; the real output has {describe_outputs(out)}"
+    if len(flat) != len(real):
+        counted = "one shape" if len(flat) == 1 else f"{len(flat)} shapes"
+        return (
+            f"{counted}, but forward returns {describe_outputs(out)}; a layer of several outputs "
+            "gives one shape per output (nested like its output, or as a flat list)"
+        )
+    if not symbolic:
+        if flat != real:
+            return f"the real output has {describe_outputs(out)}"
+        return None
+    if not several:
+        expected = (None, *real[0][1:])
+        if flat[0] != expected:
+            return f"the real output has shape {fmt(real[0])} (expected {fmt(expected)})"
+        return None
+    for i, (c, r) in enumerate(zip(flat, real)):
+        ok = len(c) == len(r) and all(a == b or (a is None and b == batch) for a, b in zip(c, r))
+        if not ok:
+            return (
+                f"whose shape {i} {fmt(c)} does not match output {i} of shape {fmt(r)} "
+                f"(forward returns {describe_outputs(out)}; None only where the size is the batch {batch})"
+            )
+    return None

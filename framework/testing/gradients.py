@@ -16,51 +16,135 @@ from typing import Any
 import numpy as np
 
 from framework.base.layer import Layer
+from framework.errors import DataError, ShapeError
+from framework.runtime.random import thread_rng
 from framework.testing import _structure as st
 from framework.testing._common import backward_by_hand, forward_by_hand
 from framework.testing.report import ConformanceError
 
 __all__ = ["GradientReport", "numerical_gradient", "relative_error", "check_gradients"]
 
+#: Rounding of one float64 evaluation of ``L``, relative to ``sum |y_k * R_k|``,
+#: with room for the rounding inside the forward pass (see :func:`check_gradients`).
+_ROUNDING = 1e-15
 
-def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    """``||a - n|| / max(||a|| + ||n||, 1e-12)``: 0 when equal, 1 when unrelated."""
-    a = np.asarray(analytic, dtype=np.float64).ravel()
-    n = np.asarray(numeric, dtype=np.float64).ravel()
-    denom = max(float(np.linalg.norm(a) + np.linalg.norm(n)), 1e-12)
+
+def relative_error(analytic: Any, numeric: Any, *, floor: float = 1e-12) -> float:
+    """``||a - n|| / max(||a|| + ||n||, floor)``: 0 when equal, 1 when unrelated (or of opposite sign).
+
+    Symmetric in its two arguments; two zero arrays give 0, a zero and a
+    non-zero array give 1, NaN anywhere gives NaN (which no tolerance passes).
+
+    Args:
+        analytic, numeric: arrays of one shape (scalars allowed).
+        floor: the smallest denominator: differences far below ``floor`` count
+            as 0 (:func:`check_gradients` sets it from the finite differences'
+            own rounding noise).
+
+    Raises:
+        ShapeError: when the shapes differ (broadcasting one against the other
+            would hide a gradient of the wrong shape).
+    """
+    a = np.asarray(analytic, dtype=np.float64)
+    n = np.asarray(numeric, dtype=np.float64)
+    if a.shape != n.shape:
+        raise ShapeError(
+            f"relative_error: the arrays have different shapes, {a.shape} and {n.shape}; "
+            "a gradient must have the shape of what it is the gradient of"
+        )
+    a, n = a.ravel(), n.ravel()
+    denom = max(float(np.linalg.norm(a) + np.linalg.norm(n)), floor)
+    if np.isnan(denom):
+        return float("nan")
     return float(np.linalg.norm(a - n)) / denom
 
 
 def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of scalar ``f()`` with respect to ``array`` (perturbed in place)."""
+    """Central differences of scalar ``f()`` with respect to ``array``, perturbed in place.
+
+    Each entry of ``array`` (any memory layout: a transposed or strided view
+    is perturbed where it lives, so ``f`` sees it) is set to ``x + eps`` and
+    ``x - eps`` in turn and restored, also when ``f`` raises. The difference
+    is divided by the step actually stored (``x + eps`` rounds in float32),
+    so the estimate keeps float64 accuracy, about ``1e-9`` relative for a
+    smooth ``f`` computed in float64.
+
+    Args:
+        f: the scalar function; it reads ``array``.
+        array: a writeable floating-point array.
+        eps: the half step.
+
+    Returns:
+        ``dF/d array``, float64, of ``array``'s shape.
+
+    Raises:
+        DataError: for an integer, boolean or read-only array, or when ``f``
+            returns something that is not one number.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(
+            f"numerical_gradient: the array has dtype {array.dtype}; only a floating array can be "
+            f"perturbed by eps={eps:g} (integer inputs such as indices have no gradient)"
+        )
+    if not array.flags.writeable:
+        raise DataError(
+            "numerical_gradient: the array is read-only; pass the array f reads, writeable, "
+            "so that it can be perturbed in place"
+        )
     grad = np.zeros(array.shape, dtype=np.float64)
-    flat = array.reshape(-1)
-    gflat = grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = f()
-        flat[i] = old - eps
-        minus = f()
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * eps)
+
+    def value() -> float:
+        out = f()
+        if np.ndim(out) != 0:
+            raise DataError(
+                f"numerical_gradient: f() must return a scalar, got an array of shape {np.shape(out)}"
+            )
+        return float(out)
+
+    # a C-contiguous array has a flat view; any other layout is walked by index where it lives
+    flat = array.flags.c_contiguous
+    target = array.reshape(-1) if flat else array
+    out = grad.reshape(-1) if flat else grad
+    positions: Any = range(array.size) if flat else np.ndindex(array.shape)
+    for i in positions:
+        old = target[i]
+        try:
+            target[i] = old + eps
+            up = float(target[i])
+            plus = value()
+            target[i] = old - eps
+            down = float(target[i])
+            minus = value()
+        finally:
+            target[i] = old
+        out[i] = (plus - minus) / (up - down)
     return grad
 
 
 def _as_float64(x: Any) -> np.ndarray:
     """A float64 copy of ``x``; integer arrays (indices) are copied unchanged."""
     x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+    if not np.issubdtype(x.dtype, np.floating):
         return x.copy()
     return np.array(x, dtype=np.float64)
 
 
 @dataclass
 class GradientReport:
-    """Relative errors per checked array (``"input"`` and parameter names)."""
+    """Relative errors per checked array (``"input"`` and parameter names).
+
+    ``problems`` holds, per array, what made it fail outright (a gradient of
+    the wrong shape); its error is then ``inf``. ``unexercised`` names the
+    arrays whose gradient, analytic and numerical, is zero (below the
+    differences' noise) for this input: their check passes whatever their
+    backward computes, so another input (or state) should exercise them.
+    """
 
     errors: dict[str, float] = field(default_factory=dict)
     tolerance: float = 1e-6
+    problems: dict[str, str] = field(default_factory=dict)
+    unexercised: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,8 +155,37 @@ class GradientReport:
         lines = [f"{'array':<24} relative error (tolerance {self.tolerance:g})"]
         for name, err in self.errors.items():
             flag = "ok" if err < self.tolerance else "FAIL"
-            lines.append(f"{name:<24} {err:.3e}  {flag}")
+            note = f"  ({self.problems[name]})" if name in self.problems else ""
+            lines.append(f"{name:<24} {err:.3e}  {flag}{note}")
+        if self.unexercised:
+            lines.append(
+                f"note: zero gradient for this input, so not really checked: {', '.join(self.unexercised)}"
+            )
         return "\n".join(lines)
+
+
+def _require_float64(layer: Layer) -> None:
+    """Refuse a layer whose parameters are not float64: its finite differences would be rounding noise."""
+    for name, p in layer.named_parameters():
+        if p.data.dtype != np.float64:
+            raise DataError(
+                f"{layer.describe()}: check_gradients needs a float64 layer, but parameter {name!r} is "
+                f"{p.data.dtype} (finite differences of a {p.data.dtype} forward are rounding noise at "
+                "eps=1e-6); build the layer under framework.set_default_dtype('float64') or call "
+                "layer.astype(numpy.float64) first"
+            )
+
+
+def _compare(report: GradientReport, name: str, analytic: Any, numeric: np.ndarray, floor: float) -> None:
+    """Record the relative error of one array, or a shape mismatch as a failure."""
+    if analytic is None or np.shape(analytic) != numeric.shape:
+        got = "None" if analytic is None else st.fmt(tuple(np.shape(analytic)))
+        report.errors[name] = float("inf")
+        report.problems[name] = f"backward gave a gradient of shape {got}, expected {st.fmt(numeric.shape)}"
+        return
+    report.errors[name] = relative_error(analytic, numeric, floor=floor)
+    if np.linalg.norm(np.ravel(analytic)) + np.linalg.norm(numeric) <= floor * report.tolerance:
+        report.unexercised.append(name)
 
 
 def check_gradients(
@@ -84,49 +197,90 @@ def check_gradients(
     seed: int = 104729,
     check_input: bool = True,
     raise_on_failure: bool = True,
+    random_stream: int | None = None,
 ) -> GradientReport:
     """Compare ``layer.backward`` to finite differences; input and every parameter.
 
     Run it on a layer built in float64 (``framework.set_default_dtype("float64")``
     before building) with float64 ``x``; ``x`` may be a list for merge layers.
-    A layer of several outputs (a tuple or list, possibly nested, such as
-    ``LSTM``'s ``(output, (h_n, c_n))``) gets one random weight array per
-    output, and its ``backward`` receives the gradients in the structure its
-    ``forward`` returned. The layer's mode (train / eval) is left as it is.
+    Integer inputs (indices) are not differentiated. A layer of several
+    outputs (a tuple or list, possibly nested, such as ``LSTM``'s
+    ``(output, (h_n, c_n))``) gets one random weight array per output, and
+    its ``backward`` receives the gradients in the structure its ``forward``
+    returned. The layer's mode (train / eval) is left as it is; every forward
+    is given its own copy of ``x``, so a forward that writes into its input
+    cannot disturb the differences (:func:`~framework.testing.check_layer`
+    reports that separately).
+
+    The relative error of each array is ``||a - n|| / (||a|| + ||n||)``, with
+    the denominator at least the rounding noise of the differences divided by
+    ``tolerance``: a parameter whose true gradient is zero (a bias followed by
+    a normalisation) has a numerical gradient of pure noise, which is not an
+    error; any difference above that noise still is.
+
+    ``random_stream``: when given, every forward runs with the framework's
+    generator (:func:`framework.runtime.random.get_rng`) replaced by a fresh
+    one of this seed, so a layer drawing its randomness from it (``Dropout``)
+    draws the same mask in every forward and can be checked in training mode.
 
     Raises:
         ConformanceError: naming the layer and listing every array whose
             relative error exceeds ``tolerance`` (unless ``raise_on_failure=False``).
+        DataError: when the layer's parameters are not float64.
     """
     xs = [_as_float64(v) for v in x] if isinstance(x, (list, tuple)) else None
     x_arr = None if xs is not None else _as_float64(x)
-    inputs = xs if xs is not None else x_arr
+    inputs: Any = xs if xs is not None else x_arr
 
-    out = forward_by_hand(layer, inputs)
+    def run() -> Any:
+        if random_stream is None:
+            return forward_by_hand(layer, inputs)
+        with thread_rng(np.random.default_rng(random_stream)):
+            return forward_by_hand(layer, inputs)
+
+    out = run()
+    _require_float64(layer)
     rng = np.random.default_rng(seed)
     weights = [rng.standard_normal(np.shape(o)) for o in st.leaves(out)]
 
     def loss() -> float:
-        outputs = st.leaves(forward_by_hand(layer, inputs))
-        return float(sum(np.sum(o * w) for o, w in zip(outputs, weights)))
+        return float(sum(np.sum(o * w) for o, w in zip(st.leaves(run()), weights)))
+
+    # rounding noise of one entry's difference quotient: that of L, over the step
+    scale = float(
+        sum(np.sum(np.abs(np.asarray(o, dtype=np.float64) * w)) for o, w in zip(st.leaves(out), weights))
+    )
+
+    def floor(array: np.ndarray, step: float) -> float:
+        return max(_ROUNDING * scale / step * float(np.sqrt(array.size)) / tolerance, 1e-12)
 
     grad_out = st.rebuild(out, [w.astype(np.asarray(o).dtype) for w, o in zip(weights, st.leaves(out))])
-
-    forward_by_hand(layer, inputs)
+    run()
     layer.zero_grad()
     grad_in = backward_by_hand(layer, grad_out)
-    analytic = {name: p.grad.copy() for name, p in layer.named_parameters()}
+
+    checked: list[tuple[str, Any, np.ndarray]] = []  # (name, analytic gradient, the array perturbed)
+    if check_input:
+        grads = list(grad_in) if isinstance(grad_in, (list, tuple)) else [grad_in]
+        for i, xi in enumerate(xs if xs is not None else [x_arr]):
+            if xi is not None and np.issubdtype(xi.dtype, np.floating):
+                name = "input" if xs is None else f"input[{i}]"
+                checked.append((name, grad_in if xs is None else (grads[i] if i < len(grads) else None), xi))
+    checked += [(name, p.grad.copy(), p.data) for name, p in layer.named_parameters()]
 
     report = GradientReport(tolerance=tolerance)
-    if check_input:
-        if xs is not None:
-            for i, (xi, gi) in enumerate(zip(xs, grad_in)):
-                report.errors[f"input[{i}]"] = relative_error(gi, numerical_gradient(loss, xi, eps))
-        else:
-            assert x_arr is not None  # xs is None exactly when x is a single array
-            report.errors["input"] = relative_error(grad_in, numerical_gradient(loss, x_arr, eps))
-    for name, p in layer.named_parameters():
-        report.errors[name] = relative_error(analytic[name], numerical_gradient(loss, p.data, eps))
+    for name, analytic, array in checked:
+        _compare(report, name, analytic, numerical_gradient(loss, array, eps), floor(array, eps))
+        if not report.errors[name] < tolerance and name not in report.problems:
+            # a kink (ReLU at 0, a max-pool tie) within eps of one entry spoils its difference; a
+            # wrong backward stays wrong with a smaller step, a kink usually falls outside it
+            retry = GradientReport(tolerance=tolerance)
+            _compare(retry, name, analytic, numerical_gradient(loss, array, eps / 10), floor(array, eps / 10))
+            if retry.errors[name] < tolerance:
+                report.errors[name] = retry.errors[name]
+                report.problems[name] = (
+                    f"passes with step eps/10: a non-differentiable point lies within {eps:g}"
+                )
     if raise_on_failure and not report.ok:
         raise ConformanceError(f"{layer.describe()}: gradient check failed\n{report}")
     return report

@@ -224,7 +224,12 @@ def check_loss(
       ``forward`` with respect to ``y_pred``, in float64, relative error
       below ``tolerance`` (this includes the batch mean's ``1/N``);
     - ``gradient_shape``: ``backward()`` has ``y_pred``'s shape, and for
-      float32 ``y_pred`` is float32;
+      float32 ``y_pred`` is float32 and agrees with the float64 gradient to
+      ``1e-4`` relative;
+    - ``batch_mean``: the loss of the batch repeated twice equals the loss of
+      the batch: the value is a mean over the batch, so its gradient carries
+      the ``1/N`` that layers never apply again (skip it for a loss that is
+      deliberately not a batch mean);
     - ``config``: ``get_config()`` is JSON data, ``from_config`` rebuilds an
       equal config and the rebuilt loss gives the same value;
     - ``registry``: registered, and ``framework.losses.get`` rebuilds it.
@@ -268,16 +273,36 @@ def check_loss(
     run_check(report, "gradients", skip, gradients)
 
     def gradient_shape() -> None:
+        grads = []
         for dtype in (np.float64, np.float32):
-            pred = y_pred.astype(dtype)
+            pred = y_pred.astype(np.float32).astype(dtype)  # one set of values for both dtypes
             obj.forward(pred, y_true)
             g = obj.backward()
             if np.shape(g) != pred.shape:
                 raise CheckFailed(f"backward() has shape {np.shape(g)}, y_pred has {pred.shape}")
             if np.asarray(g).dtype != dtype:
                 raise CheckFailed(f"backward() is {np.asarray(g).dtype} for {np.dtype(dtype).name} y_pred")
+            grads.append(g)
+        err = relative_error(grads[1], grads[0])
+        if not err < 1e-4:
+            raise CheckFailed(
+                f"backward() for float32 y_pred differs from the float64 one by relative error {err:.2e} "
+                "(tolerance 1e-4); is a float32 code path wrong?"
+            )
 
     run_check(report, "gradient_shape", skip, gradient_shape)
+
+    def batch_mean() -> None:
+        once = value(y_pred)
+        twice = float(obj.forward(np.concatenate([y_pred, y_pred]), np.concatenate([y_true, y_true])))
+        if not abs(twice - once) <= 1e-9 * max(1.0, abs(once)):
+            raise CheckFailed(
+                f"the loss of the batch repeated twice is {twice!r}, of the batch once {once!r} "
+                f"(ratio {twice / once if once else float('inf'):.4g}); a loss is the mean over the batch, "
+                "and its backward carries that 1/N (layers never divide by the batch size)"
+            )
+
+    run_check(report, "batch_mean", skip, batch_mean)
 
     def config() -> None:
         _, clone = check_config(obj, "losses")

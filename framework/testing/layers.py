@@ -22,10 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.calling import takes_context
 from framework.base.layer import Layer
+from framework.runtime.random import thread_rng
+from framework.testing import _contract
 from framework.testing import _structure as st
 from framework.testing._checkpoint import checkpoint_round_trip
 from framework.testing._common import (
+    attribute_differences,
     backward_by_hand,
     check_config,
     check_registered,
@@ -33,6 +37,7 @@ from framework.testing._common import (
     forward,
     forward_by_hand,
     fresh_layer,
+    plain_attributes,
 )
 from framework.testing.gradients import check_gradients
 from framework.testing.report import CheckFailed, ConformanceReport, run_check
@@ -63,15 +68,21 @@ def check_layer(
       every parameter, on a copy rebuilt from the config in float64, relative
       error below ``tolerance``. It runs in training mode, and in eval mode as
       well (BatchNorm's two paths); a layer that is stochastic in training (two
-      forwards on one input differ, like Dropout) is checked in eval mode only.
+      forwards on one input differ, like Dropout) is checked in training mode
+      with a fixed random stream when it draws from the framework's generator
+      (``framework.runtime.random.get_rng``), else in eval mode only.
     - ``output_shape``: ``layer.output_shape(shape)`` equals the real output
       shape, for the batch axis ``None`` (which must stay ``None``) and for
       the concrete batch size. A layer of several outputs returns one shape
       per output, nested like its output or as a flat list; with the batch
       axis ``None``, an output axis may be ``None`` only where the real size
       is the batch size.
-    - ``config``: ``get_config()`` is JSON data and
-      ``type(layer).from_config(config)`` rebuilds a layer with an equal config.
+    - ``config``: ``get_config()`` is JSON data,
+      ``type(layer).from_config(config)`` rebuilds a layer with an equal
+      config and equal public attributes (numbers, strings, tuples), and,
+      given the same weights, the rebuilt layer computes the same outputs
+      (eval mode), and the same outputs, gradients and state after a call in
+      training mode (unless the layer is stochastic in training).
     - ``registry``: the class is registered (``framework.layers``) and
       ``framework.layers.get({"class_name": name, "config": config})`` builds it.
     - ``checkpoint``: in a ``Sequential``, saving to HDF5 and loading gives
@@ -80,10 +91,25 @@ def check_layer(
     - ``train_eval``: ``train()`` / ``eval()`` set ``training`` on the layer
       and its children, and two eval-mode forwards are equal.
     - ``dtype_<name>``: a layer built in that dtype keeps it: parameters,
-      every output, input gradient and parameter gradients are all ``<name>``.
+      every output, input gradient and parameter gradients are all ``<name>``;
+      and (for a dtype other than float64) they agree with the same call of a
+      float64 copy of the layer to ``1000 * eps`` relative (so a backward
+      wrong only in float32 fails).
     - ``backward``: the returned gradient has the input's shape, every
       parameter gradient its parameter's shape, and ``zero_grad()`` zeros
       them all.
+    - ``arrays``: forward does not write into its input, backward does not
+      write into ``grad_out`` (``ctx.grad_out_writable`` is ``False`` by hand)
+      nor into the input, and a class declaring ``returns_fresh_grad``
+      returns an array it does not keep (docs/plugins.md).
+    - ``context``: per-call state lives on ``ctx``: with two calls in flight
+      (forward A, forward B, backward A: a shared layer, two threads) call A
+      gets what it gets alone, and ``ctx.training`` (not the layer's flag)
+      decides a call's mode. A layer in the older form ``forward(x)`` passes
+      when its adapter refuses the second call in flight with a ``ConfigError``.
+    - ``parameters``: every ``Parameter`` and ``Buffer`` the layer holds (also
+      in dicts or nested containers) is found by ``parameters()`` /
+      ``buffers()``, so the optimizer steps it and checkpoints save it.
 
     Args:
         layer: the layer (built or not); it is used for the config check, and
@@ -120,7 +146,7 @@ def check_layer(
     shape = st.concrete(input_shape)
     label = f"{layer.describe()} ({type(layer).__module__}.{type(layer).__qualname__})"
     report = ConformanceReport(label)
-    x0 = st.random_input(shape, rng, np.float64) if x is None else x
+    x0 = st.random_input(shape, rng, np.float64) if x is None else st.map_leaves(np.copy, x)
     integer_input = not isinstance(x0, list) and not np.issubdtype(np.asarray(x0).dtype, np.floating)
 
     probe = run_check(
@@ -135,18 +161,35 @@ def check_layer(
         layer64 = fresh_layer(layer, "float64", prepare)
         first = forward(layer64, x0, "float64")
         stochastic = not st.equal(first, forward_by_hand(layer64, x0))
-        modes = ["eval"] if stochastic else ["train", "eval"]
-        problems = []
+        # randomness drawn from the framework's generator repeats when each forward gets a fresh one
+        stream = 7 if stochastic and st.equal(*(_with_stream(layer64, x0) for _ in range(2))) else None
+        modes = ["eval"] if stochastic and stream is None else ["train", "eval"]
+        problems, unexercised = [], set()
         for mode in modes:
             layer64.train(mode == "train")
             result = check_gradients(
-                layer64, x0, tolerance=tolerance, check_input=not integer_input, raise_on_failure=False
+                layer64,
+                x0,
+                tolerance=tolerance,
+                check_input=not integer_input,
+                raise_on_failure=False,
+                random_stream=stream,
             )
+            unexercised |= set(result.unexercised)
             if not result.ok:
                 problems.append(f"in {mode} mode:\n{result}")
         if problems:
             raise CheckFailed("backward disagrees with finite differences " + "\n".join(problems))
-        return "stochastic in training: checked in eval mode" if stochastic else "train and eval mode"
+        done = "train and eval mode"
+        if stochastic:
+            done = (
+                "stochastic in training: checked in eval mode"
+                if stream is None
+                else "train mode (one fixed random stream per forward) and eval mode"
+            )
+        if unexercised:
+            done += f"; zero gradient for this input, so not really checked: {', '.join(sorted(unexercised))}"
+        return done
 
     run_check(report, "gradients", skip, gradients)
 
@@ -156,7 +199,7 @@ def check_layer(
         batch = shape[0][0] if isinstance(shape, list) else shape[0]
         for given, symbolic in ((st.with_none_batch(shape), True), (shape, False)):
             claimed = layer32.output_shape(given)
-            problem = _shape_claim_problem(claimed, out, batch, symbolic)
+            problem = st.shape_claim_problem(claimed, out, batch, symbolic)
             if problem:
                 raise CheckFailed(f"output_shape({st.fmt(given)}) returned {st.fmt(claimed)}, {problem}")
 
@@ -179,16 +222,32 @@ def check_layer(
             config, clone = check_config(original, kind)
             if prepare is not None:
                 prepare(clone)
+            before = plain_attributes(clone)
             forward(clone, x0, "float64")
+            # what a call creates or changes (a batch counter) is state, not a constructor argument
+            state = {k for k, v in plain_attributes(clone).items() if k not in before or before[k] != v}
             clone.load_state_dict({k: np.array(v, copy=True) for k, v in original.state_dict().items()})
+            attributes = attribute_differences(original, clone, ignore=state)
+            if attributes:
+                raise CheckFailed(
+                    "a layer rebuilt with from_config(get_config()) differs in its attributes: "
+                    f"{'; '.join(attributes)} (config {config!r}); a constructor argument is not "
+                    "written by get_config()"
+                )
+            in_training = _contract.call_differences(original, clone, x0, np.random.default_rng(2))
             original.eval()
             clone.eval()
             a, b = forward_by_hand(original, x0), forward_by_hand(clone, x0)
-        if not st.allclose(a, b):
+        if not st.allclose(a, b) or in_training:
+            what = (
+                "output in eval mode"
+                if not st.allclose(a, b)
+                else f"in training mode: {'; '.join(in_training)}"
+            )
             raise CheckFailed(
                 "a layer rebuilt with from_config(get_config()) and given the same weights computes "
-                f"a different output (config {config!r}); a constructor argument is "
-                "probably not stored in get_config()"
+                f"a different {what} (config {config!r}); a constructor argument is "
+                "probably not stored in get_config(), or state is kept outside Parameter/Buffer"
             )
 
     run_check(report, "config", skip, config)
@@ -244,6 +303,14 @@ def check_layer(
                     problems.append(f"gradient of {name} is {p.grad.dtype}")
             if problems:
                 raise CheckFailed(f"built in {dtype.name} with {dtype.name} input: " + "; ".join(problems))
+            if dtype != np.float64 and np.issubdtype(dtype, np.floating):
+                far = _contract.precision_problems(lay, x0, dtype, np.random.default_rng(3))
+                if far:
+                    raise CheckFailed(
+                        f"built in {dtype.name}, the layer computes values far from the same layer in "
+                        f"float64 (same weights, input and grad_out): {'; '.join(far)}; is a "
+                        f"{dtype.name} code path of forward or backward wrong?"
+                    )
 
         run_check(report, f"dtype_{dtype.name}", skip, dtypes)
 
@@ -271,48 +338,51 @@ def check_layer(
 
     run_check(report, "backward", skip, backward)
 
+    def built64() -> tuple[Layer, bool]:
+        """A fresh float64 copy, built, and whether it is stochastic in training mode."""
+        lay = fresh_layer(layer, "float64", prepare)
+        first = forward(lay, x0, "float64")
+        return lay, not st.equal(first, forward(lay, x0, "float64"))
+
+    def arrays() -> None:
+        problems = _contract.arrays_problems(built64()[0], x0, np.random.default_rng(4))
+        if problems:
+            raise CheckFailed("; ".join(problems))
+
+    run_check(report, "arrays", skip, arrays)
+
+    def context() -> str | None:
+        lay, stochastic = built64()
+        with default_dtype("float64"):
+            problem = _contract.context_problem(lay, x0, stochastic, np.random.default_rng(5))
+        if problem:
+            raise CheckFailed(problem)
+        if not takes_context(layer):
+            return "older form forward(x): its adapter refuses a second call in flight"
+        return None
+
+    run_check(report, "context", skip, context)
+
+    def parameters() -> None:
+        problems = _contract.undiscovered(built64()[0])
+        if problems:
+            raise CheckFailed(
+                "; ".join(problems) + ": parameters() finds Parameters and Buffers assigned as attributes "
+                "or in lists of them; the optimizer never steps the others and checkpoints never save them "
+                "(assign each as an attribute, or override parameters() / named_parameters())"
+            )
+
+    run_check(report, "parameters", skip, parameters)
+
     if raise_on_failure:
         report.raise_if_failed()
     return report
 
 
-def _shape_claim_problem(claimed: Any, out: Any, batch: int, symbolic: bool) -> str | None:
-    """What is wrong with ``claimed`` as the shape(s) of ``out`` (``None`` when it is right).
-
-    ``symbolic``: the claim was made for the input shape with a ``None``
-    batch axis. A single output's first axis must then be ``None``; an output
-    of a layer of several outputs may have ``None`` only where its real size
-    is the batch size (a final state ``(layers, N, H)`` keeps its first axis).
-    """
-    real = st.shape_leaves(st.shapes_of(out))
-    several = st.is_nested(out)
-    try:
-        flat = st.shape_leaves(claimed)
-    except TypeError:
-        return f"which is not a shape; the real output has {st.describe_outputs(out)}"
-    if len(flat) != len(real):
-        counted = "one shape" if len(flat) == 1 else f"{len(flat)} shapes"
-        return (
-            f"{counted}, but forward returns {st.describe_outputs(out)}; a layer of several outputs "
-            "gives one shape per output (nested like its output, or as a flat list)"
-        )
-    if not symbolic:
-        if flat != real:
-            return f"the real output has {st.describe_outputs(out)}"
-        return None
-    if not several:
-        expected = (None, *real[0][1:])
-        if flat[0] != expected:
-            return f"the real output has shape {st.fmt(real[0])} (expected {st.fmt(expected)})"
-        return None
-    for i, (c, r) in enumerate(zip(flat, real)):
-        ok = len(c) == len(r) and all(a == b or (a is None and b == batch) for a, b in zip(c, r))
-        if not ok:
-            return (
-                f"whose shape {i} {st.fmt(c)} does not match output {i} of shape {st.fmt(r)} "
-                f"(forward returns {st.describe_outputs(out)}; None only where the size is the batch {batch})"
-            )
-    return None
+def _with_stream(layer: Layer, x: Any) -> Any:
+    """``layer``'s output with the framework's generator replaced by a fresh one of a fixed seed."""
+    with thread_rng(np.random.default_rng(7)), default_dtype("float64"):
+        return forward_by_hand(layer, x)
 
 
 def _descendants(layer: Layer) -> list[Layer]:

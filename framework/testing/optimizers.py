@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from framework.errors import ConfigError
 from framework.testing import _structure as st
-from framework.testing._common import check_config, check_registered, json_round
-from framework.testing.report import CheckFailed, ConformanceReport, run_check
+from framework.testing._common import attribute_differences, check_config, check_registered, json_round
+from framework.testing.gradients import relative_error
+from framework.testing.report import CheckFailed, CheckSkipped, ConformanceReport, run_check
 
 __all__ = ["check_optimizer"]
 
@@ -35,8 +38,17 @@ def check_optimizer(
       ``state_dict()`` after three steps and the same parameters, makes the
       same next step as the original;
     - ``zero_grad``: ``zero_grad()`` zeros every bound gradient;
-    - ``config``: ``get_config()`` is JSON data and ``from_config`` rebuilds
-      an equal config;
+    - ``config``: ``get_config()`` is JSON data, ``from_config`` rebuilds
+      an equal config with equal public attributes, and the rebuilt optimizer
+      makes the same steps as (a copy of) ``optimizer`` itself, so no
+      hyperparameter is lost when a model is saved and loaded;
+    - ``learning_rate``: after ``learning_rate`` is set to half (as a
+      schedule or ``ReduceLROnPlateau`` does), the first step is half as long:
+      ``update`` uses the rate it is given, not one cached earlier (for an
+      optimizer whose step is not proportional to the rate, skip it);
+    - ``weight_decay`` (when the optimizer takes ``weight_decay``): with zero
+      gradients, a step with ``weight_decay=0.1`` moves every parameter
+      toward zero, and one with ``weight_decay=0`` leaves them unchanged;
     - ``registry``: registered, and ``framework.optimizers.get`` rebuilds it.
     """
     from framework.base.parameter import Parameter
@@ -51,9 +63,9 @@ def check_optimizer(
     curvature = rng.uniform(0.5, 2.0, (5, 4))
     bias0 = rng.standard_normal(4)
 
-    def fresh(dtype: Any = np.float64) -> tuple[Any, list[Parameter]]:
+    def fresh(dtype: Any = np.float64, **overrides: Any) -> tuple[Any, list[Parameter]]:
         params = [Parameter(start.astype(dtype)), Parameter(bias0.astype(dtype))]
-        new = type(opt).from_config(json_round(opt.get_config()))
+        new = type(opt).from_config({**json_round(opt.get_config()), **overrides})
         new.bind(params)
         return new, params
 
@@ -133,7 +145,79 @@ def check_optimizer(
             raise CheckFailed("zero_grad() left non-zero gradients")
 
     run_check(report, "zero_grad", skip, zero_grad)
-    run_check(report, "config", skip, lambda: check_config(opt, "optimizers") and None)
+
+    def config() -> None:
+        _, clone = check_config(opt, "optimizers")
+        differ = attribute_differences(opt, clone, ignore=("iterations",))
+        if differ:
+            raise CheckFailed(
+                "from_config(get_config()) rebuilds an optimizer whose attributes differ: "
+                f"{'; '.join(differ)}; a constructor argument is not written by get_config()"
+            )
+        # a copy of the optimizer itself, without the parameters (or model) it may be bound to
+        bound = [*opt.params, getattr(opt, "_source", None), getattr(opt, "_listed", None)]
+        twin = copy.deepcopy(opt, {id(x): None for x in bound if x is not None})
+        runs = []
+        for o in (twin, fresh()[0]):
+            params = [Parameter(start.copy()), Parameter(bias0.copy())]
+            o.bind(params)
+            o.iterations = 0
+            for _ in range(3):
+                o.zero_grad()
+                set_grads(params)
+                o.step()
+            runs.append(params)
+        diff = max(st.max_diff(p.data, q.data) for p, q in zip(*runs))
+        if diff != 0.0:
+            raise CheckFailed(
+                f"the optimizer rebuilt from get_config() steps differently from the original (max |diff| "
+                f"{diff:.3e} after 3 steps); a hyperparameter is not written by get_config()"
+            )
+
+    run_check(report, "config", skip, config)
+
+    def learning_rate() -> str:
+        steps = []
+        for rate in (0.01, 0.005):
+            o, params = fresh()
+            o.learning_rate = rate
+            before = [p.data.copy() for p in params]
+            set_grads(params)
+            o.step()
+            steps.append(np.concatenate([(p.data - b).ravel() for p, b in zip(params, before)]))
+        full, half = steps
+        ratio = float(np.linalg.norm(half) / max(float(np.linalg.norm(full)), 1e-300))
+        if not relative_error(half, 0.5 * full) < 1e-6:
+            raise CheckFailed(
+                f"setting learning_rate from 0.01 to 0.005 (as schedules and ReduceLROnPlateau do) made the "
+                f"first step {ratio:.4g} times as long, expected 0.5: does update() use the lr it is given?"
+            )
+        return "the step is proportional to the learning rate"
+
+    run_check(report, "learning_rate", skip, learning_rate)
+
+    def weight_decay() -> None:
+        moves = []
+        for decay in (0.0, 0.1):
+            try:
+                o, params = fresh(weight_decay=decay)
+            except (TypeError, ConfigError) as exc:
+                raise CheckSkipped(f"does not take weight_decay ({exc})") from exc
+            before = [p.data.copy() for p in params]
+            for p in params:
+                p.grad[...] = 0.0
+            o.step()
+            moves.append([(b, p.data - b) for p, b in zip(params, before)])
+        if any(np.any(m != 0) for _, m in moves[0]):
+            raise CheckFailed("with zero gradients and weight_decay=0, a step changed the parameters")
+        wrong = sum(int(np.sum(np.sign(m) != -np.sign(b))) for b, m in moves[1])
+        if wrong:
+            raise CheckFailed(
+                f"with zero gradients and weight_decay=0.1, a step did not move {wrong} of "
+                f"{start.size + bias0.size} parameter values toward zero: weight_decay is ignored"
+            )
+
+    run_check(report, "weight_decay", skip, weight_decay)
     run_check(report, "registry", skip, lambda: check_registered(opt, "optimizers", opt.get_config()))
     if raise_on_failure:
         report.raise_if_failed()
