@@ -100,9 +100,19 @@ LAYERS: dict[str, list[Spec]] = {
     "Concatenate": [Spec([(3, 4), (3, 2)])],
     # plugins.recurrent and the sequence layers
     "Embedding": [Spec((3, 5), {"num_embeddings": 10, "embedding_dim": 4}, x=_INDICES)],
-    "RNNCell": [Spec((3, 4), {"input_size": 4, "hidden_size": 5, "nonlinearity": "tanh"})],
-    "GRUCell": [Spec((3, 4), {"input_size": 4, "hidden_size": 5})],
-    "LSTMCell": [Spec((3, 4), {"input_size": 4, "hidden_size": 5})],
+    # with a state as well: on x alone h = 0, and weight_hh's gradient is zero whatever backward says
+    "RNNCell": [
+        Spec((3, 4), {"input_size": 4, "hidden_size": 5, "nonlinearity": "tanh"}),
+        Spec([(3, 4), (3, 5)], {"input_size": 4, "hidden_size": 5, "nonlinearity": "relu"}),
+    ],
+    "GRUCell": [
+        Spec((3, 4), {"input_size": 4, "hidden_size": 5}),
+        Spec([(3, 4), (3, 5)], {"input_size": 4, "hidden_size": 5}),
+    ],
+    "LSTMCell": [
+        Spec((3, 4), {"input_size": 4, "hidden_size": 5}),
+        Spec([(3, 4), (3, 5), (3, 5)], {"input_size": 4, "hidden_size": 5}),
+    ],
     "RNN": [
         Spec((2, 5, 3), {"input_size": 3, "hidden_size": 4, "batch_first": True, "output": "sequence"}),
         Spec(
