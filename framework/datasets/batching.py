@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from framework.datasets._common import Arrays, Seed, _as_list, _common_length, _generator, _positive_int
+from framework.errors import ConfigError
 
 __all__ = ["batches"]
 
@@ -48,9 +49,13 @@ def batches(
     Raises:
         DataError: if the arrays differ in length, or ``x`` / ``y`` is an
             iterator (its length is unknown).
-        ConfigError: for a bad ``batch_size``.
+        ConfigError: for a bad ``batch_size``, or a ``shuffle`` or
+            ``drop_last`` that is not a bool.
     """
     batch_size = _positive_int("batches: batch_size", batch_size)
+    for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ConfigError(f"batches: {name} must be True or False, got {flag!r}")
     xs, x_form = _as_list(x, "batches: x")
     ys, y_form = _as_list(y, "batches: y") if y is not None else ([], False)
     named = [(_label("x", x_form, i), a) for i, a in enumerate(xs)]

@@ -1,21 +1,22 @@
 """How the loops batch the data: the batch size and shuffling a model allows
-(full-batch layers), and a batch of an iterable made ready for the model.
+(full-batch layers); an iterable of batches brings its own.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framework.errors import ConfigError
 from framework.training.batch_axis import check_batch_axis
-from framework.training.data import ArrayData, resolve_dicts
+from framework.training.data import ArrayData
 
 if TYPE_CHECKING:
     from framework.models.model import Model
 
-__all__ = ["batch_from_iterable", "batching", "check_positive_int", "full_batch_layer"]
+__all__ = ["batching", "check_positive_int", "full_batch_layer"]
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -38,13 +39,41 @@ def full_batch_layer(model: Model) -> Any:
 def batching(
     owner: str, model: Model, data: Any, batch_size: int | None, shuffle: bool | None
 ) -> tuple[int, bool]:
-    """``(batch_size, shuffle)`` resolved: 32 and shuffled, or full and in order for full-batch layers."""
-    layer = full_batch_layer(model) if isinstance(data, ArrayData) else None
+    """``(batch_size, shuffle)`` resolved: 32 and shuffled, or full and in order for full-batch layers.
+
+    ``shuffle="batch"`` (Keras's shuffle for HDF5 data) is ``True``: an h5py
+    dataset is read batch by batch with sorted indices anyway. An iterable of
+    batches gives ``(0, False)``: its batches are its own.
+
+    Raises:
+        ConfigError: a bad ``batch_size`` or ``shuffle``; a ``batch_size`` for an iterable of
+            batches; ``shuffle=True`` or a ``batch_size`` below the sample
+            count for a full-batch model.
+    """
+    if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
+        if shuffle != "batch":
+            raise ConfigError(f"{owner}: shuffle must be True, False or 'batch', got {shuffle!r}")
+        shuffle = True  # Keras's chunked shuffle for HDF5: a full permutation, read sorted per batch
+    if not isinstance(data, ArrayData):
+        if batch_size is not None:
+            raise ConfigError(
+                f"{owner}: batch_size={batch_size!r} does not apply to an iterable of batches, which "
+                "brings its own batches; leave batch_size unset (or batch the arrays with "
+                "framework.datasets.batches)"
+            )
+        if shuffle:
+            warnings.warn(
+                f"{owner}: shuffle=True is ignored for an iterable of batches, which yields them in its "
+                "own order; shuffle inside the iterable (framework.datasets.batches(..., shuffle=True))",
+                UserWarning,
+                stacklevel=4,
+            )
+        return 0, False
+    layer = full_batch_layer(model)
     if layer is None:
         size = 32 if batch_size is None else check_positive_int(f"{owner}: batch_size", batch_size)
         shuffled = True if shuffle is None else bool(shuffle)
-        if isinstance(data, ArrayData):
-            check_batch_axis(owner, model, data, size, shuffled)
+        check_batch_axis(owner, model, data, size, shuffled)
         return size, shuffled
     n = data.n
     why = (
@@ -62,12 +91,3 @@ def batching(
             "(full-batch models are not shuffled)"
         )
     return n, False
-
-
-def batch_from_iterable(model: Model, xb: Any, yb: Any, wb: Any) -> tuple[Any, Any, Any]:
-    """A batch of an iterable with dicts resolved and inputs cast to the model's dtype."""
-    if isinstance(xb, dict) or isinstance(yb, dict) or isinstance(wb, dict):
-        xb, yb, wb = resolve_dicts(model, xb, yb, wb)
-    if wb is not None and model.multi_output and not isinstance(wb, (list, tuple)):
-        wb = [wb] * model.num_outputs
-    return model.cast_inputs(xb), yb, wb

@@ -8,10 +8,10 @@ Data a loop accepts (``x`` and ``y`` alike):
   key is refused, naming the expected keys);
 - an h5py dataset (or any object with ``shape``, ``len`` and NumPy-style
   indexing): read batch by batch with sorted index arrays, never whole;
-- for ``x`` alone (``y=None``): an iterable of ``(x, y)`` or
-  ``(x, y, sample_weight)`` batches -- a list, a re-iterable object or a
-  generator (a generator is read once unless ``steps_per_epoch`` takes a
-  fixed number of batches from it each epoch).
+- for ``x`` alone (``y=None``, no ``sample_weight``): an iterable of
+  ``(x, y)`` or ``(x, y, sample_weight)`` batches -- a list, a re-iterable
+  object or a generator; see :mod:`framework.training.iterables` for its
+  epochs (``steps_per_epoch``) and checks.
 
 ``sample_weight`` is an array of one weight per sample, or, for a model of
 several outputs, a list (one per output) or a dict keyed by output name
@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.errors import ConfigError, DataError
-from framework.training.checks import check_batch, check_dtype, check_finite_array
-from framework.training.named import from_dict, input_names
+from framework.training.checks import check_dtype, check_finite_array
+from framework.training.iterables import BatchData
+from framework.training.named import model_arity, resolve_dicts
 
 if TYPE_CHECKING:
     from framework.models.model import Model
 
-__all__ = ["ArrayData", "BatchData", "make_data", "model_arity", "resolve_dicts"]
+__all__ = ["ArrayData", "BatchData", "is_batch_iterable", "make_data", "model_arity", "resolve_dicts"]
 
 
 def _is_array_like(a: Any) -> bool:
@@ -57,6 +58,8 @@ def _as_arrays(data: Any, n_expected: int | None, label: str) -> tuple[list[Any]
     if isinstance(data, (list, tuple)):
         if data and all(_is_array_like(a) for a in data) and (n_expected is None or n_expected > 1):
             return list(data), True
+        if len(data) == 1 and _is_array_like(data[0]):  # [x] for a model of one input is x, as in Keras
+            return [data[0]], False
         try:
             array = np.asarray(data)
         except ValueError as exc:
@@ -238,12 +241,31 @@ class ArrayData:
         yb = None if self.ys is None else [_take(a, index, lazy) for a in self.ys]
         wb = None if ws is None else [None if w is None else w[index] for w in ws]
         if self.check_batches:
-            check_batch(xb, yb, wb, _describe(index))
+            self._check_finite(index, xb, yb, wb)
         return (
             xb if self.multi_x else xb[0],
             None if yb is None else (yb if self.multi_y else yb[0]),
             None if wb is None else (wb if len(wb) > 1 else wb[0]),
         )
+
+    def _check_finite(self, index: Any, xb: list[Any], yb: Any, wb: Any) -> None:
+        """Refuse NaN/Inf in a batch read from a dataset, naming the array and the sample's own index."""
+        rows = np.arange(index.start, index.stop) if isinstance(index, slice) else index
+        named = [(f"x[{i}]" if self.multi_x else "x", a) for i, a in enumerate(xb)]
+        named += [(f"y[{i}]" if self.multi_y else "y", a) for i, a in enumerate(yb or [])]
+        named += [
+            (f"sample_weight[{i}]" if len(wb) > 1 else "sample_weight", w) for i, w in enumerate(wb or [])
+        ]
+        for label, a in named:
+            if a is None or a.dtype.kind != "f" or np.isfinite(a).all():
+                continue
+            at = np.argwhere(~np.isfinite(a))[0]
+            where = (int(rows[at[0]]), *map(int, at[1:]))
+            raise DataError(
+                f"{label} contains {a[tuple(at)]} at index {where if len(where) > 1 else where[0]} "
+                f"(read in the batch of {_describe(index)}); the loss and every weight would turn NaN. "
+                "Clean the data, or pass check_finite=False to train on it anyway"
+            )
 
     _dtype: Any = None
 
@@ -267,85 +289,13 @@ def copyless(data: ArrayData) -> ArrayData:
     return new
 
 
-class BatchData:
-    """An iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches (list, re-iterable or generator)."""
-
-    def __init__(self, source: Iterable[Any], steps: int | None = None, check_finite: bool = True) -> None:
-        self.source = source
-        self.steps_per_epoch = steps
-        self.one_shot = iter(source) is source
-        self._iterator: Iterator[Any] | None = None
-        self.n = None
-        self.check_finite = check_finite
-
-    def steps(self, batch_size: int) -> int | None:
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
-        return len(self.source) if hasattr(self.source, "__len__") else None  # type: ignore[arg-type]
-
-    def batches(
-        self, batch_size: int = 0, shuffle: bool = False, rng: Any = None
-    ) -> Iterator[tuple[Any, Any, Any]]:
-        if self.one_shot:
-            it = self.source if self._iterator is None else self._iterator
-            self._iterator = iter(it)
-            it = self._iterator
-        else:
-            it = iter(self.source)
-        count = 0
-        for item in it:
-            if not isinstance(item, (tuple, list)) or len(item) not in (1, 2, 3):
-                raise DataError(
-                    "a batch iterable must yield (x, y) or (x, y, sample_weight) tuples, "
-                    f"got {type(item).__name__}"
-                    + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
-                )
-            xb = item[0]
-            yb = item[1] if len(item) >= 2 else None
-            wb = item[2] if len(item) == 3 else None
-            if len(xb if not isinstance(xb, list) else xb[0]) == 0:
-                raise DataError("a batch from the iterable is empty (0 samples)")
-            if self.check_finite:
-                check_batch(xb, yb, wb, f"batch {count} of the iterable")
-            yield xb, yb, wb
-            count += 1
-            if self.steps_per_epoch is not None and count >= self.steps_per_epoch:
-                return
-        if count == 0:
-            raise DataError(
-                "the batch iterable yielded no batches"
-                + (
-                    "; a generator is exhausted after one pass: pass steps_per_epoch (and an endless "
-                    "generator) or a re-iterable such as a list"
-                    if self.one_shot
-                    else ""
-                )
-            )
-
-
-def model_arity(model: Model) -> tuple[int | None, int | None]:
-    """How many inputs and outputs ``model`` takes (``None`` for a hand-built subclass)."""
-    if model._graph is not None:
-        return len(model._graph.inputs), len(model._graph.outputs)
-    if hasattr(model, "_stack"):  # a Sequential (duck-typed: training does not import models)
-        return 1, 1
-    return None, None
-
-
-def resolve_dicts(model: Model, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
-    """``x``, ``y`` and ``sample_weight`` with dicts replaced by the arrays in the model's order."""
-    if isinstance(x, dict):
-        x = from_dict(x, input_names(model), "x", "Input")
-    outputs = model.output_names
-    if isinstance(y, dict):
-        y = from_dict(y, outputs, "y", "output")
-    if isinstance(sample_weight, dict):
-        unknown = [k for k in sample_weight if k not in outputs]
-        if unknown:
-            raise DataError(f"sample_weight: unknown output names {unknown}; the outputs are {outputs}")
-        values = [sample_weight.get(k) for k in outputs]
-        sample_weight = values if len(values) > 1 else values[0]
-    return x, y, sample_weight
+def is_batch_iterable(x: Any) -> bool:
+    """Whether ``x`` yields batches: a non-list iterable (generator, custom object) or a list of tuples."""
+    if isinstance(x, (dict, str, bytes, tuple)) or _is_array_like(x):
+        return False
+    if isinstance(x, list):  # a list of (x, y) batches, not a list of rows given as tuples of numbers
+        return bool(x) and isinstance(x[0], tuple) and bool(x[0]) and not np.isscalar(x[0][0])
+    return isinstance(x, Iterable)
 
 
 def make_data(
@@ -355,18 +305,29 @@ def make_data(
     steps: int | None = None,
     sample_weight: Any = None,
     check_finite: bool = True,
+    steps_name: str = "steps_per_epoch",
+    label: str = "the iterable",
 ) -> ArrayData | BatchData:
-    """Wrap ``x`` (and ``y``, ``sample_weight``) in the right adapter for ``model``."""
+    """Wrap ``x`` (and ``y``, ``sample_weight``) in the right adapter for ``model``.
+
+    Raises:
+        DataError: ``y`` or ``sample_weight`` given beside an iterable of
+            batches (they belong in its batches), or malformed arrays.
+        ConfigError: ``steps`` given with arrays.
+    """
     if x is None:
         raise DataError("x is None; pass the training data")
-    if y is None and not isinstance(x, dict):
-        if not _is_array_like(x) and not isinstance(x, (list, tuple)) and isinstance(x, Iterable):
-            return BatchData(x, steps, check_finite)
-        if isinstance(x, list) and x and all(isinstance(b, tuple) for b in x):
-            return BatchData(x, steps, check_finite)
+    if is_batch_iterable(x) and (y is None or not isinstance(x, list)):
+        for name, value in (("y", y), ("sample_weight", sample_weight)):
+            if value is not None:
+                raise DataError(
+                    f"{name}: x is an iterable of batches ({type(x).__name__}), so {name} must be None; "
+                    f"yield it in each batch instead, as (x, y) or (x, y, sample_weight)"
+                )
+        return BatchData(x, steps, check_finite, model, label, steps_name)
     if steps is not None:  # refused rather than silently ignored: an epoch of arrays is the arrays
         raise ConfigError(
-            f"steps_per_epoch={steps!r} applies to an iterable of batches; with arrays an epoch is "
+            f"{steps_name}={steps!r} applies to an iterable of batches; with arrays an epoch is "
             "every sample once: slice the arrays, or pass a generator of batches"
         )
     x, y, sample_weight = resolve_dicts(model, x, y, sample_weight)

@@ -9,19 +9,18 @@ fire the callbacks' ``on_test_*`` / ``on_predict_*`` hooks.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framework.base.context import Context
-from framework.errors import DataError
-from framework.training.batching import batch_from_iterable, batching
+from framework.errors import ConfigError, DataError
+from framework.training.batching import batching, check_positive_int
 from framework.training.callbacks import CallbackList, as_callback_list, resolve_verbose
 from framework.training.data import (
     ArrayData,
     BatchData,
-    _is_array_like,
+    is_batch_iterable,
     make_data,
     model_arity,
     resolve_dicts,
@@ -50,9 +49,12 @@ def evaluate_data(
         for step, (xb, yb, wb) in enumerate(data.batches(batch_size)):
             if batch_hooks:
                 cb.on_test_batch_begin(step)  # type: ignore[union-attr]
-            if is_batches:
-                xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
-            value, outs, size = trainer.test_step(xb, yb, wb)
+            try:
+                value, outs, size = trainer.test_step(xb, yb, wb)
+            except Exception as exc:
+                if is_batches:
+                    data.blame(exc)
+                raise
             if outs:
                 per_output = [a + v * size for a, v in zip(per_output, outs)]
             total += value * size
@@ -81,6 +83,7 @@ def evaluate(
     callbacks: Any = None,
     check_finite: bool = True,
     threads: int | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """The loss (sample-weighted mean) and metrics over ``(x, y)`` in inference mode.
 
@@ -91,6 +94,8 @@ def evaluate(
         callbacks: a ``Callback`` or a list; their ``on_test_*`` hooks fire.
         check_finite: refuse NaN/Inf in the data.
         threads: run each batch as this many shards on as many threads (see ``fit``).
+        steps: the number of batches read from an iterable of batches (default:
+            all of it; needed for an endless generator); refused with arrays.
 
     Returns:
         ``{"loss": ..., "<metric>": ...}`` as Python floats (plus
@@ -98,7 +103,9 @@ def evaluate(
     """
     model._require_compiled("evaluate")
     verbose = resolve_verbose(verbose, "evaluate", auto=1)
-    data = make_data(model, x, y, None, sample_weight, check_finite)
+    if steps is not None:
+        steps = check_positive_int("evaluate: steps", steps)
+    data = make_data(model, x, y, steps, sample_weight, check_finite, "steps")
     if isinstance(data, ArrayData):
         if data.ys is None:
             raise DataError("evaluate: y is None; pass targets, or an iterable of (x, y) batches as x")
@@ -125,29 +132,38 @@ def predict(
     verbose: int | str = 0,
     callbacks: Any = None,
     threads: int | None = None,
+    steps: int | None = None,
 ) -> Any:
     """The model's outputs for ``x`` in inference mode, computed in batches and concatenated.
 
     ``x`` is an array, a list of arrays (several inputs), a dict keyed by
-    ``Input`` name, an h5py dataset or an iterable of ``x`` batches (or
-    ``(x, y)`` pairs). Returns an array, or a list of arrays for a model of
-    several outputs. ``callbacks``' ``on_predict_*`` hooks fire (batch ends
-    with ``{"outputs": ...}``). ``batch_size`` defaults to 32 (all samples
-    for a full-batch model). ``threads`` runs each batch as that many shards
-    on as many threads (see ``fit``).
+    ``Input`` name, an h5py dataset or an iterable of batches: ``x``, ``(x,)``
+    or ``(x, y)`` (see :mod:`framework.training.iterables`), of which
+    ``steps`` (default: all) are read. Returns an array, or a list of arrays
+    for a model of several outputs. ``callbacks``' ``on_predict_*`` hooks fire
+    (batch ends with ``{"outputs": ...}``). ``batch_size`` defaults to 32 (all
+    samples for a full-batch model; refused for an iterable). ``threads``
+    runs each batch as that many shards on as many threads (see ``fit``).
     """
     resolve_verbose(verbose, "predict")
+    if steps is not None:
+        steps = check_positive_int("predict: steps", steps)
     if isinstance(x, dict):
         x = resolve_dicts(model, x, None, None)[0]
-    if not _is_array_like(x) and not isinstance(x, (list, tuple)) and isinstance(x, Iterable):
-        source: Iterable[Any] = (b[0] if isinstance(b, tuple) else b for b in x)
-        batch_size = 0 if batch_size is None else batch_size
+    data: Any
+    if is_batch_iterable(x):
+        data = BatchData(x, steps, False, model, steps_name="steps", targets=False)
+    elif steps is not None:
+        raise ConfigError(
+            f"predict: steps={steps!r} applies to an iterable of batches; with arrays every sample "
+            "is predicted: slice the arrays"
+        )
     else:
         data = ArrayData(x, None, model_arity(model)[0])
         data._dtype = model.dtype
         data.cast(model)
-        batch_size, _ = batching("predict", model, data, batch_size, False)
-        source = (xb for xb, _, _ in data.batches(batch_size))
+    batch_size, _ = batching("predict", model, data, batch_size, False)
+    source = (xb for xb, _, _ in data.batches(batch_size))
     cb = CallbackList(as_callback_list(callbacks), model=model)
     cb.set_params({"verbose": verbose, "batch_size": batch_size})
     keep_freed_memory()
@@ -161,10 +177,14 @@ def predict(
         for step, xb in enumerate(source):
             if hooks:
                 cb.on_predict_batch_begin(step)
-            if isinstance(xb, dict):
-                xb = resolve_dicts(model, xb, None, None)[0]
-            xb = model.cast_inputs(xb)
-            out = runner.forward(Context(False, record=False), xb)
+            if isinstance(data, ArrayData):
+                xb = model.cast_inputs(xb)
+            try:
+                out = runner.forward(Context(False, record=False), xb)
+            except Exception as exc:
+                if isinstance(data, BatchData):
+                    data.blame(exc)
+                raise
             chunks.append(out)
             sizes.append(len(xb[0] if isinstance(xb, (list, tuple)) else xb))
             if hooks:

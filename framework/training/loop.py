@@ -30,7 +30,7 @@ import numpy as np
 
 from framework.errors import ConfigError, DataError
 from framework.runtime.random import get_rng
-from framework.training.batching import batch_from_iterable, batching, check_positive_int, full_batch_layer
+from framework.training.batching import batching, check_positive_int, full_batch_layer
 from framework.training.callbacks import (
     CallbackList,
     FitCallbacks,
@@ -81,16 +81,20 @@ __all__ = [
 ]
 
 
-def _validation(model: Model, validation_data: Any, check_finite: bool) -> Any:
+def _validation(model: Model, validation_data: Any, check_finite: bool, steps: int | None) -> Any:
     if isinstance(validation_data, tuple) and len(validation_data) in (2, 3):
         sw = validation_data[2] if len(validation_data) == 3 else None
-        return make_data(model, validation_data[0], validation_data[1], None, sw, check_finite)
+        return make_data(
+            model, validation_data[0], validation_data[1], steps, sw, check_finite, "validation_steps"
+        )
     if isinstance(validation_data, tuple):
         raise ConfigError(
             f"fit: validation_data must be (x_val, y_val) or (x_val, y_val, sample_weight_val), "
             f"got a tuple of {len(validation_data)}"
         )
-    return make_data(model, validation_data, None, None, None, check_finite)
+    return make_data(
+        model, validation_data, None, steps, None, check_finite, "validation_steps", "validation_data"
+    )
 
 
 def fit(
@@ -111,23 +115,26 @@ def fit(
     steps_per_epoch: int | None = None,
     check_finite: bool = True,
     threads: int | None = None,
+    validation_steps: int | None = None,
 ) -> History:
     """Train ``model`` for ``epochs - initial_epoch`` epochs; returns a ``History``.
 
     Args:
         x, y: the data (see :mod:`framework.training.data`): arrays, lists of
             arrays, dicts keyed by ``Input`` / output name, h5py datasets;
-            ``y=None`` when ``x`` yields batches.
+            an iterable of batches (``y=None``; see :mod:`framework.training.iterables`).
         epochs: the index of the last epoch (Keras semantics with ``initial_epoch``).
         batch_size: samples per batch for array data; default 32, or all the
-            samples for a model with a full-batch layer (``needs_full_batch``).
+            samples for a model with a full-batch layer (``needs_full_batch``);
+            refused for an iterable of batches.
         validation_data: ``(x_val, y_val)``, ``(x_val, y_val, sample_weight_val)``
             or an iterable of batches, evaluated after each epoch (keys
             ``val_loss``, ``val_<metric>``).
         validation_split: the fraction of the array data (taken from the end,
             before shuffling) held out for validation.
         shuffle: draw a new permutation each epoch; default on, off for a
-            full-batch model (where ``True`` is refused).
+            full-batch model (where ``True`` is refused); an iterable of
+            batches keeps its order (``True`` warns).
         class_weight: ``{class index: weight}``; each sample's loss is weighted
             by its class's weight (integer or one-hot targets, one output).
         sample_weight: a weight per sample (``(N,)``); for several outputs a
@@ -140,7 +147,11 @@ def fit(
         initial_epoch: the epoch to start from (resume with ``model.epoch``).
         seed: seeds the shuffling; ``None`` uses the global generator
             (``framework.set_seed``).
-        steps_per_epoch: batches per epoch taken from a batch iterable (refused with arrays).
+        steps_per_epoch: batches per epoch taken from a batch iterable, read on from
+            where the previous epoch stopped; required to train a generator for
+            several epochs; when it runs out, training stops with a warning
+            (refused with arrays).
+        validation_steps: the same for ``validation_data`` given as an iterable.
         check_finite: refuse NaN/Inf in ``x``, ``y`` and the weights (each
             in-memory array once, before the first epoch; iterables per batch).
         threads: cut each batch into this many shards and run them on as
@@ -171,6 +182,10 @@ def fit(
         raise ConfigError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
     user_callbacks = as_callback_list(callbacks)
 
+    if steps_per_epoch is not None:
+        steps_per_epoch = check_positive_int("fit: steps_per_epoch", steps_per_epoch)
+    if validation_steps is not None:
+        validation_steps = check_positive_int("fit: validation_steps", validation_steps)
     data = make_data(model, x, y, steps_per_epoch, sample_weight, check_finite)
     if isinstance(data, ArrayData) and data.ys is None:
         raise DataError("fit: y is None; pass targets, or an iterable of (x, y) batches as x")
@@ -189,12 +204,19 @@ def fit(
             )
         data, val_data = data.split(validation_split)
     elif validation_data is not None:
-        val_data = _validation(model, validation_data, check_finite)
+        val_data = _validation(model, validation_data, check_finite, validation_steps)
+    elif validation_steps is not None:
+        raise ConfigError("fit: validation_steps applies to validation_data; no validation_data was given")
+    batch_sources = [d for d in (data, val_data) if isinstance(d, BatchData)]
+    for source in batch_sources:
+        source.refuse_epochs("fit", epochs - initial_epoch)
     if isinstance(data, ArrayData):
         data.cast(model)
     if isinstance(val_data, ArrayData):
         val_data.cast(model)
     val_batch = val_data.n if full and isinstance(val_data, ArrayData) else batch_size
+    if isinstance(val_data, ArrayData) and not batch_size:  # training batches come from an iterable
+        val_batch = batching("fit", model, val_data, None, False)[0]
     weight_table = class_weight_table(class_weight, model)
     # With a seed, epoch k's order depends on (seed, k) alone, so a run resumed at any epoch
     # shuffles as the uninterrupted one did; without, the global generator, which a resumed
@@ -236,6 +258,8 @@ def fit(
             cb.on_train_begin()
             resume_callbacks(user_callbacks, saved_callbacks)
             for epoch in range(initial_epoch, epochs):
+                if any(source.exhausted() for source in batch_sources):  # a generator ran out: warned
+                    break
                 trainer.reset_metrics()
                 cb.on_epoch_begin(epoch)
                 # sums weighted by each batch's samples (Keras's convention): a smaller last batch
@@ -249,17 +273,22 @@ def fit(
                     batches = parallel.batches(data, batch_size, shuffle, epoch_rng)
                 for step, (xb, yb, wb) in enumerate(batches):
                     cb.on_train_batch_begin(step)
-                    if is_batches:
-                        xb, yb, wb = batch_from_iterable(model, xb, yb, wb)
                     if weight_table is not None and xb is not None:
                         wb = combine_weights(weight_table, yb, wb)
-                    if parallel is None:
-                        value = trainer.train_step(xb, yb, wb)
-                    else:
-                        value = (
-                            trainer.train_step(xb, yb, wb) if xb is not None else parallel.empty_step(trainer)
-                        )
-                        value = parallel.after_batch(value, interrupt)
+                    try:
+                        if parallel is None:
+                            value = trainer.train_step(xb, yb, wb)
+                        else:
+                            value = (
+                                trainer.train_step(xb, yb, wb)
+                                if xb is not None
+                                else parallel.empty_step(trainer)
+                            )
+                            value = parallel.after_batch(value, interrupt)
+                    except Exception as exc:
+                        if is_batches:
+                            data.blame(exc)  # type: ignore[union-attr]
+                        raise
                     # this rank's batch weighs its per-output losses (the ranks' means are combined by
                     # sample counts at the epoch's end); the loss, already the window's, weighs by the window
                     local = trainer.batch_samples if parallel is None else parallel.batch_samples

@@ -1,8 +1,10 @@
 """Arrays given by name: a dict keyed by a model's ``Input`` or output names, put in the model's order.
 
-``fit``, ``evaluate``, ``predict`` (:mod:`framework.training.data`) and a
-direct call ``model({"a": ..., "b": ...})`` (``Model.cast_inputs``, which
-imports this module when given a dict) share these two functions.
+``fit``, ``evaluate``, ``predict`` (:mod:`framework.training.data`,
+:mod:`framework.training.iterables`) and a direct call
+``model({"a": ..., "b": ...})`` (``Model.cast_inputs``, which imports this
+module when given a dict) share these functions; :func:`model_arity` says how
+many inputs and outputs the arrays are for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from framework.errors import DataError
 if TYPE_CHECKING:
     from framework.models.model import Model
 
-__all__ = ["from_dict", "input_names"]
+__all__ = ["from_dict", "input_names", "model_arity", "resolve_dicts"]
 
 
 def input_names(model: Model) -> list[str] | None:
@@ -47,3 +49,34 @@ def from_dict(data: dict[Any, Any], names: list[str] | None, label: str, what: s
         )
     values = [data[k] for k in names]
     return values[0] if len(values) == 1 else values
+
+
+def model_arity(model: Model) -> tuple[int | None, int | None]:
+    """How many inputs and outputs ``model`` takes (``None`` for a hand-built subclass)."""
+    if model._graph is not None:
+        return len(model._graph.inputs), len(model._graph.outputs)
+    if hasattr(model, "_stack"):  # a Sequential (duck-typed: training does not import models)
+        return 1, 1
+    return None, None
+
+
+def resolve_dicts(model: Model, x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
+    """``x``, ``y`` and ``sample_weight`` with dicts replaced by the arrays in the model's order.
+
+    Raises:
+        DataError: a dict whose keys are not the model's ``Input`` (``x``) or
+            output (``y``) names; a ``sample_weight`` dict with an unknown
+            output name (outputs left out are unweighted).
+    """
+    if isinstance(x, dict):
+        x = from_dict(x, input_names(model), "x", "Input")
+    outputs = model.output_names
+    if isinstance(y, dict):
+        y = from_dict(y, outputs, "y", "output")
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in outputs]
+        if unknown:
+            raise DataError(f"sample_weight: unknown output names {unknown}; the outputs are {outputs}")
+        values = [sample_weight.get(k) for k in outputs]
+        sample_weight = values if len(values) > 1 else values[0]
+    return x, y, sample_weight
