@@ -52,8 +52,8 @@ from framework.base.calling import (
 )
 from framework.base.config import Configurable
 from framework.base.context import Context
-from framework.base.parameter import Buffer, Parameter
-from framework.base.state import LayerState
+from framework.base.parameter import Parameter
+from framework.base.state import LayerState, tracked_attributes
 from framework.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["Context", "Layer", "Shape", "format_shape", "takes_context"]
@@ -200,9 +200,21 @@ class Layer(LayerState, Configurable):
         if training is None:
             return self.forward(x, *args, **kwargs)
         ctx = Context(training)
-        out = self.forward(ctx, x, *args, **kwargs)
+        with self._hand_mode(training):
+            out = self.forward(ctx, x, *args, **kwargs)
         self._manual_ctx = ctx
         return out
+
+    def _hand_mode(self, training: bool | None) -> contextlib.AbstractContextManager[None]:
+        """:meth:`mode` for one call when a layer in this one is in the older form, else nothing.
+
+        An older-form ``forward(x)`` calls its children by hand, and they run in
+        their own flags, so ``layer(x, training=False)`` sets every flag for the
+        call (and back after); a context-form call carries its mode on ``ctx``.
+        """
+        if training is None or all(takes_context(layer) for layer in self.modules()):
+            return contextlib.nullcontext()
+        return self.mode(training)
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickle carries the layer, not the record of its last call.
@@ -217,6 +229,12 @@ class Layer(LayerState, Configurable):
                 f"{self.describe()}: {key} is a Parameter; assigning a plain array to it would detach it "
                 f"from the optimizer and checkpoints. Write the values into it with "
                 f"layer.{key}.data[...] = array, or assign a Parameter(array)"
+            )
+        found = getattr(type(self), key, None)
+        if isinstance(found, property) and found.fset is None:  # ``self.layers = [...]`` in a Model
+            raise ConfigError(
+                f"{self.describe()}: {key!r} is a read-only property of {type(self).__name__}, so it cannot "
+                f"be assigned; use another attribute name (layers in a list or dict are found under any name)"
             )
         object.__setattr__(self, key, value)
 
@@ -245,14 +263,10 @@ class Layer(LayerState, Configurable):
     # -- children, parameters and state ------------------------------------
 
     def named_children(self) -> Iterator[tuple[str, Layer]]:
-        """Child layers assigned as attributes (or in lists of layers)."""
-        for key, value in list(vars(self).items()):
+        """Child layers assigned as attributes, or held in list, tuple or dict attributes (``blocks.0``)."""
+        for key, value in tracked_attributes(self):
             if isinstance(value, Layer):
                 yield key, value
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Layer):
-                        yield f"{key}.{i}", item
 
     def children(self) -> list[Layer]:
         return [child for _, child in self.named_children()]
@@ -263,37 +277,6 @@ class Layer(LayerState, Configurable):
         for child in self.children():
             found += child.modules()
         return found
-
-    def _named_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
-        for key, value in list(vars(self).items()):
-            if isinstance(value, kind):
-                if id(value) not in seen:
-                    seen.add(id(value))
-                    yield prefix + key, value
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, kind) and id(item) not in seen:
-                        seen.add(id(item))
-                        yield f"{prefix}{key}.{i}", item
-        for name, child in self.named_children():
-            yield from child._named_state(kind, f"{prefix}{name}.", seen)
-
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """``(dotted name, Parameter)`` pairs, own first, each parameter once."""
-        return self._named_state(Parameter, prefix, set())
-
-    def parameters(self) -> list[Parameter]:
-        """Every parameter of this layer and its children (trainable or frozen)."""
-        return [p for _, p in self.named_parameters()]
-
-    def trainable_parameters(self) -> list[Parameter]:
-        return [p for p in self.parameters() if p.trainable]
-
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
-        return self._named_state(Buffer, prefix, set())
-
-    def buffers(self) -> list[Buffer]:
-        return [b for _, b in self.named_buffers()]
 
     @staticmethod
     def activation_forward(ctx: Context, activation: Layer | None, x: Any) -> Any:

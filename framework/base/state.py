@@ -1,8 +1,9 @@
 """What a layer holds, as arrays: counts, state dicts, Keras's weight lists, dtype.
 
-:class:`LayerState` is a mixin of :class:`~framework.Layer`; it needs only
-``named_parameters()``, ``named_buffers()``, ``parameters()``, ``buffers()``
-and ``describe()``.
+:class:`LayerState` is a mixin of :class:`~framework.Layer`: it finds the
+``Parameter`` and ``Buffer`` objects a layer holds as attributes (directly or in
+lists, tuples and dicts, see :func:`tracked_attributes`) and in its children,
+and needs only ``named_children()`` and ``describe()`` from the layer.
 """
 
 from __future__ import annotations
@@ -16,21 +17,75 @@ from framework.base.calling import format_shape
 from framework.base.parameter import Buffer, Parameter
 from framework.errors import ConfigError, ShapeError
 
-__all__ = ["LayerState"]
+__all__ = ["LayerState", "tracked_attributes"]
+
+#: How deep ``tracked_attributes`` follows lists and dicts nested in lists and dicts.
+_MAX_NESTING = 8
+
+
+def tracked_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+    """``(dotted name, value)`` for each attribute of ``obj``, containers flattened.
+
+    The items of a list, tuple or dict attribute (and of the lists and dicts in
+    them) are yielded under dotted names: ``blocks.0``, ``heads.left``,
+    ``stages.1.conv``, as PyTorch names the members of a ``ModuleList`` or
+    ``ModuleDict``. This is how a layer finds the child layers, ``Parameter``
+    and ``Buffer`` objects it holds in plain Python containers (Keras's
+    tracking), so none is silently left out of ``parameters()``, checkpoints
+    or ``train()`` / ``eval()``.
+    """
+    for key, value in list(vars(obj).items()):
+        if isinstance(value, (list, tuple, dict)):
+            yield from _items(key, value, 1)
+        else:
+            yield key, value
+
+
+def _items(name: str, container: Any, depth: int) -> Iterator[tuple[str, Any]]:
+    pairs = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, value in list(pairs):
+        dotted = f"{name}.{key}"
+        if isinstance(value, (list, tuple, dict)):
+            if depth < _MAX_NESTING:
+                yield from _items(dotted, value, depth + 1)
+        else:
+            yield dotted, value
 
 
 class LayerState:
     """Parameter and buffer arrays of a layer and its children, as Keras and PyTorch expose them."""
 
     # Provided by Layer.
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def named_children(self) -> Iterator[tuple[str, Any]]:
         raise NotImplementedError
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
-        raise NotImplementedError
+    # -- discovery ---------------------------------------------------------------
+
+    def _own_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
+        """This layer's own ``kind`` objects (not its children's), each once across ``seen``."""
+        for key, value in tracked_attributes(self):
+            if isinstance(value, kind) and id(value) not in seen:
+                seen.add(id(value))
+                yield prefix + key, value
+
+    def _named_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
+        yield from self._own_state(kind, prefix, seen)
+        for name, child in self.named_children():
+            yield from child._named_state(kind, f"{prefix}{name}.", seen)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """``(dotted name, Parameter)`` pairs, own first, each parameter once."""
+        return self._named_state(Parameter, prefix, set())
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter of this layer and its children (trainable or frozen)."""
         return [p for _, p in self.named_parameters()]
+
+    def trainable_parameters(self) -> list[Parameter]:
+        return [p for p in self.parameters() if p.trainable]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        return self._named_state(Buffer, prefix, set())
 
     def buffers(self) -> list[Buffer]:
         return [b for _, b in self.named_buffers()]

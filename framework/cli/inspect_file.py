@@ -86,7 +86,10 @@ def _describe_h5(path: str) -> str:
         per_layer: dict[str, list[tuple[str, Any]]] = {name: [] for name in classes}
         if weights is not None:
             for name, dataset in _datasets(weights, "/weights"):
-                layer, _, key = name.partition(".")
+                if name.startswith(".self."):  # a model subclass's own arrays (/weights/.self)
+                    layer, key = "(the model itself)", name.removeprefix(".self.")
+                else:
+                    layer, _, key = name.partition(".")
                 per_layer.setdefault(layer, []).append((key, dataset))
         rows = []
         total = 0

@@ -215,7 +215,9 @@ class Model(TrainingMethods, FileMethods, Layer):
 
             x = from_dict(x, input_names(self), "x", "Input")
         dtype = self.dtype
-        if isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1:
+        hand = self._graph is None and "_stack" not in vars(self)  # a subclass: a list of arrays stays one
+        many = isinstance(x, (list, tuple)) and hand and all(isinstance(a, np.ndarray) for a in x)
+        if many or (isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1):
             flags = self._integer_inputs()
             return [self._cast(a, dtype, flags[i] if i < len(flags) else False) for i, a in enumerate(x)]
         keep_int = self._integer_inputs()[0] if self.num_inputs == 1 else False
@@ -242,7 +244,8 @@ class Model(TrainingMethods, FileMethods, Layer):
             return super().__call__(x, *args, training=training, **kwargs)
         training = check_training(self, training)
         ctx = Context(self.training if training is None else training)
-        out = self.forward(ctx, self.cast_inputs(x), *args, **kwargs)
+        with self._hand_mode(training):  # children called by hand read their own flags
+            out = self.forward(ctx, self.cast_inputs(x), *args, **kwargs)
         self._manual_ctx = ctx
         return out
 
@@ -369,16 +372,11 @@ def _attribute_holding(layer: Layer, param: Parameter) -> tuple[Layer, str] | No
     for key, value in vars(layer).items():
         if value is param:
             return layer, key
-    for _, child in layer.named_children():
-        found = _attribute_holding(child, param)
-        if found is not None:
-            return found
-    return None
+    return next((f for _, c in layer.named_children() if (f := _attribute_holding(c, param))), None)
 
 
 class _Probe:
-    """Where ``Sequential.dtype`` found the first parameter: a plain object, not a tuple, as layers
-    discover parameters and child layers held in tuples and lists, which are not the model's own."""
+    """Where ``dtype`` found the first parameter (a plain object: layers look into tuples and lists)."""
 
     __slots__ = ("key", "owner", "param")
 

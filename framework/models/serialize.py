@@ -19,6 +19,7 @@ from framework.errors import ConfigError
 from framework.models.executor import GraphExecutor
 from framework.models.graph import Input, InputLayer, SymbolicTensor
 from framework.models.model import Model
+from framework.models.rebuild import check_rebuildable, rebuild, set_trainable_flags, trainable_flags
 from framework.models.sequential import Sequential
 from framework.registry.manager import REGISTRY
 
@@ -208,22 +209,24 @@ def serialize_layer(layer: Layer, name: str) -> dict[str, Any]:
             "be serialised; register it with a register_layers hook (see framework.registry.hookspecs)"
         )
     config = dict(layer.get_config())
+    check_rebuildable(layer, config)
     config["name"] = name
     entry: dict[str, Any] = {"class_name": registered, "config": config}
     if not layer.trainable:
         entry["trainable"] = False
+    inner = {k: v for k, v in trainable_flags(layer).items() if k}  # layers its constructor makes
+    if inner:
+        entry["layer_trainable"] = inner
     return entry
 
 
 def deserialize_layer(entry: dict[str, Any]) -> Layer:
-    from framework import layers
-
     if entry.get("is_model"):
         model = deserialize_model(entry)
-        if entry.get("trainable", True) is False:
+        if entry.get("trainable", True) is False and "" not in (entry.get("layer_trainable") or {}):
             model.trainable = False
         return model
-    layer = layers.get({"class_name": entry["class_name"], "config": entry.get("config") or {}})
+    layer = rebuild(entry["class_name"], entry.get("config") or {})
     if not isinstance(layer, Layer):
         raise ConfigError(f"model config: {entry['class_name']!r} did not rebuild a Layer")
     trainable = entry.get("trainable", True)
@@ -231,6 +234,7 @@ def deserialize_layer(entry: dict[str, Any]) -> Layer:
         raise ConfigError(f"model config: layer {entry['class_name']!r} has trainable={trainable!r}")
     if not trainable:
         layer.trainable = False
+    set_trainable_flags(layer, entry.get("layer_trainable"))
     return layer
 
 
@@ -259,7 +263,13 @@ def serialize_model(model: Model) -> dict[str, Any]:
         shape = [list(s) for s in shape]
     elif shape is not None:
         shape = list(shape)
-    data = {"class_name": class_name, "config": model.get_config(), "build_input_shape": shape}
+    config = model.get_config()
+    data = {"class_name": class_name, "config": config, "build_input_shape": shape}
+    if class_name not in ("Sequential", "Model"):  # a subclass: its constructor makes the layers
+        check_rebuildable(model, config)
+        flags = trainable_flags(model)
+        if flags:
+            data["layer_trainable"] = flags
     tied = tied_parameters(model)
     if tied:
         data["tied"] = tied
@@ -276,9 +286,7 @@ def deserialize_model(data: dict[str, Any]) -> Model:
     elif class_name in ("Model", "Functional"):
         model = Model.from_config(config)
     else:
-        from framework import layers
-
-        model = layers.get({"class_name": class_name, "config": config})
+        model = rebuild(class_name, config)
         if not isinstance(model, Model):
             raise ConfigError(f"deserialize_model: {class_name!r} is not a Model subclass")
     shape = data.get("build_input_shape")
@@ -288,4 +296,5 @@ def deserialize_model(data: dict[str, Any]) -> Model:
         if not all(child.built for child in model.children()):
             model.build(tuple(shape))
     tie_parameters(model, data.get("tied"))
+    set_trainable_flags(model, data.get("layer_trainable"))
     return model

@@ -29,7 +29,7 @@ from typing import Any
 from framework.errors import ConfigError
 from framework.registry.manager import _SINGULAR, REGISTRY
 
-__all__ = ["Namespace", "custom_object_scope", "module_functions", "resolve", "serialize"]
+__all__ = ["Namespace", "custom_object_scope", "lookup", "module_functions", "resolve", "serialize"]
 
 _CUSTOM: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "framework_custom_objects", default=None
@@ -66,6 +66,15 @@ def custom_object_scope(objects: dict[str, Any] | None) -> Iterator[None]:
 #: (``framework.base.metric`` registers ``FunctionMetric`` for metrics), so the
 #: registry needs no import of the base classes.
 FUNCTION_WRAPPERS: dict[str, Any] = {}
+
+
+def lookup(kind: str, name: str) -> Any:
+    """The class or function ``name`` resolves to: ``custom_objects`` in scope first, then the registry.
+
+    Raises:
+        UnknownNameError: naming the kind and the name.
+    """
+    return _lookup(kind, name)
 
 
 def _lookup(kind: str, name: str) -> Any:

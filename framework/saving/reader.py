@@ -14,6 +14,7 @@ only by an explicit :func:`restore_rng_state`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from framework.saving.validation import (
     check_call_arguments,
     check_epoch,
 )
-from framework.saving.writer import dataset_path, layer_generators, owned_state
+from framework.saving.writer import OWN_GROUP, dataset_path, layer_generators, owned_state
 
 if TYPE_CHECKING:
     import h5py
@@ -69,7 +70,18 @@ def _unknown_layer_message(exc: UnknownNameError, plugins: dict[str, Any]) -> st
                 f"{dist} {version} when it was saved, which is not installed now; "
                 f"install it (pip install {dist}) and load again. ({text})"
             )
-    return f"the checkpoint names a class that is not registered: {text}"
+    found = re.search(r"unknown \w+ '([^']+)'", text)
+    label = found.group(1) if found else "MyClass"
+    return (
+        f"the checkpoint names a class that is not registered: {text} If {label} is a class of your "
+        f"own (defined or registered in a script, not published as a plugin), pass it: "
+        f"load_model(path, custom_objects={{{label!r}: {label}}})"
+    )
+
+
+def _weights_of(group: str) -> str:
+    """How messages name the weights stored in ``/weights/<group>``."""
+    return "the model's own weights" if group == OWN_GROUP else f"weights for layer {group!r}"
 
 
 def _training_state(handle: h5py.File, path: str) -> dict[str, Any] | None:
@@ -164,28 +176,27 @@ def _load_model(
         weights = _group(handle, "weights", "")
         if weights is None:
             raise CheckpointError(f"{name!r} has no 'weights' group")
-        layers = dict(model.named_children())
+        owned = {lname: (params, buffers) for lname, params, buffers in owned_state(model)}
         saved = child_names(weights, "/weights")
         extra = [
             n
             for n in saved
-            if n not in layers and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
+            if n not in owned and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
         ]
         if extra:
             raise CheckpointError(
                 f"{name!r}: unexpected weights for layers {extra}, which the model config does not have"
             )
         entries = []
-        owned = {lname: (params, buffers) for lname, params, buffers in owned_state(model)}
-        for lname in layers:
+        for lname, held in owned.items():
             lgroup = _group(weights, lname, "/weights")
             if lgroup is None:
-                if any(owned[lname]):
+                if any(held):
                     raise CheckpointError(
-                        f"{name!r}: missing weights for layer {lname!r} (no group /weights/{lname})"
+                        f"{name!r}: missing {_weights_of(lname)} (no group /weights/{lname})"
                     )
                 continue
-            entries += [(lname, *e) for e in _plan_layer(lgroup, owned[lname], f"/weights/{lname}", plan)]
+            entries += [(lname, *e) for e in _plan_layer(lgroup, held, f"/weights/{lname}", plan)]
         slots = _plan_slots(handle, model, plan) if compile else {}
         training = _training_state(handle, name)
         callback_states = read_callback_states(handle, model, plan)
@@ -287,19 +298,16 @@ def load_weights(
             raise CheckpointError(f"{name!r} has no 'weights' group")
         saved_names = attr_json(weights, "layer_names", "/weights", list)
         present = set(child_names(weights, "/weights"))
-        layers = list(model.named_children())
-        owned_by = {
-            id(layer): (params, buffers)
-            for (_, layer), (_, params, buffers) in zip(layers, owned_state(model))
-        }
+        owned = {n: (params, buffers) for n, params, buffers in owned_state(model)}
         if by_name:
-            pairs = [(n, layer, n) for n, layer in layers if n in present]
+            pairs = [(n, n) for n in owned if n in present]
         else:
-            with_state = [(n, layer) for n, layer in layers if any(owned_by[id(layer)])]
+            with_state = [n for n, state in owned.items() if n != OWN_GROUP and any(state)]
             saved = [
                 n
                 for n in saved_names
                 if isinstance(n, str)
+                and n != OWN_GROUP
                 and n in present
                 and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
             ]
@@ -308,13 +316,26 @@ def load_weights(
                     f"{name!r} holds weights for {len(saved)} layers, the model has {len(with_state)} layers "
                     "with weights; pass by_name=True to match layers by name"
                 )
-            pairs = [(n, layer, s) for (n, layer), s in zip(with_state, saved)]
+            pairs = list(zip(with_state, saved))
+            own_saved = OWN_GROUP in present and bool(
+                _datasets_below(_group(weights, OWN_GROUP, "/weights"), f"/weights/{OWN_GROUP}")
+            )
+            if own_saved != (OWN_GROUP in owned):
+                mine = (
+                    [k for k, _ in (*owned[OWN_GROUP][0], *owned[OWN_GROUP][1])] if OWN_GROUP in owned else []
+                )
+                raise CheckpointError(
+                    f"{name!r}: the file {'holds' if own_saved else 'has no'} weights of the model's own "
+                    f"(/weights/{OWN_GROUP}); {model.describe()} holds {mine or 'none'} as its own attributes"
+                )
+            if own_saved:
+                pairs.insert(0, (OWN_GROUP, OWN_GROUP))
         planned = []
-        for lname, layer, saved_name in pairs:
+        for lname, saved_name in pairs:
             try:
                 lgroup = _group(weights, saved_name, "/weights")
                 planned.append(
-                    (saved_name, _plan_layer(lgroup, owned_by[id(layer)], f"/weights/{saved_name}", plan))
+                    (saved_name, _plan_layer(lgroup, owned[lname], f"/weights/{saved_name}", plan))
                 )
             except CheckpointError:
                 if not (by_name and skip_mismatch):

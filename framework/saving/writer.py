@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from framework.models.model import Model
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "save_weights", "dataset_path"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "OWN_GROUP", "dataset_path", "save_model", "save_weights"]
 
 FORMAT_NAME = "framework.checkpoint"
 FORMAT_VERSION = 1
@@ -51,22 +51,36 @@ def _write_array(group: h5py.Group, name: str, array: np.ndarray, compression: s
     return group.create_dataset(dataset_path(name), data=array)
 
 
+#: The group of ``/weights`` that holds a model's own parameters and buffers: those a ``Model``
+#: subclass assigns as its attributes rather than through a child layer. No layer has this name:
+#: a layer name never contains ``"."`` and an attribute name never starts with one.
+OWN_GROUP = ".self"
+
+
 def _layer_states(model: Model) -> list[tuple[str, Any]]:
     """``[(layer name, layer)]`` in the model's layer order."""
     return list(model.named_children())
 
 
 def owned_state(model: Model) -> list[tuple[str, list[tuple[str, Any]], list[tuple[str, Any]]]]:
-    """``[(layer name, [(key, Parameter)], [(key, Buffer)])]``, each array under its first holder.
+    """``[(group name, [(key, Parameter)], [(key, Buffer)])]``, each array under its first holder.
 
-    A parameter shared by two layers (tied weights) is stored once, in the
-    group of the first layer that holds it; the model config records the tie.
+    The model's own arrays come first, under :data:`OWN_GROUP` (only when it
+    has any), then one entry per layer in the model's layer order. A
+    parameter shared by two layers (tied weights) is stored once, in the group
+    of the first holder, the order of ``named_parameters``; the model config
+    records the tie.
     """
     from framework.base.parameter import Buffer, Parameter
 
     seen_params: set[int] = set()
     seen_buffers: set[int] = set()
-    return [
+    own = (
+        list(model._own_state(Parameter, "", seen_params)),
+        list(model._own_state(Buffer, "", seen_buffers)),
+    )
+    groups = [(OWN_GROUP, *own)] if any(own) else []
+    return groups + [
         (
             name,
             list(layer._named_state(Parameter, "", seen_params)),
@@ -118,11 +132,12 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _write_weights(handle: h5py.File, model: Model, compression: str | None) -> None:
-    """One group per layer; each parameter dataset carries ``trainable`` (0 or 1)."""
+    """One group per layer (and :data:`OWN_GROUP`); each parameter dataset carries ``trainable``."""
     weights = handle.create_group("weights")
     names = []
     for layer_name, params, buffers in owned_state(model):
-        names.append(layer_name)
+        if layer_name != OWN_GROUP:
+            names.append(layer_name)
         group = weights.create_group(layer_name)
         for key, param in params:
             dataset = _write_array(group, key, param.data, compression)
