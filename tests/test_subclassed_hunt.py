@@ -749,12 +749,6 @@ class LegacyShared(Model):
         return self.fc.backward(self.fc.backward(grad))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a child called twice by hand in an older-form forward keeps only its last call's "
-    "context (Layer._manual_ctx): the first use's backward reads the second's input, a wrong weight "
-    "gradient without any error (framework/base/calling.py)",
-)
 def test_older_form_child_used_twice_gets_the_torch_gradient_or_a_clear_error(float64: None) -> None:
     model = LegacyShared()
     model.build((None, 3))

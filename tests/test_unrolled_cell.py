@@ -119,11 +119,15 @@ def test_unrolled_rnn_cell_with_explicit_contexts_matches_torch(float64):
 
 def test_manual_form_unrolled_loop_is_refused_not_silently_wrong(float64):
     """By hand without contexts, a second step replaces the first's record: backward says so."""
-    from framework.errors import NotBuiltError
+    from framework.errors import ConfigError, NotBuiltError
 
     cell, x, (h0,), weights, _ = _torch_reference("rnn_tanh")
     h1 = cell(x[0], h0)
     cell(x[1], h1)
     cell.backward(weights[1])
-    with pytest.raises(NotBuiltError, match="functional Model"):
+    with pytest.raises(ConfigError, match="functional Model"):
         cell.backward(weights[0] + cell.grad_h0)
+    cell(x[0], h0)  # one call, two backwards: the cell's own rule, one backward per forward
+    cell.backward(weights[0])
+    with pytest.raises(NotBuiltError, match="functional Model"):
+        cell.backward(weights[0])

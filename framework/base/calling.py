@@ -195,6 +195,7 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 ctx = Context(self.training, needs_input_grad=self.needs_input_grad)
                 x, rest = args[0], args[1:]
                 self._manual_ctx = ctx
+                self.__dict__["_hand_calls"] = self.__dict__.get("_hand_calls", 0) + 1
             _prepare(self, x)
             out = fn(self, ctx, x, *rest, **kwargs)
             if isinstance(out, np.ndarray):  # (inline: it runs at every call)
@@ -220,6 +221,29 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
     return forward
 
 
+def _check_hand_backward(layer: Layer, ctx: Context) -> None:
+    """Refuse a hand-made backward that would differentiate a call whose record is gone.
+
+    A layer called by hand (``layer(x)``, ``layer.forward(x)``) keeps its last
+    call's context only. Its first ``backward`` after several calls is the last
+    call's; a second one, with no call in between, can only be meant for an
+    earlier call (a child used twice in an older-form ``forward``), whose inputs
+    were overwritten: it would give a wrong gradient without a word.
+    """
+    calls = layer.__dict__.pop("_hand_calls", 0)
+    if calls:
+        ctx.__dict__["_after_other_calls"] = calls > 1
+    elif ctx.__dict__.get("_after_other_calls"):
+        raise ConfigError(
+            f"{layer.describe()}: backward() called by hand twice after several calls made by hand: the "
+            "layer keeps only its last call's record, so this backward cannot be the one of an earlier "
+            "call (a layer used twice in an older-form forward(x), a cell unrolled by hand). Give each "
+            "call its own Context (layer.forward(ctx_t, x)), call the layer in a functional Model, or "
+            "write the calling forward in the context form, forward(self, ctx, x), with ctx.child(...) "
+            "per use"
+        )
+
+
 def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
     if takes_ctx(fn):
 
@@ -234,6 +258,7 @@ def wrap_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 manual = self.__dict__.get("_manual_ctx")
                 if manual is None:
                     raise NotBuiltError(f"{self.describe()}: backward() called before forward()")
+                _check_hand_backward(self, manual)
                 ctx = manual
                 ctx.grad_out_writable = self.grad_out_writable
                 grad_out, rest = args[0], args[1:]
