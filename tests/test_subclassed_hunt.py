@@ -602,15 +602,6 @@ def test_a_torch_state_dict_loads_key_for_key_and_predicts_as_torch(kind: str, f
     np.testing.assert_allclose(model(x), twin(torch.from_numpy(x)).detach().numpy(), **TIGHT)
 
 
-_TIED_XFAIL = (
-    "BUG: PyTorch's state_dict names a tied weight under every holder (enc.weight and dec.weight), "
-    "the framework's under the first only: a strict load of torch's dict refuses dec.weight as "
-    "unexpected, and torch refuses state_dict(format='torch') for the missing dec.weight "
-    "(framework/interchange/state_dicts.py)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_TIED_XFAIL)
 def test_a_torch_state_dict_of_tied_weights_loads_strictly(float64: None) -> None:
     model, twin = _twins("tied", seed=3)
     with torch.no_grad():
@@ -621,13 +612,22 @@ def test_a_torch_state_dict_of_tied_weights_loads_strictly(float64: None) -> Non
     np.testing.assert_allclose(model.predict(x), twin(torch.from_numpy(x)).detach().numpy(), **TIGHT)
 
 
-@pytest.mark.xfail(strict=True, reason=_TIED_XFAIL)
 def test_torch_loads_the_torch_format_state_dict_of_tied_weights_strictly(float64: None) -> None:
     model, _ = _twins("tied", seed=3)
     twin = TorchTied().double()
     twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict(format="torch").items()})
     assert twin.dec.weight is twin.enc.weight
     np.testing.assert_array_equal(twin.enc.weight.detach().numpy(), model.enc.weight.data)
+
+
+def test_a_tied_weight_given_two_different_values_is_refused(float64: None) -> None:
+    model, twin = _twins("tied", seed=3)
+    state = {k: v.detach().numpy().copy() for k, v in twin.state_dict().items()}
+    state["dec.weight"] = state["dec.weight"] + 1.0
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="name one tied parameter but hold different values"):
+        model.load_state_dict(state)
+    assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_load_state_dict_names_missing_unexpected_and_misshaped_keys(float64: None) -> None:

@@ -23,6 +23,10 @@ The naming rule (:func:`torch_names`):
 - A nested model is named recursively under its position or name.
 - Inside a layer the names are already PyTorch's (``weight``, ``bias``,
   ``running_mean``, ``running_var``, ``weight_ih_l0``, ``bias_hh_l1_reverse``...).
+- A tied parameter (one ``Parameter`` held by two layers) is one key in the
+  ``"native"`` naming, the first holder's; the ``"torch"`` naming lists it
+  under every holder, as PyTorch does. Loading accepts either, and refuses
+  a tied parameter given different values under two of its names.
 - Every layer with running statistics (``BatchNorm``) also has PyTorch's
   ``num_batches_tracked`` (an ``int64`` scalar) in the ``"torch"`` naming; on
   loading, that key is accepted and ignored.
@@ -98,12 +102,26 @@ def _children(model: Layer) -> list[tuple[str, str, Layer]]:
     return [(name, name, child) for name, child in model.named_children()]
 
 
+def tied_aliases(model: Layer) -> dict[str, str]:
+    """``{other name: first name}`` of every tied parameter (one ``Parameter`` held by two layers).
+
+    ``state_dict()`` keeps a tied parameter once, under its first name; PyTorch's
+    lists it under every holder's name (``enc.weight`` and ``dec.weight``).
+    """
+    from framework.models.serialize import tied_parameters
+
+    return {other: group[0] for group in tied_parameters(model) for other in group[1:]}
+
+
 def torch_names(model: Layer) -> dict[str, str]:
-    """The PyTorch name of each native state-dict key of ``model`` (see the module docstring)."""
+    """The PyTorch name of each native state-dict key of ``model`` (see the module docstring).
+
+    The other names of tied parameters (:func:`tied_aliases`) are included.
+    """
     children = sorted(_children(model), key=lambda row: -len(row[0]))  # longest name first
     nested: dict[int, dict[str, str]] = {}
     names: dict[str, str] = {}
-    for key in model_state_keys(model):
+    for key in [*model_state_keys(model), *tied_aliases(model)]:
         for native, torch, child in children:
             if key.startswith(native + "."):
                 rest = key[len(native) + 1 :]
@@ -159,6 +177,9 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
         return native
     names = torch_names(model)
     out = {names.get(key, key): value for key, value in native.items()}
+    for alias, first in tied_aliases(model).items():  # PyTorch lists a tied weight under every holder
+        if first in native:
+            out[names.get(alias, alias)] = native[first]
     out.update(_tracked_counts(model, names))
     return out
 
@@ -237,8 +258,14 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
     targets: dict[str, Any] = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
     names = torch_names(model)
-    to_native = {torch: native for native, torch in names.items()}
+    aliases = tied_aliases(model)
+    to_native = {torch: aliases.get(native, native) for native, torch in names.items()}
+    to_native.update(aliases)
     tracked = {key[: -len("running_mean")] + _TRACKED for key in to_native if key.endswith("running_mean")}
+    # first name -> every key (native or PyTorch's) naming that tied parameter
+    tied: dict[str, set[str]] = {}
+    for alias, first in aliases.items():
+        tied.setdefault(first, {first, names.get(first, first)}).update({alias, names.get(alias, alias)})
     given: dict[str, tuple[str, Any]] = {}
     unexpected: list[str] = []
     torch_style = False
@@ -255,6 +282,14 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
             unexpected.append(key)
             continue
         if native in given:
+            first_key, first_value = given[native]
+            if native in tied and key in tied[native] and first_key in tied[native]:
+                if not np.array_equal(as_numpy(first_value, first_key), as_numpy(value, key)):
+                    raise ConfigError(
+                        f"load_state_dict: {first_key!r} and {key!r} name one tied parameter but hold "
+                        "different values"
+                    )
+                continue  # PyTorch's dict lists a tied weight under each holder: the same array
             raise ConfigError(
                 f"load_state_dict: {native!r} is given twice, as {given[native][0]!r} and {key!r}; "
                 "use one naming"
