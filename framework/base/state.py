@@ -24,7 +24,9 @@ _MAX_NESTING = 8
 
 
 def tracked_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
-    """``(dotted name, value)`` for each attribute of ``obj``, containers flattened.
+    """``(dotted name, value)`` of each attribute of ``obj`` that may be or hold a layer, flattened.
+
+    Plain values (numbers, strings, ``None``, arrays) are left out, wherever they are.
 
     The items of a list, tuple or dict attribute (and of the lists and dicts in
     them) are yielded under dotted names: ``blocks.0``, ``heads.left``,
@@ -35,15 +37,23 @@ def tracked_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
     or ``train()`` / ``eval()``.
     """
     for key, value in list(vars(obj).items()):
+        if isinstance(value, _PLAIN):  # numbers, strings, arrays: never a layer or a Parameter
+            continue
         if isinstance(value, (list, tuple, dict)):
             yield from _items(key, value, 1)
         else:
             yield key, value
 
 
+#: Values inside a container that are never a layer, Parameter or container: skipped unnamed.
+_PLAIN = (int, float, complex, str, bytes, type(None), np.ndarray, np.generic)
+
+
 def _items(name: str, container: Any, depth: int) -> Iterator[tuple[str, Any]]:
     pairs = container.items() if isinstance(container, dict) else enumerate(container)
     for key, value in list(pairs):
+        if isinstance(value, _PLAIN):  # a shape's sizes, a config's numbers: nothing to find (hot path)
+            continue
         dotted = f"{name}.{key}"
         if isinstance(value, (list, tuple, dict)):
             if depth < _MAX_NESTING:

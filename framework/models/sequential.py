@@ -206,7 +206,7 @@ class Sequential(Model):
         there. 0 when that layer is itself a model.
         """
         for i, layer in enumerate(order):
-            if any(p.trainable for p in layer.parameters()):
+            if any(p.trainable for _, p in layer.named_parameters()):  # lazily: it runs every step
                 return 0 if isinstance(layer, Model) else i
         return len(order)
 
