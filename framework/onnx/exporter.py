@@ -133,6 +133,7 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
     """Convert every layer of ``model`` (a ``Sequential`` or functional ``Model``); returns its outputs."""
     from framework.models.sequential import Sequential
 
+    _refuse_overridden_forward(model)
     if isinstance(model, Sequential):
         names: Any = inputs
         for (name, layer), shape in zip(model.named_children(), sequential_shapes(model)):
@@ -173,6 +174,21 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
             values[id(t)] = name
             ctx.shapes.setdefault(name, tuple(t.shape))
     return [values[id(t)] for t in graph.outputs]
+
+
+def _refuse_overridden_forward(model: Any) -> None:
+    """Refuse a ``Model``/``Sequential`` subclass whose own ``forward`` the exported graph would skip."""
+    from framework.models.model import Model
+    from framework.models.sequential import Sequential
+
+    owner = next(c for c in type(model).__mro__ if "forward" in vars(c))
+    if owner not in (Model, Sequential) and (isinstance(model, Sequential) or model._graph is not None):
+        raise ExportError(
+            f"{model.describe()} is a {owner.__name__} subclass that overrides forward(); ONNX export "
+            "writes the layer graph, which would leave that forward out; expected Sequential.forward "
+            "or Model.forward: export a model without the override, or register a converter for "
+            f"{type(model).__name__} (register_onnx_converters hook)"
+        )
 
 
 def _not_built(model: Any, detail: str = "its input shape is unknown") -> ExportError:
