@@ -1027,3 +1027,16 @@ def test_summary_text_columns_and_unbuilt_rows():
 def test_any_framework_error_is_catchable_at_the_root():
     with pytest.raises(FrameworkError):
         datasets.standardize(np.ones((2, 2)), axis=5)
+
+
+def test_numpy_predictor_refuses_a_subclass_that_overrides_forward(tmp_path):
+    """As ONNX export: the emitted layers would leave the subclass's own forward out (off by 2.8)."""
+
+    class Tripled(Sequential):
+        def forward(self, ctx, x):
+            return super().forward(ctx, x) * 3.0
+
+    model = Tripled([Input((4,)), Linear(4, 2)])
+    with pytest.raises(ExportError, match=r"Tripled.*overrides forward\(\)"):
+        numpy_predictor(model, tmp_path / "out")
+    assert not (tmp_path / "out" / "predict.py").exists()

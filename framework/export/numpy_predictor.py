@@ -117,6 +117,7 @@ class _Writer:
 
     def model(self, model: Any, prefix: str, x: Any) -> Any:
         """Emit every layer of ``model`` (Sequential, functional or nested) on input(s) ``x``."""
+        _refuse_overridden_forward(model)
         graph = getattr(model, "_graph", None)
         if graph is None:
             children = list(model.named_children())
@@ -156,6 +157,21 @@ class _Writer:
                 values[outs[0]] = var
         results = [values[s] for s in graph.output_slots]
         return results if graph.multi_out else results[0]
+
+
+def _refuse_overridden_forward(model: Any) -> None:
+    """Refuse a ``Model``/``Sequential`` subclass whose own ``forward`` the emitted layers would skip."""
+    from framework.models.model import Model
+    from framework.models.sequential import Sequential
+
+    owner = next(c for c in type(model).__mro__ if "forward" in vars(c))
+    if owner not in (Model, Sequential) and (isinstance(model, Sequential) or model._graph is not None):
+        raise ExportError(
+            f"{model.describe()} is a {owner.__name__} subclass that overrides forward(); the NumPy "
+            "predictor emits the layers, which would leave that forward out; expected Sequential.forward "
+            f"or Model.forward: export a model without the override, or register an emitter for "
+            f"{type(model).__name__} (framework.export.register_numpy_emitter)"
+        )
 
 
 def _escaped(text: str) -> str:
