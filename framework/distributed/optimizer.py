@@ -185,6 +185,15 @@ class DistributedOptimizer(Optimizer):
         self.optimizer.learning_rate = value
 
     @property
+    def loss_scaler(self) -> Any:
+        """The wrapped optimizer's loss scale (float16): the training step scales by it."""
+        return self.optimizer.loss_scaler
+
+    @loss_scaler.setter
+    def loss_scaler(self, value: Any) -> None:
+        self.optimizer.loss_scaler = value
+
+    @property
     def serialized_name(self) -> str:
         """The wrapped optimizer's registered name: a checkpoint stores the wrapped optimizer."""
         from framework.registry import REGISTRY
@@ -204,6 +213,22 @@ class DistributedOptimizer(Optimizer):
 
     def refresh(self) -> None:
         self.optimizer.refresh()
+
+    # the float16 master copies live on the wrapped optimizer (the base methods would read this one's)
+    def master(self, param: Parameter) -> Parameter:
+        return self.optimizer.master(param)
+
+    def slot_dtype(self, param: Parameter) -> np.dtype:
+        return self.optimizer.slot_dtype(param)
+
+    def sync_master_weights(self) -> None:
+        self.optimizer.sync_master_weights()
+
+    def scratch(self, param: Parameter, name: str = "work") -> np.ndarray:
+        return self.optimizer.scratch(param, name)
+
+    def slot_names(self) -> frozenset[str] | None:
+        return self.optimizer.slot_names()
 
     def get_config(self) -> dict[str, Any]:
         return self.optimizer.get_config()

@@ -24,7 +24,10 @@ loop, with no per-batch work added). Then, in order:
 Batch-level logs (``on_train_batch_end``) carry the global running loss and
 this rank's own running metrics. Batch iterables (``x`` yielding batches) are
 not sharded: each rank reads its own and must yield the same number of
-batches. Callbacks with ``main_process_only = True`` (``ModelCheckpoint``,
+batches (checked at each step, a ``DistributedError`` on every rank
+otherwise); each rank's gradient is weighted by its batch's share of the
+step's samples, so the step equals one process on the concatenated batches.
+Callbacks with ``main_process_only = True`` (``ModelCheckpoint``,
 ``CSVLogger``, ``TensorBoard``) and the progress bar run on rank 0 alone.
 """
 
@@ -172,10 +175,7 @@ class DataParallel:
         """This rank's ``(x, y, weight)`` batches; ``(None, None, None)`` for an empty share."""
         self.samples = 0
         if not isinstance(data, ArrayData):
-            for item in data.batches(batch_size, shuffle, rng):
-                self.batch_samples = len(item[0][0] if isinstance(item[0], list) else item[0])
-                self.samples += self.batch_samples
-                yield item
+            yield from self._own_batches(data, batch_size, shuffle, rng)
             return
         order = None
         if shuffle:
@@ -190,6 +190,45 @@ class DataParallel:
             yield data.take(index) if count else (None, None, None)
         self.optimizer.grad_scale = 1.0
         world.set_step_weight(1.0)
+
+    def _own_batches(self, data: Any, batch_size: int, shuffle: bool, rng: Any) -> Iterator[Any]:
+        """This rank's own batches of an iterable, each step agreed over the ranks (one small allreduce).
+
+        Every rank must serve a batch at every step (else one rank's gradients would be summed with
+        another's logs); the window's size weighs each rank's gradient by its samples, as for arrays.
+
+        Raises:
+            DistributedError: on every rank, when the ranks' iterables yield different numbers of batches.
+        """
+        step = 0
+        try:
+            for item in data.batches(batch_size, shuffle, rng):
+                count = len(item[0][0] if isinstance(item[0], list) else item[0])
+                buf = np.array([1.0, count])
+                world.allreduce_inplace(buf, "allreduce of the batch counts (fit)")
+                if buf[0] != self.size:
+                    self._mismatch(step, True, int(buf[0]))
+                self.optimizer.grad_scale = count * self.size / buf[1]
+                world.set_step_weight(self.optimizer.grad_scale)
+                self.batch_samples = count
+                self.samples += count
+                step += 1
+                yield item
+            buf = np.array([0.0, 0.0])
+            world.allreduce_inplace(buf, "allreduce of the batch counts (fit)")
+            if buf[0]:
+                self._mismatch(step, False, int(buf[0]))
+        finally:
+            self.optimizer.grad_scale = 1.0
+            world.set_step_weight(1.0)
+
+    def _mismatch(self, step: int, mine: bool, others: int) -> None:
+        raise DistributedError(
+            f"fit: the ranks' batch iterables differ in length: at step {step} of the epoch rank "
+            f"{self.rank} {'has' if mine else 'has no'} batch, {others} of {self.size} ranks have one. "
+            "Each rank reads its own iterable (they are not sharded), so each must yield the same "
+            "number of batches per epoch (pass the same steps_per_epoch on every rank)"
+        )
 
     def empty_step(self, trainer: Trainer) -> float:
         """A step of a rank without samples: it still joins the gradient allreduce (weight 0)."""
