@@ -143,12 +143,6 @@ def test_fp16_two_ranks_equal_one_process_without_overflow(dist: dict[str, Any],
     _compare_fp16(got, hunt.run_fp16_mild(False, 0, str(tmp_path)), "fp16_mild")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: each rank scales its own mean-loss gradient (n_r samples, 1/n_r) by the loss scale, "
-    "so it overflows float16 at half the scale one process on the concatenated batch does: "
-    "more skipped steps, another trajectory (fix in Trainer.train_step: scale by scale * grad_scale / size)",
-)
 @pytest.mark.parametrize("name", ["fp16", "fp16_uneven"])
 def test_fp16_two_ranks_equal_one_process_with_overflows(
     dist: dict[str, Any], name: str, tmp_path: Path

@@ -140,6 +140,7 @@ class DistributedOptimizer(Optimizer):
         self.timeout = timeout
         self.grad_scale = 1.0
         self.comm_seconds = 0.0
+        self._weighted_in_loss = False
         self._buckets: list[Bucket] = []
         self._bucketed: list[Parameter] | None = None
 
@@ -253,13 +254,26 @@ class DistributedOptimizer(Optimizer):
             self._bucketed = params
         return self._buckets
 
+    def loss_gradient_factor(self) -> float:
+        """This rank's weight in the average, ``grad_scale / size``, for the loss gradient to carry.
+
+        Under float16 loss scaling ``fit`` multiplies the loss gradient by it (in
+        float32, with the loss scale) instead of leaving it to :meth:`synchronize`:
+        each rank's backward then sees the magnitudes of one process's on the
+        ranks' batches together, so it overflows float16 at the same loss scale.
+        The next :meth:`synchronize` only sums.
+        """
+        self._weighted_in_loss = True
+        return self.grad_scale / world.size()
+
     def synchronize(self) -> None:
         """Replace every bound parameter's gradient by its (``grad_scale``-weighted) mean over the ranks."""
         n = world.size()
-        if n == 1 and self.grad_scale == 1.0:
+        weighted, self._weighted_in_loss = self._weighted_in_loss, False
+        if n == 1 and (self.grad_scale == 1.0 or weighted):
             return
         start = time.perf_counter()
-        factor = self.grad_scale / n
+        factor = 1.0 if weighted else self.grad_scale / n
         for bucket in self.buckets:
             wire = bucket.buffer
             # each rank weighs its own gradient before the sum: the ranks' weights differ in a last,

@@ -154,6 +154,10 @@ class Trainer:
         self._bind()
         scaler = getattr(self.optimizer, "loss_scaler", None)
         scale = 1.0 if scaler is None else scaler.scale
+        if scaler is not None and hasattr(self.optimizer, "loss_gradient_factor"):
+            # float16 on several MPI ranks: the rank's weight goes in with the loss scale, so each
+            # rank overflows float16 exactly where one process on all the ranks' samples would
+            scale *= self.optimizer.loss_gradient_factor()
         with np.errstate(over="ignore", invalid="ignore"):
             value, grad = self._losses_and_grad(out, y, sample_weight, scale)
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
