@@ -188,7 +188,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--threads", type=int, default=1, help="shards of each batch, one thread each (Replicas)"
     )
-    parser.add_argument("--out", type=Path, default=Path("char_transformer_ckpt"))
+    parser.add_argument(
+        "--out",
+        "--output",
+        type=Path,
+        default=Path(__file__).resolve().parent / "output" / "char_transformer",
+        help="folder for the weights and config (default: examples/output/char_transformer, as the others)",
+    )
     parser.add_argument("--prompt", default="The ")
     args = parser.parse_args(argv)
 
