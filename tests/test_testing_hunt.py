@@ -1166,3 +1166,55 @@ def test_deepcopy_keeps_a_layer_checkable() -> None:
     layer = _built64(HuntScale(1.5))
     x = np.random.default_rng(0).standard_normal((4, 3))
     assert check_gradients(copy.deepcopy(layer), x).ok
+
+
+# -- large arrays: a random sample of entries and one random direction ----------------------
+
+
+def _big_linear() -> Layer:
+    framework.set_default_dtype("float64")
+    try:
+        framework.set_seed(5)
+        layer = layers.get("Linear", input_size=40, output_size=30)  # weight: 1200 entries
+        layer(np.zeros((3, 40)))
+    finally:
+        framework.set_default_dtype("float32")
+    return layer
+
+
+def test_a_large_array_is_sampled_and_a_correct_backward_passes() -> None:
+    layer = _big_linear()
+    x = np.random.default_rng(0).standard_normal((3, 40))
+    report = check_gradients(layer, x)
+    assert report.ok and report.sampled == ["weight"], str(report)
+    assert "512 random entries and one random direction: weight" in str(report)
+
+
+@pytest.mark.parametrize("wrong", ["whole array 1 %", "one entry"])
+def test_a_wrong_gradient_in_a_large_array_still_fails(monkeypatch: pytest.MonkeyPatch, wrong: str) -> None:
+    layer = _big_linear()
+    cls = type(layer)
+    original = cls.backward
+
+    def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+        g = original(self, *args, **kwargs)
+        if wrong == "one entry":
+            self.weight.grad[7, 11] += 0.5  # outside most samples: the direction sees it
+        else:
+            self.weight.grad *= 1.01
+        return g
+
+    monkeypatch.setattr(cls, "backward", backward)
+    x = np.random.default_rng(0).standard_normal((3, 40))
+    report = check_gradients(layer, x, raise_on_failure=False)
+    assert not report.ok and report.errors["weight"] > 1e-4, str(report)
+    assert report.errors["bias"] < 1e-6 and report.errors["input"] < 1e-6
+
+
+def test_numerical_gradient_of_chosen_entries_leaves_the_others_zero() -> None:
+    a = np.arange(12, dtype=np.float64).reshape(3, 4).T  # not contiguous: walked where it lives
+    grad = numerical_gradient(lambda: float(np.sum(a**2)), a, entries=[0, 5, 11])
+    expected = np.zeros(a.shape)
+    for k in (0, 5, 11):
+        expected.reshape(-1)[k] = 2 * a.reshape(-1)[k]
+    np.testing.assert_allclose(grad, expected, atol=1e-6)

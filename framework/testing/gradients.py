@@ -59,7 +59,9 @@ def relative_error(analytic: Any, numeric: Any, *, floor: float = 1e-12) -> floa
     return float(np.linalg.norm(a - n)) / denom
 
 
-def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], array: np.ndarray, eps: float = 1e-6, entries: Any = None
+) -> np.ndarray:
     """Central differences of scalar ``f()`` with respect to ``array``, perturbed in place.
 
     Each entry of ``array`` (any memory layout: a transposed or strided view
@@ -73,6 +75,8 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
         f: the scalar function; it reads ``array``.
         array: a writeable floating-point array.
         eps: the half step.
+        entries: flat (row-major) indices of the entries to differentiate;
+            ``None`` (default) for all. The others are left 0.
 
     Returns:
         ``dF/d array``, float64, of ``array``'s shape.
@@ -105,9 +109,10 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
     # a C-contiguous array has a flat view; any other layout is walked by index where it lives
     flat = array.flags.c_contiguous
     target = array.reshape(-1) if flat else array
-    out = grad.reshape(-1) if flat else grad
-    positions: Any = range(array.size) if flat else np.ndindex(array.shape)
-    for i in positions:
+    out = grad.reshape(-1)  # grad is C-contiguous: a view
+    chosen: Any = range(array.size) if entries is None else [int(k) for k in np.ravel(entries)]
+    for k in chosen:
+        i = k if flat else np.unravel_index(k, array.shape)
         old = target[i]
         try:
             target[i] = old + eps
@@ -118,8 +123,22 @@ def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float = 1
             minus = value()
         finally:
             target[i] = old
-        out[i] = (plus - minus) / (up - down)
+        out[k] = (plus - minus) / (up - down)
     return grad
+
+
+def _directional(f: Callable[[], float], array: np.ndarray, direction: np.ndarray, eps: float) -> float:
+    """Central difference of ``f()`` along the unit ``direction`` through ``array``, restored after."""
+    saved = array.copy()
+    try:
+        array += eps * direction
+        plus = float(f())
+        np.copyto(array, saved)
+        array -= eps * direction
+        minus = float(f())
+    finally:
+        np.copyto(array, saved)
+    return (plus - minus) / (2 * eps)
 
 
 def _as_float64(x: Any) -> np.ndarray:
@@ -128,6 +147,11 @@ def _as_float64(x: Any) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating):
         return x.copy()
     return np.array(x, dtype=np.float64)
+
+
+#: An array with more entries is checked on this many random ones (each costs two forwards) and
+#: along one random direction through all of them (two more), as PyTorch's fast gradcheck does.
+MAX_ENTRIES = 512
 
 
 @dataclass
@@ -139,12 +163,15 @@ class GradientReport:
     arrays whose gradient, analytic and numerical, is zero (below the
     differences' noise) for this input: their check passes whatever their
     backward computes, so another input (or state) should exercise them.
+    ``sampled`` names the arrays larger than :data:`MAX_ENTRIES`, checked on
+    that many random entries and along one random direction through all.
     """
 
     errors: dict[str, float] = field(default_factory=dict)
     tolerance: float = 1e-6
     problems: dict[str, str] = field(default_factory=dict)
     unexercised: list[str] = field(default_factory=list)
+    sampled: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -157,6 +184,11 @@ class GradientReport:
             flag = "ok" if err < self.tolerance else "FAIL"
             note = f"  ({self.problems[name]})" if name in self.problems else ""
             lines.append(f"{name:<24} {err:.3e}  {flag}{note}")
+        if self.sampled:
+            lines.append(
+                f"note: checked on {MAX_ENTRIES} random entries and one random direction: "
+                f"{', '.join(self.sampled)}"
+            )
         if self.unexercised:
             lines.append(
                 f"note: zero gradient for this input, so not really checked: {', '.join(self.unexercised)}"
@@ -268,14 +300,31 @@ def check_gradients(
                 checked.append((name, grad_in if xs is None else (grads[i] if i < len(grads) else None), xi))
     checked += [(name, p.grad.copy(), p.data) for name, p in layer.named_parameters()]
 
+    def measure(into: GradientReport, name: str, analytic: Any, array: np.ndarray, step: float) -> None:
+        if array.size <= MAX_ENTRIES or np.shape(analytic) != array.shape:
+            _compare(into, name, analytic, numerical_gradient(loss, array, step), floor(array, step))
+            return
+        picks = rng_entries.choice(array.size, MAX_ENTRIES, replace=False)
+        numeric = numerical_gradient(loss, array, step, entries=picks).reshape(-1)[picks]
+        sample = np.asarray(analytic, dtype=np.float64).reshape(-1)[picks]
+        _compare(into, name, sample, numeric, floor(numeric, step))
+        direction = rng_entries.standard_normal(array.shape)
+        direction /= np.linalg.norm(direction)
+        along = np.array([_directional(loss, array, direction, step)])
+        slope = np.array([float(np.sum(np.asarray(analytic, dtype=np.float64) * direction))])
+        into.errors[name] = max(into.errors[name], relative_error(slope, along, floor=floor(along, step)))
+        if name not in into.sampled:
+            into.sampled.append(name)
+
+    rng_entries = np.random.default_rng(seed + 1)
     report = GradientReport(tolerance=tolerance)
     for name, analytic, array in checked:
-        _compare(report, name, analytic, numerical_gradient(loss, array, eps), floor(array, eps))
+        measure(report, name, analytic, array, eps)
         if not report.errors[name] < tolerance and name not in report.problems:
             # a kink (ReLU at 0, a max-pool tie) within eps of one entry spoils its difference; a
             # wrong backward stays wrong with a smaller step, a kink usually falls outside it
             retry = GradientReport(tolerance=tolerance)
-            _compare(retry, name, analytic, numerical_gradient(loss, array, eps / 10), floor(array, eps / 10))
+            measure(retry, name, analytic, array, eps / 10)
             if retry.errors[name] < tolerance:
                 report.errors[name] = retry.errors[name]
                 report.problems[name] = (
