@@ -161,11 +161,10 @@ class _Writer:
 
 def _refuse_overridden_forward(model: Any) -> None:
     """Refuse a ``Model``/``Sequential`` subclass whose own ``forward`` the emitted layers would skip."""
-    from framework.models.model import Model
-    from framework.models.sequential import Sequential
+    from framework.models.formats import overriding_forward
 
-    owner = next(c for c in type(model).__mro__ if "forward" in vars(c))
-    if owner not in (Model, Sequential) and (isinstance(model, Sequential) or model._graph is not None):
+    owner = overriding_forward(model)
+    if owner is not None:
         raise ExportError(
             f"{model.describe()} is a {owner.__name__} subclass that overrides forward(); the NumPy "
             "predictor emits the layers, which would leave that forward out; expected Sequential.forward "

@@ -21,7 +21,7 @@ from framework.errors import ConfigError, PluginError
 from framework.registry.manager import REGISTRY, PluginInfo
 from framework.registry.tables import PluginTable
 
-__all__ = ["KINDS", "ModelFormat", "find", "formats", "suffix_of"]
+__all__ = ["KINDS", "ModelFormat", "find", "formats", "overriding_forward", "suffix_of"]
 
 KINDS = ("weights", "export", "state_dict")
 
@@ -101,3 +101,18 @@ def find(
     wanted = f"name {name!r}" if name is not None else f"suffix {key or '(none)'!r} of {os.fspath(path)!r}"
     known = ", ".join(f"{f.name} ({', '.join(s or 'a directory' for s in f.suffixes) or '-'})" for f in table)
     raise ConfigError(f"no {kind} format for {wanted}; registered: {known or 'none'}")
+
+
+def overriding_forward(model: Any) -> type | None:
+    """The class whose own ``forward`` an export of ``model``'s layers would leave out, or ``None``.
+
+    A ``Sequential`` or functional ``Model`` is exported layer by layer (ONNX,
+    the NumPy predictor); a subclass of either that overrides ``forward``
+    computes something else, which such an export would silently drop.
+    """
+    from framework.models.model import Model
+    from framework.models.sequential import Sequential
+
+    owner = next(c for c in type(model).__mro__ if "forward" in vars(c))
+    has_layers = isinstance(model, Sequential) or getattr(model, "_graph", None) is not None
+    return owner if has_layers and owner not in (Model, Sequential) else None

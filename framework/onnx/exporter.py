@@ -178,11 +178,10 @@ def convert_model(ctx: ExportContext, model: Any, inputs: list[str]) -> list[str
 
 def _refuse_overridden_forward(model: Any) -> None:
     """Refuse a ``Model``/``Sequential`` subclass whose own ``forward`` the exported graph would skip."""
-    from framework.models.model import Model
-    from framework.models.sequential import Sequential
+    from framework.models.formats import overriding_forward
 
-    owner = next(c for c in type(model).__mro__ if "forward" in vars(c))
-    if owner not in (Model, Sequential) and (isinstance(model, Sequential) or model._graph is not None):
+    owner = overriding_forward(model)
+    if owner is not None:
         raise ExportError(
             f"{model.describe()} is a {owner.__name__} subclass that overrides forward(); ONNX export "
             "writes the layer graph, which would leave that forward out; expected Sequential.forward "
