@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.errors import CheckpointError
-from framework.saving.hdf5 import attr_json, child_names, h5py_module, member
+from framework.saving.hdf5 import attr_json, child_group, child_names, h5py_module, member
 
 if TYPE_CHECKING:
     import h5py
@@ -84,18 +84,18 @@ def read_callback_states(handle: h5py.File, model: Any, plan: Plan) -> dict[str,
     Raises:
         CheckpointError: a malformed group, attribute or dataset, naming it.
     """
-    training = _group(handle, "training", "")
-    group = None if training is None else _group(training, "callbacks", "/training")
+    training = child_group(handle, "training", "")
+    group = None if training is None else child_group(training, "callbacks", "/training")
     if group is None:
         return {}
     own = model.state_dict()
     states: dict[str, dict[str, Any]] = {}
     for key in child_names(group, "/training/callbacks"):
         where = f"/training/callbacks/{key}"
-        sub = _group(group, key, "/training/callbacks")
+        sub = child_group(group, key, "/training/callbacks")
         state = dict(attr_json(sub, "state", where, dict))
         for field in child_names(sub, where):
-            state[field] = _read_arrays(_group(sub, field, where), f"{where}/{field}", own, plan)
+            state[field] = _read_arrays(child_group(sub, field, where), f"{where}/{field}", own, plan)
         states[key] = state
     return states
 
@@ -117,13 +117,6 @@ def _read_arrays(group: Any, where: str, own: dict[str, Any], plan: Plan) -> dic
     for _name, dataset, target in planned:
         np.copyto(target, np.asarray(dataset[()]), casting="unsafe")
     return {name: target for name, _dataset, target in planned}
-
-
-def _group(parent: Any, name: str, where: str) -> Any | None:
-    found = member(parent, name, where)
-    if found is not None and not isinstance(found, h5py_module().Group):
-        raise CheckpointError(f"{where.rstrip('/')}/{name} should be a group, found a dataset")
-    return found
 
 
 def _group_member(group: Any, name: str, where: str) -> Any:

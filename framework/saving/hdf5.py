@@ -150,6 +150,18 @@ def member(group: h5py.Group, path: str, where: str) -> Any | None:
     return node
 
 
+def child_group(parent: h5py.Group, name: str, where: str) -> Any | None:
+    """The group ``name`` below ``parent`` (hard links only, see :func:`member`), or ``None``.
+
+    Raises:
+        CheckpointError: when ``name`` is a dataset.
+    """
+    found = member(parent, name, where)
+    if found is not None and not isinstance(found, h5py_module().Group):
+        raise CheckpointError(f"{where.rstrip('/')}/{name} should be a group, found a dataset")
+    return found
+
+
 def child_names(group: h5py.Group, where: str) -> list[str]:
     """The link names in ``group`` (not followed), each checked to be a hard link."""
     h5py = h5py_module()

@@ -20,9 +20,9 @@ from framework.saving.hdf5 import (
     attr_json,
     attr_text,
     check_dataset,
+    child_group,
     child_names,
     h5py_module,
-    member,
 )
 from framework.saving.validation import (
     MAX_ITERATIONS,
@@ -106,13 +106,6 @@ def check_header(handle: h5py.File, path: str, contents: str | None = None) -> s
     return found
 
 
-def _group(parent: Any, name: str, where: str) -> Any | None:
-    obj = member(parent, name, where)
-    if obj is not None and not isinstance(obj, h5py_module().Group):
-        raise CheckpointError(f"{where.rstrip('/')}/{name} should be a group, found a dataset")
-    return obj
-
-
 def _datasets_below(group: h5py.Group, where: str) -> dict[str, Any]:
     """Every dataset below ``group`` by relative path, through hard links only."""
     h5py = h5py_module()
@@ -180,10 +173,10 @@ def _check_array(array: np.ndarray, where: str, key: str, strict: bool, names: f
 
 def _plan_slots(handle: h5py.File, model: Model, plan: Plan) -> dict[str, dict[str, Any]]:
     """``{param name: {slot: dataset}}``, each slot checked to be shaped like its parameter."""
-    optimizer = _group(handle, "optimizer", "")
+    optimizer = child_group(handle, "optimizer", "")
     if optimizer is None:
         return {}
-    slots = _group(optimizer, "slots", "/optimizer")
+    slots = child_group(optimizer, "slots", "/optimizer")
     if slots is None:
         return {}
     params = dict(model.named_parameters())
@@ -206,7 +199,7 @@ def _load_slots(
     handle: h5py.File, model: Model, planned: dict[str, dict[str, Any]], strict: bool, path: str
 ) -> None:
     optimizer = model.optimizer
-    group = _group(handle, "optimizer", "")
+    group = child_group(handle, "optimizer", "")
     iterations = attr_int(group, "iterations", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
     names = param_names(model)
     expected = optimizer.slot_names() if hasattr(optimizer, "slot_names") else None

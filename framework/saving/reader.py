@@ -27,6 +27,7 @@ from framework.saving.callback_state import read_callback_states
 from framework.saving.hdf5 import (
     attr_int,
     attr_json,
+    child_group,
     child_names,
     open_checkpoint,
 )
@@ -36,7 +37,6 @@ from framework.saving.planning import (
     _check_array,
     _datasets_below,
     _fspath,
-    _group,
     _load_slots,
     _plan_layer,
     _plan_slots,
@@ -85,7 +85,7 @@ def _weights_of(group: str) -> str:
 
 
 def _training_state(handle: h5py.File, path: str) -> dict[str, Any] | None:
-    group = _group(handle, "training", "")
+    group = child_group(handle, "training", "")
     if group is None:
         return None
     state = attr_json(group, "state", "/training", dict)
@@ -162,7 +162,7 @@ def _load_model(
     with open_checkpoint(name) as handle:
         plan = Plan(name, max_bytes)
         check_header(handle, name, contents="model")
-        group = _group(handle, "model", "")
+        group = child_group(handle, "model", "")
         if group is None:
             raise CheckpointError(f"{name!r} has no 'model' group")
         config = attr_json(group, "config", "/model", dict)
@@ -173,7 +173,7 @@ def _load_model(
                 model = rebuild(config)
         except UnknownNameError as exc:
             raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
-        weights = _group(handle, "weights", "")
+        weights = child_group(handle, "weights", "")
         if weights is None:
             raise CheckpointError(f"{name!r} has no 'weights' group")
         owned = {lname: (params, buffers) for lname, params, buffers in owned_state(model)}
@@ -181,7 +181,7 @@ def _load_model(
         extra = [
             n
             for n in saved
-            if n not in owned and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
+            if n not in owned and _datasets_below(child_group(weights, n, "/weights"), f"/weights/{n}")
         ]
         if extra:
             raise CheckpointError(
@@ -189,7 +189,7 @@ def _load_model(
             )
         entries = []
         for lname, held in owned.items():
-            lgroup = _group(weights, lname, "/weights")
+            lgroup = child_group(weights, lname, "/weights")
             if lgroup is None:
                 if any(held):
                     raise CheckpointError(
@@ -213,14 +213,17 @@ def _load_model(
             _check_array(holder.data, where, key, strict, NON_NEGATIVE_BUFFERS)
             if is_param:
                 holder.trainable = bool(attr_int(dataset, "trainable", where, low=0, high=1, default=1))
-        compile_group = _group(handle, "compile", "")
+        compile_group = child_group(handle, "compile", "")
         if compile and compile_group is not None:
             compile_config = attr_json(compile_group, "config", "/compile", dict)
             try:
                 model.compile_from_config(compile_config)
             except UnknownNameError as exc:
                 raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
-            if getattr(model, "optimizer", None) is not None and _group(handle, "optimizer", "") is not None:
+            if (
+                getattr(model, "optimizer", None) is not None
+                and child_group(handle, "optimizer", "") is not None
+            ):
                 _load_slots(handle, model, slots, strict, name)
         if training is not None:
             model.epoch = training["epoch"]
@@ -293,7 +296,7 @@ def load_weights(
     with open_checkpoint(name) as handle:
         plan = Plan(name, max_bytes)
         check_header(handle, name)
-        weights = _group(handle, "weights", "")
+        weights = child_group(handle, "weights", "")
         if weights is None:
             raise CheckpointError(f"{name!r} has no 'weights' group")
         saved_names = attr_json(weights, "layer_names", "/weights", list)
@@ -309,7 +312,7 @@ def load_weights(
                 if isinstance(n, str)
                 and n != OWN_GROUP
                 and n in present
-                and _datasets_below(_group(weights, n, "/weights"), f"/weights/{n}")
+                and _datasets_below(child_group(weights, n, "/weights"), f"/weights/{n}")
             ]
             if len(with_state) != len(saved):
                 raise CheckpointError(
@@ -318,7 +321,7 @@ def load_weights(
                 )
             pairs = list(zip(with_state, saved))
             own_saved = OWN_GROUP in present and bool(
-                _datasets_below(_group(weights, OWN_GROUP, "/weights"), f"/weights/{OWN_GROUP}")
+                _datasets_below(child_group(weights, OWN_GROUP, "/weights"), f"/weights/{OWN_GROUP}")
             )
             if own_saved != (OWN_GROUP in owned):
                 mine = (
@@ -333,7 +336,7 @@ def load_weights(
         planned = []
         for lname, saved_name in pairs:
             try:
-                lgroup = _group(weights, saved_name, "/weights")
+                lgroup = child_group(weights, saved_name, "/weights")
                 planned.append(
                     (saved_name, _plan_layer(lgroup, owned[lname], f"/weights/{saved_name}", plan))
                 )
