@@ -105,7 +105,7 @@ def _narrowing_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
             self._in_precision_call = False
         narrow = self._grad_dtype
         with np.errstate(over="ignore"):  # an overflow is an infinity; a loss-scaled step then skips
-            if scale is not None:
+            if scale is not None and scale != 1.0:
                 grad = np.multiply(grad, scale, dtype=np.result_type(grad, np.float32))
             return grad if narrow is None else np.asarray(grad).astype(narrow)
 

@@ -125,8 +125,7 @@ class Trainer:
             loss = self.losses[0]
             value = loss.forward(out, y) if sample_weight is None else loss.forward(out, y, sample_weight)
             w = self.weights[0]
-            factor = None if w * scale == 1.0 else w * scale
-            grad = loss.backward_logits(scale=factor) if self.fused else loss.backward(scale=factor)
+            grad = loss.backward_logits(scale=w * scale) if self.fused else loss.backward(scale=w * scale)
             return float(value * w if w != 1.0 else value), grad
         if not isinstance(y, (list, tuple)) or len(y) != len(out):
             raise DataError(f"the model has {len(out)} outputs; y must be a list of {len(out)} target arrays")
@@ -134,7 +133,7 @@ class Trainer:
         total, grads = 0.0, []
         for k, (loss, w, o, t, sw) in enumerate(zip(self.losses, self.weights, out, y, sws)):
             value = float(loss.forward(o, t) if sw is None else loss.forward(o, t, sw))
-            grads.append(loss.backward(scale=None if w * scale == 1.0 else w * scale))
+            grads.append(loss.backward(scale=w * scale))
             total += w * value
             self.output_values[k] = value
         return total, grads
