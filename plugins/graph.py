@@ -34,9 +34,10 @@ class GCNConv(Layer):
     ``(i, j)`` weighted by ``1 / sqrt(d_i d_j)``.
 
     The adjacency ``A`` belongs to the layer, not to the input: set it with
-    :meth:`set_graph`, or pass ``forward(x, adjacency=A)``, which stores ``A``
-    as the layer's graph from then on. It is not saved with the layer's config
-    or weights. ``A`` may be
+    :meth:`set_graph`, or pass ``forward(x, adjacency=A)``, which uses ``A``
+    for that call and stores it as the layer's graph from then on (once it is
+    valid for ``x``'s nodes). It is not saved with the layer's config or
+    weights. ``A`` may be
 
     - a dense ``(N, N)`` array (the product then runs as a dense matmul),
     - a :class:`~plugins.graph_ops.SparseAdjacency` ``(indices, values, num_nodes)``,
@@ -44,16 +45,24 @@ class GCNConv(Layer):
       columns, ``values`` ``(E,)`` or ``None`` for ones; ``N`` is ``x.shape[0]``.
 
     ``A[i, j]`` is the weight of the message from node ``j`` to node ``i``; an
-    undirected graph lists each edge both ways. Sparse products are segment sums
-    over rows (see :mod:`plugins.graph_ops`). ``Â`` is computed once per
-    adjacency object and reused; call :meth:`set_graph` again after changing an
-    adjacency array in place.
+    undirected graph lists each edge both ways. Repeated COO entries add up;
+    ``D`` is the row sum (the receivers' weighted in-degree, as PyG's
+    ``gcn_norm``). Two differences from PyG's ``GCNConv``: its ``edge_index``
+    is (source, target), so a directed PyG graph is ``edge_index[::-1]`` here;
+    and a self loop already in ``A`` gets ``+ 1`` like every node (``A + I``),
+    where PyG's ``add_remaining_self_loops`` keeps it as it is. Weights must be
+    finite; with ``normalize`` every degree must be ``>= 0`` (a node of degree
+    0 gets a zero row). Sparse products are segment sums over rows (see
+    :mod:`plugins.graph_ops`). ``Â`` is computed once per adjacency object and
+    reused; call :meth:`set_graph` again after changing an adjacency array in
+    place.
 
     The layer is in the context form: what backward needs (``Â^T`` and the
     cached product) is kept on the per-call ``ctx``, so one GCNConv may be
     called at several places of a model (its gradients sum) and from several
-    threads, as long as the graph is not changed meanwhile (``set_graph`` or
-    ``adjacency=`` replace it for every caller).
+    threads. A call uses the graph it is given, or else the one stored when
+    it starts; ``set_graph`` or ``adjacency=`` from another thread affect
+    only the calls that start after them.
 
     Full batch only: ``needs_full_batch = True``. The adjacency is fixed to
     the node set, row ``i`` of the input being node ``i``, so every call must
@@ -133,8 +142,9 @@ class GCNConv(Layer):
         self.bias_init = resolve_initializer("GCNConv", "bias_init", bias_init)
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
-        self._adjacency: Any = None
-        self._propagation: dict[Any, tuple[Any, Any]] = {}
+        # (adjacency, its operators by (N, dtype)): replaced whole, never mutated
+        # but for the cache, so a call keeps the pair it started with.
+        self._graph: tuple[Any, dict[Any, tuple[Any, Any]]] = (None, {})
         self.build((None, self.in_features))
 
     def build(self, input_shape: Any) -> None:
@@ -156,42 +166,46 @@ class GCNConv(Layer):
 
         Raises:
             ShapeError: a dense adjacency that is not square.
-            DataError: negative or non-integer indices, an unknown form.
+            DataError: negative or non-integer indices, non-finite weights, an unknown form.
         """
+        self._graph = self._checked(adjacency, None)
+        return self
+
+    def _checked(self, adjacency: Any, num_nodes: int | None) -> tuple[Any, dict[Any, tuple[Any, Any]]]:
+        """A new ``(adjacency, cache)`` pair once ``adjacency`` is valid (on ``num_nodes`` nodes)."""
         if adjacency is None:
             raise DataError(f"{self.describe()}: set_graph() needs an adjacency, got None")
-        as_coo(adjacency, None, self.describe())
-        self._adjacency = adjacency
-        self._propagation = {}
-        return self
+        as_coo(adjacency, num_nodes, self.describe())
+        return (adjacency, {})
 
     @property
     def adjacency(self) -> Any:
         """The adjacency as given to :meth:`set_graph` or ``forward`` (``None`` if unset)."""
-        return self._adjacency
+        return self._graph[0]
 
-    def _operators(self, num_nodes: int, dtype: np.dtype) -> tuple[Any, Any]:
-        """``(Â, Â^T)`` for the stored adjacency on ``num_nodes`` nodes, in ``dtype`` (cached)."""
-        if self._adjacency is None:
+    def _operators(self, graph: tuple[Any, dict], num_nodes: int, dtype: np.dtype) -> tuple[Any, Any]:
+        """``(Â, Â^T)`` of ``graph`` on ``num_nodes`` nodes, in ``dtype`` (cached in ``graph``)."""
+        adjacency, cache = graph
+        if adjacency is None:
             raise DataError(
                 f"{self.describe()}: no graph; call layer.set_graph(adjacency) or "
                 "pass forward(x, adjacency=...)"
             )
         key = (num_nodes, np.dtype(dtype).str)
-        ops = self._propagation.get(key)
+        ops = cache.get(key)
         if ops is None:
-            exact = self._propagation.get((num_nodes, "<f8"))
+            exact = cache.get((num_nodes, "<f8"))
             if exact is None:
-                graph = as_coo(self._adjacency, num_nodes, self.describe())
-                exact = gcn_propagation(graph, self.add_self_loops, self.normalize)
-                self._propagation[(num_nodes, "<f8")] = exact
+                coo = as_coo(adjacency, num_nodes, self.describe())
+                exact = gcn_propagation(coo, self.add_self_loops, self.normalize, self.describe())
+                cache[(num_nodes, "<f8")] = exact
             a_hat, a_hat_t = exact
             if isinstance(a_hat, np.ndarray):
                 a_hat = a_hat.astype(dtype, copy=False)
                 ops = (a_hat, a_hat.T)
             else:
                 ops = (a_hat.astype(dtype), a_hat_t.astype(dtype))
-            self._propagation[key] = ops
+            cache[key] = ops
         return ops
 
     # -- forward / backward ---------------------------------------------------
@@ -201,11 +215,12 @@ class GCNConv(Layer):
         return self.in_features <= self.out_features
 
     def forward(self, ctx: Context, x: np.ndarray, adjacency: Any = None) -> np.ndarray:
-        if adjacency is not None and adjacency is not self._adjacency:
-            self.set_graph(adjacency)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(self.weight.dtype)
-        a_hat, ctx.a_hat_t = self._operators(x.shape[0], x.dtype)
+        graph = self._graph  # this call's graph, whatever another thread sets meanwhile
+        if adjacency is not None and adjacency is not graph[0]:
+            graph = self._graph = self._checked(adjacency, x.shape[0])  # stored once valid here
+        a_hat, ctx.a_hat_t = self._operators(graph, x.shape[0], x.dtype)
         weight = self.weight.data
         if self._aggregate_first():
             cached = ctx.cached = a_hat @ x  # Â H, (N, in_features)

@@ -47,13 +47,17 @@ class SparseAdjacency:
     edge in both directions (as Cora's edge index does).
 
     Args:
-        indices: integer array ``(2, E)``: source rows and target columns.
-        values: edge weights ``(E,)``; ``None`` means all ones.
+        indices: integer array ``(2, E)``: rows ``i`` (the receivers) and
+            columns ``j`` (the senders); ``A[i, j]`` weighs the message from
+            node ``j`` to node ``i``. PyG's ``edge_index`` lists (source,
+            target), so a directed PyG graph is ``edge_index[::-1]`` here.
+        values: edge weights ``(E,)`` (real; booleans count as 0/1); ``None`` means all ones.
         num_nodes: ``N``; ``None`` infers ``max(indices) + 1``.
+        owner: how error messages name the caller (a layer passes its own name).
 
     Raises:
         ShapeError: ``indices`` not ``(2, E)`` or ``values`` not ``(E,)``.
-        DataError: non-integer or out-of-range indices, non-finite values.
+        DataError: non-integer or out-of-range indices, non-finite or non-real values.
 
     Example:
         >>> import numpy as np
@@ -64,34 +68,41 @@ class SparseAdjacency:
                [0., 0., 0.]])
     """
 
-    def __init__(self, indices: Any, values: Any = None, num_nodes: int | None = None) -> None:
+    def __init__(
+        self,
+        indices: Any,
+        values: Any = None,
+        num_nodes: int | None = None,
+        *,
+        owner: str = "SparseAdjacency",
+    ) -> None:
         indices = np.asarray(indices)
         if indices.ndim != 2 or indices.shape[0] != 2:
-            raise ShapeError(
-                f"SparseAdjacency: indices must have shape (2, E) (rows, columns), got {indices.shape}"
-            )
+            raise ShapeError(f"{owner}: indices must have shape (2, E) (rows, columns), got {indices.shape}")
         if indices.size and not np.issubdtype(indices.dtype, np.integer):
-            if not np.issubdtype(indices.dtype, np.floating) or not np.all(indices == np.round(indices)):
-                raise DataError(f"SparseAdjacency: indices must be integers, got dtype {indices.dtype}")
-        indices = indices.astype(np.int64)
+            if (
+                not np.issubdtype(indices.dtype, np.floating)
+                or not np.all(np.isfinite(indices))
+                or not np.all(indices == np.round(indices))
+            ):
+                raise DataError(f"{owner}: indices must be integers, got dtype {indices.dtype}")
         if num_nodes is None:
             num_nodes = int(indices.max()) + 1 if indices.size else 0
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, (int, np.integer)) or num_nodes < 0:
-            raise DataError(f"SparseAdjacency: num_nodes must be a non-negative integer, got {num_nodes!r}")
+            raise DataError(f"{owner}: num_nodes must be a non-negative integer, got {num_nodes!r}")
         num_nodes = int(num_nodes)
-        _check_range("SparseAdjacency", indices, num_nodes)
+        _check_range(owner, indices, num_nodes)  # before the cast: uint64 would wrap
+        indices = indices.astype(np.int64)
         n_edges = indices.shape[1]
         if values is None:
             values = np.ones(n_edges, dtype=np.float64)
         values = np.asarray(values)
         if values.shape != (n_edges,):
             raise ShapeError(
-                f"SparseAdjacency: values must have shape ({n_edges},) (one per edge), got {values.shape}"
+                f"{owner}: values must have shape ({n_edges},) (one per edge), got {values.shape}"
             )
-        if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)):
-            raise DataError("SparseAdjacency: values must be finite numbers")
         self.indices = indices
-        self.values = values.astype(np.float64)
+        self.values = _real_finite(owner, "edge weights (values)", values)
         self.num_nodes = num_nodes
 
     @classmethod
@@ -115,6 +126,21 @@ class SparseAdjacency:
 
     def __repr__(self) -> str:
         return f"SparseAdjacency(num_nodes={self.num_nodes}, num_edges={self.num_edges})"
+
+
+def _real_finite(owner: str, what: str, array: np.ndarray) -> np.ndarray:
+    """``array`` as float64; a DataError naming the first non-finite entry, or a non-real dtype."""
+    if array.dtype != bool and not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise DataError(f"{owner}: {what} must be real numbers, got dtype {array.dtype}")
+    out = array.astype(np.float64)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        where = tuple(int(k[0]) for k in np.nonzero(bad))
+        at = f"edge {where[0]}" if out.ndim == 1 else f"entry {list(where)}"
+        raise DataError(f"{owner}: {what} must be finite; {at} is {out[where]}")
+    return out
 
 
 def _check_range(owner: str, indices: np.ndarray, num_nodes: int) -> None:
@@ -143,17 +169,15 @@ def as_coo(
 
     Raises:
         ShapeError: a dense array that is not square or not ``(num_nodes, num_nodes)``.
-        DataError: indices out of range, a form that is none of the above.
+        DataError: indices out of range, non-finite or non-real entries, a
+            form that is none of the above.
     """
     if isinstance(adjacency, tuple):
         if len(adjacency) != 2:
             raise DataError(
                 f"{owner}: a sparse adjacency tuple must be (indices, values), got {len(adjacency)} items"
             )
-        indices = np.asarray(adjacency[0])
-        if num_nodes is not None and indices.ndim == 2 and indices.shape[0] == 2:
-            _check_range(owner, indices, num_nodes)
-        adjacency = SparseAdjacency(adjacency[0], adjacency[1], num_nodes)
+        adjacency = SparseAdjacency(adjacency[0], adjacency[1], num_nodes, owner=owner)
     if isinstance(adjacency, SparseAdjacency):
         if num_nodes is not None and adjacency.num_nodes != num_nodes:
             raise ShapeError(
@@ -173,13 +197,22 @@ def as_coo(
             f"{owner}: expected a ({num_nodes}, {num_nodes}) adjacency for {num_nodes} nodes, "
             f"got shape {adjacency.shape}"
         )
-    if not np.issubdtype(adjacency.dtype, np.number) and adjacency.dtype != bool:
-        raise DataError(f"{owner}: a dense adjacency must be numeric, got dtype {adjacency.dtype}")
-    return adjacency.astype(np.float64)
+    return _real_finite(owner, "a dense adjacency", adjacency)
 
 
-def _inverse_sqrt(degree: np.ndarray) -> np.ndarray:
-    """``d^-1/2``, 0 where ``d <= 0`` (an isolated node without self loop keeps a zero row)."""
+def _inverse_sqrt(degree: np.ndarray, owner: str) -> np.ndarray:
+    """``d^-1/2``, 0 where ``d == 0`` (an isolated node without self loop keeps a zero row).
+
+    Raises:
+        DataError: a negative degree (negative edge weights), whose root is not real.
+    """
+    negative = np.flatnonzero(degree < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise DataError(
+            f"{owner}: node {i} has degree {degree[i]:.6g} < 0 (negative edge weights), so "
+            "D^-1/2 is not real; expected degrees >= 0, or pass normalize=False"
+        )
     out = np.zeros_like(degree)
     positive = degree > 0
     out[positive] = 1.0 / np.sqrt(degree[positive])
@@ -187,30 +220,37 @@ def _inverse_sqrt(degree: np.ndarray) -> np.ndarray:
 
 
 def gcn_normalize_dense(
-    adjacency: np.ndarray, add_self_loops: bool = True, normalize: bool = True
+    adjacency: np.ndarray, add_self_loops: bool = True, normalize: bool = True, owner: str = "graph"
 ) -> np.ndarray:
     """``D^-1/2 (A + I) D^-1/2`` of a dense ``(N, N)`` array, ``D`` the row sums of ``A + I``.
 
     Without ``add_self_loops`` the ``+ I`` is left out; without ``normalize``
-    the result is ``A (+ I)`` itself.
+    the result is ``A (+ I)`` itself. A self loop already in ``A`` keeps its
+    weight plus one (Kipf and Welling's ``A + I``).
+
+    Raises:
+        DataError: a negative degree while normalising (``owner`` names the caller).
     """
     a = np.array(adjacency, dtype=np.float64)
     if add_self_loops:
         a[np.diag_indices_from(a)] += 1.0
     if not normalize:
         return a
-    scale = _inverse_sqrt(a.sum(axis=1))
+    scale = _inverse_sqrt(a.sum(axis=1), owner)
     return scale[:, None] * a * scale[None, :]
 
 
 def gcn_normalize_coo(
-    adjacency: SparseAdjacency, add_self_loops: bool = True, normalize: bool = True
+    adjacency: SparseAdjacency, add_self_loops: bool = True, normalize: bool = True, owner: str = "graph"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The entries ``(rows, cols, values)`` of ``D^-1/2 (A + I) D^-1/2`` for a COO adjacency.
 
     ``A + I`` appends one entry ``(i, i, 1)`` per node; ``D_ii`` is the sum of
     row ``i``'s values (a bincount); each entry is scaled by
-    ``D_ii^-1/2 D_jj^-1/2``.
+    ``D_ii^-1/2 D_jj^-1/2``. The same matrix as :func:`gcn_normalize_dense`.
+
+    Raises:
+        DataError: a negative degree while normalising (``owner`` names the caller).
     """
     n = adjacency.num_nodes
     rows, cols = adjacency.indices
@@ -221,7 +261,7 @@ def gcn_normalize_coo(
         cols = np.concatenate([cols, loop])
         values = np.concatenate([values, np.ones(n)])
     if normalize:
-        scale = _inverse_sqrt(np.bincount(rows, weights=values, minlength=n))
+        scale = _inverse_sqrt(np.bincount(rows, weights=values, minlength=n), owner)
         values = scale[rows] * values * scale[cols]
     return rows, cols, values
 
@@ -281,7 +321,10 @@ def csr_matmul(matrix: CSRMatrix, dense: np.ndarray) -> np.ndarray:
 
 
 def gcn_propagation(
-    adjacency: SparseAdjacency | np.ndarray, add_self_loops: bool = True, normalize: bool = True
+    adjacency: SparseAdjacency | np.ndarray,
+    add_self_loops: bool = True,
+    normalize: bool = True,
+    owner: str = "graph",
 ) -> tuple[Any, Any]:
     """``(Â, Â^T)`` as two operands of ``@``: dense arrays, or two :class:`CSRMatrix`.
 
@@ -292,7 +335,7 @@ def gcn_propagation(
     """
     if isinstance(adjacency, SparseAdjacency):
         n = adjacency.num_nodes
-        rows, cols, values = gcn_normalize_coo(adjacency, add_self_loops, normalize)
+        rows, cols, values = gcn_normalize_coo(adjacency, add_self_loops, normalize, owner)
         return coo_to_csr(rows, cols, values, n, n), coo_to_csr(cols, rows, values, n, n)
-    a_hat = gcn_normalize_dense(adjacency, add_self_loops, normalize)
+    a_hat = gcn_normalize_dense(adjacency, add_self_loops, normalize, owner)
     return a_hat, a_hat.T
