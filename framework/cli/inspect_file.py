@@ -17,12 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from framework.errors import CheckpointError, ConfigError
 
 __all__ = ["describe_file"]
 
 
-def _shape(shape: tuple[int, ...]) -> str:
+def _shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:  # an HDF5 dataset with a null dataspace: no values at all
+        return "(null)"
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -69,20 +73,20 @@ def _config_layers(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _describe_h5(path: str) -> str:
-    from framework.saving.hdf5 import attr_json, has_attr, member, open_checkpoint
+    from framework.saving.hdf5 import attr_json, child_group, has_attr, open_checkpoint
     from framework.saving.reader import check_header
 
     with open_checkpoint(path) as handle:
         contents = check_header(handle, path)
         lines = [f"{path}: framework checkpoint ({contents})"]
         classes: dict[str, str] = {}
-        model = member(handle, "model", "")
+        model = child_group(handle, "model", "")
         if model is not None and has_attr(model, "config"):
             config = attr_json(model, "config", "/model", dict)
             classes = _config_layers(config)
             shape = config.get("build_input_shape")
             lines.append(f"model: {config.get('class_name', '?')}, input shape {shape}")
-        weights = member(handle, "weights", "")
+        weights = child_group(handle, "weights", "")
         per_layer: dict[str, list[tuple[str, Any]]] = {name: [] for name in classes}
         if weights is not None:
             for name, dataset in _datasets(weights, "/weights"):
@@ -94,7 +98,7 @@ def _describe_h5(path: str) -> str:
         rows = []
         total = 0
         for layer, arrays in per_layer.items():
-            count = sum(math.prod(d.shape) for _, d in arrays)
+            count = sum(math.prod(d.shape) for _, d in arrays if d.shape is not None)
             total += count
             shapes = ", ".join(f"{k} {_shape(d.shape)} {d.dtype}" for k, d in arrays) or "-"
             rows.append((layer, classes.get(layer, "?"), shapes, str(count)))
@@ -107,6 +111,12 @@ def _describe_arrays(path: str) -> str:
     from framework.interchange.files import read_state_dict
 
     arrays = read_state_dict(path)
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # np.load gives an .npz member without the .npy header as bytes
+            raise CheckpointError(
+                f"{path!r}: member {key!r} is not an array (expected an .npy array, got "
+                f"{type(value).__name__}); the file is damaged or was not written by np.savez"
+            )
     rows = [(k, _shape(v.shape), str(v.dtype), str(v.size)) for k, v in arrays.items()]
     lines = [f"{path}: {len(arrays)} arrays", *_table(rows, ("name", "shape", "dtype", "values"))]
     lines.append(f"total: {sum(v.size for v in arrays.values())} values")

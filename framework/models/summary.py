@@ -20,6 +20,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from framework.base.layer import Layer, format_shape
+from framework.errors import ConfigError
 
 if TYPE_CHECKING:
     from framework.models.graph import SymbolicTensor
@@ -115,7 +116,16 @@ def summary_text(model: Model, line_length: int | None = None, expand_nested: bo
     Returns:
         The title, the table and the total / trainable / non-trainable
         counts, which equal ``model.count_params()`` (each parameter once).
+
+    Raises:
+        ConfigError: a ``line_length`` that is not a positive integer.
     """
+    if line_length is not None and (
+        isinstance(line_length, bool) or not isinstance(line_length, int) or line_length < 1
+    ):
+        raise ConfigError(
+            f"{model.describe()}: summary line_length must be a positive integer or None, got {line_length!r}"
+        )
     rows = summary_rows(model, expand_nested=expand_nested)
     functional = model._graph is not None
     headers = ("Layer", "Type", "Output shape", "Param #") + (("Connected to",) if functional else ())

@@ -6,10 +6,12 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 from framework.errors import ConfigError
 from framework.training.callbacks.base import Callback, Logs, is_scalar
 
-__all__ = ["ProgbarLogger", "resolve_verbose"]
+__all__ = ["ProgbarLogger", "format_logs", "format_value", "resolve_verbose"]
 
 
 def is_interactive(file: Any) -> bool:
@@ -46,7 +48,9 @@ class ProgbarLogger(Callback):
     ``Epoch 3/10 - 47/47 - 0.52s - loss: ...``, instead of bar redraws.
 
     The bar shows the running loss and metrics; at the epoch's end it shows
-    the epoch's results, validation included, and the epoch time. A metric
+    the epoch's results, validation included, and the epoch time. Values are
+    printed as Keras prints them (:func:`format_value`: four decimals, or
+    ``1.2345e-05`` for a magnitude at or below 1e-3). A metric
     whose value is an array (``confusion_matrix``) is not printed; ``History``
     keeps it.
     """
@@ -78,13 +82,13 @@ class ProgbarLogger(Callback):
             return
         now = time.perf_counter()
         if logs and now - self._last > 0.2:
-            self._bar.set_postfix_str(_format(logs), refresh=False)
+            self._bar.set_postfix_str(format_logs(logs), refresh=False)
             self._last = now
         self._bar.update(1)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         elapsed = time.perf_counter() - self._start
-        text = f"{elapsed:.2f}s - {_format(logs or {})}"
+        text = f"{elapsed:.2f}s - {format_logs(logs or {})}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=True)
             self._bar.close()
@@ -147,8 +151,21 @@ class _TextBar:
         self.file.flush()
 
 
-def _format(logs: Logs) -> str:
+def format_value(value: Any) -> str:
+    """One log value as Keras's progress bar prints it: ``0.1234``, or ``1.2345e-05`` at or below 1e-3.
+
+    A loss of ``3e-5`` would read ``0.0000`` with four decimals, as if it were zero.
+    Integers print as they are.
+    """
+    if isinstance(value, (bool, np.bool_, int, np.integer)):
+        return str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.4f}" if abs(number) > 1e-3 else f"{number:.4e}"
+
+
+def format_logs(logs: Logs) -> str:
     """``loss: 0.1234 - accuracy: 0.5000``; an array value (``confusion_matrix``) is left out of the line."""
-    return " - ".join(
-        f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items() if is_scalar(v)
-    )
+    return " - ".join(f"{k}: {format_value(v)}" for k, v in logs.items() if is_scalar(v))
