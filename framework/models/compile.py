@@ -1,5 +1,15 @@
 """``compile``: resolving a model's optimizer, losses and metrics by name.
 
+For several outputs, as in Keras: ``loss`` is one loss for every output, a
+list or a dict keyed by output name, where ``None`` leaves an output without
+a loss (it adds nothing and sends back no gradient; at least one output needs
+a loss); ``loss_weights`` is a list or a dict (outputs left out weigh 1);
+``metrics`` is a flat list applied to every output (Keras 2's rule), a list
+with one entry (a metric, a list or ``None``) per output, or a dict. One
+metric instance given for several outputs is copied, so each keeps its own
+state. Log keys that would repeat are refused
+(:func:`framework.training.named.log_keys`).
+
 Besides resolving, compile checks the pairing of the model's last layer and
 its loss (a softmax output with a loss that expects logits, or the reverse,
 warns once) and tells each metric what the model outputs (logits or
@@ -9,12 +19,16 @@ probabilities), so ``accuracy`` thresholds at the right place.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from framework.base.loss import check_output_pairing
 from framework.errors import ConfigError, NotCompiledError
 from framework.registry.namespace import serialize
+from framework.training.named import log_keys, repeated
 
 if TYPE_CHECKING:
     from framework.models.model import Model
@@ -42,49 +56,32 @@ def compile_model(
     if not hasattr(opt, "step") or not hasattr(opt, "bind"):
         raise ConfigError(f"compile: optimizer must be an Optimizer, got {type(opt).__name__}")
 
-    loss_specs = per_output("loss", loss, names, single_is_shared=True)
-    resolved = [losses_ns.get(spec) for spec in loss_specs]
-    losses = []
+    losses: list[Any] = []
     seen: set[int] = set()
-    for item in resolved:
-        if not hasattr(item, "forward") or not hasattr(item, "backward"):
+    for spec in per_output("loss", loss, names, single_is_shared=True):
+        item = None if spec is None else losses_ns.get(spec)
+        if item is not None and (not hasattr(item, "forward") or not hasattr(item, "backward")):
             raise ConfigError(f"compile: loss must be a Loss, got {type(item).__name__}")
         losses.append(copy.deepcopy(item) if id(item) in seen else item)
-        seen.add(id(item))
+        if item is not None:
+            seen.add(id(item))
+    if all(item is None for item in losses):
+        raise ConfigError(
+            f"{model.describe()}.compile: at least one output needs a loss; got None for every output {names}"
+        )
+    weights = _loss_weights(loss_weights, names)
 
-    if loss_weights is None:
-        weights = [1.0] * n_out
-    else:
-        weights = [float(w) for w in per_output("loss_weights", loss_weights, names, False)]
-
-    metric_specs: list[list[Any]]
-    if metrics is None:
-        metric_specs = [[] for _ in names]
-    elif isinstance(metrics, dict):
-        metric_specs = per_output("metrics", metrics, names, False)
-        metric_specs = [
-            [] if m is None else list(m) if isinstance(m, (list, tuple)) else [m] for m in metric_specs
-        ]
-    elif (
-        isinstance(metrics, (list, tuple)) and metrics and all(isinstance(m, (list, tuple)) for m in metrics)
-    ):
-        metric_specs = [list(m) for m in per_output("metrics", list(metrics), names, False)]
-    else:
-        flat = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
-        metric_specs = [flat for _ in names]
     slots: list[tuple[int, Any, str]] = []
     seen = set()
-    for k, specs in enumerate(metric_specs):
+    for k, specs in enumerate(_metric_specs(metrics, names)):
         for spec in specs:
             metric = metrics_ns.get(spec)
-            if id(metric) in seen:
+            if id(metric) in seen:  # one instance given for several outputs: each gets its own state
                 metric = copy.deepcopy(metric)
             seen.add(id(metric))
             key = metric.name if n_out == 1 else f"{names[k]}_{metric.name}"
             slots.append((k, metric, key))
-    keys = [key for _, _, key in slots]
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"compile: metric names repeat: {keys}; give metrics distinct names")
+    log_keys(model, slots)  # refuses metric keys that repeat, or hide a loss
 
     model.optimizer = opt
     model._fused_output = _pair_outputs(model, losses, slots)
@@ -96,7 +93,9 @@ def compile_model(
     model.compiled = True
     model._compile_cfg = {
         "optimizer": serialize("optimizers", opt),
-        "loss": serialize("losses", losses[0]) if n_out == 1 else [serialize("losses", x) for x in losses],
+        "loss": serialize("losses", losses[0])
+        if n_out == 1
+        else [None if x is None else serialize("losses", x) for x in losses],
         "metrics": [serialize("metrics", m) for k, m, _key in slots if k == 0]
         if n_out == 1
         else [[serialize("metrics", m) for k2, m, _ in slots if k2 == k] for k in range(n_out)],
@@ -132,9 +131,63 @@ def compile_from_config(model: Model, config: dict[str, Any]) -> None:
     )
 
 
+def _loss_weights(loss_weights: Any, names: list[str]) -> list[float]:
+    """One finite float per output; a dict may leave outputs out (weight 1, as in Keras 2)."""
+    if loss_weights is None:
+        return [1.0] * len(names)
+    values = per_output("loss_weights", loss_weights, names, False)
+    if isinstance(loss_weights, dict):
+        values = [loss_weights.get(name, 1.0) for name in names]
+    weights = []
+    for name, w in zip(names, values):
+        number = isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, (bool, np.bool_))
+        if not number or not math.isfinite(float(w)):
+            raise ConfigError(
+                f"compile: loss_weights for the output {name!r} must be a finite number, got {w!r}"
+            )
+        weights.append(float(w))
+    return weights
+
+
+def _metric_specs(metrics: Any, names: list[str]) -> list[list[Any]]:
+    """The metrics of each output, from a flat list (every output), a list per output, or a dict.
+
+    For several outputs a list holding a list or ``None`` is one entry per
+    output (Keras 3's form); a list of names alone applies to every output.
+    """
+    if metrics is None:
+        return [[] for _ in names]
+    per_list = isinstance(metrics, (list, tuple)) and bool(metrics)
+    if isinstance(metrics, dict) or (
+        per_list
+        and (
+            all(isinstance(m, (list, tuple)) for m in metrics)
+            or (len(names) > 1 and any(m is None or isinstance(m, (list, tuple)) for m in metrics))
+        )
+    ):
+        specs = per_output("metrics", metrics if isinstance(metrics, dict) else list(metrics), names, False)
+    else:
+        specs = [list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]] * len(names)
+    return [
+        [m for m in (spec if isinstance(spec, (list, tuple)) else [spec]) if m is not None] for spec in specs
+    ]
+
+
 def per_output(label: str, spec: Any, names: list[str], single_is_shared: bool) -> list[Any]:
+    """``spec`` as one entry per output: a dict keyed by output name, a list, or one value for all.
+
+    Raises:
+        ConfigError: unknown or (for ``loss``) missing dict keys, a list of
+            another length, a single value where it cannot be shared, or a
+            dict for outputs that share a name.
+    """
     n = len(names)
     if isinstance(spec, dict) and not ("class_name" in spec and label == "loss"):
+        if repeated(names):
+            raise ConfigError(
+                f"compile: the outputs {names} share the names {repeated(names)}, so a {label} dict "
+                "cannot tell them apart: pass a list in the outputs' order"
+            )
         unknown = sorted(set(spec) - set(names))
         missing = [name for name in names if name not in spec]
         if unknown or (missing and label == "loss"):
@@ -188,6 +241,8 @@ def _pair_outputs(model: Model, losses: list[Any], slots: list[tuple[int, Any, s
     """
     fused = False
     for k, (loss, layer) in enumerate(zip(losses, _output_layers(model))):
+        if loss is None:
+            continue
         link, standalone = _link_of(layer)
         pairing = link if link in ("softmax", "sigmoid") else None
         where = layer.describe() if layer is not None else f"output {k} of {model.describe()}"

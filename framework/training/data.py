@@ -154,6 +154,11 @@ class ArrayData:
             sample_weight = np.asarray(sample_weight)
         if _is_array_like(sample_weight):
             per_output: list[Any] = [sample_weight] * n_out
+        elif not isinstance(sample_weight, (list, tuple)):
+            raise DataError(
+                "sample_weight: expected an array of one weight per sample (or, for several outputs, a "
+                f"list or a dict of them), got {type(sample_weight).__name__} {sample_weight!r:.60}"
+            )
         else:
             per_output = list(sample_weight)
             if len(per_output) != n_out:

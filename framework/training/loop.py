@@ -39,6 +39,7 @@ from framework.training.callbacks import (
     as_callback_list,
     resolve_verbose,
 )
+from framework.training.class_weights import class_weight_table, combine_weights
 from framework.training.data import (
     ArrayData,
     BatchData,
@@ -58,8 +59,6 @@ from framework.training.trainer import (
     Interrupt,
     Trainer,
     calls_children_by_hand,
-    class_weight_table,
-    combine_weights,
     keep_freed_memory,
 )
 
@@ -264,8 +263,7 @@ def fit(
                 cb.on_epoch_begin(epoch)
                 # sums weighted by each batch's samples (Keras's convention): a smaller last batch
                 # counts for its size, on one process as in a window shared by several ranks
-                total, count, per_output = 0.0, 0, [0.0] * len(trainer.output_values)
-                local_samples = 0
+                total, count = 0.0, 0
                 epoch_rng = rng if seed is None else np.random.default_rng([seed, epoch])
                 if parallel is None:
                     batches = data.batches(batch_size, shuffle, epoch_rng)
@@ -289,14 +287,12 @@ def fit(
                         if is_batches:
                             data.blame(exc)  # type: ignore[union-attr]
                         raise
-                    # this rank's batch weighs its per-output losses (the ranks' means are combined by
-                    # sample counts at the epoch's end); the loss, already the window's, weighs by the window
-                    local = trainer.batch_samples if parallel is None else parallel.batch_samples
-                    weight = local if parallel is None else parallel.window_samples
+                    # the loss, already the window's on several ranks, weighs by the window; the trainer
+                    # weighs the per-output losses by this rank's batch (the ranks' means are combined by
+                    # sample counts at the epoch's end)
+                    weight = trainer.batch_samples if parallel is None else parallel.window_samples
                     total += value * weight
                     count += weight
-                    per_output = [a + v * local for a, v in zip(per_output, trainer.output_values)]
-                    local_samples += local
                     if cb.has_batch_hooks:
                         # Running means over the epoch so far, as the metrics are (Keras's convention).
                         batch_logs = {"loss": total / count}
@@ -307,11 +303,7 @@ def fit(
                 if interrupt.flag:
                     interrupted = True
                     break
-                logs = {"loss": total / count if count else float("nan")}
-                if trainer.multi:
-                    for name, value in zip(model.output_names, per_output):
-                        logs[f"{name}_loss"] = value / local_samples if local_samples else float("nan")
-                logs.update(trainer.metric_logs())
+                logs = {"loss": total / count if count else float("nan"), **trainer.metric_logs()}
                 if parallel is not None:  # the loss is already the mean over the ranks
                     logs = parallel.mean_logs(logs, parallel.samples, skip=("loss",))
                 if val_data is not None:

@@ -3,6 +3,7 @@
 :class:`Trainer` holds the losses, loss weights, metric slots and optimizer
 of a compiled model; :func:`keep_freed_memory` tunes glibc for the loops;
 :class:`Interrupt` turns Ctrl-C into a stop after the current batch.
+``class_weight`` is turned into sample weights by :mod:`.class_weights`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.base.metric import result_value
 from framework.base.optimizer import Optimizer
-from framework.errors import ConfigError, DataError
+from framework.errors import DataError, ShapeError
+from framework.training.named import log_keys
 
 if TYPE_CHECKING:
     from framework.models.model import Model
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Interrupt",
     "Trainer",
-    "class_weight_table",
-    "combine_weights",
     "calls_children_by_hand",
     "keep_freed_memory",
     "layers_in_mode",
@@ -88,8 +88,33 @@ def _update_metric(metric: Any, out: Any, y: Any, weight: Any) -> None:
         metric.update(out, y)
 
 
+def _per_output(value: Any, n: int, label: str) -> list[Any]:
+    """``value`` as one entry per output: a list of ``n``, or one value shared (one target for one output)."""
+    if value is None:
+        return [None] * n
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise DataError(
+                f"the model has {n} outputs; {label} must be a list of {n}, got a list of {len(value)}"
+            )
+        return list(value)
+    if label == "y" and n > 1:
+        raise DataError(f"the model has {n} outputs; y must be a list of {n} target arrays")
+    return [value] * n
+
+
 class Trainer:
-    """One model's compiled state, unpacked for a fast training step."""
+    """One model's compiled state, unpacked for a fast training step.
+
+    For several outputs (a model built with a list of outputs) ``y`` and
+    ``sample_weight`` are lists, one entry per output (one weight array is
+    shared by every output). An output compiled with the loss ``None`` adds
+    nothing to the loss and sends back a zero gradient; its loss logs as 0.
+    Each output's unweighted loss is kept as a running mean over the batches
+    since :meth:`reset_metrics`, logged as ``<output>_loss``
+    (:func:`~framework.training.named.log_keys`, which reads the output names
+    now, so a renamed layer renames its keys).
+    """
 
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -100,9 +125,14 @@ class Trainer:
         self.slots = model._metric_slots
         self.multi = model.multi_output
         self.optimizer = model.optimizer
+        self.names = model.output_names
+        self.loss_keys, self.metric_keys = log_keys(model, self.slots)
         # the last training batch: its per-output losses and its number of samples
         self.output_values = [0.0] * len(self.losses)
         self.batch_samples = 0
+        # the per-output losses summed over the batches since reset_metrics, weighted by their sizes
+        self._output_sums = [0.0] * len(self.losses)
+        self._output_count = 0
         # compile decided: a softmax/sigmoid output layer and its probabilities loss fuse.
         self.fused = bool(getattr(model, "_fused_output", False))
         if getattr(self.optimizer, "loss_scaler", None) is not None:
@@ -112,6 +142,32 @@ class Trainer:
     def _bind(self) -> None:
         if not self.optimizer.params:
             self.optimizer.bind(self.model)
+
+    def _named(self, k: int, call: Any, *args: Any) -> Any:
+        """``call(*args)`` for output ``k``; a shape or data error gets the output's name in front."""
+        try:
+            return call(*args)
+        except (ShapeError, DataError) as exc:
+            if not self.multi:
+                raise
+            raise type(exc)(f"output {self.names[k]!r} (y[{k}]): {exc}") from exc
+
+    def _output_losses(self, out: Any, y: Any, sample_weight: Any) -> list[float]:
+        """Each output's unweighted loss (0 for an output without a loss)."""
+        n = len(out)
+        ys, sws = _per_output(y, n, "y"), _per_output(sample_weight, n, "sample_weight")
+        values = []
+        for k, (loss, o, t, sw) in enumerate(zip(self.losses, out, ys, sws)):
+            if loss is None:
+                values.append(0.0)
+            else:
+                args = (o, t) if sw is None else (o, t, sw)
+                values.append(float(self._named(k, loss.forward, *args)))
+        return values
+
+    def _record(self, values: list[float], size: int) -> None:
+        self._output_sums = [a + v * size for a, v in zip(self._output_sums, values)]
+        self._output_count += size
 
     def _losses_and_grad(self, out: Any, y: Any, sample_weight: Any, scale: float = 1.0) -> tuple[float, Any]:
         """The weighted loss and its gradient, times ``scale`` (the dynamic loss scale of float16 training).
@@ -127,16 +183,13 @@ class Trainer:
             w = self.weights[0]
             grad = loss.backward_logits(scale=w * scale) if self.fused else loss.backward(scale=w * scale)
             return float(value * w if w != 1.0 else value), grad
-        if not isinstance(y, (list, tuple)) or len(y) != len(out):
-            raise DataError(f"the model has {len(out)} outputs; y must be a list of {len(out)} target arrays")
-        sws = sample_weight if sample_weight is not None else [None] * len(out)
-        total, grads = 0.0, []
-        for k, (loss, w, o, t, sw) in enumerate(zip(self.losses, self.weights, out, y, sws)):
-            value = float(loss.forward(o, t) if sw is None else loss.forward(o, t, sw))
-            grads.append(loss.backward(scale=w * scale))
-            total += w * value
-            self.output_values[k] = value
-        return total, grads
+        values = self._output_losses(out, y, sample_weight)
+        grads = [
+            np.zeros_like(o) if loss is None else loss.backward(scale=w * scale)
+            for loss, w, o in zip(self.losses, self.weights, out)
+        ]
+        self.output_values = values
+        return sum((w * v for w, v in zip(self.weights, values)), 0.0), grads
 
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
         """Forward, loss, backward, optimizer step; metrics updated. Returns the batch loss.
@@ -176,6 +229,8 @@ class Trainer:
                 self.runner.backward(ctx, grad)
             scaler.pending = True
         self.optimizer.step()
+        if self.multi:
+            self._record(self.output_values, self.batch_samples)
         self.update_metrics(out, y, sample_weight)
         return value
 
@@ -188,12 +243,9 @@ class Trainer:
             raw = loss.forward(out, y) if sample_weight is None else loss.forward(out, y, sample_weight)
             value, outs = self.weights[0] * float(raw), []
         else:
-            sws = sample_weight if sample_weight is not None else [None] * len(out)
-            outs = [
-                float(loss.forward(o, t) if sw is None else loss.forward(o, t, sw))
-                for loss, o, t, sw in zip(self.losses, out, y, sws)
-            ]
-            value = sum(w * v for w, v in zip(self.weights, outs))
+            outs = self._output_losses(out, y, sample_weight)
+            value = sum((w * v for w, v in zip(self.weights, outs)), 0.0)
+            self._record(outs, size)
         self.update_metrics(out, y, sample_weight)
         return value, outs, size
 
@@ -201,9 +253,10 @@ class Trainer:
         if not self.slots:
             return
         if self.multi:
-            sws = sample_weight if sample_weight is not None else None
+            n = len(out)
+            ys, sws = _per_output(y, n, "y"), _per_output(sample_weight, n, "sample_weight")
             for k, metric, _ in self.slots:
-                _update_metric(metric, out[k], y[k], None if sws is None else sws[k])
+                self._named(k, _update_metric, metric, out[k], ys[k], sws[k])
         elif sample_weight is None:
             for _, metric, _ in self.slots:
                 metric.update(out, y)
@@ -214,64 +267,18 @@ class Trainer:
     def reset_metrics(self) -> None:
         for _, metric, _ in self.slots:
             metric.reset()
+        self._output_sums = [0.0] * len(self.losses)
+        self._output_count = 0
 
     def metric_logs(self) -> dict[str, Any]:
-        return {key: result_value(metric) for _, metric, key in self.slots}
-
-
-def class_weight_table(class_weight: dict[int, float] | None, model: Model) -> np.ndarray | None:
-    """``{class: weight}`` as a lookup table (``None`` when not given).
-
-    Raises:
-        ConfigError: a malformed dict, or a model of several outputs (use
-            ``sample_weight`` per output there, as in Keras).
-    """
-    if class_weight is None:
-        return None
-    if not isinstance(class_weight, dict) or not class_weight:
-        raise ConfigError(
-            f"fit: class_weight must be a non-empty dict {{class: weight}}, got {class_weight!r}"
-        )
-    if model.multi_output:
-        raise ConfigError(
-            "fit: class_weight applies to a model of one output; for several outputs pass "
-            "sample_weight (a list or a dict of per-sample weights per output)"
-        )
-    size = max(int(k) for k in class_weight) + 1
-    table = np.ones(size, dtype=np.float64)
-    for k, w in class_weight.items():
-        if int(k) < 0:
-            raise ConfigError(f"fit: class_weight keys must be class indices >= 0, got {k!r}")
-        table[int(k)] = float(w)
-    return table
-
-
-def combine_weights(table: np.ndarray, y: Any, sample_weight: Any) -> np.ndarray:
-    """The class weight of each sample's label, times its ``sample_weight`` if any.
-
-    The label is ``y`` itself for class indices (``(N,)``, or an ``(N, 1)``
-    column of integers, or of whole numbers when there are more than two
-    classes), the argmax of one-hot rows, and ``y > 0.5`` for one column of
-    binary targets.
-    """
-    if y.ndim == 1:
-        labels = y
-    elif y.shape[-1] > 1:
-        labels = y.argmax(axis=-1)
-    else:
-        column = y[:, 0]
-        indices = np.issubdtype(column.dtype, np.integer) or (
-            len(table) > 2 and bool(np.all(column == np.round(column)))
-        )
-        labels = column if indices else (column > 0.5).astype(np.int64)
-    labels = labels.astype(np.int64, copy=False)
-    if labels.min() < 0 or labels.max() >= len(table):
-        weights = np.ones(len(labels), dtype=np.float64)
-        inside = (labels >= 0) & (labels < len(table))
-        weights[inside] = table[labels[inside]]
-    else:
-        weights = table[labels]
-    return weights if sample_weight is None else weights * sample_weight
+        """``<output>_loss`` (running means, several outputs) and the metrics' results, by log key."""
+        count = self._output_count
+        logs: dict[str, Any] = {
+            key: total / count if count else float("nan")
+            for key, total in zip(self.loss_keys, self._output_sums)
+        }
+        logs.update({key: result_value(metric) for (_, metric, _), key in zip(self.slots, self.metric_keys)})
+        return logs
 
 
 def calls_children_by_hand(model: Layer) -> bool:
