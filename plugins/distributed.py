@@ -41,8 +41,11 @@ class SyncBatchNorm(BatchNorm):
     ``mean = allreduce(sum x) / M``, then
     ``var = allreduce(sum (x - mean)^2) / M`` (two passes, as one process
     computes them), and the running estimates take them, with the unbiased
-    factor ``M / (M - 1)``. In eval mode, or frozen, or in a world of one rank,
-    it is :class:`~plugins.normalization.BatchNorm`.
+    factor ``M / (M - 1)``. Every rank moves its running estimates alike and
+    counts the step in ``num_batches_tracked``, so ``momentum=None`` (weight
+    ``1 / num_batches_tracked``) averages the synchronised batches' statistics
+    on every rank. In eval mode, or frozen, or in a world of one rank, it is
+    :class:`~plugins.normalization.BatchNorm`.
 
     Each forward in training mode makes two allreduces of ``C + 1`` and ``C``
     numbers, each backward one of ``2 C``; every rank must call it the same
@@ -96,14 +99,8 @@ class SyncBatchNorm(BatchNorm):
         squares = _sum(xc * xc)
         world.allreduce_inplace(squares, "allreduce of the squared deviations (SyncBatchNorm)")
         var = squares / m
-        if self.track_running_stats:
-            mom = self.momentum
-            rm, rv = self.running_mean.data, self.running_var.data  # type: ignore[union-attr]
-            rm *= 1.0 - mom
-            rm += (mom * mean).astype(rm.dtype, copy=False)
-            rv *= 1.0 - mom
-            rv += (mom * m / (m - 1) * var).astype(rv.dtype, copy=False)
-            self.num_batches_tracked += 1
+        if self.track_running_stats:  # on every rank alike: the count is that of synchronised batches
+            self._update_running(mean, var, m)
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = np.multiply(xc, _channels(inv_std, x.ndim, x.dtype), out=xc)
         if ctx.record:

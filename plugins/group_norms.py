@@ -17,11 +17,12 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.base.validation import positive_int, positive_number, unit_interval
+from framework.base.validation import positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import current_member
+from plugins.normalization import momentum_or_none
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
 
@@ -158,7 +159,8 @@ class _InstanceNorm(Layer):
     Args:
         num_features: ``C``.
         eps: added to the variance (default ``1e-5``).
-        momentum: running-statistics update ``(1 - m) old + m new`` (default 0.1).
+        momentum: running-statistics update ``(1 - m) old + m new`` (default 0.1); ``None`` as
+            PyTorch, which then passes 0 to ``instance_norm``: the estimates keep their initial values.
         affine: learn per-channel ``weight`` and ``bias`` (default ``False``).
         track_running_stats: keep ``running_mean`` / ``running_var`` buffers (default ``False``).
 
@@ -177,7 +179,7 @@ class _InstanceNorm(Layer):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         affine: bool = False,
         track_running_stats: bool = False,
         *,
@@ -187,7 +189,7 @@ class _InstanceNorm(Layer):
         owner = type(self).__name__
         self.num_features = positive_int(owner, "num_features", num_features)
         self.eps = positive_number(owner, "eps", eps)
-        self.momentum = unit_interval(owner, "momentum", momentum)
+        self.momentum = momentum_or_none(owner, momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         dtype = get_default_dtype()
@@ -197,7 +199,7 @@ class _InstanceNorm(Layer):
         if self.track_running_stats:
             self.running_mean = Buffer(np.zeros(c, dtype=dtype))
             self.running_var = Buffer(np.ones(c, dtype=dtype))
-        self.num_batches_tracked = 0  # a plain count, as BatchNorm's (not in state_dict)
+        self.num_batches_tracked = 0  # a plain count, as BatchNorm's (checkpoints keep it)
 
     def build(self, input_shape: Any) -> None:
         self.output_shape(input_shape)
@@ -246,7 +248,7 @@ class _InstanceNorm(Layer):
         if not sums[2 * c]:  # an empty batch: no statistics to move towards (PyTorch writes NaN)
             return
         self.num_batches_tracked += 1
-        m, n = self.momentum, sums[2 * c]
+        m, n = (self.momentum or 0.0), sums[2 * c]  # None: PyTorch's factor 0, the estimates stay
         dtype = self.running_mean.data.dtype
         self.running_mean.data[...] = (1 - m) * self.running_mean.data + (m * sums[:c] / n).astype(dtype)
         self.running_var.data[...] = (1 - m) * self.running_var.data + (m * sums[c : 2 * c] / n).astype(dtype)

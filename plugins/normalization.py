@@ -15,15 +15,32 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.base.validation import positive_int, positive_number, unit_interval
-from framework.errors import ShapeError
+from framework.base.validation import positive_int, positive_number
+from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import ThreadGroup, current_member
 from plugins.conv_ops import channel_sums, per_channel
 from plugins.layer_norm import LayerNorm
 
-__all__ = ["BatchNorm", "LayerNorm"]
+__all__ = ["BatchNorm", "LayerNorm", "momentum_or_none"]
+
+
+def momentum_or_none(owner: str, value: Any) -> float | None:
+    """``value`` as a ``float`` in ``[0, 1]``, or ``None`` (PyTorch's cumulative average).
+
+    Raises:
+        ConfigError: anything else (a bool, a string, NaN, a number outside ``[0, 1]``),
+            naming ``owner``, ``momentum`` and the value.
+    """
+    if value is None:
+        return None
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not number or not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            f"{owner}: momentum must be a number in [0, 1], or None for a cumulative average, got {value!r}"
+        )
+    return float(value)
 
 
 def _dot_per_channel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,17 +74,21 @@ class BatchNorm(Layer):
 
     ``y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias``, with the mean and
     (biased) variance taken per channel over the batch and any spatial axes, so
-    one class serves ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)`` inputs
-    (PyTorch's ``BatchNorm1d`` and ``BatchNorm2d``, which are registered as
-    aliases).
+    one class serves ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)`` and
+    ``(N, C, D, H, W)`` inputs (PyTorch's ``BatchNorm1d``, ``BatchNorm2d`` and
+    ``BatchNorm3d``, which are registered as aliases).
 
     In training mode the batch statistics normalise the input and update the
     running estimates with PyTorch's rule
     ``running = (1 - momentum) * running + momentum * batch_stat``, where the
     running variance takes the *unbiased* batch variance (``m / (m - 1)``
-    times the biased one, ``m`` values per channel). In eval mode the running
-    estimates normalise instead. With ``track_running_stats=False`` there are
-    no running estimates and batch statistics are used in both modes.
+    times the biased one, ``m`` values per channel). With ``momentum=None``
+    the factor is ``1 / num_batches_tracked``, counted after the increment
+    (PyTorch's cumulative moving average): the first batch replaces the
+    initial estimates and the running estimates are the average of every
+    batch's statistics. In eval mode the running estimates normalise instead.
+    With ``track_running_stats=False`` there are no running estimates and
+    batch statistics are used in both modes.
 
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule
@@ -82,9 +103,8 @@ class BatchNorm(Layer):
         num_features: the number of channels ``C`` (size of axis 1).
         eps: added to the variance for numerical stability (default ``1e-5``).
         momentum: weight of the new batch statistic in the running estimates,
-            in ``[0, 1]`` (default ``0.1``). PyTorch's ``momentum=None`` (a
-            cumulative average over all batches) is not supported: refused
-            with a ``ConfigError``.
+            in ``[0, 1]`` (default ``0.1``), or ``None`` for the cumulative
+            average over all batches (weight ``1 / num_batches_tracked``).
         affine: whether to learn a per-channel scale and shift (default ``True``).
         track_running_stats: whether to keep running estimates for eval mode
             (default ``True``).
@@ -102,7 +122,10 @@ class BatchNorm(Layer):
         running_mean: ``Buffer`` of shape ``(C,)``, initialised to zeros.
         running_var: ``Buffer`` of shape ``(C,)``, initialised to ones.
         num_batches_tracked: how many training batches updated the running
-            estimates (an ``int``, not saved).
+            estimates (an ``int``, starting at 0). It is state, as in PyTorch:
+            checkpoints keep it (an attribute of the ``running_mean`` dataset),
+            the PyTorch naming of ``state_dict`` has it, and loading either
+            sets it, so training with ``momentum=None`` resumes exactly.
 
     Gradient:
         Per channel, over its ``m`` values, with ``xhat = (x - mu) * r``,
@@ -132,16 +155,17 @@ class BatchNorm(Layer):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         *,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        self.num_features = positive_int("BatchNorm", "num_features", num_features)
-        self.eps = positive_number("BatchNorm", "eps", eps)
-        self.momentum = unit_interval("BatchNorm", "momentum", momentum)
+        owner = type(self).__name__  # SyncBatchNorm's messages name it
+        self.num_features = positive_int(owner, "num_features", num_features)
+        self.eps = positive_number(owner, "eps", eps)
+        self.momentum = momentum_or_none(owner, momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.num_batches_tracked = 0
@@ -212,13 +236,18 @@ class BatchNorm(Layer):
         return y.reshape(x.shape)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
-        mom = self.momentum
+        """Move the running estimates towards this batch's ``mean`` and unbiased variance; count it.
+
+        The count goes up first, so with ``momentum=None`` the first batch has
+        weight ``1 / 1`` (it replaces the initial estimates), the k-th ``1 / k``.
+        """
+        self.num_batches_tracked += 1
+        mom = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
         rm, rv = self.running_mean.data, self.running_var.data
         rm *= 1.0 - mom
         rm += (mom * mean.reshape(-1)).astype(rm.dtype, copy=False)
         rv *= 1.0 - mom
         rv += (mom * m / (m - 1) * var.reshape(-1)).astype(rv.dtype, copy=False)
-        self.num_batches_tracked += 1
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xc, inv_std, scale, use_batch, m = ctx.xc, ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m
@@ -273,5 +302,5 @@ class BatchNorm(Layer):
 
 @hookimpl
 def register_layers(register: Any) -> None:
-    register(BatchNorm, aliases=("BatchNorm1d", "BatchNorm2d"))
+    register(BatchNorm, aliases=("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"))
     register(LayerNorm)

@@ -419,23 +419,20 @@ def test_batchnorm_matches_torch_over_steps_then_eval(shape, kwargs, dtype, rng,
         assert ours.num_batches_tracked == int(ref.num_batches_tracked) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIMITATION (BatchNorm's docstring): PyTorch's momentum=None (cumulative moving average, "
-    "1/num_batches_tracked) is refused with a ConfigError; it would need num_batches_tracked saved in "
-    "checkpoints and SyncBatchNorm",
-)
 @pytest.mark.parametrize(
     ("ours_cls", "torch_cls", "shape"),
     [(BatchNorm, "BatchNorm1d", (6, 3)), (InstanceNorm1d, "InstanceNorm1d", (4, 3, 5))],
 )
 def test_momentum_none_is_the_cumulative_average(ours_cls, torch_cls, shape, float64, rng):
+    """BatchNorm: the average of every batch's statistics; InstanceNorm: PyTorch passes 0 (no move)."""
     extra = {"track_running_stats": True} if ours_cls is InstanceNorm1d else {}
     ours = ours_cls(3, momentum=None, **extra)
     ref = getattr(torch.nn, torch_cls)(3, momentum=None, **extra).double()
     for _ in range(4):
         x = 2 * rng.standard_normal(shape) + 1
         _step_and_compare(ours, ref, x, rng.standard_normal(shape), True, _tol(np.float64))
+    if ours_cls is BatchNorm:
+        assert ours.num_batches_tracked == int(ref.num_batches_tracked) == 4
 
 
 def test_batchnorm_on_a_non_contiguous_input(float64, rng):

@@ -1582,11 +1582,6 @@ def test_unsupported_torch_arguments_are_refused_not_ignored(make, torch_make):
     "make, torch_call, error",
     [
         (
-            lambda: BatchNorm(3, momentum=None),
-            None,
-            ConfigError,
-        ),  # PyTorch's cumulative average: not supported
-        (
             lambda: Conv2d(2, 2, 3, stride=2, padding="same"),
             lambda: F.conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(2, 2, 3, 3), stride=2, padding="same"),
             ConfigError,
@@ -1615,7 +1610,6 @@ def test_unsupported_torch_arguments_are_refused_not_ignored(make, torch_make):
         ),
     ],
     ids=[
-        "bn-momentum-none",
         "same-stride-2",
         "output-padding",
         "maxpool-padding",
@@ -1629,6 +1623,20 @@ def test_configurations_torch_refuses_are_config_errors(make, torch_call, error)
             torch_call()
     with pytest.raises(error):
         make()
+
+
+def test_batchnorm_momentum_none_is_torch_s_cumulative_average():
+    """Once refused with a ConfigError; now PyTorch's cumulative moving average (weight 1/count)."""
+    with default_dtype("float64"):
+        ours, ref = BatchNorm(3, momentum=None), torch.nn.BatchNorm2d(3, momentum=None).double()
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x = rng.normal(1.0, 2.0, (2, 3, 2, 2))
+        ours.forward(Context(True), x)
+        ref(torch.tensor(x))
+    assert ours.momentum is None and ours.num_batches_tracked == int(ref.num_batches_tracked) == 3
+    np.testing.assert_allclose(ours.running_mean.data, ref.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.running_var.data, ref.running_var.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize(

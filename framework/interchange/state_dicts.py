@@ -28,8 +28,10 @@ The naming rule (:func:`torch_names`):
   under every holder, as PyTorch does. Loading accepts either, and refuses
   a tied parameter given different values under two of its names.
 - Every layer with running statistics (``BatchNorm``) also has PyTorch's
-  ``num_batches_tracked`` (an ``int64`` scalar) in the ``"torch"`` naming; on
-  loading, that key is accepted and ignored.
+  ``num_batches_tracked`` (an ``int64`` scalar, the layer's count) in the
+  ``"torch"`` naming; loading that key (under either naming) sets the count,
+  so ``momentum=None`` continues PyTorch's cumulative average; a state dict
+  without it leaves the count as it is, as PyTorch's loading does.
 """
 
 from __future__ import annotations
@@ -159,6 +161,42 @@ def _tracked_counts(model: Layer, names: dict[str, str]) -> dict[str, np.ndarray
     return out
 
 
+def _count_targets(model: Layer, names: dict[str, str]) -> dict[str, Layer | None]:
+    """``{key: layer}``: the names ``num_batches_tracked`` may be given under (PyTorch's, native).
+
+    The layer is ``None`` (the key accepted and ignored) for a layer with
+    running statistics that keeps no count of its own.
+    """
+    out: dict[str, Layer | None] = {}
+    for prefix, layer in _layers_by_prefix(model):
+        native = f"{prefix}running_mean"
+        if native in names:
+            count = getattr(layer, _TRACKED, None)
+            counting = isinstance(count, (int, np.integer)) and not isinstance(count, bool)
+            out.setdefault(prefix + _TRACKED, layer if counting else None)
+            out[names[native][: -len("running_mean")] + _TRACKED] = layer if counting else None
+    return out
+
+
+def _count_value(value: Any, key: str) -> int | str:
+    """A ``num_batches_tracked`` value as an ``int``, or why it has the wrong shape (a str).
+
+    A scalar, or (PyTorch's rule for a 0-d buffer) an array of shape ``(1,)``.
+
+    Raises:
+        ConfigError: a value that is not a whole number ``>= 0``.
+    """
+    array = as_numpy(value, key)
+    if array.shape not in ((), (1,)):
+        return f"{key}: expected (), got {format_shape(array.shape)}"
+    number = array.item()
+    if array.dtype.kind == "b" or not float(number).is_integer() or number < 0:
+        raise ConfigError(
+            f"load_state_dict: {key!r} is a batch count, expected a whole number >= 0, got {number!r}"
+        )
+    return int(number)
+
+
 def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     """``model``'s parameters and buffers by name, under the naming ``format``.
 
@@ -227,10 +265,10 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
     """Copy the arrays of ``state`` into ``model``, under native or PyTorch names.
 
     Each key may use either naming (see the module docstring); PyTorch's
-    ``num_batches_tracked`` is accepted and ignored. Values may be NumPy
-    arrays, nested lists or CPU ``torch.Tensor`` s; they are cast to each
-    parameter's dtype. Nothing in the model changes unless every array can
-    be loaded.
+    ``num_batches_tracked`` (optional) sets the layer's batch count. Values
+    may be NumPy arrays, nested lists or CPU ``torch.Tensor`` s; they are cast
+    to each parameter's dtype. Nothing in the model changes unless every
+    array can be loaded.
 
     Args:
         model: a built model (or layer).
@@ -244,7 +282,8 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
     Raises:
         NotBuiltError: ``model`` has no parameters yet because it is not built.
         ConfigError: with ``strict``, missing or unexpected keys (listed); a
-            key given twice (once per naming); a non-numeric value.
+            key given twice (once per naming); a non-numeric value; a
+            ``num_batches_tracked`` that is not a whole number ``>= 0``.
         ShapeError: with ``strict``, arrays of the wrong shape (listed with
             both shapes).
     """
@@ -261,7 +300,8 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
     aliases = tied_aliases(model)
     to_native = {torch: aliases.get(native, native) for native, torch in names.items()}
     to_native.update(aliases)
-    tracked = {key[: -len("running_mean")] + _TRACKED for key in to_native if key.endswith("running_mean")}
+    tracked = _count_targets(model, names)
+    counts: dict[int, tuple[str, Layer, Any]] = {}  # id(layer) -> (key, layer, value)
     # first name -> every key (native or PyTorch's) naming that tied parameter
     tied: dict[str, set[str]] = {}
     for alias, first in aliases.items():
@@ -277,6 +317,15 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
         elif key in to_native:
             native, torch_style = to_native[key], True
         elif key in tracked:
+            layer = tracked[key]
+            if layer is None:
+                continue
+            if id(layer) in counts:
+                raise ConfigError(
+                    f"load_state_dict: {layer.describe()}'s {_TRACKED} is given twice, as "
+                    f"{counts[id(layer)][0]!r} and {key!r}; use one naming"
+                )
+            counts[id(layer)] = (key, layer, value)
             continue
         else:
             unexpected.append(key)
@@ -315,10 +364,19 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
             )
             continue
         loads.append((target, array))
+    new_counts: list[tuple[Layer, int]] = []
+    for key, layer, value in counts.values():
+        count = _count_value(value, key)
+        if isinstance(count, str):
+            mismatched.append(count)
+        else:
+            new_counts.append((layer, count))
     if strict and mismatched:
         raise ShapeError(
             f"{model.describe()}: {len(mismatched)} arrays have the wrong shape: {'; '.join(mismatched)}"
         )
     for target, array in loads:
         np.copyto(target.data, array, casting="unsafe")
+    for layer, count in new_counts:
+        setattr(layer, _TRACKED, count)
     return IncompatibleKeys(shown_missing, unexpected, mismatched)

@@ -29,6 +29,7 @@ from framework.saving.hdf5 import (
     attr_json,
     child_group,
     child_names,
+    has_attr,
     open_checkpoint,
 )
 from framework.saving.planning import (
@@ -44,11 +45,19 @@ from framework.saving.planning import (
     check_header,
 )
 from framework.saving.validation import (
+    MAX_ITERATIONS,
     NON_NEGATIVE_BUFFERS,
     check_call_arguments,
     check_epoch,
 )
-from framework.saving.writer import OWN_GROUP, dataset_path, layer_generators, owned_state
+from framework.saving.writer import (
+    COUNT_ATTRIBUTE,
+    OWN_GROUP,
+    counted_layers,
+    dataset_path,
+    layer_generators,
+    owned_state,
+)
 
 if TYPE_CHECKING:
     import h5py
@@ -84,6 +93,16 @@ def _weights_of(group: str) -> str:
     return "the model's own weights" if group == OWN_GROUP else f"weights for layer {group!r}"
 
 
+def _saved_count(counted: dict[int, Any], holder: Any, dataset: Any, where: str) -> list[tuple[Any, int]]:
+    """``[(layer, count)]`` when ``holder`` is a counting layer's ``running_mean`` whose dataset
+    records the count (:data:`COUNT_ATTRIBUTE`); ``[]`` otherwise (files written before it was kept).
+    """
+    layer = counted.get(id(holder))
+    if layer is None or not has_attr(dataset, COUNT_ATTRIBUTE):
+        return []
+    return [(layer, attr_int(dataset, COUNT_ATTRIBUTE, where, low=0, high=MAX_ITERATIONS))]
+
+
 def _training_state(handle: h5py.File, path: str) -> dict[str, Any] | None:
     group = child_group(handle, "training", "")
     if group is None:
@@ -116,8 +135,9 @@ def load_model(
 
     The architecture is rebuilt through the plugin registry; weights and
     buffers are restored in their saved dtype with each parameter's
-    ``trainable`` flag; with ``compile=True`` the compile config and the
-    optimizer's step count and slots are restored. The saved epoch becomes
+    ``trainable`` flag and each counting layer's ``num_batches_tracked``;
+    with ``compile=True`` the compile config and the optimizer's step count
+    and slots are restored. The saved epoch becomes
     ``model.epoch``, and ``model.training_state`` holds ``{"epoch", "rng"}``
     as saved. No global state changes (call :func:`restore_rng_state` to put
     the saved generator state back into the framework's global generator).
@@ -201,8 +221,10 @@ def _load_model(
         training = _training_state(handle, name)
         callback_states = read_callback_states(handle, model, plan)
         # Every dataset is checked and the budget holds: now read.
+        counted, counts = counted_layers(model), []
         for lname, key, holder, dataset, is_param in entries:
             where = f"/weights/{lname}/{dataset_path(key)}"
+            counts += [] if is_param else _saved_count(counted, holder, dataset, where)
             if dataset.dtype.kind == "f" and holder.dtype != dataset.dtype.newbyteorder("="):
                 dtype = dataset.dtype.newbyteorder("=")
                 if is_param:
@@ -213,6 +235,8 @@ def _load_model(
             _check_array(holder.data, where, key, strict, NON_NEGATIVE_BUFFERS)
             if is_param:
                 holder.trainable = bool(attr_int(dataset, "trainable", where, low=0, high=1, default=1))
+        for layer, count in counts:  # absent from a file: the rebuilt layer's 0
+            setattr(layer, COUNT_ATTRIBUTE, count)
         compile_group = child_group(handle, "compile", "")
         if compile and compile_group is not None:
             compile_config = attr_json(compile_group, "config", "/compile", dict)
@@ -287,7 +311,8 @@ def load_weights(
         strict: refuse non-finite values instead of warning.
 
     Arrays keep the model's dtypes. Nothing in the model changes unless every
-    array was read and checked.
+    array was read and checked. A counting layer's ``num_batches_tracked``
+    is restored when the file records it (it keeps its own otherwise).
     """
     name = _fspath(path)
     if not getattr(model, "built", False):
@@ -347,13 +372,16 @@ def load_weights(
 
                 warnings.warn(f"skipping layer {lname!r}: its saved weights do not match", stacklevel=2)
         loaded = []
+        counted, counts = counted_layers(model), []
         for saved_name, entries in planned:
-            for key, holder, dataset, _ in entries:
+            for key, holder, dataset, is_param in entries:
+                where = f"/weights/{saved_name}/{dataset_path(key)}"
                 value = np.empty(holder.shape, dtype=holder.dtype)
                 _read(dataset, value)
-                _check_array(
-                    value, f"/weights/{saved_name}/{dataset_path(key)}", key, strict, NON_NEGATIVE_BUFFERS
-                )
+                _check_array(value, where, key, strict, NON_NEGATIVE_BUFFERS)
                 loaded.append((holder, value))
+                counts += [] if is_param else _saved_count(counted, holder, dataset, where)
     for holder, value in loaded:
         np.copyto(holder.data, value)
+    for layer, count in counts:  # absent from a file: the layer keeps its count, as PyTorch's loading
+        setattr(layer, COUNT_ATTRIBUTE, count)

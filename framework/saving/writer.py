@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
     from framework.models.model import Model
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "OWN_GROUP", "dataset_path", "save_model", "save_weights"]
+__all__ = [
+    "COUNT_ATTRIBUTE",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "OWN_GROUP",
+    "counted_layers",
+    "dataset_path",
+    "save_model",
+    "save_weights",
+]
 
 FORMAT_NAME = "framework.checkpoint"
 FORMAT_VERSION = 1
@@ -131,10 +140,34 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+#: The attribute of a ``running_mean`` dataset that holds its layer's ``num_batches_tracked``.
+COUNT_ATTRIBUTE = "num_batches_tracked"
+
+
+def counted_layers(model: Any) -> dict[int, Any]:
+    """``{id(running_mean buffer): layer}`` of every layer under ``model`` that counts its batches.
+
+    Such a layer (``BatchNorm``, ``InstanceNorm`` with running statistics)
+    holds a ``running_mean`` Buffer and an ``int`` ``num_batches_tracked``,
+    PyTorch's buffer, kept as an attribute of the ``running_mean`` dataset.
+    """
+    from framework.base.parameter import Buffer
+
+    found: dict[int, Any] = {}
+    for layer in model.modules():
+        buffer, count = getattr(layer, "running_mean", None), getattr(layer, COUNT_ATTRIBUTE, None)
+        counts = isinstance(count, (int, np.integer)) and not isinstance(count, bool)
+        if counts and isinstance(buffer, Buffer):
+            found.setdefault(id(buffer), layer)
+    return found
+
+
 def _write_weights(handle: h5py.File, model: Model, compression: str | None) -> None:
-    """One group per layer (and :data:`OWN_GROUP`); each parameter dataset carries ``trainable``."""
+    """One group per layer (and :data:`OWN_GROUP`); each parameter dataset carries ``trainable``,
+    each counting layer's ``running_mean`` its :data:`COUNT_ATTRIBUTE`."""
     weights = handle.create_group("weights")
     names = []
+    counted = counted_layers(model)
     for layer_name, params, buffers in owned_state(model):
         if layer_name != OWN_GROUP:
             names.append(layer_name)
@@ -143,7 +176,9 @@ def _write_weights(handle: h5py.File, model: Model, compression: str | None) -> 
             dataset = _write_array(group, key, param.data, compression)
             dataset.attrs["trainable"] = np.int8(1 if param.trainable else 0)
         for key, buffer in buffers:
-            _write_array(group, key, buffer.data, compression)
+            dataset = _write_array(group, key, buffer.data, compression)
+            if id(buffer) in counted:
+                dataset.attrs[COUNT_ATTRIBUTE] = np.int64(getattr(counted[id(buffer)], COUNT_ATTRIBUTE))
     weights.attrs["layer_names"] = _json(names)
 
 
