@@ -400,12 +400,6 @@ def test_a_count_of_shape_1_loads_as_pytorch_loads_it(float64, rng):
     assert ours.layers[1].num_batches_tracked == 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: framework/interchange/safetensors.py write_safetensors passes arrays through "
-    "np.ascontiguousarray, which makes a 0-d array (num_batches_tracked) of shape (1,); use "
-    "np.ascontiguousarray(v).reshape(np.shape(v)) or np.require(v, requirements='C')",
-)
 def test_safetensors_keeps_the_scalar_shape_of_the_count(float64, rng, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors.numpy import load_file
@@ -556,11 +550,6 @@ def test_sync_batchnorm_on_two_ranks_averages_the_synchronised_batches(tmp_path)
 # == other consumers ========================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: framework/onnx/convert_spatial.py batch_norm does float(layer.momentum): TypeError for "
-    "momentum=None (omit the attribute, or emit ONNX's default 0.9)",
-)
 def test_onnx_export_of_momentum_none(float64, rng, tmp_path):
     pytest.importorskip("onnxruntime")
     model = Sequential([Linear(4, 3), BatchNorm(3, momentum=None)])
@@ -572,5 +561,5 @@ def test_onnx_export_of_momentum_none(float64, rng, tmp_path):
     session = onnxruntime.InferenceSession(str(tmp_path / "bn.onnx"))
     x = rng.standard_normal((5, 4))
     name = session.get_inputs()[0].name
-    got = session.run(None, {name: x.astype(np.float32)})[0]
-    np.testing.assert_allclose(got, model.predict(x), rtol=1e-4, atol=1e-5)
+    got = session.run(None, {name: x.astype(model.dtype)})[0]
+    np.testing.assert_allclose(got, model.predict(x), rtol=1e-10, atol=1e-12)

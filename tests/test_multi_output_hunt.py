@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import framework
-from framework import Input, Model
+from framework import Input, Model, Sequential
 from framework.errors import ConfigError, DataError, FrameworkError, ShapeError
 from framework.layers import Concatenate, Linear
 from framework.optimizers import SGD
@@ -249,12 +249,26 @@ def test_test_on_batch_return_dict_has_the_per_output_losses(float64):
     assert list(logs) == ["loss", "a_loss", "b_loss", "a_mae"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: evaluate(return_dict=True), Keras's spelling, is a TypeError")
 def test_evaluate_accepts_keras_return_dict(float64):
     model = two_heads()
     x, ya, yb = data()
     model.compile("sgd", "mse")
     assert model.evaluate(x, [ya, yb], return_dict=True) == model.evaluate(x, [ya, yb])
+
+
+def test_evaluate_return_dict_false_gives_keras_list_in_the_dict_order(float64):
+    """Keras's default form: a list of the values, or the loss alone; a dict unpacked as
+    ``loss, mae = ...`` would silently give its keys."""
+    model = two_heads()
+    x, ya, yb = data()
+    model.compile("sgd", "mse", metrics=["mae"])
+    logs = model.evaluate(x, [ya, yb])
+    values = model.evaluate(x, [ya, yb], return_dict=False)
+    assert isinstance(values, list) and values == list(logs.values()) and len(values) == 5
+    single = Sequential([Linear(3, 1)], input_shape=(3,))
+    single.compile("sgd", "mse")
+    loss = single.evaluate(x, yb, return_dict=False)
+    assert isinstance(loss, float) and loss == single.evaluate(x, yb)["loss"]
 
 
 # -- the weighted gradient reaches each branch; threads -----------------------------------------
@@ -637,7 +651,6 @@ def test_errors_are_framework_errors_for_none_targets_of_lossy_outputs():
         model.fit(iter([(x, [ya, None])]), verbose=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: model([x]) for Model([inp], out) turns the list into one array")
 def test_calling_a_list_of_one_input_model_with_a_list():
     framework.set_seed(0)
     inp = Input((3,), name="x")

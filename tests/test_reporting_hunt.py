@@ -353,7 +353,6 @@ def test_summary_print_fn_gets_every_line_and_the_default_prints(capsys: pytest.
     assert capsys.readouterr().out == summary_text(model) + "\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: summary(print_fn=<not callable>) raises a bare TypeError")
 def test_summary_print_fn_not_callable_is_a_config_error() -> None:
     model = Sequential([Linear(3, 2)], input_shape=(3,))
     with pytest.raises(ConfigError, match="print_fn"):
@@ -762,9 +761,6 @@ def test_fit_line_leaves_the_confusion_matrix_out() -> None:
     assert history.history["confusion_matrix"][0].shape == (3, 3)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: validation_split keeps N - floor(N*s) training samples, Keras floor(N*(1-s))"
-)
 def test_validation_split_cuts_where_keras_cuts() -> None:
     x, y = _data()  # 21 samples, validation_split=0.3: Keras trains on floor(21 * 0.7) = 14
     model = _model()
@@ -773,9 +769,6 @@ def test_validation_split_cuts_where_keras_cuts() -> None:
     assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x[14:], y[14:], verbose=0)["loss"])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: evaluate(verbose=1) prints the confusion matrix array in its line"
-)
 def test_evaluate_line_leaves_the_confusion_matrix_out() -> None:
     model, x, y = _classifier()
     out = io.StringIO()
@@ -810,7 +803,6 @@ def test_inspect_npz_with_a_member_that_is_not_an_array(tmp_path: Path) -> None:
     _assert_clean_error(("inspect", str(path)), str(path), "0.weight", "not an array")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: read_npz returns bytes for a member without an .npy header")
 def test_read_state_dict_refuses_a_member_that_is_not_an_array(tmp_path: Path) -> None:
     from framework.errors import CheckpointError
     from framework.interchange.files import read_state_dict

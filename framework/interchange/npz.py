@@ -88,7 +88,7 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(name, allow_pickle=False) as archive:
             _check_members(name, archive)
-            return {key: archive[key] for key in archive.files}
+            arrays = {key: archive[key] for key in archive.files}
     except CheckpointError:
         raise
     except ValueError as exc:
@@ -99,3 +99,9 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise CheckpointError(
             f"{name!r} is not a readable .npz archive: {type(exc).__name__}: {exc}"
         ) from exc
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # np.load hands back a member without an .npy header as bytes
+            raise CheckpointError(
+                f"{name!r}: the member {key!r} is not an array (no .npy header), got {type(value).__name__}"
+            )
+    return arrays

@@ -50,7 +50,8 @@ def write_safetensors(
     st_numpy = safetensors_numpy()
     import safetensors
 
-    dense = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    # np.ascontiguousarray makes a 0-d array (num_batches_tracked) 1-d; np.require keeps its shape
+    dense = {key: np.require(value, requirements="C") for key, value in arrays.items()}
     failures = (ValueError, TypeError, getattr(safetensors, "SafetensorError", OSError))
     with atomic_path(path, catch=failures, verb="write safetensors file") as tmp_name:
         st_numpy.save_file(dense, tmp_name, metadata=metadata)

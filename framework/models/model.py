@@ -216,6 +216,9 @@ class Model(TrainingMethods, FileMethods, Layer):
             x = from_dict(x, input_names(self), "x", "Input")
         dtype = self.dtype
         hand = self._graph is None and "_stack" not in vars(self)  # a subclass: a list of arrays stays one
+        if not hand and (self.num_inputs or 1) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
+            if isinstance(x[0], np.ndarray):  # [x] for a model of one input is x, as fit and predict read it
+                x = x[0]
         many = isinstance(x, (list, tuple)) and hand and all(isinstance(a, np.ndarray) for a in x)
         if many or (isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1):
             flags = self._integer_inputs()
@@ -325,15 +328,9 @@ class Model(TrainingMethods, FileMethods, Layer):
         With ``print_fn``, each line is passed to it and the text is returned;
         ``expand_nested`` lists a nested model's layers under its row.
         """
-        from framework.models.summary import summary_text
+        from framework.models.summary import print_summary
 
-        text = summary_text(self, line_length=line_length, expand_nested=expand_nested)
-        if print_fn is None:
-            print(text)
-            return None
-        for line in text.splitlines():
-            print_fn(line)
-        return text
+        return print_summary(self, print_fn, line_length=line_length, expand_nested=expand_nested)
 
     def get_config(self) -> dict[str, Any]:
         if self._graph is not None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from framework.models.graph import SymbolicTensor
     from framework.models.model import Model
 
-__all__ = ["NEST_MARK", "SummaryRow", "summary_rows", "summary_text"]
+__all__ = ["NEST_MARK", "SummaryRow", "print_summary", "summary_rows", "summary_text"]
 
 SummaryRow = tuple[str, str, str, int, str]
 """``(name, type, output shape, parameters, connected to)``: one row of the table."""
@@ -157,3 +157,25 @@ def summary_text(model: Model, line_length: int | None = None, expand_nested: bo
         f"Non-trainable params: {frozen:,}",
     ]
     return "\n".join(out)
+
+
+def print_summary(
+    model: Model, print_fn: Any = None, line_length: int | None = None, expand_nested: bool = False
+) -> str | None:
+    """``model.summary()``: print :func:`summary_text`, or pass each line to ``print_fn`` and return it.
+
+    Raises:
+        ConfigError: a ``print_fn`` that is not callable, or a bad ``line_length``.
+    """
+    if print_fn is not None and not callable(print_fn):
+        raise ConfigError(
+            f"{model.describe()}.summary: print_fn must be a callable taking one line, "
+            f"got {type(print_fn).__name__} {print_fn!r}"
+        )
+    text = summary_text(model, line_length=line_length, expand_nested=expand_nested)
+    if print_fn is None:
+        print(text)
+        return None
+    for line in text.splitlines():
+        print_fn(line)
+    return text

@@ -24,8 +24,9 @@ class TrainingMethods:
 
         return fit(cast("Model", self), x, y, **kwargs)
 
-    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """The loss and metrics over ``(x, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``.
+    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """The loss and metrics over ``(x, y)`` in inference mode: ``{"loss": ..., "accuracy": ...}``
+        (Keras's list with ``return_dict=False``).
 
         See :func:`framework.training.loop.evaluate` (``sample_weight``, ``callbacks``, ...).
         """

@@ -136,9 +136,10 @@ def batch_norm(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:
         ctx.initializer(layer.running_mean.data, "running_mean"),
         ctx.initializer(layer.running_var.data, "running_var"),
     ]
-    # ONNX's momentum weighs the old estimate (running * m + batch * (1 - m)), PyTorch's the new one
-    momentum = 1.0 - float(layer.momentum)
-    return str(ctx.node("BatchNormalization", args, epsilon=float(layer.eps), momentum=momentum))
+    # ONNX's momentum weighs the old estimate (running * m + batch * (1 - m)), PyTorch's the new one;
+    # a cumulative average (momentum=None) has no ONNX form: the attribute, unused in inference, is left out
+    extra: dict[str, Any] = {} if layer.momentum is None else {"momentum": 1.0 - float(layer.momentum)}
+    return str(ctx.node("BatchNormalization", args, epsilon=float(layer.eps), **extra))
 
 
 def layer_norm(ctx: ExportContext, layer: Any, inputs: list[str]) -> str:

@@ -198,8 +198,12 @@ class ArrayData:
         return self
 
     def split(self, fraction: float) -> tuple[ArrayData, ArrayData]:
-        """The first ``1 - fraction`` and the last ``fraction`` of the samples (Keras' validation_split)."""
-        n_val = math.floor(self.n * fraction)
+        """The first ``1 - fraction`` and the last ``fraction`` of the samples (Keras' validation_split).
+
+        As Keras, the training part is ``floor(n * (1 - fraction))`` samples
+        (21 samples at 0.3: 14 and 7).
+        """
+        n_val = self.n - math.floor(self.n * (1.0 - fraction))
         if n_val < 1 or n_val >= self.n:
             raise DataError(
                 f"validation_split={fraction} of {self.n} samples leaves {n_val} validation and "

@@ -17,6 +17,7 @@ from framework.base.context import Context
 from framework.errors import ConfigError, DataError
 from framework.training.batching import batching, check_positive_int
 from framework.training.callbacks import CallbackList, as_callback_list, resolve_verbose
+from framework.training.callbacks.progress import format_logs
 from framework.training.data import (
     ArrayData,
     BatchData,
@@ -84,7 +85,8 @@ def evaluate(
     check_finite: bool = True,
     threads: int | None = None,
     steps: int | None = None,
-) -> dict[str, Any]:
+    return_dict: bool = True,
+) -> dict[str, Any] | float | list[Any]:
     """The loss (sample-weighted mean) and metrics over ``(x, y)`` in inference mode.
 
     Args:
@@ -96,6 +98,9 @@ def evaluate(
         threads: run each batch as this many shards on as many threads (see ``fit``).
         steps: the number of batches read from an iterable of batches (default:
             all of it; needed for an endless generator); refused with arrays.
+        return_dict: ``True`` (default) returns the dict below; ``False``
+            returns Keras's default form: its values as a list in the dict's
+            order, or the loss alone when there is nothing else.
 
     Returns:
         ``{"loss": ..., "<metric>": ...}`` as Python floats (plus
@@ -121,7 +126,10 @@ def evaluate(
             trainer.runner = replicas
         logs = evaluate_data(model, trainer, data, batch_size, cb)
     if verbose:
-        print(" - ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items()))
+        print(format_logs(logs))
+    if not return_dict:
+        values = list(logs.values())
+        return values[0] if len(values) == 1 else values
     return logs
 
 
