@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 requires_h5py = pytest.mark.skipif(
     importlib.util.find_spec("h5py") is None,
     reason="h5py is not installed (a run-time dependency: pip install -e '.[dev]')",
+)
+
+
+#: The TensorBoard tests need tensorboardX (the ``tensorboard`` extra, which CI installs).
+requires_tensorboardx = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboardX") is None,
+    reason="tensorboardX is not installed (the tensorboard extra: pip install -e '.[tensorboard]')",
 )
 
 
@@ -61,3 +70,39 @@ def launch_mpi(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         env=env,
         cwd=str(ROOT),
     )
+
+
+def read_events(directory: Path) -> list[Any]:
+    """Every TensorBoard event of every event file in ``directory``, checking the TFRecord
+    framing (length, its masked CRC, data, its masked CRC) of each record.
+
+    Skips the calling test when tensorboardX (the ``tensorboard`` extra) is missing.
+    """
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    from tensorboardX.record_writer import masked_crc32c
+
+    events = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            header = data[pos : pos + 8]
+            (length,) = struct.unpack("<Q", header)
+            (crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
+            assert crc == masked_crc32c(header), f"{path}: bad length CRC at {pos}"
+            body = data[pos + 12 : pos + 12 + length]
+            (body_crc,) = struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])
+            assert len(body) == length and body_crc == masked_crc32c(body), f"{path}: bad record at {pos}"
+            events.append(event_pb2.Event.FromString(body))
+            pos += 16 + length
+    return events
+
+
+def scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: sorted [(step, value)]}`` of the scalar events in ``directory``."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for event in read_events(directory):
+        for value in event.summary.value:
+            if value.HasField("simple_value"):
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return {tag: sorted(points) for tag, points in found.items()}

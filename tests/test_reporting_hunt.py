@@ -16,7 +16,6 @@ import io
 import math
 import os
 import re
-import struct
 import sys
 import zipfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import read_events, requires_h5py, requires_tensorboardx, scalars
 
 import framework
 from framework import Input, Model, Sequential
@@ -361,37 +360,6 @@ def test_summary_print_fn_not_callable_is_a_config_error() -> None:
 
 # -- TensorBoard: the event files read back -------------------------------------------------------------
 
-event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
-from tensorboardX.record_writer import masked_crc32c  # noqa: E402
-
-
-def read_events(directory: Path) -> list[Any]:
-    """Every event of every file in ``directory``, checking the TFRecord framing and both CRCs."""
-    events = []
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            header = data[pos : pos + 8]
-            (length,) = struct.unpack("<Q", header)
-            (crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
-            assert crc == masked_crc32c(header), f"{path}: bad length CRC at {pos}"
-            body = data[pos + 12 : pos + 12 + length]
-            (body_crc,) = struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])
-            assert len(body) == length and body_crc == masked_crc32c(body), f"{path}: bad record at {pos}"
-            events.append(event_pb2.Event.FromString(body))
-            pos += 16 + length
-    return events
-
-
-def scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    found: dict[str, list[tuple[int, float]]] = {}
-    for event in read_events(directory):
-        for value in event.summary.value:
-            if value.HasField("simple_value"):
-                found.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return {tag: sorted(points) for tag, points in found.items()}
-
 
 def _open_event_files() -> list[str]:
     """The event files this process holds open (Linux)."""
@@ -439,6 +407,7 @@ def _f32(values: list[float]) -> list[float]:
     return [float(np.float32(v)) for v in values]
 
 
+@requires_tensorboardx
 @pytest.mark.parametrize("update_freq", ["epoch", "batch", 2])
 def test_scalars_equal_history_and_the_batch_logs_exactly(tmp_path: Path, update_freq: Any) -> None:
     x, y = _data()
@@ -467,6 +436,7 @@ def test_scalars_equal_history_and_the_batch_logs_exactly(tmp_path: Path, update
         assert record.logs[(epoch + 1) * STEPS - 1]["loss"] == history.history["loss"][epoch]
 
 
+@requires_tensorboardx
 def test_two_fits_into_one_log_dir_keep_both_runs(tmp_path: Path) -> None:
     """Two fits in the same second used to write the same file name: the second erased the first."""
     x, y = _data()
@@ -480,6 +450,7 @@ def test_two_fits_into_one_log_dir_keep_both_runs(tmp_path: Path) -> None:
     assert scalars(tmp_path / "train")["epoch_loss"] == list(zip(range(4), _f32(losses)))
 
 
+@requires_tensorboardx
 @pytest.mark.parametrize("same_callback", [True, False])
 def test_resumed_fit_continues_the_batch_steps(tmp_path: Path, same_callback: bool) -> None:
     x, y = _data()
@@ -493,6 +464,7 @@ def test_resumed_fit_continues_the_batch_steps(tmp_path: Path, same_callback: bo
     assert [s for s, _ in train["batch_loss"]] == list(range(1, 3 * STEPS + 1))  # no step written twice
 
 
+@requires_tensorboardx
 def test_an_epochs_scalars_are_on_disk_when_its_on_epoch_end_returns(tmp_path: Path) -> None:
     """tensorboardX's SummaryWriter.flush() does not wait for its writer thread's queue."""
     x, y = _data()
@@ -508,6 +480,7 @@ def test_an_epochs_scalars_are_on_disk_when_its_on_epoch_end_returns(tmp_path: P
     assert seen == [[0], [0, 1], [0, 1, 2]]
 
 
+@requires_tensorboardx
 def test_an_exception_loses_nothing_written_and_the_next_fit_closes_the_files(tmp_path: Path) -> None:
     x, y = _data()
     board = TensorBoard(tmp_path, update_freq="batch")
@@ -528,6 +501,7 @@ def test_an_exception_loses_nothing_written_and_the_next_fit_closes_the_files(tm
     assert not [f for f in _open_event_files() if str(tmp_path) in f]
 
 
+@requires_tensorboardx
 def test_ctrl_c_closes_the_files_with_the_batches_so_far(tmp_path: Path) -> None:
     x, y = _data()
     board = TensorBoard(tmp_path, update_freq="batch")
@@ -554,6 +528,7 @@ def test_ctrl_c_closes_the_files_with_the_batches_so_far(tmp_path: Path) -> None
     assert [s for s, _ in train["batch_loss"]] == list(range(1, STEPS + 3))
 
 
+@requires_tensorboardx
 def test_a_finished_fit_leaves_no_event_file_open(tmp_path: Path) -> None:
     x, y = _data()
     _model().fit(
@@ -563,6 +538,7 @@ def test_a_finished_fit_leaves_no_event_file_open(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "validation"]
 
 
+@requires_tensorboardx
 def test_histograms_describe_each_parameter_at_each_histogram_epoch(tmp_path: Path, dtype: Any) -> None:
     x, y = _data()
     model = _model()
@@ -591,6 +567,7 @@ def test_histograms_describe_each_parameter_at_each_histogram_epoch(tmp_path: Pa
     assert found == {name: [0, 2, 4] for name, _ in model.named_parameters()}
 
 
+@requires_tensorboardx
 def test_several_outputs_write_each_outputs_loss(tmp_path: Path) -> None:
     framework.set_seed(0)
     x = Input((3,))
@@ -606,6 +583,7 @@ def test_several_outputs_write_each_outputs_loss(tmp_path: Path) -> None:
         assert train[f"epoch_{key}"] == list(zip(range(2), _f32(values)))
 
 
+@requires_tensorboardx
 def test_missing_tensorboardx_fails_before_training_naming_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

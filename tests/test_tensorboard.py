@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import read_events, scalars
 
 import framework
 from framework import Sequential
@@ -16,30 +16,7 @@ from framework.errors import ConfigError
 from framework.layers import Linear
 from framework.training.callbacks import TensorBoard
 
-event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
-
-
-def read_events(directory: Path) -> list[Any]:
-    """Every event of the TFRecord event files in ``directory`` (length, crc, data, crc per record)."""
-    events = []
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            pos += 12
-            events.append(event_pb2.Event.FromString(data[pos : pos + length]))
-            pos += length + 4
-    return events
-
-
-def scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    found: dict[str, list[tuple[int, float]]] = {}
-    for event in read_events(directory):
-        for value in event.summary.value:
-            if value.HasField("simple_value"):
-                found.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return found
+pytest.importorskip("tensorboardX")
 
 
 def _fit(tmp_path: Path, **kwargs: Any) -> tuple[Any, Sequential]:
