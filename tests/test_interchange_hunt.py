@@ -660,13 +660,14 @@ def test_onnx_import_conv_transpose_output_shape(tmp_path: Path) -> None:
     )
 
 
-def test_onnx_import_conv_auto_pad_same_is_refused_naming_the_node(tmp_path: Path) -> None:
+def test_onnx_import_conv_auto_pad_same_loads(tmp_path: Path) -> None:
+    """``auto_pad="SAME_UPPER"`` is resolved (it was refused; tests/test_onnx_import_hunt.py covers it)."""
     helper = _onnx().helper
     w = np.ones((3, 2, 2, 2), np.float32)
     node = helper.make_node("Conv", ["x", "W"], ["y"], auto_pad="SAME_UPPER", name="same_conv")
     path = _graph(tmp_path, [node], [_vi("x", ["N", 2, 4, 4])], [_vi("y", ["N", 3, 4, 4])], [_const(w, "W")])
-    with pytest.raises(ExportError, match=r"same_conv.*SAME_UPPER"):
-        framework.onnx.load(path)
+    x = np.random.default_rng(3).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    assert load_matches_ort_or_refuses(path, x) == "loaded"
 
 
 def test_onnx_import_transpose_without_perm(tmp_path: Path) -> None:

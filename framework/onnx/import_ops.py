@@ -2,10 +2,12 @@
 
 ``HANDLERS[op_type](imp, node)`` returns the values of the node's outputs (see
 :mod:`framework.onnx.importer` for the kinds of value). :func:`evaluate` first
-folds nodes whose inputs are all constants (NumPy) and marks those fed by
-runtime shapes as dynamic; what remains must map to a layer. The dense,
-element-wise and shape handlers are here; convolution, pooling, normalisation
-and padding are in :mod:`framework.onnx.import_spatial`, the recurrent nodes in
+folds nodes whose inputs are all constants and follows values computed from
+runtime shapes (:mod:`framework.onnx.import_shapes`); what remains must map to
+a layer. The dense, element-wise, activation and normalisation handlers are
+here; the shape operators' in :mod:`framework.onnx.import_shapes`,
+convolution, pooling, padding and resizing in
+:mod:`framework.onnx.import_spatial`, the recurrent nodes in
 :mod:`framework.onnx.import_recurrent`. Operators follow the file's opset
 (:attr:`~framework.onnx.importer.Importer.opset`).
 """
@@ -18,85 +20,29 @@ import numpy as np
 
 from framework.errors import ExportError
 from framework.onnx import import_recurrent as rec
+from framework.onnx import import_shapes as shapes
 from framework.onnx import import_spatial as spatial
-from framework.onnx.importer import DYNAMIC, ZEROS, Importer, TimeMajor, assign, is_tensor, make_layer
+from framework.onnx.importer import DYNAMIC, ZEROS, Importer, assign, make_layer
 
-__all__ = ["HANDLERS", "evaluate"]
-
-
-def _axes(imp: Importer, node: Any, attrs: dict[str, Any]) -> list[int] | None:
-    if "axes" in attrs:
-        return [int(a) for a in attrs["axes"]]
-    if len(node.input) > 1 and node.input[1]:
-        return [int(a) for a in np.atleast_1d(imp.const(node.input[1], node, "axes"))]
-    return None
-
-
-def _fold(imp: Importer, node: Any, args: list[Any]) -> list[Any]:
-    """Run ``node`` in NumPy on constant ``args``."""
-    op, a, attrs = node.op_type, args, imp.attrs(node)
-    if op in ("Identity", "Cast"):
-        out = a[0] if op == "Identity" else a[0].astype(imp.onnx.helper.tensor_dtype_to_np_dtype(attrs["to"]))
-    elif op == "Unsqueeze":
-        out = np.expand_dims(a[0], tuple(_axes(imp, node, attrs) or ()))
-    elif op == "Squeeze":
-        axes = _axes(imp, node, attrs)
-        out = np.squeeze(a[0], tuple(axes) if axes is not None else None)
-    elif op == "Concat":
-        out = np.concatenate([np.atleast_1d(x) for x in a], axis=attrs.get("axis", 0))
-    elif op == "Gather":
-        out = np.take(a[0], a[1], axis=attrs.get("axis", 0))
-    elif op == "Reshape":
-        out = a[0].reshape([d if d != 0 else a[0].shape[i] for i, d in enumerate(a[1])])
-    elif op == "Transpose":
-        out = np.transpose(a[0], attrs.get("perm"))
-    elif op == "Shape":
-        out = np.asarray(a[0].shape, dtype=np.int64)
-    elif op in ("Add", "Sub", "Mul", "Div"):
-        out = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a[0], a[1])
-    elif op == "ConstantOfShape":
-        value = attrs.get("value")
-        fill = imp.onnx.numpy_helper.to_array(value) if value is not None else np.zeros(1, np.float32)
-        out = np.full(tuple(int(d) for d in a[0]), fill.reshape(-1)[0], dtype=fill.dtype)
-    else:
-        raise ExportError(f"ONNX import: cannot fold the constant {op} node {node.name!r}")
-    return [np.asarray(out)]
-
-
-_SHAPE_OPS = {
-    "Shape",
-    "Gather",
-    "Unsqueeze",
-    "Squeeze",
-    "Concat",
-    "Cast",
-    "Slice",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-}
+__all__ = ["HANDLERS", "batch_norm", "evaluate", "instance_norm", "layer_norm", "torch_momentum"]
 
 
 def evaluate(imp: Importer, node: Any) -> list[Any]:
     """The values of ``node``'s outputs."""
     op = node.op_type
+    imp.check_node(node)
     if op == "Constant":
-        attrs = imp.attrs(node)
-        if "value" not in attrs:
-            raise ExportError(f"ONNX import: Constant node {node.name!r} without a tensor value")
-        return [imp.onnx.numpy_helper.to_array(attrs["value"])]
+        return [shapes.constant(imp, node)]
     args = [imp.values.get(name) if name else None for name in node.input]
     present = [a for a in args if a is not None]
     if present and all(isinstance(a, np.ndarray) for a in present):
-        return _fold(imp, node, args)
-    if present and all(isinstance(a, np.ndarray) or a is DYNAMIC or a is ZEROS for a in present):
-        if op == "ConstantOfShape":
-            value = imp.attrs(node).get("value")
-            zero = value is None or not imp.onnx.numpy_helper.to_array(value).any()
-            return [ZEROS if zero else DYNAMIC]
-        if op in _SHAPE_OPS:
-            return [DYNAMIC]
+        return shapes.fold(imp, node, args)
+    if present and all(
+        isinstance(a, (np.ndarray, shapes.Dims)) or a is DYNAMIC or a is ZEROS for a in present
+    ):
+        value = shapes.runtime_value(imp, node, args)
+        if value is not None:
+            return [value]
     handler = HANDLERS.get(op)
     if handler is None:
         raise ExportError(
@@ -113,9 +59,24 @@ def _identity(imp: Importer, node: Any) -> list[Any]:
     return [imp.values.get(node.input[0]), None]
 
 
-def _shape(imp: Importer, node: Any) -> list[Any]:
-    imp.tensor(node.input[0], node)
-    return [DYNAMIC]
+def _dropout(imp: Importer, node: Any) -> list[Any]:
+    """``Dropout`` in inference (``training_mode`` false, or ``is_test=1`` before opset 7): the identity."""
+    attrs = imp.attrs(node)
+    where = f"ONNX import: Dropout node {node.name!r}"
+    if imp.opset < 7 and not attrs.get("is_test", 0):
+        raise ExportError(
+            f"{where} (opset {imp.opset}) has is_test={attrs.get('is_test', 0)}: it drops entries at "
+            "inference; only inference-mode dropout (the identity) maps"
+        )
+    if len(node.input) > 2 and node.input[2]:
+        mode = imp.values.get(node.input[2])
+        if not isinstance(mode, np.ndarray) or mode.any():
+            shown = mode.tolist() if isinstance(mode, np.ndarray) else "computed at run time"
+            raise ExportError(
+                f"{where} has training_mode={shown}: it drops entries at inference; only "
+                "training_mode=False (the identity) maps"
+            )
+    return _identity(imp, node)
 
 
 def _gemm_bias(imp: Importer, node: Any, out: int, beta: float) -> np.ndarray:
@@ -144,6 +105,18 @@ def _gemm(imp: Importer, node: Any) -> list[Any]:
     return [layer(x)]
 
 
+def _row_bias(value: np.ndarray, out: int, rank: int) -> bool:
+    """Whether adding ``value`` to a rank-``rank`` ``(..., out)`` product adds one bias to every row.
+
+    That is a constant of rank at most ``rank`` whose axes are all 1 but the
+    last, of size ``out`` or 1: any other shape broadcasts the product to
+    another shape.
+    """
+    if value.ndim > rank or not np.issubdtype(value.dtype, np.floating):
+        return False
+    return all(d == 1 for d in value.shape[:-1]) and (value.ndim == 0 or value.shape[-1] in (1, out))
+
+
 def _matmul(imp: Importer, node: Any) -> list[Any]:
     x = imp.tensor(node.input[0], node)
     w = imp.const(node.input[1], node, "weight")
@@ -153,11 +126,11 @@ def _matmul(imp: Importer, node: Any) -> list[Any]:
         )
     add = imp.sole_consumer(node.output[0])
     bias = None
-    if add is not None and add.op_type == "Add":
+    if add is not None and add.op_type == "Add" and not add.attribute:  # no opset-6 broadcast/axis
         other = [n for n in add.input if n != node.output[0]]
         value = imp.values.get(other[0]) if len(other) == 1 else None
-        if isinstance(value, np.ndarray) and value.size == w.shape[1]:
-            bias = value.reshape(-1)
+        if isinstance(value, np.ndarray) and _row_bias(value, w.shape[1], len(x.shape)):
+            bias = np.broadcast_to(value.reshape(-1), (w.shape[1],))
     layer = make_layer("Linear", w.shape[0], w.shape[1], bias=bias is not None)
     assign(layer.weight, w.T)
     y = layer(x)
@@ -179,8 +152,21 @@ def _merge(imp: Importer, node: Any) -> list[Any]:
 
 
 def _concat(imp: Importer, node: Any) -> list[Any]:
+    """``Concat`` of placeholders; of recurrent nodes' final states (``h_n`` of stacked layers); or of
+    both directions of a bidirectional node's final state (its ``"last"`` output)."""
+    axis = int(imp.attrs(node)["axis"])
+    values = [imp.values.get(name) for name in node.input]
+    parts: list[Any] = []
+    for v in values:
+        parts.extend(v.parts if isinstance(v, rec.StackedStates) else [v])
+    if axis == 0 and all(isinstance(p, rec.RecurrentOut) and p.view in ("Y_h", "Y_c") for p in parts):
+        return [rec.StackedStates(tuple(parts))]
+    states = [v for v in values if isinstance(v, rec.DirectionState)]
+    if axis in (1, -1) and len(states) == len(values) == 2 and states[0].node is states[1].node:
+        if [s.direction for s in states] == [0, 1]:  # [forward, reverse]: the bidirectional "last" output
+            return [states[0].node.place("last")]
     tensors = [imp.tensor(name, node) for name in node.input]
-    return [make_layer("Concatenate", axis=int(imp.attrs(node)["axis"]))(tensors)]
+    return [make_layer("Concatenate", axis=axis)(tensors)]
 
 
 def _activation(name: str, **fixed: Any) -> Any:
@@ -228,83 +214,98 @@ def _softmax(imp: Importer, node: Any) -> list[Any]:
     return [make_layer("Reshape", *x.shape[1:])(make_layer(name, axis=-1)(merged))]
 
 
-# -- shapes ------------------------------------------------------------------
+# -- normalisation -------------------------------------------------------------
 
 
-def _flatten(imp: Importer, node: Any) -> list[Any]:
-    if int(imp.attrs(node).get("axis", 1)) != 1:
-        raise ExportError(f"ONNX import: Flatten node {node.name!r} with axis != 1 merges the batch axis")
-    return [make_layer("Flatten")(imp.tensor(node.input[0], node))]
+def torch_momentum(momentum: float | None) -> float:
+    """PyTorch's ``momentum`` for ONNX's (``running = running * m + batch * (1 - m)``): ``1 - m``.
+
+    The attribute is a float32, so ``1 - m`` is rounded to the shortest
+    decimal whose ``1 - x`` is that float32 (0.7 stored gives 0.3, not
+    0.30000001); no attribute is ONNX's default 0.9, PyTorch's 0.1.
+    """
+    if momentum is None:
+        return 0.1
+    stored = np.float32(momentum)
+    for digits in range(1, 10):
+        candidate = float(f"{1.0 - float(momentum):.{digits}g}")
+        if np.float32(1.0 - candidate) == stored:
+            return candidate
+    return 1.0 - float(momentum)
 
 
-def _reshape(imp: Importer, node: Any) -> list[Any]:
-    value = imp.values.get(node.input[0])
-    target = [int(d) for d in imp.const(node.input[1], node, "shape")]
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y_t" and target == [0, 0, -1]:
-        return [rec.sequence(value.node)]
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y_h_t":
-        return [rec.last_of_states(value.node, node, target)]
-    x = imp.tensor(node.input[0], node)
-    rest = target[1:]
-    if target[0] not in (0, -1) or (target[0] == -1 and -1 in rest) or 0 in rest:
-        raise ExportError(f"ONNX import: Reshape node {node.name!r} to {target} changes the batch axis")
-    return [make_layer("Reshape", *rest)(x)]
-
-
-def _transpose(imp: Importer, node: Any) -> list[Any]:
-    value = imp.values.get(node.input[0])
+def batch_norm(imp: Importer, node: Any) -> list[Any]:
+    """``BatchNormalization`` (inference form) -> ``BatchNorm`` with its statistics, eps and momentum."""
     attrs = imp.attrs(node)
-    if "perm" not in attrs:  # the default: reverse the axes
-        x = imp.tensor(node.input[0], node)
-        attrs["perm"] = list(range(len(x.shape)))[::-1]
-    perm = [int(p) for p in attrs["perm"]]
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y" and perm == [0, 2, 1, 3]:
-        return [rec.RecurrentOut(value.node, "Y_t")]
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y_h" and perm == [1, 0, 2]:
-        return [rec.RecurrentOut(value.node, "Y_h_t")]
-    if isinstance(value, TimeMajor) and perm == [1, 0, 2]:
-        return [value.tensor]
+    where = f"ONNX import: BatchNormalization node {node.name!r}"
+    if imp.opset < 7 and not attrs.get("is_test", 0):
+        raise ExportError(
+            f"{where} (opset {imp.opset}) has is_test={attrs.get('is_test', 0)}: it normalises with the "
+            "batch's statistics; only the inference form (is_test=1) maps to BatchNorm"
+        )
+    if attrs.get("training_mode", 0) or attrs.get("spatial", 1) != 1:
+        mode, spatial = attrs.get("training_mode", 0), attrs.get("spatial", 1)
+        raise ExportError(
+            f"{where} has training_mode={mode} / spatial={spatial}; only the inference form with "
+            "per-channel statistics (training_mode=0, spatial=1) maps to BatchNorm"
+        )
+    momentum = attrs.get("momentum")
+    if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
+        raise ExportError(f"{where} has momentum={momentum}; it must be in [0, 1]")
+    scale, bias, mean, var = (imp.const(n, node, "statistic") for n in node.input[1:5])
+    layer = make_layer(
+        "BatchNorm", scale.shape[0], eps=float(attrs.get("epsilon", 1e-5)), momentum=torch_momentum(momentum)
+    )
+    for param, value in zip(
+        (layer.weight, layer.bias, layer.running_mean, layer.running_var), (scale, bias, mean, var)
+    ):
+        assign(param, value)
+    return [layer(imp.tensor(node.input[0], node))]
+
+
+def layer_norm(imp: Importer, node: Any) -> list[Any]:
+    """``LayerNormalization`` over the axes from ``axis`` on -> ``LayerNorm`` of those axes' shape."""
+    attrs = imp.attrs(node)
     x = imp.tensor(node.input[0], node)
-    if perm == list(range(len(x.shape))):
-        return [x]
-    if perm == [1, 0, 2]:
-        return [TimeMajor(x)]
-    if perm[0] != 0:
-        raise ExportError(f"ONNX import: Transpose node {node.name!r} with perm {perm} moves the batch axis")
-    return [make_layer("Permute", tuple(perm[1:]))(x)]
+    scale = imp.const(node.input[1], node, "scale")
+    bias = imp.const(node.input[2], node, "bias") if len(node.input) > 2 and node.input[2] else None
+    rank, axis = len(x.shape), int(attrs.get("axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    normalized = tuple(x.shape[axis:])
+    if not 0 < axis < rank or None in normalized:
+        raise ExportError(
+            f"ONNX import: LayerNormalization node {node.name!r} normalises the axes from axis="
+            f"{attrs.get('axis', -1)} on of an input {x.shape}; they must exclude the batch axis and have "
+            "known sizes"
+        )
+    layer = make_layer("LayerNorm", normalized, eps=float(attrs.get("epsilon", 1e-5)), bias=bias is not None)
+    assign(layer.weight, np.broadcast_to(scale, normalized))
+    if bias is not None:
+        assign(layer.bias, np.broadcast_to(bias, normalized))
+    return [layer(x)]
 
 
-def _squeeze(imp: Importer, node: Any) -> list[Any]:
-    value = imp.values.get(node.input[0])
-    axes = _axes(imp, node, imp.attrs(node))
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y" and axes == [1]:
-        if value.node.directions == 1:
-            return [rec.sequence(value.node)]
-    if isinstance(value, rec.RecurrentOut) and value.view == "Y_h" and axes == [0]:
-        return [rec.last(value.node, node)]
-    raise ExportError(f"ONNX import: Squeeze node {node.name!r} (axes {axes}) has no built-in layer here")
-
-
-def _gather(imp: Importer, node: Any) -> list[Any]:
-    axis = int(imp.attrs(node).get("axis", 0))
-    data, indices = imp.values.get(node.input[0]), imp.values.get(node.input[1])
-    if isinstance(data, np.ndarray) and is_tensor(indices) and axis == 0:
-        layer = make_layer("Embedding", data.shape[0], data.shape[1])
-        assign(layer.weight, data)
-        return [layer(indices)]
-    if isinstance(indices, np.ndarray) and indices.ndim == 0 and int(indices) == -1:
-        if isinstance(data, rec.RecurrentOut) and data.view == "Y_h" and axis == 0:
-            return [rec.last(data.node, node)]
-        record = rec.last_step_of(imp, data) if is_tensor(data) and axis == 1 else None
-        if record is not None:
-            return [record.place("last")]
-    raise ExportError(f"ONNX import: Gather node {node.name!r} has no built-in layer in this position")
+def instance_norm(imp: Importer, node: Any) -> list[Any]:
+    """``InstanceNormalization`` of ``(N, C, L)`` / ``(N, C, H, W)`` -> affine ``InstanceNorm1d`` / ``2d``."""
+    x = imp.tensor(node.input[0], node)
+    scale, bias = (imp.const(n, node, "scale and bias") for n in node.input[1:3])
+    if len(x.shape) not in (3, 4):
+        raise ExportError(
+            f"ONNX import: InstanceNormalization node {node.name!r} on a rank-{len(x.shape)} input; "
+            "InstanceNorm1d / InstanceNorm2d read rank 3 / 4"
+        )
+    name = "InstanceNorm1d" if len(x.shape) == 3 else "InstanceNorm2d"
+    eps = float(imp.attrs(node).get("epsilon", 1e-5))
+    layer = make_layer(name, scale.shape[0], eps=eps, affine=True)
+    assign(layer.weight, scale)
+    assign(layer.bias, bias)
+    return [layer(x)]
 
 
 HANDLERS: dict[str, Any] = {
     "Identity": _identity,
-    "Dropout": _identity,
-    "Shape": _shape,
+    "Dropout": _dropout,
+    "Shape": shapes.shape,
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Concat": _concat,
@@ -322,14 +323,16 @@ HANDLERS: dict[str, Any] = {
     "MaxPool": spatial.pool,
     "AveragePool": spatial.pool,
     "GlobalAveragePool": spatial.global_pool,
-    "BatchNormalization": spatial.batch_norm,
-    "LayerNormalization": spatial.layer_norm,
-    "Flatten": _flatten,
-    "Reshape": _reshape,
-    "Transpose": _transpose,
-    "Squeeze": _squeeze,
-    "Gather": _gather,
+    "BatchNormalization": batch_norm,
+    "InstanceNormalization": instance_norm,
+    "LayerNormalization": layer_norm,
+    "Flatten": shapes.flatten,
+    "Reshape": shapes.reshape,
+    "Transpose": shapes.transpose,
+    "Squeeze": shapes.squeeze,
+    "Gather": shapes.gather,
     "Pad": spatial.pad,
+    "Resize": spatial.resize,
     "RNN": rec.recurrent_node,
     "LSTM": rec.recurrent_node,
     "GRU": rec.recurrent_node,

@@ -13,7 +13,9 @@ walks the nodes. It recognises, by structure and constants:
   :func:`framework.onnx.convert_core.softplus` writes it:
   ``Where(Greater(z, threshold), x, y)`` with ``y = Softplus(z)`` and
   ``z = x`` when ``beta = 1``, else ``z = Mul(x, beta)`` and
-  ``y = Div(Softplus(z), beta)``.
+  ``y = Div(Softplus(z), beta)``; ``Div(Softplus(Mul(x, beta)), beta)``
+  without the ``Where`` (what ``torch.onnx`` writes for ``Softplus(beta=...)``,
+  dropping the threshold) is a Softplus that is never linear.
 
 A match is kept only when the values between its nodes are read by no other
 node and are not graph outputs; the layer is placed where the first of its
@@ -45,8 +47,15 @@ class Fusion:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def place(self, imp: Importer, node: Any) -> Any:
-        """The layer's output placeholder (``node`` is the first member, for messages)."""
-        return make_layer(self.layer, **self.kwargs)(imp.tensor(self.source, node))
+        """The layer's output placeholder (``node`` is the first member, for messages).
+
+        A ``threshold`` of ``None`` becomes the largest float of the model's
+        dtype: ``beta x`` exceeds it for no finite input.
+        """
+        kwargs = dict(self.kwargs)
+        if "threshold" in kwargs and kwargs["threshold"] is None:
+            kwargs["threshold"] = float(np.finfo(imp.dtype).max)
+        return make_layer(self.layer, **kwargs)(imp.tensor(self.source, node))
 
 
 class _View:
@@ -191,6 +200,14 @@ def _softplus(view: _View, softplus: int) -> Fusion | None:
     if div is not None and divisor is not None and view.nodes[div].input[0] == y:
         y, post = view.out(div), [div]
     where = view.sole_user(y, "Where")
+    if where is None and div is not None and divisor is not None and post:
+        # no linear region (torch.onnx drops it): Softplus(beta x) / beta throughout
+        scale = view.made_by(z, "Mul")
+        x = view.with_constant(scale, float(divisor)) if scale is not None else None
+        if scale is None or x is None:
+            return None
+        kwargs = {"beta": float(divisor), "threshold": None}  # None: never linear (see Fusion.place)
+        return Fusion((scale, softplus, div), x, y, "Softplus", kwargs)
     if where is None or len(view.nodes[where].input) != 3 or view.nodes[where].input[2] != y:
         return None
     condition, x, _ = view.nodes[where].input

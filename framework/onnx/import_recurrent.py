@@ -36,13 +36,16 @@ from framework.errors import ExportError
 from framework.onnx.importer import DYNAMIC, ZEROS, Importer, TimeMajor, is_tensor
 
 __all__ = [
+    "DirectionState",
     "Recurrent",
     "RecurrentOut",
+    "StackedStates",
     "last",
     "last_of_states",
     "last_step_of",
     "recurrent_node",
     "sequence",
+    "state_at",
 ]
 
 #: ONNX op -> (layer name, ONNX block i -> PyTorch position).
@@ -55,7 +58,12 @@ _EXTRA_INPUTS = {4: "sequence_lens", 5: "initial_h", 6: "initial_c", 7: "P (peep
 
 @dataclass
 class Recurrent:
-    """One ONNX recurrent node, with the layers placed for it so far (by output kind)."""
+    """One ONNX recurrent node, with the layers placed for it so far (by output kind).
+
+    A node read both as a sequence and as its last state becomes two layers
+    that share their weights (tied ``Parameter`` objects), so training the
+    imported model updates one set, as the ONNX graph has.
+    """
 
     kind: str
     params: dict[str, Any]
@@ -63,6 +71,7 @@ class Recurrent:
     source: Any  # the input placeholder (batch first when ``batch_first``)
     batch_first: bool
     placed: dict[str, Any] = field(default_factory=dict)
+    layers: list[Any] = field(default_factory=list)  # the layers placed, sharing the first's weights
 
     @property
     def directions(self) -> int:
@@ -79,6 +88,11 @@ class Recurrent:
                 for param, array in zip(layer._weights(0, d), arrays):
                     if param is not None:
                         param.data[...] = array
+            if self.layers:  # one node read as both outputs: two layers sharing one set of weights
+                for names in layer._param_names[0]:
+                    for name in names:
+                        setattr(layer, name, getattr(self.layers[0], name))
+            self.layers.append(layer)
             self.placed[output] = layer(self.source)
         return self.placed[output]
 
@@ -93,6 +107,44 @@ class RecurrentOut:
 
     node: Recurrent
     view: str
+
+
+@dataclass(frozen=True)
+class StackedStates:
+    """States of several recurrent nodes concatenated on axis 0 (PyTorch's ``h_n`` of stacked layers)."""
+
+    parts: tuple[RecurrentOut, ...]
+
+
+@dataclass(frozen=True)
+class DirectionState:
+    """The final hidden state of direction ``direction`` of the bidirectional ``node``."""
+
+    node: Recurrent
+    direction: int
+
+
+def state_at(parts: tuple[RecurrentOut, ...], index: int, node: Any) -> Any:
+    """Entry ``index`` of the states ``parts`` stacked (``h_n[index]``).
+
+    A node's ``Y_h`` holds one entry per direction; the entry of a
+    unidirectional node is its layer's last hidden state (``"last"`` output),
+    one of a bidirectional node a :class:`DirectionState` (both concatenated
+    in order, ``cat([h_n[-2], h_n[-1]], 1)``, are the ``"last"`` output).
+    """
+    sizes = [part.node.directions for part in parts]
+    where = f"ONNX import: {node.op_type} node {node.name!r}"
+    if not -sum(sizes) <= index < sum(sizes):
+        raise ExportError(f"{where} selects state {index} of {sum(sizes)}")
+    index %= sum(sizes)
+    for part, size in zip(parts, sizes):
+        if index >= size:
+            index -= size
+            continue
+        if part.view != "Y_h":
+            raise ExportError(f"{where} selects a cell state; this pattern has no built-in layer")
+        return part.node.place("last") if size == 1 else DirectionState(part.node, index)
+    raise AssertionError("unreachable")
 
 
 def _unstack(array: np.ndarray, order: list[int]) -> np.ndarray:
@@ -153,13 +205,14 @@ def _rnn_nonlinearity(node: Any, attrs: dict[str, Any]) -> str:
 def _check_optional_input(imp: Importer, node: Any, index: int, name: str) -> None:
     """Refuse sequence lengths, non-zero initial states and non-zero peepholes."""
     value = imp.values.get(name) if name else None
-    if value is None or value is DYNAMIC:
-        return  # absent, or computed from the input's shape (the zero states exporters build)
+    if value is None:
+        return  # absent
     if index != 4 and (value is ZEROS or (isinstance(value, np.ndarray) and not value.any())):
-        return  # zero states or peepholes: what the layers do
+        return  # zeros (constant, or of the input's shape, as exporters build them): what the layers do
+    shown = "computed at run time" if value is DYNAMIC or not isinstance(value, np.ndarray) else "not zeros"
     raise ExportError(
         f"ONNX import: {node.op_type} node {node.name!r} has the input {_EXTRA_INPUTS.get(index, index)} "
-        f"({name!r}); the layers run whole sequences from zero initial states without peepholes"
+        f"({name!r}, {shown}); the layers run whole sequences from zero initial states without peepholes"
     )
 
 
@@ -230,8 +283,11 @@ def last_of_states(record: Recurrent, node: Any, target: list[int]) -> Any:
 
 
 def last_step_of(imp: Importer, tensor: Any) -> Any:
-    """The record whose unidirectional ``"sequence"`` placeholder is ``tensor``, or ``None``."""
+    """The record whose unidirectional batch-first ``"sequence"`` placeholder is ``tensor``, or ``None``.
+
+    (Axis 1 of a time-major sequence is the batch: its ``-1`` is the last sample, not the last step.)
+    """
     for record in imp.records:
         if record.placed.get("sequence") is tensor:
-            return record if record.directions == 1 else None
+            return record if record.directions == 1 and record.batch_first else None
     return None

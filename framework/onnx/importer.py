@@ -5,9 +5,10 @@ interpreter. Every ONNX value becomes one of:
 
 - a placeholder (a :class:`~framework.models.graph.SymbolicTensor`), batch axis first;
 - a constant (``numpy`` array): initializers, ``Constant`` nodes and what folds from them;
-- :data:`DYNAMIC`: a value computed from a runtime shape (``Shape`` -> ``Gather``
-  -> ``Concat`` ...), which exporters use to build zero initial states; a
-  ``ConstantOfShape`` of it is :data:`ZEROS`;
+- a value computed from a runtime shape (``Shape`` -> ``Gather`` -> ``Concat``
+  ...): sizes of placeholders (:class:`~framework.onnx.import_shapes.Dims`),
+  :data:`ZEROS` (zeros of such a shape, the initial states exporters build)
+  or :data:`DYNAMIC` (anything else, which no layer reads);
 - :class:`TimeMajor`: a placeholder seen with its first two axes swapped (the
   ``Transpose`` a batch-first recurrent layer is wrapped in);
 - a :class:`~framework.onnx.import_recurrent.Recurrent` result not placed in
@@ -15,15 +16,18 @@ interpreter. Every ONNX value becomes one of:
   output the layer must give (``"sequence"`` or ``"last"``).
 
 The operators and the layers they become are in
-:mod:`framework.onnx.import_ops` (dense, element-wise, shapes),
-:mod:`framework.onnx.import_spatial` (convolution, pooling, normalisation,
-padding) and :mod:`framework.onnx.import_recurrent`; the multi-node patterns
-exporters write for activations ONNX lacks (GELU below opset 20, Softplus with
-a threshold) are found before the walk by :mod:`framework.onnx.import_patterns`
-and become one layer each. An operator (or an attribute value) with no
-built-in equivalent raises :class:`~framework.errors.ExportError` naming it;
-so does a malformed or empty file. The layers are built in the element type
-of the file's floating values (a file of doubles gives a float64 model).
+:mod:`framework.onnx.import_ops` (dense, element-wise, normalisation),
+:mod:`framework.onnx.import_shapes` (folding, runtime shapes, reshaping),
+:mod:`framework.onnx.import_spatial` (convolution, pooling, padding, resizing)
+and :mod:`framework.onnx.import_recurrent`; the multi-node patterns exporters
+write for activations ONNX lacks (GELU below opset 20, Softplus with a
+threshold) are found before the walk by :mod:`framework.onnx.import_patterns`
+and become one layer each. An operator, an attribute (:data:`ATTRIBUTES` lists
+those read) or an attribute value with no built-in equivalent raises
+:class:`~framework.errors.ExportError` naming it, as does a node of another
+domain than ONNX's; so does a malformed or empty file. The layers are built in
+the element type of the file's floating values (a file of doubles gives a
+float64 model).
 """
 
 from __future__ import annotations
@@ -38,7 +42,17 @@ from framework.errors import ExportError, FrameworkError
 from framework.onnx._deps import require_onnx
 from framework.runtime.dtype import default_dtype, get_default_dtype
 
-__all__ = ["DYNAMIC", "ZEROS", "Importer", "TimeMajor", "assign", "file_dtype", "load", "make_layer"]
+__all__ = [
+    "ATTRIBUTES",
+    "DYNAMIC",
+    "ZEROS",
+    "Importer",
+    "TimeMajor",
+    "assign",
+    "file_dtype",
+    "load",
+    "make_layer",
+]
 
 
 class _Marker:
@@ -79,6 +93,61 @@ def assign(param: Any, value: Any) -> None:
     param.data[...] = np.asarray(value).reshape(param.data.shape)
 
 
+_POOL = {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides"}
+_RECURRENT = {
+    "activation_alpha",
+    "activation_beta",
+    "activations",
+    "clip",
+    "direction",
+    "hidden_size",
+    "layout",
+}
+#: Every attribute each operator the importer reads may carry (those of older opsets too), honoured or
+#: refused by its handler; any other is refused rather than ignored. ``consumed_inputs`` (opset < 6)
+#: has no meaning at inference.
+ATTRIBUTES: dict[str, set[str]] = {
+    **{
+        op: set() for op in ("Identity", "MatMul", "Relu", "Sigmoid", "Tanh", "Softplus", "GlobalAveragePool")
+    },
+    **{op: set() for op in ("Max", "Min", "Sum", "Mean")},
+    **{op: {"broadcast", "axis"} for op in ("Add", "Sub", "Mul", "Div")},
+    "Dropout": {"ratio", "seed", "is_test"},
+    "Shape": {"start", "end"},
+    "Gemm": {"alpha", "beta", "transA", "transB", "broadcast"},
+    "Concat": {"axis"},
+    "LeakyRelu": {"alpha"},
+    "Elu": {"alpha"},
+    "Gelu": {"approximate"},
+    "Softmax": {"axis"},
+    "LogSoftmax": {"axis"},
+    "Conv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
+    "ConvTranspose": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}
+    | {"output_padding", "output_shape"},
+    "MaxPool": _POOL | {"storage_order"},
+    "AveragePool": _POOL | {"count_include_pad"},
+    "BatchNormalization": {"epsilon", "momentum", "training_mode", "spatial", "is_test"},
+    "LayerNormalization": {"axis", "epsilon", "stash_type"},
+    "InstanceNormalization": {"epsilon"},
+    "Flatten": {"axis"},
+    "Reshape": {"allowzero"},
+    "Transpose": {"perm"},
+    "Squeeze": {"axes"},
+    "Unsqueeze": {"axes"},
+    "Gather": {"axis"},
+    "Pad": {"mode", "pads", "paddings", "value"},
+    "Resize": {"mode", "coordinate_transformation_mode", "nearest_mode", "axes", "antialias", "cubic_coeff_a"}
+    | {"exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy"},
+    "RNN": _RECURRENT,
+    "LSTM": _RECURRENT | {"input_forget"},
+    "GRU": _RECURRENT | {"linear_before_reset"},
+    "Cast": {"to", "saturate"},
+    "Slice": {"starts", "ends", "axes"},
+    "ConstantOfShape": {"value"},
+    "Expand": set(),
+}
+
+
 class Importer:
     """The state of one :func:`load`: values by name, consumers, and node attributes."""
 
@@ -100,6 +169,8 @@ class Importer:
         #: the dtype the layers are built in: the element type of the file's floating values
         self.dtype = file_dtype(proto.graph)
         self.current: Any = None  # the node being read (or a phase, as text), for error messages
+        #: the batch size every graph input fixes (a file exported without a dynamic batch axis), else None
+        self.batch: int | None = None
 
     def where(self) -> str:
         """What is being read (``"Conv node 'conv1'"``, ``"the graph's inputs"``), for messages."""
@@ -107,6 +178,21 @@ class Importer:
         if node is None or isinstance(node, str):
             return node or "the graph's inputs"
         return f"{node.op_type} node {node.name!r}"
+
+    def check_node(self, node: Any) -> None:
+        """Refuse a node of another domain than ONNX's, or with an attribute no handler reads."""
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            raise ExportError(
+                f"ONNX import: node {node.name!r} is operator {op!r} of the domain {node.domain!r}; only "
+                "the default ONNX domain's operators have built-in layers"
+            )
+        unknown = sorted({a.name for a in node.attribute} - ATTRIBUTES.get(op, set()) - {"consumed_inputs"})
+        if op in ATTRIBUTES and unknown:
+            raise ExportError(
+                f"ONNX import: {op} node {node.name!r} has the attribute(s) {', '.join(unknown)}, which "
+                f"the importer does not read; it reads {', '.join(sorted(ATTRIBUTES[op])) or 'none'}"
+            )
 
     def attrs(self, node: Any) -> dict[str, Any]:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -151,15 +237,22 @@ class Importer:
         numpy_helper = self.onnx.numpy_helper
         for init in graph.initializer:
             self.values[init.name] = numpy_helper.to_array(init)
-        inputs = []
+        inputs, batches = [], set()
         for value_info in graph.input:
             if value_info.name in self.values:
                 continue
             dims = value_info.type.tensor_type.shape.dim
-            shape = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
-            placeholder = Input(tuple(shape), name=value_info.name)
+            if not value_info.type.tensor_type.HasField("shape") or not dims:
+                raise ExportError(
+                    f"ONNX import: graph input {value_info.name!r} has no axes (no shape, or a scalar); a "
+                    "model input needs its rank and a batch axis first"
+                )
+            shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+            placeholder = Input(tuple(shape[1:]), name=value_info.name)
             self.values[value_info.name] = placeholder
             inputs.append(placeholder)
+            batches.add(shape[0])
+        self.batch = batches.pop() if len(batches) == 1 else None
         if not inputs or not graph.output:
             raise ExportError(
                 f"ONNX import: the graph has {len(inputs)} input(s) and {len(graph.output)} output(s) "
@@ -222,17 +315,22 @@ def load(path: str | os.PathLike[str]) -> Any:
     """Rebuild a functional ``Model`` of built-in layers from the ONNX file ``path``.
 
     Handles what exporters write for dense, convolutional and recurrent
-    networks: ``Gemm``/``MatMul``+``Add`` (Linear), ``Conv``, ``ConvTranspose``,
-    pools, ``BatchNormalization``, ``LayerNormalization``, ``Gather``
-    (Embedding), activations, ``Flatten``/``Reshape``/``Transpose``, merges and
-    ``RNN``/``LSTM``/``GRU`` (gate order converted back to PyTorch's), with
-    shape computations that only build zero initial states folded away, and
-    the node patterns exporters write for GELU below opset 20 and for
-    Softplus's linear region (one layer each). Operators follow the file's
-    opset (``Softmax`` below 13 normalises all the axes from ``axis`` on). The
-    model runs in inference mode; its weights are copies of the file's, in the
-    file's floating dtype (float64 for a file of doubles); the caller's
-    default dtype is left as it was.
+    networks: ``Gemm``/``MatMul``+``Add`` (Linear), ``Conv`` (``auto_pad``
+    resolved), ``ConvTranspose``, pools, ``Resize`` (UpSampling2d),
+    ``BatchNormalization``, ``LayerNormalization``, ``InstanceNormalization``,
+    ``Gather`` (Embedding), activations, ``Flatten``/``Reshape``/``Transpose``
+    (``x.view(x.size(0), -1)`` included), merges and ``RNN``/``LSTM``/``GRU``
+    (gate order converted back to PyTorch's; ``h_n[k]`` of stacked layers and
+    both directions of a bidirectional one), with shape computations that
+    only build zero initial states folded away, and the node patterns
+    exporters write for GELU below opset 20 and for Softplus's linear region
+    (one layer each). Operators follow the file's opset (``Softmax`` below 13
+    normalises all the axes from ``axis`` on). A file of a fixed batch size
+    (no dynamic axis) gives a model of any batch size. A recurrent node read
+    both as a sequence and as its last state gives two layers sharing one set
+    of weights. The model runs in inference mode; its weights are copies of
+    the file's, in the file's floating dtype (float64 for a file of doubles);
+    the caller's default dtype is left as it was.
 
     Raises:
         ExportError: an operator or attribute value without a built-in layer
