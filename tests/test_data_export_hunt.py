@@ -838,21 +838,21 @@ def test_colliding_weight_paths_do_not_overwrite_each_other(tmp_path):
     assert k1 != k2 and k1 == k1_again
     np.testing.assert_array_equal(eval(k1, {"W": out.arrays}), first)
     np.testing.assert_array_equal(eval(k2, {"W": out.arrays}), second)
-    try:  # end to end: layer "b" of nested model "a" and a layer named "a.b"
-        model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a.b")])
-        model.build((None, 3))
-    except ConfigError:
-        pytest.skip("dotted layer names are refused: no collision possible")
+    # end to end, layer "b" of nested model "a" beside a layer "a.b" cannot happen: dotted
+    # names are refused (as PyTorch's module names), so paths cannot collide that way
+    with pytest.raises(ConfigError, match=r"a\.b"):
+        Linear(3, 3, name="a.b")
+    model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a_b")])
+    model.build((None, 3))
     predict = _load_predictor(model, tmp_path)
     x = RNG.standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
 
 
 def test_state_dict_keys_never_collide():
-    try:
-        model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a.b")])
-    except ConfigError:
-        return  # dotted layer names are refused (as PyTorch's module names): no collision possible
+    with pytest.raises(ConfigError, match=r"a\.b"):  # dotted names are refused, as PyTorch's module names
+        Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a.b")])
+    model = Sequential([Sequential([Linear(3, 3, name="b")], name="a"), Linear(3, 3, name="a_b")])
     model.build((None, 3))
     assert len(model.state_dict()) == len(model.parameters()) + len(model.buffers())
 
