@@ -56,6 +56,7 @@ def _output_size(owner: str, value: Any, n: int) -> tuple[int | None, ...]:
 
 class _Adaptive(Layer):
     _rank = 4
+    float_input = True  # an integer input is cast: its averages are not truncated
 
     def __init__(self, output_size: Any, *, name: str | None = None) -> None:
         super().__init__(name=name)

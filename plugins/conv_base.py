@@ -68,6 +68,7 @@ class _ConvBase(Layer):
 
     _ndim = 2
     _axes = "H, W"
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def _init_weights(
         self, weight_shape: tuple[int, ...], bias: Any, activation: Any, weight_init: Any, bias_init: Any

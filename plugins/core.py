@@ -68,6 +68,7 @@ class Linear(Layer):
     """
 
     returns_fresh_grad = True
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(
         self,
@@ -215,6 +216,7 @@ class Dropout(Layer):
     """
 
     returns_fresh_grad = True
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(self, p: float = 0.5, seed: int | None = None, *, name: str | None = None) -> None:
         super().__init__(name=name)

@@ -44,6 +44,7 @@ class GlobalAvgPool2d(Layer):
 
     #: backward returns a new array it does not keep (the layer below may write into it)
     returns_fresh_grad = True
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def _check_shape(self, shape: Any) -> None:
         if not isinstance(shape, tuple) or len(shape) != 4 or 0 in shape[2:]:

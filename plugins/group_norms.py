@@ -91,6 +91,8 @@ class GroupNorm(Layer):
         over every axis but ``C``.
     """
 
+    float_input = True  # an integer input is cast to the default float dtype
+
     def __init__(
         self,
         num_groups: int,
@@ -174,6 +176,7 @@ class _InstanceNorm(Layer):
     """
 
     _rank = 3
+    float_input = True  # an integer input is cast to the default float dtype
 
     def __init__(
         self,
@@ -282,19 +285,13 @@ class _InstanceNorm(Layer):
 
 
 class InstanceNorm1d(_InstanceNorm):
-    """Instance normalization of ``(N, C, L)`` inputs (PyTorch's ``nn.InstanceNorm1d``).
-
-    Arguments and gradient as :class:`_InstanceNorm`.
-    """
+    """Instance normalization of ``(N, C, L)`` inputs (``nn.InstanceNorm1d``); see ``_InstanceNorm``."""
 
     _rank = 3
 
 
 class InstanceNorm2d(_InstanceNorm):
-    """Instance normalization of ``(N, C, H, W)`` inputs (PyTorch's ``nn.InstanceNorm2d``).
-
-    Arguments and gradient as :class:`_InstanceNorm`.
-    """
+    """Instance normalization of ``(N, C, H, W)`` inputs (``nn.InstanceNorm2d``); see ``_InstanceNorm``."""
 
     _rank = 4
 
@@ -317,6 +314,8 @@ class RMSNorm(Layer):
         ``dx = r (dxhat - xhat mean(dxhat xhat))``; ``dweight = sum g xhat``.
     """
 
+    float_input = True  # an integer input is cast to the default float dtype
+
     def __init__(
         self,
         normalized_shape: Any,
@@ -338,10 +337,8 @@ class RMSNorm(Layer):
         self.normalized_shape = tuple(int(d) for d in shape)
         self.eps = None if eps is None else positive_number("RMSNorm", "eps", eps)
         self.elementwise_affine = bool(elementwise_affine)
-        dtype = get_default_dtype()
-        self.weight = (
-            Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None
-        )
+        ones = np.ones(self.normalized_shape, dtype=get_default_dtype())
+        self.weight = Parameter(ones) if self.elementwise_affine else None
 
     def build(self, input_shape: Any) -> None:
         self.output_shape(input_shape)

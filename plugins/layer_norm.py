@@ -82,6 +82,7 @@ class LayerNorm(Layer):
 
     #: backward returns a new array it does not keep (the layer below may write into it)
     returns_fresh_grad = True
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(
         self,

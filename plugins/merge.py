@@ -59,6 +59,8 @@ class _Merge(Layer):
 
 
 class _Elementwise(_Merge):
+    float_input = True  # integers and booleans are cast: True + True is 2, uint8 1 - 3 is -2
+
     def output_shape(self, input_shape: Any) -> Any:
         shapes = self._shapes(input_shape)
         first = shapes[0]

@@ -107,6 +107,8 @@ class MultiheadAttention(Layer):
         (3, 5, 8)
     """
 
+    float_input = True  # an integer or boolean input is cast to the default float dtype
+
     def __init__(
         self,
         embed_dim: int,

@@ -114,6 +114,12 @@ class BatchNorm(Layer):
         - Input: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)`` (any ``(N, C, *)``).
         - Output: the same as the input.
 
+    Raises:
+        ShapeError: in training mode, for fewer than 2 values per channel: one
+            sample of ``(N, C)`` (as PyTorch) or an empty batch (PyTorch returns
+            an empty output there; this layer refuses, as there are no statistics
+            to normalise with). In eval mode an empty batch gives an empty output.
+
     Attributes:
         weight: ``Parameter`` ``gamma`` of shape ``(C,)``, initialised to ones
             (``None`` when ``affine=False``).
@@ -150,6 +156,7 @@ class BatchNorm(Layer):
 
     #: backward returns a new array it does not keep (the layer below may write into it)
     returns_fresh_grad = True
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(
         self,

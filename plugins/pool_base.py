@@ -170,6 +170,7 @@ class _MaxPool(_Pool):
 
 
 class _AvgPool(_Pool):
+    float_input = True  # an integer input is cast: its averages are not truncated
     #: backward returns a new array it does not keep (the layer below may write into it)
     returns_fresh_grad = True
 

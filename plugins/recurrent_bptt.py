@@ -167,7 +167,7 @@ class RecurrentBase(Layer):
             outs, dir_caches = [], []
             for d in range(nd):
                 w_ih, w_hh, b_ih, b_hh = self._weights(k, d)
-                xp = (inp.reshape(length * n, -1) @ w_ih.data.T).reshape(length, n, -1)
+                xp = (inp.reshape(length * n, inp.shape[-1]) @ w_ih.data.T).reshape(length, n, w_ih.shape[0])
                 if b_ih is not None:
                     xp += b_ih.data
                 j = k * nd + d
@@ -239,15 +239,15 @@ class RecurrentBase(Layer):
             if d is not None and mask is not None:
                 d = d * mask
             d_in = None
-            inp2 = inp.reshape(length * n, -1)
+            inp2 = inp.reshape(length * n, inp.shape[-1])  # -1 fails on an empty batch
             for dd in range(nd):
                 w_ih, w_hh, b_ih, b_hh = self._weights(k, dd)
                 j = k * nd + dd
                 dout = None if d is None else d[:, :, dd * h : (dd + 1) * h]
                 dstate_n = tuple(None if g is None else g[j] for g in checked)
                 dxp, dhp, hprev, dstate0 = self._kernel.backward(dir_caches[dd], dout, dstate_n, w_hh.data)
-                dxp2 = dxp.reshape(length * n, -1)
-                dhp2 = dhp.reshape(length * n, -1)
+                dxp2 = dxp.reshape(length * n, dxp.shape[-1])
+                dhp2 = dhp.reshape(length * n, dhp.shape[-1])
                 w_ih.add_grad(dxp2.T @ inp2)
                 w_hh.add_grad(dhp2.T @ hprev.reshape(length * n, h))
                 if b_ih is not None:
@@ -268,7 +268,7 @@ class RecurrentBase(Layer):
             if d_in is None:
                 d = None
                 continue
-            d = d_in.reshape(length, n, -1)
+            d = d_in.reshape(length, n, d_in.shape[-1])
         ctx.caches = None
         ctx.grad_h0 = grads0[0]
         if self._num_states == 2:
@@ -292,6 +292,11 @@ class RecurrentBase(Layer):
 
     def _split_grad(self, grad_out: Any, grad_state: Any) -> tuple[Any, Any]:
         if self.output == "both" and isinstance(grad_out, (tuple, list)) and grad_state is None:
+            if len(grad_out) != 2:
+                raise ShapeError(
+                    f"{self.describe()}: backward() expected (grad_output, grad_state) for the outputs "
+                    f"(output, state) of output='both', got a {type(grad_out).__name__} of {len(grad_out)}"
+                )
             grad_out, grad_state = grad_out
         return grad_out, grad_state
 

@@ -149,6 +149,13 @@ class _CellBase(Layer):
         x = ctx.x
         dtype = x.dtype
         grads = tuple(None if g is None else np.asarray(g, dtype=dtype) for g in grads)
+        want = (x.shape[0], self.hidden_size)
+        for label, g in zip(("grad_h", "grad_c"), grads):  # never a silently broadcast gradient
+            if g is not None and g.shape != want:
+                raise ShapeError(
+                    f"{self.describe()}: backward() expected {label} of shape {format_shape(want)} "
+                    f"(the output's), got {format_shape(g.shape)}"
+                )
         dxp, dhp, hprev, dstate0 = self._kernel.backward(cache, None, grads, self.weight_hh.data)
         dxp, dhp, hprev = dxp[0], dhp[0], hprev[0]
         self.weight_ih.add_grad(dxp.T @ x)
@@ -291,6 +298,12 @@ class LSTMCell(_CellBase):
 
     def backward(self, ctx: Context, grad_out: Any, grad_c: np.ndarray | None = None) -> Any:
         if isinstance(grad_out, (tuple, list)):
+            if len(grad_out) != 2 or grad_c is not None:
+                raise ShapeError(
+                    f"{self.describe()}: backward() expected (grad_h, grad_c) for the outputs (h, c), "
+                    f"got a {type(grad_out).__name__} of {len(grad_out)}"
+                    + (" and grad_c as well" if grad_c is not None else "")
+                )
             grad_out, grad_c = grad_out
         return self._step_backward(ctx, (grad_out, grad_c))
 

@@ -48,6 +48,8 @@ def _clones(owner: str, layer: Any, kind: type, num_layers: int) -> list[Layer]:
 
 
 class _Stack(Layer):
+    float_input = True  # an integer or boolean input is cast to the default float dtype
+
     def build(self, input_shape: Any) -> None:
         self.output_shape(input_shape)
         super().build(input_shape)
@@ -184,6 +186,8 @@ class PositionalEncoding(Layer):
     Gradient:
         ``dL/dx = dropout'(dL/dy)``: the code is a constant.
     """
+
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ class _Block(Layer):
     """What both blocks share: validation, the feed-forward sub-block and the attention sub-blocks."""
 
     _kind = "TransformerLayer"
+    float_input = True  # an integer or boolean input is cast to the default float dtype
 
     def __init__(
         self,

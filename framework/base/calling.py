@@ -3,6 +3,9 @@
 Every subclass's ``forward`` / ``backward`` is wrapped once, at class
 creation, by :func:`wrap_forward` / :func:`wrap_backward`, which
 
+- check each input's type and dtype (:func:`framework.base.inputs.check_inputs`:
+  arrays only, never complex, object or strings; integers cast for a
+  ``float_input`` layer), and ``grad_out``'s dtype;
 - build the layer on its first input and check later inputs' shapes, and
   check ``grad_out`` against the shape of the call's output;
 - cast a floating ``grad_out`` of another dtype to the dtype of that output
@@ -30,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.base.context import Context
-from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
+from framework.base.inputs import check_grad_values, check_inputs, shape_of
+from framework.errors import ConfigError, NotBuiltError, ShapeError
 
 if TYPE_CHECKING:
     from framework.base.layer import Layer
@@ -102,17 +106,6 @@ def check_training(layer: Layer, training: Any) -> bool | None:
     return None if training is None else bool(training)
 
 
-def _shape_of(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return (None, *x.shape[1:])
-    if isinstance(x, (list, tuple)) and x and all(isinstance(v, np.ndarray) for v in x):
-        return [(None, *v.shape[1:]) for v in x]
-    shape = getattr(x, "shape", None)
-    if shape is not None:
-        return (None, *tuple(shape)[1:])
-    raise DataError(f"expected a NumPy array (or a list of arrays), got {type(x).__name__}")
-
-
 def matches(spec: Any, shape: tuple[int, ...]) -> bool:
     return len(spec) == len(shape) and all(s is None or s == d for s, d in zip(spec, shape))
 
@@ -156,19 +149,26 @@ def as_out_dtype(grad_out: Any, dtype: np.dtype | None) -> Any:
 def _check_grad(layer: Layer, expected: Any, grad_out: Any) -> None:
     if expected is None:
         raise NotBuiltError(f"{layer.describe()}: backward() called before forward()")
-    if expected is not _ANY and getattr(grad_out, "shape", None) != expected:
+    if expected is _ANY:  # several outputs (a tuple): their arrays' dtypes; the layer checks shapes
+        check_grad_values(layer, grad_out)
+    elif getattr(grad_out, "shape", None) != expected:
         raise ShapeError(
             f"{layer.describe()}: backward() expected a gradient of shape "
             f"{format_shape(expected)} (the shape of the last output), got "
             f"{format_shape(getattr(grad_out, 'shape', None))}"
         )
+    elif type(grad_out) is not np.ndarray or grad_out.dtype.kind != "f":
+        check_grad_values(layer, grad_out)  # complex, object, strings: refused, never cast
 
 
-def _prepare(layer: Layer, x: Any) -> None:
+def _prepare(layer: Layer, x: Any) -> Any:
+    """``x`` checked (:func:`check_inputs`); builds the layer on its first input, then checks shapes."""
+    if type(x) is not np.ndarray or x.dtype.kind != "f":  # (inline: a float array is the hot path)
+        x = check_inputs(layer, x)
     if not layer.built:
         with _BUILD_LOCK:
             if not layer.built:
-                shape = _shape_of(x)
+                shape = shape_of(layer, x)
                 try:
                     layer.build(shape)
                 except ShapeError as exc:
@@ -182,6 +182,7 @@ def _prepare(layer: Layer, x: Any) -> None:
                 layer.built = True
     elif layer.input_spec is not None:
         layer._check_input(x)
+    return x
 
 
 def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -196,7 +197,7 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
                 x, rest = args[0], args[1:]
                 self._manual_ctx = ctx
                 self.__dict__["_hand_calls"] = self.__dict__.get("_hand_calls", 0) + 1
-            _prepare(self, x)
+            x = _prepare(self, x)
             out = fn(self, ctx, x, *rest, **kwargs)
             if isinstance(out, np.ndarray):  # (inline: it runs at every call)
                 ctx.out_shape, ctx.out_dtype = out.shape, out.dtype
@@ -210,8 +211,7 @@ def wrap_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
         def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
             if args and isinstance(args[0], Context):
                 return _adapted_forward(self, fn, args[0], args[1], args[2:], kwargs)
-            x = args[0]
-            _prepare(self, x)
+            x = _prepare(self, args[0])
             out = fn(self, x, *args[1:], **kwargs)
             self._out_shape = _out_shape(out)
             self._out_dtype = _out_dtype(out)
@@ -315,7 +315,7 @@ def _adapted_forward(
             if lock is None:
                 lock = threading.Lock()
                 object.__setattr__(layer, "_legacy_lock", lock)
-    _prepare(layer, x)  # before taking the layer: a Model's build calls this forward (see above)
+    x = _prepare(layer, x)  # before taking the layer: a Model's build calls this forward (see above)
     if not lock.acquire(blocking=False):
         if layer.__dict__.get("_legacy_owner") == threading.get_ident():
             raise _legacy_error(

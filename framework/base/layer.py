@@ -99,6 +99,12 @@ class Layer(LayerState, Configurable):
     #: ``True`` for a layer that takes integer inputs (indices); a model then
     #: does not cast them to its float dtype at its edge.
     accepts_integer_input: bool = False
+    #: ``True`` for a layer that computes in floating point (an average, a
+    #: normalisation): the base class casts an integer or boolean input array
+    #: to the default float dtype before ``forward`` (so an average of integers
+    #: is not truncated, nor ``True + True`` ``True``). Otherwise such an input
+    #: reaches ``forward`` as it is; complex, object and string arrays never do.
+    float_input: bool = False
     #: ``True`` for an element-wise, non-decreasing map whose derivative is 0
     #: wherever it is flat (ReLU), and for a layer whose every output
     #: is the maximum of a window of its input (the max pools):
