@@ -667,7 +667,7 @@ def test_get_set_weights_round_trip_and_refuse_wrong_count_or_shape(kind: str, f
         fresh.set_weights(weights[:-1])
     bad = [w.copy() for w in weights]
     bad[-1] = np.zeros((*bad[-1].shape, 2))
-    name = [n for n, _ in [*fresh.named_parameters(), *fresh.named_buffers()]][-1]
+    name = [n for n, _ in fresh.named_weights()][-1]  # Keras's order: layer by layer
     with pytest.raises(ShapeError, match=rf"{name} expected shape"):
         fresh.set_weights(bad)
 

@@ -8,14 +8,14 @@ and needs only ``named_children()`` and ``describe()`` from the layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from framework.base.calling import format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.errors import ConfigError, ShapeError
+from framework.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["LayerState", "tracked_attributes"]
 
@@ -60,6 +60,21 @@ def _items(name: str, container: Any, depth: int) -> Iterator[tuple[str, Any]]:
                 yield from _items(dotted, value, depth + 1)
         else:
             yield dotted, value
+
+
+_DISCOVERY = ("parameters", "named_parameters", "buffers", "named_buffers")
+
+
+def _overrides_discovery(kind: type) -> bool:
+    """Whether ``kind`` lists its parameters or buffers by its own method (DESIGN: it may)."""
+    return any(getattr(kind, name, None) is not getattr(LayerState, name) for name in _DISCOVERY)
+
+
+def _tree(layer: Any) -> Iterator[Any]:
+    """``layer`` and every layer under it (a layer reached twice is yielded twice)."""
+    yield layer
+    for _, child in layer.named_children():
+        yield from _tree(child)
 
 
 class LayerState:
@@ -137,31 +152,61 @@ class LayerState:
                 raise ConfigError(
                     f"{self.describe()}: state does not match; missing {missing}, unexpected {unexpected}"
                 )
-        for name, target in targets.items():
-            if name not in state:
-                continue
-            value = np.asarray(state[name])
+        # every shape first, then every copy: a mismatch leaves the layer as it was
+        pairs = [(name, target, np.asarray(state[name])) for name, target in targets.items() if name in state]
+        for name, target, value in pairs:
             if value.shape != target.shape:
                 raise ShapeError(
                     f"{self.describe()}: {name} expected shape {format_shape(target.shape)}, "
                     f"got {format_shape(value.shape)}"
                 )
+        for _, target, value in pairs:
             np.copyto(target.data, value, casting="unsafe")
 
     # -- Keras's weight lists --------------------------------------------------
 
+    def named_weights(self) -> list[tuple[str, Parameter | Buffer]]:
+        """``(dotted name, weight)`` in Keras's order: each layer's parameters, then its buffers, then its
+        children's (depth first), each weight once.
+
+        For ``Sequential([Linear, BatchNorm, Linear])``: ``linear.weight, linear.bias,
+        batch_norm.weight, batch_norm.bias, batch_norm.running_mean, batch_norm.running_var,
+        linear_1.weight, linear_1.bias``, as Keras lists ``kernel, bias, gamma, beta,
+        moving_mean, moving_variance, kernel, bias``.
+        """
+        found: list[tuple[str, Parameter | Buffer]] = []
+        seen: set[int] = set()
+        if any(_overrides_discovery(type(layer)) for layer in _tree(self)):
+            # a layer that lists its parameters itself: take them as it gives them, buffers after
+            names = [name for name, _ in self.named_parameters()]
+            params = self.parameters()
+            if len(names) != len(params):
+                names = [f"weights.{i}" for i in range(len(params))]
+            return [*zip(names, params), *self.named_buffers()]
+
+        def visit(layer: Any, prefix: str) -> None:
+            found.extend(layer._own_state(Parameter, prefix, seen))
+            found.extend(layer._own_state(Buffer, prefix, seen))
+            for name, child in layer.named_children():
+                visit(child, f"{prefix}{name}.")
+
+        visit(self, "")
+        return found
+
     @property
     def weights(self) -> list[Parameter | Buffer]:
-        """Parameters, then buffers (Keras's order: ``kernel, bias`` then running statistics)."""
-        return [*self.parameters(), *self.buffers()]
+        """Every parameter and buffer, layer by layer (see :meth:`named_weights`), as Keras lists them."""
+        return [w for _, w in self.named_weights()]
 
     @property
     def trainable_weights(self) -> list[Parameter]:
-        return [p for p in self.parameters() if p.trainable]
+        """The trainable parameters, in :attr:`weights`' order."""
+        return [w for w in self.weights if isinstance(w, Parameter) and w.trainable]
 
     @property
     def non_trainable_weights(self) -> list[Parameter | Buffer]:
-        return [*(p for p in self.parameters() if not p.trainable), *self.buffers()]
+        """Frozen parameters and buffers, in :attr:`weights`' order."""
+        return [w for w in self.weights if not (isinstance(w, Parameter) and w.trainable)]
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of :attr:`weights`' arrays, in that order."""
@@ -170,26 +215,49 @@ class LayerState:
     def set_weights(self, arrays: Any) -> None:
         """Copy ``arrays`` (in :attr:`weights`' order) into the parameters and buffers.
 
+        Every array is checked before any is copied, so a refused call changes
+        nothing. Real numbers of another dtype (float64, integers) are cast to
+        the weight's dtype.
+
         Raises:
+            ConfigError: ``arrays`` is not a list (or other iterable) of arrays.
             ShapeError: a wrong number of arrays, or an array of the wrong shape
                 (naming the weight, the expected and the given shape).
+            DataError: an array that does not hold real numbers (strings,
+                complex numbers, objects), naming the weight and the dtype.
         """
-        targets = self.weights
-        names = [name for name, _ in self.named_parameters()] + [name for name, _ in self.named_buffers()]
-        arrays = list(arrays)
-        if len(arrays) != len(targets):
+        pairs = self.named_weights()
+        names = [name for name, _ in pairs]
+        if isinstance(arrays, Iterable) and not isinstance(arrays, (str, bytes, dict)):
+            arrays = list(arrays)
+        else:
+            raise ConfigError(
+                f"{self.describe()}.set_weights: expected a list of arrays ({', '.join(names)}), "
+                f"got {type(arrays).__name__}"
+            )
+        if len(arrays) != len(pairs):
             raise ShapeError(
-                f"{self.describe()}.set_weights: expected {len(targets)} arrays ({', '.join(names)}), "
+                f"{self.describe()}.set_weights: expected {len(pairs)} arrays ({', '.join(names)}), "
                 f"got {len(arrays)}"
             )
-        values = [np.asarray(a) for a in arrays]
-        for name, target, value in zip(names, targets, values):
+        values = []
+        for (name, target), array in zip(pairs, arrays):
+            try:
+                value = np.asarray(array)
+            except ValueError as exc:  # a ragged nested list
+                raise ShapeError(f"{self.describe()}.set_weights: {name} is not an array ({exc})") from None
             if value.shape != target.shape:
                 raise ShapeError(
                     f"{self.describe()}.set_weights: {name} expected shape {format_shape(target.shape)}, "
                     f"got {format_shape(value.shape)}"
                 )
-        for target, value in zip(targets, values):
+            if value.dtype.kind not in "biuf":
+                raise DataError(
+                    f"{self.describe()}.set_weights: {name} expected real numbers (dtype {target.dtype}), "
+                    f"got dtype {value.dtype}"
+                )
+            values.append(value)
+        for (_, target), value in zip(pairs, values):
             np.copyto(target.data, value, casting="unsafe")
 
     def astype(self, dtype: Any) -> Any:

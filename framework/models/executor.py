@@ -21,7 +21,15 @@ from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.models.graph import InputLayer, Node, SymbolicTensor
 
-__all__ = ["GraphExecutor", "accepts_integers", "flatten", "snake_case", "unflatten", "unique_name"]
+__all__ = [
+    "GraphExecutor",
+    "accepts_integers",
+    "auto_named",
+    "flatten",
+    "snake_case",
+    "unflatten",
+    "unique_name",
+]
 
 
 def flatten(value: Any) -> list[Any]:
@@ -65,7 +73,7 @@ def unique_name(layer: Layer, taken: dict[str, Any], owner: str) -> str:
         check_name(layer, name)
     if name is not None and name not in taken:
         return name
-    if name is not None and not getattr(layer, "_framework_auto_name", False):
+    if name is not None and not auto_named(layer):
         raise ConfigError(
             f"{owner}: two layers are named {name!r} ({taken[name].describe()} and "
             f"{type(layer).__name__}); layer names must be unique within a model"
@@ -76,8 +84,14 @@ def unique_name(layer: Layer, taken: dict[str, Any], owner: str) -> str:
         i += 1
         candidate = f"{base}_{i}"
     layer.name = candidate
-    layer._framework_auto_name = True
+    layer._framework_auto_name = candidate
     return candidate
+
+
+def auto_named(layer: Layer) -> bool:
+    """Whether ``layer``'s name is the one a model gave it (not one the user set or assigned since)."""
+    given = getattr(layer, "_framework_auto_name", None)
+    return given is True or (isinstance(given, str) and given == layer.name)
 
 
 def accepts_integers(layer: Layer) -> bool:
@@ -200,6 +214,29 @@ class GraphExecutor:
     def input_shape(self) -> Any:
         shapes = [t.shape for t in self.inputs]
         return shapes if self.multi_in else shapes[0]
+
+    def check_input_shape(self, input_shape: Any, owner: str) -> None:
+        """Raise ``ShapeError`` unless ``input_shape`` (a shape; a list for several inputs) fits the Inputs.
+
+        Sizes that are ``None`` on either side match anything.
+        """
+        n = len(self.inputs)
+        if not self.multi_in and isinstance(input_shape, list) and len(input_shape) == 1:
+            input_shape = input_shape[0]
+        shapes = input_shape if self.multi_in else [input_shape]
+        if not isinstance(shapes, list) or len(shapes) != n:
+            raise ShapeError(f"{owner} takes {n} inputs, got input shape {format_shape(input_shape)}")
+        for t, shape in zip(self.inputs, shapes):
+            given = tuple(shape) if isinstance(shape, (tuple, list)) else None
+            if (
+                given is None
+                or len(given) != len(t.shape)
+                or any(a is not None and b is not None and a != b for a, b in zip(t.shape[1:], given[1:]))
+            ):
+                raise ShapeError(
+                    f"{owner} expected input {t.node.layer.name!r} of shape {format_shape(t.shape)}, "
+                    f"got {format_shape(shape)}"
+                )
 
     def forward(self, ctx: Context, x: Any) -> Any:
         """Run every node on ``x``; with ``ctx.record`` the tape goes to ``ctx``.

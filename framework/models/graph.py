@@ -231,6 +231,8 @@ def connect(layer: Layer, input_shape: Any, source: Layer | list[Layer] | None =
                 layer._check_input([_ShapeOnly(s) for s in input_shape])
             else:
                 layer._check_input(_ShapeOnly(input_shape))
+        elif (graph := getattr(layer, "_graph", None)) is not None:  # a functional model: its Inputs
+            graph.check_input_shape(input_shape, layer.describe())
         out = infer_output_shape(layer, input_shape)
     except ShapeError as exc:
         sources = source if isinstance(source, list) else [source]

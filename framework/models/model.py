@@ -44,9 +44,10 @@ from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.errors import ConfigError, NotCompiledError
-from framework.models.executor import GraphExecutor, accepts_integers
+from framework.models.executor import GraphExecutor, accepts_integers, auto_named
 from framework.models.files import FileMethods
 from framework.models.graph import infer_output_shape
+from framework.models.lookup import get_layer
 from framework.models.training_methods import TrainingMethods
 from framework.runtime.dtype import get_default_dtype
 
@@ -120,15 +121,8 @@ class Model(TrainingMethods, FileMethods, Layer):
         return [layer for _, layer in self.named_children()]
 
     def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
-        """The layer called ``name`` or at position ``index``."""
-        if index is not None:
-            return self.layers[index]
-        for key, layer in self.named_children():
-            if key == name:
-                return layer
-        raise ConfigError(
-            f"{self.describe()} has no layer named {name!r}; layers: {[k for k, _ in self.named_children()]}"
-        )
+        """The layer called ``name`` or at position ``index`` (see :mod:`framework.models.lookup`)."""
+        return get_layer(self, name, index)
 
     def __getitem__(self, key: int | str) -> Layer:
         if isinstance(key, str):
@@ -170,9 +164,15 @@ class Model(TrainingMethods, FileMethods, Layer):
 
     @property
     def output_names(self) -> list[str]:
-        """The names of the layers producing the outputs (keys of per-output losses)."""
+        """The names of the layers producing the outputs (keys of per-output losses and logs).
+
+        A layer renamed by hand renames its keys; one that a model named keeps
+        this model's name for it when another model names it otherwise.
+        """
         if self._graph is not None:
-            return [str(t.node.layer.name) for t in self._graph.outputs]
+            keys = {id(layer): key for key, layer in self._graph.layers.items()}
+            layers = [t.node.layer for t in self._graph.outputs]
+            return [keys[id(layer)] if auto_named(layer) else str(layer.name) for layer in layers]
         return ["output"]
 
     def build(self, input_shape: Any) -> None:

@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.calling import matches
 from framework.base.context import Context
-from framework.base.layer import Layer
+from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.models.executor import unique_name
 from framework.models.graph import InputLayer, SymbolicTensor, connect
 from framework.models.model import Model
+from framework.models.stack_edits import is_size, sample_shape, stack_changed
 
 __all__ = ["Sequential"]
 
@@ -53,7 +55,7 @@ class Sequential(Model):
         self.declared_input_shape: tuple[int | None, ...] | None = None
         self.input_name: str | None = None
         if input_shape is not None:
-            self._in_shape = self.declared_input_shape = (None, *_sample_shape(input_shape))
+            self._in_shape = self.declared_input_shape = (None, *sample_shape(input_shape, self))
         if layers is not None:
             if isinstance(layers, Layer):
                 layers = [layers]
@@ -91,6 +93,11 @@ class Sequential(Model):
         if isinstance(layer, SymbolicTensor):
             if self._stack or not isinstance(layer.node.layer, InputLayer):
                 raise ConfigError(f"{self.describe()}: an Input placeholder can only be the first element")
+            if self._in_shape is not None and tuple(layer.shape) != self._in_shape:
+                raise ConfigError(
+                    f"{self.describe()}: the Input's shape {format_shape(tuple(layer.shape))} differs from "
+                    f"input_shape {format_shape(self._in_shape)}; give the input shape once"
+                )
             self._in_shape = self.declared_input_shape = tuple(layer.shape)
             self.input_name = layer.node.layer.name
             return
@@ -98,10 +105,19 @@ class Sequential(Model):
             raise ConfigError(
                 f"{self.describe()}.add: expected a Layer, got {type(layer).__name__} {layer!r}"
             )
+        if layer is self or any(inner is self for inner in layer.modules()):
+            what = "itself" if layer is self else f"{layer.describe()}, which contains it"
+            raise ConfigError(f"{self.describe()}.add: a model cannot contain {what}")
         if any(existing is layer for existing in self._stack.values()):
             raise ConfigError(
                 f"{self.describe()}.add: {layer.describe()} is already in the model; "
                 "one instance cannot be used twice (it caches one forward pass)"
+            )
+        if not self._stack and isinstance(layer.input_shape, list):
+            raise ConfigError(
+                f"{self.describe()}.add: {layer.describe()} takes {len(layer.input_shape)} inputs, but a "
+                "Sequential is given one array; build this model with the functional API, "
+                "Model(inputs, outputs)"
             )
         name = unique_name(layer, self._stack, self.describe())
         if not self._stack and self._in_shape is None and layer.built and layer.input_shape is not None:
@@ -115,8 +131,14 @@ class Sequential(Model):
         previous = list(self._stack.values())[-1] if self._stack else None
         try:
             out = connect(layer, shape, previous) if shape is not None else None
-        except ShapeError:
+        except ShapeError as exc:
             guessed = self.__dict__.get("_in_shape_guessed", False)
+            if isinstance(shape, list) and previous is not None:
+                raise ShapeError(
+                    f"cannot connect {previous.describe()} to {layer.describe()}: it returns "
+                    f"{len(shape)} outputs {format_shape(shape)}, but a Sequential passes one array from "
+                    "layer to layer; build this model with the functional API, Model(inputs, outputs)"
+                ) from exc
             if not (self._stack and guessed and _takes_more_axes(layer, shape)):
                 raise
             # The first layer was built for (N, features) by its sizes (a Linear), but it takes
@@ -127,6 +149,7 @@ class Sequential(Model):
         self._stack[name] = layer
         self._shapes.append(out)
         self._refresh_built()
+        stack_changed(self)
 
     def pop(self) -> Layer:
         """Remove and return the last layer."""
@@ -135,7 +158,12 @@ class Sequential(Model):
         name = list(self._stack)[-1]
         self._shapes.pop()
         layer = self._stack.pop(name)
+        if not self._stack and self.__dict__.get("_in_shape_guessed", False):
+            # the input shape came from the popped first layer's own sizes, not from the user
+            self._in_shape = self.input_shape = None
+            self._in_shape_guessed = False
         self._refresh_built()
+        stack_changed(self)
         return layer
 
     def _refresh_built(self) -> None:
@@ -153,6 +181,11 @@ class Sequential(Model):
             input_shape = self._in_shape
         if input_shape is None:
             raise NotBuiltError(f"{self.describe()}.build: the input shape is unknown; pass input_shape")
+        if not isinstance(input_shape, (tuple, list)) or not all(is_size(d) for d in input_shape):
+            raise ConfigError(
+                f"{self.describe()}.build: input_shape must be a tuple of sizes such as (None, 784), "
+                f"got {input_shape!r}"
+            )
         shape = tuple(input_shape)
         if shape and shape[0] is not None:
             shape = (None, *shape)
@@ -213,6 +246,12 @@ class Sequential(Model):
     def forward(self, ctx: Context, x: Any) -> Any:
         if not isinstance(x, np.ndarray) or x.dtype != self.dtype:
             x = self.cast_inputs(x)
+        declared = self.declared_input_shape  # an Input / input_shape=: checked as a functional Input is
+        if declared is not None and isinstance(x, np.ndarray) and not matches(declared, x.shape):
+            raise ShapeError(
+                f"{self.describe()} expected input of shape {format_shape(declared)} (its Input or "
+                f"input_shape), got {format_shape(x.shape)}"
+            )
         if not self.built and isinstance(x, np.ndarray):  # deferred: the first batch tells the sizes
             self.build((None, *x.shape[1:]))
         order = self._order()
@@ -283,12 +322,6 @@ class Sequential(Model):
         if shape is not None and not model.built:
             model.build(tuple(shape))
         return model
-
-
-def _sample_shape(shape: Any) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        return (shape,)
-    return tuple(shape)
 
 
 def _declares(layer: Layer, flag: str, method: str = "forward") -> bool:
