@@ -22,7 +22,7 @@ from framework.runtime.dtype import get_default_dtype
 if TYPE_CHECKING:
     from framework.base.layer import Layer
 
-__all__ = ["check_grad_values", "check_inputs", "shape_of"]
+__all__ = ["check_grad_values", "check_inputs", "check_real", "shape_of"]
 
 #: dtype kinds a layer never takes: complex, object, strings, void, datetimes (``np.dtype.kind``)
 _REFUSED_KINDS = {"c": "complex", "O": "object", "U": "string", "S": "bytes", "V": "void", "M": "datetime"}
@@ -40,6 +40,12 @@ def _refuse_dtype(layer: Layer, a: Any, where: str) -> DataError:
         f"{layer.describe()}: expected {where}a real numeric array (floating point, integer or bool), "
         f"got dtype {a.dtype} ({kind}); convert it first, e.g. x.astype(np.float32)"
     )
+
+
+def check_real(layer: Layer, a: np.ndarray) -> None:
+    """Refuse an array ``layer`` cannot take (complex, object, strings, ...): a DataError naming it."""
+    if a.dtype.kind in _REFUSED_KINDS:
+        raise _refuse_dtype(layer, a, "")
 
 
 def _checked_array(layer: Layer, a: Any, where: str = "") -> Any:

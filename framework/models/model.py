@@ -41,6 +41,7 @@ import numpy as np
 
 from framework.base.calling import check_training
 from framework.base.context import Context
+from framework.base.inputs import check_real
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.errors import ConfigError, NotCompiledError
@@ -226,10 +227,10 @@ class Model(TrainingMethods, FileMethods, Layer):
         keep_int = self._integer_inputs()[0] if self.num_inputs == 1 else False
         return self._cast(x, dtype, keep_int)
 
-    @staticmethod
-    def _cast(a: Any, dtype: np.dtype, keep_int: bool) -> Any:
+    def _cast(self, a: Any, dtype: np.dtype, keep_int: bool) -> Any:
         if not isinstance(a, np.ndarray):
             a = np.asarray(a)
+        check_real(self, a)  # a complex, object or string array is refused, never cast
         if a.dtype == dtype or (keep_int and np.issubdtype(a.dtype, np.integer)):
             return a
         return a.astype(dtype)
