@@ -345,7 +345,8 @@ class Softplus(ActivationLayer):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         f = x.dtype.type
-        z = ctx.z = x * f(self.beta)
+        with np.errstate(over="ignore"):  # beta x past the float range: inf, in the linear region
+            z = ctx.z = x * f(self.beta)
         linear = ctx.linear = z > f(self.threshold)
         y = (np.maximum(z, f(0.0)) + np.log1p(np.exp(-np.abs(z)))) / f(self.beta)
         ctx.any_linear = bool(linear.any())

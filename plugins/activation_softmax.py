@@ -62,6 +62,11 @@ class Softmax(_AxisActivation):
     overflowing. ``link = "softmax"``: a model ending in it pairs with a loss
     expecting softmax probabilities (``categorical_crossentropy``).
 
+    Non-finite rows: ``-inf`` entries get probability 0; a row of only ``-inf``
+    (nothing to normalise), or one holding ``+inf`` or NaN, gives NaN, as
+    ``torch.softmax`` (NumPy warns). Attention's fully masked rows give 0
+    instead (:func:`plugins.attention.attention_forward`).
+
     Args:
         axis: the axis that sums to 1 (default -1); ``dim`` is accepted as
             PyTorch's name for it.
@@ -79,7 +84,8 @@ class Softmax(_AxisActivation):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         self._check_axis(x)
-        e = np.exp(x - np.max(x, axis=self.axis, keepdims=True))
+        with np.errstate(over="ignore"):  # a spread past the float range: -inf, probability 0
+            e = np.exp(x - np.max(x, axis=self.axis, keepdims=True))
         e /= np.sum(e, axis=self.axis, keepdims=True)
         ctx.y = e
         return e
@@ -93,7 +99,8 @@ class LogSoftmax(_AxisActivation):
     """Log-softmax along ``axis``: ``y_i = x_i - m - log sum_j exp(x_j - m)``, ``m = max_j x_j``.
 
     ``link = "log_softmax"``: the log-probabilities a negative log-likelihood
-    loss expects.
+    loss expects. ``-inf`` entries give ``-inf``; a row of only ``-inf``, or
+    one holding ``+inf`` or NaN, gives NaN, as ``torch.log_softmax``.
 
     Args:
         axis: the axis normalised over (default -1); ``dim`` is accepted too.
@@ -111,7 +118,8 @@ class LogSoftmax(_AxisActivation):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         self._check_axis(x)
-        shifted = x - np.max(x, axis=self.axis, keepdims=True)
+        with np.errstate(over="ignore"):  # a spread past the float range: -inf, as the true value rounds
+            shifted = x - np.max(x, axis=self.axis, keepdims=True)
         log_sum = np.log(np.sum(np.exp(shifted), axis=self.axis, keepdims=True))
         y = shifted - log_sum
         if ctx.record:

@@ -22,6 +22,7 @@ from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import current_member
+from plugins.layer_norm import safe_inv_std
 from plugins.normalization import momentum_or_none
 
 __all__ = ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm"]
@@ -35,7 +36,8 @@ def _rows(a: np.ndarray, k: int) -> np.ndarray:
 def _normalize(x: np.ndarray, axis: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """``(xhat, r)``: ``x`` standardised along ``axis`` (biased variance) and ``r = 1/sqrt(var + eps)``."""
     xhat = x - x.mean(axis=axis, keepdims=True)
-    r = 1.0 / np.sqrt(np.mean(xhat * xhat, axis=axis, keepdims=True) + eps)
+    with np.errstate(over="ignore"):  # squares past the float range: see safe_inv_std
+        r = safe_inv_std(xhat, np.mean(xhat * xhat, axis=axis, keepdims=True), eps, axis)
     xhat *= r
     return xhat, r
 
@@ -350,7 +352,8 @@ class RMSNorm(Layer):
         k = len(self.normalized_shape)
         flat = x.reshape(*x.shape[: x.ndim - k], math.prod(self.normalized_shape))  # not -1: N may be 0
         eps = np.finfo(x.dtype).eps if self.eps is None else self.eps
-        r = 1.0 / np.sqrt(np.mean(flat * flat, axis=-1, keepdims=True) + eps)
+        with np.errstate(over="ignore"):  # squares past the float range: see safe_inv_std
+            r = safe_inv_std(flat, np.mean(flat * flat, axis=-1, keepdims=True), eps, -1)
         xhat = (flat * r).reshape(x.shape)
         ctx.xhat, ctx.r = xhat, r
         return xhat if self.weight is None else xhat * self.weight.data

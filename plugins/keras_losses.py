@@ -25,7 +25,7 @@ import numpy as np
 from framework.base.loss import Loss
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from plugins.cross_entropy import BCEWithLogits, CrossEntropy
-from plugins.loss_ops import EPSILON, broadcast_rows, match_target
+from plugins.loss_ops import EPSILON, broadcast_rows, check_smoothing, match_target
 
 __all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy"]
 
@@ -34,12 +34,6 @@ def _check_flag(owner: str, name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(f"{owner}: {name} must be True or False, got {value!r}")
     return bool(value)
-
-
-def _check_smoothing(owner: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{owner}: label_smoothing must be in [0, 1], got {value!r}")
-    return float(value)
 
 
 class _KerasCrossentropy(Loss):
@@ -135,7 +129,7 @@ class BinaryCrossentropy(_KerasCrossentropy):
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0) -> None:
         super().__init__(from_logits)
-        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
+        self.label_smoothing = check_smoothing(type(self).__name__, label_smoothing)
 
     def forward(
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None
@@ -258,7 +252,7 @@ class CategoricalCrossentropy(_Categorical):
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0) -> None:
         super().__init__(from_logits)
-        self.label_smoothing = _check_smoothing(type(self).__name__, label_smoothing)
+        self.label_smoothing = check_smoothing(type(self).__name__, label_smoothing)
 
     def forward(
         self, y_pred: np.ndarray, y_true: np.ndarray, sample_weight: np.ndarray | None = None

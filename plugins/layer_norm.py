@@ -18,7 +18,7 @@ from framework.base.validation import positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.runtime.dtype import get_default_dtype
 
-__all__ = ["LayerNorm"]
+__all__ = ["LayerNorm", "safe_inv_std"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -34,6 +34,27 @@ def _compute_dtype(dtype: np.dtype) -> np.dtype:
     if dtype.kind != "f":
         return np.dtype(np.float64)  # NumPy's mean of integers
     return dtype if dtype.itemsize >= 4 else np.dtype(np.float32)
+
+
+def safe_inv_std(centred: np.ndarray, var: np.ndarray, eps: float, axis: int) -> np.ndarray:
+    """``1 / sqrt(var + eps)``, also where the squares of ``var = mean(centred^2)`` overflowed.
+
+    ``centred`` holds the groups along ``axis``; ``var`` is their mean square,
+    ``axis`` kept (size 1). A group of finite values whose squares overflow
+    (``|x|`` past ``~1.8e19`` in float32, ``~1.3e154`` in float64) has
+    ``var = inf`` and would normalise to 0, silently; there the mean square is
+    taken of ``centred / s``, ``s = max |centred|``, and the result is
+    ``1 / (s sqrt(mean((centred / s)^2)))`` (``eps / s^2`` is below the float range).
+    """
+    r = 1.0 / np.sqrt(var + eps)
+    overflowed = np.isposinf(var)
+    if overflowed.any():
+        scale = np.max(np.abs(centred), axis=axis, keepdims=True)
+        with np.errstate(invalid="ignore"):  # a group holding inf or NaN stays NaN
+            unit = centred / scale
+            fixed = 1.0 / (scale * np.sqrt(np.mean(unit * unit, axis=axis, keepdims=True)))
+        r = np.where(overflowed, fixed, r)
+    return r
 
 
 class LayerNorm(Layer):
@@ -141,8 +162,9 @@ class LayerNorm(Layer):
         f = rows.dtype.type
         ones = _ones(d, rows.dtype)
         xhat = rows - ((rows @ ones) * f(1.0 / d))[:, None]  # centred; normalised in place below
-        var = np.einsum("ij,ij->i", xhat, xhat) * f(1.0 / d)
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype, copy=False)[:, None]
+        with np.errstate(over="ignore"):  # squares past the float range: see safe_inv_std
+            var = np.einsum("ij,ij->i", xhat, xhat)[:, None] * f(1.0 / d)
+        inv_std = safe_inv_std(xhat, var, self.eps, 1).astype(rows.dtype, copy=False)
         xhat *= inv_std
         if ctx.record:
             ctx.xhat, ctx.inv_std = xhat, inv_std

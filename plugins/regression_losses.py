@@ -124,8 +124,11 @@ class Huber(_PointwiseLoss):
         self.delta = float(delta)
 
     def _value(self, r: np.ndarray) -> np.ndarray:
+        # q (a - q / 2) with q = min(a, delta): a^2 / 2 inside, delta (a - delta / 2) beyond, and
+        # no square of a large residual in the branch not taken (an overflow warning for nothing)
         a = np.abs(r)
-        return np.where(a <= self.delta, 0.5 * r * r, self.delta * (a - 0.5 * self.delta))
+        q = np.minimum(a, self.delta)
+        return q * (a - 0.5 * q)
 
     def _derivative(self, r: np.ndarray) -> np.ndarray:
         return np.clip(r, -self.delta, self.delta)
