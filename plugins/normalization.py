@@ -88,7 +88,10 @@ class BatchNorm(Layer):
     initial estimates and the running estimates are the average of every
     batch's statistics. In eval mode the running estimates normalise instead.
     With ``track_running_stats=False`` there are no running estimates and
-    batch statistics are used in both modes.
+    batch statistics are used in both modes. As PyTorch's, a channel of
+    finite values whose squares overflow (``|x|`` past ``~1.8e19`` in
+    float32) has an infinite variance and normalises to 0; the layer norms
+    rescale there, BatchNorm keeps its per-channel passes free of that check.
 
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule

