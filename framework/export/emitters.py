@@ -233,6 +233,7 @@ EMITTERS: dict[str, Emitter] = {
     "plugins.pooling1d.AvgPool1d": _pool("avg", 1),
     "plugins.global_pooling.GlobalAvgPool2d": _plain("global_avg_pool2d"),
     "plugins.normalization.BatchNorm": _batch_norm,
+    "plugins.distributed.SyncBatchNorm": _batch_norm,  # in inference it is BatchNorm
     "plugins.layer_norm.LayerNorm": _layer_norm,
     "plugins.embedding.Embedding": _embedding,
     "plugins.reshaping.Reshape": _reshape,

@@ -59,19 +59,28 @@ with np.load(WEIGHTS_PATH, allow_pickle=False) as _archive:
 
 _MAIN = '''
 
+def _output_arrays(value):
+    """The arrays of a nested output, in order: ``[y, (h, c)]`` -> ``[y, h, c]``."""
+    if isinstance(value, (list, tuple)):
+        return [array for item in value for array in _output_arrays(item)]
+    return [value]
+
+
 def main(argv=None):
-    """Read input arrays from .npy files, write the output(s) to --out (.npy, or .npz for several)."""
+    """Read input arrays from .npy files, write the output(s) to --out (.npy, or .npz for several:
+    ``output_0``, ``output_1``... one per array, nested outputs such as ``(y, (h, c))`` flattened)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs={n_inputs}, help="input .npy file(s), one per model input")
     parser.add_argument("--out", required=True, help="output file (.npy; .npz for several outputs)")
     args = parser.parse_args(argv)
     arrays = [np.load(path, allow_pickle=False) for path in args.inputs]
     result = predict(arrays if len(arrays) > 1 else arrays[0])
+    outputs = _output_arrays(result)
     with open(args.out, "wb") as handle:  # the exact name given, no suffix added
-        if isinstance(result, list):
-            np.savez(handle, **{{f"output_{{i}}": r for i, r in enumerate(result)}})
+        if isinstance(result, (list, tuple)):
+            np.savez(handle, **{{f"output_{{i}}": r for i, r in enumerate(outputs)}})
         else:
-            np.save(handle, result)
+            np.save(handle, result, allow_pickle=False)
 
 
 if __name__ == "__main__":
@@ -148,7 +157,10 @@ class _Writer:
                 )
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
             var = self.layer(layer, f"{prefix}{names[id(layer)]}", arg)
-            if list_out:  # one slot per array of a nested output: (y, (h, c)) -> [y, h, c]
+            if isinstance(var, list):  # a nested model of several outputs: one expression each
+                for s, expr in zip(outs, var):
+                    values[s] = expr
+            elif list_out:  # one slot per array of a nested output: (y, (h, c)) -> [y, h, c]
                 self.emission.use("leaves")
                 self.lines.append(f"    {var} = leaves({var})")
                 for i, s in enumerate(outs):

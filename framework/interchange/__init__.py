@@ -6,6 +6,10 @@ this framework and PyTorch-shaped ecosystems:
 - :mod:`framework.interchange.state_dicts`: the PyTorch names of a model's
   parameters and buffers (``0.weight``, ``2.running_mean``...), and loading a
   state dict under either naming with PyTorch's ``strict`` rules;
+- :mod:`framework.interchange.namings`: which naming a state dict's keys are
+  read in when a key means different arrays in the two;
+- :mod:`framework.interchange.tensors`: state-dict values (arrays, lists,
+  CPU tensors) as NumPy arrays;
 - :mod:`framework.interchange.safetensors`: ``.safetensors`` files through the
   ``safetensors`` package's NumPy API (the optional ``[safetensors]`` extra);
 - :mod:`framework.interchange.npz`: NumPy ``.npz`` archives (never unpickled);

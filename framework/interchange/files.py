@@ -24,7 +24,7 @@ import numpy as np
 from framework.base.layer import Layer
 from framework.errors import CheckpointError, ConfigError
 from framework.interchange.npz import read_npz, write_npz
-from framework.interchange.safetensors import read_safetensors, write_safetensors
+from framework.interchange.safetensors import read_safetensors, read_safetensors_metadata, write_safetensors
 from framework.interchange.state_dicts import KEY_FORMATS, IncompatibleKeys, load_state_dict, state_dict
 from framework.saving.atomic import refuse_unbuilt
 
@@ -86,19 +86,35 @@ def save_weights_file(model: Layer, path: str | os.PathLike[str], *, names: str 
         )
 
 
-def load_weights_file(model: Layer, path: str | os.PathLike[str], *, strict: bool = True) -> IncompatibleKeys:
+def load_weights_file(
+    model: Layer, path: str | os.PathLike[str], *, strict: bool = True, names: str | None = None
+) -> IncompatibleKeys:
     """Load a ``.safetensors`` or ``.npz`` file (native or PyTorch names) into ``model``.
 
     Args:
         model: a built model.
         path: the file.
         strict: as for :func:`~framework.interchange.state_dicts.load_state_dict`.
+        names: ``"native"`` or ``"torch"`` to read every key in that naming;
+            ``None`` (default) reads each key in the naming that has it. Keys
+            that name different arrays in the two (layers named like positions)
+            are read in the naming a safetensors file records (``"pt"``:
+            PyTorch's); an ``.npz`` records none, so they need ``names``.
 
     Returns:
         What could not be loaded (empty after a strict load).
 
     Raises:
         CheckpointError: an unreadable file.
-        ConfigError, ShapeError: keys or shapes that do not match (with ``strict``).
+        ConfigError, ShapeError: keys or shapes that do not match (with ``strict``);
+            keys meaning different arrays in the two namings, undecided.
     """
-    return load_state_dict(model, read_state_dict(path), strict=strict)
+    state = read_state_dict(path)
+    prefer = None
+    if suffix_of(path) == ".safetensors":
+        prefer = _RECORDED_NAMINGS.get(read_safetensors_metadata(path).get("format", ""))
+    return load_state_dict(model, state, strict=strict, names=names, prefer=prefer)
+
+
+_RECORDED_NAMINGS = {"pt": "torch", "np": "native"}
+"""A safetensors file's ``format`` metadata -> the naming of its keys."""

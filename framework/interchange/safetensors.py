@@ -19,7 +19,7 @@ import numpy as np
 from framework.errors import CheckpointError
 from framework.saving.atomic import atomic_path
 
-__all__ = ["read_safetensors", "safetensors_numpy", "write_safetensors"]
+__all__ = ["read_safetensors", "read_safetensors_metadata", "safetensors_numpy", "write_safetensors"]
 
 
 def safetensors_numpy() -> Any:
@@ -74,3 +74,24 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except Exception as exc:  # the Rust reader raises its own SafetensorError, not an OSError
         raise CheckpointError(f"{name!r} is not a readable safetensors file: {exc}") from exc
     return {key: np.array(value, copy=True) for key, value in arrays.items()}
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of the safetensors file ``path`` (``{}`` when it has none).
+
+    :func:`write_safetensors` records ``{"format": "pt"}`` for PyTorch's names
+    (as PyTorch's own writers do) and ``{"format": "np"}`` for the layer names.
+
+    Raises:
+        CheckpointError: the package is missing or the file is not readable.
+    """
+    safetensors_numpy()
+    from safetensors import safe_open
+
+    name = os.fspath(path)
+    try:
+        with safe_open(name, framework="np") as handle:
+            metadata = handle.metadata()
+    except Exception as exc:  # the Rust reader raises its own SafetensorError, not an OSError
+        raise CheckpointError(f"{name!r} is not a readable safetensors file: {exc}") from exc
+    return dict(metadata or {})

@@ -16,7 +16,9 @@ The naming rule (:func:`torch_names`):
   activation="relu")``, ``Conv2d(..., activation="relu")``) stands for two
   PyTorch modules, the layer then its activation, so it takes two positions.
   An identity activation takes none. (The ``Activation("relu")`` layer has no
-  weights: it is one module, one position.)
+  weights: it is one module, one position; a block whose weights sit in its
+  sub-layers, ``TransformerEncoderLayer``, is one module whatever its
+  ``activation``, PyTorch's own argument.)
 - A functional ``Model`` names each layer by its layer name, as a PyTorch
   module names its submodule attributes: ``Linear(8, 2, name="head")`` gives
   ``head.weight``.
@@ -27,6 +29,9 @@ The naming rule (:func:`torch_names`):
   ``"native"`` naming, the first holder's; the ``"torch"`` naming lists it
   under every holder, as PyTorch does. Loading accepts either, and refuses
   a tied parameter given different values under two of its names.
+- A key meaning different arrays in the two namings (layers named like
+  positions) is read as :func:`~framework.interchange.namings.choose_naming`
+  decides, or refused; never guessed.
 - Every layer with running statistics (``BatchNorm``) also has PyTorch's
   ``num_batches_tracked`` (an ``int64`` scalar, the layer's count) in the
   ``"torch"`` naming; loading that key (under either naming) sets the count,
@@ -43,11 +48,10 @@ import numpy as np
 
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, NotBuiltError, ShapeError
+from framework.interchange.namings import KEY_FORMATS, Naming, choose_naming
+from framework.interchange.tensors import as_numpy, count_value, describe_keys
 
-__all__ = ["KEY_FORMATS", "IncompatibleKeys", "load_state_dict", "state_dict", "torch_names"]
-
-KEY_FORMATS = ("native", "torch")
-"""The namings :func:`state_dict` can produce."""
+__all__ = ["KEY_FORMATS", "IncompatibleKeys", "as_numpy", "load_state_dict", "state_dict", "torch_names"]
 
 _TRACKED = "num_batches_tracked"
 
@@ -82,12 +86,18 @@ def _is_model(layer: Layer) -> bool:
 def fused_activation(layer: Layer) -> Layer | None:
     """The activation ``layer`` applies to its output when it counts as a second PyTorch module.
 
-    That is a non-identity ``activation`` attribute on a layer with weights.
+    That is a non-identity ``activation`` attribute on a layer with weights of
+    its own, the activation being its only child (``Linear``, ``Conv2d``...).
+    A block whose weights sit in sub-layers (``TransformerEncoderLayer``) is one
+    PyTorch module whatever its ``activation``: there the activation is
+    PyTorch's own constructor argument, applied inside the block.
     """
     act = getattr(layer, "activation", None)
     if not isinstance(act, Layer) or not layer.parameters():
         return None
     if type(act).__name__ in ("Identity", "IdentityActivation"):
+        return None
+    if any(child is not act for _, child in layer.named_children()):
         return None
     return act
 
@@ -161,40 +171,32 @@ def _tracked_counts(model: Layer, names: dict[str, str]) -> dict[str, np.ndarray
     return out
 
 
-def _count_targets(model: Layer, names: dict[str, str]) -> dict[str, Layer | None]:
-    """``{key: layer}``: the names ``num_batches_tracked`` may be given under (PyTorch's, native).
+def _count_targets(model: Layer, names: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The names ``num_batches_tracked`` may be given under: ``({native: layer}, {PyTorch's: layer})``.
 
     The layer is ``None`` (the key accepted and ignored) for a layer with
     running statistics that keeps no count of its own.
     """
-    out: dict[str, Layer | None] = {}
+    native: dict[str, Any] = {}
+    torch: dict[str, Any] = {}
     for prefix, layer in _layers_by_prefix(model):
-        native = f"{prefix}running_mean"
-        if native in names:
+        key = f"{prefix}running_mean"
+        if key in names:
             count = getattr(layer, _TRACKED, None)
             counting = isinstance(count, (int, np.integer)) and not isinstance(count, bool)
-            out.setdefault(prefix + _TRACKED, layer if counting else None)
-            out[names[native][: -len("running_mean")] + _TRACKED] = layer if counting else None
-    return out
+            native[prefix + _TRACKED] = layer if counting else None
+            torch[names[key][: -len("running_mean")] + _TRACKED] = layer if counting else None
+    return native, torch
 
 
-def _count_value(value: Any, key: str) -> int | str:
-    """A ``num_batches_tracked`` value as an ``int``, or why it has the wrong shape (a str).
-
-    A scalar, or (PyTorch's rule for a 0-d buffer) an array of shape ``(1,)``.
-
-    Raises:
-        ConfigError: a value that is not a whole number ``>= 0``.
-    """
-    array = as_numpy(value, key)
-    if array.shape not in ((), (1,)):
-        return f"{key}: expected (), got {format_shape(array.shape)}"
-    number = array.item()
-    if array.dtype.kind == "b" or not float(number).is_integer() or number < 0:
-        raise ConfigError(
-            f"load_state_dict: {key!r} is a batch count, expected a whole number >= 0, got {number!r}"
-        )
-    return int(number)
+def _namings(model: Layer, targets: dict[str, Any]) -> tuple[Naming, Naming]:
+    """The layer names (tied parameters under every holder's name too) and PyTorch's."""
+    names = torch_names(model)
+    aliases = tied_aliases(model)
+    native_counts, torch_counts = _count_targets(model, names)
+    native = Naming("native", {**{key: key for key in targets}, **aliases}, native_counts)
+    torch = {torch: aliases.get(key, key) for key, torch in names.items()}
+    return native, Naming("torch", torch, torch_counts)
 
 
 def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
@@ -222,46 +224,14 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     return out
 
 
-def _tensor_as_numpy(tensor: Any, key: str) -> np.ndarray:
-    """A torch tensor as a NumPy array, without importing torch.
-
-    NumPy has no bfloat16: such a tensor is widened to float32 first (exact),
-    and the caller casts it to the parameter's dtype, as ``Tensor.copy_`` does.
-    """
-    tensor = tensor.detach().cpu()
-    if str(tensor.dtype) == "torch.bfloat16":
-        tensor = tensor.float()
-    try:
-        return np.asarray(tensor.numpy())
-    except (TypeError, RuntimeError) as exc:  # float8, quantized, complex32...: no NumPy dtype
-        raise ConfigError(
-            f"load_state_dict: {key!r} holds a tensor of dtype {tensor.dtype}, which NumPy cannot "
-            "represent; convert it in PyTorch first (e.g. tensor.float())"
-        ) from exc
-
-
-def as_numpy(value: Any, key: str) -> np.ndarray:
-    """``value`` as a NumPy array: arrays, lists and CPU tensors (``.detach().cpu().numpy()``).
-
-    A bfloat16 tensor is widened to float32 (exactly); a tensor of a dtype
-    NumPy lacks otherwise, or non-numeric data, raises a ConfigError naming ``key``.
-    """
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor, without importing torch
-        value = _tensor_as_numpy(value, key)
-    array = np.asarray(value)
-    if array.dtype.kind not in "fiub":
-        raise ConfigError(
-            f"load_state_dict: {key!r} holds {array.dtype} data; expected numbers (a float or integer array)"
-        )
-    return array
-
-
-def _describe_keys(keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
-
-
-def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+def load_state_dict(
+    model: Layer,
+    state: Mapping[str, Any],
+    strict: bool = True,
+    *,
+    names: str | None = None,
+    prefer: str | None = None,
+) -> IncompatibleKeys:
     """Copy the arrays of ``state`` into ``model``, under native or PyTorch names.
 
     Each key may use either naming (see the module docstring); PyTorch's
@@ -275,6 +245,12 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
         state: name -> array.
         strict: refuse missing or unexpected keys and wrong shapes (default);
             with ``False`` load what fits and report the rest.
+        names: ``"native"`` or ``"torch"`` to read every key in that naming
+            only; ``None`` (default) reads each key in the naming that has it.
+        prefer: with ``names=None``, the naming that decides keys meaning
+            different arrays in the two namings (layers named like positions)
+            when the keys fit both (a file's recorded naming); without it
+            such keys are refused.
 
     Returns:
         An :class:`IncompatibleKeys` (all empty after a strict load).
@@ -282,7 +258,8 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
     Raises:
         NotBuiltError: ``model`` has no parameters yet because it is not built.
         ConfigError: with ``strict``, missing or unexpected keys (listed); a
-            key given twice (once per naming); a non-numeric value; a
+            key given twice (once per naming); keys that name different
+            arrays in the two namings, undecided; a non-numeric value; a
             ``num_batches_tracked`` that is not a whole number ``>= 0``.
         ShapeError: with ``strict``, arrays of the wrong shape (listed with
             both shapes).
@@ -294,30 +271,33 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
             f"{model.describe()} is not built, so it has no parameters to load into; "
             "call model.build(input_shape) first"
         )
+    for key in state:
+        if not isinstance(key, str):
+            raise ConfigError(f"load_state_dict: keys must be strings, got {key!r}")
     targets: dict[str, Any] = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
-    names = torch_names(model)
-    aliases = tied_aliases(model)
-    to_native = {torch: aliases.get(native, native) for native, torch in names.items()}
-    to_native.update(aliases)
-    tracked = _count_targets(model, names)
+    torch_of = torch_names(model)
+    native, torch = namings = _namings(model, targets)
+    chosen = choose_naming(model, list(state), namings, names, prefer)
     counts: dict[int, tuple[str, Layer, Any]] = {}  # id(layer) -> (key, layer, value)
     # first name -> every key (native or PyTorch's) naming that tied parameter
     tied: dict[str, set[str]] = {}
-    for alias, first in aliases.items():
-        tied.setdefault(first, {first, names.get(first, first)}).update({alias, names.get(alias, alias)})
+    for alias, first in tied_aliases(model).items():
+        tied.setdefault(first, {first, torch_of.get(first, first)}).update(
+            {alias, torch_of.get(alias, alias)}
+        )
     given: dict[str, tuple[str, Any]] = {}
     unexpected: list[str] = []
-    torch_style = False
+    torch_style = chosen is torch
     for key, value in state.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"load_state_dict: keys must be strings, got {key!r}")
-        if key in targets:
-            native = key
-        elif key in to_native:
-            native, torch_style = to_native[key], True
-        elif key in tracked:
-            layer = tracked[key]
+        naming = chosen if chosen is not None else (native if native.meaning(key) is not None else torch)
+        meaning = naming.meaning(key)
+        if meaning is None:
+            unexpected.append(key)
+            continue
+        torch_style = torch_style or (naming is torch and key not in targets)
+        if meaning[0] == "count":
+            layer = naming.counts[key]
             if layer is None:
                 continue
             if id(layer) in counts:
@@ -327,12 +307,10 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
                 )
             counts[id(layer)] = (key, layer, value)
             continue
-        else:
-            unexpected.append(key)
-            continue
-        if native in given:
-            first_key, first_value = given[native]
-            if native in tied and key in tied[native] and first_key in tied[native]:
+        target_key = meaning[1]
+        if target_key in given:
+            first_key, first_value = given[target_key]
+            if target_key in tied and key in tied[target_key] and first_key in tied[target_key]:
                 if not np.array_equal(as_numpy(first_value, first_key), as_numpy(value, key)):
                     raise ConfigError(
                         f"load_state_dict: {first_key!r} and {key!r} name one tied parameter but hold "
@@ -340,24 +318,24 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
                     )
                 continue  # PyTorch's dict lists a tied weight under each holder: the same array
             raise ConfigError(
-                f"load_state_dict: {native!r} is given twice, as {given[native][0]!r} and {key!r}; "
+                f"load_state_dict: {target_key!r} is given twice, as {first_key!r} and {key!r}; "
                 "use one naming"
             )
-        given[native] = (key, value)
+        given[target_key] = (key, value)
     missing = [k for k in targets if k not in given]
-    shown_missing = [names.get(k, k) if torch_style else k for k in missing]
+    shown_missing = [torch_of.get(k, k) if torch_style else k for k in missing]
     if strict and (missing or unexpected):
         raise ConfigError(
             f"{model.describe()}: the state dict does not match the model; "
-            f"missing keys {_describe_keys(shown_missing)}, unexpected keys {_describe_keys(unexpected)}. "
+            f"missing keys {describe_keys(shown_missing)}, unexpected keys {describe_keys(unexpected)}. "
             "Keys may use the model's layer names or PyTorch's (see model.state_dict(format='torch')); "
             "pass strict=False to load the rest"
         )
     loads: list[tuple[Any, np.ndarray]] = []
     mismatched: list[str] = []
-    for native, (key, value) in given.items():
+    for target_key, (key, value) in given.items():
         array = as_numpy(value, key)
-        target = targets[native]
+        target = targets[target_key]
         if array.shape != target.shape:
             mismatched.append(
                 f"{key}: expected {format_shape(target.shape)}, got {format_shape(array.shape)}"
@@ -366,7 +344,7 @@ def load_state_dict(model: Layer, state: Mapping[str, Any], strict: bool = True)
         loads.append((target, array))
     new_counts: list[tuple[Layer, int]] = []
     for key, layer, value in counts.values():
-        count = _count_value(value, key)
+        count = count_value(value, key)
         if isinstance(count, str):
             mismatched.append(count)
         else:

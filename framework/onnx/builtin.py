@@ -38,6 +38,7 @@ LAYER_CONVERTERS: dict[str, Any] = {
     "AvgPool2d": spatial.avg_pool,
     "GlobalAvgPool2d": spatial.global_avg_pool,
     "BatchNorm": spatial.batch_norm,
+    "SyncBatchNorm": spatial.batch_norm,  # in inference it is BatchNorm on every rank
     "LayerNorm": spatial.layer_norm,
     "Embedding": core.embedding,
     "Add": core.merge_add,

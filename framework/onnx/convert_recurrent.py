@@ -83,6 +83,22 @@ def recurrent(ctx: ExportContext, layer: Any, inputs: list[str]) -> Any:
     if layer.output == "sequence":
         return str(seq)
     states = [s[0] if len(s) == 1 else str(ctx.node("Concat", s, axis=0)) for s in finals if s]
-    for state in states:  # (D*num_layers, N, H); the batch is axis 1 here
-        ctx.shapes[state] = (nd * layer.num_layers, -1, h)
+    batch = _batch_size(ctx.shape(inputs[0]), layer.batch_first)
+    for state in states:  # (D*num_layers, N, H): the batch is axis 1 here
+        ctx.shapes[state] = (nd * layer.num_layers, batch, h)
     return [seq, *states]
+
+
+def _batch_size(shape: Any, batch_first: bool) -> int | None:
+    """The states' batch size as :attr:`ExportContext.shapes` writes it, from the input's shape.
+
+    ``-1`` (the model's batch axis) when the input's batch is its axis 0
+    (``batch_first``, or a shape unknown); the size of axis 1 of a time-major
+    input otherwise (``-1`` if that is the model's batch axis, ``None`` if
+    unknown: a symbolic dimension of its own), since there the model's axis 0
+    is the time axis, which the states do not have.
+    """
+    if batch_first or shape is None or len(shape) != 3:
+        return -1
+    size = shape[1]
+    return size if size is None or size == -1 else int(size)
