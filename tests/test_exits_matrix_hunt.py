@@ -386,12 +386,7 @@ def _train_out(model: Any, x: Any, seed: int = 99) -> Any:
 
 
 #: (case, form) -> the bug outside this area that makes it fail: a strict xfail until fixed
-KNOWN_BUGS = {
-    ("Linear+rank3_gelu", "sequential"): "BUG: Sequential([Linear(5, 4)]) first run on (2, 3, 5) keeps the "
-    "input shape (None, 5) it guessed from input_size (framework/models/sequential.py), so the ONNX file "
-    "declares a rank-2 input and onnxruntime refuses the batch predict took; fix: replace a guessed "
-    "_in_shape by the shape of the first batch when the model is built by a call",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _known(request: Any, case: str, form: str) -> None:
@@ -441,12 +436,6 @@ def test_hdf5_weights_into_a_fresh_model(case: str, form: str, tmp_path: Path) -
     _assert_same_state(fresh, model, "load_weights", flags=False)  # weights files carry no flags (Keras)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Sequential.backward crashes with a bare ValueError when the last layer returns a tuple "
-    "(LSTM's (output, (h_n, c_n))): np.may_share_memory(grad_in, grad_out) on the tuple "
-    "(framework/models/sequential.py); fix: test isinstance(grad_out, np.ndarray) before it",
-)
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_sequential_trains_a_last_layer_with_a_tuple_output(name: str) -> None:
     """The manual loop on ``Sequential([LSTM(...)])`` (output ``(y, (h_n, c_n))``): ``backward`` takes

@@ -254,6 +254,8 @@ class Sequential(Model):
             )
         if not self.built and isinstance(x, np.ndarray):  # deferred: the first batch tells the sizes
             self.build((None, *x.shape[1:]))
+        elif self.__dict__.get("_in_shape_guessed") and isinstance(x, np.ndarray):
+            self._settle_guessed_shape(x.shape)
         order = self._order()
         training, record = ctx.training, ctx.record
         first = 0 if ctx.needs_input_grad else self._first_needed(order)
@@ -267,6 +269,14 @@ class Sequential(Model):
             ctx.tape = tape
             ctx.first = first
         return x
+
+    def _settle_guessed_shape(self, shape: tuple[int, ...]) -> None:
+        """The first batch replaces an input shape guessed from the first layer's sizes (a
+        ``Linear(5, 4)``: ``(None, 5)``) when it has more axes (``(2, 3, 5)``), so that what the
+        model records (``input_shape``, an ONNX export's declared input) is what it was run on."""
+        if self._in_shape is not None and len(shape) != len(self._in_shape):
+            self.build((None, *shape[1:]))
+            self._in_shape_guessed = False  # the data's shape now, not a guess
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
         tape: list[Context] | None = getattr(ctx, "tape", None)
@@ -289,7 +299,8 @@ class Sequential(Model):
             if grad_in is not grad_out:
                 if not isinstance(grad_in, np.ndarray) or not grad_in.flags.writeable:
                     writable = False
-                elif np.may_share_memory(grad_in, grad_out):  # a view: its owner's, unless it aliases
+                elif isinstance(grad_out, np.ndarray) and np.may_share_memory(grad_in, grad_out):
+                    # a view: its owner's, unless it aliases
                     writable = writable and all(
                         s != 0 for s, n in zip(grad_in.strides, grad_in.shape) if n > 1
                     )
