@@ -3,7 +3,9 @@
 Both are in the context form (what backward needs lives on the per-call
 ``ctx``) and carry a ``link`` (``"softmax"`` / ``"log_softmax"``) that
 ``Model.compile`` reads to check that the loss fits the model's output.
-Registration happens in :mod:`plugins.activations`.
+Registration happens in :mod:`plugins.activations`. float16 takes its sums
+along the axis in float32 (PyTorch's half softmax does too): along a strided
+axis a float16 sum of 8192 values near 1 stops at 2048.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import format_shape
 from framework.errors import ConfigError, ShapeError
+from framework.runtime.dtype import accumulation_dtype
 from plugins.activation_fns import ActivationLayer
 from plugins.activation_math import as_float
 
@@ -86,13 +89,15 @@ class Softmax(_AxisActivation):
         self._check_axis(x)
         with np.errstate(over="ignore"):  # a spread past the float range: -inf, probability 0
             e = np.exp(x - np.max(x, axis=self.axis, keepdims=True))
-        e /= np.sum(e, axis=self.axis, keepdims=True)
+        # float16 sums in float32: along a strided axis a float16 sum of 8192 values near 1 stops at 2048
+        e /= np.sum(e, axis=self.axis, keepdims=True, dtype=accumulation_dtype(e.dtype))
         ctx.y = e
         return e
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         y = ctx.y
-        return y * (grad_out - np.sum(grad_out * y, axis=self.axis, keepdims=True))
+        row = np.sum(grad_out * y, axis=self.axis, keepdims=True, dtype=accumulation_dtype(y.dtype))
+        return y * (grad_out - row.astype(y.dtype, copy=False))
 
 
 class LogSoftmax(_AxisActivation):
@@ -120,11 +125,13 @@ class LogSoftmax(_AxisActivation):
         self._check_axis(x)
         with np.errstate(over="ignore"):  # a spread past the float range: -inf, as the true value rounds
             shifted = x - np.max(x, axis=self.axis, keepdims=True)
-        log_sum = np.log(np.sum(np.exp(shifted), axis=self.axis, keepdims=True))
-        y = shifted - log_sum
+        acc = accumulation_dtype(shifted.dtype)  # float16: the sum and the difference in float32
+        log_sum = np.log(np.sum(np.exp(shifted), axis=self.axis, keepdims=True, dtype=acc))
+        y = shifted - log_sum if acc is None else (shifted - log_sum).astype(shifted.dtype)
         if ctx.record:
             ctx.softmax = np.exp(y)
         return y
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
-        return grad_out - ctx.softmax * np.sum(grad_out, axis=self.axis, keepdims=True)
+        total = np.sum(grad_out, axis=self.axis, keepdims=True, dtype=accumulation_dtype(grad_out.dtype))
+        return grad_out - ctx.softmax * total.astype(grad_out.dtype, copy=False)

@@ -44,6 +44,7 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, DataError, ShapeError
+from framework.runtime.dtype import HALF
 from framework.runtime.random import get_rng
 from plugins.attention_causal import (
     _causal_backward,
@@ -125,8 +126,18 @@ def attention_forward(
         ``(Y, cache)``: ``Y`` of shape ``(..., L, Dv)`` and the cache (``qs`` =
         ``scale Q``, ``k``, ``v``, ``probs``, ``dropped``, ``keep``, ``y``,
         ``scale``; the blocked causal path has ``blocks`` in place of
-        ``probs`` and ``dropped``).
+        ``probs`` and ``dropped``). float16 inputs are computed in float32
+        (PyTorch's half attention accumulates so too): ``Y`` is float16, the
+        cache float32.
     """
+    if q.dtype == HALF:  # float16 scores, exponentials and row sums lose 1e-2: float32, Y rounded once
+        q32, k32, v32 = (a.astype(np.float32) for a in (q, k, v))
+        args = (scale, dropout_p, rng, record, None, causal, causal_blocks, keep_probs)
+        y, cache = attention_forward(q32, k32, v32, bias, *args)
+        if out is None:
+            return y.astype(HALF), cache
+        out[...] = y
+        return out, cache
     f = q.dtype.type
     qs = q if scale == 1.0 else np.multiply(q, f(scale))
     if causal and bias is not None and dropout_p == 0.0:
@@ -188,6 +199,14 @@ def attention_backward(
             probabilities after dropout, ``keep_probs``): then
             ``dL/dP' = G V^T + W`` and ``r = rowsum(G * Y) + rowsum(W * P')``.
     """
+    if grad.dtype == HALF and cache["qs"].dtype != HALF:  # a float16 forward ran in float32
+        wide = None if grad_probs is None else grad_probs.astype(np.float32)
+        grads = attention_backward(grad.astype(np.float32), cache, None, wide)
+        if out is None:
+            return grads[0].astype(HALF), grads[1].astype(HALF), grads[2].astype(HALF)
+        for dst, src in zip(out, grads):
+            dst[...] = src
+        return out
     if "blocks" in cache:
         if grad_probs is not None:
             raise ValueError("attention_backward: grad_probs needs the forward's whole (L, S) probabilities")

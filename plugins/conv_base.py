@@ -23,7 +23,7 @@ from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.registry.namespace import serialize
 from framework.runtime import blas
-from framework.runtime.dtype import get_default_dtype
+from framework.runtime.dtype import accumulation_dtype, get_default_dtype
 from plugins import workspace
 from plugins.conv_batch_last import backward_batch_last, forward_batch_last
 from plugins.conv_geometry import check_groups, compact, to2d
@@ -267,7 +267,9 @@ class _ConvNd(_ConvBase):
         w = self.weight.data.reshape(*lead, self.out_channels // groups, -1)
         # dW^T = sum_n cols[n] @ G[n]^T: with the columns as the left operand OpenBLAS runs up
         # to 3x faster than G[n] @ cols[n]^T, and never slower (measured, 1 and 2 threads).
-        dw_t = np.matmul(colsg, np.swapaxes(g, -1, -2)).sum(axis=0)
+        dw_t = np.matmul(colsg, np.swapaxes(g, -1, -2))
+        acc = accumulation_dtype(g.dtype)  # float16: the sum over the batch in float32
+        dw_t = dw_t.sum(axis=0) if acc is None else dw_t.sum(axis=0, dtype=acc)
         self.weight.add_grad(np.swapaxes(dw_t, -1, -2).reshape(self.weight.shape))
         if self.bias is not None:
             self.bias.add_grad(channel_sums(g.reshape(n, self.out_channels, -1)))

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from framework.runtime.dtype import accumulation_dtype
 from plugins.conv_geometry import (
     Padding2d,
     Pair,
@@ -111,7 +112,7 @@ def channel_sums(a: np.ndarray) -> np.ndarray:
     """
     n, c = a.shape[:2]
     if not a.flags.c_contiguous or a.size == 0:
-        return a.sum(axis=(0, *range(2, a.ndim)))
+        return a.sum(axis=(0, *range(2, a.ndim)), dtype=accumulation_dtype(a.dtype))  # float16: in float32
     per_position = np.matmul(np.ones(n, dtype=a.dtype), a.reshape(n, -1))  # (C*S,)
     return np.matmul(per_position.reshape(c, -1), np.ones(per_position.size // c, dtype=a.dtype))
 

@@ -14,6 +14,7 @@ from framework.base.layer import format_shape
 from framework.base.validation import int_tuple
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import serialize
+from framework.runtime.dtype import accumulation_dtype
 from plugins.conv_base import _ConvBase
 from plugins.conv_geometry import check_groups, compact
 from plugins.conv_ops import channel_sums, col2im_batch_last, im2col, per_channel
@@ -186,7 +187,9 @@ class ConvTranspose2d(_ConvBase):
         gcols = gcols.reshape(n, groups, gcols.shape[1] // groups, h * w)  # N may be 0
         wg = self.weight.data.reshape(groups, c // groups, -1)
         xg = x.reshape(n, groups, c // groups, h * w)
-        dw = np.matmul(xg, gcols.transpose(0, 1, 3, 2)).sum(axis=0)
+        dw = np.matmul(xg, gcols.transpose(0, 1, 3, 2))
+        acc = accumulation_dtype(g.dtype)  # float16: the sum over the batch in float32
+        dw = dw.sum(axis=0) if acc is None else dw.sum(axis=0, dtype=acc)
         self.weight.add_grad(dw.reshape(self.weight.shape))
         if self.bias is not None:
             self.bias.add_grad(channel_sums(g))

@@ -19,6 +19,7 @@ from framework.base.layer import format_shape
 from framework.distributed import world
 from framework.errors import ShapeError
 from framework.registry.hookspecs import hookimpl
+from framework.runtime.dtype import HALF, compute_dtype
 from plugins.normalization import BatchNorm
 
 __all__ = ["SyncBatchNorm"]
@@ -83,6 +84,8 @@ class SyncBatchNorm(BatchNorm):
         if not training or world.size() == 1:
             ctx.synced = False
             return super().forward(ctx, x)
+        half = x.dtype == HALF  # float16 runs in float32, as BatchNorm's (its squares pass 65504 at 256)
+        x = x.astype(compute_dtype(x.dtype), copy=False)
         c = self.num_features
         local = np.empty(c + 1)
         local[:c] = _sum(x)
@@ -106,17 +109,19 @@ class SyncBatchNorm(BatchNorm):
         if ctx.record:
             ctx.xhat, ctx.inv_std, ctx.m, ctx.synced = xhat, inv_std, m, True
         if self.weight is None:
-            return xhat.copy()
-        return xhat * _channels(self.weight.data, x.ndim, x.dtype) + _channels(
+            return xhat.astype(HALF) if half else xhat.copy()
+        y = xhat * _channels(self.weight.data, x.ndim, x.dtype) + _channels(
             self.bias.data,  # type: ignore[union-attr]
             x.ndim,
             x.dtype,
         )
+        return y.astype(HALF) if half else y
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         if not ctx.synced:
             return super().backward(ctx, grad_out)
-        xhat, inv_std, m, g = ctx.xhat, ctx.inv_std, ctx.m, grad_out
+        xhat, inv_std, m = ctx.xhat, ctx.inv_std, ctx.m
+        g = grad_out.astype(xhat.dtype, copy=False)  # float16: in float32, as the forward
         c = self.num_features
         sums = np.empty(2 * c)
         sums[:c] = _sum(g)
@@ -135,7 +140,8 @@ class SyncBatchNorm(BatchNorm):
         scale = inv_std if self.weight is None else inv_std * self.weight.data
         shift, slope = sums[:c] / m, sums[c:] / m
         dx = g - _channels(shift, g.ndim, g.dtype) - xhat * _channels(slope, g.ndim, g.dtype)
-        return np.multiply(dx, _channels(scale, g.ndim, g.dtype), out=dx)
+        np.multiply(dx, _channels(scale, g.ndim, g.dtype), out=dx)
+        return dx.astype(grad_out.dtype, copy=False)
 
 
 @hookimpl

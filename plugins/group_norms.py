@@ -20,7 +20,7 @@ from framework.base.parameter import Buffer, Parameter
 from framework.base.validation import positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
-from framework.runtime.dtype import get_default_dtype
+from framework.runtime.dtype import accumulation_dtype, get_default_dtype
 from framework.runtime.threads import current_member
 from plugins.layer_norm import safe_inv_std
 from plugins.normalization import momentum_or_none
@@ -66,9 +66,9 @@ def _channel_affine_backward(layer: Any, xhat: np.ndarray, g: np.ndarray) -> np.
     """Add ``dL/dweight = sum(g xhat)`` and ``dL/dbias = sum(g)`` over all axes but 1; return ``g weight``."""
     if layer.weight is None:
         return g
-    axes = (0, *range(2, g.ndim))
-    layer.weight.add_grad(np.sum(g * xhat, axis=axes))
-    layer.bias.add_grad(g.sum(axis=axes))
+    axes, acc = (0, *range(2, g.ndim)), accumulation_dtype(g.dtype)  # float16 sums in float32
+    layer.weight.add_grad(np.sum(g * xhat, axis=axes, dtype=acc))
+    layer.bias.add_grad(g.sum(axis=axes, dtype=acc))
     return g * layer.weight.data.reshape(_channel_shape(g))
 
 
@@ -239,10 +239,10 @@ class _InstanceNorm(Layer):
         shards' sums are added first and the first shard's thread alone moves
         the estimates, once per batch, as one thread would.
         """
-        c, count = flat.shape[1], flat.shape[2]
+        c, count, acc = flat.shape[1], flat.shape[2], accumulation_dtype(flat.dtype)  # float16: in float32
         sums = np.empty(2 * c + 1)
         sums[:c] = flat.mean(axis=2).sum(0)
-        sums[c : 2 * c] = (flat.var(axis=2) * (count / max(count - 1, 1))).sum(0)
+        sums[c : 2 * c] = (flat.var(axis=2, dtype=acc) * (count / max(count - 1, 1))).sum(0)
         sums[2 * c] = flat.shape[0]
         member = current_member()
         if member is not None:
@@ -361,10 +361,10 @@ class RMSNorm(Layer):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xhat, g = ctx.xhat, grad_out
         k = len(self.normalized_shape)
+        lead, acc = g.shape[: g.ndim - k], accumulation_dtype(g.dtype)  # float16 sums in float32
         if self.weight is not None:
-            self.weight.add_grad(np.sum(g * xhat, axis=tuple(range(g.ndim - k))))
+            self.weight.add_grad(np.sum(g * xhat, axis=tuple(range(len(lead))), dtype=acc))
             g = g * self.weight.data
-        lead = g.shape[: g.ndim - k]
         d = math.prod(self.normalized_shape)
         g2, x2 = g.reshape(*lead, d), xhat.reshape(*lead, d)
         dx = g2 - x2 * np.mean(g2 * x2, axis=-1, keepdims=True)

@@ -248,8 +248,8 @@ class MultiheadAttention(Layer):
             y = y.transpose(1, 0, 2)
         if not need_weights:
             return y
-        weights = cache["dropped"]
-        return y, (weights.mean(axis=1) if average_attn_weights else weights.copy())
+        weights = cache["dropped"].mean(axis=1) if average_attn_weights else cache["dropped"].copy()
+        return y, weights.astype(y.dtype, copy=False)  # float16: computed in float32 (attention_forward)
 
     def _out_bias(self) -> np.ndarray | None:
         return self.out_proj.bias.data if self.out_proj.bias is not None else None

@@ -18,7 +18,7 @@ from framework.base.parameter import Buffer, Parameter
 from framework.base.validation import positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
-from framework.runtime.dtype import get_default_dtype
+from framework.runtime.dtype import HALF, compute_dtype, get_default_dtype
 from framework.runtime.threads import ThreadGroup, current_member
 from plugins.conv_ops import channel_sums, per_channel
 from plugins.layer_norm import LayerNorm
@@ -92,6 +92,8 @@ class BatchNorm(Layer):
     finite values whose squares overflow (``|x|`` past ``~1.8e19`` in
     float32) has an infinite variance and normalises to 0; the layer norms
     rescale there, BatchNorm keeps its per-channel passes free of that check.
+    float16 inputs are normalised in float32 (a float16 sum passes 65504, a
+    square does past ``|x| = 256``), the output and ``dL/dx`` rounded to float16.
 
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule
@@ -208,8 +210,10 @@ class BatchNorm(Layer):
         # Keras's fine-tuning rule: a frozen BatchNorm (trainable False) runs in inference mode.
         training = ctx.training and getattr(self, "trainable", True)
         use_batch = training or not self.track_running_stats
-        # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel); S explicit: N may be 0
-        rows = np.ascontiguousarray(x).reshape(x.shape[0], c, math.prod(x.shape[2:]))
+        # (N, C, S): per-channel work runs over whole rows of C*S (see per_channel); S explicit: N may be 0.
+        # float16 runs in float32: its sums pass 65504 past 65504 values of 1, its squares past |x| = 256
+        rows = np.ascontiguousarray(x, dtype=compute_dtype(x.dtype))
+        rows = rows.reshape(x.shape[0], c, math.prod(x.shape[2:]))
         member = current_member() if use_batch else None
         if use_batch:
             if member is not None:  # one shard of a batch split over threads: the whole batch's moments
@@ -228,7 +232,7 @@ class BatchNorm(Layer):
                 self._update_running(mean, var, m)
         else:
             mean, var = self.running_mean.data, self.running_var.data
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype, copy=False)
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype, copy=False)
         scale = inv_std if self.weight is None else inv_std * self.weight.data
         if use_batch:  # y = xc * (gamma r) + beta: two passes, xc kept for the backward
             y = per_channel(np.multiply, xc, scale)
@@ -243,7 +247,7 @@ class BatchNorm(Layer):
             ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m, ctx.member = inv_std, scale, use_batch, m, member
             # training keeps x - mean; inference keeps x itself, only for dL/dgamma
             ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean)
-        return y.reshape(x.shape)
+        return y.reshape(x.shape) if x.dtype != HALF else y.astype(HALF).reshape(x.shape)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         """Move the running estimates towards this batch's ``mean`` and unbiased variance; count it.
@@ -261,8 +265,8 @@ class BatchNorm(Layer):
 
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
         xc, inv_std, scale, use_batch, m = ctx.xc, ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m
-        shape = grad_out.shape
-        contiguous = np.ascontiguousarray(grad_out)  # grad_out itself, or a copy of our own
+        shape, half = grad_out.shape, grad_out.dtype == HALF  # float16: computed in float32, as forward
+        contiguous = np.ascontiguousarray(grad_out, dtype=compute_dtype(grad_out.dtype))  # or our own copy
         g = contiguous.reshape(shape[0], self.num_features, math.prod(shape[2:]))
         if not use_batch:  # affine in x: dx = g * gamma * r; xhat only for dL/dgamma
             if self.weight is not None:
@@ -272,7 +276,8 @@ class BatchNorm(Layer):
             # in place into our copy, or into grad_out when the caller allows it (a read-only one never)
             writable = (contiguous is not grad_out or ctx.grad_out_writable) and g.flags.writeable
             out = g if writable and np.result_type(g, scale) == g.dtype else None
-            return per_channel(np.multiply, g, scale, out=out).reshape(shape)
+            dx = per_channel(np.multiply, g, scale, out=out)
+            return (dx.astype(HALF) if half else dx).reshape(shape)
         # dL/dbeta = sum g, dL/dgamma = sum g xhat = r sum(g xc); then
         # dx = gamma r (g - dL/dbeta / m - xhat dL/dgamma / m) = gamma r (g + xc * b + c)
         dbeta = channel_sums(g)
@@ -287,7 +292,8 @@ class BatchNorm(Layer):
         dx = per_channel(np.multiply, xc, -(inv_std * inv_std) * sum_gxc / m)
         np.add(dx, g, out=dx)
         per_channel(np.subtract, dx, dbeta / m, out=dx)
-        return per_channel(np.multiply, dx, scale, out=dx).reshape(shape)
+        per_channel(np.multiply, dx, scale, out=dx)
+        return (dx.astype(HALF) if half else dx).reshape(shape)
 
     def output_shape(self, input_shape: Any) -> Any:
         self._validate_shape(input_shape)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.runtime.dtype import HALF
 from plugins.conv_geometry import Pair, _crop, _geometry, offset_slices, pad2d
 
 __all__ = [
@@ -180,8 +181,11 @@ def avg_pool2d(x: np.ndarray, kernel: Any, stride: Any, padding: Any = 0, diviso
     to ``(OH, OW)`` gives each output its own count (:func:`avg_pool_divisor`).
     The sum is separable: over the ``kh`` strided row slices first (whole
     contiguous rows), then over the ``kw`` column slices of that,
-    ``kh + kw - 2`` additions instead of ``kh*kw - 1``.
+    ``kh + kw - 2`` additions instead of ``kh*kw - 1``. float16 sums in float32
+    (a float16 running sum of ones stops at 2048), rounded to float16 at the end.
     """
+    if x.dtype == HALF:
+        return avg_pool2d(x.astype(np.float32), kernel, stride, padding, divisor).astype(HALF)
     kernel, stride, pads, _, (oh, ow) = _geometry(x.shape, kernel, stride, padding)
     xp = pad2d(x, pads)
     rows, cols = _row_slices(kernel, stride, (oh, ow))
@@ -210,8 +214,11 @@ def avg_pool2d_backward(
     The adjoint of the separable forward: the shares are spread over the
     ``kw`` columns of each window into a ``(N, C, OH, Wp)`` array, then its
     rows over the ``kh`` rows of each window, assigning instead of adding
-    where windows do not overlap along that axis.
+    where windows do not overlap along that axis. float16 in float32, as the forward.
     """
+    if grad_out.dtype == HALF:
+        dx = avg_pool2d_backward(grad_out.astype(np.float32), input_shape, kernel, stride, padding, divisor)
+        return dx.astype(HALF)
     kernel, stride, pads, _, (oh, ow) = _geometry(input_shape, kernel, stride, padding)
     share = grad_out * _reciprocal(divisor, kernel, grad_out.dtype)
     n, c, h, w = input_shape

@@ -23,7 +23,7 @@ from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
 from framework.base.validation import check_bool, check_choice, positive_int
 from framework.errors import ConfigError, NotBuiltError, ShapeError
-from framework.runtime.dtype import get_default_dtype
+from framework.runtime.dtype import accumulation_dtype, get_default_dtype
 from framework.runtime.random import get_rng
 from plugins.recurrent_kernels import manual_grad, uniform
 
@@ -250,10 +250,11 @@ class RecurrentBase(Layer):
                 dhp2 = dhp.reshape(length * n, dhp.shape[-1])
                 w_ih.add_grad(dxp2.T @ inp2)
                 w_hh.add_grad(dhp2.T @ hprev.reshape(length * n, h))
-                if b_ih is not None:
-                    sum_xp = dxp2.sum(axis=0)
+                if b_ih is not None:  # float16 sums over L*N rows in float32 (else they stall at 2048 x)
+                    acc = accumulation_dtype(dxp2.dtype)
+                    sum_xp = dxp2.sum(axis=0, dtype=acc)
                     b_ih.add_grad(sum_xp)
-                    b_hh.add_grad(sum_xp if dhp is dxp else dhp2.sum(axis=0))
+                    b_hh.add_grad(sum_xp if dhp is dxp else dhp2.sum(axis=0, dtype=acc))
                 for dst, src in zip(grads0, dstate0):
                     dst[j] = src
                 if k == 0 and not ctx.needs_input_grad:  # nothing upstream needs dL/dx

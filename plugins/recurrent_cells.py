@@ -20,7 +20,7 @@ from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
 from framework.base.validation import check_bool, check_choice, positive_int
 from framework.errors import NotBuiltError, ShapeError
-from framework.runtime.dtype import get_default_dtype
+from framework.runtime.dtype import accumulation_dtype, get_default_dtype
 from plugins.recurrent_kernels import GRUKernel, LSTMKernel, RNNKernel, manual_grad, state_pair, uniform
 
 __all__ = ["GRUCell", "LSTMCell", "RNNCell"]
@@ -160,9 +160,10 @@ class _CellBase(Layer):
         dxp, dhp, hprev = dxp[0], dhp[0], hprev[0]
         self.weight_ih.add_grad(dxp.T @ x)
         self.weight_hh.add_grad(dhp.T @ hprev)
-        if self.bias_ih is not None:
-            self.bias_ih.add_grad(dxp.sum(axis=0))
-            self.bias_hh.add_grad(dhp.sum(axis=0))
+        if self.bias_ih is not None:  # float16 sums over the batch in float32
+            acc = accumulation_dtype(dxp.dtype)
+            self.bias_ih.add_grad(dxp.sum(axis=0, dtype=acc))
+            self.bias_hh.add_grad(dhp.sum(axis=0, dtype=acc))
         ctx.grad_h0 = dstate0[0]
         if self._num_states == 2:
             ctx.grad_c0 = dstate0[1]
