@@ -91,7 +91,12 @@ def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
     if identifier is None:
         return None
     if isinstance(identifier, str):
-        return _instantiate(kind, _lookup(kind, identifier), kwargs, identifier)
+        found = _lookup(kind, identifier)
+        if kind in ("metrics", "losses") and callable(found) and not isinstance(found, type):
+            plain = _plain_function(kind, found, kwargs)  # a custom_objects function: as if passed itself
+            if plain is not None:
+                return plain
+        return _instantiate(kind, found, kwargs, identifier)
     if isinstance(identifier, dict):
         if "class_name" not in identifier:
             raise ConfigError(
