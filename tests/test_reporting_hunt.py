@@ -288,6 +288,7 @@ def test_functional_shapes_with_recurrent_outputs_both_and_last_and_several_outp
     assert _totals(summary_text(model))[0] == model.count_params() == sum(p.size for p in model.parameters())
 
 
+@requires_torch
 def test_unbuilt_layers_show_unknown_shapes_and_count_after_the_first_batch() -> None:
     model = Sequential([Linear(None, 8), ReLU(), Linear(8, 3)])
     rows = summary_rows(model)
