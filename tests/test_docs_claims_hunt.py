@@ -73,6 +73,7 @@ def _spirals(n: int = 200):
 
 def test_readme_digits_shapes_dtype_range():
     """README 'A first model': load_digits is '(1797, 1, 8, 8) float32 in [0, 1], labels 0..9'."""
+    pytest.importorskip("sklearn", reason="the digits ship inside scikit-learn (the [data] extra)")
     from framework.datasets import load_digits
 
     x, y = load_digits()
@@ -3225,6 +3226,7 @@ def test_readme_example_results_quick_scripts(tmp_path, script, pattern, row):
 
     from support import subprocess_env
 
+    pytest.importorskip("h5py", reason="the examples save an HDF5 checkpoint (h5py, a run-time dependency)")
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), "--output", str(tmp_path)],
         capture_output=True,
