@@ -87,11 +87,21 @@ class LayerState:
     # -- discovery ---------------------------------------------------------------
 
     def _own_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
-        """This layer's own ``kind`` objects (not its children's), each once across ``seen``."""
-        for key, value in tracked_attributes(self):
-            if isinstance(value, kind) and id(value) not in seen:
-                seen.add(id(value))
-                yield prefix + key, value
+        """This layer's own ``kind`` objects (not its children's), each once across ``seen``.
+
+        :func:`tracked_attributes` filtered to ``kind``, with its loop inlined: it runs for every
+        layer at every ``parameters()``, ``state_dict()`` or save.
+        """
+        for key, value in list(vars(self).items()):
+            if isinstance(value, kind):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    yield prefix + key, value
+            elif isinstance(value, (list, tuple, dict)) and value:
+                for dotted, item in _items(key, value, 1):
+                    if isinstance(item, kind) and id(item) not in seen:
+                        seen.add(id(item))
+                        yield prefix + dotted, item
 
     def _named_state(self, kind: type, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
         yield from self._own_state(kind, prefix, seen)
