@@ -43,14 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 
-@pytest.fixture
-def f64():
-    old = framework.get_default_dtype()
-    framework.set_default_dtype("float64")
-    yield
-    framework.set_default_dtype(old)
-
-
 def _fd_input_grad(fn, x: np.ndarray, g: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of ``sum(fn(x) * g)`` with respect to every entry of ``x``."""
     out = np.zeros_like(x)
@@ -169,7 +161,7 @@ def test_readme_fashion_cnn_parameter_count():
 
 
 @pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4)])
-def test_index_linear_backward_formulas(f64, shape):
+def test_index_linear_backward_formulas(float64, shape):
     """index.md / maths/linear.md: dL/dX = G W, dL/dW = G^T X, dL/db = sum_n G_n (also for (N, ..., d_in))."""
     rng = np.random.default_rng(0)
     layer = Linear(4, 3)
@@ -187,7 +179,7 @@ def test_index_linear_backward_formulas(f64, shape):
     assert np.allclose(dx, _fd_input_grad(lambda t: t @ W.T + b, x, g), atol=1e-7)
 
 
-def test_linear_with_activation_backward(f64):
+def test_linear_with_activation_backward(float64):
     """maths/linear.md 'With an activation': dL/dZ = phi'(Z) * G, then the Linear formulas."""
     rng = np.random.default_rng(1)
     layer = Linear(4, 3, activation="tanh")
@@ -291,7 +283,7 @@ def test_sequential_summary_lists_output_shapes_and_counts():
     assert model.count_params() == 131
 
 
-def test_functional_fan_out_gradients_add(f64):
+def test_functional_fan_out_gradients_add(float64):
     """functional.md / maths/backprop.md: a tensor feeding two consumers gets the sum of their gradients."""
     inputs = Input((3,))
     lin = Linear(3, 3, name="f")
@@ -305,7 +297,7 @@ def test_functional_fan_out_gradients_add(f64):
     assert np.allclose(dx, g + g @ lin.weight.data)
 
 
-def test_functional_shared_layer_gradients_sum(f64):
+def test_functional_shared_layer_gradients_sum(float64):
     """functional.md: 'A layer instance called at two places shares its weights, and the gradients from
     both calls add up in its .grad'."""
     a, b = Input((3,)), Input((3,))
@@ -403,7 +395,7 @@ def _mse_model(n_in: int = 3, metrics=("mae",)):
     return model
 
 
-def test_training_history_keys_and_epoch_loss_weighted_by_batch_size(f64):
+def test_training_history_keys_and_epoch_loss_weighted_by_batch_size(float64):
     """training.md: History has 'loss, accuracy, val_loss, val_accuracy'; the epoch loss is 'the mean over
     the epoch's samples, each batch's loss weighted by its size'."""
     x, y = _spirals()
@@ -421,7 +413,7 @@ def test_training_history_keys_and_epoch_loss_weighted_by_batch_size(f64):
     assert np.isclose(history.history["mae"][0], np.mean(np.abs(pred - y)), rtol=1e-12)
 
 
-def test_training_validation_split_cuts_at_floor(f64):
+def test_training_validation_split_cuts_at_floor(float64):
     """training.md: 'validation_split=s keeps the first floor(N * (1 - s)) samples for training and the rest
     for validation, as Keras cuts them, before any shuffling'."""
     rng = np.random.default_rng(0)
@@ -435,7 +427,7 @@ def test_training_validation_split_cuts_at_floor(f64):
         assert np.isclose(history.history["loss"][0], np.mean((pred[:cut] - y[:cut]) ** 2), rtol=1e-12)
 
 
-def test_training_evaluate_return_dict_false(f64):
+def test_training_evaluate_return_dict_false(float64):
     """training.md: 'return_dict=False gives Keras's default form instead, the values as a list in the
     dict's order (the loss alone when there are no metrics)'."""
     rng = np.random.default_rng(0)
@@ -541,7 +533,7 @@ def test_training_checked_data_nan_message_and_switch():
     model.fit(bad, y, epochs=1, verbose=0, check_finite=False)
 
 
-def test_training_sample_weight_semantics(f64):
+def test_training_sample_weight_semantics(float64):
     """training.md 'Sample weights': a batch's loss is sum(w_i l_i) / N (a 0/1 mask over half the samples
     halves the loss); metrics are sum(w_i m_i) / sum(w_i); class_weight and sample_weight multiply."""
     rng = np.random.default_rng(0)
@@ -570,7 +562,7 @@ def test_training_sample_weight_semantics(f64):
     assert np.isclose(history.history["loss"][0], np.sum(v * nll) / 10)
 
 
-def test_training_full_batch_layers(f64):
+def test_training_full_batch_layers(float64):
     """training.md 'Whole-batch layers': fit runs one full, unshuffled batch per epoch; shuffle=True, a
     smaller batch_size or validation_split are refused with a ConfigError; threads is refused too."""
     from framework.base.layer import Layer
@@ -620,7 +612,7 @@ def test_training_dict_inputs_unknown_or_missing_key():
         seq.fit({"image": x}, y, epochs=1, verbose=0)
 
 
-def test_training_on_batch_methods(f64):
+def test_training_on_batch_methods(float64):
     """training.md 'One batch at a time': train_on_batch returns the loss (one step), test_on_batch the loss
     without a step, both a dict with return_dict=True; predict_on_batch is predict on one batch."""
     rng = np.random.default_rng(0)
@@ -975,7 +967,7 @@ def test_losses_expects_link_and_from_logits_default(name, expects, link, from_l
         assert framework.losses.get(name, from_logits=True).expects == "logits"
 
 
-def test_losses_keras_clip_and_renormalise(f64):
+def test_losses_keras_clip_and_renormalise(float64):
     """losses.md: 'the probabilities are clipped into [1e-7, 1 - 1e-7] before the log (the categorical ones
     are first divided by their sum over the class axis, axis 1)'."""
     bce = framework.losses.get("binary_crossentropy")
@@ -1009,7 +1001,7 @@ def test_losses_logits_to_probability_loss_is_refused(name):
 @pytest.mark.parametrize(
     "name, link", [("categorical_crossentropy", "softmax"), ("binary_crossentropy", "sigmoid")]
 )
-def test_losses_from_logits_equals_probabilities(f64, name, link):
+def test_losses_from_logits_equals_probabilities(float64, name, link):
     """losses.md: 'With from_logits=True they compute the same loss from logits, stably'."""
     rng = np.random.default_rng(0)
     if link == "softmax":
@@ -1050,7 +1042,7 @@ def test_losses_compile_warning_pairs():
             assert loss in messages[0] and layers[-1].name in messages[0]
 
 
-def test_softmax_cross_entropy_fused_gradient_and_sample_weights(f64):
+def test_softmax_cross_entropy_fused_gradient_and_sample_weights(float64):
     """losses.md / maths/softmax-cross-entropy.md: backward_logits() is (p - t) w / N; cross_entropy's
     gradient is (P - Y)/N and its weighted loss is sum(w l)/N; 'the gradient of sample i is scaled by
     w_i'."""
@@ -1078,7 +1070,7 @@ def test_softmax_cross_entropy_fused_gradient_and_sample_weights(f64):
     assert np.allclose(sig.backward_logits(), w[:, None] * (pb - yb) / 8)
 
 
-def test_softmax_cross_entropy_label_smoothing_and_class_weights(f64):
+def test_softmax_cross_entropy_label_smoothing_and_class_weights(float64):
     """maths/softmax-cross-entropy.md: with smoothing the gradient is (P - Y^eps)/N, Y^eps = (1-eps) y +
     eps/K; class weights give L = sum v l / sum v and dL/dz_n = v_n / sum v (p_n - y_n) (PyTorch's
     weighted mean)."""
@@ -1099,7 +1091,7 @@ def test_softmax_cross_entropy_label_smoothing_and_class_weights(f64):
     assert np.allclose(cw.backward(), v[:, None] / v.sum() * (p - np.eye(K)[labels]))
 
 
-def test_binary_cross_entropy_from_logits_stable_form(f64):
+def test_binary_cross_entropy_from_logits_stable_form(float64):
     """maths/softmax-cross-entropy.md: l = max(z, 0) - z y + log(1 + e^-|z|), dL/dz_n = (sigma(z_n) -
     y_n)/N."""
     rng = np.random.default_rng(0)
@@ -1113,7 +1105,7 @@ def test_binary_cross_entropy_from_logits_stable_form(f64):
     assert np.allclose(loss.backward(), (sigma - y) / 8)
 
 
-def test_keras_probability_gradients(f64):
+def test_keras_probability_gradients(float64):
     """maths/softmax-cross-entropy.md 'Probabilities': dl/dp_j = (g_j - sum_c g_c q_c) / S with q = p / S,
     g_c = -t_c / q_c (categorical); (p - y) / (p (1 - p)) for binary, divided by N (by the element count)."""
     rng = np.random.default_rng(0)
@@ -1942,7 +1934,7 @@ ACTIVATION_TABLE = {
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATION_TABLE))
-def test_activation_table_forward_and_derivative(f64, name):
+def test_activation_table_forward_and_derivative(float64, name):
     """maths/activations.md 'The table': each activation's phi and phi' (leaky slope 0.01 and ELU alpha 1 by
     default); backward is phi'(x) * g; and phi' equals finite differences of the layer's own forward."""
     pytest.importorskip("scipy")
@@ -1958,7 +1950,7 @@ def test_activation_table_forward_and_derivative(f64, name):
     assert np.allclose(grad, _fd_input_grad(fresh, x, g), atol=1e-7)
 
 
-def test_activation_relu_at_zero_and_softplus_overflow(f64):
+def test_activation_relu_at_zero_and_softplus_overflow(float64):
     """maths/activations.md: 'the convention phi'(0) = 0 is used' for ReLU; softplus is computed without
     overflow for large x."""
     relu = framework.activations.get("relu")
@@ -1970,7 +1962,7 @@ def test_activation_relu_at_zero_and_softplus_overflow(f64):
         assert np.allclose(softplus(np.array([1000.0, -1000.0, 0.0])), [1000.0, 0.0, np.log(2)])
 
 
-def test_activation_softmax_vjp(f64):
+def test_activation_softmax_vjp(float64):
     """maths/activations.md 'Softmax': dL/dx = p * (g - <p, g>) row by row; the forward subtracts the row
     maximum, so it cannot overflow."""
     softmax = framework.activations.get("softmax")
@@ -1986,7 +1978,7 @@ def test_activation_softmax_vjp(f64):
     assert np.allclose(big, [[1.0, 0.0]])
 
 
-def test_activation_gelu_accuracy(f64):
+def test_activation_gelu_accuracy(float64):
     """maths/activations.md: GELU in float64 has a relative error about 1e-13 (Chebyshev series of erfcx);
     in float32 the erfcx table's interpolation error is below 3e-8, and the output's relative error is a
     few 1e-7 where x^2 is small, growing like x^2 times float32's rounding in the left tail."""
@@ -2036,7 +2028,7 @@ def _conv_reference(x, w, b, s, p, d=1):
 
 
 @pytest.mark.parametrize("s, p, d", [(1, 0, 1), (2, 1, 1), (3, 2, 1), (1, 2, 2), (2, 1, 2)])
-def test_conv2d_definition_output_size_and_gradients(f64, s, p, d):
+def test_conv2d_definition_output_size_and_gradients(float64, s, p, d):
     """maths/conv2d.md: Y = b + sum W X^p (cross-correlation); H_out = floor((H + 2p - d(k-1) - 1)/s) + 1;
     dW, db and dX (col2im, rows never read get zero gradient) equal finite differences of the forward."""
     from framework.layers import Conv2d
@@ -2094,7 +2086,7 @@ def test_conv_transpose_output_padding_rule(s, d, o, ok):
     assert y.shape[2:] == tuple((n - 1) * s - 2 + d * 2 + o + 1 for n in (5, 4))
 
 
-def test_conv1d_output_size(f64):
+def test_conv1d_output_size(float64):
     """maths/conv-variants.md: L_out = floor((L + 2p - d(k-1) - 1)/s) + 1 for Conv1d."""
     from framework.layers import Conv1d
 
@@ -2106,7 +2098,7 @@ def test_conv1d_output_size(f64):
 # -- docs/maths/pooling.md, pooling-options.md ---------------------------------------------------
 
 
-def test_pooling_max_routes_to_first_argmax_and_padding_never_wins(f64):
+def test_pooling_max_routes_to_first_argmax_and_padding_never_wins(float64):
     """maths/pooling.md: stride defaults to the kernel size; the gradient goes to the first maximum of each
     window (ties: numpy.argmax); overlapping windows add; a padded position (-inf) never wins."""
     from framework.layers import MaxPool2d
@@ -2129,7 +2121,7 @@ def test_pooling_max_routes_to_first_argmax_and_padding_never_wins(f64):
     assert np.all(padded(neg) < 0)
 
 
-def test_pooling_average_gradient_spread(f64):
+def test_pooling_average_gradient_spread(float64):
     """maths/pooling.md: average pooling gives every window element G / (kh kw); global pooling G / (H W)."""
     from framework.layers import AvgPool2d, GlobalAvgPool2d
 
@@ -2147,7 +2139,7 @@ def test_pooling_average_gradient_spread(f64):
     assert np.allclose(gap.backward(G), np.broadcast_to(G[:, :, None, None] / 35, other.shape))
 
 
-def test_pooling_relu_swap_is_exact(f64):
+def test_pooling_relu_swap_is_exact(float64):
     """maths/pooling.md 'ReLU before a max pool can run after it': Sequential([ReLU(), MaxPool2d(2)]) gives
     the same outputs and input gradients as the declared order, on integer data full of ties and
     all-negative windows; the layers declare monotone_elementwise and window_max."""
@@ -2171,7 +2163,7 @@ def test_pooling_relu_swap_is_exact(f64):
 @pytest.mark.parametrize(
     "n, k, s, p", [(5, 2, 2, 0), (6, 3, 2, 1), (7, 3, 3, 1), (8, 4, 3, 2), (9, 2, 3, 1), (4, 3, 2, 1)]
 )
-def test_pooling_ceil_mode_and_count_include_pad_against_torch(f64, n, k, s, p):
+def test_pooling_ceil_mode_and_count_include_pad_against_torch(float64, n, k, s, p):
     """maths/pooling-options.md: n_out = ceil((n + 2p - k)/s) + 1, less one if (n_out - 1)s >= n + p; the
     divisor D_a counts padding (default) or only real inputs; results match torch.nn.MaxPool1d /
     AvgPool1d."""
@@ -2206,7 +2198,7 @@ def test_pooling_ceil_mode_and_count_include_pad_against_torch(f64, n, k, s, p):
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
-def test_batchnorm_forward_backward_and_running_stats(f64, shape):
+def test_batchnorm_forward_backward_and_running_stats(float64, shape):
     """maths/batchnorm.md: BatchNorm(num_features, eps=1e-5, momentum=0.1) normalises over every axis but 1
     with the biased variance; gamma starts at 1 and beta at 0; the running estimates start at 0 and 1
     and move by the momentum rule with the unbiased m/(m-1) variance; the boxed dx formula; eval mode is
@@ -2262,7 +2254,7 @@ def test_batchnorm_forward_backward_and_running_stats(f64, shape):
     assert np.array_equal(bn.running_mean.data, rm)
 
 
-def test_batchnorm_momentum_none_cumulative_average(f64):
+def test_batchnorm_momentum_none_cumulative_average(float64):
     """maths/batchnorm.md: with momentum=None alpha = 1/k at the k-th training batch: the first batch
     replaces the initial values and the running estimates are the plain average of every batch's
     statistics (PyTorch's)."""
@@ -2305,7 +2297,7 @@ def test_batchnorm_buffers_non_trainable():
     assert np.array_equal(bn.running_var.data, before)
 
 
-def test_layernorm_signature_and_formula(f64):
+def test_layernorm_signature_and_formula(float64):
     """maths/layernorm.md: LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)
     normalises the last axes; identical in train and eval (no running statistics); gradients of gamma
     and beta sum over the leading axes; matches torch.nn.LayerNorm including elementwise_affine=False
@@ -2344,7 +2336,7 @@ def test_layernorm_signature_and_formula(f64):
 # -- docs/maths/dropout.md, embedding.md ---------------------------------------------------------
 
 
-def test_dropout_mask_scale_and_backward(f64):
+def test_dropout_mask_scale_and_backward(float64):
     """maths/dropout.md: y = m x / (1 - p) with m ~ Bernoulli(1 - p); the backward uses the same mask,
     scaled by 1/(1-p); eval is the identity both ways; a new mask per forward call."""
     drop = Dropout(0.3)
@@ -2360,7 +2352,7 @@ def test_dropout_mask_scale_and_backward(f64):
     assert np.array_equal(drop(x), x) and np.array_equal(drop.backward(g), g)
 
 
-def test_embedding_scatter_add_and_padding_idx(f64):
+def test_embedding_scatter_add_and_padding_idx(float64):
     """maths/embedding.md: dL/dW_v = sum of G_p over positions holding v (scatter-add); backward returns
     None; padding_idx's row starts at zero and never receives gradient; a negative padding_idx counts
     from the end."""
@@ -2384,7 +2376,7 @@ def test_embedding_scatter_add_and_padding_idx(f64):
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
-def test_recurrent_shapes_last_output_and_torch_parity(f64, kind):
+def test_recurrent_shapes_last_output_and_torch_parity(float64, kind):
     """sequences-and-graphs.md: states are (num_layers * D, N, H); output="last" is the final hidden state
     of the last layer, (N, D * H) (for a bidirectional layer the forward and reverse final states);
     weights have PyTorch's names and layouts, so a torch state dict loads unchanged and the outputs
@@ -2413,7 +2405,7 @@ def test_recurrent_shapes_last_output_and_torch_parity(f64, kind):
     assert np.allclose(uni(x), both(x)[0][:, -1])
 
 
-def test_recurrent_relu_rnn_and_chunks(f64):
+def test_recurrent_relu_rnn_and_chunks(float64):
     """maths/recurrent.md: RNN(nonlinearity="relu") is h_t = relu(P_t + Q_t); sequences-and-graphs.md:
     feeding each chunk's final state into the next gives the whole sequence's result."""
     from framework.layers import LSTM, RNN
@@ -2477,7 +2469,7 @@ def test_recurrent_time_first_layer_refused_by_fit():
 @pytest.mark.parametrize(
     "self_loops, normalize", [(True, True), (False, True), (True, False), (False, False)]
 )
-def test_gcn_normalisation_options(f64, self_loops, normalize):
+def test_gcn_normalisation_options(float64, self_loops, normalize):
     """maths/gcn.md: A_hat = D^-1/2 (A + I) D^-1/2 with degrees of A + I (row sums); add_self_loops=False
     and normalize=False drop the + I and the scaling; dL/dH = A_hat^T G W, dL/dW = G^T A_hat H (dense
     and COO alike)."""
@@ -2508,7 +2500,7 @@ def test_gcn_normalisation_options(f64, self_loops, normalize):
 # -- docs/maths/attention.md ----------------------------------------------------------------
 
 
-def test_attention_masks_scale_and_safe_softmax(f64):
+def test_attention_masks_scale_and_safe_softmax(float64):
     """maths/attention.md: default scale 1/sqrt(D); scaled_dot_product_attention reads a boolean True as
     'take part' (PyTorch's), a fully masked row gives zeros (safe softmax) and no NaN in the gradients;
     MultiheadAttention reads True as masked, and a query with every key masked outputs out_proj's bias."""
@@ -2628,7 +2620,7 @@ def test_optimizer_defaults():
     assert framework.optimizers.get("sgd", lr=0.5).learning_rate == 0.5
 
 
-def test_optimizer_update_rules(f64):
+def test_optimizer_update_rules(float64):
     """maths/optimizers.md: two steps of each rule as written: SGD with PyTorch's momentum and Nesterov,
     AdaGrad, RMSProp (plain and with momentum), Adam with bias correction, AdamW's decoupled decay; L2
     weight decay adds lambda theta to the gradient for every optimizer but AdamW."""
@@ -2707,7 +2699,7 @@ def test_optimizer_schedules_as_documented():
 # -- docs/maths/gradient-checking.md ----------------------------------------------------------
 
 
-def test_gradient_checking_defaults_and_measure(f64):
+def test_gradient_checking_defaults_and_measure(float64):
     """maths/gradient-checking.md: check_gradients uses eps = 1e-6 and requires errors below 1e-6; the
     relative error ||a - n|| / max(||a|| + ||n||, 1e-12) is 0 when equal, 1 when one is zero or they are
     opposite; a wrong backward raises ConformanceError with the report; a correct float64 backward gives
@@ -2805,7 +2797,7 @@ def test_errors_table_examples():
 # -- docs/plugins.md -------------------------------------------------------------------------
 
 
-def test_plugins_base_class_services(f64):
+def test_plugins_base_class_services(float64):
     """plugins.md: the base class builds on the first call, checks later inputs and grad_out (ShapeError
     with the layer's name and both shapes), casts a grad_out of another floating dtype to the output's
     dtype, finds Parameter attributes, propagates train()/eval(); assigning a plain array to a parameter
@@ -3113,7 +3105,7 @@ def test_security_refusals(tmp_path):
 # -- training.md 'Several threads per batch', plugin-walkthrough.md ------------------------------
 
 
-def test_threads_equal_one_thread_and_refuse_mixing(f64):
+def test_threads_equal_one_thread_and_refuse_mixing(float64):
     """training.md: 'A float64 run with threads=2 or 3 equals the one-thread run to 1e-12' (BatchNorm
     statistics of the whole batch); predict(threads=K) equals predict; a model whose outputs for the
     whole batch are not its shards' joined is refused with a ConfigError."""
@@ -3244,7 +3236,7 @@ def test_readme_example_results_quick_scripts(tmp_path, script, pattern, row):
         assert abs(measured - quoted) <= 0.02 * quoted
 
 
-def test_training_iterable_checked_per_batch_and_multi_output_weights(f64):
+def test_training_iterable_checked_per_batch_and_multi_output_weights(float64):
     """training.md: batch iterables are checked batch by batch (a NaN is a DataError naming the batch); for
     several outputs sample_weight is a list or a dict keyed by output name, 'outputs left out are
     unweighted'."""
@@ -3457,7 +3449,7 @@ def test_char_transformer_corpus_size():
     assert len(set(text)) == 113
 
 
-def test_threads_zero_gradient_drift_is_bounded(f64):
+def test_threads_zero_gradient_drift_is_bounded(float64):
     """training.md: where exact gradients stay zero for several parameters together (an output bias and the
     BatchNorm shift before it, targets of mean zero), the threads=2 and one-thread runs 'can drift apart, in
     those parameters by up to the learning rate per step'."""
