@@ -1,5 +1,15 @@
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (``-n auto``) every core runs a worker: each worker's BLAS and PyTorch then
+# run on one thread, as their spare threads would only spin against the other workers
+# (measured: the suite on 2 cores 119 -> 104 s). Set before NumPy and PyTorch are imported,
+# which read these at start; a value the user set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, "1")
+
 import numpy as np
 import pytest
 

@@ -206,12 +206,14 @@ def test_evaluate_in_one_thread_while_predict_runs_in_another() -> None:
 def test_an_older_form_layer_called_from_two_threads_is_refused_not_wrong() -> None:
     started = threading.Event()
     release = threading.Event()
+    armed = threading.Event()  # build's own trial forward must not wait
 
     class Slow(framework.Layer):  # forward(x): state on the layer
         def forward(self, x):
             self._x = x
-            started.set()
-            release.wait(5)
+            if armed.is_set():
+                started.set()
+                release.wait(5)
             return x
 
         def backward(self, grad_out):
@@ -220,9 +222,10 @@ def test_an_older_form_layer_called_from_two_threads_is_refused_not_wrong() -> N
     model = Sequential([Slow(), Linear(3, 2)])
     model.build((None, 3))
     x = np.ones((2, 3), dtype=np.float32)
+    armed.set()
     t = threading.Thread(target=model.predict, args=(x,))
     t.start()
-    started.wait(5)
+    assert started.wait(5)
     try:
         with pytest.raises(framework.ConfigError, match="cannot be called from two threads at once"):
             model.predict(x)

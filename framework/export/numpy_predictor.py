@@ -14,6 +14,7 @@ framework is not installed::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from pathlib import Path
@@ -204,9 +205,13 @@ def _kernel_source(names: list[str]) -> str:
         if name not in needed:
             needed.add(name)
             todo.extend(kernels.DEPENDS.get(name, ()))
-    return "\n\n\n".join(
-        inspect.getsource(getattr(kernels, name)).rstrip() for name in kernels.KERNEL_NAMES if name in needed
-    )
+    return "\n\n\n".join(_source_of(name) for name in kernels.KERNEL_NAMES if name in needed)
+
+
+@functools.cache
+def _source_of(kernel: str) -> str:
+    """One kernel's source, read once per process (``inspect.getsource`` tokenises the module, ~1 ms)."""
+    return inspect.getsource(getattr(kernels, kernel)).rstrip()
 
 
 def _output_folder(directory: str | os.PathLike[str]) -> Path:
