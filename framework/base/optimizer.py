@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -106,12 +108,7 @@ class Optimizer(Configurable):
     def learning_rate(self, value: Any) -> None:
         value = schedules.get(value)
         if not callable(value):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float, np.floating))
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not schedules.is_rate(value):
                 raise ConfigError(
                     f"{type(self).__name__}: learning_rate must be a finite number >= 0 "
                     f"or a schedule, got {value!r}"
@@ -143,10 +140,12 @@ class Optimizer(Configurable):
         unique: dict[int, Parameter] = {}
         for p in found:
             unique.setdefault(id(p), p)  # a tied weight is updated once per step
+        # Bound again (``compile`` with the same optimizer): a parameter it already held keeps its
+        # slots and master copy, as Keras's optimizer keeps its variables; the step count goes on.
+        kept = {id(p): s for p, s in zip(getattr(self, "params", ()), getattr(self, "state", ()))}
         self.params = list(unique.values())
-        self.state = [{} for _ in self.params]
+        self.state = [kept.get(id(p), {}) for p in self.params]
         self._scratch = {}
-        self._shadows = {}
         self._configure_precision()
         return self
 
@@ -190,9 +189,10 @@ class Optimizer(Configurable):
 
     @property
     def lr(self) -> float:
-        """The learning rate of the coming step (the schedule evaluated)."""
+        """The rate of the coming step: the schedule at ``iterations``, checked (``schedules.rate_at``)."""
         if callable(self.learning_rate):
-            return float(self.learning_rate(self.iterations))
+            owner = f"{type(self).__name__}: the learning_rate schedule"
+            return schedules.rate_at(owner, self.learning_rate, self.iterations)
         return float(self.learning_rate)
 
     @lr.setter
@@ -358,6 +358,8 @@ class Optimizer(Configurable):
         Slots are cast to :meth:`slot_dtype` (float32 for a float16
         parameter); a ``"master"`` slot becomes the parameter's master copy.
         """
+        name = f"{type(self).__name__}.load_state_dict: iterations"
+        iterations = schedules.check_step_count(name, state.get("iterations", 0))
         slots = state.get("slots", [])
         if len(slots) != len(self.params):
             raise ConfigError(
@@ -374,7 +376,7 @@ class Optimizer(Configurable):
                     )
         if self.loss_scaler is not None and "loss_scale" in state:
             self.loss_scaler.load_state_dict(state["loss_scale"])
-        self.iterations = int(state.get("iterations", 0))
+        self.iterations = iterations
         self.state = []
         self._shadows = {}
         for p, saved in zip(self.params, slots):
@@ -387,9 +389,9 @@ class Optimizer(Configurable):
 
 
 def _is_learning_rate(value: Any) -> bool:
-    """Whether a positional ``params`` argument is really a learning rate."""
-    if isinstance(value, bool):
+    """Whether a positional ``params`` is a rate: a number, schedule, its dict or a plain function."""
+    if isinstance(value, (bool, np.bool_)):
         return False
-    if isinstance(value, (int, float, np.floating, schedules.Schedule)):
+    if isinstance(value, (numbers.Real, schedules.Schedule)) or inspect.isfunction(value):
         return True
     return isinstance(value, dict) and "class_name" in value

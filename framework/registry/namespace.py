@@ -29,7 +29,15 @@ from typing import Any
 from framework.errors import ConfigError
 from framework.registry.manager import _SINGULAR, REGISTRY
 
-__all__ = ["Namespace", "custom_object_scope", "lookup", "module_functions", "resolve", "serialize"]
+__all__ = [
+    "Namespace",
+    "custom_object",
+    "custom_object_scope",
+    "lookup",
+    "module_functions",
+    "resolve",
+    "serialize",
+]
 
 _CUSTOM: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "framework_custom_objects", default=None
@@ -60,6 +68,11 @@ def custom_object_scope(objects: dict[str, Any] | None) -> Iterator[None]:
         yield
     finally:
         _CUSTOM.reset(token)
+
+
+def custom_object(name: str) -> Any:
+    """What the ``custom_objects`` in scope give for ``name`` (case and ``_`` ignored), or ``None``."""
+    return (_CUSTOM.get() or {}).get(_key(name))
 
 
 #: ``kind -> class`` wrapping a plain function given where an object is expected

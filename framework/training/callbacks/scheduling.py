@@ -35,6 +35,9 @@ class LearningRateScheduler(Callback):
             then steps per epoch, as a PyTorch scheduler stepped each epoch).
         verbose: print the new rate each epoch.
 
+    The rate of each epoch is logged (and kept in ``History``) as
+    ``learning_rate``, Keras 3's key, and as ``lr``.
+
     Raises:
         ConfigError: ``schedule`` is not callable or takes neither form.
     """
@@ -64,8 +67,8 @@ class LearningRateScheduler(Callback):
             print(f"Epoch {epoch + 1}: learning rate {float(new):.3g}")
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        if logs is not None:
-            logs["lr"] = self.model.optimizer.lr
+        if logs is not None:  # Keras 3's key, and Keras 2's "lr" that earlier versions logged
+            logs["learning_rate"] = logs["lr"] = self.model.optimizer.lr
 
 
 def _arity(schedule: Callable[..., float]) -> int:
