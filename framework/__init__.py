@@ -1,7 +1,7 @@
 """A NumPy deep-learning framework with hand-derived gradients and pluggable layers.
 
 Public names: ``Sequential``, ``Model``, ``Input``, ``Layer``, ``Parameter``,
-``Buffer``, ``hookimpl``, ``load_model``, ``set_default_dtype``,
+``Buffer``, ``hookimpl``, ``load_model``, ``clone_model``, ``set_default_dtype``,
 ``get_default_dtype``, ``set_seed``, the errors (``FrameworkError`` and its
 subclasses) and ``__version__``. Layers, activations, initializers, losses,
 optimizers and metrics live in the registry-backed namespaces
@@ -53,6 +53,7 @@ __all__ = [
     "Sequential",
     "ShapeError",
     "UnknownNameError",
+    "clone_model",
     "get_default_dtype",
     "get_rng",
     "hookimpl",
@@ -69,6 +70,7 @@ _LAZY = {
     "Loss": "framework.base.loss",
     "Metric": "framework.base.metric",
     "load_model": "framework.models.persistence",
+    "clone_model": "framework.models.cloning",
     "layers": "framework.layers",
     "activations": "framework.activations",
     "initializers": "framework.initializers",

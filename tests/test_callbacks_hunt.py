@@ -806,7 +806,7 @@ def test_csv_logger_rows_equal_history_exactly_with_lr_and_val_keys(tmp_path, dt
     )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["epoch", "loss", "lr", "val_loss"]
+    assert list(rows[0]) == ["epoch", "learning_rate", "loss", "lr", "val_loss"]
     assert [int(r["epoch"]) for r in rows] == history.epoch
     for key in ("loss", "lr", "val_loss"):
         assert [float(r[key]) for r in rows] == history.history[key]
@@ -933,7 +933,7 @@ def test_every_config_error_is_a_framework_error():
 
 def test_missing_monitor_warns_naming_the_available_keys(float64):
     for cb in (EarlyStopping(monitor="val_loss"), ReduceLROnPlateau(monitor="val_loss")):
-        with pytest.warns(RuntimeWarning, match=r"'val_loss'.*not in the logs.*\['loss'"):
+        with pytest.warns(RuntimeWarning, match=r"'val_loss'.*not in the logs.*\[.*'loss'"):
             history = one_weight().fit(X1, Y0, epochs=2, callbacks=[cb], verbose=0)
         assert len(history.epoch) == 2  # nothing stops, nothing reduces
 

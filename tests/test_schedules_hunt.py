@@ -901,11 +901,6 @@ def test_scheduler_refuses_an_optimizer_that_already_has_a_schedule(float64):
 # ================================================================ bugs outside the schedule code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: compile() serialises the optimizer eagerly (framework/models/compile.py), so an "
-    "optimizer with a plain-function schedule, documented as valid, cannot be compiled",
-)
 def test_compile_accepts_an_optimizer_with_a_plain_function_schedule(float64):
     model = _mlp()
     model.compile(optimizer=SGD(learning_rate=lambda step: 0.1 / (1 + step)), loss="mse")
@@ -928,11 +923,6 @@ def test_compiling_again_with_the_same_optimizer_keeps_its_state_as_keras_does(f
     _assert_identical(straight, again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ReduceLROnPlateau logs the rate as 'lr' only; Keras 3 logs 'learning_rate' "
-    "(framework/training/callbacks/monitors.py)",
-)
 def test_reduce_lr_on_plateau_logs_learning_rate_as_keras_3(float64):
     model = _mlp()
     model.compile(optimizer=SGD(lr=0.1), loss="mse")

@@ -8,6 +8,8 @@ and needs only ``named_children()`` and ``describe()`` from the layer.
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -15,9 +17,9 @@ import numpy as np
 
 from framework.base.calling import format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.errors import ConfigError, DataError, ShapeError
+from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 
-__all__ = ["LayerState", "tracked_attributes"]
+__all__ = ["LayerState", "builds_weights", "parameter_count", "tracked_attributes", "unbuilt_layer"]
 
 #: How deep ``tracked_attributes`` follows lists and dicts nested in lists and dicts.
 _MAX_NESTING = 8
@@ -77,6 +79,83 @@ def _tree(layer: Any) -> Iterator[Any]:
         yield from _tree(child)
 
 
+def parameter_count(layer: Any, trainable: bool | None = None) -> int:
+    """``layer.count_params(trainable)`` without its check: the scalars that exist now (0 before build).
+
+    ``summary()`` of an unbuilt model shows these (``?`` shapes, 0 parameters).
+    """
+    params = layer.parameters()
+    n_train = sum(p.size for p in params if p.trainable)
+    n_frozen = sum(p.size for p in params if not p.trainable) + sum(b.size for b in layer.buffers())
+    if trainable is None:
+        return n_train + n_frozen
+    return n_train if trainable else n_frozen
+
+
+def unbuilt_layer(layer: Any) -> Any:
+    """The first layer at or under ``layer`` (sub-layers first) whose weights may not exist yet, or ``None``.
+
+    Such a layer is not built, holds no ``Parameter`` or ``Buffer``, and makes weights in its
+    ``build`` (see :func:`builds_weights`): ``Linear(output_size=4)`` before its input size is
+    known, a Keras-style layer. A layer whose weights were made by its constructor (PyTorch's
+    way: ``Conv2d(1, 2, 3)``, ``BatchNorm(3)``) and one whose ``build`` makes none (``ReLU``,
+    pools, ``Flatten``) have their count before they are built.
+    """
+    for _, child in layer.named_children():
+        found = unbuilt_layer(child)
+        if found is not None:
+            return found
+    if layer.built or not builds_weights(type(layer)):  # type: ignore[arg-type]  # classes hash by id
+        return None
+    holds = next(layer.named_parameters(), None) is not None or next(layer.named_buffers(), None) is not None
+    return None if holds else layer
+
+
+#: Names that, in a ``build``, make weights: the state classes and Keras's method.
+_MAKERS = frozenset({"Parameter", "Buffer", "add_weight"})
+
+
+@functools.lru_cache(maxsize=1024)
+def builds_weights(kind: type) -> bool:
+    """Whether a ``build`` written by layer class ``kind`` (or a base below ``Layer``) may make weights.
+
+    Read from the code: the ``build`` (or a method of ``kind`` it names, followed) names
+    ``Parameter``, ``Buffer``, ``add_weight`` or a layer class (a sub-layer made there). A
+    ``build`` that only checks shapes makes none.
+    """
+    from framework.base.layer import Layer
+
+    followed: set[Any] = set()
+
+    def makes(code: types.CodeType, names: dict[str, Any]) -> bool:
+        for name in code.co_names:
+            found = names.get(name)
+            if name in _MAKERS or (
+                isinstance(found, type) and issubclass(found, Layer) and found is not Layer
+            ):
+                return True
+            method = getattr(vars(kind).get(name), "__func__", None) or getattr(kind, name, None)
+            if isinstance(method, types.FunctionType) and not hasattr(Layer, name) and method not in followed:
+                followed.add(method)
+                if makes(method.__code__, method.__globals__):
+                    return True
+        return any(makes(const, names) for const in code.co_consts if isinstance(const, types.CodeType))
+
+    for base in kind.__mro__:
+        if base is Layer or not issubclass(base, Layer):
+            break
+        build = vars(base).get("build")
+        if isinstance(build, types.FunctionType) and makes(build.__code__, build.__globals__):
+            return True
+    return False
+
+
+def _not_built_message(layer: Any, pending: Any) -> str:
+    way = "call it on data, or build it with .build(input_shape) (a model: also Input(shape) or input_shape=)"
+    where = "it is not built" if pending is layer else f"{pending.describe()} in it is not built"
+    return f"cannot count the parameters of {layer.describe()}: {where}, so they do not all exist yet; {way}"
+
+
 class LayerState:
     """Parameter and buffer arrays of a layer and its children, as Keras and PyTorch expose them."""
 
@@ -131,14 +210,24 @@ class LayerState:
     def count_params(self, trainable: bool | None = None) -> int:
         """Number of scalars: all, trainable only (``True``) or non-trainable (``False``).
 
-        Buffers count as non-trainable.
+        Buffers count as non-trainable; a parameter held by several layers counts once.
+
+        Raises:
+            ConfigError: ``trainable`` is not ``None``, ``True`` or ``False``.
+            NotBuiltError: a layer at or under this one has not made its parameters yet (see
+                :func:`unbuilt_layer`: ``Linear(output_size=4)`` before its input size is known,
+                alone or in a ``Sequential`` never built), as Keras refuses to count an unbuilt
+                layer: the count would change when it is built.
         """
-        params = self.parameters()
-        n_train = sum(p.size for p in params if p.trainable)
-        n_frozen = sum(p.size for p in params if not p.trainable) + sum(b.size for b in self.buffers())
-        if trainable is None:
-            return n_train + n_frozen
-        return n_train if trainable else n_frozen
+        if trainable is not None and not isinstance(trainable, (bool, np.bool_)):
+            raise ConfigError(
+                f"{self.describe()}.count_params: trainable must be None (all), True or False, "
+                f"got {trainable!r}"
+            )
+        pending = unbuilt_layer(self)
+        if pending is not None:
+            raise NotBuiltError(_not_built_message(self, pending))
+        return parameter_count(self, trainable)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and buffers by dotted name (the arrays themselves, not copies)."""

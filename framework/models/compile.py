@@ -91,8 +91,9 @@ def compile_model(
     model._metric_slots = slots
     model.metrics = [m for _, m, _ in slots]
     model.compiled = True
+    # The optimizer is serialised when a config is asked for (compile_config), not here: its rate
+    # may change since, and a plain-function schedule trains though it cannot be saved.
     model._compile_cfg = {
-        "optimizer": serialize("optimizers", opt),
         "loss": serialize("losses", losses[0])
         if n_out == 1
         else [None if x is None else serialize("losses", x) for x in losses],
@@ -114,9 +115,7 @@ def compile_config(model: Model) -> dict[str, Any]:
     if not model.compiled or model._compile_cfg is None:
         raise NotCompiledError(f"{model.describe()} is not compiled; call compile() first")
     config = copy.deepcopy(model._compile_cfg)
-    if getattr(model, "optimizer", None) is not None:
-        config["optimizer"] = serialize("optimizers", model.optimizer)
-    return config
+    return {"optimizer": serialize("optimizers", model.optimizer), **config}
 
 
 def compile_from_config(model: Model, config: dict[str, Any]) -> None:

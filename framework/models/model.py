@@ -44,18 +44,20 @@ from framework.base.context import Context
 from framework.base.inputs import check_real
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
+from framework.base.state import parameter_count
 from framework.errors import ConfigError, NotCompiledError
 from framework.models.executor import GraphExecutor, accepts_integers, auto_named
 from framework.models.files import FileMethods
 from framework.models.graph import infer_output_shape
 from framework.models.lookup import get_layer
+from framework.models.symbolic import SymbolicMethods
 from framework.models.training_methods import TrainingMethods
 from framework.runtime.dtype import get_default_dtype
 
 __all__ = ["Model"]
 
 
-class Model(TrainingMethods, FileMethods, Layer):
+class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
     """A trainable network: a functional graph, a ``Sequential`` chain or a subclass.
 
     ``Model(inputs, outputs)`` builds a functional model from ``Input``
@@ -350,7 +352,7 @@ class Model(TrainingMethods, FileMethods, Layer):
         return super().from_config(config)
 
     def extra_repr(self) -> str:
-        return f"{len(self.layers)} layers, {self.count_params()} parameters"
+        return f"{len(self.layers)} layers, {parameter_count(self)} parameters"
 
 
 class _Unoverridden(Layer):

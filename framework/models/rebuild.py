@@ -23,7 +23,7 @@ from framework.errors import ConfigError
 from framework.models.model import Model
 from framework.registry.namespace import lookup
 
-__all__ = ["check_rebuildable", "rebuild", "set_trainable_flags", "trainable_flags"]
+__all__ = ["check_rebuildable", "rebuild", "rebuild_class", "set_trainable_flags", "trainable_flags"]
 
 
 def _plain_from_config(cls: type) -> bool:
@@ -81,14 +81,25 @@ def rebuild(class_name: str, config: dict[str, Any]) -> Any:
     from framework import layers
 
     cls = lookup("layers", class_name)
-    if isinstance(cls, type) and _plain_from_config(cls) and "name" in config and not _takes_name(cls):
+    if isinstance(cls, type) and hasattr(cls, "from_config"):
+        return rebuild_class(cls, config)
+    return layers.get({"class_name": class_name, "config": config})
+
+
+def rebuild_class(cls: type, config: dict[str, Any]) -> Any:
+    """``cls.from_config(config)``; a ``name`` its constructor does not take is set after.
+
+    Raises:
+        ConfigError: the constructor cannot take ``config`` (naming the class and the config).
+    """
+    if _plain_from_config(cls) and "name" in config and not _takes_name(cls):
         config = dict(config)
         name = config.pop("name")
-        built = layers.get({"class_name": class_name, "config": config})
+        built = cls.from_config(config)  # type: ignore[attr-defined]
         if isinstance(built, Layer) and name is not None:
             built.name = check_name(built, name)
         return built
-    return layers.get({"class_name": class_name, "config": config})
+    return cls.from_config(config)  # type: ignore[attr-defined]
 
 
 def trainable_flags(model: Layer) -> dict[str, bool]:

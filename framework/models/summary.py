@@ -7,7 +7,8 @@ counts (buffers such as BatchNorm's running statistics are non-trainable);
 they equal ``model.count_params()``, ``count_params(True)`` and
 ``count_params(False)``, so a parameter shared by several layers (tied
 weights) or a layer used at several places of a graph is counted once there,
-although each row shows the count of its own layer.
+although each row shows the count of its own layer. A model not built yet
+(where ``count_params`` raises) shows the parameters that exist so far.
 
 With ``expand_nested=True`` a nested model (a ``Sequential`` inside a
 functional ``Model``, a ``Model`` inside a ``Sequential``, ...) is followed by
@@ -20,7 +21,8 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from framework.base.layer import Layer, format_shape
-from framework.errors import ConfigError
+from framework.base.state import parameter_count
+from framework.errors import ConfigError, NotBuiltError
 
 if TYPE_CHECKING:
     from framework.models.graph import SymbolicTensor
@@ -41,6 +43,15 @@ def _last_shape(layer: Any) -> Any:
     if isinstance(shape, tuple):
         return (None, *shape[1:])
     return None
+
+
+def _count(layer: Any, trainable: bool | None = None) -> int:
+    """``layer.count_params(trainable)``; for a layer not built yet, the parameters that exist (0 for
+    one waiting for its input size), where ``count_params`` refuses."""
+    try:
+        return int(layer.count_params(trainable))
+    except NotBuiltError:
+        return parameter_count(layer, trainable)
 
 
 def _source(tensor: SymbolicTensor, names: dict[int, str]) -> str:
@@ -64,7 +75,7 @@ def _layer_rows(model: Model) -> list[tuple[Layer, SummaryRow]]:
             shape_text = format_shape(shapes if node.list_output else shapes[0])
             connected = ", ".join(_source(t, names) for t in node.inputs)
             layer = node.layer
-            row = (names[id(layer)], type(layer).__name__, shape_text, layer.count_params(), connected)
+            row = (names[id(layer)], type(layer).__name__, shape_text, _count(layer), connected)
             rows.append((layer, row))
         return rows
     shapes_known = model.layer_output_shapes() if isinstance(model, Sequential) else []
@@ -72,7 +83,7 @@ def _layer_rows(model: Model) -> list[tuple[Layer, SummaryRow]]:
         shape = shapes_known[i] if i < len(shapes_known) and shapes_known[i] is not None else None
         if shape is None:
             shape = _last_shape(layer)
-        rows.append((layer, (name, type(layer).__name__, format_shape(shape), layer.count_params(), "")))
+        rows.append((layer, (name, type(layer).__name__, format_shape(shape), _count(layer), "")))
     return rows
 
 
@@ -144,9 +155,7 @@ def summary_text(model: Model, line_length: int | None = None, expand_nested: bo
             parts.append(v.rjust(w) if headers[i] == "Param #" else v.ljust(w))
         return "  ".join(parts).rstrip()
 
-    total = model.count_params()
-    trainable = model.count_params(trainable=True)
-    frozen = model.count_params(trainable=False)
+    total, trainable, frozen = (_count(model, flag) for flag in (None, True, False))
     title = f'Model: "{model.name or type(model).__name__}" ({type(model).__name__})'
     out = [title, "=" * total_width, line(headers), "-" * total_width]
     out.extend(line(c) for c in cells)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -131,9 +132,10 @@ class EarlyStopping(_Monitor):
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy-like keys).
         restore_best_weights: at the end of training, whether it stopped early
             or ran all its epochs, load the parameters and buffers of the best
-            epoch back into the model (Keras: the best epoch even when none
-            beat ``baseline``; the first monitored epoch while no value was
-            comparable, NaN).
+            epoch back into the model, with each layer's ``num_batches_tracked``
+            (``BatchNorm(momentum=None)`` averages by it) (Keras: the best
+            epoch even when none beat ``baseline``; the first monitored epoch
+            while no value was comparable, NaN); not the optimizer's state.
         baseline: training stops if the quantity does not beat it within
             ``patience`` epochs; an epoch that improves on the best so far
             without beating it still counts toward ``patience``.
@@ -144,6 +146,7 @@ class EarlyStopping(_Monitor):
         best: the best value seen so far.
         stopped_epoch: the epoch training stopped at (0 if it did not).
         best_epoch: the epoch of the best value.
+        best_weights, best_counts: the best epoch's arrays and ``{layer: num_batches_tracked}``.
     """
 
     def __init__(
@@ -169,26 +172,37 @@ class EarlyStopping(_Monitor):
         self.stopped_epoch = 0
         self.best_epoch = 0
         self.best_weights: dict[str, np.ndarray] | None = None
+        self.best_counts: dict[str, int] = {}
 
     resumable = ("best", "wait", "best_epoch")
 
     def state_dict(self) -> dict[str, Any]:
-        """The counters, and the best epoch's weights when they are to be restored."""
+        """The counters, and the best epoch's weights and ``[[layer, count]]`` when it is to restore them."""
         state = super().state_dict()
         if self.best_weights is not None:
             state["best_weights"] = self.best_weights
+            state["best_counts"] = [[name, count] for name, count in self.best_counts.items()]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        weights = state.get("best_weights")
+        """Take back :meth:`state_dict`'s output; a CheckpointError for a value of the wrong kind."""
+        weights, counts = state.get("best_weights"), state.get("best_counts", [])
+        pairs = isinstance(counts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in counts)
+        if not pairs or not all(isinstance(name, str) and _is_count(n) for name, n in counts):
+            raise CheckpointError(
+                "EarlyStopping: saved state 'best_counts' should list [layer name, count >= 0] pairs, "
+                f"got {counts!r}"
+            )
         if self._take_state(state) and self.restore_best_weights and isinstance(weights, dict):
             self.best_weights = {k: np.array(v, copy=True) for k, v in weights.items()}
+            self.best_counts = {name: int(count) for name, count in counts}
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait = 0
         self.stopped_epoch = 0
         self.best_epoch = 0
         self.best_weights = None
+        self.best_counts = {}
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
@@ -204,6 +218,7 @@ class EarlyStopping(_Monitor):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
+                self.best_counts = {k: int(n.num_batches_tracked) for k, n in _counting_layers(self.model)}
         if improved:
             self.best = value
             if self.baseline is None or self._improved(value, self.baseline):
@@ -221,8 +236,26 @@ class EarlyStopping(_Monitor):
             )
         if self.restore_best_weights and self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+            for name, layer in _counting_layers(self.model):
+                layer.num_batches_tracked = self.best_counts.get(name, layer.num_batches_tracked)
             if self.verbose:
                 print(f"Restored the weights of epoch {self.best_epoch + 1}")
+
+
+def _counting_layers(layer: Any, prefix: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, Any]]:
+    """``(dotted name, layer)`` of ``layer`` and each layer under it (once) counting its batches (``int``
+    ``num_batches_tracked``: ``BatchNorm``, ``InstanceNorm``), for :class:`EarlyStopping` to restore."""
+    seen = set() if seen is None else seen
+    if id(layer) not in seen and hasattr(layer, "named_children"):  # (not a stand-in model of a test)
+        seen.add(id(layer))
+        if _is_count(vars(layer).get("num_batches_tracked")):
+            yield prefix.rstrip("."), layer
+        for name, child in layer.named_children():
+            yield from _counting_layers(child, f"{prefix}{name}.", seen)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 0)
 
 
 class ModelCheckpoint(_Monitor):
@@ -331,8 +364,8 @@ class ReduceLROnPlateau(_Monitor):
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         optimizer = self.model.optimizer
-        if logs is not None:
-            logs["lr"] = optimizer.lr
+        if logs is not None:  # Keras 3's key, and Keras 2's "lr" that earlier versions logged
+            logs["learning_rate"] = logs["lr"] = optimizer.lr
         value = self._current(logs)
         if value is None:
             return
