@@ -189,6 +189,10 @@ class Identity(Layer):
         - Input: any ``(N, *)``; Output: the same.
     """
 
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.input_spec = None  # any shape, call after call (one Identity may serve several widths)
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return x
 
@@ -229,6 +233,10 @@ class Dropout(Layer):
         self.p = float(p)
         self.seed = seed
         self._rng = np.random.default_rng(seed) if seed is not None else None
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.input_spec = None  # any shape, call after call
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         if not ctx.training or self.p == 0.0:
@@ -296,6 +304,7 @@ class Flatten(Layer):
     def build(self, input_shape: Any) -> None:
         self._axes(len(input_shape))
         super().build(input_shape)
+        self.input_spec = None  # any shape: forward checks the axes against each input's rank
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         ctx.in_shape = x.shape

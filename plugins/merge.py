@@ -61,6 +61,22 @@ class _Merge(Layer):
 class _Elementwise(_Merge):
     float_input = True  # integers and booleans are cast: True + True is 2, uint8 1 - 3 is -2
 
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        # one merge may serve inputs of other shapes call after call (as PyTorch's and Keras's):
+        # only their number is fixed; _check_batch compares the shapes of each call
+        self.input_spec = [(None,) * len(s) for s in self._shapes(input_shape)]
+
+    def _check_batch(self, x: list[np.ndarray]) -> None:
+        """One shape for every input (NumPy would broadcast ``(N, 1)`` against ``(N, 4)`` silently)."""
+        super()._check_batch(x)
+        for i, a in enumerate(x[1:], start=1):
+            if a.shape != x[0].shape:
+                raise ShapeError(
+                    f"{self.describe()} needs inputs of one shape; input 0 is {format_shape(x[0].shape)}, "
+                    f"input {i} is {format_shape(a.shape)}"
+                )
+
     def output_shape(self, input_shape: Any) -> Any:
         shapes = self._shapes(input_shape)
         first = shapes[0]

@@ -245,8 +245,9 @@ class BatchNorm(Layer):
             per_channel(np.add, y, shift, out=y)
         if ctx.record:
             ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m, ctx.member = inv_std, scale, use_batch, m, member
-            # training keeps x - mean; inference keeps x itself, only for dL/dgamma
-            ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean)
+            # training keeps x - mean; inference keeps x itself, only for dL/dgamma, and a copy of the
+            # running mean: a later training call of this layer (in one graph) moves the buffer first
+            ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean.copy())
         return y.reshape(x.shape) if x.dtype != HALF else y.astype(HALF).reshape(x.shape)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:

@@ -174,6 +174,7 @@ class Permute(Layer):
     def build(self, input_shape: Any) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
+        self.input_spec = (None,) * len(input_shape)  # any sizes of this rank
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return x.transpose(0, *self.dims)

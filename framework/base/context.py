@@ -37,6 +37,10 @@ class Context:
         record: whether a ``backward`` will follow. ``predict`` passes
             ``False``, so an executor may drop each record once the next layer
             has run (memory of one layer's activations, not all of them).
+        nested: the call is a step of an enclosing model or layer (a graph
+            node, a ``Sequential`` stage, a :meth:`child`), not the outermost
+            call: a model without parameters then takes its inputs as the
+            enclosing model cast them.
 
     Attributes:
         grad_out_writable: set by the caller just before ``backward``: ``True``
@@ -51,10 +55,18 @@ class Context:
     ``ctx.x`` in ``backward``.
     """
 
-    def __init__(self, training: bool = False, *, needs_input_grad: bool = True, record: bool = True) -> None:
+    def __init__(
+        self,
+        training: bool = False,
+        *,
+        needs_input_grad: bool = True,
+        record: bool = True,
+        nested: bool = False,
+    ) -> None:
         self.training = bool(training)
         self.needs_input_grad = needs_input_grad
         self.record = record
+        self.nested = nested
         self.grad_out_writable = False
         self.out_shape: Any = None
         self.out_dtype: Any = None
@@ -84,7 +96,7 @@ class Context:
             children = self._children = {}
         found = children.get(key)
         if found is None:
-            found = children[key] = Context(self.training, record=self.record)
+            found = children[key] = Context(self.training, record=self.record, nested=True)
         return found
 
     def __repr__(self) -> str:
@@ -92,4 +104,12 @@ class Context:
         return f"Context(training={self.training}, fields={own})"
 
 
-_BASE_FIELDS = {"training", "needs_input_grad", "record", "grad_out_writable", "out_shape", "out_dtype"}
+_BASE_FIELDS = {
+    "training",
+    "needs_input_grad",
+    "record",
+    "nested",
+    "grad_out_writable",
+    "out_shape",
+    "out_dtype",
+}

@@ -22,7 +22,7 @@ from framework.runtime.dtype import get_default_dtype
 if TYPE_CHECKING:
     from framework.base.layer import Layer
 
-__all__ = ["check_grad_values", "check_inputs", "check_real", "shape_of"]
+__all__ = ["check_grad_values", "check_inputs", "check_real", "shape_of", "takes_uncast"]
 
 #: dtype kinds a layer never takes: complex, object, strings, void, datetimes (``np.dtype.kind``)
 _REFUSED_KINDS = {"c": "complex", "O": "object", "U": "string", "S": "bytes", "V": "void", "M": "datetime"}
@@ -146,3 +146,16 @@ def check_grad_values(layer: Layer, grad_out: Any) -> None:
             f"{layer.describe()}: backward() expected a real gradient (floating point), got dtype {dtype} "
             f"({_REFUSED_KINDS[dtype.kind]}); the gradient of a real output is real"
         )
+
+
+def takes_uncast(model: Any, ctx: Any, x: Any) -> bool:
+    """Whether ``model``, called nested in another model (``ctx.nested``), takes floating ``x`` uncast.
+
+    A model without parameters has no dtype of its own: its inputs were cast by the enclosing
+    model, and casting them again to the default dtype of the moment would round a float64 model's
+    activations to float32 half-way through.
+    """
+    if not ctx.nested or next(model.named_parameters(), None) is not None:
+        return False
+    leaves = x if isinstance(x, (list, tuple)) else [x]
+    return all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in leaves)

@@ -158,9 +158,11 @@ class GraphExecutor:
                     f"Model {owner!r}: the outputs depend on Input {node.layer.name or '(unnamed)'!r} "
                     f"of shape {format_shape(node.outputs[0].shape)}, which is not in inputs"
                 )
-        # Inputs first, in the order given (an unused input still belongs to the model).
+        # Inputs first, in the order given (an unused input still belongs to the model), then the calls
+        # in the order they were made (as PyTorch runs code): a layer called twice, such as a shared
+        # BatchNorm, updates its running statistics in that order, whatever the order of the outputs.
         in_nodes = [t.node for t in self.inputs]
-        order = in_nodes + [n for n in order if id(n) not in given]
+        order = in_nodes + sorted((n for n in order if id(n) not in given), key=lambda n: n.serial)
 
         calls: dict[int, int] = {}
         for node in order:
@@ -238,13 +240,14 @@ class GraphExecutor:
                     f"got {format_shape(shape)}"
                 )
 
-    def forward(self, ctx: Context, x: Any) -> Any:
+    def forward(self, ctx: Context, x: Any, owner: str = "the model") -> Any:
         """Run every node on ``x``; with ``ctx.record`` the tape goes to ``ctx``.
 
         Args:
             ctx: the model call's context (mode, ``record``); a node pinned
                 with ``training=`` runs in its own mode (its backward too).
             x: one array, or a list of one array per input.
+            owner: the model, as its errors name it.
         """
         n_in = len(self.inputs)
         if n_in == 1 and isinstance(x, np.ndarray):
@@ -253,7 +256,8 @@ class GraphExecutor:
             xs = list(x)
         else:
             got = f"a list of {len(x)}" if isinstance(x, (list, tuple)) else type(x).__name__
-            raise DataError(f"the model takes {n_in} inputs (a list of {n_in} arrays), got {got}")
+            plural = "s" if n_in != 1 else ""
+            raise DataError(f"{owner} takes {n_in} input{plural} (a list of {n_in} arrays), got {got}")
         values: list[Any] = [None] * self.n_slots
         for t, s, a in zip(self.inputs, self.input_slots, xs):
             source = t.node.layer
@@ -265,7 +269,7 @@ class GraphExecutor:
         pins = self.__dict__.get("pinned") or [None] * len(self.plan)  # (unpickled from before pins)
         for (layer, ins, list_in, outs, list_out, args, kwargs), pinned in zip(self.plan, pins):
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
-            node_ctx = Context(training if pinned is None else pinned, record=record)
+            node_ctx = Context(training if pinned is None else pinned, record=record, nested=True)
             out = layer.forward(node_ctx, arg, *args, **kwargs)
             if record:
                 tape.append(node_ctx)

@@ -19,6 +19,7 @@ outputs)`` then walks the nodes back from the outputs (see
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -64,6 +65,9 @@ class SymbolicTensor:
         return f"<SymbolicTensor shape={format_shape(self.shape)} dtype={self.dtype.name} from {owner!r}>"
 
 
+_SERIALS = itertools.count()
+
+
 class Node:
     """One call of a layer in a graph: ``outputs = layer(inputs, *args, **kwargs)``.
 
@@ -77,6 +81,8 @@ class Node:
         training: the mode pinned by ``layer(x, training=...)``: ``True`` or
             ``False`` runs this call in that mode whatever the model's
             (``predict``, ``fit``), forward and backward; ``None`` follows the model.
+        serial: when the call was made, counted over the process; a model runs
+            its nodes in this order.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class Node:
         training: bool | None = None,
     ) -> None:
         self.layer = layer
+        self.serial = next(_SERIALS)  # creation order: a topological order, the order of the user's code
         self.training = None if training is None else bool(training)
         self.inputs = inputs
         self.list_input = list_input

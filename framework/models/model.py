@@ -41,7 +41,7 @@ import numpy as np
 
 from framework.base.calling import check_training
 from framework.base.context import Context
-from framework.base.inputs import check_real
+from framework.base.inputs import check_real, takes_uncast
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.base.state import parameter_count
@@ -222,7 +222,8 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
         if not hand and (self.num_inputs or 1) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
             if isinstance(x[0], np.ndarray):  # [x] for a model of one input is x, as fit and predict read it
                 x = x[0]
-        many = isinstance(x, (list, tuple)) and hand and all(isinstance(a, np.ndarray) for a in x)
+        listed = self._graph is not None and self._graph.multi_in  # Model([a], ...): a list is per input
+        many = isinstance(x, (list, tuple)) and (hand or listed) and all(isinstance(a, np.ndarray) for a in x)
         if many or (isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1):
             flags = self._integer_inputs()
             return [self._cast(a, dtype, flags[i] if i < len(flags) else False) for i, a in enumerate(x)]
@@ -265,7 +266,8 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
                 f"{type(self).__name__}: a Model subclass must implement forward() and backward(), "
                 "or build the model with Model(inputs, outputs)"
             )
-        return self._graph.forward(ctx, self.cast_inputs(x))
+        x = x if takes_uncast(self, ctx, x) else self.cast_inputs(x)
+        return self._graph.forward(ctx, x, self.describe())
 
     def backward(self, ctx: Context, grad_out: Any) -> Any:
         """``dL/d input(s)`` given ``dL/d output(s)`` (cast to the outputs' dtype); gradients accumulate."""
@@ -339,7 +341,7 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
         if self._graph is not None:
             from framework.models.serialize import graph_config
 
-            return {"name": self.name, **graph_config(self._graph)}
+            return {"name": self.name, **graph_config(self._graph, self.describe())}
         return super().get_config()
 
     @classmethod

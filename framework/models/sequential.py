@@ -11,6 +11,7 @@ import numpy as np
 
 from framework.base.calling import matches
 from framework.base.context import Context
+from framework.base.inputs import takes_uncast
 from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.models.executor import unique_name
@@ -244,7 +245,7 @@ class Sequential(Model):
         return len(order)
 
     def forward(self, ctx: Context, x: Any) -> Any:
-        if not isinstance(x, np.ndarray) or x.dtype != self.dtype:
+        if not isinstance(x, np.ndarray) or (x.dtype != self.dtype and not takes_uncast(self, ctx, x)):
             x = self.cast_inputs(x)
         declared = self.declared_input_shape  # an Input / input_shape=: checked as a functional Input is
         if declared is not None and isinstance(x, np.ndarray) and not matches(declared, x.shape):
@@ -261,7 +262,9 @@ class Sequential(Model):
         first = 0 if ctx.needs_input_grad else self._first_needed(order)
         tape: list[Context] = []
         for i, layer in enumerate(order):
-            layer_ctx = Context(training, needs_input_grad=i != first or ctx.needs_input_grad, record=record)
+            layer_ctx = Context(
+                training, needs_input_grad=i != first or ctx.needs_input_grad, record=record, nested=True
+            )
             x = layer.forward(layer_ctx, x)
             if record:
                 tape.append(layer_ctx)

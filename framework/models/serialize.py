@@ -33,8 +33,35 @@ __all__ = [
 ]
 
 
-def graph_config(graph: GraphExecutor) -> dict[str, Any]:
-    """The wiring of a functional graph as JSON data (see the module docstring)."""
+def _check_no_cross_sharing(graph: GraphExecutor, owner: str) -> None:
+    """Refuse a layer that is both a node of this graph (or of one nested model) and inside a nested model.
+
+    A nested model's config holds its layers by value, so such a layer would be rebuilt twice, its
+    sharing lost (and its weights, written once, missing at one of the two places on load).
+    """
+    where: dict[int, str] = {}
+    for name, layer in graph.layers.items():
+        places = [(layer, repr(owner))]
+        if isinstance(layer, Model):
+            places = [(inner, f"the nested model {name!r}") for inner in layer.modules()[1:]]
+        for found, place in places:
+            other = where.setdefault(id(found), place)
+            if other != place:
+                raise ConfigError(
+                    f"{found.describe()} is used both in {other} and in {place}: a nested model's "
+                    "config holds its layers by value, so this sharing cannot be saved or rebuilt (it "
+                    "would become two layers). Keep the layer in one model, or save the weights alone "
+                    "(save_weights) and build the model in code"
+                )
+
+
+def graph_config(graph: GraphExecutor, owner: str = "the model") -> dict[str, Any]:
+    """The wiring of a functional graph as JSON data (see the module docstring).
+
+    Raises:
+        ConfigError: a layer of this graph is also inside a nested model (see the message).
+    """
+    _check_no_cross_sharing(graph, owner)
     names = {id(layer): name for name, layer in graph.layers.items()}
     call_index: dict[int, int] = {}
     node_index: dict[int, int] = {}
@@ -45,6 +72,7 @@ def graph_config(graph: GraphExecutor) -> dict[str, Any]:
     def ref(t: SymbolicTensor) -> list[Any]:
         return [names[id(t.node.layer)], node_index[id(t.node)], t.index]
 
+    position = {id(node): k for k, node in enumerate(graph.nodes)}
     entries: dict[int, dict[str, Any]] = {}
     for node in graph.nodes:
         key = id(node.layer)
@@ -54,6 +82,7 @@ def graph_config(graph: GraphExecutor) -> dict[str, Any]:
         if isinstance(node.layer, InputLayer):
             continue
         call: dict[str, Any] = {"args": [ref(t) for t in node.inputs], "list_input": node.list_input}
+        call["order"] = position[id(node)]  # the run order, which the rebuild replays
         if node.args:
             call["extra_args"] = list(node.args)
         if node.kwargs:
@@ -73,9 +102,10 @@ def graph_config(graph: GraphExecutor) -> dict[str, Any]:
 def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
     """``(inputs, outputs)`` placeholders rebuilt from :func:`graph_config`'s output.
 
-    Calls are replayed as soon as their inputs exist, so a layer whose later
-    call consumes the output of a layer listed after it (an unrolled cell) is
-    rebuilt in any listing order.
+    Calls are replayed in their saved ``order`` (the order the model ran them,
+    which it runs them in again), else as soon as their inputs exist, so a layer
+    whose later call consumes the output of a layer listed after it (an unrolled
+    cell) is rebuilt in any listing order.
     """
     tensors: dict[tuple[str, int, int], SymbolicTensor] = {}
     pending: list[tuple[str, Layer, int, dict[str, Any]]] = []
@@ -92,6 +122,8 @@ def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
                 f"model config: layer {name!r} has inbound_nodes of type {type(calls).__name__}"
             )
         pending.extend((name, layer, i, call) for i, call in enumerate(calls))
+    if all(isinstance(call, dict) and type(call.get("order")) is int for _, _, _, call in pending):
+        pending.sort(key=lambda item: item[3]["order"])
     done: set[tuple[str, int]] = set()
     while pending:
         progressed = False

@@ -46,7 +46,7 @@ NON_NEGATIVE_BUFFERS = frozenset({"running_var"})
 NON_NEGATIVE_SLOTS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
-_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs", "training"})
+_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs", "training", "order"})
 
 
 class CheckpointWarning(UserWarning):
@@ -155,6 +155,11 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
         raise CheckpointError(f"{where}: layer {layer_name!r}: extra_args must be a list and kwargs a dict")
     if not isinstance(call.get("list_input", False), bool):
         raise CheckpointError(f"{where}: layer {layer_name!r}: list_input must be true or false")
+    order = call.get("order", 0)
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+        raise CheckpointError(
+            f"{where}: layer {layer_name!r}: a call's order must be an integer >= 0, got {order!r}"
+        )
     if not extra and not kwargs:
         return
     try:

@@ -34,7 +34,7 @@ import numpy as np
 from framework.errors import ConfigError, DataError
 from framework.training.checks import check_dtype, check_finite_array
 from framework.training.iterables import BatchData
-from framework.training.named import model_arity, resolve_dicts
+from framework.training.named import listed_inputs, model_arity, resolve_dicts
 
 if TYPE_CHECKING:
     from framework.models.model import Model
@@ -51,12 +51,17 @@ def _is_array_like(a: Any) -> bool:
     )
 
 
-def _as_arrays(data: Any, n_expected: int | None, label: str) -> tuple[list[Any], bool]:
-    """``data`` as a list of array-likes and whether it was given as a list."""
+def _as_arrays(data: Any, n_expected: int | None, label: str, listed: bool = False) -> tuple[list[Any], bool]:
+    """``data`` as a list of array-likes and whether it was given as a list.
+
+    ``listed``: the model was built on a list of inputs (``Model([a], ...)``), so a list of
+    arrays is one per input, never samples to stack.
+    """
     if _is_array_like(data):
         return [data], False
     if isinstance(data, (list, tuple)):
-        if data and all(_is_array_like(a) for a in data) and (n_expected is None or n_expected > 1):
+        many = n_expected is None or n_expected > 1 or (listed and len(data) > 1)
+        if data and all(_is_array_like(a) for a in data) and many:
             return list(data), True
         if len(data) == 1 and _is_array_like(data[0]):  # [x] for a model of one input is x, as in Keras
             return [data[0]], False
@@ -96,14 +101,17 @@ class ArrayData:
         n_outputs: int | None = None,
         sample_weight: Any = None,
         check_finite: bool = True,
+        owner: str = "the model",
+        listed_inputs: bool = False,
     ) -> None:
-        self.xs, self.multi_x = _as_arrays(x, n_inputs, "x")
+        self.xs, self.multi_x = _as_arrays(x, n_inputs, "x", listed_inputs)
         if y is None:
             self.ys, self.multi_y = None, False
         else:
             self.ys, self.multi_y = _as_arrays(y, n_outputs, "y")
         if n_inputs is not None and len(self.xs) != n_inputs:
-            raise DataError(f"x: the model takes {n_inputs} inputs, got {len(self.xs)} arrays")
+            plural = "s" if n_inputs != 1 else ""
+            raise DataError(f"x: {owner} takes {n_inputs} input{plural}, got {len(self.xs)} arrays")
         if n_outputs is not None and self.ys is not None and len(self.ys) != n_outputs:
             raise DataError(f"y: the model has {n_outputs} outputs, got {len(self.ys)} target arrays")
         lengths = [len(a) for a in self.xs]
@@ -341,6 +349,6 @@ def make_data(
         )
     x, y, sample_weight = resolve_dicts(model, x, y, sample_weight)
     n_in, n_out = model_arity(model)
-    data = ArrayData(x, y, n_in, n_out, sample_weight, check_finite)
+    data = ArrayData(x, y, n_in, n_out, sample_weight, check_finite, model.describe(), listed_inputs(model))
     data._dtype = model.dtype
     return data

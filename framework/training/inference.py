@@ -26,6 +26,7 @@ from framework.training.data import (
     model_arity,
     resolve_dicts,
 )
+from framework.training.named import listed_inputs
 from framework.training.replicas import make_replicas
 from framework.training.trainer import Trainer, keep_freed_memory, layers_in_mode
 
@@ -167,7 +168,9 @@ def predict(
             "is predicted: slice the arrays"
         )
     else:
-        data = ArrayData(x, None, model_arity(model)[0])
+        data = ArrayData(
+            x, None, model_arity(model)[0], owner=model.describe(), listed_inputs=listed_inputs(model)
+        )
         data._dtype = model.dtype
         data.cast(model)
     batch_size, _ = batching("predict", model, data, batch_size, False)

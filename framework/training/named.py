@@ -35,6 +35,7 @@ __all__ = [
     "fill_targets",
     "from_dict",
     "input_names",
+    "listed_inputs",
     "log_keys",
     "model_arity",
     "resolve_dicts",
@@ -88,6 +89,11 @@ def from_dict(
         )
     values = [data.get(k) for k in names]
     return values[0] if len(values) == 1 else values
+
+
+def listed_inputs(model: Model) -> bool:
+    """Whether ``model`` was built on a list of inputs (``Model([a], ...)``): its data is a list too."""
+    return model._graph is not None and bool(model._graph.multi_in)
 
 
 def model_arity(model: Model) -> tuple[int | None, int | None]:
