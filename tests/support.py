@@ -22,6 +22,29 @@ requires_h5py = pytest.mark.skipif(
 )
 
 
+def _requires(module: str, extra: str, *, name: str | None = None) -> pytest.MarkDecorator:
+    """A skip marker for a test that needs ``module`` of an optional extra (the reason names the extra)."""
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None,
+        reason=f"needs {name or module}: pip install -e '.[{extra}]'",
+    )
+
+
+#: The parity tests compare against PyTorch (the ``parity`` extra).
+requires_torch = _requires("torch", "parity")
+#: ONNX export/import tests need onnx and onnxruntime (the ``onnx`` extra).
+requires_onnx = _requires("onnx", "onnx")
+requires_onnxruntime = _requires("onnxruntime", "onnx")
+#: safetensors files need the ``safetensors`` extra.
+requires_safetensors = _requires("safetensors", "safetensors")
+#: scikit-learn (the ``data`` extra), which also brings SciPy and threadpoolctl.
+requires_sklearn = _requires("sklearn", "data", name="scikit-learn")
+requires_scipy = _requires("scipy", "data", name="scipy (scikit-learn brings it)")
+requires_threadpoolctl = _requires("threadpoolctl", "data", name="threadpoolctl (scikit-learn brings it)")
+#: mpmath comes with PyTorch (through sympy), the ``parity`` extra.
+requires_mpmath = _requires("mpmath", "parity", name="mpmath (torch brings it)")
+
+
 #: The TensorBoard tests need tensorboardX (the ``tensorboard`` extra, which CI installs).
 requires_tensorboardx = pytest.mark.skipif(
     importlib.util.find_spec("tensorboardX") is None,

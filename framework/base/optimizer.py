@@ -204,8 +204,10 @@ class Optimizer(Configurable):
 
         A parameter whose gradient no backward then writes is skipped by the
         next :meth:`step`: no momentum, no weight decay, as PyTorch skips a
-        ``grad`` of ``None``. Reading ``grad`` gives zeros.
+        ``grad`` of ``None``. Reading ``grad`` gives zeros. A layer unfrozen since
+        the last step joins first (:meth:`refresh`), from zero, not its frozen sum.
         """
+        self.refresh()
         for p in self.params:
             p.zero_grad(lazy=True)
 

@@ -212,6 +212,9 @@ class Trainer:
             scale *= self.optimizer.loss_gradient_factor()
         with np.errstate(over="ignore", invalid="ignore"):
             value, grad = self._losses_and_grad(out, y, sample_weight, scale)
+        # A layer unfrozen since the last step joins the optimizer now, before backward, so the
+        # gradient it gathered while frozen is zeroed below and not applied with this step's.
+        self.optimizer.refresh()
         if type(self.optimizer).zero_grad is Optimizer.zero_grad:
             # Lazily: nothing outside this step holds the gradients, so the first
             # contribution to each may overwrite it (Parameter.grad_target).
