@@ -32,8 +32,10 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _seeded_framework():
-    """Every test starts from the same global generator state, whatever ran before it."""
+    """Every test starts from the same global generator state and default dtype (float32),
+    whatever ran before it in its process (under xdist the order changes from run to run)."""
     framework.set_seed(20261126)
+    framework.set_default_dtype("float32")
     yield
 
 

@@ -37,10 +37,9 @@ requires_onnx = _requires("onnx", "onnx")
 requires_onnxruntime = _requires("onnxruntime", "onnx")
 #: safetensors files need the ``safetensors`` extra.
 requires_safetensors = _requires("safetensors", "safetensors")
-#: scikit-learn (the ``data`` extra), which also brings SciPy and threadpoolctl.
+#: scikit-learn (the ``data`` extra), which also brings SciPy.
 requires_sklearn = _requires("sklearn", "data", name="scikit-learn")
 requires_scipy = _requires("scipy", "data", name="scipy (scikit-learn brings it)")
-requires_threadpoolctl = _requires("threadpoolctl", "data", name="threadpoolctl (scikit-learn brings it)")
 #: mpmath comes with PyTorch (through sympy), the ``parity`` extra.
 requires_mpmath = _requires("mpmath", "parity", name="mpmath (torch brings it)")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 import framework
 from framework.errors import ConfigError, DataError, ShapeError
@@ -11,7 +12,10 @@ from framework.testing import check_gradients
 from plugins.attention import ScaledDotProductAttention, scaled_dot_product_attention
 from plugins.multihead_attention import MultiheadAttention
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -62,6 +66,7 @@ def _mha_case(e, h, self_attn, kdim=None, vdim=None, kpm=None, mask=None, causal
     assert sorted(m.state_dict()) == sorted(t.state_dict())
 
 
+@requires_torch
 @pytest.mark.parametrize("heads", [1, 2, 4])
 @pytest.mark.parametrize("self_attn", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
@@ -69,12 +74,14 @@ def test_mha_matches_torch(float64, heads, self_attn, causal):
     _mha_case(8, heads, self_attn, causal=causal)
 
 
+@requires_torch
 def test_mha_kdim_vdim_and_seq_first(float64):
     _mha_case(6, 3, False, kdim=4, vdim=5)
     _mha_case(6, 2, False, batch_first=False)
     _mha_case(6, 2, True, batch_first=False)
 
 
+@requires_torch
 def test_mha_masks_bool_float_and_fully_masked_rows(float64):
     kpm = np.zeros((2, 5), dtype=bool)
     kpm[0, -2:] = True
@@ -97,6 +104,7 @@ def test_need_weights_average(float64):
     assert w2.shape == (2, 3, 4, 4) and np.allclose(w2.mean(1), w)
 
 
+@requires_torch
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_matches_torch(float64, causal):
     rng = np.random.default_rng(1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 import framework
 from framework import Input, Model
@@ -26,8 +27,12 @@ from framework.errors import ConfigError, DataError, FrameworkError, ShapeError
 from plugins.activation_fns import GELU
 from plugins.attention import ScaledDotProductAttention, scaled_dot_product_attention
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+try:
+    import torch
+
+    F = torch.nn.functional
+except ImportError:
+    torch = F = None
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning")
 
@@ -51,7 +56,7 @@ def _tdtype(dtype):
 
 def close(ours, theirs, dtype=np.float64, what=""):
     """``|ours - theirs| <= tol * max(1, max |theirs|)``, the same shape, and no NaN in ours."""
-    if isinstance(theirs, torch.Tensor):
+    if torch is not None and isinstance(theirs, torch.Tensor):
         theirs = theirs.detach().numpy()
     ours = np.asarray(ours)
     assert ours.shape == theirs.shape, (what, ours.shape, theirs.shape)
@@ -153,6 +158,7 @@ def _run_mha(t, m, arrays, dtype, *, shared, kw_t=None, kw_m=None, need_weights=
     return res
 
 
+@requires_torch
 @pytest.mark.parametrize("need_weights", [False, True], ids=["y", "y_and_weights"])
 @pytest.mark.parametrize("case", list(MHA_CASES))
 def test_mha_matches_torch(dtype, case, need_weights):
@@ -167,6 +173,7 @@ def test_mha_matches_torch(dtype, case, need_weights):
     _run_mha(t, m, arrays, dtype, shared=self_attn, need_weights=need_weights, average=case != "cross")
 
 
+@requires_torch
 @pytest.mark.parametrize("average", [True, False])
 def test_mha_weights_not_averaged_have_one_matrix_per_head(float64, average):
     t, m = _mha_pair(6, 3, np.float64)
@@ -241,6 +248,7 @@ MASK_KINDS = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("need_weights", [False, True], ids=["y", "y_and_weights"])
 @pytest.mark.parametrize("layout", ["self_bf", "cross_bf", "self_sf", "cross_sf"])
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -265,6 +273,7 @@ def test_mha_masks_match_torch(kind, layout, need_weights):
         framework.set_default_dtype(old)
 
 
+@requires_torch
 @pytest.mark.parametrize(("length", "source"), [(64, 64), (70, 40), (65, 100), (64, 1), (100, 63)])
 def test_mha_long_causal_blocked_path_matches_torch(dtype, length, source):
     """``L >= 64`` with only ``is_causal``: the row-block path (keys past each block never computed)."""
@@ -280,6 +289,7 @@ def test_mha_long_causal_blocked_path_matches_torch(dtype, length, source):
         _run_mha(t, m, [q, *kv], dtype, shared=False, kw_t=kw_t, kw_m={"is_causal": True})
 
 
+@requires_torch
 @pytest.mark.parametrize("how", ["kpm", "attn_mask", "float_kpm"])
 def test_mha_fully_masked_rows_are_zero_attention_as_torch_without_weights(float64, how):
     """PyTorch gives 0 attention (output = out_proj.bias) with need_weights=False, NaN with weights.
@@ -377,6 +387,7 @@ def test_shared_block_with_dropout_backward_uses_each_calls_own_masks(float64):
 # -- shared layers in one graph: gradients summed over the calls, as PyTorch's --------------------------
 
 
+@requires_torch
 def test_shared_mha_self_then_cross_in_a_graph_matches_torch(dtype):
     t, m = _mha_pair(8, 2, dtype, seed=10, batch_first=True)
     rng = np.random.default_rng(10)
@@ -398,6 +409,7 @@ def test_shared_mha_self_then_cross_in_a_graph_matches_torch(dtype):
     assert len(model.parameters()) == 4  # the shared layer's parameters once
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_shared_transformer_block_twice_in_a_graph_matches_torch(dtype, kind):
     rng = np.random.default_rng(11)
@@ -522,6 +534,7 @@ SDPA_CASES = {
 }
 
 
+@requires_torch
 @pytest.mark.parametrize("case", list(SDPA_CASES))
 def test_sdpa_function_and_layer_match_torch(dtype, case):
     qs, ks, vs, make_mask, causal, scale = SDPA_CASES[case]
@@ -645,6 +658,7 @@ def _seq(rng, bf, n, length, dtype):
     return _data(rng, (n, length, 8) if bf else (length, n, 8), dtype)
 
 
+@requires_torch
 @pytest.mark.parametrize(("nf", "act", "bf", "bias", "eps"), BLOCK_CASES)
 def test_encoder_layer_matches_torch(dtype, nf, act, bf, bias, eps):
     t, m = _block_pair("encoder", dtype, nf, act, bf, bias, eps)
@@ -662,6 +676,7 @@ def test_encoder_layer_matches_torch(dtype, nf, act, bf, bias, eps):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize(("nf", "act", "bf", "bias", "eps"), BLOCK_CASES)
 def test_decoder_layer_matches_torch(dtype, nf, act, bf, bias, eps):
     t, m = _block_pair("decoder", dtype, nf, act, bf, bias, eps)
@@ -686,6 +701,7 @@ def test_decoder_layer_matches_torch(dtype, nf, act, bf, bias, eps):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_blocks_on_sequences_of_length_one_match_torch(float64, kind):
     t, m = _block_pair(kind, np.float64, kind == "decoder", "relu", False, True, 1e-5)
@@ -703,6 +719,7 @@ def test_blocks_on_sequences_of_length_one_match_torch(float64, kind):
     _run_block(t, m, arrays, np.float64, kw_t, kw_m)
 
 
+@requires_torch
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_encoder_layer_long_causal_and_eval_mode_match_torch(float64, train):
     """L = 66: the blocked causal path inside the block; eval mode equals PyTorch's eval (slow path)."""
@@ -712,6 +729,7 @@ def test_encoder_layer_long_causal_and_eval_mode_match_torch(float64, train):
     _run_block(t, m, [x], np.float64, {"src_mask": causal, "is_causal": True}, {"is_causal": True}, train)
 
 
+@requires_torch
 @pytest.mark.parametrize("norm", [False, True], ids=["no_norm", "norm"])
 @pytest.mark.parametrize("kind", ["encoder", "decoder"])
 def test_stacks_match_torch(dtype, kind, norm):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import launch_mpi
+from support import launch_mpi, requires_h5py, requires_onnx, requires_torch
 
 import framework
 from framework import Sequential
@@ -32,10 +32,16 @@ from plugins.distributed import SyncBatchNorm
 from plugins.group_norms import InstanceNorm1d, InstanceNorm2d
 from plugins.normalization import BatchNorm
 
-torch = pytest.importorskip("torch")
-h5py = pytest.importorskip("h5py")
+try:
+    import torch
+except ImportError:
+    torch = None
+try:
+    import h5py
+except ImportError:
+    h5py = None
 
-TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
+TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64} if torch is not None else {}
 TORCH_BN = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
 SHAPES = [(6, 3), (4, 3, 5), (2, 3, 4, 5), (2, 3, 2, 3, 2)]
 
@@ -76,6 +82,7 @@ def _assert_same_buffers(ours, ref, tol):
 # == against PyTorch ========================================================================
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize(
     "kwargs", [{}, {"affine": False}, {"track_running_stats": False}], ids=["affine", "no-affine", "no-stats"]
@@ -143,6 +150,7 @@ def test_eval_and_frozen_calls_do_not_count(float64, rng):
     np.testing.assert_array_equal(layer.running_mean.data, before)
 
 
+@requires_torch
 @pytest.mark.parametrize("cls", [InstanceNorm1d, InstanceNorm2d])
 @pytest.mark.parametrize("affine", [False, True])
 def test_instance_norm_momentum_none_is_torch_s_frozen_estimates(cls, affine, float64, rng):
@@ -236,6 +244,7 @@ def _state(model):
     return {k: v.copy() for k, v in model.state_dict().items()}
 
 
+@requires_h5py
 def test_training_resumed_from_a_checkpoint_continues_bit_for_bit(float64, rng, tmp_path):
     x, y = _data(rng)
     straight = _model()
@@ -265,6 +274,7 @@ def _running_mean_path(path: Path) -> str:
     return "weights/" + found[0]
 
 
+@requires_h5py
 def test_the_count_is_an_attribute_of_the_running_mean_dataset(float64, rng, tmp_path):
     x, y = _data(rng, 16)
     model = _model()
@@ -279,6 +289,7 @@ def test_the_count_is_an_attribute_of_the_running_mean_dataset(float64, rng, tmp
     assert target.layers[1].num_batches_tracked == 2
 
 
+@requires_h5py
 def test_a_checkpoint_without_the_count_still_loads(float64, rng, tmp_path):
     """Files written before the count was kept: load_model starts at 0, load_weights keeps the model's."""
     x, y = _data(rng, 16)
@@ -296,6 +307,7 @@ def test_a_checkpoint_without_the_count_still_loads(float64, rng, tmp_path):
     assert target.layers[1].num_batches_tracked == 4
 
 
+@requires_h5py
 @pytest.mark.parametrize("value", [np.int64(-1), "3", np.float64(2.0)], ids=["negative", "text", "float"])
 def test_a_bad_saved_count_is_a_checkpoint_error(value, float64, rng, tmp_path):
     model = _model()
@@ -344,6 +356,7 @@ def _assert_same_model(ours, ref, rng):
     np.testing.assert_allclose(ours.predict(x), ref(torch.tensor(x)).detach().numpy(), **_tol(np.float64))
 
 
+@requires_torch
 def test_a_torch_state_dict_sets_the_count_and_training_continues_as_torch(float64, rng):
     ours, ref = _pair(rng)
     for _ in range(3):
@@ -359,6 +372,7 @@ def test_a_torch_state_dict_sets_the_count_and_training_continues_as_torch(float
     assert other.layers[1].num_batches_tracked == 0
 
 
+@requires_torch
 def test_our_torch_state_dict_carries_the_count_into_torch(float64, rng):
     ours, ref = _pair(rng)
     for _ in range(4):
@@ -371,6 +385,7 @@ def test_our_torch_state_dict_carries_the_count_into_torch(float64, rng):
     _assert_same_model(ours, ref, rng)
 
 
+@requires_torch
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_weight_files_carry_the_count_to_us_and_to_torch(suffix, float64, rng, tmp_path):
     if suffix == ".safetensors":
@@ -392,6 +407,7 @@ def test_weight_files_carry_the_count_to_us_and_to_torch(suffix, float64, rng, t
     assert int(ref[1].num_batches_tracked) == 3
 
 
+@requires_torch
 def test_a_count_of_shape_1_loads_as_pytorch_loads_it(float64, rng):
     """PyTorch's rule for a 0-d buffer: a one-element vector is taken as the scalar."""
     ours, _ = _pair(rng)
@@ -400,6 +416,7 @@ def test_a_count_of_shape_1_loads_as_pytorch_loads_it(float64, rng):
     assert ours.layers[1].num_batches_tracked == 6
 
 
+@requires_torch
 def test_safetensors_keeps_the_scalar_shape_of_the_count(float64, rng, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors.numpy import load_file
@@ -409,6 +426,7 @@ def test_safetensors_keeps_the_scalar_shape_of_the_count(float64, rng, tmp_path)
     assert load_file(tmp_path / "w.safetensors")["1.num_batches_tracked"].shape == ()
 
 
+@requires_torch
 def test_a_bare_layer_loads_and_exports_the_count(float64, rng):
     ref = torch.nn.BatchNorm2d(2, momentum=None).double()
     for _ in range(2):
@@ -419,6 +437,7 @@ def test_a_bare_layer_loads_and_exports_the_count(float64, rng):
     assert layer.num_batches_tracked == 2 and int(state_dict(layer, "torch")["num_batches_tracked"]) == 2
 
 
+@requires_torch
 @pytest.mark.parametrize(
     "value, error",
     [
@@ -446,6 +465,7 @@ def test_a_bad_count_in_a_state_dict_is_refused_and_changes_nothing(value, error
         assert ours.layers[1].num_batches_tracked == 0
 
 
+@requires_torch
 def test_the_count_under_both_namings_is_refused(float64, rng):
     ours, _ = _pair(rng)
     state = dict(ours.state_dict()) | {"batch_norm.num_batches_tracked": np.array(2)}
@@ -550,6 +570,7 @@ def test_sync_batchnorm_on_two_ranks_averages_the_synchronised_batches(tmp_path)
 # == other consumers ========================================================================
 
 
+@requires_onnx
 def test_onnx_export_of_momentum_none(float64, rng, tmp_path):
     pytest.importorskip("onnxruntime")
     model = Sequential([Linear(4, 3), BatchNorm(3, momentum=None)])

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import requires_h5py, requires_torch
 
 import framework
 from framework import Sequential
@@ -46,8 +46,12 @@ from framework.training.callbacks import (
     TerminateOnNaN,
 )
 
-torch = pytest.importorskip("torch")
-LR = torch.optim.lr_scheduler
+try:
+    import torch
+
+    LR = torch.optim.lr_scheduler
+except ImportError:
+    torch = LR = None
 
 DTYPES = ["float32", "float64"]
 
@@ -445,6 +449,7 @@ def _plateau(values, mode, patience, cooldown, min_delta, min_lr, factor):
     return got, want, logged
 
 
+@requires_torch
 @pytest.mark.parametrize("mode", ["min", "max"])
 @pytest.mark.parametrize("cooldown", [0, 1, 3])
 @pytest.mark.parametrize("patience", [1, 2, 4])
@@ -577,6 +582,7 @@ PER_STEP = [
 ]
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(
     ("make", "tmake", "base", "steps"), [c[1:] for c in PER_STEP], ids=[c[0] for c in PER_STEP]
@@ -661,6 +667,7 @@ PER_EPOCH = [
 ]
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("schedule", "tmake"), [c[1:] for c in PER_EPOCH], ids=[c[0] for c in PER_EPOCH])
 def test_learning_rate_scheduler_per_epoch_matches_torch(schedule, tmake, dtype):

@@ -45,7 +45,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import requires_h5py, requires_onnx, requires_onnxruntime, requires_safetensors, requires_torch
 from test_builtins_conformance import DEFAULTS, LAYERS, Spec
+from test_input_fuzz_hunt import TORCH_TWINS
 
 import framework
 import framework.export
@@ -54,6 +56,19 @@ from framework import Input, Model, Sequential, layers, load_model
 from framework.errors import ExportError
 from framework.registry.manager import BUILTIN_DISTRIBUTION, REGISTRY
 from framework.saving.checkpoint import restore_rng_state
+
+try:
+    import torch
+except ImportError:
+    torch = None
+try:
+    import onnx
+except ImportError:
+    onnx = None
+try:
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"float32": {"rtol": 1e-5, "atol": 1e-5}, "float64": {"rtol": 1e-10, "atol": 1e-10}}
@@ -397,9 +412,8 @@ def _known(request: Any, case: str, form: str) -> None:
 
 # -- 1. HDF5 checkpoints -------------------------------------------------------------------------
 
-h5py = pytest.importorskip("h5py")
 
-
+@requires_h5py
 @pytest.mark.parametrize(("case", "form"), CASE_FORMS)
 def test_hdf5_checkpoint_carries_everything(case: str, form: str, tmp_path: Path) -> None:
     """save -> load_model: outputs (inference and seeded training), state, optimizer, next step."""
@@ -426,6 +440,7 @@ def test_hdf5_checkpoint_carries_everything(case: str, form: str, tmp_path: Path
     _assert_same_state(loaded, model, "after one more training step")
 
 
+@requires_h5py
 @pytest.mark.parametrize(("case", "form"), CASE_FORMS)
 def test_hdf5_weights_into_a_fresh_model(case: str, form: str, tmp_path: Path) -> None:
     model, x = _model(case, form)
@@ -505,10 +520,6 @@ def test_state_dict_round_trip(case: str, form: str, names: str, carrier: str, t
     assert all(flags), "a weights file carries no trainable flags: the fresh model's stay as built"
 
 
-torch = pytest.importorskip("torch")
-from test_input_fuzz_hunt import TORCH_TWINS  # noqa: E402  (needs torch)
-
-
 def _to_torch(x: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -519,6 +530,7 @@ def _torch_out(module: Any, x: Any) -> Any:
     return [o.numpy() for o in _leaves(out)]
 
 
+@requires_torch
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
 @pytest.mark.parametrize("name", sorted(n for n in TORCH_TWINS if n in DEFAULT_IDS))
@@ -568,6 +580,7 @@ def _twin(case: str) -> list[Any]:
     return MORE_TWINS[case]() if case in MORE_TWINS else [TORCH_TWINS[case]()]
 
 
+@requires_torch
 @pytest.mark.parametrize("case", sorted({*(n for n in TORCH_TWINS if n in DEFAULT_IDS), *MORE_TWINS}))
 def test_torch_names_count_positions_as_torch_sequential_does(case: str) -> None:
     """``Sequential([layer, Linear])``'s PyTorch names are those of ``nn.Sequential(twin, nn.Linear)``:
@@ -603,7 +616,8 @@ def _position_named(seed: int) -> tuple[Any, Any]:
     return model, x
 
 
-@pytest.mark.parametrize("carrier", ["dict", "npz", "safetensors"])
+@requires_torch
+@pytest.mark.parametrize("carrier", ["dict", "npz", pytest.param("safetensors", marks=requires_safetensors)])
 @pytest.mark.parametrize("names", ["native", "torch"])
 def test_keys_naming_other_layers_in_the_other_naming_never_swap_weights(
     names: str, carrier: str, tmp_path: Path
@@ -633,9 +647,6 @@ def test_keys_naming_other_layers_in_the_other_naming_never_swap_weights(
 
 
 # -- 3. ONNX -------------------------------------------------------------------------------------
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 #: built-in layers ONNX export refuses (an ExportError naming the layer), with the reason
 ONNX_REFUSED = {
@@ -705,8 +716,17 @@ def _layer_of(model: Any, name: str) -> Any:
     return next(layer for layer in model.modules() if type(layer).__name__ == name)
 
 
+@requires_onnx
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("case", "form"), CASE_FORMS)
+@pytest.mark.parametrize(
+    ("case", "form"),
+    [
+        (case, form)
+        if CASES[case][0] in ONNX_REFUSED or case in ONNX_REFUSED_CASES  # refused: no file to run
+        else pytest.param(case, form, marks=requires_onnxruntime)
+        for case, form in CASE_FORMS
+    ],
+)
 def test_onnx_export_matches_predict_or_refuses_clearly(
     case: str, form: str, dtype: str, tmp_path: Path, request: Any
 ) -> None:
@@ -744,6 +764,8 @@ def test_onnx_export_matches_predict_or_refuses_clearly(
     assert np.dtype(loaded.dtype) == np.dtype(dtype)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("opset", [18, 19, 20, 21])
 @pytest.mark.parametrize("dtype", ["float32"])
 @pytest.mark.parametrize("case", ["GELU", "GELU+tanh", "Linear+rank3_gelu", "Softplus+beta_threshold", "GRU"])
@@ -896,6 +918,7 @@ def test_numpy_predictor_covers_what_the_docs_say(dtype: str, tmp_path: Path) ->
     assert exported == set(DEFAULT_IDS) - NUMPY_REFUSED
 
 
+@requires_onnx
 @pytest.mark.parametrize("dtype", ["float32"])
 def test_onnx_converts_what_the_docs_table_lists(dtype: str, tmp_path: Path) -> None:
     claimed = _onnx_doc_claims()
@@ -915,7 +938,14 @@ def test_onnx_converts_what_the_docs_table_lists(dtype: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("n", [1, 4])
 @pytest.mark.parametrize("dtype", ["float32"])
 @pytest.mark.parametrize(
-    "case", [c for c in CASE_IDS if CASES[c][0] not in ONNX_REFUSED or CASES[c][0] not in NUMPY_REFUSED]
+    "case",
+    [
+        c
+        if CASES[c][0] in ONNX_REFUSED or c in ONNX_REFUSED_CASES  # the NumPy predictor only
+        else pytest.param(c, marks=[requires_onnx, requires_onnxruntime])
+        for c in CASE_IDS
+        if CASES[c][0] not in ONNX_REFUSED or CASES[c][0] not in NUMPY_REFUSED
+    ],
 )
 def test_exits_take_other_batch_sizes(case: str, dtype: str, n: int, tmp_path: Path) -> None:
     """A batch size other than the one that built the model: the ONNX file (its batch axis is the
@@ -937,6 +967,8 @@ def test_exits_take_other_batch_sizes(case: str, dtype: str, n: int, tmp_path: P
         _assert_same(got, expected, TOL[dtype], what=f"predict.py, batch {n}")
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("form", ["functional", "sequential"])
 @pytest.mark.parametrize("dtype", ["float32"])
 @pytest.mark.parametrize(
@@ -961,6 +993,8 @@ def test_onnx_fixed_batch_export(case: str, dtype: str, form: str, tmp_path: Pat
     _assert_same(_run_onnx(tmp_path / "m.onnx", x), model.predict(x), TOL[dtype], what="onnxruntime, batch 1")
 
 
+@requires_onnx
+@requires_h5py
 @pytest.mark.parametrize(
     "case", ["Conv2d+groups_stride_nobias_silu", "LSTM+bi_deep_both", "Embedding", "Concatenate"]
 )
@@ -1125,6 +1159,7 @@ def _tied_groups(model: Any) -> list[Any]:
     return tied_parameters(model)
 
 
+@requires_h5py
 @pytest.mark.parametrize("key", sorted(STRUCTURES))
 def test_structures_through_hdf5(key: str, tmp_path: Path) -> None:
     model, x = _structure(key)
@@ -1163,6 +1198,8 @@ def test_structures_through_state_dicts(key: str, names: str, carrier: str, tmp_
     assert _tied_groups(fresh) == _tied_groups(model)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("key", sorted(STRUCTURES))
 def test_structures_through_onnx_and_numpy(key: str, dtype: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import requires_h5py, requires_torch
 from test_builtins_conformance import DEFAULTS
 
 import framework
@@ -18,8 +19,10 @@ from framework.layers import Add, BatchNorm, Concatenate, Linear, Multiply, Subt
 from framework.models.serialize import deserialize_model, serialize_model
 from framework.registry.manager import REGISTRY, Registry
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("h5py")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 
@@ -45,6 +48,7 @@ def _check_grads(layer, **extra):
 # -- functional graphs: forward and backward against PyTorch -----------------------------------
 
 
+@requires_torch
 def test_shared_layer_fan_out_intermediate_output_and_input_order_match_torch(float64, rng):
     """A shared layer (two calls), a tensor used three times, inputs listed in reverse order of creation,
     an intermediate tensor that is also an output, outputs in a non-trivial order."""
@@ -91,6 +95,8 @@ def test_shared_layer_fan_out_intermediate_output_and_input_order_match_torch(fl
     ]
 
 
+@requires_torch
+@requires_h5py
 def test_nested_functional_model_called_twice_matches_torch_and_round_trips(float64, rng, tmp_path):
     xi = Input((3,), name="xi")
     l1, l2 = Linear(3, 5, activation="tanh", name="l1"), Linear(5, 2, name="l2")
@@ -208,6 +214,7 @@ def test_one_layer_in_two_models_shares_weights_like_keras(rng):
     assert not np.array_equal(m2.predict(xv), before)
 
 
+@requires_torch
 def test_a_batchnorm_shared_by_two_calls_in_training_matches_torch(float64, rng):
     """Each call normalises with its own batch statistics and updates the running statistics once."""
     a, b = Input((3,)), Input((3,))
@@ -272,6 +279,7 @@ def _leaves(value):
     return [value]
 
 
+@requires_h5py
 @pytest.mark.parametrize("name", sorted(DEFAULTS, key=str.lower))
 def test_every_builtin_layer_round_trips_in_float64(name, float64, tmp_path: Path):
     if not REGISTRY.contains("layers", name):
@@ -330,6 +338,7 @@ def _mlp(names=("a", "b", "c")) -> Sequential:
     return Sequential([Linear(3, 4, name=names[0]), Linear(4, 4, name=names[1]), Linear(4, 2, name=names[2])])
 
 
+@requires_h5py
 def test_load_weights_by_position_ignores_names_and_by_name_ignores_order(tmp_path: Path, rng):
     src = _mlp()
     src.build((None, 3))
@@ -350,6 +359,7 @@ def test_load_weights_by_position_ignores_names_and_by_name_ignores_order(tmp_pa
     np.testing.assert_array_equal(other.predict(xv), src.predict(xv))
 
 
+@requires_h5py
 def test_load_weights_by_name_with_no_matching_name_loads_nothing_silently_as_keras(tmp_path: Path):
     """Keras's by_name=True skips layers absent from the file without a word: nothing changes."""
     src = _mlp()
@@ -364,6 +374,7 @@ def test_load_weights_by_name_with_no_matching_name_loads_nothing_silently_as_ke
         np.testing.assert_array_equal(old, new)
 
 
+@requires_h5py
 def test_load_weights_of_another_architecture_names_the_layer_and_changes_nothing(tmp_path: Path):
     src = _mlp()
     src.build((None, 3))

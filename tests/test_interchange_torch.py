@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_safetensors, requires_torch
 
 from framework import Input, Model, Sequential
 from framework.errors import CheckpointError, ConfigError, ShapeError
 from framework.layers import GRU, LSTM, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, ReLU
 
-torch = pytest.importorskip("torch", reason="the [parity] extra (torch) is not installed")
-st_torch = pytest.importorskip("safetensors.torch", reason="the [safetensors] extra is not installed")
-nn = torch.nn
+try:
+    import torch
+
+    nn = torch.nn
+except ImportError:
+    torch = nn = None
+try:
+    import safetensors.torch as st_torch
+except ImportError:
+    st_torch = None
+
+#: the base class of the PyTorch twins (``object`` without torch, whose tests skip)
+_Module = nn.Module if nn is not None else object
 
 
-class _Recurrent(nn.Module):
+class _Recurrent(_Module):
     """``rnn`` then ``head`` on the last hidden state (the twin of a functional framework model)."""
 
     def __init__(self, kind: type, hidden: int) -> None:
@@ -97,7 +108,8 @@ def _torch_out(twin, x):
         return twin(torch.from_numpy(x)).numpy()
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+@requires_torch
+@pytest.mark.parametrize("suffix", [pytest.param(".safetensors", marks=requires_safetensors), ".npz"])
 def test_pytorch_file_loads_and_predicts_the_same(pair, suffix, tmp_path):
     twin, ours, x = pair
     path = tmp_path / f"w{suffix}"
@@ -110,12 +122,15 @@ def test_pytorch_file_loads_and_predicts_the_same(pair, suffix, tmp_path):
     np.testing.assert_allclose(ours.predict(x), _torch_out(twin, x), rtol=1e-5, atol=1e-5)
 
 
+@requires_torch
 def test_state_dict_of_tensors_loads_directly(pair):
     twin, ours, x = pair
     ours.load_state_dict(twin.state_dict())
     np.testing.assert_allclose(ours.predict(x), _torch_out(twin, x), rtol=1e-5, atol=1e-5)
 
 
+@requires_torch
+@requires_safetensors
 def test_our_file_loads_into_the_pytorch_twin_strictly(pair, tmp_path):
     twin, ours, x = pair
     assert set(ours.state_dict(format="torch")) == set(twin.state_dict())
@@ -124,6 +139,7 @@ def test_our_file_loads_into_the_pytorch_twin_strictly(pair, tmp_path):
     np.testing.assert_allclose(_torch_out(twin, x), ours.predict(x), rtol=1e-5, atol=1e-5)
 
 
+@requires_torch
 def test_native_names_round_trip(tmp_path):
     _, ours, _ = _mlp()
     ours.save_weights(tmp_path / "n.npz", names="native")
@@ -133,6 +149,7 @@ def test_native_names_round_trip(tmp_path):
     np.testing.assert_array_equal(twin.predict(np.ones((2, 4))), ours.predict(np.ones((2, 4))))
 
 
+@requires_torch
 def test_missing_unexpected_and_misshapen_keys_are_listed():
     twin, ours, _ = _mlp()
     state = {k: v.numpy() for k, v in twin.state_dict().items()}
@@ -153,6 +170,8 @@ def test_missing_unexpected_and_misshapen_keys_are_listed():
     ]
 
 
+@requires_torch
+@requires_safetensors
 def test_bad_files_raise_checkpoint_errors(tmp_path):
     _, ours, _ = _mlp()
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")

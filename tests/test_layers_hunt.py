@@ -20,6 +20,7 @@ import re
 
 import numpy as np
 import pytest
+from support import requires_scipy, requires_torch
 
 import framework
 from framework import activations
@@ -50,11 +51,20 @@ from framework.layers import (
 )
 from framework.testing import check_gradients, numerical_gradient, relative_error
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-special = pytest.importorskip("scipy.special")
+try:
+    import torch
 
-TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64}
+    F = torch.nn.functional
+except ImportError:
+    torch = F = None
+try:
+    import scipy.special as special
+except ImportError:
+    special = None
+
+TORCH_DTYPES = {np.float32: torch.float32, np.float64: torch.float64} if torch is not None else {}
+#: the base class of the PyTorch modules below (``object`` without torch, whose tests skip)
+_Module = torch.nn.Module if torch is not None else object
 DTYPES = [np.float32, np.float64]
 
 
@@ -108,8 +118,8 @@ def _torch_ref(fn):
 #: id -> (registered name, kwargs, float64 reference (x -> (y, dy/dx)), the slope is computed from y)
 ACTS = {
     "identity": ("identity", {}, _torch_ref(lambda t: t * 1.0), False),
-    "relu": ("relu", {}, _torch_ref(F.relu), False),
-    "leaky_relu": ("leaky_relu", {}, _torch_ref(F.leaky_relu), False),
+    "relu": ("relu", {}, _torch_ref(lambda t: F.relu(t)), False),
+    "leaky_relu": ("leaky_relu", {}, _torch_ref(lambda t: F.leaky_relu(t)), False),
     "leaky_relu-0.2": (
         "leaky_relu",
         {"negative_slope": 0.2},
@@ -122,14 +132,14 @@ ACTS = {
         _torch_ref(lambda t: F.leaky_relu(t, -1.5)),
         False,
     ),
-    "elu": ("elu", {}, _torch_ref(F.elu), False),
+    "elu": ("elu", {}, _torch_ref(lambda t: F.elu(t)), False),
     "elu-1.7": ("elu", {"alpha": 1.7}, _torch_ref(lambda t: F.elu(t, 1.7)), False),
-    "sigmoid": ("sigmoid", {}, _torch_ref(torch.sigmoid), True),
-    "tanh": ("tanh", {}, _torch_ref(torch.tanh), True),
+    "sigmoid": ("sigmoid", {}, _torch_ref(lambda t: torch.sigmoid(t)), True),
+    "tanh": ("tanh", {}, _torch_ref(lambda t: torch.tanh(t)), True),
     "gelu": ("gelu", {}, _gelu_exact, True),
     "gelu-tanh": ("gelu", {"approximate": "tanh"}, _gelu_tanh, True),
-    "silu": ("silu", {}, _torch_ref(F.silu), True),
-    "softplus": ("softplus", {}, _torch_ref(F.softplus), False),
+    "silu": ("silu", {}, _torch_ref(lambda t: F.silu(t)), True),
+    "softplus": ("softplus", {}, _torch_ref(lambda t: F.softplus(t)), False),
     "softplus-2-5": (
         "softplus",
         {"beta": 2.0, "threshold": 5.0},
@@ -166,7 +176,15 @@ def _edge_grid(dtype) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("key", list(ACTS))
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(
+            key, marks=requires_scipy if ACTS[key][2] in (_gelu_exact, _gelu_tanh) else requires_torch
+        )
+        for key in ACTS
+    ],
+)
 def test_activation_value_and_slope_on_edge_inputs(key, dtype):
     """Forward and backward at finite edge inputs against a float64 reference, in the input's dtype.
 
@@ -236,6 +254,7 @@ def test_activation_at_infinities_and_nan(key, dtype):
     np.testing.assert_array_equal(g[:, 3:], ref_g)
 
 
+@requires_torch
 @pytest.mark.parametrize("key", list(ACTS))
 def test_activation_matches_torch_in_float32_at_random_inputs(key, rng):
     """Same-dtype parity with PyTorch's float32 kernels on ordinary inputs."""
@@ -311,6 +330,7 @@ def test_bad_activation_arguments_raise_config_error_naming_the_argument(make, a
 # -- softmax and log-softmax ---------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -2])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
@@ -400,6 +420,7 @@ BN_KWARGS = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize(
     "kwargs", BN_KWARGS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()) or "default"
@@ -419,6 +440,7 @@ def test_batchnorm_matches_torch_over_steps_then_eval(shape, kwargs, dtype, rng,
         assert ours.num_batches_tracked == int(ref.num_batches_tracked) == 3
 
 
+@requires_torch
 @pytest.mark.parametrize(
     ("ours_cls", "torch_cls", "shape"),
     [(BatchNorm, "BatchNorm1d", (6, 3)), (InstanceNorm1d, "InstanceNorm1d", (4, 3, 5))],
@@ -435,6 +457,7 @@ def test_momentum_none_is_the_cumulative_average(ours_cls, torch_cls, shape, flo
         assert ours.num_batches_tracked == int(ref.num_batches_tracked) == 4
 
 
+@requires_torch
 def test_batchnorm_on_a_non_contiguous_input(float64, rng):
     """A transposed view (what Permute returns) normalises like its copy."""
     ours, ref = BatchNorm(3), torch.nn.BatchNorm2d(3).double()
@@ -454,6 +477,7 @@ LN_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize(("normalized_shape", "shape", "kwargs"), LN_CASES)
 def test_layernorm_matches_torch(normalized_shape, shape, kwargs, dtype, rng, restore_dtype):
@@ -476,6 +500,7 @@ GN_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize(("groups", "channels", "shape", "kwargs"), GN_CASES)
 def test_groupnorm_matches_torch(groups, channels, shape, kwargs, dtype, rng, restore_dtype):
@@ -496,6 +521,7 @@ IN_KWARGS = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize(
     "kwargs", IN_KWARGS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()) or "default"
@@ -517,6 +543,7 @@ def test_instancenorm_matches_torch_over_steps_then_eval(
         _step_and_compare(ours, ref, x, rng.standard_normal(shape).astype(dtype), training, _tol(dtype))
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize(
     ("normalized_shape", "kwargs"), [(4, {}), ((3, 4), {"eps": 1e-3}), (4, {"elementwise_affine": False})]
@@ -617,6 +644,7 @@ def test_bad_norm_arguments_raise_config_error(make):
 # == embedding ================================================================================
 
 
+@requires_torch
 @pytest.mark.parametrize("padding_idx", [None, 0, 3, -1, -5])
 def test_embedding_matches_torch_with_repeats_and_padding(padding_idx, float64, rng):
     ours = Embedding(5, 3, padding_idx=padding_idx)
@@ -691,6 +719,7 @@ def test_embedding_weight_gradient_against_finite_differences(float64, rng):
 FLATTEN_CASES = [(1, -1), (1, 2), (2, 3), (-2, -1), (-3, 2), (3, 3), (1, 1), (-1, -1)]
 
 
+@requires_torch
 @pytest.mark.parametrize(("start", "end"), FLATTEN_CASES)
 def test_flatten_matches_torch(start, end, rng):
     x = rng.standard_normal((2, 3, 4, 5))
@@ -725,6 +754,7 @@ def test_flatten_and_reshape_take_an_empty_batch(start, end, out):
     assert _run(Reshape(-1, 5), x)[0].shape == (0, 12, 5)
 
 
+@requires_torch
 @pytest.mark.parametrize(
     "target", [(12, 5), (-1,), (3, -1), (-1, 4, 5), (60,), (2, 2, 15)], ids=lambda t: str(t)
 )
@@ -744,6 +774,7 @@ def test_reshape_size_mismatch_names_layer_and_sizes():
         Reshape(5, -1)(np.zeros((2, 3, 4)))
 
 
+@requires_torch
 @pytest.mark.parametrize("dims", [(1, 2, 3), (2, 3, 1), (3, 1, 2), (3, 2, 1), (1, 3, 2)])
 def test_permute_matches_torch(dims, rng):
     x = rng.standard_normal((2, 3, 4, 5))
@@ -778,6 +809,7 @@ MERGES = {
 }
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("key", list(MERGES))
 def test_merge_matches_torch(key, dtype, rng):
@@ -816,6 +848,7 @@ def test_maximum_and_minimum_ties_send_the_gradient_to_the_first_input(cls, pick
     np.testing.assert_array_equal(gb, 1.0 - first)
 
 
+@requires_torch
 @pytest.mark.parametrize("axis", [1, 2, -1, -2])
 def test_concatenate_matches_torch(axis, rng):
     shapes = [(2, 3, 4), (2, 3, 4)]
@@ -898,6 +931,7 @@ def test_merge_gradients_against_finite_differences(cls, float64, rng):
 # == core layers ==============================================================================
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("layout", ["2d", "2d-fortran", "3d", "4d-permuted"])
@@ -942,6 +976,7 @@ def test_linear_wrong_input_size_names_layer_and_shapes():
         Linear(3, 2, name="fc")(np.ones((2, 4)))
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_dropout_keeps_torchs_exact_scale(p, dtype):
@@ -987,11 +1022,12 @@ def test_identity_passes_values_and_gradients_through(rng):
 # -- a whole stack, through Sequential's in-place gradient paths -------------------------------
 
 
-class _Permute21(torch.nn.Module):
+class _Permute21(_Module):
     def forward(self, t):
         return t.permute(0, 2, 1)
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_sequential_stack_of_these_layers_matches_torch(dtype, rng, restore_dtype):
     """Every layer family of this file in one Sequential (whose backward lets layers overwrite
@@ -1074,6 +1110,7 @@ def test_sequential_stack_of_these_layers_matches_torch(dtype, rng, restore_dtyp
 # -- the numerical-gradient helper itself agrees with torch autograd ----------------------------
 
 
+@requires_torch
 def test_numerical_gradient_agrees_with_torch_autograd_on_a_layernorm(float64, rng):
     layer = LayerNorm(4, elementwise_affine=False)
     x = rng.standard_normal((3, 4))

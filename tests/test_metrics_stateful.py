@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_sklearn
 
 from framework import metrics
 from framework.base.metric import result_value
 from framework.errors import ConfigError, DataError
 from plugins.metrics import AUC, ConfusionMatrix, F1Score, Precision, Recall
 
-skm = pytest.importorskip("sklearn.metrics")
+try:
+    import sklearn.metrics as skm
+except ImportError:
+    skm = None
 
 RNG = np.random.default_rng(5)
 N = 1000
@@ -35,6 +39,7 @@ def run(metric, y_pred, y_true, sample_weight=None, expects=None, link=None):
     return metric.result()
 
 
+@requires_sklearn
 @pytest.mark.parametrize("cls", [Precision, Recall, F1Score])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_binary_scores_on_logits_and_probabilities_equal_sklearn(cls, weighted):
@@ -46,6 +51,7 @@ def test_binary_scores_on_logits_and_probabilities_equal_sklearn(cls, weighted):
     assert run(cls(), PROBS_BIN, Y_BIN, sw, "probabilities", "sigmoid") == pytest.approx(ref, abs=1e-12)
 
 
+@requires_sklearn
 @pytest.mark.parametrize("cls", [Precision, Recall, F1Score])
 @pytest.mark.parametrize("average", ["macro", "micro", "weighted", None])
 def test_multiclass_averages_equal_sklearn(cls, average):
@@ -57,6 +63,7 @@ def test_multiclass_averages_equal_sklearn(cls, average):
     assert cls(average=average).scalar is (average is not None)
 
 
+@requires_sklearn
 def test_macro_skips_classes_absent_from_targets_and_predictions_as_sklearn_does():
     scores = SCORES_MC.copy()
     scores[:, 3] = -10  # class 3 never predicted
@@ -65,6 +72,7 @@ def test_macro_skips_classes_absent_from_targets_and_predictions_as_sklearn_does
     assert got == pytest.approx(skm.f1_score(Y_MC[keep], scores[keep].argmax(1), average="macro"), abs=1e-12)
 
 
+@requires_sklearn
 @pytest.mark.parametrize("average", ["macro", "micro", "weighted"])
 def test_multilabel_sigmoid_equals_sklearn(average):
     y = RNG.integers(0, 2, (N, 3))
@@ -80,6 +88,7 @@ def test_binary_average_refuses_a_multiclass_problem():
         run(Precision(), SCORES_MC, Y_MC)
 
 
+@requires_sklearn
 @pytest.mark.parametrize("curve", ["ROC", "PR"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_auc_exact_equals_sklearn(curve, weighted):
@@ -91,6 +100,7 @@ def test_auc_exact_equals_sklearn(curve, weighted):
     assert run(exact, PROBS_BIN, Y_BIN, sw, "probabilities", "sigmoid") == pytest.approx(ref, abs=1e-12)
 
 
+@requires_sklearn
 def test_auc_thresholded_approximation_within_stated_tolerance():
     """Keras's 200-threshold approximation: ROC within 1e-3, PR within 2e-2 (docs/guide/metrics.md)."""
     roc = run(AUC(), LOGITS_BIN, Y_BIN, SW, "logits", "sigmoid")
@@ -101,6 +111,7 @@ def test_auc_thresholded_approximation_within_stated_tolerance():
     )
 
 
+@requires_sklearn
 def test_auc_multiclass_is_flattened_one_vs_rest_micro():
     probs = np.exp(SCORES_MC) / np.exp(SCORES_MC).sum(1, keepdims=True)
     ref = skm.roc_auc_score(np.eye(4)[Y_MC], probs, average="micro")
@@ -113,6 +124,7 @@ def test_auc_refuses_logits_it_was_not_told_about():
         run(AUC(), LOGITS_BIN, Y_BIN)
 
 
+@requires_sklearn
 @pytest.mark.parametrize("weighted", [False, True])
 def test_confusion_matrix_equals_sklearn(weighted):
     sw = SW if weighted else None

@@ -13,20 +13,29 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import requires_onnx, requires_onnxruntime
 
-onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
-ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
+import framework
+import framework.onnx
+from framework import Input, Sequential
+from framework import layers as L
+from framework.errors import ExportError
 
-import framework  # noqa: E402
-import framework.onnx  # noqa: E402
-from framework import Input, Sequential  # noqa: E402
-from framework import layers as L  # noqa: E402
-from framework.errors import ExportError  # noqa: E402
+try:
+    import onnx
 
-helper = onnx.helper
+    helper = onnx.helper
+    F32, F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+except ImportError:  # the tests that need it skip; F32 stays a default argument below
+    onnx = helper = None
+    F32, F64 = 1, 11  # onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+try:
+    import onnxruntime as ort
+except ImportError:
+    ort = None
+
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 TOL64 = {"rtol": 1e-10, "atol": 1e-10}
-F32, F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 
 
 def vi(name: str, shape: Any, elem: int = F32) -> Any:
@@ -79,6 +88,8 @@ RNG = np.random.default_rng(7)
 # -- 1. Softmax / LogSoftmax before opset 13: all the axes from `axis` on, as one -----------------
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
 @pytest.mark.parametrize("opset", [11, 12, 13])
 @pytest.mark.parametrize("axis", [None, 1, 2, 3, -1, -2, -3])
@@ -90,6 +101,8 @@ def test_softmax_axis_semantics_of_each_opset(op: str, opset: int, axis: int | N
     matches_ort(path, x)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("opset", [11, 13])
 def test_softmax_of_a_rank2_input_is_one_layer(opset: int, tmp_path: Path) -> None:
     node = helper.make_node("Softmax", ["x"], ["y"])
@@ -98,6 +111,7 @@ def test_softmax_of_a_rank2_input_is_one_layer(opset: int, tmp_path: Path) -> No
     assert kinds(model) == ["Softmax"]
 
 
+@requires_onnx
 def test_old_softmax_over_the_batch_axis_is_refused(tmp_path: Path) -> None:
     node = helper.make_node("Softmax", ["x"], ["y"], axis=0, name="whole")
     path = graph_file(tmp_path, [node], [vi("x", ["N", 3, 4])], [vi("y", ["N", 3, 4])], opset=11)
@@ -105,6 +119,7 @@ def test_old_softmax_over_the_batch_axis_is_refused(tmp_path: Path) -> None:
         framework.onnx.load(path)
 
 
+@requires_onnx
 def test_old_softmax_over_axes_of_unknown_size_is_refused(tmp_path: Path) -> None:
     node = helper.make_node("LogSoftmax", ["x"], ["y"], name="ls")
     path = graph_file(tmp_path, [node], [vi("x", ["N", 3, "L"])], [vi("y", ["N", 3, "L"])], opset=12)
@@ -139,6 +154,8 @@ def recurrent_file(tmp_path: Path, op: str, inputs: int = 3, **attrs: Any) -> tu
     return path, rng.standard_normal((5, 2, features)).astype(np.float32)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize(
     ("op", "attrs"),
     [
@@ -156,6 +173,7 @@ def test_recurrent_default_activations_and_directions_load(op: str, attrs: Any, 
     matches_ort(path, x)
 
 
+@requires_onnx
 @pytest.mark.parametrize(
     ("op", "attrs", "message"),
     [
@@ -178,6 +196,7 @@ def test_recurrent_attributes_the_layers_lack_are_refused(
         framework.onnx.load(path)
 
 
+@requires_onnx
 def test_recurrent_sequence_lengths_are_refused(tmp_path: Path) -> None:
     path, _ = recurrent_file(tmp_path, "LSTM", inputs=5)
     with pytest.raises(ExportError, match=r"LSTM node 'rec' has the input sequence_lens"):
@@ -197,6 +216,8 @@ def conv_transpose_file(tmp_path: Path, stride: int, groups: int = 1, **attrs: A
     return graph_file(tmp_path, [node], [vi("x", ["N", 2, 4, 5])], [vi("y", None)], inits)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize(
     ("stride", "attrs"),
     [
@@ -220,6 +241,7 @@ def test_conv_transpose_output_shape_and_uneven_pads(stride: int, attrs: Any, tm
         assert model.predict(x).shape[2:] == tuple(attrs["output_shape"][-2:])
 
 
+@requires_onnx
 @pytest.mark.parametrize(
     ("stride", "attrs"),
     [
@@ -236,6 +258,7 @@ def test_conv_transpose_cropping_without_a_layer_is_refused(stride: int, attrs: 
         framework.onnx.load(path)
 
 
+@requires_onnx
 def test_conv_transpose_output_shape_needs_known_sizes(tmp_path: Path) -> None:
     w = np.ones((2, 3, 3, 3), np.float32)
     node = helper.make_node(
@@ -266,6 +289,8 @@ def mlp_file(tmp_path: Path, dtype: Any, elem: int) -> Path:
     return graph_file(tmp_path, nodes, [vi("x", ["N", 4], elem)], [vi("y", ["N", 3], elem)], inits)
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_a_file_of_doubles_gives_a_float64_model(tmp_path: Path) -> None:
     assert framework.get_default_dtype() == np.float32
     model = matches_ort(mlp_file(tmp_path, np.float64, F64), RNG.standard_normal((3, 4)), TOL64)
@@ -274,12 +299,15 @@ def test_a_file_of_doubles_gives_a_float64_model(tmp_path: Path) -> None:
     assert framework.get_default_dtype() == np.float32  # the caller's default is left alone
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_a_file_of_floats_gives_a_float32_model_whatever_the_default(float64: None, tmp_path: Path) -> None:
     model = matches_ort(mlp_file(tmp_path, np.float32, F32), RNG.standard_normal((3, 4)).astype(np.float32))
     assert model.dtype == np.float32
     assert framework.get_default_dtype() == np.float64
 
 
+@requires_onnx
 def test_the_default_dtype_is_restored_when_import_fails(tmp_path: Path) -> None:
     node = helper.make_node("Sin", ["x"], ["y"])
     path = graph_file(tmp_path, [node], [vi("x", ["N", 3], F64)], [vi("y", ["N", 3], F64)])
@@ -288,6 +316,7 @@ def test_the_default_dtype_is_restored_when_import_fails(tmp_path: Path) -> None
     assert framework.get_default_dtype() == np.float32
 
 
+@requires_onnx
 def test_a_float64_conv_round_trip_stays_float64(float64: None, tmp_path: Path) -> None:
     model = Sequential(
         [
@@ -312,6 +341,8 @@ def test_a_float64_conv_round_trip_stays_float64(float64: None, tmp_path: Path) 
 # -- 5. valid graphs that crashed, and degenerate files -------------------------------------------
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_transpose_without_perm_reverses_the_axes(tmp_path: Path) -> None:
     # rank 3: the reversal moves the batch axis, a clear refusal naming the node
     node = helper.make_node("Transpose", ["x"], ["y"], name="rev")
@@ -324,6 +355,8 @@ def test_transpose_without_perm_reverses_the_axes(tmp_path: Path) -> None:
     matches_ort(path, RNG.standard_normal(4).astype(np.float32))
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_transpose_without_perm_of_a_constant_folds(tmp_path: Path) -> None:
     w = RNG.standard_normal((4, 3)).astype(np.float32)  # transposed: (3, 4), Gemm's transB layout
     nodes = [
@@ -334,6 +367,8 @@ def test_transpose_without_perm_of_a_constant_folds(tmp_path: Path) -> None:
     matches_ort(path, RNG.standard_normal((2, 4)).astype(np.float32))
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("shape", [(1, 3), (1, 1), (1,), (), (3,)])
 def test_gemm_bias_shapes_that_broadcast(shape: tuple[int, ...], tmp_path: Path) -> None:
     inits = [
@@ -345,6 +380,7 @@ def test_gemm_bias_shapes_that_broadcast(shape: tuple[int, ...], tmp_path: Path)
     matches_ort(path, RNG.standard_normal((1, 4)).astype(np.float32))
 
 
+@requires_onnx
 def test_gemm_bias_varying_along_the_batch_is_refused(tmp_path: Path) -> None:
     inits = [const(np.ones((3, 4), np.float32), "W"), const(np.ones((2, 3), np.float32), "b")]
     node = helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1, name="fc")
@@ -353,6 +389,8 @@ def test_gemm_bias_varying_along_the_batch_is_refused(tmp_path: Path) -> None:
         framework.onnx.load(path)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("opset", [2, 10])
 def test_pad_with_pads_as_an_attribute(opset: int, tmp_path: Path) -> None:
     node = helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 2, 0, 0, 3, 0])
@@ -360,6 +398,7 @@ def test_pad_with_pads_as_an_attribute(opset: int, tmp_path: Path) -> None:
     matches_ort(path, RNG.standard_normal((2, 2, 3, 3)).astype(np.float32))
 
 
+@requires_onnx
 def test_pad_attribute_with_a_non_zero_value_is_refused(tmp_path: Path) -> None:
     node = helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 1, 0, 0, 1, 1], value=2.0, name="p")
     path = graph_file(tmp_path, [node], [vi("x", ["N", 2, 3, 3])], [vi("y", None)], opset=10)
@@ -367,6 +406,8 @@ def test_pad_attribute_with_a_non_zero_value_is_refused(tmp_path: Path) -> None:
         framework.onnx.load(path)
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_pad_of_opset_18_with_axes(tmp_path: Path) -> None:
     inits = [const(np.array([1, 2, 0, 1], np.int64), "pads"), const(np.array([-2, 3], np.int64), "axes")]
     node = helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"])
@@ -374,12 +415,14 @@ def test_pad_of_opset_18_with_axes(tmp_path: Path) -> None:
     matches_ort(path, RNG.standard_normal((2, 2, 3, 3)).astype(np.float32))
 
 
+@requires_onnx
 def test_an_empty_file_is_an_export_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ExportError, match=r"'.*empty\.onnx' holds no ONNX graph"):
         framework.onnx.load(tmp_path / "empty.onnx")
 
 
+@requires_onnx
 def test_a_graph_without_inputs_is_an_export_error(tmp_path: Path) -> None:
     node = helper.make_node("Identity", ["c"], ["y"])
     path = graph_file(tmp_path, [node], [], [vi("y", [3])], [const(np.ones(3, np.float32), "c")], name="k")
@@ -387,6 +430,7 @@ def test_a_graph_without_inputs_is_an_export_error(tmp_path: Path) -> None:
         framework.onnx.load(path)
 
 
+@requires_onnx
 def test_a_malformed_node_is_an_export_error_naming_file_and_node(tmp_path: Path) -> None:
     node = helper.make_node("Gemm", ["x"], ["y"], name="short")  # Gemm needs A and B
     graph = helper.make_graph([node], "g", [vi("x", ["N", 4])], [vi("y", ["N", 3])])
@@ -396,6 +440,7 @@ def test_a_malformed_node_is_an_export_error_naming_file_and_node(tmp_path: Path
         framework.onnx.load(tmp_path / "bad.onnx")
 
 
+@requires_onnx
 def test_refusals_name_the_file(tmp_path: Path) -> None:
     node = helper.make_node("Sin", ["x"], ["y"], name="sine")
     path = graph_file(tmp_path, [node], [vi("x", ["N", 3])], [vi("y", ["N", 3])], name="sin")
@@ -423,6 +468,8 @@ def round_trip(
     return loaded
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize(("layers", "bidirectional"), [(1, False), (2, False), (1, True), (2, True)])
@@ -436,6 +483,7 @@ def test_recurrent_output_last_round_trip(
     assert loaded.count_params() == sum(p.data.size for p in rec.parameters()) + 4 * d * 2 + 2
 
 
+@requires_onnx
 def test_the_docs_embedding_lstm_classifier_round_trips(tmp_path: Path) -> None:
     lstm = L.LSTM(8, 16, batch_first=True, output="last")
     model = Sequential([Input((5,)), L.Embedding(10, 8, padding_idx=0), lstm, L.Linear(16, 3)])
@@ -445,10 +493,11 @@ def test_the_docs_embedding_lstm_classifier_round_trips(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.predict(tokens), model.predict(tokens), **TOL)
 
 
+@requires_onnx
 @pytest.mark.parametrize(
     "kwargs", [{}, {"beta": 2.0}, {"beta": 0.5, "threshold": 3.0}, {"threshold": 1.0}, {"beta": 3.0}]
 )
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=requires_onnxruntime), "float64"])
 def test_softplus_round_trip(kwargs: Any, dtype: str, tmp_path: Path) -> None:
     framework.set_default_dtype(dtype)
     try:
@@ -463,6 +512,8 @@ def test_softplus_round_trip(kwargs: Any, dtype: str, tmp_path: Path) -> None:
     )
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("opset", [17, 19, 20])
 def test_gelu_round_trip(approximate: str, opset: int, tmp_path: Path) -> None:
@@ -472,6 +523,8 @@ def test_gelu_round_trip(approximate: str, opset: int, tmp_path: Path) -> None:
     assert loaded.layers[2].approximate == approximate
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_torch_gelu_decompositions_load(approximate: str, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="the [parity] extra (torch) is not installed")
@@ -487,6 +540,7 @@ def test_torch_gelu_decompositions_load(approximate: str, tmp_path: Path) -> Non
     assert kinds(model) == ["Linear", "GELU"]
 
 
+@requires_onnx
 def test_a_pattern_whose_inner_value_is_read_elsewhere_is_not_fused(tmp_path: Path) -> None:
     model = Sequential([Input((4,)), L.GELU()])
     proto = framework.onnx.to_onnx(model)
@@ -500,6 +554,8 @@ def test_a_pattern_whose_inner_value_is_read_elsewhere_is_not_fused(tmp_path: Pa
 # -- 7. BatchNormalization's momentum -------------------------------------------------------------
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize(("onnx_momentum", "expected"), [(None, 0.1), (0.7, 0.3), (0.999, 0.001), (0.0, 1.0)])
 def test_batch_norm_momentum_is_read(onnx_momentum: float | None, expected: float, tmp_path: Path) -> None:
     attrs = {} if onnx_momentum is None else {"momentum": onnx_momentum}
@@ -512,6 +568,7 @@ def test_batch_norm_momentum_is_read(onnx_momentum: float | None, expected: floa
     assert bn.eps == pytest.approx(0.01)
 
 
+@requires_onnx
 def test_batch_norm_in_training_mode_is_refused(tmp_path: Path) -> None:
     stats = [const(np.ones(3, np.float32), n) for n in ("s", "b", "m", "v")]
     node = helper.make_node(

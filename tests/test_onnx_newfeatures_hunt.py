@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import requires_onnx, requires_onnxruntime
 
 import framework
 import framework.onnx
@@ -32,17 +33,27 @@ from framework import layers as L
 from framework.errors import ConfigError, ExportError
 from framework.interchange import load_weights_file, read_state_dict, save_weights_file, state_dict
 
-onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
-ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
+try:
+    import onnx
+except ImportError:
+    onnx = None
+try:
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 
 TOL32 = {"rtol": 1e-5, "atol": 1e-5}
 TOL64 = {"rtol": 1e-10, "atol": 1e-10}
 TOL16 = {"rtol": 4e-3, "atol": 4e-3}
-ELEM = {
-    "float16": onnx.TensorProto.FLOAT16,
-    "float32": onnx.TensorProto.FLOAT,
-    "float64": onnx.TensorProto.DOUBLE,
-}
+ELEM = (
+    {
+        "float16": onnx.TensorProto.FLOAT16,
+        "float32": onnx.TensorProto.FLOAT,
+        "float64": onnx.TensorProto.DOUBLE,
+    }
+    if onnx is not None
+    else {}
+)
 
 
 @pytest.fixture
@@ -107,6 +118,8 @@ DTYPE_CASES: dict[str, tuple[Any, tuple[int, ...], tuple[str, ...]]] = {
 DTYPE_PARAMS = [(case, dt) for case, (_, _, dts) in DTYPE_CASES.items() for dt in dts]
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize(("case", "dt"), DTYPE_PARAMS, ids=[f"{c}-{d}" for c, d in DTYPE_PARAMS])
 def test_export_of_a_float16_or_float64_model(case: str, dt: str, dtype_scope: Any, tmp_path: Path) -> None:
     # onnxruntime's CPU provider has no float64 Conv, Erf, LSTM...: float64 cases use ops it runs.
@@ -122,6 +135,7 @@ def test_export_of_a_float16_or_float64_model(case: str, dt: str, dtype_scope: A
     assert {init.data_type for init in proto.graph.initializer} <= {ELEM[dt], onnx.TensorProto.INT64}
 
 
+@requires_onnx
 @pytest.mark.parametrize("dt", ["float16", "float32", "float64"])
 def test_export_then_import_keeps_the_dtype(dt: str, dtype_scope: Any, tmp_path: Path) -> None:
     dtype_scope(dt)
@@ -140,6 +154,8 @@ def test_export_then_import_keeps_the_dtype(dt: str, dtype_scope: Any, tmp_path:
     np.testing.assert_allclose(got.astype(np.float64), model.predict(x).astype(np.float64), **tol)
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_float16_embedding_keeps_an_int64_input(dtype_scope: Any, tmp_path: Path) -> None:
     dtype_scope("float16")
     model = Sequential([Input((5,)), L.Embedding(10, 4), L.Flatten(), L.Linear(20, 2)])
@@ -155,6 +171,8 @@ def test_float16_embedding_keeps_an_int64_input(dtype_scope: Any, tmp_path: Path
 # -- nodes pinned with training= -----------------------------------------------------------------
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("dt", ["float32", "float64"])
 def test_batchnorm_pinned_training_false_exports_the_inference_form(
     dt: str, dtype_scope: Any, tmp_path: Path
@@ -208,6 +226,7 @@ def _pinned_true_models() -> dict[str, Any]:
 PINNED = _pinned_true_models()
 
 
+@requires_onnx
 @pytest.mark.parametrize("case", sorted(PINNED))
 def test_node_pinned_training_true_is_refused(case: str, tmp_path: Path) -> None:
     make, layer_name = PINNED[case]
@@ -219,6 +238,8 @@ def test_node_pinned_training_true_is_refused(case: str, tmp_path: Path) -> None
     assert path.read_bytes() == b"previous"
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_inner_model_called_with_training_false_exports_its_running_statistics(tmp_path: Path) -> None:
     i = Input((3,))
     inner = _randomise_bn(Model(i, L.BatchNorm(3)(i), name="inner"))
@@ -240,6 +261,8 @@ def _tied(dt: str = "float32") -> Sequential:
     return model
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("dt", ["float32", "float64"])
 def test_tied_weights_export_and_import(dt: str, dtype_scope: Any, tmp_path: Path) -> None:
     dtype_scope(dt)
@@ -354,11 +377,14 @@ class _HandWritten(Model):
         return self.heads["a"](x * self.scale.data)
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_functional_model_subclass_exports(tmp_path: Path) -> None:
     model = _FunctionalSub()
     _compare(model, np.random.default_rng(7).normal(size=(3, 4)).astype("f4"), tmp_path / "m.onnx", TOL32)
 
 
+@requires_onnx
 @pytest.mark.parametrize(
     "make",
     [_FunctionalSubForward, lambda: _SequentialSubForward([Input((4,)), L.Linear(4, 2)])],
@@ -372,6 +398,7 @@ def test_subclass_overriding_forward_is_refused_not_exported_as_its_graph(make: 
     assert not (tmp_path / "m.onnx").exists()
 
 
+@requires_onnx
 def test_subclass_overriding_forward_nested_in_a_model_is_refused(tmp_path: Path) -> None:
     inner = _FunctionalSubForward()
     j = Input((4,))
@@ -379,6 +406,7 @@ def test_subclass_overriding_forward_nested_in_a_model_is_refused(tmp_path: Path
         framework.onnx.export(Model(j, L.Linear(2, 1)(inner(j))), tmp_path / "m.onnx")
 
 
+@requires_onnx
 def test_hand_written_subclass_is_refused_naming_the_class(tmp_path: Path) -> None:
     model = _HandWritten()
     model.predict(np.ones((2, 4), dtype=np.float32))
@@ -404,6 +432,8 @@ def test_list_and_dict_held_layers_round_trip_through_weight_files(tmp_path: Pat
         np.testing.assert_array_equal(fresh.predict(x), model.predict(x))
 
 
+@requires_onnx
+@requires_onnxruntime
 def test_nested_sequential_in_model_export_and_torch_names(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     inner = Sequential([L.Linear(4, 5, activation="tanh"), L.Linear(5, 3)], name="body")
@@ -422,6 +452,8 @@ def test_nested_sequential_in_model_export_and_torch_names(tmp_path: Path) -> No
     np.testing.assert_allclose(model.predict(x), ref, **TOL32)
 
 
+@requires_onnx
+@requires_onnxruntime
 @pytest.mark.parametrize("name", ["my layer", "a/b:c", "x-y", "output", "input", "linear_1", "é-ü"])
 def test_layer_and_input_names_that_need_sanitising(name: str, tmp_path: Path) -> None:
     i = Input((4,), name=f"in {name}")
@@ -440,6 +472,7 @@ def test_layer_and_input_names_that_need_sanitising(name: str, tmp_path: Path) -
     np.testing.assert_allclose(back.predict(x), model.predict(x), **TOL32)
 
 
+@requires_onnx
 def test_custom_layer_holding_layers_in_a_list_is_refused_naming_it(tmp_path: Path) -> None:
     class Block(Layer):
         def __init__(self) -> None:

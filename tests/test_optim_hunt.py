@@ -15,7 +15,7 @@ import types
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import requires_h5py, requires_torch
 
 import framework
 from framework import Model, Sequential
@@ -26,8 +26,12 @@ from framework.layers import Linear
 from framework.training.callbacks import LambdaCallback, LearningRateScheduler, ReduceLROnPlateau
 from plugins.optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
-torch = pytest.importorskip("torch")
-LR = torch.optim.lr_scheduler
+try:
+    import torch
+
+    LR = torch.optim.lr_scheduler
+except ImportError:
+    torch = LR = None
 
 EXACT = {"rtol": 1e-12, "atol": 1e-14}
 
@@ -97,6 +101,7 @@ def _ids(cases):
     return [f"{tname}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for _, tname, kw in values]
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), TORCH_CASES, ids=_ids(TORCH_CASES))
 def test_matches_torch_for_25_steps_on_several_shapes_with_zero_gradients(cls, tname, kwargs):
     start, grads = _start_and_grads()
@@ -134,6 +139,7 @@ NONE_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), NONE_CASES, ids=_ids(NONE_CASES))
 def test_parameter_without_gradient_is_skipped_like_torch(cls, tname, kwargs):
     start, grads = _start_and_grads(1)
@@ -225,6 +231,7 @@ FREEZE_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), FREEZE_CASES, ids=_ids(FREEZE_CASES))
 def test_layer_frozen_midway_matches_torch_requires_grad_false(cls, tname, kwargs, float64):
     params, theirs = _freeze_run(cls, tname, kwargs, [(8, 0, False)])
@@ -238,6 +245,7 @@ STEP_FREE = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), STEP_FREE, ids=_ids(STEP_FREE))
 def test_layer_unfrozen_later_starts_fresh_like_torch(cls, tname, kwargs, float64):
     params, theirs = _freeze_run(cls, tname, kwargs, [(0, 0, False), (6, 0, True)])
@@ -252,6 +260,7 @@ STEP_COUNTED = [
 ]
 
 
+@requires_torch
 @pytest.mark.xfail(
     strict=True,
     reason="DIFFERENCE (documented in Adam's and AdaGrad's docstrings): one step count for every parameter, "
@@ -308,6 +317,7 @@ CLIP_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), CLIP_CASES, ids=_ids(CLIP_CASES))
 def test_clipvalue_matches_torch_clip_grad_value(cls, tname, kwargs):
     ours, theirs, _ = _clip_run(cls, tname, kwargs, clipvalue=0.5)
@@ -315,6 +325,7 @@ def test_clipvalue_matches_torch_clip_grad_value(cls, tname, kwargs):
         np.testing.assert_allclose(p.data, t.detach().numpy(), **EXACT)
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), CLIP_CASES, ids=_ids(CLIP_CASES))
 def test_clipnorm_is_the_global_norm_of_torch_clip_grad_norm(cls, tname, kwargs):
     ours, theirs, norms = _clip_run(cls, tname, kwargs, clipnorm=1.0)
@@ -390,6 +401,7 @@ SCHEDULE_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(
     ("sched", "tsched", "base"), [c[1:] for c in SCHEDULE_CASES], ids=[c[0] for c in SCHEDULE_CASES]
@@ -468,6 +480,7 @@ def _fit_against_torch(opt, tname, tkw, tsched=None, per="batch", callbacks=(), 
         np.testing.assert_allclose(p.data, t.detach().numpy(), **EXACT)
 
 
+@requires_torch
 def test_fit_sgd_nesterov_step_decay_per_batch_matches_torch(float64):
     _fit_against_torch(
         SGD(lr=StepDecay(0.05, 4, 0.5), momentum=0.9, nesterov=True, weight_decay=0.01),
@@ -477,6 +490,7 @@ def test_fit_sgd_nesterov_step_decay_per_batch_matches_torch(float64):
     )
 
 
+@requires_torch
 def test_fit_adam_amsgrad_exponential_per_batch_and_clipvalue_matches_torch(float64):
     _fit_against_torch(
         Adam(lr=ExponentialDecay(0.01, 0.95), amsgrad=True, weight_decay=0.01, clipvalue=0.2),
@@ -487,6 +501,7 @@ def test_fit_adam_amsgrad_exponential_per_batch_and_clipvalue_matches_torch(floa
     )
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_fit_adamw_warmup_cosine_per_batch_matches_torch(float64):
     _fit_against_torch(
@@ -501,6 +516,7 @@ def test_fit_adamw_warmup_cosine_per_batch_matches_torch(float64):
     )
 
 
+@requires_torch
 def test_fit_rmsprop_learning_rate_scheduler_per_epoch_matches_torch_steplr(float64):
     # LearningRateScheduler sets the rate at each epoch's start: the first epoch uses schedule(0)
     _fit_against_torch(
@@ -513,6 +529,7 @@ def test_fit_rmsprop_learning_rate_scheduler_per_epoch_matches_torch_steplr(floa
     )
 
 
+@requires_torch
 def test_fit_adagrad_reduce_lr_on_plateau_matches_torch(float64):
     # Keras's patience=p reduces after p bad epochs, torch's after p + 1; min_delta is torch's 'abs' threshold
     _fit_against_torch(
@@ -558,6 +575,7 @@ def _plateau_lrs(patience: int, cooldown: int, min_lr: float) -> tuple[list[floa
     return got, want
 
 
+@requires_torch
 @pytest.mark.parametrize("patience", [1, 2, 3])
 def test_reduce_lr_on_plateau_without_cooldown_matches_torch(patience):
     got, want = _plateau_lrs(patience, 0, 0.1)
@@ -565,6 +583,7 @@ def test_reduce_lr_on_plateau_without_cooldown_matches_torch(patience):
     np.testing.assert_allclose(got, want, **EXACT)
 
 
+@requires_torch
 @pytest.mark.parametrize("cooldown", [1, 2])
 def test_reduce_lr_on_plateau_cooldown_waits_that_many_epochs(cooldown):
     got, want = _plateau_lrs(1, cooldown, 0.0)
@@ -711,6 +730,7 @@ def _float16_grads(steps: int):
     return start, grads
 
 
+@requires_torch
 @pytest.mark.parametrize(("cls", "tname", "kwargs"), AMP_CASES, ids=_ids(AMP_CASES))
 def test_float16_with_overflows_matches_torch_grad_scaler(cls, tname, kwargs):
     """Skipped steps: torch's scaler.step skips optimizer.step, so Adam's step count does not advance."""

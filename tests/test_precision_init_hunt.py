@@ -20,8 +20,7 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import stats
-from support import requires_h5py
+from support import requires_h5py, requires_scipy, requires_torch
 
 import framework
 from framework import Parameter, Sequential
@@ -58,7 +57,14 @@ from plugins.initializers import (
     Zeros,
 )
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
+try:
+    from scipy import stats
+except ImportError:
+    stats = None
 
 #: KS tests: fixed seeds make every p-value a constant; this threshold only guards against a wrong law.
 P_MIN = 1e-3
@@ -73,6 +79,7 @@ def _gen(seed: int = 0) -> np.random.Generator:
 # =============================================================================================
 
 
+@requires_torch
 @pytest.mark.parametrize("shape", [(3, 4), (7, 1), (6, 3, 5, 5), (2, 3, 7), (4, 2, 3, 3, 3), (1, 1, 1, 1)])
 def test_fans_match_torch(shape):
     expected = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
@@ -95,12 +102,14 @@ TORCH_GAIN_NAMES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("name", TORCH_GAIN_NAMES)
 def test_calculate_gain_matches_torch_for_every_torch_name(name):
     """The table is "PyTorch's values": PyTorch's own names (conv2d, conv_transpose2d...) must resolve."""
     assert calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name), rel=1e-15)
 
 
+@requires_torch
 @pytest.mark.parametrize("slope", [0.0, 0.01, 0.2, -0.3, 1.0, 3])
 def test_leaky_relu_gain_matches_torch(slope):
     assert calculate_gain("leaky_relu", slope) == pytest.approx(
@@ -108,6 +117,7 @@ def test_leaky_relu_gain_matches_torch(slope):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize(
     ("activation", "torch_name", "param"),
     [
@@ -123,6 +133,7 @@ def test_activation_gains_match_torch(activation, torch_name, param):
     assert gain == pytest.approx(torch.nn.init.calculate_gain(torch_name, param), rel=1e-15)
 
 
+@requires_torch
 @pytest.mark.parametrize("slope", [0.01, 0.2, 0.5])
 def test_leaky_relu_activation_gain_matches_torch(slope):
     gain = framework.activations.get("leaky_relu", negative_slope=slope).gain
@@ -207,6 +218,8 @@ UNIFORM_CASES = [
 ]
 
 
+@requires_scipy
+@requires_torch
 @pytest.mark.parametrize("shape", [LINEAR_SHAPE, CONV_SHAPE])
 @pytest.mark.parametrize(("kind", "kw", "cls", "torch_fn"), UNIFORM_CASES)
 def test_uniform_initializers_bound_and_law_match_torch(kind, kw, cls, torch_fn, shape):
@@ -245,6 +258,8 @@ NORMAL_CASES = [
 ]
 
 
+@requires_scipy
+@requires_torch
 @pytest.mark.parametrize("shape", [LINEAR_SHAPE, CONV_SHAPE])
 @pytest.mark.parametrize(("init", "gain", "torch_fn", "kind", "g"), NORMAL_CASES)
 def test_normal_initializers_std_and_law_match_torch(init, gain, torch_fn, kind, g, shape):
@@ -260,6 +275,8 @@ def test_normal_initializers_std_and_law_match_torch(init, gain, torch_fn, kind,
     assert stats.ks_2samp(ours, theirs).pvalue > P_MIN
 
 
+@requires_scipy
+@requires_torch
 def test_plain_normal_and_uniform_match_torch():
     shape = (200, 100)
     ours = Normal(mean=0.3, std=2.0)(shape, dtype="float64", rng=_gen(3)).ravel()
@@ -293,7 +310,7 @@ def test_keras_aliases_follow_the_keras_formulas():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
-@pytest.mark.parametrize("cls", [XavierUniform, KaimingUniform])
+@pytest.mark.parametrize("cls", [XavierUniform, pytest.param(KaimingUniform, marks=requires_torch)])
 def test_uniform_bound_holds_after_the_cast(cls, dtype):
     shape = (50, 40)
     w = cls()(shape, dtype=dtype, rng=_gen(7))
@@ -305,6 +322,7 @@ def test_uniform_bound_holds_after_the_cast(cls, dtype):
 # -- orthogonal -----------------------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("shape", [(8, 3), (3, 8), (6, 6), (4, 2, 3, 3), (30, 2, 2, 2), (1, 5), (5, 1)])
 @pytest.mark.parametrize(("own_gain", "passed"), [(1.0, None), (2.0, None), (1.0, math.sqrt(2)), (0.5, 3.0)])
 def test_orthogonal_is_orthogonal_for_tall_wide_and_conv_shapes(shape, own_gain, passed):
@@ -322,6 +340,8 @@ def test_orthogonal_is_orthogonal_for_tall_wide_and_conv_shapes(shape, own_gain,
     np.testing.assert_allclose(gram, tgram, atol=1e-12)
 
 
+@requires_scipy
+@requires_torch
 def test_orthogonal_entries_follow_haar_like_torch():
     """One entry of a Haar orthogonal matrix: same law as torch's orthogonal_ (sign fix included)."""
     ours = np.array([Orthogonal()((4, 4), dtype="float64", rng=_gen(s))[0, 0] for s in range(1500)])
@@ -455,6 +475,7 @@ def _assert_uniform(w, bound):
     assert stats.kstest(w, stats.uniform(-bound, 2 * bound).cdf).pvalue > P_MIN
 
 
+@requires_scipy
 @pytest.mark.parametrize(
     ("factory", "bound"),
     [
@@ -479,6 +500,7 @@ def test_default_weight_init_of_linear_and_conv_follows_the_docs(factory, bound)
     assert np.all(layer.bias.data == 0)  # biases start at zero (docs/maths/initialisation.md)
 
 
+@requires_scipy
 @pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
 def test_recurrent_default_init_is_pytorchs_uniform(cls):
     framework.set_seed(0)
@@ -493,6 +515,7 @@ def test_recurrent_default_init_is_pytorchs_uniform(cls):
         assert np.abs(p.data).max() <= np.float32(1 / math.sqrt(25)), name
 
 
+@requires_scipy
 def test_embedding_default_is_standard_normal_with_a_zero_padding_row():
     framework.set_seed(0)
     emb = Embedding(2000, 32, padding_idx=3)
@@ -503,6 +526,7 @@ def test_embedding_default_is_standard_normal_with_a_zero_padding_row():
     assert stats.kstest(rest, stats.norm(0, 1).cdf).pvalue > P_MIN
 
 
+@requires_scipy
 def test_multihead_attention_default_init_is_pytorchs():
     framework.set_seed(0)
     mha = MultiheadAttention(64, 4)
@@ -599,6 +623,7 @@ def _layer_case(kind, rng):
 LAYER_KINDS = ["linear", "conv2d", "batchnorm", "layernorm", "lstm", "gru", "mha", "embedding"]
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", LAYER_KINDS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_layer_forward_backward_keep_the_dtype_and_match_torch_float64(kind, dtype):
@@ -723,6 +748,7 @@ def test_float32_fit_on_float64_data_equals_fit_on_its_float32_cast():
     assert results[0][1] == results[1][1]
 
 
+@requires_torch
 def test_float64_model_losses_are_float64_exact():
     rng = _gen(4)
     with default_dtype("float64"):
@@ -777,6 +803,7 @@ def _scaled_float16(g, scale):
         return (np.asarray(g, np.float32) * np.float32(scale)).astype(np.float16)
 
 
+@requires_torch
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("growth_interval", [1, 3])
 def test_scale_trajectory_and_weights_match_grad_scaler(growth_interval):
@@ -818,6 +845,7 @@ def test_scale_trajectory_and_weights_match_grad_scaler(growth_interval):
     assert opt.loss_scaler.skipped == sum(e in "INM" for e in events)
 
 
+@requires_torch
 def test_scale_never_grows_past_float32_like_grad_scaler():
     """GradScaler keeps the scale finite in float32 (2**127); a scale of inf would skip every step forever."""
     ours = LossScaler(2.0**126, growth_interval=1)
@@ -1044,6 +1072,7 @@ def test_loss_scaler_bad_arguments(kwargs, match):
         LossScaler(**kwargs)
 
 
+@requires_torch
 def test_loss_scaler_state_dict_like_grad_scaler_holds_the_growth_interval():
     ours = LossScaler(2.0**7, growth_interval=3)
     ours.stepped()

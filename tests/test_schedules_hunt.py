@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import requires_h5py, requires_torch
 
 import framework
 from framework import Sequential
@@ -46,8 +46,12 @@ from framework.registry.namespace import custom_object_scope
 from framework.training.callbacks import LambdaCallback, LearningRateScheduler, ReduceLROnPlateau
 from plugins.optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
-torch = pytest.importorskip("torch")
-LR = torch.optim.lr_scheduler
+try:
+    import torch
+
+    LR = torch.optim.lr_scheduler
+except ImportError:
+    torch = LR = None
 
 EXACT = {"rtol": 1e-12, "atol": 0.0}
 DTYPES = ["float32", "float64"]
@@ -82,6 +86,7 @@ def _values(schedule, steps) -> list[float]:
 # ================================================================ values against torch and Keras
 
 
+@requires_torch
 @pytest.mark.parametrize("gamma", [0.0, 0.1, 0.5, 1.0, 1.5])
 @pytest.mark.parametrize("step_size", [1, 3, 7])
 @pytest.mark.parametrize("initial", [0.0, 0.1, 2.0])
@@ -110,6 +115,7 @@ def test_exponential_decay_is_keras_formula(rate, decay_steps, staircase):
     np.testing.assert_allclose(_values(sched, steps), want, **EXACT)
 
 
+@requires_torch
 @pytest.mark.parametrize("rate", [0.0, 0.5, 0.9, 1.0, 1.3])
 def test_exponential_decay_with_one_decay_step_is_torch_exponentiallr(rate):
     want = _torch_lrs(lambda o: LR.ExponentialLR(o, rate), 0.2, 60)
@@ -122,6 +128,7 @@ def keras_cosine(initial, decay_steps, alpha, step):
     return initial * ((1 - alpha) * 0.5 * (1 + np.cos(np.pi * t)) + alpha)
 
 
+@requires_torch
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("decay_steps", [1, 5, 40])
 def test_cosine_decay_is_keras_and_torch_cosine_annealing(decay_steps, alpha):
@@ -154,6 +161,7 @@ WARM_INNER = [
 ]
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("warmup", [1, 2, 5])
 @pytest.mark.parametrize(("inner", "tinner"), [c[1:] for c in WARM_INNER], ids=[c[0] for c in WARM_INNER])
@@ -188,6 +196,7 @@ def test_huge_steps_give_the_limit_without_overflow(sched, limit, step):
     assert value == pytest.approx(limit, rel=1e-12, abs=1e-100)
 
 
+@requires_torch
 @pytest.mark.parametrize(
     "sched",
     [StepDecay(0.1, 1, 1.5), ExponentialDecay(0.1, 1.5), ExponentialDecay(0.1, 2.0, 3, staircase=True)],
@@ -637,6 +646,7 @@ def _recorder(model, seen: list[float]) -> LambdaCallback:
     return LambdaCallback(on_train_batch_begin=lambda batch, logs: seen.append(model.optimizer.lr))
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("ours", "theirs", "tsched"), TRAIN_CASES, ids=TRAIN_IDS)
 def test_fit_with_validation_matches_torch_stepped_per_batch(ours, theirs, tsched, dtype):
@@ -661,6 +671,7 @@ def test_fit_with_validation_matches_torch_stepped_per_batch(ours, theirs, tsche
         np.testing.assert_allclose(p.data, t.detach().numpy(), **_tol(dtype))
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("ours", "theirs", "tsched"), TRAIN_CASES[::2], ids=TRAIN_IDS[::2])
 def test_fit_twice_continues_the_schedule(ours, theirs, tsched, dtype):
@@ -680,6 +691,7 @@ def test_fit_twice_continues_the_schedule(ours, theirs, tsched, dtype):
         np.testing.assert_allclose(p.data, t.detach().numpy(), **_tol(dtype))
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("ours", "theirs", "tsched"), TRAIN_CASES[1:3], ids=TRAIN_IDS[1:3])
 def test_fit_on_a_generator_with_steps_per_epoch_counts_each_batch(ours, theirs, tsched, dtype):
@@ -703,6 +715,7 @@ def test_fit_on_a_generator_with_steps_per_epoch_counts_each_batch(ours, theirs,
         np.testing.assert_allclose(p.data, t.detach().numpy(), **_tol(dtype))
 
 
+@requires_torch
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(("ours", "theirs", "tsched"), TRAIN_CASES[::3], ids=TRAIN_IDS[::3])
 def test_fit_on_two_threads_counts_one_step_per_batch_not_per_shard(ours, theirs, tsched, float64):

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 from framework import layers as L
 from framework.errors import DataError, ShapeError
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning")
 
@@ -110,6 +114,7 @@ def _bool_mask(rng, shape, p=0.3):
     return mask
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_mha_self_attention_kpm_bool_and_float_attn_mask_with_inf(float64, batch_first):
     rng = np.random.default_rng(0)
@@ -131,6 +136,7 @@ def test_mha_self_attention_kpm_bool_and_float_attn_mask_with_inf(float64, batch
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_mha_cross_attention_per_head_float_mask_and_float_kpm(float64, batch_first):
     rng = np.random.default_rng(1)
@@ -154,6 +160,7 @@ def test_mha_cross_attention_per_head_float_mask_and_float_kpm(float64, batch_fi
     )
 
 
+@requires_torch
 def test_mha_self_attention_per_head_bool_mask_with_bool_kpm(float64):
     """The packed (one-array) path with a 3-D per-head mask: head order is sample * H + head."""
     rng = np.random.default_rng(2)
@@ -173,6 +180,7 @@ def test_mha_self_attention_per_head_bool_mask_with_bool_kpm(float64):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("average", [True, False])
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_mha_need_weights_match_torch(float64, average, batch_first):
@@ -199,6 +207,7 @@ def test_mha_need_weights_match_torch(float64, average, batch_first):
     close(w_m, w_t, "attention weights")
 
 
+@requires_torch
 def test_mha_need_weights_self_attention_causal(float64):
     """is_causal with the weights returned (the one-buffer path, not the blocked one)."""
     rng = np.random.default_rng(4)
@@ -218,6 +227,7 @@ def test_mha_need_weights_self_attention_causal(float64):
     close(w_m, w_t, "weights")
 
 
+@requires_torch
 @pytest.mark.parametrize(("length", "source"), [(3, 5), (5, 3), (1, 4)])
 def test_mha_is_causal_without_mask_cross_lengths(float64, length, source):
     """Ours builds the top-left causal mask itself; PyTorch gets it explicitly (tril(ones(L, S)))."""
@@ -229,6 +239,7 @@ def test_mha_is_causal_without_mask_cross_lengths(float64, length, source):
     _run_mha(t, m, [q, *kv], kw_t={"attn_mask": mask, "is_causal": True}, kw_m={"is_causal": True})
 
 
+@requires_torch
 def test_mha_is_causal_with_explicit_mask_and_kpm(float64):
     rng = np.random.default_rng(6)
     t, m = _mha(4, 2, seed=6, batch_first=False)
@@ -249,6 +260,7 @@ def test_mha_is_causal_with_explicit_mask_and_kpm(float64):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_mha_kdim_vdim_without_bias_and_masks(float64, batch_first):
     rng = np.random.default_rng(7)
@@ -270,6 +282,7 @@ def test_mha_kdim_vdim_without_bias_and_masks(float64, batch_first):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("shared", [True, False])
 def test_mha_without_bias_same_embed_dim(float64, shared):
     rng = np.random.default_rng(8)
@@ -280,6 +293,7 @@ def test_mha_without_bias_same_embed_dim(float64, shared):
     _run_mha(t, m, arrays, shared=shared)
 
 
+@requires_torch
 def test_mha_one_head_one_query_one_key(float64):
     rng = np.random.default_rng(9)
     t, m = _mha(3, 1, seed=9, batch_first=True)
@@ -287,6 +301,7 @@ def test_mha_one_head_one_query_one_key(float64):
     _run_mha(t, m, [rng.standard_normal((1, 1, 3))], shared=True)
 
 
+@requires_torch
 def test_mha_dropout_is_off_in_eval_mode(float64):
     rng = np.random.default_rng(10)
     t, m = _mha(8, 2, seed=10, dropout=0.5, batch_first=True)
@@ -304,6 +319,7 @@ def test_mha_dropout_is_off_in_eval_mode(float64):
     )
 
 
+@requires_torch
 def test_mha_same_array_given_as_a_list_sums_to_torch_gradient(float64):
     """Self-attention with [x, x, x]: the three returned gradients sum to PyTorch's d x."""
     rng = np.random.default_rng(12)
@@ -325,6 +341,7 @@ def test_mha_same_array_given_as_a_list_sums_to_torch_gradient(float64):
     compare_param_grads(t, m)
 
 
+@requires_torch
 def test_mha_key_is_value_gradients_sum(float64):
     rng = np.random.default_rng(13)
     t, m = _mha(4, 2, seed=13, batch_first=True)
@@ -341,6 +358,7 @@ def test_mha_key_is_value_gradients_sum(float64):
     compare_param_grads(t, m)
 
 
+@requires_torch
 def test_mha_fully_masked_row_by_attn_mask(float64):
     """A query row with every key masked: PyTorch's need_weights=False path gives 0 attention there."""
     rng = np.random.default_rng(14)
@@ -357,6 +375,7 @@ def test_mha_fully_masked_row_by_attn_mask(float64):
     close(w[:, :, [0, 2]].sum(-1), np.ones((2, 2, 2)))
 
 
+@requires_torch
 def test_mha_fully_masked_sample_by_float_kpm_self_attention(float64):
     rng = np.random.default_rng(15)
     t, m = _mha(4, 2, seed=15, batch_first=True)
@@ -389,6 +408,7 @@ def test_mha_unsupported_torch_arguments_are_refused_not_ignored(kwarg):
         L.MultiheadAttention(4, 2, **{kwarg: True})
 
 
+@requires_torch
 @pytest.mark.parametrize(("length", "source"), [(66, 70), (70, 40)])
 def test_mha_long_causal_cross_attention_blocked_path(float64, length, source):
     """L >= 64 with is_causal and no other mask takes the blocked causal path: still PyTorch's numbers."""
@@ -400,6 +420,7 @@ def test_mha_long_causal_cross_attention_blocked_path(float64, length, source):
     _run_mha(t, m, [q, *kv], kw_t={"attn_mask": mask, "is_causal": True}, kw_m={"is_causal": True})
 
 
+@requires_torch
 def test_mha_long_causal_self_attention_seq_first(float64):
     rng = np.random.default_rng(17)
     t, m = _mha(8, 2, seed=17, batch_first=False)
@@ -448,6 +469,7 @@ BLOCK_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize(("norm_first", "activation", "batch_first", "bias", "eps"), BLOCK_CASES)
 def test_encoder_layer_masks_layouts_bias_eps(float64, norm_first, activation, batch_first, bias, eps):
     rng = np.random.default_rng(20)
@@ -477,6 +499,7 @@ def test_encoder_layer_masks_layouts_bias_eps(float64, norm_first, activation, b
     )
 
 
+@requires_torch
 def test_encoder_layer_per_head_bool_src_mask(float64):
     rng = np.random.default_rng(21)
     t = torch.nn.TransformerEncoderLayer(8, 4, 16, 0.0, batch_first=True, dtype=torch.float64)
@@ -487,6 +510,7 @@ def test_encoder_layer_per_head_bool_src_mask(float64):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize(("norm_first", "activation", "batch_first", "bias", "eps"), BLOCK_CASES)
 def test_decoder_layer_every_mask(float64, norm_first, activation, batch_first, bias, eps):
     rng = np.random.default_rng(22)
@@ -527,6 +551,7 @@ def test_decoder_layer_every_mask(float64, norm_first, activation, batch_first, 
     )
 
 
+@requires_torch
 def test_decoder_layer_explicit_float_tgt_mask(float64):
     rng = np.random.default_rng(23)
     t = torch.nn.TransformerDecoderLayer(6, 3, 10, 0.0, batch_first=True, dtype=torch.float64)
@@ -542,6 +567,7 @@ def test_decoder_layer_explicit_float_tgt_mask(float64):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_encoder_stack_with_norm_and_masks(float64, batch_first):
     rng = np.random.default_rng(24)
@@ -567,6 +593,7 @@ def test_encoder_stack_with_norm_and_masks(float64, batch_first):
     )
 
 
+@requires_torch
 def test_encoder_stack_is_causal_without_mask(float64):
     rng = np.random.default_rng(25)
     t = torch.nn.TransformerEncoder(
@@ -581,6 +608,7 @@ def test_encoder_stack_is_causal_without_mask(float64):
     )
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_decoder_stack_with_norm_and_every_mask(float64, batch_first):
     rng = np.random.default_rng(26)
@@ -693,6 +721,7 @@ STACKS = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("num_layers", "bidirectional", "batch_first", "bias"), STACKS)
 def test_recurrent_stacks_with_initial_state_and_final_state_gradients(
@@ -707,6 +736,7 @@ def test_recurrent_stacks_with_initial_state_and_final_state_gradients(
     _run_recurrent(t, m, x, _initial_state(rng, m, n))
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_recurrent_length_one_batch_one(float64, kind, bidirectional):
@@ -716,6 +746,7 @@ def test_recurrent_length_one_batch_one(float64, kind, bidirectional):
     _run_recurrent(t, m, rng.standard_normal((1, 1, IN)), None)
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", KINDS)
 def test_recurrent_gradient_into_final_states_only(float64, kind):
     t, m = _recurrent(kind, num_layers=2, bidirectional=True)
@@ -724,6 +755,7 @@ def test_recurrent_gradient_into_final_states_only(float64, kind):
     _run_recurrent(t, m, x, _initial_state(rng, m, 2), grad_seq=False)
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", KINDS)
 def test_recurrent_gradient_into_sequence_only_without_initial_state(float64, kind):
     t, m = _recurrent(kind, num_layers=3, bidirectional=True, batch_first=True, bias=False)
@@ -731,6 +763,7 @@ def test_recurrent_gradient_into_sequence_only_without_initial_state(float64, ki
     _run_recurrent(t, m, rng.standard_normal((2, 3, IN)), None, grad_state=False)
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_relu"])
 def test_recurrent_inter_layer_dropout_is_off_in_eval(float64, kind):
     t, m = _recurrent(kind, num_layers=3, dropout=0.5, bidirectional=True)
@@ -740,6 +773,7 @@ def test_recurrent_inter_layer_dropout_is_off_in_eval(float64, kind):
     _run_recurrent(t, m, rng.standard_normal((4, 2, IN)), _initial_state(rng, m, 2))
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn_tanh"])
 def test_recurrent_output_last_is_torch_last_layer_final_states(float64, kind):
     t, m_both = _recurrent(kind, num_layers=2, bidirectional=True, batch_first=True)
@@ -764,17 +798,18 @@ def test_recurrent_output_last_is_torch_last_layer_final_states(float64, kind):
 # -- cells ------------------------------------------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize(
     ("cls_t", "cls_m", "kw"),
     [
-        (torch.nn.RNNCell, L.RNNCell, {"nonlinearity": "relu", "bias": False}),
-        (torch.nn.RNNCell, L.RNNCell, {"nonlinearity": "tanh"}),
-        (torch.nn.GRUCell, L.GRUCell, {"bias": False}),
-        (torch.nn.GRUCell, L.GRUCell, {}),
+        ("RNNCell", L.RNNCell, {"nonlinearity": "relu", "bias": False}),  # torch.nn's, by name
+        ("RNNCell", L.RNNCell, {"nonlinearity": "tanh"}),
+        ("GRUCell", L.GRUCell, {"bias": False}),
+        ("GRUCell", L.GRUCell, {}),
     ],
 )
 def test_single_state_cells_match_torch(float64, cls_t, cls_m, kw):
-    t = cls_t(IN, HID, dtype=torch.float64, **kw)
+    t = getattr(torch.nn, cls_t)(IN, HID, dtype=torch.float64, **kw)
     randomize(t, scale=0.6)
     m = cls_m(IN, HID, **kw)
     copy_weights(t, m)
@@ -797,6 +832,7 @@ def test_single_state_cells_match_torch(float64, cls_t, cls_m, kw):
     close(dh, th.grad)
 
 
+@requires_torch
 @pytest.mark.parametrize("bias", [True, False])
 def test_lstm_cell_gradients_into_h_and_c(float64, bias):
     t = torch.nn.LSTMCell(IN, HID, bias=bias, dtype=torch.float64)
@@ -833,6 +869,7 @@ def test_recurrent_unsupported_torch_arguments_are_refused_not_ignored():
 # -- Embedding ---------------------------------------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("padding_idx", [None, 2, -1, -7])
 def test_embedding_padding_idx_repeated_indices_match_torch(float64, padding_idx):
     t = torch.nn.Embedding(7, 3, padding_idx=padding_idx, dtype=torch.float64)
@@ -867,6 +904,7 @@ def test_embedding_unsupported_torch_arguments_are_refused_not_ignored(kwarg):
 # -- more attention and Transformer cases ----------------------------------------------------------------
 
 
+@requires_torch
 def test_shared_mha_in_a_functional_graph_matches_torch(float64):
     """One layer used at two nodes (self-attention, then query/value from the first node, key from x)."""
     from framework import Input, Model
@@ -891,6 +929,7 @@ def test_shared_mha_in_a_functional_graph_matches_torch(float64):
     compare_param_grads(t, mha)
 
 
+@requires_torch
 def test_mha_dropout_in_training_weights_are_the_ones_used_and_gradients_are_exact(float64):
     """Training-mode dropout on P: the returned (dropped) weights reproduce Y; backward = finite diffs."""
     from framework import set_seed
@@ -929,6 +968,7 @@ def test_mha_dropout_in_training_weights_are_the_ones_used_and_gradients_are_exa
         assert relative_error(analytic[name], numerical_gradient(loss, p.data)) < 1e-7, name
 
 
+@requires_torch
 def test_decoder_layer_memory_is_causal(float64):
     rng = np.random.default_rng(62)
     t = torch.nn.TransformerDecoderLayer(
@@ -945,6 +985,7 @@ def test_decoder_layer_memory_is_causal(float64):
     )
 
 
+@requires_torch
 def test_encoder_layer_with_a_fully_padded_sample(float64):
     """Every key of sample 1 padded: attention gives 0 there (PyTorch's slow path too), no NaN."""
     rng = np.random.default_rng(63)
@@ -961,6 +1002,7 @@ def test_encoder_layer_with_a_fully_padded_sample(float64):
     )
 
 
+@requires_torch
 def test_transformer_dropouts_are_off_in_eval_mode(float64):
     """Eval mode with dropout 0.3 everywhere (PyTorch in eval with gradients: its slow path, no dropout)."""
     rng = np.random.default_rng(64)
@@ -984,6 +1026,7 @@ def test_transformer_dropouts_are_off_in_eval_mode(float64):
     compare_param_grads(t, m)
 
 
+@requires_torch
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_positional_encoding_odd_d_model_formula(float64, batch_first):
     d, length = 5, 7
@@ -1045,6 +1088,7 @@ def test_recurrent_and_cell_error_messages():
         L.RNNCell(3, 4)(np.ones((2, 3)), np.ones((3, 4)))
 
 
+@requires_torch
 @pytest.mark.parametrize("average", [True, False])
 @pytest.mark.parametrize("cross", [False, True])
 def test_mha_gradient_of_the_returned_weights_is_used(float64, average, cross):
@@ -1073,6 +1117,7 @@ def test_mha_gradient_of_the_returned_weights_is_used(float64, average, cross):
         m.backward((g, np.ones((2, 3, 4))))
 
 
+@requires_torch
 def test_mha_backward_accepts_the_weights_pair_as_a_list(float64):
     rng = np.random.default_rng(71)
     m = L.MultiheadAttention(4, 2)
@@ -1104,6 +1149,7 @@ def _sdpa_case(rng, qs, ks, vs, mask=None, causal=False, scale=None):
         close(mine, leaf.grad, f"d {name}")
 
 
+@requires_torch
 def test_sdpa_broadcast_masks_fully_masked_rows_and_long_causal(float64):
     rng = np.random.default_rng(80)
     shapes = ((2, 3, 4, 5), (2, 3, 6, 5), (2, 3, 6, 7))

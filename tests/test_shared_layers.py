@@ -10,12 +10,16 @@ import threading
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 import framework
 from framework import Input, Model, Sequential
 from framework.layers import Dropout, Embedding, Linear, Subtract
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 
 def _siamese() -> tuple[Model, Sequential]:
@@ -24,6 +28,7 @@ def _siamese() -> tuple[Model, Sequential]:
     return Model([left, right], Subtract()([tower(left), tower(right)])), tower
 
 
+@requires_torch
 def test_siamese_gradients_equal_pytorch_module_called_twice(float64) -> None:
     model, tower = _siamese()
     rng = np.random.default_rng(0)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 import plugins.conv_base as conv_base
 from framework.base.context import Context
@@ -32,15 +33,22 @@ from plugins.group_norms import GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNo
 from plugins.normalization import BatchNorm, LayerNorm
 from plugins.pooling import AvgPool1d, AvgPool2d, GlobalAvgPool2d, MaxPool1d, MaxPool2d
 
-torch = pytest.importorskip("torch")
-threadpoolctl = pytest.importorskip("threadpoolctl")
-F = torch.nn.functional
+try:
+    import torch
+
+    F = torch.nn.functional
+except ImportError:
+    torch = F = None
+try:
+    import threadpoolctl
+except ImportError:
+    threadpoolctl = None
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
 F64, F32 = np.dtype(np.float64), np.dtype(np.float32)
 TOL = {F64: (1e-10, 1e-11), F32: (1e-4, 2e-5)}  # (rtol, atol relative to the largest reference value)
-ACTIVATIONS = {None: lambda t: t, "relu": torch.relu, "tanh": torch.tanh}
+ACTIVATIONS = {None: lambda t: t, "relu": lambda t: torch.relu(t), "tanh": lambda t: torch.tanh(t)}
 BIG = 10**9
 
 
@@ -50,6 +58,9 @@ BIG = 10**9
 @pytest.fixture(autouse=True, scope="module")
 def _torch_on_one_thread():
     """PyTorch's reference on one thread: its spinning OpenMP workers would compete with NumPy's BLAS."""
+    if torch is None:  # the tests that need it skip
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -212,6 +223,8 @@ def blas_threads(n: int):
     library scan, 0.5 ms, took a fifth of these tests' time), threadpoolctl where it is not OpenBLAS."""
     previous = blas.set_num_threads(n)
     if previous is None:
+        if threadpoolctl is None:  # known only here: NumPy's BLAS is not OpenBLAS
+            pytest.skip("needs threadpoolctl (scikit-learn brings it): pip install -e '.[data]'")
         with threadpoolctl.threadpool_limits(n, user_api="blas"):
             yield
         return
@@ -437,6 +450,7 @@ def run_conv_cases(cases: list[dict[str, Any]], dtype: np.dtype, ndim: int, mode
     return taken
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_float64_every_lowering_matches_torch(mode, threads):
     taken = run_conv_cases(CONV2D_CASES, F64, 2, mode, threads)
@@ -444,11 +458,13 @@ def test_conv2d_float64_every_lowering_matches_torch(mode, threads):
         assert taken.get(mode, 0) > 60  # the forced lowering really ran on many cases
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", [("im2col", 1), ("grid", 2), ("batch_last", 2), ("natural", 2)])
 def test_conv2d_float32_every_lowering_matches_torch(mode, threads):
     run_conv_cases(CONV2D_CASES, F32, 2, mode, threads)
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv1d_every_lowering_matches_torch(mode, threads):
     run_conv_cases(CONV1D_CASES, F64, 1, mode, threads)
@@ -534,6 +550,7 @@ def check_transpose_case(case: dict[str, Any], dtype: np.dtype) -> None:
 TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(250)]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_conv_transpose2d_matches_torch(dtype, threads):
@@ -614,6 +631,7 @@ POOL_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_pools_match_torch(dtype):
     failures = []
@@ -678,6 +696,7 @@ ADAPTIVE_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_adaptive_and_global_pools_match_torch(dtype):
     failures = []
@@ -775,6 +794,7 @@ def check_batchnorm_case(case: dict[str, Any], dtype: np.dtype) -> None:
 BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(200)]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_batchnorm_train_eval_and_running_stats_match_torch(dtype):
     failures = []
@@ -891,6 +911,7 @@ NORM_CASES = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_group_instance_layer_rms_norms_match_torch(dtype):
     failures = []
@@ -931,6 +952,7 @@ def torch_conv_grads(case: dict[str, Any], layer: Any, x: np.ndarray, g: np.ndar
     return y, dx, dw, db
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", STATE_MODES, ids=STATE_IDS)
 def test_pending_calls_hold_their_own_workspace(mode, threads):
     """Forwards of one shape before their backwards, interleaved with record=False calls, in any order."""
@@ -973,6 +995,7 @@ def _graph(conv: Any, shape: tuple[int, ...]) -> Any:
     return Model(x, Add()([conv(h), conv(x)]))
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", STATE_MODES, ids=STATE_IDS)
 def test_layer_shared_by_three_graph_nodes_matches_torch(mode, threads):
     rng = np.random.default_rng(31)
@@ -1069,6 +1092,7 @@ def _named_state(pairs: list[tuple[Any, Any]], kind: str) -> list[tuple[str, Any
     return found
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", STATE_MODES, ids=STATE_IDS)
 def test_sequential_cnn_with_fit_flags_matches_torch(mode, threads):
     """Sequential passes grad_out_writable along the chain and needs_input_grad=False to the first layer."""
@@ -1112,6 +1136,7 @@ FIT_RUNS = [
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads, fit_threads", FIT_RUNS)
 def test_fit_steps_of_the_cnn_match_torch_sgd(mode, threads, fit_threads):
     """``fit``'s path: needs_input_grad=False, lazily zeroed gradients, running statistics, batch shards.
@@ -1139,6 +1164,7 @@ def test_fit_steps_of_the_cnn_match_torch_sgd(mode, threads, fit_threads):
         close(mine.data, theirs.detach().numpy(), F64, name)
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", [("im2col", 1), ("grid", 2), ("batch_last", 2)])
 def test_threads_running_one_layer_get_torch_results(mode, threads):
     """Two threads, each with its own contexts and workspace pool, forward and backward one layer at once."""
@@ -1236,6 +1262,7 @@ def threshold_cases() -> list[dict[str, Any]]:
 THRESHOLD_CASES = threshold_cases()
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_at_the_lowering_thresholds_matches_torch(mode, threads):
     taken = run_conv_cases(THRESHOLD_CASES, F64, 2, mode, threads)
@@ -1338,6 +1365,7 @@ def _pool_grads(layer: Any, tfn: Any, x: np.ndarray, training: bool = True) -> t
     return ours, xt.grad.numpy()
 
 
+@requires_torch
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_max_pool_routes_the_gradient_of_a_nan_window_to_the_nan(training):
     x = np.array([[[1.0, np.nan, 0.5]]])
@@ -1345,12 +1373,14 @@ def test_max_pool_routes_the_gradient_of_a_nan_window_to_the_nan(training):
     np.testing.assert_array_equal(ours, theirs)  # PyTorch [[[0, 1, 0]]]; ours [[[0, 0, 1]]]
 
 
+@requires_torch
 def test_max_pool_routes_an_all_minus_inf_window_to_an_input():
     x = np.array([[[-np.inf, 0.0]]])
     ours, theirs = _pool_grads(MaxPool1d(2, padding=1), lambda t: F.max_pool1d(t, 2, padding=1), x)
     np.testing.assert_array_equal(ours, theirs)  # PyTorch [[[1, 1]]]; ours [[[0, 1]]]
 
 
+@requires_torch
 def test_max_pools_propagate_nan_and_ties_go_to_the_first_maximum_as_in_torch():
     x = np.array([[[[1.0, np.nan], [3.0, 3.0]], [[2.0, 2.0], [2.0, 2.0]]]])
     for layer, tfn in [
@@ -1365,6 +1395,7 @@ def test_max_pools_propagate_nan_and_ties_go_to_the_first_maximum_as_in_torch():
     np.testing.assert_array_equal(ours, theirs)
 
 
+@requires_torch
 def test_batchnorm_refuses_one_value_per_channel_in_training_as_torch():
     x = np.ones((1, 3, 1, 1))
     with pytest.raises(ValueError, match="more than 1 value per channel"):
@@ -1374,6 +1405,7 @@ def test_batchnorm_refuses_one_value_per_channel_in_training_as_torch():
     BatchNorm(3).forward(Context(False), x)  # eval normalises with the running estimates
 
 
+@requires_torch
 @pytest.mark.parametrize("cls, shape", [(InstanceNorm1d, (2, 3, 1)), (InstanceNorm2d, (2, 3, 1, 1))])
 def test_instance_norm_refuses_one_value_per_instance_in_training(cls, shape):
     x = np.random.default_rng(0).standard_normal(shape)
@@ -1405,6 +1437,7 @@ def test_instance_norm_refuses_one_value_per_instance_in_training(cls, shape):
     compare(ours, ref, F64, ["weight", "bias"], {})
 
 
+@requires_torch
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_instance_norm_normalises_two_values_per_instance_as_torch(training):
     """Two values per instance are statistics (no refusal), in either mode, as PyTorch."""
@@ -1497,6 +1530,7 @@ EMPTY_RUNS = [("conv2d", mode, threads) for mode, threads in CONV_EMPTY_MODES] +
 ]
 
 
+@requires_torch
 @pytest.mark.parametrize("name, mode, threads", EMPTY_RUNS, ids=[f"{n}-{m}-{t}thr" for n, m, t in EMPTY_RUNS])
 def test_an_empty_batch_gives_empty_outputs_and_zero_gradients_as_torch(name, mode, threads):
     taken = check_empty_batch(name, mode, threads)
@@ -1504,15 +1538,18 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_gradients_as_torch(name, mo
         assert taken == ([] if mode == "im2col" else [mode]), taken
 
 
+@requires_torch
 def test_an_empty_batch_through_a_max_pool_gives_empty_outputs_as_torch():
     check_empty_batch("maxpool2d", "natural", 1)
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_EMPTY_MODES[:3], ids=[m for m, _ in CONV_EMPTY_MODES[:3]])
 def test_an_empty_batch_as_the_first_layer_under_fit_gives_no_input_gradient(mode, threads):
     check_empty_batch("conv2d", mode, threads, needs_input_grad=False)
 
 
+@requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_EMPTY_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_EMPTY_MODES])
 def test_an_empty_batch_through_conv1d_gives_empty_outputs_as_torch(mode, threads):
     check_empty_batch("conv1d", mode, threads)
@@ -1524,6 +1561,7 @@ def test_batchnorm_still_refuses_an_empty_batch_in_training():
         BatchNorm(8).forward(Context(True), np.zeros((0, 8, 5, 5)))
 
 
+@requires_torch
 @pytest.mark.parametrize("shape", [(4, 3, 2, 5), (4, 3)], ids=["nchw", "nc"])
 def test_batchnorm_eval_backward_writes_into_a_writable_grad_out(shape):
     """Under ``grad_out_writable`` eval-mode dL/dx is computed into ``grad_out`` itself, equal to PyTorch's.
@@ -1562,6 +1600,7 @@ def test_batchnorm_eval_backward_writes_into_a_writable_grad_out(shape):
         compare((y, dx, {n: p.grad for n, p in layer.named_parameters()}), ref, F64, ["weight", "bias"], {})
 
 
+@requires_torch
 @pytest.mark.parametrize(
     "make, torch_make",
     [
@@ -1593,6 +1632,7 @@ def test_unsupported_torch_arguments_are_refused_not_ignored(make, torch_make):
         make()
 
 
+@requires_torch
 @pytest.mark.parametrize(
     "make, torch_call, error",
     [
@@ -1640,6 +1680,7 @@ def test_configurations_torch_refuses_are_config_errors(make, torch_call, error)
         make()
 
 
+@requires_torch
 def test_batchnorm_momentum_none_is_torch_s_cumulative_average():
     """Once refused with a ConfigError; now PyTorch's cumulative moving average (weight 1/count)."""
     with default_dtype("float64"):
@@ -1669,6 +1710,7 @@ def test_kernels_larger_than_the_padded_input_are_shape_errors(cls, kwargs, shap
         cls(**kwargs).forward(Context(False), np.zeros(shape))
 
 
+@requires_torch
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_max_pool2d_nan_and_minus_inf_windows_route_like_torch(training):
     """Several NaNs in a window (PyTorch takes the last), all -inf windows beside the padding, 2-D."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import requires_h5py, requires_torch
 
 import framework
 from framework import Input, Model, Parameter, Sequential, hookimpl
@@ -38,8 +38,15 @@ from framework.errors import CheckpointError, ConfigError, ExportError, NotBuilt
 from framework.layers import BatchNorm, Dropout, Linear, ReLU
 from framework.registry.manager import REGISTRY
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
+try:
+    import torch
+
+    nn = torch.nn
+except ImportError:
+    torch = nn = None
+
+#: the base class of the PyTorch twins (``object`` without torch, whose tests skip)
+_Module = nn.Module if nn is not None else object
 
 TIGHT = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -84,7 +91,7 @@ class CtxNet(Model):
         return {"hidden": self.hidden, "name": self.name}
 
 
-class TorchCtxNet(nn.Module):
+class TorchCtxNet(_Module):
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.zeros(2, dtype=torch.float64))
@@ -117,7 +124,7 @@ class LegacyNet(Model):
         return self.fc1.backward(self.bn.backward(g))
 
 
-class TorchLegacyNet(nn.Module):
+class TorchLegacyNet(_Module):
     def __init__(self) -> None:
         super().__init__()
         self.fc1 = nn.Linear(3, 6)
@@ -154,7 +161,7 @@ class NestedNet(Model):
         return self.pre.backward(ctx.child("pre"), g)
 
 
-class TorchNested(nn.Module):
+class TorchNested(_Module):
     def __init__(self) -> None:
         super().__init__()
         self.pre = nn.Linear(3, 4)
@@ -186,7 +193,7 @@ class TiedNet(Model):
         return self.enc.backward(ctx.child("enc"), g)
 
 
-class TorchTied(nn.Module):
+class TorchTied(_Module):
     def __init__(self) -> None:
         super().__init__()
         self.enc = nn.Linear(3, 3)
@@ -231,7 +238,7 @@ class ScaleShift(Layer):
         return {**super().get_config(), "num_features": self.num_features}
 
 
-class TorchScaleShift(nn.Module):
+class TorchScaleShift(_Module):
     def __init__(self, n: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n, dtype=torch.float64))
@@ -398,6 +405,7 @@ def _summary_counts(model: Model) -> tuple[int, int, int]:
     return count("Total params"), count("Trainable params"), count("Non-trainable params")
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_summary_counts_equal_the_torch_twin(kind: str, float64: None) -> None:
     model, twin = _twins(kind)
@@ -407,6 +415,7 @@ def test_summary_counts_equal_the_torch_twin(kind: str, float64: None) -> None:
     assert model.count_params() == trainable + buffers
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_parameters_are_unique_and_in_the_twin_order(kind: str, float64: None) -> None:
     model, twin = _twins(kind)
@@ -417,6 +426,7 @@ def test_parameters_are_unique_and_in_the_twin_order(kind: str, float64: None) -
     assert len(set(names)) == len(names)
 
 
+@requires_torch
 def test_context_form_names_are_torch_names_with_list_and_dict_children(float64: None) -> None:
     model, twin = _twins("ctx")
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in twin.named_parameters()]
@@ -424,6 +434,7 @@ def test_context_form_names_are_torch_names_with_list_and_dict_children(float64:
     assert sorted(model.state_dict(format="torch")) == sorted(twin.state_dict())
 
 
+@requires_torch
 def test_tied_weight_is_one_parameter_counted_and_named_once(float64: None) -> None:
     model, twin = _twins("tied")
     assert model.dec.weight is model.enc.weight
@@ -549,7 +560,10 @@ class LegacyBlock(Layer):
         return self.bn.backward(self.drop.backward(grad))
 
 
-@pytest.mark.parametrize("kind", ["legacy", "ctx", "legacy_layer"])
+@pytest.mark.parametrize(
+    "kind",  # _twins builds the PyTorch twin too
+    [pytest.param("legacy", marks=requires_torch), pytest.param("ctx", marks=requires_torch), "legacy_layer"],
+)
 @pytest.mark.parametrize("call_mode", [False, True])
 def test_the_training_argument_of_a_call_reaches_children_called_by_hand(kind: str, call_mode: bool) -> None:
     """``model(x, training=m)`` runs as if every flag were ``m``, and leaves the flags as they were."""
@@ -577,6 +591,7 @@ def test_the_training_argument_of_a_call_reaches_children_called_by_hand(kind: s
 # -- state dicts and Keras's weight lists --------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", [*SUBCLASSES, "custom_seq"])
 def test_state_dict_round_trip_into_a_fresh_instance(kind: str, float64: None) -> None:
     model, _ = _twins(kind, seed=1)
@@ -589,6 +604,7 @@ def test_state_dict_round_trip_into_a_fresh_instance(kind: str, float64: None) -
     np.testing.assert_array_equal(fresh(x), model(x))
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["ctx", "legacy", "custom_seq"])
 def test_a_torch_state_dict_loads_key_for_key_and_predicts_as_torch(kind: str, float64: None) -> None:
     model, twin = _twins(kind, seed=3)
@@ -603,6 +619,7 @@ def test_a_torch_state_dict_loads_key_for_key_and_predicts_as_torch(kind: str, f
     np.testing.assert_allclose(model(x), twin(torch.from_numpy(x)).detach().numpy(), **TIGHT)
 
 
+@requires_torch
 def test_a_torch_state_dict_of_tied_weights_loads_strictly(float64: None) -> None:
     model, twin = _twins("tied", seed=3)
     with torch.no_grad():
@@ -613,6 +630,7 @@ def test_a_torch_state_dict_of_tied_weights_loads_strictly(float64: None) -> Non
     np.testing.assert_allclose(model.predict(x), twin(torch.from_numpy(x)).detach().numpy(), **TIGHT)
 
 
+@requires_torch
 def test_torch_loads_the_torch_format_state_dict_of_tied_weights_strictly(float64: None) -> None:
     model, _ = _twins("tied", seed=3)
     twin = TorchTied().double()
@@ -621,6 +639,7 @@ def test_torch_loads_the_torch_format_state_dict_of_tied_weights_strictly(float6
     np.testing.assert_array_equal(twin.enc.weight.detach().numpy(), model.enc.weight.data)
 
 
+@requires_torch
 def test_a_tied_weight_given_two_different_values_is_refused(float64: None) -> None:
     model, twin = _twins("tied", seed=3)
     state = {k: v.detach().numpy().copy() for k, v in twin.state_dict().items()}
@@ -631,6 +650,7 @@ def test_a_tied_weight_given_two_different_values_is_refused(float64: None) -> N
     assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+@requires_torch
 def test_load_state_dict_names_missing_unexpected_and_misshaped_keys(float64: None) -> None:
     model, _ = _twins("ctx")
     state = {k: v.copy() for k, v in model.state_dict().items()}
@@ -653,6 +673,7 @@ def test_load_state_dict_names_missing_unexpected_and_misshaped_keys(float64: No
     np.testing.assert_array_equal(model.scale.data, [7.0, 7.0])
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", SUBCLASSES)
 def test_get_set_weights_round_trip_and_refuse_wrong_count_or_shape(kind: str, float64: None) -> None:
     model, _ = _twins(kind, seed=4)
@@ -686,6 +707,7 @@ def _torch_step(twin: Any, x: np.ndarray, y: np.ndarray, lr: float) -> float:
     return float(loss.detach())
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_one_fit_step_equals_torch(kind: str, float64: None) -> None:
     model, twin = _twins(kind, seed=6)
@@ -705,6 +727,7 @@ def test_one_fit_step_equals_torch(kind: str, float64: None) -> None:
     np.testing.assert_allclose(logs["loss"], float(expected.detach()), **TIGHT)
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["ctx", "nested", "tied", "custom_seq"])
 def test_manual_backward_equals_torch_autograd(kind: str, float64: None) -> None:
     model, twin = _twins(kind, seed=7)
@@ -723,6 +746,7 @@ def test_manual_backward_equals_torch_autograd(kind: str, float64: None) -> None
         np.testing.assert_allclose(p.grad, t.grad.numpy(), **TIGHT, err_msg=name)
 
 
+@requires_torch
 def test_a_shared_child_sums_its_gradients_over_two_calls(float64: None) -> None:
     """CtxNet calls blocks[0] twice; its weight gradient is the sum of both uses, as torch's."""
     model, twin = _twins("ctx", seed=8)
@@ -750,6 +774,7 @@ class LegacyShared(Model):
         return self.fc.backward(self.fc.backward(grad))
 
 
+@requires_torch
 def test_older_form_child_used_twice_gets_the_torch_gradient_or_a_clear_error(float64: None) -> None:
     model = LegacyShared()
     model.build((None, 3))
@@ -769,6 +794,7 @@ def test_older_form_child_used_twice_gets_the_torch_gradient_or_a_clear_error(fl
     np.testing.assert_allclose(model.fc.weight.grad, twin.weight.grad.numpy(), **TIGHT)
 
 
+@requires_torch
 def test_freezing_a_sub_model_of_a_subclass_matches_torch_requires_grad(float64: None) -> None:
     model, twin = _twins("nested", seed=9)
     model.func.trainable = False
@@ -787,6 +813,7 @@ def test_freezing_a_sub_model_of_a_subclass_matches_torch_requires_grad(float64:
         np.testing.assert_allclose(p.data, t.detach().numpy(), **TIGHT, err_msg=name)
 
 
+@requires_torch
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_subclass_runs_in_its_dtype_and_predicts_as_torch(dtype: str) -> None:
     with framework.runtime.dtype.default_dtype(dtype):
@@ -805,6 +832,7 @@ def test_subclass_runs_in_its_dtype_and_predicts_as_torch(dtype: str) -> None:
 # -- copies and threads --------------------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", SUBCLASSES)
 def test_deepcopy_is_independent_and_keeps_ties(kind: str, float64: None) -> None:
     model, _ = _twins(kind, seed=10)
@@ -825,6 +853,7 @@ def test_deepcopy_is_independent_and_keeps_ties(kind: str, float64: None) -> Non
     assert any(not np.array_equal(p.data, b) for p, b in zip(clone.parameters(), before))
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", ["ctx", "nested", "tied", "custom_func"])
 def test_inference_from_threads_equals_one_thread(kind: str) -> None:
     model, _ = _twins(kind, seed=11)
@@ -852,6 +881,7 @@ def test_inference_from_threads_equals_one_thread(kind: str) -> None:
             np.testing.assert_array_equal(out, expected[i])
 
 
+@requires_torch
 def test_older_form_subclass_from_threads_is_right_or_refused_clearly() -> None:
     model, _ = _twins("legacy", seed=12)
     model.eval()
@@ -892,6 +922,7 @@ def _register_kind(plugins: Any, kind: str) -> None:
     plugins.register(classes[kind], ScaleShift) if kind in classes else plugins.register(ScaleShift)
 
 
+@requires_torch
 @requires_h5py
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -992,6 +1023,7 @@ def test_a_frozen_child_of_a_custom_layer_comes_back_frozen(plugins: Any, tmp_pa
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 
 
+@requires_torch
 @requires_h5py
 def test_a_frozen_layer_inside_a_subclass_comes_back_frozen(plugins: Any, tmp_path: Path) -> None:
     """A frozen BatchNorm runs in inference mode under fit (Keras's rule); after loading too."""
@@ -1011,6 +1043,7 @@ def test_a_frozen_layer_inside_a_subclass_comes_back_frozen(plugins: Any, tmp_pa
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 
 
+@requires_torch
 @requires_h5py
 def test_a_class_registered_in_a_script_loads_with_custom_objects_only(plugins: Any, tmp_path: Path) -> None:
     plugins.register(CtxNet)
@@ -1026,6 +1059,7 @@ def test_a_class_registered_in_a_script_loads_with_custom_objects_only(plugins: 
     np.testing.assert_array_equal(loaded.scale.data, model.scale.data)
 
 
+@requires_torch
 @requires_h5py
 def test_a_published_plugin_layer_missing_at_load_names_its_distribution(
     plugins: Any, tmp_path: Path
@@ -1129,6 +1163,7 @@ def test_a_config_json_cannot_hold_is_refused_naming_the_layer(plugins: Any, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5"]
 
 
+@requires_torch
 def test_an_unregistered_subclass_is_refused_at_save(tmp_path: Path) -> None:
     model, _ = _twins("ctx")
     with pytest.raises(ConfigError, match=r"CtxNet is not registered.*register_layers"):
@@ -1136,6 +1171,7 @@ def test_an_unregistered_subclass_is_refused_at_save(tmp_path: Path) -> None:
     assert not (tmp_path / "x.h5").exists()
 
 
+@requires_torch
 @requires_h5py
 @pytest.mark.parametrize("kind", [*SUBCLASSES, "custom_func"])
 def test_save_weights_and_load_weights_round_trip(kind: str, tmp_path: Path) -> None:
@@ -1150,6 +1186,7 @@ def test_save_weights_and_load_weights_round_trip(kind: str, tmp_path: Path) -> 
     np.testing.assert_array_equal(fresh.predict(x), model.predict(x))
 
 
+@requires_torch
 @requires_h5py
 def test_load_weights_by_name_restores_the_models_own_weights(tmp_path: Path) -> None:
     model, _ = _twins("ctx", seed=19)
@@ -1161,6 +1198,7 @@ def test_load_weights_by_name_restores_the_models_own_weights(tmp_path: Path) ->
     np.testing.assert_array_equal(fresh.heads["out"].weight.data, model.heads["out"].weight.data)
 
 
+@requires_torch
 @requires_h5py
 def test_load_weights_refuses_a_file_without_the_models_own_weights(tmp_path: Path) -> None:
     """A file of another architecture must not load, leaving the model's own Parameter unset silently."""
@@ -1179,6 +1217,7 @@ def test_load_weights_refuses_a_file_without_the_models_own_weights(tmp_path: Pa
 # -- export --------------------------------------------------------------------------------------
 
 
+@requires_torch
 @pytest.mark.parametrize("where", ["top", "in_sequential", "custom_layer"])
 def test_onnx_export_of_a_subclass_is_a_clear_export_error(where: str, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
@@ -1218,6 +1257,7 @@ class TwoInputs(Model):
         return {"width": self.width, "name": self.name}
 
 
+@requires_torch
 @pytest.mark.parametrize("width", [3, 4])  # same shapes were stacked into one array, others crashed
 @pytest.mark.parametrize("how", ["call", "predict", "fit"])
 def test_a_subclass_taking_a_list_of_inputs_matches_torch(width: int, how: str, float64: None) -> None:

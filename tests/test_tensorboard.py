@@ -8,15 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import read_events, scalars
+from support import read_events, requires_tensorboardx, scalars
 
 import framework
 from framework import Sequential
 from framework.errors import ConfigError
 from framework.layers import Linear
 from framework.training.callbacks import TensorBoard
-
-pytest.importorskip("tensorboardX")
 
 
 def _fit(tmp_path: Path, **kwargs: Any) -> tuple[Any, Sequential]:
@@ -31,6 +29,7 @@ def _fit(tmp_path: Path, **kwargs: Any) -> tuple[Any, Sequential]:
     return history, model
 
 
+@requires_tensorboardx
 def test_tensorboard_writes_epoch_scalars_and_histograms(tmp_path):
     history, model = _fit(tmp_path, histogram_freq=2)
     train = scalars(tmp_path / "logs" / "train")
@@ -51,6 +50,7 @@ def test_tensorboard_writes_epoch_scalars_and_histograms(tmp_path):
     assert histograms == {name: [0, 2] for name, _ in model.named_parameters()}
 
 
+@requires_tensorboardx
 def test_tensorboard_batch_scalars(tmp_path):
     _fit(tmp_path, update_freq="batch")
     train = scalars(tmp_path / "logs" / "train")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 import framework
 from framework import layers as L
 from framework.errors import ShapeError
 from framework.testing import check_gradients
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 
 def rel(a, b) -> float:
@@ -42,6 +46,7 @@ def _x(*shape):
     return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
 
+@requires_torch
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_encoder_layer_matches_torch(float64, norm_first, activation):
@@ -61,6 +66,7 @@ def test_encoder_layer_matches_torch(float64, norm_first, activation):
     )
 
 
+@requires_torch
 def test_encoder_stack_matches_torch(float64):
     t = torch.nn.TransformerEncoder(
         torch.nn.TransformerEncoderLayer(8, 4, 16, 0.0, batch_first=True, dtype=torch.float64),
@@ -73,6 +79,7 @@ def test_encoder_stack_matches_torch(float64):
     _compare(t, m, [_x(2, 6, 8)], {}, {})
 
 
+@requires_torch
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_decoder_stack_matches_torch(float64, norm_first):
     t = torch.nn.TransformerDecoder(
@@ -96,6 +103,7 @@ def test_decoder_stack_matches_torch(float64, norm_first):
     )
 
 
+@requires_torch
 def test_torch_trained_weights_load_by_name_float32(tmp_path):
     torch.manual_seed(3)
     t = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True)

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import requires_torch
 
 from framework import Input, Model
 from framework.base.context import Context
 from plugins.recurrent import GRUCell, LSTMCell, RNNCell
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:
+    torch = None
 
 T, N, IN, H = 5, 3, 4, 6
 
@@ -78,6 +82,7 @@ def _unrolled_model(cell, n_states):
     return Model(steps + initial, outputs)
 
 
+@requires_torch
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_unrolled_cell_in_a_functional_model_matches_torch(float64, kind):
     cell, x, states, weights, expected = _torch_reference(kind)
@@ -97,6 +102,7 @@ def test_unrolled_cell_in_a_functional_model_matches_torch(float64, kind):
         assert_close(grads[T + i], expected["states"][i], f"d{label}")
 
 
+@requires_torch
 def test_unrolled_rnn_cell_with_explicit_contexts_matches_torch(float64):
     """The same loop by hand: one context per step, backwards in reverse order."""
     cell, x, (h0,), weights, expected = _torch_reference("rnn_tanh", seed=3)
@@ -117,6 +123,7 @@ def test_unrolled_rnn_cell_with_explicit_contexts_matches_torch(float64):
     assert_close(dh, expected["states"][0], "dh0")
 
 
+@requires_torch
 def test_manual_form_unrolled_loop_is_refused_not_silently_wrong(float64):
     """By hand without contexts, a second step replaces the first's record: backward says so."""
     from framework.errors import ConfigError, NotBuiltError
