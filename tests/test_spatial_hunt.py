@@ -425,8 +425,8 @@ def check_conv_case(case: dict[str, Any], dtype: np.dtype, ndim: int, mode: str,
     return want
 
 
-CONV2D_CASES = [conv_case((2, i)) for i in range(300)]
-CONV1D_CASES = [conv_case((1, i), ndim=1) for i in range(200)]
+CONV2D_CASES = [conv_case((2, i)) for i in range(150)]
+CONV1D_CASES = [conv_case((1, i), ndim=1) for i in range(100)]
 CONV_MODES = [
     ("im2col", 1),
     ("im2col", 2),
@@ -455,7 +455,7 @@ def run_conv_cases(cases: list[dict[str, Any]], dtype: np.dtype, ndim: int, mode
 def test_conv2d_float64_every_lowering_matches_torch(mode, threads):
     taken = run_conv_cases(CONV2D_CASES, F64, 2, mode, threads)
     if mode in ("grid", "batch_last"):
-        assert taken.get(mode, 0) > 60  # the forced lowering really ran on many cases
+        assert taken.get(mode, 0) > len(CONV2D_CASES) // 5  # the forced lowering really ran on many cases
 
 
 @requires_torch
@@ -547,7 +547,7 @@ def check_transpose_case(case: dict[str, Any], dtype: np.dtype) -> None:
     compare(ours, ref, dtype, ["weight", "bias"], case["opts"])
 
 
-TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(250)]
+TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(125)]
 
 
 @requires_torch
@@ -791,7 +791,7 @@ def check_batchnorm_case(case: dict[str, Any], dtype: np.dtype) -> None:
             assert layer.running_mean is None and layer.running_var is None
 
 
-BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(200)]
+BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(100)]
 
 
 @requires_torch
