@@ -1,6 +1,39 @@
 from __future__ import annotations
 
 import os
+import stat
+import sys
+import tempfile
+
+
+def _cache_bytecode_outside_the_checkout() -> None:
+    """Under ``PYTHONDONTWRITEBYTECODE`` keep bytecode out of the checkout, but cache it.
+
+    Without any cache every xdist worker and every child interpreter the tests start (CLI,
+    examples, MPI ranks) compiles ``framework/`` and ``plugins/`` and rewrites the test modules
+    again: measured on a fresh clone, 238 s of CPU for the suite against 199 s with a cache.
+    The cache goes to a directory of this user's under the system's temporary directory
+    (``sys.pycache_prefix``, which pytest's assertion rewriting follows too); children inherit it
+    through ``PYTHONPYCACHEPREFIX``. A directory another user owns or can write is not used.
+    """
+    if not sys.dont_write_bytecode or sys.pycache_prefix:
+        return
+    prefix = os.path.join(tempfile.gettempdir(), f"framework-tests-pycache-{os.getuid()}")
+    try:
+        os.makedirs(prefix, mode=0o700, exist_ok=True)
+        info = os.lstat(prefix)
+    except OSError:
+        return
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return
+    sys.pycache_prefix = prefix
+    sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+if hasattr(os, "getuid"):
+    _cache_bytecode_outside_the_checkout()
 
 # Under pytest-xdist (``-n auto``) every core runs a worker: each worker's BLAS and PyTorch then
 # run on one thread, as their spare threads would only spin against the other workers
@@ -10,10 +43,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_variable, "1")
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402  (after the environment above is set)
+import pytest  # noqa: E402
 
-import framework
+import framework  # noqa: E402
 
 
 @pytest.fixture
