@@ -196,6 +196,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="folder for the weights and config (default: examples/output/char_transformer, as the others)",
     )
     parser.add_argument("--prompt", default="The ")
+    parser.add_argument(
+        "--val-batches", type=int, default=20, help="validation batches of 32 windows (fewer: a smoke test)"
+    )
+    parser.add_argument(
+        "--sample-chars",
+        type=int,
+        default=200,
+        help="characters sampled per temperature (fewer: a smoke test)",
+    )
     args = parser.parse_args(argv)
 
     data, chars = encode(load_fortunes())
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     ours.vocab = vocab  # type: ignore[attr-defined]
     result: dict[str, Any] = {"steps": args.steps, "unigram": unigram, "vocab": vocab}
-    result["val_ours"] = evaluate(ours, val, 32, args.length, 20)
+    result["val_ours"] = evaluate(ours, val, 32, args.length, args.val_batches)
     print(
         f"validation: ours {result['val_ours']:.3f} nats = {result['val_ours'] / math.log(2):.3f} bits/char "
         f"({times['ours'] / args.steps * 1e3:.1f} ms/step)"
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return tmodel(torch.from_numpy(x)).numpy()
 
         theirs.vocab = vocab  # type: ignore[attr-defined]
-        result["val_torch"] = evaluate(theirs, val, 32, args.length, 20)
+        result["val_torch"] = evaluate(theirs, val, 32, args.length, args.val_batches)
         print(
             f"validation: torch {result['val_torch']:.3f} nats = {result['val_torch'] / math.log(2):.3f} "
             f"bits/char ({times['torch'] / args.steps * 1e3:.1f} ms/step)"
@@ -280,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     restored.load_state_dict(dict(np.load(args.out / "weights.npz")))
     srng = np.random.default_rng(1)
     result["samples"] = [
-        sample(restored, chars, args.prompt, 200, t, 10, srng, args.length) for t in (0.8, 1.0)
+        sample(restored, chars, args.prompt, args.sample_chars, t, 10, srng, args.length) for t in (0.8, 1.0)
     ]
     for text, t in zip(result["samples"], (0.8, 1.0)):
         print(f"--- sample (temperature {t}, top-k 10) ---\n{text}")

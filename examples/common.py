@@ -43,7 +43,7 @@ def fashion_parser(doc: str, epochs: int) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="folder for the checkpoint (and PNGs)")
-    parser.add_argument("--quick", action="store_true", help="1 epoch on 2000 test-file images (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch on 512 test-file images (smoke test)")
     return parser
 
 
@@ -52,12 +52,13 @@ def fashion_data(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``(x_train, y_train), (x_test, y_test)``.
 
-    With ``--quick`` (which also sets one epoch): 2000 and 500 images of the small test file.
+    With ``--quick`` (which also sets one epoch): 512 and 128 images of the small test file
+    (four training batches of the default 128).
     """
     if args.quick:
         args.epochs = 1
         x, y = load_fashion_mnist(args.data, kind="test")
-        return (x[:2000], y[:2000]), (x[-500:], y[-500:])
+        return (x[:512], y[:512]), (x[-128:], y[-128:])
     return load_fashion_mnist(args.data)
 
 

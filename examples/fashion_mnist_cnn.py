@@ -15,7 +15,7 @@ an HDF5 checkpoint and reloads it with ``framework.load_model``, checking that
 the reloaded model's predictions are bit-identical.
 
 Run: ``python examples/fashion_mnist_cnn.py [--epochs 12] [--batch-size 128] [--output DIR]``;
-``--quick`` trains one epoch on 2000 images of the test file (a smoke test).
+``--quick`` trains one epoch on 512 images of the test file (a smoke test).
 
 Data-parallel on 2 processes: ``mpiexec -n 2 python examples/fashion_mnist_cnn.py``
 (``pip install -e ".[distributed]"``; see docs/guide/distributed.md). Each rank
@@ -61,13 +61,15 @@ def build_model() -> Sequential:
     )
 
 
-def save_prediction_grid(path: Path, images: np.ndarray, true: np.ndarray, pred: np.ndarray) -> bool:
-    """A 4x8 grid of test images titled "predicted (true)", wrong ones in red; False without matplotlib."""
+def save_prediction_grid(
+    path: Path, images: np.ndarray, true: np.ndarray, pred: np.ndarray, rows: int = 4, cols: int = 8
+) -> bool:
+    """A ``rows`` x ``cols`` grid of test images titled "predicted (true)", wrong ones in red; False
+    without matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    rows, cols = 4, 8
     figure = Figure(figsize=(cols * 1.6, rows * 1.9), layout="constrained")
     for ax, image, t, p in zip(figure.subplots(rows, cols).ravel(), images, true, pred):
         ax.imshow(image[0], cmap="gray_r")
@@ -128,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     logits = model.predict(x_test, batch_size=500)
     try:
         history.plot(args.output / "fashion_mnist_cnn_curves.png")
+        rows, cols = (2, 2) if args.quick else (4, 8)  # the smoke test draws 4 images, not 32
+        shown = rows * cols
         save_prediction_grid(
             args.output / "fashion_mnist_cnn_predictions.png",
-            x_test[:32],
-            y_test[:32],
-            logits[:32].argmax(axis=1),
+            x_test[:shown],
+            y_test[:shown],
+            logits[:shown].argmax(axis=1),
+            rows,
+            cols,
         )
         print(f"saved {args.output / 'fashion_mnist_cnn_curves.png'} and fashion_mnist_cnn_predictions.png")
     except ImportError as exc:

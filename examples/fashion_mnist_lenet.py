@@ -11,7 +11,7 @@ Reads the local IDX files (``--data`` folder, ``$FRAMEWORK_FASHION_MNIST`` or
 it with ``framework.load_model`` and checks the predictions match bit for bit.
 
 Run: ``python examples/fashion_mnist_lenet.py [--epochs 10] [--batch-size 128] [--output DIR]``;
-``--quick`` trains one epoch on 2000 images of the test file (a smoke test).
+``--quick`` trains one epoch on 512 images of the test file (a smoke test).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ or ``/usr/share/datasets/fashion-mnist``), then saves an HDF5 checkpoint,
 reloads it with ``framework.load_model`` and checks the predictions match.
 
 Run: ``python examples/fashion_mnist_mlp.py [--epochs 10] [--batch-size 128] [--output DIR]``;
-``--quick`` trains one epoch on 2000 images of the test file (a smoke test).
+``--quick`` trains one epoch on 512 images of the test file (a smoke test).
 """
 
 from __future__ import annotations

@@ -13,31 +13,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_harness_runs_one_case_quick(tmp_path: Path) -> None:
+def test_harness_runs_one_case_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks`` (its ``main``, in this process: the workers are subprocesses either way;
+    ``test_unknown_case_is_refused`` starts the module itself) runs a quick case end to end."""
+    from benchmarks.__main__ import main
+
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--rounds",
-            "2",
-            "--cases",
-            "mlp_train",
-            "--impls",
-            "ours",
-            "floor",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "mlp_train" in proc.stdout and "ours/floor" in proc.stdout
+    argv = ["--quick", "--rounds", "2", "--cases", "mlp_train", "--impls", "ours", "floor"]
+    assert main([*argv, "--settle", "0", "--json", str(out)]) == 0  # no waits between the rounds
+    stdout = capsys.readouterr().out
+    assert "mlp_train" in stdout and "ours/floor" in stdout
     results = json.loads(out.read_text())
     entry = results["cases"]["mlp_train"]
     assert entry["errors"] == {}

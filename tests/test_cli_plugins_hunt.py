@@ -3,17 +3,27 @@
 A throwaway distribution ``framework-acme`` (a folder with ``acme_plugin.py`` and an
 ``acme_plugin-2.3.0.dist-info``, no pip) registers a layer, an activation, a loss, an
 optimizer and a metric through the documented hooks. Everything that needs the
-global registry runs in a fresh interpreter; the CLI always runs as
-``python -m framework``.
+plugin in the global registry runs in a fresh interpreter with a clean environment:
+one with the plugin installed trains and saves every checkpoint and runs the
+``plugins`` and ``export`` commands, one without it loads them all back. The
+registry's faults use private ``Registry`` objects (a plugin folder put on
+``sys.path`` for the entry-point ones). The command line runs as
+``python -m framework`` for each command family (``--help``, a usage error, a
+plugin checkpoint inspected with autoloading off, an unreadable file, an export
+that fails), and otherwise in this process through ``framework.cli.main.main``
+with the output captured at the file-descriptor level: what the child's stderr
+would show (warnings included) is checked the same way.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 import textwrap
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +32,7 @@ import pytest
 from support import ROOT, requires_h5py, subprocess_env
 
 from framework import Layer, hookimpl
+from framework.cli.main import main
 from framework.errors import PluginError
 from framework.registry.manager import Registry
 
@@ -157,6 +168,7 @@ def _python(code: str, *paths: Path, builtins_only: bool = False, args: tuple[st
 
 
 def _cli(*args: str, paths: tuple[Path, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m framework *args`` in a fresh interpreter with a clean environment."""
     return subprocess.run(
         [sys.executable, "-m", "framework", *args],
         env=subprocess_env(*paths, clean=True, **env),
@@ -167,61 +179,185 @@ def _cli(*args: str, paths: tuple[Path, ...] = (), **env: str) -> subprocess.Com
     )
 
 
+#: What the default warning filters of a fresh interpreter hide (the rest would reach its stderr).
+_HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+def _main(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``main(args)`` in this process: ``(status, stdout, stderr)`` as ``python -m framework`` shows them.
+
+    An exception escaping ``main`` fails the test (the child would print a traceback); a
+    warning a fresh interpreter would print is written to the returned stderr, ahead of the
+    rest, so ``stderr.startswith("error: ")`` fails on it as it would on the child's.
+    """
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            status = main(list(args))
+        except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
+            status = exc.code if isinstance(exc.code, int) else 1
+    out, err = capfd.readouterr()
+    shown = [
+        f"{w.category.__name__}: {w.message}\n"
+        for w in caught
+        if not issubclass(w.category, _HIDDEN_WARNINGS)
+    ]
+    return status, out, "".join(shown) + err
+
+
 # -- the plugin end to end ----------------------------------------------------
 
-TRAIN_SAVE = """
-    import io, json, sys, contextlib
+#: In a fresh interpreter with the plugin installed: train and save the checkpoints every test
+#: below reads, and run the ``plugins`` and ``export`` commands. Each part reports its own
+#: failure (a traceback) instead of taking the others down.
+WITH_PLUGIN = """
+    import contextlib, io, json, sys, traceback, warnings
+    from pathlib import Path
     import numpy as np
     import framework
     from framework import Sequential
+    from framework.cli.main import main
     from framework.layers import Linear, AcmeScale
 
-    out = {}
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((32, 4)).astype(np.float32)
-    y = rng.standard_normal((32, 2)).astype(np.float32)
-    model = Sequential([Linear(4, 6, activation="acme_softsign"), AcmeScale(6, offset=0.5), Linear(6, 2)])
-    model.compile(loss="acme_half_mse", optimizer="acme_sgd", metrics=["acme_max_err"])
-    hist = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    out["history_keys"] = sorted(hist.history)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        text = model.summary()
-    out["summary"] = (text or "") + buf.getvalue()
-    clone = Sequential.from_config(model.get_config())
-    clone.build((None, 4))
-    clone.set_weights(model.get_weights()) if hasattr(clone, "set_weights") else None
-    out["clone_types"] = [type(l).__name__ for l in clone.layers]
-    out["clone_offset"] = clone.layers[1].offset
-    out["clone_same"] = bool(np.array_equal(clone.predict(x), model.predict(x)))
-    path = sys.argv[1]
-    model.save(path)
-    np.save(sys.argv[2], model.predict(x))
-    np.save(sys.argv[3], x)
-    loaded = framework.load_model(path)
-    out["loaded_types"] = [type(l).__name__ for l in loaded.layers]
-    out["bit_identical"] = bool(np.array_equal(loaded.predict(x), model.predict(x)))
-    out["optimizer"] = type(loaded.optimizer).__name__
-    out["loss"] = type(loaded.loss).__name__ if not isinstance(loaded.loss, str) else loaded.loss
-    out["metrics"] = [type(m).__name__ for m in (loaded.metrics or [])]
-    out["evaluate"] = {k: float(v) for k, v in loaded.evaluate(x, y, verbose=0).items()}
-    out["evaluate_orig"] = {k: float(v) for k, v in model.evaluate(x, y, verbose=0).items()}
-    print(json.dumps(out))
+    folder = Path(sys.argv[1])
+    results = {}
+
+
+    def part(name):
+        def run(fn):
+            try:
+                results[name] = fn()
+            except BaseException:
+                results[name] = {"failed": traceback.format_exc()}
+        return run
+
+
+    @part("train_save")
+    def train_save():
+        out = {}
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((32, 4)).astype(np.float32)
+        y = rng.standard_normal((32, 2)).astype(np.float32)
+        model = Sequential([Linear(4, 6, activation="acme_softsign"), AcmeScale(6, offset=0.5), Linear(6, 2)])
+        model.compile(loss="acme_half_mse", optimizer="acme_sgd", metrics=["acme_max_err"])
+        hist = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        out["history_keys"] = sorted(hist.history)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            text = model.summary()
+        out["summary"] = (text or "") + buf.getvalue()
+        clone = Sequential.from_config(model.get_config())
+        clone.build((None, 4))
+        clone.set_weights(model.get_weights()) if hasattr(clone, "set_weights") else None
+        out["clone_types"] = [type(l).__name__ for l in clone.layers]
+        out["clone_offset"] = clone.layers[1].offset
+        out["clone_same"] = bool(np.array_equal(clone.predict(x), model.predict(x)))
+        path = folder / "acme.h5"
+        model.save(path)
+        loaded = framework.load_model(path)
+        out["loaded_types"] = [type(l).__name__ for l in loaded.layers]
+        out["bit_identical"] = bool(np.array_equal(loaded.predict(x), model.predict(x)))
+        out["optimizer"] = type(loaded.optimizer).__name__
+        out["loss"] = type(loaded.loss).__name__ if not isinstance(loaded.loss, str) else loaded.loss
+        out["metrics"] = [type(m).__name__ for m in (loaded.metrics or [])]
+        out["evaluate"] = {k: float(v) for k, v in loaded.evaluate(x, y, verbose=0).items()}
+        out["evaluate_orig"] = {k: float(v) for k, v in model.evaluate(x, y, verbose=0).items()}
+        return out
+
+
+    # One checkpoint per kind: only that object comes from the plugin.
+    for what, (activation, loss, optimizer, metric) in json.loads(sys.argv[2]).items():
+        @part(f"kind:{what}")
+        def save_kind():
+            model = Sequential([Linear(3, 4, activation=activation), Linear(4, 2)])
+            model.compile(loss=loss, optimizer=optimizer, metrics=[metric])
+            model.fit(np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32), epochs=1, verbose=0)
+            model.save(folder / f"{what}.h5")
+            return {"ok": True}
+
+
+    HIDDEN = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+
+
+    def command(*args):
+        # main(args), with what `python -m framework` would print on stdout and stderr (warnings too)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                status = main(list(args))
+        shown = "".join(
+            f"{w.category.__name__}: {w.message}\\n" for w in caught if not issubclass(w.category, HIDDEN)
+        )
+        return {"status": status, "stdout": out.getvalue(), "stderr": shown + err.getvalue()}
+
+
+    for fmt in json.loads(sys.argv[3]):
+        @part(f"export:{fmt}")
+        def export():
+            target = folder / ("m.onnx" if fmt == "onnx" else "deploy")
+            return command("export", str(folder / "acme.h5"), "--format", fmt, str(target))
+
+
+    @part("plugins")
+    def plugins():
+        return {"json": command("plugins", "--json"), "table": command("plugins")}
+
+
+    print(json.dumps(results))
 """
+
+#: In a fresh interpreter with the built-in plugins only: load each checkpoint (key, file, compile).
+WITHOUT_PLUGIN = """
+    import json, sys
+    import framework
+
+    results = {}
+    for key, path, compile_ in json.loads(sys.argv[1]):
+        out = {}
+        try:
+            framework.load_model(path, compile=compile_)
+            out["error"] = None
+        except Exception as exc:
+            out["type"] = type(exc).__name__
+            out["error"] = str(exc)
+        results[key] = out
+    print(json.dumps(results))
+"""
+
+KINDS = {
+    "activation": ("acme_softsign", "mse", "sgd", "mae"),
+    "loss": ("relu", "acme_half_mse", "sgd", "mae"),
+    "optimizer": ("relu", "mse", "acme_sgd", "mae"),
+    "metric": ("relu", "mse", "sgd", "acme_max_err"),
+}
 
 
 @pytest.fixture(scope="module")
-def acme_checkpoint(acme_site: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
-    pytest.importorskip("h5py")
+def acme_runs(acme_site: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Everything the plugin's checkpoints give, with (``"with"``) and without (``"without"``) it."""
     folder = tmp_path_factory.mktemp("ckpt")
-    path = folder / "acme.h5"
-    out = _python(TRAIN_SAVE, acme_site, args=(str(path), str(folder / "pred.npy"), str(folder / "x.npy")))
-    return path, out, folder
+    formats = ["numpy"] + (["onnx"] if importlib.util.find_spec("onnx") is not None else [])
+    with_plugin = _python(WITH_PLUGIN, acme_site, args=(str(folder), json.dumps(KINDS), json.dumps(formats)))
+    without: dict[str, Any] = {}
+    if importlib.util.find_spec("h5py") is not None:  # the checkpoints exist (the tests reading them skip)
+        loads = [[f"acme:{c}", str(folder / "acme.h5"), c] for c in (True, False)]
+        loads += [[f"kind:{what}", str(folder / f"{what}.h5"), True] for what in KINDS]
+        without = _python(WITHOUT_PLUGIN, builtins_only=True, args=(json.dumps(loads),))
+    return {"with": with_plugin, "without": without, "folder": folder}
+
+
+def _part(runs: dict[str, Any], name: str) -> Any:
+    """One part of the run with the plugin, failing the test with the child's traceback if it failed."""
+    got = runs["with"][name]
+    assert not (isinstance(got, dict) and "failed" in got), got.get("failed")
+    return got
 
 
 @requires_h5py
-def test_plugin_objects_train_save_and_load_bit_identical(acme_checkpoint: tuple[Path, dict, Path]) -> None:
-    _, out, _ = acme_checkpoint
+def test_plugin_objects_train_save_and_load_bit_identical(acme_runs: dict[str, Any]) -> None:
+    out = _part(acme_runs, "train_save")
     assert out["loaded_types"] == ["Linear", "AcmeScale", "Linear"]
     assert out["bit_identical"] is True
     assert out["optimizer"] == "AcmeSGD"
@@ -232,70 +368,31 @@ def test_plugin_objects_train_save_and_load_bit_identical(acme_checkpoint: tuple
 
 
 @requires_h5py
-def test_plugin_layer_in_summary_and_config_round_trip(acme_checkpoint: tuple[Path, dict, Path]) -> None:
-    _, out, _ = acme_checkpoint
+def test_plugin_layer_in_summary_and_config_round_trip(acme_runs: dict[str, Any]) -> None:
+    out = _part(acme_runs, "train_save")
     assert "AcmeScale" in out["summary"]
     assert out["clone_types"] == ["Linear", "AcmeScale", "Linear"]
     assert out["clone_offset"] == 0.5
 
 
-LOAD_WITHOUT = """
-    import json, sys
-    import framework
-    out = {}
-    try:
-        framework.load_model(sys.argv[1], compile=sys.argv[2] == "1")
-        out["error"] = None
-    except Exception as exc:
-        out["type"] = type(exc).__name__
-        out["error"] = str(exc)
-    print(json.dumps(out))
-"""
-
-
 @requires_h5py
-@pytest.mark.parametrize("compile_", ["1", "0"])
+@pytest.mark.parametrize("compile_", [True, False])
 def test_loading_without_the_plugin_names_the_layer_and_distribution(
-    acme_checkpoint: tuple[Path, dict, Path], compile_: str
+    acme_runs: dict[str, Any], compile_: bool
 ) -> None:
-    path, _, _ = acme_checkpoint
-    out = _python(LOAD_WITHOUT, builtins_only=True, args=(str(path), compile_))
+    _part(acme_runs, "train_save")
+    out = acme_runs["without"][f"acme:{compile_}"]
     assert out["type"] == "CheckpointError", out
     assert "AcmeScale" in out["error"] or "acme_softsign" in out["error"].lower()
     assert DIST in out["error"] and f"pip install {DIST}" in out["error"]
 
 
-ONLY_PLUGIN_ACTIVATION_AND_TRAINING = """
-    import json, sys
-    import numpy as np
-    import framework
-    from framework import Sequential
-    from framework.layers import Linear
-
-    model = Sequential([Linear(3, 4, activation=sys.argv[2]), Linear(4, 2)])
-    model.compile(loss=sys.argv[3], optimizer=sys.argv[4], metrics=[sys.argv[5]])
-    model.fit(np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32), epochs=1, verbose=0)
-    model.save(sys.argv[1])
-    print(json.dumps({"ok": True}))
-"""
-
-
 @requires_h5py
-@pytest.mark.parametrize(
-    "what, args, needle",
-    [
-        ("activation", ("acme_softsign", "mse", "sgd", "mae"), "acme_softsign"),
-        ("loss", ("relu", "acme_half_mse", "sgd", "mae"), "acme_half_mse"),
-        ("optimizer", ("relu", "mse", "acme_sgd", "mae"), "acme_sgd"),
-        ("metric", ("relu", "mse", "sgd", "acme_max_err"), "acme_max_err"),
-    ],
-)
-def test_missing_plugin_object_of_each_kind_is_a_clear_error(
-    acme_site: Path, tmp_path: Path, what: str, args: tuple[str, ...], needle: str
-) -> None:
-    path = tmp_path / f"{what}.h5"
-    _python(ONLY_PLUGIN_ACTIVATION_AND_TRAINING, acme_site, args=(str(path), *args))
-    out = _python(LOAD_WITHOUT, builtins_only=True, args=(str(path), "1"))
+@pytest.mark.parametrize("what", list(KINDS))
+def test_missing_plugin_object_of_each_kind_is_a_clear_error(acme_runs: dict[str, Any], what: str) -> None:
+    _part(acme_runs, f"kind:{what}")
+    needle = next(name for name in KINDS[what] if name.startswith("acme_"))
+    out = acme_runs["without"][f"kind:{what}"]
     assert out["error"] is not None, f"a checkpoint needing the plugin {what} loaded without it"
     assert out["type"] == "CheckpointError", out
     assert needle.replace("_", "") in out["error"].lower().replace("_", "")
@@ -303,9 +400,9 @@ def test_missing_plugin_object_of_each_kind_is_a_clear_error(
 
 
 @requires_h5py
-def test_inspect_a_plugin_checkpoint_without_the_plugin(acme_checkpoint: tuple[Path, dict, Path]) -> None:
-    path, _, _ = acme_checkpoint
-    proc = _cli("inspect", str(path), FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD="1")
+def test_inspect_a_plugin_checkpoint_without_the_plugin(acme_runs: dict[str, Any]) -> None:
+    _part(acme_runs, "train_save")
+    proc = _cli("inspect", str(acme_runs["folder"] / "acme.h5"), FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD="1")
     assert proc.returncode == 0, proc.stderr
     assert "AcmeScale" in proc.stdout and "weight (6,) float32" in proc.stdout
 
@@ -313,22 +410,36 @@ def test_inspect_a_plugin_checkpoint_without_the_plugin(acme_checkpoint: tuple[P
 @requires_h5py
 @pytest.mark.parametrize("fmt", ["numpy", "onnx"])
 def test_export_of_a_plugin_layer_without_converter_is_a_clear_error(
-    acme_checkpoint: tuple[Path, dict, Path], acme_site: Path, tmp_path: Path, fmt: str
+    acme_runs: dict[str, Any], fmt: str
 ) -> None:
-    if fmt == "onnx":
-        pytest.importorskip("onnx")
-    path, _, _ = acme_checkpoint
-    out = tmp_path / ("m.onnx" if fmt == "onnx" else "deploy")
-    proc = _cli("export", str(path), "--format", fmt, str(out), paths=(acme_site,))
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:  # the child imports it, not this process
+        pytest.skip("onnx is not installed: pip install -e '.[onnx]'")
+    proc = _part(acme_runs, f"export:{fmt}")
+    assert proc["status"] == 1, proc
+    assert proc["stderr"].startswith("error: ") and "Traceback" not in proc["stderr"]
+    assert "AcmeScale" in proc["stderr"] or "AcmeSoftsign" in proc["stderr"]  # the first unexportable one
+
+
+@requires_h5py
+def test_export_of_a_plugin_layer_through_the_entry_point_is_one_error_line(
+    acme_runs: dict[str, Any], acme_site: Path, tmp_path: Path
+) -> None:
+    """The same refusal from ``python -m framework export``: exit status 1, one line, no traceback."""
+    _part(acme_runs, "train_save")
+    proc = _cli(
+        "export", str(acme_runs["folder"] / "acme.h5"), "--format", "numpy", str(tmp_path / "deploy"),
+        paths=(acme_site,),
+    )  # fmt: skip
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
-    assert "AcmeScale" in proc.stderr or "AcmeSoftsign" in proc.stderr  # the first unexportable one
+    assert "AcmeScale" in proc.stderr or "AcmeSoftsign" in proc.stderr
 
 
-def test_plugins_command_lists_every_kind(acme_site: Path) -> None:
-    proc = _cli("plugins", "--json", paths=(acme_site,))
-    assert proc.returncode == 0, proc.stderr
-    rows = {row["plugin"]: row for row in json.loads(proc.stdout)}
+def test_plugins_command_lists_every_kind(acme_runs: dict[str, Any]) -> None:
+    runs = _part(acme_runs, "plugins")
+    proc = runs["json"]
+    assert proc["status"] == 0, proc["stderr"]
+    rows = {row["plugin"]: row for row in json.loads(proc["stdout"])}
     acme = rows["acme_plugin"]
     assert (acme["distribution"], acme["version"], acme["error"]) == (DIST, VERSION, None)
     assert acme["registered"] == {
@@ -338,9 +449,9 @@ def test_plugins_command_lists_every_kind(acme_site: Path) -> None:
         "optimizers": ["acme_sgd"],
         "metrics": ["acme_max_err"],
     }
-    table = _cli("plugins", paths=(acme_site,))
-    assert table.returncode == 0, table.stderr
-    line = next(line for line in table.stdout.splitlines() if line.startswith(DIST))
+    table = runs["table"]
+    assert table["status"] == 0, table["stderr"]
+    line = next(line for line in table["stdout"].splitlines() if line.startswith(DIST))
     for name in ("AcmeScale", "acme_softsign", "acme_half_mse", "acme_sgd", "acme_max_err", VERSION):
         assert name in line
 
@@ -429,25 +540,38 @@ HOOK_RAISES = """
         raise RuntimeError("acme hook exploded")
 """
 
-LOAD_TWICE = """
-    import json, warnings
-    from framework.registry.manager import REGISTRY
-    out = []
-    for attempt in range(2):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                REGISTRY.get("layers", "Linear")
-                out.append({"ok": True, "warnings": [str(w.message) for w in caught]})
-            except Exception as exc:
-                out.append({"type": type(exc).__name__, "error": str(exc)})
-    print(json.dumps(out))
-"""
+
+def _load_twice(site: Path, module: str, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """A fresh registry, asked for ``Linear`` twice, with the distribution in ``site`` installed.
+
+    A private :class:`Registry` loads the entry points exactly as the global one does in a
+    fresh interpreter (``site`` first on ``sys.path``, no ``FRAMEWORK_*`` switch set); the
+    plugin's module is dropped from ``sys.modules`` afterwards.
+    """
+    monkeypatch.syspath_prepend(str(site))
+    for variable in ("FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD", "FRAMEWORK_STRICT_PLUGINS"):
+        monkeypatch.delenv(variable, raising=False)
+    registry = Registry()
+    out: list[dict[str, Any]] = []
+    try:
+        for _attempt in range(2):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    registry.get("layers", "Linear")
+                    out.append({"ok": True, "warnings": [str(w.message) for w in caught]})
+                except Exception as exc:
+                    out.append({"type": type(exc).__name__, "error": str(exc)})
+    finally:
+        sys.modules.pop(module, None)
+    return out
 
 
-def test_a_plugin_whose_hook_raises_is_reported_naming_it(tmp_path: Path) -> None:
+def test_a_plugin_whose_hook_raises_is_reported_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = _make_dist(tmp_path / "site", "framework-boom", "boom_plugin", HOOK_RAISES)
-    first, second = _python(LOAD_TWICE, site)
+    first, second = _load_twice(site, "boom_plugin", monkeypatch)
     # either a warning and the rest works, or a PluginError naming the distribution
     if first.get("ok"):
         assert any("framework-boom" in w for w in first["warnings"]), first
@@ -456,10 +580,12 @@ def test_a_plugin_whose_hook_raises_is_reported_naming_it(tmp_path: Path) -> Non
     assert second == first or second.get("ok"), (first, second)
 
 
-def test_a_conflict_is_reported_the_same_way_on_every_lookup(tmp_path: Path) -> None:
+def test_a_conflict_is_reported_the_same_way_on_every_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The second lookup after a refused plugin must not blame the built-ins ("already registered")."""
     site = _make_dist(tmp_path / "site", "framework-clash", "clash_plugin", _CLASH)
-    first, second = _python(LOAD_TWICE, site)
+    first, second = _load_twice(site, "clash_plugin", monkeypatch)
     assert first["type"] == "PluginError" and "framework-clash" in first["error"], first
     assert second.get("type") == "PluginError", second
     assert "framework-clash" in second["error"] and "twice" in second["error"], second
@@ -504,21 +630,31 @@ def test_help_lists_the_commands_and_exits_0() -> None:
         assert command in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        ((), "required"),
-        (("frobnicate",), "invalid choice"),
-        (("export", "m.h5", "--format", "tflite", "out"), "invalid choice"),
-        (("export", "m.h5", "out"), "--format"),
-        (("inspect",), "file"),
-        (("plugins", "--yaml"), "unrecognized arguments"),
-    ],
-)
-def test_wrong_arguments_are_argparse_errors_with_status_2(args: tuple[str, ...], needle: str) -> None:
-    proc = _cli(*args)
+WRONG_ARGUMENTS = [
+    ((), "required"),
+    (("frobnicate",), "invalid choice"),
+    (("export", "m.h5", "--format", "tflite", "out"), "invalid choice"),
+    (("export", "m.h5", "out"), "--format"),
+    (("inspect",), "file"),
+    (("plugins", "--yaml"), "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("args, needle", WRONG_ARGUMENTS)
+def test_wrong_arguments_are_argparse_errors_with_status_2(
+    capfd: pytest.CaptureFixture[str], args: tuple[str, ...], needle: str
+) -> None:
+    status, out, err = _main(capfd, *args)
+    assert status == 2, (out, err)
+    assert "usage: framework" in err and needle in err
+    assert "Traceback" not in err
+
+
+def test_wrong_arguments_through_the_entry_point_exit_2() -> None:
+    """``python -m framework`` itself: a usage error is status 2 with the usage line, no traceback."""
+    proc = _cli("frobnicate")
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "usage: framework" in proc.stderr and needle in proc.stderr
+    assert "usage: framework" in proc.stderr and "invalid choice" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -547,17 +683,19 @@ def builtin_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @requires_h5py
-def test_cli_export_onnx_then_inspect_and_load_back(builtin_files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_export_onnx_then_inspect_and_load_back(
+    builtin_files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("onnx")
     target = tmp_path / "out"
-    proc = _cli("export", str(builtin_files["h5"]), "--format", "onnx", str(target))
-    assert proc.returncode == 0, proc.stderr
+    status, out, err = _main(capfd, "export", str(builtin_files["h5"]), "--format", "onnx", str(target))
+    assert status == 0 and err == "", err
     onnx_file = target / "model.onnx"
-    assert proc.stdout.strip() == f"wrote {onnx_file}"
-    shown = _cli("inspect", str(onnx_file))
-    assert shown.returncode == 0, shown.stderr
-    assert "Gemm" in shown.stdout or "MatMul" in shown.stdout
-    assert "Tanh" in shown.stdout
+    assert out.strip() == f"wrote {onnx_file}"
+    status, shown, err = _main(capfd, "inspect", str(onnx_file))
+    assert status == 0 and err == "", err
+    assert "Gemm" in shown or "MatMul" in shown
+    assert "Tanh" in shown
 
     import framework.onnx
 
@@ -569,89 +707,107 @@ def test_cli_export_onnx_then_inspect_and_load_back(builtin_files: dict[str, Pat
 
 
 @requires_h5py
-def test_cli_export_numpy_predictor_matches_the_model(builtin_files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_export_numpy_predictor_matches_the_model(
+    builtin_files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The exported ``predict.py`` (imported from its folder, as its docstring says) predicts what the
+    model did; ``tests/test_cli.py`` runs one as a script in an isolated interpreter."""
     out = tmp_path / "deploy"
-    proc = _cli("export", str(builtin_files["h5"]), "--format", "numpy", str(out))
-    assert proc.returncode == 0, proc.stderr
-    code = f"""
-        import json, sys
-        import numpy as np
-        sys.path.insert(0, {str(out)!r})
-        import predict
-        x = np.load({str(builtin_files["folder"] / "x.npy")!r})
-        y = np.load({str(builtin_files["folder"] / "y.npy")!r})
-        got = predict.predict(x)
-        same = bool(np.allclose(got, y, rtol=1e-5, atol=1e-6))
-        print(json.dumps({{"same": same, "shape": list(got.shape)}}))
-    """
-    out_json = _python(code)
-    assert out_json == {"same": True, "shape": [5, 3]}
+    status, _, err = _main(capfd, "export", str(builtin_files["h5"]), "--format", "numpy", str(out))
+    assert status == 0 and err == "", err
+    spec = importlib.util.spec_from_file_location("_hunt_exported_predict", out / "predict.py")
+    assert spec is not None and spec.loader is not None
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    x = np.load(builtin_files["folder"] / "x.npy")
+    got = predict.predict(x)
+    assert list(got.shape) == [5, 3]
+    assert np.allclose(got, np.load(builtin_files["folder"] / "y.npy"), rtol=1e-5, atol=1e-6)
 
 
 @requires_h5py
 @pytest.mark.parametrize("key, needle", [("h5", "Linear"), ("npz", "0.weight"), ("safetensors", "0.weight")])
-def test_cli_inspect_each_format(builtin_files: dict[str, Path], key: str, needle: str) -> None:
+def test_cli_inspect_each_format(
+    builtin_files: dict[str, Path], capfd: pytest.CaptureFixture[str], key: str, needle: str
+) -> None:
     if key not in builtin_files:
         pytest.skip(f"no {key} support here")
-    proc = _cli("inspect", str(builtin_files[key]))
-    assert proc.returncode == 0, proc.stderr
-    assert needle in proc.stdout and "total: 67 values" in proc.stdout  # 4*8+8 + 8*3+3
+    status, out, err = _main(capfd, "inspect", str(builtin_files[key]))
+    assert status == 0, err
+    assert needle in out and "total: 67 values" in out  # 4*8+8 + 8*3+3
 
 
 _READER = {".h5": "h5py", ".safetensors": "safetensors", ".onnx": "onnx"}
 
 
-def _inspect_is_one_clean_error(path: Path) -> None:
+def _inspect_is_one_clean_error(path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     if path.suffix in _READER:  # without the reader the error names the extra to install instead
         pytest.importorskip(_READER[path.suffix])
+    status, out, err = _main(capfd, "inspect", str(path))
+    assert status == 1, (out, err)
+    assert err.startswith("error: "), err
+    assert "Traceback" not in err and str(path) in err
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".safetensors", ".onnx", ".npz"])
+def test_cli_inspect_corrupt_file_is_one_clean_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(b"this is not a model file at all\n" * 4)
+    _inspect_is_one_clean_error(path, capfd)
+
+
+@requires_h5py
+def test_cli_inspect_corrupt_file_through_the_entry_point(tmp_path: Path) -> None:
+    """``python -m framework inspect`` itself: an unreadable file is status 1 and one error line."""
+    path = tmp_path / "bad.h5"
+    path.write_bytes(b"this is not a model file at all\n" * 4)
     proc = _cli("inspect", str(path))
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert proc.stderr.startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr and str(path) in proc.stderr
 
 
-@pytest.mark.parametrize("suffix", [".h5", ".safetensors", ".onnx", ".npz"])
-def test_cli_inspect_corrupt_file_is_one_clean_error(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"bad{suffix}"
-    path.write_bytes(b"this is not a model file at all\n" * 4)
-    _inspect_is_one_clean_error(path)
-
-
 @pytest.mark.parametrize("suffix", [".h5", ".safetensors", ".npz"])
-def test_cli_inspect_empty_file_is_one_clean_error(tmp_path: Path, suffix: str) -> None:
+def test_cli_inspect_empty_file_is_one_clean_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], suffix: str
+) -> None:
     path = tmp_path / f"empty{suffix}"
     path.write_bytes(b"")
-    _inspect_is_one_clean_error(path)
+    _inspect_is_one_clean_error(path, capfd)
 
 
-def test_cli_inspect_empty_onnx_file_is_an_error(tmp_path: Path) -> None:
+def test_cli_inspect_empty_onnx_file_is_an_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("onnx")
     path = tmp_path / "empty.onnx"
     path.write_bytes(b"")
-    _inspect_is_one_clean_error(path)
+    _inspect_is_one_clean_error(path, capfd)
 
 
 @requires_h5py
 def test_cli_inspect_truncated_checkpoint_is_one_clean_error(
-    builtin_files: dict[str, Path], tmp_path: Path
+    builtin_files: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     data = builtin_files["h5"].read_bytes()
     path = tmp_path / "cut.h5"
     path.write_bytes(data[: len(data) // 2])
-    proc = _cli("inspect", str(path))
-    assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
+    status, _, err = _main(capfd, "inspect", str(path))
+    assert status == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", ["inspect", "export"])
-def test_cli_missing_or_directory_input_is_error_exit_1(tmp_path: Path, command: str) -> None:
+def test_cli_missing_or_directory_input_is_error_exit_1(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], command: str
+) -> None:
     for target in (tmp_path / "missing.h5", tmp_path):
         args = (
             ("inspect", str(target))
             if command == "inspect"
             else ("export", str(target), "--format", "numpy", str(tmp_path / "o"))
         )
-        proc = _cli(*args)
-        assert proc.returncode == 1, (target, proc.stdout, proc.stderr)
-        assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
-        assert str(target) in proc.stderr
+        status, out, err = _main(capfd, *args)
+        assert status == 1, (target, out, err)
+        assert err.startswith("error: ") and "Traceback" not in err
+        assert str(target) in err

@@ -3209,26 +3209,33 @@ def test_checkpoint_callback_states_resume(tmp_path):
         ),
     ],
 )
-def test_readme_example_results_quick_scripts(tmp_path, script, pattern, row):
+def test_readme_example_results_quick_scripts(tmp_path, monkeypatch, capsys, script, pattern, row):
     """README 'Examples' table: the seeded results of the two examples that run in about a second (spirals:
     98.3% test accuracy; regression: test MSE 0.0103), within one test sample / 2% for another BLAS's
-    rounding."""
-    import subprocess
+    rounding. The script runs with its defaults as ``python examples/<script> --output DIR`` runs it, in
+    this process (its folder first on sys.path, BLAS on one thread as the script asks);
+    tests/test_examples.py starts one example in its own interpreter."""
+    import runpy
     import sys
 
-    from support import subprocess_env
-
     pytest.importorskip("h5py", reason="the examples save an HDF5 checkpoint (h5py, a run-time dependency)")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), "--output", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
-    measured = float(re.search(pattern, out.stdout).group(1))
+    path = ROOT / "examples" / script
+    monkeypatch.syspath_prepend(str(path.parent))  # the scripts import their sibling ``common``
+    monkeypatch.setattr(sys, "argv", [str(path), "--output", str(tmp_path)])
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # what the scripts setdefault, restored afterwards
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn brings it
+    except ImportError:
+        one_thread = contextlib.nullcontext()
+    else:
+        one_thread = threadpool_limits(1)
+    capsys.readouterr()
+    with one_thread, warnings.catch_warnings(), pytest.raises(SystemExit) as done:
+        warnings.simplefilter("ignore")
+        runpy.run_path(str(path), run_name="__main__")
+    stdout = capsys.readouterr().out
+    assert done.value.code == 0, stdout[-2000:]
+    measured = float(re.search(pattern, stdout).group(1))
     quoted = float(re.search(row, (ROOT / "README.md").read_text()).group(1))
     if script == "spirals.py":
         assert abs(measured * 100 - quoted) <= 100 / 300 + 0.05
@@ -3350,14 +3357,11 @@ def test_onnx_import_float_type_and_batchnorm_momentum(tmp_path):
     assert np.allclose(loaded.predict(x), model.predict(x))
 
 
-def test_getting_started_extras_and_cli_plugins():
+def test_getting_started_extras_and_cli_plugins(capsys):
     """getting-started.md / README: Python 3.10 or later; the data extra brings scikit-learn, plot
     matplotlib, onnx onnx and onnxruntime, safetensors, distributed mpi4py and mpich, tensorboard
     tensorboardX; dev has pytest, hypothesis, ruff and mkdocs; `python -m framework plugins` lists each
     plugin, its version and what it registers."""
-    import subprocess
-    import sys
-
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -3373,9 +3377,11 @@ def test_getting_started_extras_and_cli_plugins():
     assert "tensorboardX" in extras["tensorboard"]
     for tool in ("pytest", "hypothesis", "ruff", "mkdocs"):
         assert tool in extras["dev"]
-    out = subprocess.run(
-        [sys.executable, "-m", "framework", "plugins"], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
+    from framework.cli.main import main  # what ``python -m framework`` runs (tests/test_cli.py starts it)
+
+    capsys.readouterr()
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
     header = out.splitlines()[0].split()
     assert header == ["distribution", "version", "plugin", "registers"]
     assert re.search(

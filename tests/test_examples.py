@@ -1,17 +1,26 @@
 """The example scripts run end to end (``--quick``), and ``History.plot`` draws a PNG.
 
-Each example is started in its own process, exactly as a user runs it, with
-``--output`` pointing into a temporary folder. It must exit with 0, print the
-test metrics, write its checkpoint, and report that the model reloaded with
-``framework.load_model`` predicts bit for bit what the trained one did (the
-script asserts it; the test also checks the message and the file).
+Each example runs as ``python examples/<name>.py --quick --output DIR`` runs it: the
+script executed as ``__main__`` with that ``sys.argv``, its folder first on
+``sys.path``, BLAS on one thread (what the scripts ask for). One of them
+(``regression_mlp``) starts in its own interpreter, exactly as a user runs it; the
+others run in this process (``runpy``), sparing each a fresh interpreter's imports
+(scikit-learn, h5py, matplotlib, torch). Each must exit with 0, print the test
+metrics, write its checkpoint, and report that the model reloaded with
+``framework.load_model`` predicts bit for bit what the trained one did (the script
+asserts it; the test also checks the message and the file).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import runpy
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +42,7 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@functools.cache
 def _fashion_available() -> bool:
     try:
         load_fashion_mnist(kind="test")
@@ -41,13 +51,71 @@ def _fashion_available() -> bool:
     return True
 
 
+@pytest.fixture
+def needs_fashion() -> None:
+    """Skip without the Fashion-MNIST files (checked when a test asks, not at every worker's collection)."""
+    if not _fashion_available():
+        pytest.skip("Fashion-MNIST files not installed")
+
+
 needs_sklearn = pytest.mark.skipif(not _has("sklearn"), reason="digits ship with scikit-learn")
-needs_fashion = pytest.mark.skipif(not _fashion_available(), reason="Fashion-MNIST files not installed")
 needs_matplotlib = pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib (the 'plot' extra)")
 
 
-def run_example(name: str, output: Path) -> str:
-    """Run ``examples/<name>.py --quick --output <output>``; return its stdout after checking it passed."""
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread, as the scripts set ``OPENBLAS_NUM_THREADS=1`` before importing it."""
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn brings it
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
+def run_script(
+    path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run the script ``path`` with ``argv`` in this process as ``python path *argv`` would; return stdout.
+
+    A script ending in ``raise SystemExit(main())`` must exit with 0; ``sys.path``,
+    ``sys.argv`` and the environment (the scripts ``setdefault`` the BLAS threads)
+    are restored afterwards.
+    """
+    monkeypatch.syspath_prepend(str(path.parent))  # the scripts import their sibling ``common``
+    monkeypatch.setattr(sys, "argv", [str(path), *argv])
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    capsys.readouterr()
+    with _one_blas_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore did for the scripts' own processes
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as exc:
+            assert exc.code in (0, None), f"{path.name} exited with {exc.code}:\n{capsys.readouterr()}"
+    return capsys.readouterr().out
+
+
+def _check_run(name: str, stdout: str, output: Path) -> None:
+    assert "Total params" in stdout, "the script did not print model.summary()"
+    assert ("test " in stdout and "accuracy" in stdout) or "MSE" in stdout
+    assert RELOADED in stdout, f"{name} did not confirm the reload check:\n{stdout[-2000:]}"
+    checkpoint = output / f"{name}.h5"
+    assert checkpoint.is_file() and checkpoint.stat().st_size > 0
+
+
+def run_example(
+    name: str, output: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run ``examples/<name>.py --quick --output <output>`` in this process; return its stdout after
+    checking it passed."""
+    stdout = run_script(EXAMPLES / f"{name}.py", ["--quick", "--output", str(output)], monkeypatch, capsys)
+    _check_run(name, stdout, output)
+    return stdout
+
+
+def run_example_process(name: str, output: Path) -> str:
+    """``run_example`` in a fresh interpreter: ``python examples/<name>.py --quick --output <output>``."""
     env = subprocess_env(OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--output", str(output)],
@@ -59,56 +127,63 @@ def run_example(name: str, output: Path) -> str:
     assert done.returncode == 0, (
         f"{name} exited with {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     )
-    assert "Total params" in done.stdout, "the script did not print model.summary()"
-    assert ("test " in done.stdout and "accuracy" in done.stdout) or "MSE" in done.stdout
-    assert RELOADED in done.stdout, f"{name} did not confirm the reload check:\n{done.stdout[-2000:]}"
-    checkpoint = output / f"{name}.h5"
-    assert checkpoint.is_file() and checkpoint.stat().st_size > 0
+    _check_run(name, done.stdout, output)
     return done.stdout
 
 
 @needs_sklearn
 @requires_h5py
-def test_digits_cnn(tmp_path: Path) -> None:
-    out = run_example("digits_cnn", tmp_path)
+def test_digits_cnn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_example("digits_cnn", tmp_path, monkeypatch, capsys)
     assert "450 test images" in out  # a quarter of the 1797 digits, held out
 
 
 @needs_sklearn
 @requires_h5py
-def test_transformer_digits(tmp_path: Path) -> None:
-    run_example("transformer_digits", tmp_path)
+def test_transformer_digits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_example("transformer_digits", tmp_path, monkeypatch, capsys)
 
 
 @requires_h5py
-def test_spirals(tmp_path: Path) -> None:
-    run_example("spirals", tmp_path)
+def test_spirals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("spirals", tmp_path, monkeypatch, capsys)
     if _has("matplotlib"):
         assert (tmp_path / "spirals_boundary.png").read_bytes()[:8] == PNG_MAGIC
 
 
 @requires_h5py
 def test_regression_mlp(tmp_path: Path) -> None:
-    out = run_example("regression_mlp", tmp_path)
+    """The one example started in its own interpreter, as a user runs it."""
+    out = run_example_process("regression_mlp", tmp_path)
     assert "test MSE" in out
 
 
-@needs_fashion
+@pytest.mark.usefixtures("needs_fashion")
 @requires_h5py
-def test_fashion_mnist_mlp(tmp_path: Path) -> None:
-    run_example("fashion_mnist_mlp", tmp_path)
+def test_fashion_mnist_mlp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_example("fashion_mnist_mlp", tmp_path, monkeypatch, capsys)
 
 
-@needs_fashion
+@pytest.mark.usefixtures("needs_fashion")
 @requires_h5py
-def test_fashion_mnist_lenet(tmp_path: Path) -> None:
-    run_example("fashion_mnist_lenet", tmp_path)
+def test_fashion_mnist_lenet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_example("fashion_mnist_lenet", tmp_path, monkeypatch, capsys)
 
 
-@needs_fashion
+@pytest.mark.usefixtures("needs_fashion")
 @requires_h5py
-def test_fashion_mnist_cnn(tmp_path: Path) -> None:
-    run_example("fashion_mnist_cnn", tmp_path)
+def test_fashion_mnist_cnn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_example("fashion_mnist_cnn", tmp_path, monkeypatch, capsys)
     if _has("matplotlib"):
         for png in ("fashion_mnist_cnn_curves.png", "fashion_mnist_cnn_predictions.png"):
             assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC, png
@@ -157,9 +232,11 @@ def test_history_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.Mon
         history.plot()
 
 
-def test_char_transformer_smoke(tmp_path: Path) -> None:
+def test_char_transformer_smoke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The decoder-only character model on the Debian fortunes (installed by .ci/run): a few
-    steps next to its PyTorch twin, the checkpoint reloaded, samples drawn."""
+    steps next to its PyTorch twin, validated on a few batches, the checkpoint reloaded, samples drawn."""
     from framework.datasets import load_fortunes
 
     try:
@@ -167,12 +244,14 @@ def test_char_transformer_smoke(tmp_path: Path) -> None:
     except framework.DataError:
         pytest.skip("the Debian fortunes package is not installed (apt-get install -y fortunes)")
     twin = _has("torch")  # the PyTorch twin needs the [parity] extra; CI installs it
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "char_transformer.py"), "--steps", "3", "--batch", "4",
-         "--length", "16", "--d-model", "16", "--heads", "2", "--layers", "1", "--out", str(tmp_path),
+    out = run_script(
+        EXAMPLES / "char_transformer.py",
+        ["--steps", "3", "--batch", "4", "--length", "16", "--d-model", "16", "--heads", "2",
+         "--layers", "1", "--val-batches", "2", "--sample-chars", "24", "--out", str(tmp_path),
          *([] if twin else ["--no-torch"])],
-        capture_output=True, text=True, timeout=300, env=subprocess_env(),
+        monkeypatch,
+        capsys,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "unigram baseline" in done.stdout and "validation: ours" in done.stdout
-    assert ("validation: torch" in done.stdout) == twin and "--- sample" in done.stdout
+    assert "unigram baseline" in out and "validation: ours" in out
+    assert ("validation: torch" in out) == twin and "--- sample" in out
+    assert (tmp_path / "weights.npz").is_file() and (tmp_path / "config.json").is_file()

@@ -6,17 +6,22 @@ if pip cannot build it here, the same result is written by hand (the package
 plus a ``.dist-info`` with ``METADATA`` and ``entry_points.txt``), which is
 what ``importlib.metadata`` reads either way. Each scenario then runs in a
 fresh interpreter: with the folder on ``PYTHONPATH`` the plugin is installed,
-without it the plugin is uninstalled.
+without it the plugin is uninstalled. One interpreter per scenario answers every
+test of that scenario (the ``plugins`` listing through ``framework.cli.main``,
+the checkpoint trained, saved and loaded); the ``framework`` console script and
+the plugin's own test suite run in theirs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import requires_h5py, subprocess_env
@@ -93,50 +98,117 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return site, how
 
 
-TRAIN_SAVE_LOAD = """
-    import json, sys
-    import numpy as np
-    import framework
-    import framework_example
-    from framework import Sequential
-    from framework.layers import FeatureScale, Linear
+#: The ``plugins`` command's table and JSON, as ``python -m framework plugins [--json]`` prints them.
+LIST_PLUGINS = """
+    import contextlib, io, json
+    from framework.cli.main import main
 
-    framework.set_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((128, 4)).astype(np.float32)
-    y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], dtype=np.float32) + 0.1
-    model = Sequential([
-        FeatureScale(init=1.0),
-        Linear(4, 8, activation="mish", weight_init="lecun_normal"),
-        Linear(8, 1),
-    ])
-    model.compile(optimizer=framework.optimizers.get("lion", learning_rate=0.01), loss="log_cosh")
-    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
-    before = model.predict(x)
-    model.save(sys.argv[1])
-    loaded = framework.load_model(sys.argv[1])
-    after = loaded.predict(x)
-    print(json.dumps({
-        "loss": history.history["loss"],
-        "max_diff": float(np.max(np.abs(before - after))),
-        "layers": [type(layer).__name__ for layer in loaded.layers],
-        "optimizer": type(loaded.optimizer).__name__,
-        "loss_class": type(loaded.loss).__name__,
-        "layer_module": FeatureScale.__module__,
-        "package_file": framework_example.__file__,
-        "gamma_equal": bool(np.array_equal(model.layers[0].gamma.data, loaded.layers[0].gamma.data)),
-    }))
+    listing = {}
+    for key, args in (("table", ["plugins"]), ("json", ["plugins", "--json"])):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(args)
+        listing[key] = {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue()}
 """
+
+#: With the plugin installed: the listing, then (given a path) train, save and load with its objects.
+INSTALLED = (
+    LIST_PLUGINS
+    + """
+    import sys
+    result = {"listing": listing}
+    if len(sys.argv) > 1:
+        import numpy as np
+        import framework
+        import framework_example
+        from framework import Sequential
+        from framework.layers import FeatureScale, Linear
+
+        framework.set_seed(0)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((128, 4)).astype(np.float32)
+        y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], dtype=np.float32) + 0.1
+        model = Sequential([
+            FeatureScale(init=1.0),
+            Linear(4, 8, activation="mish", weight_init="lecun_normal"),
+            Linear(8, 1),
+        ])
+        model.compile(optimizer=framework.optimizers.get("lion", learning_rate=0.01), loss="log_cosh")
+        history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+        before = model.predict(x)
+        model.save(sys.argv[1])
+        loaded = framework.load_model(sys.argv[1])
+        after = loaded.predict(x)
+        result["train"] = {
+            "loss": history.history["loss"],
+            "max_diff": float(np.max(np.abs(before - after))),
+            "layers": [type(layer).__name__ for layer in loaded.layers],
+            "optimizer": type(loaded.optimizer).__name__,
+            "loss_class": type(loaded.loss).__name__,
+            "layer_module": FeatureScale.__module__,
+            "package_file": framework_example.__file__,
+            "gamma_equal": bool(np.array_equal(model.layers[0].gamma.data, loaded.layers[0].gamma.data)),
+        }
+    print(json.dumps(result))
+"""
+)
+
+#: Uninstalled: the listing, then (given a path) loading the checkpoint the plugin's objects need.
+UNINSTALLED = (
+    LIST_PLUGINS
+    + """
+    import sys
+    import framework
+    result = {"listing": listing}
+    if len(sys.argv) > 1:
+        try:
+            framework.load_model(sys.argv[1])
+        except framework.CheckpointError as exc:
+            result["load"] = f"CheckpointError: {exc}"
+        else:
+            result["load"] = "loaded"
+    print(json.dumps(result))
+"""
+)
+
+
+def _run(code: str, site: Path | None, *args: str, environment: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``code`` in a fresh interpreter of the scenario; its last line of output, parsed."""
+    result = _python(code, site, *args, environment=environment)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _has_h5py() -> bool:
+    return importlib.util.find_spec("h5py") is not None
 
 
 @pytest.fixture(scope="module")
-def checkpoint(installed: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """Train, save and load in a fresh interpreter with the plugin installed."""
+def installed_run(installed: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Listing, and (with h5py) training, saving and loading, with the plugin installed (one interpreter)."""
     site, _ = installed
     path = tmp_path_factory.mktemp("ckpt") / "model.h5"
-    result = _python(TRAIN_SAVE_LOAD, site, str(path))
-    assert result.returncode == 0, result.stderr
-    return path, json.loads(result.stdout.strip().splitlines()[-1])
+    out = _run(INSTALLED, site, *((str(path),) if _has_h5py() else ()))
+    out["path"] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(installed_run: dict[str, Any]) -> tuple[Path, dict]:
+    """The checkpoint trained, saved and loaded with the plugin installed."""
+    return installed_run["path"], installed_run["train"]
+
+
+@pytest.fixture(scope="module")
+def uninstalled_runs(installed: tuple[Path, str], installed_run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The uninstalled scenarios: ``"absent"`` (nowhere on the path) and ``"environment"`` (a copy
+    installed in the environment running the tests), each listing the plugins and loading the checkpoint."""
+    site, _ = installed
+    args = (str(installed_run["path"]),) if _has_h5py() else ()
+    return {
+        "absent": _run(UNINSTALLED, None, *args),
+        "environment": _run(UNINSTALLED, None, *args, environment=(site,)),
+    }
 
 
 @requires_h5py
@@ -156,45 +228,27 @@ def test_installed_layer_trains_saves_and_loads(
     assert path.is_file()
 
 
-UNINSTALLED_LOAD = """
-    import sys
-    import framework
-    try:
-        framework.load_model(sys.argv[1])
-    except framework.CheckpointError as exc:
-        print("CheckpointError:", exc)
-    else:
-        print("loaded")
-"""
-
-
 @requires_h5py
-def test_loading_after_uninstall_names_the_layer_and_distribution(checkpoint: tuple[Path, dict]) -> None:
-    path, _ = checkpoint
-    result = _python(UNINSTALLED_LOAD, None, str(path))
-    assert result.returncode == 0, result.stderr
-    message = result.stdout
+def test_loading_after_uninstall_names_the_layer_and_distribution(
+    uninstalled_runs: dict[str, dict[str, Any]],
+) -> None:
+    message = uninstalled_runs["absent"]["load"]
     assert message.startswith("CheckpointError:"), message
     assert "'FeatureScale'" in message
     assert DIST in message and "0.1.0" in message
     assert f"pip install {DIST}" in message
 
 
-def test_plugins_command_lists_the_example(installed: tuple[Path, str]) -> None:
-    site, _ = installed
-    table = subprocess.run(
-        [sys.executable, "-m", "framework", "plugins"],
-        env=_env(site),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert table.returncode == 0, table.stderr
-    row = next(line for line in table.stdout.splitlines() if line.startswith(DIST))
+def test_plugins_command_lists_the_example(
+    installed_run: dict[str, Any], uninstalled_runs: dict[str, dict[str, Any]]
+) -> None:
+    table = installed_run["listing"]["table"]
+    assert table["status"] == 0, table["stderr"]
+    row = next(line for line in table["stdout"].splitlines() if line.startswith(DIST))
     for expected in ("0.1.0", "example", "FeatureScale", "mish", "LecunNormal", "log_cosh", "lion"):
         assert expected in row, row
 
-    rows = json.loads(_cli_json(site))
+    rows = _listed(installed_run)
     mine = [r for r in rows if r["distribution"] == DIST]
     assert len(mine) == 1
     assert mine[0]["version"] == "0.1.0"
@@ -207,24 +261,18 @@ def test_plugins_command_lists_the_example(installed: tuple[Path, str]) -> None:
         "losses": ["log_cosh"],
         "optimizers": ["lion"],
     }
-    assert all(r["distribution"] != DIST for r in json.loads(_cli_json(None)))
+    assert all(r["distribution"] != DIST for r in _listed(uninstalled_runs["absent"]))
 
 
-def _cli_json(site: Path | None, *environment: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "framework", "plugins", "--json"],
-        env=_env(site, *environment),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def _listed(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``plugins --json`` in ``run``."""
+    listing = run["listing"]["json"]
+    assert listing["status"] == 0, listing["stderr"]
+    return json.loads(listing["stdout"])
 
 
-@requires_h5py
 def test_uninstalled_scenarios_ignore_plugins_installed_in_the_environment(
-    installed: tuple[Path, str], checkpoint: tuple[Path, dict]
+    uninstalled_runs: dict[str, dict[str, Any]],
 ) -> None:
     """Issue 14 item 12: the example installed around the test run must not leak into them.
 
@@ -232,12 +280,10 @@ def test_uninstalled_scenarios_ignore_plugins_installed_in_the_environment(
     environment's own site-packages would have it; the "uninstalled" runs
     must still not see it.
     """
-    site, _ = installed
-    path, _ = checkpoint
-    result = _python(UNINSTALLED_LOAD, None, str(path), environment=(site,))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("CheckpointError:"), result.stdout
-    assert all(r["distribution"] != DIST for r in json.loads(_cli_json(None, site)))
+    run = uninstalled_runs["environment"]
+    if _has_h5py():
+        assert run["load"].startswith("CheckpointError:"), run["load"]
+    assert all(r["distribution"] != DIST for r in _listed(run))
 
 
 def test_console_script_lists_the_example(installed: tuple[Path, str]) -> None:
@@ -255,13 +301,16 @@ def test_console_script_lists_the_example(installed: tuple[Path, str]) -> None:
 def test_the_example_plugins_own_tests_pass_when_installed(
     installed: tuple[Path, str], tmp_path: Path
 ) -> None:
-    """The distribution's tests (which use the conformance kit) against the installed copy."""
+    """The distribution's tests (which use the conformance kit) against the installed copy.
+
+    Only pytest's own plugins load (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``): the suite needs no other.
+    """
     site, _ = installed
     tests = tmp_path / "tests"
     shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", str(tests)],
-        env=_env(site),
+        env={**_env(site), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         cwd=tmp_path,
         capture_output=True,
         text=True,

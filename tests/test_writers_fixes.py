@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import subprocess_env
 
 import framework
 import framework.onnx
@@ -149,30 +148,23 @@ def test_onnx_export_replaces_a_previous_file_completely(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-def test_cli_onnx_export_into_a_missing_folder_exits_with_an_error_line(tmp_path: Path) -> None:
+def test_cli_onnx_export_into_a_missing_folder_exits_with_an_error_line(tmp_path: Path, capfd: Any) -> None:
+    """``framework export`` (its ``main``, in this process; tests/test_cli.py and
+    tests/test_cli_plugins_hunt.py start ``python -m framework export`` itself): status 1 and one
+    ``error:`` line on stderr naming the missing folder, no traceback, nothing written."""
     pytest.importorskip("h5py")
     _onnx()
+    from framework.cli import main
+
     _mlp().save(tmp_path / "m.h5")
     target = tmp_path / "missing" / "m.onnx"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "framework",
-            "export",
-            str(tmp_path / "m.h5"),
-            "--format",
-            "onnx",
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
-    assert out.returncode == 1
-    assert out.stderr.startswith("error: ") and "missing" in out.stderr
-    assert "Traceback" not in out.stderr
+    capfd.readouterr()
+    status = main(["export", str(tmp_path / "m.h5"), "--format", "onnx", str(target)])
+    err = capfd.readouterr().err
+    assert status == 1
+    assert err.startswith("error: ") and "missing" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "missing").exists()
 
 
 def test_cli_onnx_export_to_a_folder_under_a_file_is_an_error(tmp_path: Path, capsys: Any) -> None:
