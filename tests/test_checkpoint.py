@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -56,14 +57,26 @@ def _summary(model: Sequential) -> str:
     return "\n".join(lines)
 
 
-@pytest.fixture
-def trained(tmp_path: Path):
+@pytest.fixture(scope="module")
+def _trained_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Sequential, np.ndarray, np.ndarray, bytes]:
+    """The CNN trained 2 epochs, once for the module, and the bytes of its checkpoint."""
     framework.set_seed(0)
     model = _cnn()
     model.compile(optimizer="adam", loss="cross_entropy", metrics=["accuracy"])
     x, y = _data()
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
-    return model, x, y
+    path = tmp_path_factory.mktemp("trained") / "good.h5"
+    model.save(path)
+    return model, x, y, path.read_bytes()
+
+
+@pytest.fixture
+def trained(_trained_once):
+    """A copy of the trained CNN of its own for each test, with the data it was trained on."""
+    model, x, y, _ = _trained_once
+    return copy.deepcopy(model), x, y
 
 
 def test_round_trip_is_bit_identical(trained, tmp_path: Path) -> None:
@@ -170,10 +183,9 @@ def test_load_weights_mismatch_changes_nothing(trained, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def saved(trained, tmp_path: Path) -> Path:
-    model, _, _ = trained
+def saved(_trained_once, tmp_path: Path) -> Path:
     path = tmp_path / "good.h5"
-    model.save(path)
+    path.write_bytes(_trained_once[3])  # the trained CNN's checkpoint
     return path
 
 
@@ -333,21 +345,75 @@ def test_mutated_attributes_raise_checkpoint_error_or_load(saved: Path, where, k
 
 # -- atomicity ---------------------------------------------------------------
 
+# One interpreter imports the framework once, then forks a saver per command ``<point> <value>``:
+# the saver fills every parameter with ``value`` and saves. At a named point of the save it
+# prints ``at <point> <pid>`` and waits to be killed: ``weights`` (two arrays written into the
+# temporary file), ``replace`` (the temporary file complete and closed, not yet moved over the
+# target), ``renamed`` (moved, the folder not yet synced). ``anywhere`` saves in a loop, value
+# after value, and prints ``saving <pid>`` after its first save, to be killed at whatever moment.
+# The fork server then prints ``ended <wait status>``.
 _SAVER = textwrap.dedent(
     """
-    import sys, numpy as np, framework
+    import os, signal, sys, traceback
+    import h5py, numpy as np, framework
+    import framework.saving.atomic as atomic
+    import framework.saving.writer as writer
     from framework import Sequential
     from framework.layers import Linear
+
     framework.set_seed(1)
-    model = Sequential([Linear(64, 512), Linear(512, 512), Linear(512, 4)])
+    model = Sequential([Linear(4, 8), Linear(8, 8), Linear(8, 2)])
     model.compile(optimizer="adam", loss="mse")
-    value = 0.0
-    print("ready", flush=True)
-    while True:
-        value += 1.0
+    path = sys.argv[1]
+
+    def wait_for_the_kill(point):
+        print("at", point, os.getpid(), flush=True)
+        while True:
+            signal.pause()
+
+    def fill(value):
         for p in model.parameters():
             p.data.fill(value)
-        model.save(sys.argv[1])
+
+    def saver(point, value):
+        signal.alarm(60)  # never outlive a test that stopped killing
+        if point == "weights":
+            real, calls = writer._write_array, []
+            def write_array(*args, **kwargs):
+                calls.append(1)
+                if len(calls) == 3:
+                    wait_for_the_kill(point)
+                return real(*args, **kwargs)
+            writer._write_array = write_array
+        elif point == "replace":
+            real_replace = os.replace
+            os.replace = lambda *args: wait_for_the_kill(point) or real_replace(*args)
+        elif point == "renamed":
+            atomic._fsync_folder = lambda folder: wait_for_the_kill(point)
+        fill(value)
+        model.save(path)
+        if point == "anywhere":
+            print("saving", os.getpid(), flush=True)
+            while True:
+                value += 1.0
+                fill(value)
+                model.save(path)
+        print("finished", point, flush=True)  # the named point was never reached
+
+    for line in sys.stdin:
+        point, value = line.split()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                saver(point, float(value))
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(code)
+        print("ended", os.waitpid(pid, 0)[1], flush=True)
     """
 )
 
@@ -355,22 +421,52 @@ _SAVER = textwrap.dedent(
 def test_sigkill_during_save_leaves_a_loadable_file(tmp_path: Path) -> None:
     path = tmp_path / "atomic.h5"
     framework.set_seed(1)
-    first = Sequential([Linear(64, 512), Linear(512, 512), Linear(512, 4)])
+    first = Sequential([Linear(4, 8), Linear(8, 8), Linear(8, 2)])
     first.compile(optimizer="adam", loss="mse")
     for p in first.parameters():
         p.data.fill(-1.0)
     first.save(path)
-    for delay in (0.05, 0.13, 0.29, 0.41, 0.6):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True, env=subprocess_env()
-        )
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        model = load_model(path)
-        values = {float(p.data.flat[0]) for p in model.parameters()}
-        assert len(values) == 1  # one consistent save, old or new, never a mix
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SAVER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
+    )
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        # (kill point, value the saver writes, value the target must hold after the kill)
+        expected = -1.0
+        for point, value in (("weights", 1.0), ("replace", 2.0), ("renamed", 3.0), ("anywhere", 4.0)):
+            server.stdin.write(f"{point} {value}\n")
+            server.stdin.flush()
+            line = server.stdout.readline().split()
+            if point == "anywhere":
+                assert line[0] == "saving", line
+                time.sleep(0.02)  # the loop goes on saving 5.0, 6.0, ...: kill it wherever it is
+            else:
+                assert line[:2] == ["at", point], line
+            os.kill(int(line[-1]), signal.SIGKILL)
+            status = int(server.stdout.readline().split()[1])
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (point, status)
+            temporary = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+            if point in ("weights", "replace"):
+                assert temporary, f"killed at {point}: the save had written no temporary file"
+            model = load_model(path)
+            values = {float(p.data.flat[0]) for p in model.parameters()}
+            assert len(values) == 1, (point, values)  # one consistent save, old or new, never a mix
+            if point == "renamed":
+                expected = value  # the new file was moved over the target before the kill
+            if point == "anywhere":
+                assert values.pop() >= value, point
+            else:
+                assert values == {expected}, (point, values)
+        server.stdin.close()
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     # A killed save may leave its temporary file; the target itself is always whole.
     assert all(name.startswith(".atomic.h5.") for name in leftovers)

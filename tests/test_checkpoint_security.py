@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,38 +172,106 @@ def test_hole1_soft_link_is_not_followed(saved: Path) -> None:
 
 # -- 2. memory amplification -----------------------------------------------------
 
-_PEAK = textwrap.dedent(
+# -- what needs processes of its own, in one fresh interpreter --------------------------------
+#
+# ``python -c _FRESH SPEC`` (SPEC a JSON object of paths) does, and prints as one JSON line:
+# - ``bombs``: loads each of ``SPEC["bombs"]`` in turn, ``[verdict, peak RSS growth in MiB]``
+#   each (hole 2). The peak is the VmHWM of /proc/self/status, which starts afresh at exec:
+#   ``ru_maxrss`` does not on Linux (a child starts from its parent's peak, so under a test
+#   process that once held 1 GB a load could allocate hundreds of MiB and show no growth). Each
+#   growth is counted from the peak before that load, so the bombs are loaded first.
+# - ``limited``: a forked child with a 100 kB file-size limit saves a 260 kB model over
+#   ``SPEC["limited"]`` (hole 6, a real write failure): ``[exit code, what it reported]``.
+# - ``race``: two forked children fill a model with 1.0 and 2.0 and save it 15 times each to
+#   ``SPEC["race"]`` at the same time (hole 6): ``[[exit code, report], ...]``.
+# One interpreter instead of four (each start imports the framework: about 0.3 s).
+_FRESH = textwrap.dedent(
     """
-    import resource, sys
+    import json, os, resource, signal, sys, traceback
     import framework
+    from framework.layers import Linear
     from framework.registry import REGISTRY
+
+    spec = json.loads(sys.argv[1])
+
+    def peak_kib():
+        try:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def start(work):
+        # work() in a forked child, which reports its return value through a pipe
+        read, write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            code = 1
+            try:
+                os.write(write, work().encode())
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(code)
+        os.close(write)
+        return pid, read
+
+    def finish(pid, read):
+        with os.fdopen(read) as pipe:
+            report = pipe.read()
+        return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), report]
+
+    result = {"bombs": []}
     REGISTRY.load()  # the plugins' imports are not the load's allocation
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        framework.load_model(sys.argv[1])
-        print("loaded")
-    except framework.CheckpointError as exc:
-        print("refused", str(exc).replace("\\n", " "))
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    for path in spec["bombs"]:
+        before = peak_kib()
+        try:
+            framework.load_model(path)
+            verdict = "loaded"
+        except framework.CheckpointError as exc:
+            verdict = "refused " + str(exc).replace("\\n", " ")
+        result["bombs"].append([verdict, (peak_kib() - before) // 1024])
+
+    def save_limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        model = framework.Sequential([Linear(256, 256), Linear(256, 4)])
+        model.build((None, 256))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        try:
+            model.save(spec["limited"])
+        except framework.CheckpointError as exc:
+            return f"CheckpointError {exc}"
+        return "saved"
+
+    result["limited"] = finish(*start(save_limited))
+
+    racer = framework.Sequential([Linear(64, 256), Linear(256, 256), Linear(256, 4)])
+    racer.build((None, 64))
+
+    def race(value):
+        def work():
+            for p in racer.parameters():
+                p.data.fill(value)
+            for _ in range(15):
+                racer.save(spec["race"])
+            return "done"
+        return work
+
+    racers = [start(race(value)) for value in (1.0, 2.0)]  # both running before either is waited for
+    result["race"] = [finish(*r) for r in racers]
+    print(json.dumps(result))
     """
 )
 
 
-def _peak_mib(path: Path) -> tuple[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK, str(path)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 2, out.stdout + out.stderr
-    return lines[0], int(lines[1])
-
-
-def test_hole2_unwritten_chunked_weight_is_refused_without_allocating(tmp_path: Path) -> None:
-    path = tmp_path / "bomb.h5"
+def _unwritten_chunked_weight(path: Path) -> None:
     model = Sequential([Linear(8, 8)])
     model.build((None, 8))
     model.save(path)
@@ -218,18 +287,59 @@ def test_hole2_unwritten_chunked_weight_is_refused_without_allocating(tmp_path: 
             f"{layer}/weight", shape=(n, n), dtype="f4", compression="gzip", chunks=(1000, 1000)
         )
         handle.create_dataset(f"{layer}/bias", data=np.zeros(n, np.float32))
+
+
+def _oversized_optimizer_slot(path: Path) -> None:
+    _mlp().save(path)
+    with h5py.File(path, "a") as handle:
+        layer = _first_linear(handle).split("/")[1]
+        group = handle[f"optimizer/slots/{layer}/weight"]
+        group.create_dataset("huge", shape=(2**27,), dtype="f4", compression="gzip", chunks=(2**20,))
+
+
+def _run_fresh(spec: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip(), out.stdout + out.stderr
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """:data:`_FRESH`'s results, with the paths it was given and the limited save's previous file."""
+    folder = tmp_path_factory.mktemp("fresh")
+    bombs = {"chunked": folder / "bomb.h5", "slot": folder / "slot.h5"}
+    _unwritten_chunked_weight(bombs["chunked"])
+    _oversized_optimizer_slot(bombs["slot"])
+    limited, race = folder / "limited" / "model.h5", folder / "race" / "race.h5"
+    limited.parent.mkdir()
+    race.parent.mkdir()
+    _mlp().save(limited)
+    before = limited.read_bytes()
+    spec = {"bombs": [str(p) for p in bombs.values()], "limited": str(limited), "race": str(race)}
+    result = _run_fresh(spec)
+    return {
+        **{name: (path, *found) for (name, path), found in zip(bombs.items(), result["bombs"])},
+        "limited": (limited, before, *result["limited"]),
+        "race": (race, result["race"]),
+        "stderr": result["stderr"],
+    }
+
+
+def test_hole2_unwritten_chunked_weight_is_refused_without_allocating(fresh) -> None:
+    path, verdict, peak = fresh["chunked"]
     assert path.stat().st_size < 100_000
-    verdict, peak = _peak_mib(path)
     assert verdict.startswith("refused") and "chunks written" in verdict, verdict
     assert peak < 200, f"the load grew the peak RSS by {peak} MiB (576 MB declared)"
 
 
-def test_hole2_oversized_optimizer_slot_is_refused_before_reading(saved: Path) -> None:
-    with h5py.File(saved, "a") as handle:
-        layer = _first_linear(handle).split("/")[1]
-        group = handle[f"optimizer/slots/{layer}/weight"]
-        group.create_dataset("huge", shape=(2**27,), dtype="f4", compression="gzip", chunks=(2**20,))
-    verdict, peak = _peak_mib(saved)
+def test_hole2_oversized_optimizer_slot_is_refused_before_reading(fresh) -> None:
+    _, verdict, peak = fresh["slot"]
     assert verdict.startswith("refused") and "huge" in verdict, verdict
     assert peak < 200, f"the load grew the peak RSS by {peak} MiB (512 MB declared)"
 
@@ -380,65 +490,21 @@ def test_hole6_disk_full_mid_save_keeps_the_previous_checkpoint(
     load_model(saved)
 
 
-_LIMITED = textwrap.dedent(
-    """
-    import resource, signal, sys
-    import numpy as np
-    import framework
-    from framework.layers import Linear
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    model = framework.Sequential([Linear(256, 256), Linear(256, 4)])
-    model.build((None, 256))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-    try:
-        model.save(sys.argv[1])
-    except framework.CheckpointError as exc:
-        print("CheckpointError", exc)
-    """
-)
-
-
-def test_hole6_real_write_failure_in_a_size_limited_process(saved: Path) -> None:
-    before = saved.read_bytes()
-    out = subprocess.run(
-        [sys.executable, "-c", _LIMITED, str(saved)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=60,
-    )
-    assert out.stdout.startswith("CheckpointError") and str(saved) in out.stdout, out.stdout + out.stderr
+def test_hole6_real_write_failure_in_a_size_limited_process(fresh) -> None:
+    saved, before, code, report = fresh["limited"]  # a forked child of _FRESH with a file-size limit
+    assert code == 0, fresh["stderr"]
+    assert report.startswith("CheckpointError") and str(saved) in report, report
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
-_RACER = textwrap.dedent(
-    """
-    import sys
-    import framework
-    from framework.layers import Linear
-    model = framework.Sequential([Linear(64, 256), Linear(256, 256), Linear(256, 4)])
-    model.build((None, 64))
-    value = float(sys.argv[2])
-    for p in model.parameters():
-        p.data.fill(value)
-    for _ in range(15):
-        model.save(sys.argv[1])
-    """
-)
-
-
-def test_hole6_two_processes_saving_to_one_path_leave_one_complete_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "race.h5"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _RACER, str(path), value], env=subprocess_env())
-        for value in ("1", "2")
-    ]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+def test_hole6_two_processes_saving_to_one_path_leave_one_complete_checkpoint(fresh) -> None:
+    path, racers = fresh["race"]  # two forked children of _FRESH, saving at the same time
+    assert racers == [[0, "done"], [0, "done"]], fresh["stderr"]
     model = load_model(path)
     values = {float(v) for p in model.parameters() for v in np.unique(p.data)}
     assert values in ({1.0}, {2.0})
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
 # -- issue 14 ------------------------------------------------------------------------

@@ -293,12 +293,18 @@ _SYSTEM_FASHION = Path("/usr/share/datasets/fashion-mnist")
 )
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.delenv(datasets.FASHION_MNIST_ENV, raising=False)
-    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
+    # Both splits raw (the 47M training pixels are not converted to float32 here), then the
+    # normalisation, the same code for either split, on the test split.
+    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(normalize=False)
     assert x_train.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
-    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
-    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert x_train.dtype == x_test.dtype == np.uint8 and y_train.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(y_train), np.full(10, 6000))
     np.testing.assert_array_equal(np.bincount(y_test), np.full(10, 1000))
+    x, y = datasets.load_fashion_mnist(kind="test")
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert float(np.abs(x - x_test / np.float32(255.0)).max()) <= 1e-7  # pixel / 255
+    np.testing.assert_array_equal(y, y_test)
 
 
 # --------------------------------------------------------------------------- #

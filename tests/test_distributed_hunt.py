@@ -1,7 +1,8 @@
 """Data-parallel ``fit`` on 2 MPI ranks against the same ``fit`` in one process on the global batches.
 
 ``tests/distributed_scripts/hunt_fit.py`` runs every scenario once under
-``mpiexec -n 2`` (one launch for the module); each test computes the
+``mpiexec -n 2`` (in the one job of ``fit_scenarios.py``, see
+``test_distributed.fit_scenarios``); each test computes the
 scenario in this process (``batch_size = 2 * 8``, plain optimizer, BatchNorm
 for SyncBatchNorm) and compares (float64: 1e-10; fp16 compression: close).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from support import launch_mpi, requires_h5py
+from test_distributed import fit_scenarios
 
 import framework
 from framework.runtime.dtype import default_dtype
@@ -30,9 +32,9 @@ _spec.loader.exec_module(hunt)
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("hunt") / "out.npz"
-    result = launch_mpi(str(SCRIPTS / "hunt_fit.py"), str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = fit_scenarios(tmp_path_factory)  # one mpiexec job for every succeeding scenario
+    out = result["workdir"] / "hunt_fit.npz"
+    assert out.exists(), f"returncode {result['returncode']}\n{result['stderr'][-3000:]}"
     with np.load(out) as saved:
         return {k: saved[k] for k in saved.files}
 

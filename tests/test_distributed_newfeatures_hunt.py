@@ -1,7 +1,8 @@
 """Data-parallel ``fit`` on 2 MPI ranks with newer features: float16 loss scaling, callback state, iterables.
 
 ``tests/distributed_scripts/hunt_newfeatures.py`` runs every scenario once
-under ``mpiexec -n 2`` (one launch for the module); each test recomputes the
+under ``mpiexec -n 2`` (in the one job of ``fit_scenarios.py``, see
+``test_distributed.fit_scenarios``); each test recomputes the
 scenario in this process on the concatenated batches (``batch_size = 2 * 8``,
 plain optimizer) and compares: float64 to 1e-10, float16 to float16's
 precision, and the two ranks to each other exactly (weights, loss scales,
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import launch_mpi, requires_h5py
+from support import requires_h5py
+from test_distributed import fit_scenarios
 
 import framework
 from framework import Sequential
@@ -36,10 +38,10 @@ _spec.loader.exec_module(hunt)
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pytest.importorskip("h5py")
-    work = tmp_path_factory.mktemp("newfeatures")
-    result = launch_mpi(str(SCRIPTS / "hunt_newfeatures.py"), str(work / "out.npz"), str(work), timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with np.load(work / "out.npz") as saved:
+    result = fit_scenarios(tmp_path_factory)  # one mpiexec job for every succeeding scenario
+    out = result["workdir"] / "hunt_newfeatures.npz"
+    assert out.exists(), f"returncode {result['returncode']}\n{result['stderr'][-3000:]}"
+    with np.load(out) as saved:
         return {k: saved[k] for k in saved.files}
 
 

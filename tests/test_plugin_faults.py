@@ -1,11 +1,14 @@
 """The registry under faults: conflicts, override, broken and strict plugins, disabled autoload, bad hooks.
 
-Anything that involves entry points runs in a fresh interpreter (the global
-registry loads once per process) over throwaway distributions: a folder with
-a module and a ``<name>-<version>.dist-info`` holding ``METADATA`` and
+Entry-point cases install throwaway distributions: a folder with a module
+and a ``<name>-<version>.dist-info`` holding ``METADATA`` and
 ``entry_points.txt`` is an installed distribution as far as
-``importlib.metadata`` is concerned. Unit-level cases use private
-``Registry()`` objects.
+``importlib.metadata`` is concerned. With the folder on ``sys.path`` a private
+``Registry()`` loads them in this process, through the same entry-point
+discovery as the global registry. What needs the global registry (it loads
+once per process: the ``plugins`` command, disabled autoload with the
+``framework.layers`` namespace) runs in a fresh interpreter. Unit-level cases
+use private ``Registry()`` objects.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +67,47 @@ BROKEN = """
 """
 
 
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., dict[str, Any]]]:
+    """``installed(site, strict=None, **env)``: put ``site`` on ``sys.path``, load a private
+    ``Registry()`` with the ``FRAMEWORK_*`` variables ``env`` only, and return the load's
+    ``error`` (``None`` or the ``PluginError`` text), its ``warnings``, the ``layers`` names,
+    the ``plugins`` records and the ``registry``. The plugin modules imported from ``site``
+    are forgotten after the test."""
+    sites: list[Path] = []
+
+    def load(site: Path, strict: bool | None = None, **env_vars: str) -> dict[str, Any]:
+        sites.append(site)
+        monkeypatch.syspath_prepend(str(site))  # also invalidates the import caches
+        for name in ("FRAMEWORK_STRICT_PLUGINS", "FRAMEWORK_DISABLE_PLUGIN_AUTOLOAD"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env_vars.items():
+            monkeypatch.setenv(name, value)
+        registry = Registry()
+        out: dict[str, Any] = {}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                registry.load(strict=strict)
+                out["error"] = None
+            except PluginError as exc:
+                out["error"] = str(exc)
+        out["warnings"] = [str(w.message) for w in caught if "plugins." not in str(w.message)]
+        out["layers"] = registry.names("layers") if registry.loaded else None
+        out["plugins"] = [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
+            for p in registry.plugins
+        ]
+        out["registry"] = registry
+        return out
+
+    yield load
+    for name, module in list(sys.modules.items()):
+        where = getattr(module, "__file__", None) or ""
+        if any(where.startswith(str(site)) for site in sites):
+            del sys.modules[name]
+
+
 def _run(code: str, site: Path, **env_vars: str) -> dict[str, Any]:
     """Run ``code`` in a fresh interpreter with ``site`` on the path; it prints one JSON line."""
     env = subprocess_env(site, clean=True)
@@ -71,30 +117,6 @@ def _run(code: str, site: Path, **env_vars: str) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-LOAD = """
-    import json, warnings
-    import framework
-    from framework.errors import PluginError
-    from framework.registry.manager import REGISTRY
-
-    out = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            REGISTRY.load()
-            out["error"] = None
-        except PluginError as exc:
-            out["error"] = str(exc)
-    out["warnings"] = [str(w.message) for w in caught if "plugins." not in str(w.message)]
-    out["layers"] = REGISTRY.names("layers") if REGISTRY.loaded else None
-    out["plugins"] = [
-        {"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
-        for p in REGISTRY.plugins
-    ]
-    print(json.dumps(out))
-"""
 
 
 # -- conflicts ----------------------------------------------------------------
@@ -150,36 +172,32 @@ def test_override_true_replaces_a_builtin_on_purpose() -> None:
     assert registry.get("layers", "Dense") is builtin  # the built-in's alias was not claimed
 
 
-def test_conflict_between_installed_distributions(tmp_path: Path) -> None:
+def test_conflict_between_installed_distributions(tmp_path: Path, installed) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-alpha", "alpha_plugin", _layer_plugin("Widget"), version="1.2")
     _make_dist(site, "dist-beta", "beta_plugin", _layer_plugin("OtherWidget", registered_as="Widget"))
-    out = _run(LOAD, site)
+    out = installed(site)
     assert out["error"] is not None
     assert "dist-alpha 1.2" in out["error"] and "dist-beta 1.0" in out["error"]
     assert "'widget'" in out["error"]
 
 
-def test_override_between_installed_distributions(tmp_path: Path) -> None:
+def test_override_between_installed_distributions(tmp_path: Path, installed) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-better-flatten", "better_flatten", _layer_plugin("Flatten", override=True))
-    code = textwrap.dedent(LOAD) + "print(json.dumps(REGISTRY.get('layers', 'Flatten').__module__))\n"
-    env = subprocess_env(site, clean=True)
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    loaded, flatten = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
+    loaded = installed(site)
     assert loaded["error"] is None
-    assert flatten == "better_flatten"
+    assert loaded["registry"].get("layers", "Flatten").__module__ == "better_flatten"
 
 
 # -- broken plugins and strict mode --------------------------------------------
 
 
-def test_broken_plugin_is_reported_and_the_rest_works(tmp_path: Path) -> None:
+def test_broken_plugin_is_reported_and_the_rest_works(tmp_path: Path, installed) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-broken", "broken_plugin", BROKEN, version="0.3")
     _make_dist(site, "dist-good", "good_plugin", GOOD)
-    out = _run(LOAD, site)
+    out = installed(site)
     assert out["error"] is None
     [warning] = [w for w in out["warnings"] if "dist-broken" in w]
     assert "0.3" in warning
@@ -207,23 +225,23 @@ def test_plugins_command_shows_the_broken_plugin(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["environment", "argument"])
-def test_strict_mode_turns_a_broken_plugin_into_an_error(tmp_path: Path, how: str) -> None:
+def test_strict_mode_turns_a_broken_plugin_into_an_error(tmp_path: Path, how: str, installed) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-broken", "broken_plugin", BROKEN, version="0.3")
     if how == "environment":
-        out = _run(LOAD, site, FRAMEWORK_STRICT_PLUGINS="1")
+        out = installed(site, FRAMEWORK_STRICT_PLUGINS="1")
     else:
-        out = _run(LOAD.replace("REGISTRY.load()", "REGISTRY.load(strict=True)"), site)
+        out = installed(site, strict=True)
     assert out["error"] is not None
     assert "dist-broken 0.3" in out["error"]
     assert "framework:broken_plugin = broken_plugin" in out["error"]
     assert "missing_helper" in out["error"]
 
 
-def test_strict_mode_is_quiet_when_nothing_is_broken(tmp_path: Path) -> None:
+def test_strict_mode_is_quiet_when_nothing_is_broken(tmp_path: Path, installed) -> None:
     site = tmp_path / "site"
     _make_dist(site, "dist-good", "good_plugin", GOOD)
-    out = _run(LOAD, site, FRAMEWORK_STRICT_PLUGINS="1")
+    out = installed(site, FRAMEWORK_STRICT_PLUGINS="1")
     # Built-in modules that have not landed yet are themselves "broken" plugins here.
     if out["error"] is not None:
         assert "distribution framework " in out["error"], out["error"]

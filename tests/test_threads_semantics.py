@@ -10,9 +10,10 @@ or ``3`` must equal the one-thread run to about 1e-12.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,7 +64,9 @@ from framework.training.callbacks import (
 )
 
 RTOL, ATOL = 1e-10, 1e-12
-THREADS = pytest.mark.parametrize("threads", [2, 3])
+#: The thread counts each comparison runs, each against one one-thread run (a test loops over
+#: them and a failure names the count: ``threads=3: ...``).
+THREAD_COUNTS = (2, 3)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -88,16 +91,30 @@ def _assert_same_logs(one: dict[str, Any], many: dict[str, Any]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _named(threads: int) -> Iterator[None]:
+    """Name the thread count in an assertion that fails inside."""
+    try:
+        yield
+    except AssertionError as error:
+        raise AssertionError(f"threads={threads}: {error}") from error
+
+
 def _fit_both(
-    build: Callable[[], Model], x: Any, y: Any, threads: int, **kwargs: Any
-) -> tuple[Model, Model, Any, Any]:
-    """The same model fitted on one thread and on ``threads``; histories and final states compared."""
-    one, many = build(), build()
+    build: Callable[[], Model], x: Any, y: Any, threads: Sequence[int] = THREAD_COUNTS, **kwargs: Any
+) -> tuple[Model, dict[int, Model], Any, dict[int, Any]]:
+    """The same model fitted on one thread and on each count of ``threads``; each history and final
+    state compared with the one-thread run's. Returns ``(one, {k: model}, h1, {k: history})``."""
+    one = build()
     h1 = one.fit(x, y, verbose=0, **kwargs)
-    hk = many.fit(x, y, verbose=0, threads=threads, **kwargs)
-    assert hk.epoch == h1.epoch
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    many, hk = {}, {}
+    for k in threads:
+        many[k] = build()
+        hk[k] = many[k].fit(x, y, verbose=0, threads=k, **kwargs)
+        with _named(k):
+            assert hk[k].epoch == h1.epoch
+            _assert_same_logs(h1.history, hk[k].history)
+            _assert_same_state(one, many[k])
     return one, many, h1, hk
 
 
@@ -125,40 +142,33 @@ def _classifier() -> Sequential:
 # -- fit options -----------------------------------------------------------------------------
 
 
-@THREADS
-def test_validation_split(float64, threads):
+def test_validation_split(float64):
     x, y = _data(30)
-    _fit_both(_classifier, x, y, threads, epochs=2, batch_size=8, seed=3, validation_split=0.3)
+    _fit_both(_classifier, x, y, epochs=2, batch_size=8, seed=3, validation_split=0.3)
 
 
-@THREADS
-def test_validation_data_with_weights_at_another_batch_size(float64, threads):
+def test_validation_data_with_weights_at_another_batch_size(float64):
     x, y = _data(25)
     xv, yv = _data(11, seed=1)
     wv = np.random.default_rng(2).uniform(0.2, 2.0, 11)
-    _, _, h1, _ = _fit_both(
-        _classifier, x, y, threads, epochs=2, batch_size=7, seed=0, validation_data=(xv, yv, wv)
-    )
+    _, _, h1, _ = _fit_both(_classifier, x, y, epochs=2, batch_size=7, seed=0, validation_data=(xv, yv, wv))
     assert "val_loss" in h1.history and "val_accuracy" in h1.history
 
 
-@THREADS
-def test_validation_data_as_an_iterable_of_batches(float64, threads):
+def test_validation_data_as_an_iterable_of_batches(float64):
     x, y = _data(20)
     xv, yv = _data(9, seed=5)
     batches = [(xv[:4], yv[:4]), (xv[4:5], yv[4:5]), (xv[5:], yv[5:])]  # 4, 1 and 4 samples
-    _fit_both(_classifier, x, y, threads, epochs=2, batch_size=6, seed=0, validation_data=batches)
+    _fit_both(_classifier, x, y, epochs=2, batch_size=6, seed=0, validation_data=batches)
 
 
-@THREADS
-def test_class_weight_and_sample_weight(float64, threads):
+def test_class_weight_and_sample_weight(float64):
     x, y = _data(26)
     w = np.random.default_rng(3).uniform(0.1, 3.0, 26)
     _fit_both(
         _classifier,
         x,
         y,
-        threads,
         epochs=2,
         batch_size=9,
         seed=1,
@@ -167,19 +177,15 @@ def test_class_weight_and_sample_weight(float64, threads):
     )
 
 
-@THREADS
-def test_shuffle_with_a_seed_and_initial_epoch(float64, threads):
+def test_shuffle_with_a_seed_and_initial_epoch(float64):
     x, y = _data(21)
-    _, _, h1, _ = _fit_both(
-        _classifier, x, y, threads, epochs=4, initial_epoch=2, batch_size=5, shuffle=True, seed=12
-    )
+    _, _, h1, _ = _fit_both(_classifier, x, y, epochs=4, initial_epoch=2, batch_size=5, shuffle=True, seed=12)
     assert h1.epoch == [2, 3]
 
 
-@THREADS
-def test_shuffle_off(float64, threads):
+def test_shuffle_off(float64):
     x, y = _data(17)
-    _fit_both(_classifier, x, y, threads, epochs=2, batch_size=6, shuffle=False)
+    _fit_both(_classifier, x, y, epochs=2, batch_size=6, shuffle=False)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +202,7 @@ def test_shuffle_off(float64, threads):
 )
 def test_batch_sizes_that_do_not_divide(float64, n, batch_size, threads):
     x, y = _data(n)
-    _fit_both(_classifier, x, y, threads, epochs=2, batch_size=batch_size, seed=4)
+    _fit_both(_classifier, x, y, (threads,), epochs=2, batch_size=batch_size, seed=4)
 
 
 @pytest.mark.parametrize(("n", "batch_size", "threads"), [(7, 4, 3), (10, 4, 3), (8, 5, 3), (4, 4, 8)])
@@ -213,12 +219,11 @@ def test_batchnorm_with_shards_of_one_or_two_samples(float64, n, batch_size, thr
         return net
 
     x, y = _data(n)
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=batch_size, seed=4)
-    assert many.layers[1].num_batches_tracked == one.layers[1].num_batches_tracked
+    one, many, _, _ = _fit_both(build, x, y, (threads,), epochs=2, batch_size=batch_size, seed=4)
+    assert many[threads].layers[1].num_batches_tracked == one.layers[1].num_batches_tracked
 
 
-@THREADS
-def test_callbacks_see_the_same_logs_and_act_alike(float64, threads):
+def test_callbacks_see_the_same_logs_and_act_alike(float64):
     """Batch and epoch logs, a LR schedule, ReduceLROnPlateau and EarlyStopping with best weights."""
     x, y = _data(30)
     xv, yv = _data(10, seed=8)
@@ -253,12 +258,15 @@ def test_callbacks_see_the_same_logs_and_act_alike(float64, threads):
         return net, seen, lrs
 
     one, seen1, lrs1 = run(None)
-    many, seenk, lrsk = run(threads)
-    assert len(seenk) == len(seen1) and len(seen1) < 6 * 5  # stopped early
-    for a, b in zip(seen1, seenk):
-        _assert_same_logs(a, b)
-    np.testing.assert_allclose(lrsk, lrs1, rtol=RTOL)
-    _assert_same_state(one, many)
+    assert len(seen1) < 6 * 5  # stopped early
+    for threads in THREAD_COUNTS:
+        many, seenk, lrsk = run(threads)
+        with _named(threads):
+            assert len(seenk) == len(seen1)
+            for a, b in zip(seen1, seenk):
+                _assert_same_logs(a, b)
+            np.testing.assert_allclose(lrsk, lrs1, rtol=RTOL)
+            _assert_same_state(one, many)
 
 
 class _StopAfterBatches(Callback):
@@ -271,20 +279,21 @@ class _StopAfterBatches(Callback):
             self.model.stop_training = True
 
 
-@THREADS
-def test_stop_training_from_a_batch_callback(float64, threads):
+def test_stop_training_from_a_batch_callback(float64):
     x, y = _data(40)
-    one, many = _classifier(), _classifier()
+    one = _classifier()
     h1 = one.fit(x, y, epochs=3, batch_size=8, seed=0, verbose=0, callbacks=[_StopAfterBatches(3)])
-    hk = many.fit(
-        x, y, epochs=3, batch_size=8, seed=0, verbose=0, callbacks=[_StopAfterBatches(3)], threads=threads
-    )
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    for threads in THREAD_COUNTS:
+        many = _classifier()
+        hk = many.fit(
+            x, y, epochs=3, batch_size=8, seed=0, verbose=0, callbacks=[_StopAfterBatches(3)], threads=threads
+        )
+        with _named(threads):
+            _assert_same_logs(h1.history, hk.history)
+            _assert_same_state(one, many)
 
 
-@THREADS
-def test_batches_from_a_generator_with_steps_per_epoch(float64, threads):
+def test_batches_from_a_generator_with_steps_per_epoch(float64):
     x, y = _data(40)
 
     def endless():
@@ -292,38 +301,46 @@ def test_batches_from_a_generator_with_steps_per_epoch(float64, threads):
             for start in range(0, 40, 7):  # batches of 7, the last of 5
                 yield x[start : start + 7], y[start : start + 7]
 
-    one, many = _classifier(), _classifier()
+    one = _classifier()
     h1 = one.fit(endless(), epochs=3, steps_per_epoch=4, verbose=0)
-    hk = many.fit(endless(), epochs=3, steps_per_epoch=4, verbose=0, threads=threads)
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    for threads in THREAD_COUNTS:
+        many = _classifier()
+        hk = many.fit(endless(), epochs=3, steps_per_epoch=4, verbose=0, threads=threads)
+        with _named(threads):
+            _assert_same_logs(h1.history, hk.history)
+            _assert_same_state(one, many)
 
 
-@THREADS
-def test_a_second_fit_continues_the_first(float64, threads):
+def test_a_second_fit_continues_the_first(float64):
     """Replicas are made per fit: the second one must start from the weights the first left."""
     x, y = _data(24)
-    one, many = _classifier(), _classifier()
+    one, many = _classifier(), {threads: _classifier() for threads in THREAD_COUNTS}
     for _ in range(2):
         h1 = one.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0)
-        hk = many.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0, threads=threads)
-        _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+        for threads, net in many.items():
+            hk = net.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0, threads=threads)
+            with _named(threads):
+                _assert_same_logs(h1.history, hk.history)
+    for threads, net in many.items():
+        with _named(threads):
+            _assert_same_state(one, net)
 
 
-@THREADS
-def test_weights_set_between_fits_are_followed(float64, threads):
+def test_weights_set_between_fits_are_followed(float64):
     x, y = _data(24)
-    one, many = _classifier(), _classifier()
+    one = _classifier()
     one.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0)
-    many.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0, threads=threads)
     fresh = [np.full_like(w, 0.05) for w in one.get_weights()]
     one.set_weights(fresh)
-    many.set_weights(fresh)
     h1 = one.fit(x, y, epochs=1, batch_size=8, seed=1, verbose=0)
-    hk = many.fit(x, y, epochs=1, batch_size=8, seed=1, verbose=0, threads=threads)
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    for threads in THREAD_COUNTS:
+        many = _classifier()
+        many.fit(x, y, epochs=1, batch_size=8, seed=0, verbose=0, threads=threads)
+        many.set_weights(fresh)
+        hk = many.fit(x, y, epochs=1, batch_size=8, seed=1, verbose=0, threads=threads)
+        with _named(threads):
+            _assert_same_logs(h1.history, hk.history)
+            _assert_same_state(one, many)
 
 
 # -- losses and metrics ----------------------------------------------------------------------
@@ -415,11 +432,10 @@ LOSS_CASES = [
 ]
 
 
-@THREADS
 @pytest.mark.parametrize(
     ("loss", "head", "kind", "metrics", "units"), [pytest.param(*c[1:], id=c[0]) for c in LOSS_CASES]
 )
-def test_losses_and_metrics(float64, threads, loss, head, kind, metrics, units):
+def test_losses_and_metrics(float64, loss, head, kind, metrics, units):
     rng = np.random.default_rng(11)
     x, y = rng.standard_normal((27, 5)), _targets(kind, 27, rng)
     w = rng.uniform(0.5, 1.5, 27)
@@ -431,11 +447,11 @@ def test_losses_and_metrics(float64, threads, loss, head, kind, metrics, units):
         )
         return net
 
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=8, seed=5, sample_weight=w)
-    _assert_same_logs(
-        one.evaluate(x, y, batch_size=10, sample_weight=w),
-        many.evaluate(x, y, batch_size=10, sample_weight=w, threads=threads),
-    )
+    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=5, sample_weight=w)
+    expected = one.evaluate(x, y, batch_size=10, sample_weight=w)
+    for threads, net in many.items():
+        with _named(threads):
+            _assert_same_logs(expected, net.evaluate(x, y, batch_size=10, sample_weight=w, threads=threads))
 
 
 def test_confusion_matrix_in_evaluate(float64):
@@ -469,27 +485,29 @@ def _two_in_two_out() -> Model:
     return model
 
 
-@THREADS
-def test_functional_model_two_inputs_two_outputs_shared_layer(float64, threads):
+def test_functional_model_two_inputs_two_outputs_shared_layer(float64):
     rng = np.random.default_rng(3)
     n = 29
     x = {"a": rng.standard_normal((n, 4)), "b": rng.standard_normal((n, 3))}
     y = {"reg": rng.standard_normal((n, 2)), "cls": rng.integers(0, 3, n)}
     sw = {"reg": rng.uniform(0.5, 2.0, n), "cls": rng.uniform(0.5, 2.0, n)}
     one, many, h1, _ = _fit_both(
-        _two_in_two_out, x, y, threads, epochs=2, batch_size=8, seed=0, sample_weight=sw, validation_split=0.2
+        _two_in_two_out, x, y, epochs=2, batch_size=8, seed=0, sample_weight=sw, validation_split=0.2
     )
     assert {"reg_loss", "cls_loss", "cls_accuracy", "val_reg_mae"} <= set(h1.history)
-    p1, pk = one.predict(x, batch_size=11), many.predict(x, batch_size=11, threads=threads)
-    assert isinstance(pk, type(p1)) and len(pk) == len(p1) == 2
-    for a, b in zip(p1, pk):
-        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+    p1 = one.predict(x, batch_size=11)
     xs, ys = [x["a"], x["b"]], [y["reg"], y["cls"]]
-    _assert_same_logs(one.evaluate(xs, ys, batch_size=9), one.evaluate(xs, ys, batch_size=9, threads=threads))
+    expected = one.evaluate(xs, ys, batch_size=9)
+    for threads, net in many.items():
+        with _named(threads):
+            pk = net.predict(x, batch_size=11, threads=threads)
+            assert isinstance(pk, type(p1)) and len(pk) == len(p1) == 2
+            for a, b in zip(p1, pk):
+                np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+            _assert_same_logs(expected, one.evaluate(xs, ys, batch_size=9, threads=threads))
 
 
-@THREADS
-def test_functional_decoder_with_memory_and_a_causal_keyword(float64, threads):
+def test_functional_decoder_with_memory_and_a_causal_keyword(float64):
     """Two sequence inputs of different lengths into one layer, with a keyword argument in the graph."""
 
     def build() -> Model:
@@ -502,10 +520,13 @@ def test_functional_decoder_with_memory_and_a_causal_keyword(float64, threads):
 
     rng = np.random.default_rng(4)
     x, y = [rng.standard_normal((19, 4, 6)), rng.standard_normal((19, 7, 6))], rng.integers(0, 3, 19)
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=8, seed=1)
-    np.testing.assert_allclose(
-        many.predict(x, batch_size=10, threads=threads), one.predict(x, batch_size=10), rtol=RTOL, atol=ATOL
-    )
+    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=1)
+    expected = one.predict(x, batch_size=10)
+    for threads, net in many.items():
+        with _named(threads):
+            np.testing.assert_allclose(
+                net.predict(x, batch_size=10, threads=threads), expected, rtol=RTOL, atol=ATOL
+            )
 
 
 def _sequential(layers: Callable[[], list[Layer]], input_shape: tuple[int, ...], loss: str = "cross_entropy"):
@@ -598,22 +619,23 @@ MODELS = {
 }
 
 
-@THREADS
 @pytest.mark.parametrize("name", list(MODELS))
-def test_layer_families_fit_evaluate_predict(float64, threads, name):
+def test_layer_families_fit_evaluate_predict(float64, name):
     layers, shape, make_x = MODELS[name]
     rng = np.random.default_rng(5)
     x, y = make_x(rng, 22), rng.integers(0, 3, 22)
     build = _sequential(layers, shape)
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=8, seed=2)
-    _assert_same_logs(one.evaluate(x, y, batch_size=9), many.evaluate(x, y, batch_size=9, threads=threads))
-    np.testing.assert_allclose(
-        many.predict(x, batch_size=8, threads=threads), one.predict(x, batch_size=8), rtol=RTOL, atol=ATOL
-    )
+    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=2)
+    logs, predicted = one.evaluate(x, y, batch_size=9), one.predict(x, batch_size=8)
+    for threads, net in many.items():
+        with _named(threads):
+            _assert_same_logs(logs, net.evaluate(x, y, batch_size=9, threads=threads))
+            np.testing.assert_allclose(
+                net.predict(x, batch_size=8, threads=threads), predicted, rtol=RTOL, atol=ATOL
+            )
 
 
-@THREADS
-def test_frozen_layers_and_a_frozen_batchnorm(float64, threads):
+def test_frozen_layers_and_a_frozen_batchnorm(float64):
     """A frozen BatchNorm runs in inference mode in fit (Keras's rule); frozen weights stay put."""
 
     def build() -> Sequential:
@@ -632,14 +654,15 @@ def test_frozen_layers_and_a_frozen_batchnorm(float64, threads):
 
     x, y = _data(21)
     frozen = [p.data.copy() for p in build().layers[0].parameters()]
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=8, seed=6)
-    for before, p in zip(frozen, many.layers[0].parameters()):
-        np.testing.assert_array_equal(p.data, before)
-    assert many.layers[1].num_batches_tracked == one.layers[1].num_batches_tracked == 0
+    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=6)
+    for threads, net in many.items():
+        with _named(threads):
+            for before, p in zip(frozen, net.layers[0].parameters()):
+                np.testing.assert_array_equal(p.data, before)
+            assert net.layers[1].num_batches_tracked == one.layers[1].num_batches_tracked == 0
 
 
-@THREADS
-def test_instance_norm_running_statistics(float64, threads):
+def test_instance_norm_running_statistics(float64):
     def build() -> Sequential:
         framework.set_seed(23)
         net = Sequential(
@@ -656,8 +679,10 @@ def test_instance_norm_running_statistics(float64, threads):
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((12, 2, 6)), rng.integers(0, 3, 12)
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=6, shuffle=False)
-    np.testing.assert_allclose(many.predict(x), one.predict(x), rtol=RTOL, atol=ATOL)
+    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=6, shuffle=False)
+    for threads, net in many.items():
+        with _named(threads):
+            np.testing.assert_allclose(net.predict(x), one.predict(x), rtol=RTOL, atol=ATOL)
 
 
 # -- optimizers with state, clipping ---------------------------------------------------------
@@ -676,9 +701,8 @@ OPTIMIZERS = {
 }
 
 
-@THREADS
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_optimizers_with_state_and_clipping(float64, threads, name):
+def test_optimizers_with_state_and_clipping(float64, name):
     """Clipping sees the whole batch's gradient (the shards' gradients summed first)."""
     config = dict(OPTIMIZERS[name])
     kind = config.pop("name")
@@ -689,7 +713,7 @@ def test_optimizers_with_state_and_clipping(float64, threads, name):
         return net
 
     x, y = _data(26)
-    one, _, _, _ = _fit_both(build, x, y, threads, epochs=3, batch_size=8, seed=9)
+    one, _, _, _ = _fit_both(build, x, y, epochs=3, batch_size=8, seed=9)
     if "clipnorm" in config or "clipvalue" in config:  # the clipping acted: without it the run differs
         unclipped = build(clipnorm=None, clipvalue=None)
         unclipped.fit(x, y, epochs=3, batch_size=8, seed=9, verbose=0)
@@ -727,8 +751,7 @@ class _HandBuilt(Model):
         return self.hidden.backward(self.square.backward(self.out.backward(grad)))
 
 
-@THREADS
-def test_a_model_subclass_and_a_layer_in_the_older_form(float64, threads):
+def test_a_model_subclass_and_a_layer_in_the_older_form(float64):
     """Each replica is its own copy, so state kept on the layer is per thread."""
 
     def subclass() -> Model:
@@ -745,12 +768,15 @@ def test_a_model_subclass_and_a_layer_in_the_older_form(float64, threads):
 
     x, y = _data(22)
     for build in (subclass, sequential):
-        one, many, _, _ = _fit_both(build, x, y, threads, epochs=2, batch_size=8, seed=0)
-        np.testing.assert_allclose(many.predict(x, threads=threads), one.predict(x), rtol=RTOL, atol=ATOL)
+        one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=0)
+        for threads, net in many.items():
+            with _named(threads):
+                np.testing.assert_allclose(
+                    net.predict(x, threads=threads), one.predict(x), rtol=RTOL, atol=ATOL
+                )
 
 
-@THREADS
-def test_tied_weights(float64, threads):
+def test_tied_weights(float64):
     """An Embedding and the output Linear share one Parameter: the replicas must share it too."""
 
     def build() -> Sequential:
@@ -764,9 +790,11 @@ def test_tied_weights(float64, threads):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 10, (25, 1))
     y = (x[:, 0] + 1) % 10
-    one, many, _, _ = _fit_both(build, x, y, threads, epochs=3, batch_size=8, seed=0)
-    assert many.layers[-1].weight is many.layers[0].weight
-    assert len(many.parameters()) == len(one.parameters())
+    one, many, _, _ = _fit_both(build, x, y, epochs=3, batch_size=8, seed=0)
+    for threads, net in many.items():
+        with _named(threads):
+            assert net.layers[-1].weight is net.layers[0].weight
+            assert len(net.parameters()) == len(one.parameters())
 
 
 class _ShardProbe(Layer):
@@ -805,8 +833,7 @@ def test_the_shards_really_run_on_worker_threads():
 # -- changing the model during fit -----------------------------------------------------------
 
 
-@THREADS
-def test_weights_set_by_a_callback_during_fit_are_followed(float64, threads):
+def test_weights_set_by_a_callback_during_fit_are_followed(float64):
     """A callback that replaces the weights (an averaging scheme) between epochs."""
     x, y = _data(24)
 
@@ -830,13 +857,15 @@ def test_weights_set_by_a_callback_during_fit_are_followed(float64, threads):
         )
         return net, history
 
-    (one, h1), (many, hk) = run(None), run(threads)
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    one, h1 = run(None)
+    for threads in THREAD_COUNTS:
+        many, hk = run(threads)
+        with _named(threads):
+            _assert_same_logs(h1.history, hk.history)
+            _assert_same_state(one, many)
 
 
-@THREADS
-def test_a_layer_unfrozen_by_a_callback_trains_on_every_shard(float64, threads):
+def test_a_layer_unfrozen_by_a_callback_trains_on_every_shard(float64):
     x, y = _data(24)
 
     def run(k: int | None) -> tuple[Model, Any]:
@@ -861,9 +890,12 @@ def test_a_layer_unfrozen_by_a_callback_trains_on_every_shard(float64, threads):
         )
         return net, history
 
-    (one, h1), (many, hk) = run(None), run(threads)
-    _assert_same_logs(h1.history, hk.history)
-    _assert_same_state(one, many)
+    one, h1 = run(None)
+    for threads in THREAD_COUNTS:
+        many, hk = run(threads)
+        with _named(threads):
+            _assert_same_logs(h1.history, hk.history)
+            _assert_same_state(one, many)
 
 
 class _Temperature(Layer):
@@ -1015,16 +1047,17 @@ def test_threads_one_is_one_thread(float64):
         np.testing.assert_array_equal(q.data, p.data)
 
 
-@THREADS
-def test_evaluate_from_an_iterable_with_weights(float64, threads):
+def test_evaluate_from_an_iterable_with_weights(float64):
     net = _classifier()
     x, y = _data(19)
     w = np.random.default_rng(0).uniform(0.5, 2.0, 19)
     batches = [(x[:8], y[:8], w[:8]), (x[8:9], y[8:9], w[8:9]), (x[9:], y[9:], w[9:])]
-    _assert_same_logs(net.evaluate(batches), net.evaluate(batches, threads=threads))
-    _assert_same_logs(
-        net.evaluate(x, y, sample_weight=w, batch_size=8), net.evaluate(batches, threads=threads)
-    )
+    one, arrays = net.evaluate(batches), net.evaluate(x, y, sample_weight=w, batch_size=8)
+    for threads in THREAD_COUNTS:
+        with _named(threads):
+            many = net.evaluate(batches, threads=threads)
+            _assert_same_logs(one, many)
+            _assert_same_logs(arrays, many)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -1107,7 +1140,7 @@ def _refused_or_as_one_thread(mixer: Callable[[], Layer]) -> None:
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((16, 5)), rng.standard_normal((16, 3))
     try:
-        _fit_both(build, x, y, 2, epochs=2, batch_size=8, seed=0)
+        _fit_both(build, x, y, (2,), epochs=2, batch_size=8, seed=0)
     except ConfigError as error:
         assert "mixes the samples" in str(error)
 

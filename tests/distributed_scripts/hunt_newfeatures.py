@@ -213,11 +213,9 @@ SCENARIOS: dict[str, Callable[[bool, int, str], dict[str, Any]]] = {
 }
 
 
-def main() -> None:
+def main(out_path: str, workdir: str, names: list[str]) -> None:
     from framework import distributed
 
-    out_path, workdir = sys.argv[1], sys.argv[2]
-    names = sys.argv[3:] or list(SCENARIOS)
     distributed.init(timeout=20)
     rank = distributed.rank()
     results: dict[str, Any] = {}
@@ -238,4 +236,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1], sys.argv[2], sys.argv[3:] or list(SCENARIOS))
