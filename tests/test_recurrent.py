@@ -39,12 +39,44 @@ def _backward(layer, weights):
     return layer.backward(weights)
 
 
+#: Arrays of at most this many entries are differentiated entry by entry, larger ones along
+#: ``DIRECTIONS`` random unit directions through all their entries (as ``framework.testing`` does).
+MAX_ENTRIES, DIRECTIONS = 16, 6
+
+
+def _finite_difference_error(loss, array, analytic, rng) -> float:
+    """Relative error of ``analytic`` against central differences of ``loss`` with respect to ``array``.
+
+    A small array is differentiated entry by entry; a larger one along random unit
+    directions ``v`` through every entry, comparing ``<analytic, v>`` with
+    ``(L(p + eps v) - L(p - eps v)) / 2 eps``: an error in any entry moves them.
+    """
+    if array.size <= MAX_ENTRIES:
+        return relative_error(analytic, numerical_gradient(loss, array))
+    eps, saved = 1e-6, array.copy()
+    flat = rng.standard_normal((DIRECTIONS, array.size))
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    numeric, slope = [], []
+    try:
+        for v in flat.reshape((DIRECTIONS, *array.shape)):
+            array[...] = saved + eps * v
+            up, plus = array - saved, loss()
+            array[...] = saved - eps * v
+            down, minus = array - saved, loss()
+            numeric.append((plus - minus) / (2 * eps))
+            slope.append(float(np.sum(analytic * (up - down))) / (2 * eps))  # the step actually stored
+    finally:
+        array[...] = saved
+    return relative_error(np.array(slope), np.array(numeric))
+
+
 def check_bptt(layer, x, state=None, weights=None, reseed=None, seed=0) -> dict[str, float]:
     """Finite-difference check of ``L = sum(out * R)`` over every output, for x, states and parameters.
 
     ``weights`` mirrors the output structure (``None`` entries contribute no loss);
     by default every output is weighted at random. ``reseed`` reseeds the framework
-    generator before each forward so a dropout mask stays fixed.
+    generator before each forward so a dropout mask stays fixed. Each array is
+    checked with :func:`_finite_difference_error`.
     """
 
     def run():
@@ -64,14 +96,15 @@ def check_bptt(layer, x, state=None, weights=None, reseed=None, seed=0) -> dict[
     grad_x = _backward(layer, weights)
     # The state gradients belong to the last manual call: read them before the next forward.
     grad_states = (layer.grad_h0, getattr(layer, "grad_c0", None))
-    errors = {"x": relative_error(grad_x, numerical_gradient(loss, x))}
+    rng = np.random.default_rng(seed + 1)
+    errors = {"x": _finite_difference_error(loss, x, grad_x, rng)}
     analytic = {name: p.grad.copy() for name, p in layer.named_parameters()}
     if state is not None:
         states = state if isinstance(state, tuple) else (state,)
         for label, s, g in zip(("h0", "c0"), states, grad_states):
-            errors[label] = relative_error(g, numerical_gradient(loss, s))
+            errors[label] = _finite_difference_error(loss, s, g, rng)
     for name, p in layer.named_parameters():
-        errors[name] = relative_error(analytic[name], numerical_gradient(loss, p.data))
+        errors[name] = _finite_difference_error(loss, p.data, analytic[name], rng)
     bad = {k: v for k, v in errors.items() if not v < 1e-6}
     assert not bad, f"{layer!r}: gradient check failed: {bad}"
     return errors
@@ -149,6 +182,29 @@ def test_gradients_last_output_bidirectional(float64, rng, kind):
 def test_gradients_sequence_output_with_dropout(float64, rng, kind):
     layer = KINDS[kind](num_layers=2, dropout=0.4, output="sequence")
     check_bptt(layer, _seq(rng), reseed=7)
+
+
+@pytest.mark.parametrize("where", ["x", "h0", "weight_hh_l0"])
+def test_check_bptt_catches_a_1pc_error_in_one_entry(float64, rng, monkeypatch, where):
+    """check_bptt itself can fail: 1% off in one entry of an array checked along random directions."""
+    layer = GRU(IN, H)
+    x, h0 = _seq(rng), rng.standard_normal((1, N, H))
+    original = GRU.backward
+
+    def backward(self, *args, **kwargs):
+        grad_x = original(self, *args, **kwargs)
+        if where == "x":
+            grad_x = grad_x.copy()
+            grad_x[2, 1, 0] *= 1.01
+        elif where == "h0":
+            self.grad_h0[0, 1, 2] *= 1.01
+        else:
+            self.weight_hh_l0.grad[5, 1] *= 1.01
+        return grad_x
+
+    monkeypatch.setattr(GRU, "backward", backward)
+    with pytest.raises(AssertionError, match=rf"gradient check failed: {{'{where}'"):
+        check_bptt(layer, x, h0)
 
 
 @pytest.mark.parametrize("cls", [RNNCell, GRUCell])

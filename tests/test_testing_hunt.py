@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -44,6 +45,7 @@ from framework.testing import (
     numerical_gradient,
     relative_error,
 )
+from framework.testing.gradients import DIRECTIONS, MAX_ENTRIES
 
 # -- the finite-difference helpers ------------------------------------------------------------
 
@@ -609,6 +611,24 @@ def test_state_lost_by_a_checkpoint_is_caught_for_a_layer_of_two_inputs() -> Non
 
 
 @requires_h5py
+@pytest.mark.parametrize("folder", ["memory", "temp"])
+def test_the_checkpoint_check_writes_a_real_file_in_memory_or_in_the_temp_folder(
+    monkeypatch: pytest.MonkeyPatch, folder: str
+) -> None:
+    """The scratch file goes to /dev/shm where usable, else to the temp folder: both catch lost state."""
+    import framework.testing._checkpoint as scratch
+
+    if folder == "temp":
+        monkeypatch.setattr(scratch, "_MEMORY_FOLDER", "/no/such/folder")
+    assert (scratch._scratch_folder(1 << 10) is None) == (folder == "temp" or not os.path.isdir("/dev/shm"))
+    assert scratch._scratch_folder(1 << 60) is None  # no room: the temp folder
+    others = ("gradients", "output_shape", "config", "registry", "train_eval", "dtype_float32",
+              "dtype_float64", "backward", "arrays", "context", "parameters")  # fmt: skip
+    assert _report(HuntPlainArrayState(2.0), skip=others).checks("FAIL") == ["checkpoint"]
+    assert _report(HuntScale(2.0), skip=others).checks("ok") == ["forward", "checkpoint"]
+
+
+@requires_h5py
 @pytest.mark.parametrize("name", ["BatchNorm", "LayerNorm", "Dropout"])
 def test_a_layer_already_trained_is_not_a_false_failure(name: str) -> None:
     """A used layer's counters (BatchNorm's num_batches_tracked) are state, not lost constructor arguments."""
@@ -1168,7 +1188,7 @@ def test_deepcopy_keeps_a_layer_checkable() -> None:
     assert check_gradients(copy.deepcopy(layer), x).ok
 
 
-# -- large arrays: a random sample of entries and one random direction ----------------------
+# -- large arrays: random directions through all entries; small ones entry by entry --------
 
 
 def _big_linear() -> Layer:
@@ -1186,11 +1206,14 @@ def test_a_large_array_is_sampled_and_a_correct_backward_passes() -> None:
     layer = _big_linear()
     x = np.random.default_rng(0).standard_normal((3, 40))
     report = check_gradients(layer, x)
-    assert report.ok and report.sampled == ["weight"], str(report)
-    assert "512 random entries and one random direction: weight" in str(report)
+    # input 120, weight 1200, bias 30 entries: all above MAX_ENTRIES
+    assert report.ok and report.sampled == ["input", "weight", "bias"], str(report)
+    assert f"along {DIRECTIONS} random directions through all entries: input, weight, bias" in str(report)
+    small = check_gradients(_built64(HuntScale(1.5)), np.random.default_rng(0).standard_normal((4, 3)))
+    assert small.ok and small.sampled == [] and MAX_ENTRIES >= 12, "12 entries are checked one by one"
 
 
-@pytest.mark.parametrize("wrong", ["whole array 1 %", "one entry"])
+@pytest.mark.parametrize("wrong", ["whole array 1 %", "one entry", "one entry 1 %"])
 def test_a_wrong_gradient_in_a_large_array_still_fails(monkeypatch: pytest.MonkeyPatch, wrong: str) -> None:
     layer = _big_linear()
     cls = type(layer)
@@ -1199,7 +1222,9 @@ def test_a_wrong_gradient_in_a_large_array_still_fails(monkeypatch: pytest.Monke
     def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
         g = original(self, *args, **kwargs)
         if wrong == "one entry":
-            self.weight.grad[7, 11] += 0.5  # outside most samples: the direction sees it
+            self.weight.grad[7, 11] += 0.5  # one entry of 1200: every direction sees it
+        elif wrong == "one entry 1 %":
+            self.weight.grad[7, 11] *= 1.01
         else:
             self.weight.grad *= 1.01
         return g
@@ -1207,8 +1232,33 @@ def test_a_wrong_gradient_in_a_large_array_still_fails(monkeypatch: pytest.Monke
     monkeypatch.setattr(cls, "backward", backward)
     x = np.random.default_rng(0).standard_normal((3, 40))
     report = check_gradients(layer, x, raise_on_failure=False)
-    assert not report.ok and report.errors["weight"] > 1e-4, str(report)
+    least = 1e-6 if wrong == "one entry 1 %" else 1e-4  # 1% of one entry's share of the gradient's norm
+    assert not report.ok and report.errors["weight"] > least, str(report)
     assert report.errors["bias"] < 1e-6 and report.errors["input"] < 1e-6
+
+
+def test_a_1pc_error_in_any_one_entry_of_a_sampled_array_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The directions run through every entry: a 1% error in entry k fails, for each k of the bias."""
+    layer = _big_linear()
+    cls = type(layer)
+    original = cls.backward
+    wrong = [0]
+
+    def backward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+        g = original(self, *args, **kwargs)
+        self.bias.grad[wrong[0]] *= 1.01
+        return g
+
+    monkeypatch.setattr(cls, "backward", backward)
+    x = np.random.default_rng(0).standard_normal((3, 40))
+    missed = []
+    for k in range(layer.bias.data.size):
+        wrong[0] = k
+        report = check_gradients(layer, x, raise_on_failure=False)
+        assert "bias" in report.sampled
+        if not report.errors["bias"] > 1e-6:
+            missed.append((k, report.errors["bias"]))
+    assert missed == [], f"1% errors in these bias entries passed: {missed}"
 
 
 def test_numerical_gradient_of_chosen_entries_leaves_the_others_zero() -> None:

@@ -2,7 +2,9 @@
 
 - ``check_gradients(layer, x)`` compares a layer's hand-written ``backward``
   against central finite differences of ``L = sum(forward(x) * R)`` for a fixed
-  random ``R``, for the input and for every parameter, in float64.
+  random ``R``, for the input and for every parameter, in float64 (entry by
+  entry for a small array, along random directions through every entry for a
+  larger one).
 - ``check_layer(layer, input_shape)`` runs every check a layer must pass
   (gradients, ``output_shape``, config and registry round trips, checkpoint
   round trip, train / eval, float32 and float64, backward shapes and

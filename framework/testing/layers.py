@@ -64,9 +64,10 @@ def check_layer(
 
     - ``forward``: a forward pass on random input runs (every other check needs it).
     - ``gradients``: ``backward`` against central finite differences
-      (:func:`~framework.testing.gradients.check_gradients`) for the input and
-      every parameter, on a copy rebuilt from the config in float64, relative
-      error below ``tolerance``. It runs in training mode, and in eval mode as
+      (:func:`~framework.testing.gradients.check_gradients`: entry by entry,
+      or along random directions through every entry of a large array) for
+      the input and every parameter, on a copy rebuilt from the config in
+      float64, relative error below ``tolerance``. It runs in training mode, and in eval mode as
       well (BatchNorm's two paths); a layer that is stochastic in training (two
       forwards on one input differ, like Dropout) is checked in training mode
       with a fixed random stream when it draws from the framework's generator
