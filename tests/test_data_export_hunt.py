@@ -376,10 +376,18 @@ def test_fashion_mnist_test_split_scaling_and_determinism(monkeypatch):
     assert x.shape == raw.shape == (10000, 1, 28, 28) and x.dtype == np.float32 and raw.dtype == np.uint8
     assert y.dtype == np.int64 and set(np.unique(y)) == set(range(10))
     np.testing.assert_array_equal(y, y_raw)
-    np.testing.assert_allclose(x, raw / 255.0, rtol=1e-6)
+    # assert_allclose(x, raw / 255.0, rtol=1e-6) and assert_array_equal(again, x), run (to say what
+    # differs) only where their own tests fail: on 7.8 million pixels they take ~0.8 s, the tests
+    # (``isclose`` 500 images at a time: no 60 MB temporaries) 0.05 s
+    for i in range(0, len(x), 500):
+        if not np.isclose(x[i : i + 500], raw[i : i + 500] / 255.0, rtol=1e-6, atol=0).all():
+            np.testing.assert_allclose(
+                x[i : i + 500], raw[i : i + 500] / 255.0, rtol=1e-6, err_msg=f"from {i}"
+            )
     assert x.max() == 1.0 and x.min() == 0.0
     again, _ = datasets.load_fashion_mnist(kind="test")
-    np.testing.assert_array_equal(again, x)
+    if not np.array_equal(again, x):
+        np.testing.assert_array_equal(again, x)
 
 
 def _idx_bytes(array, code):

@@ -24,13 +24,18 @@ optimizer slots are not the initial ones either). Against that model:
    ``ExportError`` naming the layer; ``framework.onnx.load`` of the file gives the same outputs
    or an ``ExportError`` naming the file;
 4. the NumPy predictor (``numpy_predictor``, ``model.export(dir)``, the CLI ``export --format
-   numpy``): the same outputs or an ``ExportError`` naming the layer; the layers it covers are
-   the ones docs/guide/interchange.md lists, and the layers ONNX converts those of the table of
-   docs/guide/onnx.md.
+   numpy``): the same outputs (at other batch sizes too) or an ``ExportError`` naming the layer;
+   the layers it covers are the ones docs/guide/interchange.md lists, and the layers ONNX converts
+   those of the table of docs/guide/onnx.md.
+
+The exits 1.-4. are one test each per (case, form) (the HDF5 checkpoint and weights file in one,
+PyTorch's twins one per layer): the model is built and trained once per (case, form, dtype), and
+each test works on copies; a test goes through every carrier and naming (2.), both dtypes and the
+other batch sizes (3., 4.) in turn, its messages naming which one failed.
 
 Nested models (one of several inputs and outputs), a shared layer, tied weights, frozen layers and
-two stacks go through the same exits (``STRUCTURES``). Strict xfails (``KNOWN_BUGS`` and two
-tests) mark bugs outside this area.
+two stacks go through the same exits (``STRUCTURES``). Strict xfails (``KNOWN_BUGS``, empty while no
+such bug is known) mark bugs outside this area.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,7 +59,7 @@ import framework
 import framework.export
 import framework.onnx
 from framework import Input, Model, Sequential, layers, load_model
-from framework.errors import ExportError
+from framework.errors import ExportError, ShapeError
 from framework.registry.manager import BUILTIN_DISTRIBUTION, REGISTRY
 from framework.saving.checkpoint import restore_rng_state
 
@@ -235,8 +241,9 @@ CASE_FORMS = [
 
 @pytest.fixture(autouse=True)
 def _default_dtype(request: Any) -> Any:
-    """Each test runs under its ``dtype`` (float64 unless parametrized): a model without parameters
-    computes in the default dtype, as ``Model.dtype`` documents."""
+    """Each test runs under its ``dtype`` (float64 unless parametrized; a test going through both
+    dtypes sets each with ``_default``): a model without parameters computes in the default dtype,
+    as ``Model.dtype`` documents."""
     params = getattr(getattr(request.node, "callspec", None), "params", {})
     old = framework.get_default_dtype()
     framework.set_default_dtype(params.get("dtype", "float64"))
@@ -349,8 +356,61 @@ def _model(case: str, form: str = "functional", dtype: str = "float64") -> tuple
     return copy.deepcopy(model), x
 
 
+@cache
+def _outputs(case: str, form: str, dtype: str, n: int | None = None, seed: int = 7) -> Any:
+    """``predict``'s outputs of the case's trained model on its input, or on ``n`` samples drawn
+    with ``seed`` (computed once: the copies give the same)."""
+    model, x = _made(case, form, dtype)
+    with _default(dtype):
+        return model.predict(x if n is None else _inputs(CASES[case][1], dtype, n=n, seed=seed))
+
+
+@cache
+def _state_of_made(case: str, form: str, dtype: str) -> dict[str, Any]:
+    """``_state`` of the case's trained model (computed once: the copies have the same)."""
+    return _state(_made(case, form, dtype)[0])
+
+
+@cache
+def _fresh_made(case: str, form: str, dtype: str) -> Any:
+    return _fresh(case, form, dtype, seed=3)[0]
+
+
+def _fresh_copy(case: str, form: str, dtype: str = "float64") -> Any:
+    """A copy of the case's model freshly built with other weights (seed 3): what a load must overwrite
+    (built once, copied per use)."""
+    return copy.deepcopy(_fresh_made(case, form, dtype))
+
+
+@contextmanager
+def _default(dtype: str) -> Iterator[None]:
+    """``dtype`` as the default dtype inside (a model without parameters computes in it)."""
+    old = framework.get_default_dtype()
+    framework.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        framework.set_default_dtype(old)
+
+
+def _safetensors_installed() -> bool:
+    return importlib.util.find_spec("safetensors") is not None
+
+
 def _single_input(case: str) -> bool:
     return not isinstance(CASES[case][1].shape, list)
+
+
+def _equal(got: Any, expected: Any, message: str) -> None:
+    """``assert_array_equal``, which runs (to say what differs) only where ``array_equal`` fails."""
+    if not np.array_equal(got, expected):
+        np.testing.assert_array_equal(got, expected, err_msg=message)
+
+
+def _close(got: Any, expected: Any, tol: dict[str, float], message: str) -> None:
+    """``assert_allclose`` (the same ``isclose`` test), run only where ``allclose`` fails."""
+    if np.shape(got) != np.shape(expected) or not np.allclose(got, expected, **tol):
+        np.testing.assert_allclose(got, expected, **tol, err_msg=message)
 
 
 def _assert_same(got: Any, expected: Any, tol: dict[str, float] | None = None, what: str = "") -> None:
@@ -360,9 +420,9 @@ def _assert_same(got: Any, expected: Any, tol: dict[str, float] | None = None, w
         g, e = np.asarray(g), np.asarray(e)
         assert g.shape == e.shape, f"{what} output {i}: shape {g.shape}, expected {e.shape}"
         if tol is None:
-            np.testing.assert_array_equal(g, e, err_msg=f"{what} output {i}")
+            _equal(g, e, f"{what} output {i}")
         else:
-            np.testing.assert_allclose(g, e, **tol, err_msg=f"{what} output {i}")
+            _close(g, e, tol, f"{what} output {i}")
 
 
 def _state(model: Any, flags: bool = True) -> dict[str, Any]:
@@ -389,7 +449,7 @@ def _assert_same_states(a: dict[str, Any], b: dict[str, Any], what: str) -> None
     for key in a:
         va, vb = a[key], b[key]
         if isinstance(va, tuple):
-            np.testing.assert_array_equal(va[0], vb[0], err_msg=f"{what}: {key}")
+            _equal(va[0], vb[0], f"{what}: {key}")
             assert va[1:] == vb[1:], f"{what}: {key} dtype/trainable {va[1:]}, expected {vb[1:]}"
         else:
             assert va == vb, f"{what}: {key} = {va}, expected {vb}"
@@ -415,40 +475,37 @@ def _known(request: Any, case: str, form: str) -> None:
 
 @requires_h5py
 @pytest.mark.parametrize(("case", "form"), CASE_FORMS)
-def test_hdf5_checkpoint_carries_everything(case: str, form: str, tmp_path: Path) -> None:
-    """save -> load_model: outputs (inference and seeded training), state, optimizer, next step."""
+def test_hdf5_checkpoint_and_weights_carry_everything(case: str, form: str, tmp_path: Path) -> None:
+    """save_weights -> load_weights into a freshly built model: outputs and arrays (a weights file
+    carries no trainable flags, as Keras's); save -> load_model: outputs (inference and seeded
+    training), state, optimizer, next step."""
     name, spec = CASES[case]
     model, x = _model(case, form)
+    expected = _outputs(case, form, "float64")
+    fresh = _fresh_copy(case, form)
+    model.save_weights(tmp_path / "w.h5")
+    fresh.load_weights(tmp_path / "w.h5")
+    _assert_same(fresh.predict(x), expected, what="load_weights: predict")
+    _assert_same_state(fresh, model, "load_weights", flags=False)  # weights files carry no flags (Keras)
     path = tmp_path / "m.h5"
     model.save(path)
     loaded = load_model(path)
     restore_rng_state(loaded)  # the documented way to resume: layers' own generators (seeded Dropout)
     _prepare(loaded, name, spec)
     _assert_same_state(loaded, model, "load_model")
-    _assert_same(loaded.predict(x), model.predict(x), what="predict")
+    _assert_same(loaded.predict(x), expected, what="load_model: predict")
     ours, theirs = model.optimizer.state_dict(), loaded.optimizer.state_dict()
     assert theirs["iterations"] == ours["iterations"] == 2
     assert len(theirs["slots"]) == len(ours["slots"])
     for i, (s, t) in enumerate(zip(ours["slots"], theirs["slots"])):
         assert sorted(s) == sorted(t), f"optimizer slots of parameter {i}"
         for key in s:
-            np.testing.assert_array_equal(t[key], s[key], err_msg=f"slot {key!r} of parameter {i}")
+            _equal(t[key], s[key], f"slot {key!r} of parameter {i}")
     _assert_same(_train_out(loaded, x), _train_out(model, x), what="training-mode output")
     _assert_same_state(loaded, model, "after a training-mode call")
     _train(model, x, steps=1, seed=40)
     _train(loaded, x, steps=1, seed=40)
     _assert_same_state(loaded, model, "after one more training step")
-
-
-@requires_h5py
-@pytest.mark.parametrize(("case", "form"), CASE_FORMS)
-def test_hdf5_weights_into_a_fresh_model(case: str, form: str, tmp_path: Path) -> None:
-    model, x = _model(case, form)
-    fresh, _ = _fresh(case, form, "float64", seed=3)
-    model.save_weights(tmp_path / "w.h5")
-    fresh.load_weights(tmp_path / "w.h5")
-    _assert_same(fresh.predict(x), model.predict(x), what="predict")
-    _assert_same_state(fresh, model, "load_weights", flags=False)  # weights files carry no flags (Keras)
 
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
@@ -488,36 +545,42 @@ def _carry(model: Any, fresh: Any, names: str, carrier: str, path: Path) -> None
     fresh.load_weights(file)
 
 
-#: the files carry the same state dict: through them in the functional form only
-CARRIED = [
-    (case, form, carrier)
-    for case, form in CASE_FORMS
-    for carrier in ("dict", "npz", "safetensors")
-    if carrier == "dict" or form == "functional"
-]
+def _carriers(form: str) -> tuple[str, ...]:
+    """The files carry the same state dict as the dict: through them in the functional form only."""
+    return ("dict", "npz", "safetensors") if form == "functional" else ("dict",)
 
 
-@pytest.mark.parametrize("names", ["native", "torch"])
-@pytest.mark.parametrize(("case", "form", "carrier"), CARRIED)
-def test_state_dict_round_trip(case: str, form: str, names: str, carrier: str, tmp_path: Path) -> None:
-    """Into a freshly built model: the same state dicts back (both namings) and the same outputs;
-    a weights file carries no trainable flags (Keras's ``load_weights`` neither)."""
-    if carrier == "safetensors":
-        pytest.importorskip("safetensors")
+@pytest.mark.parametrize(("case", "form"), CASE_FORMS)
+def test_state_dict_round_trip(case: str, form: str, tmp_path: Path) -> None:
+    """Each carrier (a dict; ``.npz`` and ``.safetensors`` files in the functional form) in each
+    naming, into a freshly built model: the same state dicts back (both namings) and the same
+    outputs; a weights file carries no trainable flags (Keras's ``load_weights`` neither)."""
     model, x = _model(case, form)
-    fresh, _ = _fresh(case, form, "float64", seed=3)
-    _carry(model, fresh, names, carrier, tmp_path)
-    for fmt in ("native", "torch"):
-        got, expected = fresh.state_dict(format=fmt), model.state_dict(format=fmt)
-        assert sorted(got) == sorted(expected)
-        for key in expected:
-            if names == "native" and key.endswith("num_batches_tracked"):
-                continue  # documented: only PyTorch's naming carries the batch count
-            np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(expected[key]), err_msg=key)
-            assert np.asarray(got[key]).dtype == np.asarray(expected[key]).dtype, key
-    _assert_same(fresh.predict(x), model.predict(x), what="predict")
-    flags = [p.trainable for _, p in fresh.named_parameters()]
-    assert all(flags), "a weights file carries no trainable flags: the fresh model's stay as built"
+    expected = {fmt: model.state_dict(format=fmt) for fmt in ("native", "torch")}
+    expected_out = _outputs(case, form, "float64")
+    not_run = []
+    for carrier in _carriers(form):
+        if carrier == "safetensors" and not _safetensors_installed():
+            not_run.append(carrier)
+            continue
+        for names in ("native", "torch"):
+            what = f"{carrier} in the {names} naming"
+            fresh = _fresh_copy(case, form)
+            _carry(model, fresh, names, carrier, tmp_path)
+            for fmt in ("native", "torch"):
+                got = fresh.state_dict(format=fmt)
+                assert sorted(got) == sorted(expected[fmt]), f"{what}: {fmt} state dict keys"
+                for key, value in expected[fmt].items():
+                    if names == "native" and key.endswith("num_batches_tracked"):
+                        continue  # documented: only PyTorch's naming carries the batch count
+                    g, e = np.asarray(got[key]), np.asarray(value)
+                    _equal(g, e, f"{what}: {key}")
+                    assert g.dtype == e.dtype, f"{what}: {key} dtype {g.dtype}, expected {e.dtype}"
+            _assert_same(fresh.predict(x), expected_out, what=f"{what}: predict")
+            flags = [p.trainable for _, p in fresh.named_parameters()]
+            assert all(flags), f"{what}: a weights file carries no trainable flags: the fresh model's stay"
+    if not_run:
+        pytest.skip("needs safetensors: pip install -e '.[safetensors]' (the other carriers passed)")
 
 
 def _to_torch(x: Any) -> Any:
@@ -531,34 +594,37 @@ def _torch_out(module: Any, x: Any) -> Any:
 
 
 @requires_torch
-@pytest.mark.parametrize("mode", ["eval", "train"])
-@pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
 @pytest.mark.parametrize("name", sorted(n for n in TORCH_TWINS if n in DEFAULT_IDS))
-def test_torch_twin_takes_our_state_dict_strictly(name: str, direction: str, mode: str) -> None:
+def test_torch_twin_takes_our_state_dict_strictly(name: str) -> None:
     """Our ``state_dict(format="torch")`` into ``torch.nn.Sequential(twin)`` with strict=True, and the
     twin's into ours: the same outputs (float64, 1e-10), in inference and (where the layer is
     deterministic) training mode, and the same running statistics after the training call."""
-    model, x = _model(name, "sequential")
-    twin = torch.nn.Sequential(TORCH_TWINS[name]()).double()
-    if direction == "ours_to_torch":
-        state = model.state_dict(format="torch")
-        assert set(state) == set(twin.state_dict())
-        twin.load_state_dict({k: _to_torch(np.asarray(v)) for k, v in state.items()}, strict=True)
-    else:
-        with torch.no_grad():  # the twin's own values, away from PyTorch's initial ones
-            for value in twin.state_dict().values():
-                if value.is_floating_point():
-                    value.uniform_(0.5, 1.5)
-                else:
-                    value.fill_(7)
-        assert model.load_state_dict(twin.state_dict()) == ([], [], [])
-    twin.train(mode == "train")
-    got = model(x, training=mode == "train")
-    _assert_same(got, _torch_out(twin, x), TOL["float64"], what=f"{name} against torch ({mode})")
-    if direction == "torch_to_ours" or mode == "train":
-        theirs = twin.state_dict()
-        for key, value in model.state_dict(format="torch").items():
-            np.testing.assert_allclose(np.asarray(value), theirs[key].numpy(), **TOL["float64"], err_msg=key)
+    for direction in ("ours_to_torch", "torch_to_ours"):
+        for mode in ("eval", "train"):
+            what = f"{name}, {direction}, {mode} mode"
+            model, x = _model(name, "sequential")
+            twin = torch.nn.Sequential(TORCH_TWINS[name]()).double()
+            if direction == "ours_to_torch":
+                state = model.state_dict(format="torch")
+                assert set(state) == set(twin.state_dict()), what
+                twin.load_state_dict({k: _to_torch(np.asarray(v)) for k, v in state.items()}, strict=True)
+            else:
+                with torch.no_grad():  # the twin's own values, away from PyTorch's initial ones
+                    for value in twin.state_dict().values():
+                        if value.is_floating_point():
+                            value.uniform_(0.5, 1.5)
+                        else:
+                            value.fill_(7)
+                assert model.load_state_dict(twin.state_dict()) == ([], [], []), what
+            twin.train(mode == "train")
+            got = model(x, training=mode == "train")
+            _assert_same(got, _torch_out(twin, x), TOL["float64"], what=f"{what}: against torch")
+            if direction == "torch_to_ours" or mode == "train":
+                theirs = twin.state_dict()
+                for key, value in model.state_dict(format="torch").items():
+                    np.testing.assert_allclose(
+                        np.asarray(value), theirs[key].numpy(), **TOL["float64"], err_msg=f"{what}: {key}"
+                    )
 
 
 #: torch.nn modules equal to layers TORCH_TWINS leaves out (their own activation argument...)
@@ -683,23 +749,31 @@ def _feeds(session: Any, x: Any) -> dict[str, Any]:
     return {i.name: np.asarray(v) for i, v in zip(session.get_inputs(), xs)}
 
 
-def _run_onnx(path: Path, x: Any) -> list[Any] | None:
+def _run_onnx(path: Path, x: Any, *more: Any) -> Any:
     """onnxruntime's outputs, or ``None`` where it has no kernel for the file's float64 operators
     (Conv, pools, Elu, Erf, Softplus, Mean, Resize, RNN/LSTM/GRU: the float32 file is run instead;
-    ``onnx.reference`` is no substitute, its Erf runs in float32)."""
+    ``onnx.reference`` is no substitute, its Erf runs in float32). Given ``more`` inputs, one
+    session runs each and the list of their outputs comes back."""
+    options = ort.SessionOptions()  # one thread: a small graph, and xdist runs a worker per core
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return list(session.run(None, _feeds(session, x)))
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outs = [list(session.run(None, _feeds(session, v))) for v in (x, *more)]
     except Exception as exc:  # onnxruntime's own NOT_IMPLEMENTED / RUNTIME_EXCEPTION types
         if "NOT_IMPLEMENTED" not in str(exc) and "does not support double" not in str(exc):
             raise
-    return None
+        return None
+    return outs if more else outs[0]
 
 
 def _float32_attributes(model: Any) -> Any:
     """A copy of ``model`` with the values ONNX stores as 32-bit float attributes rounded to float32
     (LeakyRelu's and Elu's ``alpha``, the normalisations' ``epsilon``): what a float64 file computes."""
-    model = copy.deepcopy(model)
+    return _round_float32_attributes(copy.deepcopy(model))
+
+
+def _round_float32_attributes(model: Any) -> Any:
+    """``model`` (changed in place) with its float32 ONNX attributes rounded (see ``_float32_attributes``)."""
     for layer in model.modules():
         for attr in ("negative_slope", "alpha", "eps"):
             value = getattr(layer, attr, None)
@@ -716,52 +790,91 @@ def _layer_of(model: Any, name: str) -> Any:
     return next(layer for layer in model.modules() if type(layer).__name__ == name)
 
 
-@requires_onnx
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(
-    ("case", "form"),
-    [
-        (case, form)
-        if CASES[case][0] in ONNX_REFUSED or case in ONNX_REFUSED_CASES  # refused: no file to run
-        else pytest.param(case, form, marks=requires_onnxruntime)
-        for case, form in CASE_FORMS
-    ],
-)
-def test_onnx_export_matches_predict_or_refuses_clearly(
-    case: str, form: str, dtype: str, tmp_path: Path, request: Any
-) -> None:
-    _known(request, case, form)
-    name, _ = CASES[case]
+#: the other batch sizes the exits run (the functional form, float32): the first is one sample
+OTHER_BATCHES = (1, 4)
+
+
+def _onnx_refused(case: str) -> bool:
+    return CASES[case][0] in ONNX_REFUSED or case in ONNX_REFUSED_CASES
+
+
+def _check_onnx_export(case: str, form: str, dtype: str, path: Path) -> Any:
+    """Export the case's model left in training mode (the file is the inference form, the model
+    unchanged) and run the file, or check the refusal; in float32 and the functional form, the
+    same file at the other batch sizes (its batch axis is the symbolic ``N``). Returns the model
+    (``None`` if refused)."""
+    name, spec = CASES[case]
     model, x = _model(case, form, dtype)
-    model.train()  # left in training mode: the file is the inference form, and the model unchanged
-    before = _state(model)
-    path = tmp_path / "m.onnx"
+    model.train()
     try:
         framework.onnx.export(model, path)
     except ExportError as exc:
-        assert name in ONNX_REFUSED or case in ONNX_REFUSED_CASES, f"unexpected refusal: {exc}"
+        assert _onnx_refused(case), f"unexpected refusal: {exc}"
         assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
         if case in ONNX_REFUSED_CASES:
             assert ONNX_REFUSED_CASES[case] in str(exc)
         assert not path.exists()
-        return
-    assert name not in ONNX_REFUSED and case not in ONNX_REFUSED_CASES, "exported: update ONNX_REFUSED"
+        return None
+    assert not _onnx_refused(case), "exported: update ONNX_REFUSED"
     assert model.training, "exporting put the model in inference mode"
-    _assert_same_states(_state(model), before, "exporting changed the model")
-    expected = model.predict(x)
-    reference = _float32_attributes(model).predict(x) if dtype == "float64" else expected
-    got = _run_onnx(path, x)
+    _assert_same_states(_state(model), _state_of_made(case, form, dtype), "exporting changed the model")
+    if dtype == "float64":  # this copy's attributes rounded as the file stores them (it is not used after)
+        reference = _round_float32_attributes(model).predict(x)
+    else:
+        reference = _outputs(case, form, dtype)
+    batches = OTHER_BATCHES if dtype == "float32" and form == "functional" else ()
+    others = [_inputs(spec, dtype, n=n, seed=n) for n in batches]
+    got = _run_onnx(path, x, *others)
     if got is not None:
-        _assert_same(got, reference, TOL[dtype], what=f"onnxruntime ({dtype})")
+        got = got if others else [got]
+        _assert_same(got[0], reference, TOL[dtype], what=f"onnxruntime ({dtype})")
+        for n, out in zip(batches, got[1:]):
+            _assert_same(
+                out, _outputs(case, form, dtype, n, seed=n), TOL[dtype], what=f"onnxruntime, batch {n}"
+            )
     else:
         assert dtype == "float64", "onnxruntime refused a float32 file"
     try:
         loaded = framework.onnx.load(path)
     except ExportError as exc:
         assert str(path) in str(exc), str(exc)
-        return
-    _assert_same(loaded.predict(x), reference, TOL[dtype], what="framework.onnx.load")
+        return model
+    _assert_same(loaded.predict(x), reference, TOL[dtype], what=f"framework.onnx.load ({dtype})")
     assert np.dtype(loaded.dtype) == np.dtype(dtype)
+    return model
+
+
+@requires_onnx
+@pytest.mark.parametrize(
+    ("case", "form"),
+    [
+        (case, form) if _onnx_refused(case) else pytest.param(case, form, marks=requires_onnxruntime)
+        for case, form in CASE_FORMS  # refused: no file to run
+    ],
+)
+def test_onnx_export_matches_predict_or_refuses_clearly(
+    case: str, form: str, tmp_path: Path, request: Any
+) -> None:
+    """In float32 and float64: onnxruntime's outputs equal ``predict``'s (in float32 and the
+    functional form at other batch sizes too), ``framework.onnx.load`` of the file gives them or
+    an ``ExportError`` naming the file; or an ``ExportError`` naming the layer. ``dynamic_batch=False``
+    (from the model in inference mode) writes axis 0 as 1 (a recurrent layer's states keep their
+    own batch axis, axis 1 of a time-major input) and the file passes onnx.checker and gives
+    ``predict``'s outputs on one sample."""
+    _known(request, case, form)
+    models = {}
+    for dtype in ("float32", "float64"):
+        with _default(dtype):
+            models[dtype] = _check_onnx_export(case, form, dtype, tmp_path / f"m_{dtype}.onnx")
+    model = models["float32"]
+    if model is None or not _single_input(case):
+        return
+    with _default("float32"):
+        model.eval()
+        framework.onnx.export(model, tmp_path / "fixed.onnx", dynamic_batch=False)
+        got = _run_onnx(tmp_path / "fixed.onnx", _inputs(CASES[case][1], "float32", n=1))
+        expected = _outputs(case, form, "float32", 1)
+        _assert_same(got, expected, TOL["float32"], what="onnxruntime, dynamic_batch=False, batch 1")
 
 
 @requires_onnx
@@ -822,41 +935,64 @@ def _import_predict(directory: Path) -> Any:
     return module
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("case", "form"), CASE_FORMS)
-def test_numpy_predictor_matches_predict_or_refuses_clearly(
-    case: str, form: str, dtype: str, tmp_path: Path
-) -> None:
-    name, _ = CASES[case]
+def _check_numpy_predictor(case: str, form: str, dtype: str, folder: Path) -> None:
+    """Export the case's model left in training mode (``predict.py`` is the inference form, the
+    model unchanged) and run ``predict.py`` and its command line, or check the refusal; in float32
+    and the functional form, ``predict.py`` at the other batch sizes too."""
+    name, spec = CASES[case]
     model, x = _model(case, form, dtype)
-    model.train()  # left in training mode: predict.py is the inference form, and the model unchanged
-    before = _state(model)
+    model.train()
     try:
-        framework.export.numpy_predictor(model, tmp_path / "deploy")
+        framework.export.numpy_predictor(model, folder / "deploy")
     except ExportError as exc:
         assert name in NUMPY_REFUSED, f"unexpected refusal: {exc}"
         assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
         return
     assert name not in NUMPY_REFUSED, "exported: update NUMPY_REFUSED"
     assert model.training, "exporting put the model in inference mode"
-    _assert_same_states(_state(model), before, "exporting changed the model")
-    script = _import_predict(tmp_path / "deploy")
-    expected = model.predict(x)
+    _assert_same_states(_state(model), _state_of_made(case, form, dtype), "exporting changed the model")
+    script = _import_predict(folder / "deploy")
+    expected = _outputs(case, form, dtype)
     _assert_same(script.predict(x), expected, TOL[dtype], what=f"predict.py ({dtype})")
     # its command line: one .npy per input; the output in a .npy, or one array per leaf in an .npz
     paths = []
     for i, array in enumerate(_leaves(x)):
-        paths.append(str(tmp_path / f"x{i}.npy"))
+        paths.append(str(folder / f"x{i}.npy"))
         np.save(paths[-1], array)
-    script.main([*paths, "--out", str(tmp_path / "y.out")])
+    script.main([*paths, "--out", str(folder / "y.out")])
     leaves = _leaves(expected)
     if isinstance(expected, (list, tuple)):
-        with np.load(tmp_path / "y.out", allow_pickle=False) as archive:
+        with np.load(folder / "y.out", allow_pickle=False) as archive:
             written = [archive[f"output_{i}"] for i in range(len(leaves))]
             assert len(archive.files) == len(leaves)
     else:
-        written = [np.load(tmp_path / "y.out", allow_pickle=False)]
+        written = [np.load(folder / "y.out", allow_pickle=False)]
     _assert_same(written, leaves, TOL[dtype], what="python predict.py --out")
+    if dtype != "float32" or form != "functional":
+        return
+    for n in OTHER_BATCHES:
+        xn = _inputs(spec, dtype, n=n, seed=n)
+        if n == 1 and name == "BatchNorm" and spec.kwargs.get("track_running_stats") is False:
+            with pytest.raises(ShapeError, match="more than 1 value per channel"):
+                model.predict(xn)  # batch statistics of one value per channel: refused, as PyTorch does
+            continue
+        _assert_same(
+            script.predict(xn),
+            _outputs(case, form, dtype, n, seed=n),
+            TOL[dtype],
+            what=f"predict.py, batch {n}",
+        )
+
+
+@pytest.mark.parametrize(("case", "form"), CASE_FORMS)
+def test_numpy_predictor_matches_predict_or_refuses_clearly(case: str, form: str, tmp_path: Path) -> None:
+    """In float32 and float64: ``predict.py`` and ``python predict.py --out`` give ``predict``'s
+    outputs (in float32 and the functional form at other batch sizes too), or an ``ExportError``
+    naming the layer."""
+    for dtype in ("float32", "float64"):
+        (tmp_path / dtype).mkdir()
+        with _default(dtype):
+            _check_numpy_predictor(case, form, dtype, tmp_path / dtype)
 
 
 # -- the docs say which layers each exit covers --------------------------------------------------
@@ -932,65 +1068,7 @@ def test_onnx_converts_what_the_docs_table_lists(dtype: str, tmp_path: Path) -> 
     assert exported == set(DEFAULT_IDS) - set(ONNX_REFUSED)
 
 
-# -- other batch sizes, the other spellings of the exits ----------------------------------------
-
-
-@pytest.mark.parametrize("n", [1, 4])
-@pytest.mark.parametrize("dtype", ["float32"])
-@pytest.mark.parametrize(
-    "case",
-    [
-        c
-        if CASES[c][0] in ONNX_REFUSED or c in ONNX_REFUSED_CASES  # the NumPy predictor only
-        else pytest.param(c, marks=[requires_onnx, requires_onnxruntime])
-        for c in CASE_IDS
-        if CASES[c][0] not in ONNX_REFUSED or CASES[c][0] not in NUMPY_REFUSED
-    ],
-)
-def test_exits_take_other_batch_sizes(case: str, dtype: str, n: int, tmp_path: Path) -> None:
-    """A batch size other than the one that built the model: the ONNX file (its batch axis is the
-    symbolic ``N``) and ``predict.py`` give ``predict``'s outputs."""
-    name, spec = CASES[case]
-    if spec.prepare is not None:
-        pytest.skip("GCNConv's batch axis is its graph's nodes, fixed by the adjacency")
-    if n == 1 and spec.kwargs.get("track_running_stats") is False and name == "BatchNorm":
-        pytest.skip("batch statistics of one value per channel: predict refuses, as PyTorch does")
-    model, _ = _model(case, "functional", dtype)
-    x = _inputs(spec, dtype, n=n, seed=n)
-    expected = model.predict(x)
-    if name not in ONNX_REFUSED and case not in ONNX_REFUSED_CASES:
-        framework.onnx.export(model, tmp_path / "m.onnx")
-        _assert_same(_run_onnx(tmp_path / "m.onnx", x), expected, TOL[dtype], what=f"onnxruntime, batch {n}")
-    if name not in NUMPY_REFUSED:
-        framework.export.numpy_predictor(model, tmp_path / "deploy")
-        got = _import_predict(tmp_path / "deploy").predict(x)
-        _assert_same(got, expected, TOL[dtype], what=f"predict.py, batch {n}")
-
-
-@requires_onnx
-@requires_onnxruntime
-@pytest.mark.parametrize("form", ["functional", "sequential"])
-@pytest.mark.parametrize("dtype", ["float32"])
-@pytest.mark.parametrize(
-    "case",
-    [
-        c
-        for c in CASE_IDS
-        if CASES[c][0] not in ONNX_REFUSED and c not in ONNX_REFUSED_CASES and _single_input(c)
-    ],
-)
-def test_onnx_fixed_batch_export(case: str, dtype: str, form: str, tmp_path: Path, request: Any) -> None:
-    """``dynamic_batch=False`` writes axis 0 as 1 (a recurrent layer's states keep their own batch
-    axis, axis 1 of a time-major input) and the file passes onnx.checker and gives ``predict``'s
-    outputs on one sample."""
-    _known(request, case, form)
-    _, spec = CASES[case]
-    if spec.prepare is not None:
-        pytest.skip("GCNConv's batch axis is its graph's nodes, fixed by the adjacency")
-    model, _ = _model(case, form, dtype)
-    framework.onnx.export(model, tmp_path / "m.onnx", dynamic_batch=False)
-    x = _inputs(spec, dtype, n=1)
-    _assert_same(_run_onnx(tmp_path / "m.onnx", x), model.predict(x), TOL[dtype], what="onnxruntime, batch 1")
+# -- the other spellings of the exits -----------------------------------------------------------
 
 
 @requires_onnx
@@ -1179,23 +1257,33 @@ def test_structures_through_hdf5(key: str, tmp_path: Path) -> None:
     _assert_same_state(fresh, model, "load_weights", flags=False)
 
 
-@pytest.mark.parametrize("carrier", ["dict", "npz", "safetensors"])
-@pytest.mark.parametrize("names", ["native", "torch"])
 @pytest.mark.parametrize("key", sorted(STRUCTURES))
-def test_structures_through_state_dicts(key: str, names: str, carrier: str, tmp_path: Path) -> None:
-    if carrier == "safetensors":
-        pytest.importorskip("safetensors")
+def test_structures_through_state_dicts(key: str, tmp_path: Path) -> None:
+    """Each carrier in each naming into a freshly built structure: outputs, state dicts, tied groups."""
     model, x = _structure(key)
-    fresh, _ = _structure_fresh(key)
-    _carry(model, fresh, names, carrier, tmp_path)
-    _assert_same(fresh.predict(x), model.predict(x), what="predict")
-    got, expected = fresh.state_dict(format="torch"), model.state_dict(format="torch")
-    assert sorted(got) == sorted(expected)
-    for k in expected:
-        if names == "native" and k.endswith("num_batches_tracked"):
+    expected_out = model.predict(x)
+    expected = model.state_dict(format="torch")
+    not_run = []
+    for carrier in ("dict", "npz", "safetensors"):
+        if carrier == "safetensors" and not _safetensors_installed():
+            not_run.append(carrier)
             continue
-        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(expected[k]), err_msg=k)
-    assert _tied_groups(fresh) == _tied_groups(model)
+        for names in ("native", "torch"):
+            what = f"{carrier} in the {names} naming"
+            fresh, _ = _structure_fresh(key)
+            _carry(model, fresh, names, carrier, tmp_path)
+            _assert_same(fresh.predict(x), expected_out, what=f"{what}: predict")
+            got = fresh.state_dict(format="torch")
+            assert sorted(got) == sorted(expected), what
+            for k in expected:
+                if names == "native" and k.endswith("num_batches_tracked"):
+                    continue
+                np.testing.assert_array_equal(
+                    np.asarray(got[k]), np.asarray(expected[k]), err_msg=f"{what}: {k}"
+                )
+            assert _tied_groups(fresh) == _tied_groups(model), what
+    if not_run:
+        pytest.skip("needs safetensors: pip install -e '.[safetensors]' (the other carriers passed)")
 
 
 @requires_onnx
