@@ -524,10 +524,10 @@ def test_float16_reduction_matches_float64(case: str) -> None:
         half.train(spec.training).forward(x16)  # builds (weights drawn), first call
         framework.set_default_dtype("float32")
         half = copy.deepcopy(_stress_reset(half))
-        twin.train(spec.training).forward(x64)
+        probe = twin.eval().forward(x64)  # builds (its state is replaced below); gives the outputs' shapes
         twin.load_state_dict(half.state_dict())
         twin = _stress_reset(twin)
-        grads = _grads_for(copy.deepcopy(twin).eval().forward(x64), bias=spec.bias)
+        grads = _grads_for(probe, bias=spec.bias)
         got = _run(half, x16, grads, spec.training)
     ref = _run(twin, x64, grads, spec.training)
     problems = _close(got["out"], ref["out"], spec.tol, "output")

@@ -659,8 +659,12 @@ def _random_grads(graph: Graph, outs: list[np.ndarray], rng: np.random.Generator
 
 # -- forward and backward, inference and training -------------------------------------------------
 
-EVAL_SEEDS = range(0, 110)
-TRAIN_SEEDS = range(1000, 1070)
+# The seeds of each test: half of a range (eval 0-109, train 1000-1069, step 2000-2039, save 3000-3039,
+# float32 4000-4029 and 5000-5029, config 6000-6039, bad calls 7000-7024), chosen to reach every graph
+# feature (``Graph.features``) and every branch of framework/ and plugins/ the whole range reached with
+# that test (measured with coverage: a greedy cover, then the first seeds of the range).
+EVAL_SEEDS = [*range(0, 52), 55, 56, 59]
+TRAIN_SEEDS = [*range(1000, 1028), 1029, 1030, 1032, 1035, 1041, 1052, 1063]
 
 
 @pytest.mark.parametrize("seed", EVAL_SEEDS)
@@ -708,7 +712,7 @@ def test_training_forward_backward_and_running_statistics_match_torch(seed, floa
 
 # -- one SGD step through train_on_batch and fit; save / load ------------------------------------
 
-STEP_SEEDS = range(2000, 2040)
+STEP_SEEDS = [*range(2000, 2009), 2013, 2017, 2018, 2020, 2021, 2022, 2026, 2032, 2033, 2034, 2036]
 LR = 0.05
 
 
@@ -795,7 +799,7 @@ def _crossed(model: Any) -> bool:
     return any(len(o) > 1 for o in owners.values())
 
 
-SAVE_SEEDS = [_save_case(seed) for seed in range(3000, 3040)]
+SAVE_SEEDS = [_save_case(seed) for seed in [*range(3000, 3013), 3024, 3026, 3028, 3031, 3033, 3035, 3036]]
 
 
 @requires_h5py
@@ -832,7 +836,8 @@ def test_save_and_load_keep_predictions_sharing_and_the_next_step(seed, float64,
 
 # -- float32 models, inputs of another dtype, evaluate and from_config ----------------------------
 
-F32_SEEDS = range(4000, 4030)
+F32_SEEDS = [4000, 4001, 4002, 4005, 4006, 4009, 4011, 4013, 4015, 4017, 4019, 4020, 4022, 4025, 4029]
+F32_DATA_SEEDS = [5002, 5004, 5005, 5010, 5012, 5014, 5015, 5016, 5020, 5021, 5023, 5025, 5026, 5027, 5029]
 
 
 def _tol32(ref: Any) -> dict[str, float]:
@@ -869,7 +874,7 @@ def test_float32_graph_matches_torch_in_float64_to_float32_precision(seed):
         _close(p.grad, ref, f"float32 dL/d parameter {p.data.shape}", graph, _tol32(ref))
 
 
-@pytest.mark.parametrize("seed", range(5000, 5030))
+@pytest.mark.parametrize("seed", F32_DATA_SEEDS)
 def test_float32_data_in_a_float64_graph_and_evaluate_match_torch(seed, float64):
     graph = random_graph(seed)
     model = graph.model
@@ -886,7 +891,10 @@ def test_float32_data_in_a_float64_graph_and_evaluate_match_torch(seed, float64)
     assert math.isclose(result["loss"], ref, rel_tol=1e-10), (result, ref, graph)
 
 
-CONFIG_SEEDS = [_save_case(seed) for seed in range(6000, 6040)]
+CONFIG_SEEDS = [
+    _save_case(seed) for seed in [*range(6000, 6008), 6014, 6021, 6023, 6028, 6029, 6030, *range(6033, 6039)]
+]
+BAD_CALL_SEEDS = [7001, 7002, 7003, 7004, 7006, 7007, 7010, 7012, 7013, 7016, 7018, 7021, 7022, 7023]
 
 
 @pytest.mark.parametrize("seed", CONFIG_SEEDS)
@@ -913,7 +921,7 @@ def test_serialize_model_and_set_weights_rebuild_the_same_function_and_sharing(s
 # -- bad calls of random graphs -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", range(7000, 7025))
+@pytest.mark.parametrize("seed", BAD_CALL_SEEDS)
 def test_bad_calls_raise_framework_errors_naming_expected_and_actual(seed, float64):
     graph = random_graph(seed)
     model = graph.model

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -188,6 +191,19 @@ def _names_layer(layer: Any, message: str) -> bool:
     return type(layer).__name__ in message
 
 
+@contextmanager
+def _case(failures: list[str], label: str) -> Iterator[None]:
+    """One case of a test that loops over several: a failure is recorded under ``label``, the loop goes on."""
+    try:
+        yield
+    except (Exception, pytest.fail.Exception) as exc:
+        failures.append(f"{label}: {type(exc).__name__}: {exc}")
+
+
+def _report(failures: list[str], total: int) -> None:
+    assert not failures, f"{len(failures)} of {total} cases failed:\n" + "\n".join(failures)
+
+
 # -- 1. valid but unusual inputs ---------------------------------------------------------------
 
 
@@ -233,24 +249,30 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("name", NAMES)
-def test_unusual_layout_gives_the_contiguous_result_and_writes_nothing(name: str, layout: str) -> None:
-    """Forward and backward on a strided / Fortran / read-only view equal those on a C-contiguous copy.
+def test_unusual_layout_gives_the_contiguous_result_and_writes_nothing(name: str) -> None:
+    """Forward and backward on a strided / Fortran / read-only view equal those on a C-contiguous copy,
+    for every layout of ``LAYOUTS`` (each run on its own copy of the built layer).
 
     ``grad_out`` is read-only as well, and the bytes of ``x`` and ``grad_out`` are unchanged after.
     """
     layer, x = _built(name)
-    view = _map(x, LAYOUTS[layout])
-    before = _map(view, np.array)
-    ref = _run(layer, _map(view, np.ascontiguousarray))
-    g = _map(ref["g"], _read_only)
-    got = _run(layer, view, g)
-    _assert_same_run(got, ref)
-    for v, b in zip(_leaves(view), _leaves(before)):
-        np.testing.assert_array_equal(v, b, err_msg="the layer wrote into its input")
-    for v, b in zip(_leaves(g), _leaves(ref["g"])):
-        np.testing.assert_array_equal(v, b, err_msg="backward wrote into grad_out")
+    plain = _run(layer, _map(x, np.copy))  # the reference of the layouts of x's values (not "broadcast")
+    failures: list[str] = []
+    for layout in sorted(LAYOUTS):
+        with _case(failures, f"layout {layout}"):
+            view = _map(x, LAYOUTS[layout])
+            before = _map(view, np.array)
+            same = all(np.array_equal(v, a) for v, a in zip(_leaves(view), _leaves(x)))
+            ref = plain if same else _run(layer, _map(view, np.ascontiguousarray))
+            g = _map(ref["g"], _read_only)
+            got = _run(layer, view, g)
+            _assert_same_run(got, ref)
+            for v, b in zip(_leaves(view), _leaves(before)):
+                np.testing.assert_array_equal(v, b, err_msg="the layer wrote into its input")
+            for v, b in zip(_leaves(g), _leaves(ref["g"])):
+                np.testing.assert_array_equal(v, b, err_msg="backward wrote into grad_out")
+    _report(failures, len(LAYOUTS))
 
 
 def _cut(layer: Any, x: Any, n: int) -> Any:
@@ -359,17 +381,10 @@ def _as_kind(kind: str) -> Any:
     return cast
 
 
-@pytest.mark.parametrize("kind", ["int64", "int32", "uint8", "bool"])
-@pytest.mark.parametrize("name", NAMES)
-def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(
-    name: str, kind: str, float64
-) -> None:
-    """An integer (or boolean) input computes what the same values as floats compute, or is refused.
+INTEGER_KINDS = ["int64", "int32", "uint8", "bool"]
 
-    ``True + True`` must not be ``True`` (Add), an average of integers must not be truncated
-    (AvgPool), ``bool - bool`` must not be NumPy's TypeError.
-    """
-    layer, x = _built(name)
+
+def _check_integer_kind(layer: Any, x: Any, kind: str) -> None:
     xi = _map(x, _as_kind(kind))
     ref = _run(layer, _map(xi, lambda a: a.astype(np.float64)))
     try:
@@ -380,6 +395,22 @@ def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(
     _assert_same_run(got, ref)
     for o in _leaves(got["out"]):
         assert o.dtype == np.float64 or o.dtype.kind in "biu", f"output dtype {o.dtype} for {kind} input"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(name: str, float64) -> None:
+    """An integer (or boolean) input computes what the same values as floats compute, or is refused;
+    each kind of ``INTEGER_KINDS`` on its own copy of the built layer.
+
+    ``True + True`` must not be ``True`` (Add), an average of integers must not be truncated
+    (AvgPool), ``bool - bool`` must not be NumPy's TypeError.
+    """
+    layer, x = _built(name)
+    failures: list[str] = []
+    for kind in INTEGER_KINDS:
+        with _case(failures, f"{kind} input"):
+            _check_integer_kind(layer, x, kind)
+    _report(failures, len(INTEGER_KINDS))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -438,17 +469,23 @@ def _refused(call: Any, layer: Any, *needles: str) -> FrameworkError:
     return err.value
 
 
-@pytest.mark.parametrize("built", [False, True], ids=["fresh", "built"])
-@pytest.mark.parametrize("bad", sorted(BAD_DTYPES))
 @pytest.mark.parametrize("name", NAMES)
-def test_complex_object_and_string_arrays_are_refused(name: str, bad: str, built: bool) -> None:
-    """A DataError naming the layer and the dtype: never a silent cast (complex to real, '1.5' to 1.5)."""
-    layer, x = _built(name) if built else (_fresh(name), _inputs(name))
-    xb = _map(x, BAD_DTYPES[bad])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a ComplexWarning is a silent cast
-        err = _refused(lambda: layer.forward(xb), layer, str(_leaves(xb)[0].dtype))
-    assert isinstance(err, DataError)
+def test_complex_object_and_string_arrays_are_refused(name: str) -> None:
+    """A DataError naming the layer and the dtype: never a silent cast (complex to real, '1.5' to 1.5);
+    each dtype of ``BAD_DTYPES`` on a fresh layer and on a built one (a new copy for every call)."""
+    failures: list[str] = []
+    x = _inputs(name)
+    for state in ("fresh", "built"):
+        template = _built(name)[0] if state == "built" else None
+        for bad in sorted(BAD_DTYPES):
+            with _case(failures, f"{state}, {bad} array"):
+                layer = _fresh(name) if template is None else copy.deepcopy(template)
+                xb = _map(x, BAD_DTYPES[bad])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # a ComplexWarning is a silent cast
+                    err = _refused(partial(layer.forward, xb), layer, str(_leaves(xb)[0].dtype))
+                assert isinstance(err, DataError)
+    _report(failures, 2 * len(BAD_DTYPES))
 
 
 NOT_ARRAYS = {
@@ -461,14 +498,19 @@ NOT_ARRAYS = {
 }
 
 
-@pytest.mark.parametrize("built", [False, True], ids=["fresh", "built"])
-@pytest.mark.parametrize("value", sorted(NOT_ARRAYS))
 @pytest.mark.parametrize("name", NAMES)
-def test_none_python_scalars_and_lists_are_refused(name: str, value: str, built: bool) -> None:
-    """A layer takes NumPy arrays; anything else is a FrameworkError naming the layer and the type."""
-    layer = _built(name)[0] if built else _fresh(name)
-    x = NOT_ARRAYS[value]
-    _refused(lambda: layer.forward(x), layer, type(x).__name__)
+def test_none_python_scalars_and_lists_are_refused(name: str) -> None:
+    """A layer takes NumPy arrays; anything else is a FrameworkError naming the layer and the type;
+    each value of ``NOT_ARRAYS`` on a fresh layer and on a built one (a new copy for every call)."""
+    failures: list[str] = []
+    for state in ("fresh", "built"):
+        template = _built(name)[0] if state == "built" else None
+        for value in sorted(NOT_ARRAYS):
+            with _case(failures, f"{state}, {value}"):
+                layer = _fresh(name) if template is None else copy.deepcopy(template)
+                x = NOT_ARRAYS[value]
+                _refused(partial(layer.forward, x), layer, type(x).__name__)
+    _report(failures, 2 * len(NOT_ARRAYS))
 
 
 def _grown(a: np.ndarray, axis: int) -> np.ndarray:
@@ -493,28 +535,30 @@ def _misshapen(x: Any) -> dict[str, Any]:
     return variants
 
 
-@pytest.mark.parametrize("built", [False, True], ids=["fresh", "built"])
 @pytest.mark.parametrize("name", NAMES)
-def test_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result(name: str, built: bool) -> None:
+def test_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result(name: str) -> None:
     """Any axis longer, a rank more or less: a FrameworkError naming the layer, or (a size the layer
-    takes: a longer sequence, a bigger image) ``dL/dx`` of x's shape; the same on a fresh layer's build."""
+    takes: a longer sequence, a bigger image) ``dL/dx`` of x's shape; on a copy of the built layer and
+    on a fresh layer's build."""
     layer, x = _built(name)
     bare = []
-    for label, xb in _misshapen(x).items():
-        lay = copy.deepcopy(layer) if built else _fresh(name)
-        try:
-            out = lay.forward(xb)
-            grad_in = lay.backward(_grad_like(out))
-        except FrameworkError as exc:
-            if not _names_layer(layer, str(exc)):
-                bare.append(f"{label}: {type(exc).__name__} not naming the layer: {exc}")
-            continue
-        except Exception as exc:
-            bare.append(f"{label}: bare {type(exc).__name__}: {exc}")
-            continue
-        for d, a in zip(_leaves(grad_in), _leaves(xb)):
-            if d is not None and d.shape != a.shape:
-                bare.append(f"{label}: dL/dx of shape {d.shape} for an input of shape {a.shape}")
+    for built in (True, False):
+        for label, xb in _misshapen(x).items():
+            label = f"{'built' if built else 'fresh'}, {label}"
+            lay = copy.deepcopy(layer) if built else _fresh(name)
+            try:
+                out = lay.forward(xb)
+                grad_in = lay.backward(_grad_like(out))
+            except FrameworkError as exc:
+                if not _names_layer(layer, str(exc)):
+                    bare.append(f"{label}: {type(exc).__name__} not naming the layer: {exc}")
+                continue
+            except Exception as exc:
+                bare.append(f"{label}: bare {type(exc).__name__}: {exc}")
+                continue
+            for d, a in zip(_leaves(grad_in), _leaves(xb)):
+                if d is not None and d.shape != a.shape:
+                    bare.append(f"{label}: dL/dx of shape {d.shape} for an input of shape {a.shape}")
     assert bare == [], "\n".join(bare)
 
 
@@ -682,12 +726,10 @@ def _torch_twin(name: str, layer: Any) -> Any:
     return module
 
 
-@requires_torch
-@pytest.mark.parametrize("layout", ["fortran", "negative", "strided_last", "broadcast", "read_only", "empty"])
-@pytest.mark.parametrize("name", sorted(TORCH_TWINS))
-def test_unusual_inputs_match_torch(name: str, layout: str) -> None:
-    """Forward, ``dL/dx`` and parameter gradients on the unusual input against PyTorch's module."""
-    layer, x = _built(name)
+TORCH_LAYOUTS = ["fortran", "negative", "strided_last", "broadcast", "read_only", "empty"]
+
+
+def _check_against_torch(name: str, layer: Any, x: np.ndarray, layout: str) -> None:
     view = x[:0] if layout == "empty" else LAYOUTS[layout](x)
     module = _torch_twin(name, layer)
     if layout == "empty" and name == "BatchNorm":
@@ -704,6 +746,19 @@ def test_unusual_inputs_match_torch(name: str, layout: str) -> None:
     for (key, _), grad in zip(layer.named_parameters(), got["params"]):
         expected = by_name[key].grad
         np.testing.assert_allclose(grad, np.zeros_like(grad) if expected is None else expected.numpy(), **TOL)
+
+
+@requires_torch
+@pytest.mark.parametrize("name", sorted(TORCH_TWINS))
+def test_unusual_inputs_match_torch(name: str) -> None:
+    """Forward, ``dL/dx`` and parameter gradients on each unusual input of ``TORCH_LAYOUTS`` against
+    PyTorch's module (a copy of the built layer and a new twin for each)."""
+    built, x = _built(name)
+    failures: list[str] = []
+    for layout in TORCH_LAYOUTS:
+        with _case(failures, f"layout {layout}"):
+            _check_against_torch(name, copy.deepcopy(built), x, layout)
+    _report(failures, len(TORCH_LAYOUTS))
 
 
 # -- BatchNorm's running statistics against PyTorch's ------------------------------------------

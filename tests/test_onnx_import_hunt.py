@@ -32,8 +32,11 @@ Bugs found here and fixed in the importer (each test marked "BUG (fixed)" failed
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,16 @@ def graph_file(
     return path
 
 
+def session_of(path: Path) -> Any:
+    """An onnxruntime session on one thread: its default pool of one thread per core costs six times
+    the session's own creation (2.8 against 0.4 ms) and spins against the other xdist workers."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def ort_run(path: Path, *xs: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = session_of(path)
     return session.run(None, {i.name: x for i, x in zip(session.get_inputs(), xs)})[0]
 
 
@@ -163,6 +174,20 @@ def check_torch(module: Any, x: Any, tmp_path: Path, opset: int = 17, with_ort: 
 def _seeds() -> None:
     if torch is not None:
         torch.manual_seed(0)
+
+
+@contextmanager
+def case(failures: list[str], label: str) -> Iterator[None]:
+    """One case of a test that loops over several (their pytest overhead cost more than they did):
+    a failure is recorded under ``label`` and the loop goes on; :func:`report` fails with them all."""
+    try:
+        yield
+    except (Exception, pytest.fail.Exception) as exc:
+        failures.append(f"{label}: {type(exc).__name__}: {exc}")
+
+
+def report(failures: list[str], total: int) -> None:
+    assert not failures, f"{len(failures)} of {total} cases failed:\n" + "\n".join(failures)
 
 
 RNG = np.random.default_rng(5)
@@ -271,18 +296,24 @@ MODULES: dict[str, tuple[Any, tuple[int, ...]]] = {
 
 
 @requires_torch
-@pytest.mark.parametrize("opset", OPSETS)
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_torch_module_matches_torch_and_onnxruntime(name: str, opset: int, tmp_path: Path) -> None:
+def test_torch_module_matches_torch_and_onnxruntime(name: str, tmp_path: Path) -> None:
+    """Exported at each opset of ``OPSETS`` (the module made anew from the same seed for each)."""
     factory, shape = MODULES[name]
-    module = factory()
-    if name.startswith(("batchnorm", "residual")):  # non-trivial running statistics
-        bn = module if name.startswith("batchnorm") else module.bn
-        with torch.no_grad():
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-    # onnxruntime refuses a dilated convolution with auto_pad="SAME_*" (what padding="same" gives)
-    check_torch(module, torch.randn(3, *shape), tmp_path, opset, with_ort=name != "conv2d_same_dilated")
+    failures: list[str] = []
+    for opset in OPSETS:
+        with case(failures, f"opset {opset}"):
+            torch.manual_seed(0)
+            module = factory()
+            if name.startswith(("batchnorm", "residual")):  # non-trivial running statistics
+                bn = module if name.startswith("batchnorm") else module.bn
+                with torch.no_grad():
+                    bn.running_mean.uniform_(-0.5, 0.5)
+                    bn.running_var.uniform_(0.5, 2.0)
+            # onnxruntime refuses a dilated convolution with auto_pad="SAME_*" (what padding="same" gives)
+            x = torch.randn(3, *shape)
+            check_torch(module, x, tmp_path, opset, with_ort=name != "conv2d_same_dilated")
+    report(failures, len(OPSETS))
 
 
 @requires_torch
@@ -556,22 +587,31 @@ def same_conv_reference(
     return out.numpy()
 
 
-@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
-@pytest.mark.parametrize("kernel", [3, 4])
-@pytest.mark.parametrize("stride", [1, 2])
 # dilation 2 with SAME_* is checked against a PyTorch reference (onnxruntime refuses it)
 @pytest.mark.parametrize("dilation", [1, pytest.param(2, marks=requires_torch)])
-def test_conv2d_auto_pad(auto_pad: str, kernel: int, stride: int, dilation: int, tmp_path: Path) -> None:
-    node = helper.make_node(
-        "Conv", ["x", "w", "b"], ["y"], auto_pad=auto_pad, strides=[stride] * 2, dilations=[dilation] * 2
-    )
-    w, b, x = randn(4, 3, kernel, kernel), randn(4), randn(2, 3, 7, 8)
-    path = graph_file(tmp_path, [node], [vi("x", X4)], [vi("y", None)], [const(w, "w"), const(b, "b")])
-    if dilation == 1 or auto_pad == "VALID":
-        matches_ort(path, x)
-    else:  # onnxruntime refuses dilation with SAME_*: the spec's formula, by hand
-        expected = same_conv_reference(x, w, b, auto_pad, stride, dilation)
-        np.testing.assert_allclose(framework.onnx.load(path).predict(x), expected, **TOL)
+def test_conv2d_auto_pad(dilation: int, tmp_path: Path) -> None:
+    """Each ``auto_pad`` with kernels 3 and 4 and strides 1 and 2."""
+    failures: list[str] = []
+    cases = list(itertools.product(["SAME_UPPER", "SAME_LOWER", "VALID"], [3, 4], [1, 2]))
+    for auto_pad, kernel, stride in cases:
+        with case(failures, f"auto_pad={auto_pad}, kernel {kernel}, stride {stride}"):
+            node = helper.make_node(
+                "Conv",
+                ["x", "w", "b"],
+                ["y"],
+                auto_pad=auto_pad,
+                strides=[stride] * 2,
+                dilations=[dilation] * 2,
+            )
+            w, b, x = randn(4, 3, kernel, kernel), randn(4), randn(2, 3, 7, 8)
+            inits = [const(w, "w"), const(b, "b")]
+            path = graph_file(tmp_path, [node], [vi("x", X4)], [vi("y", None)], inits)
+            if dilation == 1 or auto_pad == "VALID":
+                matches_ort(path, x)
+            else:  # onnxruntime refuses dilation with SAME_*: the spec's formula, by hand
+                expected = same_conv_reference(x, w, b, auto_pad, stride, dilation)
+                np.testing.assert_allclose(framework.onnx.load(path).predict(x), expected, **TOL)
+    report(failures, len(cases))
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
@@ -605,38 +645,45 @@ def test_conv_kernel_shape_disagreeing_with_the_weight_is_refused(tmp_path: Path
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
-@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
-@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (2, 1), (3, 2), (2, 2), (5, 3)])
-@pytest.mark.parametrize("ceil_mode", [0, 1])
-def test_pool_auto_pad(
-    op: str, auto_pad: str, kernel: int, stride: int, ceil_mode: int, tmp_path: Path
-) -> None:
-    attrs = {
-        "auto_pad": auto_pad,
-        "kernel_shape": [kernel] * 2,
-        "strides": [stride] * 2,
-        "ceil_mode": ceil_mode,
-    }
-    node = helper.make_node(op, ["x"], ["y"], name="pool", **attrs)
-    path = graph_file(tmp_path, [node], [vi("x", X4)], [vi("y", None)])
-    outcome = loads_right_or_refuses(path, randn(2, 3, 7, 8))
-    if auto_pad == "VALID" or (kernel, stride) == (3, 1):  # no padding, or the same on both sides
-        assert outcome == "loaded"
+def test_pool_auto_pad(op: str, tmp_path: Path) -> None:
+    """Each ``auto_pad`` with five (kernel, stride) pairs, ``ceil_mode`` 0 and 1."""
+    failures: list[str] = []
+    cases = list(
+        itertools.product(
+            ["SAME_UPPER", "SAME_LOWER", "VALID"], [(3, 1), (2, 1), (3, 2), (2, 2), (5, 3)], [0, 1]
+        )
+    )
+    for auto_pad, (kernel, stride), ceil_mode in cases:
+        with case(failures, f"auto_pad={auto_pad}, kernel {kernel}, stride {stride}, ceil_mode={ceil_mode}"):
+            attrs = {
+                "auto_pad": auto_pad,
+                "kernel_shape": [kernel] * 2,
+                "strides": [stride] * 2,
+                "ceil_mode": ceil_mode,
+            }
+            node = helper.make_node(op, ["x"], ["y"], name="pool", **attrs)
+            path = graph_file(tmp_path, [node], [vi("x", X4)], [vi("y", None)])
+            outcome = loads_right_or_refuses(path, randn(2, 3, 7, 8))
+            if auto_pad == "VALID" or (kernel, stride) == (3, 1):  # no padding, or the same on both sides
+                assert outcome == "loaded"
+    report(failures, len(cases))
 
 
 @pytest.mark.parametrize(("op", "include"), [("MaxPool", None), ("AveragePool", 0), ("AveragePool", 1)])
-@pytest.mark.parametrize("size", [5, 6, 7, 8])
-@pytest.mark.parametrize(("kernel", "stride", "pad"), [(2, 2, 1), (3, 2, 1), (3, 3, 1), (2, 3, 0), (4, 3, 2)])
-def test_pool_ceil_mode_windows(
-    op: str, include: Any, size: int, kernel: int, stride: int, pad: int, tmp_path: Path
-) -> None:
-    """onnxruntime drops a last window that starts in the end padding, as PyTorch and the layers do."""
-    attrs = {"kernel_shape": [kernel] * 2, "strides": [stride] * 2, "pads": [pad] * 4, "ceil_mode": 1}
-    if include is not None:
-        attrs["count_include_pad"] = include
-    node = helper.make_node(op, ["x"], ["y"], **attrs)
-    path = graph_file(tmp_path, [node], [vi("x", ["N", 2, size, size])], [vi("y", None)])
-    matches_ort(path, randn(2, 2, size, size))
+def test_pool_ceil_mode_windows(op: str, include: Any, tmp_path: Path) -> None:
+    """onnxruntime drops a last window that starts in the end padding, as PyTorch and the layers do;
+    sizes 5 to 8, five (kernel, stride, pad) triples."""
+    failures: list[str] = []
+    cases = list(itertools.product([5, 6, 7, 8], [(2, 2, 1), (3, 2, 1), (3, 3, 1), (2, 3, 0), (4, 3, 2)]))
+    for size, (kernel, stride, pad) in cases:
+        with case(failures, f"size {size}, kernel {kernel}, stride {stride}, pad {pad}"):
+            attrs = {"kernel_shape": [kernel] * 2, "strides": [stride] * 2, "pads": [pad] * 4, "ceil_mode": 1}
+            if include is not None:
+                attrs["count_include_pad"] = include
+            node = helper.make_node(op, ["x"], ["y"], **attrs)
+            path = graph_file(tmp_path, [node], [vi("x", ["N", 2, size, size])], [vi("y", None)])
+            matches_ort(path, randn(2, 2, size, size))
+    report(failures, len(cases))
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
@@ -653,23 +700,30 @@ def test_conv_transpose_auto_pad(auto_pad: str, stride: int, tmp_path: Path) -> 
         assert outcome == "loaded"
 
 
-@pytest.mark.parametrize(
-    "attrs", [{}, {"alpha": 0.5, "beta": 2.0}, {"transB": 1}, {"alpha": -1.5, "transB": 1, "beta": 0.0}]
-)
-@pytest.mark.parametrize("c_shape", [None, (4,), (1, 4), ()])
 @pytest.mark.parametrize("dtype", ["f4", "f8"])
-def test_gemm_attributes(attrs: dict[str, Any], c_shape: Any, dtype: str, tmp_path: Path) -> None:
-    b = randn(5, 4, dtype=dtype)
-    inits = [const(b.T.copy() if attrs.get("transB") else b, "b")]
-    inputs = ["x", "b"]
-    if c_shape is not None:
-        inits.append(const(randn(*c_shape, dtype=dtype), "c"))
-        inputs.append("c")
-    node = helper.make_node("Gemm", inputs, ["y"], **attrs)
-    elem = F32 if dtype == "f4" else F64
-    path = graph_file(tmp_path, [node], [vi("x", ["N", 5], elem)], [vi("y", None, elem)], inits)
-    tol = TOL if dtype == "f4" else {"rtol": 1e-12, "atol": 1e-12}
-    matches_ort(path, randn(3, 5, dtype=dtype), tol=tol)
+def test_gemm_attributes(dtype: str, tmp_path: Path) -> None:
+    """Four attribute sets, each with four forms of ``C`` (none, (4,), (1, 4), a scalar)."""
+    failures: list[str] = []
+    cases = list(
+        itertools.product(
+            [{}, {"alpha": 0.5, "beta": 2.0}, {"transB": 1}, {"alpha": -1.5, "transB": 1, "beta": 0.0}],
+            [None, (4,), (1, 4), ()],
+        )
+    )
+    for attrs, c_shape in cases:
+        with case(failures, f"{attrs}, C of shape {c_shape}"):
+            b = randn(5, 4, dtype=dtype)
+            inits = [const(b.T.copy() if attrs.get("transB") else b, "b")]
+            inputs = ["x", "b"]
+            if c_shape is not None:
+                inits.append(const(randn(*c_shape, dtype=dtype), "c"))
+                inputs.append("c")
+            node = helper.make_node("Gemm", inputs, ["y"], **attrs)
+            elem = F32 if dtype == "f4" else F64
+            path = graph_file(tmp_path, [node], [vi("x", ["N", 5], elem)], [vi("y", None, elem)], inits)
+            tol = TOL if dtype == "f4" else {"rtol": 1e-12, "atol": 1e-12}
+            matches_ort(path, randn(3, 5, dtype=dtype), tol=tol)
+    report(failures, len(cases))
 
 
 def test_gemm_trans_a_is_refused(tmp_path: Path) -> None:
@@ -679,33 +733,37 @@ def test_gemm_trans_a_is_refused(tmp_path: Path) -> None:
         framework.onnx.load(path)
 
 
-@pytest.mark.parametrize(
-    "bias_shape", [(5,), (1, 5), (1, 1, 5), (5, 1), (3, 5), (1, 1, 1, 5), (), (1,)], ids=str
-)
 @pytest.mark.parametrize("x_shape", [["N", 4], ["N", 3, 4]], ids=["2d", "3d"])
-@pytest.mark.parametrize("bias_first", [False, True])
-def test_matmul_add_bias_shapes(
-    bias_shape: Any, x_shape: list[Any], bias_first: bool, tmp_path: Path
-) -> None:
-    """BUG (fixed): a bias of higher rank than the product was fused, giving another output shape."""
-    add_inputs = ["b", "m"] if bias_first else ["m", "b"]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w"], ["m"]),
-        helper.make_node("Add", add_inputs, ["y"], name="add"),
-    ]
-    inits = [const(randn(4, 5), "w"), const(randn(*bias_shape), "b")]
-    path = graph_file(tmp_path, nodes, [vi("x", x_shape)], [vi("y", None)], inits)
-    x = randn(2, *x_shape[1:])
-    fits = (
-        len(bias_shape) <= len(x_shape) and all(d == 1 for d in bias_shape[:-1]) and bias_shape[-1:] != (3,)
+def test_matmul_add_bias_shapes(x_shape: list[Any], tmp_path: Path) -> None:
+    """BUG (fixed): a bias of higher rank than the product was fused, giving another output shape.
+    Eight bias shapes, each added after the product and before it."""
+    failures: list[str] = []
+    cases = list(
+        itertools.product([(5,), (1, 5), (1, 1, 5), (5, 1), (3, 5), (1, 1, 1, 5), (), (1,)], [False, True])
     )
-    fits = fits and bias_shape[-1:] in ((), (1,), (5,))
-    if fits:
-        model = matches_ort(path, x)
-        assert kinds(model) == ["Linear"]
-    else:
-        with pytest.raises(ExportError, match="Add node 'add'"):
-            framework.onnx.load(path)
+    for bias_shape, bias_first in cases:
+        with case(failures, f"bias of shape {bias_shape}, {'first' if bias_first else 'second'}"):
+            add_inputs = ["b", "m"] if bias_first else ["m", "b"]
+            nodes = [
+                helper.make_node("MatMul", ["x", "w"], ["m"]),
+                helper.make_node("Add", add_inputs, ["y"], name="add"),
+            ]
+            inits = [const(randn(4, 5), "w"), const(randn(*bias_shape), "b")]
+            path = graph_file(tmp_path, nodes, [vi("x", x_shape)], [vi("y", None)], inits)
+            x = randn(2, *x_shape[1:])
+            fits = (
+                len(bias_shape) <= len(x_shape)
+                and all(d == 1 for d in bias_shape[:-1])
+                and bias_shape[-1:] != (3,)
+            )
+            fits = fits and bias_shape[-1:] in ((), (1,), (5,))
+            if fits:
+                model = matches_ort(path, x)
+                assert kinds(model) == ["Linear"]
+            else:
+                with pytest.raises(ExportError, match="Add node 'add'"):
+                    framework.onnx.load(path)
+    report(failures, len(cases))
 
 
 @pytest.mark.parametrize("weight_shape", [(2, 4, 5), (4,)])
@@ -727,12 +785,17 @@ def test_element_wise_with_a_constant_is_refused(op: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Max", "Min", "Sum", "Mean"])
-@pytest.mark.parametrize("other", [["N", 3, 4], ["N", 1, 4], ["N", 3, 1]], ids=["same", "row", "column"])
-def test_merges_of_two_inputs(op: str, other: list[Any], tmp_path: Path) -> None:
-    node = helper.make_node(op, ["x", "z"], ["y"])
-    path = graph_file(tmp_path, [node], [vi("x", ["N", 3, 4]), vi("z", other)], [vi("y", None)])
-    outcome = loads_right_or_refuses(path, randn(2, 3, 4), randn(2, *other[1:]))
-    assert outcome == "loaded" or other != ["N", 3, 4]
+def test_merges_of_two_inputs(op: str, tmp_path: Path) -> None:
+    """The second input of the first's shape, a row and a column."""
+    failures: list[str] = []
+    others = {"same": ["N", 3, 4], "row": ["N", 1, 4], "column": ["N", 3, 1]}
+    for label, other in others.items():
+        with case(failures, label):
+            node = helper.make_node(op, ["x", "z"], ["y"])
+            path = graph_file(tmp_path, [node], [vi("x", ["N", 3, 4]), vi("z", other)], [vi("y", None)])
+            outcome = loads_right_or_refuses(path, randn(2, 3, 4), randn(2, *other[1:]))
+            assert outcome == "loaded" or other != ["N", 3, 4]
+    report(failures, len(others))
 
 
 @pytest.mark.parametrize("axis", [1, 2, -1, -2])
@@ -751,15 +814,20 @@ def test_concat_along_the_batch_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("opset", [11, 12, 13, 17])
 @pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
-@pytest.mark.parametrize("axis", [None, 1, -1, 2, -3, -4])
-def test_softmax_axis_of_a_4d_input(op: str, opset: int, axis: int | None, tmp_path: Path) -> None:
-    attrs = {} if axis is None else {"axis": axis}
-    node = helper.make_node(op, ["x"], ["y"], name="sm", **attrs)
-    path = graph_file(tmp_path, [node], [vi("x", ["N", 2, 3, 4])], [vi("y", None)], opset=opset)
-    outcome = loads_right_or_refuses(path, randn(2, 2, 3, 4))
-    assert outcome == (
-        "refused" if opset < 13 and axis == -4 else "loaded"
-    )  # -4: the batch normalised as one
+def test_softmax_axis_of_a_4d_input(op: str, opset: int, tmp_path: Path) -> None:
+    """No axis (the opset's default) and the axes 1, -1, 2, -3, -4."""
+    failures: list[str] = []
+    axes = [None, 1, -1, 2, -3, -4]
+    for axis in axes:
+        with case(failures, f"axis {axis}"):
+            attrs = {} if axis is None else {"axis": axis}
+            node = helper.make_node(op, ["x"], ["y"], name="sm", **attrs)
+            path = graph_file(tmp_path, [node], [vi("x", ["N", 2, 3, 4])], [vi("y", None)], opset=opset)
+            outcome = loads_right_or_refuses(path, randn(2, 2, 3, 4))
+            assert outcome == (
+                "refused" if opset < 13 and axis == -4 else "loaded"
+            )  # -4: the batch normalised as one
+    report(failures, len(axes))
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1, 2, -1, -2, -3])
@@ -1120,17 +1188,22 @@ def test_recurrent_initial_state_of_constant_of_shape(op: str, fill: float, tmp_
         ("align_corners", "round_prefer_floor"),
     ],
 )
-@pytest.mark.parametrize("scales", [[1, 1, 2, 3], [1, 1, 3, 1], [1, 1, 1.5, 2], [1, 2, 2, 2]], ids=str)
-def test_resize_nearest(transform: str, rounding: str, scales: list[float], tmp_path: Path) -> None:
-    attrs = {"mode": "nearest", "coordinate_transformation_mode": transform, "nearest_mode": rounding}
-    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="rs", **attrs)
-    inits = [const(np.array(scales, np.float32), "s")]
-    path = graph_file(tmp_path, [node], [vi("x", ["N", 2, 3, 4])], [vi("y", None)], inits, opset=13)
-    outcome = loads_right_or_refuses(path, randn(2, 2, 3, 4))
-    whole = scales[:2] == [1, 1] and all(float(v).is_integer() for v in scales)
-    repeats = (transform, rounding) in {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor")}
-    repeats = repeats or (transform, rounding) == ("pytorch_half_pixel", "round_prefer_ceil")
-    assert outcome == ("loaded" if whole and repeats else "refused")
+def test_resize_nearest(transform: str, rounding: str, tmp_path: Path) -> None:
+    """Whole scales of the spatial axes, a fractional one and one scaling the channels."""
+    failures: list[str] = []
+    all_scales = [[1, 1, 2, 3], [1, 1, 3, 1], [1, 1, 1.5, 2], [1, 2, 2, 2]]
+    for scales in all_scales:
+        with case(failures, f"scales {scales}"):
+            attrs = {"mode": "nearest", "coordinate_transformation_mode": transform, "nearest_mode": rounding}
+            node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="rs", **attrs)
+            inits = [const(np.array(scales, np.float32), "s")]
+            path = graph_file(tmp_path, [node], [vi("x", ["N", 2, 3, 4])], [vi("y", None)], inits, opset=13)
+            outcome = loads_right_or_refuses(path, randn(2, 2, 3, 4))
+            whole = scales[:2] == [1, 1] and all(float(v).is_integer() for v in scales)
+            repeats = (transform, rounding) in {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor")}
+            repeats = repeats or (transform, rounding) == ("pytorch_half_pixel", "round_prefer_ceil")
+            assert outcome == ("loaded" if whole and repeats else "refused")
+    report(failures, len(all_scales))
 
 
 @pytest.mark.parametrize("opset", [10, 18])

@@ -2,11 +2,15 @@
 
 Every case draws its configuration, data, weights and upstream gradient from a fixed seed, runs forward
 and backward with an explicit ``Context`` and compares the output, ``dL/dx`` and every parameter gradient
-with PyTorch's in float64 (rtol 1e-10) and float32 (rtol 1e-4, atol scaled to the largest value).
+with PyTorch's in float64 (rtol 1e-10) and float32 (rtol 1e-4, atol scaled to the largest value; the
+first half of each kind of case, :func:`for_dtype`).
 
 The convolutions run each configuration under every lowering (one product per sample ``im2col``, the
 row ``grid``, ``batch_last``), forced by patching the thresholds of :mod:`plugins.conv_base`, and under
-the natural choice at one and two BLAS threads (``threadpoolctl``); a spy checks which one ran. Each case
+the natural choice at one and two BLAS threads (``threadpoolctl``); a spy checks which one ran. A mode that
+runs a case through the lowering, on the thread count, of an earlier mode of its test (mostly the
+natural choice; a grouped convolution, which falls back to im2col under every forcing) checks only
+which one ran, by a forward of one sample: the thresholds only choose, the computation is the same. Each case
 also varies what the callers may hand over: non-contiguous, reversed or read-only inputs and gradients,
 ``needs_input_grad=False`` (the first layer under ``fit``), ``grad_out_writable`` and a lazily zeroed
 gradient. Inputs and gradients must come back unmodified (unless ``grad_out_writable`` allows it).
@@ -14,6 +18,7 @@ gradient. Inputs and gradients must come back unmodified (unless ``grad_out_writ
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 from typing import Any
@@ -82,12 +87,14 @@ def close(ours: Any, ref: Any, dtype: np.dtype, what: str, slack: float = 0.0) -
     assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
     assert ours.dtype == dtype, f"{what}: dtype {ours.dtype} != {dtype}"
     rtol, atol = TOL[dtype]
-    scale = max(float(np.nanmax(np.abs(ref), initial=0.0)), 1.0)
+    size = np.abs(ref)
+    scale = max(float(np.fmax.reduce(size, axis=None, initial=0.0)), 1.0)  # NaN ignored
     with np.errstate(invalid="ignore"):
-        bad = ~(np.abs(ours - ref) <= atol * scale + rtol * np.abs(ref) + 3 * slack)
-    bad &= ~(np.isnan(ours) & np.isnan(ref))
+        bad = ~(np.abs(ours - ref) <= atol * scale + rtol * size + 3 * slack)
     if bad.any():
-        np.testing.assert_allclose(ours[bad], ref[bad], rtol=rtol, atol=atol * scale, err_msg=what)
+        bad &= ~(np.isnan(ours) & np.isnan(ref))
+        if bad.any():
+            np.testing.assert_allclose(ours[bad], ref[bad], rtol=rtol, atol=atol * scale, err_msg=what)
 
 
 def layout(a: np.ndarray, kind: str) -> np.ndarray:
@@ -153,6 +160,13 @@ def torch_run(fn: Any, x: np.ndarray, params: list[Any], g_of: Any) -> tuple[Any
     return ref[0], g, ref[1], ref[2:], slack
 
 
+def unchanged(now: np.ndarray, before: np.ndarray, what: str) -> None:
+    """``now`` holds ``before``'s values (NaN where it had NaN): ``assert_array_equal``, run only to
+    report a difference (its checks cost more than the layers' calls on these small arrays)."""
+    if not np.array_equal(now, before, equal_nan=True):
+        np.testing.assert_array_equal(now, before, err_msg=what)
+
+
 def run_ours(layer: Any, x: np.ndarray, g: np.ndarray, opts: dict[str, Any]) -> tuple:
     """Forward and backward with an explicit context: ``(y, dx, {name: grad})``; inputs checked untouched."""
     params = dict(layer.named_parameters())
@@ -166,9 +180,9 @@ def run_ours(layer: Any, x: np.ndarray, g: np.ndarray, opts: dict[str, Any]) -> 
     writable = opts.get("writable", False) and g_in.flags.writeable
     ctx.grad_out_writable = writable
     dx = layer.backward(ctx, g_in)
-    np.testing.assert_array_equal(x_in, x_before, err_msg="forward/backward modified the input")
+    unchanged(x_in, x_before, "forward/backward modified the input")
     if not writable:
-        np.testing.assert_array_equal(g_in, g_before, err_msg="backward modified grad_out")
+        unchanged(g_in, g_before, "backward modified grad_out")
     return y_copy, dx, {name: p.grad.copy() for name, p in params.items()}
 
 
@@ -205,6 +219,16 @@ def pack(values: Any, rng: np.random.Generator) -> Any:
 
 def failures_report(failures: list[str], total: int) -> str:
     return f"{len(failures)} of {total} cases failed:\n" + "\n".join(failures[:12])
+
+
+def for_dtype(cases: list[dict[str, Any]], dtype: np.dtype) -> list[dict[str, Any]]:
+    """All the cases in float64; in float32 the first half of each kind (as Conv1d's first 40): float32
+    changes the tolerance and the arithmetic, not the code paths (measured with coverage, the half
+    reaches every branch of framework/ and plugins/ that all of them reach in float32)."""
+    if dtype == F64:
+        return cases
+    count = max(c["seed"][-1] for c in cases) + 1
+    return [c for c in cases if c["seed"][-1] < (count + 1) // 2]
 
 
 # -- convolution lowerings ---------------------------------------------------------------------------------
@@ -258,21 +282,29 @@ def lowering(name: str, threads: int):
         yield taken
 
 
-def expected_lowering(layer: Any, x_shape: tuple[int, ...], threads: int) -> str:
-    """The lowering the layer's rules pick at the current thresholds (for the natural runs)."""
+THRESHOLDS = ("GRID_MIN_DEPTH", "GRID_MAX_WASTE", "BATCH_LAST_MIN_DEPTH", "BATCH_LAST_MAX_POSITIONS")
+NATURAL = {key: getattr(conv_base, key) for key in THRESHOLDS}  # as shipped (read before any patch)
+
+
+def expected_lowering(
+    layer: Any, x_shape: tuple[int, ...], threads: int, limits: dict[str, Any] | None = None
+) -> str:
+    """The lowering the layer's rules pick at the current thresholds of :mod:`plugins.conv_base`
+    (or at ``limits``, e.g. ``{**NATURAL, **FORCED[mode]}``); the batch size plays no part."""
+    limit = {key: getattr(conv_base, key) for key in THRESHOLDS} if limits is None else limits
     (kh, kw), (sh, sw), pads, (dh, dw) = layer._geometry2d
     h, w = (1, x_shape[-1]) if len(x_shape) == 3 else x_shape[2:]
     depth = layer.in_channels * kh * kw
     wp = w + sum(pads[1])
     ow = (wp - dw * (kw - 1) - 1) // sw + 1
     oh = (h + sum(pads[0]) - dh * (kh - 1) - 1) // sh + 1
-    grid_ok = layer.groups == 1 and sw == 1 and depth >= conv_base.GRID_MIN_DEPTH
-    if grid_ok and wp <= conv_base.GRID_MAX_WASTE * ow and threads >= 2:
+    grid_ok = layer.groups == 1 and sw == 1 and depth >= limit["GRID_MIN_DEPTH"]
+    if grid_ok and wp <= limit["GRID_MAX_WASTE"] * ow and threads >= 2:
         return "grid"
     if (
         layer.groups == 1
-        and depth >= conv_base.BATCH_LAST_MIN_DEPTH
-        and oh * ow <= conv_base.BATCH_LAST_MAX_POSITIONS
+        and depth >= limit["BATCH_LAST_MIN_DEPTH"]
+        and oh * ow <= limit["BATCH_LAST_MAX_POSITIONS"]
     ):
         return "batch_last"
     return "im2col"
@@ -358,31 +390,44 @@ def conv_describe(case: dict[str, Any]) -> str:
     return ", ".join(f"{k}={case[k]!r}" for k in keys) + f", opts={case['opts']}"
 
 
+_LAYERS: dict[Any, Any] = {}
+_DATA: dict[Any, np.ndarray] = {}
+
+
 def conv_layer(case: dict[str, Any], dtype: np.dtype, ndim: int = 2) -> Any:
-    rng = np.random.default_rng((*np.atleast_1d(case["seed"]), 99))
-    cls = Conv2d if ndim == 2 else Conv1d
-    with default_dtype(dtype):
-        layer = cls(
-            case["cin"],
-            case["cout"],
-            case["kernel"],
-            stride=case["stride"],
-            padding=case["padding"],
-            dilation=case["dilation"],
-            groups=case["groups"],
-            bias=case["bias"],
-            activation=case["activation"],
-        )
-    fan_in = math.prod(layer.weight.shape[1:])  # outputs of order one: tanh not saturated in float32
-    layer.weight.data[...] = rng.standard_normal(layer.weight.shape) / math.sqrt(fan_in)
-    if layer.bias is not None:
-        layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
-    return layer
+    """A new layer of the case, never called: a copy of the one built at the case's first use (a copy
+    costs half a construction, and each case is run under up to seven lowerings)."""
+    key = (case["seed"], np.dtype(dtype).str, ndim)
+    if key not in _LAYERS:
+        rng = np.random.default_rng((*np.atleast_1d(case["seed"]), 99))
+        cls = Conv2d if ndim == 2 else Conv1d
+        with default_dtype(dtype):
+            layer = cls(
+                case["cin"],
+                case["cout"],
+                case["kernel"],
+                stride=case["stride"],
+                padding=case["padding"],
+                dilation=case["dilation"],
+                groups=case["groups"],
+                bias=case["bias"],
+                activation=case["activation"],
+            )
+        fan_in = math.prod(layer.weight.shape[1:])  # outputs of order one: tanh not saturated in float32
+        layer.weight.data[...] = rng.standard_normal(layer.weight.shape) / math.sqrt(fan_in)
+        if layer.bias is not None:
+            layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
+        _LAYERS[key] = layer
+    return copy.deepcopy(_LAYERS[key])
 
 
 def conv_data(case: dict[str, Any], dtype: np.dtype) -> np.ndarray:
-    rng = np.random.default_rng((*np.atleast_1d(case["seed"]), 7))
-    return rng.standard_normal((case["n"], case["cin"], *case["size"])).astype(dtype)
+    """The case's input, drawn once (every run checks that it comes back unmodified)."""
+    key = (case["seed"], np.dtype(dtype).str)
+    if key not in _DATA:
+        rng = np.random.default_rng((*np.atleast_1d(case["seed"]), 7))
+        _DATA[key] = rng.standard_normal((case["n"], case["cin"], *case["size"])).astype(dtype)
+    return _DATA[key]
 
 
 def grad_for(case: dict[str, Any], dtype: np.dtype) -> Any:
@@ -407,18 +452,32 @@ def conv_reference(case: dict[str, Any], layer: Any, x: np.ndarray, ndim: int) -
     return _REFERENCES[key]
 
 
-def check_conv_case(case: dict[str, Any], dtype: np.dtype, ndim: int, mode: str, threads: int) -> str:
-    """Run one case under one lowering; returns the lowering taken (raises on a mismatch)."""
+def check_conv_case(
+    case: dict[str, Any], dtype: np.dtype, ndim: int, mode: str, threads: int, full: bool = True
+) -> str:
+    """Run one case under one lowering; returns the lowering taken (raises on a mismatch).
+
+    ``full=False``: an earlier mode of the test ran this case through the same lowering on as many
+    threads (the same computation: the thresholds only choose), so only the choice is checked here,
+    by a forward of one sample (the choice does not depend on the batch size).
+    """
     layer = conv_layer(case, dtype, ndim)
     x = conv_data(case, dtype)
-    ref = conv_reference(case, layer, x, ndim)
-    with lowering(mode, threads) as taken:
-        want = expected_lowering(layer, x.shape, threads)
-        ours = run_ours(layer, x, ref[1], case["opts"])
+    if not full:
+        with lowering(mode, threads) as taken:
+            want = expected_lowering(layer, x.shape, threads)
+            layer.forward(Context(False, record=False), x[:1])
+    else:
+        ref = conv_reference(case, layer, x, ndim)
+        with lowering(mode, threads) as taken:
+            want = expected_lowering(layer, x.shape, threads)
+            ours = run_ours(layer, x, ref[1], case["opts"])
     assert taken == ([] if want == "im2col" else [want]), f"lowering {taken} taken, {want} expected"
-    assert layer.output_shape((None, *x.shape[1:])) == (None, *ref[0].shape[1:]), "output_shape"
     if mode in ("grid", "batch_last") and layer.groups == 1:
         assert want == mode or (mode == "grid" and layer._geometry2d[1][1] != 1), (want, mode)
+    if not full:
+        return want
+    assert layer.output_shape((None, *x.shape[1:])) == (None, *ref[0].shape[1:]), "output_shape"
     if not case["opts"]["needs_input_grad"]:
         assert ours[1] is None, "needs_input_grad=False: a convolution returns None"
     compare(ours, ref, dtype, ["weight", "bias"], case["opts"])
@@ -436,13 +495,35 @@ CONV_MODES = [
     ("natural", 1),
     ("natural", 2),
 ]
+FORCED_MODES = [(m, t) for m, t in CONV_MODES if m != "natural"]
 
 
-def run_conv_cases(cases: list[dict[str, Any]], dtype: np.dtype, ndim: int, mode: str, threads: int) -> dict:
+_REPEATS: dict[Any, list[bool]] = {}
+
+
+def repeats(case: dict[str, Any], ndim: int, modes: list) -> list[bool]:
+    """Per mode of ``modes``: whether an earlier mode runs ``case`` through the same lowering on as
+    many threads (the same computation)."""
+    key = (case["seed"], ndim, tuple(modes))
+    if key not in _REPEATS:
+        layer = conv_layer(case, F64, ndim)
+        shape = (case["n"], case["cin"], *case["size"])
+        runs = [(expected_lowering(layer, shape, t, {**NATURAL, **FORCED[m]}), t) for m, t in modes]
+        _REPEATS[key] = [run in runs[:i] for i, run in enumerate(runs)]
+    return _REPEATS[key]
+
+
+def run_conv_cases(
+    cases: list[dict[str, Any]], dtype: np.dtype, ndim: int, mode: str, threads: int, modes: list
+) -> dict:
+    """Every case under ``(mode, threads)``, one of the test's ``modes``: compared with PyTorch unless
+    an earlier mode of ``modes`` ran the case through the same computation (then the choice only)."""
     failures, taken = [], {}
+    index = modes.index((mode, threads))
     for case in cases:
         try:
-            want = check_conv_case(case, dtype, ndim, mode, threads)
+            full = not repeats(case, ndim, modes)[index]
+            want = check_conv_case(case, dtype, ndim, mode, threads, full)
             taken[want] = taken.get(want, 0) + 1
         except AssertionError as error:
             failures.append(f"[{conv_describe(case)}] {str(error).strip().splitlines()[0:6]}")
@@ -453,23 +534,26 @@ def run_conv_cases(cases: list[dict[str, Any]], dtype: np.dtype, ndim: int, mode
 @requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_float64_every_lowering_matches_torch(mode, threads):
-    taken = run_conv_cases(CONV2D_CASES, F64, 2, mode, threads)
+    taken = run_conv_cases(CONV2D_CASES, F64, 2, mode, threads, CONV_MODES)
     if mode in ("grid", "batch_last"):
         assert taken.get(mode, 0) > len(CONV2D_CASES) // 5  # the forced lowering really ran on many cases
 
 
+CONV32_MODES = [("im2col", 1), ("grid", 2), ("batch_last", 2), ("natural", 2)]
+
+
 @requires_torch
-@pytest.mark.parametrize("mode, threads", [("im2col", 1), ("grid", 2), ("batch_last", 2), ("natural", 2)])
+@pytest.mark.parametrize("mode, threads", CONV32_MODES)
 def test_conv2d_float32_every_lowering_matches_torch(mode, threads):
-    run_conv_cases(CONV2D_CASES, F32, 2, mode, threads)
+    run_conv_cases(for_dtype(CONV2D_CASES, F32), F32, 2, mode, threads, CONV32_MODES)
 
 
 @requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv1d_every_lowering_matches_torch(mode, threads):
-    run_conv_cases(CONV1D_CASES, F64, 1, mode, threads)
+    run_conv_cases(CONV1D_CASES, F64, 1, mode, threads, CONV_MODES)
     if mode in ("im2col", "grid", "batch_last"):
-        run_conv_cases(CONV1D_CASES[:40], F32, 1, mode, threads)
+        run_conv_cases(CONV1D_CASES[:40], F32, 1, mode, threads, FORCED_MODES)
 
 
 # -- ConvTranspose2d ---------------------------------------------------------------------------------------
@@ -539,7 +623,12 @@ def check_transpose_case(case: dict[str, Any], dtype: np.dtype) -> None:
         return act(F.conv_transpose2d(xt, wt, bt, **kw))
 
     bias = None if layer.bias is None else layer.bias.data
-    ref = torch_run(fn, x, [layer.weight.data, bias], lambda shape: rng.standard_normal(shape).astype(dtype))
+    key = ("transpose", case["seed"], x.dtype.str)  # one reference for both thread counts
+    if key not in _REFERENCES:
+        _REFERENCES[key] = torch_run(
+            fn, x, [layer.weight.data, bias], lambda shape: rng.standard_normal(shape).astype(dtype)
+        )
+    ref = _REFERENCES[key]
     assert layer.output_shape((None, case["cin"], *case["size"]))[1:] == ref[0].shape[1:]
     ours = run_ours(layer, x, ref[1], case["opts"])
     if not case["opts"]["needs_input_grad"]:
@@ -554,14 +643,14 @@ TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(125)]
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_conv_transpose2d_matches_torch(dtype, threads):
-    failures = []
+    failures, cases = [], for_dtype(TRANSPOSE_CASES, dtype)
     with blas_threads(threads):
-        for case in TRANSPOSE_CASES:
+        for case in cases:
             try:
                 check_transpose_case(case, dtype)
             except AssertionError as error:
                 failures.append(f"[{conv_describe(case)}, op={case['output_padding']}] {str(error)[:400]}")
-    assert not failures, failures_report(failures, len(TRANSPOSE_CASES))
+    assert not failures, failures_report(failures, len(cases))
 
 
 # -- pools -------------------------------------------------------------------------------------------------
@@ -627,20 +716,20 @@ def check_pool_case(case: dict[str, Any], dtype: np.dtype) -> None:
 POOL_CASES = [
     pool_case((4, k, i), kind)
     for k, kind in enumerate(("max2d", "avg2d", "max1d", "avg1d"))
-    for i in range(200)
+    for i in range(100)
 ]
 
 
 @requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_pools_match_torch(dtype):
-    failures = []
-    for case in POOL_CASES:
+    failures, cases = [], for_dtype(POOL_CASES, dtype)
+    for case in cases:
         try:
             check_pool_case(case, dtype)
         except AssertionError as error:
             failures.append(f"[{pool_describe(case)}] {str(error)[:400]}")
-    assert not failures, failures_report(failures, len(POOL_CASES))
+    assert not failures, failures_report(failures, len(cases))
 
 
 def adaptive_case(seed: Any, kind: str) -> dict[str, Any]:
@@ -692,7 +781,7 @@ def check_adaptive_case(case: dict[str, Any], dtype: np.dtype) -> None:
 ADAPTIVE_CASES = [
     adaptive_case((5, k, i), kind)
     for k, kind in enumerate(("avg2d", "max2d", "avg1d", "global"))
-    for i in range(100)
+    for i in range(50)
 ]
 
 
@@ -797,13 +886,13 @@ BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(100)]
 @requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_batchnorm_train_eval_and_running_stats_match_torch(dtype):
-    failures = []
-    for case in BATCHNORM_CASES:
+    failures, cases = [], for_dtype(BATCHNORM_CASES, dtype)
+    for case in cases:
         try:
             check_batchnorm_case(case, dtype)
         except AssertionError as error:
             failures.append(f"[{case}] {str(error)[:500]}")
-    assert not failures, failures_report(failures, len(BATCHNORM_CASES))
+    assert not failures, failures_report(failures, len(cases))
 
 
 # -- GroupNorm, InstanceNorm, LayerNorm, RMSNorm -----------------------------------------------------------
@@ -907,20 +996,20 @@ def check_norm_case(case: dict[str, Any], dtype: np.dtype) -> None:
 NORM_CASES = [
     norm_case((7, k, i), kind)
     for k, kind in enumerate(("group", "instance1d", "instance2d", "layer", "rms"))
-    for i in range(80)
+    for i in range(40)
 ]
 
 
 @requires_torch
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
 def test_group_instance_layer_rms_norms_match_torch(dtype):
-    failures = []
-    for case in NORM_CASES:
+    failures, cases = [], for_dtype(NORM_CASES, dtype)
+    for case in cases:
         try:
             check_norm_case(case, dtype)
         except AssertionError as error:
             failures.append(f"[{case}] {str(error)[:500]}")
-    assert not failures, failures_report(failures, len(NORM_CASES))
+    assert not failures, failures_report(failures, len(cases))
 
 
 # -- several calls at once: pending contexts, shared graph nodes, threads ----------------------------------
@@ -955,15 +1044,25 @@ def torch_conv_grads(case: dict[str, Any], layer: Any, x: np.ndarray, g: np.ndar
 @requires_torch
 @pytest.mark.parametrize("mode, threads", STATE_MODES, ids=STATE_IDS)
 def test_pending_calls_hold_their_own_workspace(mode, threads):
-    """Forwards of one shape before their backwards, interleaved with record=False calls, in any order."""
+    """Forwards of one shape before their backwards, interleaved with record=False calls, in any order.
+
+    A case an earlier mode of ``STATE_MODES`` runs through the same lowering on as many threads (a
+    grouped one under ``grid`` and ``batch_last``, which fall back to im2col) is left to that mode.
+    """
+    index = STATE_MODES.index((mode, threads))
     for case, ndim in PENDING:
+        if repeats(case, ndim, STATE_MODES)[index]:
+            continue
         layer = conv_layer(case, F64, ndim)
         rng = np.random.default_rng((*case["seed"], 21))
         xs = [rng.standard_normal((case["n"], case["cin"], *case["size"])) for _ in range(3)]
         with lowering(mode, threads):
             shape = layer.forward(Context(False, record=False), xs[0]).shape
             gs = [rng.standard_normal(shape) for _ in range(3)]
-            ref = [torch_conv_grads(case, layer, x, g, ndim) for x, g in zip(xs, gs)]
+            key = ("pending", case["seed"], ndim)  # the same calls under every mode
+            if key not in _REFERENCES:
+                _REFERENCES[key] = [torch_conv_grads(case, layer, x, g, ndim) for x, g in zip(xs, gs)]
+            ref = _REFERENCES[key]
             layer.zero_grad()
             order = [0, 1, 2, 0]  # four calls of one shape, the first input twice
             ctxs, ys = [], []
@@ -1265,7 +1364,7 @@ THRESHOLD_CASES = threshold_cases()
 @requires_torch
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_at_the_lowering_thresholds_matches_torch(mode, threads):
-    taken = run_conv_cases(THRESHOLD_CASES, F64, 2, mode, threads)
+    taken = run_conv_cases(THRESHOLD_CASES, F64, 2, mode, threads, CONV_MODES)
     if mode == "natural":  # both sides of every threshold are met
         assert set(taken) == ({"im2col", "batch_last", "grid"} if threads == 2 else {"im2col", "batch_last"})
         assert min(taken.values()) >= 8, taken

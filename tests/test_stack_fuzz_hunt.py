@@ -452,6 +452,32 @@ OPTIMIZERS = {
 }
 
 
+def make_stack(
+    seed: int,
+    dtype: Any = np.float64,
+    family: str | None = None,
+    loss: str | None = None,
+    optimizer: str | None = None,
+    seq_first: bool = False,
+) -> tuple[np.random.Generator, Stack, str, str, int]:
+    """The layers of :func:`make_case`'s model (its first draws): ``(rng, stack, loss, optimizer, out)``."""
+    rng = np.random.default_rng(seed)
+    family = family or str(rng.choice(list(FAMILIES)))
+    loss = loss or str(rng.choice(list(LOSSES)))
+    optimizer = optimizer or str(rng.choice(list(OPTIMIZERS)))
+    link = LOSSES[loss][0]
+    out = int(rng.integers(2, 5))
+    framework.set_default_dtype(dtype)
+    framework.set_seed(seed)
+    torch.manual_seed(seed)
+    stack = FAMILIES[family](rng, out, seq_first)
+    if link == "softmax":
+        stack.add(L.Softmax(), nn.Softmax(dim=-1))
+    elif link == "sigmoid":
+        stack.add(L.Sigmoid(), nn.Sigmoid())
+    return rng, stack, loss, optimizer, out
+
+
 @dataclass
 class Case:
     """One random model with its data, loss and optimizer, in both frameworks."""
@@ -477,20 +503,8 @@ def make_case(
     seq_first: bool = False,
 ) -> Case:
     """Build a random model of ``family`` (chosen by the seed if None) and its torch twin."""
-    rng = np.random.default_rng(seed)
-    family = family or str(rng.choice(list(FAMILIES)))
-    loss = loss or str(rng.choice(list(LOSSES)))
-    optimizer = optimizer or str(rng.choice(list(OPTIMIZERS)))
-    link, (loss_name, loss_kw), _, target = LOSSES[loss]
-    out = int(rng.integers(2, 5))
-    framework.set_default_dtype(dtype)
-    framework.set_seed(seed)
-    torch.manual_seed(seed)
-    stack = FAMILIES[family](rng, out, seq_first)
-    if link == "softmax":
-        stack.add(L.Softmax(), nn.Softmax(dim=-1))
-    elif link == "sigmoid":
-        stack.add(L.Sigmoid(), nn.Sigmoid())
+    rng, stack, loss, optimizer, out = make_stack(seed, dtype, family, loss, optimizer, seq_first)
+    _, (loss_name, loss_kw), _, target = LOSSES[loss]
     if stack.batch_first:
         model = Sequential(list(stack.ours), input_shape=stack.input_shape)
     else:  # input_shape declares a batch-first input: a sequence-first model builds at its first call
@@ -653,7 +667,7 @@ def test_generator_covers_the_layer_kinds():
     """The seeds used below build every layer kind the hunt is about, at least once."""
     kinds = set()
     for seed in [*range(N_FIT), *range(100, 106), *range(300, 306), *range(400, 405), *range(500, 505)]:
-        for layer in make_case(seed).stack.ours:
+        for layer in make_stack(seed)[1].ours:
             kinds.update({type(layer).__name__, type(getattr(layer, "activation", None)).__name__})
     wanted = {
         "Linear",
@@ -704,7 +718,7 @@ def test_fit_matches_torch_float64(seed):
     """Per-epoch History loss and every weight / buffer after each epoch equal torch's, 1e-9."""
     rng = np.random.default_rng(seed + 10_000)
     n, batch_size = int(rng.integers(5, 12)), int(rng.choice([1, 3, 4, 16]))
-    if "BatchNorm" in repr(make_case(seed).stack.desc):  # one sample per channel: refused, as torch does
+    if "BatchNorm" in repr(make_stack(seed)[1].desc):  # one sample per channel: refused, as torch does
         batch_size = max(batch_size, 2)
         n += n % batch_size == 1
     case = make_case(seed, np.float64, n=n)
