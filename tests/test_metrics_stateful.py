@@ -15,10 +15,17 @@ from framework.base.metric import result_value
 from framework.errors import ConfigError, DataError
 from plugins.metrics import AUC, ConfusionMatrix, F1Score, Precision, Recall
 
-try:
-    import sklearn.metrics as skm
-except ImportError:
-    skm = None
+
+class _SklearnMetrics:
+    """``sklearn.metrics``, imported at first use (0.7 s that every xdist worker paid at collection)."""
+
+    def __getattr__(self, name: str):
+        import sklearn.metrics
+
+        return getattr(sklearn.metrics, name)
+
+
+skm = _SklearnMetrics()
 
 RNG = np.random.default_rng(5)
 N = 1000
