@@ -444,7 +444,7 @@ def test_lstm_learns_sign_sum():
     y = np.sign(x).sum(axis=(1, 2))[:, None].astype(np.float32)
     params = lstm.parameters() + head.parameters()
     losses = []
-    for _ in range(300):
+    for _ in range(150):  # the loss falls below a tenth of its start at step 106 (0.078 at 150)
         pred = head(lstm(x))
         losses.append(float(np.mean((pred - y) ** 2)))
         for p in params:

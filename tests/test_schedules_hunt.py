@@ -87,14 +87,14 @@ def _values(schedule, steps) -> list[float]:
 
 
 @requires_torch
-@pytest.mark.parametrize("gamma", [0.0, 0.1, 0.5, 1.0, 1.5])
 @pytest.mark.parametrize("step_size", [1, 3, 7])
 @pytest.mark.parametrize("initial", [0.0, 0.1, 2.0])
-def test_step_decay_is_torch_steplr(initial, step_size, gamma):
-    sched = StepDecay(initial, step_size, gamma)
-    want = _torch_lrs(lambda o: LR.StepLR(o, step_size, gamma), initial, 50)
-    np.testing.assert_allclose(_values(sched, range(50)), want, **EXACT)
-    assert all(type(v) is float for v in _values(sched, range(5)))
+def test_step_decay_is_torch_steplr(initial, step_size):
+    for gamma in (0.0, 0.1, 0.5, 1.0, 1.5):  # one test per (initial, step_size): the gamma is named
+        sched = StepDecay(initial, step_size, gamma)
+        want = _torch_lrs(lambda o, g=gamma: LR.StepLR(o, step_size, g), initial, 50)
+        np.testing.assert_allclose(_values(sched, range(50)), want, **EXACT, err_msg=f"gamma={gamma}")
+        assert all(type(v) is float for v in _values(sched, range(5))), f"gamma={gamma}"
 
 
 def keras_exponential(initial, rate, decay_steps, staircase, step):
@@ -106,13 +106,13 @@ def keras_exponential(initial, rate, decay_steps, staircase, step):
 
 
 @pytest.mark.parametrize("staircase", [False, True])
-@pytest.mark.parametrize("decay_steps", [1, 4, 10])
 @pytest.mark.parametrize("rate", [0.0, 0.3, 0.96, 1.0, 1.2])
-def test_exponential_decay_is_keras_formula(rate, decay_steps, staircase):
-    sched = ExponentialDecay(0.1, rate, decay_steps, staircase)
+def test_exponential_decay_is_keras_formula(rate, staircase):
     steps = [*range(45), 99, 1000]
-    want = [keras_exponential(0.1, rate, decay_steps, staircase, k) for k in steps]
-    np.testing.assert_allclose(_values(sched, steps), want, **EXACT)
+    for decay_steps in (1, 4, 10):  # one test per (rate, staircase): the decay_steps is named
+        sched = ExponentialDecay(0.1, rate, decay_steps, staircase)
+        want = [keras_exponential(0.1, rate, decay_steps, staircase, k) for k in steps]
+        np.testing.assert_allclose(_values(sched, steps), want, **EXACT, err_msg=f"decay_steps={decay_steps}")
 
 
 @requires_torch
@@ -188,12 +188,12 @@ def test_warmup_is_torch_linearlr_then_the_wrapped_scheduler(inner, tinner, warm
     ],
     ids=repr,
 )
-@pytest.mark.parametrize("step", [10**6, 10**12, 10**18, 2**62])
-def test_huge_steps_give_the_limit_without_overflow(sched, limit, step):
-    with np.errstate(all="raise"):
-        value = sched(step)
-    assert type(value) is float and math.isfinite(value)
-    assert value == pytest.approx(limit, rel=1e-12, abs=1e-100)
+def test_huge_steps_give_the_limit_without_overflow(sched, limit):
+    for step in (10**6, 10**12, 10**18, 2**62):  # one test per schedule: the step is named
+        with np.errstate(all="raise"):
+            value = sched(step)
+        assert type(value) is float and math.isfinite(value), (step, value)
+        assert value == pytest.approx(limit, rel=1e-12, abs=1e-100), (step, value)
 
 
 @requires_torch
@@ -248,22 +248,30 @@ def _message_names(exc: pytest.ExceptionInfo, cls: type, arg: str, value) -> Non
     assert shown in text, text
 
 
-@pytest.mark.parametrize("bad", NUMBER_BAD, ids=repr)
+def _each_bad_value_is_refused(cls: type, arg: str, others: dict, values: list) -> None:
+    """Each of ``values`` for ``arg`` raises a ConfigError naming class, argument and value; every
+    value is tried and the failures are reported together, each naming its value."""
+    failures = []
+    for bad in values:
+        try:
+            with pytest.raises(ConfigError) as exc:
+                cls(**others, **{arg: bad})
+            _message_names(exc, cls, arg, bad)
+        except (AssertionError, pytest.fail.Exception) as error:
+            failures.append(f"{arg}={bad!r}: {error}")
+    assert not failures, "\n".join(failures)
+
+
 @pytest.mark.parametrize(
     ("cls", "arg", "others"), ARGUMENTS, ids=[f"{c.__name__}.{a}" for c, a, _ in ARGUMENTS]
 )
-def test_bad_rate_arguments_raise_config_error_naming_class_argument_value(cls, arg, others, bad):
-    with pytest.raises(ConfigError) as exc:
-        cls(**others, **{arg: bad})
-    _message_names(exc, cls, arg, bad)
+def test_bad_rate_arguments_raise_config_error_naming_class_argument_value(cls, arg, others):
+    _each_bad_value_is_refused(cls, arg, others, NUMBER_BAD)
 
 
-@pytest.mark.parametrize("bad", COUNT_BAD, ids=repr)
 @pytest.mark.parametrize(("cls", "arg", "others"), COUNTS, ids=[f"{c.__name__}.{a}" for c, a, _ in COUNTS])
-def test_bad_step_counts_raise_config_error_naming_class_argument_value(cls, arg, others, bad):
-    with pytest.raises(ConfigError) as exc:
-        cls(**others, **{arg: bad})
-    _message_names(exc, cls, arg, bad)
+def test_bad_step_counts_raise_config_error_naming_class_argument_value(cls, arg, others):
+    _each_bad_value_is_refused(cls, arg, others, COUNT_BAD)
 
 
 @pytest.mark.parametrize("bad", ["False", "no", 1, 0, None, 0.0, [True]], ids=repr)

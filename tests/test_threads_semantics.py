@@ -447,7 +447,9 @@ def test_losses_and_metrics(float64, loss, head, kind, metrics, units):
         )
         return net
 
-    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=5, sample_weight=w)
+    # one epoch of 4 batches (the last of 3 samples): each loss and metric across batches; the
+    # epoch boundary is the fit-option tests' subject
+    one, many, _, _ = _fit_both(build, x, y, epochs=1, batch_size=8, seed=5, sample_weight=w)
     expected = one.evaluate(x, y, batch_size=10, sample_weight=w)
     for threads, net in many.items():
         with _named(threads):
@@ -625,7 +627,9 @@ def test_layer_families_fit_evaluate_predict(float64, name):
     rng = np.random.default_rng(5)
     x, y = make_x(rng, 22), rng.integers(0, 3, 22)
     build = _sequential(layers, shape)
-    one, many, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=2)
+    # one epoch of 3 batches (the last of 6 samples): the layers' state across batches; the epoch
+    # boundary is the fit-option tests' subject
+    one, many, _, _ = _fit_both(build, x, y, epochs=1, batch_size=8, seed=2)
     logs, predicted = one.evaluate(x, y, batch_size=9), one.predict(x, batch_size=8)
     for threads, net in many.items():
         with _named(threads):
@@ -713,10 +717,10 @@ def test_optimizers_with_state_and_clipping(float64, name):
         return net
 
     x, y = _data(26)
-    one, _, _, _ = _fit_both(build, x, y, epochs=3, batch_size=8, seed=9)
+    one, _, _, _ = _fit_both(build, x, y, epochs=2, batch_size=8, seed=9)  # 8 steps of state
     if "clipnorm" in config or "clipvalue" in config:  # the clipping acted: without it the run differs
         unclipped = build(clipnorm=None, clipvalue=None)
-        unclipped.fit(x, y, epochs=3, batch_size=8, seed=9, verbose=0)
+        unclipped.fit(x, y, epochs=2, batch_size=8, seed=9, verbose=0)
         assert not np.allclose(unclipped.parameters()[0].data, one.parameters()[0].data, rtol=1e-3)
 
 
