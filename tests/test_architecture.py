@@ -19,12 +19,25 @@ def _unit(module: str) -> str | None:
     return parts[1]
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
+def _run_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of ``tree`` the code runs: every one, function-level included, except those
+    inside an ``if`` whose test mentions ``TYPE_CHECKING`` (that whole ``if``, ``else`` too, is skipped).
+
+    One pass over the tree: a skipped ``if`` is not descended into.
+    """
+    found: list[ast.Import | ast.ImportFrom] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+            continue
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(n) for n in ast.walk(node))
-    return skipped
+            continue
+        if isinstance(node, ast.expr):
+            continue  # no statement, so no import, lives inside an expression
+        stack.extend(ast.iter_child_nodes(node))
+    return sorted(found, key=lambda n: (n.lineno, n.col_offset))
 
 
 def import_graph() -> dict[str, dict[str, list[str]]]:
@@ -34,19 +47,15 @@ def import_graph() -> dict[str, dict[str, list[str]]]:
     for path in sorted(CORE.rglob("*.py")):
         rel = path.relative_to(CORE)
         source = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        tree = ast.parse(path.read_text())
-        skipped = _type_checking_nodes(tree)
-        for node in ast.walk(tree):
-            if id(node) in skipped:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        for node in _run_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if not node.module or node.level != 0:
+                    continue
                 names = [node.module]
                 if node.module == "framework":
                     names += [f"framework.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
             else:
-                continue
+                names = [a.name for a in node.names]
             for name in names:
                 target = _unit(name)
                 if target and target != source:

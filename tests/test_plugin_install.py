@@ -8,8 +8,8 @@ what ``importlib.metadata`` reads either way. Each scenario then runs in a
 fresh interpreter: with the folder on ``PYTHONPATH`` the plugin is installed,
 without it the plugin is uninstalled. One interpreter per scenario answers every
 test of that scenario (the ``plugins`` listing through ``framework.cli.main``,
-the checkpoint trained, saved and loaded); the ``framework`` console script and
-the plugin's own test suite run in theirs.
+the checkpoint trained, saved and loaded, and, installed, the plugin's own test
+suite through ``pytest.main``); the ``framework`` console script runs in its own.
 """
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ def _env(site: Path | None, *environment: Path) -> dict[str, str]:
 def _python(
     code: str, site: Path | None, *args: str, cwd: Path | None = None, environment: tuple[Path, ...] = ()
 ) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter; only pytest's own plugins load should it run pytest
+    (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``: the plugin's suite needs no other)."""
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=_env(site, *environment),
+        env={**_env(site, *environment), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -111,13 +113,15 @@ LIST_PLUGINS = """
         listing[key] = {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue()}
 """
 
-#: With the plugin installed: the listing, then (given a path) train, save and load with its objects.
+#: With the plugin installed: the listing, then (given a path, ``argv[3]``) train, save and load with its
+#: objects, then the plugin's own test suite (``argv[1]``, a copy of its ``tests``) run by ``pytest.main``
+#: with ``--basetemp argv[2]`` (a private one: pytest then prunes no shared numbered temp folders).
 INSTALLED = (
     LIST_PLUGINS
     + """
     import sys
     result = {"listing": listing}
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 3:
         import numpy as np
         import framework
         import framework_example
@@ -136,8 +140,8 @@ INSTALLED = (
         model.compile(optimizer=framework.optimizers.get("lion", learning_rate=0.01), loss="log_cosh")
         history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
         before = model.predict(x)
-        model.save(sys.argv[1])
-        loaded = framework.load_model(sys.argv[1])
+        model.save(sys.argv[3])
+        loaded = framework.load_model(sys.argv[3])
         after = loaded.predict(x)
         result["train"] = {
             "loss": history.history["loss"],
@@ -149,6 +153,15 @@ INSTALLED = (
             "package_file": framework_example.__file__,
             "gamma_equal": bool(np.array_equal(model.layers[0].gamma.data, loaded.layers[0].gamma.data)),
         }
+
+    import pytest
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = pytest.main(
+            ["-q", "-p", "no:cacheprovider", "-W", "ignore", "--basetemp", sys.argv[2], sys.argv[1]]
+        )
+    result["own_tests"] = {"status": int(status), "output": out.getvalue()}
     print(json.dumps(result))
 """
 )
@@ -172,9 +185,11 @@ UNINSTALLED = (
 )
 
 
-def _run(code: str, site: Path | None, *args: str, environment: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _run(
+    code: str, site: Path | None, *args: str, environment: tuple[Path, ...] = (), cwd: Path | None = None
+) -> dict[str, Any]:
     """``code`` in a fresh interpreter of the scenario; its last line of output, parsed."""
-    result = _python(code, site, *args, environment=environment)
+    result = _python(code, site, *args, cwd=cwd, environment=environment)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -185,10 +200,15 @@ def _has_h5py() -> bool:
 
 @pytest.fixture(scope="module")
 def installed_run(installed: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Listing, and (with h5py) training, saving and loading, with the plugin installed (one interpreter)."""
+    """Listing, (with h5py) training, saving and loading, and the plugin's own tests, with the plugin
+    installed (one interpreter)."""
     site, _ = installed
     path = tmp_path_factory.mktemp("ckpt") / "model.h5"
-    out = _run(INSTALLED, site, *((str(path),) if _has_h5py() else ()))
+    work = tmp_path_factory.mktemp("own-tests")
+    tests = work / "tests"
+    shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    args = (str(tests), str(work / "basetemp"), *((str(path),) if _has_h5py() else ()))
+    out = _run(INSTALLED, site, *args, cwd=work)
     out["path"] = path
     return out
 
@@ -298,23 +318,13 @@ def test_console_script_lists_the_example(installed: tuple[Path, str]) -> None:
     assert DIST in result.stdout and "FeatureScale" in result.stdout
 
 
-def test_the_example_plugins_own_tests_pass_when_installed(
-    installed: tuple[Path, str], tmp_path: Path
-) -> None:
+def test_the_example_plugins_own_tests_pass_when_installed(installed_run: dict[str, Any]) -> None:
     """The distribution's tests (which use the conformance kit) against the installed copy.
 
-    Only pytest's own plugins load (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``): the suite needs no other.
+    They run by ``pytest.main`` in the interpreter that has the plugin installed (``installed_run``),
+    after its listing and training, in a copy of the distribution's ``tests`` with a private
+    ``--basetemp``. Only pytest's own plugins load (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``).
     """
-    site, _ = installed
-    tests = tmp_path / "tests"
-    shutil.copytree(EXAMPLE / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore", str(tests)],
-        env={**_env(site), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    own = installed_run["own_tests"]
+    assert own["status"] == 0, own["output"][-5000:]
+    assert " passed" in own["output"] and "failed" not in own["output"]
