@@ -30,9 +30,11 @@ optimizer slots are not the initial ones either). Against that model:
    those of the table of docs/guide/onnx.md.
 
 The exits 1.-4. are one test each per (case, form) (the HDF5 checkpoint and weights file in one,
-PyTorch's twins one per layer): the model is built and trained once per (case, form, dtype), and
-each test works on copies; a test goes through every carrier and naming (2.), both dtypes and the
-other batch sizes (3., 4.) in turn, its messages naming which one failed.
+PyTorch's twins one per layer): the model is built and trained once per (case, form, dtype); a test
+that changes it works on a copy, one that only reads it (state dicts, exports: each checks the model
+is unchanged after an export) on the model itself. A test goes through every carrier and naming (2.),
+both dtypes and the other batch sizes (3., 4.) in turn, its messages naming which one failed. Files go
+to a folder per test without ``fsync`` (see ``_no_fsync``).
 
 Nested models (one of several inputs and outputs), a shared layer, tied weights, frozen layers and
 two stacks go through the same exits (``STRUCTURES``). Strict xfails (``KNOWN_BUGS``, empty while no
@@ -43,7 +45,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -256,6 +260,28 @@ def _default_dtype(request: Any) -> Any:
     framework.set_default_dtype(params.get("dtype", "float64"))
     yield
     framework.set_default_dtype(old)
+
+
+@pytest.fixture(autouse=True)
+def _no_fsync(monkeypatch: Any) -> None:
+    """``os.fsync`` a no-op: every exit writes through ``atomic_path``, which fsyncs each file and its
+    folder (most of this file's time on a disk, and nothing a test here can observe). Its code still
+    runs; that a write is durable and atomic is the subject of test_checkpoint.py and test_writers_fixes.py,
+    with the real ``fsync``."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
+@pytest.fixture(scope="module")
+def _folders(tmp_path_factory: Any) -> Path:
+    return tmp_path_factory.mktemp("exits")
+
+
+@pytest.fixture
+def tmp_path(_folders: Path) -> Path:
+    """An empty folder of its own for each test, as pytest's ``tmp_path`` (which this replaces in this
+    file): one ``mkdir`` in a folder of the module, without the numbered folder and the ``-current``
+    symlink pytest makes per test (3 ms each on a disk)."""
+    return Path(tempfile.mkdtemp(dir=_folders))
 
 
 def test_every_builtin_layer_is_in_the_matrix() -> None:
@@ -499,7 +525,7 @@ def test_hdf5_checkpoint_and_weights_carry_everything(case: str, form: str, tmp_
     loaded = load_model(path)
     restore_rng_state(loaded)  # the documented way to resume: layers' own generators (seeded Dropout)
     _prepare(loaded, name, spec)
-    _assert_same_state(loaded, model, "load_model")
+    _assert_same_states(_state(loaded), _state_of_made(case, form, "float64"), "load_model")  # = model's
     _assert_same(loaded.predict(x), expected, what="load_model: predict")
     ours, theirs = model.optimizer.state_dict(), loaded.optimizer.state_dict()
     assert theirs["iterations"] == ours["iterations"] == 2
@@ -543,9 +569,11 @@ def _map_leaves(value: Any, f: Callable[[Any], Any]) -> Any:
 # -- 2. state dicts, .npz and .safetensors, PyTorch's modules -----------------------------------
 
 
-def _carry(model: Any, fresh: Any, names: str, carrier: str, path: Path) -> None:
+def _carry(model: Any, fresh: Any, names: str, carrier: str, path: Path, state: Any = None) -> None:
+    """``model``'s state into ``fresh`` through ``carrier`` in the ``names`` naming (``state``: the
+    dict carrier's ``model.state_dict(format=names)`` when the caller has it already)."""
     if carrier == "dict":
-        fresh.load_state_dict(model.state_dict(format=names))
+        fresh.load_state_dict(model.state_dict(format=names) if state is None else state)
         return
     file = path / f"w.{carrier}"
     model.save_weights(file, names=names)
@@ -562,7 +590,7 @@ def test_state_dict_round_trip(case: str, form: str, tmp_path: Path) -> None:
     """Each carrier (a dict; ``.npz`` and ``.safetensors`` files in the functional form) in each
     naming, into a freshly built model: the same state dicts back (both namings) and the same
     outputs; a weights file carries no trainable flags (Keras's ``load_weights`` neither)."""
-    model, x = _model(case, form)
+    model, x = _made(case, form, "float64")  # only read (its state dicts and files): not copied
     expected = {fmt: model.state_dict(format=fmt) for fmt in ("native", "torch")}
     expected_out = _outputs(case, form, "float64")
     not_run = []
@@ -573,7 +601,7 @@ def test_state_dict_round_trip(case: str, form: str, tmp_path: Path) -> None:
         for names in ("native", "torch"):
             what = f"{carrier} in the {names} naming"
             fresh = _fresh_copy(case, form)
-            _carry(model, fresh, names, carrier, tmp_path)
+            _carry(model, fresh, names, carrier, tmp_path, expected[names])
             for fmt in ("native", "torch"):
                 got = fresh.state_dict(format=fmt)
                 assert sorted(got) == sorted(expected[fmt]), f"{what}: {fmt} state dict keys"
@@ -789,6 +817,29 @@ def _round_float32_attributes(model: Any) -> Any:
     return model
 
 
+@cache
+def _float32_attributes_outputs(case: str, form: str) -> Any:
+    """``predict``'s outputs of the case's trained float64 model with its float32 ONNX attributes
+    rounded (see ``_float32_attributes``)."""
+    model, x = _made(case, form, "float64")
+    with _default("float64"):
+        return _float32_attributes(model).predict(x)
+
+
+@contextmanager
+def _in_training_mode(case: str, form: str, dtype: str) -> Iterator[tuple[Any, Any]]:
+    """The case's trained model itself (not a copy: an export only reads it) in training mode inside,
+    back in inference mode after. Its state is taken first (``_state_of_made``): the exporter's
+    test compares the model after the export with it."""
+    model, x = _made(case, form, dtype)
+    _state_of_made(case, form, dtype)
+    model.train()
+    try:
+        yield model, x
+    finally:
+        model.eval()
+
+
 def _names_layer(layer: Any, message: str) -> bool:
     return type(layer).__name__ in message and (layer.name or "") in message
 
@@ -811,22 +862,21 @@ def _check_onnx_export(case: str, form: str, dtype: str, path: Path) -> Any:
     same file at the other batch sizes (its batch axis is the symbolic ``N``). Returns the model
     (``None`` if refused)."""
     name, spec = CASES[case]
-    model, x = _model(case, form, dtype)
-    model.train()
-    try:
-        framework.onnx.export(model, path)
-    except ExportError as exc:
-        assert _onnx_refused(case), f"unexpected refusal: {exc}"
-        assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
-        if case in ONNX_REFUSED_CASES:
-            assert ONNX_REFUSED_CASES[case] in str(exc)
-        assert not path.exists()
-        return None
-    assert not _onnx_refused(case), "exported: update ONNX_REFUSED"
-    assert model.training, "exporting put the model in inference mode"
+    with _in_training_mode(case, form, dtype) as (model, x):
+        try:
+            framework.onnx.export(model, path)
+        except ExportError as exc:
+            assert _onnx_refused(case), f"unexpected refusal: {exc}"
+            assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
+            if case in ONNX_REFUSED_CASES:
+                assert ONNX_REFUSED_CASES[case] in str(exc)
+            assert not path.exists()
+            return None
+        assert not _onnx_refused(case), "exported: update ONNX_REFUSED"
+        assert model.training, "exporting put the model in inference mode"
     _assert_same_states(_state(model), _state_of_made(case, form, dtype), "exporting changed the model")
-    if dtype == "float64":  # this copy's attributes rounded as the file stores them (it is not used after)
-        reference = _round_float32_attributes(model).predict(x)
+    if dtype == "float64":  # the attributes rounded as the file stores them
+        reference = _float32_attributes_outputs(case, form)
     else:
         reference = _outputs(case, form, dtype)
     batches = OTHER_BATCHES if dtype == "float32" and form == "functional" else ()
@@ -879,6 +929,10 @@ def test_onnx_export_matches_predict_or_refuses_clearly(
     with _default("float32"):
         model.eval()
         framework.onnx.export(model, tmp_path / "fixed.onnx", dynamic_batch=False)
+        # the model is the cached one the other tests use: the export must have left it as it was
+        _assert_same_states(
+            _state(model), _state_of_made(case, form, "float32"), "exporting changed the model"
+        )
         got = _run_onnx(tmp_path / "fixed.onnx", _inputs(CASES[case][1], "float32", n=1))
         expected = _outputs(case, form, "float32", 1)
         _assert_same(got, expected, TOL["float32"], what="onnxruntime, dynamic_batch=False, batch 1")
@@ -947,16 +1001,15 @@ def _check_numpy_predictor(case: str, form: str, dtype: str, folder: Path) -> No
     model unchanged) and run ``predict.py`` and its command line, or check the refusal; in float32
     and the functional form, ``predict.py`` at the other batch sizes too."""
     name, spec = CASES[case]
-    model, x = _model(case, form, dtype)
-    model.train()
-    try:
-        framework.export.numpy_predictor(model, folder / "deploy")
-    except ExportError as exc:
-        assert name in NUMPY_REFUSED, f"unexpected refusal: {exc}"
-        assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
-        return
-    assert name not in NUMPY_REFUSED, "exported: update NUMPY_REFUSED"
-    assert model.training, "exporting put the model in inference mode"
+    with _in_training_mode(case, form, dtype) as (model, x):
+        try:
+            framework.export.numpy_predictor(model, folder / "deploy")
+        except ExportError as exc:
+            assert name in NUMPY_REFUSED, f"unexpected refusal: {exc}"
+            assert _names_layer(_layer_of(model, name), str(exc)), str(exc)
+            return
+        assert name not in NUMPY_REFUSED, "exported: update NUMPY_REFUSED"
+        assert model.training, "exporting put the model in inference mode"
     _assert_same_states(_state(model), _state_of_made(case, form, dtype), "exporting changed the model")
     script = _import_predict(folder / "deploy")
     expected = _outputs(case, form, dtype)
