@@ -159,18 +159,24 @@ def _run_mha(t, m, arrays, dtype, *, shared, kw_t=None, kw_m=None, need_weights=
 
 
 @requires_torch
-@pytest.mark.parametrize("need_weights", [False, True], ids=["y", "y_and_weights"])
 @pytest.mark.parametrize("case", list(MHA_CASES))
-def test_mha_matches_torch(dtype, case, need_weights):
+def test_mha_matches_torch(dtype, case):
+    """Without and with the weights (one test: pytest cost more per case than the case)."""
     e, h, length, source, self_attn, kdim, vdim, bias, bf = MHA_CASES[case]
-    t, m = _mha_pair(e, h, dtype, kdim=kdim, vdim=vdim, bias=bias, batch_first=bf)
-    rng = np.random.default_rng(1)
+    for need_weights in [False, True]:
+        t, m = _mha_pair(e, h, dtype, kdim=kdim, vdim=vdim, bias=bias, batch_first=bf)
+        rng = np.random.default_rng(1)
 
-    def x(size, n_steps):
-        return _data(rng, (2, n_steps, size) if bf else (n_steps, 2, size), dtype)
+        def x(size, n_steps, rng=rng):
+            return _data(rng, (2, n_steps, size) if bf else (n_steps, 2, size), dtype)
 
-    arrays = [x(e, length)] if self_attn else [x(e, length), x(kdim or e, source), x(vdim or e, source)]
-    _run_mha(t, m, arrays, dtype, shared=self_attn, need_weights=need_weights, average=case != "cross")
+        arrays = [x(e, length)] if self_attn else [x(e, length), x(kdim or e, source), x(vdim or e, source)]
+        try:
+            _run_mha(
+                t, m, arrays, dtype, shared=self_attn, need_weights=need_weights, average=case != "cross"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"need_weights={need_weights}: {exc}") from exc
 
 
 @requires_torch
@@ -249,10 +255,21 @@ MASK_KINDS = [
 
 
 @requires_torch
-@pytest.mark.parametrize("need_weights", [False, True], ids=["y", "y_and_weights"])
-@pytest.mark.parametrize("layout", ["self_bf", "cross_bf", "self_sf", "cross_sf"])
 @pytest.mark.parametrize("kind", MASK_KINDS)
-def test_mha_masks_match_torch(kind, layout, need_weights):
+def test_mha_masks_match_torch(kind):
+    """Each layout, with and without the weights (one test per mask kind: pytest cost more per case
+    than the case); every failing case is reported, by name."""
+    failures = []
+    for layout in ["self_bf", "cross_bf", "self_sf", "cross_sf"]:
+        for need_weights in [False, True]:
+            try:
+                _check_mha_masks(kind, layout, need_weights)
+            except Exception as exc:
+                failures.append(f"{layout}, need_weights={need_weights}: {type(exc).__name__}: {exc}")
+    assert not failures, f"{len(failures)} of 8 cases failed:\n" + "\n".join(failures)
+
+
+def _check_mha_masks(kind, layout, need_weights):
     dtype = np.float64 if need_weights else np.float32  # both dtypes over the table, not every pair
     old = framework.get_default_dtype()
     framework.set_default_dtype(dtype)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_input_fuzz_hunt import NAMES, TORCH_TWINS, _built, _leaves, _map, _stochastic
+from test_input_fuzz_hunt import NAMES, TORCH_TWINS, _built, _each_layer, _leaves, _map, _stochastic
 
 import framework
 from framework import Sequential, layers
@@ -148,8 +148,7 @@ def _grads_for(out: Any, seed: int = 3, bias: float = 0.0) -> list[np.ndarray]:
 # -- 1. every layer: float16 stays float16 and equals float64 --------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_float16_layer_stays_float16_and_matches_float64(name: str) -> None:
+def _check_float16_layer_stays_float16_and_matches_float64(name: str) -> None:
     """Forward and backward in float16 against the float64 twin on the same weights and inputs."""
     half, x = _built(name, "float16")
     twin = _twin64(half, name)
@@ -171,6 +170,11 @@ def test_float16_layer_stays_float16_and_matches_float64(name: str) -> None:
     for k in ref["state"]:
         problems += _close(got["state"][k], ref["state"][k], tol, f"state {k}", l2)
     assert problems == [], f"{name} in float16 against float64:\n" + "\n".join(problems)
+
+
+def test_float16_layer_stays_float16_and_matches_float64() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_float16_layer_stays_float16_and_matches_float64, NAMES, "float32")
 
 
 def _stochastic_names() -> list[str]:
@@ -240,9 +244,7 @@ def _torch_half(name: str, layer: Any) -> Any:
     return module
 
 
-@requires_torch
-@pytest.mark.parametrize("name", sorted(set(TORCH_TWINS) | set(MORE_TWINS)))
-def test_float16_layer_matches_torch_half(name: str) -> None:
+def _check_float16_layer_matches_torch_half(name: str) -> None:
     """Forward, dL/dx and parameter gradients against the PyTorch twin in ``torch.float16`` (CPU)."""
     half, x = _built(name, "float16")
     module = _torch_half(name, half)
@@ -260,6 +262,14 @@ def test_float16_layer_matches_torch_half(name: str) -> None:
     for n, g in got["params"]:
         problems += _close(g, by_name[n].grad.numpy(), TOL, f"{n}.grad")
     assert problems == [], f"{name} against torch.float16:\n" + "\n".join(problems)
+
+
+@requires_torch
+def test_float16_layer_matches_torch_half() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(
+        _check_float16_layer_matches_torch_half, sorted(set(TORCH_TWINS) | set(MORE_TWINS)), "float32"
+    )
 
 
 def _leaves_torch(x: Any) -> list[Any]:

@@ -204,6 +204,19 @@ def _report(failures: list[str], total: int) -> None:
     assert not failures, f"{len(failures)} of {total} cases failed:\n" + "\n".join(failures)
 
 
+def _each_layer(check: Any, names: list[str], dtype: str) -> None:
+    """``check(name)`` for each of ``names``, each from the state a test starts from (conftest's seed,
+    ``dtype`` as the default); every failure is collected under the layer's name, then all reported."""
+    failures: list[str] = []
+    for name in names:
+        framework.set_seed(20261126)
+        framework.set_default_dtype(dtype)
+        with _case(failures, name):
+            check(name)
+    framework.set_default_dtype(dtype)
+    _report(failures, len(names))
+
+
 # -- 1. valid but unusual inputs ---------------------------------------------------------------
 
 
@@ -249,8 +262,7 @@ LAYOUTS = {
 }
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_unusual_layout_gives_the_contiguous_result_and_writes_nothing(name: str) -> None:
+def _check_unusual_layout_gives_the_contiguous_result_and_writes_nothing(name: str) -> None:
     """Forward and backward on a strided / Fortran / read-only view equal those on a C-contiguous copy,
     for every layout of ``LAYOUTS`` (each run on its own copy of the built layer).
 
@@ -273,6 +285,11 @@ def test_unusual_layout_gives_the_contiguous_result_and_writes_nothing(name: str
             for v, b in zip(_leaves(g), _leaves(ref["g"])):
                 np.testing.assert_array_equal(v, b, err_msg="backward wrote into grad_out")
     _report(failures, len(LAYOUTS))
+
+
+def test_unusual_layout_gives_the_contiguous_result_and_writes_nothing() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_unusual_layout_gives_the_contiguous_result_and_writes_nothing, NAMES, "float32")
 
 
 def _cut(layer: Any, x: Any, n: int) -> Any:
@@ -397,8 +414,7 @@ def _check_integer_kind(layer: Any, x: Any, kind: str) -> None:
         assert o.dtype == np.float64 or o.dtype.kind in "biu", f"output dtype {o.dtype} for {kind} input"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(name: str, float64) -> None:
+def _check_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(name: str) -> None:
     """An integer (or boolean) input computes what the same values as floats compute, or is refused;
     each kind of ``INTEGER_KINDS`` on its own copy of the built layer.
 
@@ -413,8 +429,12 @@ def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(name:
     _report(failures, len(INTEGER_KINDS))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_integer_input_to_a_float32_layer_computes_in_float32(name: str) -> None:
+def test_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error(float64: None) -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_integer_and_boolean_inputs_give_the_float_result_or_a_clear_error, NAMES, "float64")
+
+
+def _check_integer_input_to_a_float32_layer_computes_in_float32(name: str) -> None:
     """A float32 layer given int64 data computes in float32 (int64 with float32 is float64 in NumPy),
     or refuses it with a FrameworkError naming the layer."""
     layer, x = _built(name, "float32")
@@ -432,8 +452,12 @@ def test_integer_input_to_a_float32_layer_computes_in_float32(name: str) -> None
         assert p is None or p.dtype == np.float32
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_float64_input_to_a_float32_layer_keeps_the_layer_float32(name: str) -> None:
+def test_integer_input_to_a_float32_layer_computes_in_float32() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_integer_input_to_a_float32_layer_computes_in_float32, NAMES, "float32")
+
+
+def _check_float64_input_to_a_float32_layer_keeps_the_layer_float32(name: str) -> None:
     """A layer casts nothing but integers (the model casts at its edge, DESIGN.md): float64 data
     may give a float64 output (NumPy's promotion) but the same values as the float32 call, and
     the parameters, their gradients and the running statistics stay float32."""
@@ -445,6 +469,11 @@ def test_float64_input_to_a_float32_layer_keeps_the_layer_float32(name: str) -> 
     _assert_same_run(got, ref, {"rtol": 2e-4, "atol": 2e-5})
     assert all(p is None or p.dtype == np.float32 for p in got["params"])
     assert all(v.dtype == np.float32 for v in got["state"].values() if v.dtype.kind == "f")
+
+
+def test_float64_input_to_a_float32_layer_keeps_the_layer_float32() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_float64_input_to_a_float32_layer_keeps_the_layer_float32, NAMES, "float32")
 
 
 # -- 2. invalid inputs -------------------------------------------------------------------------
@@ -469,8 +498,7 @@ def _refused(call: Any, layer: Any, *needles: str) -> FrameworkError:
     return err.value
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_complex_object_and_string_arrays_are_refused(name: str) -> None:
+def _check_complex_object_and_string_arrays_are_refused(name: str) -> None:
     """A DataError naming the layer and the dtype: never a silent cast (complex to real, '1.5' to 1.5);
     each dtype of ``BAD_DTYPES`` on a fresh layer and on a built one (a new copy for every call)."""
     failures: list[str] = []
@@ -488,6 +516,11 @@ def test_complex_object_and_string_arrays_are_refused(name: str) -> None:
     _report(failures, 2 * len(BAD_DTYPES))
 
 
+def test_complex_object_and_string_arrays_are_refused() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_complex_object_and_string_arrays_are_refused, NAMES, "float32")
+
+
 NOT_ARRAYS = {
     "None": None,
     "float": 1.5,
@@ -498,8 +531,7 @@ NOT_ARRAYS = {
 }
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_none_python_scalars_and_lists_are_refused(name: str) -> None:
+def _check_none_python_scalars_and_lists_are_refused(name: str) -> None:
     """A layer takes NumPy arrays; anything else is a FrameworkError naming the layer and the type;
     each value of ``NOT_ARRAYS`` on a fresh layer and on a built one (a new copy for every call)."""
     failures: list[str] = []
@@ -511,6 +543,11 @@ def test_none_python_scalars_and_lists_are_refused(name: str) -> None:
                 x = NOT_ARRAYS[value]
                 _refused(partial(layer.forward, x), layer, type(x).__name__)
     _report(failures, 2 * len(NOT_ARRAYS))
+
+
+def test_none_python_scalars_and_lists_are_refused() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_none_python_scalars_and_lists_are_refused, NAMES, "float32")
 
 
 def _grown(a: np.ndarray, axis: int) -> np.ndarray:
@@ -535,8 +572,7 @@ def _misshapen(x: Any) -> dict[str, Any]:
     return variants
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result(name: str) -> None:
+def _check_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result(name: str) -> None:
     """Any axis longer, a rank more or less: a FrameworkError naming the layer, or (a size the layer
     takes: a longer sequence, a bigger image) ``dL/dx`` of x's shape; on a copy of the built layer and
     on a fresh layer's build."""
@@ -560,6 +596,11 @@ def test_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result(name: str) -
                 if d is not None and d.shape != a.shape:
                     bare.append(f"{label}: dL/dx of shape {d.shape} for an input of shape {a.shape}")
     assert bare == [], "\n".join(bare)
+
+
+def test_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_wrong_rank_or_size_is_a_clear_error_or_a_consistent_result, NAMES, "float32")
 
 
 # -- 3. grad_out of the wrong shape, rank or dtype ---------------------------------------------
@@ -599,8 +640,7 @@ def _bad_grads(out: Any) -> dict[str, Any]:
     return variants
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_bad_grad_out_is_refused_by_layer_backward(name: str) -> None:
+def _check_bad_grad_out_is_refused_by_layer_backward(name: str) -> None:
     """``layer.backward(g)`` with a ``g`` of another shape, rank or a non-real dtype: a FrameworkError
     naming the layer, never a silently broadcast gradient nor a complex gradient cast to real."""
     layer, x = _built(name)
@@ -624,13 +664,17 @@ def test_bad_grad_out_is_refused_by_layer_backward(name: str) -> None:
     assert problems == [], "\n".join(problems)
 
 
+def test_bad_grad_out_is_refused_by_layer_backward() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(_check_bad_grad_out_is_refused_by_layer_backward, NAMES, "float32")
+
+
 def _single_array_io(name: str) -> bool:
     spec = _spec(name)
     return not isinstance(spec.shape, list) and name not in ("LSTM", "GRU", "RNN", "LSTMCell")
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if _single_array_io(n)])
-def test_bad_grad_out_is_refused_by_model_backward(name: str) -> None:
+def _check_bad_grad_out_is_refused_by_model_backward(name: str) -> None:
     """The same through a model: ``Sequential([layer]).backward(g)`` after ``forward``."""
     layer, x = _built(name)
     problems = []
@@ -648,6 +692,13 @@ def test_bad_grad_out_is_refused_by_model_backward(name: str) -> None:
             continue
         problems.append(f"{label}: accepted")
     assert problems == [], "\n".join(problems)
+
+
+def test_bad_grad_out_is_refused_by_model_backward() -> None:
+    """The check above for each layer, in one test (pytest cost more per layer than the check)."""
+    _each_layer(
+        _check_bad_grad_out_is_refused_by_model_backward, [n for n in NAMES if _single_array_io(n)], "float32"
+    )
 
 
 @pytest.mark.parametrize("bad", ["complex", "object", "string"])

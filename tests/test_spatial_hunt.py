@@ -484,8 +484,13 @@ def check_conv_case(
     return want
 
 
-CONV2D_CASES = [conv_case((2, i)) for i in range(150)]
-CONV1D_CASES = [conv_case((1, i), ndim=1) for i in range(100)]
+#: The case counts here and below were cut (from 150, 100, 125, 100, 50, 100 and 40 per kind) by
+#: per-case branch coverage of framework/ and plugins/: the lists kept still reach every line and
+#: branch the longer ones did, in float64 and float32, with every lowering (their shortest covering
+#: prefixes were 43, 50, 30, 8, 1, 9 and 5 cases), and every value of each call option (layouts,
+#: needs_input_grad, ...) of each kind.
+CONV2D_CASES = [conv_case((2, i)) for i in range(100)]
+CONV1D_CASES = [conv_case((1, i), ndim=1) for i in range(70)]
 CONV_MODES = [
     ("im2col", 1),
     ("im2col", 2),
@@ -636,7 +641,7 @@ def check_transpose_case(case: dict[str, Any], dtype: np.dtype) -> None:
     compare(ours, ref, dtype, ["weight", "bias"], case["opts"])
 
 
-TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(125)]
+TRANSPOSE_CASES = [transpose_case((3, i)) for i in range(60)]
 
 
 @requires_torch
@@ -716,7 +721,7 @@ def check_pool_case(case: dict[str, Any], dtype: np.dtype) -> None:
 POOL_CASES = [
     pool_case((4, k, i), kind)
     for k, kind in enumerate(("max2d", "avg2d", "max1d", "avg1d"))
-    for i in range(100)
+    for i in range(36)
 ]
 
 
@@ -781,7 +786,7 @@ def check_adaptive_case(case: dict[str, Any], dtype: np.dtype) -> None:
 ADAPTIVE_CASES = [
     adaptive_case((5, k, i), kind)
     for k, kind in enumerate(("avg2d", "max2d", "avg1d", "global"))
-    for i in range(50)
+    for i in range(30)
 ]
 
 
@@ -880,7 +885,7 @@ def check_batchnorm_case(case: dict[str, Any], dtype: np.dtype) -> None:
             assert layer.running_mean is None and layer.running_var is None
 
 
-BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(100)]
+BATCHNORM_CASES = [batchnorm_case((6, i)) for i in range(30)]
 
 
 @requires_torch
@@ -996,7 +1001,7 @@ def check_norm_case(case: dict[str, Any], dtype: np.dtype) -> None:
 NORM_CASES = [
     norm_case((7, k, i), kind)
     for k, kind in enumerate(("group", "instance1d", "instance2d", "layer", "rms"))
-    for i in range(40)
+    for i in range(16)
 ]
 
 
