@@ -34,7 +34,7 @@ PyTorch's twins one per layer): the model is built and trained once per (case, f
 that changes it works on a copy, one that only reads it (state dicts, exports: each checks the model
 is unchanged after an export) on the model itself. A test goes through every carrier and naming (2.),
 both dtypes and the other batch sizes (3., 4.) in turn, its messages naming which one failed. Files go
-to a folder per test without ``fsync`` (see ``_no_fsync``).
+to a folder per test (on a memory file system where tests/conftest.py finds one).
 
 Nested models (one of several inputs and outputs), a shared layer, tied weights, frozen layers and
 two stacks go through the same exits (``STRUCTURES``). Strict xfails (``KNOWN_BUGS``, empty while no
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -260,15 +259,6 @@ def _default_dtype(request: Any) -> Any:
     framework.set_default_dtype(params.get("dtype", "float64"))
     yield
     framework.set_default_dtype(old)
-
-
-@pytest.fixture(autouse=True)
-def _no_fsync(monkeypatch: Any) -> None:
-    """``os.fsync`` a no-op: every exit writes through ``atomic_path``, which fsyncs each file and its
-    folder (most of this file's time on a disk, and nothing a test here can observe). Its code still
-    runs; that a write is durable and atomic is the subject of test_checkpoint.py and test_writers_fixes.py,
-    with the real ``fsync``."""
-    monkeypatch.setattr(os, "fsync", lambda fd: None)
 
 
 @pytest.fixture(scope="module")
