@@ -84,7 +84,8 @@ def launch_mpi(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         pytest.skip("mpiexec (the mpich wheel of the distributed extra) is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run(
+    before = _mpich_segments()
+    done = subprocess.run(
         [str(mpiexec), "-n", "2", sys.executable, *args],
         capture_output=True,
         text=True,
@@ -92,6 +93,37 @@ def launch_mpi(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         env=env,
         cwd=str(ROOT),
     )
+    _remove_orphaned_segments(_mpich_segments() - before)
+    return done
+
+
+_SHM = Path("/dev/shm")
+
+
+def _mpich_segments() -> set[Path]:
+    return set(_SHM.glob("mpich_shm_*")) if _SHM.is_dir() else set()
+
+
+def _remove_orphaned_segments(new: set[Path]) -> None:
+    """Remove the shared-memory files MPICH left behind (2 MB each, in RAM).
+
+    A rank killed by an abort or a timeout never unlinks its segment, so each failure-path test
+    leaked one per run. Only files that appeared during the job and that no live process maps are
+    removed: another worker's job running at the same time maps its own.
+    """
+    if not new:
+        return
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(
+                line.rsplit(None, 1)[-1] for line in maps.read_text().splitlines() if "mpich_shm_" in line
+            )
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    for segment in new:
+        if str(segment) not in mapped:
+            segment.unlink(missing_ok=True)
 
 
 def read_events(directory: Path) -> list[Any]:
