@@ -84,3 +84,18 @@ def pytest_report_header(config):
             "Install them with: pip install -e '.[dev]'"
         )
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """An xdist worker ends here, without the interpreter's finalization.
+
+    By now the worker has sent its last report and its coverage data (both in
+    ``pytest_sessionfinish``); tearing down a heap holding torch, onnxruntime and ten
+    thousand test items took 2-3 s, during which the controller waited (measured on the
+    whole suite: last test at 51.1 s, summary at 53.9 s). The worker's streams are flushed first.
+    """
+    if hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
