@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import launch_mpi, requires_h5py, requires_onnx, requires_torch
+from support import launch_mpi, ort_session, requires_h5py, requires_onnx, requires_torch
 
 import framework
 from framework import Sequential
@@ -577,11 +577,7 @@ def test_onnx_export_of_momentum_none(float64, rng, tmp_path):
     model.build((None, 4))
     model.forward(Context(True), rng.standard_normal((6, 4)))
     model.export(tmp_path / "bn.onnx")
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(tmp_path / "bn.onnx"), options)
+    session = ort_session(tmp_path / "bn.onnx")
     x = rng.standard_normal((5, 4))
     name = session.get_inputs()[0].name
     got = session.run(None, {name: x.astype(model.dtype)})[0]

@@ -55,7 +55,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_h5py, requires_onnx, requires_onnxruntime, requires_safetensors, requires_torch
+from support import (
+    ort_session,
+    requires_h5py,
+    requires_onnx,
+    requires_onnxruntime,
+    requires_safetensors,
+    requires_torch,
+)
 from test_builtins_conformance import DEFAULTS, LAYERS, Spec
 from test_input_fuzz_hunt import TORCH_TWINS
 
@@ -779,10 +786,8 @@ def _run_onnx(path: Path, x: Any, *more: Any) -> Any:
     (Conv, pools, Elu, Erf, Softplus, Mean, Resize, RNN/LSTM/GRU: the float32 file is run instead;
     ``onnx.reference`` is no substitute, its Erf runs in float32). Given ``more`` inputs, one
     session runs each and the list of their outputs comes back."""
-    options = ort.SessionOptions()  # one thread: a small graph, and xdist runs a worker per core
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path)
         outs = [list(session.run(None, _feeds(session, v))) for v in (x, *more)]
     except Exception as exc:  # onnxruntime's own NOT_IMPLEMENTED / RUNTIME_EXCEPTION types
         if "NOT_IMPLEMENTED" not in str(exc) and "does not support double" not in str(exc):

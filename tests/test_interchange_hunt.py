@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import subprocess_env
+from support import ort_session, subprocess_env
 
 import framework
 import framework.onnx
@@ -62,10 +62,8 @@ def _h5py() -> Any:
 
 def _session(path: Path) -> Any:
     """An onnxruntime session of ``path`` on one thread (a small graph; xdist runs a worker per core)."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    _ort()
+    return ort_session(path)
 
 
 def seq(shape: tuple[Any, ...], *layers: Any) -> Sequential:

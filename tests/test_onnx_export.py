@@ -10,6 +10,8 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="the [onnx] extra (onnx) is not installed")
 ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnxruntime) is not installed")
 
+from support import ort_session  # noqa: E402
+
 import framework.onnx  # noqa: E402
 from framework import ConfigError, Input, Layer, Model, Sequential, hookimpl  # noqa: E402
 from framework import layers as L  # noqa: E402
@@ -31,12 +33,7 @@ def _inputs(model: Model, batch: int, rng: np.random.Generator) -> list[np.ndarr
     ]
 
 
-def session_of(path: Any) -> Any:
-    """An onnxruntime session on one thread: its default pool of one thread per core costs six times
-    the session's own creation (2.8 against 0.4 ms) and spins against the other xdist workers."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+session_of = ort_session
 
 
 def check_roundtrip(model: Model, tmp_path: Any, opset: int = 17) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_onnx, requires_onnxruntime
+from support import ort_session, requires_onnx, requires_onnxruntime
 
 import framework
 import framework.onnx
@@ -64,9 +64,7 @@ def graph_file(
 
 
 def ort_run(path: Path, x: np.ndarray) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 

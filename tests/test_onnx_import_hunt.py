@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_torch
+from support import ort_session, requires_torch
 
 # every test reads or writes an ONNX file, and most run it in onnxruntime (both of the [onnx]
 # extra): without them the whole file skips; the tests that need PyTorch are marked
@@ -89,12 +89,7 @@ def graph_file(
     return path
 
 
-def session_of(path: Path) -> Any:
-    """An onnxruntime session on one thread: its default pool of one thread per core costs six times
-    the session's own creation (2.8 against 0.4 ms) and spins against the other xdist workers."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+session_of = ort_session
 
 
 def ort_run(path: Path, *xs: np.ndarray) -> np.ndarray:
