@@ -59,6 +59,16 @@ def float64():
     framework.set_default_dtype(old)
 
 
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """The test once per float dtype, layers built in it (the default dtype, restored after);
+    the value is the ``np.dtype``. A module may define its own ``dtype`` fixture instead."""
+    old = framework.get_default_dtype()
+    framework.set_default_dtype(request.param)
+    yield np.dtype(request.param)
+    framework.set_default_dtype(old)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -53,16 +53,6 @@ try:
 except ImportError:
     torch = LR = None
 
-DTYPES = ["float32", "float64"]
-
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    old = framework.get_default_dtype()
-    framework.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    framework.set_default_dtype(old)
-
 
 def tol(dtype) -> dict[str, float]:
     return {"rtol": 1e-12, "atol": 0} if dtype == np.float64 else {"rtol": 2e-6, "atol": 1e-9}

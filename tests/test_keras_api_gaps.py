@@ -48,16 +48,6 @@ from framework.models.summary import summary_text
 from framework.registry.manager import REGISTRY
 from framework.training.callbacks import EarlyStopping, LambdaCallback, ModelCheckpoint
 
-DTYPES = ["float32", "float64"]
-
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    old = framework.get_default_dtype()
-    framework.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    framework.set_default_dtype(old)
-
 
 def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)

@@ -84,14 +84,6 @@ def _torch_counts(module: Any) -> tuple[int, int, int]:
     return trainable + buffers, trainable, buffers
 
 
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest) -> Any:
-    saved = framework.get_default_dtype()
-    framework.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    framework.set_default_dtype(saved)
-
-
 # -- summary(): parameter counts against PyTorch ----------------------------------------------------
 
 nn = torch.nn if torch is not None else None

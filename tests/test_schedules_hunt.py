@@ -54,15 +54,6 @@ except ImportError:
     torch = LR = None
 
 EXACT = {"rtol": 1e-12, "atol": 0.0}
-DTYPES = ["float32", "float64"]
-
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    old = framework.get_default_dtype()
-    framework.set_default_dtype(request.param)
-    yield np.dtype(request.param)
-    framework.set_default_dtype(old)
 
 
 def _torch_lrs(make, base: float, steps: int) -> list[float]:
