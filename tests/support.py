@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import runpy
 import struct
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +177,37 @@ def scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
             if value.HasField("simple_value"):
                 found.setdefault(value.tag, []).append((event.step, value.simple_value))
     return {tag: sorted(points) for tag, points in found.items()}
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread, as the scripts set ``OPENBLAS_NUM_THREADS=1`` before importing it."""
+    try:
+        from threadpoolctl import threadpool_limits  # scikit-learn brings it
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
+def run_script(
+    path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """Run the script ``path`` with ``argv`` in this process as ``python path *argv`` would; return stdout.
+
+    A script ending in ``raise SystemExit(main())`` must exit with 0; ``sys.path``,
+    ``sys.argv`` and the environment (the scripts ``setdefault`` the BLAS threads)
+    are restored afterwards.
+    """
+    monkeypatch.syspath_prepend(str(path.parent))  # the scripts import their sibling ``common``
+    monkeypatch.setattr(sys, "argv", [str(path), *argv])
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    capsys.readouterr()
+    with _one_blas_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as PYTHONWARNINGS=ignore did for the scripts' own processes
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as exc:
+            assert exc.code in (0, None), f"{path.name} exited with {exc.code}:\n{capsys.readouterr()}"
+    return capsys.readouterr().out

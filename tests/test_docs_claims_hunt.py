@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import requires_h5py
+from support import requires_h5py, run_script
 
 import framework
 from framework import Input, Model, Sequential
@@ -3226,26 +3226,8 @@ def test_readme_example_results_quick_scripts(tmp_path, monkeypatch, capsys, scr
     rounding. The script runs with its defaults as ``python examples/<script> --output DIR`` runs it, in
     this process (its folder first on sys.path, BLAS on one thread as the script asks);
     tests/test_examples.py starts one example in its own interpreter."""
-    import runpy
-    import sys
-
     pytest.importorskip("h5py", reason="the examples save an HDF5 checkpoint (h5py, a run-time dependency)")
-    path = ROOT / "examples" / script
-    monkeypatch.syspath_prepend(str(path.parent))  # the scripts import their sibling ``common``
-    monkeypatch.setattr(sys, "argv", [str(path), "--output", str(tmp_path)])
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # what the scripts setdefault, restored afterwards
-    try:
-        from threadpoolctl import threadpool_limits  # scikit-learn brings it
-    except ImportError:
-        one_thread = contextlib.nullcontext()
-    else:
-        one_thread = threadpool_limits(1)
-    capsys.readouterr()
-    with one_thread, warnings.catch_warnings(), pytest.raises(SystemExit) as done:
-        warnings.simplefilter("ignore")
-        runpy.run_path(str(path), run_name="__main__")
-    stdout = capsys.readouterr().out
-    assert done.value.code == 0, stdout[-2000:]
+    stdout = run_script(ROOT / "examples" / script, ["--output", str(tmp_path)], monkeypatch, capsys)
     measured = float(re.search(pattern, stdout).group(1))
     quoted = float(re.search(row, (ROOT / "README.md").read_text()).group(1))
     if script == "spirals.py":
