@@ -18,8 +18,10 @@ from framework.base.parameter import Buffer, Parameter
 from framework.base.validation import positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
+from framework.runtime import jit
 from framework.runtime.dtype import HALF, compute_dtype, get_default_dtype
 from framework.runtime.threads import ThreadGroup, current_member
+from plugins import bn_kernels
 from plugins.conv_ops import channel_sums, per_channel
 from plugins.layer_norm import LayerNorm
 
@@ -215,6 +217,7 @@ class BatchNorm(Layer):
         rows = np.ascontiguousarray(x, dtype=compute_dtype(x.dtype))
         rows = rows.reshape(x.shape[0], c, math.prod(x.shape[2:]))
         member = current_member() if use_batch else None
+        kernels = member is None and self._kernels_apply(rows)
         if use_batch:
             if member is not None:  # one shard of a batch split over threads: the whole batch's moments
                 mean, xc, var, m = _shared_moments(rows, member)
@@ -223,7 +226,10 @@ class BatchNorm(Layer):
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
-            if member is None:  # two passes, for a variance that does not cancel: mean, centred squares
+            if member is None and kernels:  # compiled: two passes, nothing kept but x and the mean
+                mean, var = bn_kernels.moments(rows)
+                xc = None
+            elif member is None:  # two passes, for a variance that does not cancel: mean, centred squares
                 mean = channel_sums(rows) / m
                 xc = per_channel(np.subtract, rows, mean)
                 var = _dot_per_channel(xc, xc) / m
@@ -234,7 +240,11 @@ class BatchNorm(Layer):
             mean, var = self.running_mean.data, self.running_var.data
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype, copy=False)
         scale = inv_std if self.weight is None else inv_std * self.weight.data
-        if use_batch:  # y = xc * (gamma r) + beta: two passes, xc kept for the backward
+        if kernels:  # y = (x - mean) (gamma r) + beta, one pass; the backward recentres x
+            xc = None
+            shift = np.zeros_like(scale) if self.bias is None else self.bias.data
+            y = bn_kernels.centred_affine(rows, mean, scale, shift)
+        elif use_batch:  # y = xc * (gamma r) + beta: two passes, xc kept for the backward
             y = per_channel(np.multiply, xc, scale)
             if self.bias is not None:
                 per_channel(np.add, y, self.bias.data, out=y)
@@ -247,8 +257,15 @@ class BatchNorm(Layer):
             ctx.inv_std, ctx.scale, ctx.use_batch, ctx.m, ctx.member = inv_std, scale, use_batch, m, member
             # training keeps x - mean; inference keeps x itself, only for dL/dgamma, and a copy of the
             # running mean: a later training call of this layer (in one graph) moves the buffer first
-            ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if use_batch else (None, rows, mean.copy())
+            ctx.xc, ctx.rows, ctx.mean = (xc, None, None) if xc is not None else (None, rows, mean.copy())
         return y.reshape(x.shape) if x.dtype != HALF else y.astype(HALF).reshape(x.shape)
+
+    def _kernels_apply(self, rows: np.ndarray) -> bool:
+        """Whether this call runs :mod:`plugins.bn_kernels`: enabled, rows of 8 or more, one dtype."""
+        if rows.shape[2] < 8 or rows.dtype not in (np.float32, np.float64) or not jit.enabled():
+            return False
+        arrays = (self.weight, self.bias, self.running_mean, self.running_var)
+        return all(a is None or a.data.dtype == rows.dtype for a in arrays)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         """Move the running estimates towards this batch's ``mean`` and unbiased variance; count it.
@@ -278,6 +295,12 @@ class BatchNorm(Layer):
             writable = (contiguous is not grad_out or ctx.grad_out_writable) and g.flags.writeable
             out = g if writable and np.result_type(g, scale) == g.dtype else None
             dx = per_channel(np.multiply, g, scale, out=out)
+            return (dx.astype(HALF) if half else dx).reshape(shape)
+        if xc is None:  # the compiled forward kept x: the same maths in two passes
+            dx, dbeta, sum_gxc = bn_kernels.train_backward(ctx.rows, g, ctx.mean, inv_std, scale)
+            if self.weight is not None:
+                self.weight.add_grad((sum_gxc * inv_std).astype(g.dtype))
+                self.bias.add_grad(dbeta.astype(g.dtype))
             return (dx.astype(HALF) if half else dx).reshape(shape)
         # dL/dbeta = sum g, dL/dgamma = sum g xhat = r sum(g xc); then
         # dx = gamma r (g - dL/dbeta / m - xhat dL/dgamma / m) = gamma r (g + xc * b + c)

@@ -46,6 +46,8 @@ requires_sklearn = _requires("sklearn", "data", name="scikit-learn")
 requires_scipy = _requires("scipy", "data", name="scipy (scikit-learn brings it)")
 #: mpmath comes with PyTorch (through sympy), the ``parity`` extra.
 requires_mpmath = _requires("mpmath", "parity", name="mpmath (torch brings it)")
+#: The compiled kernels need numba (the ``jit`` extra).
+requires_numba = _requires("numba", "jit")
 
 
 #: The TensorBoard tests need tensorboardX (the ``tensorboard`` extra, which CI installs).

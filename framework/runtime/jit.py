@@ -1,0 +1,130 @@
+"""Compiled kernels, when the ``[jit]`` extra (numba) is installed.
+
+A layer with a compiled kernel asks :func:`enabled` on each call and runs the
+kernel when it says yes, its NumPy code otherwise; both compute the same
+maths (each kernel is tested against the NumPy path and against PyTorch).
+NumPy's element-wise operations make one pass over memory each; a kernel
+makes one pass for what takes NumPy several (BatchNorm's forward and
+backward: 3x faster on one core, see docs/benchmarks.md).
+
+The choice, in order:
+
+- :func:`set_enabled` (``True``, ``False``, or ``None`` to go back to the
+  default), or the :func:`using` context for a block;
+- the environment variable ``FRAMEWORK_JIT``: ``0`` never, ``1`` always (an
+  error at the first kernel when numba is missing), unset or ``auto``: when
+  numba is installed.
+
+Kernels run on the calling thread (no thread pool of their own: OpenBLAS's
+threads would spin against it, see docs/benchmarks.md) and release the GIL,
+so the threads of ``fit(threads=K)`` run them side by side. Each is compiled
+on its first call for each dtype (about a second; numba caches the machine
+code beside the plugin, so later processes load it in milliseconds).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from framework.errors import ConfigError
+
+__all__ = ["available", "enabled", "set_enabled", "using", "compiled"]
+
+_EXTRA = 'pip install "framework[jit]" (or: pip install numba)'
+_choice: bool | None = None
+_available: bool | None = None
+_lock = threading.Lock()
+
+
+def available() -> bool:
+    """Whether numba can be imported (looked up once, without importing it)."""
+    global _available
+    if _available is None:
+        _available = importlib.util.find_spec("numba") is not None
+    return _available
+
+
+def _from_environment() -> bool:
+    value = os.environ.get("FRAMEWORK_JIT", "auto").strip().lower()
+    if value in ("", "auto"):
+        return available()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        _require("FRAMEWORK_JIT=1")
+        return True
+    raise ConfigError(f"FRAMEWORK_JIT: expected 0, 1 or auto, got {value!r}")
+
+
+def _require(what: str) -> None:
+    if not available():
+        raise ConfigError(f"{what} asks for the compiled kernels, but numba is not installed; {_EXTRA}")
+
+
+def enabled() -> bool:
+    """Whether layers run their compiled kernels now (see the module's text for the rules)."""
+    return _from_environment() if _choice is None else _choice
+
+
+def set_enabled(flag: bool | None) -> None:
+    """Kernels on (``True``, needs numba), off (``False``), or back to the default (``None``).
+
+    Raises:
+        ConfigError: ``True`` without numba installed (names the ``jit``
+            extra); a ``flag`` that is not a bool or ``None``.
+    """
+    global _choice
+    if flag is not None and not isinstance(flag, bool):
+        raise ConfigError(f"jit.set_enabled: expected True, False or None, got {flag!r}")
+    if flag:
+        _require("jit.set_enabled(True)")
+    _choice = flag
+
+
+@contextmanager
+def using(flag: bool | None) -> Iterator[None]:
+    """Within the block, :func:`set_enabled` ``(flag)``; the previous choice after it."""
+    previous = _choice
+    set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+Family = dict[str, Callable[..., Any]]
+
+
+def compiled(build: Callable[[Any], Family]) -> Callable[[], Family]:
+    """Memoise a kernel family: ``build(numba)`` returns the family's jitted functions by name.
+
+    numba is imported at the first call of the returned function (never at
+    ``import framework``); each function compiles on its first call for each
+    argument dtype.
+
+    Example:
+        >>> @compiled
+        ... def _kernels(numba):
+        ...     @numba.njit(nogil=True, cache=True)
+        ...     def double(x):
+        ...         return 2 * x
+        ...     return {"double": double}
+    """
+    family: Family = {}
+
+    def get() -> Family:
+        if not family:
+            with _lock:
+                if not family:
+                    _require(build.__qualname__)
+                    import numba  # the extra, imported on first use
+
+                    family.update(build(numba))
+        return family
+
+    return get

@@ -1,0 +1,255 @@
+"""The compiled kernels (``framework.runtime.jit``, the ``[jit]`` extra): the switch, and each kernel
+against the NumPy path it replaces, against float64 references and against PyTorch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from framework.errors import ConfigError
+from framework.layers import BatchNorm
+from framework.runtime import jit
+from framework.runtime.dtype import default_dtype
+from framework.testing import check_gradients
+from tests.support import requires_numba, requires_torch, subprocess_env
+
+ENGINES = (False, True)
+
+
+# -- the switch ------------------------------------------------------------------
+
+
+@pytest.fixture
+def default_choice():
+    jit.set_enabled(None)
+    yield
+    jit.set_enabled(None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0", False), ("off", False), ("auto", None), ("", None), ("1", True), ("yes", True)],
+)
+def test_environment_variable_decides_when_nothing_is_set(monkeypatch, default_choice, value, expected):
+    monkeypatch.setenv("FRAMEWORK_JIT", value)
+    if expected is True and not jit.available():
+        with pytest.raises(ConfigError, match=r"framework\[jit\]"):
+            jit.enabled()
+        return
+    assert jit.enabled() is (jit.available() if expected is None else expected)
+
+
+def test_a_bad_environment_value_is_refused(monkeypatch, default_choice):
+    monkeypatch.setenv("FRAMEWORK_JIT", "maybe")
+    with pytest.raises(ConfigError, match=r"FRAMEWORK_JIT: expected 0, 1 or auto, got 'maybe'"):
+        jit.enabled()
+
+
+def test_set_enabled_wins_over_the_environment_and_using_restores(monkeypatch, default_choice):
+    monkeypatch.setenv("FRAMEWORK_JIT", "0")
+    with jit.using(jit.available()):
+        assert jit.enabled() is jit.available()
+        with jit.using(False):
+            assert jit.enabled() is False
+        assert jit.enabled() is jit.available()
+    assert jit.enabled() is False
+    with pytest.raises(ConfigError, match="expected True, False or None, got 1"):
+        jit.set_enabled(1)  # type: ignore[arg-type]
+
+
+def test_asking_for_kernels_without_numba_names_the_extra(monkeypatch, default_choice):
+    monkeypatch.setattr(jit, "_available", False)
+    with pytest.raises(ConfigError, match=r'numba is not installed; pip install "framework\[jit\]"'):
+        jit.set_enabled(True)
+    monkeypatch.setenv("FRAMEWORK_JIT", "1")
+    with pytest.raises(ConfigError, match=r"FRAMEWORK_JIT=1 asks for the compiled kernels"):
+        jit.enabled()
+    monkeypatch.setenv("FRAMEWORK_JIT", "auto")
+    assert jit.enabled() is False  # the default falls back to NumPy
+    layer = BatchNorm(3)
+    x = np.random.default_rng(0).standard_normal((4, 3, 10)).astype(np.float32)
+    assert layer(x).shape == x.shape
+
+
+def test_import_framework_does_not_import_numba():
+    code = "import sys, framework, framework.layers; print('numba' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+# -- BatchNorm: compiled against NumPy -------------------------------------------
+
+
+def _run(engine: bool, x: np.ndarray, g: np.ndarray, training: bool, **options):
+    """One forward + backward of a fresh BatchNorm (gamma, beta set), under ``engine``."""
+    rng = np.random.default_rng(7)
+    with default_dtype(x.dtype):
+        layer = BatchNorm(x.shape[1], **options)
+    if layer.weight is not None:
+        layer.weight.data[...] = rng.uniform(0.5, 1.5, x.shape[1])
+        layer.bias.data[...] = rng.normal(size=x.shape[1])
+    if layer.running_mean is not None:
+        layer.running_mean.data[...] = rng.normal(size=x.shape[1])
+        layer.running_var.data[...] = rng.uniform(0.5, 2.0, x.shape[1])
+    layer.train(training)
+    with jit.using(engine):
+        y = layer(x)
+        dx = layer.backward(g)
+    state = {k: np.array(v) for k, v in layer.state_dict().items()}
+    grads = {n: p.grad for n, p in layer.named_parameters()}
+    return y, dx, state, grads
+
+
+CASES = [  # (shape, options): rows of 8 and more take the kernels, longer than a block of 1024 too
+    ((16, 3, 10), {}),
+    ((8, 4, 7, 9), {}),
+    ((3, 2, 2500), {}),
+    ((64, 5, 4, 4), {"affine": False}),
+    ((8, 3, 5, 5), {"momentum": None}),
+    ((8, 3, 5, 5), {"track_running_stats": False}),
+    ((6, 3, 2), {}),  # rows of 2: NumPy either way
+]
+
+
+@requires_numba
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_kernels_equal_the_numpy_path(monkeypatch, dtype, training):
+    from plugins import bn_kernels
+
+    calls: list[str] = []
+    for name in ("moments", "centred_affine", "train_backward"):
+        kernel = getattr(bn_kernels, name)
+        monkeypatch.setattr(bn_kernels, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    rng = np.random.default_rng(3)
+    tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for shape, options in CASES:
+        x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        calls.clear()
+        ours = _run(True, x, g, training, **options)
+        rows = int(np.prod(shape[2:]))
+        uses_batch = training or options.get("track_running_stats") is False
+        kernels = ["moments", "centred_affine", "train_backward"] if uses_batch else ["centred_affine"]
+        expected = kernels if rows >= 8 else []
+        assert calls == expected, (shape, options, calls)
+        theirs = _run(False, x, g, training, **options)
+        assert calls == expected, "the NumPy run called a kernel"
+        for name, a, b in zip(("y", "dx"), ours[:2], theirs[:2], strict=True):
+            assert a.dtype == b.dtype == dtype, (shape, options, name)
+            np.testing.assert_allclose(a, b, **tol, err_msg=f"{shape} {options} {name}")
+        for part in (2, 3):
+            assert ours[part].keys() == theirs[part].keys()
+            for key in ours[part]:
+                a, b = ours[part][key], theirs[part][key]
+                np.testing.assert_allclose(a, b, **tol, err_msg=f"{shape} {key}")
+
+
+@requires_numba
+def test_batchnorm_kernels_are_as_accurate_as_float64_on_an_offset_input():
+    """A mean of 1e4 over a std of 1: the kernels centre before they scale, so float32 keeps ~1e-3."""
+    rng = np.random.default_rng(5)
+    x64 = rng.standard_normal((32, 4, 64)) + 1e4
+    g64 = rng.standard_normal(x64.shape)
+    reference = _run(False, x64, g64, True)
+    for engine in ENGINES:
+        y, dx, _, grads = _run(engine, x64.astype(np.float32), g64.astype(np.float32), True)
+        assert np.abs(y - reference[0]).max() < 5e-3, engine
+        assert np.abs(dx - reference[1]).max() < 5e-3, engine
+        np.testing.assert_allclose(grads["weight"], reference[3]["weight"], rtol=1e-3, atol=0.2)
+
+
+@requires_numba
+def test_batchnorm_kernels_propagate_nan_and_inf_like_numpy():
+    x = np.random.default_rng(1).standard_normal((8, 3, 12)).astype(np.float32)
+    x[2, 0, 5], x[3, 1, 0] = np.nan, np.inf
+    g = np.ones_like(x)
+    with np.errstate(invalid="ignore"):
+        _check_nan_and_inf(x, g)
+
+
+def _check_nan_and_inf(x: np.ndarray, g: np.ndarray) -> None:
+    for training in (True, False):
+        ours, theirs = _run(True, x, g, training), _run(False, x, g, training)
+        for a, b in zip(ours[:2], theirs[:2], strict=True):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            finite = np.isfinite(b)
+            np.testing.assert_allclose(a[finite], b[finite], rtol=2e-5, atol=2e-5)
+
+
+@requires_numba
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_kernel_gradients_match_finite_differences(training):
+    rng = np.random.default_rng(11)
+    with default_dtype(np.float64):
+        layer = BatchNorm(3)
+    layer.weight.data[...] = rng.uniform(0.5, 1.5, 3)
+    layer.bias.data[...] = rng.normal(size=3)
+    layer.train(training)
+    with jit.using(True):
+        check_gradients(layer, rng.standard_normal((4, 3, 3, 5)))
+
+
+@requires_numba
+def test_batchnorm_kernels_run_side_by_side_in_threads():
+    """The kernels release the GIL; two threads on two layers get what one thread gets."""
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((16, 8, 100)).astype(np.float32) for _ in range(2)]
+    expected = [_run(True, x, x, True)[1] for x in xs]
+    results: list[list[np.ndarray]] = [[], []]
+
+    def work(k: int) -> None:
+        for _ in range(20):
+            results[k].append(_run(True, xs[k], xs[k], True)[1])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        assert len(results[k]) == 20
+        for dx in results[k]:
+            np.testing.assert_array_equal(dx, expected[k])
+
+
+@requires_torch
+@pytest.mark.parametrize("engine", [False, pytest.param(True, marks=requires_numba)], ids=["numpy", "jit"])
+def test_batchnorm_training_steps_match_pytorch_on_either_engine(engine):
+    import torch
+
+    rng = np.random.default_rng(4)
+    ours = BatchNorm(6, momentum=0.2)
+    theirs = torch.nn.BatchNorm2d(6, momentum=0.2)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, 6).astype(np.float32)))
+        theirs.bias.copy_(torch.from_numpy(rng.normal(size=6).astype(np.float32)))
+    ours.weight.data[...] = theirs.weight.detach().numpy()
+    ours.bias.data[...] = theirs.bias.detach().numpy()
+    with jit.using(engine):
+        for step in range(3):
+            x = (rng.standard_normal((10, 6, 9, 9)) * 2 + step).astype(np.float32)
+            g = rng.standard_normal(x.shape).astype(np.float32)
+            ours.zero_grad()
+            y = ours(x)
+            dx = ours.backward(g)
+            xt = torch.from_numpy(x).requires_grad_(True)
+            theirs.zero_grad()
+            yt = theirs(xt)
+            yt.backward(torch.from_numpy(g))
+            np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(ours.running_mean.data, theirs.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.running_var.data, theirs.running_var.numpy(), rtol=1e-5, atol=1e-6)
+        ours.eval()
+        theirs.eval()
+        x = rng.standard_normal((5, 6, 9, 9)).astype(np.float32)
+        expected = theirs(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(ours(x), expected, rtol=1e-5, atol=1e-5)
