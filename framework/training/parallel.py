@@ -100,7 +100,16 @@ def broadcast_state(model: Model, root: int = 0) -> None:
         arrays.setdefault(id(held.data), held.data)
     mine = [(a.shape, str(a.dtype)) for a in arrays.values()]
     theirs = world.broadcast(mine, root)
-    if world.allreduce(float(theirs != mine), op="max") > 0:
+    unlike = np.zeros(world.size())
+    unlike[world.rank()] = float(theirs != mine)
+    unlike = world.allreduce(unlike, op="max")
+    if unlike.any():
+        ranks = ", ".join(str(r) for r in np.flatnonzero(unlike))
+        if theirs == mine:  # this rank matches the root: name the ranks that do not
+            raise DistributedError(
+                f"the ranks' models differ: rank(s) {ranks} hold arrays unlike rank {root}'s "
+                f"({len(mine)} arrays here, as on rank {root}); build the same model on every rank"
+            )
         first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
         raise DistributedError(
             f"the ranks' models differ: rank {world.rank()} holds {len(mine)} arrays, rank {root} "

@@ -2,10 +2,15 @@
 
 Rank 0 has a hidden layer of 6 units, rank 1 of 5. Broadcasting rank 0's
 parameters cannot fit rank 1's model: the job must fail with an error naming
-the mismatch. Prints ``TRAINED <rank> <hidden units>`` if ``fit`` returns.
+the mismatch. Prints ``TRAINED <rank> <hidden units>`` if ``fit`` returns. With a path
+argument, each rank also writes its error to ``<path>.<rank>`` before it
+propagates (mpiexec may drop an aborting rank's last stderr lines under load).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +28,12 @@ def main() -> None:
     model.compile(DistributedOptimizer(SGD(0.1)), loss="mse")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 4)).astype(np.float32)
-    model.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0)
+    try:
+        model.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0)
+    except Exception as error:
+        if len(sys.argv) > 1:
+            Path(f"{sys.argv[1]}.{distributed.rank()}").write_text(f"{type(error).__name__}: {error}")
+        raise
     print("TRAINED", distributed.rank(), model.layers[0].weight.shape, flush=True)
 
 
