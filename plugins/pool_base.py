@@ -16,6 +16,8 @@ from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, ShapeError
+from framework.runtime import jit
+from plugins import pool_kernels
 from plugins.conv_geometry import compact
 from plugins.pool_ops import (
     avg_pool2d,
@@ -150,9 +152,15 @@ class _MaxPool(_Pool):
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         shape4, kernel, stride, pads, out = self._geometry(x.shape)
         x4 = x.reshape(shape4)
+        if _kernel_fits(x4, kernel, stride, pads):  # compiled: one pass, the offsets as it goes
+            y4, argmax = pool_kernels.max_pool_2x2(x4, with_argmax=ctx.record and ctx.training)
+            if ctx.record:
+                ctx.x_shape, ctx.argmax, ctx.kernel = x.shape, argmax, True
+                ctx.saved = None if ctx.training else (x4, y4)
+            return y4.reshape(*x.shape[:2], *out)
         y4 = max_pool2d(x4, kernel, stride, pads)
         if ctx.record:
-            ctx.x_shape = x.shape
+            ctx.x_shape, ctx.kernel = x.shape, False
             if ctx.training:
                 ctx.argmax, ctx.saved = max_pool2d_argmax(x4, y4, kernel, stride, pads), None
             else:
@@ -166,7 +174,22 @@ class _MaxPool(_Pool):
         if argmax is None:
             argmax = ctx.argmax = max_pool2d_argmax(*ctx.saved, kernel, stride, pads)
         g = grad_out.reshape(argmax.shape)
+        if ctx.kernel:
+            return pool_kernels.max_pool_2x2_backward(g, argmax, shape4).reshape(x_shape)
         return max_pool2d_backward(g, argmax, shape4, kernel, stride, pads).reshape(x_shape)
+
+
+def _kernel_fits(x4: np.ndarray, kernel: Any, stride: Any, pads: Any) -> bool:
+    """Whether :mod:`plugins.pool_kernels` takes this call: 2x2 windows at stride 2, unpadded, float."""
+    return (
+        kernel == (2, 2)
+        and stride == (2, 2)
+        and pads == ((0, 0), (0, 0))
+        and x4.dtype in (np.float32, np.float64)
+        and x4.flags.c_contiguous
+        and x4.size > 0
+        and jit.enabled()
+    )
 
 
 class _AvgPool(_Pool):

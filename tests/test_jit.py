@@ -253,3 +253,73 @@ def test_batchnorm_training_steps_match_pytorch_on_either_engine(engine):
         x = rng.standard_normal((5, 6, 9, 9)).astype(np.float32)
         expected = theirs(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(ours(x), expected, rtol=1e-5, atol=1e-5)
+
+
+# -- MaxPool2d(2): compiled against NumPy -----------------------------------------
+
+
+def _pool_run(engine: bool, x: np.ndarray, g_seed: int, training: bool):
+    from framework.layers import MaxPool2d
+
+    layer = MaxPool2d(2)
+    layer.train(training)
+    with jit.using(engine):
+        y = layer(x)
+        g = np.random.default_rng(g_seed).standard_normal(y.shape).astype(x.dtype)
+        return y, layer.backward(g)
+
+
+@requires_numba
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_max_pool_2x2_kernels_equal_the_numpy_path(monkeypatch, dtype, training):
+    from plugins import pool_kernels
+
+    calls: list[str] = []
+    for name in ("max_pool_2x2", "max_pool_2x2_backward"):
+        kernel = getattr(pool_kernels, name)
+        monkeypatch.setattr(
+            pool_kernels, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw)
+        )
+    rng = np.random.default_rng(8)
+    for shape in [(2, 3, 4, 4), (3, 2, 7, 9), (1, 1, 2, 2), (4, 5, 28, 28), (2, 3, 3, 2)]:
+        # small integers: many ties (the first maximum wins), zeros, and NaN and -inf windows
+        x = rng.integers(-2, 3, size=shape).astype(dtype)
+        x[0, 0].flat[:3] = np.nan
+        x[-1, -1, :2, :2] = -np.inf
+        x[0, -1, 0, 1] = np.nan
+        calls.clear()
+        y, dx = _pool_run(True, x, 1, training)
+        assert calls == ["max_pool_2x2", "max_pool_2x2_backward"], (shape, calls)
+        y_np, dx_np = _pool_run(False, x, 1, training)
+        assert len(calls) == 2, "the NumPy run called a kernel"
+        assert y.dtype == dx.dtype == dtype
+        np.testing.assert_array_equal(y, y_np, err_msg=str(shape))
+        np.testing.assert_array_equal(dx, dx_np, err_msg=str(shape))
+
+
+@requires_numba
+def test_max_pool_kernels_leave_other_windows_to_numpy(monkeypatch):
+    from framework.layers import MaxPool2d
+    from plugins import pool_kernels
+
+    monkeypatch.setattr(pool_kernels, "max_pool_2x2", lambda *a, **k: pytest.fail("kernel called"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    with jit.using(True):
+        for layer in (
+            MaxPool2d(3, 2),
+            MaxPool2d(2, 1),
+            MaxPool2d(2, padding=1),
+            MaxPool2d(2, ceil_mode=True),
+        ):
+            layer(x)
+        MaxPool2d(2)(x[:, :, ::2])  # not contiguous
+        MaxPool2d(2)(x.astype(np.float16))
+
+
+@requires_numba
+def test_max_pool_kernel_gradients_match_finite_differences():
+    from framework.layers import MaxPool2d
+
+    x = np.random.default_rng(3).permutation(2 * 3 * 5 * 6).reshape(2, 3, 5, 6).astype(np.float64) / 7
+    with jit.using(True):
+        check_gradients(MaxPool2d(2), x)
