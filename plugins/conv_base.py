@@ -27,14 +27,12 @@ from framework.runtime.dtype import accumulation_dtype, get_default_dtype
 from plugins import workspace
 from plugins.conv_batch_last import backward_batch_last, forward_batch_last
 from plugins.conv_geometry import check_groups, compact, to2d
+from plugins.conv_grid import backward_grid, forward_grid
 from plugins.conv_ops import (
     channel_sums,
     col2im_batch_last,
-    col2im_grid,
     conv_output_size,
-    grid_shape,
     im2col,
-    im2col_grid,
     per_channel,
     same_padding,
 )
@@ -308,61 +306,12 @@ class _ConvNd(_ConvBase):
         return wp <= GRID_MAX_WASTE * ow and blas.num_threads() >= 2
 
     def _forward_grid(self, ctx: Context, x: np.ndarray) -> np.ndarray:
-        """The convolution as one product with the batch in its columns, see :func:`im2col_grid`.
-
-        ``W (O, C*kh*kw) @ cols (C*kh*kw, OH*N*Wp)``: one large GEMM instead of
-        one per sample; the valid ``OW`` of every ``Wp`` output columns are
-        copied out to NCHW with the bias added in the same pass.
-        """
-        geometry = self._geometry2d
-        n, c = x.shape[:2]
-        _, wp, oh, ow, _ = grid_shape(x.shape, *geometry)
-        cols = workspace.take((c * geometry[0][0] * geometry[0][1], oh * n * wp), x.dtype)
-        im2col_grid(x, *geometry, out=cols)
-        wm = self.weight.data.reshape(self.out_channels, -1)
-        # temporaries (not pooled): glibc reuses them for the next arrays, pooled they would add to the peak
-        product = np.empty((self.out_channels, oh, n, wp), dtype=np.result_type(wm, cols))
-        np.matmul(wm, cols, out=product.reshape(self.out_channels, -1))
-        if ctx.record:
-            ctx.cols, ctx.grid, ctx.x_shape = cols, True, x.shape
-        else:  # no backward follows: the columns are spent
-            workspace.give_back(cols)
-        valid = product[:, :, :, :ow].transpose(2, 0, 1, 3)
-        y = np.empty((n, self.out_channels, oh, ow), dtype=product.dtype)
-        if self.bias is not None:
-            np.add(valid, self.bias.data.reshape(1, -1, 1, 1), out=y)
-        else:
-            np.copyto(y, valid)
-        return self.activation_forward(ctx, self.activation, y)
+        """One product, the batch in its columns: :func:`plugins.conv_grid.forward_grid`."""
+        return forward_grid(self, ctx, x)
 
     def _backward_grid(self, ctx: Context, g: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
-        """The backward of :meth:`_forward_grid`: ``G`` laid out like the product, zero where cropped.
-
-        ``dW^T = cols @ G^T`` and the column gradient ``W^T @ G`` (into the
-        columns' buffer) are each one product; :func:`col2im_grid` adds it back.
-        """
-        n, o, oh, ow = g.shape
-        wp = cols.shape[1] // (oh * n)
-        if self.bias is not None:
-            self.bias.add_grad(channel_sums(g))
-        grid = np.empty((o, oh, n, wp), dtype=g.dtype)
-        grid[:, :, :, ow:] = 0
-        grid[:, :, :, :ow] = g.transpose(1, 2, 0, 3)
-        gm = grid.reshape(o, -1)
-        # cols @ G^T runs up to 1.4x faster than G @ cols^T (OpenBLAS, 1 and 2 threads)
-        self.weight.add_grad(np.matmul(cols, gm.T).T.reshape(self.weight.shape))
-        if not ctx.needs_input_grad:  # the first layer in fit: no column gradient, no col2im
-            workspace.give_back(cols)
-            return None
-        wm = self.weight.data.reshape(o, -1)
-        if np.result_type(wm, gm) == cols.dtype:
-            dcols = np.matmul(wm.T, gm, out=cols)  # the columns are spent: their buffer takes it
-        else:
-            dcols = np.matmul(wm.T, gm)
-        del grid, gm
-        dx = col2im_grid(dcols, ctx.x_shape, *self._geometry2d)
-        workspace.give_back(cols)
-        return dx
+        """The backward of :meth:`_forward_grid` (:func:`plugins.conv_grid.backward_grid`)."""
+        return backward_grid(self, ctx, g, cols)
 
     def get_config(self) -> dict[str, Any]:
         return {

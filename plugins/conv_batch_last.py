@@ -3,7 +3,7 @@
 ``W (O, C*kh*kw) @ cols (C*kh*kw, OH*OW*N)`` with the columns of
 :func:`~plugins.im2col.im2col_batch_last`, whose rows are long contiguous
 runs of the padded ``(C, Hp, Wp, N)`` input. It serves the shapes the row
-grid (:meth:`plugins.conv_base._ConvNd._forward_grid`) refuses (its
+grid (:func:`plugins.conv_grid.forward_grid`) refuses (its
 ``Wp - OW`` extra columns per row would cost too much: small images, large
 kernels, no padding, as LeNet-5's second layer; or one BLAS thread) when the
 output is small (``OH*OW <= 128``), where it beats one product per sample at
