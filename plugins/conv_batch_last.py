@@ -12,7 +12,11 @@ one and two threads (measured: LeNet-5's second layer at batch 64, 2.51 ->
 The output ``(O, OH, OW, N)`` is copied to NCHW with the bias added in the
 same pass; the backward transposes ``G`` once to ``(O, OH*OW*N)``, and both
 gradients are one product each, the input's scattered back by
-:func:`~plugins.im2col.col2im_batch_last`.
+:func:`~plugins.im2col.col2im_batch_last`. Where
+:func:`framework.runtime.jit.enabled` says so, the copies are compiled
+(:mod:`plugins.im2col_kernels`): the output copy with the bias (LeNet-5's
+second layer at batch 64: 0.16 -> 0.03 ms) and ``G``'s transpose with the
+bias gradient in the same pass (0.06 -> 0.04 ms).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from framework.base.context import Context
-from framework.runtime import blas
-from plugins import workspace
+from framework.runtime import blas, jit
+from plugins import im2col_kernels, workspace
 from plugins.conv_geometry import _geometry
 from plugins.im2col import col2im_batch_last, im2col_batch_last
 
@@ -46,10 +50,14 @@ def forward_batch_last(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
         ctx.cols, ctx.grid, ctx.batch_last, ctx.x_shape = cols, False, True, x.shape
     else:  # no backward follows: the columns are spent
         workspace.give_back(cols)
+    bias = None if layer.bias is None else layer.bias.data
+    if jit.enabled() and im2col_kernels.fits(product, bias):  # compiled: in cache-sized tiles, one pass
+        y = im2col_kernels.to_nchw(product, (n, o, oh, ow), bias)
+        return layer.activation_forward(ctx, layer.activation, y)
     as_nchw = product.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
     y = np.empty((n, o, oh, ow), dtype=product.dtype)
-    if layer.bias is not None:
-        np.add(as_nchw, layer.bias.data.reshape(1, -1, 1, 1), out=y)
+    if bias is not None:
+        np.add(as_nchw, bias.reshape(1, -1, 1, 1), out=y)
     else:
         np.copyto(y, as_nchw)
     return layer.activation_forward(ctx, layer.activation, y)
@@ -62,9 +70,13 @@ def backward_batch_last(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarra
     column gradient ``W^T G`` (written into the spent columns' buffer).
     """
     o = g.shape[1]
-    g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(o, -1)
+    if jit.enabled() and im2col_kernels.fits(g):  # compiled: the transpose and the bias gradient, one pass
+        g_last, db = im2col_kernels.to_batch_last(g, with_sums=layer.bias is not None)
+    else:
+        g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(o, -1)
+        db = None if layer.bias is None else blas.sum_rows(g_last.T)
     if layer.bias is not None:
-        layer.bias.add_grad(blas.sum_rows(g_last.T))
+        layer.bias.add_grad(db)
     # cols @ G^T, as the other lowerings: OpenBLAS runs it faster than G @ cols^T
     layer.weight.add_grad(np.matmul(cols, g_last.T).T.reshape(layer.weight.shape))
     if not ctx.needs_input_grad:  # the first layer in fit: no column gradient, no col2im

@@ -20,6 +20,10 @@
   extra positions per output row, which the caller crops.
 
 The geometry (output sizes, padding forms) is :mod:`plugins.conv_geometry`'s.
+Where :func:`framework.runtime.jit.enabled` says so, :func:`im2col`,
+:func:`im2col_batch_last` and :func:`col2im_batch_last` run the compiled
+kernels of :mod:`plugins.im2col_kernels` on float32 and float64 arrays
+(the same result to the bit).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from framework.runtime import jit
+from plugins import im2col_kernels
 from plugins.conv_geometry import (
     _crop,
     _geometry,
@@ -108,6 +114,8 @@ def im2col(
         out = np.empty(shape, dtype=x.dtype)
     elif out.shape != shape or not out.flags.c_contiguous:
         raise ValueError(f"im2col: out must be a C-contiguous array of shape {shape}, got {out.shape}")
+    if jit.enabled() and im2col_kernels.fits(x, out):  # compiled: no padded copy, one pass
+        return im2col_kernels.im2col(x, (kernel, stride, pads, dilation), (oh, ow), out)
     view = window_view(pad2d(x, pads), kernel, stride, dilation, (oh, ow))
     np.copyto(out.reshape(view.shape), view)
     return out
@@ -163,6 +171,10 @@ def im2col_batch_last(
     """
     kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation)
     n, c, h, w = x.shape
+    shape = (c * kernel[0] * kernel[1], oh * ow * n)
+    if jit.enabled() and im2col_kernels.fits(x, out) and (out is None or out.shape == shape):
+        target = np.empty(shape, dtype=x.dtype) if out is None else out
+        return im2col_kernels.im2col_batch_last(x, (kernel, stride, pads, dilation), (oh, ow), target)
     (top, bottom), (left, right) = pads
     padded = (c, h + top + bottom, w + left + right, n)
     xp = np.zeros(padded, dtype=x.dtype) if padded[1:3] != (h, w) else np.empty(padded, dtype=x.dtype)
@@ -171,7 +183,7 @@ def im2col_batch_last(
     windows = window_view(xp.transpose(3, 0, 1, 2), kernel, stride, dilation, (oh, ow))
     view = windows.transpose(1, 2, 3, 4, 5, 0)
     if out is None:
-        out = np.empty((c * kernel[0] * kernel[1], oh * ow * n), dtype=x.dtype)
+        out = np.empty(shape, dtype=x.dtype)
     np.copyto(out.reshape(view.shape), view)
     return out
 
@@ -196,6 +208,8 @@ def col2im_batch_last(
     kernel, stride, pads, dilation, (oh, ow) = _geometry(
         input_shape, kernel, stride, padding, dilation, windows
     )
+    if jit.enabled() and im2col_kernels.fits(cols):  # compiled: each channel added in cache, one pass
+        return im2col_kernels.col2im_batch_last(cols, input_shape, (kernel, stride, pads, dilation), (oh, ow))
     n, c, h, w = input_shape
     blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
     xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
