@@ -381,3 +381,57 @@ def test_grid_lowering_kernel_gradients_match_finite_differences(monkeypatch):
     with default_dtype(np.float64), jit.using(True):
         layer = Conv2d(2, 3, 3, padding=1)
         check_gradients(layer, np.random.default_rng(4).standard_normal((2, 2, 5, 6)))
+
+
+# -- a whole model under fit -------------------------------------------------------
+
+
+@requires_numba
+def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
+    """The example CNN's layers (the per-sample and row-grid convolutions, BatchNorm, MaxPool2d(2)) in fit."""
+    import plugins.conv_base as conv_base
+    from framework import Sequential
+    from framework.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+    from plugins import bn_kernels, grid_kernels, im2col_kernels, pool_kernels
+
+    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)  # the row grid, as on 2 BLAS threads
+    ran: set[str] = set()
+    for module, name in [
+        (bn_kernels, "train_backward"),
+        (pool_kernels, "max_pool_2x2_backward"),
+        (grid_kernels, "nchw_to_grid"),
+        (im2col_kernels, "im2col"),
+    ]:
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _k=kernel, _n=name, **kw: ran.add(_n) or _k(*a, **kw))
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((32, 1, 16, 16))
+    y = rng.integers(0, 3, 32)
+    weights = []
+    with default_dtype(np.float64):
+        for engine in ENGINES:
+            framework_rng = np.random.default_rng(0)
+            model = Sequential(
+                [
+                    Conv2d(1, 8, 3, padding=1),
+                    BatchNorm(8),
+                    ReLU(),
+                    MaxPool2d(2),
+                    Conv2d(8, 8, 3, padding=1),  # 72 rows of columns: the row grid
+                    BatchNorm(8),
+                    ReLU(),
+                    MaxPool2d(2),
+                    Flatten(),
+                    Linear(128, 3),
+                ]
+            )
+            model.build((None, 1, 16, 16))
+            model.set_weights([framework_rng.standard_normal(w.shape) * 0.3 for w in model.get_weights()])
+            model.compile("adam", loss="cross_entropy")
+            with jit.using(engine):
+                history = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+            weights.append((history.history["loss"], model.get_weights()))
+    assert ran == {"train_backward", "max_pool_2x2_backward", "nchw_to_grid", "im2col"}, ran
+    np.testing.assert_allclose(weights[0][0], weights[1][0], rtol=1e-7)
+    for a, b in zip(weights[0][1], weights[1][1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)  # float64 sums in another order, 12 Adam steps
