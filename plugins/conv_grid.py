@@ -10,8 +10,9 @@ bias added. The backward lays ``G`` out the same way (zero in the ``Wp - OW``
 extra columns), and both gradients are one product each, the input's added
 back by :func:`~plugins.im2col.col2im_grid`.
 :meth:`plugins.conv_base._ConvNd._use_grid` says when this lowering runs.
-With the ``[jit]`` extra the two transposes run as compiled kernels
-(:mod:`plugins.grid_kernels`).
+With the ``[jit]`` extra the batch-last lowering
+(:mod:`plugins.conv_batch_last`) takes these shapes instead
+(``plugins.conv_base.BATCH_LAST_COMPILED``).
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ from typing import Any
 import numpy as np
 
 from framework.base.context import Context
-from framework.runtime import jit
-from plugins import grid_kernels, workspace
+from plugins import workspace
 from plugins.conv_ops import channel_sums, col2im_grid, grid_shape, im2col_grid
-
-
-def _kernels_fit(*arrays: np.ndarray | None) -> bool:
-    """Whether :mod:`plugins.grid_kernels` takes these arrays: one float dtype, enabled."""
-    dtypes = {a.dtype for a in arrays if a is not None}
-    return len(dtypes) == 1 and dtypes <= {np.dtype(np.float32), np.dtype(np.float64)} and jit.enabled()
 
 
 def forward_grid(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
@@ -53,16 +47,12 @@ def forward_grid(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
         ctx.cols, ctx.grid, ctx.x_shape = cols, True, x.shape
     else:  # no backward follows: the columns are spent
         workspace.give_back(cols)
-    bias = None if layer.bias is None else layer.bias.data
-    if _kernels_fit(product, bias):
-        y = grid_kernels.grid_to_nchw(product, bias, ow)
+    valid = product[:, :, :, :ow].transpose(2, 0, 1, 3)
+    y = np.empty((n, o, oh, ow), dtype=product.dtype)
+    if layer.bias is not None:
+        np.add(valid, layer.bias.data.reshape(1, -1, 1, 1), out=y)
     else:
-        valid = product[:, :, :, :ow].transpose(2, 0, 1, 3)
-        y = np.empty((n, o, oh, ow), dtype=product.dtype)
-        if bias is not None:
-            np.add(valid, bias.reshape(1, -1, 1, 1), out=y)
-        else:
-            np.copyto(y, valid)
+        np.copyto(y, valid)
     return layer.activation_forward(ctx, layer.activation, y)
 
 
@@ -76,12 +66,9 @@ def backward_grid(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarray) -> 
     wp = cols.shape[1] // (oh * n)
     if layer.bias is not None:
         layer.bias.add_grad(channel_sums(g))
-    if _kernels_fit(g):
-        grid = grid_kernels.nchw_to_grid(g, wp)
-    else:
-        grid = np.empty((o, oh, n, wp), dtype=g.dtype)
-        grid[:, :, :, ow:] = 0
-        grid[:, :, :, :ow] = g.transpose(1, 2, 0, 3)
+    grid = np.empty((o, oh, n, wp), dtype=g.dtype)
+    grid[:, :, :, ow:] = 0
+    grid[:, :, :, :ow] = g.transpose(1, 2, 0, 3)
     gm = grid.reshape(o, -1)
     # cols @ G^T runs up to 1.4x faster than G @ cols^T (OpenBLAS, 1 and 2 threads)
     layer.weight.add_grad(np.matmul(cols, gm.T).T.reshape(layer.weight.shape))

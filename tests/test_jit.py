@@ -325,81 +325,23 @@ def test_max_pool_kernel_gradients_match_finite_differences():
         check_gradients(MaxPool2d(2), x)
 
 
-# -- Conv2d's row grid: compiled transposes against NumPy ---------------------------
-
-
-@requires_numba
-def test_grid_lowering_kernels_equal_the_numpy_path(monkeypatch, dtype):
-    import plugins.conv_base as conv_base
-    from framework.layers import Conv2d
-    from plugins import grid_kernels
-
-    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 1)
-    monkeypatch.setattr(conv_base, "GRID_MAX_WASTE", float("inf"))
-    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)
-    calls: list[str] = []
-    for name in ("grid_to_nchw", "nchw_to_grid"):
-        kernel = getattr(grid_kernels, name)
-        monkeypatch.setattr(grid_kernels, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
-    rng = np.random.default_rng(12)
-    geometries = [  # (C, O, kernel, stride, padding, dilation, bias, H, W); the column stride is 1
-        (3, 4, 3, 1, 1, 1, True, 7, 9),
-        (2, 5, (2, 3), (2, 1), (0, 2), 1, False, 8, 6),
-        (4, 3, 3, (3, 1), 2, (2, 1), True, 9, 9),
-        (1, 2, 1, 1, 0, 1, True, 4, 5),
-    ]
-    with default_dtype(dtype):
-        for c, o, k, s, p, d, bias, h, w in geometries:
-            x = rng.standard_normal((3, c, h, w)).astype(dtype)
-            results = []
-            for engine in ENGINES:
-                layer = Conv2d(c, o, k, stride=s, padding=p, dilation=d, bias=bias)
-                layer.weight.data[...] = np.random.default_rng(1).standard_normal(layer.weight.shape)
-                if bias:
-                    layer.bias.data[...] = np.random.default_rng(2).standard_normal(o)
-                calls.clear()
-                with jit.using(engine):
-                    y = layer(x, training=True)
-                    g = np.random.default_rng(3).standard_normal(y.shape).astype(dtype)
-                    dx = layer.backward(g)
-                assert calls == (["grid_to_nchw", "nchw_to_grid"] if engine else []), calls
-                assert dx is not None and dx.shape == x.shape
-                results.append((y, dx, *(p.grad for p in layer.parameters())))
-            for a, b in zip(*results, strict=True):
-                assert a.dtype == b.dtype
-                np.testing.assert_array_equal(a, b)  # the same copies, the same products
-
-
-@requires_numba
-def test_grid_lowering_kernel_gradients_match_finite_differences(monkeypatch):
-    import plugins.conv_base as conv_base
-    from framework.layers import Conv2d
-
-    monkeypatch.setattr(conv_base, "GRID_MIN_DEPTH", 1)
-    monkeypatch.setattr(conv_base, "GRID_MAX_WASTE", float("inf"))
-    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)
-    with default_dtype(np.float64), jit.using(True):
-        layer = Conv2d(2, 3, 3, padding=1)
-        check_gradients(layer, np.random.default_rng(4).standard_normal((2, 2, 5, 6)))
-
-
 # -- a whole model under fit -------------------------------------------------------
 
 
 @requires_numba
 def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
-    """The example CNN's layers (the per-sample and row-grid convolutions, BatchNorm, MaxPool2d(2)) in fit."""
+    """The example CNN's layers (per-sample and batch-last convolutions, BatchNorm, MaxPool2d(2)) in fit."""
     import plugins.conv_base as conv_base
     from framework import Sequential
     from framework.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-    from plugins import bn_kernels, grid_kernels, im2col_kernels, pool_kernels
+    from plugins import bn_kernels, im2col_kernels, pool_kernels
 
-    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)  # the row grid, as on 2 BLAS threads
+    monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)  # as on 2 BLAS threads
     ran: set[str] = set()
     for module, name in [
         (bn_kernels, "train_backward"),
         (pool_kernels, "max_pool_2x2_backward"),
-        (grid_kernels, "nchw_to_grid"),
+        (im2col_kernels, "to_batch_last"),
         (im2col_kernels, "im2col"),
     ]:
         kernel = getattr(module, name)
@@ -417,7 +359,7 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
                     BatchNorm(8),
                     ReLU(),
                     MaxPool2d(2),
-                    Conv2d(8, 8, 3, padding=1),  # 72 rows of columns: the row grid
+                    Conv2d(8, 8, 3, padding=1),  # 72 rows: the row grid on NumPy, batch-last compiled
                     BatchNorm(8),
                     ReLU(),
                     MaxPool2d(2),
@@ -431,7 +373,7 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
             with jit.using(engine):
                 history = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
             weights.append((history.history["loss"], model.get_weights()))
-    assert ran == {"train_backward", "max_pool_2x2_backward", "nchw_to_grid", "im2col"}, ran
+    assert ran == {"train_backward", "max_pool_2x2_backward", "to_batch_last", "im2col"}, ran
     np.testing.assert_allclose(weights[0][0], weights[1][0], rtol=1e-7)
     for a, b in zip(weights[0][1], weights[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)  # float64 sums in another order, 12 Adam steps

@@ -30,7 +30,7 @@ from support import requires_torch
 import plugins.conv_base as conv_base
 from framework.base.context import Context
 from framework.errors import ConfigError, ShapeError
-from framework.runtime import blas
+from framework.runtime import blas, jit
 from framework.runtime.dtype import default_dtype
 from plugins.adaptive_pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool2d
 from plugins.conv import Conv1d, Conv2d, ConvTranspose2d
@@ -235,7 +235,12 @@ def for_dtype(cases: list[dict[str, Any]], dtype: np.dtype) -> list[dict[str, An
 
 FORCED = {
     "im2col": {"GRID_MIN_DEPTH": BIG, "BATCH_LAST_MIN_DEPTH": BIG},
-    "grid": {"GRID_MIN_DEPTH": 1, "GRID_MAX_WASTE": math.inf, "BATCH_LAST_MIN_DEPTH": BIG},
+    "grid": {
+        "GRID_MIN_DEPTH": 1,
+        "GRID_MAX_WASTE": math.inf,
+        "BATCH_LAST_MIN_DEPTH": BIG,
+        "BATCH_LAST_COMPILED": False,
+    },
     "batch_last": {"GRID_MIN_DEPTH": BIG, "BATCH_LAST_MIN_DEPTH": 1, "BATCH_LAST_MAX_POSITIONS": BIG},
     "natural": {},
 }
@@ -282,12 +287,23 @@ def lowering(name: str, threads: int):
         yield taken
 
 
-THRESHOLDS = ("GRID_MIN_DEPTH", "GRID_MAX_WASTE", "BATCH_LAST_MIN_DEPTH", "BATCH_LAST_MAX_POSITIONS")
+FLOATS = (np.float32, np.float64)
+THRESHOLDS = (
+    "GRID_MIN_DEPTH",
+    "GRID_MAX_WASTE",
+    "BATCH_LAST_MIN_DEPTH",
+    "BATCH_LAST_MAX_POSITIONS",
+    "BATCH_LAST_COMPILED",
+)
 NATURAL = {key: getattr(conv_base, key) for key in THRESHOLDS}  # as shipped (read before any patch)
 
 
 def expected_lowering(
-    layer: Any, x_shape: tuple[int, ...], threads: int, limits: dict[str, Any] | None = None
+    layer: Any,
+    x_shape: tuple[int, ...],
+    threads: int,
+    limits: dict[str, Any] | None = None,
+    dtype: Any = np.float32,
 ) -> str:
     """The lowering the layer's rules pick at the current thresholds of :mod:`plugins.conv_base`
     (or at ``limits``, e.g. ``{**NATURAL, **FORCED[mode]}``); the batch size plays no part."""
@@ -298,13 +314,15 @@ def expected_lowering(
     wp = w + sum(pads[1])
     ow = (wp - dw * (kw - 1) - 1) // sw + 1
     oh = (h + sum(pads[0]) - dh * (kh - 1) - 1) // sh + 1
-    grid_ok = layer.groups == 1 and sw == 1 and depth >= limit["GRID_MIN_DEPTH"]
+    # with the compiled kernels on (float32 and float64 inputs), batch-last replaces the grid at 2+ threads
+    compiled = limit["BATCH_LAST_COMPILED"] and jit.enabled() and threads >= 2 and dtype in FLOATS
+    grid_ok = layer.groups == 1 and sw == 1 and depth >= limit["GRID_MIN_DEPTH"] and not compiled
     if grid_ok and wp <= limit["GRID_MAX_WASTE"] * ow and threads >= 2:
         return "grid"
     if (
         layer.groups == 1
         and depth >= limit["BATCH_LAST_MIN_DEPTH"]
-        and oh * ow <= limit["BATCH_LAST_MAX_POSITIONS"]
+        and (compiled or oh * ow <= limit["BATCH_LAST_MAX_POSITIONS"])
     ):
         return "batch_last"
     return "im2col"
@@ -465,12 +483,12 @@ def check_conv_case(
     x = conv_data(case, dtype)
     if not full:
         with lowering(mode, threads) as taken:
-            want = expected_lowering(layer, x.shape, threads)
+            want = expected_lowering(layer, x.shape, threads, dtype=x.dtype)
             layer.forward(Context(False, record=False), x[:1])
     else:
         ref = conv_reference(case, layer, x, ndim)
         with lowering(mode, threads) as taken:
-            want = expected_lowering(layer, x.shape, threads)
+            want = expected_lowering(layer, x.shape, threads, dtype=x.dtype)
             ours = run_ours(layer, x, ref[1], case["opts"])
     assert taken == ([] if want == "im2col" else [want]), f"lowering {taken} taken, {want} expected"
     if mode in ("grid", "batch_last") and layer.groups == 1:
@@ -1370,8 +1388,9 @@ THRESHOLD_CASES = threshold_cases()
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_at_the_lowering_thresholds_matches_torch(mode, threads):
     taken = run_conv_cases(THRESHOLD_CASES, F64, 2, mode, threads, CONV_MODES)
-    if mode == "natural":  # both sides of every threshold are met
-        assert set(taken) == ({"im2col", "batch_last", "grid"} if threads == 2 else {"im2col", "batch_last"})
+    if mode == "natural":  # both sides of every threshold are met (compiled, batch-last replaces the grid)
+        grid = threads == 2 and not (jit.enabled() and conv_base.BATCH_LAST_COMPILED)
+        assert set(taken) == ({"im2col", "batch_last", "grid"} if grid else {"im2col", "batch_last"})
         assert min(taken.values()) >= 8, taken
 
 
