@@ -23,6 +23,7 @@ import numpy as np
 
 from framework.base.context import Context
 from plugins import workspace
+from plugins.conv_batch_last import column_gradients
 from plugins.conv_ops import channel_sums, col2im_grid, grid_shape, im2col_grid
 
 
@@ -69,18 +70,10 @@ def backward_grid(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarray) -> 
     grid = np.empty((o, oh, n, wp), dtype=g.dtype)
     grid[:, :, :, ow:] = 0
     grid[:, :, :, :ow] = g.transpose(1, 2, 0, 3)
-    gm = grid.reshape(o, -1)
-    # cols @ G^T runs up to 1.4x faster than G @ cols^T (OpenBLAS, 1 and 2 threads)
-    layer.weight.add_grad(np.matmul(cols, gm.T).T.reshape(layer.weight.shape))
-    if not ctx.needs_input_grad:  # the first layer in fit: no column gradient, no col2im
-        workspace.give_back(cols)
+    dcols = column_gradients(layer, ctx, cols, grid.reshape(o, -1))
+    if dcols is None:
         return None
-    wm = layer.weight.data.reshape(o, -1)
-    if np.result_type(wm, gm) == cols.dtype:
-        dcols = np.matmul(wm.T, gm, out=cols)  # the columns are spent: their buffer takes it
-    else:
-        dcols = np.matmul(wm.T, gm)
-    del grid, gm
+    del grid  # not held while col2im runs (peak memory)
     dx = col2im_grid(dcols, ctx.x_shape, *layer._geometry2d)
     workspace.give_back(cols)
     return dx
