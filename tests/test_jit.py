@@ -63,7 +63,8 @@ def test_set_enabled_wins_over_the_environment_and_using_restores(monkeypatch, d
 
 def test_asking_for_kernels_without_numba_names_the_extra(monkeypatch, default_choice):
     monkeypatch.setattr(jit, "_available", False)
-    with pytest.raises(ConfigError, match=r'numba is not installed; pip install "framework\[jit\]"'):
+    expected = r'numba is not installed \(or does not import\); pip install "framework\[jit\]"'
+    with pytest.raises(ConfigError, match=expected):
         jit.set_enabled(True)
     monkeypatch.setenv("FRAMEWORK_JIT", "1")
     with pytest.raises(ConfigError, match=r"FRAMEWORK_JIT=1 asks for the compiled kernels"):
@@ -377,3 +378,18 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
     np.testing.assert_allclose(weights[0][0], weights[1][0], rtol=1e-7)
     for a, b in zip(weights[0][1], weights[1][1], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)  # float64 sums in another order, 12 Adam steps
+
+
+def test_a_numba_that_does_not_import_is_warned_about_and_numpy_runs(monkeypatch, default_choice):
+    import importlib.util
+
+    monkeypatch.setattr(jit, "_available", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "numba" else None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    monkeypatch.setenv("FRAMEWORK_JIT", "auto")
+    with pytest.warns(RuntimeWarning, match="numba is installed but does not import"):
+        assert jit.enabled() is False
+    x = np.random.default_rng(0).standard_normal((4, 3, 10)).astype(np.float32)
+    assert BatchNorm(3)(x, training=True).shape == x.shape  # the NumPy path, no second warning
+    with pytest.raises(ConfigError, match=r"numba is not installed \(or does not import\)"):
+        jit.set_enabled(True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -42,10 +43,27 @@ _lock = threading.Lock()
 
 
 def available() -> bool:
-    """Whether numba can be imported (looked up once, without importing it)."""
+    """Whether numba is installed and imports (tried once, when a layer first asks for a kernel).
+
+    An installed numba that fails to import (one built for an older NumPy,
+    say) is reported once with a ``RuntimeWarning``; the layers then run
+    their NumPy code.
+    """
     global _available
     if _available is None:
-        _available = importlib.util.find_spec("numba") is not None
+        _available = False
+        if importlib.util.find_spec("numba") is not None:
+            try:
+                import numba  # noqa: F401  (the extra: imported here, never at import framework)
+            except Exception as error:  # a broken install fails in many ways, not only ImportError
+                warnings.warn(
+                    f"numba is installed but does not import ({type(error).__name__}: {error}); "
+                    "the layers run their NumPy code",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            else:
+                _available = True
     return _available
 
 
@@ -63,7 +81,9 @@ def _from_environment() -> bool:
 
 def _require(what: str) -> None:
     if not available():
-        raise ConfigError(f"{what} asks for the compiled kernels, but numba is not installed; {_EXTRA}")
+        raise ConfigError(
+            f"{what} asks for the compiled kernels, but numba is not installed (or does not import); {_EXTRA}"
+        )
 
 
 def enabled() -> bool:
