@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(cases)} cases, {rounds} rounds, {args.threads} threads"
         + (f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else "")
-        + (" (quick)" if args.quick else ""),
+        + (" (quick)" if args.quick else "")
+        + f"; ours {kernels_note()}",
         flush=True,
     )
     results = run(
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda s: print(s, flush=True),
         settle=args.settle,
     )
+    results["machine"]["kernels"] = kernels_note()
     print()
     print(table(results, markdown=args.markdown))
     path = write_json(results, args.json)
@@ -108,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         else f"\nwritten to {path}"
     )
     return 0
+
+
+def kernels_note() -> str:
+    """Which path this framework's workers take: the compiled kernels (and numba's version) or NumPy's.
+
+    Read from ``FRAMEWORK_JIT`` and the installed distributions, without importing numba here.
+    """
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:
+        return "on NumPy (numba not installed)"
+    choice = os.environ.get("FRAMEWORK_JIT", "auto").strip().lower()
+    if choice in ("0", "false", "no", "off"):
+        return f"on NumPy (FRAMEWORK_JIT={choice}; numba {version} installed)"
+    return f"on the compiled kernels (numba {version})"
 
 
 if __name__ == "__main__":
