@@ -96,6 +96,10 @@ class BatchNorm(Layer):
     rescale there, BatchNorm keeps its per-channel passes free of that check.
     float16 inputs are normalised in float32 (a float16 sum passes 65504, a
     square does past ``|x| = 256``), the output and ``dL/dx`` rounded to float16.
+    With the ``[jit]`` extra, float32 and float64 inputs with 8 or more values
+    per sample and channel run compiled kernels (:mod:`plugins.bn_kernels`:
+    two passes each way instead of three to five), except for the shards of
+    ``fit(threads=K)``.
 
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule

@@ -34,7 +34,9 @@ class MaxPool2d(_MaxPool):
     padded input, then over the ``kw`` column slices of that. In training mode
     the offset of each window's first maximum is then found by comparing each
     of the ``kh*kw`` slices with the output (no running argmax); in inference
-    mode only if ``backward`` asks for it.
+    mode only if ``backward`` asks for it. With the ``[jit]`` extra, 2x2 windows
+    at stride 2 without padding run compiled kernels instead
+    (:mod:`plugins.pool_kernels`: one pass each way, the same results).
 
     Args:
         kernel_size: ``k`` or ``(kh, kw)``.
