@@ -12,6 +12,10 @@ per channel), with per-channel ``mean``, ``inv_std = 1 / sqrt(var + eps)``,
   ``k = -scale inv_std^2 sum(g (x - mean)) / m`` in a second
   ([the BatchNorm maths](../maths/batchnorm.md)).
 
+Under ``fit(threads=K)`` each shard passes its thread group (``member``):
+the sums of every pass are added over the shards between the passes, so the
+statistics and ``dx`` are the whole batch's, as on NumPy's path.
+
 NumPy needs three to five passes for each of these, each through memory.
 Sums run over blocks of :data:`BLOCK` values in the input's dtype (vectorised;
 a vector lane of float32 adds 64-128 of them), the blocks added in float64. The
@@ -28,11 +32,14 @@ from typing import Any
 import numpy as np
 
 from framework.runtime.jit import compiled
+from framework.runtime.threads import ThreadGroup
 
 __all__ = ["BLOCK", "moments", "centred_affine", "train_backward"]
 
 #: values summed in the input's dtype before the running total (float64) takes them
 BLOCK = 1024
+
+Member = tuple[ThreadGroup, int] | None
 
 
 @compiled
@@ -40,7 +47,7 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
     jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
     @jit
-    def moments(x: Any, mean: Any, var: Any) -> None:
+    def sums(x: Any, out: Any) -> None:
         n, c, s = x.shape
         zero = np.zeros(1, x.dtype)[0]
         for ch in range(c):
@@ -52,7 +59,13 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                     for k in range(block.shape[0]):
                         part += block[k]
                     total += part
-            mean[ch] = total / (n * s)
+            out[ch] = total
+
+    @jit
+    def centred_squares(x: Any, mean: Any, out: Any) -> None:
+        n, c, s = x.shape
+        zero = np.zeros(1, x.dtype)[0]
+        for ch in range(c):
             mu = mean[ch]  # in x's dtype
             total = 0.0
             for i in range(n):
@@ -63,7 +76,7 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                         d = block[k] - mu
                         part += d * d
                     total += part
-            var[ch] = total / (n * s)
+            out[ch] = total
 
     @jit
     def centred_affine(x: Any, mean: Any, scale: Any, shift: Any, y: Any) -> None:
@@ -76,10 +89,9 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                     yr[k] = (xr[k] - mu) * a + b
 
     @jit
-    def train_backward(x: Any, g: Any, mean: Any, inv_std: Any, scale: Any, dx: Any, sums: Any) -> None:
+    def gradient_sums(x: Any, g: Any, mean: Any, out: Any) -> None:
         n, c, s = x.shape
         zero = np.zeros(1, x.dtype)[0]
-        m = n * s
         for ch in range(c):
             mu = mean[ch]
             sum_g, sum_gxc = 0.0, 0.0
@@ -92,27 +104,50 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                         part_gxc += gb[k] * (xb[k] - mu)
                     sum_g += part_g
                     sum_gxc += part_gxc
-            sums[ch, 0], sums[ch, 1] = sum_g, sum_gxc
-            # dx's three per-channel factors, rounded once to x's dtype
-            sums[ch, 2] = -scale[ch] * inv_std[ch] * inv_std[ch] * sum_gxc / m
-            sums[ch, 3] = -scale[ch] * sum_g / m
-        factors = sums[:, 2:].astype(x.dtype)
+            out[ch, 0], out[ch, 1] = sum_g, sum_gxc
+
+    @jit
+    def input_gradient(x: Any, g: Any, mean: Any, factors: Any, dx: Any) -> None:
+        n, c, s = x.shape
         for i in range(n):
             for ch in range(c):
-                mu, a, kx, k0 = mean[ch], scale[ch], factors[ch, 0], factors[ch, 1]
+                mu, a, kx, k0 = mean[ch], factors[ch, 0], factors[ch, 1], factors[ch, 2]
                 xr, gr, dr = x[i, ch], g[i, ch], dx[i, ch]
                 for k in range(s):
                     dr[k] = a * gr[k] + kx * (xr[k] - mu) + k0
 
-    return {"moments": moments, "centred_affine": centred_affine, "train_backward": train_backward}
+    return {
+        "sums": sums,
+        "centred_squares": centred_squares,
+        "centred_affine": centred_affine,
+        "gradient_sums": gradient_sums,
+        "input_gradient": input_gradient,
+    }
 
 
-def moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and biased variance of ``rows`` ``(N, C, S)``, each ``(C,)`` in its dtype."""
+def _over_shards(values: np.ndarray, member: Member) -> np.ndarray:
+    return values if member is None else member[0].allreduce(member[1], values)
+
+
+def moments(rows: np.ndarray, member: Member = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel mean and biased variance of ``rows`` ``(N, C, S)``, each ``(C,)`` in its dtype, and ``m``.
+
+    With a ``member`` of a thread group, the whole batch's: every shard's
+    sums (and value counts) are added before the mean, and again before the
+    variance.
+    """
+    family = _kernels()
     c = rows.shape[1]
-    mean, var = np.empty(c, rows.dtype), np.empty(c, rows.dtype)
-    _kernels()["moments"](rows, mean, var)
-    return mean, var
+    local = np.empty(c + 1)
+    family["sums"](rows, local[:c])
+    local[c] = rows.size // c
+    total = _over_shards(local, member)
+    m = int(total[c])
+    mean = (total[:c] / max(m, 1)).astype(rows.dtype)
+    squares = np.empty(c)
+    family["centred_squares"](rows, mean, squares)
+    var = (_over_shards(squares, member) / max(m, 1)).astype(rows.dtype)
+    return mean, var, m
 
 
 def centred_affine(rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -123,14 +158,30 @@ def centred_affine(rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift:
 
 
 def train_backward(
-    rows: np.ndarray, g: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, scale: np.ndarray
+    rows: np.ndarray,
+    g: np.ndarray,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+    scale: np.ndarray,
+    m: int,
+    member: Member = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BatchNorm's training backward: ``(dx, sum g, sum g (x - mean))``, the sums ``(C,)`` float64.
 
-    ``rows`` and ``g`` are ``(N, C, S)`` of one dtype; ``dx`` is new, of that dtype.
+    ``rows`` and ``g`` are ``(N, C, S)`` of one dtype; ``dx`` is new, of that
+    dtype. ``m`` is the batch's count of values per channel. The sums
+    returned are this shard's (its part of the parameter gradients); with a
+    ``member``, ``dx`` takes the sums over every shard.
     """
+    family = _kernels()
+    mean = np.asarray(mean, rows.dtype)
+    local = np.empty((rows.shape[1], 2))
+    family["gradient_sums"](rows, g, mean, local)
+    sum_g, sum_gxc = _over_shards(local, member).T
+    factors = np.empty((rows.shape[1], 3))
+    factors[:, 0] = scale
+    factors[:, 1] = -scale * inv_std * inv_std * sum_gxc / m
+    factors[:, 2] = -scale * sum_g / m
     dx = np.empty_like(rows)
-    sums = np.empty((rows.shape[1], 4))
-    mean, inv_std, scale = (np.asarray(v, rows.dtype) for v in (mean, inv_std, scale))
-    _kernels()["train_backward"](rows, g, mean, inv_std, scale, dx, sums)
-    return dx, sums[:, 0], sums[:, 1]
+    family["input_gradient"](rows, g, mean, factors.astype(rows.dtype), dx)
+    return dx, local[:, 0], local[:, 1]

@@ -98,8 +98,7 @@ class BatchNorm(Layer):
     square does past ``|x| = 256``), the output and ``dL/dx`` rounded to float16.
     With the ``[jit]`` extra, float32 and float64 inputs with 8 or more values
     per sample and channel run compiled kernels (:mod:`plugins.bn_kernels`:
-    two passes each way instead of three to five), except for the shards of
-    ``fit(threads=K)``.
+    two passes each way instead of three to five).
 
     The mode is the call's (``ctx.training``), except that a frozen layer
     (``layer.trainable = False``) always runs in inference mode, Keras's rule
@@ -221,19 +220,19 @@ class BatchNorm(Layer):
         rows = np.ascontiguousarray(x, dtype=compute_dtype(x.dtype))
         rows = rows.reshape(x.shape[0], c, math.prod(x.shape[2:]))
         member = current_member() if use_batch else None
-        kernels = member is None and self._kernels_apply(rows)
+        kernels = self._kernels_apply(rows)
         if use_batch:
-            if member is not None:  # one shard of a batch split over threads: the whole batch's moments
+            if kernels:  # compiled: two passes (the whole batch's sums under threads), x and the mean kept
+                mean, var, m = bn_kernels.moments(rows, member)
+                xc = None
+            elif member is not None:  # one shard of a batch split over threads: the whole batch's moments
                 mean, xc, var, m = _shared_moments(rows, member)
             if m < 2:
                 raise ShapeError(
                     f"{self.describe()}: expected more than 1 value per channel when training, "
                     f"got input of shape {format_shape(x.shape)}; use a larger batch or eval()"
                 )
-            if member is None and kernels:  # compiled: two passes, nothing kept but x and the mean
-                mean, var = bn_kernels.moments(rows)
-                xc = None
-            elif member is None:  # two passes, for a variance that does not cancel: mean, centred squares
+            if member is None and not kernels:  # two passes, for a variance that does not cancel
                 mean = channel_sums(rows) / m
                 xc = per_channel(np.subtract, rows, mean)
                 var = _dot_per_channel(xc, xc) / m
@@ -301,7 +300,9 @@ class BatchNorm(Layer):
             dx = per_channel(np.multiply, g, scale, out=out)
             return (dx.astype(HALF) if half else dx).reshape(shape)
         if xc is None:  # the compiled forward kept x: the same maths in two passes
-            dx, dbeta, sum_gxc = bn_kernels.train_backward(ctx.rows, g, ctx.mean, inv_std, scale)
+            dx, dbeta, sum_gxc = bn_kernels.train_backward(
+                ctx.rows, g, ctx.mean, inv_std, scale, m, ctx.member
+            )
             if self.weight is not None:
                 self.weight.add_grad((sum_gxc * inv_std).astype(g.dtype))
                 self.bias.add_grad(dbeta.astype(g.dtype))

@@ -330,7 +330,8 @@ def test_max_pool_kernel_gradients_match_finite_differences():
 
 
 @requires_numba
-def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-thread", "two-shards"])
+def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch, threads):
     """The example CNN's layers (per-sample and batch-last convolutions, BatchNorm, MaxPool2d(2)) in fit."""
     import plugins.conv_base as conv_base
     from framework import Sequential
@@ -369,10 +370,11 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch):
                 ]
             )
             model.build((None, 1, 16, 16))
-            model.set_weights([framework_rng.standard_normal(w.shape) * 0.3 for w in model.get_weights()])
+            for parameter in model.parameters():  # not the running variances, which must stay positive
+                parameter.data[...] = framework_rng.standard_normal(parameter.data.shape) * 0.3
             model.compile("adam", loss="cross_entropy")
             with jit.using(engine):
-                history = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+                history = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0, threads=threads)
             weights.append((history.history["loss"], model.get_weights()))
     assert ran == {"train_backward", "max_pool_2x2_backward", "to_batch_last", "im2col"}, ran
     np.testing.assert_allclose(weights[0][0], weights[1][0], rtol=1e-7)
