@@ -16,7 +16,9 @@ from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
 from framework.base.validation import positive_number
 from framework.errors import ConfigError, ShapeError
+from framework.runtime import jit
 from framework.runtime.dtype import get_default_dtype
+from plugins import ln_kernels
 
 __all__ = ["LayerNorm", "safe_inv_std"]
 
@@ -159,6 +161,16 @@ class LayerNorm(Layer):
         d = math.prod(self.normalized_shape)
         # float16 sums of a few hundred values overflow: half precision computes in float32
         rows = np.ascontiguousarray(x, dtype=_compute_dtype(x.dtype)).reshape(-1, d)
+        out_dtype = x.dtype if x.dtype.kind == "f" else rows.dtype
+        if self._kernels_apply(rows):  # compiled: each row read once per pass, x and its moments kept
+            mean, var = ln_kernels.row_moments(rows)
+            if not np.isposinf(var).any():  # an overflowed row: NumPy's path rescales it
+                inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype, copy=False)
+                gamma, beta = self._affine(rows.dtype)
+                if ctx.record:
+                    ctx.xhat, ctx.rows, ctx.mean, ctx.inv_std = None, rows, mean, inv_std
+                y = ln_kernels.normalize(rows, mean, inv_std, gamma, beta)
+                return y.astype(out_dtype, copy=False).reshape(x.shape)
         f = rows.dtype.type
         ones = _ones(d, rows.dtype)
         xhat = rows - ((rows @ ones) * f(1.0 / d))[:, None]  # centred; normalised in place below
@@ -168,7 +180,6 @@ class LayerNorm(Layer):
         xhat *= inv_std
         if ctx.record:
             ctx.xhat, ctx.inv_std = xhat, inv_std
-        out_dtype = x.dtype if x.dtype.kind == "f" else rows.dtype
         if self.weight is None:
             return xhat.astype(out_dtype).reshape(x.shape)  # a copy: xhat is kept
         y = xhat * self.weight.data.reshape(-1).astype(f, copy=False)
@@ -180,6 +191,8 @@ class LayerNorm(Layer):
         # dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), per row, with dxhat = g * gamma;
         # both means are products: dxhat @ 1 = g @ gamma and (dxhat xhat) @ 1 = (g xhat) @ gamma
         xhat, inv_std = ctx.xhat, ctx.inv_std
+        if xhat is None:  # the compiled forward kept x and its moments
+            return self._backward_kernels(ctx, grad_out)
         d = xhat.shape[1]
         g = np.ascontiguousarray(grad_out, dtype=xhat.dtype).reshape(xhat.shape)
         f = xhat.dtype.type
@@ -202,6 +215,30 @@ class LayerNorm(Layer):
         dx -= gx
         dx -= mean_dxhat[:, None]
         dx *= inv_std
+        return dx.astype(grad_out.dtype, copy=False).reshape(grad_out.shape)
+
+    def _kernels_apply(self, rows: np.ndarray) -> bool:
+        """Whether this call runs :mod:`plugins.ln_kernels`: enabled, float rows, parameters alike."""
+        if rows.dtype not in (np.float32, np.float64) or rows.size == 0 or not jit.enabled():
+            return False
+        return all(p is None or p.data.dtype == rows.dtype for p in (self.weight, self.bias))
+
+    def _affine(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """``gamma`` and ``beta`` as ``(D,)`` rows: ones and zeros where the layer has none."""
+        d = math.prod(self.normalized_shape)
+        gamma = _ones(d, dtype) if self.weight is None else self.weight.data.reshape(-1)
+        beta = np.zeros(d, dtype) if self.bias is None else self.bias.data.reshape(-1)
+        return gamma, beta
+
+    def _backward_kernels(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        rows = ctx.rows
+        g = np.ascontiguousarray(grad_out, dtype=rows.dtype).reshape(rows.shape)
+        gamma, _ = self._affine(rows.dtype)
+        dx, dgamma, dbeta = ln_kernels.backward(rows, g, ctx.mean, ctx.inv_std, gamma)
+        if self.bias is not None:
+            self.bias.add_grad(dbeta.astype(rows.dtype).reshape(self.normalized_shape))
+        if self.weight is not None:
+            self.weight.add_grad(dgamma.astype(rows.dtype).reshape(self.normalized_shape))
         return dx.astype(grad_out.dtype, copy=False).reshape(grad_out.shape)
 
     def output_shape(self, input_shape: Any) -> Any:

@@ -3,6 +3,7 @@ against the NumPy path it replaces, against float64 references and against PyTor
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -395,3 +396,85 @@ def test_a_numba_that_does_not_import_is_warned_about_and_numpy_runs(monkeypatch
     assert BatchNorm(3)(x, training=True).shape == x.shape  # the NumPy path, no second warning
     with pytest.raises(ConfigError, match=r"numba is not installed \(or does not import\)"):
         jit.set_enabled(True)
+
+
+# -- LayerNorm: compiled against NumPy ---------------------------------------------
+
+
+@requires_numba
+def test_layernorm_kernels_equal_the_numpy_path(monkeypatch, dtype):
+    from framework.layers import LayerNorm
+    from plugins import ln_kernels
+
+    calls: list[str] = []
+    for name in ("row_moments", "normalize", "backward"):
+        kernel = getattr(ln_kernels, name)
+        monkeypatch.setattr(ln_kernels, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    rng = np.random.default_rng(9)
+    tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for shape, normalized, options in [
+        ((6, 16), 16, {}),
+        ((2, 5, 12), 12, {"bias": False}),
+        ((3, 4, 5, 6), (5, 6), {}),
+        ((4, 7), 7, {"elementwise_affine": False}),
+    ]:
+        x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        results = []
+        for engine in ENGINES:
+            with default_dtype(dtype):
+                layer = LayerNorm(normalized, **options)
+            for p in layer.parameters():
+                p.data[...] = np.random.default_rng(2).standard_normal(p.data.shape)
+            calls.clear()
+            with jit.using(engine):
+                y = layer(x, training=True)
+                dx = layer.backward(g)
+            assert calls == (["row_moments", "normalize", "backward"] if engine else []), calls
+            results.append((y, dx, *(p.grad for p in layer.parameters())))
+        for a, b in zip(*results, strict=True):
+            assert a.dtype == b.dtype == dtype
+            np.testing.assert_allclose(a, b, **tol, err_msg=f"{shape} {options}")
+
+
+@requires_numba
+def test_layernorm_rows_whose_squares_overflow_go_to_numpy_and_still_normalise():
+    from framework.layers import LayerNorm
+
+    x = np.array([[3e19, -3e19, 1e19, 0.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    with jit.using(True):
+        y = LayerNorm(4)(x)
+    with jit.using(False):
+        expected = LayerNorm(4)(x)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+@requires_numba
+def test_layernorm_kernel_gradients_match_finite_differences():
+    from framework.layers import LayerNorm
+
+    with default_dtype(np.float64), jit.using(True):
+        layer = LayerNorm((3, 4))
+        for p in layer.parameters():
+            p.data[...] = np.random.default_rng(5).standard_normal(p.data.shape)
+        check_gradients(layer, np.random.default_rng(6).standard_normal((2, 3, 4)))
+
+
+def test_a_kernel_holds_the_lock_between_processes_on_its_first_call_per_kind_only(monkeypatch):
+    entered: list[int] = []
+
+    @contextlib.contextmanager
+    def counting():
+        entered.append(1)
+        yield
+
+    monkeypatch.setattr(jit, "_across_processes", counting)
+    kernel = jit._FirstCalls(lambda a, b: a.sum() + b)
+    f32, f64 = np.ones(3, np.float32), np.ones(3)
+    assert kernel(f32, 1) == kernel(f32, 1) == 4.0
+    assert len(entered) == 1
+    kernel(f64, 1)  # another dtype: another compile
+    kernel(f32[::2], 1)  # not contiguous: another compile
+    kernel(f64, 2)
+    assert len(entered) == 3

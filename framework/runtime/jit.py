@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from framework.errors import ConfigError
 
@@ -40,6 +43,7 @@ _EXTRA = 'pip install "framework[jit]" (or: pip install numba)'
 _choice: bool | None = None
 _available: bool | None = None
 _lock = threading.Lock()
+_first_calls_lock = threading.Lock()  # a process's threads, before the file lock between processes
 
 
 def available() -> bool:
@@ -144,7 +148,55 @@ def compiled(build: Callable[[Any], Family]) -> Callable[[], Family]:
                     _require(build.__qualname__)
                     import numba  # the extra, imported on first use
 
-                    family.update(build(numba))
+                    family.update({name: _FirstCalls(kernel) for name, kernel in build(numba).items()})
         return family
 
     return get
+
+
+def _kind(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.dtype.num, value.ndim, value.flags.c_contiguous, value.flags.writeable
+    return type(value)
+
+
+class _FirstCalls:
+    """A kernel whose first call for each kind of arguments holds a lock shared by every process.
+
+    That call compiles the kernel, or loads it from numba's cache, and may save
+    it there. numba numbers a function's cache files by how many its index
+    holds, so two processes compiling two signatures at once (the float32 and
+    float64 versions in two test workers, say) both wrote file 1, and one
+    loaded the other's machine code (seen: "can't unbox array"). The lock is a
+    file in the temporary folder, held with ``flock`` (no lock where the
+    platform has none); later calls go straight to the kernel.
+    """
+
+    def __init__(self, kernel: Callable[..., Any]) -> None:
+        self.kernel = kernel
+        self.seen: set[Any] = set()
+
+    def __call__(self, *args: Any) -> Any:
+        key = tuple(map(_kind, args))
+        if key in self.seen:
+            return self.kernel(*args)
+        with _across_processes():
+            result = self.kernel(*args)
+        self.seen.add(key)
+        return result
+
+
+@contextmanager
+def _across_processes() -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): numba's cache is as safe as numba makes it
+        yield
+        return
+    path = os.path.join(tempfile.gettempdir(), f"framework-jit-{os.getuid()}.lock")
+    with _first_calls_lock, open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
