@@ -31,8 +31,11 @@ def main() -> None:
     try:
         model.fit(x, x[:, :2], epochs=1, batch_size=8, verbose=0)
     except Exception as error:
-        if len(sys.argv) > 1:
-            Path(f"{sys.argv[1]}.{distributed.rank()}").write_text(f"{type(error).__name__}: {error}")
+        if len(sys.argv) > 1:  # written whole, then renamed: the other rank's abort may kill this one
+            report = Path(f"{sys.argv[1]}.{distributed.rank()}")
+            partial = report.with_name(report.name + ".partial")
+            partial.write_text(f"{type(error).__name__}: {error}")
+            partial.rename(report)
         raise
     print("TRAINED", distributed.rank(), model.layers[0].weight.shape, flush=True)
 
