@@ -478,3 +478,10 @@ def test_a_kernel_holds_the_lock_between_processes_on_its_first_call_per_kind_on
     kernel(f32[::2], 1)  # not contiguous: another compile
     kernel(f64, 2)
     assert len(entered) == 3
+
+
+def test_a_lock_file_that_cannot_be_opened_only_loses_the_lock(monkeypatch, tmp_path):
+    monkeypatch.setattr(jit.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    kernel = jit._FirstCalls(lambda a: a + 1)
+    assert kernel(1) == 2  # the open fails (no such folder): the call runs without the lock
+    assert not (tmp_path / "missing").exists()

@@ -194,9 +194,18 @@ def _across_processes() -> Iterator[None]:
         yield
         return
     path = os.path.join(tempfile.gettempdir(), f"framework-jit-{os.getuid()}.lock")
-    with _first_calls_lock, open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with _first_calls_lock:
+        handle = None
+        try:
+            handle = open(path, "a")  # closed below, after the kernel's call
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a temporary folder we cannot write: no lock, as where there is no flock
+            if handle is not None:
+                handle.close()
+            yield
+            return
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
