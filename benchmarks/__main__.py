@@ -123,9 +123,10 @@ def kernels_note() -> str:
         version = importlib.metadata.version("numba")
     except importlib.metadata.PackageNotFoundError:
         return "on NumPy (numba not installed)"
-    choice = os.environ.get("FRAMEWORK_JIT", "auto").strip().lower()
-    if choice in ("0", "false", "no", "off"):
-        return f"on NumPy (FRAMEWORK_JIT={choice}; numba {version} installed)"
+    from framework.runtime.jit import environment_choice
+
+    if environment_choice() is False:
+        return f"on NumPy (FRAMEWORK_JIT={os.environ['FRAMEWORK_JIT']}; numba {version} installed)"
     return f"on the compiled kernels (numba {version})"
 
 

@@ -104,7 +104,7 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                         part_gxc += gb[k] * (xb[k] - mu)
                     sum_g += part_g
                     sum_gxc += part_gxc
-            out[ch, 0], out[ch, 1] = sum_g, sum_gxc
+            out[0, ch], out[1, ch] = sum_g, sum_gxc
 
     @jit
     def input_gradient(x: Any, g: Any, mean: Any, factors: Any, dx: Any) -> None:
@@ -175,13 +175,13 @@ def train_backward(
     """
     family = _kernels()
     mean = np.asarray(mean, rows.dtype)
-    local = np.empty((rows.shape[1], 2))
+    local = np.empty((2, rows.shape[1]))  # sum g, then sum g (x - mean): NumPy's path sends the same
     family["gradient_sums"](rows, g, mean, local)
-    sum_g, sum_gxc = _over_shards(local, member).T
+    sum_g, sum_gxc = _over_shards(local.reshape(-1), member).reshape(2, -1)
     factors = np.empty((rows.shape[1], 3))
     factors[:, 0] = scale
     factors[:, 1] = -scale * inv_std * inv_std * sum_gxc / m
     factors[:, 2] = -scale * sum_g / m
     dx = np.empty_like(rows)
     family["input_gradient"](rows, g, mean, factors.astype(rows.dtype), dx)
-    return dx, local[:, 0], local[:, 1]
+    return dx, local[0], local[1]

@@ -220,8 +220,7 @@ class _ConvNd(_ConvBase):
         oh, ow = out_hw
         kernel, stride, pads, dilation = self._geometry2d
         # with the compiled kernels batch-last's copies are cheap: it beats the grid at any output size
-        compiled = BATCH_LAST_COMPILED and x.dtype in (np.float32, np.float64) and jit.enabled()
-        compiled = compiled and blas.num_threads() >= 2
+        compiled = BATCH_LAST_COMPILED and jit.takes(x) and blas.num_threads() >= 2
         if not compiled and self._use_grid(x.shape, kernel, stride, pads):
             return self._forward_grid(ctx, x)
         deep = self.in_channels * kernel[0] * kernel[1] >= BATCH_LAST_MIN_DEPTH

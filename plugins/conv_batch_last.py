@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.context import Context
-from framework.runtime import blas, jit
+from framework.runtime import blas
 from plugins import im2col_kernels, workspace
 from plugins.conv_geometry import _geometry
 from plugins.im2col import col2im_batch_last, im2col_batch_last
@@ -51,7 +51,7 @@ def forward_batch_last(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
     else:  # no backward follows: the columns are spent
         workspace.give_back(cols)
     bias = None if layer.bias is None else layer.bias.data
-    if jit.enabled() and im2col_kernels.fits(product, bias):  # compiled: in cache-sized tiles, one pass
+    if im2col_kernels.fits(product, bias):  # compiled: in cache-sized tiles, one pass
         y = im2col_kernels.to_nchw(product, (n, o, oh, ow), bias)
         return layer.activation_forward(ctx, layer.activation, y)
     as_nchw = product.reshape(o, oh, ow, n).transpose(3, 0, 1, 2)
@@ -70,7 +70,7 @@ def backward_batch_last(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarra
     column gradient ``W^T G`` (written into the spent columns' buffer).
     """
     o = g.shape[1]
-    if jit.enabled() and im2col_kernels.fits(g):  # compiled: the transpose and the bias gradient, one pass
+    if im2col_kernels.fits(g):  # compiled: the transpose and the bias gradient, one pass
         g_last, db = im2col_kernels.to_batch_last(g, with_sums=layer.bias is not None)
     else:
         g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(o, -1)

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from framework.runtime import jit
 from plugins import im2col_kernels
 from plugins.conv_geometry import (
     _crop,
@@ -114,7 +113,7 @@ def im2col(
         out = np.empty(shape, dtype=x.dtype)
     elif out.shape != shape or not out.flags.c_contiguous:
         raise ValueError(f"im2col: out must be a C-contiguous array of shape {shape}, got {out.shape}")
-    if jit.enabled() and im2col_kernels.fits(x, out):  # compiled: no padded copy, one pass
+    if im2col_kernels.fits(x, out):  # compiled: no padded copy, one pass
         return im2col_kernels.im2col(x, (kernel, stride, pads, dilation), (oh, ow), out)
     view = window_view(pad2d(x, pads), kernel, stride, dilation, (oh, ow))
     np.copyto(out.reshape(view.shape), view)
@@ -172,7 +171,7 @@ def im2col_batch_last(
     kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation)
     n, c, h, w = x.shape
     shape = (c * kernel[0] * kernel[1], oh * ow * n)
-    if jit.enabled() and im2col_kernels.fits(x, out) and (out is None or out.shape == shape):
+    if im2col_kernels.fits(x, out) and (out is None or out.shape == shape):
         target = np.empty(shape, dtype=x.dtype) if out is None else out
         return im2col_kernels.im2col_batch_last(x, (kernel, stride, pads, dilation), (oh, ow), target)
     (top, bottom), (left, right) = pads
@@ -208,7 +207,7 @@ def col2im_batch_last(
     kernel, stride, pads, dilation, (oh, ow) = _geometry(
         input_shape, kernel, stride, padding, dilation, windows
     )
-    if jit.enabled() and im2col_kernels.fits(cols):  # compiled: each channel added in cache, one pass
+    if im2col_kernels.fits(cols):  # compiled: each channel added in cache, one pass
         return im2col_kernels.col2im_batch_last(cols, input_shape, (kernel, stride, pads, dilation), (oh, ow))
     n, c, h, w = input_shape
     blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.runtime import jit
 from framework.runtime.jit import compiled
 
 __all__ = ["fits", "im2col", "im2col_batch_last", "col2im_batch_last", "to_nchw", "to_batch_last"]
@@ -200,12 +201,9 @@ Geometry = tuple[tuple[int, int], tuple[int, int], tuple[tuple[int, int], tuple[
 
 
 def fits(*arrays: np.ndarray | None) -> bool:
-    """Whether the kernels take these arrays (``None`` skipped): one float dtype, C-contiguous, non-empty."""
-    given = [a for a in arrays if a is not None]
-    dtype = given[0].dtype
-    return dtype in (np.float32, np.float64) and all(
-        a.dtype == dtype and a.flags.c_contiguous and a.size > 0 for a in given
-    )
+    """Whether these kernels run on these arrays now (``None`` skipped): :func:`framework.runtime.jit.takes`
+    them, and none is empty."""
+    return all(a is None or a.size > 0 for a in arrays) and jit.takes(*arrays)
 
 
 def _steps(geometry: Geometry) -> tuple[int, ...]:

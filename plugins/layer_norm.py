@@ -219,9 +219,7 @@ class LayerNorm(Layer):
 
     def _kernels_apply(self, rows: np.ndarray) -> bool:
         """Whether this call runs :mod:`plugins.ln_kernels`: enabled, float rows, parameters alike."""
-        if rows.dtype not in (np.float32, np.float64) or rows.size == 0 or not jit.enabled():
-            return False
-        return all(p is None or p.data.dtype == rows.dtype for p in (self.weight, self.bias))
+        return jit.takes(rows, *(None if p is None else p.data for p in (self.weight, self.bias)))
 
     def _affine(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """``gamma`` and ``beta`` as ``(D,)`` rows: ones and zeros where the layer has none."""

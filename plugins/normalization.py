@@ -265,10 +265,8 @@ class BatchNorm(Layer):
 
     def _kernels_apply(self, rows: np.ndarray) -> bool:
         """Whether this call runs :mod:`plugins.bn_kernels`: enabled, rows of 8 or more, one dtype."""
-        if rows.shape[2] < 8 or rows.dtype not in (np.float32, np.float64) or not jit.enabled():
-            return False
         arrays = (self.weight, self.bias, self.running_mean, self.running_var)
-        return all(a is None or a.data.dtype == rows.dtype for a in arrays)
+        return rows.shape[2] >= 8 and jit.takes(rows, *(None if a is None else a.data for a in arrays))
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         """Move the running estimates towards this batch's ``mean`` and unbiased variance; count it.

@@ -213,3 +213,20 @@ def run_script(
         except SystemExit as exc:
             assert exc.code in (0, None), f"{path.name} exited with {exc.code}:\n{capsys.readouterr()}"
     return capsys.readouterr().out
+
+
+def spy_on(
+    monkeypatch: pytest.MonkeyPatch, module: Any, names: tuple[str, ...], into: list[str] | None = None
+) -> list[str]:
+    """Wrap the functions ``names`` of ``module`` so that each call appends its name to the list returned.
+
+    ``into`` gathers the calls of several modules in one list. The compiled-kernel tests use it to
+    show that a kernel ran (or did not).
+    """
+    calls: list[str] = [] if into is None else into
+    for name in names:
+        function = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, _f=function, _n=name, **kw: calls.append(_n) or _f(*a, **kw)
+        )
+    return calls

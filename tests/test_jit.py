@@ -16,7 +16,7 @@ from framework.layers import BatchNorm
 from framework.runtime import jit
 from framework.runtime.dtype import default_dtype
 from framework.testing import check_gradients
-from tests.support import requires_numba, requires_torch, subprocess_env
+from tests.support import requires_numba, requires_torch, spy_on, subprocess_env
 
 ENGINES = (False, True)
 
@@ -124,10 +124,7 @@ CASES = [  # (shape, options): rows of 8 and more take the kernels, longer than 
 def test_batchnorm_kernels_equal_the_numpy_path(monkeypatch, dtype, training):
     from plugins import bn_kernels
 
-    calls: list[str] = []
-    for name in ("moments", "centred_affine", "train_backward"):
-        kernel = getattr(bn_kernels, name)
-        monkeypatch.setattr(bn_kernels, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    calls = spy_on(monkeypatch, bn_kernels, ("moments", "centred_affine", "train_backward"))
     rng = np.random.default_rng(3)
     tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for shape, options in CASES:
@@ -276,12 +273,7 @@ def _pool_run(engine: bool, x: np.ndarray, g_seed: int, training: bool):
 def test_max_pool_2x2_kernels_equal_the_numpy_path(monkeypatch, dtype, training):
     from plugins import pool_kernels
 
-    calls: list[str] = []
-    for name in ("max_pool_2x2", "max_pool_2x2_backward"):
-        kernel = getattr(pool_kernels, name)
-        monkeypatch.setattr(
-            pool_kernels, name, lambda *a, _k=kernel, _n=name, **kw: calls.append(_n) or _k(*a, **kw)
-        )
+    calls = spy_on(monkeypatch, pool_kernels, ("max_pool_2x2", "max_pool_2x2_backward"))
     rng = np.random.default_rng(8)
     for shape in [(2, 3, 4, 4), (3, 2, 7, 9), (1, 1, 2, 2), (4, 5, 28, 28), (2, 3, 3, 2)]:
         # small integers: many ties (the first maximum wins), zeros, and NaN and -inf windows
@@ -340,15 +332,10 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch, threads)
     from plugins import bn_kernels, im2col_kernels, pool_kernels
 
     monkeypatch.setattr(conv_base.blas, "num_threads", lambda: 2)  # as on 2 BLAS threads
-    ran: set[str] = set()
-    for module, name in [
-        (bn_kernels, "train_backward"),
-        (pool_kernels, "max_pool_2x2_backward"),
-        (im2col_kernels, "to_batch_last"),
-        (im2col_kernels, "im2col"),
-    ]:
-        kernel = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _k=kernel, _n=name, **kw: ran.add(_n) or _k(*a, **kw))
+    calls: list[str] = []
+    spy_on(monkeypatch, bn_kernels, ("train_backward",), into=calls)
+    spy_on(monkeypatch, pool_kernels, ("max_pool_2x2_backward",), into=calls)
+    spy_on(monkeypatch, im2col_kernels, ("to_batch_last", "im2col"), into=calls)
     rng = np.random.default_rng(6)
     x = rng.standard_normal((32, 1, 16, 16))
     y = rng.integers(0, 3, 32)
@@ -377,6 +364,7 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch, threads)
             with jit.using(engine):
                 history = model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0, threads=threads)
             weights.append((history.history["loss"], model.get_weights()))
+    ran = set(calls)
     assert ran == {"train_backward", "max_pool_2x2_backward", "to_batch_last", "im2col"}, ran
     np.testing.assert_allclose(weights[0][0], weights[1][0], rtol=1e-7)
     for a, b in zip(weights[0][1], weights[1][1], strict=True):
@@ -406,10 +394,7 @@ def test_layernorm_kernels_equal_the_numpy_path(monkeypatch, dtype):
     from framework.layers import LayerNorm
     from plugins import ln_kernels
 
-    calls: list[str] = []
-    for name in ("row_moments", "normalize", "backward"):
-        kernel = getattr(ln_kernels, name)
-        monkeypatch.setattr(ln_kernels, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    calls = spy_on(monkeypatch, ln_kernels, ("row_moments", "normalize", "backward"))
     rng = np.random.default_rng(9)
     tol = {"rtol": 2e-5, "atol": 2e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for shape, normalized, options in [
@@ -481,7 +466,9 @@ def test_a_kernel_holds_the_lock_between_processes_on_its_first_call_per_kind_on
 
 
 def test_a_lock_file_that_cannot_be_opened_only_loses_the_lock(monkeypatch, tmp_path):
-    monkeypatch.setattr(jit.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
     kernel = jit._FirstCalls(lambda a: a + 1)
     assert kernel(1) == 2  # the open fails (no such folder): the call runs without the lock
     assert not (tmp_path / "missing").exists()

@@ -13,7 +13,7 @@ from framework.testing import check_gradients
 from plugins import im2col_kernels
 from plugins.conv_geometry import conv_output_size
 from plugins.im2col import col2im_batch_last, im2col, im2col_batch_last
-from tests.support import requires_numba
+from tests.support import requires_numba, spy_on
 
 KERNELS = ("im2col", "im2col_batch_last", "col2im_batch_last", "to_nchw", "to_batch_last")
 
@@ -21,13 +21,7 @@ KERNELS = ("im2col", "im2col_batch_last", "col2im_batch_last", "to_nchw", "to_ba
 @pytest.fixture
 def calls(monkeypatch):
     """The names of the kernels run, in order (each kernel entry of the module wrapped by a spy)."""
-    names: list[str] = []
-    for name in KERNELS:
-        kernel = getattr(im2col_kernels, name)
-        monkeypatch.setattr(
-            im2col_kernels, name, lambda *a, _k=kernel, _n=name, **kw: names.append(_n) or _k(*a, **kw)
-        )
-    return names
+    return spy_on(monkeypatch, im2col_kernels, KERNELS)
 
 
 def _geometries(count: int, seed: int):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -37,9 +36,10 @@ import numpy as np
 
 from framework.errors import ConfigError
 
-__all__ = ["available", "enabled", "set_enabled", "using", "compiled"]
+__all__ = ["available", "enabled", "environment_choice", "set_enabled", "using", "takes", "compiled"]
 
 _EXTRA = 'pip install "framework[jit]" (or: pip install numba)'
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _choice: bool | None = None
 _available: bool | None = None
 _lock = threading.Lock()
@@ -71,16 +71,31 @@ def available() -> bool:
     return _available
 
 
-def _from_environment() -> bool:
+def environment_choice() -> bool | None:
+    """``FRAMEWORK_JIT``: ``False`` for ``0``, ``True`` for ``1``, ``None`` for ``auto`` or unset.
+
+    Reads the variable only: numba is not imported.
+
+    Raises:
+        ConfigError: any other value.
+    """
     value = os.environ.get("FRAMEWORK_JIT", "auto").strip().lower()
     if value in ("", "auto"):
-        return available()
+        return None
     if value in ("0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
-        _require("FRAMEWORK_JIT=1")
         return True
     raise ConfigError(f"FRAMEWORK_JIT: expected 0, 1 or auto, got {value!r}")
+
+
+def _from_environment() -> bool:
+    choice = environment_choice()
+    if choice is None:
+        return available()
+    if choice:
+        _require("FRAMEWORK_JIT=1")
+    return choice
 
 
 def _require(what: str) -> None:
@@ -93,6 +108,18 @@ def _require(what: str) -> None:
 def enabled() -> bool:
     """Whether layers run their compiled kernels now (see the module's text for the rules)."""
     return _from_environment() if _choice is None else _choice
+
+
+def takes(*arrays: np.ndarray | None) -> bool:
+    """Whether a kernel runs on these arrays now (``None`` skipped): one dtype, float32 or float64, each
+    C-contiguous, and :func:`enabled`. The arrays are looked at first: an array no kernel takes (float16,
+    a strided view) never imports numba.
+    """
+    given = [a for a in arrays if a is not None]
+    if not given or given[0].dtype not in _FLOATS:
+        return False
+    dtype = given[0].dtype
+    return all(a.dtype == dtype and a.flags.c_contiguous for a in given) and enabled()
 
 
 def set_enabled(flag: bool | None) -> None:
@@ -188,6 +215,8 @@ class _FirstCalls:
 
 @contextmanager
 def _across_processes() -> Iterator[None]:
+    import tempfile
+
     try:
         import fcntl
     except ImportError:  # no flock (Windows): numba's cache is as safe as numba makes it
