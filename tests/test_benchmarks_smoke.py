@@ -144,3 +144,16 @@ def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.Monkey
     monkeypatch.setattr(floors, "gemm_floor", slow_plain)
     run = batched_gemm_floor([(2, 3, 4, 5)], steps=10)
     assert 5.0 <= run() < 6.0  # was 10+: the plain products' 50 ms were counted again as batched time
+
+
+def test_jit_ab_times_both_engines_of_one_case(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import jit_ab
+    from framework.runtime import jit
+
+    jit_ab.main(["mlp_train_ours", "--rounds", "1", "--threads", "1", "--quick"])  # no kernel: no compile
+    out = capsys.readouterr().out
+    assert out.startswith("mlp_train_ours, 1 rounds, ms/step")
+    assert "NumPy path" in out
+    assert ("compiled kernels" in out) is jit.available()
+    with pytest.raises(SystemExit):
+        jit_ab.main(["not_a_case"])
