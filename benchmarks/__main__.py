@@ -127,7 +127,11 @@ def kernels_note() -> str:
 
     if environment_choice() is False:
         return f"on NumPy (FRAMEWORK_JIT={os.environ['FRAMEWORK_JIT']}; numba {version} installed)"
-    return f"on the compiled kernels (numba {version})"
+    from framework.runtime import ahead
+
+    if ahead.any_built():
+        return f"on the compiled kernels (numba {version}, built ahead of time in {ahead.machine_folder()})"
+    return f"on the compiled kernels (numba {version}, compiled at first use: no ahead-of-time build)"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -49,6 +51,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # NumPy path, which its parity tests hold against PyTorch. With the kernels on everywhere, every
 # worker compiled every kernel on a fresh clone: the first run took 68 s instead of 57 s.
 os.environ.setdefault("FRAMEWORK_JIT", "0")
+# Kernels built ahead of time (``framework kernels build``) are looked for in FRAMEWORK_KERNEL_CACHE:
+# an empty folder of the run's own, so that a build in the user's cache does not change which kernels
+# the tests run. CI's last run sets it to a folder it built into, and keeps it.
+if not os.environ.get("FRAMEWORK_KERNEL_CACHE"):
+    os.environ["FRAMEWORK_KERNEL_CACHE"] = tempfile.mkdtemp(prefix="framework-kernels-")
+    atexit.register(shutil.rmtree, os.environ["FRAMEWORK_KERNEL_CACHE"], True)
 
 import numpy as np  # noqa: E402  (after the environment above is set)
 import pytest  # noqa: E402

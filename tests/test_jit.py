@@ -371,9 +371,10 @@ def test_a_cnn_trains_to_the_same_weights_on_either_engine(monkeypatch, threads)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)  # float64 sums in another order, 12 Adam steps
 
 
-def test_a_numba_that_does_not_import_is_warned_about_and_numpy_runs(monkeypatch, default_choice):
+def test_a_numba_that_does_not_import_is_warned_about_and_numpy_runs(monkeypatch, default_choice, tmp_path):
     import importlib.util
 
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path))  # no build that would serve without numba
     monkeypatch.setattr(jit, "_available", None)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "numba" else None)
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError

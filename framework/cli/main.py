@@ -1,5 +1,5 @@
 """Command-line interface: ``framework plugins [--json]``, ``framework inspect FILE``,
-``framework export CHECKPOINT --format numpy OUT``.
+``framework export CHECKPOINT --format numpy OUT``, ``framework kernels [build | check]``.
 
 A :class:`~framework.FrameworkError` (an unreadable file, a layer that cannot
 be exported) prints ``error: <message>`` on stderr and exits with status 1.
@@ -20,6 +20,7 @@ from typing import TypedDict
 
 from framework.cli.export_cmd import FORMATS, export_checkpoint
 from framework.cli.inspect_file import describe_file
+from framework.cli.kernels_cmd import run_kernels
 from framework.errors import FrameworkError
 from framework.registry.manager import KINDS, REGISTRY
 
@@ -122,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="a whole-model .h5 file written by model.save")
     p.add_argument("--format", required=True, choices=FORMATS, help="numpy: predict.py + weights.npz; onnx")
     p.add_argument("out", help="output directory (numpy) or .onnx file / directory (onnx)")
+    p = sub.add_parser("kernels", help="the compiled kernels built ahead of time (the jit extra): status")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("build", "check"),
+        help="build: compile them for this machine; check: run the layers on the build, report what it lacks",
+    )
     args = parser.parse_args(argv)
     try:
         status = _run(args)
@@ -146,4 +154,6 @@ def _run(args: argparse.Namespace) -> int:
         written = export_checkpoint(args.checkpoint, args.format, args.out)
         print(f"wrote {written}")
         return 0
+    if args.command == "kernels":
+        return run_kernels(args.action)
     return 2

@@ -84,6 +84,17 @@ def register_onnx_converters(register: Register) -> None:
 
 
 @hookspec
+def register_kernel_workloads(register: Register) -> None:
+    """Register what ``framework kernels build`` runs: ``register(name, run)``, ``run()`` taking no arguments.
+
+    ``run`` calls the plugin's layers that have compiled kernels
+    (:func:`framework.runtime.jit.compiled`) the ways they are used, in each
+    dtype: the build compiles ahead of time each kind of arguments those
+    calls gave the kernels (:mod:`framework.runtime.ahead`).
+    """
+
+
+@hookspec
 def register_model_formats(register: Register) -> None:
     """Register file formats of models: ``register(kind, name, suffixes=(...), save=..., load=...)``.
 

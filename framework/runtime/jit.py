@@ -20,11 +20,18 @@ threads would spin against it, see docs/benchmarks.md) and release the GIL,
 so the threads of ``fit(threads=K)`` run them side by side. Each is compiled
 on its first call for each dtype (about a second; numba caches the machine
 code beside the plugin, so later processes load it in milliseconds).
+
+Loading numba costs a process about 140 MB of memory. ``framework kernels
+build`` compiles the kernels ahead of time into one extension module per
+family (:mod:`framework.runtime.ahead`); a process that finds them loads
+those instead and never imports numba, unless a kernel meets arguments of a
+kind the build did not see (then numba compiles that one, as without a build).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import threading
 import warnings
@@ -36,7 +43,17 @@ import numpy as np
 
 from framework.errors import ConfigError
 
-__all__ = ["available", "enabled", "environment_choice", "set_enabled", "using", "takes", "compiled"]
+__all__ = [
+    "available",
+    "enabled",
+    "environment_choice",
+    "set_enabled",
+    "using",
+    "takes",
+    "compiled",
+    "families",
+    "kind_of",
+]
 
 _EXTRA = 'pip install "framework[jit]" (or: pip install numba)'
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -57,6 +74,11 @@ def available() -> bool:
     if _available is None:
         _available = False
         if importlib.util.find_spec("numba") is not None:
+            from framework.runtime import ahead  # only here: ahead imports this module
+
+            if ahead.any_built():  # the kernels load from the build: numba need not import
+                _available = True
+                return True
             try:
                 import numba  # noqa: F401  (the extra: imported here, never at import framework)
             except Exception as error:  # a broken install fails in many ways, not only ImportError
@@ -151,40 +173,139 @@ def using(flag: bool | None) -> Iterator[None]:
 Family = dict[str, Callable[..., Any]]
 
 
-def compiled(build: Callable[[Any], Family]) -> Callable[[], Family]:
+class KernelFamily:
+    """The kernels one ``build(numba)`` function makes, loaded on first use (see :func:`compiled`).
+
+    ``name`` is the build function's module and qualified name, ``source``
+    the file it is defined in (an ahead-of-time build of an older version of
+    that file is not used).
+    """
+
+    def __init__(self, build: Callable[[Any], Family]) -> None:
+        self.build = build
+        self.name = f"{build.__module__}.{build.__qualname__}"
+        self.source = inspect.getsourcefile(build) or ""
+        self._jitted: dict[str, _FirstCalls] = {}
+        self._kernels: Family = {}
+
+    def __call__(self) -> Family:
+        if not self._kernels:
+            with _lock:
+                if not self._kernels:
+                    self._kernels.update(self._load())
+        return self._kernels
+
+    def _load(self) -> Family:
+        from framework.runtime import ahead  # only here: ahead imports this module
+
+        loaded = ahead.load(self) if _ahead_on else None
+        if loaded is None:
+            return dict(self.jitted())
+        return {name: AheadKernel(name, table, self) for name, table in loaded.items()}
+
+    def jitted(self) -> dict[str, _FirstCalls]:
+        """The numba dispatchers (numba imported and the kernels compiled on their first calls)."""
+        if not self._jitted:
+            with _jit_lock:
+                if not self._jitted:
+                    _require(self.build.__qualname__)
+                    try:
+                        import numba  # the extra, imported on first use
+                    except Exception as error:  # available() trusted a build and did not import it
+                        raise ConfigError(
+                            f"{self.name}: a kernel needs numba for arguments its ahead-of-time build "
+                            f"lacks, and numba does not import ({type(error).__name__}: {error}); {_EXTRA}"
+                        ) from error
+
+                    self._jitted.update({n: _FirstCalls(k) for n, k in self.build(numba).items()})
+        return self._jitted
+
+    def reset(self) -> None:
+        """Forget what was loaded: the next call loads again (the ahead-of-time build, or numba)."""
+        with _lock:
+            self._kernels.clear()
+
+
+_families: dict[str, KernelFamily] = {}
+#: ``(family, kernel, argument kinds)`` of each call an ahead-of-time build could not serve
+misses: set[tuple[str, str, Any]] = set()
+_ahead_on = True  # False while ``framework kernels build`` records the kinds (the kernels must be numba's)
+_jit_lock = threading.RLock()
+
+
+def families() -> list[KernelFamily]:
+    """Every kernel family defined so far (by importing the modules that define them)."""
+    return list(_families.values())
+
+
+def compiled(build: Callable[[Any], Family]) -> KernelFamily:
     """Memoise a kernel family: ``build(numba)`` returns the family's jitted functions by name.
 
-    numba is imported at the first call of the returned function (never at
-    ``import framework``); each function compiles on its first call for each
-    argument dtype.
+    The returned :class:`KernelFamily`, called, gives the kernels by name:
+    an ahead-of-time build's (:mod:`framework.runtime.ahead`) where one
+    matches, numba's otherwise. numba is imported at the first call that
+    needs it (never at ``import framework``); each function compiles on its
+    first call for each kind of arguments.
 
     Example:
         >>> @compiled
         ... def _kernels(numba):
         ...     @numba.njit(nogil=True, cache=True)
-        ...     def double(x):
-        ...         return 2 * x
+        ...     def double(x, out):
+        ...         out[:] = 2 * x
         ...     return {"double": double}
     """
-    family: Family = {}
-
-    def get() -> Family:
-        if not family:
-            with _lock:
-                if not family:
-                    _require(build.__qualname__)
-                    import numba  # the extra, imported on first use
-
-                    family.update({name: _FirstCalls(kernel) for name, kernel in build(numba).items()})
-        return family
-
-    return get
+    family = KernelFamily(build)
+    _families[family.name] = family
+    return family
 
 
-def _kind(value: Any) -> Any:
+Kind = Any
+
+
+def kind_of(value: Any) -> Kind:
+    """What numba's typing sees of ``value``: two values of one kind run one compiled version.
+
+    An array is its dtype, ``ndim``, layout (``C``, ``F`` or ``A``), whether
+    it is read-only and whether it is aligned; a tuple the kinds of its items.
+    A compiled kernel trusts the layout and dtype it was built for, so the
+    ahead-of-time kernels are chosen by this exactly (a float64 array given to
+    a float32 version would be read as garbage, or crash).
+    """
     if isinstance(value, np.ndarray):
-        return value.dtype.num, value.ndim, value.flags.c_contiguous, value.flags.writeable
-    return type(value)
+        flags = value.flags
+        layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+        return ("array", value.dtype.str, value.ndim, layout, not flags.writeable, flags.aligned)
+    if isinstance(value, bool):
+        return ("bool",)
+    if isinstance(value, int):
+        return ("int64",) if -(2**63) <= value < 2**63 else ("int", "wide")
+    if isinstance(value, float):
+        return ("float64",)
+    if value is None:
+        return ("none",)
+    if isinstance(value, np.generic):
+        return ("scalar", value.dtype.str)
+    if isinstance(value, tuple):
+        return ("tuple", *map(kind_of, value))
+    return ("object", type(value).__module__, type(value).__qualname__)
+
+
+class AheadKernel:
+    """A kernel of an ahead-of-time build: the compiled version for the arguments' kinds, else numba's."""
+
+    def __init__(self, name: str, table: dict[Kind, Callable[..., Any]], family: KernelFamily) -> None:
+        self.name = name
+        self.table = table
+        self.family = family
+
+    def __call__(self, *args: Any) -> Any:
+        kinds = tuple(map(kind_of, args))
+        kernel = self.table.get(kinds)
+        if kernel is None:  # a kind the build did not see: numba compiles it, as without a build
+            misses.add((self.family.name, self.name, kinds))
+            return self.family.jitted()[self.name](*args)
+        return kernel(*args)
 
 
 class _FirstCalls:
@@ -199,17 +320,19 @@ class _FirstCalls:
     platform has none); later calls go straight to the kernel.
     """
 
-    def __init__(self, kernel: Callable[..., Any]) -> None:
+    def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
-        self.seen: set[Any] = set()
+        #: numba's argument types for each kind of arguments called so far (what a build compiles)
+        self.seen: dict[Any, tuple[Any, ...]] = {}
 
     def __call__(self, *args: Any) -> Any:
-        key = tuple(map(_kind, args))
+        key = tuple(map(kind_of, args))
         if key in self.seen:
             return self.kernel(*args)
         with _across_processes():
             result = self.kernel(*args)
-        self.seen.add(key)
+        typeof = getattr(self.kernel, "typeof_pyval", None)  # numba's dispatchers have it
+        self.seen[key] = tuple(map(typeof, args)) if typeof is not None else ()
         return result
 
 

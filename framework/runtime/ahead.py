@@ -1,0 +1,393 @@
+"""Kernels compiled ahead of time: ``framework kernels build``, and loading them without numba.
+
+numba compiles a kernel at its first call and keeps the machine code in its
+cache, but loading that code back still needs numba and LLVM: about 140 MB of
+memory in every process that runs a kernel (``import numba`` alone is 70 MB).
+:func:`build` compiles each kernel family (:func:`framework.runtime.jit.compiled`)
+once, with numba's ahead-of-time compiler (``numba.pycc``), into a CPython
+extension module of its own. A later process loads that module (a fraction
+of a megabyte) and calls its functions; numba is not imported.
+
+Which versions to compile: a compiled kernel is specialised to the kinds of
+its arguments (:func:`framework.runtime.jit.kind_of`: dtypes, dimensions,
+layouts). The build runs every installed plugin's kernel workload (the
+``register_kernel_workloads`` hook: the built-in layers forward and backward
+in float32 and float64) on numba's kernels and compiles each kind they were
+called with. A later call of another kind goes to numba, as without a build.
+
+Where: ``FRAMEWORK_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/framework/kernels``
+(``~/.cache/framework/kernels``), in a folder per machine tag (the numba,
+NumPy and Python versions, the platform, the CPU model and its features): a
+module is used only on the kind of machine it was built for, and only while
+its family's source file is unchanged (the file's hash is in the module's
+name). Beside each module a manifest (JSON, read as data) maps each kernel's
+argument kinds to the module's function.
+
+The modules are built for this CPU (``target_cpu="host"``) and release the
+GIL, as the numba kernels do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from framework.errors import ConfigError
+from framework.runtime import jit
+
+__all__ = ["build", "check", "cache_dir", "machine_folder", "load", "any_built", "status"]
+
+#: the manifest's format; a manifest of another is ignored
+FORMAT = 1
+
+Table = dict[str, dict[Any, Callable[..., Any]]]
+
+
+def cache_dir() -> Path:
+    """``FRAMEWORK_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/framework/kernels`` (``~/.cache/...``)."""
+    chosen = os.environ.get("FRAMEWORK_KERNEL_CACHE")
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "framework" / "kernels"
+
+
+def _cpu() -> str:
+    """The CPU's model and feature flags (Linux), else what ``platform`` knows of it."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            lines = info.read().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    found = {line.split(":")[0].strip(): line for line in lines if line.split(":")[0].strip() in wanted}
+    return "\n".join(found.get(key, "") for key in wanted)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def machine_folder() -> Path:
+    """The folder of this machine's builds: the cache, then a hash of what the machine code depends on."""
+    parts = (
+        _version("numba"),
+        np.__version__,
+        sys.implementation.cache_tag,
+        sys.platform,
+        platform.machine(),
+        _cpu(),
+    )
+    return cache_dir() / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _names(family: jit.KernelFamily) -> tuple[str, Path]:
+    """The family's module name (its source file's hash in it) and its manifest's path."""
+    try:
+        source = hashlib.sha256(Path(family.source).read_bytes()).hexdigest()[:12]
+    except OSError:
+        source = "unknown"
+    module = "fwk_" + re.sub(r"\W", "_", family.name) + "_" + source
+    return module, machine_folder() / f"{module}.json"
+
+
+def any_built() -> bool:
+    """Whether this machine's folder holds any build (checked without importing numba)."""
+    folder = machine_folder()
+    return folder.is_dir() and any(folder.glob("*.json"))
+
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn(message: str) -> None:
+    with _warn_lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def load(family: jit.KernelFamily) -> Table | None:
+    """The family's ahead-of-time kernels, ``{kernel: {argument kinds: function}}``; ``None`` without a build.
+
+    A build that does not load (a corrupt or foreign file) is reported once
+    with a ``RuntimeWarning`` and not used: the kernels then come from numba.
+    """
+    module_name, manifest_path = _names(family)
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT or manifest.get("family") != family.name:
+            raise ValueError(f"it is not a manifest of {family.name}")
+        module = _import(module_name, manifest_path.with_name(manifest["module"]))
+        return {
+            name: {_from_json(kind): getattr(module, export) for kind, export in versions}
+            for name, versions in manifest["kernels"].items()
+        }
+    except Exception as error:  # a damaged build is not worth a crash: numba compiles instead
+        _warn(
+            f"the ahead-of-time kernels in {manifest_path.parent} did not load "
+            f"({type(error).__name__}: {error}); numba compiles them instead "
+            "(run 'framework kernels build' to rebuild them)"
+        )
+        return None
+
+
+def _import(name: str, path: Path) -> ModuleType:
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    if spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def _to_json(kind: Any) -> Any:
+    return [_to_json(k) for k in kind] if isinstance(kind, tuple) else kind
+
+
+def _from_json(kind: Any) -> Any:
+    return tuple(_from_json(k) for k in kind) if isinstance(kind, list) else kind
+
+
+def status() -> list[tuple[str, str]]:
+    """``(family, state)`` for every family of the installed plugins: built (how many versions), or not."""
+    _load_plugins()
+    rows = []
+    for family in jit.families():
+        _, manifest_path = _names(family)
+        if manifest_path.is_file():
+            try:
+                kernels = json.loads(manifest_path.read_text())["kernels"]
+                versions = sum(len(v) for v in kernels.values())
+                rows.append((family.name, f"built: {len(kernels)} kernels, {versions} versions"))
+            except (ValueError, KeyError, TypeError) as error:
+                rows.append((family.name, f"damaged manifest ({error})"))
+        else:
+            rows.append((family.name, "not built (numba compiles its kernels at first use)"))
+    return rows
+
+
+def _load_plugins() -> list[tuple[str, Callable[[], None]]]:
+    """Import every plugin (which defines its kernel families); their kernel workloads by name."""
+    from framework.registry.manager import REGISTRY
+
+    workloads: list[tuple[str, Callable[[], None]]] = []
+
+    def register(name: str, run: Callable[[], None]) -> None:
+        if not callable(run):
+            raise ConfigError(f"kernel workload {name!r}: expected a callable, got {run!r}")
+        workloads.append((name, run))
+
+    for function, _info in REGISTRY.hook_implementations("register_kernel_workloads"):
+        function(register=register)
+    return workloads
+
+
+Workloads = list[tuple[str, Callable[[], None]]]
+
+
+def build(
+    report: Callable[[str], None] = lambda line: None,
+    *,
+    families: list[jit.KernelFamily] | None = None,
+    workloads: Workloads | None = None,
+) -> list[Path]:
+    """Compile every kernel family ahead of time for this machine; returns the modules written.
+
+    Runs each plugin's kernel workload on numba's kernels, then compiles,
+    per family, each kind of arguments its kernels were called with. Each
+    module and manifest is written under a temporary name and renamed into
+    place, the manifest last: a process never sees half a build.
+
+    Args:
+        report: called with a line of progress per workload and per module.
+        families: the families to build (default: every family the plugins define).
+        workloads: ``(name, run)`` pairs to run (default: the plugins' ``register_kernel_workloads``).
+
+    Raises:
+        ConfigError: numba is not installed, or has no ahead-of-time compiler
+            (``numba.pycc``, deprecated by numba), or the C compiler it needs
+            is missing.
+    """
+    jit._require("framework kernels build")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numba marks pycc as pending deprecation
+            from numba.pycc import CC
+            from numba.pycc import compiler as pycc_compiler
+    except ImportError as error:
+        raise ConfigError(
+            f"this numba ({_version('numba')}) has no ahead-of-time compiler ({error}); "
+            "the kernels compile at their first use instead"
+        ) from None
+    plugin_workloads = _load_plugins()
+    chosen = jit.families() if families is None else families
+    _record(plugin_workloads if workloads is None else workloads, chosen, report)
+    folder = machine_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for family in chosen:
+        module_name, manifest_path = _names(family)
+        kernels = family.jitted()
+        if not any(k.seen for k in kernels.values()):
+            report(f"{family.name}: no workload called it, not built")
+            continue
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            compiler = CC(module_name)
+            compiler.output_dir = scratch
+            compiler.target_cpu = "host"
+            compiler.verbose = False
+            versions = _export(compiler, kernels)
+            with warnings.catch_warnings(), _releasing_gil(pycc_compiler):
+                warnings.simplefilter("ignore")
+                try:
+                    compiler.compile()
+                except Exception as error:  # distutils' and the C compiler's errors have no common base
+                    raise ConfigError(
+                        f"framework kernels build: compiling {family.name} failed "
+                        f"({type(error).__name__}: {error}); numba's ahead-of-time compiler needs a C "
+                        "compiler (gcc, clang or MSVC)"
+                    ) from error
+            (built,) = Path(scratch).glob(f"{module_name}*")
+            target = folder / built.name
+            os.replace(built, target)
+        manifest = {"format": FORMAT, "family": family.name, "module": target.name, "kernels": versions}
+        partial = manifest_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(manifest, indent=1))
+        os.replace(partial, manifest_path)
+        count = sum(len(v) for v in versions.values())
+        report(f"{family.name}: {len(versions)} kernels, {count} versions -> {target}")
+        written.append(target)
+    for family in chosen:
+        family.reset()  # this process too loads the new builds from here on
+    return written
+
+
+def _record(workloads: Workloads, families: list[jit.KernelFamily], report: Callable[[str], None]) -> None:
+    """Run the workloads on numba's kernels: each kernel remembers the kinds it was called with."""
+    jit._ahead_on = False
+    try:
+        for family in families:
+            family.reset()
+        with jit.using(True):
+            for name, run in workloads:
+                report(f"workload {name}")
+                run()
+    finally:
+        jit._ahead_on = True
+        for family in families:
+            family.reset()
+
+
+def check(report: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Run the plugins' kernel workloads on this machine's build; what it did not serve.
+
+    Returns a line per family without a (current) build, per kernel called
+    with a kind of arguments the build lacks (numba compiled it), and a line
+    if numba was imported by the workloads; an empty list when the build
+    served every call without numba.
+    """
+    already = "numba" in sys.modules
+    workloads = _load_plugins()
+    for family in jit.families():
+        family.reset()
+    jit.misses.clear()
+    with jit.using(True):
+        for name, run in workloads:
+            report(f"workload {name}")
+            run()
+    problems = [
+        f"{family.name}: no build of its current source loaded (numba compiled its kernels)"
+        for family in jit.families()
+        if not all(isinstance(k, jit.AheadKernel) for k in family().values())
+    ]
+    for family_name, kernel, kinds in sorted(jit.misses, key=str):
+        problems.append(f"{family_name}: kernel {kernel} has no version for {kinds}")
+    if "numba" in sys.modules and not already:
+        problems.append("the workloads imported numba")
+    return problems
+
+
+def _export(compiler: Any, kernels: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    """Declare one exported function per kernel and kind of arguments; the manifest's kernel table."""
+    versions: dict[str, list[list[Any]]] = {}
+    for name, first_calls in kernels.items():
+        versions[name] = []  # every kernel is listed: one the workloads never called goes to numba
+        dispatcher = first_calls.kernel
+        for kind, argtypes in first_calls.seen.items():
+            compiled = dispatcher.overloads.get(argtypes)
+            if compiled is None:  # numba settled on other types than typeof said: left to numba
+                continue
+            export = f"{name}_{len(versions[name])}"
+            compiler.export(export, compiled.signature)(_forwarder(dispatcher, len(argtypes)))
+            versions[name].append([_to_json(kind), export])
+    return versions
+
+
+def _forwarder(kernel: Any, arity: int) -> Callable[..., Any]:
+    """A plain function of ``arity`` arguments calling ``kernel``: numba compiles it with the kernel's own
+    options (``fastmath``, ``nogil``) into the exported function."""
+    forwarders: dict[int, Callable[..., Any]] = {
+        1: lambda a: kernel(a),
+        2: lambda a, b: kernel(a, b),
+        3: lambda a, b, c: kernel(a, b, c),
+        4: lambda a, b, c, d: kernel(a, b, c, d),
+        5: lambda a, b, c, d, e: kernel(a, b, c, d, e),
+        6: lambda a, b, c, d, e, f: kernel(a, b, c, d, e, f),
+        7: lambda a, b, c, d, e, f, g: kernel(a, b, c, d, e, f, g),
+        8: lambda a, b, c, d, e, f, g, h: kernel(a, b, c, d, e, f, g, h),
+        9: lambda a, b, c, d, e, f, g, h, i: kernel(a, b, c, d, e, f, g, h, i),
+        10: lambda a, b, c, d, e, f, g, h, i, j: kernel(a, b, c, d, e, f, g, h, i, j),
+    }
+    if arity not in forwarders:
+        raise ConfigError(f"framework kernels build: a kernel of {arity} arguments (at most 10)")
+    return forwarders[arity]
+
+
+class _releasing_gil:
+    """While it is active, numba.pycc's exported functions release the GIL, as ``njit(nogil=True)`` does.
+
+    pycc has no option for it: it builds its wrappers with default flags, so
+    the flags class it uses is swapped for one whose ``release_gil`` is set.
+    """
+
+    def __init__(self, pycc_compiler: Any) -> None:
+        self.module = pycc_compiler
+        self.original = pycc_compiler.Flags
+
+    def __enter__(self) -> None:
+        original = self.original
+
+        class Releasing(original):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.release_gil = True
+
+        self.module.Flags = Releasing
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.Flags = self.original
