@@ -285,3 +285,13 @@ def test_threads_share_one_load_of_a_family(built, monkeypatch):
         t.join()
     assert len({id(k) for k in seen}) == 1 and isinstance(seen[0], jit.AheadKernel)
     family.reset()
+
+
+def test_building_without_setuptools_names_it(monkeypatch):
+    monkeypatch.setattr(jit, "available", lambda: True)
+    monkeypatch.delitem(sys.modules, "numba.pycc", raising=False)
+    monkeypatch.delitem(sys.modules, "numba.pycc.platform", raising=False)
+    monkeypatch.delitem(sys.modules, "numba.pycc.cc", raising=False)
+    monkeypatch.setitem(sys.modules, "setuptools", None)
+    with pytest.raises(ConfigError, match=r"needs setuptools \(pip install setuptools"):
+        ahead.build()

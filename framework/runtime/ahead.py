@@ -240,6 +240,11 @@ def build(
             from numba.pycc import CC
             from numba.pycc import compiler as pycc_compiler
     except ImportError as error:
+        if "setuptools" in f"{error.name} {error}":  # numba says so in its own words
+            raise ConfigError(
+                "framework kernels build: numba's ahead-of-time compiler needs setuptools "
+                '(pip install setuptools, or pip install "framework[jit]")'
+            ) from None
         raise ConfigError(
             f"this numba ({_version('numba')}) has no ahead-of-time compiler ({error}); "
             "the kernels compile at their first use instead"
