@@ -127,10 +127,11 @@ def kernels_note() -> str:
 
     if environment_choice() is False:
         return f"on NumPy (FRAMEWORK_JIT={os.environ['FRAMEWORK_JIT']}; numba {version} installed)"
-    from framework.runtime import ahead
+    from framework.runtime import kernel_cache
 
-    if ahead.any_built():
-        return f"on the compiled kernels (numba {version}, built ahead of time in {ahead.machine_folder()})"
+    if kernel_cache.any_built():
+        folder = kernel_cache.machine_folder()
+        return f"on the compiled kernels (numba {version}, built ahead of time in {folder})"
     return f"on the compiled kernels (numba {version}, compiled at first use: no ahead-of-time build)"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from framework.cli.main import main
 from framework.errors import ConfigError
-from framework.runtime import ahead, jit
+from framework.runtime import ahead, jit, kernel_cache
 from tests.support import requires_numba
 
 FAMILY = textwrap.dedent(
@@ -171,7 +171,7 @@ def test_a_damaged_build_is_warned_about_once_and_numba_serves(built, monkeypatc
     try:
         binary.write_bytes(b"not a shared library")
         family.reset()
-        monkeypatch.setattr(ahead, "_warned", set())
+        monkeypatch.setattr(kernel_cache, "_warned", set())
         with pytest.warns(RuntimeWarning, match="did not load .* numba compiles them instead"):
             kernels = family()
         assert not isinstance(kernels["scale"], jit.AheadKernel)
@@ -191,11 +191,11 @@ def test_an_edited_family_is_not_served_by_the_build_of_its_old_source(built, mo
     try:
         source.write_text(FAMILY + "\n# edited\n")
         family.reset()
-        assert ahead.load(family) is None
+        assert kernel_cache.load(family.name, family.source) is None
     finally:
         source.write_text(FAMILY)
         family.reset()
-    assert ahead.load(family) is not None
+    assert kernel_cache.load(family.name, family.source) is not None
 
 
 def test_with_a_build_numba_is_not_imported_to_tell_whether_kernels_run(built, monkeypatch):
@@ -236,12 +236,12 @@ def test_building_without_numba_names_the_extra(monkeypatch):
 
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path / "mine"))
-    assert ahead.cache_dir() == tmp_path / "mine"
-    assert ahead.machine_folder().parent == tmp_path / "mine"
+    assert kernel_cache.cache_dir() == tmp_path / "mine"
+    assert kernel_cache.machine_folder().parent == tmp_path / "mine"
     monkeypatch.delenv("FRAMEWORK_KERNEL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert ahead.cache_dir() == tmp_path / "xdg" / "framework" / "kernels"
-    assert not ahead.any_built()
+    assert kernel_cache.cache_dir() == tmp_path / "xdg" / "framework" / "kernels"
+    assert not kernel_cache.any_built()
 
 
 @requires_numba
@@ -249,7 +249,7 @@ def test_the_cli_reports_unbuilt_families_and_check_fails_on_them(monkeypatch, t
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path))
     assert main(["kernels"]) == 0
     listing = capsys.readouterr().out
-    assert f"builds for this machine: {ahead.machine_folder()}" in listing
+    assert f"builds for this machine: {kernel_cache.machine_folder()}" in listing
     assert "plugins.bn_kernels._kernels: not built" in listing
     try:
         assert main(["kernels", "check"]) == 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from framework.runtime import ahead
+from framework.runtime import ahead, kernel_cache
 
 __all__ = ["run_kernels"]
 
@@ -23,7 +23,7 @@ def run_kernels(action: str | None) -> int:
         start = time.perf_counter()
         written = ahead.build(report=print)
         took = time.perf_counter() - start
-        print(f"built {len(written)} modules in {took:.1f} s into {ahead.machine_folder()}")
+        print(f"built {len(written)} modules in {took:.1f} s into {kernel_cache.machine_folder()}")
         return 0
     if action == "check":
         problems = ahead.check(report=print)
@@ -31,7 +31,7 @@ def run_kernels(action: str | None) -> int:
             print(f"not served by the build: {line}")
         print("run: framework kernels build" if problems else "the build served every call without numba")
         return 1 if problems else 0
-    print(f"builds for this machine: {ahead.machine_folder()}")
+    print(f"builds for this machine: {kernel_cache.machine_folder()}")
     for family, state in ahead.status():
         print(f"  {family}: {state}")
     return 0

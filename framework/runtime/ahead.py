@@ -1,4 +1,4 @@
-"""Kernels compiled ahead of time: ``framework kernels build``, and loading them without numba.
+"""Kernels compiled ahead of time: ``framework kernels build`` and ``framework kernels check``.
 
 numba compiles a kernel at its first call and keeps the machine code in its
 cache, but loading that code back still needs numba and LLVM: about 140 MB of
@@ -15,13 +15,10 @@ layouts). The build runs every installed plugin's kernel workload (the
 in float32 and float64) on numba's kernels and compiles each kind they were
 called with. A later call of another kind goes to numba, as without a build.
 
-Where: ``FRAMEWORK_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/framework/kernels``
-(``~/.cache/framework/kernels``), in a folder per machine tag (the numba,
-NumPy and Python versions, the platform, the CPU model and its features): a
-module is used only on the kind of machine it was built for, and only while
-its family's source file is unchanged (the file's hash is in the module's
-name). Beside each module a manifest (JSON, read as data) maps each kernel's
-argument kinds to the module's function.
+Where the modules go, and how a process finds and loads them:
+:mod:`framework.runtime.kernel_cache`. A module is used only on the kind of
+machine it was built for, and only while its family's source file is
+unchanged.
 
 The modules are built for this CPU (``target_cpu="host"``) and release the
 GIL, as the numba kernels do.
@@ -29,148 +26,20 @@ GIL, as the numba kernels do.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import os
-import platform
-import re
 import sys
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 from framework.errors import ConfigError
 from framework.runtime import jit
+from framework.runtime.kernel_cache import FORMAT, machine_folder, paths, to_json, version
 
-__all__ = ["build", "check", "cache_dir", "machine_folder", "load", "any_built", "status"]
-
-#: the manifest's format; a manifest of another is ignored
-FORMAT = 1
-
-Table = dict[str, dict[Any, Callable[..., Any]]]
-
-
-def cache_dir() -> Path:
-    """``FRAMEWORK_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/framework/kernels`` (``~/.cache/...``)."""
-    chosen = os.environ.get("FRAMEWORK_KERNEL_CACHE")
-    if chosen:
-        return Path(chosen)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "framework" / "kernels"
-
-
-def _cpu() -> str:
-    """The CPU's model and feature flags (Linux), else what ``platform`` knows of it."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            lines = info.read().splitlines()
-    except OSError:
-        return platform.processor()
-    wanted = ("model name", "flags", "Features", "CPU part")
-    found = {line.split(":")[0].strip(): line for line in lines if line.split(":")[0].strip() in wanted}
-    return "\n".join(found.get(key, "") for key in wanted)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
-def machine_folder() -> Path:
-    """The folder of this machine's builds: the cache, then a hash of what the machine code depends on."""
-    parts = (
-        _version("numba"),
-        np.__version__,
-        sys.implementation.cache_tag,
-        sys.platform,
-        platform.machine(),
-        _cpu(),
-    )
-    return cache_dir() / hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _names(family: jit.KernelFamily) -> tuple[str, Path]:
-    """The family's module name (its source file's hash in it) and its manifest's path."""
-    try:
-        source = hashlib.sha256(Path(family.source).read_bytes()).hexdigest()[:12]
-    except OSError:
-        source = "unknown"
-    module = "fwk_" + re.sub(r"\W", "_", family.name) + "_" + source
-    return module, machine_folder() / f"{module}.json"
-
-
-def any_built() -> bool:
-    """Whether this machine's folder holds any build (checked without importing numba)."""
-    folder = machine_folder()
-    return folder.is_dir() and any(folder.glob("*.json"))
-
-
-_warned: set[str] = set()
-_warn_lock = threading.Lock()
-
-
-def _warn(message: str) -> None:
-    with _warn_lock:
-        if message in _warned:
-            return
-        _warned.add(message)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def load(family: jit.KernelFamily) -> Table | None:
-    """The family's ahead-of-time kernels, ``{kernel: {argument kinds: function}}``; ``None`` without a build.
-
-    A build that does not load (a corrupt or foreign file) is reported once
-    with a ``RuntimeWarning`` and not used: the kernels then come from numba.
-    """
-    module_name, manifest_path = _names(family)
-    if not manifest_path.is_file():
-        return None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT or manifest.get("family") != family.name:
-            raise ValueError(f"it is not a manifest of {family.name}")
-        module = _import(module_name, manifest_path.with_name(manifest["module"]))
-        return {
-            name: {_from_json(kind): getattr(module, export) for kind, export in versions}
-            for name, versions in manifest["kernels"].items()
-        }
-    except Exception as error:  # a damaged build is not worth a crash: numba compiles instead
-        _warn(
-            f"the ahead-of-time kernels in {manifest_path.parent} did not load "
-            f"({type(error).__name__}: {error}); numba compiles them instead "
-            "(run 'framework kernels build' to rebuild them)"
-        )
-        return None
-
-
-def _import(name: str, path: Path) -> ModuleType:
-    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
-    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
-    if spec is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-def _to_json(kind: Any) -> Any:
-    return [_to_json(k) for k in kind] if isinstance(kind, tuple) else kind
-
-
-def _from_json(kind: Any) -> Any:
-    return tuple(_from_json(k) for k in kind) if isinstance(kind, list) else kind
+__all__ = ["build", "check", "status"]
 
 
 def status() -> list[tuple[str, str]]:
@@ -178,7 +47,7 @@ def status() -> list[tuple[str, str]]:
     _load_plugins()
     rows = []
     for family in jit.families():
-        _, manifest_path = _names(family)
+        _, manifest_path = paths(family.name, family.source)
         if manifest_path.is_file():
             try:
                 kernels = json.loads(manifest_path.read_text())["kernels"]
@@ -246,7 +115,7 @@ def build(
                 '(pip install setuptools, or pip install "framework[jit]")'
             ) from None
         raise ConfigError(
-            f"this numba ({_version('numba')}) has no ahead-of-time compiler ({error}); "
+            f"this numba ({version('numba')}) has no ahead-of-time compiler ({error}); "
             "the kernels compile at their first use instead"
         ) from None
     plugin_workloads = _load_plugins()
@@ -256,7 +125,7 @@ def build(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for family in chosen:
-        module_name, manifest_path = _names(family)
+        module_name, manifest_path = paths(family.name, family.source)
         kernels = family.jitted()
         if not any(k.seen for k in kernels.values()):
             report(f"{family.name}: no workload called it, not built")
@@ -349,7 +218,7 @@ def _export(compiler: Any, kernels: dict[str, Any]) -> dict[str, list[list[Any]]
                 continue
             export = f"{name}_{len(versions[name])}"
             compiler.export(export, compiled.signature)(_forwarder(dispatcher, len(argtypes)))
-            versions[name].append([_to_json(kind), export])
+            versions[name].append([to_json(kind), export])
     return versions
 
 

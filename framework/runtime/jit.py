@@ -23,7 +23,8 @@ code beside the plugin, so later processes load it in milliseconds).
 
 Loading numba costs a process about 140 MB of memory. ``framework kernels
 build`` compiles the kernels ahead of time into one extension module per
-family (:mod:`framework.runtime.ahead`); a process that finds them loads
+family (:mod:`framework.runtime.ahead`); a process that finds them
+(:mod:`framework.runtime.kernel_cache`) loads
 those instead and never imports numba, unless a kernel meets arguments of a
 kind the build did not see (then numba compiles that one, as without a build).
 """
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.runtime import kernel_cache
 
 __all__ = [
     "available",
@@ -74,9 +76,7 @@ def available() -> bool:
     if _available is None:
         _available = False
         if importlib.util.find_spec("numba") is not None:
-            from framework.runtime import ahead  # only here: ahead imports this module
-
-            if ahead.any_built():  # the kernels load from the build: numba need not import
+            if kernel_cache.any_built():  # the kernels load from the build: numba need not import
                 _available = True
                 return True
             try:
@@ -196,9 +196,7 @@ class KernelFamily:
         return self._kernels
 
     def _load(self) -> Family:
-        from framework.runtime import ahead  # only here: ahead imports this module
-
-        loaded = ahead.load(self) if _ahead_on else None
+        loaded = kernel_cache.load(self.name, self.source) if _ahead_on else None
         if loaded is None:
             return dict(self.jitted())
         return {name: AheadKernel(name, table, self) for name, table in loaded.items()}
