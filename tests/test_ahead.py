@@ -8,6 +8,7 @@ build`` then ``framework kernels check``, and the kernel tests on it).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -268,8 +269,6 @@ def _root() -> str:
 
 
 def _environment() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FRAMEWORK_JIT")}
 
 
@@ -295,3 +294,25 @@ def test_building_without_setuptools_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "setuptools", None)
     with pytest.raises(ConfigError, match=r"needs setuptools \(pip install setuptools"):
         ahead.build()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no user ids on this platform")
+def test_a_build_others_may_write_is_not_loaded(built, monkeypatch):
+    family = built["module"]._kernels
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
+    monkeypatch.setattr(kernel_cache, "_warned", set())
+    (binary,) = built["written"]
+    mode = binary.stat().st_mode
+    try:
+        binary.chmod(mode | 0o002)
+        with pytest.warns(RuntimeWarning, match=r"writable by its group or by others .*numba compiles them"):
+            assert kernel_cache.load(family.name, family.source) is None
+        binary.chmod(mode)
+        monkeypatch.setattr(os, "getuid", lambda: 12345)
+        with pytest.warns(RuntimeWarning, match=r"not to this user \(12345\)"):
+            assert kernel_cache.load(family.name, family.source) is None
+    finally:
+        binary.chmod(mode)
+    monkeypatch.undo()
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
+    assert kernel_cache.load(family.name, family.source) is not None

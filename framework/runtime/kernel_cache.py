@@ -14,6 +14,7 @@ to the module's function for them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -49,8 +50,9 @@ def cache_dir() -> Path:
     return Path(base) / "framework" / "kernels"
 
 
+@functools.cache
 def _cpu() -> str:
-    """The CPU's model and feature flags (Linux), else what ``platform`` knows of it."""
+    """The CPU's model and feature flags (Linux), else what ``platform`` knows of it (read once)."""
     try:
         with open("/proc/cpuinfo") as info:
             lines = info.read().splitlines()
@@ -62,6 +64,7 @@ def _cpu() -> str:
 
 
 def version(distribution: str) -> str:
+    """The installed version of ``distribution``, or ``"none"``."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -113,7 +116,8 @@ def _warn(message: str) -> None:
 def load(family: str, source: str) -> Table | None:
     """The family's ahead-of-time kernels, ``{kernel: {argument kinds: function}}``; ``None`` without a build.
 
-    A build that does not load (a corrupt or foreign file) is reported once
+    A build that does not load (a corrupt or foreign file, or one another
+    user could have written: see :func:`_check_trusted`) is reported once
     with a ``RuntimeWarning`` and not used: the kernels then come from numba.
     """
     module_name, manifest_path = paths(family, source)
@@ -123,7 +127,10 @@ def load(family: str, source: str) -> Table | None:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != FORMAT or manifest.get("family") != family:
             raise ValueError(f"it is not a manifest of {family}")
-        module = _import(module_name, manifest_path.with_name(manifest["module"]))
+        module_path = manifest_path.with_name(manifest["module"])  # a bare file name, or ValueError
+        for path in (manifest_path.parent, manifest_path, module_path):
+            _check_trusted(path)
+        module = _import(module_name, module_path)
         return {
             name: {from_json(kind): getattr(module, export) for kind, export in versions}
             for name, versions in manifest["kernels"].items()
@@ -137,6 +144,24 @@ def load(family: str, source: str) -> Table | None:
         return None
 
 
+def _check_trusted(path: Path) -> None:
+    """Refuse a build another user could have written: its folder and files must be this user's and
+    writable by no one else (loading a module runs its code; ``FRAMEWORK_KERNEL_CACHE`` may point at
+    a shared folder such as ``/tmp``). Not checked where the platform has no user ids (Windows).
+
+    Raises:
+        PermissionError: ``path`` belongs to another user, or its group or others may write it.
+    """
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:
+        return
+    info = path.stat()
+    if info.st_uid != getuid():
+        raise PermissionError(f"{path} belongs to user id {info.st_uid}, not to this user ({getuid()})")
+    if info.st_mode & 0o022:
+        raise PermissionError(f"{path} is writable by its group or by others (mode {info.st_mode & 0o777:o})")
+
+
 def _import(name: str, path: Path) -> ModuleType:
     loader = importlib.machinery.ExtensionFileLoader(name, str(path))
     spec = importlib.util.spec_from_file_location(name, path, loader=loader)
@@ -148,8 +173,10 @@ def _import(name: str, path: Path) -> ModuleType:
 
 
 def to_json(kind: Any) -> Any:
+    """An argument kind (nested tuples) as JSON (nested lists)."""
     return [to_json(k) for k in kind] if isinstance(kind, tuple) else kind
 
 
 def from_json(kind: Any) -> Any:
+    """The argument kind a manifest stores as JSON (nested lists) back as nested tuples."""
     return tuple(from_json(k) for k in kind) if isinstance(kind, list) else kind
