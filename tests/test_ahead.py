@@ -53,7 +53,8 @@ FAMILY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The test family, its module importable, built for float32 only into a cache of its own."""
+    """The test family, its module importable, built for float32 only into a cache of its own, twice (the
+    second build replaces the first)."""
     folder = tmp_path_factory.mktemp("family")
     (folder / "ahead_test_kernels.py").write_text(FAMILY)
     cache = tmp_path_factory.mktemp("cache")
@@ -69,10 +70,19 @@ def built(tmp_path_factory):
 
         lines: list[str] = []
         family = ahead_test_kernels._kernels
+        first = ahead.build(lines.append, families=[family], workloads=[("test", workload)])
         written = ahead.build(lines.append, families=[family], workloads=[("test", workload)])
         module = ahead_test_kernels
-        yield {"folder": folder, "cache": cache, "module": module, "written": written, "lines": lines}
-        ahead_test_kernels._kernels.reset()
+        yield {
+            "folder": folder,
+            "cache": cache,
+            "module": module,
+            "first": first,
+            "written": written,
+            "lines": lines,
+        }
+        family.reset()
+        jit._families.pop(family.name, None)  # not a family of the installed plugins
         sys.modules.pop("ahead_test_kernels", None)
 
 
@@ -123,6 +133,9 @@ def test_kind_of_tells_apart_exactly_what_numba_compiles_apart():
 @requires_numba
 def test_a_built_family_runs_in_a_new_process_without_numba(built):
     assert len(built["written"]) == 1 and built["written"][0].is_file()
+    # the second build replaced the first: one module and its manifest are left
+    assert built["first"] != built["written"] and not built["first"][0].exists()
+    assert sorted(p.suffix for p in built["written"][0].parent.iterdir()) == [".json", ".so"]
     assert any("2 versions" in line for line in built["lines"]), built["lines"]
     manifest = json.loads(next(built["written"][0].parent.glob("*.json")).read_text())
     assert manifest["kernels"]["unused"] == []  # listed, with no version: numba's if ever called

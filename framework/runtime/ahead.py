@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -147,18 +149,34 @@ def build(
                         "compiler (gcc, clang or MSVC)"
                     ) from error
             (built,) = Path(scratch).glob(f"{module_name}*")
-            target = folder / built.name
+            # a file name of its own: a process reading the old manifest still finds the old module
+            target = folder / f"{module_name}.{uuid.uuid4().hex[:12]}{built.name[len(module_name) :]}"
             os.replace(built, target)
         manifest = {"format": FORMAT, "family": family.name, "module": target.name, "kernels": versions}
         partial = manifest_path.with_suffix(".json.partial")
         partial.write_text(json.dumps(manifest, indent=1))
         os.replace(partial, manifest_path)
+        _prune(folder, family.name, keep={target.name, manifest_path.name})
         count = sum(len(v) for v in versions.values())
         report(f"{family.name}: {len(versions)} kernels, {count} versions -> {target}")
         written.append(target)
     for family in chosen:
         family.reset()  # this process too loads the new builds from here on
     return written
+
+
+def _prune(folder: Path, family: str, keep: set[str]) -> None:
+    """Remove the family's older builds from ``folder``: those of its older sources, and the module the
+    manifest just replaced. A process that still has one loaded keeps it (POSIX); where the file cannot
+    be removed (in use on Windows), it stays."""
+    prefix = "fwk_" + re.sub(r"\W", "_", family) + "_"
+    own = re.compile(re.escape(prefix) + r"([0-9a-f]{12}|unknown)\.")
+    for path in folder.iterdir():
+        if path.name not in keep and own.match(path.name):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _record(workloads: Workloads, families: list[jit.KernelFamily], report: Callable[[str], None]) -> None:
