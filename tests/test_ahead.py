@@ -329,3 +329,11 @@ def test_a_build_others_may_write_is_not_loaded(built, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
     assert kernel_cache.load(family.name, family.source) is not None
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
+    monkeypatch.setattr(jit, "available", lambda: True)
+    with pytest.raises(ConfigError, match=r"cannot write the build into .*a-file.*FRAMEWORK_KERNEL_CACHE"):
+        ahead.build(families=[], workloads=[])

@@ -124,45 +124,61 @@ def build(
     chosen = jit.families() if families is None else families
     _record(plugin_workloads if workloads is None else workloads, chosen, report)
     folder = machine_folder()
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for family in chosen:
-        module_name, manifest_path = paths(family.name, family.source)
-        kernels = family.jitted()
-        if not any(k.seen for k in kernels.values()):
-            report(f"{family.name}: no workload called it, not built")
-            continue
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            compiler = CC(module_name)
-            compiler.output_dir = scratch
-            compiler.target_cpu = "host"
-            compiler.verbose = False
-            versions = _export(compiler, kernels)
-            with warnings.catch_warnings(), _releasing_gil(pycc_compiler):
-                warnings.simplefilter("ignore")
-                try:
-                    compiler.compile()
-                except Exception as error:  # distutils' and the C compiler's errors have no common base
-                    raise ConfigError(
-                        f"framework kernels build: compiling {family.name} failed "
-                        f"({type(error).__name__}: {error}); numba's ahead-of-time compiler needs a C "
-                        "compiler (gcc, clang or MSVC)"
-                    ) from error
-            (built,) = Path(scratch).glob(f"{module_name}*")
-            # a file name of its own: a process reading the old manifest still finds the old module
-            target = folder / f"{module_name}.{uuid.uuid4().hex[:12]}{built.name[len(module_name) :]}"
-            os.replace(built, target)
-        manifest = {"format": FORMAT, "family": family.name, "module": target.name, "kernels": versions}
-        partial = manifest_path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(manifest, indent=1))
-        os.replace(partial, manifest_path)
-        _prune(folder, family.name, keep={target.name, manifest_path.name})
-        count = sum(len(v) for v in versions.values())
-        report(f"{family.name}: {len(versions)} kernels, {count} versions -> {target}")
-        written.append(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with jit._across_processes("build"):  # two builds at once would prune each other's modules
+            for family in chosen:
+                target = _build_family(family, folder, CC, pycc_compiler, report)
+                if target is not None:
+                    written.append(target)
+    except OSError as error:
+        raise ConfigError(
+            f"framework kernels build: cannot write the build into {folder} ({error}); "
+            "set FRAMEWORK_KERNEL_CACHE to a folder you can write"
+        ) from error
     for family in chosen:
         family.reset()  # this process too loads the new builds from here on
     return written
+
+
+def _build_family(
+    family: jit.KernelFamily, folder: Path, CC: Any, pycc_compiler: Any, report: Callable[[str], None]
+) -> Path | None:
+    """Compile one family into ``folder``; its module's path (``None`` when no workload called it)."""
+    module_name, manifest_path = paths(family.name, family.source)
+    kernels = family.jitted()
+    if not any(k.seen for k in kernels.values()):
+        report(f"{family.name}: no workload called it, not built")
+        return None
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        compiler = CC(module_name)
+        compiler.output_dir = scratch
+        compiler.target_cpu = "host"
+        compiler.verbose = False
+        versions = _export(compiler, kernels)
+        with warnings.catch_warnings(), _releasing_gil(pycc_compiler):
+            warnings.simplefilter("ignore")
+            try:
+                compiler.compile()
+            except Exception as error:  # distutils' and the C compiler's errors have no common base
+                raise ConfigError(
+                    f"framework kernels build: compiling {family.name} failed "
+                    f"({type(error).__name__}: {error}); numba's ahead-of-time compiler needs a C "
+                    "compiler (gcc, clang or MSVC)"
+                ) from error
+        (built,) = Path(scratch).glob(f"{module_name}*")
+        # a file name of its own: a process reading the old manifest still finds the old module
+        target = folder / f"{module_name}.{uuid.uuid4().hex[:12]}{built.name[len(module_name) :]}"
+        os.replace(built, target)
+    manifest = {"format": FORMAT, "family": family.name, "module": target.name, "kernels": versions}
+    partial = manifest_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(manifest, indent=1))
+    os.replace(partial, manifest_path)
+    _prune(folder, family.name, keep={target.name, manifest_path.name})
+    count = sum(len(v) for v in versions.values())
+    report(f"{family.name}: {len(versions)} kernels, {count} versions -> {target}")
+    return target
 
 
 def _prune(folder: Path, family: str, keep: set[str]) -> None:

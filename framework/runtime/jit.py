@@ -335,7 +335,8 @@ class _FirstCalls:
 
 
 @contextmanager
-def _across_processes() -> Iterator[None]:
+def _across_processes(name: str = "jit") -> Iterator[None]:
+    """Hold the lock file ``framework-{name}-{uid}.lock`` of the temporary folder for the block."""
     import tempfile
 
     try:
@@ -343,7 +344,7 @@ def _across_processes() -> Iterator[None]:
     except ImportError:  # no flock (Windows): numba's cache is as safe as numba makes it
         yield
         return
-    path = os.path.join(tempfile.gettempdir(), f"framework-jit-{os.getuid()}.lock")
+    path = os.path.join(tempfile.gettempdir(), f"framework-{name}-{os.getuid()}.lock")
     with _first_calls_lock:
         handle = None
         try:
