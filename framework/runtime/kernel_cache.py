@@ -15,12 +15,9 @@ to the module's function for them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.machinery
 import importlib.util
-import json
 import os
-import platform
 import re
 import sys
 import threading
@@ -32,6 +29,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+# hashlib (OpenSSL), json and platform are imported where used: this module is imported with the
+# plugins, at every `import framework`, and those three took 6-10 ms of it.
 
 __all__ = ["FORMAT", "Table", "cache_dir", "machine_folder", "paths", "any_built", "load", "version"]
 
@@ -53,6 +53,8 @@ def cache_dir() -> Path:
 @functools.cache
 def _cpu() -> str:
     """The CPU's model and feature flags (Linux), else what ``platform`` knows of it (read once)."""
+    import platform
+
     try:
         with open("/proc/cpuinfo") as info:
             lines = info.read().splitlines()
@@ -73,6 +75,9 @@ def version(distribution: str) -> str:
 
 def machine_folder() -> Path:
     """The folder of this machine's builds: the cache, then a hash of what the machine code depends on."""
+    import hashlib
+    import platform
+
     parts = (
         version("numba"),
         np.__version__,
@@ -87,6 +92,8 @@ def machine_folder() -> Path:
 def paths(family: str, source: str) -> tuple[str, Path]:
     """The module name of ``family`` (defined in the file ``source``, whose hash is in the name) and its
     manifest's path."""
+    import hashlib
+
     try:
         digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]
     except OSError:
@@ -120,6 +127,8 @@ def load(family: str, source: str) -> Table | None:
     user could have written: see :func:`_check_trusted`) is reported once
     with a ``RuntimeWarning`` and not used: the kernels then come from numba.
     """
+    import json
+
     module_name, manifest_path = paths(family, source)
     if not manifest_path.is_file():
         return None
