@@ -32,7 +32,20 @@ def test_plugins_table_lists_the_builtin_plugins(capsys):
 def test_plugins_json_is_valid_json(capsys):
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and {"plugin", "distribution", "version", "registered", "error"} <= set(rows[0])
+    assert rows and {"plugin", "distribution", "version", "registered", "hooks", "error"} <= set(rows[0])
+    by_name = {row["plugin"]: row for row in rows}
+    assert by_name["kernel_workloads"]["hooks"] == ["register_kernel_workloads"]
+    assert "register_layers" in by_name["conv"]["hooks"]
+
+
+def test_a_plugin_with_hooks_outside_the_name_tables_shows_them(capsys):
+    """A plugin registering file formats or kernel workloads has no names to list: its hooks are shown."""
+    assert main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    rows = {line.split()[2]: line for line in lines if len(line.split()) > 2}
+    assert rows["kernel_workloads"].endswith("hooks: register_kernel_workloads")
+    assert rows["formats"].endswith("hooks: register_model_formats")
+    assert "hooks:" not in rows["conv"]
 
 
 @pytest.mark.parametrize("args", [["plugins"], ["plugins", "--json"]], ids=["table", "json"])

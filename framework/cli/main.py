@@ -39,6 +39,7 @@ class _PluginRow(TypedDict):
     version: str | None
     entry_point: str | None
     registered: dict[str, list[str]]
+    hooks: list[str]
     error: str | None
 
 
@@ -53,6 +54,7 @@ def _plugin_rows() -> list[_PluginRow]:
             "version": info.version,
             "entry_point": info.entry_point,
             "registered": {k: sorted(v) for k, v in info.registered.items()},
+            "hooks": info.hooks,
             "error": info.error,
         }
         for info in REGISTRY.plugins
@@ -73,6 +75,8 @@ def _plugins(as_json: bool) -> int:
             what = f"FAILED: {row['error']}"
         else:
             what = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registered"].items() if v)
+            if not what and row["hooks"]:  # hooks whose objects have no name table (formats, workloads)
+                what = "hooks: " + ", ".join(row["hooks"])
         lines.append((row["distribution"] or "-", row["version"] or "-", row["plugin"], what or "(nothing)"))
     widths = [
         max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header[:3])

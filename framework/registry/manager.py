@@ -79,6 +79,8 @@ class PluginInfo:
     version: str | None = None
     entry_point: str | None = None
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: the hooks the plugin implements (``register_layers``, ``register_kernel_workloads``...)
+    hooks: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -219,6 +221,7 @@ class Registry:
             raise PluginError(f"plugin {info.describe()} is already registered: {exc}") from exc
         self.plugins.append(info)
         self._info_of[id(plugin)] = info
+        info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
         # all or nothing: a plugin whose hooks fail leaves no name behind and can be retried
         tables: list[dict[Any, Entry]] = [*self._tables.values(), *self._by_object.values()]
         saved = [(table, dict(table)) for table in tables]
