@@ -53,8 +53,7 @@ FAMILY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The test family, its module importable, built for float32 only into a cache of its own, twice (the
-    second build replaces the first)."""
+    """The test family, its module importable, built for float32 only into a cache of its own."""
     folder = tmp_path_factory.mktemp("family")
     (folder / "ahead_test_kernels.py").write_text(FAMILY)
     cache = tmp_path_factory.mktemp("cache")
@@ -70,14 +69,12 @@ def built(tmp_path_factory):
 
         lines: list[str] = []
         family = ahead_test_kernels._kernels
-        first = ahead.build(lines.append, families=[family], workloads=[("test", workload)])
         written = ahead.build(lines.append, families=[family], workloads=[("test", workload)])
         module = ahead_test_kernels
         yield {
             "folder": folder,
             "cache": cache,
             "module": module,
-            "first": first,
             "written": written,
             "lines": lines,
         }
@@ -133,8 +130,6 @@ def test_kind_of_tells_apart_exactly_what_numba_compiles_apart():
 @requires_numba
 def test_a_built_family_runs_in_a_new_process_without_numba(built):
     assert len(built["written"]) == 1 and built["written"][0].is_file()
-    # the second build replaced the first: one module and its manifest are left
-    assert built["first"] != built["written"] and not built["first"][0].exists()
     assert sorted(p.suffix for p in built["written"][0].parent.iterdir()) == [".json", ".so"]
     assert any("2 versions" in line for line in built["lines"]), built["lines"]
     manifest = json.loads(next(built["written"][0].parent.glob("*.json")).read_text())
@@ -155,7 +150,7 @@ def test_a_built_family_runs_in_a_new_process_without_numba(built):
 
         # the GIL is released: this thread runs while the kernel does
         big, total = np.ones(1_000_000, np.float32), np.empty(1, np.float32)
-        worker = threading.Thread(target=kernels["spin"], args=(big, 400, total))
+        worker = threading.Thread(target=kernels["spin"], args=(big, 150, total))
         counted = 0
         worker.start()
         while worker.is_alive():
@@ -337,3 +332,23 @@ def test_a_cache_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(jit, "available", lambda: True)
     with pytest.raises(ConfigError, match=r"cannot write the build into .*a-file.*FRAMEWORK_KERNEL_CACHE"):
         ahead.build(families=[], workloads=[])
+
+
+def test_a_build_removes_the_familys_older_modules_and_no_other_familys(tmp_path):
+    """Each build's module has a file name of its own (a reader of the old manifest keeps the old
+    module); the build then removes the family's other files, and leaves a family whose name merely
+    starts the same."""
+    digest, other = "0123456789ab", "ba9876543210"
+    names = [
+        f"fwk_pkg_kernels_{digest}.json",  # the new manifest
+        f"fwk_pkg_kernels_{digest}.1111aaaa2222.cpython-311-x86_64-linux-gnu.so",  # the new module
+        f"fwk_pkg_kernels_{digest}.3333bbbb4444.cpython-311-x86_64-linux-gnu.so",  # the one it replaced
+        f"fwk_pkg_kernels_{other}.json",  # an older source's build
+        f"fwk_pkg_kernels_{other}.5555cccc6666.cpython-311-x86_64-linux-gnu.so",
+        f"fwk_pkg_kernels_more_{digest}.json",  # family "pkg.kernels_more": not this one
+        "notes.txt",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("")
+    ahead._prune(tmp_path, "pkg.kernels", keep={names[0], names[1]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[1], names[5], names[6]])
