@@ -352,3 +352,25 @@ def test_a_build_removes_the_familys_older_modules_and_no_other_familys(tmp_path
         (tmp_path / name).write_text("")
     ahead._prune(tmp_path, "pkg.kernels", keep={names[0], names[1]})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names[0], names[1], names[5], names[6]])
+
+
+def test_only_a_build_of_the_current_source_spares_importing_numba(built, monkeypatch):
+    """A folder holding only stale builds does not count: numba is imported (and a broken one is warned
+    about, the NumPy path taken) as without a build."""
+    import importlib.util
+
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
+    find = importlib.util.find_spec
+    fake = lambda name, *a: object() if name == "numba" else find(name)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises
+    source = built["folder"] / "ahead_test_kernels.py"
+    try:
+        source.write_text(FAMILY + "\n# edited: the build is stale\n")
+        monkeypatch.setattr(jit, "_available", None)
+        with pytest.warns(RuntimeWarning, match="numba is installed but does not import"):
+            assert jit.available() is False
+    finally:
+        source.write_text(FAMILY)
+    monkeypatch.setattr(jit, "_available", None)
+    assert jit.available() is True  # the current source's build: no import tried

@@ -76,7 +76,7 @@ def available() -> bool:
     if _available is None:
         _available = False
         if importlib.util.find_spec("numba") is not None:
-            if kernel_cache.any_built():  # the kernels load from the build: numba need not import
+            if _any_current_build():  # the kernels load from the build: numba need not import
                 _available = True
                 return True
             try:
@@ -91,6 +91,13 @@ def available() -> bool:
             else:
                 _available = True
     return _available
+
+
+def _any_current_build() -> bool:
+    """Whether a family defined so far has a build of its current source on this machine."""
+    if not kernel_cache.any_built():  # no build at all: no source file need be read
+        return False
+    return any(kernel_cache.paths(f.name, f.source)[1].is_file() for f in list(_families.values()))
 
 
 def environment_choice() -> bool | None:
