@@ -374,3 +374,14 @@ def test_only_a_build_of_the_current_source_spares_importing_numba(built, monkey
         source.write_text(FAMILY)
     monkeypatch.setattr(jit, "_available", None)
     assert jit.available() is True  # the current source's build: no import tried
+
+
+def test_a_family_without_a_source_file_is_never_built_nor_loaded(tmp_path, monkeypatch):
+    """Nothing would tell an old build of it from a new one."""
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path))
+    family = jit.KernelFamily(lambda numba: {})
+    family.source = str(tmp_path / "gone.py")
+    assert kernel_cache.load(family.name, family.source) is None
+    lines: list[str] = []
+    assert ahead._build_family(family, tmp_path, None, None, lines.append) is None
+    assert lines == [f"{family.name}: no source file to tell its builds apart, not built"]

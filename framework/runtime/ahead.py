@@ -49,7 +49,11 @@ def status() -> list[tuple[str, str]]:
     _load_plugins()
     rows = []
     for family in jit.families():
-        _, manifest_path = paths(family.name, family.source)
+        try:
+            _, manifest_path = paths(family.name, family.source)
+        except OSError:
+            rows.append((family.name, "no source file: not built (numba compiles its kernels)"))
+            continue
         if manifest_path.is_file():
             try:
                 kernels = json.loads(manifest_path.read_text())["kernels"]
@@ -145,8 +149,13 @@ def build(
 def _build_family(
     family: jit.KernelFamily, folder: Path, CC: Any, pycc_compiler: Any, report: Callable[[str], None]
 ) -> Path | None:
-    """Compile one family into ``folder``; its module's path (``None`` when no workload called it)."""
-    module_name, manifest_path = paths(family.name, family.source)
+    """Compile one family into ``folder``; its module's path (``None`` when no workload called it, or the
+    family has no source file)."""
+    try:
+        module_name, manifest_path = paths(family.name, family.source)
+    except OSError:
+        report(f"{family.name}: no source file to tell its builds apart, not built")
+        return None
     kernels = family.jitted()
     if not any(k.seen for k in kernels.values()):
         report(f"{family.name}: no workload called it, not built")
@@ -186,7 +195,7 @@ def _prune(folder: Path, family: str, keep: set[str]) -> None:
     manifest just replaced. A process that still has one loaded keeps it (POSIX); where the file cannot
     be removed (in use on Windows), it stays."""
     prefix = "fwk_" + re.sub(r"\W", "_", family) + "_"
-    own = re.compile(re.escape(prefix) + r"([0-9a-f]{12}|unknown)\.")
+    own = re.compile(re.escape(prefix) + r"[0-9a-f]{12}\.")
     for path in folder.iterdir():
         if path.name not in keep and own.match(path.name):
             try:

@@ -97,7 +97,13 @@ def _any_current_build() -> bool:
     """Whether a family defined so far has a build of its current source on this machine."""
     if not kernel_cache.any_built():  # no build at all: no source file need be read
         return False
-    return any(kernel_cache.paths(f.name, f.source)[1].is_file() for f in list(_families.values()))
+    for family in list(_families.values()):
+        try:
+            if kernel_cache.paths(family.name, family.source)[1].is_file():
+                return True
+        except OSError:  # no source file: never built
+            continue
+    return False
 
 
 def environment_choice() -> bool | None:

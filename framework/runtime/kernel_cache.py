@@ -91,13 +91,15 @@ def machine_folder() -> Path:
 
 def paths(family: str, source: str) -> tuple[str, Path]:
     """The module name of ``family`` (defined in the file ``source``, whose hash is in the name) and its
-    manifest's path."""
+    manifest's path.
+
+    Raises:
+        OSError: ``source`` cannot be read (a family defined outside a file): it has no build, since
+            nothing would tell an old build from a new one.
+    """
     import hashlib
 
-    try:
-        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]
-    except OSError:
-        digest = "unknown"
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]
     module = "fwk_" + re.sub(r"\W", "_", family) + "_" + digest
     return module, machine_folder() / f"{module}.json"
 
@@ -129,7 +131,10 @@ def load(family: str, source: str) -> Table | None:
     """
     import json
 
-    module_name, manifest_path = paths(family, source)
+    try:
+        module_name, manifest_path = paths(family, source)
+    except OSError:  # no source file to tell builds apart: numba's kernels
+        return None
     if not manifest_path.is_file():
         return None
     try:
