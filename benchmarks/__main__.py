@@ -127,11 +127,16 @@ def kernels_note() -> str:
 
     if environment_choice() is False:
         return f"on NumPy (FRAMEWORK_JIT={os.environ['FRAMEWORK_JIT']}; numba {version} installed)"
-    from framework.runtime import kernel_cache
+    from framework.runtime import ahead, kernel_cache
 
-    if kernel_cache.any_built():
+    states = [state for _, state in ahead.status()]  # imports the plugins, which define the families
+    built = sum(state.startswith("built") for state in states)
+    if built:
         folder = kernel_cache.machine_folder()
-        return f"on the compiled kernels (numba {version}, built ahead of time in {folder})"
+        return (
+            f"on the compiled kernels (numba {version}; {built} of {len(states)} kernel families "
+            f"built ahead of time, in {folder})"
+        )
     return f"on the compiled kernels (numba {version}, compiled at first use: no ahead-of-time build)"
 
 

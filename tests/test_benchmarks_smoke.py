@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import requires_numba
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -157,3 +159,14 @@ def test_jit_ab_times_both_engines_of_one_case(capsys: pytest.CaptureFixture[str
     assert ("compiled kernels" in out) is jit.available()
     with pytest.raises(SystemExit):
         jit_ab.main(["not_a_case"])
+
+
+@requires_numba
+def test_the_header_says_which_kernels_ours_runs(monkeypatch, tmp_path):
+    from benchmarks.__main__ import kernels_note
+
+    monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path))  # empty: no build
+    monkeypatch.setenv("FRAMEWORK_JIT", "auto")
+    assert "compiled at first use: no ahead-of-time build" in kernels_note()
+    monkeypatch.setenv("FRAMEWORK_JIT", "0")
+    assert kernels_note().startswith("on NumPy (FRAMEWORK_JIT=0")
