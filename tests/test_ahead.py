@@ -7,6 +7,7 @@ build`` then ``framework kernels check``, and the kernel tests on it).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,7 +54,12 @@ FAMILY = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The test family, its module importable, built for float32 only into a cache of its own."""
+    """The test family, its module importable, built for float32 only into a cache of its own.
+
+    Building needs numba (the ``jit`` extra, which CI installs): without it, every test using this skips.
+    """
+    if importlib.util.find_spec("numba") is None:
+        pytest.skip("needs numba: pip install -e '.[jit]'")
     folder = tmp_path_factory.mktemp("family")
     (folder / "ahead_test_kernels.py").write_text(FAMILY)
     cache = tmp_path_factory.mktemp("cache")
@@ -209,8 +215,6 @@ def test_an_edited_family_is_not_served_by_the_build_of_its_old_source(built, mo
 
 def test_with_a_build_numba_is_not_imported_to_tell_whether_kernels_run(built, monkeypatch):
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
-    import importlib.util
-
     monkeypatch.setattr(jit, "_available", None)
     find = importlib.util.find_spec
     fake = lambda name, *a: object() if name == "numba" else find(name)  # noqa: E731
@@ -294,6 +298,7 @@ def test_threads_share_one_load_of_a_family(built, monkeypatch):
     family.reset()
 
 
+@requires_numba  # numba.pycc is imported before the cause under test shows
 def test_building_without_setuptools_names_it(monkeypatch):
     monkeypatch.setattr(jit, "available", lambda: True)
     monkeypatch.delitem(sys.modules, "numba.pycc", raising=False)
@@ -326,6 +331,7 @@ def test_a_build_others_may_write_is_not_loaded(built, monkeypatch):
     assert kernel_cache.load(family.name, family.source) is not None
 
 
+@requires_numba  # numba.pycc is imported before the cause under test shows
 def test_a_cache_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(tmp_path / "a-file" / "kernels"))
@@ -357,8 +363,6 @@ def test_a_build_removes_the_familys_older_modules_and_no_other_familys(tmp_path
 def test_only_a_build_of_the_current_source_spares_importing_numba(built, monkeypatch):
     """A folder holding only stale builds does not count: numba is imported (and a broken one is warned
     about, the NumPy path taken) as without a build."""
-    import importlib.util
-
     monkeypatch.setenv("FRAMEWORK_KERNEL_CACHE", str(built["cache"]))
     find = importlib.util.find_spec
     fake = lambda name, *a: object() if name == "numba" else find(name)  # noqa: E731
