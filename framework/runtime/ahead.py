@@ -40,7 +40,6 @@ from typing import Any
 from framework.errors import ConfigError
 from framework.runtime import jit
 from framework.runtime.kernel_cache import FORMAT, machine_folder, paths, to_json, version
-from framework.saving.atomic import atomic_path
 
 __all__ = ["build", "check", "status"]
 
@@ -182,8 +181,9 @@ def _build_family(
         target = folder / f"{module_name}.{uuid.uuid4().hex[:12]}{built.name[len(module_name) :]}"
         os.replace(built, target)
     manifest = {"format": FORMAT, "family": family.name, "module": target.name, "kernels": versions}
-    with atomic_path(manifest_path, error=ConfigError, verb="write the kernels' manifest to") as partial:
-        Path(partial).write_text(json.dumps(manifest, indent=1))
+    partial = manifest_path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(manifest, indent=1))
+    os.replace(partial, manifest_path)
     _prune(folder, family.name, keep={target.name, manifest_path.name})
     count = sum(len(v) for v in versions.values())
     report(f"{family.name}: {len(versions)} kernels, {count} versions -> {target}")
