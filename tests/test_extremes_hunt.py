@@ -18,6 +18,7 @@ lies outside the modules of this hunt.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -975,13 +976,21 @@ def test_multihead_attention_with_scores_of_1e4_matches_torch(masked, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         y, dx = _call(m, x.copy(), g.copy(), **kw)
-    tx = _t(x)
-    ty, _ = t(tx, tx, tx, need_weights=False, **{k: torch.tensor(v) for k, v in kw.items()})
-    ty.backward(torch.tensor(g))
-    ref_y, ref_dx = ty.detach().numpy(), tx.grad.numpy()
+    # The exact answer: PyTorch in float64 on the same weights and inputs. Ours must be as close
+    # to it as PyTorch's own run in this dtype is: two float32 runs of this ill-conditioned
+    # problem (scores of 1e4 through four products) differ from each other by about the sum of
+    # their errors (ours 6.1e-4 and PyTorch's 6.7e-4 on dx, 1.1e-3 apart, on one machine).
+    results = {}
+    for name, module, wide in (("torch", t, tdtype), ("exact", copy.deepcopy(t).double(), torch.float64)):
+        tx = torch.tensor(x, dtype=wide, requires_grad=True)
+        ty, _ = module(tx, tx, tx, need_weights=False, **{k: torch.tensor(v) for k, v in kw.items()})
+        ty.backward(torch.tensor(g, dtype=wide))
+        results[name] = (ty.detach().numpy(), tx.grad.numpy())
+    exact_y, exact_dx = (a.astype(np.longdouble) for a in results["exact"])
+    torch_y, torch_dx = results["torch"]
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
     tol = 1e-4 if dtype == np.float32 else 1e-11  # through four products of magnitude 1e4 scores
-    assert _error(y, ref_y.astype(np.longdouble)) <= tol
-    assert _error(dx, ref_dx.astype(np.longdouble)) <= tol * 10
+    assert _error(y, exact_y) <= max(tol, 1.5 * _error(torch_y, exact_y))
+    assert _error(dx, exact_dx) <= max(tol * 10, 1.5 * _error(torch_dx, exact_dx))
     if masked:
         np.testing.assert_allclose(y[1], np.broadcast_to(m.out_proj.bias.data, (5, 8)), rtol=0, atol=0)
