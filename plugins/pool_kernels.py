@@ -49,23 +49,31 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
 
     @jit
     def forward_argmax(x: Any, y: Any, argmax: Any) -> None:
-        n, c, _, w = x.shape
+        n, c = x.shape[:2]
         oh, ow = y.shape[2], y.shape[3]
-        planes = x.reshape(n * c, -1)
-        outs, offsets = y.reshape(n * c, -1), argmax.reshape(n * c, -1)
-        for p in range(n * c):
-            xp, yp, kp = planes[p], outs[p], offsets[p]
-            for a in range(oh):
-                for b in range(ow):
-                    q = 2 * a * w + 2 * b
-                    u0, u1, u2, u3 = xp[q], xp[q + 1], xp[q + w], xp[q + w + 1]
-                    right_top = (u1 > u0) | (u1 != u1)
-                    top = u1 if right_top else u0
-                    right_bottom = (u3 > u2) | (u3 != u3)
-                    bottom = u3 if right_bottom else u2
-                    lower = (bottom > top) | (bottom != bottom)
-                    yp[a * ow + b] = bottom if lower else top
-                    kp[a * ow + b] = (2 + right_bottom) if lower else np.uint8(right_top)
+        pair = np.empty(2 * ow, x.dtype)  # each column's winner of the window's two rows
+        rank = np.empty(2 * ow, np.uint8)  # its offset k = 2i + j
+        for i in range(n):
+            for ch in range(c):
+                for a in range(oh):
+                    top, bottom = x[i, ch, 2 * a], x[i, ch, 2 * a + 1]
+                    for col in range(2 * ow):  # contiguous rows: this pass vectorises
+                        u, v = top[col], bottom[col]
+                        down = (v > u) | (v != v)
+                        pair[col] = v if down else u
+                        rank[col] = 2 * np.uint8(down) + (col & 1)
+                    # The columns' winners meet by the row-major rule: the larger value; on a tie
+                    # the smaller offset; a NaN beats a number, and of two NaNs the larger offset.
+                    # Two loops of one store stream each, branch-free: both vectorise.
+                    out, offsets = y[i, ch, a], argmax[i, ch, a]
+                    for b in range(ow):
+                        u, v, kl, kr = pair[2 * b], pair[2 * b + 1], rank[2 * b], rank[2 * b + 1]
+                        right = (v > u) | ((v == u) & (kr < kl)) | ((v != v) & ((u == u) | (kr > kl)))
+                        out[b] = v if right else u
+                    for b in range(ow):
+                        u, v, kl, kr = pair[2 * b], pair[2 * b + 1], rank[2 * b], rank[2 * b + 1]
+                        right = (v > u) | ((v == u) & (kr < kl)) | ((v != v) & ((u == u) | (kr > kl)))
+                        offsets[b] = kr if right else kl
 
     @jit
     def backward(g: Any, argmax: Any, dx: Any) -> None:
@@ -76,14 +84,14 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
             for ch in range(c):
                 for a in range(oh):
                     gr, kr = g[i, ch, a], argmax[i, ch, a]
-                    top, bottom = dx[i, ch, 2 * a], dx[i, ch, 2 * a + 1]
-                    for col in range(2 * ow):
-                        v, k, j = gr[col >> 1], kr[col >> 1], col & 1
-                        top[col] = v if k == j else zero
-                        bottom[col] = v if k == j + 2 else zero
-                    for col in range(2 * ow, w):
-                        top[col] = zero
-                        bottom[col] = zero
+                    for r in range(2):  # each input row written once, in order
+                        row = dx[i, ch, 2 * a + r]
+                        for b in range(ow):
+                            v, k = gr[b], kr[b]
+                            row[2 * b] = v if k == 2 * r else zero
+                            row[2 * b + 1] = v if k == 2 * r + 1 else zero
+                        for col in range(2 * ow, w):
+                            row[col] = zero
                 for r in range(2 * oh, h):
                     dx[i, ch, r, :] = zero
 
