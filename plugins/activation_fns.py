@@ -72,6 +72,8 @@ class IdentityActivation(ActivationLayer):
         ``dL/dx = dL/dy``.
     """
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         return as_float(x)
 
@@ -99,6 +101,7 @@ class ReLU(ActivationLayer):
 
     gain = math.sqrt(2.0)
     monotone_elementwise = True
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
@@ -135,6 +138,8 @@ class LeakyReLU(ActivationLayer):
     def gain(self) -> float:  # type: ignore[override]
         return math.sqrt(2.0 / (1.0 + self.negative_slope**2))
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         mask = x > 0
@@ -168,6 +173,8 @@ class ELU(ActivationLayer):
         super().__init__(name=name)
         self.alpha = real_number("ELU", "alpha", alpha)
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         alpha = x.dtype.type(self.alpha)
@@ -200,6 +207,7 @@ class Sigmoid(ActivationLayer):
     """
 
     link = "sigmoid"
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         y = ctx.y = stable_sigmoid(as_float(x))
@@ -221,6 +229,7 @@ class Tanh(ActivationLayer):
     """
 
     gain = 5.0 / 3.0
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         y = ctx.y = np.tanh(as_float(x))
@@ -271,6 +280,8 @@ class GELU(ActivationLayer):
             )
         self.approximate = approximate
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
         f = x.dtype.type
@@ -305,6 +316,8 @@ class SiLU(ActivationLayer):
     Gradient:
         ``f'(x) = s + x s (1 - s) = s (1 + x (1 - s))``, ``s = sigmoid(x)``.
     """
+
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = ctx.x = as_float(x)
@@ -341,6 +354,8 @@ class Softplus(ActivationLayer):
         if self.beta <= 0:
             raise ConfigError(f"Softplus: beta must be > 0, got {beta!r}")
         self.threshold = real_number("Softplus", "threshold", threshold)
+
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)

@@ -32,25 +32,34 @@ from plugins.conv_geometry import _geometry
 from plugins.im2col import col2im_batch_last, im2col_batch_last
 
 
-def forward_batch_last(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
+def forward_batch_last(
+    layer: Any, ctx: Context, x: np.ndarray, in_last: bool = False, out_last: bool = False
+) -> np.ndarray:
     """The convolution of a 4-D ``x`` by ``layer`` (groups 1), its columns kept on ``ctx`` for the backward.
 
+    ``x`` is ``(N, C, H, W)``, or ``(C, H, W, N)`` with ``in_last``.
+
     Returns:
-        ``(N, O, OH, OW)``, after the layer's fused activation.
+        ``(N, O, OH, OW)``, or ``(O, OH, OW, N)`` with ``out_last``, after the layer's fused activation.
     """
     geometry = layer._geometry2d
-    kernel, _, _, _, (oh, ow) = _geometry(x.shape, *geometry)
-    n, c = x.shape[:2]
+    shape4 = (x.shape[3], *x.shape[:3]) if in_last else x.shape
+    kernel, _, _, _, (oh, ow) = _geometry(shape4, *geometry)
+    n, c = shape4[:2]
     o = layer.out_channels
-    cols = im2col_batch_last(
-        x, *geometry, out=workspace.take((c * kernel[0] * kernel[1], oh * ow * n), x.dtype)
-    )
+    buffer = workspace.take((c * kernel[0] * kernel[1], oh * ow * n), x.dtype)
+    cols = im2col_batch_last(x, *geometry, out=buffer, batch_last=in_last)
     product = layer.weight.data.reshape(o, -1) @ cols
     if ctx.record:
-        ctx.cols, ctx.grid, ctx.batch_last, ctx.x_shape = cols, False, True, x.shape
+        ctx.cols, ctx.grid, ctx.batch_last, ctx.x_shape = cols, False, True, shape4
+        ctx.in_last, ctx.out_last = in_last, out_last
     else:  # no backward follows: the columns are spent
         workspace.give_back(cols)
     bias = None if layer.bias is None else layer.bias.data
+    if out_last:  # the product is the output: (O, OH*OW*N), rows of one channel
+        if bias is not None:
+            np.add(product, bias.reshape(-1, 1).astype(product.dtype, copy=False), out=product)
+        return layer.activation_forward(ctx, layer.activation, product.reshape(o, oh, ow, n))
     if im2col_kernels.fits(product, bias):  # compiled: in cache-sized tiles, one pass
         y = im2col_kernels.to_nchw(product, (n, o, oh, ow), bias)
         return layer.activation_forward(ctx, layer.activation, y)
@@ -64,13 +73,18 @@ def forward_batch_last(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
 
 
 def backward_batch_last(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
-    """Parameter gradients added; ``dL/dx`` (NCHW) returned, or ``None`` when the input needs none.
+    """Parameter gradients added; ``dL/dx`` returned, or ``None`` when the input needs none.
 
-    With ``G`` as ``(O, OH*OW*N)``: ``dW^T = cols @ G^T``, ``db = G 1`` and the
+    ``g`` is ``(N, O, OH, OW)``, or ``(O, OH, OW, N)`` when the forward gave its
+    output batch-last; ``dL/dx`` is laid out as the forward's input was. With
+    ``G`` as ``(O, OH*OW*N)``: ``dW^T = cols @ G^T``, ``db = G 1`` and the
     column gradient ``W^T G`` (written into the spent columns' buffer).
     """
-    o = g.shape[1]
-    if im2col_kernels.fits(g):  # compiled: the transpose and the bias gradient, one pass
+    o = layer.out_channels
+    if ctx.__dict__.get("out_last"):  # already (O, OH*OW*N)
+        g_last = np.ascontiguousarray(g).reshape(o, -1)
+        db = None if layer.bias is None else blas.sum_rows(g_last.T)
+    elif im2col_kernels.fits(g):  # compiled: the transpose and the bias gradient, one pass
         g_last, db = im2col_kernels.to_batch_last(g, with_sums=layer.bias is not None)
     else:
         g_last = np.ascontiguousarray(g.transpose(1, 2, 3, 0)).reshape(o, -1)
@@ -81,7 +95,8 @@ def backward_batch_last(layer: Any, ctx: Context, g: np.ndarray, cols: np.ndarra
     if dcols is None:
         return None
     del g_last  # not held while col2im runs (peak memory)
-    dx = col2im_batch_last(dcols, ctx.x_shape, *layer._geometry2d)
+    in_last = bool(ctx.__dict__.get("in_last"))
+    dx = col2im_batch_last(dcols, ctx.x_shape, *layer._geometry2d, batch_last=in_last)
     workspace.give_back(cols)
     return dx
 

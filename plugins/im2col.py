@@ -158,6 +158,7 @@ def im2col_batch_last(
     padding: Any = 0,
     dilation: Any = 1,
     out: np.ndarray | None = None,
+    batch_last: bool = False,
 ) -> np.ndarray:
     """Columns ``(C*kh*kw, OH*OW*N)`` of ``x`` (``(N, C, H, W)``), the batch axis last and inside.
 
@@ -166,18 +167,23 @@ def im2col_batch_last(
     column stride of 1 each row of the columns is ``OH`` contiguous runs of
     ``OW*N`` values. ``W.reshape(out_ch, -1) @ cols`` is then the convolution
     of the whole batch as one product, shaped ``(out_ch, OH, OW, N)``;
-    :func:`col2im_batch_last` is the adjoint.
+    :func:`col2im_batch_last` is the adjoint. With ``batch_last``, ``x`` is
+    given as ``(C, H, W, N)`` (batch-last activations) and read as it is.
     """
-    kernel, stride, pads, dilation, (oh, ow) = _geometry(x.shape, kernel, stride, padding, dilation)
-    n, c, h, w = x.shape
+    shape4 = (x.shape[3], *x.shape[:3]) if batch_last else x.shape
+    kernel, stride, pads, dilation, (oh, ow) = _geometry(shape4, kernel, stride, padding, dilation)
+    n, c, h, w = shape4
     shape = (c * kernel[0] * kernel[1], oh * ow * n)
+    if batch_last:
+        x = np.ascontiguousarray(x)
     if im2col_kernels.fits(x, out) and (out is None or out.shape == shape):
         target = np.empty(shape, dtype=x.dtype) if out is None else out
-        return im2col_kernels.im2col_batch_last(x, (kernel, stride, pads, dilation), (oh, ow), target)
+        geometry = (kernel, stride, pads, dilation)
+        return im2col_kernels.im2col_batch_last(x, geometry, (oh, ow), target, batch_last)
     (top, bottom), (left, right) = pads
     padded = (c, h + top + bottom, w + left + right, n)
     xp = np.zeros(padded, dtype=x.dtype) if padded[1:3] != (h, w) else np.empty(padded, dtype=x.dtype)
-    xp[:, top : top + h, left : left + w] = x.transpose(1, 2, 3, 0)
+    xp[:, top : top + h, left : left + w] = x if batch_last else x.transpose(1, 2, 3, 0)
     # the windows of the batch-last buffer seen as NCHW, then ordered (C, kh, kw, OH, OW, N)
     windows = window_view(xp.transpose(3, 0, 1, 2), kernel, stride, dilation, (oh, ow))
     view = windows.transpose(1, 2, 3, 4, 5, 0)
@@ -195,6 +201,7 @@ def col2im_batch_last(
     padding: Any = 0,
     dilation: Any = 1,
     windows: Any = None,
+    batch_last: bool = False,
 ) -> np.ndarray:
     """:func:`col2im` for columns laid out ``(C*kh*kw, OH*OW*N)``, batch axis last.
 
@@ -202,20 +209,23 @@ def col2im_batch_last(
     ``(K, P, N)``. With the batch innermost, every strided ``+=`` moves whole
     rows of ``OW*N`` (stride 1) or ``N`` contiguous values instead of ``OW``,
     which makes the scatter several times faster for small images. The result
-    is ``(N, C, H, W)``; the crop and the transpose back are one copy.
+    is ``(N, C, H, W)``; the crop and the transpose back are one copy. With
+    ``batch_last`` it stays ``(C, H, W, N)`` (``input_shape`` is still ``(N, C, H, W)``).
     """
     kernel, stride, pads, dilation, (oh, ow) = _geometry(
         input_shape, kernel, stride, padding, dilation, windows
     )
     if im2col_kernels.fits(cols):  # compiled: each channel added in cache, one pass
-        return im2col_kernels.col2im_batch_last(cols, input_shape, (kernel, stride, pads, dilation), (oh, ow))
+        geometry = (kernel, stride, pads, dilation)
+        return im2col_kernels.col2im_batch_last(cols, input_shape, geometry, (oh, ow), batch_last)
     n, c, h, w = input_shape
     blocks = cols.reshape(c, kernel[0], kernel[1], oh, ow, n)
     xp = np.zeros((c, h + sum(pads[0]), w + sum(pads[1]), n), dtype=cols.dtype)
     for i, j, window in offset_slices(kernel, stride, (oh, ow), dilation):
         xp[:, window[0], window[1]] += blocks[:, i, j]
     (top, _), (left, _) = pads
-    return np.ascontiguousarray(xp[:, top : top + h, left : left + w].transpose(3, 0, 1, 2))
+    inside = xp[:, top : top + h, left : left + w]
+    return np.ascontiguousarray(inside if batch_last else inside.transpose(3, 0, 1, 2))
 
 
 def grid_shape(

@@ -220,27 +220,42 @@ def im2col(x: np.ndarray, geometry: Geometry, out_hw: tuple[int, int], out: np.n
 
 
 def im2col_batch_last(
-    x: np.ndarray, geometry: Geometry, out_hw: tuple[int, int], out: np.ndarray
+    x: np.ndarray, geometry: Geometry, out_hw: tuple[int, int], out: np.ndarray, batch_last: bool = False
 ) -> np.ndarray:
-    """The columns ``(C*kh*kw, OH*OW*N)`` of ``x`` ``(N, C, H, W)`` written into ``out``, returned."""
-    n, c, h, w = x.shape
+    """The columns ``(C*kh*kw, OH*OW*N)`` of ``x`` ``(N, C, H, W)`` written into ``out``, returned.
+
+    With ``batch_last``, ``x`` is already ``(C, H, W, N)`` (C-contiguous) and is read as it is.
+    """
     family = _kernels()
-    xt = np.empty((c, h, w, n), x.dtype)
-    family["batch_last"](x.reshape(n, c, h * w), xt.reshape(c, h * w, n))
+    if batch_last:
+        xt = x
+    else:
+        n, c, h, w = x.shape
+        xt = np.empty((c, h, w, n), x.dtype)
+        family["batch_last"](x.reshape(n, c, h * w), xt.reshape(c, h * w, n))
     oh, ow = out_hw
-    family["runs_im2col"](xt, _steps(geometry), out.reshape(-1, oh, ow * n))
+    family["runs_im2col"](xt, _steps(geometry), out.reshape(-1, oh, ow * xt.shape[3]))
     return out
 
 
 def col2im_batch_last(
-    cols: np.ndarray, input_shape: tuple[int, int, int, int], geometry: Geometry, out_hw: tuple[int, int]
+    cols: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    geometry: Geometry,
+    out_hw: tuple[int, int],
+    batch_last: bool = False,
 ) -> np.ndarray:
-    """The adjoint of :func:`im2col_batch_last`: ``cols`` ``(C*kh*kw, OH*OW*N)`` added back to new NCHW."""
+    """The adjoint of :func:`im2col_batch_last`: ``cols`` ``(C*kh*kw, OH*OW*N)`` added back to new NCHW.
+
+    ``input_shape`` is ``(N, C, H, W)``; with ``batch_last`` the result is ``(C, H, W, N)``.
+    """
     n, c, h, w = input_shape
     family = _kernels()
     acc = np.zeros((c, h, w, n), cols.dtype)
     oh, ow = out_hw
     family["runs_col2im"](cols.reshape(-1, oh, ow * n), _steps(geometry), acc)
+    if batch_last:
+        return acc
     dx = np.empty(input_shape, cols.dtype)
     family["batch_first"](acc.reshape(c, h * w, n), np.empty(0, cols.dtype), False, dx.reshape(n, c, h * w))
     return dx

@@ -72,8 +72,38 @@ def normalization() -> None:
             model.fit(x, x, epochs=1, batch_size=32, verbose=0, threads=2)
 
 
+def batch_last_runs() -> None:
+    """A ``Sequential`` passing batch-last activations (:mod:`framework.models.layouts`): ``fit``, with
+    and without threads, and ``predict``."""
+    from framework.layers import BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, ReLU
+    from framework.models import layouts
+    from framework.models.sequential import Sequential
+
+    rng = np.random.default_rng(3)
+    for dtype in DTYPES:
+        with default_dtype(dtype), layouts.using("always"):
+            model = Sequential(
+                [
+                    Conv2d(8, 8, 3, padding=1),
+                    BatchNorm(8),
+                    ReLU(),
+                    MaxPool2d(2),
+                    Conv2d(8, 4, 3, padding=1, bias=False, activation="relu"),
+                    MaxPool2d(2),
+                    Flatten(),
+                    Linear(16, 2),
+                ]
+            )
+            model.compile("sgd", loss="cross_entropy")
+            x, y = rng.standard_normal((8, 8, 9, 9)).astype(dtype), rng.integers(0, 2, 8)
+            for threads in (None, 2):
+                model.fit(x, y, epochs=1, batch_size=8, verbose=0, threads=threads)
+            model.predict(x)
+
+
 @hookimpl
 def register_kernel_workloads(register: Any) -> None:
     register("convolutions", convolutions)
     register("pooling", pooling)
     register("normalization", normalization)
+    register("batch-last runs", batch_last_runs)

@@ -167,6 +167,8 @@ class BatchNorm(Layer):
     #: backward returns a new array it does not keep (the layer below may write into it)
     returns_fresh_grad = True
     float_input = True  # an integer or boolean input is cast to the default float dtype
+    #: statistics per channel over every other axis: it runs on batch-last activations too
+    channelwise = True
 
     def __init__(
         self,

@@ -18,7 +18,9 @@ from framework.base.validation import check_bool, int_tuple
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import jit
 from plugins import pool_kernels
+from plugins.batch_last import BATCH_LAST_IN, to_batch_last, to_channels_first
 from plugins.conv_geometry import compact
+from plugins.pool_batch_last import max_pool_2x2_last, max_pool_2x2_last_backward
 from plugins.pool_ops import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -177,6 +179,26 @@ class _MaxPool(_Pool):
         if ctx.kernel:
             return pool_kernels.max_pool_2x2_backward(g, argmax, shape4).reshape(x_shape)
         return max_pool2d_backward(g, argmax, shape4, kernel, stride, pads).reshape(x_shape)
+
+    # -- batch-last activations inside a Sequential (framework.models.layouts) --
+
+    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
+        """Batch-last in, either layout out: 2-D, 2x2 windows at stride 2, unpadded, floor mode."""
+        simple = self._ndim == 2 and self.kernel_size == (2, 2) and self.stride == (2, 2)
+        return BATCH_LAST_IN if simple and set(self.padding) == {0} and not self.ceil_mode else frozenset()
+
+    def forward_batch_last(self, ctx: Context, x: np.ndarray, in_last: bool, out_last: bool) -> np.ndarray:
+        """``forward`` on ``(C, H, W, N)``: ``(C, OH, OW, N)`` with ``out_last``, else ``(N, C, OH, OW)``."""
+        x = np.ascontiguousarray(x)
+        y, argmax = max_pool_2x2_last(x, with_argmax=ctx.record)
+        if ctx.record:
+            ctx.x_shape, ctx.argmax, ctx.out_last = x.shape, argmax, out_last
+        return y if out_last else to_channels_first(y)
+
+    def backward_batch_last(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        """``backward`` of :meth:`forward_batch_last`: ``dL/dx`` ``(C, H, W, N)``."""
+        g = grad_out if ctx.out_last else to_batch_last(grad_out)
+        return max_pool_2x2_last_backward(g, ctx.argmax, ctx.x_shape)
 
 
 def _kernel_fits(x4: np.ndarray, kernel: Any, stride: Any, pads: Any) -> bool:

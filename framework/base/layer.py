@@ -113,6 +113,12 @@ class Layer(LayerState, Configurable):
     #: A subclass that overrides ``forward`` must declare them again.
     monotone_elementwise: bool = False
     window_max: bool = False
+    #: ``True`` for a layer whose ``forward`` and ``backward`` treat every axis
+    #: but the channel axis 1 alike (an element-wise map; statistics per channel
+    #: over all other axes, as BatchNorm): ``Sequential`` may then run it on a
+    #: ``(1, C, H*W*N)`` view of batch-last activations (:mod:`framework.models.layouts`).
+    #: A subclass overriding ``forward`` or ``backward`` must declare it again.
+    channelwise: bool = False
     #: ``True`` for a layer whose ``backward`` returns a new array that it does
     #: not keep (or ``grad_out`` itself): ``Sequential`` then lets the layer
     #: below overwrite that array in place (``ctx.grad_out_writable``). A layer

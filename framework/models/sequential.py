@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,9 @@ from framework.base.calling import matches
 from framework.base.context import Context
 from framework.base.inputs import takes_uncast
 from framework.base.layer import Layer, format_shape
+from framework.base.traits import declares
 from framework.errors import ConfigError, NotBuiltError, ShapeError
+from framework.models import layouts
 from framework.models.executor import unique_name
 from framework.models.graph import InputLayer, SymbolicTensor, connect
 from framework.models.model import Model
@@ -50,6 +51,7 @@ class Sequential(Model):
         self._stack: dict[str, Layer] = {}
         self._shapes: list[Any] = []
         self._run_order: list[Layer] | None = None
+        self._layout_plan: layouts.Plan | None = None
         self._in_shape: tuple[int | None, ...] | None = None
         # the input shape as declared (Input or input_shape=), unknown sizes kept None when a batch
         # builds the stack, and the Input's name: what an exporter writes for the model's input
@@ -170,6 +172,7 @@ class Sequential(Model):
     def _refresh_built(self) -> None:
         self._dtype_probe = None
         self._run_order = None
+        self._layout_plan = None
         known = self._in_shape is not None and all(s is not None for s in self._shapes)
         self.built = known and bool(self._stack)
         if self.built:
@@ -224,7 +227,7 @@ class Sequential(Model):
             order = list(self._stack.values())
             i = 0
             while i < len(order) - 1:
-                if _declares(order[i], "monotone_elementwise") and _declares(order[i + 1], "window_max"):
+                if declares(order[i], "monotone_elementwise") and declares(order[i + 1], "window_max"):
                     order[i], order[i + 1] = order[i + 1], order[i]
                     i += 2
                 else:
@@ -260,18 +263,27 @@ class Sequential(Model):
         order = self._order()
         training, record = ctx.training, ctx.record
         first = 0 if ctx.needs_input_grad else self._first_needed(order)
+        parts = self._layout_roles(order, x)
         tape: list[Context] = []
         for i, layer in enumerate(order):
             layer_ctx = Context(
                 training, needs_input_grad=i != first or ctx.needs_input_grad, record=record, nested=True
             )
-            x = layer.forward(layer_ctx, x)
+            role = parts[i] if parts else None
+            x = layer.forward(layer_ctx, x) if role is None else layouts.forward(layer, layer_ctx, x, role)
             if record:
                 tape.append(layer_ctx)
         if record:
             ctx.tape = tape
             ctx.first = first
         return x
+
+    def _layout_roles(self, order: list[Layer], x: Any) -> list[str | None] | None:
+        """Each layer's part in a batch-last run for this batch, or ``None`` (see ``layouts``)."""
+        plan = self.__dict__.get("_layout_plan")
+        if plan is None:
+            plan = self._layout_plan = layouts.plan(order)
+        return plan.roles if plan.applies(x) else None
 
     def _settle_guessed_shape(self, shape: tuple[int, ...]) -> None:
         """The first batch replaces an input shape guessed from the first layer's sizes (a
@@ -296,7 +308,10 @@ class Sequential(Model):
         for i in range(top, ctx.first - 1, -1):
             layer_ctx = tape[i]
             layer_ctx.grad_out_writable = writable
-            grad_in = order[i].backward(layer_ctx, grad_out)
+            if layer_ctx.__dict__.get("layout_role") is None:
+                grad_in = order[i].backward(layer_ctx, grad_out)
+            else:
+                grad_in = layouts.backward(order[i], layer_ctx, grad_out)
             if grad_in is None:  # a first layer with needs_input_grad=False (see fit)
                 return None
             if grad_in is not grad_out:
@@ -308,7 +323,7 @@ class Sequential(Model):
                         s != 0 for s, n in zip(grad_in.strides, grad_in.shape) if n > 1
                     )
                 else:
-                    writable = _declares(order[i], "returns_fresh_grad", "backward")
+                    writable = declares(order[i], "returns_fresh_grad", "backward")
             grad_out = grad_in
         return None if ctx.first > 0 else grad_out
 
@@ -336,26 +351,6 @@ class Sequential(Model):
         if shape is not None and not model.built:
             model.build(tuple(shape))
         return model
-
-
-def _declares(layer: Layer, flag: str, method: str = "forward") -> bool:
-    return _class_declares(type(layer), flag, method)  # type: ignore[arg-type]  # classes hash by id
-
-
-@functools.lru_cache(maxsize=1024)
-def _class_declares(kind: type, flag: str, method: str) -> bool:
-    """Whether ``layer``'s class declares ``flag``, not below the class defining its ``forward``.
-
-    A subclass that overrides ``forward`` does not inherit a promise about
-    what ``forward`` computes (a noisy ReLU is not monotone); it must declare
-    the flag again. A subclass may also set it to ``False``.
-    """
-    for cls in kind.__mro__:
-        if flag in cls.__dict__:
-            return bool(cls.__dict__[flag])
-        if method in cls.__dict__:
-            return False
-    return False
 
 
 def _serialize(layer: Layer, name: str) -> dict[str, Any]:

@@ -1,0 +1,337 @@
+"""Batch-last runs inside a Sequential (framework.models.layouts): the plan, and equal results.
+
+A run passes ``(C, H, W, N)`` activations between consecutive Conv2d,
+BatchNorm, activation and MaxPool2d layers. Everything a user sees must be
+what the public-layout path gives: outputs, input and parameter gradients,
+BatchNorm's running estimates, trained weights, checkpoints. Each model here
+runs with the runs forced on (``"always"``) and off (``"never"``), with the
+compiled kernels where numba is installed and with NumPy's code.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from support import requires_numba
+
+import framework
+from framework import Sequential
+from framework.errors import ConfigError
+from framework.layers import (
+    BatchNorm,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+)
+from framework.models import layouts
+from framework.runtime import jit
+from plugins.pool_batch_last import max_pool_2x2_last, max_pool_2x2_last_backward
+
+ENGINES = [False, pytest.param(True, marks=requires_numba)]
+
+
+def deep_cnn() -> list:
+    """Convolutions deep enough to run batch-last (C*kh*kw >= 64), every kind of member, odd sizes."""
+    return [
+        Conv2d(3, 8, 3, padding=1),  # 27 rows of columns: a per-sample convolution, outside any run
+        BatchNorm(8),
+        ReLU(),
+        MaxPool2d(2),
+        Conv2d(8, 8, 3, padding=1, activation="relu"),  # opens a run
+        BatchNorm(8),
+        MaxPool2d(2),  # swapped with nothing: the ReLU is fused into the convolution
+        Conv2d(8, 12, 3, stride=2, padding=1, bias=False),
+        Sigmoid(),
+        Conv2d(12, 6, (3, 2), padding=(1, 0), dilation=(1, 2)),
+        ReLU(),
+        MaxPool2d(2),  # closes the run, after the ReLU it was swapped with
+        Flatten(),
+        Linear(12, 5),
+    ]
+
+
+def _both(build, x: np.ndarray, training: bool = True) -> tuple:
+    """One step of the same model with the runs off and on: each (y, dx, parameter grads, buffers)."""
+    results = []
+    for mode in ("never", "always"):
+        framework.set_seed(5)
+        model = Sequential(build())
+        model.train(training)
+        model.build((None, *x.shape[1:]))
+        shape = (x.shape[0], *model.output_shape(x.shape)[1:])
+        g = np.random.default_rng(1).standard_normal(shape).astype(x.dtype)
+        with layouts.using(mode):
+            model.zero_grad()
+            y = model.forward(x)
+            dx = model.backward(g)
+            ran = model._layout_roles(model._order(), x) is not None
+        assert ran == (mode == "always")  # the runs ran where forced, and only there
+        grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+        buffers = {name: b.data.copy() for name, b in model.named_buffers()}
+        results.append((model, y, dx, grads, buffers))
+    return results[0], results[1]
+
+
+def _assert_close(a, b, dtype, what):
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    scale = max(1.0, float(np.abs(a).max()))
+    np.testing.assert_allclose(b, a, rtol=0, atol=tol * scale, err_msg=what)
+
+
+def test_the_plan_of_a_deep_cnn():
+    model = Sequential(deep_cnn())
+    model.build((None, 3, 33, 33))
+    plan = layouts.plan(model._order())
+    names = [type(layer).__name__ for layer in model._order()]
+    # the first convolution (27 rows of columns) runs per sample, outside; the run closes at the
+    # last layer that gives NCHW back, the pool before the ReLU swapped behind it
+    assert list(zip(names, plan.roles)) == [
+        ("Conv2d", None),
+        ("BatchNorm", None),
+        ("MaxPool2d", None),
+        ("ReLU", None),
+        ("Conv2d", "open"),
+        ("BatchNorm", "inside"),
+        ("MaxPool2d", "inside"),
+        ("Conv2d", "inside"),
+        ("Sigmoid", "inside"),
+        ("Conv2d", "inside"),
+        ("MaxPool2d", "close"),
+        ("ReLU", None),
+        ("Flatten", None),
+        ("Linear", None),
+    ]
+    # the runs' parameters: held by a Plan object, which the model's own parameters do not count
+    runs = [model._order()[k] for k in range(4, 11)]
+    assert [id(p) for p in plan.parameters] == [id(p) for layer in runs for p in layer.parameters()]
+    assert len(model.parameters()) == 13
+
+
+def test_what_breaks_or_refuses_a_run():
+    def roles(layers):
+        model = Sequential(layers)
+        model.build((None, 8, 8, 8))
+        return layouts.plan(model._order()).roles
+
+    deep = lambda: Conv2d(8, 8, 3, padding=1)  # noqa: E731
+    assert roles([deep(), MaxPool2d(2)]) == ["open", "close"]
+    assert roles([deep(), ReLU(), MaxPool2d(2)]) == ["open", "close", None]  # the ReLU runs after the pool
+    assert roles([deep(), BatchNorm(8), deep()]) == ["open", "inside", "close"]
+    assert roles([deep(), BatchNorm(8)]) is None  # nothing gives NCHW back after the BatchNorm
+    assert roles([deep(), Dropout(0.5), MaxPool2d(2)]) is None  # Dropout's masks follow the layout
+    assert roles([deep(), Identity(), MaxPool2d(2)]) is None  # a layer without the protocol
+    assert roles([deep(), MaxPool2d(3)]) is None  # only 2x2 windows at stride 2
+    assert roles([deep(), MaxPool2d(2, padding=1)]) is None
+    assert roles([Conv2d(8, 8, 3, groups=2), MaxPool2d(2)]) is None
+    assert roles([Conv2d(8, 8, 3, activation="softmax"), MaxPool2d(2)]) is None
+    assert roles([Conv2d(8, 8, 2), MaxPool2d(2)]) is None  # 32 rows of columns: per sample is faster
+    assert roles([deep(), MaxPool2d(2), deep(), MaxPool2d(2)]) == ["open", "inside", "inside", "close"]
+
+
+def test_a_subclass_that_overrides_forward_runs_in_the_public_layout():
+    class Noisy(ReLU):
+        def forward(self, ctx, x):
+            return super().forward(ctx, x) + 1.0
+
+    class MyPool(MaxPool2d):
+        def forward(self, ctx, x):
+            return super().forward(ctx, x) * 2.0
+
+    class MyConv(Conv2d):
+        def backward(self, ctx, grad_out):
+            return super().backward(ctx, grad_out)
+
+    class SameConv(Conv2d):  # overrides nothing: keeps the protocol
+        pass
+
+    def roles(layers):
+        model = Sequential(layers)
+        model.build((None, 8, 8, 8))
+        return layouts.plan(model._order()).roles
+
+    assert roles([Conv2d(8, 8, 3, padding=1), Sigmoid(), MaxPool2d(2)]) == ["open", "inside", "close"]
+    assert roles([Conv2d(8, 8, 3, padding=1), Noisy(), MaxPool2d(2)]) is None
+    assert roles([Conv2d(8, 8, 3, padding=1), Sigmoid(), MyPool(2)]) is None
+    assert roles([MyConv(8, 8, 3, padding=1), MaxPool2d(2)]) is None
+    assert roles([SameConv(8, 8, 3, padding=1), MaxPool2d(2)]) == ["open", "close"]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_step_equals_the_public_layout_step(engine, training, dtype):
+    x = np.random.default_rng(0).standard_normal((5, 3, 33, 33)).astype(dtype)
+    with jit.using(engine):
+        (m0, y0, dx0, g0, b0), (m1, y1, dx1, g1, b1) = _both(deep_cnn, x, training)
+    assert y1.shape == y0.shape and y1.dtype == y0.dtype == dx1.dtype == dtype
+    _assert_close(y0, y1, dtype, "output")
+    _assert_close(dx0, dx1, dtype, "dL/dx")
+    assert g0.keys() == g1.keys() and b0.keys() == b1.keys()
+    for name in g0:
+        _assert_close(g0[name], g1[name], dtype, name)
+    for name in b0:
+        _assert_close(b0[name], b1[name], dtype, name)
+    assert m0.layers[5].num_batches_tracked == m1.layers[5].num_batches_tracked == int(training)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_the_gradients_of_a_run_match_finite_differences(engine, float64):
+    """dL/dx and a weight's gradient through a run (float64, the runs forced on), numerically."""
+    framework.set_seed(3)
+    model = Sequential(
+        [
+            Conv2d(8, 8, 3, padding=1),
+            BatchNorm(8),
+            MaxPool2d(2),
+            ReLU(),
+            Conv2d(8, 4, 3, padding=1),
+            MaxPool2d(2),
+        ]
+    )
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 8, 6, 6))
+    w = rng.standard_normal((3, 4, 1, 1))
+
+    def loss(inputs):
+        return float(np.sum(model.forward(inputs) * w))
+
+    with jit.using(engine), layouts.using("always"):
+        assert model._layout_roles(model._order(), x) == ["open", *["inside"] * 4, "close"]
+        model.zero_grad()
+        model.forward(x)
+        dx = model.backward(w * np.ones((3, 4, 1, 1)))
+        weight = model.layers[4].weight
+        dw = weight.grad.copy()
+        eps = 1e-6
+        for idx in [(0, 0, 2, 3), (1, 5, 0, 0), (2, 7, 5, 4)]:
+            plus, minus = x.copy(), x.copy()
+            plus[idx] += eps
+            minus[idx] -= eps
+            np.testing.assert_allclose(dx[idx], (loss(plus) - loss(minus)) / (2 * eps), rtol=1e-5, atol=1e-7)
+        for idx in [(0, 0, 0, 0), (3, 7, 2, 1)]:
+            saved = weight.data[idx]
+            weight.data[idx] = saved + eps
+            up = loss(x)
+            weight.data[idx] = saved - eps
+            down = loss(x)
+            weight.data[idx] = saved
+            np.testing.assert_allclose(dw[idx], (up - down) / (2 * eps), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_training_with_fit_equals_the_public_layout(threads):
+    """fit with the first layer's input gradient skipped, shuffling, and BatchNorm's statistics
+    over the whole batch under threads: the trained weights, buffers and history agree.
+
+    SGD, not Adam: the bias of a convolution followed by BatchNorm has a gradient of zero up to
+    rounding, which Adam's normalised steps would blow up to full steps of either sign."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((48, 8, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 48)
+    trained = []
+    for mode in ("never", "always"):
+        framework.set_seed(11)
+        model = Sequential(
+            [Conv2d(8, 8, 3, padding=1), BatchNorm(8), ReLU(), MaxPool2d(2), Flatten(), Linear(128, 3)]
+        )
+        model.compile(optimizer="sgd", loss="cross_entropy", metrics=["accuracy"])
+        with layouts.using(mode):
+            history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, threads=threads)
+            predicted = model.predict(x)
+        trained.append((model.state_dict(), history.history, predicted))
+    (s0, h0, p0), (s1, h1, p1) = trained
+    assert s0.keys() == s1.keys()
+    for key in s0:
+        np.testing.assert_allclose(s1[key], s0[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(h1["loss"], h0["loss"], rtol=1e-5)
+    np.testing.assert_allclose(p1, p0, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_that_ran_batch_last_saves_the_same_weights(tmp_path):
+    pytest.importorskip("h5py", reason="checkpoints need h5py")
+    model = Sequential([Conv2d(8, 8, 3, padding=1), MaxPool2d(2), Flatten(), Linear(128, 2)])
+    keys = set(model.state_dict())
+    with layouts.using("always"):
+        model.predict(np.ones((2, 8, 8, 8), np.float32))
+    assert set(model.state_dict()) == keys
+    model.save(tmp_path / "m.h5")
+    loaded = framework.load_model(tmp_path / "m.h5")
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_batches_the_runs_do_not_take():
+    model = Sequential([Conv2d(8, 8, 3, padding=1), MaxPool2d(2)])
+    with layouts.using("always"):
+        assert model.forward(np.zeros((0, 8, 4, 4), np.float32)).shape == (0, 8, 2, 2)  # empty
+        assert model._layout_roles(model._order(), np.zeros((0, 8, 4, 4), np.float32)) is None
+        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float16)) is None
+        # float32 weights
+        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float64)) is None
+        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) == ["open", "close"]
+    with layouts.using("never"):
+        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) is None
+    with jit.using(False):  # "auto": only with the compiled kernels
+        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) is None
+
+
+def test_using_refuses_an_unknown_mode_and_restores_the_previous():
+    with pytest.raises(ConfigError, match="'always', 'never'"):
+        with layouts.using("sometimes"):
+            pass
+    assert layouts.mode() == "auto"
+    with layouts.using("never"):
+        with layouts.using("always"):
+            assert layouts.mode() == "always"
+        assert layouts.mode() == "never"
+    assert layouts.mode() == "auto"
+
+
+def test_adding_a_layer_makes_a_new_plan():
+    model = Sequential([Conv2d(8, 8, 3, padding=1), BatchNorm(8)])
+    x = np.ones((2, 8, 4, 4), np.float32)
+    with layouts.using("always"):
+        model.predict(x)
+        assert model._layout_roles(model._order(), x) is None
+        model.add(MaxPool2d(2))
+        model.predict(x)
+        assert model._layout_roles(model._order(), x) == ["open", "inside", "close"]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_the_batch_last_pool_equals_the_public_pool(engine, dtype):
+    """Ties (the first maximum wins), NaN (the last NaN wins) and -inf windows, odd sizes."""
+    rng = np.random.default_rng(9)
+    for shape in [(2, 3, 4, 4), (3, 2, 7, 9), (1, 1, 2, 2), (2, 3, 3, 2)]:
+        x = rng.integers(-2, 3, size=shape).astype(dtype)
+        x[x == 2] = np.nan
+        x[-1, -1, :2, :2] = -np.inf
+        pool = MaxPool2d(2)
+        with jit.using(False):
+            y = pool(x)
+            g = rng.standard_normal(y.shape).astype(dtype)
+            dx = pool.backward(g)
+        last = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        with jit.using(engine):
+            y_last, offsets = max_pool_2x2_last(last, with_argmax=True)
+            dx_last = max_pool_2x2_last_backward(
+                np.ascontiguousarray(g.transpose(1, 2, 3, 0)), offsets, last.shape
+            )
+        np.testing.assert_array_equal(y_last.transpose(3, 0, 1, 2), y, err_msg=str(shape))
+        np.testing.assert_array_equal(dx_last.transpose(3, 0, 1, 2), dx, err_msg=str(shape))
+
+
+def test_a_copied_model_plans_again():
+    model = Sequential([Conv2d(8, 8, 3, padding=1), MaxPool2d(2)])
+    x = np.ones((2, 8, 4, 4), np.float32)
+    with layouts.using("always"):
+        model.predict(x)
+        twin = copy.deepcopy(model)
+        np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+        assert {id(p) for p in twin._layout_plan.parameters} == {id(p) for p in twin.parameters()}
