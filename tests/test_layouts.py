@@ -335,3 +335,33 @@ def test_a_copied_model_plans_again():
         twin = copy.deepcopy(model)
         np.testing.assert_array_equal(twin.predict(x), model.predict(x))
         assert {id(p) for p in twin._layout_plan.parameters} == {id(p) for p in twin.parameters()}
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_more_geometries_equal_the_public_layout(engine, float64):
+    """'same' padding with an even kernel (more padding after than before), 1x1 and strided
+    convolutions, odd sizes into the pools, LeakyReLU fused."""
+
+    def build():
+        return [
+            Conv2d(8, 8, 4, padding="same"),
+            BatchNorm(8),
+            Conv2d(8, 8, 3, padding=1),
+            MaxPool2d(2),
+            Conv2d(8, 8, 3, padding=1),
+            Conv2d(8, 64, 3, stride=2, padding=1, activation=framework.layers.LeakyReLU(0.2)),
+            Conv2d(64, 8, 1),
+            MaxPool2d(2),
+        ]
+
+    x = np.random.default_rng(2).standard_normal((3, 8, 15, 13))
+    with jit.using(engine):
+        (_, y0, dx0, g0, b0), (m1, y1, dx1, g1, b1) = _both(build, x)
+    assert layouts.plan(m1._order()).roles == ["open", *["inside"] * 6, "close"]
+    for name in b0:
+        _assert_close(b0[name], b1[name], np.float64, name)
+    assert y0.shape == y1.shape == (3, 8, 2, 1)
+    _assert_close(y0, y1, np.float64, "output")
+    _assert_close(dx0, dx1, np.float64, "dL/dx")
+    for name in g0:
+        _assert_close(g0[name], g1[name], np.float64, name)
