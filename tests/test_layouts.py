@@ -365,3 +365,65 @@ def test_more_geometries_equal_the_public_layout(engine, float64):
     _assert_close(dx0, dx1, np.float64, "dL/dx")
     for name in g0:
         _assert_close(g0[name], g1[name], np.float64, name)
+
+
+def _functional():
+    """A residual CNN: the value entering the skip feeds two calls (no run through it), the chains
+    around it run batch-last; a second output taken inside a chain ends the run there."""
+    from framework import Input, Model
+    from framework.layers import Add
+
+    inputs = Input((8, 12, 12))
+    h = Conv2d(8, 8, 3, padding=1)(inputs)  # opens a run...
+    h = BatchNorm(8)(h)
+    h = MaxPool2d(2)(h)  # ...closed here: its output feeds two calls
+    branch = Conv2d(8, 8, 3, padding=1, activation="relu")(h)
+    branch = Conv2d(8, 8, 3, padding=1)(branch)  # a run of two convolutions
+    h = Add()([h, branch])
+    h = Conv2d(8, 8, 3, padding=1)(h)
+    side = ReLU()(h)  # a model output: the run opened above cannot pass through it
+    h = MaxPool2d(2)(side)
+    out = Linear(8 * 3 * 3, 4)(Flatten()(h))
+    return Model(inputs, [out, side])
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_a_functional_graph_runs_its_chains_batch_last(engine, float64):
+    x = np.random.default_rng(3).standard_normal((4, 8, 12, 12))
+    results = []
+    for mode in ("never", "always"):
+        framework.set_seed(8)
+        model = _functional()
+        gs = [
+            np.random.default_rng(4).standard_normal((4, 4)),
+            np.random.default_rng(5).standard_normal((4, 8, 6, 6)),
+        ]
+        with jit.using(engine), layouts.using(mode):
+            model.zero_grad()
+            ys = model.forward(x)
+            dx = model.backward(gs)
+        grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+        seen = [c.__dict__.get("layout_role") for c in model._manual_ctx.tape]
+        assert seen == (model._graph._layout_plan().roles if mode == "always" else [None] * 11)
+        results.append((model, ys, dx, grads))
+    (_, ys0, dx0, g0), (model, ys1, dx1, g1) = results
+    plan = model._graph._layout_plan()
+    names = [type(entry[0]).__name__ for entry in model._graph.plan]
+    assert list(zip(names, plan.roles)) == [
+        ("Conv2d", "open"),
+        ("BatchNorm", "inside"),
+        ("MaxPool2d", "close"),
+        ("Conv2d", "open"),
+        ("Conv2d", "close"),
+        ("Add", None),
+        ("Conv2d", None),
+        ("ReLU", None),
+        ("MaxPool2d", None),
+        ("Flatten", None),
+        ("Linear", None),
+    ]
+    for a, b, what in ((ys0[0], ys1[0], "output"), (ys0[1], ys1[1], "side output"), (dx0, dx1, "dL/dx")):
+        assert a.shape == b.shape
+        _assert_close(a, b, np.float64, what)
+    for name in g0:
+        _assert_close(g0[name], g1[name], np.float64, name)

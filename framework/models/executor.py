@@ -19,6 +19,7 @@ from framework.base.calling import as_out_dtype, check_name
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
+from framework.models import layouts
 from framework.models.graph import InputLayer, Node, SymbolicTensor
 
 __all__ = [
@@ -213,6 +214,13 @@ class GraphExecutor:
             for t in self.inputs
         ]
 
+    def _layout_plan(self) -> layouts.Plan:
+        """The graph's batch-last runs (:mod:`framework.models.layouts`), planned on first use."""
+        runs = self.__dict__.get("_layouts")
+        if runs is None:
+            runs = self._layouts = layouts.graph_plan(self.plan, self.output_slots)
+        return runs
+
     def input_shape(self) -> Any:
         shapes = [t.shape for t in self.inputs]
         return shapes if self.multi_in else shapes[0]
@@ -267,10 +275,20 @@ class GraphExecutor:
         training, record = ctx.training, ctx.record
         tape: list[Context] = []
         pins = self.__dict__.get("pinned") or [None] * len(self.plan)  # (unpickled from before pins)
-        for (layer, ins, list_in, outs, list_out, args, kwargs), pinned in zip(self.plan, pins):
+        runs = self._layout_plan()
+        batch_last: set[int | None] = set()  # the runs this call runs batch-last
+        for i, ((layer, ins, list_in, outs, list_out, args, kwargs), pinned) in enumerate(
+            zip(self.plan, pins)
+        ):
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
             node_ctx = Context(training if pinned is None else pinned, record=record, nested=True)
-            out = layer.forward(node_ctx, arg, *args, **kwargs)
+            role = runs.roles[i] if runs.roles else None
+            if role == layouts.OPEN and runs.applies(arg):
+                batch_last.add(runs.runs[i])
+            if role is not None and runs.runs[i] in batch_last:
+                out = layouts.forward(layer, node_ctx, arg, role)  # type: ignore[arg-type]  # one array
+            else:
+                out = layer.forward(node_ctx, arg, *args, **kwargs)
             if record:
                 tape.append(node_ctx)
             if list_out:
@@ -329,7 +347,10 @@ class GraphExecutor:
                 g_arg = unflatten(tape[i].out_structure, leaves)
             else:
                 g_arg = out_grads[0]
-            g_in = layer.backward(tape[i], g_arg)
+            if tape[i].__dict__.get("layout_role") is None:
+                g_in = layer.backward(tape[i], g_arg)
+            else:  # a call of a batch-last run (framework.models.layouts)
+                g_in = layouts.backward(layer, tape[i], g_arg)
             g_list = g_in if list_in else [g_in]
             for s, g in zip(ins, g_list):
                 if g is not None:

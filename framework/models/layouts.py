@@ -34,7 +34,7 @@ lowerings are tuned for the public layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +47,19 @@ from framework.base.traits import declares
 from framework.errors import ConfigError
 from framework.runtime import jit
 
-__all__ = ["MODES", "OPEN", "INSIDE", "CLOSE", "Plan", "mode", "using", "plan", "forward", "backward"]
+__all__ = [
+    "MODES",
+    "OPEN",
+    "INSIDE",
+    "CLOSE",
+    "Plan",
+    "mode",
+    "using",
+    "plan",
+    "graph_plan",
+    "forward",
+    "backward",
+]
 
 #: ``"auto"`` (with the compiled kernels), ``"always"``, ``"never"``
 MODES = ("auto", "always", "never")
@@ -99,17 +111,20 @@ def modes(layer: Layer) -> frozenset[tuple[bool, bool]]:
 
 @dataclass(frozen=True)
 class Plan:
-    """A model's runs: each layer's part (``roles``, ``None`` without runs) and the runs' parameters.
+    """A model's runs: each call's part in one, the run it belongs to, and the runs' parameters.
 
-    An object rather than a tuple, so that a model holding it does not count
-    those parameters as its own (containers are searched for them).
+    ``roles[i]`` is :data:`OPEN`, :data:`INSIDE`, :data:`CLOSE` or ``None``
+    for the ``i``-th layer call, ``runs[i]`` the index of its run. An object
+    rather than a tuple, so that a model holding it does not count those
+    parameters as its own (containers are searched for them).
     """
 
     roles: list[str | None] | None
+    runs: list[int | None]
     parameters: list[Any]
 
     def applies(self, x: Any) -> bool:
-        """Whether the runs serve the batch ``x`` now (see the module's doc)."""
+        """Whether a run opening on the batch ``x`` runs batch-last now (see the module's doc)."""
         if self.roles is None:
             return False
         chosen = _mode[0]
@@ -120,33 +135,69 @@ class Plan:
         return all(p.data.dtype == x.dtype for p in self.parameters)
 
 
+def _plan(layers: Sequence[Layer | None], successor: Callable[[int], int | None]) -> Plan:
+    """The runs along ``successor`` chains of the calls ``layers`` (``None``: a call that takes no part).
+
+    ``successor(i)`` is the call that alone consumes call ``i``'s output, or
+    ``None`` (several consumers, a model output, the end). Each run is as
+    long as it can be, the calls taken in order.
+    """
+    served = [frozenset() if layer is None else modes(layer) for layer in layers]
+    roles: list[str | None] = [None] * len(layers)
+    runs: list[int | None] = [None] * len(layers)
+    held: list[Any] = []
+    count = 0
+    for i in range(len(layers)):
+        if runs[i] is not None or (False, True) not in served[i]:
+            continue
+        chain, end, j = [i], 0, successor(i)
+        while j is not None:
+            chain.append(j)
+            if (True, False) in served[j]:
+                end = len(chain) - 1
+            if (True, True) not in served[j]:
+                break
+            j = successor(j)
+        if end == 0:
+            continue
+        for k in chain[: end + 1]:
+            roles[k], runs[k] = INSIDE, count
+            held += layers[k].parameters()  # type: ignore[union-attr]
+        roles[chain[0]], roles[chain[end]] = OPEN, CLOSE
+        count += 1
+    return Plan(roles if count else None, runs, held)
+
+
 def plan(order: Sequence[Layer]) -> Plan:
-    """The runs of the layers ``order``, longest first from the left, as a :class:`Plan`."""
-    runs = []
-    served = [modes(layer) for layer in order]
-    i = 0
-    while i < len(order):
-        if (False, True) in served[i]:
-            end = None
-            for j in range(i + 1, len(order)):
-                if (True, False) in served[j]:
-                    end = j
-                if (True, True) not in served[j]:
-                    break
-            if end is not None:
-                runs.append((i, end))
-                i = end + 1
-                continue
-        i += 1
-    if not runs:
-        return Plan(None, [])
-    roles: list[str | None] = [None] * len(order)
-    for first, last in runs:
-        roles[first], roles[last] = OPEN, CLOSE
-        for k in range(first + 1, last):
-            roles[k] = INSIDE
-    held = [p for first, last in runs for k in range(first, last + 1) for p in order[k].parameters()]
-    return Plan(roles, held)
+    """The runs of a ``Sequential`` whose layers run in ``order``."""
+    last = len(order) - 1
+    return _plan(order, lambda i: i + 1 if i < last else None)
+
+
+def graph_plan(entries: Sequence[tuple[Any, ...]], output_slots: Sequence[int]) -> Plan:
+    """The runs of a functional graph's calls (:class:`~framework.models.executor.GraphExecutor`'s plan).
+
+    ``entries[i]`` is ``(layer, input slots, list input, output slots, list
+    output, args, kwargs)``. A run follows a chain of calls of one array in,
+    one array out and no extra arguments, where each value inside it feeds
+    only the next call and is not a model output.
+    """
+    consumers: dict[int, list[int]] = {}
+    for i, entry in enumerate(entries):
+        for s in entry[1]:
+            consumers.setdefault(s, []).append(i)
+    outputs = set(output_slots)
+
+    def simple(entry: tuple[Any, ...]) -> bool:
+        _, ins, list_in, outs, list_out, args, kwargs = entry
+        return len(ins) == len(outs) == 1 and not (list_in or list_out or args or kwargs)
+
+    def successor(i: int) -> int | None:
+        slot = entries[i][3][0]
+        users = consumers.get(slot, [])
+        return users[0] if slot not in outputs and len(users) == 1 and simple(entries[users[0]]) else None
+
+    return _plan([entry[0] if simple(entry) else None for entry in entries], successor)
 
 
 def forward(layer: Layer, ctx: Context, x: np.ndarray, role: str) -> np.ndarray:
