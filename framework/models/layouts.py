@@ -1,4 +1,4 @@
-"""Batch-last runs: consecutive layers of a ``Sequential`` that pass ``(C, H, W, N)`` activations.
+"""Batch-last runs: consecutive layers of a model that pass ``(C, H, W, N)`` activations.
 
 A convolution lowered to one matrix product for the whole batch computes
 ``W (O, C*kh*kw) @ cols (C*kh*kw, OH*OW*N)``: its output comes out
@@ -7,7 +7,8 @@ batch-last too. Between two such layers, converting to the public
 ``(N, C, H, W)`` layout and back costs four copies of each activation per
 step (the output, the input's columns, the gradient and the input gradient).
 Inside a run of consecutive layers that all serve batch-last activations,
-``Sequential`` passes them batch-last instead; the run's first layer takes
+a ``Sequential`` (:func:`plan`) or a functional graph (:func:`graph_plan`,
+along chains of calls) passes them batch-last instead; the run's first layer takes
 NCHW and its last gives NCHW back, so what enters and leaves the model, and
 every layer's own ``forward`` / ``backward``, keep the public layout.
 
