@@ -427,3 +427,44 @@ def test_a_functional_graph_runs_its_chains_batch_last(engine, float64):
         _assert_close(a, b, np.float64, what)
     for name in g0:
         _assert_close(g0[name], g1[name], np.float64, name)
+
+
+def test_a_functional_graph_pools_before_the_relu_feeding_it(monkeypatch, float64):
+    """As Sequential: ReLU then MaxPool2d run pool first (exactly the same results), unless the
+    ReLU's output is read elsewhere; the reordered graph equals the graph run as written."""
+    from framework import Input, Model
+    from framework.models import executor
+
+    def build():
+        framework.set_seed(12)
+        inputs = Input((8, 8, 8))
+        a = ReLU()(Conv2d(8, 8, 3, padding=1)(inputs))
+        pooled = MaxPool2d(2)(a)  # swapped: the ReLU's output feeds this pool only
+        b = ReLU()(Conv2d(8, 8, 3, padding=1)(pooled))
+        kept = MaxPool2d(2)(b)  # not swapped: b is a model output too
+        return Model(inputs, [kept, b])
+
+    model = build()
+    names = [type(entry[0]).__name__ for entry in model._graph.plan]
+    assert names == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"]
+    with monkeypatch.context() as patch:
+        patch.setattr(executor, "pool_first", lambda entries, pinned, outputs: (entries, pinned))
+        as_written = build()
+    assert [type(e[0]).__name__ for e in as_written._graph.plan][:3] == ["Conv2d", "ReLU", "MaxPool2d"]
+    x = np.random.default_rng(6).standard_normal((3, 8, 8, 8))
+    x[0, :, :4, :4] = 0.0  # flat blocks: equal convolution outputs, ties in the pools' windows
+    x[1, :, :4, :4] = -1.0
+    gs = [np.ones((3, 8, 2, 2)), np.random.default_rng(7).standard_normal((3, 8, 4, 4))]
+    results = []
+    for net in (model, as_written):
+        with layouts.using("never"):
+            net.zero_grad()
+            ys = net.forward(x)
+            dx = net.backward(gs)
+        results.append((ys, dx, {n: p.grad.copy() for n, p in net.named_parameters()}))
+    (ys0, dx0, g0), (ys1, dx1, g1) = results
+    np.testing.assert_array_equal(ys0[0], ys1[0])
+    np.testing.assert_array_equal(ys0[1], ys1[1])
+    np.testing.assert_allclose(dx0, dx1, rtol=0, atol=1e-13)
+    for name in g0:
+        np.testing.assert_allclose(g0[name], g1[name], rtol=0, atol=1e-12, err_msg=name)

@@ -21,6 +21,7 @@ from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.models import layouts
 from framework.models.graph import InputLayer, Node, SymbolicTensor
+from framework.models.reorder import pool_first
 
 __all__ = [
     "GraphExecutor",
@@ -205,6 +206,8 @@ class GraphExecutor:
             for node in order[len(in_nodes) :]
         ]
         self.pinned: list[bool | None] = [node.training for node in order[len(in_nodes) :]]
+        # a max pool runs before the ReLU feeding it, on 4x less data for a 2x2 pool
+        self.plan, self.pinned = pool_first(self.plan, self.pinned, self.output_slots)
         consumers: dict[int, list[Layer]] = {}
         for node in order:
             for t in node.inputs:
