@@ -468,3 +468,19 @@ def test_a_functional_graph_pools_before_the_relu_feeding_it(monkeypatch, float6
     np.testing.assert_allclose(dx0, dx1, rtol=0, atol=1e-13)
     for name in g0:
         np.testing.assert_allclose(g0[name], g1[name], rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_a_layer_reconfigured_after_planning_makes_the_model_plan_again(float64):
+    """A convolution given a softmax activation after a first batch no longer serves batch-last:
+    the next batch runs in the public layout (a softmax over the wrong axis would be silent)."""
+    framework.set_seed(2)
+    model = Sequential([Conv2d(8, 8, 3, padding=1), MaxPool2d(2)])
+    x = np.random.default_rng(1).standard_normal((2, 8, 6, 6))
+    with layouts.using("always"):
+        model.predict(x)
+        assert model._layout_roles(model._order(), x) == ["open", "close"]
+        model.layers[0].activation = framework.activations.get("softmax")
+        assert model._layout_roles(model._order(), x) is None
+        y = model.predict(x)
+    with layouts.using("never"):
+        np.testing.assert_allclose(y, model.predict(x), rtol=1e-12)

@@ -220,7 +220,7 @@ class GraphExecutor:
     def _layout_plan(self) -> layouts.Plan:
         """The graph's batch-last runs (:mod:`framework.models.layouts`), planned on first use."""
         runs = self.__dict__.get("_layouts")
-        if runs is None:
+        if runs is None or not runs.current():
             runs = self._layouts = layouts.graph_plan(self.plan, self.output_slots)
         return runs
 

@@ -35,6 +35,7 @@ lowerings are tuned for the public layout.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def using(value: str) -> Iterator[None]:
         _mode[0] = previous
 
 
+@functools.lru_cache(maxsize=1024)
 def _owns(kind: type, method: str, public: str) -> bool:
     """Whether ``kind``'s ``method`` is defined at or below the class defining ``public``."""
     for cls in kind.__mro__:
@@ -102,7 +104,7 @@ def _owns(kind: type, method: str, public: str) -> bool:
 
 def modes(layer: Layer) -> frozenset[tuple[bool, bool]]:
     """The ``(input batch-last, output batch-last)`` pairs ``layer`` serves (none for most layers)."""
-    kind = type(layer)
+    kind: Any = type(layer)  # classes hash by id (mypy sees Layer's __hash__ = None)
     if _owns(kind, "forward_batch_last", "forward") and _owns(kind, "backward_batch_last", "backward"):
         return frozenset(layer.batch_last_modes())  # type: ignore[attr-defined]
     if declares(layer, "channelwise") and declares(layer, "channelwise", "backward"):
@@ -123,6 +125,16 @@ class Plan:
     roles: list[str | None] | None
     runs: list[int | None]
     parameters: list[Any]
+    members: list[tuple[Layer, frozenset[tuple[bool, bool]]]]
+
+    def current(self) -> bool:
+        """Whether every layer of the runs still serves what it served when planned.
+
+        A layer reconfigured since (a convolution given a softmax activation,
+        a pool given padding) makes the model plan again rather than run it
+        in a layout it no longer serves.
+        """
+        return all(modes(layer) == served for layer, served in self.members)
 
     def applies(self, x: Any) -> bool:
         """Whether a run opening on the batch ``x`` runs batch-last now (see the module's doc)."""
@@ -147,6 +159,7 @@ def _plan(layers: Sequence[Layer | None], successor: Callable[[int], int | None]
     roles: list[str | None] = [None] * len(layers)
     runs: list[int | None] = [None] * len(layers)
     held: list[Any] = []
+    members: list[tuple[Layer, frozenset[tuple[bool, bool]]]] = []
     count = 0
     for i in range(len(layers)):
         if runs[i] is not None or (False, True) not in served[i]:
@@ -164,9 +177,10 @@ def _plan(layers: Sequence[Layer | None], successor: Callable[[int], int | None]
         for k in chain[: end + 1]:
             roles[k], runs[k] = INSIDE, count
             held += layers[k].parameters()  # type: ignore[union-attr]
+            members.append((layers[k], served[k]))  # type: ignore[arg-type]
         roles[chain[0]], roles[chain[end]] = OPEN, CLOSE
         count += 1
-    return Plan(roles if count else None, runs, held)
+    return Plan(roles if count else None, runs, held, members)
 
 
 def plan(order: Sequence[Layer]) -> Plan:
@@ -204,14 +218,16 @@ def graph_plan(entries: Sequence[tuple[Any, ...]], output_slots: Sequence[int]) 
 def forward(layer: Layer, ctx: Context, x: np.ndarray, role: str) -> np.ndarray:
     """``layer``'s forward in its ``role`` of a run (the context remembers it for :func:`backward`)."""
     ctx.layout_role = role
-    if _owns(type(layer), "forward_batch_last", "forward"):
+    kind: Any = type(layer)
+    if _owns(kind, "forward_batch_last", "forward"):
         return layer.forward_batch_last(ctx, x, role != OPEN, role != CLOSE)  # type: ignore[attr-defined]
     return layer.forward(ctx, x.reshape(1, x.shape[0], -1)).reshape(x.shape)
 
 
 def backward(layer: Layer, ctx: Context, grad_out: np.ndarray) -> Any:
     """``layer``'s backward for a call :func:`forward` made."""
-    if _owns(type(layer), "backward_batch_last", "backward"):
+    kind: Any = type(layer)
+    if _owns(kind, "backward_batch_last", "backward"):
         return layer.backward_batch_last(ctx, grad_out)  # type: ignore[attr-defined]
     grad_in = layer.backward(ctx, grad_out.reshape(1, grad_out.shape[0], -1))
     return grad_in.reshape(grad_out.shape)

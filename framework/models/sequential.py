@@ -281,7 +281,7 @@ class Sequential(Model):
     def _layout_roles(self, order: list[Layer], x: Any) -> list[str | None] | None:
         """Each layer's part in a batch-last run for this batch, or ``None`` (see ``layouts``)."""
         plan = self.__dict__.get("_layout_plan")
-        if plan is None:
+        if plan is None or not plan.current():
             plan = self._layout_plan = layouts.plan(order)
         return plan.roles if plan.applies(x) else None
 
