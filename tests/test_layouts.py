@@ -484,3 +484,60 @@ def test_a_layer_reconfigured_after_planning_makes_the_model_plan_again(float64)
         y = model.predict(x)
     with layouts.using("never"):
         np.testing.assert_allclose(y, model.predict(x), rtol=1e-12)
+
+
+def test_check_layer_catches_a_layer_that_claims_the_layout_wrongly():
+    """The conformance kit's batch_last check: a softmax over the last axis declared channelwise,
+    and a pool whose batch-last forward is off, each fail it; the built-in layers pass it."""
+    from framework.base.layer import Layer
+    from framework.testing import check_layer
+
+    class RowSoftmax(Layer):
+        channelwise = True  # wrong: it mixes the positions of the last axis
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            self.input_spec = None  # any shape, as a channelwise layer must take
+
+        def forward(self, ctx, x):
+            e = np.exp(x - x.max(axis=-1, keepdims=True))
+            ctx.y = e / e.sum(axis=-1, keepdims=True)
+            return ctx.y
+
+        def backward(self, ctx, grad_out):
+            return ctx.y * (grad_out - (grad_out * ctx.y).sum(axis=-1, keepdims=True))
+
+    class OffPool(MaxPool2d):
+        def forward_batch_last(self, ctx, x, in_last, out_last):
+            return super().forward_batch_last(ctx, x, in_last, out_last) * 1.001
+
+    for layer in (RowSoftmax(), OffPool(2)):
+        report = check_layer(layer, (2, 3, 4, 4), raise_on_failure=False)
+        result = next(r for r in report.results if r.check == "batch_last")
+        assert result.status == "FAIL", (type(layer).__name__, result)
+        assert "differs from the public layout" in result.detail
+    for layer, shape in ((Conv2d(8, 4, 3, padding=1), (2, 8, 5, 5)), (BatchNorm(3), (2, 3, 4, 4))):
+        report = check_layer(layer, shape, raise_on_failure=False)
+        assert next(r for r in report.results if r.check == "batch_last").status == "ok"
+
+
+def test_a_channelwise_layer_whose_input_check_pins_the_shape_stays_out_of_runs():
+    """Declaring channelwise is not enough when the layer's input check (the default one pins
+    every axis) would refuse the (1, C, H*W*N) view: the model runs it in the public layout."""
+    from framework.base.layer import Layer
+
+    class Scale(Layer):
+        channelwise = True
+
+        def forward(self, ctx, x):
+            return 2.0 * x
+
+        def backward(self, ctx, grad_out):
+            return 2.0 * grad_out
+
+    model = Sequential([Conv2d(8, 8, 3, padding=1), Scale(), MaxPool2d(2)])
+    model.build((None, 8, 6, 6))
+    assert layouts.plan(model._order()).roles is None
+    x = np.ones((2, 8, 6, 6), np.float32)
+    with layouts.using("always"):
+        assert model.predict(x).shape == (2, 8, 3, 3)

@@ -629,7 +629,7 @@ def test_the_checkpoint_check_writes_a_real_file_in_memory_or_in_the_temp_folder
     assert (scratch._scratch_folder(1 << 10) is None) == (folder == "temp" or not os.path.isdir("/dev/shm"))
     assert scratch._scratch_folder(1 << 60) is None  # no room: the temp folder
     others = ("gradients", "output_shape", "config", "registry", "train_eval", "dtype_float32",
-              "dtype_float64", "backward", "arrays", "context", "parameters")  # fmt: skip
+              "dtype_float64", "backward", "arrays", "context", "parameters", "batch_last")  # fmt: skip
     assert _report(HuntPlainArrayState(2.0), skip=others).checks("FAIL") == ["checkpoint"]
     assert _report(HuntScale(2.0), skip=others).checks("ok") == ["forward", "checkpoint"]
 
@@ -881,7 +881,7 @@ PATCH_PARAM = [
 ]
 
 _ONLY_GRADIENTS = ("output_shape", "config", "registry", "checkpoint", "train_eval", "dtype_float32",
-                   "dtype_float64", "backward", "arrays", "context", "parameters")  # fmt: skip
+                   "dtype_float64", "backward", "arrays", "context", "parameters", "batch_last")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", PATCH_INPUT)

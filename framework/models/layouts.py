@@ -107,9 +107,31 @@ def modes(layer: Layer) -> frozenset[tuple[bool, bool]]:
     kind: Any = type(layer)  # classes hash by id (mypy sees Layer's __hash__ = None)
     if _owns(kind, "forward_batch_last", "forward") and _owns(kind, "backward_batch_last", "backward"):
         return frozenset(layer.batch_last_modes())  # type: ignore[attr-defined]
-    if declares(layer, "channelwise") and declares(layer, "channelwise", "backward"):
+    if declares(layer, "channelwise") and declares(layer, "channelwise", "backward") and _takes_rows(layer):
         return _BOTH
     return frozenset()
+
+
+class _Rows:
+    """A stand-in with only a ``shape``, for a layer's input check."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
+def _takes_rows(layer: Layer) -> bool:
+    """Whether a built ``layer``'s input check lets a ``(1, C, M)`` view through (the default check
+    pins every axis of the first input's shape: such a layer runs in the public layout)."""
+    spec = layer.input_spec
+    if spec is None:
+        return True
+    if isinstance(spec, list) or len(spec) < 2:
+        return False
+    try:
+        layer._check_input(_Rows((1, spec[1] if spec[1] is not None else 1, 2)))
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from framework.testing._common import (
     fresh_layer,
     plain_attributes,
 )
+from framework.testing._layout import batch_last_check
 from framework.testing.gradients import check_gradients
 from framework.testing.report import CheckFailed, ConformanceReport, run_check
 
@@ -108,6 +109,9 @@ def check_layer(
       gets what it gets alone, and ``ctx.training`` (not the layer's flag)
       decides a call's mode. A layer in the older form ``forward(x)`` passes
       when its adapter refuses the second call in flight with a ``ConfigError``.
+    - ``batch_last``: a layer that takes part in batch-last runs
+      (``channelwise``, ``batch_last_modes``; docs/plugins.md) computes, in
+      each part of a run it serves, what its public-layout calls compute.
     - ``parameters``: every ``Parameter`` and ``Buffer`` the layer holds (also
       in dicts or nested containers) is found by ``parameters()`` /
       ``buffers()``, so the optimizer steps it and checkpoints save it.
@@ -278,6 +282,7 @@ def check_layer(
             raise CheckFailed(f"train() left training=False on {wrong}")
 
     run_check(report, "train_eval", skip, train_eval)
+    run_check(report, "batch_last", skip, lambda: batch_last_check(built_copy(), x0))
 
     for dtype_name in check_dtypes:
         dtype = np.dtype(dtype_name)
