@@ -161,6 +161,23 @@ def test_jit_ab_times_both_engines_of_one_case(capsys: pytest.CaptureFixture[str
         jit_ab.main(["not_a_case"])
 
 
+def test_layer_times_splits_a_step_by_layer_for_each_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import layer_times
+
+    layer_times.main(["lenet", "--epochs", "1", "--threads", "1", "--quick", "--layouts", "never", "always"])
+    out = capsys.readouterr().out
+    assert out.startswith("lenet: ms per step, 1 epochs of")
+    never, always = out.split("layouts 'always'")
+    # the public layout calls forward/backward; the batch-last run (second convolution, its pool)
+    # calls the starred forms, and the first convolution (25 rows of columns) stays outside
+    assert "3 Conv2d forward " in never and "*" not in never
+    assert "3 Conv2d forward*" in always and "5 MaxPool2d backward*" in always
+    assert "0 Conv2d forward " in always and "0 Conv2d forward*" not in always
+    assert "outside the layers" in never and "outside the layers" in always
+    with pytest.raises(SystemExit):
+        layer_times.main(["resnet"])
+
+
 @requires_numba
 def test_the_header_says_which_kernels_ours_runs(monkeypatch, tmp_path):
     from benchmarks.__main__ import kernels_note
