@@ -1,7 +1,7 @@
 """Batch-last activations ``(C, H, W, N)``: the copies at the edges of a run of such layers.
 
-Inside a ``Sequential``, consecutive Conv2d, BatchNorm, activation and
-MaxPool2d layers pass their activations batch-last
+Inside a model, consecutive Conv2d, BatchNorm, activation and MaxPool2d
+layers pass their activations batch-last
 (:mod:`framework.models.layouts`): a convolution's product is already laid out
 so, and its input gradient is accumulated so. The layer that opens a run takes
 ``(N, C, H, W)`` and the layer that closes it gives ``(N, C, H, W)`` back, with

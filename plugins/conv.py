@@ -156,7 +156,7 @@ class Conv2d(_ConvNd):
     def backward(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray | None:
         return self._backward4d(ctx, grad_out)
 
-    # -- batch-last activations inside a Sequential (framework.models.layouts) --
+    # -- batch-last activations inside a model (framework.models.layouts) --
 
     def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
         """Any layout in and out, for one group, no activation or an element-wise one, and deep columns.

@@ -180,7 +180,7 @@ class _MaxPool(_Pool):
             return pool_kernels.max_pool_2x2_backward(g, argmax, shape4).reshape(x_shape)
         return max_pool2d_backward(g, argmax, shape4, kernel, stride, pads).reshape(x_shape)
 
-    # -- batch-last activations inside a Sequential (framework.models.layouts) --
+    # -- batch-last activations inside a model (framework.models.layouts) --
 
     def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
         """Batch-last in, either layout out: 2-D, 2x2 windows at stride 2, unpadded, floor mode."""

@@ -1,7 +1,7 @@
 """MaxPool2d on batch-last activations ``(C, H, W, N)``: 2x2 windows at stride 2, unpadded.
 
-Inside a ``Sequential``, consecutive convolution, BatchNorm, activation and
-pooling layers pass their activations batch-last (:mod:`framework.models.layouts`).
+Inside a model, consecutive convolution, BatchNorm, activation and pooling
+layers pass their activations batch-last (:mod:`framework.models.layouts`).
 In that layout each window's four inputs are rows of ``N`` contiguous values,
 ``x[c, 2a + i, 2b + j, :]``, so the maximum and its offset are taken for the
 whole batch at once, by the rule of :mod:`plugins.pool_kernels` (the first
