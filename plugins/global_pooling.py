@@ -15,6 +15,8 @@ from framework.errors import ShapeError
 
 __all__ = ["GlobalAvgPool2d"]
 
+_CLOSES = frozenset({(True, False)})
+
 
 class GlobalAvgPool2d(Layer):
     """Global average pooling: the mean of each channel over all positions, ``(N, C, H, W) -> (N, C)``.
@@ -73,6 +75,26 @@ class GlobalAvgPool2d(Layer):
         h, w = x_shape[2:]
         share = grad_out * grad_out.dtype.type(1.0 / (h * w))
         return np.broadcast_to(share[:, :, None, None], x_shape).copy()
+
+    # -- closing a batch-last run inside a model (framework.models.layouts) --
+
+    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
+        """Batch-last in, ``(N, C)`` out: the means of rows of ``H*W`` batch-last vectors."""
+        return _CLOSES
+
+    def forward_batch_last(self, ctx: Context, x: np.ndarray, in_last: bool, out_last: bool) -> np.ndarray:
+        """``forward`` on ``(C, H, W, N)``, giving ``(N, C)``."""
+        c, h, w, n = x.shape
+        ctx.x_shape = x.shape
+        weights = np.full((1, h * w), 1.0 / (h * w), dtype=x.dtype)
+        means = np.matmul(weights, np.ascontiguousarray(x).reshape(c, h * w, n))  # (C, 1, N)
+        return np.ascontiguousarray(means.reshape(c, n).T)
+
+    def backward_batch_last(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        """``backward`` of :meth:`forward_batch_last`: ``dL/dx`` ``(C, H, W, N)``."""
+        h, w = ctx.x_shape[1:3]
+        share = grad_out.T * grad_out.dtype.type(1.0 / (h * w))
+        return np.broadcast_to(share[:, None, None, :], ctx.x_shape).copy()
 
     def output_shape(self, input_shape: Any) -> Any:
         self._check_shape(input_shape)

@@ -339,6 +339,33 @@ def test_a_copied_model_plans_again():
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_a_run_closes_at_a_global_average_pool(engine, float64):
+    """The modern CNN head, convolutions into GlobalAvgPool2d and a Linear: one run to the pool."""
+    from framework.layers import GlobalAvgPool2d
+
+    def build():
+        return [
+            Conv2d(8, 12, 3, padding=1),
+            BatchNorm(12),
+            ReLU(),
+            Conv2d(12, 12, 3, stride=2, padding=1, activation="relu"),
+            GlobalAvgPool2d(),
+            Linear(12, 3),
+        ]
+
+    x = np.random.default_rng(8).standard_normal((5, 8, 9, 7))
+    with jit.using(engine):
+        (_, y0, dx0, g0, b0), (model, y1, dx1, g1, b1) = _both(build, x)
+    assert layouts.plan(model._order()).roles == ["open", "inside", "inside", "inside", "close", None]
+    _assert_close(y0, y1, np.float64, "output")
+    _assert_close(dx0, dx1, np.float64, "dL/dx")
+    for name in g0:
+        _assert_close(g0[name], g1[name], np.float64, name)
+    for name in b0:
+        _assert_close(b0[name], b1[name], np.float64, name)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
 def test_more_geometries_equal_the_public_layout(engine, float64):
     """'same' padding with an even kernel (more padding after than before), 1x1 and strided
     convolutions, odd sizes into the pools, LeakyReLU fused."""
