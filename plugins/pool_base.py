@@ -20,7 +20,12 @@ from framework.runtime import jit
 from plugins import pool_kernels
 from plugins.batch_last import BATCH_LAST_IN, to_batch_last, to_channels_first
 from plugins.conv_geometry import compact
-from plugins.pool_batch_last import max_pool_2x2_last, max_pool_2x2_last_backward
+from plugins.pool_batch_last import (
+    avg_pool_2x2_last,
+    avg_pool_2x2_last_backward,
+    max_pool_2x2_last,
+    max_pool_2x2_last_backward,
+)
 from plugins.pool_ops import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -248,6 +253,24 @@ class _AvgPool(_Pool):
         g = grad_out.reshape(*shape4[:2], *(1,) * (2 - self._ndim), *out)
         divisor = self._divisor(x_shape[2:], out)
         return avg_pool2d_backward(g, shape4, kernel, stride, pads, divisor).reshape(x_shape)
+
+    # -- batch-last activations inside a model (framework.models.layouts) --
+
+    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
+        """Batch-last in, either layout out: 2-D, 2x2 windows at stride 2, unpadded, floor mode."""
+        simple = self._ndim == 2 and self.kernel_size == (2, 2) and self.stride == (2, 2)
+        return BATCH_LAST_IN if simple and set(self.padding) == {0} and not self.ceil_mode else frozenset()
+
+    def forward_batch_last(self, ctx: Context, x: np.ndarray, in_last: bool, out_last: bool) -> np.ndarray:
+        """``forward`` on ``(C, H, W, N)``: ``(C, OH, OW, N)`` with ``out_last``, else ``(N, C, OH, OW)``."""
+        ctx.x_shape, ctx.out_last = x.shape, out_last
+        y = avg_pool_2x2_last(x)
+        return y if out_last else to_channels_first(y)
+
+    def backward_batch_last(self, ctx: Context, grad_out: np.ndarray) -> np.ndarray:
+        """``backward`` of :meth:`forward_batch_last`: ``dL/dx`` ``(C, H, W, N)``."""
+        g = grad_out if ctx.out_last else to_batch_last(grad_out)
+        return avg_pool_2x2_last_backward(g, ctx.x_shape)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}

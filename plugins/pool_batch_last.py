@@ -27,7 +27,12 @@ import numpy as np
 from framework.runtime import jit
 from framework.runtime.jit import compiled
 
-__all__ = ["max_pool_2x2_last", "max_pool_2x2_last_backward"]
+__all__ = [
+    "avg_pool_2x2_last",
+    "avg_pool_2x2_last_backward",
+    "max_pool_2x2_last",
+    "max_pool_2x2_last_backward",
+]
 
 
 @compiled
@@ -118,4 +123,32 @@ def max_pool_2x2_last_backward(
     quads = dx[:, : 2 * oh, : 2 * ow].reshape(c, oh, 2, ow, 2, n)
     for k in range(4):
         quads[:, :, k // 2, :, k % 2] = np.where(argmax == k, g, 0)
+    return dx
+
+
+def avg_pool_2x2_last(x: np.ndarray) -> np.ndarray:
+    """``y`` ``(C, H // 2, W // 2, N)``: each 2x2 window's mean, of a batch-last ``x`` ``(C, H, W, N)``.
+
+    Summed as NCHW's :func:`~plugins.pool_ops.avg_pool2d` sums (the two rows,
+    then the two columns of that), so the results are the same to the bit.
+    """
+    c, h, w, n = x.shape
+    oh, ow = h // 2, w // 2
+    quads = x[:, : 2 * oh, : 2 * ow].reshape(c, oh, 2, ow, 2, n)
+    rows = quads[:, :, 0] + quads[:, :, 1]  # (C, OH, OW, 2, N)
+    y = rows[:, :, :, 0] + rows[:, :, :, 1]
+    y *= y.dtype.type(0.25)
+    return y
+
+
+def avg_pool_2x2_last_backward(g: np.ndarray, input_shape: tuple[int, int, int, int]) -> np.ndarray:
+    """``dx`` ``(C, H, W, N)``: a quarter of each ``g`` ``(C, H // 2, W // 2, N)`` to each of its window's
+    inputs, 0 for a last odd row or column."""
+    c, oh, ow, n = g.shape
+    dx = np.zeros(input_shape, g.dtype)
+    quads = dx[:, : 2 * oh, : 2 * ow].reshape(c, oh, 2, ow, 2, n)
+    share = g * g.dtype.type(0.25)
+    for i in range(2):
+        for j in range(2):
+            quads[:, :, i, :, j] = share
     return dx

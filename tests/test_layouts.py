@@ -20,6 +20,7 @@ import framework
 from framework import Sequential
 from framework.errors import ConfigError
 from framework.layers import (
+    AvgPool2d,
     BatchNorm,
     Conv2d,
     Dropout,
@@ -32,7 +33,12 @@ from framework.layers import (
 )
 from framework.models import layouts
 from framework.runtime import jit
-from plugins.pool_batch_last import max_pool_2x2_last, max_pool_2x2_last_backward
+from plugins.pool_batch_last import (
+    avg_pool_2x2_last,
+    avg_pool_2x2_last_backward,
+    max_pool_2x2_last,
+    max_pool_2x2_last_backward,
+)
 
 ENGINES = [False, pytest.param(True, marks=requires_numba)]
 
@@ -134,6 +140,9 @@ def test_what_breaks_or_refuses_a_run():
     assert roles([Conv2d(8, 8, 3, activation="softmax"), MaxPool2d(2)]) is None
     assert roles([Conv2d(8, 8, 2), MaxPool2d(2)]) is None  # 32 rows of columns: per sample is faster
     assert roles([deep(), MaxPool2d(2), deep(), MaxPool2d(2)]) == ["open", "inside", "inside", "close"]
+    assert roles([deep(), AvgPool2d(2), deep(), AvgPool2d(2)]) == ["open", "inside", "inside", "close"]
+    assert roles([deep(), AvgPool2d(2, padding=1)]) is None
+    assert roles([deep(), AvgPool2d(2, ceil_mode=True)]) is None
 
 
 def test_a_subclass_that_overrides_forward_runs_in_the_public_layout():
@@ -635,3 +644,18 @@ def test_random_cnn_stacks_equal_the_public_layout(engine, float64):
         for name in b0:
             _assert_close(b0[name], b1[name], np.float64, f"case {case}: {name}")
     assert planned >= 8, planned  # the random stacks did exercise runs
+
+
+def test_the_batch_last_average_pool_equals_the_public_pool_to_the_bit(dtype):
+    rng = np.random.default_rng(10)
+    for shape in [(2, 3, 4, 4), (3, 2, 7, 9), (1, 1, 2, 2)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        pool = AvgPool2d(2)
+        y = pool(x)
+        g = rng.standard_normal(y.shape).astype(dtype)
+        dx = pool.backward(g)
+        last = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        y_last = avg_pool_2x2_last(last)
+        dx_last = avg_pool_2x2_last_backward(np.ascontiguousarray(g.transpose(1, 2, 3, 0)), last.shape)
+        np.testing.assert_array_equal(y_last.transpose(3, 0, 1, 2), y, err_msg=str(shape))
+        np.testing.assert_array_equal(dx_last.transpose(3, 0, 1, 2), dx, err_msg=str(shape))
