@@ -168,11 +168,11 @@ def test_layer_times_splits_a_step_by_layer_for_each_layout(capsys: pytest.Captu
     out = capsys.readouterr().out
     assert out.startswith("lenet: ms per step, 1 epochs of")
     never, always = out.split("layouts 'always'")
-    # the public layout calls forward/backward; the batch-last run (second convolution, its pool)
-    # calls the starred forms, and the first convolution (25 rows of columns) stays outside
+    # the public layout calls forward/backward; the batch-last run (both convolutions and their
+    # pools) calls the starred forms, the layers after it the plain ones
     assert "3 Conv2d forward " in never and "*" not in never
-    assert "3 Conv2d forward*" in always and "5 MaxPool2d backward*" in always
-    assert "0 Conv2d forward " in always and "0 Conv2d forward*" not in always
+    assert "0 Conv2d forward*" in always and "5 MaxPool2d backward*" in always
+    assert "7 Linear forward " in always and "Linear forward*" not in always
     assert "outside the layers" in never and "outside the layers" in always
     with pytest.raises(SystemExit):
         layer_times.main(["resnet"])

@@ -44,13 +44,13 @@ ENGINES = [False, pytest.param(True, marks=requires_numba)]
 
 
 def deep_cnn() -> list:
-    """Convolutions deep enough to run batch-last (C*kh*kw >= 64), every kind of member, odd sizes."""
+    """Convolutions, every kind of member of a run, odd sizes."""
     return [
-        Conv2d(3, 8, 3, padding=1),  # 27 rows of columns: a per-sample convolution, outside any run
+        Conv2d(3, 8, 3, padding=1),  # 27 rows of columns: its weight gradient in blocks
         BatchNorm(8),
         ReLU(),
         MaxPool2d(2),
-        Conv2d(8, 8, 3, padding=1, activation="relu"),  # opens a run
+        Conv2d(8, 8, 3, padding=1, activation="relu"),
         BatchNorm(8),
         MaxPool2d(2),  # swapped with nothing: the ReLU is fused into the convolution
         Conv2d(8, 12, 3, stride=2, padding=1, bias=False),
@@ -92,19 +92,19 @@ def _assert_close(a, b, dtype, what):
     np.testing.assert_allclose(b, a, rtol=0, atol=tol * scale, err_msg=what)
 
 
-def test_the_plan_of_a_deep_cnn():
+def test_the_plan_of_a_cnn():
     model = Sequential(deep_cnn())
     model.build((None, 3, 33, 33))
     plan = layouts.plan(model._order())
     names = [type(layer).__name__ for layer in model._order()]
-    # the first convolution (27 rows of columns) runs per sample, outside; the run closes at the
+    # one run from the first convolution (27 rows of columns: its weight gradient in blocks) to the
     # last layer that gives NCHW back, the pool before the ReLU swapped behind it
     assert list(zip(names, plan.roles)) == [
-        ("Conv2d", None),
-        ("BatchNorm", None),
-        ("MaxPool2d", None),
-        ("ReLU", None),
         ("Conv2d", "open"),
+        ("BatchNorm", "inside"),
+        ("MaxPool2d", "inside"),
+        ("ReLU", "inside"),
+        ("Conv2d", "inside"),
         ("BatchNorm", "inside"),
         ("MaxPool2d", "inside"),
         ("Conv2d", "inside"),
@@ -116,7 +116,7 @@ def test_the_plan_of_a_deep_cnn():
         ("Linear", None),
     ]
     # the runs' parameters: held by a Plan object, which the model's own parameters do not count
-    runs = [model._order()[k] for k in range(4, 11)]
+    runs = model._order()[:11]
     assert [id(p) for p in plan.parameters] == [id(p) for layer in runs for p in layer.parameters()]
     assert len(model.parameters()) == 13
 
@@ -138,7 +138,7 @@ def test_what_breaks_or_refuses_a_run():
     assert roles([deep(), MaxPool2d(2, padding=1)]) is None
     assert roles([Conv2d(8, 8, 3, groups=2), MaxPool2d(2)]) is None
     assert roles([Conv2d(8, 8, 3, activation="softmax"), MaxPool2d(2)]) is None
-    assert roles([Conv2d(8, 8, 2), MaxPool2d(2)]) is None  # 32 rows of columns: per sample is faster
+    assert roles([Conv2d(8, 8, 1), MaxPool2d(2)]) == ["open", "close"]  # 8 rows of columns too
     assert roles([deep(), MaxPool2d(2), deep(), MaxPool2d(2)]) == ["open", "inside", "inside", "close"]
     assert roles([deep(), AvgPool2d(2), deep(), AvgPool2d(2)]) == ["open", "inside", "inside", "close"]
     assert roles([deep(), AvgPool2d(2, padding=1)]) is None
@@ -659,3 +659,18 @@ def test_the_batch_last_average_pool_equals_the_public_pool_to_the_bit(dtype):
         dx_last = avg_pool_2x2_last_backward(np.ascontiguousarray(g.transpose(1, 2, 3, 0)), last.shape)
         np.testing.assert_array_equal(y_last.transpose(3, 0, 1, 2), y, err_msg=str(shape))
         np.testing.assert_array_equal(dx_last.transpose(3, 0, 1, 2), dx, err_msg=str(shape))
+
+
+def test_the_blocked_weight_gradient_equals_one_product(dtype):
+    """Shallow columns: dW^T over blocks of columns, the tail included, equals cols @ G^T."""
+    from plugins.conv_batch_last import BLOCK, weight_gradient_t
+
+    rng = np.random.default_rng(11)
+    for k, o, p in [(9, 16, 5 * BLOCK), (25, 6, 3 * BLOCK + 77), (3, 4, BLOCK + 5), (72, 8, 4 * BLOCK)]:
+        cols = rng.standard_normal((k, p)).astype(dtype)
+        g = rng.standard_normal((o, p)).astype(dtype)
+        got = weight_gradient_t(cols, g)
+        want = cols.astype(np.float64) @ g.T.astype(np.float64)
+        assert got.shape == (k, o) and got.dtype == dtype
+        tol = 1e-4 if dtype == np.float32 else 1e-11
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max(), err_msg=str((k, o, p)))
