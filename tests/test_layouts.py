@@ -674,3 +674,22 @@ def test_the_blocked_weight_gradient_equals_one_product(dtype):
         assert got.shape == (k, o) and got.dtype == dtype
         tol = 1e-4 if dtype == np.float32 else 1e-11
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max(), err_msg=str((k, o, p)))
+
+
+def test_the_environment_sets_the_default_mode():
+    import subprocess
+    import sys
+
+    from support import subprocess_env
+
+    code = "from framework.models import layouts; print(layouts.mode())"
+    for value, expected in (("never", "never"), ("Always", "always"), ("", "auto")):
+        env = subprocess_env(FRAMEWORK_LAYOUTS=value)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() == expected
+    env = subprocess_env(FRAMEWORK_LAYOUTS="sometimes")
+    failed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "FRAMEWORK_LAYOUTS must be one of 'auto', 'always', 'never', got 'sometimes'" in failed.stderr

@@ -36,6 +36,7 @@ lowerings are tuned for the public layout.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,11 +68,21 @@ __all__ = [
 MODES = ("auto", "always", "never")
 OPEN, INSIDE, CLOSE = "open", "inside", "close"
 _BOTH = frozenset({(True, True)})
-_mode = ["auto"]
+
+
+def _from_environment() -> str:
+    """``FRAMEWORK_LAYOUTS`` (``auto``, ``always`` or ``never``) as the default mode; ``auto`` if unset."""
+    value = os.environ.get("FRAMEWORK_LAYOUTS", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ConfigError(f"FRAMEWORK_LAYOUTS must be one of {', '.join(map(repr, MODES))}, got {value!r}")
+    return value
+
+
+_mode = [_from_environment()]
 
 
 def mode() -> str:
-    """The mode in force: :func:`using`'s, else ``"auto"``."""
+    """The mode in force: :func:`using`'s, else ``FRAMEWORK_LAYOUTS``'s, else ``"auto"``."""
     return _mode[0]
 
 
