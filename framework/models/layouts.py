@@ -48,6 +48,7 @@ from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.base.traits import declares
 from framework.errors import ConfigError
+from framework.models.reorder import one_in_one_out, readers
 from framework.runtime import jit
 
 __all__ = [
@@ -230,22 +231,16 @@ def graph_plan(entries: Sequence[tuple[Any, ...]], output_slots: Sequence[int]) 
     one array out and no extra arguments, where each value inside it feeds
     only the next call and is not a model output.
     """
-    consumers: dict[int, list[int]] = {}
-    for i, entry in enumerate(entries):
-        for s in entry[1]:
-            consumers.setdefault(s, []).append(i)
+    read_by = readers(entries)
     outputs = set(output_slots)
-
-    def simple(entry: tuple[Any, ...]) -> bool:
-        _, ins, list_in, outs, list_out, args, kwargs = entry
-        return len(ins) == len(outs) == 1 and not (list_in or list_out or args or kwargs)
 
     def successor(i: int) -> int | None:
         slot = entries[i][3][0]
-        users = consumers.get(slot, [])
-        return users[0] if slot not in outputs and len(users) == 1 and simple(entries[users[0]]) else None
+        users = read_by.get(slot, [])
+        single = slot not in outputs and len(users) == 1
+        return users[0] if single and one_in_one_out(entries[users[0]]) else None
 
-    return _plan([entry[0] if simple(entry) else None for entry in entries], successor)
+    return _plan([entry[0] if one_in_one_out(entry) else None for entry in entries], successor)
 
 
 def forward(layer: Layer, ctx: Context, x: np.ndarray, role: str) -> np.ndarray:
