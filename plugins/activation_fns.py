@@ -130,6 +130,8 @@ class LeakyReLU(ActivationLayer):
         ``dL/dx = dL/dy * (1 if x > 0 else negative_slope)``.
     """
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def __init__(self, negative_slope: float = 0.01, *, name: str | None = None) -> None:
         super().__init__(name=name)
         self.negative_slope = real_number("LeakyReLU", "negative_slope", negative_slope)
@@ -137,8 +139,6 @@ class LeakyReLU(ActivationLayer):
     @property
     def gain(self) -> float:  # type: ignore[override]
         return math.sqrt(2.0 / (1.0 + self.negative_slope**2))
-
-    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
@@ -169,11 +169,11 @@ class ELU(ActivationLayer):
         cancels to 0 for ``x`` below about -17 (float32) or -37 (float64).
     """
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def __init__(self, alpha: float = 1.0, *, name: str | None = None) -> None:
         super().__init__(name=name)
         self.alpha = real_number("ELU", "alpha", alpha)
-
-    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
@@ -268,6 +268,8 @@ class GELU(ActivationLayer):
         float32 past ``|x| ~ 7e12``) gives the slope 0 or 1, not NaN.
     """
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     _K = math.sqrt(2.0 / math.pi)
     _C = 0.044715
     _SATURATED = 30.0
@@ -279,8 +281,6 @@ class GELU(ActivationLayer):
                 f"GELU: approximate must be one of {', '.join(_GELU_MODES)}, got {approximate!r}"
             )
         self.approximate = approximate
-
-    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)
@@ -348,14 +348,14 @@ class Softplus(ActivationLayer):
         mask ``ctx.linear`` of the forward call).
     """
 
+    channelwise = True  # element-wise: any layout (framework.models.layouts)
+
     def __init__(self, beta: float = 1.0, threshold: float = 20.0, *, name: str | None = None) -> None:
         super().__init__(name=name)
         self.beta = real_number("Softplus", "beta", beta)
         if self.beta <= 0:
             raise ConfigError(f"Softplus: beta must be > 0, got {beta!r}")
         self.threshold = real_number("Softplus", "threshold", threshold)
-
-    channelwise = True  # element-wise: any layout (framework.models.layouts)
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:
         x = as_float(x)

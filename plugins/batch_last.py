@@ -14,12 +14,11 @@ import numpy as np
 
 from plugins import im2col_kernels
 
-__all__ = ["ANY_LAYOUT", "BATCH_LAST_IN", "INSIDE", "to_channels_first", "to_batch_last"]
+__all__ = ["ANY_LAYOUT", "BATCH_LAST_IN", "to_channels_first", "to_batch_last"]
 
 #: ``batch_last_modes()`` values: ``(input batch-last, output batch-last)`` pairs a layer serves
 ANY_LAYOUT = frozenset({(False, True), (True, True), (True, False)})
 BATCH_LAST_IN = frozenset({(True, True), (True, False)})
-INSIDE = frozenset({(True, True)})
 
 
 def to_channels_first(a: np.ndarray) -> np.ndarray:

@@ -119,22 +119,23 @@ def column_gradients(layer: Any, ctx: Context, cols: np.ndarray, gm: np.ndarray)
     return np.matmul(wm.T, gm)
 
 
-#: columns per block of :func:`weight_gradient_t` for shallow columns
+#: columns per block of :func:`weight_gradient_t`, for fewer than ``SHALLOW`` rows of columns
 BLOCK = 1024
+SHALLOW = 64
 
 
 def weight_gradient_t(cols: np.ndarray, gm: np.ndarray) -> np.ndarray:
     """``dW^T = cols @ G^T``, ``(K, O)``, from ``cols`` ``(K, P)`` and ``G`` ``(O, P)``.
 
     ``cols @ G^T``: OpenBLAS runs it up to 1.4x faster than ``G @ cols^T`` (1
-    and 2 threads). With few rows of columns (``K < 64``: a first layer) one
+    and 2 threads). With few rows of columns (``K < SHALLOW``: a first layer) one
     product over the long inner dimension ``P`` is slow (LeNet-5's first
     layer, ``(25, 50176) @ (50176, 6)``: 0.65 ms), so it runs as a batch of
     products over blocks of ``BLOCK`` columns, summed (0.21 ms).
     """
     k, p = cols.shape
     whole = p - p % BLOCK
-    if k >= 64 or whole < 2 * BLOCK:
+    if k >= SHALLOW or whole < 2 * BLOCK:
         return np.matmul(cols, gm.T)
     blocks = whole // BLOCK
     parts = np.matmul(

@@ -124,6 +124,12 @@ class _Pool(Layer):
         self._check_shape(input_shape)
         return (*input_shape[:2], *self._output_sizes(input_shape[2:]))
 
+    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
+        """Batch-last in, either layout out (the max and average pools' ``forward_batch_last``):
+        2-D, 2x2 windows at stride 2, unpadded, floor mode."""
+        simple = self._ndim == 2 and self.kernel_size == (2, 2) and self.stride == (2, 2)
+        return BATCH_LAST_IN if simple and set(self.padding) == {0} and not self.ceil_mode else frozenset()
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -186,11 +192,6 @@ class _MaxPool(_Pool):
         return max_pool2d_backward(g, argmax, shape4, kernel, stride, pads).reshape(x_shape)
 
     # -- batch-last activations inside a model (framework.models.layouts) --
-
-    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
-        """Batch-last in, either layout out: 2-D, 2x2 windows at stride 2, unpadded, floor mode."""
-        simple = self._ndim == 2 and self.kernel_size == (2, 2) and self.stride == (2, 2)
-        return BATCH_LAST_IN if simple and set(self.padding) == {0} and not self.ceil_mode else frozenset()
 
     def forward_batch_last(self, ctx: Context, x: np.ndarray, in_last: bool, out_last: bool) -> np.ndarray:
         """``forward`` on ``(C, H, W, N)``: ``(C, OH, OW, N)`` with ``out_last``, else ``(N, C, OH, OW)``."""
@@ -255,11 +256,6 @@ class _AvgPool(_Pool):
         return avg_pool2d_backward(g, shape4, kernel, stride, pads, divisor).reshape(x_shape)
 
     # -- batch-last activations inside a model (framework.models.layouts) --
-
-    def batch_last_modes(self) -> frozenset[tuple[bool, bool]]:
-        """Batch-last in, either layout out: 2-D, 2x2 windows at stride 2, unpadded, floor mode."""
-        simple = self._ndim == 2 and self.kernel_size == (2, 2) and self.stride == (2, 2)
-        return BATCH_LAST_IN if simple and set(self.padding) == {0} and not self.ceil_mode else frozenset()
 
     def forward_batch_last(self, ctx: Context, x: np.ndarray, in_last: bool, out_last: bool) -> np.ndarray:
         """``forward`` on ``(C, H, W, N)``: ``(C, OH, OW, N)`` with ``out_last``, else ``(N, C, OH, OW)``."""
