@@ -693,3 +693,22 @@ def test_the_environment_sets_the_default_mode():
     failed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert failed.returncode != 0
     assert "FRAMEWORK_LAYOUTS must be one of 'auto', 'always', 'never', got 'sometimes'" in failed.stderr
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_the_pools_that_close_runs_have_finite_difference_gradients(engine, float64):
+    """AvgPool2d(2) inside a run and GlobalAvgPool2d closing it: the kit's gradient check of the
+    whole model (input and every parameter) with the runs forced on."""
+    from framework.layers import GlobalAvgPool2d
+    from framework.testing import check_gradients
+
+    framework.set_seed(4)
+    model = Sequential(
+        [Conv2d(8, 8, 3, padding=1), AvgPool2d(2), Sigmoid(), Conv2d(8, 5, 3), GlobalAvgPool2d()]
+    )
+    x = np.random.default_rng(5).standard_normal((3, 8, 9, 10))
+    with jit.using(engine), layouts.using("always"):
+        model.build((None, 8, 9, 10))
+        assert model._layout_roles(model._order(), x) == ["open", "inside", "inside", "inside", "close"]
+        report = check_gradients(model, x, raise_on_failure=False)
+    assert report.ok, str(report)
