@@ -15,7 +15,6 @@ own worker instead.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -27,9 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the cases' small data sets (a smoke run)")
     args = parser.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
     from benchmarks import cases_attention, cases_models
+    from benchmarks.harness import limit_threads
+
+    limit_threads("ours", args.threads)  # the BLAS pinned, as the harness's workers pin it
     from framework.runtime import jit
 
     make = getattr(cases_models, args.case, None) or getattr(cases_attention, args.case, None)

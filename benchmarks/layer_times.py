@@ -15,7 +15,6 @@ layers (loss, optimizer, batching). The timers add about 1 us per call.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -51,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the cases' small data sets (a smoke run)")
     args = parser.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
     from benchmarks.cases_models import MODELS, _data, build_ours
+    from benchmarks.harness import limit_threads
+
+    limit_threads("ours", args.threads)  # the BLAS pinned, as the harness's workers pin it
     from framework.models import layouts
     from framework.training.loop import keep_freed_memory
 
