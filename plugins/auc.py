@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight
+from framework.base.metric import Metric, _sample_weight, peers_of, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.activation_math import stable_sigmoid
 from plugins.metric_ops import binary_decision_shape, class_targets
@@ -121,6 +121,63 @@ class AUC(Metric):
         else:
             self._pos = np.zeros(self.num_thresholds + 1)  # weight of positives per bucket
             self._neg = np.zeros(self.num_thresholds + 1)
+
+    def get_state(self) -> dict[str, Any]:
+        """Bucketed: ``pos`` and ``neg``, the weight of positives and negatives per bucket. Exact
+        (``num_thresholds=None``): ``scores``, ``targets`` and ``weights`` of every sample so far."""
+        if self.num_thresholds is not None:
+            return {"num_thresholds": self.num_thresholds, "pos": self._pos.copy(), "neg": self._neg.copy()}
+        parts = (self._scores, self._targets, self._weights)
+        scores, targets, weights = (np.concatenate(p) if p else np.zeros(0) for p in parts)
+        return {"num_thresholds": None, "scores": scores, "targets": targets.astype(bool), "weights": weights}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        thresholds = state_field(self, state, "num_thresholds")
+        if thresholds != self.num_thresholds:
+            raise ConfigError(
+                f"AUC.set_state: the state is of num_thresholds={thresholds!r}, "
+                f"this AUC has {self.num_thresholds!r}"
+            )
+        if self.num_thresholds is not None:
+            size = self.num_thresholds + 1
+            pos, neg = (np.asarray(state_field(self, state, k), dtype=np.float64) for k in ("pos", "neg"))
+            if pos.shape != (size,) or neg.shape != (size,):
+                raise ShapeError(
+                    f"AUC.set_state: pos and neg must have shape ({size},), got {pos.shape}, {neg.shape}"
+                )
+            self._pos, self._neg = pos.copy(), neg.copy()
+            return
+        keys = ("scores", "targets", "weights")
+        scores, targets, weights = (np.asarray(state_field(self, state, k)) for k in keys)
+        if not (scores.ndim == 1 and scores.shape == targets.shape == weights.shape):
+            raise ShapeError(
+                f"AUC.set_state: scores, targets and weights must be 1-D of one length, got "
+                f"{scores.shape}, {targets.shape}, {weights.shape}"
+            )
+        self.reset_state()
+        if scores.size:
+            self._scores.append(scores.astype(np.float64))
+            self._targets.append(targets.astype(bool))
+            self._weights.append(weights.astype(np.float64))
+
+    def merge_state(self, metrics: Any) -> None:
+        """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`); all must have
+        this AUC's ``num_thresholds`` (ConfigError otherwise, nothing merged)."""
+        peers = peers_of(self, metrics)
+        for other in peers:
+            if other.num_thresholds != self.num_thresholds:
+                raise ConfigError(
+                    f"AUC.merge_state: num_thresholds differ ({self.num_thresholds!r} and "
+                    f"{other.num_thresholds!r}); only the same buckets merge"
+                )
+        for other in peers:
+            if self.num_thresholds is None:
+                self._scores += other._scores
+                self._targets += other._targets
+                self._weights += other._weights
+            else:
+                self._pos += other._pos
+                self._neg += other._neg
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         n = len(y_pred)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight
+from framework.base.metric import Metric, _sample_weight, peers_of, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.metric_ops import decisions
 
@@ -84,6 +84,67 @@ class _ConfusionCounts(Metric):
 
     def _check_batch(self, mode: str, classes: int) -> None:
         """Refuse a batch before it is counted (the state must not change); nothing to check here."""
+
+    def get_state(self) -> dict[str, Any]:
+        """``mode`` (``None`` before any batch), ``classes``, and the counts: ``matrix`` (multiclass)
+        or ``label_counts`` (multilabel), and ``seen``, the classes present (copies)."""
+        return {
+            "mode": self._mode,
+            "classes": self._classes,
+            "matrix": None if self._matrix is None else self._matrix.copy(),
+            "label_counts": None if self._label_counts is None else self._label_counts.copy(),
+            "seen": None if self._seen is None else self._seen.copy(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        mode = state_field(self, state, "mode")
+        if mode not in (None, "multiclass", "multilabel"):
+            raise ConfigError(
+                f"{type(self).__name__}.set_state: mode must be None, 'multiclass' or 'multilabel', "
+                f"got {mode!r}"
+            )
+        self.reset_state()
+        if mode is None:
+            return
+        classes = int(state_field(self, state, "classes"))
+        self._start(mode, classes)
+        multiclass = mode == "multiclass"
+        key, shape = ("matrix", (classes, classes)) if multiclass else ("label_counts", (3, classes))
+        for name, want, dtype in ((key, shape, np.float64), ("seen", (classes,), bool)):
+            value = np.asarray(state_field(self, state, name))
+            if value.shape != want:
+                self.reset_state()
+                raise ShapeError(
+                    f"{type(self).__name__}.set_state: {name} must have shape {want} for {classes} classes, "
+                    f"got {value.shape}"
+                )
+            setattr(self, f"_{name}", value.astype(dtype, copy=True))
+
+    def merge_state(self, metrics: Any) -> None:
+        """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`).
+
+        Raises:
+            ShapeError: a metric that counted another problem (multiclass against
+                multilabel, or another number of classes); nothing is merged then.
+        """
+        peers = [m for m in peers_of(self, metrics) if m._mode is not None]
+        first = self if self._mode is not None else (peers[0] if peers else self)
+        mode, classes = first._mode, first._classes
+        for other in peers:
+            if (other._mode, other._classes) != (mode, classes):
+                raise ShapeError(
+                    f"{type(self).__name__}.merge_state: one metric counted {mode} with {classes} classes, "
+                    f"another {other._mode} with {other._classes}; only counts of one problem merge"
+                )
+        for other in peers:
+            assert other._mode is not None and other._seen is not None
+            self._start(other._mode, other._classes)
+            assert self._seen is not None
+            if other._matrix is not None and self._matrix is not None:
+                self._matrix += other._matrix
+            if other._label_counts is not None and self._label_counts is not None:
+                self._label_counts += other._label_counts
+            self._seen |= other._seen
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-class true positives, false positives and false negatives, shape ``(C,)`` each."""

@@ -66,7 +66,7 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batches(
 ) -> None:
     result = fit_scenarios(tmp_path_factory)  # equivalence.py is its last part
     assert result["returncode"] == 0, result["stderr"][-3000:]
-    assert "OK mlp cnn-batchnorm cnn-syncbatchnorm" in result["stdout"]
+    assert "OK allgather mlp cnn-batchnorm cnn-syncbatchnorm" in result["stdout"]
 
 
 def test_an_exception_on_one_rank_aborts_the_job_with_its_traceback() -> None:
@@ -98,6 +98,7 @@ def test_size_one_world_without_mpi() -> None:
     np.testing.assert_array_equal(distributed.allreduce(a), a)
     assert distributed.allreduce(2, op="sum") == 2.0
     assert distributed.broadcast({"k": [1]}) == {"k": [1]}
+    assert distributed.allgather_object({"k": [1]}) == [{"k": [1]}]
     assert distributed.broadcast(a) is a
     with pytest.raises(DistributedError, match="op must be one of"):
         distributed.allreduce(a, op="prod")

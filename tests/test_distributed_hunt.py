@@ -106,14 +106,19 @@ def test_sample_weight_even_weights_and_loss(dist: dict[str, Any], tmp_path: Pat
     np.testing.assert_allclose(got["h"]["loss"], ref["history"]["loss"], rtol=0, atol=TOL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LIMITATION (docs/guide/distributed.md, Logs and callbacks): the ranks' sample-weighted metrics "
-    "are combined by sample counts, not by their sample-weight sums",
-)
 def test_sample_weight_even_metrics(dist: dict[str, Any], tmp_path: Path) -> None:
     got, ref = _scenario(dist, "sample_weight"), _reference("sample_weight", tmp_path)
     np.testing.assert_allclose(got["h"]["accuracy"], ref["history"]["accuracy"], rtol=0, atol=TOL)
+
+
+def test_ratio_metrics_merged_over_the_ranks_equal_one_process(dist: dict[str, Any], tmp_path: Path) -> None:
+    # precision, F1, AUC and the confusion matrix under sample weights, training and validation: each
+    # rank's counts merged, so History equals one process's (a mean of the ranks' ratios would not)
+    got = _scenario(dist, "ratio_metrics")
+    keys = {"precision", "f1_score", "auc", "confusion_matrix", "val_precision", "val_auc"}
+    assert keys <= got["h"].keys(), sorted(got["h"])
+    assert got["h"]["confusion_matrix"].shape == (2, 3, 3)
+    _check_equivalence(dist, "ratio_metrics", tmp_path)
 
 
 def test_sample_weight_uneven(dist: dict[str, Any], tmp_path: Path) -> None:

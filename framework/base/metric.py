@@ -16,13 +16,18 @@ so a float16 model's metrics neither overflow nor round away.
 ``bind_output(expects, link)`` tells a metric what the model outputs (the
 compiled loss's ``expects`` / ``link``: logits or probabilities, softmax or
 sigmoid); accuracy-like metrics threshold and arg-max accordingly.
+
+``get_state()`` / ``set_state(state)`` / ``merge_state(metrics)`` (Keras's
+name) move a metric's counts between instances: instances fed different
+samples, merged, give the value over all the samples, exactly. Data-parallel
+``fit`` merges each metric over the ranks this way.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,7 @@ from framework.base.loss import check_sample_weight, widen
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import FUNCTION_WRAPPERS
 
-__all__ = ["FunctionMetric", "Metric", "result_value"]
+__all__ = ["FunctionMetric", "Metric", "peers_of", "result_value", "state_field"]
 
 _EXPECTS = (None, "logits", "probabilities")
 _LINKS = (None, "softmax", "sigmoid")
@@ -203,11 +208,92 @@ class Metric(Configurable):
         self._total = 0.0
         self._count = 0.0
 
+    # -- the state: read, written, merged ----------------------------------
+
+    @classmethod
+    def merges(cls) -> bool:
+        """Whether this kind of metric can merge states: it keeps the running mean, or it
+        keeps its own counts and implements :meth:`get_state`, :meth:`set_state` and
+        :meth:`merge_state` all three."""
+        if cls._keeps_running_mean():
+            return True
+        names = ("get_state", "set_state", "merge_state")
+        return all(getattr(cls, name) is not getattr(Metric, name) for name in names)
+
+    @classmethod
+    def _keeps_running_mean(cls) -> bool:
+        """Whether the state is the base class's running mean: the updates are not overridden, or the
+        class says so (``_running_mean = True``: it overrides them but still adds to the same sums)."""
+        for name in ("update_state", "update"):
+            owner = next(k for k in cls.__mro__ if name in k.__dict__)
+            if owner is not Metric and not owner.__dict__.get("_running_mean", False):
+                return False
+        return True
+
+    def _require_mean(self, method: str) -> None:
+        if not type(self)._keeps_running_mean():
+            raise ConfigError(
+                f"{type(self).__name__}.{method}: this metric keeps its own counts (it overrides "
+                "update_state or update), so it must implement get_state, set_state and merge_state itself"
+            )
+
+    def get_state(self) -> dict[str, Any]:
+        """The counts since the last reset, as plain values (numbers, strings, ``None``, NumPy arrays).
+
+        The running mean's state is ``{"total": sum of w * value, "count": sum of w}``.
+        A metric that keeps its own counts overrides this, :meth:`set_state` and
+        :meth:`merge_state`. The dict is new; changing it leaves the metric as it is.
+        """
+        self._require_mean("get_state")
+        return {"total": self._total, "count": self._count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the counts with ``state``, a dict :meth:`get_state` of the same kind of metric returned."""
+        self._require_mean("set_state")
+        total, count = (float(state_field(self, state, key)) for key in ("total", "count"))
+        self._total, self._count = total, count
+
+    def merge_state(self, metrics: Iterable[Metric]) -> None:
+        """Keras's name: add the counts of ``metrics`` (the same class, fed other samples) to this one's.
+
+        ``result()`` is then the value over the samples of this metric and all
+        of ``metrics``, as if one metric had seen every batch: exact for means,
+        sample-weighted means and ratios of counts alike. ``metrics`` are left
+        as they are.
+
+        Raises:
+            ConfigError: a metric of another class, or one that cannot merge.
+        """
+        self._require_mean("merge_state")
+        for other in peers_of(self, metrics):
+            self._total += other._total
+            self._count += other._count
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self._name} if self._name else {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def peers_of(metric: Metric, metrics: Iterable[Metric]) -> list[Metric]:
+    """``metrics`` as a list, each checked to be of ``metric``'s class (ConfigError naming both)."""
+    peers = list(metrics)
+    for other in peers:
+        if type(other) is not type(metric):
+            raise ConfigError(
+                f"{type(metric).__name__}.merge_state: can only merge metrics of its own class, "
+                f"got {type(other).__name__}"
+            )
+    return peers
+
+
+def state_field(metric: Metric, state: dict[str, Any], key: str) -> Any:
+    """``state[key]``, or ConfigError naming the metric and the keys it has."""
+    if not isinstance(state, dict) or key not in state:
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ConfigError(f"{type(metric).__name__}.set_state: the state needs {key!r}, got {keys}")
+    return state[key]
 
 
 def _sample_weight(metric: Metric, sample_weight: Any, n: int) -> np.ndarray:
@@ -247,6 +333,8 @@ class FunctionMetric(Metric):
         >>> m.name, m.result()
         ('mean_error', 2.0)
     """
+
+    _running_mean = True  # its update_state adds to the base class's sums
 
     def __init__(self, fn: Callable[[Any, Any], Any], name: str | None = None) -> None:
         if not callable(fn):

@@ -20,6 +20,7 @@ from framework.distributed.errors import DistributedError
 from framework.distributed.optimizer import DistributedOptimizer
 from framework.distributed.sharding import shard_steps, shard_windows
 from framework.distributed.world import (
+    allgather_object,
     allreduce,
     barrier,
     broadcast,
@@ -34,6 +35,7 @@ from framework.distributed.world import (
 __all__ = [
     "DistributedError",
     "DistributedOptimizer",
+    "allgather_object",
     "allreduce",
     "barrier",
     "broadcast",

@@ -305,14 +305,14 @@ def fit(
                     break
                 logs = {"loss": total / count if count else float("nan"), **trainer.metric_logs()}
                 if parallel is not None:  # the loss is already the mean over the ranks
-                    logs = parallel.mean_logs(logs, parallel.samples, skip=("loss",))
+                    logs = parallel.combine_logs(logs, trainer, parallel.samples, skip=("loss",))
                 if val_data is not None:
                     if parallel is None:
                         val_logs = evaluate_data(model, trainer, val_data, val_batch, cb)
                     else:
                         part = parallel.validation_part(val_data)
                         val_logs = evaluate_data(model, trainer, part, val_batch, cb)
-                        val_logs = parallel.mean_logs(val_logs, part.n or 1)
+                        val_logs = parallel.combine_logs(val_logs, trainer, part.n or 1)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 model.epoch = epoch + 1  # before the callbacks: a checkpoint they write holds this epoch
                 cb.on_epoch_end(epoch, logs)

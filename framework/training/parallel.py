@@ -15,11 +15,18 @@ loop, with no per-batch work added). Then, in order:
   two-number allreduce gives every rank the window's loss (each rank's mean
   weighted by its share of the window's samples) and whether any rank asked to
   stop (``model.stop_training`` or Ctrl-C), so all stop after the same batch;
-- each epoch's end, the metrics (weighted by each rank's sample count) and
-  the validation results (each rank evaluates its contiguous block of the
-  validation arrays) are averaged in one allreduce, so the logs, ``History``
-  and every callback's decision (``EarlyStopping``) are the same on every
-  rank; a last allreduce agrees on stopping.
+- each epoch's end, the metrics' states are gathered from every rank and
+  merged (:meth:`~framework.base.metric.Metric.merge_state`, in rank order on
+  every rank), so each metric is its value over all the epoch's samples,
+  exactly, sample weights and ratios of counts (precision, AUC) included; the
+  per-output losses (means over samples) are averaged weighted by each rank's
+  sample count. The validation results (each rank evaluates its contiguous
+  block of the validation arrays) are combined the same way. The logs,
+  ``History`` and every callback's decision (``EarlyStopping``) are thus the
+  same on every rank; a last allreduce agrees on stopping. A metric that
+  keeps its own counts and cannot merge them (no ``get_state`` /
+  ``set_state`` / ``merge_state``) is averaged by sample counts instead, with
+  a warning once per ``fit``.
 
 Batch-level logs (``on_train_batch_end``) carry the global running loss and
 this rank's own running metrics. Batch iterables (``x`` yielding batches) are
@@ -33,6 +40,7 @@ Callbacks with ``main_process_only = True`` (``ModelCheckpoint``,
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -40,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.base.context import Context
+from framework.base.metric import Metric, result_value
 from framework.distributed import world
 from framework.distributed.errors import DistributedError
 from framework.distributed.optimizer import DistributedOptimizer
@@ -131,10 +140,24 @@ def broadcast_state(model: Model, root: int = 0) -> None:
             offset += a.size
 
 
+def merged(metric: Metric, states: list[dict[str, Any]]) -> Metric:
+    """A new metric like ``metric`` holding ``states`` (one per rank, merged in their order)."""
+    empty = copy.deepcopy(metric)
+    empty.reset_state()
+    parts = []
+    for state in states:
+        part = copy.deepcopy(empty)
+        part.set_state(state)
+        parts.append(part)
+    empty.merge_state(parts)
+    return empty
+
+
 class DataParallel:
     """The collectives ``fit`` adds on several ranks (one instance per ``fit``)."""
 
     def __init__(self, model: Model, optimizer: DistributedOptimizer) -> None:
+        self._warned_metrics = False
         self.model = model
         self.optimizer = optimizer
         self.rank, self.size = world.rank(), world.size()
@@ -270,6 +293,28 @@ class DataParallel:
             return data
         start, stop = block(data.n, self.rank, self.size)
         return part_of(data, start, stop)
+
+    def combine_logs(
+        self, logs: dict[str, Any], trainer: Trainer, weight: float, skip: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """``logs`` over every rank: each metric of ``trainer`` merged from the ranks' states (one
+        gather), the other values averaged weighted by ``weight`` (:meth:`mean_logs`)."""
+        exact = [(key, metric) for key, metric in trainer.metric_items() if type(metric).merges()]
+        approximate = [key for key, metric in trainer.metric_items() if not type(metric).merges()]
+        if approximate and not self._warned_metrics:
+            self._warned_metrics = True
+            warnings.warn(
+                f"metric(s) {approximate} keep their own counts and implement no get_state/set_state/"
+                "merge_state: on several ranks each is averaged by the ranks' sample counts, which is not "
+                "exact for ratios of sums or sample-weighted means",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        states = world.allgather_object([metric.get_state() for _, metric in exact])
+        out = self.mean_logs(logs, weight, skip=(*skip, *(key for key, _ in exact)))
+        for i, (key, metric) in enumerate(exact):
+            out[key] = result_value(merged(metric, [rank_states[i] for rank_states in states]))
+        return out
 
     def mean_logs(self, logs: dict[str, Any], weight: float, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         """``logs`` averaged over the ranks, each rank's values weighted by ``weight`` (one allreduce)."""

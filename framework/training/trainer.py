@@ -273,6 +273,10 @@ class Trainer:
         self._output_sums = [0.0] * len(self.losses)
         self._output_count = 0
 
+    def metric_items(self) -> list[tuple[str, Any]]:
+        """``(log key, metric)`` of every compiled metric, in the logs' order."""
+        return [(key, metric) for (_, metric, _), key in zip(self.slots, self.metric_keys)]
+
     def metric_logs(self) -> dict[str, Any]:
         """``<output>_loss`` (running means, several outputs) and the metrics' results, by log key."""
         count = self._output_count

@@ -110,6 +110,13 @@ def main() -> None:
     x_flat, y = rng.normal(size=(N, 12)), rng.integers(0, 3, N)
     x_img = rng.normal(size=(N, 1, 8, 8))
 
+    # allgather_object (blocking): every rank's value, in rank order, pickles of different sizes
+    gathered = distributed.allgather_object({"rank": RANK, "a": np.arange(RANK * 1000 + 3)})
+    assert [g["rank"] for g in gathered] == list(range(SIZE)), gathered
+    assert all(np.array_equal(g["a"], np.arange(r * 1000 + 3)) for r, g in enumerate(gathered)), gathered
+    if RANK == 0:
+        checks.append("allgather")
+
     # MLP: equals fit(batch_size=32) in one process.
     model = compile_(seeded(mlp, 100 + RANK, (12,)), True)
     hist = model.fit(x_flat, y, epochs=1, batch_size=BATCH, seed=SEED, verbose=0)

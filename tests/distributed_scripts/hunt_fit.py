@@ -24,6 +24,7 @@ import numpy as np
 import framework
 from framework import Sequential
 from framework.layers import BatchNorm, Linear, ReLU, SyncBatchNorm
+from framework.metrics import AUC, ConfusionMatrix, F1Score, Precision
 from framework.optimizers import SGD
 from framework.runtime.dtype import default_dtype
 from framework.training.callbacks import EarlyStopping, ModelCheckpoint
@@ -41,6 +42,7 @@ SCENARIOS = {
     "clipnorm": {"n": 64, "clipnorm": 0.05},
     "fp16": {"n": 64, "compression": "fp16"},
     "callbacks": {"n": 64, "n_val": 20, "callbacks": True, "epochs": 6},
+    "ratio_metrics": {"n": 64, "n_val": 21, "sample_weight": True, "metrics": True},
 }
 
 
@@ -84,7 +86,10 @@ def run(name: str, distributed_: bool, workdir: str) -> dict[str, Any]:
         opt: Any = SGD(0.1, momentum=0.9, clipnorm=cfg.get("clipnorm"))
         if distributed_:
             opt = DistributedOptimizer(opt, compression=cfg.get("compression"))
-        model.compile(opt, loss="cross_entropy", metrics=["accuracy"])
+        metrics: list[Any] = ["accuracy"]
+        if cfg.get("metrics"):  # ratios of counts: exact only when the ranks' counts are merged
+            metrics += [Precision(average="macro"), F1Score(average="weighted"), AUC(), ConfusionMatrix()]
+        model.compile(opt, loss="cross_entropy", metrics=metrics)
         kwargs: dict[str, Any] = {}
         if cfg.get("sample_weight"):
             kwargs["sample_weight"] = w
