@@ -121,6 +121,15 @@ def test_ratio_metrics_merged_over_the_ranks_equal_one_process(dist: dict[str, A
     _check_equivalence(dist, "ratio_metrics", tmp_path)
 
 
+def test_a_metric_that_cannot_merge_is_averaged_with_a_warning(dist: dict[str, Any], tmp_path: Path) -> None:
+    # Hits keeps its own counts without the state methods: one warning per fit, the ranks' values
+    # averaged by sample counts (a count of hits: half the one-process count), weights still equal
+    got, ref = _scenario(dist, "own_counts_metric"), _reference("own_counts_metric", tmp_path)
+    assert int(got["warned0"]) == 1 and int(ref["warned"]) == 0
+    _check_equivalence(dist, "own_counts_metric", tmp_path, history=False)
+    np.testing.assert_allclose(got["h"]["hits"] * 2, ref["history"]["hits"], rtol=0.2)
+
+
 def test_sample_weight_uneven(dist: dict[str, Any], tmp_path: Path) -> None:
     _check_equivalence(dist, "sample_weight_uneven", tmp_path, history=False)
 

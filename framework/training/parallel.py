@@ -26,7 +26,7 @@ loop, with no per-batch work added). Then, in order:
   same on every rank; a last allreduce agrees on stopping. A metric that
   keeps its own counts and cannot merge them (no ``get_state`` /
   ``set_state`` / ``merge_state``) is averaged by sample counts instead, with
-  a warning once per ``fit``.
+  a warning once per ``fit`` (on rank 0).
 
 Batch-level logs (``on_train_batch_end``) carry the global running loss and
 this rank's own running metrics. Batch iterables (``x`` yielding batches) are
@@ -301,7 +301,7 @@ class DataParallel:
         gather), the other values averaged weighted by ``weight`` (:meth:`mean_logs`)."""
         exact = [(key, metric) for key, metric in trainer.metric_items() if type(metric).merges()]
         approximate = [key for key, metric in trainer.metric_items() if not type(metric).merges()]
-        if approximate and not self._warned_metrics:
+        if approximate and not self._warned_metrics and self.is_main:
             self._warned_metrics = True
             warnings.warn(
                 f"metric(s) {approximate} keep their own counts and implement no get_state/set_state/"

@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import numpy as np
 
 import framework
 from framework import Sequential
+from framework.base.metric import Metric
 from framework.layers import BatchNorm, Linear, ReLU, SyncBatchNorm
 from framework.metrics import AUC, ConfusionMatrix, F1Score, Precision
 from framework.optimizers import SGD
@@ -43,7 +45,25 @@ SCENARIOS = {
     "fp16": {"n": 64, "compression": "fp16"},
     "callbacks": {"n": 64, "n_val": 20, "callbacks": True, "epochs": 6},
     "ratio_metrics": {"n": 64, "n_val": 21, "sample_weight": True, "metrics": True},
+    "own_counts_metric": {"n": 64, "own_metric": True},
 }
+
+
+class Hits(Metric):
+    """Counts right predictions in its own state, without get_state / set_state / merge_state."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hits")
+        self.hits = 0.0
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        self.hits += float(np.sum(np.argmax(y_pred, axis=1) == y_true))
+
+    def result(self) -> float:
+        return self.hits
+
+    def reset_state(self) -> None:
+        self.hits = 0.0
 
 
 def data(n: int, n_val: int = 0) -> tuple[np.ndarray, ...]:
@@ -89,6 +109,8 @@ def run(name: str, distributed_: bool, workdir: str) -> dict[str, Any]:
         metrics: list[Any] = ["accuracy"]
         if cfg.get("metrics"):  # ratios of counts: exact only when the ranks' counts are merged
             metrics += [Precision(average="macro"), F1Score(average="weighted"), AUC(), ConfusionMatrix()]
+        if cfg.get("own_metric"):
+            metrics.append(Hits())
         model.compile(opt, loss="cross_entropy", metrics=metrics)
         kwargs: dict[str, Any] = {}
         if cfg.get("sample_weight"):
@@ -102,28 +124,30 @@ def run(name: str, distributed_: bool, workdir: str) -> dict[str, Any]:
                 EarlyStopping(monitor="val_loss", min_delta=10.0, patience=1),
                 ModelCheckpoint(ckpt),
             ]
-        hist = model.fit(
-            x,
-            y,
-            epochs=cfg.get("epochs", 2),
-            batch_size=BATCH if distributed_ else BATCH * SIZE,
-            shuffle=True,
-            seed=SEED,
-            verbose=0,
-            **kwargs,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hist = model.fit(
+                x,
+                y,
+                epochs=cfg.get("epochs", 2),
+                batch_size=BATCH if distributed_ else BATCH * SIZE,
+                shuffle=True,
+                seed=SEED,
+                verbose=0,
+                **kwargs,
+            )
+    warned = [str(w.message) for w in caught if "keep their own counts" in str(w.message)]
     return {
         "state": state(model),
         "history": {k: np.asarray(v, dtype=np.float64) for k, v in hist.history.items()},
         "epochs": np.array(len(hist.epoch)),
         "ckpt_exists": np.array(os.path.exists(ckpt)),
         "ckpt": ckpt,
+        "warned": np.array(len(warned)),
     }
 
 
 def main(out: str, names: list[str]) -> None:
-    import warnings
-
     from framework import distributed
 
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -146,6 +170,7 @@ def main(out: str, names: list[str]) -> None:
             saved[f"{name}|w1|{k}"] = other["state"][k]
         for k, v in result["history"].items():
             saved[f"{name}|h|{k}"] = v
+        saved[f"{name}|warned0"] = result["warned"]
         saved[f"{name}|epochs0"] = result["epochs"]
         saved[f"{name}|epochs1"] = other["epochs"]
         saved[f"{name}|ckpt0"] = np.array(result["ckpt"])
