@@ -147,6 +147,38 @@ def test_tied_weight_is_saved_once_and_tied_again_on_load(tmp_path) -> None:
     assert len(restored.optimizer.params) == 1
 
 
+def test_tied_weights_survive_get_config_and_from_config() -> None:
+    # the config is the architecture: a tie is part of it, so from_config must not untie silently
+    model, _, _ = _tied_language_model()
+    config = model.get_config()
+    assert config["tied"] == [["embed.weight", "head.weight"]]
+    clone = Model.from_config(config)
+    assert clone.get_layer("head").weight is clone.get_layer("embed").weight
+    assert [name for name, _ in clone.named_parameters()] == ["embed.weight"]
+
+
+def test_tied_weights_of_a_sequential_survive_get_config_and_from_config() -> None:
+    first, second = Linear(8, 8, name="first"), Linear(8, 8, name="second")
+    model = Sequential([first, second])
+    model.build((None, 8))
+    second.weight = first.weight
+    clone = Sequential.from_config(model.get_config())
+    assert clone.get_layer("second").weight is clone.get_layer("first").weight
+    assert clone.count_params() == model.count_params() == 8 * 8 + 2 * 8
+    # and inside a functional model: the nested Sequential's config carries its own ties
+    x = Input((8,))
+    outer = Model(x, model(x))
+    rebuilt = Model.from_config(outer.get_config())
+    inner = rebuilt.layers[-1]
+    assert inner.get_layer("second").weight is inner.get_layer("first").weight
+
+
+def test_an_untied_model_config_has_no_tied_key() -> None:
+    model = Sequential([Linear(4, 4), Linear(4, 2)])
+    model.build((None, 4))
+    assert "tied" not in model.get_config()
+
+
 def _mlp() -> Sequential:
     framework.set_seed(0)
     model = Sequential([Linear(16, 64, activation="relu"), Dropout(0.3), Linear(64, 8)])

@@ -339,18 +339,17 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
 
     def get_config(self) -> dict[str, Any]:
         if self._graph is not None:
-            from framework.models.serialize import graph_config
+            from framework.models.serialize import graph_config, ties_of
 
-            return {"name": self.name, **graph_config(self._graph, self.describe())}
+            return {"name": self.name, **graph_config(self._graph, self.describe()), **ties_of(self)}
         return super().get_config()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
         if "layers" in config and "input_layers" in config:
-            from framework.models.serialize import rebuild_graph
+            from framework.models.serialize import functional_from_config
 
-            inputs, outputs = rebuild_graph(config)
-            return cls(inputs, outputs, name=config.get("name"))
+            return functional_from_config(cls, config)
         return super().from_config(config)
 
     def extra_repr(self) -> str:

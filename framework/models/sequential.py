@@ -332,10 +332,13 @@ class Sequential(Model):
         return list(self._shapes)
 
     def get_config(self) -> dict[str, Any]:
+        from framework.models.serialize import ties_of
+
         return {
             "name": self.name,
             "input_shape": None if self._in_shape is None else list(self._in_shape),
             "layers": [_serialize(layer, name) for name, layer in self._stack.items()],
+            **ties_of(self),
         }
 
     @classmethod
@@ -350,6 +353,9 @@ class Sequential(Model):
             model.add(_deserialize(entry))
         if shape is not None and not model.built:
             model.build(tuple(shape))
+        from framework.models.serialize import tie_parameters
+
+        tie_parameters(model, config.get("tied"))
         return model
 
 

@@ -28,7 +28,9 @@ __all__ = [
     "graph_config",
     "rebuild_graph",
     "serialize_model",
+    "functional_from_config",
     "tie_parameters",
+    "ties_of",
     "tied_parameters",
 ]
 
@@ -199,6 +201,20 @@ def tied_parameters(model: Layer) -> list[list[str]]:
             first = canonical.get(pid, names[0])
             groups.append([first, *sorted(n for n in names if n != first)])
     return sorted(groups)
+
+
+def functional_from_config(cls: type[Model], config: dict[str, Any]) -> Model:
+    """A functional ``cls`` (``Model`` or a subclass) rebuilt from its ``get_config``, ties included."""
+    inputs, outputs = rebuild_graph(config)
+    model = cls(inputs, outputs, name=config.get("name"))
+    tie_parameters(model, config.get("tied"))
+    return model
+
+
+def ties_of(model: Layer) -> dict[str, list[list[str]]]:
+    """``{"tied": tied_parameters(model)}`` for a config, or ``{}`` when no parameter is shared."""
+    tied = tied_parameters(model)
+    return {"tied": tied} if tied else {}
 
 
 def tie_parameters(model: Layer, groups: Any) -> None:
