@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from framework.runtime import jit
 from framework.runtime.dtype import get_default_dtype
 from framework.runtime.threads import current_member
+from plugins import gelu_kernels
 
 __all__ = [
     "erfc",
@@ -207,10 +209,15 @@ def normal_cdf_and_gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def gelu_and_slope(x: np.ndarray, slope: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Exact GELU ``x Phi(x)`` and, if ``slope``, its derivative ``Phi(x) + x phi(x)``.
 
-    Float32 runs block by block, each block's CDF, product and slope while it
-    is in the CPU cache; other dtypes through :func:`normal_cdf_and_gaussian`.
+    Float32 runs the compiled kernel (:mod:`plugins.gelu_kernels`, one pass,
+    in float64 inside) when :func:`framework.runtime.jit.takes` the array;
+    else block by block, each block's CDF, product and slope while it is in
+    the CPU cache. Other dtypes go through :func:`normal_cdf_and_gaussian`.
     Fortran-ordered input (Linear's transposed output) keeps its layout.
     """
+    compiled = _gelu_kernel(x, slope)
+    if compiled is not None:
+        return compiled
     if x.dtype != np.float32:
         cdf, gaussian = normal_cdf_and_gaussian(x)
         y = x * cdf
@@ -228,6 +235,22 @@ def gelu_and_slope(x: np.ndarray, slope: bool = True) -> tuple[np.ndarray, np.nd
     with np.errstate(over="ignore", under="ignore"):  # see _normal_cdf32
         outs = _blockwise(x, 2 if slope else 1, fill)
     return outs[0], outs[1] if slope else None
+
+
+def _gelu_kernel(x: np.ndarray, slope: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """:mod:`plugins.gelu_kernels` on a float32 ``x`` when the kernels are on, else ``None``."""
+    if x.dtype != np.float32 or not x.size:
+        return None
+    # an elementwise map: a Fortran-ordered array as its transpose; any other layout copied, so that
+    # the values never depend on the memory layout (NumPy's path and the kernel differ by an ulp)
+    fortran = not x.flags.c_contiguous and x.flags.f_contiguous
+    inner = x.T if fortran else np.ascontiguousarray(x)
+    if not jit.takes(inner):
+        return None
+    y, d = gelu_kernels.gelu_and_slope(inner, slope)
+    if fortran:
+        return y.T, None if d is None else d.T
+    return y, d
 
 
 class _Scratch32:

@@ -72,6 +72,16 @@ def normalization() -> None:
             model.fit(x, x, epochs=1, batch_size=32, verbose=0, threads=2)
 
 
+def activations() -> None:
+    """Exact ``GELU`` in float32 (the one compiled activation): C- and Fortran-ordered input, with and
+    without its slope (training and evaluation)."""
+    from plugins.activation_fns import GELU
+
+    x = np.random.default_rng(4).standard_normal((6, 5)).astype(np.float32)
+    for array in (x, np.asfortranarray(x)):
+        _step(GELU(), array)
+
+
 def batch_last_runs() -> None:
     """A ``Sequential`` passing batch-last activations (:mod:`framework.models.layouts`): ``fit``, with
     and without threads, and ``predict``."""
@@ -106,4 +116,5 @@ def register_kernel_workloads(register: Any) -> None:
     register("convolutions", convolutions)
     register("pooling", pooling)
     register("normalization", normalization)
+    register("activations", activations)
     register("batch-last runs", batch_last_runs)
