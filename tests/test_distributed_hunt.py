@@ -130,6 +130,10 @@ def test_a_metric_that_cannot_merge_is_averaged_with_a_warning(dist: dict[str, A
     np.testing.assert_allclose(got["h"]["hits"] * 2, ref["history"]["hits"], rtol=0.2)
 
 
+def test_allgather_object_under_a_timeout_gathers_every_rank_in_order(dist: dict[str, Any]) -> None:
+    np.testing.assert_array_equal(dist["allgather|sizes"], [1, 501])
+
+
 def test_sample_weight_uneven(dist: dict[str, Any], tmp_path: Path) -> None:
     _check_equivalence(dist, "sample_weight_uneven", tmp_path, history=False)
 

@@ -156,6 +156,10 @@ def main(out: str, names: list[str]) -> None:
     rank = distributed.rank()
     workdir = os.path.dirname(os.path.abspath(out))
     saved: dict[str, Any] = {}
+    # allgather_object under a timeout (the nonblocking collectives): pickles of different sizes
+    saved["allgather|sizes"] = np.array(
+        [len(g) for g in distributed.allgather_object(list(range(rank * 500 + 1)))]
+    )
     for name in names:
         try:
             result = run(name, True, workdir)
