@@ -29,6 +29,7 @@ from framework.layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    Reshape,
     Sigmoid,
 )
 from framework.models import layouts
@@ -143,6 +144,43 @@ def test_what_breaks_or_refuses_a_run():
     assert roles([deep(), AvgPool2d(2), deep(), AvgPool2d(2)]) == ["open", "inside", "inside", "close"]
     assert roles([deep(), AvgPool2d(2, padding=1)]) is None
     assert roles([deep(), AvgPool2d(2, ceil_mode=True)]) is None
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
+def test_a_run_after_a_reshape_opens_on_the_array_it_is_given(engine, float64):
+    """Flat images reshaped inside the model (a common MNIST model): the run decides at its first
+    convolution, on the 4-D array that reaches it, not on the model's 2-D input."""
+
+    def build() -> list:
+        return [
+            Reshape((2, 10, 10)),
+            Conv2d(2, 4, 3, padding=1),
+            BatchNorm(4),
+            ReLU(),
+            MaxPool2d(2),
+            Flatten(),
+        ]
+
+    x = np.random.default_rng(6).standard_normal((3, 200))
+    g = np.random.default_rng(7).standard_normal((3, 100))
+    results = []
+    for mode in ("never", "always"):
+        framework.set_seed(9)
+        model = Sequential(build())
+        with jit.using(engine), layouts.using(mode):
+            model.zero_grad()
+            y = model.forward(x)
+            dx = model.backward(g)
+        seen = [c.__dict__.get("layout_role") for c in model._manual_ctx.tape]
+        # the pool runs before the ReLU feeding it, and closes the run
+        want = [None, "open", "inside", "close", None, None] if mode == "always" else [None] * 6
+        assert seen == want, seen
+        results.append((y, dx, {n: p.grad.copy() for n, p in model.named_parameters()}))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    _assert_close(y0, y1, np.float64, "output")
+    _assert_close(dx0, dx1, np.float64, "dL/dx")
+    for name in g0:
+        _assert_close(g0[name], g1[name], np.float64, name)
 
 
 def test_a_subclass_that_overrides_forward_runs_in_the_public_layout():

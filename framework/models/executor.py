@@ -285,10 +285,8 @@ class GraphExecutor:
         ):
             arg = [values[s] for s in ins] if list_in else values[ins[0]]
             node_ctx = Context(training if pinned is None else pinned, record=record, nested=True)
-            role = runs.roles[i] if runs.roles else None
-            if role == layouts.OPEN and runs.applies(arg):
-                batch_last.add(runs.runs[i])
-            if role is not None and runs.runs[i] in batch_last:
+            role = runs.role(i, arg, batch_last)
+            if role is not None:
                 out = layouts.forward(layer, node_ctx, arg, role)  # type: ignore[arg-type]  # one array
             else:
                 out = layer.forward(node_ctx, arg, *args, **kwargs)

@@ -27,10 +27,12 @@ A layer takes part through one of two protocols:
 
 A run opens at a layer serving ``(False, True)``, continues through layers
 serving ``(True, True)`` and closes at the last of them serving
-``(True, False)``. The runs apply to a 4-D float32 or float64 batch whose
-model parameters share its dtype, and by default (:func:`using`) only where
-the compiled kernels run (:func:`framework.runtime.jit.takes`): NumPy's own
-lowerings are tuned for the public layout.
+``(True, False)``. A run applies to the 4-D float32 or float64 array that
+reaches its first layer (so a model that reshapes flat images before its
+first convolution runs it too) when the model's parameters share its dtype,
+and by default (:func:`using`) only where the compiled kernels run
+(:func:`framework.runtime.jit.takes`): NumPy's own lowerings are tuned for
+the public layout. :meth:`Plan.role` decides, per model call and per run.
 """
 
 from __future__ import annotations
@@ -169,6 +171,18 @@ class Plan:
         in a layout it no longer serves.
         """
         return all(modes(layer) == served for layer, served in self.members)
+
+    def role(self, i: int, x: Any, running: set[int | None]) -> str | None:
+        """Call ``i``'s part in a run this model call runs batch-last, else ``None``.
+
+        Each run decides at its opening call, on the array ``x`` that call is
+        given (:meth:`applies`), and is added to ``running``, the set of this
+        model call's batch-last runs.
+        """
+        role = self.roles[i] if self.roles else None
+        if role == OPEN and self.applies(x):
+            running.add(self.runs[i])
+        return role if role is not None and self.runs[i] in running else None
 
     def applies(self, x: Any) -> bool:
         """Whether a run opening on the batch ``x`` runs batch-last now (see the module's doc)."""

@@ -263,13 +263,14 @@ class Sequential(Model):
         order = self._order()
         training, record = ctx.training, ctx.record
         first = 0 if ctx.needs_input_grad else self._first_needed(order)
-        parts = self._layout_roles(order, x)
+        plan = self._current_plan(order)
+        batch_last: set[int | None] = set()  # the runs this call runs batch-last, each decided as it opens
         tape: list[Context] = []
         for i, layer in enumerate(order):
             layer_ctx = Context(
                 training, needs_input_grad=i != first or ctx.needs_input_grad, record=record, nested=True
             )
-            role = parts[i] if parts else None
+            role = plan.role(i, x, batch_last)
             x = layer.forward(layer_ctx, x) if role is None else layouts.forward(layer, layer_ctx, x, role)
             if record:
                 tape.append(layer_ctx)
@@ -278,11 +279,16 @@ class Sequential(Model):
             ctx.first = first
         return x
 
-    def _layout_roles(self, order: list[Layer], x: Any) -> list[str | None] | None:
-        """Each layer's part in a batch-last run for this batch, or ``None`` (see ``layouts``)."""
+    def _current_plan(self, order: list[Layer]) -> layouts.Plan:
+        """The batch-last runs of ``order`` (see ``layouts``), planned again after a layer changed."""
         plan = self.__dict__.get("_layout_plan")
         if plan is None or not plan.current():
             plan = self._layout_plan = layouts.plan(order)
+        return plan
+
+    def _layout_roles(self, order: list[Layer], x: Any) -> list[str | None] | None:
+        """Each layer's part in a batch-last run when the runs open on batches like ``x``, or ``None``."""
+        plan = self._current_plan(order)
         return plan.roles if plan.applies(x) else None
 
     def _settle_guessed_shape(self, shape: tuple[int, ...]) -> None:
