@@ -130,6 +130,16 @@ def test_a_metric_that_cannot_merge_is_averaged_with_a_warning(dist: dict[str, A
     np.testing.assert_allclose(got["h"]["hits"] * 2, ref["history"]["hits"], rtol=0.2)
 
 
+def test_validation_smaller_than_the_world_is_evaluated_whole_on_each_rank_and_not_counted_twice(
+    dist: dict[str, Any], tmp_path: Path
+) -> None:
+    # one validation sample, two ranks: each rank evaluates it (no split), so merging the ranks'
+    # counts would double them (the confusion matrix would hold 2 samples)
+    got = _scenario(dist, "tiny_validation")
+    assert got["h"]["val_confusion_matrix"].sum(axis=(1, 2)).tolist() == [1.0, 1.0]
+    _check_equivalence(dist, "tiny_validation", tmp_path)
+
+
 def test_allgather_object_under_a_timeout_gathers_every_rank_in_order(dist: dict[str, Any]) -> None:
     np.testing.assert_array_equal(dist["allgather|sizes"], [1, 501])
 

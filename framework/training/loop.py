@@ -312,7 +312,9 @@ def fit(
                     else:
                         part = parallel.validation_part(val_data)
                         val_logs = evaluate_data(model, trainer, part, val_batch, cb)
-                        val_logs = parallel.combine_logs(val_logs, trainer, part.n or 1)
+                        # arrays smaller than the world are evaluated whole on every rank: the same logs
+                        if part is not val_data or not isinstance(val_data, ArrayData):
+                            val_logs = parallel.combine_logs(val_logs, trainer, part.n or 1)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 model.epoch = epoch + 1  # before the callbacks: a checkpoint they write holds this epoch
                 cb.on_epoch_end(epoch, logs)

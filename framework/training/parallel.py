@@ -21,7 +21,9 @@ loop, with no per-batch work added). Then, in order:
   exactly, sample weights and ratios of counts (precision, AUC) included; the
   per-output losses (means over samples) are averaged weighted by each rank's
   sample count. The validation results (each rank evaluates its contiguous
-  block of the validation arrays) are combined the same way. The logs,
+  block of the validation arrays) are combined the same way; validation
+  arrays of fewer samples than ranks are evaluated whole on every rank, and
+  each keeps its own, equal, results. The logs,
   ``History`` and every callback's decision (``EarlyStopping``) are thus the
   same on every rank; a last allreduce agrees on stopping. A metric that
   keeps its own counts and cannot merge them (no ``get_state`` /

@@ -46,6 +46,7 @@ SCENARIOS = {
     "callbacks": {"n": 64, "n_val": 20, "callbacks": True, "epochs": 6},
     "ratio_metrics": {"n": 64, "n_val": 21, "sample_weight": True, "metrics": True},
     "own_counts_metric": {"n": 64, "own_metric": True},
+    "tiny_validation": {"n": 64, "n_val": 1, "metrics": True},
 }
 
 
