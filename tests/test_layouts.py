@@ -64,6 +64,12 @@ def deep_cnn() -> list:
     ]
 
 
+def roles_for(model: Sequential, x: np.ndarray) -> list | None:
+    """Each layer's part in a batch-last run when the model's runs open on batches like ``x``."""
+    plan = model._current_plan(model._order())
+    return plan.roles if plan.applies(x) else None
+
+
 def _both(build, x: np.ndarray, training: bool = True) -> tuple:
     """One step of the same model with the runs off and on: each (y, dx, parameter grads, buffers)."""
     results = []
@@ -78,7 +84,7 @@ def _both(build, x: np.ndarray, training: bool = True) -> tuple:
             model.zero_grad()
             y = model.forward(x)
             dx = model.backward(g)
-            ran = model._layout_roles(model._order(), x) is not None
+            ran = roles_for(model, x) is not None
         planned = layouts.plan(model._order()).roles is not None
         assert ran == (mode == "always" and planned)  # the runs ran where forced, and only there
         grads = {name: p.grad.copy() for name, p in model.named_parameters()}
@@ -250,7 +256,7 @@ def test_the_gradients_of_a_run_match_finite_differences(engine, float64):
         return float(np.sum(model.forward(inputs) * w))
 
     with jit.using(engine), layouts.using("always"):
-        assert model._layout_roles(model._order(), x) == ["open", *["inside"] * 4, "close"]
+        assert roles_for(model, x) == ["open", *["inside"] * 4, "close"]
         model.zero_grad()
         model.forward(x)
         dx = model.backward(w * np.ones((3, 4, 1, 1)))
@@ -318,15 +324,15 @@ def test_batches_the_runs_do_not_take():
     model = Sequential([Conv2d(8, 8, 3, padding=1), MaxPool2d(2)])
     with layouts.using("always"):
         assert model.forward(np.zeros((0, 8, 4, 4), np.float32)).shape == (0, 8, 2, 2)  # empty
-        assert model._layout_roles(model._order(), np.zeros((0, 8, 4, 4), np.float32)) is None
-        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float16)) is None
+        assert roles_for(model, np.zeros((0, 8, 4, 4), np.float32)) is None
+        assert roles_for(model, np.zeros((2, 8, 4, 4), np.float16)) is None
         # float32 weights
-        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float64)) is None
-        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) == ["open", "close"]
+        assert roles_for(model, np.zeros((2, 8, 4, 4), np.float64)) is None
+        assert roles_for(model, np.zeros((2, 8, 4, 4), np.float32)) == ["open", "close"]
     with layouts.using("never"):
-        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) is None
+        assert roles_for(model, np.zeros((2, 8, 4, 4), np.float32)) is None
     with jit.using(False):  # "auto": only with the compiled kernels
-        assert model._layout_roles(model._order(), np.zeros((2, 8, 4, 4), np.float32)) is None
+        assert roles_for(model, np.zeros((2, 8, 4, 4), np.float32)) is None
 
 
 def test_using_refuses_an_unknown_mode_and_restores_the_previous():
@@ -346,10 +352,10 @@ def test_adding_a_layer_makes_a_new_plan():
     x = np.ones((2, 8, 4, 4), np.float32)
     with layouts.using("always"):
         model.predict(x)
-        assert model._layout_roles(model._order(), x) is None
+        assert roles_for(model, x) is None
         model.add(MaxPool2d(2))
         model.predict(x)
-        assert model._layout_roles(model._order(), x) == ["open", "inside", "close"]
+        assert roles_for(model, x) == ["open", "inside", "close"]
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=["numpy", "compiled"])
@@ -553,9 +559,9 @@ def test_a_layer_reconfigured_after_planning_makes_the_model_plan_again(float64)
     x = np.random.default_rng(1).standard_normal((2, 8, 6, 6))
     with layouts.using("always"):
         model.predict(x)
-        assert model._layout_roles(model._order(), x) == ["open", "close"]
+        assert roles_for(model, x) == ["open", "close"]
         model.layers[0].activation = framework.activations.get("softmax")
-        assert model._layout_roles(model._order(), x) is None
+        assert roles_for(model, x) is None
         y = model.predict(x)
     with layouts.using("never"):
         np.testing.assert_allclose(y, model.predict(x), rtol=1e-12)
@@ -747,6 +753,6 @@ def test_the_pools_that_close_runs_have_finite_difference_gradients(engine, floa
     x = np.random.default_rng(5).standard_normal((3, 8, 9, 10))
     with jit.using(engine), layouts.using("always"):
         model.build((None, 8, 9, 10))
-        assert model._layout_roles(model._order(), x) == ["open", "inside", "inside", "inside", "close"]
+        assert roles_for(model, x) == ["open", "inside", "inside", "inside", "close"]
         report = check_gradients(model, x, raise_on_failure=False)
     assert report.ok, str(report)

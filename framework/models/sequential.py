@@ -286,11 +286,6 @@ class Sequential(Model):
             plan = self._layout_plan = layouts.plan(order)
         return plan
 
-    def _layout_roles(self, order: list[Layer], x: Any) -> list[str | None] | None:
-        """Each layer's part in a batch-last run when the runs open on batches like ``x``, or ``None``."""
-        plan = self._current_plan(order)
-        return plan.roles if plan.applies(x) else None
-
     def _settle_guessed_shape(self, shape: tuple[int, ...]) -> None:
         """The first batch replaces an input shape guessed from the first layer's sizes (a
         ``Linear(5, 4)``: ``(None, 5)``) when it has more axes (``(2, 3, 5)``), so that what the
