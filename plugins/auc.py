@@ -161,16 +161,9 @@ class AUC(Metric):
             self._weights.append(weights.astype(np.float64))
 
     def merge_state(self, metrics: Any) -> None:
-        """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`); all must have
-        this AUC's ``num_thresholds`` (ConfigError otherwise, nothing merged)."""
-        peers = peers_of(self, metrics)
-        for other in peers:
-            if other.num_thresholds != self.num_thresholds:
-                raise ConfigError(
-                    f"AUC.merge_state: num_thresholds differ ({self.num_thresholds!r} and "
-                    f"{other.num_thresholds!r}); only the same buckets merge"
-                )
-        for other in peers:
+        """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`); all must be
+        configured as this AUC (the same ``num_thresholds`` and curve; ConfigError otherwise)."""
+        for other in peers_of(self, metrics):
             if self.num_thresholds is None:
                 self._scores += other._scores
                 self._targets += other._targets

@@ -160,7 +160,7 @@ def test_merging_another_number_of_classes_is_refused_and_merges_nothing() -> No
 
 
 def test_auc_of_other_buckets_is_refused() -> None:
-    with pytest.raises(ConfigError, match="num_thresholds differ"):
+    with pytest.raises(ConfigError, match=r"configured alike.*num_thresholds"):
         AUC().merge_state([AUC(num_thresholds=50)])
     with pytest.raises(ConfigError, match="num_thresholds=None, this AUC has 200"):
         AUC().set_state(AUC(num_thresholds=None).get_state())
@@ -241,3 +241,26 @@ def test_a_subclass_of_function_metric_merges() -> None:
     b.update_state(np.zeros(1), np.array([5.0]))
     a.merge_state([b])
     assert a.result() == 3.0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "differs"),
+    [
+        (lambda: Precision(threshold=0.3), lambda: Precision(threshold=0.7), "threshold"),
+        (lambda: TopKAccuracy(k=2), lambda: TopKAccuracy(k=3), "'k'"),
+        (lambda: ConfusionMatrix(num_classes=3), lambda: ConfusionMatrix(num_classes=4), "num_classes"),
+        (lambda: Precision(average="macro"), lambda: Precision(average="micro"), "average"),
+    ],
+)
+def test_merging_metrics_configured_differently_is_refused(a, b, differs: str) -> None:
+    # counts taken at another threshold or k would mix into a value that means nothing
+    first, second = a(), b()
+    with pytest.raises(ConfigError, match=f"configured alike.*{differs}"):
+        first.merge_state([second])
+
+
+def test_the_name_may_differ() -> None:
+    a, b = Accuracy(name="acc"), Accuracy(name="val_acc")
+    b.update_state(np.array([1]), np.array([[0.1, 0.9]]))
+    a.merge_state([b])
+    assert a.result() == 1.0

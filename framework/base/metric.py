@@ -277,15 +277,31 @@ class Metric(Configurable):
 
 
 def peers_of(metric: Metric, metrics: Iterable[Metric]) -> list[Metric]:
-    """``metrics`` as a list, each checked to be of ``metric``'s class (ConfigError naming both)."""
+    """``metrics`` as a list, each checked to be of ``metric``'s class and configuration (its
+    ``get_config`` but the name): counts taken at another threshold or ``k`` would mix silently.
+
+    Raises:
+        ConfigError: naming the metric and what differs.
+    """
     peers = list(metrics)
+    mine = _settings(metric)
     for other in peers:
         if type(other) is not type(metric):
             raise ConfigError(
                 f"{type(metric).__name__}.merge_state: can only merge metrics of its own class, "
                 f"got {type(other).__name__}"
             )
+        theirs = _settings(other)
+        if theirs != mine:
+            raise ConfigError(
+                f"{type(metric).__name__}.merge_state: can only merge metrics configured alike; this one "
+                f"has {mine}, another {theirs}"
+            )
     return peers
+
+
+def _settings(metric: Metric) -> dict[str, Any]:
+    return {k: v for k, v in metric.get_config().items() if k != "name"}
 
 
 def state_field(metric: Metric, state: dict[str, Any], key: str) -> Any:
