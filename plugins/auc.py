@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight, peers_of, state_field
+from framework.base.metric import Metric, _sample_weight, peers_of, state_array, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.activation_math import stable_sigmoid
 from plugins.metric_ops import binary_decision_shape, class_targets
@@ -140,15 +140,16 @@ class AUC(Metric):
             )
         if self.num_thresholds is not None:
             size = self.num_thresholds + 1
-            pos, neg = (np.asarray(state_field(self, state, k), dtype=np.float64) for k in ("pos", "neg"))
+            pos, neg = (state_array(self, state, k, np.float64) for k in ("pos", "neg"))
             if pos.shape != (size,) or neg.shape != (size,):
                 raise ShapeError(
                     f"AUC.set_state: pos and neg must have shape ({size},), got {pos.shape}, {neg.shape}"
                 )
-            self._pos, self._neg = pos.copy(), neg.copy()
+            self._pos, self._neg = pos, neg
             return
-        keys = ("scores", "targets", "weights")
-        scores, targets, weights = (np.asarray(state_field(self, state, k)) for k in keys)
+        scores = state_array(self, state, "scores", np.float64)
+        targets = state_array(self, state, "targets", bool)
+        weights = state_array(self, state, "weights", np.float64)
         if not (scores.ndim == 1 and scores.shape == targets.shape == weights.shape):
             raise ShapeError(
                 f"AUC.set_state: scores, targets and weights must be 1-D of one length, got "
@@ -156,9 +157,9 @@ class AUC(Metric):
             )
         self.reset_state()
         if scores.size:
-            self._scores.append(scores.astype(np.float64))
-            self._targets.append(targets.astype(bool))
-            self._weights.append(weights.astype(np.float64))
+            self._scores.append(scores)
+            self._targets.append(targets)
+            self._weights.append(weights)
 
     def merge_state(self, metrics: Any) -> None:
         """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`); all must be

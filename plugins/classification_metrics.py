@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight, peers_of, state_field
+from framework.base.metric import Metric, _sample_weight, peers_of, state_array, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.metric_ops import decisions
 
@@ -106,19 +106,28 @@ class _ConfusionCounts(Metric):
         self.reset_state()
         if mode is None:
             return
-        classes = int(state_field(self, state, "classes"))
+        classes = state_field(self, state, "classes")
+        if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+            raise ConfigError(
+                f"{type(self).__name__}.set_state: classes must be a positive integer, got {classes!r}"
+            )
+        classes = int(classes)
         self._start(mode, classes)
         multiclass = mode == "multiclass"
         key, shape = ("matrix", (classes, classes)) if multiclass else ("label_counts", (3, classes))
         for name, want, dtype in ((key, shape, np.float64), ("seen", (classes,), bool)):
-            value = np.asarray(state_field(self, state, name))
+            try:
+                value = state_array(self, state, name, dtype)
+            except ConfigError:
+                self.reset_state()
+                raise
             if value.shape != want:
                 self.reset_state()
                 raise ShapeError(
                     f"{type(self).__name__}.set_state: {name} must have shape {want} for {classes} classes, "
                     f"got {value.shape}"
                 )
-            setattr(self, f"_{name}", value.astype(dtype, copy=True))
+            setattr(self, f"_{name}", value)
 
     def merge_state(self, metrics: Any) -> None:
         """Add the counts of ``metrics`` (Keras's name; see :meth:`Metric.merge_state`).

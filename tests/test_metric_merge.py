@@ -171,12 +171,17 @@ def test_auc_of_other_buckets_is_refused() -> None:
     [
         (Accuracy, {"total": 1.0}, "Accuracy.set_state: the state needs 'count', got \\['total'\\]"),
         (Precision, {"mode": "ranking"}, "mode must be None, 'multiclass' or 'multilabel', got 'ranking'"),
+        (Precision, {"mode": "multiclass", "classes": -2}, "classes must be a positive integer, got -2"),
+        (Precision, {"mode": "multiclass", "classes": "3"}, "classes must be a positive integer, got '3'"),
         (
             Precision,
             {"mode": "multiclass", "classes": 2, "matrix": np.zeros((3, 3)), "seen": np.zeros(2, bool)},
             "matrix must have shape \\(2, 2\\) for 2 classes, got \\(3, 3\\)",
         ),
         (AUC, {"num_thresholds": 200, "pos": np.zeros(3), "neg": np.zeros(3)}, "must have shape \\(201,\\)"),
+        (AUC, {"num_thresholds": 200, "pos": "many", "neg": np.zeros(201)}, "pos must be numbers, got str"),
+        (Accuracy, {"total": "1", "count": 2}, "total must be numbers, got str"),
+        (Accuracy, {"total": 1.0, "count": [1, 2]}, "total and count must be numbers, got arrays"),
     ],
 )
 def test_bad_states_are_refused(make: Callable[[], Metric], state: dict[str, Any], message: str) -> None:

@@ -37,7 +37,7 @@ from framework.base.loss import check_sample_weight, widen
 from framework.errors import ConfigError, ShapeError
 from framework.registry.namespace import FUNCTION_WRAPPERS
 
-__all__ = ["FunctionMetric", "Metric", "peers_of", "result_value", "state_field"]
+__all__ = ["FunctionMetric", "Metric", "peers_of", "result_value", "state_array", "state_field"]
 
 _EXPECTS = (None, "logits", "probabilities")
 _LINKS = (None, "softmax", "sigmoid")
@@ -250,8 +250,13 @@ class Metric(Configurable):
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the counts with ``state``, a dict :meth:`get_state` of the same kind of metric returned."""
         self._require_mean("set_state")
-        total, count = (float(state_field(self, state, key)) for key in ("total", "count"))
-        self._total, self._count = total, count
+        total, count = (state_array(self, state, key, np.float64) for key in ("total", "count"))
+        if total.ndim or count.ndim:
+            raise ConfigError(
+                f"{type(self).__name__}.set_state: total and count must be numbers, got arrays of shapes "
+                f"{total.shape} and {count.shape}"
+            )
+        self._total, self._count = float(total), float(count)
 
     def merge_state(self, metrics: Iterable[Metric]) -> None:
         """Keras's name: add the counts of ``metrics`` (the same class, fed other samples) to this one's.
@@ -298,6 +303,20 @@ def peers_of(metric: Metric, metrics: Iterable[Metric]) -> list[Metric]:
                 f"has {mine}, another {theirs}"
             )
     return peers
+
+
+def state_array(metric: Metric, state: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
+    """``state[key]`` as a new array of ``dtype``, or ConfigError naming the metric and the key."""
+    value = state_field(metric, state, key)
+    try:
+        array = np.array(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {array.dtype}")
+        return array.astype(dtype)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{type(metric).__name__}.set_state: {key} must be numbers, got {type(value).__name__} ({error})"
+        ) from None
 
 
 def _settings(metric: Metric) -> dict[str, Any]:

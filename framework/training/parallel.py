@@ -23,12 +23,12 @@ loop, with no per-batch work added). Then, in order:
   sample count. The validation results (each rank evaluates its contiguous
   block of the validation arrays) are combined the same way; validation
   arrays of fewer samples than ranks are evaluated whole on every rank, and
-  each keeps its own, equal, results. The logs,
-  ``History`` and every callback's decision (``EarlyStopping``) are thus the
-  same on every rank; a last allreduce agrees on stopping. A metric that
-  keeps its own counts and cannot merge them (no ``get_state`` /
-  ``set_state`` / ``merge_state``) is averaged by sample counts instead, with
-  a warning once per ``fit`` (on rank 0).
+  each keeps its own, equal, results. The logs, ``History`` and every
+  callback's decision (``EarlyStopping``) are thus the same on every rank; a
+  last allreduce agrees on stopping. A metric that keeps its own counts and
+  cannot merge them (no ``get_state`` / ``set_state`` / ``merge_state``) is
+  averaged by sample counts instead, with a warning once per ``fit`` (on
+  rank 0).
 
 Batch-level logs (``on_train_batch_end``) carry the global running loss and
 this rank's own running metrics. Batch iterables (``x`` yielding batches) are
