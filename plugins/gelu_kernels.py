@@ -12,7 +12,7 @@ same change of variable as the NumPy path):
   nodes; relative error below 1e-11 wherever float32's ``erfc`` is not 0,
   ``t <= 10.5``), turned into powers of ``u`` and summed by Horner's rule;
 - ``exp(-t^2)`` as ``2^m p(r)``, ``-t^2 = m ln 2 + r``, ``|r| <= ln 2 / 2``,
-  ``p`` the degree-11 Taylor polynomial (relative error below 1e-15) and
+  ``p`` the degree-11 Taylor polynomial (truncation error below 1e-14) and
   ``2^m`` a product of the powers ``2^(-2^b)`` selected by ``-m``'s bits:
   no table, no library call, so the loop vectorises;
 - ``Phi(x) = h`` for ``x < 0`` and ``1 - h`` otherwise, ``y = x Phi(x)``,
