@@ -244,6 +244,8 @@ def _gelu_kernel(x: np.ndarray, slope: bool) -> tuple[np.ndarray, np.ndarray | N
     # an elementwise map: a Fortran-ordered array as its transpose; any other layout copied, so that
     # the values never depend on the memory layout (NumPy's path and the kernel differ by an ulp)
     fortran = not x.flags.c_contiguous and x.flags.f_contiguous
+    if not (x.flags.c_contiguous or fortran or jit.enabled()):  # no copy for NumPy's path
+        return None
     inner = x.T if fortran else np.ascontiguousarray(x)
     if not jit.takes(inner):
         return None
