@@ -348,10 +348,7 @@ class GraphExecutor:
                 g_arg = unflatten(tape[i].out_structure, leaves)
             else:
                 g_arg = out_grads[0]
-            if tape[i].__dict__.get("layout_role") is None:
-                g_in = layer.backward(tape[i], g_arg)
-            else:  # a call of a batch-last run (framework.models.layouts)
-                g_in = layouts.backward(layer, tape[i], g_arg)
+            g_in = layouts.backward(layer, tape[i], g_arg)  # in the layout its forward ran in
             g_list = g_in if list_in else [g_in]
             for s, g in zip(ins, g_list):
                 if g is not None:

@@ -266,8 +266,11 @@ def forward(layer: Layer, ctx: Context, x: np.ndarray, role: str) -> np.ndarray:
     return layer.forward(ctx, x.reshape(1, x.shape[0], -1)).reshape(x.shape)
 
 
-def backward(layer: Layer, ctx: Context, grad_out: np.ndarray) -> Any:
-    """``layer``'s backward for a call :func:`forward` made."""
+def backward(layer: Layer, ctx: Context, grad_out: Any) -> Any:
+    """``layer``'s backward for the call recorded in ``ctx``: in the layout :func:`forward` ran it in,
+    or, for a call outside every run, the layer's own ``backward``."""
+    if ctx.__dict__.get("layout_role") is None:
+        return layer.backward(ctx, grad_out)
     kind: Any = type(layer)
     if _owns(kind, "backward_batch_last", "backward"):
         return layer.backward_batch_last(ctx, grad_out)  # type: ignore[attr-defined]

@@ -309,10 +309,7 @@ class Sequential(Model):
         for i in range(top, ctx.first - 1, -1):
             layer_ctx = tape[i]
             layer_ctx.grad_out_writable = writable
-            if layer_ctx.__dict__.get("layout_role") is None:
-                grad_in = order[i].backward(layer_ctx, grad_out)
-            else:
-                grad_in = layouts.backward(order[i], layer_ctx, grad_out)
+            grad_in = layouts.backward(order[i], layer_ctx, grad_out)  # in the layout its forward ran in
             if grad_in is None:  # a first layer with needs_input_grad=False (see fit)
                 return None
             if grad_in is not grad_out:
