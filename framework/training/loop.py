@@ -310,10 +310,9 @@ def fit(
                     if parallel is None:
                         val_logs = evaluate_data(model, trainer, val_data, val_batch, cb)
                     else:
-                        part = parallel.validation_part(val_data)
+                        part, split = parallel.validation_part(val_data)
                         val_logs = evaluate_data(model, trainer, part, val_batch, cb)
-                        # arrays smaller than the world are evaluated whole on every rank: the same logs
-                        if part is not val_data or not isinstance(val_data, ArrayData):
+                        if split:  # else every rank evaluated all of it: the same logs everywhere
                             val_logs = parallel.combine_logs(val_logs, trainer, part.n or 1)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
                 model.epoch = epoch + 1  # before the callbacks: a checkpoint they write holds this epoch

@@ -289,12 +289,18 @@ class DataParallel:
         self.window_samples = int(buf[3])
         return float(buf[0]) / self.size
 
-    def validation_part(self, data: Any) -> Any:
-        """This rank's contiguous block of array validation data (all of it when smaller than the world)."""
-        if not isinstance(data, ArrayData) or data.n < self.size:
-            return data
+    def validation_part(self, data: Any) -> tuple[Any, bool]:
+        """This rank's validation data, and whether the ranks' parts differ (their logs to combine).
+
+        Arrays: this rank's contiguous block, or all of them, the same on every
+        rank, when they are fewer than the ranks. Batch iterables: each rank's own.
+        """
+        if not isinstance(data, ArrayData):
+            return data, True
+        if data.n < self.size:
+            return data, False
         start, stop = block(data.n, self.rank, self.size)
-        return part_of(data, start, stop)
+        return part_of(data, start, stop), True
 
     def combine_logs(
         self, logs: dict[str, Any], trainer: Trainer, weight: float, skip: tuple[str, ...] = ()
