@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight, peers_of, state_array, state_field
+from framework.base.metric import Metric, _sample_weight
+from framework.base.metric_state import peers_of, state_array, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.metric_ops import decisions
 
