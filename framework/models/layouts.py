@@ -42,6 +42,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -258,12 +259,26 @@ def graph_plan(entries: Sequence[tuple[Any, ...]], output_slots: Sequence[int]) 
 
 
 def forward(layer: Layer, ctx: Context, x: np.ndarray, role: str) -> np.ndarray:
-    """``layer``'s forward in its ``role`` of a run (the context remembers it for :func:`backward`)."""
+    """``layer``'s forward in its ``role`` of a run (the context remembers it for :func:`backward`).
+
+    Raises:
+        ShapeError: ``x`` does not fit the layer, as its public ``forward`` would say.
+    """
     ctx.layout_role = role
     kind: Any = type(layer)
     if _owns(kind, "forward_batch_last", "forward"):
-        return layer.forward_batch_last(ctx, x, role != OPEN, role != CLOSE)  # type: ignore[attr-defined]
+        in_last = role != OPEN
+        _check_public(layer, (x.shape[3], *x.shape[:3]) if in_last else x.shape)
+        return layer.forward_batch_last(ctx, x, in_last, role != CLOSE)  # type: ignore[attr-defined]
     return layer.forward(ctx, x.reshape(1, x.shape[0], -1)).reshape(x.shape)
+
+
+def _check_public(layer: Layer, shape: tuple[int, ...]) -> None:
+    """The checks the layer's public ``forward`` runs on an ``(N, C, H, W)`` input of ``shape``: its
+    input spec (the channels), then its geometry (``output_shape``: a window larger than the input)."""
+    layer._check_input(SimpleNamespace(shape=shape))
+    if type(layer).output_shape is not Layer.output_shape:
+        layer.output_shape(shape)
 
 
 def backward(layer: Layer, ctx: Context, grad_out: Any) -> Any:
