@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.context import Context
+from framework.base.initializer import ones
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
 from framework.base.validation import positive_int, positive_number
@@ -115,7 +116,7 @@ class GroupNorm(Layer):
         self.eps = positive_number("GroupNorm", "eps", eps)
         self.affine = bool(affine)
         dtype = get_default_dtype()
-        self.weight = Parameter(np.ones(self.num_channels, dtype=dtype)) if self.affine else None
+        self.weight = Parameter(ones(self.num_channels, dtype=dtype)) if self.affine else None
         self.bias = Parameter(np.zeros(self.num_channels, dtype=dtype)) if self.affine else None
 
     def build(self, input_shape: Any) -> None:
@@ -199,11 +200,11 @@ class _InstanceNorm(Layer):
         self.track_running_stats = bool(track_running_stats)
         dtype = get_default_dtype()
         c = self.num_features
-        self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
+        self.weight = Parameter(ones(c, dtype=dtype)) if self.affine else None
         self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
         if self.track_running_stats:
             self.running_mean = Buffer(np.zeros(c, dtype=dtype))
-            self.running_var = Buffer(np.ones(c, dtype=dtype))
+            self.running_var = Buffer(ones(c, dtype=dtype))
         self.num_batches_tracked = 0  # a plain count, as BatchNorm's (checkpoints keep it)
 
     def build(self, input_shape: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.context import Context
+from framework.base.initializer import ones
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
 from framework.base.validation import positive_int, positive_number
@@ -190,10 +191,10 @@ class BatchNorm(Layer):
         self.num_batches_tracked = 0
         dtype = get_default_dtype()
         c = self.num_features
-        self.weight = Parameter(np.ones(c, dtype=dtype)) if self.affine else None
+        self.weight = Parameter(ones(c, dtype=dtype)) if self.affine else None
         self.bias = Parameter(np.zeros(c, dtype=dtype)) if self.affine else None
         self.running_mean = Buffer(np.zeros(c, dtype=dtype)) if self.track_running_stats else None
-        self.running_var = Buffer(np.ones(c, dtype=dtype)) if self.track_running_stats else None
+        self.running_var = Buffer(ones(c, dtype=dtype)) if self.track_running_stats else None
 
     def build(self, input_shape: Any) -> None:
         self._validate_shape(input_shape)

@@ -74,7 +74,8 @@ def format_shape(shape: Any) -> str:
 
 
 def check_name(layer: Layer, name: Any) -> str | None:
-    """``name`` if it can name ``layer`` in a model: ``None`` or a non-empty string without ``"."``.
+    """``name`` if it can name ``layer`` in a model: ``None`` or a non-empty string without ``"."``,
+    ``"/"`` or NUL.
 
     ``state_dict()`` keys join the names of nested layers with ``"."``, so a
     layer ``"a.b"`` would share its keys with layer ``"b"`` of a model ``"a"``
@@ -92,6 +93,12 @@ def check_name(layer: Layer, name: Any) -> str | None:
             f"{kind} layer {name!r}: a layer name must not contain '.', got {name!r}; '.' joins the "
             f"names in state_dict() keys, so {name!r} would collide with a layer of a nested model. "
             f"Use another separator, e.g. {name.replace('.', '_')!r}"
+        )
+    if name is not None and ("/" in name or "\x00" in name):
+        raise ConfigError(
+            f"{kind} layer {name!r}: a layer name must not contain '/' or a NUL character, got {name!r}; "
+            "checkpoints store each layer's weights in an HDF5 group of its name, where '/' nests groups "
+            "and NUL ends the name, so the file would not load back"
         )
     return name
 

@@ -20,7 +20,7 @@ from framework.errors import ConfigError
 from framework.runtime.dtype import resolve_dtype
 from framework.runtime.random import get_rng
 
-__all__ = ["Initializer", "compute_fans", "calculate_gain", "skip_initialization"]
+__all__ = ["Initializer", "compute_fans", "calculate_gain", "ones", "skip_initialization"]
 
 _skip_depth = 0
 
@@ -39,6 +39,17 @@ def skip_initialization() -> Iterator[None]:
         yield
     finally:
         _skip_depth -= 1
+
+
+def ones(shape: Any, dtype: Any = None) -> np.ndarray:
+    """``np.ones(shape, dtype)``; inside :func:`skip_initialization`, zeros, which the OS maps lazily.
+
+    A layer's constant starting values (BatchNorm's scale and running variance)
+    are overwritten when a checkpoint is loaded: made as zeros there, they cost
+    no memory until read into, so a config declaring huge sizes is refused by
+    the load's byte budget (:mod:`framework.base.allocation`) before it is paid for.
+    """
+    return np.zeros(shape, dtype) if _skip_depth else np.ones(shape, dtype)
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.allocation import charge
 from framework.errors import ConfigError
 
 __all__ = ["TRAINABLE_VERSION", "Buffer", "Parameter"]
@@ -70,6 +71,7 @@ class Parameter(_Held):
         array = np.asarray(data)
         if not np.issubdtype(array.dtype, np.floating):
             raise ConfigError(f"Parameter: expected a floating-point array, got dtype {array.dtype}")
+        charge(array.nbytes, array.shape)
         self.data = np.ascontiguousarray(array)
         # np.zeros maps fresh zero pages lazily; zeros_like would write every byte now.
         self._grad: np.ndarray = np.zeros(self.data.shape, dtype=self.data.dtype)
@@ -204,7 +206,9 @@ class Buffer(_Held):
     __slots__ = ()
 
     def __init__(self, data: Any) -> None:
-        self.data = np.ascontiguousarray(np.asarray(data))
+        array = np.asarray(data)
+        charge(array.nbytes, array.shape)
+        self.data = np.ascontiguousarray(array)
 
     def __repr__(self) -> str:
         return f"Buffer(shape={self.shape}, dtype={self.dtype})"

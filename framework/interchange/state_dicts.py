@@ -33,8 +33,8 @@ The naming rule (:func:`torch_names`):
   positions) is read as :func:`~framework.interchange.namings.choose_naming`
   decides, or refused; never guessed.
 - Every layer with running statistics (``BatchNorm``) also has PyTorch's
-  ``num_batches_tracked`` (an ``int64`` scalar, the layer's count) in the
-  ``"torch"`` naming; loading that key (under either naming) sets the count,
+  ``num_batches_tracked`` (an ``int64`` scalar, the layer's count) in both
+  namings; loading that key (under either naming) sets the count,
   so ``momentum=None`` continues PyTorch's cumulative average; a state dict
   without it leaves the count as it is, as PyTorch's loading does.
 """
@@ -159,15 +159,16 @@ def _layers_by_prefix(layer: Layer, prefix: str = "") -> Iterator[tuple[str, Lay
         yield from _layers_by_prefix(child, f"{prefix}{name}.")
 
 
-def _tracked_counts(model: Layer, names: dict[str, str]) -> dict[str, np.ndarray]:
-    """``num_batches_tracked`` under its PyTorch name for each layer with running statistics."""
+def _tracked_counts(model: Layer, names: dict[str, str], native: bool = False) -> dict[str, np.ndarray]:
+    """``num_batches_tracked`` for each layer with running statistics, under its PyTorch name (or,
+    with ``native``, its layer's)."""
     out: dict[str, np.ndarray] = {}
     for prefix, layer in _layers_by_prefix(model):
-        native = f"{prefix}running_mean"
-        if native in names:
-            torch_prefix = names[native][: -len("running_mean")]
+        key = f"{prefix}running_mean"
+        if key in names:
             count = int(getattr(layer, _TRACKED, 0) or 0)
-            out[torch_prefix + _TRACKED] = np.array(count, dtype=np.int64)
+            name = prefix if native else names[key][: -len("running_mean")]
+            out[name + _TRACKED] = np.array(count, dtype=np.int64)
     return out
 
 
@@ -205,7 +206,8 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     Args:
         model: a built model or layer.
         format: ``"native"`` (layer names, the arrays themselves) or
-            ``"torch"`` (PyTorch's names, plus ``num_batches_tracked``).
+            ``"torch"`` (PyTorch's names); both with each running-statistics layer's
+            ``num_batches_tracked`` (a new ``int64`` scalar).
 
     Raises:
         ConfigError: an unknown ``format``.
@@ -213,9 +215,9 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     if format not in KEY_FORMATS:
         raise ConfigError(f"state_dict: format must be one of {KEY_FORMATS}, got {format!r}")
     native = Layer.state_dict(model)
-    if format == "native":
-        return native
     names = torch_names(model)
+    if format == "native":
+        return {**native, **_tracked_counts(model, names, native=True)}
     out = {names.get(key, key): value for key, value in native.items()}
     for alias, first in tied_aliases(model).items():  # PyTorch lists a tied weight under every holder
         if first in native:

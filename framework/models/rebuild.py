@@ -92,6 +92,7 @@ def rebuild_class(cls: type, config: dict[str, Any]) -> Any:
     Raises:
         ConfigError: the constructor cannot take ``config`` (naming the class and the config).
     """
+    _check_flags(cls, config)
     if _plain_from_config(cls) and "name" in config and not _takes_name(cls):
         config = dict(config)
         name = config.pop("name")
@@ -100,6 +101,20 @@ def rebuild_class(cls: type, config: dict[str, Any]) -> Any:
             built.name = check_name(built, name)
         return built
     return cls.from_config(config)  # type: ignore[attr-defined]
+
+
+def _check_flags(cls: type, config: dict[str, Any]) -> None:
+    """Refuse a config value that is not ``true``/``false`` for a constructor argument declared ``bool``:
+    a hand-edited ``"bias": "false"`` is a non-empty string, which Python would read as true."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return
+    for param in params:
+        if param.annotation in (bool, "bool") and param.name in config:
+            value = config[param.name]
+            if not isinstance(value, bool):
+                raise ConfigError(f"{cls.__name__} config: {param.name} must be true or false, got {value!r}")
 
 
 def trainable_flags(model: Layer) -> dict[str, bool]:

@@ -33,6 +33,7 @@ float64 model).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,7 +287,8 @@ class Importer:
         return Model(
             inputs if len(inputs) > 1 else inputs[0],
             outputs if len(outputs) > 1 else outputs[0],
-            name=graph.name.replace(".", "_") or None,  # "." joins state_dict keys: not in names
+            # "." joins state_dict keys, "/" nests HDF5 groups: neither may be in a layer name
+            name=re.sub(r"[./\x00]", "_", graph.name) or None,
         )
 
 

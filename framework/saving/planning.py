@@ -200,7 +200,8 @@ def _load_slots(
 ) -> None:
     optimizer = model.optimizer
     group = child_group(handle, "optimizer", "")
-    iterations = attr_int(group, "iterations", "/optimizer", low=0, high=MAX_ITERATIONS, default=0)
+    # always written: a missing count would restart bias correction on moments of a later step
+    iterations = attr_int(group, "iterations", "/optimizer", low=0, high=MAX_ITERATIONS)
     names = param_names(model)
     expected = optimizer.slot_names() if hasattr(optimizer, "slot_names") else None
     _check_slot_groups(group, list(names.values()))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from framework.base.allocation import budget
 from framework.base.initializer import skip_initialization
 from framework.errors import CheckpointError, UnknownNameError
 from framework.registry.namespace import custom_object_scope
@@ -189,10 +190,17 @@ def _load_model(
         plugins = attr_json(group, "plugins", "/model", dict) if "plugins" in group.attrs else {}
         check_call_arguments(config)
         try:
-            with skip_initialization():
+            # the config's sizes are the file's word too: what they allocate is bounded as the reads are
+            with skip_initialization(), budget(max_bytes):
                 model = rebuild(config)
         except UnknownNameError as exc:
             raise CheckpointError(f"{name!r}: " + _unknown_layer_message(exc, plugins)) from exc
+        except CheckpointError as exc:
+            raise CheckpointError(f"{name!r}: {exc}") from None
+        except MemoryError:
+            raise CheckpointError(
+                f"{name!r}: the model config declares arrays larger than this machine can allocate"
+            ) from None
         weights = child_group(handle, "weights", "")
         if weights is None:
             raise CheckpointError(f"{name!r} has no 'weights' group")
