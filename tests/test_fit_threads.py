@@ -10,6 +10,7 @@ import pytest
 
 import framework
 from framework import Input, Model, Sequential
+from framework.base.context import Context
 from framework.base.layer import Layer
 from framework.errors import ConfigError
 from framework.layers import (
@@ -110,7 +111,7 @@ def test_dropout_repeats_with_a_seed_and_differs_between_shards():
     net = Sequential([Linear(4, 4), Dropout(0.5, seed=7)])
     net.build((None, 4))
     with Replicas(net, 2) as replicas:
-        replicas._make_copies()
+        replicas._make_copies(1)
         mine, theirs = net.layers[1]._rng, replicas.copies[0].layers[1]._rng
         assert mine is not theirs
         assert not np.array_equal(mine.random(16), theirs.random(16))
@@ -336,3 +337,19 @@ def test_replicas_outside_their_with_block_say_so():
     run = Replicas(layer, threads=2)
     with pytest.raises(ConfigError, match="with block"):
         run.forward(framework.base.context.Context(True), np.ones((4, 3), dtype=np.float32))
+
+
+def test_replicas_are_made_for_the_largest_batch_only():
+    """threads=200 on batches of 8 needs 7 replicas, not 199 (each a copy of the gradients)."""
+    net = Sequential([Linear(4, 4)])
+    net.build((None, 4))
+    with Replicas(net, 200) as replicas:
+        ctx = Context(True)
+        replicas.forward(ctx, np.ones((8, 4), np.float32))
+        replicas.backward(ctx, np.ones((8, 4), np.float32))
+        assert len(replicas.copies) == 7
+        ctx = Context(True)
+        replicas.forward(ctx, np.ones((3, 4), np.float32))
+        replicas.backward(ctx, np.ones((3, 4), np.float32))
+        assert len(replicas.copies) == 7
+        assert net.layers[0].weight.grad[0, 0] == 11.0  # 8 + 3 rows of ones, every shard's counted

@@ -265,6 +265,8 @@ def fit(
                 # counts for its size, on one process as in a window shared by several ranks
                 total, count = 0.0, 0
                 epoch_rng = rng if seed is None else np.random.default_rng([seed, epoch])
+                if replicas is not None:
+                    replicas.start_epoch(epoch)
                 if parallel is None:
                     batches = data.batches(batch_size, shuffle, epoch_rng)
                 else:

@@ -20,15 +20,18 @@ What one thread would compute is kept:
   (:mod:`framework.runtime.threads`) and updates its running estimates once.
 
 Results equal one thread's up to the order of floating-point sums. Dropout is
-the exception: each worker thread draws its masks from its own generator
-(spawned from the seed sequence of the framework's global one, or of a seeded
-layer's own, without drawing from it), so a seeded run repeats with the same
-``K``, but its masks are not one thread's.
+the exception: each worker thread draws its masks from its own generator,
+derived at each epoch's start from the state of the framework's global one
+(or of a seeded layer's own), the shard and the epoch, without drawing from
+it. So a seeded run repeats with the same ``K``, and a run resumed from a
+checkpoint continues as the uninterrupted one did, but the masks are not one
+thread's.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -61,23 +64,42 @@ def _join(parts: list[Any]) -> Any:
     return np.concatenate(parts)
 
 
-def _child(generator: np.random.Generator, salt: int) -> np.random.Generator:
-    """A new generator from ``generator``'s seed sequence, drawing nothing from ``generator`` itself."""
-    seed_seq = getattr(generator.bit_generator, "seed_seq", None)
-    if isinstance(seed_seq, np.random.SeedSequence):
-        return np.random.default_rng(seed_seq.spawn(1)[0])
-    return np.random.default_rng([int(generator.integers(2**62)), salt])
+def _fingerprint(state: Any) -> bytes:
+    """A generator's ``bit_generator.state`` (dicts of numbers, strings and arrays) as bytes."""
+    if isinstance(state, dict):
+        return (
+            b"{"
+            + b",".join(repr(k).encode() + b":" + _fingerprint(v) for k, v in sorted(state.items()))
+            + b"}"
+        )
+    if isinstance(state, (list, tuple)):
+        return b"[" + b",".join(_fingerprint(v) for v in state) + b"]"
+    if isinstance(state, np.ndarray):
+        return state.dtype.str.encode() + repr(state.shape).encode() + state.tobytes()
+    return repr(state).encode()
 
 
-def _reseed(original: Layer, replica: Layer, salt: int) -> None:
+def _derive(generator: np.random.Generator, salt: tuple[int, ...]) -> np.random.Generator:
+    """A new generator determined by ``generator``'s current state and ``salt``, drawing nothing from it.
+
+    A function of the state, which checkpoints save, and not of the seed sequence's spawn count,
+    which they do not: a run resumed from a checkpoint derives the generators the uninterrupted
+    run derived at that epoch.
+    """
+    digest = hashlib.sha256(_fingerprint(generator.bit_generator.state)).digest()
+    entropy = int.from_bytes(digest[:16], "little")
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=salt))
+
+
+def _reseed(original: Layer, replica: Layer, salt: tuple[int, ...]) -> None:
     """Give every generator a layer holds (a seeded Dropout's) a new one in ``replica``.
 
-    Spawned from the original's, so a seeded run repeats; left as copies, the
+    Derived from the original's, so a seeded run repeats; left as copies, the
     replica would draw the same masks as the model.
     """
     for key, value in vars(original).items():
         if isinstance(value, np.random.Generator):
-            setattr(replica, key, _child(value, salt))
+            setattr(replica, key, _derive(value, salt))
     for mine, theirs in zip(original.children(), replica.children()):
         _reseed(mine, theirs, salt)
 
@@ -138,6 +160,7 @@ class Replicas:
         self._layers: list[list[tuple[Layer, Layer]]] = []
         self._groups: dict[int, ThreadGroup] = {}
         self._rngs: list[np.random.Generator | None] = [None]
+        self._epoch = 0
         self._pool: ThreadPoolExecutor | None = None
         self._blas_threads: int | None = None
         self._checked = False
@@ -155,11 +178,19 @@ class Replicas:
             blas.set_num_threads(self._blas_threads)
             self._blas_threads = None
 
-    def _make_copies(self) -> None:
+    def start_epoch(self, epoch: int) -> None:
+        """Derive the replicas' generators for ``epoch`` (see the module's docstring); ``fit`` calls it
+        at each epoch's start."""
+        self._epoch = int(epoch)
+        for k, replica in enumerate(self.copies, start=1):
+            _reseed(self.model, replica, (k, self._epoch))
+            self._rngs[k] = _derive(get_rng(), (k, self._epoch))
+
+    def _make_copies(self, count: int) -> None:
+        """Make replicas up to ``count`` of them (a batch of ``n < threads`` rows needs ``n - 1``)."""
         model = self.model
         params, buffers = model.parameters(), model.buffers()
-        rng = get_rng()
-        for k in range(1, self.threads):
+        for k in range(len(self.copies) + 1, count + 1):
             # The copy shares what the memo maps to itself: the arrays, the optimizer, the history.
             memo: dict[int, Any] = {id(h.data): h.data for h in (*params, *buffers)}
             for name in ("optimizer", "history"):
@@ -174,11 +205,11 @@ class Replicas:
                     f"({_uncopyable(model) or 'a layer'} holds something copy.deepcopy refuses: "
                     f"{type(error).__name__}: {error}); leave threads unset for this model"
                 ) from error
-            _reseed(model, replica, k)
+            _reseed(model, replica, (k, self._epoch))
             self.copies.append(replica)
             self._params.append(list(zip(params, replica.parameters())))
             self._buffers.append(list(zip(buffers, replica.buffers())))
-            self._rngs.append(_child(rng, k))
+            self._rngs.append(_derive(get_rng(), (k, self._epoch)))
             self._layers.append(list(zip(model.modules(), replica.modules())))
 
     def _group(self, size: int) -> ThreadGroup:
@@ -226,8 +257,8 @@ class Replicas:
         """
         n = _batch_size(x)
         size = min(self.threads, n)
-        if not self.copies and self.model.built:
-            self._make_copies()
+        if len(self.copies) < size - 1 and self.model.built:
+            self._make_copies(size - 1)
         if size < 2 or not self.copies:
             ctx.shards = None
             return self.model.forward(ctx, x, **kwargs)
