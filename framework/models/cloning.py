@@ -185,9 +185,9 @@ class _Cloner:
                 continue
             layer = self.layer(node.layer)
             args = [tensors[id(t)] for t in node.inputs]
-            out = layer(
-                args if node.list_input else args[0], *node.args, training=node.training, **node.kwargs
-            )
+            extra = tuple(tensors[id(a)] if id(a) in tensors else a for a in node.args)
+            options = {k: tensors[id(v)] if id(v) in tensors else v for k, v in node.kwargs.items()}
+            out = layer(args if node.list_input else args[0], *extra, training=node.training, **options)
             for t, made in zip(node.outputs, out if node.list_output else [out]):
                 tensors[id(t)] = made
         inputs = [tensors[id(t)] for t in graph.inputs]

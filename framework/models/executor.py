@@ -21,6 +21,7 @@ from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.models import layouts
 from framework.models.graph import InputLayer, Node, SymbolicTensor
+from framework.models.placeholders import Slot, declared, extras, filled, slotted
 from framework.models.reorder import pool_first
 
 __all__ = [
@@ -146,7 +147,7 @@ class GraphExecutor:
             if mark == 1:
                 raise ConfigError(f"Model {owner!r}: the graph has a cycle through {node.layer.describe()}")
             state[id(node)] = 1
-            for t in node.inputs:
+            for t in [*node.inputs, *(t for _, t in node.side)]:
                 visit(t.node)
             state[id(node)] = 2
             order.append(node)
@@ -200,14 +201,16 @@ class GraphExecutor:
                 node.list_input,
                 [slot[id(t)] for t in node.outputs],
                 node.list_output,
-                node.args,
-                node.kwargs,
+                *slotted(node, slot),
             )
             for node in order[len(in_nodes) :]
         ]
         self.pinned: list[bool | None] = [node.training for node in order[len(in_nodes) :]]
         # a max pool runs before the ReLU feeding it, on 4x less data for a 2x2 pool
         self.plan, self.pinned = pool_first(self.plan, self.pinned, self.output_slots)
+        self.with_placeholders = {
+            i for i, entry in enumerate(self.plan) if any(isinstance(a, Slot) for a in extras(entry))
+        }
         consumers: dict[int, list[Layer]] = {}
         for node in order:
             for t in node.inputs:
@@ -216,6 +219,17 @@ class GraphExecutor:
             bool(consumers.get(id(t))) and all(accepts_integers(c) for c in consumers[id(t)])
             for t in self.inputs
         ]
+        #: per input, the bool or integer dtype it is declared with (cast to it), else None
+        self.declared: list[np.dtype | None] = [declared(t) for t in self.inputs]
+        for t, kind in zip(self.inputs, self.declared):
+            takers = [c for c in consumers.get(id(t), []) if not accepts_integers(c)]
+            if kind is not None and takers:
+                raise ConfigError(
+                    f"Model {owner!r}: Input {t.node.layer.name or '(unnamed)'!r} is declared {kind.name}, "
+                    f"but is the input of {takers[0].describe()}, which computes in floating point; a "
+                    "bool or integer Input is a call argument (a mask) or feeds a layer that takes "
+                    "integers (Embedding)"
+                )
 
     def _layout_plan(self) -> layouts.Plan:
         """The graph's batch-last runs (:mod:`framework.models.layouts`), planned on first use."""
@@ -289,6 +303,8 @@ class GraphExecutor:
             if role is not None:
                 out = layouts.forward(layer, node_ctx, arg, role)  # type: ignore[arg-type]  # one array
             else:
+                if i in self.with_placeholders:  # a mask from the model's inputs: this run's array
+                    args, kwargs = filled(args, kwargs, values)
                 out = layer.forward(node_ctx, arg, *args, **kwargs)
             if record:
                 tape.append(node_ctx)

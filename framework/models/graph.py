@@ -30,7 +30,17 @@ from framework.base.layer import Layer, format_shape
 from framework.errors import ConfigError, ShapeError
 from framework.runtime.dtype import get_default_dtype, resolve_dtype
 
-__all__ = ["Input", "InputLayer", "Node", "SymbolicTensor", "call_layer", "connect", "infer_output_shape"]
+__all__ = [
+    "Input",
+    "InputLayer",
+    "Node",
+    "SymbolicTensor",
+    "call_layer",
+    "call_placeholders",
+    "connect",
+    "infer_output_shape",
+    "input_dtype",
+]
 
 
 class SymbolicTensor:
@@ -78,6 +88,8 @@ class Node:
         outputs: the produced tensors.
         list_output: whether the layer returns a list of arrays.
         args, kwargs: extra call arguments, passed to ``forward`` at run time.
+        side: the placeholders among them (a boolean mask from an ``Input``),
+            as ``(position or keyword, tensor)``: read from the run's values.
         training: the mode pinned by ``layer(x, training=...)``: ``True`` or
             ``False`` runs this call in that mode whatever the model's
             (``predict``, ``fit``), forward and backward; ``None`` follows the model.
@@ -105,6 +117,8 @@ class Node:
         self.list_output = list_output
         self.args = args
         self.kwargs = kwargs or {}
+        #: ``(position or keyword, tensor)`` for each placeholder among args / kwargs
+        self.side: list[tuple[Any, SymbolicTensor]] = []
         self.outputs = [SymbolicTensor(s, dtype, self, i) for i, s in enumerate(output_shapes)]
 
 
@@ -133,7 +147,7 @@ class InputLayer(Layer):
         if any(d is not None and d <= 0 for d in shape):
             raise ConfigError(f"Input: shape sizes must be positive, got {shape!r}")
         self.shape = shape
-        self.dtype = resolve_dtype(dtype) if dtype is not None else None
+        self.dtype = input_dtype(dtype)
         self.build((None, *shape))
         self.input_spec = None
 
@@ -163,8 +177,27 @@ class InputLayer(Layer):
         return config
 
 
+def input_dtype(dtype: Any) -> np.dtype | None:
+    """An ``Input``'s declared dtype: a floating one the layers compute in, or ``bool`` / an integer
+    dtype for an input that is a mask or indices (``None``: the default dtype)."""
+    if dtype is None:
+        return None
+    try:
+        given = np.dtype(dtype)
+    except TypeError:
+        given = None
+    if given is not None and given.kind in "biu":
+        return given
+    return resolve_dtype(dtype)
+
+
 def Input(shape: Any, dtype: Any = None, name: str | None = None) -> SymbolicTensor:
     """A placeholder for a model input of one sample's ``shape`` (no batch axis).
+
+    ``dtype`` is a floating dtype (default: the default dtype), or ``"bool"`` or
+    an integer dtype for a mask or indices: such an input is cast to it, and
+    may be passed to a layer as a call argument (``mha(x, key_padding_mask=mask)``)
+    or feed a layer that takes integers (``Embedding``).
 
     Example:
         >>> from framework import Input
@@ -268,13 +301,52 @@ def call_layer(layer: Layer, x: Any, *args: Any, training: bool | None = None, *
     check_kwargs = getattr(layer, "check_graph_kwargs", None)
     if check_kwargs is not None:  # a layer may refuse call options a graph node cannot carry
         check_kwargs(kwargs)
+    side = call_placeholders(layer, args, kwargs)
     shape = [t.shape for t in inputs] if list_input else inputs[0].shape
     out = connect(layer, shape, [t.node.layer for t in inputs] if list_input else inputs[0].node.layer)
     list_output = isinstance(out, list)
     dtype = inputs[0].dtype if np.issubdtype(inputs[0].dtype, np.floating) else get_default_dtype()
     outs = out if list_output else [out]
     node = Node(layer, inputs, list_input, outs, list_output, dtype, args, kwargs, training)
+    node.side = side
     return list(node.outputs) if list_output else node.outputs[0]
+
+
+def call_placeholders(layer: Layer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The placeholders among a call's extra arguments: ``[(position or keyword, tensor)]``.
+
+    Such an argument (a mask from an ``Input``) is read at run time from the
+    model's inputs; no gradient flows into it, so it must be boolean or integer.
+
+    Raises:
+        ConfigError: a floating-point placeholder as a call argument, or one
+            inside a list, tuple or dict.
+    """
+    found: list[tuple[Any, Any]] = [
+        *((i, a) for i, a in enumerate(args) if _is_symbolic(a)),
+        *((k, v) for k, v in kwargs.items() if _is_symbolic(v)),
+    ]
+    for key, value in [*enumerate(args), *kwargs.items()]:
+        if isinstance(value, (list, tuple, dict)):
+            leaves = value.values() if isinstance(value, dict) else value
+            if any(_is_symbolic(leaf) for leaf in leaves):
+                raise ConfigError(
+                    f"{layer.describe()}: call argument {key!r} holds placeholders inside a "
+                    f"{type(value).__name__}; a functional model passes a placeholder as a call "
+                    "argument only on its own (key_padding_mask=mask)"
+                )
+    for key, tensor in found:
+        if tensor.dtype.kind not in "biu":
+            raise ConfigError(
+                f"{layer.describe()}: call argument {key!r} is a {tensor.dtype.name} placeholder; a "
+                "placeholder passed as a call argument gets no gradient, so it must be a boolean or "
+                "integer mask: declare it Input(shape, dtype='bool'), or pass the array as an input"
+            )
+    return found
+
+
+def _is_symbolic(value: Any) -> bool:
+    return bool(getattr(value, "_framework_symbolic", False))
 
 
 SymbolicTensor._framework_call = staticmethod(call_layer)  # type: ignore[attr-defined]

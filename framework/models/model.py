@@ -226,15 +226,25 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
         many = isinstance(x, (list, tuple)) and (hand or listed) and all(isinstance(a, np.ndarray) for a in x)
         if many or (isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1):
             flags = self._integer_inputs()
-            return [self._cast(a, dtype, flags[i] if i < len(flags) else False) for i, a in enumerate(x)]
+            return [
+                self._cast(a, self._input_dtype(i, dtype), i < len(flags) and flags[i])
+                for i, a in enumerate(x)
+            ]
         keep_int = self._integer_inputs()[0] if self.num_inputs == 1 else False
-        return self._cast(x, dtype, keep_int)
+        return self._cast(x, self._input_dtype(0, dtype), keep_int)
+
+    def _input_dtype(self, i: int, dtype: np.dtype) -> np.dtype:
+        """The dtype input ``i`` is cast to: its Input's own if declared bool or integer, else ``dtype``."""
+        declared = self._graph.declared if self._graph is not None else []
+        own = declared[i] if i < len(declared) else None
+        return own if own is not None else dtype
 
     def _cast(self, a: Any, dtype: np.dtype, keep_int: bool) -> Any:
+        """``a`` as ``dtype`` (the model's, or a bool or integer Input's), integers kept with ``keep_int``."""
         if not isinstance(a, np.ndarray):
             a = np.asarray(a)
         check_real(self, a)  # a complex, object or string array is refused, never cast
-        if a.dtype == dtype or (keep_int and np.issubdtype(a.dtype, np.integer)):
+        if a.dtype == dtype or (keep_int and dtype.kind == "f" and np.issubdtype(a.dtype, np.integer)):
             return a
         return a.astype(dtype)
 

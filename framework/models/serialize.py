@@ -85,10 +85,13 @@ def graph_config(graph: GraphExecutor, owner: str = "the model") -> dict[str, An
             continue
         call: dict[str, Any] = {"args": [ref(t) for t in node.inputs], "list_input": node.list_input}
         call["order"] = position[id(node)]  # the run order, which the rebuild replays
+        side = dict(node.side)  # placeholders: a reference, in the args' place a null
         if node.args:
-            call["extra_args"] = list(node.args)
-        if node.kwargs:
-            call["kwargs"] = dict(node.kwargs)
+            call["extra_args"] = [None if i in side else a for i, a in enumerate(node.args)]
+        if any(k not in side for k in node.kwargs):
+            call["kwargs"] = {k: v for k, v in node.kwargs.items() if k not in side}
+        if side:
+            call["placeholders"] = {str(k): ref(t) for k, t in side.items()}
         if getattr(node, "training", None) is not None:  # pinned by layer(x, training=...)
             call["training"] = node.training
         entries[key]["inbound_nodes"].append(call)
@@ -136,12 +139,21 @@ def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
             if not isinstance(refs, list):
                 raise ConfigError(f"model config: call {index} of layer {name!r} has no list of args")
             keys = [tuple(a) if isinstance(a, list) else None for a in refs]
-            if not previous_done or any(k not in tensors for k in keys):
+            side = {
+                k: tuple(r) if isinstance(r, list) else None for k, r in call.get("placeholders", {}).items()
+            }
+            if not previous_done or any(k not in tensors for k in [*keys, *side.values()]):
                 continue
             args = [tensors[k] for k in keys]  # type: ignore[index]
             arg = args if call.get("list_input") else args[0]
+            extra = list(call.get("extra_args", []))
             options = {"training": call.get("training"), **call.get("kwargs", {})}
-            out = layer(arg, *call.get("extra_args", []), **options)
+            for key, r in side.items():  # placeholders passed as call arguments (masks)
+                if key.isdigit() and int(key) < len(extra):
+                    extra[int(key)] = tensors[r]  # type: ignore[index]
+                else:
+                    options[key] = tensors[r]  # type: ignore[index]
+            out = layer(arg, *extra, **options)
             for i, o in enumerate(out if isinstance(out, list) else [out]):
                 tensors[(name, index, i)] = o
             done.add((name, index))

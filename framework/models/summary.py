@@ -73,7 +73,9 @@ def _layer_rows(model: Model) -> list[tuple[Layer, SummaryRow]]:
         for node in graph.nodes:
             shapes = [t.shape for t in node.outputs]
             shape_text = format_shape(shapes if node.list_output else shapes[0])
-            connected = ", ".join(_source(t, names) for t in node.inputs)
+            sources = [_source(t, names) for t in node.inputs]
+            sources += [f"{key}={_source(t, names)}" for key, t in node.side]  # a mask from an Input
+            connected = ", ".join(sources)
             layer = node.layer
             row = (names[id(layer)], type(layer).__name__, shape_text, _count(layer), connected)
             rows.append((layer, row))

@@ -46,7 +46,7 @@ NON_NEGATIVE_BUFFERS = frozenset({"running_var"})
 NON_NEGATIVE_SLOTS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
-_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs", "training", "order"})
+_CALL_KEYS = frozenset({"args", "list_input", "extra_args", "kwargs", "training", "order", "placeholders"})
 
 
 class CheckpointWarning(UserWarning):
@@ -151,8 +151,21 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
         )
     extra = call.get("extra_args", [])
     kwargs = call.get("kwargs", {})
-    if not isinstance(extra, list) or not isinstance(kwargs, dict):
-        raise CheckpointError(f"{where}: layer {layer_name!r}: extra_args must be a list and kwargs a dict")
+    side = call.get("placeholders", {})
+    if not isinstance(extra, list) or not isinstance(kwargs, dict) or not isinstance(side, dict):
+        raise CheckpointError(
+            f"{where}: layer {layer_name!r}: extra_args must be a list, kwargs and placeholders dicts"
+        )
+    for key, ref in side.items():
+        if not (isinstance(ref, list) and len(ref) == 3 and isinstance(ref[0], str)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ref[1:]
+        ):
+            raise CheckpointError(
+                f"{where}: layer {layer_name!r}: placeholder {key!r} must be [layer name, call, output], "
+                f"got {ref!r}"
+            )
+    # a placeholder stands in its argument's place (a position holds null): declared, not typed
+    kwargs = {**kwargs, **{k: None for k in side if not k.isdigit()}}
     if not isinstance(call.get("list_input", False), bool):
         raise CheckpointError(f"{where}: layer {layer_name!r}: list_input must be true or false")
     order = call.get("order", 0)
@@ -178,14 +191,19 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
             f"{where}: layer {layer_name!r} ({class_name}) is called with {len(extra)} extra positional "
             f"arguments; its forward declares {[p.name for p in positional]}"
         )
-    checks = [(p.name, v) for p, v in zip(positional, extra)]
+    checks = [(p.name, v) for i, (p, v) in enumerate(zip(positional, extra)) if str(i) not in side]
+    if any(k.isdigit() and int(k) >= len(extra) for k in side):
+        raise CheckpointError(
+            f"{where}: layer {layer_name!r}: a placeholder's position is past its arguments"
+        )
     for key, value in kwargs.items():
         if key not in named:
             raise CheckpointError(
                 f"{where}: layer {layer_name!r} ({class_name}) is called with argument {key!r}, which its "
                 f"forward does not declare (it takes {sorted(named)})"
             )
-        checks.append((key, value))
+        if key not in side:
+            checks.append((key, value))
     for key, value in checks:
         hint = hints.get(key, inspect.Parameter.empty)
         if not isinstance(value, _JSON_SCALARS) or not _allows(value, hint):
