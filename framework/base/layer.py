@@ -52,6 +52,7 @@ from framework.base.calling import (
 )
 from framework.base.config import Configurable
 from framework.base.context import Context
+from framework.base.modes import temporary_mode
 from framework.base.parameter import Parameter
 from framework.base.state import LayerState, tracked_attributes
 from framework.errors import ConfigError, DataError, ShapeError
@@ -368,14 +369,10 @@ class Layer(LayerState, Configurable):
 
     @contextlib.contextmanager
     def mode(self, training: bool) -> Iterator[None]:
-        """This layer and every layer under it in ``training`` mode for the block; each flag back after."""
-        saved = [(layer, layer.training) for layer in self.modules()]
-        self.train(training)
-        try:
+        """This layer and every layer under it in ``training`` mode for the block; each flag back after
+        (after the last of several overlapping blocks: :mod:`framework.base.modes`)."""
+        with temporary_mode(self, training):
             yield
-        finally:
-            for layer, flag in saved:
-                layer.training = flag
 
     # -- display -----------------------------------------------------------
 

@@ -22,6 +22,7 @@ gradient cast back to the predictions' dtype (see :class:`Loss`).
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,20 @@ def widen(y_pred: Any) -> Any:
     return np.asarray(y_pred, dtype=COMPUTE_DTYPE)
 
 
+_CALLS = threading.local()
+
+
+def _inside() -> set[int]:
+    """The losses (by ``id``) this thread is inside a wrapped call of: only the outermost converts.
+
+    Per thread, as a flag on the loss would not be: another thread's call would see it set and
+    skip the widening of its own float16 predictions."""
+    inside: set[int] | None = getattr(_CALLS, "ids", None)
+    if inside is None:
+        inside = _CALLS.ids = set()
+    return inside
+
+
 def _widening_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a subclass's ``forward``: narrow predictions are computed on in float32.
 
@@ -75,15 +90,16 @@ def _widening_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def forward(self: Loss, y_pred: Any, y_true: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._in_precision_call:
+        inside = _inside()
+        if id(self) in inside:
             return fn(self, y_pred, y_true, *args, **kwargs)
         narrow = _narrow_dtype(y_pred)
         y_pred = widen(y_pred)
-        self._in_precision_call = True
+        inside.add(id(self))
         try:
             value = fn(self, y_pred, y_true, *args, **kwargs)
         finally:
-            self._in_precision_call = False
+            inside.discard(id(self))
         self._grad_dtype = narrow
         return value
 
@@ -96,13 +112,14 @@ def _narrowing_backward(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def backward(self: Loss, *args: Any, scale: float | None = None, **kwargs: Any) -> Any:
-        if self._in_precision_call:
+        inside = _inside()
+        if id(self) in inside:
             return fn(self, *args, **kwargs)
-        self._in_precision_call = True
+        inside.add(id(self))
         try:
             grad = fn(self, *args, **kwargs)
         finally:
-            self._in_precision_call = False
+            inside.discard(id(self))
         narrow = self._grad_dtype
         with np.errstate(over="ignore"):  # an overflow is an infinity; a loss-scaled step then skips
             if scale is not None and scale != 1.0:
@@ -160,8 +177,7 @@ class Loss(Configurable):
 
     expects: str | None = None
     link: str | None = None
-    # the precision rule's per-instance state: inside a wrapped call; the dtype backward returns
-    _in_precision_call: bool = False
+    # the precision rule's per-instance state: the dtype backward returns (see _inside for the calls)
     _grad_dtype: np.dtype | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -28,16 +28,18 @@ array([0.5, 2.5, 4.5], dtype=float32)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["axpby", "axpy", "backend", "num_threads", "set_num_threads", "sum_rows"]
+__all__ = ["axpby", "axpy", "backend", "num_threads", "one_thread", "set_num_threads", "sum_rows"]
 
 _Routine = Callable[..., None]
 # (dtype char) -> (axpy, axpby): y <- a x + y and y <- a x + b y on contiguous vectors.
@@ -303,3 +305,29 @@ def set_num_threads(n: int) -> int | None:
     previous = max(1, int(api[0]()))
     api[1](int(n))
     return previous
+
+
+_ONE_LOCK = threading.Lock()
+_one_users = 0
+_one_saved: int | None = None
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread for the block, the previous count back when the last such block
+    ends. Blocks may overlap across threads (two ``predict(threads=2)`` at once): the count is
+    saved by the first to enter and restored by the last to leave, never one's saved 1 by another.
+    """
+    global _one_users, _one_saved
+    with _ONE_LOCK:
+        if _one_users == 0:
+            _one_saved = set_num_threads(1)
+        _one_users += 1
+    try:
+        yield
+    finally:
+        with _ONE_LOCK:
+            _one_users -= 1
+            if _one_users == 0 and _one_saved is not None:
+                set_num_threads(_one_saved)
+                _one_saved = None

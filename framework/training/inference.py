@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framework.base.context import Context
+from framework.base.validation import check_bool
 from framework.errors import ConfigError, DataError
 from framework.training.batching import batching, check_positive_int
 from framework.training.callbacks import CallbackList, as_callback_list, resolve_verbose
@@ -108,6 +109,7 @@ def evaluate(
         ``"<output>_loss"`` for several outputs).
     """
     model._require_compiled("evaluate")
+    return_dict = check_bool("evaluate", "return_dict", return_dict)
     verbose = resolve_verbose(verbose, "evaluate", auto=1)
     if steps is not None:
         steps = check_positive_int("evaluate: steps", steps)
@@ -120,7 +122,7 @@ def evaluate(
     cb = CallbackList(as_callback_list(callbacks), model=model)
     cb.set_params({"steps": data.steps(batch_size), "verbose": verbose, "batch_size": batch_size})
     keep_freed_memory()
-    trainer = Trainer(model)
+    trainer = Trainer(model, own_metrics=True)
     replicas = make_replicas("evaluate", model, threads)
     with replicas or contextlib.nullcontext():
         if replicas is not None:
@@ -252,6 +254,7 @@ def train_on_batch(
     has its own ``training`` flag back afterwards.
     """
     model._require_compiled("train_on_batch")
+    return_dict = check_bool("train_on_batch", "return_dict", return_dict)
     xb, yb, wb = _one_batch(model, "train_on_batch", x, y, sample_weight)
     trainer = Trainer(model)
     trainer.reset_metrics()
@@ -268,8 +271,9 @@ def test_on_batch(
     Returns the loss, or ``{"loss": ..., "<metric>": ...}`` with ``return_dict=True``.
     """
     model._require_compiled("test_on_batch")
+    return_dict = check_bool("test_on_batch", "return_dict", return_dict)
     xb, yb, wb = _one_batch(model, "test_on_batch", x, y, sample_weight)
-    trainer = Trainer(model)
+    trainer = Trainer(model, own_metrics=True)
     trainer.reset_metrics()
     with layers_in_mode(model, False):
         value, _, _ = trainer.test_step(xb, yb, wb)

@@ -162,21 +162,22 @@ class Replicas:
         self._rngs: list[np.random.Generator | None] = [None]
         self._epoch = 0
         self._pool: ThreadPoolExecutor | None = None
-        self._blas_threads: int | None = None
+        self._one_thread: Any = None
         self._checked = False
 
     def __enter__(self) -> Replicas:
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="framework-shard")
-        self._blas_threads = blas.set_num_threads(1)
+        self._one_thread = blas.one_thread()
+        self._one_thread.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self._blas_threads is not None:
-            blas.set_num_threads(self._blas_threads)
-            self._blas_threads = None
+        if self._one_thread is not None:
+            self._one_thread.__exit__(None, None, None)
+            self._one_thread = None
 
     def start_epoch(self, epoch: int) -> None:
         """Derive the replicas' generators for ``epoch`` (see the module's docstring); ``fit`` calls it

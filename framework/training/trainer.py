@@ -9,6 +9,7 @@ of a compiled model; :func:`keep_freed_memory` tunes glibc for the loops;
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import sys
@@ -116,13 +117,16 @@ class Trainer:
     now, so a renamed layer renames its keys).
     """
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, own_metrics: bool = False) -> None:
+        """``own_metrics``: count on copies of the model's metrics, so that calls from several threads
+        at once (``evaluate``, ``test_on_batch``) each report their own data's values."""
         self.model = model
         #: what runs forward and backward: the model, or its Replicas under fit(threads=K)
         self.runner: Any = model
         self.losses = model._losses
         self.weights = model._loss_weights
-        self.slots = model._metric_slots
+        slots = model._metric_slots
+        self.slots = [(k, copy.deepcopy(m), name) for k, m, name in slots] if own_metrics else slots
         self.multi = model.multi_output
         self.optimizer = model.optimizer
         self.names = model.output_names
