@@ -17,6 +17,7 @@ import numpy as np
 from framework.base.optimizer import Optimizer
 from framework.base.parameter import Parameter
 from framework.base.validation import bounded_number as _number
+from framework.base.validation import check_bool
 from framework.errors import ConfigError
 from framework.runtime import blas
 
@@ -73,7 +74,7 @@ class Adam(Optimizer):
             _number(name, "betas[1]", betas[1], low=0.0, high=1.0),
         )
         self.eps = _number(name, "eps", eps, low=0.0, open_low=True)
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = check_bool(name, "amsgrad", amsgrad)
         super().__init__(
             params, learning_rate, lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue
         )

@@ -43,6 +43,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
+from framework.base.validation import check_bool
 from framework.errors import ConfigError, DataError, ShapeError
 from framework.runtime.dtype import HALF
 from framework.runtime.random import get_rng
@@ -353,7 +354,7 @@ class ScaledDotProductAttention(Layer):
                 f"ScaledDotProductAttention: scale must be a positive number or None, got {scale!r}"
             )
         self.dropout_p = dropout_probability("ScaledDotProductAttention", "dropout_p", dropout_p)
-        self.is_causal = bool(is_causal)
+        self.is_causal = check_bool("ScaledDotProductAttention", "is_causal", is_causal)
         self.scale = None if scale is None else float(scale)
 
     def build(self, input_shape: Any) -> None:

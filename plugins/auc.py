@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight
+from framework.base.metric import Metric, _batch_size, _sample_weight
 from framework.base.metric_state import peers_of, state_array, state_field
+from framework.base.validation import numeric_array
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.activation_math import stable_sigmoid
-from plugins.metric_ops import binary_decision_shape, class_targets
+from plugins.metric_ops import binary_decision_shape, binary_targets, class_targets
 
 __all__ = ["AUC"]
 
@@ -38,22 +39,22 @@ _EPS = 1e-7
 
 def _scores_and_targets(metric: AUC, y_pred: Any, y_true: Any, weight: np.ndarray) -> tuple[np.ndarray, ...]:
     """Flat probabilities, 0/1 targets and weights of one batch."""
-    y_pred = np.asarray(y_pred, dtype=np.float64)
+    y_pred = np.asarray(numeric_array("AUC", "y_pred", y_pred), dtype=np.float64)
     n = y_pred.shape[0]
     logits = metric.from_logits or metric.output_expects == "logits"
     if binary_decision_shape(y_pred):
-        y_true = np.asarray(y_true)
+        y_true = numeric_array("AUC", "y_true", y_true)
         if y_true.shape not in ((n,), (n, 1)):
             raise ShapeError(
                 f"AUC: binary y_pred of shape {y_pred.shape} needs y_true of shape ({n},) or ({n}, 1), "
                 f"got {y_true.shape}"
             )
-        scores, targets = y_pred.reshape(n), y_true.reshape(n) > 0.5
+        scores, targets = y_pred.reshape(n), binary_targets(metric, y_true.reshape(n))
         if logits:
             scores = stable_sigmoid(scores)
         return scores, targets, weight
     if y_true is not None and np.shape(y_true) == y_pred.shape:
-        targets = np.asarray(y_true) > 0.5
+        targets = binary_targets(metric, y_true)
     else:
         labels = class_targets(metric, y_pred, y_true)
         class_ids = np.arange(y_pred.shape[1]).reshape((1, -1) + (1,) * (y_pred.ndim - 2))
@@ -175,7 +176,7 @@ class AUC(Metric):
                 self._neg += other._neg
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        n = len(y_pred)
+        n = _batch_size(self, y_pred)
         weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
         scores, targets, weight = _scores_and_targets(self, y_pred, y_true, weight)
         if self.num_thresholds is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from framework.base.metric import Metric, _sample_weight
+from framework.base.metric import Metric, _batch_size, _sample_weight
 from framework.base.metric_state import peers_of, state_array, state_field
 from framework.errors import ConfigError, DataError, ShapeError
 from plugins.metric_ops import decisions
@@ -64,7 +64,7 @@ class _ConfusionCounts(Metric):
             )
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        n = len(y_pred)
+        n = _batch_size(self, y_pred)
         weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
         mode, pred, true, classes, weight = decisions(self, y_pred, y_true, self.threshold, weight)
         self._check_batch(mode, classes)

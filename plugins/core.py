@@ -10,6 +10,7 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
+from framework.base.validation import check_bool as _check_bool
 from framework.base.validation import positive_int as _positive_int
 from framework.base.validation import resolve_activation as _activation
 from framework.base.validation import resolve_initializer as _initializer
@@ -89,7 +90,7 @@ class Linear(Layer):
         self.input_size = _positive_int("Linear", "input_size", input_size, allow_none=True)
         self.output_size = _positive_int("Linear", "output_size", output_size)
         self.activation = _activation("Linear", activation)
-        self.use_bias = bool(bias)
+        self.use_bias = _check_bool("Linear", "bias", bias)
         self.weight_init = _initializer("Linear", "weight_init", weight_init)
         self.bias_init = _initializer("Linear", "bias_init", bias_init)
         self.weight: Parameter | None = None

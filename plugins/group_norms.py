@@ -18,7 +18,7 @@ from framework.base.context import Context
 from framework.base.initializer import ones
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.base.validation import positive_int, positive_number
+from framework.base.validation import check_bool, positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime.dtype import accumulation_dtype, get_default_dtype
@@ -114,7 +114,7 @@ class GroupNorm(Layer):
                 f"num_groups={num_groups}"
             )
         self.eps = positive_number("GroupNorm", "eps", eps)
-        self.affine = bool(affine)
+        self.affine = check_bool("GroupNorm", "affine", affine)
         dtype = get_default_dtype()
         self.weight = Parameter(ones(self.num_channels, dtype=dtype)) if self.affine else None
         self.bias = Parameter(np.zeros(self.num_channels, dtype=dtype)) if self.affine else None
@@ -196,8 +196,8 @@ class _InstanceNorm(Layer):
         self.num_features = positive_int(owner, "num_features", num_features)
         self.eps = positive_number(owner, "eps", eps)
         self.momentum = momentum_or_none(owner, momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = check_bool(owner, "affine", affine)
+        self.track_running_stats = check_bool(owner, "track_running_stats", track_running_stats)
         dtype = get_default_dtype()
         c = self.num_features
         self.weight = Parameter(ones(c, dtype=dtype)) if self.affine else None
@@ -339,7 +339,7 @@ class RMSNorm(Layer):
             )
         self.normalized_shape = tuple(int(d) for d in shape)
         self.eps = None if eps is None else positive_number("RMSNorm", "eps", eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = check_bool("RMSNorm", "elementwise_affine", elementwise_affine)
         ones = np.ones(self.normalized_shape, dtype=get_default_dtype())
         self.weight = Parameter(ones) if self.elementwise_affine else None
 

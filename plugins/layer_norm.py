@@ -14,7 +14,7 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
-from framework.base.validation import positive_number
+from framework.base.validation import check_bool, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import jit
 from framework.runtime.dtype import get_default_dtype
@@ -129,8 +129,8 @@ class LayerNorm(Layer):
             )
         self.normalized_shape = tuple(int(d) for d in shape)
         self.eps = positive_number("LayerNorm", "eps", eps)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.use_bias = bool(bias)
+        self.elementwise_affine = check_bool("LayerNorm", "elementwise_affine", elementwise_affine)
+        self.use_bias = check_bool("LayerNorm", "bias", bias)
         dtype = get_default_dtype()
         self.weight = (
             Parameter(np.ones(self.normalized_shape, dtype=dtype)) if self.elementwise_affine else None

@@ -8,14 +8,15 @@ import numpy as np
 
 from framework.base.loss import widen
 from framework.base.metric import Metric
+from framework.base.validation import numeric_array
 from framework.errors import DataError, ShapeError
 
-__all__ = ["binary_threshold", "class_targets", "is_binary_output"]
+__all__ = ["binary_targets", "binary_threshold", "class_targets", "is_binary_output"]
 
 
 def class_targets(metric: Metric, y_pred: np.ndarray, y_true: Any) -> np.ndarray:
     """Integer class ids of shape ``(N, d...)`` from labels or one-hot / probabilities."""
-    y_true = np.asarray(y_true)
+    y_true = numeric_array(type(metric).__name__, "y_true", y_true)
     n, classes = y_pred.shape[:2]
     label_shape = (n, *y_pred.shape[2:])
     if y_true.shape == y_pred.shape:
@@ -36,6 +37,30 @@ def class_targets(metric: Metric, y_pred: np.ndarray, y_true: Any) -> np.ndarray
             f"for y_pred with C={classes} classes"
         )
     return labels
+
+
+def binary_targets(metric: Metric, y_true: Any) -> np.ndarray:
+    """``y_true > 0.5`` for binary targets in ``[0, 1]`` (labels 0 / 1, or soft labels).
+
+    A metric that ``compile`` bound to an output of a regression loss (``expects`` None: a flat
+    ``metrics`` list applies to every output, as in Keras 2) thresholds real targets unchecked.
+
+    Raises:
+        DataError: naming the metric and the value, for targets that are not numbers or lie
+            outside ``[0, 1]`` (a class label 2 would count as positive without a word), or NaN.
+    """
+    owner = type(metric).__name__
+    y_true = numeric_array(owner, "y_true", y_true)
+    regression = getattr(metric, "output_bound", False) and metric.output_expects is None
+    if regression or not y_true.size or y_true.dtype.kind == "b":
+        return y_true > 0.5
+    if not (y_true.min() >= 0 and y_true.max() <= 1):
+        value = y_true[~((y_true >= 0) & (y_true <= 1))].flat[0].item()
+        raise DataError(
+            f"{owner}: binary targets must be in [0, 1] (labels 0 / 1 or probabilities), got {value}; "
+            "class labels 0..C-1 need y_pred of one score per class, shape (N, C)"
+        )
+    return y_true > 0.5
 
 
 def binary_threshold(metric: Metric, threshold: float | None) -> float:
@@ -68,20 +93,21 @@ def decisions(
     - ``"multilabel"`` (a bound sigmoid over ``K > 1`` columns): ``pred`` /
       ``true`` booleans ``(N, K)``, ``classes`` ``K``, ``weight`` ``(N,)``.
     """
-    y_pred = widen(np.asarray(y_pred))  # a float16 score is compared with the threshold exactly
+    # a float16 score is compared with the threshold exactly
+    y_pred = widen(numeric_array(type(metric).__name__, "y_pred", y_pred))
     if y_pred.ndim == 0:
         raise ShapeError(f"{type(metric).__name__}: y_pred must have a batch axis, got a scalar")
     n = y_pred.shape[0]
     cut = binary_threshold(metric, threshold)
     if binary_decision_shape(y_pred):
-        y_true = np.asarray(y_true)
+        y_true = numeric_array(type(metric).__name__, "y_true", y_true)
         if y_true.shape not in ((n,), (n, 1)):
             raise ShapeError(
                 f"{type(metric).__name__}: binary y_pred of shape {y_pred.shape} needs y_true of shape "
                 f"({n},) or ({n}, 1), got {y_true.shape}"
             )
         pred = (y_pred.reshape(n) > cut).astype(np.int64)
-        return "multiclass", pred, (y_true.reshape(n) > 0.5).astype(np.int64), 2, weight
+        return "multiclass", pred, binary_targets(metric, y_true.reshape(n)).astype(np.int64), 2, weight
     if metric.output_link == "sigmoid":
         from framework.base.validation import match_target_shape
 
@@ -90,7 +116,7 @@ def decisions(
                 f"{type(metric).__name__}: multi-label y_pred must have shape (N, K), got {y_pred.shape}"
             )
         y_true = match_target_shape(type(metric).__name__, y_pred, y_true)
-        return "multilabel", y_pred > cut, np.asarray(y_true) > 0.5, y_pred.shape[1], weight
+        return "multilabel", y_pred > cut, binary_targets(metric, y_true), y_pred.shape[1], weight
     labels = class_targets(metric, y_pred, y_true)
     pred = np.argmax(y_pred, axis=1)
     positions = pred[0].size if n else 1

@@ -23,12 +23,12 @@ import numpy as np
 
 from framework.base.loss import widen
 from framework.base.metric import Metric
-from framework.base.validation import match_target_shape
+from framework.base.validation import match_target_shape, numeric_array
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from plugins.auc import AUC
 from plugins.classification_metrics import ConfusionMatrix, F1Score, Precision, Recall
-from plugins.metric_ops import binary_threshold, class_targets, is_binary_output
+from plugins.metric_ops import binary_targets, binary_threshold, class_targets, is_binary_output
 
 __all__ = [
     "Accuracy",
@@ -85,12 +85,13 @@ class Accuracy(Metric):
 
     def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
         """1.0 where the prediction is right, per sample (and position / label)."""
-        y_pred = widen(np.asarray(y_pred))  # float16 scores meet the threshold as float32 ones do
+        # float16 scores meet the threshold as float32 ones do
+        y_pred = widen(numeric_array("Accuracy", "y_pred", y_pred))
         if y_pred.ndim == 0:
             raise ShapeError(f"Accuracy: y_pred must have a batch axis, got shape {y_pred.shape}")
         if is_binary_output(self, y_pred):
             n = y_pred.shape[0]
-            y_true = np.asarray(y_true)
+            y_true = numeric_array("Accuracy", "y_true", y_true)
             if y_pred.ndim <= 2 and y_pred.size == n:
                 if y_true.shape not in ((n,), (n, 1)):
                     raise ShapeError(
@@ -100,7 +101,7 @@ class Accuracy(Metric):
                 y_pred, y_true = y_pred.reshape(n), y_true.reshape(n)
             else:
                 y_true = match_target_shape("Accuracy", y_pred, y_true)
-            correct = (y_pred > binary_threshold(self, self.threshold)) == (y_true > 0.5)
+            correct = (y_pred > binary_threshold(self, self.threshold)) == binary_targets(self, y_true)
         else:
             correct = np.argmax(y_pred, axis=1) == class_targets(self, y_pred, y_true)
         return correct.astype(np.float64)
@@ -134,7 +135,7 @@ class TopKAccuracy(Metric):
         self.k = int(k)
 
     def values(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
-        y_pred = np.asarray(y_pred)
+        y_pred = numeric_array("TopKAccuracy", "y_pred", y_pred)
         if y_pred.ndim < 2:
             raise ShapeError(f"TopKAccuracy: y_pred must be scores of shape (N, C), got {y_pred.shape}")
         labels = class_targets(self, y_pred, y_true)
@@ -148,8 +149,9 @@ class TopKAccuracy(Metric):
 
 class _RegressionMetric(Metric):
     def _residual(self, y_pred: Any, y_true: Any) -> np.ndarray:
-        y_pred = np.asarray(y_pred, dtype=np.float64)
-        y_true = np.asarray(y_true, dtype=np.float64)
+        owner = type(self).__name__
+        y_pred = np.asarray(numeric_array(owner, "y_pred", y_pred), dtype=np.float64)
+        y_true = np.asarray(numeric_array(owner, "y_true", y_true), dtype=np.float64)
         if y_pred.ndim == 0:
             raise ShapeError(f"{type(self).__name__}: y_pred must have a batch axis, got a scalar")
         return y_pred - match_target_shape(type(self).__name__, y_pred, y_true)

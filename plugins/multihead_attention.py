@@ -13,7 +13,7 @@ import numpy as np
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Parameter
-from framework.base.validation import positive_int
+from framework.base.validation import check_bool, positive_int
 from framework.base.validation import resolve_initializer as _initializer
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import blas
@@ -131,10 +131,10 @@ class MultiheadAttention(Layer):
                 f"num_heads={num_heads}"
             )
         self.dropout = dropout_probability(owner, "dropout", dropout)
-        self.use_bias = bool(bias)
+        self.use_bias = check_bool(owner, "bias", bias)
         self.kdim = positive_int(owner, "kdim", kdim, allow_none=True) or self.embed_dim
         self.vdim = positive_int(owner, "vdim", vdim, allow_none=True) or self.embed_dim
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_bool(owner, "batch_first", batch_first)
         self.head_dim = self.embed_dim // self.num_heads
         self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
         e = self.embed_dim

@@ -16,7 +16,7 @@ from framework.base.context import Context
 from framework.base.initializer import ones
 from framework.base.layer import Layer, format_shape
 from framework.base.parameter import Buffer, Parameter
-from framework.base.validation import positive_int, positive_number
+from framework.base.validation import check_bool, positive_int, positive_number
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime import jit
@@ -186,8 +186,8 @@ class BatchNorm(Layer):
         self.num_features = positive_int(owner, "num_features", num_features)
         self.eps = positive_number(owner, "eps", eps)
         self.momentum = momentum_or_none(owner, momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = check_bool(owner, "affine", affine)
+        self.track_running_stats = check_bool(owner, "track_running_stats", track_running_stats)
         self.num_batches_tracked = 0
         dtype = get_default_dtype()
         c = self.num_features

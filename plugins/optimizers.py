@@ -22,6 +22,7 @@ import numpy as np
 from framework.base.optimizer import Optimizer
 from framework.base.parameter import Parameter
 from framework.base.validation import bounded_number as _number
+from framework.base.validation import check_bool
 from framework.errors import ConfigError
 from framework.registry.hookspecs import hookimpl
 from framework.runtime import blas
@@ -68,7 +69,7 @@ class SGD(Optimizer):
     ) -> None:
         self.momentum = _number("SGD", "momentum", momentum, low=0.0)
         self.dampening = _number("SGD", "dampening", dampening, low=0.0, high=1.0, open_high=False)
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_bool("SGD", "nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ConfigError(
                 f"SGD: nesterov=True requires momentum > 0 and dampening == 0, "
@@ -214,7 +215,7 @@ class RMSProp(Optimizer):
         self.alpha = _number("RMSProp", "alpha", alpha, low=0.0, high=1.0)
         self.eps = _number("RMSProp", "eps", eps, low=0.0, open_low=True)
         self.momentum = _number("RMSProp", "momentum", momentum, low=0.0)
-        self.centered = bool(centered)
+        self.centered = check_bool("RMSProp", "centered", centered)
         super().__init__(
             params, learning_rate, lr=lr, weight_decay=weight_decay, clipnorm=clipnorm, clipvalue=clipvalue
         )

@@ -18,7 +18,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
-from framework.base.validation import positive_int
+from framework.base.validation import check_bool, positive_int
 from framework.errors import ConfigError, ShapeError
 from framework.registry.hookspecs import hookimpl
 from framework.registry.namespace import resolve, serialize
@@ -201,7 +201,7 @@ class PositionalEncoding(Layer):
         super().__init__(name=name)
         self.d_model = positive_int("PositionalEncoding", "d_model", d_model)
         self.max_len = positive_int("PositionalEncoding", "max_len", max_len)
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_bool("PositionalEncoding", "batch_first", batch_first)
         self.dropout = SequenceDropout(dropout_probability("PositionalEncoding", "dropout", dropout))
         position = np.arange(self.max_len, dtype=np.float64)[:, None]
         div = np.exp(np.arange(0, self.d_model, 2, dtype=np.float64) * (-math.log(10000.0) / self.d_model))

@@ -19,7 +19,7 @@ import numpy as np
 
 from framework.base.context import Context
 from framework.base.layer import Layer, format_shape
-from framework.base.validation import positive_int, positive_number
+from framework.base.validation import check_bool, positive_int, positive_number
 from framework.base.validation import resolve_activation as _activation
 from framework.errors import ConfigError, DataError, ShapeError
 from framework.registry.namespace import serialize
@@ -80,9 +80,9 @@ class _Block(Layer):
             raise ConfigError(f"{owner}: activation must be an activation name such as 'relu' or 'gelu'")
         self.activation = _activation(owner, activation)
         self.layer_norm_eps = positive_number(owner, "layer_norm_eps", layer_norm_eps)
-        self.batch_first = bool(batch_first)
-        self.norm_first = bool(norm_first)
-        self.use_bias = bool(bias)
+        self.batch_first = check_bool(owner, "batch_first", batch_first)
+        self.norm_first = check_bool(owner, "norm_first", norm_first)
+        self.use_bias = check_bool(owner, "bias", bias)
         self.self_attn = MultiheadAttention(d_model, nhead, dropout, bias=bias, batch_first=batch_first)
         self.linear1 = _torch_linear(d_model, dim_feedforward, bias)
         self.dropout = SequenceDropout(dropout)

@@ -78,7 +78,7 @@ def _race(fn, inputs, threads: int = 4, rounds: int = 8, seconds: float = 0.0) -
             for i, job in jobs:
                 try:
                     got = job.result()
-                except Exception as exc:  # noqa: BLE001  (reported as a failure below)
+                except Exception as exc:
                     problems.append(f"input {i}: raised {exc!r}")
                     continue
                 if not _same(expected[i], got):
@@ -175,7 +175,8 @@ def test_cross_entropy_forward_from_two_threads_widens_float16_in_each():
     rng = np.random.default_rng(0)
     loss = CrossEntropy()
     data = [
-        ((rng.standard_normal((n, 10)) * 8).astype(np.float16), rng.integers(0, 10, n)) for n in (4096, 2048, 3072)
+        ((rng.standard_normal((n, 10)) * 8).astype(np.float16), rng.integers(0, 10, n))
+        for n in (4096, 2048, 3072)
     ]
     problems = _race(lambda d: np.float64(loss.forward(*d)), data, threads=4, rounds=10, seconds=3.0)
     assert not problems, f"{len(problems)} concurrent CrossEntropy.forward values differ: {problems[:4]}"
@@ -201,7 +202,7 @@ def test_concurrent_threaded_predict_restores_the_blas_thread_count():
             blas.set_num_threads(3)
             barrier = threading.Barrier(2)
 
-            def go():
+            def go(barrier=barrier):
                 barrier.wait()
                 for _ in range(4):
                     model.predict(x, batch_size=8, threads=2)
@@ -248,7 +249,7 @@ def test_concurrent_predict_never_changes_the_layers_training_flags():
         model.train()
         barrier = threading.Barrier(2)
 
-        def go():
+        def go(barrier=barrier):
             barrier.wait()
             for _ in range(4):
                 try:
@@ -323,7 +324,11 @@ def test_functional_graph_with_a_shared_conv_forward_backward_from_threads(dtype
 def _layers():
     return [
         ("linear", lambda: Linear(16, 8, activation="tanh"), [(n, 16) for n in (1, 9, 32)]),
-        ("conv", lambda: Conv2d(16, 8, 3, padding=1, activation="relu"), [(n, 16, 10, 10) for n in (1, 3, 6)]),
+        (
+            "conv",
+            lambda: Conv2d(16, 8, 3, padding=1, activation="relu"),
+            [(n, 16, 10, 10) for n in (1, 3, 6)],
+        ),
         ("conv_groups", lambda: Conv2d(8, 8, 3, groups=4), [(n, 8, 9, 9) for n in (1, 2, 5)]),
         ("conv_transpose", lambda: ConvTranspose2d(4, 6, 3, stride=2), [(n, 4, 6, 6) for n in (1, 3, 5)]),
         ("conv1d", lambda: Conv1d(4, 6, 3, padding=1), [(n, 4, 20) for n in (1, 3, 5)]),
@@ -379,7 +384,14 @@ def test_interleaved_forward_backward_of_two_batches_in_one_thread_and_across_th
     """forward A, forward B, backward A, backward B: the same outputs and gradients as A then B."""
     rng = np.random.default_rng(0)
     model = Sequential(
-        [Conv2d(3, 8, 3, padding=1), BatchNorm(8, momentum=0.0), ReLU(), MaxPool2d(2), Flatten(), Linear(128, 4)]
+        [
+            Conv2d(3, 8, 3, padding=1),
+            BatchNorm(8, momentum=0.0),
+            ReLU(),
+            MaxPool2d(2),
+            Flatten(),
+            Linear(128, 4),
+        ]
     )
     model.build((None, 3, 8, 8))
     a, b = (rng.standard_normal((n, 3, 8, 8)).astype(dtype) for n in (3, 5))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from framework.base.config import Configurable
+from framework.base.validation import numeric_array
 from framework.errors import ShapeError
 
 __all__ = ["COMPUTE_DTYPE", "LINKS", "Loss", "check_output_pairing", "check_sample_weight", "widen"]
@@ -307,9 +308,10 @@ def check_sample_weight(owner: str, sample_weight: Any, n: int, dtype: Any) -> n
     """``sample_weight`` as an ``(N,)`` array of ``dtype`` (an ``(N, 1)`` column is flattened).
 
     Raises:
+        DataError: naming ``owner``, when it is not numbers.
         ShapeError: naming ``owner``, when it is not one weight per sample.
     """
-    weight = np.asarray(sample_weight, dtype=dtype)
+    weight = numeric_array(owner, "sample_weight", sample_weight).astype(dtype, copy=False)
     if weight.ndim == 2 and weight.shape[1] == 1:
         weight = weight[:, 0]
     if weight.shape != (n,):

@@ -35,7 +35,8 @@ import numpy as np
 from framework.base.config import Configurable
 from framework.base.loss import check_sample_weight, widen
 from framework.base.metric_state import peers_of, state_array
-from framework.errors import ConfigError, ShapeError
+from framework.base.validation import numeric_array
+from framework.errors import ConfigError, DataError, ShapeError
 from framework.registry.namespace import FUNCTION_WRAPPERS
 
 __all__ = ["FunctionMetric", "Metric", "result_value"]
@@ -72,7 +73,7 @@ class Metric(Configurable):
             (as Keras does) and ``evaluate`` returns it; see
             :func:`result_value`.
         output_expects, output_link: what :meth:`bind_output` stored
-            (``None`` until a model binds the metric).
+            (``None`` until a model binds the metric); ``output_bound``: whether it did.
     """
 
     scalar: bool = True
@@ -81,6 +82,7 @@ class Metric(Configurable):
         self._name = name
         self.output_expects: str | None = None
         self.output_link: str | None = None
+        self.output_bound = False
         self._total = 0.0
         self._count = 0.0
 
@@ -113,6 +115,7 @@ class Metric(Configurable):
             )
         self.output_expects = expects
         self.output_link = link
+        self.output_bound = True
 
     # -- the running mean -------------------------------------------------
 
@@ -150,7 +153,7 @@ class Metric(Configurable):
 
     def _accumulate(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
         """Add a batch to the running mean; an empty batch (``N = 0``) is checked but changes nothing."""
-        n = len(y_pred)
+        n = _batch_size(self, y_pred)
         y_pred = widen(y_pred)
         if sample_weight is None:
             mean = float(self.compute(y_pred, y_true))
@@ -282,9 +285,27 @@ class Metric(Configurable):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def _batch_size(metric: Metric, y_pred: Any) -> int:
+    """``len(y_pred)``, the batch size; else DataError (``None``) or ShapeError (no batch axis)
+    naming the metric."""
+    try:
+        return len(y_pred)
+    except TypeError:
+        pass
+    owner = type(metric).__name__
+    if y_pred is None:
+        raise DataError(f"{owner}: y_pred must be an array of predictions of shape (N, ...), got None")
+    raise ShapeError(
+        f"{owner}: y_pred must have a batch axis, shape (N, ...), got {type(y_pred).__name__} "
+        f"of shape {np.shape(y_pred)}"
+    )
+
+
 def _sample_weight(metric: Metric, sample_weight: Any, n: int) -> np.ndarray:
-    """``sample_weight`` as a float64 ``(N,)`` array, else ShapeError naming the metric."""
-    return check_sample_weight(type(metric).__name__, sample_weight, n, np.float64)
+    """``sample_weight`` as a float64 ``(N,)`` array, else DataError (not numbers) or ShapeError
+    naming the metric."""
+    owner = type(metric).__name__
+    return check_sample_weight(owner, numeric_array(owner, "sample_weight", sample_weight), n, np.float64)
 
 
 def result_value(metric: Metric) -> float | np.ndarray:
@@ -334,8 +355,16 @@ class FunctionMetric(Metric):
         return self.name
 
     def _batch(self, y_true: Any, y_pred: Any) -> np.ndarray:
-        out = np.asarray(self.fn(y_true, widen(y_pred)), dtype=np.float64)
-        if out.ndim and out.shape[0] != len(y_pred):
+        raw = self.fn(y_true, widen(y_pred))
+        if raw is None:
+            raise ConfigError(
+                f"metric function {self.name!r} returned None; expected a number or a value per sample "
+                "(does it miss a return statement?)"
+            )
+        out = np.asarray(
+            numeric_array(f"metric function {self.name!r}", "its result", raw, ConfigError), dtype=np.float64
+        )
+        if out.ndim and out.shape[0] != _batch_size(self, y_pred):
             raise ShapeError(
                 f"metric function {self.name!r} returned shape {out.shape}; expected a number or a value "
                 f"per sample with first axis {len(y_pred)} (the batch)"
@@ -347,7 +376,7 @@ class FunctionMetric(Metric):
         return float(out.mean()) if out.size else float("nan")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        n = len(y_pred)
+        n = _batch_size(self, y_pred)
         out = self._batch(y_true, y_pred)
         weight = np.ones(n) if sample_weight is None else _sample_weight(self, sample_weight, n)
         if not n:  # an empty batch changes nothing (its mean would be nan)

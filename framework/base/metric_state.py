@@ -21,9 +21,22 @@ def peers_of(metric: Metric, metrics: Iterable[Metric]) -> list[Metric]:
     ``get_config`` but the name): counts taken at another threshold or ``k`` would mix silently.
 
     Raises:
-        ConfigError: naming the metric and what differs.
+        ConfigError: naming the metric and what differs, or ``metrics`` that is not a list (``None``,
+            or one metric not wrapped in a list).
     """
-    peers = list(metrics)
+    from framework.base.metric import Metric
+
+    owner = type(metric).__name__
+    try:
+        peers = None if isinstance(metrics, (Metric, str, dict)) else list(metrics)
+    except TypeError:
+        peers = None
+    if peers is None:
+        hint = " (wrap one metric in a list: merge_state([other]))" if isinstance(metrics, Metric) else ""
+        raise ConfigError(
+            f"{owner}.merge_state: metrics must be a list of {owner} metrics, "
+            f"got {type(metrics).__name__}{hint}"
+        )
     mine = _settings(metric)
     for other in peers:
         if type(other) is not type(metric):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 from framework.base import schedules
 from framework.base.config import Configurable
 from framework.base.mixed_precision import MASTER_DTYPE, LossScaler, all_finite, needs_master
+from framework.base.optimizer_args import check_penalties, rate_and_params
 from framework.base.parameter import TRAINABLE_VERSION, Parameter
 from framework.errors import ConfigError
 
@@ -33,12 +32,12 @@ class Optimizer(Configurable):
         params: a layer / model or an iterable of ``Parameter``; may be bound
             later with :meth:`bind` (``compile`` does). A number or a schedule
             here is taken as the learning rate, so the Keras spelling
-            ``SGD(0.1)`` works too.
+            ``SGD(0.1)`` works too (a rate given twice is a ConfigError).
         learning_rate: a float or a schedule, a callable ``step -> lr`` such
             as :mod:`framework.base.schedules` provides, or its saved
             ``{"class_name": ..., "config": ...}`` form (alias ``lr``).
-        weight_decay: L2 penalty coefficient added to each gradient.
-        clipnorm: if set, gradients are rescaled so their global L2 norm is at
+        weight_decay: L2 penalty coefficient (a finite number >= 0) added to each gradient.
+        clipnorm: if set (a number > 0), gradients are rescaled so their global L2 norm is at
             most this value.
         clipvalue: if set, each gradient entry is clipped to
             ``[-clipvalue, clipvalue]``.
@@ -74,17 +73,8 @@ class Optimizer(Configurable):
         clipnorm: float | None = None,
         clipvalue: float | None = None,
     ) -> None:
-        if _is_learning_rate(params):
-            learning_rate, params = params, None
-        if lr is not None:
-            learning_rate = lr
-        if weight_decay is None or not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-            raise ConfigError(
-                f"{type(self).__name__}: weight_decay must be a number >= 0, got {weight_decay!r}"
-            )
-        for label, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"{type(self).__name__}: {label} must be > 0 or None, got {value!r}")
+        params, learning_rate = rate_and_params(type(self), params, learning_rate, lr)
+        check_penalties(type(self).__name__, weight_decay, clipnorm, clipvalue)
         self.learning_rate = learning_rate
         self.weight_decay = float(weight_decay)
         self.clipnorm = None if clipnorm is None else float(clipnorm)
@@ -137,17 +127,20 @@ class Optimizer(Configurable):
         # a list of Parameters: kept whole, so one frozen or unfrozen later is dropped or taken up
         self._listed: list[Parameter] | None = None if self._source is not None else list(params)
         self._trainable_version = TRAINABLE_VERSION[0]
-        unique: dict[int, Parameter] = {}
-        for p in found:
-            unique.setdefault(id(p), p)  # a tied weight is updated once per step
-        # Bound again (``compile`` with the same optimizer): a parameter it already held keeps its
-        # slots and master copy, as Keras's optimizer keeps its variables; the step count goes on.
-        kept = {id(p): s for p, s in zip(getattr(self, "params", ()), getattr(self, "state", ()))}
-        self.params = list(unique.values())
-        self.state = [kept.get(id(p), {}) for p in self.params]
         self._scratch = {}
-        self._configure_precision()
+        self._adopt(found)
         return self
+
+    def _adopt(self, found: Iterable[Parameter]) -> None:
+        """Hold ``found``, a tied weight once (it is updated once per step).
+
+        Bound again (``compile`` with the same optimizer) or refreshed, a parameter it already held
+        keeps its slots and master copy, as Keras's optimizer keeps its variables; the step count goes on.
+        """
+        kept = {id(p): s for p, s in zip(getattr(self, "params", ()), getattr(self, "state", ()))}
+        self.params = list({id(p): p for p in found}.values())
+        self.state = [kept.get(id(p), {}) for p in self.params]
+        self._configure_precision()
 
     def _configure_precision(self) -> None:
         """Decide, once per bound parameter, whether it trains on a float32 master copy."""
@@ -175,17 +168,10 @@ class Optimizer(Configurable):
         self._trainable_version = TRAINABLE_VERSION[0]
         if unchanged or (source is None and listed is None):
             return
-        kept = {id(p): s for p, s in zip(self.params, self.state)}
         if source is not None:
-            found = source.trainable_parameters()
+            self._adopt(source.trainable_parameters())
         else:
-            found = [p for p in listed or () if p.trainable]
-        unique: dict[int, Parameter] = {}
-        for p in found:
-            unique.setdefault(id(p), p)
-        self.params = list(unique.values())
-        self.state = [kept.get(id(p), {}) for p in self.params]
-        self._configure_precision()
+            self._adopt([p for p in listed or () if p.trainable])
 
     @property
     def lr(self) -> float:
@@ -360,21 +346,26 @@ class Optimizer(Configurable):
         Slots are cast to :meth:`slot_dtype` (float32 for a float16
         parameter); a ``"master"`` slot becomes the parameter's master copy.
         """
-        name = f"{type(self).__name__}.load_state_dict: iterations"
-        iterations = schedules.check_step_count(name, state.get("iterations", 0))
-        slots = state.get("slots", [])
+        owner = f"{type(self).__name__}.load_state_dict"
+        slots = state.get("slots", []) if isinstance(state, dict) else None
+        if not isinstance(slots, (list, tuple)) or not all(isinstance(s, dict) for s in slots):
+            raise ConfigError(
+                f"{owner}: expected a dict {{'iterations': n, 'slots': [a dict of arrays per parameter]}} "
+                f"as state_dict() returns, got {state!r:.80}"
+            )
+        iterations = schedules.check_step_count(f"{owner}: iterations", state.get("iterations", 0))
         if len(slots) != len(self.params):
             raise ConfigError(
-                f"{type(self).__name__}.load_state_dict: state has {len(slots)} parameter slots, "
+                f"{owner}: state has {len(slots)} parameter slots, "
                 f"the optimizer is bound to {len(self.params)} parameters"
             )
         for i, (p, saved) in enumerate(zip(self.params, slots)):
             for key, value in saved.items():
                 value = np.asarray(value)
-                if value.shape != p.shape and value.ndim != 0:
+                if value.dtype.kind not in "biuf" or (value.shape != p.shape and value.ndim != 0):
                     raise ConfigError(
-                        f"{type(self).__name__}.load_state_dict: slot {key!r} of parameter {i} "
-                        f"has shape {value.shape}, the parameter {p.shape}"
+                        f"{owner}: slot {key!r} of parameter {i} must be a number or a numeric array "
+                        f"of the parameter's shape {p.shape}, got shape {value.shape}, dtype {value.dtype}"
                     )
         if self.loss_scaler is not None and "loss_scale" in state:
             self.loss_scaler.load_state_dict(state["loss_scale"])
@@ -388,12 +379,3 @@ class Optimizer(Configurable):
             if low and "master" in saved:
                 self._shadows[id(p)] = Parameter(np.array(saved["master"], dtype=MASTER_DTYPE))
             self.state.append(restored)
-
-
-def _is_learning_rate(value: Any) -> bool:
-    """Whether a positional ``params`` is a rate: a number, schedule, its dict or a plain function."""
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, (numbers.Real, schedules.Schedule)) or inspect.isfunction(value):
-        return True
-    return isinstance(value, dict) and "class_name" in value

@@ -129,11 +129,18 @@ class Schedule(Configurable):
     """Base class: a learning rate as a function of the optimizer step.
 
     Subclasses implement ``__call__(step) -> float`` (``step`` counts from 0)
-    and ``get_config()``; ``from_config`` calls the constructor with it.
+    and ``get_config()``; ``from_config`` calls the constructor with it. The
+    built-in ones check ``step`` with :meth:`_step` first: an integer ``>= 0``
+    (NumPy's too); anything else (``"a"``, ``None``, ``2.5``, ``-1``) is a
+    :class:`ConfigError` naming the schedule, not a rate extrapolated backwards.
     """
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__(step)")
+
+    def _step(self, step: Any) -> int:
+        """``step`` as a plain ``int >= 0`` (:func:`check_step_count`), naming this schedule if not."""
+        return check_step_count(f"{type(self).__name__}: step", step)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.get_config() == self.get_config()
@@ -159,7 +166,7 @@ class StepDecay(Schedule):
         self.gamma = _check_rate("StepDecay", "gamma", gamma)
 
     def __call__(self, step: int) -> float:
-        return self.initial_lr * _power(self.gamma, int(step) // self.step_size)
+        return self.initial_lr * _power(self.gamma, self._step(step) // self.step_size)
 
     def get_config(self) -> dict[str, Any]:
         return {"initial_lr": self.initial_lr, "step_size": self.step_size, "gamma": self.gamma}
@@ -189,7 +196,7 @@ class ExponentialDecay(Schedule):
         self.staircase = _check_flag("ExponentialDecay", "staircase", staircase)
 
     def __call__(self, step: int) -> float:
-        exponent = step / self.decay_steps
+        exponent = self._step(step) / self.decay_steps
         if self.staircase:
             exponent = math.floor(exponent)
         return self.initial_lr * _power(self.decay_rate, exponent)
@@ -226,7 +233,7 @@ class CosineDecay(Schedule):
         self.alpha = alpha
 
     def __call__(self, step: int) -> float:
-        t = min(max(int(step), 0), self.decay_steps) / self.decay_steps
+        t = min(self._step(step), self.decay_steps) / self.decay_steps
         cosine = 0.5 * (1.0 + math.cos(math.pi * t))
         return self.initial_lr * ((1.0 - self.alpha) * cosine + self.alpha)
 
@@ -266,7 +273,7 @@ class WarmUp(Schedule):
         return float(self.schedule)
 
     def __call__(self, step: int) -> float:
-        step = int(step)
+        step = self._step(step)
         if step < self.warmup_steps:
             return self._after(0) * (step + 1) / self.warmup_steps
         return self._after(step - self.warmup_steps)

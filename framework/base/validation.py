@@ -19,12 +19,13 @@ where it is given::
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
 from framework.base.layer import Layer
-from framework.errors import ConfigError, ShapeError
+from framework.errors import ConfigError, DataError, FrameworkError, ShapeError
 from framework.registry.manager import REGISTRY
 from framework.registry.namespace import resolve
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_choice",
     "int_tuple",
     "match_target_shape",
+    "numeric_array",
     "positive_int",
     "positive_number",
     "real_number",
@@ -150,6 +152,35 @@ def match_target_shape(owner: str, y_pred: np.ndarray, y_true: Any) -> np.ndarra
     return y_true
 
 
+def numeric_array(owner: str, arg: str, value: Any, error: type[FrameworkError] = DataError) -> np.ndarray:
+    """``value`` as an array of numbers (a boolean, integer or float dtype), else ``error`` naming
+    ``owner`` and ``arg``.
+
+    A NumPy array of such a dtype is returned as it is (no copy, no pass over it); a list is
+    converted; an object array whose elements are all real numbers becomes float64. ``None``,
+    strings, ragged lists, complex numbers and other objects are refused, so they cannot reach
+    the arithmetic as a bare TypeError / ValueError or turn into a silent ``nan``.
+    """
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    what = "None" if value is None else type(value).__name__
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # a ragged list
+        raise error(f"{owner}: {arg} must be an array of numbers, got {what} ({exc})") from None
+    if array.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in array.flat):
+        array = array.astype(np.float64)
+    if array.dtype.kind not in "biuf":
+        if array.dtype.kind != "O":
+            what = f"{what} of dtype {array.dtype}"
+        if value is not None and array.size:
+            bad = (v for v in array.flat if not isinstance(v, numbers.Real))
+            first = next(bad, array.flat[0]) if array.dtype.kind == "O" else array.flat[0]
+            what += f", e.g. {(first.item() if isinstance(first, np.generic) else first)!r}"
+        raise error(f"{owner}: {arg} must be an array of numbers, got {what}")
+    return array
+
+
 def bounded_number(
     owner: str,
     arg: str,
@@ -161,7 +192,11 @@ def bounded_number(
     open_high: bool = True,
 ) -> float:
     """``value`` as a float between ``low`` and ``high`` (bounds open or closed), else ConfigError."""
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = (
+        isinstance(value, (int, float, np.floating, np.integer))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
     if ok:
         ok = value > low if open_low else value >= low
         if high is not None:

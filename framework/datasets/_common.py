@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,18 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _path(name: str, value: Any) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``, e.g. a ``pathlib.Path``) as a Path, else a ConfigError."""
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            return Path(value)
+        except TypeError:  # an os.PathLike of bytes
+            pass
+    raise ConfigError(
+        f"{name}: expected a path (a str or a pathlib.Path), got {type(value).__name__} {value!r}"
+    )
 
 
 def _non_negative(name: str, value: Any) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.validation import check_bool
 from framework.errors import DataError
 from framework.runtime.dtype import resolve_dtype
 
@@ -57,13 +58,14 @@ def load_digits(return_images: bool = True, dtype: Any = "float32") -> tuple[np.
     Raises:
         DataError: if scikit-learn is not installed (with the install hint) or
             its copy of the data is unreadable.
-        ConfigError: if ``dtype`` is not a floating dtype.
+        ConfigError: if ``dtype`` is not a floating dtype, or ``return_images`` not True/False.
 
     Example:
         >>> x, y = load_digits()  # doctest: +SKIP
         >>> x.shape, y.shape  # doctest: +SKIP
         ((1797, 1, 8, 8), (1797,))
     """
+    return_images = check_bool("load_digits", "return_images", return_images)
     dtype = resolve_dtype(dtype)
     path = _digits_file()
     if path is not None:

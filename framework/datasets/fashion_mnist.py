@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from framework.datasets._common import PathLike
+from framework.base.validation import check_bool
+from framework.datasets._common import PathLike, _path
 from framework.datasets.idx import load_idx
 from framework.errors import ConfigError, DataError
 
@@ -79,7 +80,7 @@ def _fashion_folders(path: PathLike | None) -> list[tuple[str, Path]]:
     """The folders searched, in order, each with where it came from."""
     folders: list[tuple[str, Path]] = []
     if path is not None:
-        folders.append(("path argument", Path(path)))
+        folders.append(("path argument", _path("load_fashion_mnist: path", path)))
     env = os.environ.get(FASHION_MNIST_ENV, "")
     for entry in env.split(os.pathsep):
         if entry.strip():
@@ -143,6 +144,7 @@ def load_fashion_mnist(path: PathLike | None = None, kind: str = "both", normali
     """
     if kind not in ("both", "train", "test"):
         raise ConfigError(f"load_fashion_mnist: kind: expected 'both', 'train' or 'test', got {kind!r}")
+    normalize = check_bool("load_fashion_mnist", "normalize", normalize)
     splits = ("train", "test") if kind == "both" else (kind,)
     stems = [stem for split in splits for stem in _FASHION_STEMS[split]]
 

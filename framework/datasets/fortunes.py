@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from framework.datasets._common import PathLike
-from framework.errors import DataError
+from framework.datasets._common import PathLike, _path
+from framework.errors import ConfigError, DataError
 
 __all__ = ["FORTUNES_DIRS", "FORTUNES_ENV", "fortune_categories", "load_fortunes"]
 
@@ -27,7 +28,7 @@ _HINT = "install the Debian package with: apt-get install -y fortunes (dpkg -L f
 
 
 def _folder(path: PathLike | None) -> Path:
-    candidates = [Path(path)] if path is not None else []
+    candidates = [_path("load_fortunes: path", path)] if path is not None else []
     if path is None and os.environ.get(FORTUNES_ENV):
         candidates.append(Path(os.environ[FORTUNES_ENV]))
     if path is None:
@@ -71,15 +72,26 @@ def load_fortunes(path: PathLike | None = None, categories: list[str] | str | No
     Raises:
         DataError: the package is not installed (the message says how to
             install it), or a category is unknown (the message lists them).
+        ConfigError: ``path`` is not a path, or ``categories`` not a name or a list of names.
 
     Example:
         >>> from framework.datasets import load_fortunes
         >>> texts = load_fortunes(categories=["science"])  # doctest: +SKIP
     """
-    files = _category_files(_folder(path))
     if isinstance(categories, str):  # one category by name, not its letters
         categories = [categories]
-    names = sorted(files) if categories is None else list(categories)
+    wanted: list[Any] | None
+    try:
+        wanted = None if categories is None else list(categories)
+    except TypeError:
+        wanted = [categories]  # not iterable: refused just below
+    if wanted is not None and not all(isinstance(n, str) for n in wanted):
+        raise ConfigError(
+            "load_fortunes: categories: expected a category name or a list of them (see "
+            f"fortune_categories()), got {type(categories).__name__} {categories!r}"
+        )
+    files = _category_files(_folder(path))
+    names = sorted(files) if wanted is None else wanted
     unknown = [n for n in names if n not in files]
     if unknown:
         raise DataError(f"load_fortunes: unknown categories {unknown}; available: {', '.join(sorted(files))}")

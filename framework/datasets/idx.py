@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from framework.datasets._common import PathLike
+from framework.datasets._common import PathLike, _path
 from framework.errors import DataError
 
 __all__ = ["load_idx"]
@@ -47,8 +46,9 @@ def load_idx(path: PathLike) -> np.ndarray:
         DataError: naming the file, for a missing or unreadable file, a broken
             gzip stream, a wrong magic number, an unknown type code, or a size
             that does not match the header (expected vs actual bytes).
+        ConfigError: if ``path`` is not a ``str`` or ``os.PathLike``.
     """
-    path = Path(path)
+    path = _path("load_idx: path", path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,10 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
         DataError: for non-integer, negative or ``>= num_classes`` labels
             (naming the first offending value and its position).
     """
+    try:
+        dtype = np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ConfigError(f"one_hot: dtype must be a NumPy dtype such as 'float32', got {dtype!r}") from None
     labels = np.asarray(labels)
     if labels.dtype == np.bool_ or not (
         np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)
@@ -53,7 +58,28 @@ def one_hot(labels: Any, num_classes: int | None = None, dtype: Any = np.float32
             f"one_hot: labels must be in 0..{num_classes - 1} (num_classes={num_classes}), "
             f"got {labels[where].item()!r} at index {where}"
         )
-    return np.eye(num_classes, dtype=dtype)[labels.astype(np.int64)]
+    return _scatter_ones(labels.astype(np.int64), num_classes, dtype)
+
+
+def _scatter_ones(labels: np.ndarray, num_classes: int, dtype: np.dtype) -> np.ndarray:
+    """``np.eye(num_classes)[labels]`` without the ``num_classes ** 2`` identity, refusing what cannot fit."""
+    shape = (*labels.shape, num_classes)
+    nbytes = labels.size * num_classes * dtype.itemsize
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): rely on the allocation failing
+        physical = None
+    try:
+        if physical is not None and nbytes > physical:
+            raise MemoryError
+        out = np.zeros(shape, dtype=dtype)
+    except (MemoryError, ValueError):
+        raise ConfigError(
+            f"one_hot: num_classes={num_classes} for {labels.size} labels needs an array of shape {shape} "
+            f"({nbytes:,} bytes of {dtype}), more than this machine can hold; check num_classes"
+        ) from None
+    out.reshape(labels.size, num_classes)[np.arange(labels.size), labels.ravel()] = 1
+    return out
 
 
 def standardize(

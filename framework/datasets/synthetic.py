@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from framework.base.validation import check_bool
 from framework.datasets._common import Seed, _generator, _non_negative, _positive_int
 from framework.errors import ConfigError
 
@@ -58,6 +59,7 @@ def make_spirals(
     n_classes = _positive_int("make_spirals: n_classes", n_classes)
     noise = _non_negative("make_spirals: noise", noise)
     n_turns = _non_negative("make_spirals: n_turns", n_turns)
+    shuffle = check_bool("make_spirals", "shuffle", shuffle)
     rng = _generator(seed)
 
     sizes = _class_sizes(n_samples, n_classes)
@@ -108,6 +110,7 @@ def make_blobs(
     """
     n_samples = _positive_int("make_blobs: n_samples", n_samples)
     cluster_std = _non_negative("make_blobs: cluster_std", cluster_std)
+    shuffle = check_bool("make_blobs", "shuffle", shuffle)
     rng = _generator(seed)
     if isinstance(centers, (int, np.integer)) and not isinstance(centers, bool):
         n_centers = _positive_int("make_blobs: centers", centers)

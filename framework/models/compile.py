@@ -76,6 +76,7 @@ def compile_model(
     for k, specs in enumerate(_metric_specs(metrics, names)):
         for spec in specs:
             metric = metrics_ns.get(spec)
+            _check_metric(spec, metric)
             if id(metric) in seen:  # one instance given for several outputs: each gets its own state
                 metric = copy.deepcopy(metric)
             seen.add(id(metric))
@@ -104,6 +105,16 @@ def compile_model(
     }
     if model.parameters():
         opt.bind(model)
+
+
+def _check_metric(spec: Any, metric: Any) -> None:
+    """Refuse what ``metrics.get`` passed through but is no metric (``metrics=[3]``)."""
+    updates = callable(getattr(metric, "update", None)) or callable(getattr(metric, "update_state", None))
+    if not (updates and callable(getattr(metric, "result", None)) and hasattr(metric, "name")):
+        raise ConfigError(
+            f"compile: each metric must be a registered name, a Metric class or instance, or a function "
+            f"fn(y_true, y_pred); got {spec!r} ({type(spec).__name__})"
+        )
 
 
 def compile_config(model: Model) -> dict[str, Any]:

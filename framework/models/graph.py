@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -138,17 +139,26 @@ class InputLayer(Layer):
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigError(f"Input: name must be a non-empty string, got {name!r}")
         self.name = name
-        if isinstance(shape, int):
+        given = shape
+        if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
             shape = (shape,)
         try:
-            shape = tuple(None if d is None else int(d) for d in shape)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"Input: shape must be a tuple of positive ints, got {shape!r}") from exc
-        if any(d is not None and d <= 0 for d in shape):
-            raise ConfigError(f"Input: shape sizes must be positive, got {shape!r}")
-        self.shape = shape
+            # no int() over the entries: it would read "23" as (2, 3), 2.5 as 2 and True as 1
+            sizes = None if isinstance(shape, (str, bytes)) else tuple(shape)
+        except TypeError:
+            sizes = None
+        if sizes is None or any(
+            d is not None and (isinstance(d, bool) or not isinstance(d, numbers.Integral)) for d in sizes
+        ):
+            raise ConfigError(
+                f"Input: shape must be one sample's shape, an int or a tuple of positive ints (None for an "
+                f"unknown size) such as (784,) or (3, 32, 32), got {given!r}"
+            )
+        if any(d is not None and d <= 0 for d in sizes):
+            raise ConfigError(f"Input: shape sizes must be positive, got {given!r}")
+        self.shape = tuple(None if d is None else int(d) for d in sizes)
         self.dtype = input_dtype(dtype)
-        self.build((None, *shape))
+        self.build((None, *self.shape))
         self.input_spec = None
 
     def forward(self, ctx: Context, x: np.ndarray) -> np.ndarray:

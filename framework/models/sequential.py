@@ -62,7 +62,16 @@ class Sequential(Model):
         if layers is not None:
             if isinstance(layers, Layer):
                 layers = [layers]
-            for layer in layers:
+            try:
+                items = None if isinstance(layers, (str, bytes)) else iter(layers)
+            except TypeError:
+                items = None
+            if items is None:
+                raise ConfigError(
+                    f"{self.describe()}: layers must be a layer or a list of layers (an Input(shape) may "
+                    f"come first), got {type(layers).__name__} {layers!r}"
+                )
+            for layer in items:
                 self.add(layer)
 
     def named_children(self) -> Iterator[tuple[str, Layer]]:

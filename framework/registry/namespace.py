@@ -116,9 +116,13 @@ def resolve(kind: str, identifier: Any, **kwargs: Any) -> Any:
                 f"a {_SINGULAR[kind]} config must be a dict with 'class_name' and "
                 f"'config', got keys {sorted(identifier)}"
             )
-        config = dict(identifier.get("config") or {})
+        config = identifier.get("config") or {}
         if not isinstance(config, dict):
-            raise ConfigError(f"{_SINGULAR[kind]} config must be a dict, got {config!r}")
+            raise ConfigError(
+                f"{_SINGULAR[kind]} {identifier['class_name']!r}: config must be a dict of the "
+                f"constructor's arguments, got {type(config).__name__} {config!r}"
+            )
+        config = dict(config)
         cls = _lookup(kind, identifier["class_name"])
         if hasattr(cls, "from_config"):
             return cls.from_config({**config, **kwargs})

@@ -23,6 +23,7 @@ returns the model in inference mode however it ends (an exception included).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -177,8 +178,12 @@ def fit(
     epochs = check_positive_int("fit: epochs", epochs, 0)
     initial_epoch = check_positive_int("fit: initial_epoch", initial_epoch, 0)
     verbose = resolve_verbose(verbose, "fit")
-    if not 0.0 <= validation_split < 1.0:
-        raise ConfigError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
+    if (
+        isinstance(validation_split, (bool, np.bool_))
+        or not isinstance(validation_split, numbers.Real)
+        or not 0.0 <= validation_split < 1.0
+    ):
+        raise ConfigError(f"fit: validation_split must be a number in [0, 1), got {validation_split!r}")
     user_callbacks = as_callback_list(callbacks)
 
     if steps_per_epoch is not None:
@@ -287,7 +292,7 @@ def fit(
                             value = parallel.after_batch(value, interrupt)
                     except Exception as exc:
                         if is_batches:
-                            data.blame(exc)  # type: ignore[union-attr]
+                            data.blame(exc)
                         raise
                     # the loss, already the window's on several ranks, weighs by the window; the trainer
                     # weighs the per-output losses by this rank's batch (the ranks' means are combined by

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.plotting import check_plot_metrics, check_plot_path
 
 __all__ = ["Callback", "CallbackList", "FitCallbacks", "History", "Logs", "is_scalar"]
 
@@ -283,20 +284,27 @@ class History(Callback):
         only here, and only its object API is used (no ``pyplot``, no GUI).
 
         Args:
-            path: where to save the figure (a ``.png`` path); default ``None``
-                saves nothing and only returns the figure.
-            metrics: the names to draw (``"loss"``, ``"accuracy"``, ...; a
-                ``val_`` curve is drawn beside each name that has one);
-                default ``None`` draws every recorded training key whose
-                values are numbers (a ``confusion_matrix`` is left out).
+            path: where to save the figure: a ``str`` or ``os.PathLike``
+                whose suffix names the format (``.png``, ``.pdf``, ``.svg``,
+                ...), in an existing folder, or a binary file object (which
+                receives a PNG); default ``None`` saves nothing and only
+                returns the figure. A path without a suffix or naming a
+                folder is refused, not written under another name.
+            metrics: the name or names to draw (``"loss"``, ``"accuracy"``,
+                ...; a ``val_`` curve is drawn beside each name that has
+                one); default ``None`` draws every recorded training key
+                whose values are numbers (a ``confusion_matrix`` is left out).
 
         Returns:
             The ``matplotlib.figure.Figure``.
 
         Raises:
             ImportError: when matplotlib is not installed (names the ``plot`` extra).
-            ConfigError: when nothing was recorded, or a requested name is
-                unknown or holds arrays (a non-scalar metric has no curve).
+            ConfigError: when nothing was recorded, a requested name is
+                unknown or holds arrays (a non-scalar metric has no curve),
+                ``metrics`` is not a name or list of names, ``path`` is not a
+                path, has no suffix or an unknown one, is a folder or lies in a
+                missing folder, or the file cannot be written.
         """
         try:
             from matplotlib.figure import Figure
@@ -305,6 +313,10 @@ class History(Callback):
             raise ImportError(
                 'History.plot needs matplotlib: pip install "framework[plot]" (or: pip install matplotlib)'
             ) from exc
+        if path is not None:  # checked before drawing; the formats are those matplotlib can write
+            from matplotlib.backend_bases import FigureCanvasBase
+
+            path = check_plot_path(path, FigureCanvasBase.get_supported_filetypes())
         if not self.history:
             raise ConfigError("History.plot: nothing recorded yet; call fit() first")
         curves = [key for key, values in self.history.items() if all(map(is_scalar, values))]
@@ -312,7 +324,7 @@ class History(Callback):
             names = [key for key in curves if not key.startswith("val_")]
             names.sort(key=lambda key: key != "loss")
         else:
-            names = [metrics] if isinstance(metrics, str) else list(metrics)
+            names = check_plot_metrics(metrics)
             unknown = [name for name in names if name not in self.history]
             if unknown or not names:
                 raise ConfigError(
@@ -339,7 +351,10 @@ class History(Callback):
             ax.grid(alpha=0.3)
             ax.legend()
         if path is not None:
-            figure.savefig(path, dpi=100)
+            try:
+                figure.savefig(path, dpi=100)
+            except OSError as exc:
+                raise ConfigError(f"History.plot: cannot write path {path!r}: {exc}") from exc
         return figure
 
     def __repr__(self) -> str:

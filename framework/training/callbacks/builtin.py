@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.arguments import check_bool, check_path
 from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["CSVLogger", "LambdaCallback", "TerminateOnNaN"]
@@ -52,29 +54,43 @@ class CSVLogger(Callback):
     column for is left out with a warning, a column the logs lack is ``NA``.
 
     Args:
-        filename: the CSV file.
-        separator: the field separator.
-        append: append to an existing file instead of overwriting it.
+        filename: the CSV file (a ``str`` or ``os.PathLike``).
+        separator: the field separator, one character (default ``","``).
+        append: append to an existing file instead of overwriting it
+            (``True`` or ``False``: a string such as ``"no"`` is refused).
+
+    Raises:
+        ConfigError: a filename that is not a path (``None``), a separator
+            that is not one character, a non-bool ``append``; at
+            ``on_train_begin``, a file that cannot be opened (a missing
+            folder, a directory), or a ``separator`` changed since to a bad one.
     """
 
     main_process_only = True  # data-parallel fit: rank 0 alone writes the files
 
     def __init__(self, filename: Any, separator: str = ",", append: bool = False) -> None:
         super().__init__()
-        self.filename = os.fspath(filename)
-        self.separator = separator
-        self.append = bool(append)
+        self.filename = check_path("CSVLogger", "filename", filename)
+        self.separator = _check_separator(separator)
+        self.append = check_bool("CSVLogger", "append", append)
         self.keys: list[str] | None = None
         self._file: Any = None
         self._writer: Any = None
         self._header: list[str] | None = None
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
+        _check_separator(self.separator)  # the attribute may have been changed since __init__
         self._header = None
-        if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
-            with open(self.filename, newline="") as f:
-                self._header = next(csv.reader(f, delimiter=self.separator), None)
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        try:
+            if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
+                with open(self.filename, newline="") as f:
+                    self._header = next(csv.reader(f, delimiter=self.separator), None)
+            self._file = open(self.filename, "a" if self.append else "w", newline="")
+        except OSError as exc:
+            raise ConfigError(
+                f"CSVLogger: cannot open filename {self.filename!r} for writing: "
+                f"{exc.strerror or exc}; give a file in an existing, writable folder"
+            ) from exc
         self.keys = None
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
@@ -108,6 +124,17 @@ class CSVLogger(Callback):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _check_separator(value: Any) -> str:
+    """``value`` if it is a one-character string the ``csv`` module takes as a delimiter."""
+    if not isinstance(value, str) or len(value) != 1:
+        raise ConfigError(f"CSVLogger: separator must be a one-character string such as ',', got {value!r}")
+    try:
+        csv.writer(io.StringIO(), delimiter=value)
+    except (csv.Error, TypeError, ValueError) as exc:
+        raise ConfigError(f"CSVLogger: separator {value!r} cannot delimit CSV fields: {exc}") from exc
+    return value
 
 
 def _cell(value: Any) -> Any:

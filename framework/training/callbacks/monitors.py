@@ -7,119 +7,24 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from framework.errors import CheckpointError, ConfigError
-from framework.training.callbacks.arguments import check_count, check_number
-from framework.training.callbacks.base import Callback, Logs, is_scalar
+from framework.training.callbacks.arguments import (
+    check_bool,
+    check_count,
+    check_number,
+    check_path,
+    check_verbose,
+)
+from framework.training.callbacks.base import Logs
+from framework.training.callbacks.monitoring import _Monitor
 from framework.training.callbacks.scheduling import LearningRateScheduler, set_lr
 
 __all__ = ["EarlyStopping", "LearningRateScheduler", "ModelCheckpoint", "ReduceLROnPlateau"]
-
-
-def _resolve_mode(monitor: str, mode: str, owner: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ConfigError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
-    if mode != "auto":
-        return mode
-    name = monitor.removeprefix("val_")
-    if name.endswith("loss"):  # a loss, even of an output named after a metric ("precision_loss")
-        return "min"
-    return "max" if any(k in name for k in ("acc", "auc", "precision", "recall", "f1")) else "min"
-
-
-class _Monitor(Callback):
-    """Shared logic of callbacks that watch one logged quantity."""
-
-    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ConfigError(
-                f"{type(self).__name__}: monitor must be a log key such as 'val_loss', got {monitor!r}"
-            )
-        self.monitor = monitor
-        self.mode = _resolve_mode(monitor, mode, type(self).__name__)
-        self.min_delta = check_number(type(self).__name__, "min_delta", min_delta)
-        self.best = math.inf if self.mode == "min" else -math.inf
-
-    #: the attributes a checkpoint keeps (besides ``monitor`` and ``mode``, which must match)
-    resumable: tuple[str, ...] = ("best",)
-
-    def state_dict(self) -> dict[str, Any]:
-        """``monitor``, ``mode`` and the :attr:`resumable` counters, for a checkpoint."""
-        return {"monitor": self.monitor, "mode": self.mode} | {k: getattr(self, k) for k in self.resumable}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._take_state(state)
-
-    def _take_state(self, state: dict[str, Any]) -> bool:
-        """Take back :meth:`state_dict`'s counters; a state for another quantity is left out, with a warning.
-
-        Returns:
-            whether the state was taken.
-
-        Raises:
-            CheckpointError: a counter missing or of the wrong kind.
-        """
-        owner = type(self).__name__
-        if (state.get("monitor"), state.get("mode")) != (self.monitor, self.mode):
-            warnings.warn(
-                f"{owner}: the checkpoint's state watched {state.get('monitor')!r} ({state.get('mode')}), "
-                f"this callback {self.monitor!r} ({self.mode}); starting it afresh",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return False
-        values = {}
-        for key in self.resumable:
-            value, kind = state.get(key), type(getattr(self, key))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not kind or (isinstance(value, int) and value < 0):
-                raise CheckpointError(
-                    f"{owner}: saved state {key!r} should be a {kind.__name__}, got {value!r}"
-                )
-            values[key] = value
-        for key, value in values.items():
-            setattr(self, key, value)
-        return True
-
-    def _current(self, logs: Logs | None) -> float | None:
-        """The monitored value as a float; ``None`` (with a warning) when it is not logged.
-
-        Raises:
-            ConfigError: the monitored key holds an array (``confusion_matrix``).
-        """
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            warnings.warn(
-                f"{type(self).__name__}: the monitored quantity {self.monitor!r} is not in the logs; "
-                f"available: {sorted(logs or {})}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
-        if not is_scalar(value):
-            scalars = sorted(key for key, v in (logs or {}).items() if is_scalar(v))
-            raise ConfigError(
-                f"{type(self).__name__}: monitor={self.monitor!r} is a non-scalar metric (an array of shape "
-                f"{np.shape(value)}), which has no order to improve in; monitor a key holding one number: "
-                f"one of {scalars}"
-            )
-        return float(value)
-
-    def _improved(self, value: float, reference: float | None = None) -> bool:
-        """Whether ``value`` beats ``reference`` (default: the best so far) by more than ``min_delta``."""
-        reference = self.best if reference is None else reference
-        if math.isnan(value):
-            return False
-        if self.mode == "min":
-            return value < reference - self.min_delta
-        return value > reference + self.min_delta
 
 
 class EarlyStopping(_Monitor):
@@ -136,11 +41,15 @@ class EarlyStopping(_Monitor):
             (``BatchNorm(momentum=None)`` averages by it) (Keras: the best
             epoch even when none beat ``baseline``; the first monitored epoch
             while no value was comparable, NaN); not the optimizer's state.
+            ``True`` or ``False``: a string such as ``"False"`` is refused.
         baseline: training stops if the quantity does not beat it within
             ``patience`` epochs; an epoch that improves on the best so far
             without beating it still counts toward ``patience``.
         start_from_epoch: epochs to wait before monitoring.
-        verbose: print a line when stopping.
+        verbose: ``0`` (silent), ``1`` or ``2``: print a line when stopping.
+
+    Raises:
+        ConfigError: an argument of the wrong kind or out of range, naming it.
 
     Attributes:
         best: the best value seen so far.
@@ -162,12 +71,12 @@ class EarlyStopping(_Monitor):
     ) -> None:
         super().__init__(monitor, mode, min_delta)
         self.patience = check_count("EarlyStopping", "patience", patience)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = check_bool("EarlyStopping", "restore_best_weights", restore_best_weights)
         self.baseline = (
             None if baseline is None else check_number("EarlyStopping", "baseline", baseline, None)
         )
         self.start_from_epoch = check_count("EarlyStopping", "start_from_epoch", start_from_epoch)
-        self.verbose = verbose
+        self.verbose = check_verbose("EarlyStopping", verbose)
         self.wait = 0
         self.stopped_epoch = 0
         self.best_epoch = 0
@@ -264,12 +173,17 @@ class ModelCheckpoint(_Monitor):
     Args:
         filepath: the file to write; may contain ``{epoch}`` and log keys as
             format fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.h5"``
-            (``epoch`` counts from 1). Missing folders are created, as Keras does.
+            (``epoch`` counts from 1); a ``str`` or ``os.PathLike``, not ``None``.
+            Missing folders are created, as Keras does.
         monitor: the log key deciding "best".
         save_best_only: write only when the monitored value improves.
         save_weights_only: call ``model.save_weights`` instead of ``model.save``.
         mode: ``"min"``, ``"max"`` or ``"auto"``.
-        verbose: print a line at each save.
+        verbose: ``0`` (silent), ``1`` or ``2``: print a line at each save.
+
+    Raises:
+        ConfigError: a ``filepath`` that is not a path, a flag that is not
+            ``True``/``False`` (``save_best_only="no"``), a bad ``mode`` or ``verbose``.
     """
 
     main_process_only = True  # data-parallel fit: rank 0 alone writes the files
@@ -285,10 +199,10 @@ class ModelCheckpoint(_Monitor):
         verbose: int = 0,
     ) -> None:
         super().__init__(monitor, mode, 0.0)
-        self.filepath = str(filepath)
-        self.save_best_only = bool(save_best_only)
-        self.save_weights_only = bool(save_weights_only)
-        self.verbose = verbose
+        self.filepath = check_path("ModelCheckpoint", "filepath", filepath)
+        self.save_best_only = check_bool("ModelCheckpoint", "save_best_only", save_best_only)
+        self.save_weights_only = check_bool("ModelCheckpoint", "save_weights_only", save_weights_only)
+        self.verbose = check_verbose("ModelCheckpoint", verbose)
         self.saved: list[str] = []
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
@@ -330,7 +244,7 @@ class ReduceLROnPlateau(_Monitor):
             ``cooldown=c`` ignores the ``c`` epochs after it, as PyTorch's
             (Keras's code ignores ``c - 1``).
         min_lr: the learning rate never goes below it.
-        verbose: print a line at each reduction.
+        verbose: ``0`` (silent), ``1`` or ``2``: print a line at each reduction.
     """
 
     def __init__(
@@ -351,7 +265,7 @@ class ReduceLROnPlateau(_Monitor):
         self.patience = check_count("ReduceLROnPlateau", "patience", patience)
         self.cooldown = check_count("ReduceLROnPlateau", "cooldown", cooldown)
         self.min_lr = check_number("ReduceLROnPlateau", "min_lr", min_lr)
-        self.verbose = verbose
+        self.verbose = check_verbose("ReduceLROnPlateau", verbose)
         self.wait = 0
         self.cooldown_counter = 0
 

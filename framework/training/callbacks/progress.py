@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.arguments import check_verbose
 from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["ProgbarLogger", "format_logs", "format_value", "resolve_verbose"]
@@ -57,7 +58,7 @@ class ProgbarLogger(Callback):
 
     def __init__(self, verbose: int = 1, file: Any = None) -> None:
         super().__init__()
-        self.verbose = verbose
+        self.verbose = check_verbose("ProgbarLogger", verbose)
         self.file = file
         self._bar: Any = None
         self._start = 0.0

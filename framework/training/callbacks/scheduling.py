@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.arguments import check_verbose
 from framework.training.callbacks.base import Callback, Logs
 
 __all__ = ["LearningRateScheduler", "set_lr"]
@@ -33,13 +34,14 @@ class LearningRateScheduler(Callback):
             or ``(epoch) -> new_lr`` (Keras's older form), such as a schedule
             of :mod:`framework.base.schedules` (``StepDecay(0.1, step_size=2)``
             then steps per epoch, as a PyTorch scheduler stepped each epoch).
-        verbose: print the new rate each epoch.
+        verbose: ``0`` (silent), ``1`` or ``2``: print the new rate each epoch.
 
     The rate of each epoch is logged (and kept in ``History``) as
     ``learning_rate``, Keras 3's key, and as ``lr``.
 
     Raises:
-        ConfigError: ``schedule`` is not callable or takes neither form.
+        ConfigError: ``schedule`` is not callable or takes neither form, or a
+            ``verbose`` other than 0, 1 or 2.
     """
 
     def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
@@ -47,7 +49,7 @@ class LearningRateScheduler(Callback):
         if not callable(schedule):
             raise ConfigError(f"LearningRateScheduler: schedule must be callable, got {schedule!r}")
         self.schedule = schedule
-        self.verbose = verbose
+        self.verbose = check_verbose("LearningRateScheduler", verbose)
         self._takes_lr = _arity(schedule) == 2
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:

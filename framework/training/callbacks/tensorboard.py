@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import time
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from framework.errors import ConfigError
+from framework.training.callbacks.arguments import check_count, check_path
 from framework.training.callbacks.base import Callback, Logs, is_scalar
 
 __all__ = ["TensorBoard"]
@@ -114,15 +116,17 @@ class TensorBoard(Callback):
     which installs ``tensorboardX``); it is imported when training starts.
 
     Args:
-        log_dir: the directory of the event files (created if missing).
+        log_dir: the directory of the event files (created if missing); a
+            ``str`` or ``os.PathLike``, not ``None`` or empty.
         histogram_freq: write a histogram of every parameter (tag: its dotted
             name, as in ``state_dict``) every ``histogram_freq`` epochs; ``0``
-            writes none.
+            writes none. An integer (NumPy's too).
         update_freq: ``"epoch"`` (scalars once per epoch), ``"batch"`` (also
             after every batch) or an integer ``n`` (also every ``n`` batches).
 
     Raises:
-        ConfigError: a negative ``histogram_freq`` or an unknown ``update_freq``.
+        ConfigError: a ``log_dir`` that is not a path, a ``histogram_freq``
+            that is not an integer ``>= 0`` or an unknown ``update_freq``.
         ImportError: at ``on_train_begin``, when tensorboardX is not installed
             (the message names the extra).
     """
@@ -133,17 +137,20 @@ class TensorBoard(Callback):
         self, log_dir: Any = "logs", histogram_freq: int = 0, update_freq: str | int = "epoch"
     ) -> None:
         super().__init__()
-        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) or histogram_freq < 0:
-            raise ConfigError(f"TensorBoard: histogram_freq must be an integer >= 0, got {histogram_freq!r}")
-        if update_freq == "batch":
-            update_freq = 1
-        if update_freq != "epoch" and (
-            isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1
+        histogram_freq = check_count("TensorBoard", "histogram_freq", histogram_freq)
+        if isinstance(update_freq, str) and update_freq in ("epoch", "batch"):
+            update_freq = 1 if update_freq == "batch" else "epoch"
+        elif (
+            isinstance(update_freq, numbers.Integral)
+            and not isinstance(update_freq, bool)
+            and update_freq >= 1
         ):
+            update_freq = int(update_freq)
+        else:
             raise ConfigError(
                 f"TensorBoard: update_freq must be 'epoch', 'batch' or an integer >= 1, got {update_freq!r}"
             )
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = check_path("TensorBoard", "log_dir", log_dir)
         self.histogram_freq = histogram_freq
         self.update_freq: str | int = update_freq
         self.batch_hooks = update_freq != "epoch"
