@@ -86,6 +86,9 @@ class TransformerEncoder(_Stack):
             pre-norm stack), or ``None``.
 
     Call keywords: ``mask``, ``src_key_padding_mask``, ``is_causal``, passed to every block.
+    Padded positions get the values the blocks compute for them, as PyTorch's stack gives
+    while it records gradients; its inference fast path (nested tensors, under
+    ``torch.no_grad()``) returns zeros there instead.
 
     Shape:
         - Input: ``(N, L, d_model)``; Output: the same.
