@@ -4,10 +4,9 @@ References:
 
 - ``EarlyStopping`` / ``ModelCheckpoint``: Keras 3's code (``keras/src/callbacks``) transcribed
   in :func:`keras_early_stopping` and :func:`keras_checkpoint_epochs`, run on many random
-  monitored sequences (ties, NaN) with every option. One deliberate reading of the
-  Keras docs: an epoch that improves on the best so far but not on ``baseline`` still
-  counts toward ``patience`` ("if no epoch improves on baseline, training will run for
-  patience epochs and restore weights from the best epoch in that set").
+  monitored sequences (ties, NaN) with every option. An epoch that improves on the best
+  so far but not on ``baseline`` still counts toward ``patience``, but never stops
+  training itself (checked against Keras 3.15.1 in tests/test_keras_parity_hunt.py).
 - ``ReduceLROnPlateau``: torch's scheduler (``threshold_mode="abs"``, torch's
   ``patience = ours - 1``, the documented cooldown count).
 - Schedules and ``LearningRateScheduler``: torch's ``StepLR``, ``MultiStepLR``,
@@ -87,7 +86,7 @@ def keras_early_stopping(values, patience, min_delta, mode, baseline, start_from
                 best_weights = epoch
             if baseline is None or better(value, baseline):
                 wait = 0
-                continue
+            continue  # an improving epoch never stops (Keras 3.15's on_epoch_end returns here)
         if wait >= patience and epoch > 0:
             stopped = epoch
             break

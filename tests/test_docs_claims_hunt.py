@@ -540,13 +540,15 @@ def test_training_sample_weight_semantics(float64):
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((10, 3)), rng.standard_normal((10, 1))
     model = _mse_model()
+    model.compile(SGD(learning_rate=0.0), "mse", metrics=["mae"], weighted_metrics=["mae"])
     pred = model.predict(x)
     se, ae = ((pred - y) ** 2)[:, 0], np.abs(pred - y)[:, 0]
     w = np.zeros(10)
     w[:5] = 1.0
     scores = model.evaluate(x, y, sample_weight=w, verbose=0)
     assert np.isclose(scores["loss"], np.sum(w * se) / 10)
-    assert np.isclose(scores["mae"], np.sum(w * ae) / w.sum())
+    assert np.isclose(scores["mae"], ae.mean())  # as Keras: metrics are not weighted
+    assert np.isclose(scores["weighted_mae"], np.sum(w * ae) / w.sum())
     history = model.fit(x, y, sample_weight=w, validation_data=(x, y, 2 * w), epochs=1, verbose=0)
     assert np.isclose(history.history["loss"][0], np.sum(w * se) / 10)
     assert np.isclose(history.history["val_loss"][0], np.sum(2 * w * se) / 10)
@@ -892,7 +894,7 @@ def test_metrics_plain_function_weighting():
         return float(np.mean(y_pred))
 
     model = Sequential([Linear(2, 1)])
-    model.compile("sgd", "mse", metrics=[mean_error, batch_number])
+    model.compile("sgd", "mse", weighted_metrics=[mean_error, batch_number])
     x, y = np.random.default_rng(1).standard_normal((10, 2)), np.zeros((10, 1))
     p = model.predict(x)[:, 0]
     scores = model.evaluate(x, y, verbose=0, batch_size=4)

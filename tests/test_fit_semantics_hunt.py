@@ -46,10 +46,11 @@ def regression(n: int = 10, d: int = 3, k: int = 1, seed: int = 0) -> tuple[np.n
 
 
 def linear(d: int = 3, k: int = 1, lr: float = 0.01, metrics=None, spy: bool = False) -> Sequential:
+    """A linear model whose ``metrics`` are compiled as weighted_metrics (the tests weight them)."""
     framework.set_seed(0)
     layers = ([Spy()] if spy else []) + [Linear(d, k)]
     model = Sequential(layers)
-    model.compile(SGD(learning_rate=lr), "mse", metrics=metrics or [])
+    model.compile(SGD(learning_rate=lr), "mse", weighted_metrics=metrics or [])
     return model
 
 
@@ -503,7 +504,19 @@ def test_early_stopping_baseline_stops_after_patience(float64):
         callbacks=[_scores_callback(model, [1.0, 0.9, 0.8, 0.7, 0.6, 0.4], snapshots), stopper],
         verbose=0,
     )
-    assert history.epoch == [0, 1]
+    # Keras 3 (keras/src/callbacks/early_stopping.py): an improving epoch never stops training,
+    # even one that has not beaten the baseline (its wait is not reset, though)
+    assert history.epoch == [0, 1, 2, 3, 4, 5]
+    model = linear(lr=0.05)
+    stopper = EarlyStopping(monitor="score", patience=2, baseline=0.5)
+    history = model.fit(
+        x,
+        y,
+        epochs=6,
+        callbacks=[_scores_callback(model, [1.0, 0.9, 0.95, 0.7, 0.6, 0.4], []), stopper],
+        verbose=0,
+    )
+    assert history.epoch == [0, 1, 2]  # the first epoch not improving, with 3 >= patience waited
 
 
 def test_model_checkpoint_save_best_only_keeps_the_best_epoch(float64, tmp_path):

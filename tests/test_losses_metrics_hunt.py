@@ -1037,7 +1037,7 @@ def test_evaluate_over_uneven_weighted_batches_equals_the_metrics_of_the_whole_s
     model = Sequential([Linear(4, 3)])
     model.compile(
         loss="cross_entropy",
-        metrics=["accuracy", F1Score(average="macro"), AUC(num_thresholds=None)],
+        weighted_metrics=["accuracy", F1Score(average="macro"), AUC(num_thresholds=None)],
     )
     result = model.evaluate(x, y, batch_size=10, sample_weight=sw)  # batches 10, ..., 10, 3
     logits = model.predict(x)

@@ -201,7 +201,7 @@ def test_epoch_and_evaluate_values_are_sample_weighted_means_over_uneven_batches
     x, ya, yb = data(11)
     gen = np.random.default_rng(3)
     sa, sb = gen.uniform(0.2, 2, 11), gen.uniform(0.2, 2, 11)
-    model.compile(SGD(learning_rate=0.0), ["mse", "mae"], metrics=["mae"], loss_weights=[0.5, 2.0])
+    model.compile(SGD(learning_rate=0.0), ["mse", "mae"], weighted_metrics=["mae"], loss_weights=[0.5, 2.0])
     values, total, _, preds = reference(params(model), x, (ya, yb), ("mse", "mae"), (0.5, 2.0), (sa, sb))
     mae_a = float(np.sum(sa * np.mean(np.abs(preds[0] - ya), -1)) / sa.sum())
     mae_b = float(np.sum(sb * np.mean(np.abs(preds[1] - yb), -1)) / sb.sum())

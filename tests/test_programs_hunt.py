@@ -631,7 +631,7 @@ def test_class_weight_times_sample_weight_fit_and_evaluate(f64):
     y = gen.integers(0, 3, 10)
     sw = gen.uniform(0.0, 2.0, 10)
     cw = {0: 1.0, 1: 3.0, 2: 0.5}
-    model.compile(SGD(learning_rate=0.2), "cross_entropy", metrics=["accuracy"])
+    model.compile(SGD(learning_rate=0.2), "cross_entropy", weighted_metrics=["accuracy"])
     history = model.fit(
         x, y, class_weight=cw, sample_weight=sw, epochs=2, batch_size=4, shuffle=False, verbose=0
     )
@@ -988,7 +988,7 @@ def test_validation_data_with_weights_and_split(f64):
     x = gen.standard_normal((20, 4))
     y = gen.integers(0, 3, 20)
     xv, yv, wv = gen.standard_normal((7, 4)), gen.integers(0, 3, 7), gen.uniform(0, 2, 7)
-    model.compile(SGD(learning_rate=0.1), "cross_entropy", metrics=["accuracy"])
+    model.compile(SGD(learning_rate=0.1), "cross_entropy", weighted_metrics=["accuracy"])
     seen = []
 
     class Grab(framework.training.callbacks.Callback):
@@ -1339,7 +1339,7 @@ def test_two_heads_dict_losses_sample_weight_one_head(f64):
         SGD(learning_rate=0.1),
         loss={"cls": "cross_entropy", "reg": "mse"},
         loss_weights={"reg": 0.3},
-        metrics={"cls": ["accuracy"], "reg": ["mae"]},
+        weighted_metrics={"cls": ["accuracy"], "reg": ["mae"]},
     )
     h = model.fit(
         x, {"cls": yc, "reg": yr}, sample_weight={"cls": w}, epochs=1, batch_size=5, shuffle=False, verbose=0

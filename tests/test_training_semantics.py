@@ -55,7 +55,7 @@ def _gcn_like(mix: np.ndarray) -> tuple[Sequential, FixedMix]:
     framework.set_seed(0)
     layer = FixedMix(mix)
     model = Sequential([Linear(3, 4), layer, Linear(4, 2)])
-    model.compile("sgd", "cross_entropy", metrics=["accuracy"])
+    model.compile("sgd", "cross_entropy", weighted_metrics=["accuracy"])
     layer.seen.clear()
     return model, layer
 
@@ -160,7 +160,7 @@ def test_sample_weight_multiplies_class_weight_and_weights_metrics():
     x, y = _regression()
     labels = (y[:, 0] > 0).astype(np.int64)
     model = Sequential([Linear(3, 2)])
-    model.compile("sgd", "cross_entropy", metrics=["accuracy"])
+    model.compile("sgd", "cross_entropy", weighted_metrics=["accuracy"])
     w = np.linspace(0.5, 2.0, len(x))
     out = model.predict(x)
     loss_fn = framework.losses.get("cross_entropy")

@@ -42,6 +42,7 @@ def compile_model(
     loss: Any = None,
     metrics: Any = None,
     loss_weights: Any = None,
+    weighted_metrics: Any = None,
 ) -> None:
     """``model.compile(...)``: resolve and store the optimizer, losses and metrics (see ``Model.compile``)."""
     from framework import losses as losses_ns
@@ -73,15 +74,20 @@ def compile_model(
 
     slots: list[tuple[int, Any, str]] = []
     seen = set()
-    for k, specs in enumerate(_metric_specs(metrics, names)):
-        for spec in specs:
-            metric = metrics_ns.get(spec)
-            _check_metric(spec, metric)
-            if id(metric) in seen:  # one instance given for several outputs: each gets its own state
-                metric = copy.deepcopy(metric)
-            seen.add(id(metric))
-            key = metric.name if n_out == 1 else f"{names[k]}_{metric.name}"
-            slots.append((k, metric, key))
+    for weighted, given in ((False, metrics), (True, weighted_metrics)):
+        for k, specs in enumerate(_metric_specs(given, names)):
+            for spec in specs:
+                metric = metrics_ns.get(spec)
+                _check_metric(spec, metric)
+                if id(metric) in seen:  # one instance given twice: each use gets its own state
+                    metric = copy.deepcopy(metric)
+                seen.add(id(metric))
+                # Keras: sample and class weights reach the weighted_metrics only
+                metric.sample_weighted = weighted
+                if weighted and any(m.name == metric.name and kk == k for kk, m, _ in slots):
+                    _rename(metric, f"weighted_{metric.name}")  # in both lists: Keras's prefix
+                key = metric.name if n_out == 1 else f"{names[k]}_{metric.name}"
+                slots.append((k, metric, key))
     log_keys(model, slots)  # refuses metric keys that repeat, or hide a loss
 
     model.optimizer = opt
@@ -98,13 +104,33 @@ def compile_model(
         "loss": serialize("losses", losses[0])
         if n_out == 1
         else [None if x is None else serialize("losses", x) for x in losses],
-        "metrics": [serialize("metrics", m) for k, m, _key in slots if k == 0]
-        if n_out == 1
-        else [[serialize("metrics", m) for k2, m, _ in slots if k2 == k] for k in range(n_out)],
+        **{
+            label: [
+                serialize("metrics", m) for k, m, _key in slots if k == 0 and m.sample_weighted == weighted
+            ]
+            if n_out == 1
+            else [
+                [serialize("metrics", m) for k2, m, _ in slots if k2 == k and m.sample_weighted == weighted]
+                for k in range(n_out)
+            ]
+            for label, weighted in (("metrics", False), ("weighted_metrics", True))
+        },
         "loss_weights": None if loss_weights is None else weights,
     }
     if model.parameters():
         opt.bind(model)
+
+
+def _rename(metric: Any, name: str) -> None:
+    """Give ``metric`` the log name ``name`` (a :class:`~framework.base.metric.Metric` keeps it in its
+    config, so a saved model logs the same keys)."""
+    if hasattr(metric, "_name"):
+        metric._name = name
+    else:
+        raise ConfigError(
+            f"compile: {type(metric).__name__} {metric.name!r} is in both metrics and weighted_metrics; "
+            "give one of them another name"
+        )
 
 
 def _check_metric(spec: Any, metric: Any) -> None:
@@ -138,7 +164,15 @@ def compile_from_config(model: Model, config: dict[str, Any]) -> None:
         loss=config["loss"],
         metrics=config.get("metrics") or None,
         loss_weights=config.get("loss_weights"),
+        weighted_metrics=_any_metric(config.get("weighted_metrics")),
     )
+
+
+def _any_metric(specs: Any) -> Any:
+    """``specs`` (a saved metrics list, or one list per output), or ``None`` when it names none."""
+    if isinstance(specs, list) and all(isinstance(s, list) and not s for s in specs):
+        return None
+    return specs or None
 
 
 def _loss_weights(loss_weights: Any, names: list[str]) -> list[float]:

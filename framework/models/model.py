@@ -41,11 +41,12 @@ import numpy as np
 
 from framework.base.calling import check_training
 from framework.base.context import Context
-from framework.base.inputs import check_real, takes_uncast
+from framework.base.inputs import takes_uncast
 from framework.base.layer import Layer
 from framework.base.parameter import Parameter
 from framework.base.state import parameter_count
 from framework.errors import ConfigError, NotCompiledError
+from framework.models.casting import cast_model_inputs
 from framework.models.executor import GraphExecutor, accepts_integers, auto_named
 from framework.models.files import FileMethods
 from framework.models.graph import infer_output_shape
@@ -209,44 +210,12 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
     # -- running -----------------------------------------------------------
 
     def cast_inputs(self, x: Any) -> Any:
-        """``x`` with every array cast to the model's dtype (integers kept where a layer wants them).
+        """``x`` with every array cast to the model's dtype (integers kept where a layer wants them,
+        a bool or integer ``Input`` cast to its own dtype).
 
         A dict is read by the model's ``Input`` names, as ``predict`` reads it.
         """
-        if isinstance(x, dict):
-            from framework.training.named import from_dict, input_names
-
-            x = from_dict(x, input_names(self), "x", "Input")
-        dtype = self.dtype
-        hand = self._graph is None and "_stack" not in vars(self)  # a subclass: a list of arrays stays one
-        if not hand and (self.num_inputs or 1) == 1 and isinstance(x, (list, tuple)) and len(x) == 1:
-            if isinstance(x[0], np.ndarray):  # [x] for a model of one input is x, as fit and predict read it
-                x = x[0]
-        listed = self._graph is not None and self._graph.multi_in  # Model([a], ...): a list is per input
-        many = isinstance(x, (list, tuple)) and (hand or listed) and all(isinstance(a, np.ndarray) for a in x)
-        if many or (isinstance(x, (list, tuple)) and (self.num_inputs or 1) > 1):
-            flags = self._integer_inputs()
-            return [
-                self._cast(a, self._input_dtype(i, dtype), i < len(flags) and flags[i])
-                for i, a in enumerate(x)
-            ]
-        keep_int = self._integer_inputs()[0] if self.num_inputs == 1 else False
-        return self._cast(x, self._input_dtype(0, dtype), keep_int)
-
-    def _input_dtype(self, i: int, dtype: np.dtype) -> np.dtype:
-        """The dtype input ``i`` is cast to: its Input's own if declared bool or integer, else ``dtype``."""
-        declared = self._graph.declared if self._graph is not None else []
-        own = declared[i] if i < len(declared) else None
-        return own if own is not None else dtype
-
-    def _cast(self, a: Any, dtype: np.dtype, keep_int: bool) -> Any:
-        """``a`` as ``dtype`` (the model's, or a bool or integer Input's), integers kept with ``keep_int``."""
-        if not isinstance(a, np.ndarray):
-            a = np.asarray(a)
-        check_real(self, a)  # a complex, object or string array is refused, never cast
-        if a.dtype == dtype or (keep_int and dtype.kind == "f" and np.issubdtype(a.dtype, np.integer)):
-            return a
-        return a.astype(dtype)
+        return cast_model_inputs(self, x)
 
     def _integer_inputs(self) -> list[bool]:
         if self._graph is not None:
@@ -293,11 +262,16 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
         loss: Any = None,
         metrics: Any = None,
         loss_weights: Any = None,
+        weighted_metrics: Any = None,
     ) -> None:
         """Choose the optimizer, the loss (one, or one per output) and the metrics.
 
         Args:
             optimizer: a registered name (``"adam"``), class, instance or config.
+                The default is ``"sgd"`` (learning rate 0.01), not Keras's
+                ``"rmsprop"``: the optimizers follow PyTorch's rules and defaults
+                (see the optimizers' docstrings), so Keras's default could not be
+                matched by name alone.
             loss: a loss name, class or instance; for several outputs one loss
                 for all, a list (one per output) or a dict keyed by output name.
             metrics: a list of metric names/instances or plain functions
@@ -305,6 +279,10 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
                 ``<output>_<metric>`` for several outputs), a list of lists or
                 a dict keyed by output name.
             loss_weights: a list or dict of floats weighting each output's loss.
+            weighted_metrics: metrics in the same forms, which ``sample_weight``
+                and ``class_weight`` weight; as in Keras, ``metrics`` are not
+                weighted (the loss is). A name in both is logged ``weighted_<name>``
+                for the weighted one.
 
         Raises:
             UnknownNameError: an unknown optimizer, loss or metric name.
@@ -312,7 +290,7 @@ class Model(TrainingMethods, FileMethods, SymbolicMethods, Layer):
         """
         from framework.models.compile import compile_model
 
-        compile_model(self, optimizer, loss, metrics, loss_weights)
+        compile_model(self, optimizer, loss, metrics, loss_weights, weighted_metrics)
 
     def compile_config(self) -> dict[str, Any]:
         """``compile``'s arguments as JSON data: the loss and metrics, and the optimizer as it is now."""

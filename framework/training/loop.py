@@ -131,7 +131,8 @@ def fit(
             or an iterable of batches, evaluated after each epoch (keys
             ``val_loss``, ``val_<metric>``).
         validation_split: the fraction of the array data (taken from the end,
-            before shuffling) held out for validation.
+            before shuffling) held out for validation; ignored, as in Keras,
+            when ``validation_data`` is given.
         shuffle: draw a new permutation each epoch; default on, off for a
             full-batch model (where ``True`` is refused); an iterable of
             batches keeps its order (``True`` warns).
@@ -196,7 +197,7 @@ def fit(
     batch_size, shuffle = batching("fit", model, data, batch_size, shuffle)
     full = isinstance(data, ArrayData) and batch_size == data.n and not shuffle and full_batch_layer(model)
     val_data: Any = None
-    if validation_split:
+    if validation_split and validation_data is None:  # as Keras: validation_data wins
         if not isinstance(data, ArrayData):
             raise ConfigError(
                 "fit: validation_split needs array data; pass validation_data for batch iterables"

@@ -257,19 +257,20 @@ class Trainer:
         return value, outs, size
 
     def update_metrics(self, out: Any, y: Any, sample_weight: Any = None) -> None:
+        """Add a batch to every metric; ``sample_weight`` (with class weights folded in) reaches the
+        ``weighted_metrics`` only, as in Keras."""
         if not self.slots:
             return
         if self.multi:
             n = len(out)
             ys, sws = _per_output(y, n, "y"), _per_output(sample_weight, n, "sample_weight")
             for k, metric, _ in self.slots:
-                self._named(k, _update_metric, metric, out[k], ys[k], sws[k])
-        elif sample_weight is None:
-            for _, metric, _ in self.slots:
-                metric.update(out, y)
+                weight = sws[k] if getattr(metric, "sample_weighted", False) else None
+                self._named(k, _update_metric, metric, out[k], ys[k], weight)
         else:
             for _, metric, _ in self.slots:
-                _update_metric(metric, out, y, sample_weight)
+                weight = sample_weight if getattr(metric, "sample_weighted", False) else None
+                _update_metric(metric, out, y, weight)
 
     def reset_metrics(self) -> None:
         for _, metric, _ in self.slots:

@@ -14,6 +14,7 @@ the same computation in one process with ``batch_size=SIZE * BATCH``.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import traceback
@@ -112,7 +113,14 @@ def run(name: str, distributed_: bool, workdir: str) -> dict[str, Any]:
             metrics += [Precision(average="macro"), F1Score(average="weighted"), AUC(), ConfusionMatrix()]
         if cfg.get("own_metric"):
             metrics.append(Hits())
-        model.compile(opt, loss="cross_entropy", metrics=metrics)
+        # with sample weights, each metric once as given and once weighted (weighted_<name>)
+        weighted = [m if isinstance(m, str) else copy.deepcopy(m) for m in metrics]
+        model.compile(
+            opt,
+            loss="cross_entropy",
+            metrics=metrics,
+            weighted_metrics=weighted if cfg.get("sample_weight") else None,
+        )
         kwargs: dict[str, Any] = {}
         if cfg.get("sample_weight"):
             kwargs["sample_weight"] = w

@@ -44,7 +44,8 @@ class EarlyStopping(_Monitor):
             ``True`` or ``False``: a string such as ``"False"`` is refused.
         baseline: training stops if the quantity does not beat it within
             ``patience`` epochs; an epoch that improves on the best so far
-            without beating it still counts toward ``patience``.
+            without beating it still counts toward ``patience``, but (as in
+            Keras) training stops only at an epoch that does not improve.
         start_from_epoch: epochs to wait before monitoring.
         verbose: ``0`` (silent), ``1`` or ``2``: print a line when stopping.
 
@@ -128,11 +129,11 @@ class EarlyStopping(_Monitor):
             if self.restore_best_weights:
                 self.best_weights = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
                 self.best_counts = {k: int(n.num_batches_tracked) for k, n in _counting_layers(self.model)}
-        if improved:
+        if improved:  # as Keras: an improving epoch never stops training
             self.best = value
             if self.baseline is None or self._improved(value, self.baseline):
                 self.wait = 0
-                return
+            return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
