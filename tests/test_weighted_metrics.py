@@ -85,3 +85,47 @@ def test_a_function_in_both_lists_needs_another_name():
 
     with pytest.raises(ConfigError, match="in both metrics and weighted_metrics"):
         _model(metrics=[Plain()], weighted_metrics=[Plain()])
+
+
+def test_a_metric_given_by_a_string_logs_under_that_string(tmp_path: Path, float64):
+    """Keras names a string metric by the string: History keys 'acc', 'mean_absolute_error'."""
+    x, y, _ = _data()
+    model = _model(metrics=["acc", "mean_absolute_error", "MAE"])
+    history = model.fit(x, np.eye(2)[y], validation_split=0.2, epochs=2, verbose=0)
+    assert list(history.history) == [
+        "loss",
+        "acc",
+        "mean_absolute_error",
+        "MAE",
+        "val_loss",
+        "val_acc",
+        "val_mean_absolute_error",
+        "val_MAE",
+    ]
+    stopper = framework.training.callbacks.EarlyStopping(monitor="val_acc", patience=0, min_delta=1.0)
+    model.fit(x, np.eye(2)[y], validation_split=0.2, epochs=5, verbose=0, callbacks=[stopper])
+    assert stopper.stopped_epoch == 1  # it saw val_acc (mode max): no gain of 1.0, so it stops
+    pytest.importorskip("h5py")
+    model.save(tmp_path / "m.h5")
+    assert list(framework.load_model(tmp_path / "m.h5").evaluate(x, np.eye(2)[y], verbose=0)) == [
+        "loss",
+        "acc",
+        "mean_absolute_error",
+        "MAE",
+    ]
+
+
+def test_a_metric_name_survives_saving(tmp_path: Path, float64):
+    """A compiled metric's name is its log key; the saved compile config dropped it (``serialize``
+    leaves names out), so a loaded model logged ``accuracy`` for ``Accuracy(name="hit_rate")``."""
+    pytest.importorskip("h5py")
+    from framework.metrics import Accuracy
+
+    x, y, _ = _data()
+    model = _model(metrics=[Accuracy(name="hit_rate"), "acc"])
+    model.save(tmp_path / "m.h5")
+    assert list(framework.load_model(tmp_path / "m.h5").evaluate(x, y, verbose=0)) == [
+        "loss",
+        "hit_rate",
+        "acc",
+    ]

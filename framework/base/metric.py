@@ -64,7 +64,8 @@ class Metric(Configurable):
 
     Args:
         name: the key in ``History.history`` and ``evaluate``'s dict; defaults
-            to the registered name (``accuracy``).
+            to the registered name (``accuracy``), or, given to ``compile`` by a
+            string, to that string (``"acc"``), as in Keras.
 
     Attributes:
         scalar: ``True`` when ``result()`` is a number. A metric whose result
@@ -352,7 +353,7 @@ class FunctionMetric(Metric):
     @property
     def serialized_name(self) -> str:
         """What a saved compile config holds: the function's name (resolve it with ``custom_objects``)."""
-        return self.name
+        return getattr(self.fn, "__name__", None) or self.name
 
     def _batch(self, y_true: Any, y_pred: Any) -> np.ndarray:
         raw = self.fn(y_true, widen(y_pred))

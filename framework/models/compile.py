@@ -82,6 +82,8 @@ def compile_model(
                 if id(metric) in seen:  # one instance given twice: each use gets its own state
                     metric = copy.deepcopy(metric)
                 seen.add(id(metric))
+                if isinstance(spec, str) and getattr(metric, "_name", True) is None:
+                    metric._name = spec  # as Keras: "acc" logs as acc, "MAE" as MAE
                 # Keras: sample and class weights reach the weighted_metrics only
                 metric.sample_weighted = weighted
                 if weighted and any(m.name == metric.name and kk == k for kk, m, _ in slots):
@@ -104,21 +106,33 @@ def compile_model(
         "loss": serialize("losses", losses[0])
         if n_out == 1
         else [None if x is None else serialize("losses", x) for x in losses],
-        **{
-            label: [
-                serialize("metrics", m) for k, m, _key in slots if k == 0 and m.sample_weighted == weighted
-            ]
-            if n_out == 1
-            else [
-                [serialize("metrics", m) for k2, m, _ in slots if k2 == k and m.sample_weighted == weighted]
-                for k in range(n_out)
-            ]
-            for label, weighted in (("metrics", False), ("weighted_metrics", True))
-        },
+        "metrics": _saved_metrics(slots, n_out, weighted=False),
+        "weighted_metrics": _saved_metrics(slots, n_out, weighted=True),
         "loss_weights": None if loss_weights is None else weights,
     }
     if model.parameters():
         opt.bind(model)
+
+
+def _saved_metrics(slots: list[tuple[int, Any, str]], n_out: int, weighted: bool) -> list[Any]:
+    """The compiled metrics (or weighted metrics) as JSON data: a list, or one list per output."""
+    per_output = [
+        [_saved_metric(m) for k2, m, _ in slots if k2 == k and m.sample_weighted == weighted]
+        for k in range(n_out)
+    ]
+    return per_output[0] if n_out == 1 else per_output
+
+
+def _saved_metric(metric: Any) -> Any:
+    """``serialize("metrics", metric)`` with the name it was given, which is its log key (the
+    registry's serialisation leaves names out: an activation's does not matter, a metric's does)."""
+    saved = serialize("metrics", metric)
+    name = getattr(metric, "_name", None)
+    if not name or hasattr(metric, "serialized_name") or not isinstance(saved, (str, dict)):
+        return saved  # a function metric is saved by its function's name (resolved by custom_objects)
+    if isinstance(saved, str):
+        return {"class_name": saved, "config": {"name": name}}
+    return {**saved, "config": {**saved.get("config", {}), "name": name}}
 
 
 def _rename(metric: Any, name: str) -> None:
