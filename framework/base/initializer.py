@@ -9,6 +9,7 @@ passes the gain of its activation (see :func:`calculate_gain`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,8 @@ from framework.runtime.random import get_rng
 
 __all__ = ["Initializer", "compute_fans", "calculate_gain", "ones", "skip_initialization"]
 
-_skip_depth = 0
+#: per thread (a ContextVar): a model built in another thread while one loads gets its real values
+_SKIPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_initialization", default=False)
 
 
 @contextlib.contextmanager
@@ -33,12 +35,11 @@ def skip_initialization() -> Iterator[None]:
     sampling millions of random values first would only cost time and advance
     the global generator.
     """
-    global _skip_depth
-    _skip_depth += 1
+    token = _SKIPPING.set(True)
     try:
         yield
     finally:
-        _skip_depth -= 1
+        _SKIPPING.reset(token)
 
 
 def ones(shape: Any, dtype: Any = None) -> np.ndarray:
@@ -49,7 +50,7 @@ def ones(shape: Any, dtype: Any = None) -> np.ndarray:
     no memory until read into, so a config declaring huge sizes is refused by
     the load's byte budget (:mod:`framework.base.allocation`) before it is paid for.
     """
-    return np.zeros(shape, dtype) if _skip_depth else np.ones(shape, dtype)
+    return np.zeros(shape, dtype) if _SKIPPING.get() else np.ones(shape, dtype)
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -174,7 +175,7 @@ class Initializer(Configurable):
                 f"got {rng!r}"
             )
         resolved = resolve_dtype(dtype)
-        if _skip_depth:
+        if _SKIPPING.get():
             return np.zeros(shape, dtype=resolved)
         values = self.sample(shape, rng if rng is not None else get_rng(), gain)
         return np.asarray(values, dtype=resolved)

@@ -5,9 +5,10 @@ and gives each its flag back after. Two such blocks may overlap: nested in one
 thread, or in two threads calling ``predict`` on one model that calls its
 children by hand. Each block saving the flags it found and restoring them
 would let the block that ends first put back the other's temporary ``False``
-for good. Here the flags are saved by the first block to enter and restored
-by the last to leave; in between, the mode of the innermost block still open
-is the one set.
+for good. Here each layer's flag is saved by the first block over it to enter
+and restored by the last to leave (a block on a model and one on a model
+nested in it share the nested layers); in between, the mode of the latest
+block still open is the one set.
 """
 
 from __future__ import annotations
@@ -23,29 +24,31 @@ if TYPE_CHECKING:
 __all__ = ["temporary_mode"]
 
 _LOCK = threading.Lock()
-#: per root layer (by id): the flags found by the first block, and the open blocks as (token, mode)
-_OPEN: dict[int, tuple[list[tuple[Layer, bool]], list[tuple[object, bool]]]] = {}
+#: per layer (by id): the layer, the flag found by the first block over it, and the open blocks
+#: over it as (token, mode); per layer rather than per root, so a block on a model and one on a
+#: model nested in it share the nested layers' saved flags
+_OPEN: dict[int, tuple[Layer, bool, list[tuple[object, bool]]]] = {}
 
 
 @contextlib.contextmanager
 def temporary_mode(root: Layer, training: bool) -> Iterator[None]:
     """``root`` and every layer under it in ``training`` mode for the block (see the module docstring)."""
     token = object()
+    layers = list(root.modules())
     with _LOCK:
-        entry = _OPEN.get(id(root))
-        if entry is None:
-            entry = _OPEN[id(root)] = ([(layer, layer.training) for layer in root.modules()], [])
-        entry[1].append((token, training))
+        for layer in layers:
+            entry = _OPEN.setdefault(id(layer), (layer, layer.training, []))
+            entry[2].append((token, training))
         root.train(training)
     try:
         yield
     finally:
         with _LOCK:
-            saved, blocks = entry
-            blocks[:] = [block for block in blocks if block[0] is not token]
-            if blocks:
-                root.train(blocks[-1][1])
-            else:
-                del _OPEN[id(root)]
-                for layer, flag in saved:
-                    layer.training = flag
+            for layer in layers:
+                _, saved, blocks = _OPEN[id(layer)]
+                blocks[:] = [block for block in blocks if block[0] is not token]
+                if blocks:
+                    layer.training = blocks[-1][1]
+                else:
+                    del _OPEN[id(layer)]
+                    layer.training = saved

@@ -139,7 +139,10 @@ class Schedule(Configurable):
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__(step)")
 
     def _step(self, step: Any) -> int:
-        """``step`` as a plain ``int >= 0`` (:func:`check_step_count`), naming this schedule if not."""
+        """``step`` as a plain ``int >= 0`` (:func:`check_step_count`), naming this schedule if not;
+        a whole float (``3.0``) is taken, as Keras takes it."""
+        if isinstance(step, (float, np.floating)) and math.isfinite(step) and float(step).is_integer():
+            step = int(step)
         return check_step_count(f"{type(self).__name__}: step", step)
 
     def __eq__(self, other: object) -> bool:

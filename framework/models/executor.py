@@ -21,7 +21,7 @@ from framework.base.layer import Layer, format_shape, takes_context
 from framework.errors import ConfigError, DataError, NotBuiltError, ShapeError
 from framework.models import layouts
 from framework.models.graph import InputLayer, Node, SymbolicTensor
-from framework.models.placeholders import Slot, declared, extras, filled, slotted
+from framework.models.placeholders import Slot, accepts_integers, extras, filled, input_kinds, slotted
 from framework.models.reorder import pool_first
 
 __all__ = [
@@ -95,10 +95,6 @@ def auto_named(layer: Layer) -> bool:
     """Whether ``layer``'s name is the one a model gave it (not one the user set or assigned since)."""
     given = getattr(layer, "_framework_auto_name", None)
     return given is True or (isinstance(given, str) and given == layer.name)
-
-
-def accepts_integers(layer: Layer) -> bool:
-    return bool(getattr(layer, "accepts_integer_input", False))
 
 
 class GraphExecutor:
@@ -211,25 +207,7 @@ class GraphExecutor:
         self.with_placeholders = {
             i for i, entry in enumerate(self.plan) if any(isinstance(a, Slot) for a in extras(entry))
         }
-        consumers: dict[int, list[Layer]] = {}
-        for node in order:
-            for t in node.inputs:
-                consumers.setdefault(id(t), []).append(node.layer)
-        self.integer_inputs = [
-            bool(consumers.get(id(t))) and all(accepts_integers(c) for c in consumers[id(t)])
-            for t in self.inputs
-        ]
-        #: per input, the bool or integer dtype it is declared with (cast to it), else None
-        self.declared: list[np.dtype | None] = [declared(t) for t in self.inputs]
-        for t, kind in zip(self.inputs, self.declared):
-            takers = [c for c in consumers.get(id(t), []) if not accepts_integers(c)]
-            if kind is not None and takers:
-                raise ConfigError(
-                    f"Model {owner!r}: Input {t.node.layer.name or '(unnamed)'!r} is declared {kind.name}, "
-                    f"but is the input of {takers[0].describe()}, which computes in floating point; a "
-                    "bool or integer Input is a call argument (a mask) or feeds a layer that takes "
-                    "integers (Embedding)"
-                )
+        self.integer_inputs, self.declared = input_kinds(self.inputs, order, owner)
 
     def _layout_plan(self) -> layouts.Plan:
         """The graph's batch-last runs (:mod:`framework.models.layouts`), planned on first use."""

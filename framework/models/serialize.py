@@ -161,8 +161,10 @@ def rebuild_graph(config: dict[str, Any]) -> tuple[Any, Any]:
             progressed = True
         if not progressed:
             name, _, index, call = pending[0]
+            refs = [*call.get("args", []), *call.get("placeholders", {}).values()]
+            unknown = [r for r in refs if not isinstance(r, list) or tuple(r) not in tensors] or refs
             raise ConfigError(
-                f"model config: layer {name!r} (call {index}) is called on unknown tensors {call.get('args')}"
+                f"model config: layer {name!r} (call {index}) is called on unknown tensors {unknown}"
             )
 
     def pick(key: str) -> list[SymbolicTensor]:

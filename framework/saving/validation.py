@@ -117,6 +117,18 @@ def _forward_parameters(cls: type) -> tuple[list[inspect.Parameter], dict[str, A
     return params, hints
 
 
+def _scalar_only(hint: Any) -> bool:
+    """Whether the annotation ``hint`` admits only plain scalars (``bool``, ``int``, ``float``,
+    ``str``, a ``Literal``, or unions of them): no array can be such an argument."""
+    if hint in (bool, int, float, str):
+        return True
+    if typing.get_origin(hint) is typing.Literal:
+        return True
+    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
+        return all(arg is type(None) or _scalar_only(arg) for arg in typing.get_args(hint))
+    return False
+
+
 def _allows(value: Any, hint: Any) -> bool:
     """Whether the JSON scalar ``value`` fits the annotation ``hint`` (unknown hints: yes)."""
     if hint is inspect.Parameter.empty or hint is Any:
@@ -173,6 +185,10 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
         raise CheckpointError(
             f"{where}: layer {layer_name!r}: a call's order must be an integer >= 0, got {order!r}"
         )
+    if any(k.isdigit() and int(k) >= len(extra) for k in side):
+        raise CheckpointError(
+            f"{where}: layer {layer_name!r}: a placeholder's position is past the arguments"
+        )
     if not extra and not kwargs:
         return
     try:
@@ -192,10 +208,14 @@ def _check_call(layer_name: str, class_name: str, call: Any, where: str) -> None
             f"arguments; its forward declares {[p.name for p in positional]}"
         )
     checks = [(p.name, v) for i, (p, v) in enumerate(zip(positional, extra)) if str(i) not in side]
-    if any(k.isdigit() and int(k) >= len(extra) for k in side):
-        raise CheckpointError(
-            f"{where}: layer {layer_name!r}: a placeholder's position is past its arguments"
-        )
+    for key in side:  # an array can only stand for an argument whose declared type takes one
+        param = positional[int(key)] if key.isdigit() else named.get(key)
+        hint = hints.get(param.name, inspect.Parameter.empty) if param is not None else None
+        if hint is not None and _scalar_only(hint):
+            raise CheckpointError(
+                f"{where}: layer {layer_name!r} ({class_name}): argument {key!r} is declared "
+                f"{getattr(hint, '__name__', hint)}, which a placeholder (an array) cannot stand for"
+            )
     for key, value in kwargs.items():
         if key not in named:
             raise CheckpointError(

@@ -79,29 +79,43 @@ def _fingerprint(state: Any) -> bytes:
     return repr(state).encode()
 
 
-def _derive(generator: np.random.Generator, salt: tuple[int, ...]) -> np.random.Generator:
-    """A new generator determined by ``generator``'s current state and ``salt``, drawing nothing from it.
+def _derive(state: Any, salt: tuple[int, ...]) -> np.random.Generator:
+    """A new generator determined by a generator's ``bit_generator.state`` and ``salt``.
 
     A function of the state, which checkpoints save, and not of the seed sequence's spawn count,
     which they do not: a run resumed from a checkpoint derives the generators the uninterrupted
     run derived at that epoch.
     """
-    digest = hashlib.sha256(_fingerprint(generator.bit_generator.state)).digest()
+    digest = hashlib.sha256(_fingerprint(state)).digest()
     entropy = int.from_bytes(digest[:16], "little")
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=salt))
 
 
-def _reseed(original: Layer, replica: Layer, salt: tuple[int, ...]) -> None:
+def _generator_states(model: Layer) -> dict[tuple[int, str], Any]:
+    """``{(id(layer), attribute): bit_generator.state}`` of every generator a layer of ``model`` holds."""
+    return {
+        (id(layer), key): value.bit_generator.state
+        for layer in model.modules()
+        for key, value in vars(layer).items()
+        if isinstance(value, np.random.Generator)
+    }
+
+
+def _reseed(
+    original: Layer, replica: Layer, salt: tuple[int, ...], states: dict[tuple[int, str], Any]
+) -> None:
     """Give every generator a layer holds (a seeded Dropout's) a new one in ``replica``.
 
-    Derived from the original's, so a seeded run repeats; left as copies, the
-    replica would draw the same masks as the model.
+    Derived from the original's state at the epoch's start (``states``; its current state for a
+    generator made since), so a seeded run repeats; left as copies, the replica would draw the
+    same masks as the model.
     """
     for key, value in vars(original).items():
         if isinstance(value, np.random.Generator):
-            setattr(replica, key, _derive(value, salt))
+            state = states.get((id(original), key), value.bit_generator.state)
+            setattr(replica, key, _derive(state, salt))
     for mine, theirs in zip(original.children(), replica.children()):
-        _reseed(mine, theirs, salt)
+        _reseed(mine, theirs, salt, states)
 
 
 #: the attribute values _follow copies from the model's layers into the replicas'
@@ -161,6 +175,9 @@ class Replicas:
         self._groups: dict[int, ThreadGroup] = {}
         self._rngs: list[np.random.Generator | None] = [None]
         self._epoch = 0
+        #: the generators' states at the epoch's start (start_epoch); none outside fit
+        self._global_state: Any = None
+        self._layer_states: dict[tuple[int, str], Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._one_thread: Any = None
         self._checked = False
@@ -183,9 +200,13 @@ class Replicas:
         """Derive the replicas' generators for ``epoch`` (see the module's docstring); ``fit`` calls it
         at each epoch's start."""
         self._epoch = int(epoch)
+        # the states now, before the epoch draws its shuffle: replicas made later in the epoch (a
+        # resumed run makes them at its first batch) derive from these too
+        self._global_state = get_rng().bit_generator.state
+        self._layer_states = _generator_states(self.model)
         for k, replica in enumerate(self.copies, start=1):
-            _reseed(self.model, replica, (k, self._epoch))
-            self._rngs[k] = _derive(get_rng(), (k, self._epoch))
+            _reseed(self.model, replica, (k, self._epoch), self._layer_states)
+            self._rngs[k] = _derive(self._global_state, (k, self._epoch))
 
     def _make_copies(self, count: int) -> None:
         """Make replicas up to ``count`` of them (a batch of ``n < threads`` rows needs ``n - 1``)."""
@@ -206,11 +227,12 @@ class Replicas:
                     f"({_uncopyable(model) or 'a layer'} holds something copy.deepcopy refuses: "
                     f"{type(error).__name__}: {error}); leave threads unset for this model"
                 ) from error
-            _reseed(model, replica, (k, self._epoch))
+            _reseed(model, replica, (k, self._epoch), self._layer_states)
             self.copies.append(replica)
             self._params.append(list(zip(params, replica.parameters())))
             self._buffers.append(list(zip(buffers, replica.buffers())))
-            self._rngs.append(_derive(get_rng(), (k, self._epoch)))
+            global_state = self._global_state or get_rng().bit_generator.state
+            self._rngs.append(_derive(global_state, (k, self._epoch)))
             self._layers.append(list(zip(model.modules(), replica.modules())))
 
     def _group(self, size: int) -> ThreadGroup:
