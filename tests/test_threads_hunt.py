@@ -120,6 +120,7 @@ def _dropout_net():
 
 
 def test_resumed_fit_with_dropout_and_threads_equals_the_uninterrupted_run(float64, tmp_path):
+    pytest.importorskip("h5py")  # the checkpoint in between
     """docs/guide/reproducibility.md: k epochs + save + load + the rest == all epochs, bit for bit,
     "with shuffling and dropout on, seeded or not"; training.md: "a seeded run repeats for the same K".
     With threads=2 the replica's Dropout generator is re-spawned from the layer's seed sequence at each
@@ -139,6 +140,7 @@ def test_resumed_fit_with_dropout_and_threads_equals_the_uninterrupted_run(float
 
 
 def test_resume_guarantee_holds_on_one_thread_for_the_same_model(float64, tmp_path):
+    pytest.importorskip("h5py")  # the checkpoint in between
     """Control for the test above: the same script with threads unset is bit-identical."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 6))
