@@ -442,3 +442,24 @@ def test_default_dtype_block_in_one_thread_leaves_other_threads_alone():
     leave.set()
     worker.join()
     assert seen == [np.dtype(np.float32)]
+
+
+def test_evaluate_takes_a_metric_that_cannot_be_copied():
+    """evaluate counts on copies of the compiled metrics; a user metric holding a lock cannot be
+    deep-copied, and is then used itself (as before the copies) rather than failing evaluate."""
+    from framework.base.metric import Metric
+
+    class Locked(Metric):
+        def __init__(self, name=None):
+            super().__init__(name)
+            self.lock = threading.Lock()
+
+        def values(self, y_pred, y_true):
+            return np.abs(y_pred - y_true).mean(axis=1)
+
+    model = Sequential([Linear(3, 1)])
+    model.build((None, 3))
+    model.compile("sgd", "mse", metrics=[Locked()])
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 1), np.float32)
+    expected = float(np.abs(model.predict(x) - y).mean())
+    assert model.evaluate(x, y, verbose=0)["locked"] == pytest.approx(expected, rel=1e-6)

@@ -80,6 +80,15 @@ class Interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _own_copy(metric: Any) -> Any:
+    """A copy of ``metric`` with state of its own; the metric itself if it cannot be copied (a user
+    metric holding a lock), which then counts as before, shared by concurrent calls."""
+    try:
+        return copy.deepcopy(metric)
+    except Exception:
+        return metric
+
+
 def _update_metric(metric: Any, out: Any, y: Any, weight: Any) -> None:
     if weight is None:
         metric.update(out, y)
@@ -126,7 +135,7 @@ class Trainer:
         self.losses = model._losses
         self.weights = model._loss_weights
         slots = model._metric_slots
-        self.slots = [(k, copy.deepcopy(m), name) for k, m, name in slots] if own_metrics else slots
+        self.slots = [(k, _own_copy(m), name) for k, m, name in slots] if own_metrics else slots
         self.multi = model.multi_output
         self.optimizer = model.optimizer
         self.names = model.output_names
