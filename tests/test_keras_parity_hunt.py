@@ -22,9 +22,20 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-if keras.backend.backend() != "torch":  # another backend chosen before this module was imported
-    pytest.skip("these tests run Keras on its torch backend", allow_module_level=True)
+
+class _LazyKeras:
+    """``keras``, imported at its first use in a test (2.8 s, torch included), not when the module is
+    collected: an xdist worker that runs none of these tests does not pay for it. A test skips where
+    Keras is absent or another backend was chosen before this module was imported."""
+
+    def __getattr__(self, name: str):
+        module = pytest.importorskip("keras")
+        if module.backend.backend() != "torch":
+            pytest.skip("these tests run Keras on its torch backend")
+        return getattr(module, name)
+
+
+keras = _LazyKeras()
 
 from framework import Input, Model, Sequential  # noqa: E402
 from framework import losses as flosses  # noqa: E402
