@@ -20,6 +20,8 @@ class _SklearnMetrics:
     """``sklearn.metrics``, imported at first use (0.7 s that every xdist worker paid at collection)."""
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # pytest's collection probes module objects for these
+            raise AttributeError(name)
         import sklearn.metrics
 
         return getattr(sklearn.metrics, name)
