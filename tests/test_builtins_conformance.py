@@ -48,6 +48,12 @@ _INDICES = np.random.default_rng(0).integers(0, 10, size=(3, 5))
 _ADJACENCY = (np.random.default_rng(1).random((5, 5)) < 0.4).astype(np.float64)
 _EDGES = (np.array([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]]), None)
 
+
+def _on_adjacency(layer: Any) -> None:
+    """One ``prepare`` for both GCNConv entries on ``_ADJACENCY``: they then share one report."""
+    layer.set_graph(_ADJACENCY)
+
+
 LAYERS: dict[str, list[Spec]] = {
     # plugins.core
     "Linear": [
@@ -145,7 +151,7 @@ LAYERS: dict[str, list[Spec]] = {
     "UpSampling2d": [Spec((2, 2, 3, 2), {"scale_factor": [2, 3]})],
     # plugins.graph: the adjacency is state outside the config, set on every copy
     "GCNConv": [
-        Spec((5, 4), {"in_features": 4, "out_features": 3}, prepare=lambda lay: lay.set_graph(_ADJACENCY)),
+        Spec((5, 4), {"in_features": 4, "out_features": 3}, prepare=_on_adjacency),
         Spec(
             (5, 4),
             {"in_features": 4, "out_features": 2, "activation": "relu"},
@@ -219,9 +225,7 @@ DEFAULTS: dict[str, Spec] = {
     "ELU": Spec((4, 7)),
     "Embedding": Spec((3, 5), {"num_embeddings": 10, "embedding_dim": 4}, x=_INDICES),
     "Flatten": Spec((2, 2, 3, 3)),
-    "GCNConv": Spec(
-        (5, 4), {"in_features": 4, "out_features": 3}, prepare=lambda lay: lay.set_graph(_ADJACENCY)
-    ),
+    "GCNConv": Spec((5, 4), {"in_features": 4, "out_features": 3}, prepare=_on_adjacency),
     "GELU": Spec((4, 7)),
     "GlobalAvgPool2d": Spec((2, 3, 4, 4)),
     "GRU": Spec((5, 2, 3), {"input_size": 3, "hidden_size": 4}),

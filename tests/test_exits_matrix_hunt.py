@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import pickle
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -402,14 +403,14 @@ def _state_of_made(case: str, form: str, dtype: str) -> dict[str, Any]:
 
 
 @cache
-def _fresh_made(case: str, form: str, dtype: str) -> Any:
-    return _fresh(case, form, dtype, seed=3)[0]
+def _fresh_pickled(case: str, form: str, dtype: str) -> bytes:
+    return pickle.dumps(_fresh(case, form, dtype, seed=3)[0], pickle.HIGHEST_PROTOCOL)
 
 
 def _fresh_copy(case: str, form: str, dtype: str = "float64") -> Any:
     """A copy of the case's model freshly built with other weights (seed 3): what a load must overwrite
-    (built once, copied per use)."""
-    return copy.deepcopy(_fresh_made(case, form, dtype))
+    (built and pickled once, unpickled per use: what ``copy.deepcopy`` gives, in half the time)."""
+    return pickle.loads(_fresh_pickled(case, form, dtype))
 
 
 @contextmanager
@@ -804,19 +805,27 @@ def _float32_attributes(model: Any) -> Any:
 
 def _round_float32_attributes(model: Any) -> Any:
     """``model`` (changed in place) with its float32 ONNX attributes rounded (see ``_float32_attributes``)."""
+    for layer, attr, rounded in _float32_attribute_values(model):
+        setattr(layer, attr, rounded)
+    return model
+
+
+def _float32_attribute_values(model: Any) -> Iterator[tuple[Any, str, float]]:
+    """``(layer, attribute, value rounded to float32)`` of each float32 ONNX attribute of ``model``."""
     for layer in model.modules():
         for attr in ("negative_slope", "alpha", "eps"):
             value = getattr(layer, attr, None)
             if isinstance(value, float):
-                setattr(layer, attr, float(np.float32(value)))
-    return model
+                yield layer, attr, float(np.float32(value))
 
 
 @cache
 def _float32_attributes_outputs(case: str, form: str) -> Any:
     """``predict``'s outputs of the case's trained float64 model with its float32 ONNX attributes
-    rounded (see ``_float32_attributes``)."""
+    rounded (see ``_float32_attributes``): its own outputs where rounding changes none."""
     model, x = _made(case, form, "float64")
+    if all(getattr(layer, attr) == rounded for layer, attr, rounded in _float32_attribute_values(model)):
+        return _outputs(case, form, "float64")
     with _default("float64"):
         return _float32_attributes(model).predict(x)
 

@@ -130,10 +130,15 @@ def torch_names(model: Layer) -> dict[str, str]:
 
     The other names of tied parameters (:func:`tied_aliases`) are included.
     """
+    return _torch_names(model, model_state_keys(model), tied_aliases(model))
+
+
+def _torch_names(model: Layer, keys: list[str], aliases: dict[str, str]) -> dict[str, str]:
+    """:func:`torch_names` from ``model``'s native keys and tied aliases, already walked for."""
     children = sorted(_children(model), key=lambda row: -len(row[0]))  # longest name first
     nested: dict[int, dict[str, str]] = {}
     names: dict[str, str] = {}
-    for key in [*model_state_keys(model), *tied_aliases(model)]:
+    for key in [*keys, *aliases]:
         for native, torch, child in children:
             if key.startswith(native + "."):
                 rest = key[len(native) + 1 :]
@@ -190,10 +195,11 @@ def _count_targets(model: Layer, names: dict[str, str]) -> tuple[dict[str, Any],
     return native, torch
 
 
-def _namings(model: Layer, targets: dict[str, Any]) -> tuple[Naming, Naming]:
-    """The layer names (tied parameters under every holder's name too) and PyTorch's."""
-    names = torch_names(model)
-    aliases = tied_aliases(model)
+def _namings(
+    model: Layer, targets: dict[str, Any], names: dict[str, str], aliases: dict[str, str]
+) -> tuple[Naming, Naming]:
+    """The layer names (tied parameters under every holder's name too) and PyTorch's (``names``, from
+    :func:`torch_names`)."""
     native_counts, torch_counts = _count_targets(model, names)
     native = Naming("native", {**{key: key for key in targets}, **aliases}, native_counts)
     torch = {torch: aliases.get(key, key) for key, torch in names.items()}
@@ -215,11 +221,12 @@ def state_dict(model: Layer, format: str = "native") -> dict[str, np.ndarray]:
     if format not in KEY_FORMATS:
         raise ConfigError(f"state_dict: format must be one of {KEY_FORMATS}, got {format!r}")
     native = Layer.state_dict(model)
-    names = torch_names(model)
+    aliases = tied_aliases(model)
+    names = _torch_names(model, list(native), aliases)
     if format == "native":
         return {**native, **_tracked_counts(model, names, native=True)}
     out = {names.get(key, key): value for key, value in native.items()}
-    for alias, first in tied_aliases(model).items():  # PyTorch lists a tied weight under every holder
+    for alias, first in aliases.items():  # PyTorch lists a tied weight under every holder
         if first in native:
             out[names.get(alias, alias)] = native[first]
     out.update(_tracked_counts(model, names))
@@ -278,13 +285,14 @@ def load_state_dict(
             raise ConfigError(f"load_state_dict: keys must be strings, got {key!r}")
     targets: dict[str, Any] = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
-    torch_of = torch_names(model)
-    native, torch = namings = _namings(model, targets)
+    aliases = tied_aliases(model)
+    torch_of = _torch_names(model, list(targets), aliases)
+    native, torch = namings = _namings(model, targets, torch_of, aliases)
     chosen = choose_naming(model, list(state), namings, names, prefer)
     counts: dict[int, tuple[str, Layer, Any]] = {}  # id(layer) -> (key, layer, value)
     # first name -> every key (native or PyTorch's) naming that tied parameter
     tied: dict[str, set[str]] = {}
-    for alias, first in tied_aliases(model).items():
+    for alias, first in aliases.items():
         tied.setdefault(first, {first, torch_of.get(first, first)}).update(
             {alias, torch_of.get(alias, alias)}
         )
