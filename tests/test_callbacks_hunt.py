@@ -114,7 +114,14 @@ class FakeModel:
     def __init__(self) -> None:
         self.stop_training = False
         self.weights = -1
-        self.optimizer = SGD(learning_rate=1.0)
+        self._optimizer: SGD | None = None
+
+    @property
+    def optimizer(self) -> SGD:
+        """``SGD(learning_rate=1.0)``, made at first use: making one costs more than an EarlyStopping run."""
+        if self._optimizer is None:
+            self._optimizer = SGD(learning_rate=1.0)
+        return self._optimizer
 
     def state_dict(self):
         return {"w": np.array(self.weights)}
@@ -159,9 +166,9 @@ def random_sequences(count: int, length: int, seed: int, nan: bool = True) -> li
 @pytest.mark.parametrize("restore", [False, True])
 def test_early_stopping_matches_keras_on_random_sequences(mode, baseline, start_from_epoch, restore):
     for i, values in enumerate(random_sequences(40, 12, seed=len(mode) + start_from_epoch)):
+        base = None if baseline is None else float(np.nanmedian(values))
         for patience in (0, 1, 3):
             for min_delta in (0.0, 0.05):
-                base = None if baseline is None else float(np.nanmedian(values))
                 want = keras_early_stopping(
                     values, patience, min_delta, mode, base, start_from_epoch, restore
                 )

@@ -1074,9 +1074,10 @@ def test_float32_conv_autoencoder_and_text_cnn():
             sizes.append(s.stop - s.start)
         expected.append(_epoch_mean(losses, sizes))
     np.testing.assert_allclose(history.history["loss"], expected, **TOL32)
-    assert model.predict(x).dtype == np.float32
+    predicted = model.predict(x)
+    assert predicted.dtype == np.float32
     with torch.no_grad():
-        np.testing.assert_allclose(model.predict(x), fwd(_t(x32)).numpy(), **TOL32)
+        np.testing.assert_allclose(predicted, fwd(_t(x32)).numpy(), **TOL32)
     np.testing.assert_allclose(model.layers[3].weight.data, tt.weight.detach().numpy(), **TOL32)
 
     # the text CNN
