@@ -48,6 +48,18 @@ TIGHT = {"rtol": 1e-9, "atol": 1e-9}
 LOOSE = {"rtol": 2e-3, "atol": 2e-4}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _torch_on_one_thread():
+    """PyTorch's twins on one thread: on these small models its spare OpenMP workers only spin."""
+    if torch is None:  # the tests skip
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- torch twins of the layers that torch.nn spells differently ------------------------------
 
 if torch is not None:
@@ -146,14 +158,14 @@ class Stack:
 
 
 def _shape(stack: Stack, n: int = 2) -> tuple[int, ...]:
-    """The current output shape (without the batch axis), computed by the torch twin."""
-    seq = nn.Sequential(*stack.theirs).double().eval()
+    """The current output shape (without the batch axis), computed by the torch twin (as built, float32)."""
+    seq = nn.Sequential(*stack.theirs).eval()
     if stack.vocab is not None:
         x = torch.zeros((n, *stack.input_shape), dtype=torch.long)
     else:
-        x = torch.zeros((n, *stack.input_shape), dtype=torch.float64)
+        x = torch.zeros((n, *stack.input_shape))
         if not stack.batch_first:
-            x = torch.zeros((stack.input_shape[0], n, *stack.input_shape[1:]), dtype=torch.float64)
+            x = torch.zeros((stack.input_shape[0], n, *stack.input_shape[1:]))
     with torch.no_grad():
         return tuple(seq(x).shape[1:])
 
@@ -469,7 +481,7 @@ def make_stack(
     out = int(rng.integers(2, 5))
     framework.set_default_dtype(dtype)
     framework.set_seed(seed)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # torch.manual_seed also seeds CUDA lazily, recording the stack
     stack = FAMILIES[family](rng, out, seq_first)
     if link == "softmax":
         stack.add(L.Softmax(), nn.Softmax(dim=-1))
@@ -501,9 +513,13 @@ def make_case(
     n: int = 8,
     clip: dict | None = None,
     seq_first: bool = False,
+    made: tuple[np.random.Generator, Stack, str, str, int] | None = None,
 ) -> Case:
-    """Build a random model of ``family`` (chosen by the seed if None) and its torch twin."""
-    rng, stack, loss, optimizer, out = make_stack(seed, dtype, family, loss, optimizer, seq_first)
+    """Build a random model of ``family`` (chosen by the seed if None) and its torch twin.
+
+    ``made``: :func:`make_stack`'s result for the same arguments, just built by the caller.
+    """
+    rng, stack, loss, optimizer, out = made or make_stack(seed, dtype, family, loss, optimizer, seq_first)
     _, (loss_name, loss_kw), _, target = LOSSES[loss]
     if stack.batch_first:
         model = Sequential(list(stack.ours), input_shape=stack.input_shape)
@@ -643,12 +659,13 @@ def assert_states(ours: list[dict], theirs: list[dict], tol: dict, what: str) ->
     for epoch, (a, b) in enumerate(zip(ours, theirs)):
         assert sorted(a) == sorted(b), what
         for key in b:
-            np.testing.assert_allclose(
-                np.asarray(a[key], dtype=np.float64),
-                b[key].astype(np.float64),
-                **tol,
-                err_msg=f"{what}: {key} after epoch {epoch + 1}",
-            )
+            mine, ref = np.asarray(a[key], dtype=np.float64), b[key].astype(np.float64)
+            if mine.shape == ref.shape:  # assert_allclose's test on finite values first: a tenth of its cost
+                with np.errstate(invalid="ignore", over="ignore"):
+                    close = np.abs(mine - ref) <= tol["atol"] + tol["rtol"] * np.abs(ref)
+                if close.all() and np.isfinite(ref).all():
+                    continue
+            np.testing.assert_allclose(mine, ref, **tol, err_msg=f"{what}: {key} after epoch {epoch + 1}")
 
 
 def _tol(dtype: Any) -> dict:
@@ -718,10 +735,11 @@ def test_fit_matches_torch_float64(seed):
     """Per-epoch History loss and every weight / buffer after each epoch equal torch's, 1e-9."""
     rng = np.random.default_rng(seed + 10_000)
     n, batch_size = int(rng.integers(5, 12)), int(rng.choice([1, 3, 4, 16]))
-    if "BatchNorm" in repr(make_stack(seed)[1].desc):  # one sample per channel: refused, as torch does
+    made = make_stack(seed)
+    if "BatchNorm" in repr(made[1].desc):  # one sample per channel: refused, as torch does
         batch_size = max(batch_size, 2)
         n += n % batch_size == 1
-    case = make_case(seed, np.float64, n=n)
+    case = make_case(seed, np.float64, n=n, made=made)
     ours = fit_with_states(case, 3, batch_size)
     theirs = torch_train(case, 3, batch_size)
     np.testing.assert_allclose(ours[0], theirs[0], **TIGHT, err_msg="History loss")
