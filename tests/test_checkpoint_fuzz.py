@@ -32,22 +32,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import opened_paths
 
 import framework
 from framework import FrameworkError, Input, Model, Sequential, load_model
 from framework.layers import LSTM, BatchNorm, Conv2d, Flatten, Linear, MaxPool2d, ReLU
 
 h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install -e '.[dev]')")
-
-_OPENED: list[str] | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        _OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
 
 
 def _models() -> dict[str, tuple[Model, np.ndarray, np.ndarray]]:
@@ -157,7 +148,6 @@ def run_fuzz(
     replayed alone; ``report(i, kind, outcome)`` is told each outcome as it happens.
     ``sources`` are the files of :func:`_sources` if they are already written.
     """
-    global _OPENED
     sources = _sources(folder) if sources is None else sources
     outcomes: collections.Counter = collections.Counter()
     target = folder / "mutant.h5"
@@ -167,11 +157,10 @@ def run_fuzz(
         source = sources[i % len(sources)]
         kind = _mutate(source, target, np.random.default_rng([seed, i]))
         outcomes[f"input:{kind}"] += 1
-        _OPENED = []
         start = time.perf_counter()
         faulthandler.dump_traceback_later(30, exit=True)  # a hang inside libhdf5 cannot be interrupted
         try:
-            with warnings.catch_warnings():
+            with opened_paths() as opened, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 load_model(target)
             outcome = "loaded"
@@ -183,7 +172,6 @@ def run_fuzz(
             ) from exc
         finally:
             faulthandler.cancel_dump_traceback_later()
-            opened, _OPENED = _OPENED, None
         outcomes[outcome] += 1
         elapsed = time.perf_counter() - start
         assert elapsed < 5, f"mutant {i} ({kind} of {source.name}) took {elapsed:.1f} s"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import subprocess_env
+from support import opened_paths, subprocess_env
 
 import framework
 from framework import CheckpointError, Input, Model, Sequential, load_model
@@ -32,15 +32,6 @@ from framework.layers import LSTM, BatchNorm, Linear
 
 h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install -e '.[dev]')")
 
-_OPENED: list[str] | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _OPENED is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-        _OPENED.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
 
 _WATCHER = textwrap.dedent(
     """
@@ -64,7 +55,6 @@ _WATCHER = textwrap.dedent(
 @contextmanager
 def _watched(marker: Path) -> Iterator[list[str]]:
     """Turn ``marker`` into a FIFO; yield the Python-level opens; fail if anything opened the FIFO."""
-    global _OPENED
     if marker.exists():
         marker.unlink()
     os.mkfifo(marker)
@@ -72,11 +62,10 @@ def _watched(marker: Path) -> Iterator[list[str]]:
     proc = subprocess.Popen([sys.executable, "-c", _WATCHER, str(marker), str(flag), str(stop)])
     while not Path(str(stop) + ".ready").exists():
         time.sleep(0.005)
-    _OPENED = []
     try:
-        yield _OPENED
+        with opened_paths() as opened:
+            yield opened
     finally:
-        opened, _OPENED = _OPENED, None
         stop.touch()
         proc.wait(timeout=30)
     assert not flag.exists(), f"{marker} was opened while loading"

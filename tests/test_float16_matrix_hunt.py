@@ -177,16 +177,24 @@ def test_float16_layer_stays_float16_and_matches_float64() -> None:
     _each_layer(_check_float16_layer_stays_float16_and_matches_float64, NAMES, "float32")
 
 
-def _stochastic_names() -> list[str]:
-    found = []
+def _layer_groups() -> tuple[list[str], list[str], list[str]]:
+    """The stochastic layers; those of a single input; those of a single input with parameters.
+
+    Each layer is built once (in float32) for the three: they parametrize the tests below and in 4.
+    """
+    stochastic, single, with_params = [], [], []
     for name in NAMES:
         layer, x = _built(name, "float32")
-        if _stochastic(layer, x):
-            found.append(name)
-    return found
+        if _stochastic(layer, x):  # runs copies of ``layer``
+            stochastic.append(name)
+        if not isinstance(x, list):
+            single.append(name)
+            if layer.parameters():
+                with_params.append(name)
+    return stochastic, single, with_params
 
 
-STOCHASTIC = _stochastic_names()
+STOCHASTIC, SINGLE, WITH_PARAMS = _layer_groups()
 
 
 def test_the_stochastic_layers_are_found() -> None:
@@ -531,13 +539,12 @@ def test_float16_reduction_matches_float64(case: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # an overflow in a float16 sum or square
         framework.set_default_dtype("float16")
-        half.train(spec.training).forward(x16)  # builds (weights drawn), first call
+        first = half.train(spec.training).forward(x16)  # builds (weights drawn); gives the outputs' shapes
         framework.set_default_dtype("float32")
         half = copy.deepcopy(_stress_reset(half))
-        probe = twin.eval().forward(x64)  # builds (its state is replaced below); gives the outputs' shapes
-        twin.load_state_dict(half.state_dict())
+        twin.load_state_dict(half.state_dict())  # each stress layer makes its weights in its constructor
         twin = _stress_reset(twin)
-        grads = _grads_for(probe, bias=spec.bias)
+        grads = _grads_for(first, bias=spec.bias)
         got = _run(half, x16, grads, spec.training)
     ref = _run(twin, x64, grads, spec.training)
     problems = _close(got["out"], ref["out"], spec.tol, "output")
@@ -635,13 +642,6 @@ def test_float16_synced_batchnorm_path_computes_in_float32(name: str, monkeypatc
 # -- 4. mixed dtypes: cast once at the model's edge; a layer keeps its own dtype -----------------
 
 
-def _single_input(name: str) -> bool:
-    return not isinstance(_built(name, "float32")[1], list)
-
-
-SINGLE = [n for n in NAMES if _single_input(n)]
-
-
 @pytest.mark.parametrize("name", SINGLE)
 @pytest.mark.parametrize("fed", ["float16", "float64"])
 def test_float32_model_casts_other_float_inputs_at_its_edge(name: str, fed: str) -> None:
@@ -659,9 +659,6 @@ def test_float32_model_casts_other_float_inputs_at_its_edge(name: str, fed: str)
         for a, b in zip(got, ref):
             assert a.dtype == np.float32, f"{call} gave {a.dtype}"
             np.testing.assert_array_equal(a, b)
-
-
-WITH_PARAMS = [n for n in SINGLE if _built(n, "float32")[0].parameters()]
 
 
 @pytest.mark.parametrize("name", WITH_PARAMS)

@@ -9,12 +9,15 @@ HDF5 files, bad safetensors / state dicts).
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from support import opened_paths
 
 import framework
 from framework import FrameworkError, Input, Model, Sequential, layers, load_model
@@ -554,6 +557,27 @@ def test_layer_training_resumed_from_checkpoint_equals_uninterrupted(
         assert np.allclose(wa[k], wc[k], rtol=0, atol=1e-12), f"{name}: {k} diverges after resume"
 
 
+#: (layer name, id of its spec) -> the source model of the weights-file round trips and its input
+_SOURCES: dict[tuple[str, int], tuple[Model, Any]] = {}
+
+
+def _weights_source(name: str, spec: Any) -> tuple[Model, Any]:
+    """A copy of the source model (trained, every float array off a fresh model's) and of its input,
+    built once per spec."""
+    key = (name, id(spec))
+    if key not in _SOURCES:
+        framework.set_seed(3)
+        src, x = _model_of(name, spec)
+        for _ in range(2):
+            src(x, training=True)
+        # make every array distinct from a fresh model's (buffers too)
+        for arr in src.state_dict().values():
+            if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
+                arr += 0.125
+        _SOURCES[key] = (src, x)
+    return copy.deepcopy(_SOURCES[key])
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "npz", "h5", "torch-dict", "native-dict"])
 @pytest.mark.parametrize(("name", "spec"), _cases())
 def test_layer_weights_file_round_trip_is_bitwise(name: str, spec: Any, fmt: str, tmp_path: Path) -> None:
@@ -561,14 +585,7 @@ def test_layer_weights_file_round_trip_is_bitwise(name: str, spec: Any, fmt: str
         pytest.fail(f"registered layer {name!r} has no NON_DEFAULT entry")
     if fmt == "safetensors":
         pytest.importorskip("safetensors")
-    framework.set_seed(3)
-    src, x = _model_of(name, spec)
-    for _ in range(2):
-        src(x, training=True)
-    # make every array distinct from a fresh model's (buffers too)
-    for arr in src.state_dict().values():
-        if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
-            arr += 0.125
+    src, x = _weights_source(name, spec)
     framework.set_seed(4)
     dst, _ = _model_of(name, spec)
     if fmt in ("safetensors", "npz", "h5"):
@@ -676,12 +693,20 @@ def _small_model() -> Sequential:
 _X = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
 
 
-@pytest.fixture
-def saved_small(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def saved_small_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The checkpoint of ``_small_model`` trained two epochs, saved once (each test edits its own copy)."""
     model = _small_model()
     model.fit(_X, np.zeros((8, 2), np.float32), epochs=2, batch_size=4, shuffle=False, verbose=0)
-    path = tmp_path / "small.h5"
+    path = tmp_path_factory.mktemp("small") / "small.h5"
     model.save(path)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def saved_small(tmp_path: Path, saved_small_bytes: bytes) -> Path:
+    path = tmp_path / "small.h5"
+    path.write_bytes(saved_small_bytes)
     return path
 
 
@@ -798,8 +823,6 @@ _WEIGHT_LEVEL = {
 def test_checkpoint_pointing_at_another_file_never_opens_it(
     kind: str, saved_small: Path, tmp_path: Path
 ) -> None:
-    import sys
-
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as handle:
         handle["w"] = np.ones((4, 3), np.float32)
@@ -815,17 +838,8 @@ def test_checkpoint_pointing_at_another_file_never_opens_it(
             layout = h5py.VirtualLayout(shape=(4, 3), dtype="f4")
             layout[:] = h5py.VirtualSource(str(other), "w", shape=(4, 3))
             handle.create_virtual_dataset(_W, layout)
-    opened: list[str] = []
-
-    def hook(event: str, args: Any) -> None:
-        if event == "open" and args and isinstance(args[0], (str, bytes)):
-            opened.append(str(args[0]))
-
-    sys.addaudithook(hook)  # cannot be removed; it only records
-    before = len(opened)
-    with pytest.raises(FrameworkError):
+    with opened_paths() as seen, pytest.raises(FrameworkError):
         load_model(saved_small)
-    seen = opened[before:]
     assert not any("other.h5" in p or "raw.bin" in p for p in seen), seen
 
 
@@ -859,7 +873,6 @@ def test_max_bytes_bounds_memory_before_the_config_is_built(tmp_path: Path) -> N
     """A 2 KB file whose config says BatchNorm(50_000_000) makes load_model(max_bytes=1 MB) fill
     hundreds of MB (ones for weight and running_var) before any size check; 100x that is an OOM."""
     import subprocess
-    import sys
 
     out = subprocess.run(
         [sys.executable, "-c", _ALLOC_SCRIPT, str(tmp_path / "bomb.h5")],
