@@ -61,10 +61,20 @@ try:
     import torch
 except ImportError:
     torch = None
-try:
-    from scipy import stats
-except ImportError:
-    stats = None
+
+
+class _LazyStats:
+    """``scipy.stats``, imported at its first use in a test (0.4 s), not at every worker's collection."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # pytest's collection probes module objects for these
+            raise AttributeError(name)
+        from scipy import stats
+
+        return getattr(stats, name)
+
+
+stats = _LazyStats()
 
 #: KS tests: fixed seeds make every p-value a constant; this threshold only guards against a wrong law.
 P_MIN = 1e-3

@@ -39,9 +39,10 @@ def tracked_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
     or ``train()`` / ``eval()``.
     """
     for key, value in list(vars(obj).items()):
-        if isinstance(value, _PLAIN):  # numbers, strings, arrays: never a layer or a Parameter
+        kind = type(value)
+        if kind in _PLAIN_TYPES or isinstance(value, _PLAIN):  # numbers, strings, arrays: never a layer
             continue
-        if isinstance(value, (list, tuple, dict)):
+        if kind in _CONTAINER_TYPES or isinstance(value, (list, tuple, dict)):
             yield from _items(key, value, 1)
         else:
             yield key, value
@@ -49,15 +50,21 @@ def tracked_attributes(obj: Any) -> Iterator[tuple[str, Any]]:
 
 #: Values inside a container that are never a layer, Parameter or container: skipped unnamed.
 _PLAIN = (int, float, complex, str, bytes, type(None), np.ndarray, np.generic)
+#: The commonest of those types and of the containers, tried first by a set lookup: the walks run for
+#: every layer at every ``parameters()``, ``state_dict()`` or save, and ``isinstance`` against a tuple of
+#: types costs several times a lookup (subclasses still go through ``isinstance``).
+_PLAIN_TYPES = frozenset({int, float, bool, str, bytes, type(None), np.ndarray, np.float32, np.float64})
+_CONTAINER_TYPES = frozenset({list, tuple, dict})
 
 
 def _items(name: str, container: Any, depth: int) -> Iterator[tuple[str, Any]]:
     pairs = container.items() if isinstance(container, dict) else enumerate(container)
     for key, value in list(pairs):
-        if isinstance(value, _PLAIN):  # a shape's sizes, a config's numbers: nothing to find (hot path)
+        kind = type(value)
+        if kind in _PLAIN_TYPES or isinstance(value, _PLAIN):  # a shape's sizes, a config's numbers
             continue
         dotted = f"{name}.{key}"
-        if isinstance(value, (list, tuple, dict)):
+        if kind in _CONTAINER_TYPES or isinstance(value, (list, tuple, dict)):
             if depth < _MAX_NESTING:
                 yield from _items(dotted, value, depth + 1)
         else:
@@ -172,6 +179,8 @@ class LayerState:
         layer at every ``parameters()``, ``state_dict()`` or save.
         """
         for key, value in list(vars(self).items()):
+            if type(value) in _PLAIN_TYPES:
+                continue
             if isinstance(value, kind):
                 if id(value) not in seen:
                     seen.add(id(value))
