@@ -7,8 +7,12 @@ The executors hand each call's mode to every layer on its context; children a
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from support import subprocess_env
 
 import framework
 from framework import Model, Sequential
@@ -81,3 +85,51 @@ def test_train_on_batch_trains_the_children_and_gives_their_flags_back(float64):
     net.train_on_batch(x[:16], y[:16])
     assert net.bn.num_batches_tracked == 1  # batch statistics: training mode for the step
     assert not net.bn.training and not net.training
+
+
+_FRESH_PROCESS = """
+import numpy as np
+import framework
+from framework import Model, Sequential, layers
+from framework.base.calling import older_form_defined
+from framework.layers import Dropout, Linear
+
+layers.names()  # every built-in layer's class defined: all take the call's context
+assert not older_form_defined(), "a built-in layer class has an older-form forward(x)"
+x = np.random.default_rng(0).standard_normal((64, 4))
+net = Sequential([Linear(4, 8), Dropout(0.5), Linear(8, 3)])
+a, b = net(x, training=False), net(x, training=False)
+assert np.array_equal(a, b), "training=False ran dropout"
+assert not np.array_equal(net(x, training=True), a), "training=True skipped dropout"
+assert net.layers[1].training
+
+
+class ByHand(Model):
+    def __init__(self):
+        super().__init__()
+        self.a, self.drop, self.b = Linear(4, 8), Dropout(0.5), Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.drop(self.a(x)))
+
+
+assert older_form_defined()
+hand = ByHand()
+hand.build((None, 4))
+a, b = hand(x, training=False), hand(x, training=False)
+assert np.array_equal(a, b), "training=False ran the dropout called by hand"
+assert hand.drop.training, "the child's own flag was not given back"
+print("OK")
+"""
+
+
+def test_a_call_walks_its_layers_for_the_older_form_only_once_one_exists() -> None:
+    """``layer(x, training=...)`` sets every flag for the call only when an older-form layer may be in it.
+
+    In a fresh process no such class exists (the built-ins all take the context), so calls skip the walk
+    (20-110 us a call); once one is defined, its children called by hand run in the call's mode.
+    """
+    command = [sys.executable, "-c", _FRESH_PROCESS]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=subprocess_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "OK"

@@ -378,3 +378,19 @@ def _adapted_backward(
 def takes_context(layer: Layer) -> bool:
     """Whether ``layer``'s ``forward`` is written in the context form (``forward(ctx, x)``)."""
     return bool(getattr(type(layer), "_ctx_style", True))
+
+
+#: Whether a layer class with an older-form ``forward(x)`` has been defined in this process.
+_older_form_defined = False
+
+
+def note_older_form() -> None:
+    """Record that a layer class with an older-form ``forward(x)`` exists (``Layer.__init_subclass__``)."""
+    global _older_form_defined
+    _older_form_defined = True
+
+
+def older_form_defined() -> bool:
+    """Whether any layer class of this process has an older-form ``forward(x)``; until one does, every
+    layer takes its call's context, so no call needs to walk its layers to find one."""
+    return _older_form_defined

@@ -45,6 +45,8 @@ from framework.base.calling import (
     check_training,
     format_shape,
     matches,
+    note_older_form,
+    older_form_defined,
     takes_context,
     takes_ctx,
     wrap_backward,
@@ -142,6 +144,8 @@ class Layer(LayerState, Configurable):
             if fn is not None and not getattr(fn, "_framework_checked", False):
                 if method == "forward":
                     cls._ctx_style = takes_ctx(fn)
+                    if not cls._ctx_style:
+                        note_older_form()
                 setattr(cls, method, wrap(fn))
 
     def __init__(self, *, name: str | None = None) -> None:
@@ -225,7 +229,9 @@ class Layer(LayerState, Configurable):
         their own flags, so ``layer(x, training=False)`` sets every flag for the
         call (and back after); a context-form call carries its mode on ``ctx``.
         """
-        if training is None or all(takes_context(layer) for layer in self.modules()):
+        if training is None or not older_form_defined():
+            return contextlib.nullcontext()
+        if all(takes_context(layer) for layer in self.modules()):  # 20-110 us a call: only when needed
             return contextlib.nullcontext()
         return self.mode(training)
 
