@@ -261,3 +261,21 @@ def opened_paths() -> Iterator[list[str]]:
         yield log
     finally:
         _OPEN_LOGS.remove(log)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def torch_on_one_thread() -> Iterator[None]:
+    """PyTorch on one thread for the module that imports this fixture (autouse there), restored after.
+
+    Its references run on small tensors, where its spare OpenMP workers only spin against NumPy's
+    BLAS (xdist workers already start with one thread, see conftest.py; a file run alone does not).
+    """
+    if importlib.util.find_spec("torch") is None:  # the tests that need it skip
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

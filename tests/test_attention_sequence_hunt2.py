@@ -32,7 +32,7 @@ import functools
 
 import numpy as np
 import pytest
-from support import requires_torch
+from support import requires_torch, torch_on_one_thread  # noqa: F401  (an autouse fixture)
 
 import framework
 from framework import Input, Model
@@ -54,18 +54,6 @@ pytestmark = [
 ]
 
 RTOL, ATOL = 1e-8, 1e-9
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _torch_on_one_thread():
-    """PyTorch's reference on one thread: on these tiny tensors its spare OpenMP workers only spin."""
-    if torch is None:  # the tests skip
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def close(ours, theirs, what=""):

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_torch
+from support import requires_torch, torch_on_one_thread  # noqa: F401  (an autouse fixture)
 
 import plugins.conv_base as conv_base
 from framework.base.context import Context
@@ -58,18 +58,6 @@ BIG = 10**9
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _torch_on_one_thread():
-    """PyTorch's reference on one thread: its spinning OpenMP workers would compete with NumPy's BLAS."""
-    if torch is None:  # the tests that need it skip
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def close(ours: Any, ref: Any, dtype: np.dtype, what: str, slack: float = 0.0) -> None:

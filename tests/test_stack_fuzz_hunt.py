@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import requires_torch
+from support import requires_torch, torch_on_one_thread  # noqa: F401  (an autouse fixture)
 
 import framework
 import framework.layers as L
@@ -46,18 +46,6 @@ pytestmark = [requires_torch, pytest.mark.filterwarnings("ignore:Using padding='
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-9}
 LOOSE = {"rtol": 2e-3, "atol": 2e-4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _torch_on_one_thread():
-    """PyTorch's twins on one thread: on these small models its spare OpenMP workers only spin."""
-    if torch is None:  # the tests skip
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- torch twins of the layers that torch.nn spells differently ------------------------------
