@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from framework.errors import ConfigError
 
-__all__ = ["Configurable"]
+__all__ = ["Configurable", "takes_name"]
+
+
+def takes_name(cls: type, *, unreadable: bool) -> bool:
+    """Whether ``cls(name=...)`` is accepted: its constructor has a ``name`` parameter or ``**kwargs``.
+
+    ``unreadable`` is the answer when the signature cannot be read (a builtin, a C extension).
+    """
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return unreadable
+    return any(p.name == "name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 class Configurable:

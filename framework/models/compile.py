@@ -19,13 +19,13 @@ probabilities), so ``accuracy`` thresholds at the right place.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from framework.base.config import takes_name
 from framework.base.loss import check_output_pairing
 from framework.errors import ConfigError, NotCompiledError
 from framework.registry.namespace import serialize
@@ -131,20 +131,11 @@ def _saved_metric(metric: Any) -> Any:
     name = getattr(metric, "_name", None)
     if not name or hasattr(metric, "serialized_name") or not isinstance(saved, (str, dict)):
         return saved  # a function metric is saved by its function's name (resolved by custom_objects)
-    if not _takes_name(type(metric)):
+    if not takes_name(type(metric), unreadable=False):
         return saved  # its constructor cannot take the name: the rebuild names it (weighted_ prefix)
     if isinstance(saved, str):
         return {"class_name": saved, "config": {"name": name}}
     return {**saved, "config": {**saved.get("config", {}), "name": name}}
-
-
-def _takes_name(cls: type) -> bool:
-    """Whether ``cls(name=...)`` is accepted: a ``name`` parameter or ``**kwargs``."""
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _rename(metric: Any, name: str) -> None:

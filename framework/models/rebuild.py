@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from framework.base.calling import check_name
-from framework.base.config import Configurable
+from framework.base.config import Configurable, takes_name
 from framework.base.layer import Layer
 from framework.errors import ConfigError
 from framework.models.model import Model
@@ -31,15 +31,6 @@ def _plain_from_config(cls: type) -> bool:
     method = getattr(getattr(cls, "from_config", None), "__func__", None)
     plain = (vars(Configurable)["from_config"].__func__, vars(Model)["from_config"].__func__)
     return method in plain
-
-
-def _takes_name(cls: type) -> bool:
-    """Whether ``cls``'s constructor takes a ``name`` argument (or any keyword)."""
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.name == "name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def check_rebuildable(layer: Layer, config: dict[str, Any]) -> None:
@@ -65,7 +56,7 @@ def check_rebuildable(layer: Layer, config: dict[str, Any]) -> None:
     cls = type(layer)
     if not _plain_from_config(cls):
         return
-    args = {k: v for k, v in config.items() if k != "name" or _takes_name(cls)}
+    args = {k: v for k, v in config.items() if k != "name" or takes_name(cls, unreadable=True)}
     try:
         inspect.signature(cls).bind(**args)
     except (TypeError, ValueError) as exc:
@@ -93,7 +84,7 @@ def rebuild_class(cls: type, config: dict[str, Any]) -> Any:
         ConfigError: the constructor cannot take ``config`` (naming the class and the config).
     """
     _check_flags(cls, config)
-    if _plain_from_config(cls) and "name" in config and not _takes_name(cls):
+    if _plain_from_config(cls) and "name" in config and not takes_name(cls, unreadable=True):
         config = dict(config)
         name = config.pop("name")
         built = cls.from_config(config)  # type: ignore[attr-defined]
