@@ -232,8 +232,8 @@ def spy_on(
     return calls
 
 
-#: The lists :func:`opened_paths` blocks are filling, innermost last.
-_OPEN_LOGS: list[list[str]] = []
+#: The lists :func:`opened_paths` blocks are filling, innermost last; ``None`` until the hook is added.
+_OPEN_LOGS: list[list[str]] | None = None
 
 
 def _record_open(event: str, args: tuple[Any, ...]) -> None:
@@ -252,9 +252,10 @@ def opened_paths() -> Iterator[list[str]]:
     at import cost the suite about 4 s of CPU). Opens made by C libraries (libhdf5's own) raise no
     event: a test that must see those watches a FIFO too.
     """
-    if not getattr(sys, "_framework_tests_open_hook", False):
+    global _OPEN_LOGS
+    if _OPEN_LOGS is None:
+        _OPEN_LOGS = []
         sys.addaudithook(_record_open)
-        sys._framework_tests_open_hook = True  # type: ignore[attr-defined]
     log: list[str] = []
     _OPEN_LOGS.append(log)
     try:
