@@ -24,7 +24,7 @@ from framework.errors import ConfigError, NotBuiltError, ShapeError
 from framework.registry.namespace import serialize
 from framework.runtime import blas, jit
 from framework.runtime.dtype import accumulation_dtype, get_default_dtype
-from plugins import workspace
+from plugins import conv_direct, workspace
 from plugins.conv_batch_last import backward_batch_last, forward_batch_last
 from plugins.conv_geometry import check_groups, compact, to2d
 from plugins.conv_grid import backward_grid, forward_grid
@@ -219,6 +219,8 @@ class _ConvNd(_ConvBase):
         n = x.shape[0]
         oh, ow = out_hw
         kernel, stride, pads, dilation = self._geometry2d
+        if conv_direct.usable(self, x):
+            return conv_direct.forward_direct(self, ctx, x)
         # with the compiled kernels batch-last's copies are cheap: it beats the grid at any output size
         compiled = BATCH_LAST_COMPILED and jit.takes(x) and blas.num_threads() >= 2
         if not compiled and self._use_grid(x.shape, kernel, stride, pads):
@@ -260,6 +262,8 @@ class _ConvNd(_ConvBase):
                 p.add_grad(np.zeros_like(p.data))
             dtype = np.result_type(self.weight.data, g)
             return np.zeros(ctx.x_shape, dtype) if ctx.needs_input_grad else None
+        if ctx.__dict__.get("direct"):
+            return conv_direct.backward_direct(self, ctx, g, cols)
         if ctx.__dict__.get("grid"):
             return self._backward_grid(ctx, g, cols)
         if ctx.__dict__.get("batch_last"):

@@ -49,6 +49,9 @@ def status() -> list[tuple[str, str]]:
     _load_plugins()
     rows = []
     for family in jit.families():
+        if not family.ahead:
+            rows.append((family.name, "compiled at first use only (parallel kernels: not built ahead)"))
+            continue
         try:
             _, manifest_path = paths(family.name, family.source)
         except OSError:
@@ -125,7 +128,7 @@ def build(
             "the kernels compile at their first use instead"
         ) from None
     plugin_workloads = _load_plugins()
-    chosen = jit.families() if families is None else families
+    chosen = [f for f in (jit.families() if families is None else families) if f.ahead]
     _record(plugin_workloads if workloads is None else workloads, chosen, report)
     folder = machine_folder()
     written = []
@@ -240,7 +243,7 @@ def check(report: Callable[[str], None] = lambda line: None) -> list[str]:
     problems = [
         f"{family.name}: no build of its current source loaded (numba compiled its kernels)"
         for family in jit.families()
-        if not all(isinstance(k, jit.AheadKernel) for k in family().values())
+        if family.ahead and not all(isinstance(k, jit.AheadKernel) for k in family().values())
     ]
     for family_name, kernel, kinds in sorted(jit.misses, key=str):
         problems.append(f"{family_name}: kernel {kernel} has no version for {kinds}")

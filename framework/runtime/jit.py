@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -191,11 +192,14 @@ class KernelFamily:
 
     ``name`` is the build function's module and qualified name, ``source``
     the file it is defined in (an ahead-of-time build of an older version of
-    that file is not used).
+    that file is not used). ``ahead`` is ``False`` for a family numba's
+    ahead-of-time compiler cannot build (``parallel=True`` kernels): its
+    kernels always come from numba.
     """
 
-    def __init__(self, build: Callable[[Any], Family]) -> None:
+    def __init__(self, build: Callable[[Any], Family], ahead: bool = True) -> None:
         self.build = build
+        self.ahead = ahead
         self.name = f"{build.__module__}.{build.__qualname__}"
         self.source = inspect.getsourcefile(build) or ""
         self._jitted: dict[str, _FirstCalls] = {}
@@ -209,7 +213,7 @@ class KernelFamily:
         return self._kernels
 
     def _load(self) -> Family:
-        loaded = kernel_cache.load(self.name, self.source) if _ahead_on else None
+        loaded = kernel_cache.load(self.name, self.source) if _ahead_on and self.ahead else None
         if loaded is None:
             return dict(self.jitted())
         return {name: AheadKernel(name, table, self) for name, table in loaded.items()}
@@ -249,14 +253,17 @@ def families() -> list[KernelFamily]:
     return list(_families.values())
 
 
-def compiled(build: Callable[[Any], Family]) -> KernelFamily:
+def compiled(build: Callable[[Any], Family], *, ahead: bool = True) -> KernelFamily:
     """Memoise a kernel family: ``build(numba)`` returns the family's jitted functions by name.
 
     The returned :class:`KernelFamily`, called, gives the kernels by name:
     an ahead-of-time build's (:mod:`framework.runtime.ahead`) where one
     matches, numba's otherwise. numba is imported at the first call that
     needs it (never at ``import framework``); each function compiles on its
-    first call for each kind of arguments.
+    first call for each kind of arguments. ``ahead=False`` marks a family
+    that ``framework kernels build`` cannot compile (``parallel=True``
+    kernels; use it as ``compiled_at_first_use``): it is never built, and
+    its kernels always come from numba.
 
     Example:
         >>> @compiled
@@ -266,9 +273,20 @@ def compiled(build: Callable[[Any], Family]) -> KernelFamily:
         ...         out[:] = 2 * x
         ...     return {"double": double}
     """
-    family = KernelFamily(build)
+    family = KernelFamily(build, ahead)
     _families[family.name] = family
     return family
+
+
+def compiled_at_first_use(build: Callable[[Any], Family]) -> KernelFamily:
+    """:func:`compiled` for a family without an ahead-of-time build (``ahead=False``)."""
+    return compiled(build, ahead=False)
+
+
+def numba_loaded() -> bool:
+    """Whether numba is imported in this process: a family without an ahead-of-time build then costs
+    no more memory. A process that runs the kernels from a build never imports it."""
+    return "numba" in sys.modules
 
 
 Kind = Any

@@ -1,0 +1,215 @@
+"""The direct lowering of a stride-1 convolution (compiled kernels): no columns, no col2im, no transposes.
+
+Where the compiled kernels run (:func:`framework.runtime.jit.takes`), a
+``Conv2d`` of one group and stride 1 reads its taps straight from a padded
+copy of its input (:mod:`plugins.direct_kernels`) instead of gathering
+``C*kh*kw`` rows of columns for a matrix product:
+
+- forward: ``x`` is padded once into rows ``wp`` wide, and every output row
+  of the grid is a sum of shifted rows, written to NCHW with the bias;
+- backward: ``G`` is padded once by ``(kh-1)dh`` rows above and ``(kw-1)dw``
+  columns on the left. The weight gradient sums ``G``'s grid rows against the
+  input's shifted rows; the input gradient is the forward's kernel over that
+  padded ``G`` with the flipped, transposed weights (a full convolution), so
+  nothing is scattered back.
+
+The batch is cut into as many parts as NumPy's BLAS runs threads now
+(:func:`framework.runtime.blas.num_threads`; one inside ``fit(threads=K)``'s
+replicas), run on numba's threads, and each part's weight- and
+bias-gradient sums are added at the end. The padded input is kept on the
+call's context (a buffer of the thread's pool, :mod:`plugins.workspace`)
+until the backward.
+
+:func:`usable` says where this lowering runs; measured in
+``docs/benchmarks.md`` (twelfth round), maths in [the Conv2d
+maths](../maths/conv2d.md#the-direct-lowering).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from framework.base.context import Context
+from framework.runtime import blas, jit
+from plugins import direct_kernels, workspace
+from plugins.direct_kernels import LANES, OB, QB, TB, WB
+
+__all__ = ["usable", "forward_direct", "backward_direct", "DIRECT_MIN_DEPTH", "DIRECT_MAX_WASTE"]
+
+#: Rows of columns ``C*kh*kw`` the direct lowering needs: below, a block's sums are spent on too few taps.
+DIRECT_MIN_DEPTH = 64
+#: The largest ``wp / OW``: the grid computes ``wp`` positions per output row, ``OW`` of them kept.
+DIRECT_MAX_WASTE = 1.3
+
+
+def usable(layer: Any, x: np.ndarray) -> bool:
+    """Whether the direct lowering runs ``layer`` on ``x`` (NCHW): compiled kernels on for ``x`` and the
+    weight, from numba (not a process running an ahead-of-time build, which this family has not: it
+    would import numba), one group, stride 1, enough taps (``DIRECT_MIN_DEPTH``) and few wasted grid
+    columns (``DIRECT_MAX_WASTE``), and a non-empty batch."""
+    (kh, kw), stride, (_, (left, right)), (_, dw) = layer._geometry2d
+    if layer.groups != 1 or stride != (1, 1) or x.ndim != 4 or x.shape[0] == 0:
+        return False
+    if layer.in_channels * kh * kw < DIRECT_MIN_DEPTH:
+        return False
+    wp = x.shape[3] + left + right
+    if wp > DIRECT_MAX_WASTE * (wp - dw * (kw - 1)):
+        return False
+    return jit.takes(x, layer.weight.data) and jit.numba_loaded()
+
+
+def _up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The flat layouts of one input shape: sizes, tap offsets, lengths (see the module's text)."""
+
+    wp: int  # padded row width
+    oh: int
+    ow: int
+    plane: int  # values per padded input plane
+    src_len: int  # values per sample of the padded input
+    taps: np.ndarray  # (C*kh*kw,) offsets of the forward's taps
+    wtaps: np.ndarray  # (Kp,) the same, padded to a multiple of TB with offset 0
+    qlen: int  # grid positions the weight gradient sums over (a multiple of LANES)
+    gplane: int  # values per plane of the padded output gradient
+    gbase: int  # where the output gradient's grid starts in its plane
+    xtaps: np.ndarray  # (O*kh*kw,) offsets of the input gradient's taps
+    xbase: int  # where the input gradient's grid starts
+
+
+@lru_cache(maxsize=64)
+def _plan(geometry: Any, shape: tuple[int, int, int, int], out_channels: int) -> _Plan:
+    (kh, kw), _, ((top, bottom), (left, right)), (dh, dw) = geometry
+    _, c, h, w = shape
+    hp, wp = h + top + bottom, w + left + right
+    oh, ow = hp - dh * (kh - 1), wp - dw * (kw - 1)
+    plane = hp * wp
+    reach = dh * (kh - 1) * wp + dw * (kw - 1)  # the farthest tap from its grid position
+    taps = np.array(
+        [ch * plane + i * dh * wp + j * dw for ch in range(c) for i in range(kh) for j in range(kw)], np.int64
+    )
+    qlen = _up(oh * wp, LANES)
+    src_len = _up(max(c * plane, int(taps[-1]) + max(_up(oh * wp, QB), qlen)), LANES)
+    wtaps = np.zeros(_up(taps.size, TB), np.int64)
+    wtaps[: taps.size] = taps
+    xbase = top * wp + left
+    gplane = _up(max((oh + 2 * dh * (kh - 1) + 1) * wp, reach + qlen, xbase + reach + _up(h * wp, QB)), LANES)
+    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+    xtaps = np.array([o * gplane + offset for o in range(out_channels) for offset in offsets], np.int64)
+    for table in (taps, wtaps, xtaps):
+        table.flags.writeable = False
+    return _Plan(wp, oh, ow, plane, src_len, taps, wtaps, qlen, gplane, reach, xtaps, xbase)
+
+
+#: Parallel launches one at a time: numba's fallback threading layer (``workqueue``, where OpenMP is
+#: missing) aborts the process on two at once; a call that finds the lock taken runs in its own thread.
+_launch = threading.Lock()
+#: The process that first launched the parallel kernels: OpenMP's threads do not survive a fork, so a
+#: forked child runs every part in the calling thread.
+_launched_in: int | None = None
+
+
+def _bounds(n: int) -> np.ndarray:
+    """The batch of ``n`` cut into one part per BLAS thread (at most ``n``), as even as can be:
+    ``[0, ..., n]``."""
+    parts = max(1, min(blas.num_threads(), n))
+    return np.array([n * k // parts for k in range(parts + 1)], np.int64)
+
+
+@contextmanager
+def _parallel(parts: int) -> Iterator[bool]:
+    """Whether the parts run on numba's threads (held for the block), or in this thread."""
+    global _launched_in
+    pid = os.getpid()
+    if parts < 2 or (_launched_in is not None and _launched_in != pid) or not _launch.acquire(blocking=False):
+        yield False
+        return
+    try:
+        _launched_in = pid
+        yield True
+    finally:
+        _launch.release()
+
+
+def _padded_rows(matrix: np.ndarray, rows: int) -> np.ndarray:
+    """``matrix`` ``(R, K)`` with zero rows added up to ``rows``, C-contiguous."""
+    out = np.zeros((rows, matrix.shape[1]), matrix.dtype)
+    out[: matrix.shape[0]] = matrix
+    return out
+
+
+def forward_direct(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
+    """The convolution of ``x`` ``(N, C, H, W)`` by ``layer`` (see :func:`usable`), its padded input kept
+    on ``ctx`` for the backward.
+
+    Returns:
+        ``(N, O, OH, OW)``, after the layer's fused activation.
+    """
+    geometry = layer._geometry2d
+    o = layer.out_channels
+    plan = _plan(geometry, x.shape, o)
+    n = x.shape[0]
+    (top, _), (left, _) = geometry[2]
+    src = workspace.take((n, plan.src_len), x.dtype)
+    wt = _padded_rows(layer.weight.data.reshape(o, -1), _up(o, OB))
+    bias = np.zeros(o, x.dtype) if layer.bias is None else np.ascontiguousarray(layer.bias.data, x.dtype)
+    y = np.empty((n, o, plan.oh, plan.ow), x.dtype)
+    bounds = _bounds(n)
+    with _parallel(bounds.size - 1) as parallel:
+        direct_kernels.forward(
+            x, (top, left), plan.wp, plan.plane, src, wt, plan.taps, bias, y, bounds, parallel
+        )
+    if ctx.record:
+        ctx.cols, ctx.grid, ctx.direct, ctx.x_shape = src, False, True, x.shape
+    else:  # no backward follows: the padded input is spent
+        workspace.give_back(src)
+    return layer.activation_forward(ctx, layer.activation, y)
+
+
+def backward_direct(layer: Any, ctx: Context, g: np.ndarray, src: np.ndarray) -> np.ndarray | None:
+    """Parameter gradients added; ``dL/dx`` ``(N, C, H, W)`` returned, or ``None`` when the input needs none.
+
+    ``g`` is ``(N, O, OH, OW)``, after the activation's backward; ``src`` the
+    forward's padded input.
+    """
+    geometry = layer._geometry2d
+    (kh, kw), _, _, (dh, dw) = geometry
+    o, c = layer.out_channels, layer.in_channels
+    n = g.shape[0]
+    plan = _plan(geometry, ctx.x_shape, o)
+    g = np.ascontiguousarray(g, dtype=src.dtype)
+    op = _up(o, WB)
+    padded_g = workspace.take((n, op * plan.gplane), src.dtype)
+    bounds = _bounds(n)
+    parts = bounds.size - 1
+    dw_parts = np.zeros((parts, op, plan.wtaps.size), src.dtype)
+    db_parts = np.zeros((parts, o))
+    if ctx.needs_input_grad:
+        w = layer.weight.data.reshape(o, c, kh, kw)[:, :, ::-1, ::-1]
+        wx = _padded_rows(w.transpose(1, 0, 2, 3).reshape(c, -1), _up(c, OB))
+        dx = np.empty(ctx.x_shape, src.dtype)
+    else:
+        wx, dx = np.zeros((OB, 1), src.dtype), np.empty((0, c, 1, 1), src.dtype)
+    geometry_g = (dh * (kh - 1), dw * (kw - 1), plan.wp, plan.gplane, plan.gbase, plan.qlen, plan.xbase)
+    with _parallel(parts) as parallel:
+        direct_kernels.backward(
+            g, src, geometry_g, padded_g, plan.wtaps, dw_parts, db_parts, wx, plan.xtaps, dx, bounds, parallel
+        )
+    dw_t = dw_parts.sum(axis=0) if parts > 1 else dw_parts[0]
+    layer.weight.add_grad(dw_t[:o, : plan.taps.size].reshape(layer.weight.shape))
+    if layer.bias is not None:
+        layer.bias.add_grad(db_parts.sum(axis=0).astype(src.dtype))
+    workspace.give_back(padded_g)
+    workspace.give_back(src)
+    return dx if ctx.needs_input_grad else None
