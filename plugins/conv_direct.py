@@ -51,10 +51,11 @@ DIRECT_MAX_WASTE = 1.3
 
 
 def usable(layer: Any, x: np.ndarray) -> bool:
-    """Whether the direct lowering runs ``layer`` on ``x`` (NCHW): compiled kernels on for ``x`` and the
-    weight, from numba (not a process running an ahead-of-time build, which this family has not: it
-    would import numba), one group, stride 1, enough taps (``DIRECT_MIN_DEPTH``) and few wasted grid
-    columns (``DIRECT_MAX_WASTE``), and a non-empty batch."""
+    """Whether the direct lowering runs ``layer`` on ``x`` (NCHW, any memory layout: it is copied once
+    when not C-contiguous): float32 or float64 as the weight, compiled kernels on and served by numba
+    (not a process running an ahead-of-time build, which this family has not: it would import numba),
+    one group, stride 1, enough taps (``DIRECT_MIN_DEPTH``) and few wasted grid columns
+    (``DIRECT_MAX_WASTE``), and a non-empty batch."""
     (kh, kw), stride, (_, (left, right)), (_, dw) = layer._geometry2d
     if layer.groups != 1 or stride != (1, 1) or x.ndim != 4 or x.shape[0] == 0:
         return False
@@ -63,7 +64,10 @@ def usable(layer: Any, x: np.ndarray) -> bool:
     wp = x.shape[3] + left + right
     if wp > DIRECT_MAX_WASTE * (wp - dw * (kw - 1)):
         return False
-    return jit.takes(x, layer.weight.data) and jit.numba_loaded()
+    weight = layer.weight.data
+    if weight.dtype != x.dtype or not weight.flags.c_contiguous:
+        return False
+    return jit.takes(weight) and jit.numba_loaded()
 
 
 def _up(value: int, multiple: int) -> int:
@@ -160,6 +164,7 @@ def forward_direct(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
     o = layer.out_channels
     plan = _plan(geometry, x.shape, o)
     n = x.shape[0]
+    x = np.ascontiguousarray(x)
     (top, _), (left, _) = geometry[2]
     src = workspace.take((n, plan.src_len), x.dtype)
     wt = _padded_rows(layer.weight.data.reshape(o, -1), _up(o, OB))

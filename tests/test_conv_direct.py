@@ -233,7 +233,8 @@ def test_the_default_limits_take_the_benchmarked_layer_and_refuse_what_is_not_co
         monkeypatch.setattr(jit, "numba_loaded", lambda: True)
         assert conv_direct.usable(layer, x)
         assert not conv_direct.usable(layer, x.astype(np.float16))
-        assert not conv_direct.usable(layer, np.asfortranarray(x))
+        assert not conv_direct.usable(layer, x.astype(np.float64))  # not the weight's dtype
+        assert conv_direct.usable(layer, np.asfortranarray(x))  # copied once
     with jit.using(False):
         assert not conv_direct.usable(layer, x)
 

@@ -5,15 +5,16 @@ and backward with an explicit ``Context`` and compares the output, ``dL/dx`` and
 with PyTorch's in float64 (rtol 1e-10) and float32 (rtol 1e-4, atol scaled to the largest value; the
 first half of each kind of case, :func:`for_dtype`).
 
-The convolutions run each configuration under every lowering (one product per sample ``im2col``, the
-row ``grid``, ``batch_last``), forced by patching the thresholds of :mod:`plugins.conv_base`, and under
-the natural choice at one and two BLAS threads (``threadpoolctl``); a spy checks which one ran. A mode that
-runs a case through the lowering, on the thread count, of an earlier mode of its test (mostly the
-natural choice; a grouped convolution, which falls back to im2col under every forcing) checks only
-which one ran, by a forward of one sample: the thresholds only choose, the computation is the same. Each case
-also varies what the callers may hand over: non-contiguous, reversed or read-only inputs and gradients,
-``needs_input_grad=False`` (the first layer under ``fit``), ``grad_out_writable`` and a lazily zeroed
-gradient. Inputs and gradients must come back unmodified (unless ``grad_out_writable`` allows it).
+The convolutions run each configuration under every lowering (one product per sample ``im2col``, the row
+``grid``, ``batch_last``, and the compiled ``direct`` one of :mod:`plugins.conv_direct`, which needs
+numba), forced by patching the thresholds of :mod:`plugins.conv_base` and :mod:`plugins.conv_direct`, and
+under the natural choice at one and two BLAS threads (``threadpoolctl``); a spy checks which one ran. A
+mode that runs a case through the lowering, on the thread count, of an earlier mode of its test (mostly
+the natural choice; a grouped convolution, which falls back to im2col under every forcing) checks only
+which one ran, by a forward of one sample: the thresholds only choose, the computation is the same. Each
+case also varies what the callers may hand over: non-contiguous, reversed or read-only inputs and
+gradients, ``needs_input_grad=False`` (the first layer under ``fit``), ``grad_out_writable`` and a lazily
+zeroed gradient. Inputs and gradients must come back unmodified (unless ``grad_out_writable`` allows it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 from support import requires_torch, torch_on_one_thread  # noqa: F401  (an autouse fixture)
 
 import plugins.conv_base as conv_base
+import plugins.conv_direct as conv_direct
 from framework.base.context import Context
 from framework.errors import ConfigError, ShapeError
 from framework.runtime import blas, jit
@@ -236,6 +238,16 @@ FORCED = {
     },
     "batch_last": {"GRID_MIN_DEPTH": BIG, "BATCH_LAST_MIN_DEPTH": 1, "BATCH_LAST_MAX_POSITIONS": BIG},
     "natural": {},
+    "direct": {},  # where it cannot run (stride, groups): the natural choice
+}
+#: The direct lowering's limits per mode (:mod:`plugins.conv_direct`): off unless natural or forced.
+DIRECT_OFF = {"DIRECT_MIN_DEPTH": BIG}
+FORCED_DIRECT = {
+    "im2col": DIRECT_OFF,
+    "grid": DIRECT_OFF,
+    "batch_last": DIRECT_OFF,
+    "natural": {},
+    "direct": {"DIRECT_MIN_DEPTH": 0, "DIRECT_MAX_WASTE": math.inf},
 }
 
 
@@ -261,6 +273,9 @@ def lowering(name: str, threads: int):
     """Thresholds forcing ``name`` where it applies, BLAS on ``threads`` threads; yields what ran."""
     taken: list[str] = []
     grid, batch_last = conv_base._ConvNd._forward_grid, conv_base.forward_batch_last
+    direct = conv_direct.forward_direct
+    if name == "direct" and not jit.available():
+        pytest.skip("the direct lowering runs on the compiled kernels: pip install -e '.[jit]'")
 
     def spy_grid(self, ctx, x):
         taken.append("grid")
@@ -270,9 +285,22 @@ def lowering(name: str, threads: int):
         taken.append("batch_last")
         return batch_last(layer, ctx, x)
 
-    with pytest.MonkeyPatch.context() as mp, blas_threads(threads):
+    def spy_direct(layer, ctx, x):
+        taken.append("direct")
+        return direct(layer, ctx, x)
+
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        blas_threads(threads),
+        jit.using(True if name == "direct" else jit._choice),
+    ):
         for key, value in FORCED[name].items():
             mp.setattr(conv_base, key, value)
+        for key, value in FORCED_DIRECT[name].items():
+            mp.setattr(conv_direct, key, value)
+        if name == "direct":  # even beside an ahead-of-time build (which keeps it off to spare numba)
+            mp.setattr(jit, "numba_loaded", lambda: True)
+        mp.setattr(conv_direct, "forward_direct", spy_direct)
         if blas.num_threads() != threads:  # a one-core machine: the grid is still chosen as at two threads
             mp.setattr(conv_base.blas, "num_threads", lambda: threads)
         mp.setattr(conv_base._ConvNd, "_forward_grid", spy_grid)
@@ -288,7 +316,16 @@ THRESHOLDS = (
     "BATCH_LAST_MAX_POSITIONS",
     "BATCH_LAST_COMPILED",
 )
+DIRECT_THRESHOLDS = ("DIRECT_MIN_DEPTH", "DIRECT_MAX_WASTE")
 NATURAL = {key: getattr(conv_base, key) for key in THRESHOLDS}  # as shipped (read before any patch)
+NATURAL.update({key: getattr(conv_direct, key) for key in DIRECT_THRESHOLDS})
+
+
+def limits_of(mode: str) -> dict[str, Any]:
+    """The thresholds ``mode`` runs with, and whether the direct lowering may run in it (``DIRECT_ON``:
+    compiled kernels served by numba; forced on by the ``direct`` mode)."""
+    direct_on = mode == "direct" or (jit.enabled() and jit.numba_loaded())
+    return {**NATURAL, **FORCED[mode], **FORCED_DIRECT[mode], "DIRECT_ON": direct_on}
 
 
 def expected_lowering(
@@ -300,13 +337,27 @@ def expected_lowering(
 ) -> str:
     """The lowering the layer's rules pick at the current thresholds of :mod:`plugins.conv_base`
     (or at ``limits``, e.g. ``{**NATURAL, **FORCED[mode]}``); the batch size plays no part."""
-    limit = {key: getattr(conv_base, key) for key in THRESHOLDS} if limits is None else limits
+    if limits is None:
+        limit = {key: getattr(conv_base, key) for key in THRESHOLDS}
+        limit.update({key: getattr(conv_direct, key) for key in DIRECT_THRESHOLDS})
+        limit["DIRECT_ON"] = jit.enabled() and jit.numba_loaded()
+    else:
+        limit = limits
     (kh, kw), (sh, sw), pads, (dh, dw) = layer._geometry2d
     h, w = (1, x_shape[-1]) if len(x_shape) == 3 else x_shape[2:]
     depth = layer.in_channels * kh * kw
     wp = w + sum(pads[1])
     ow = (wp - dw * (kw - 1) - 1) // sw + 1
     oh = (h + sum(pads[0]) - dh * (kh - 1) - 1) // sh + 1
+    if (
+        limit["DIRECT_ON"]
+        and dtype in FLOATS
+        and layer.groups == 1
+        and (sh, sw) == (1, 1)
+        and depth >= limit["DIRECT_MIN_DEPTH"]
+        and wp <= limit["DIRECT_MAX_WASTE"] * ow
+    ):
+        return "direct"
     # with the compiled kernels on (float32 and float64 inputs), batch-last replaces the grid at 2+ threads
     compiled = limit["BATCH_LAST_COMPILED"] and jit.enabled() and threads >= 2 and dtype in FLOATS
     grid_ok = layer.groups == 1 and sw == 1 and depth >= limit["GRID_MIN_DEPTH"] and not compiled
@@ -486,6 +537,8 @@ def check_conv_case(
     assert taken == ([] if want == "im2col" else [want]), f"lowering {taken} taken, {want} expected"
     if mode in ("grid", "batch_last") and layer.groups == 1:
         assert want == mode or (mode == "grid" and layer._geometry2d[1][1] != 1), (want, mode)
+    if mode == "direct" and layer.groups == 1 and layer._geometry2d[1] == (1, 1):
+        assert want == "direct", want
     if not full:
         return want
     assert layer.output_shape((None, *x.shape[1:])) == (None, *ref[0].shape[1:]), "output_shape"
@@ -508,6 +561,8 @@ CONV_MODES = [
     ("grid", 2),
     ("batch_last", 1),
     ("batch_last", 2),
+    ("direct", 1),
+    ("direct", 2),
     ("natural", 1),
     ("natural", 2),
 ]
@@ -524,7 +579,7 @@ def repeats(case: dict[str, Any], ndim: int, modes: list) -> list[bool]:
     if key not in _REPEATS:
         layer = conv_layer(case, F64, ndim)
         shape = (case["n"], case["cin"], *case["size"])
-        runs = [(expected_lowering(layer, shape, t, {**NATURAL, **FORCED[m]}), t) for m, t in modes]
+        runs = [(expected_lowering(layer, shape, t, limits_of(m)), t) for m, t in modes]
         _REPEATS[key] = [run in runs[:i] for i, run in enumerate(runs)]
     return _REPEATS[key]
 
@@ -551,11 +606,11 @@ def run_conv_cases(
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv2d_float64_every_lowering_matches_torch(mode, threads):
     taken = run_conv_cases(CONV2D_CASES, F64, 2, mode, threads, CONV_MODES)
-    if mode in ("grid", "batch_last"):
+    if mode in ("grid", "batch_last", "direct"):
         assert taken.get(mode, 0) > len(CONV2D_CASES) // 5  # the forced lowering really ran on many cases
 
 
-CONV32_MODES = [("im2col", 1), ("grid", 2), ("batch_last", 2), ("natural", 2)]
+CONV32_MODES = [("im2col", 1), ("grid", 2), ("batch_last", 2), ("direct", 2), ("natural", 2)]
 
 
 @requires_torch
@@ -568,7 +623,7 @@ def test_conv2d_float32_every_lowering_matches_torch(mode, threads):
 @pytest.mark.parametrize("mode, threads", CONV_MODES, ids=[f"{m}-{t}thr" for m, t in CONV_MODES])
 def test_conv1d_every_lowering_matches_torch(mode, threads):
     run_conv_cases(CONV1D_CASES, F64, 1, mode, threads, CONV_MODES)
-    if mode in ("im2col", "grid", "batch_last"):
+    if mode in ("im2col", "grid", "batch_last", "direct"):
         run_conv_cases(CONV1D_CASES[:40], F32, 1, mode, threads, FORCED_MODES)
 
 
@@ -1418,7 +1473,10 @@ def test_conv2d_at_the_lowering_thresholds_matches_torch(mode, threads):
     taken = run_conv_cases(THRESHOLD_CASES, F64, 2, mode, threads, CONV_MODES)
     if mode == "natural":  # both sides of every threshold are met (compiled, batch-last replaces the grid)
         grid = threads == 2 and not (jit.enabled() and conv_base.BATCH_LAST_COMPILED)
-        assert set(taken) == ({"im2col", "batch_last", "grid"} if grid else {"im2col", "batch_last"})
+        expected = {"im2col", "batch_last", "grid"} if grid else {"im2col", "batch_last"}
+        if jit.enabled() and jit.numba_loaded():  # the direct lowering takes the stride-1 ones it may
+            expected.add("direct")
+        assert set(taken) == expected, taken
         assert min(taken.values()) >= 8, taken
 
 
@@ -1465,7 +1523,7 @@ FRESH_RUNS = [
     (*entry, mode, threads)
     for entry in FRESH
     for mode, threads in (
-        [("im2col", 1), ("grid", 2), ("batch_last", 1)]
+        [("im2col", 1), ("grid", 2), ("batch_last", 1), ("direct", 2)]
         if isinstance(entry[1], (Conv1d, Conv2d))
         else [("natural", 1)]
     )
