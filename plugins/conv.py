@@ -48,7 +48,9 @@ class Conv2d(_ConvNd):
     ``y = W.reshape(out_channels, -1) @ cols`` (a batched ``np.matmul``), which
     comes out already in NCHW order. With groups the rows of ``cols`` split
     into ``G`` contiguous blocks and the product is batched over a group axis:
-    ``(G, out/G, C/G*kh*kw) @ (N, G, C/G*kh*kw, OH*OW)``.
+    ``(G, out/G, C/G*kh*kw) @ (N, G, C/G*kh*kw, OH*OW)``. With the compiled
+    kernels (the ``[jit]`` extra), a stride-1 convolution of one group runs
+    without columns instead (:mod:`plugins.conv_direct`, the direct lowering).
 
     Args:
         in_channels: ``C``, the number of input channels.

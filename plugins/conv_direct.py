@@ -42,32 +42,49 @@ from framework.runtime import blas, jit
 from plugins import direct_kernels, workspace
 from plugins.direct_kernels import LANES, OB, QB, TB, WB
 
-__all__ = ["usable", "forward_direct", "backward_direct", "DIRECT_MIN_DEPTH", "DIRECT_MAX_WASTE"]
+__all__ = [
+    "usable",
+    "waste",
+    "forward_direct",
+    "backward_direct",
+    "DIRECT_MAX_WASTE",
+    "DIRECT_MAX_WASTE_ONE_THREAD",
+]
 
-#: Rows of columns ``C*kh*kw`` the direct lowering needs: below, a block's sums are spent on too few taps.
-DIRECT_MIN_DEPTH = 64
-#: The largest ``wp / OW``: the grid computes ``wp`` positions per output row, ``OW`` of them kept.
-DIRECT_MAX_WASTE = 1.3
+#: The most grid positions computed per output kept, ``ceil(OH*wp / QB) * QB / (OH*OW)``, at two or
+#: more threads and at one. The grid computes ``wp`` positions per output row (``OW`` kept) in blocks of
+#: ``QB`` (a small image's last block is mostly past its end). Measured forward + backward against the
+#: lowering taken otherwise (float32, batch 32-128, docs/benchmarks.md, twelfth round): at 1.09-1.75 the
+#: direct lowering was 1.3-4.7x faster at two threads; at 2.24 (LeNet-5's second layer) 1.3x faster at
+#: two threads, 1.1x slower at one; at 3.1 and 7 (5x5 on 10x10, 3x3 on 6x6, unpadded) 1.2-2.2x slower.
+#: Few taps need no limit: a first layer of 1-3 channels was 2-4x faster (9-27 taps).
+DIRECT_MAX_WASTE = 2.5
+DIRECT_MAX_WASTE_ONE_THREAD = 1.6
 
 
 def usable(layer: Any, x: np.ndarray) -> bool:
     """Whether the direct lowering runs ``layer`` on ``x`` (NCHW, any memory layout: it is copied once
     when not C-contiguous): float32 or float64 as the weight, compiled kernels on and served by numba
     (not a process running an ahead-of-time build, which this family has not: it would import numba),
-    one group, stride 1, enough taps (``DIRECT_MIN_DEPTH``) and few wasted grid columns
-    (``DIRECT_MAX_WASTE``), and a non-empty batch."""
-    (kh, kw), stride, (_, (left, right)), (_, dw) = layer._geometry2d
+    one group, stride 1, a non-empty batch and few wasted grid positions (:func:`waste`, at most
+    ``DIRECT_MAX_WASTE``, or ``DIRECT_MAX_WASTE_ONE_THREAD`` when BLAS runs one thread)."""
+    (kh, kw), stride, ((top, bottom), (left, right)), (dh, dw) = layer._geometry2d
     if layer.groups != 1 or stride != (1, 1) or x.ndim != 4 or x.shape[0] == 0:
         return False
-    if layer.in_channels * kh * kw < DIRECT_MIN_DEPTH:
-        return False
+    oh = x.shape[2] + top + bottom - dh * (kh - 1)
     wp = x.shape[3] + left + right
-    if wp > DIRECT_MAX_WASTE * (wp - dw * (kw - 1)):
+    limit = DIRECT_MAX_WASTE if blas.num_threads() >= 2 else DIRECT_MAX_WASTE_ONE_THREAD
+    if waste(oh, wp, wp - dw * (kw - 1)) > limit:
         return False
     weight = layer.weight.data
     if weight.dtype != x.dtype or not weight.flags.c_contiguous:
         return False
     return jit.takes(weight) and jit.numba_loaded()
+
+
+def waste(oh: int, wp: int, ow: int) -> float:
+    """Grid positions computed per output kept: ``ceil(OH*wp / QB) * QB / (OH*OW)``."""
+    return -(-oh * wp // QB) * QB / (oh * ow)
 
 
 def _up(value: int, multiple: int) -> int:

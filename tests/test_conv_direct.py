@@ -38,9 +38,9 @@ def numba_serves(monkeypatch):
 
 @pytest.fixture
 def always(monkeypatch, numba_serves):
-    """The direct lowering for every shape it can take (no depth or waste limit)."""
-    monkeypatch.setattr(conv_direct, "DIRECT_MIN_DEPTH", 0)
+    """The direct lowering for every shape it can take (no limit on the wasted grid positions)."""
     monkeypatch.setattr(conv_direct, "DIRECT_MAX_WASTE", math.inf)
+    monkeypatch.setattr(conv_direct, "DIRECT_MAX_WASTE_ONE_THREAD", math.inf)
 
 
 GEOMETRIES = [  # (Conv2d arguments, input shape): each stresses one part of the flat layout
@@ -213,8 +213,8 @@ def test_conv1d_runs_the_direct_lowering_too(calls, always, dtype):
     [
         ({"in_channels": 16, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 16, 8, 8), "stride"),
         ({"in_channels": 16, "kernel_size": 3, "groups": 2, "padding": 1}, (2, 16, 8, 8), "groups"),
-        ({"in_channels": 4, "kernel_size": 3, "padding": 1}, (2, 4, 8, 8), "depth 36"),
-        ({"in_channels": 16, "kernel_size": 5}, (2, 16, 8, 8), "wp/OW = 8/4"),
+        ({"in_channels": 16, "kernel_size": 5}, (2, 16, 10, 10), "waste 112/36"),
+        ({"in_channels": 16, "kernel_size": 3}, (2, 16, 6, 6), "waste 112/16"),
         ({"in_channels": 16, "kernel_size": 3, "padding": 1}, (0, 16, 8, 8), "empty batch"),
     ],
 )
@@ -227,6 +227,7 @@ def test_where_the_direct_lowering_does_not_run(numba_serves, args, shape, why):
 def test_the_default_limits_take_the_benchmarked_layer_and_refuse_what_is_not_compiled(monkeypatch):
     layer = Conv2d(16, 32, 3, padding=1)
     x = np.zeros((64, 16, 14, 14), np.float32)
+    monkeypatch.setattr(blas, "num_threads", lambda: 2)
     with jit.using(True):
         monkeypatch.setattr(jit, "numba_loaded", lambda: False)  # kernels from an ahead-of-time build
         assert not conv_direct.usable(layer, x)
@@ -282,3 +283,24 @@ def test_the_family_is_compiled_at_first_use_never_ahead(monkeypatch, tmp_path):
     assert rows[family.name] == "compiled at first use only (parallel kernels: not built ahead)"
     assert ahead.build(families=[family], workloads=[]) == []
     assert not any(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "padding", "two", "one"),
+    [
+        ((8, 16, 14, 14), 3, 1, True, True),  # 224 / 196 = 1.14
+        ((8, 6, 14, 14), 5, 0, True, False),  # LeNet-5's second layer: 224 / 100 = 2.24
+        ((8, 16, 10, 10), 3, 0, True, False),  # 112 / 64 = 1.75
+        ((8, 1, 28, 28), 5, 2, True, True),  # 5 taps deep: no limit on the taps
+        ((8, 16, 10, 10), 5, 0, False, False),  # 112 / 36 = 3.1
+    ],
+)
+def test_the_wasted_positions_decide_at_one_and_two_threads(
+    monkeypatch, numba_serves, shape, kernel, padding, two, one
+):
+    layer = Conv2d(shape[1], 4, kernel, padding=padding)
+    x = np.zeros(shape, np.float32)
+    with jit.using(True):
+        for threads, expected in ((2, two), (1, one)):
+            monkeypatch.setattr(blas, "num_threads", lambda threads=threads: threads)
+            assert conv_direct.usable(layer, x) is expected, threads
