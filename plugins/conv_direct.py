@@ -54,10 +54,11 @@ __all__ = [
 #: The most grid positions computed per output kept, ``ceil(OH*wp / QB) * QB / (OH*OW)``, at two or
 #: more threads and at one. The grid computes ``wp`` positions per output row (``OW`` kept) in blocks of
 #: ``QB`` (a small image's last block is mostly past its end). Measured forward + backward against the
-#: lowering taken otherwise (float32, batch 32-128, docs/benchmarks.md, twelfth round): at 1.09-1.75 the
-#: direct lowering was 1.3-4.7x faster at two threads; at 2.24 (LeNet-5's second layer) 1.3x faster at
-#: two threads, 1.1x slower at one; at 3.1 and 7 (5x5 on 10x10, 3x3 on 6x6, unpadded) 1.2-2.2x slower.
-#: Few taps need no limit: a first layer of 1-3 channels was 2-4x faster (9-27 taps).
+#: lowering taken otherwise (``python -m benchmarks.conv_lowerings``, float32, batch 32-128): at 1.09-1.75
+#: the direct lowering was 1.1-3.6x faster at two threads; at 2.24 (LeNet-5's second layer) 1.2x faster
+#: at two threads and 1.1x slower at one; at 1.75 and one thread 1.2x faster or 1.07x slower; at 3.1 and
+#: 7 (5x5 on 10x10, 3x3 on 6x6, unpadded) 1.2-3.3x slower. Few taps need no limit: first layers of 1-3
+#: channels (9-27 taps) were 1.6-3.6x faster.
 DIRECT_MAX_WASTE = 2.5
 DIRECT_MAX_WASTE_ONE_THREAD = 1.6
 
