@@ -62,8 +62,20 @@ WB, TB, LANES = 4, 4, 16
 SAMPLES = 8
 
 
+# What the kernels call, as module globals (set by ``_kernels``): numba keys its cache by a kernel's
+# closure, and an intrinsic or dispatcher made anew in every process would miss it every time.
+_conv_block: Any = None
+_grad_block: Any = None
+_pad_planes: Any = None
+_grid_conv: Any = None
+_grid_weight_grad: Any = None
+_forward_part: Any = None
+_backward_part: Any = None
+
+
 @compiled_at_first_use
 def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
+    global _conv_block, _grad_block, _pad_planes, _grid_conv, _grid_weight_grad, _forward_part, _backward_part
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 
@@ -80,8 +92,8 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
 
         return block
 
-    conv_block = stack_block(OB * QB)
-    grad_block = stack_block(WB * TB * LANES)
+    _conv_block = stack_block(OB * QB)
+    _grad_block = stack_block(WB * TB * LANES)
     fast = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
     copy = numba.njit(nogil=True, cache=True)
 
@@ -126,7 +138,7 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
         op, k = wt.shape
         o_real = out.shape[1]
         nq = (oh * wp + QB - 1) // QB
-        acc = numba.carray(conv_block(src), (OB, QB))
+        acc = numba.carray(_conv_block(src), (OB, QB))
         grid = np.empty((op, nq * QB), src.dtype)
         for n in range(n0, n1):
             s = src[n]
@@ -160,7 +172,7 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
         src: Any, g: Any, taps: Any, gbase: int, qlen: int, dw: Any, n0: Any, n1: Any
     ) -> None:
         op, k = dw.shape
-        acc = numba.carray(grad_block(src), (WB * TB, LANES))
+        acc = numba.carray(_grad_block(src), (WB * TB, LANES))
         gb = max(gbase, 0)
         for chunk in range((n1 - n0 + SAMPLES - 1) // SAMPLES):
             na = n0 + chunk * SAMPLES
@@ -210,7 +222,56 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
                                 total += acc[i * TB + j, lane]
                             dw[o0 + i, t0 + j] += total
 
-    def forward_parts(
+    _pad_planes, _grid_conv, _grid_weight_grad = pad_planes, grid_conv, grid_weight_grad
+
+    @copy
+    def forward_part(
+        x: Any,
+        top: int,
+        left: int,
+        wp: int,
+        plane: int,
+        src: Any,
+        wt: Any,
+        taps: Any,
+        bias: Any,
+        y: Any,
+        n0: Any,
+        n1: Any,
+    ) -> None:
+        _pad_planes(x, top, left, wp, plane, src, np.zeros(0), n0, n1)
+        _grid_conv(src, wt, taps, bias, wp, 0, y.shape[2], y.shape[3], y, n0, n1)
+
+    @copy
+    def backward_part(
+        g: Any,
+        src: Any,
+        geometry: Any,
+        padded: Any,
+        wtaps: Any,
+        dw: Any,
+        db: Any,
+        wx: Any,
+        xtaps: Any,
+        dx: Any,
+        n0: Any,
+        n1: Any,
+    ) -> None:
+        gtop, gleft, wp, gplane, gbase, qlen, xbase = geometry
+        _pad_planes(g, gtop, gleft, wp, gplane, padded, db, n0, n1)
+        grads = padded.reshape(padded.shape[0], dw.shape[0], gplane)
+        _grid_weight_grad(src, grads, wtaps, gbase, qlen, dw, n0, n1)
+        if dx.shape[0] > 0:
+            zeros = np.zeros(dx.shape[1], dx.dtype)
+            _grid_conv(padded, wx, xtaps, zeros, wp, xbase, dx.shape[2], dx.shape[3], dx, n0, n1)
+
+    _forward_part, _backward_part = forward_part, backward_part
+
+    # Two functions, not one compiled twice: numba's cache names an entry by the function, not its flags.
+    parallel = numba.njit(nogil=True, cache=True, parallel=True)
+
+    @parallel
+    def forward_parallel(
         x: Any,
         top: int,
         left: int,
@@ -223,14 +284,28 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
         y: Any,
         bounds: Any,
     ) -> None:
-        oh, ow = y.shape[2], y.shape[3]
-        nothing = np.zeros(0)
         for p in numba.prange(bounds.shape[0] - 1):
-            n0, n1 = bounds[p], bounds[p + 1]
-            pad_planes(x, top, left, wp, plane, src, nothing, n0, n1)
-            grid_conv(src, wt, taps, bias, wp, 0, oh, ow, y, n0, n1)
+            _forward_part(x, top, left, wp, plane, src, wt, taps, bias, y, bounds[p], bounds[p + 1])
 
-    def backward_parts(
+    @copy
+    def forward_serial(
+        x: Any,
+        top: int,
+        left: int,
+        wp: int,
+        plane: int,
+        src: Any,
+        wt: Any,
+        taps: Any,
+        bias: Any,
+        y: Any,
+        bounds: Any,
+    ) -> None:
+        for p in range(bounds.shape[0] - 1):
+            _forward_part(x, top, left, wp, plane, src, wt, taps, bias, y, bounds[p], bounds[p + 1])
+
+    @parallel
+    def backward_parallel(
         g: Any,
         src: Any,
         geometry: Any,
@@ -243,23 +318,35 @@ def _kernels(numba: Any) -> dict[str, Callable[..., Any]]:
         dx: Any,
         bounds: Any,
     ) -> None:
-        gtop, gleft, wp, gplane, gbase, qlen, xbase = geometry
-        n, op = padded.shape[0], dw.shape[1]
-        grads = padded.reshape(n, op, gplane)
-        zeros = np.zeros(dx.shape[1], dx.dtype)
         for p in numba.prange(bounds.shape[0] - 1):
-            n0, n1 = bounds[p], bounds[p + 1]
-            pad_planes(g, gtop, gleft, wp, gplane, padded, db[p], n0, n1)
-            grid_weight_grad(src, grads, wtaps, gbase, qlen, dw[p], n0, n1)
-            if dx.shape[0] > 0:
-                grid_conv(padded, wx, xtaps, zeros, wp, xbase, dx.shape[2], dx.shape[3], dx, n0, n1)
+            _backward_part(
+                g, src, geometry, padded, wtaps, dw[p], db[p], wx, xtaps, dx, bounds[p], bounds[p + 1]
+            )
 
-    parallel = numba.njit(nogil=True, cache=True, parallel=True)
+    @copy
+    def backward_serial(
+        g: Any,
+        src: Any,
+        geometry: Any,
+        padded: Any,
+        wtaps: Any,
+        dw: Any,
+        db: Any,
+        wx: Any,
+        xtaps: Any,
+        dx: Any,
+        bounds: Any,
+    ) -> None:
+        for p in range(bounds.shape[0] - 1):
+            _backward_part(
+                g, src, geometry, padded, wtaps, dw[p], db[p], wx, xtaps, dx, bounds[p], bounds[p + 1]
+            )
+
     return {
-        "forward_parallel": parallel(forward_parts),
-        "forward_serial": copy(forward_parts),
-        "backward_parallel": parallel(backward_parts),
-        "backward_serial": copy(backward_parts),
+        "forward_parallel": forward_parallel,
+        "forward_serial": forward_serial,
+        "backward_parallel": backward_parallel,
+        "backward_serial": backward_serial,
     }
 
 
