@@ -271,6 +271,18 @@ def test_parts_run_in_the_calling_thread_where_numbas_threads_cannot(monkeypatch
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_the_build_records_the_lowering_a_process_running_it_takes(monkeypatch, numba_serves):
+    """While ``framework kernels build`` runs the workloads, the direct lowering stands aside: a process
+    running the build does not take it, so the build must compile the other lowering's kernels."""
+    layer = Conv2d(8, 4, 3, padding=1)
+    x = np.zeros((2, 8, 14, 14), np.float32)  # 224 grid positions for 196 outputs: taken at any thread count
+    with jit.using(True):
+        assert conv_direct.usable(layer, x)
+        monkeypatch.setattr(jit, "_ahead_on", False)  # as in ahead._record
+        assert jit.recording_ahead()
+        assert not conv_direct.usable(layer, x)
+
+
 def test_the_family_is_compiled_at_first_use_never_ahead(monkeypatch, tmp_path):
     """numba's ahead-of-time compiler cannot build ``parallel=True`` kernels: ``framework kernels build``
     skips the family, ``status`` says so, and ``check`` does not count it as unbuilt."""

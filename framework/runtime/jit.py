@@ -289,6 +289,13 @@ def numba_loaded() -> bool:
     return "numba" in sys.modules
 
 
+def recording_ahead() -> bool:
+    """Whether ``framework kernels build`` is running the workloads to record what its build must serve.
+    A path that only runs beside numba (a ``compiled_at_first_use`` family) should stand aside then:
+    a process running the build takes the other path, so the build must see that one's calls."""
+    return not _ahead_on
+
+
 Kind = Any
 
 
