@@ -219,7 +219,7 @@ class _ConvNd(_ConvBase):
         n = x.shape[0]
         oh, ow = out_hw
         kernel, stride, pads, dilation = self._geometry2d
-        if conv_direct.usable(self, x):
+        if conv_direct.usable(self, ctx, x):
             return conv_direct.forward_direct(self, ctx, x)
         # with the compiled kernels batch-last's copies are cheap: it beats the grid at any output size
         compiled = BATCH_LAST_COMPILED and jit.takes(x) and blas.num_threads() >= 2

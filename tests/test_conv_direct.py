@@ -21,6 +21,7 @@ from tests.support import requires_numba, requires_torch, spy_on, torch_on_one_t
 pytestmark = requires_numba
 
 KERNELS = ("forward", "backward")
+ALONE = Context()  # a layer called on its own, not as a step of a model
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ def test_conv1d_runs_the_direct_lowering_too(calls, always, dtype):
 def test_where_the_direct_lowering_does_not_run(numba_serves, args, shape, why):
     layer = Conv2d(out_channels=8, **args)
     with jit.using(True):
-        assert not conv_direct.usable(layer, np.zeros(shape, np.float32)), why
+        assert not conv_direct.usable(layer, ALONE, np.zeros(shape, np.float32)), why
 
 
 def test_the_default_limits_take_the_benchmarked_layer_and_refuse_what_is_not_compiled(monkeypatch):
@@ -230,14 +231,14 @@ def test_the_default_limits_take_the_benchmarked_layer_and_refuse_what_is_not_co
     monkeypatch.setattr(blas, "num_threads", lambda: 2)
     with jit.using(True):
         monkeypatch.setattr(jit, "numba_loaded", lambda: False)  # kernels from an ahead-of-time build
-        assert not conv_direct.usable(layer, x)
+        assert not conv_direct.usable(layer, ALONE, x)
         monkeypatch.setattr(jit, "numba_loaded", lambda: True)
-        assert conv_direct.usable(layer, x)
-        assert not conv_direct.usable(layer, x.astype(np.float16))
-        assert not conv_direct.usable(layer, x.astype(np.float64))  # not the weight's dtype
-        assert conv_direct.usable(layer, np.asfortranarray(x))  # copied once
+        assert conv_direct.usable(layer, ALONE, x)
+        assert not conv_direct.usable(layer, ALONE, x.astype(np.float16))
+        assert not conv_direct.usable(layer, ALONE, x.astype(np.float64))  # not the weight's dtype
+        assert conv_direct.usable(layer, ALONE, np.asfortranarray(x))  # copied once
     with jit.using(False):
-        assert not conv_direct.usable(layer, x)
+        assert not conv_direct.usable(layer, ALONE, x)
 
 
 @pytest.mark.parametrize("blocked", ["lock taken", "forked child"])
@@ -277,10 +278,10 @@ def test_the_build_records_the_lowering_a_process_running_it_takes(monkeypatch, 
     layer = Conv2d(8, 4, 3, padding=1)
     x = np.zeros((2, 8, 14, 14), np.float32)  # 224 grid positions for 196 outputs: taken at any thread count
     with jit.using(True):
-        assert conv_direct.usable(layer, x)
+        assert conv_direct.usable(layer, ALONE, x)
         monkeypatch.setattr(jit, "_ahead_on", False)  # as in ahead._record
         assert jit.recording_ahead()
-        assert not conv_direct.usable(layer, x)
+        assert not conv_direct.usable(layer, ALONE, x)
 
 
 def test_the_family_is_compiled_at_first_use_never_ahead(monkeypatch, tmp_path):
@@ -315,4 +316,19 @@ def test_the_wasted_positions_decide_at_one_and_two_threads(
     with jit.using(True):
         for threads, expected in ((2, two), (1, one)):
             monkeypatch.setattr(blas, "num_threads", lambda threads=threads: threads)
-            assert conv_direct.usable(layer, x) is expected, threads
+            assert conv_direct.usable(layer, ALONE, x) is expected, threads
+
+
+def test_a_step_of_a_model_takes_the_other_lowerings(calls, always):
+    """Inside a model (``ctx.nested``) the other layers' products keep OpenBLAS's threads spinning: the
+    convolution runs the lowerings built on BLAS there, and on its own it runs direct."""
+    from framework.models.sequential import Sequential
+
+    layer = _layer({"in_channels": 4, "out_channels": 3, "kernel_size": 3, "padding": 1}, np.float32)
+    x = np.random.default_rng(12).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    with jit.using(True):
+        assert not conv_direct.usable(layer, Context(nested=True), x)
+        Sequential([layer])(x)
+        assert calls == []
+        layer(x)
+        assert calls == ["forward"]
