@@ -73,9 +73,8 @@ DIRECT_MAX_WASTE_ONE_THREAD = 1.6
 
 def usable(layer: Any, ctx: Context, x: np.ndarray) -> bool:
     """Whether the direct lowering runs ``layer`` on ``x`` (NCHW, any memory layout: it is copied once
-    when not C-contiguous): float32 or float64 as the weight, compiled kernels on and served by numba
-    (not a process running an ahead-of-time build, which this family has not: it would import numba;
-    nor while ``framework kernels build`` records the calls such a process makes),
+    when not C-contiguous): float32 or float64 as the weight, compiled kernels on, numba importing
+    (:func:`framework.runtime.jit.first_use_kernels`: this family has no ahead-of-time build),
     a call on its own (not a step of a model: see the module's text), one group, stride 1, a non-empty
     batch and few wasted grid positions (:func:`waste`, at most ``DIRECT_MAX_WASTE``, or
     ``DIRECT_MAX_WASTE_ONE_THREAD`` when BLAS runs one thread)."""
@@ -90,7 +89,7 @@ def usable(layer: Any, ctx: Context, x: np.ndarray) -> bool:
     weight = layer.weight.data
     if weight.dtype != x.dtype or not weight.flags.c_contiguous:
         return False
-    return jit.takes(weight) and jit.numba_loaded() and not jit.recording_ahead()
+    return jit.takes(weight) and jit.first_use_kernels()
 
 
 def waste(oh: int, wp: int, ow: int) -> float:

@@ -32,9 +32,9 @@ def calls(monkeypatch):
 
 @pytest.fixture
 def numba_serves(monkeypatch):
-    """As in a process whose kernels come from numba (not from an ahead-of-time build, where the direct
-    lowering stays off rather than import numba)."""
-    monkeypatch.setattr(jit, "numba_loaded", lambda: True)
+    """As in a process where numba imports and no ``framework kernels build`` or ``check`` runs its
+    workloads (the family has no ahead-of-time build)."""
+    monkeypatch.setattr(jit, "first_use_kernels", lambda: True)
 
 
 @pytest.fixture
@@ -230,9 +230,9 @@ def test_the_default_limits_take_the_benchmarked_layer_and_refuse_what_is_not_co
     x = np.zeros((64, 16, 14, 14), np.float32)
     monkeypatch.setattr(blas, "num_threads", lambda: 2)
     with jit.using(True):
-        monkeypatch.setattr(jit, "numba_loaded", lambda: False)  # kernels from an ahead-of-time build
+        monkeypatch.setattr(jit, "first_use_kernels", lambda: False)  # numba does not import
         assert not conv_direct.usable(layer, ALONE, x)
-        monkeypatch.setattr(jit, "numba_loaded", lambda: True)
+        monkeypatch.setattr(jit, "first_use_kernels", lambda: True)
         assert conv_direct.usable(layer, ALONE, x)
         assert not conv_direct.usable(layer, ALONE, x.astype(np.float16))
         assert not conv_direct.usable(layer, ALONE, x.astype(np.float64))  # not the weight's dtype
@@ -272,15 +272,17 @@ def test_parts_run_in_the_calling_thread_where_numbas_threads_cannot(monkeypatch
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_the_build_records_the_lowering_a_process_running_it_takes(monkeypatch, numba_serves):
-    """While ``framework kernels build`` runs the workloads, the direct lowering stands aside: a process
-    running the build does not take it, so the build must compile the other lowering's kernels."""
+def test_the_build_and_check_run_the_lowering_a_process_without_numba_takes(monkeypatch):
+    """While ``framework kernels build`` or ``check`` runs the workloads, the direct lowering stands
+    aside: a process where numba does not import cannot take it, so the build must compile the other
+    lowering's kernels, and ``check`` must not import numba for it."""
     layer = Conv2d(8, 4, 3, padding=1)
     x = np.zeros((2, 8, 14, 14), np.float32)  # 224 grid positions for 196 outputs: taken at any thread count
     with jit.using(True):
+        assert jit.first_use_kernels()  # numba imports here
         assert conv_direct.usable(layer, ALONE, x)
-        monkeypatch.setattr(jit, "_ahead_on", False)  # as in ahead._record
-        assert jit.recording_ahead()
+        monkeypatch.setattr(jit, "_workloads_running", True)  # as in ahead._record and ahead.check
+        assert not jit.first_use_kernels()
         assert not conv_direct.usable(layer, ALONE, x)
 
 

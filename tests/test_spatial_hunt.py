@@ -298,8 +298,8 @@ def lowering(name: str, threads: int):
             mp.setattr(conv_base, key, value)
         for key, value in FORCED_DIRECT[name].items():
             mp.setattr(conv_direct, key, value)
-        if name == "direct":  # even beside an ahead-of-time build (which keeps it off to spare numba)
-            mp.setattr(jit, "numba_loaded", lambda: True)
+        if name == "direct":  # even where numba would not import (then jit.available() skips above)
+            mp.setattr(jit, "first_use_kernels", lambda: True)
         mp.setattr(conv_direct, "forward_direct", spy_direct)
         if blas.num_threads() != threads:  # a one-core machine: the grid is still chosen as at two threads
             mp.setattr(conv_base.blas, "num_threads", lambda: threads)
@@ -324,7 +324,7 @@ NATURAL.update({key: getattr(conv_direct, key) for key in DIRECT_THRESHOLDS})
 def limits_of(mode: str) -> dict[str, Any]:
     """The thresholds ``mode`` runs with, and whether the direct lowering may run in it (``DIRECT_ON``:
     compiled kernels served by numba; forced on by the ``direct`` mode)."""
-    direct_on = mode == "direct" or (jit.enabled() and jit.numba_loaded())
+    direct_on = mode == "direct" or (jit.enabled() and jit.first_use_kernels())
     return {**NATURAL, **FORCED[mode], **FORCED_DIRECT[mode], "DIRECT_ON": direct_on}
 
 
@@ -340,7 +340,7 @@ def expected_lowering(
     if limits is None:
         limit = {key: getattr(conv_base, key) for key in THRESHOLDS}
         limit.update({key: getattr(conv_direct, key) for key in DIRECT_THRESHOLDS})
-        limit["DIRECT_ON"] = jit.enabled() and jit.numba_loaded()
+        limit["DIRECT_ON"] = jit.enabled() and jit.first_use_kernels()
     else:
         limit = limits
     (kh, kw), (sh, sw), pads, (dh, dw) = layer._geometry2d
@@ -1474,7 +1474,7 @@ def test_conv2d_at_the_lowering_thresholds_matches_torch(mode, threads):
     if mode == "natural":  # both sides of every threshold are met (compiled, batch-last replaces the grid)
         grid = threads == 2 and not (jit.enabled() and conv_base.BATCH_LAST_COMPILED)
         expected = {"im2col", "batch_last", "grid"} if grid else {"im2col", "batch_last"}
-        if jit.enabled() and jit.numba_loaded():  # the direct lowering takes the stride-1 ones it may
+        if jit.enabled() and jit.first_use_kernels():  # the direct lowering takes the stride-1 ones it may
             expected.add("direct")
         assert set(taken) == expected, taken
         assert min(n for lowering, n in taken.items() if lowering != "direct") >= 8, taken

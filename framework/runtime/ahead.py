@@ -210,6 +210,7 @@ def _prune(folder: Path, family: str, keep: set[str]) -> None:
 def _record(workloads: Workloads, families: list[jit.KernelFamily], report: Callable[[str], None]) -> None:
     """Run the workloads on numba's kernels: each kernel remembers the kinds it was called with."""
     jit._ahead_on = False
+    jit._workloads_running = True
     try:
         for family in families:
             family.reset()
@@ -219,6 +220,7 @@ def _record(workloads: Workloads, families: list[jit.KernelFamily], report: Call
                 run()
     finally:
         jit._ahead_on = True
+        jit._workloads_running = False
         for family in families:
             family.reset()
 
@@ -236,10 +238,14 @@ def check(report: Callable[[str], None] = lambda line: None) -> list[str]:
     for family in jit.families():
         family.reset()
     jit.misses.clear()
-    with jit.using(True):
-        for name, run in workloads:
-            report(f"workload {name}")
-            run()
+    jit._workloads_running = True
+    try:
+        with jit.using(True):
+            for name, run in workloads:
+                report(f"workload {name}")
+                run()
+    finally:
+        jit._workloads_running = False
     problems = [
         f"{family.name}: no build of its current source loaded (numba compiled its kernels)"
         for family in jit.families()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
-import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -283,17 +282,31 @@ def compiled_at_first_use(build: Callable[[Any], Family]) -> KernelFamily:
     return compiled(build, ahead=False)
 
 
-def numba_loaded() -> bool:
-    """Whether numba is imported in this process: a family without an ahead-of-time build then costs
-    no more memory. A process that runs the kernels from a build never imports it."""
-    return "numba" in sys.modules
+def first_use_kernels() -> bool:
+    """Whether a family without an ahead-of-time build (:func:`compiled_at_first_use`) may run now.
+
+    numba must import (tried once per process: in a process running a build,
+    this is what imports it, as a call of a kind the build lacks does, and
+    only the memory differs); and ``framework kernels build`` or ``check``
+    must not be running the workloads. Those must see the calls of a process
+    where numba does not import, which takes another path.
+    """
+    global _numba_imports
+    if _workloads_running:
+        return False
+    if _numba_imports is None:
+        try:
+            import numba  # noqa: F401  (the extra, imported on first use)
+        except Exception:  # a broken install fails in many ways; available() has warned where it matters
+            _numba_imports = False
+        else:
+            _numba_imports = True
+    return _numba_imports
 
 
-def recording_ahead() -> bool:
-    """Whether ``framework kernels build`` is running the workloads to record what its build must serve.
-    A path that only runs beside numba (a ``compiled_at_first_use`` family) should stand aside then:
-    a process running the build takes the other path, so the build must see that one's calls."""
-    return not _ahead_on
+_numba_imports: bool | None = None
+#: True while ``framework kernels build`` or ``check`` runs the kernel workloads
+_workloads_running = False
 
 
 Kind = Any
