@@ -210,19 +210,27 @@ def _prune(folder: Path, family: str, keep: set[str]) -> None:
 def _record(workloads: Workloads, families: list[jit.KernelFamily], report: Callable[[str], None]) -> None:
     """Run the workloads on numba's kernels: each kernel remembers the kinds it was called with."""
     jit._ahead_on = False
-    jit._workloads_running = True
     try:
         for family in families:
             family.reset()
+        _run_workloads(workloads, report)
+    finally:
+        jit._ahead_on = True
+        for family in families:
+            family.reset()
+
+
+def _run_workloads(workloads: Workloads, report: Callable[[str], None]) -> None:
+    """Run the workloads with the kernels on, as a process without numba would run them: a family
+    compiled at first use only stands aside meanwhile (:func:`framework.runtime.jit.first_use_kernels`)."""
+    jit._workloads_running = True
+    try:
         with jit.using(True):
             for name, run in workloads:
                 report(f"workload {name}")
                 run()
     finally:
-        jit._ahead_on = True
         jit._workloads_running = False
-        for family in families:
-            family.reset()
 
 
 def check(report: Callable[[str], None] = lambda line: None) -> list[str]:
@@ -238,14 +246,7 @@ def check(report: Callable[[str], None] = lambda line: None) -> list[str]:
     for family in jit.families():
         family.reset()
     jit.misses.clear()
-    jit._workloads_running = True
-    try:
-        with jit.using(True):
-            for name, run in workloads:
-                report(f"workload {name}")
-                run()
-    finally:
-        jit._workloads_running = False
+    _run_workloads(workloads, report)
     problems = [
         f"{family.name}: no build of its current source loaded (numba compiled its kernels)"
         for family in jit.families()
