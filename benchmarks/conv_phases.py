@@ -9,7 +9,9 @@ products, ``col2im_batch_last``), the row-grid one
 (:func:`~plugins.im2col.im2col_grid`, one product per step,
 :func:`~plugins.im2col.col2im_grid`) and the batch-last one
 (:func:`~plugins.im2col.im2col_batch_last`, one product per step,
-``col2im_batch_last``). Prints the 20th percentile of ``--calls``
+``col2im_batch_last``), and, where numba imports, the direct lowering's
+kernels on the calling thread (:mod:`plugins.direct_kernels`: the padded
+copies and the taps; no products, no col2im). Prints the 20th percentile of ``--calls``
 interleaved calls per phase, in milliseconds, and the sums (products,
 im2col/col2im, layout and element-wise).
 """
@@ -28,6 +30,7 @@ LAYERS = {"fashion": (64, 16, 14, 14, 32, 3, 1), "lenet": (64, 6, 14, 14, 16, 5,
 GROUPS = {
     "products": ("fwd product", "dW product", "dcols product"),
     "im2col/col2im": ("im2col", "col2im"),
+    "taps (direct)": ("fwd taps + bias", "dW taps", "dx taps"),
 }
 
 
@@ -81,7 +84,7 @@ def phases(layer: str = "fashion") -> dict[str, dict[str, Callable[[], Any]]]:
     def last_out() -> None:
         np.add(last_product.reshape(O, oh, ow, N).transpose(3, 0, 1, 2), b.reshape(1, -1, 1, 1), out=y_last)
 
-    return {
+    table = {
         "per-sample": {
             "im2col": lambda: im2col(x, *geometry, out=cols),
             "fwd product": lambda: np.matmul(w, cols),
@@ -112,6 +115,49 @@ def phases(layer: str = "fashion") -> dict[str, dict[str, Callable[[], Any]]]:
             "dcols product": lambda: np.matmul(w.T, g_batch_last),
             "col2im": lambda: col2im_batch_last(last, x.shape, *geometry),
         },
+    }
+    direct = _direct_phases(x, w.reshape(O, C, K, K), b, g, geometry)
+    if direct:
+        table["direct, each kernel on one thread, BLAS on"] = direct
+    return table
+
+
+def _direct_phases(x: Any, w: Any, b: Any, g: Any, geometry: Any) -> dict[str, Callable[[], Any]]:
+    """The direct lowering's kernels (:mod:`plugins.direct_kernels`) on the calling thread; empty
+    without numba."""
+    from framework.runtime import jit
+
+    if not jit.available() or not jit.first_use_kernels():
+        return {}
+    from plugins import conv_direct, direct_kernels
+
+    direct_kernels._kernels()  # builds the family: its kernels become the module's globals
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    (top, _), (left, _) = geometry[2]
+    plan = conv_direct._plan(geometry, x.shape, o)
+    src = np.empty((n, plan.src_len), np.float32)
+    wt = conv_direct._padded_rows(w.reshape(o, -1), -(-o // direct_kernels.OB) * direct_kernels.OB)
+    y = np.empty((n, o, plan.oh, plan.ow), np.float32)
+    op = -(-o // direct_kernels.WB) * direct_kernels.WB
+    padded = np.empty((n, op * plan.gplane), np.float32)
+    sums, nothing = np.zeros(o), np.zeros(0)
+    dw = np.zeros((op, plan.wtaps.size), np.float32)
+    wx = conv_direct._padded_rows(
+        w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1),
+        -(-c // direct_kernels.OB) * direct_kernels.OB,
+    )
+    dx, zeros = np.empty_like(x), np.zeros(c, np.float32)
+    pad, conv, grad = direct_kernels._pad_planes, direct_kernels._grid_conv, direct_kernels._grid_weight_grad
+    pad(x, top, left, plan.wp, plan.plane, src, nothing, 0, n)
+    pad(g, kh - 1, kw - 1, plan.wp, plan.gplane, padded, sums, 0, n)
+    grads = padded.reshape(n, op, plan.gplane)
+    return {
+        "pad x": lambda: pad(x, top, left, plan.wp, plan.plane, src, nothing, 0, n),
+        "fwd taps + bias": lambda: conv(src, wt, plan.taps, b, plan.wp, 0, plan.oh, plan.ow, y, 0, n),
+        "pad G + bias gradient": lambda: pad(g, kh - 1, kw - 1, plan.wp, plan.gplane, padded, sums, 0, n),
+        "dW taps": lambda: grad(src, grads, plan.wtaps, plan.gbase, plan.qlen, dw, 0, n),
+        "dx taps": lambda: conv(padded, wx, plan.xtaps, zeros, plan.wp, plan.xbase, h, wd, dx, 0, n),
     }
 
 
