@@ -116,17 +116,21 @@ def test_fashion_case_builds_the_example_model() -> None:
 
 
 @pytest.mark.parametrize("layer", ["fashion", "lenet"])
-def test_conv_phases_runs_and_times_the_three_lowerings(
-    capsys: pytest.CaptureFixture[str], layer: str
-) -> None:
+def test_conv_phases_runs_and_times_the_lowerings(capsys: pytest.CaptureFixture[str], layer: str) -> None:
+    """The three lowerings built on products, and the direct one's kernels where numba imports."""
     from benchmarks import conv_phases
+    from framework.runtime import jit
 
     conv_phases.main(["--threads", "1", "--calls", "1", "--layer", layer])
     out = capsys.readouterr().out
     assert (
         "per-sample (1 threads)" in out and "row grid (1 threads)" in out and "batch last (1 threads)" in out
     )
-    assert out.count("= total") == 3
+    direct = jit.available() and jit.first_use_kernels()
+    assert ("direct, each kernel on one thread" in out) is direct
+    assert out.count("= total") == 3 + direct
+    if direct:
+        assert "= taps (direct)" in out and "dW taps" in out
 
 
 def test_batched_floor_counts_the_plain_products_once(monkeypatch: pytest.MonkeyPatch) -> None:
