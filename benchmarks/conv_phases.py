@@ -135,17 +135,17 @@ def _direct_phases(x: Any, w: Any, b: Any, g: Any, geometry: Any) -> dict[str, C
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     (top, _), (left, _) = geometry[2]
-    plan = conv_direct._plan(geometry, x.shape, o)
+    plan = conv_direct._plan(geometry, x.shape[1:], o)
     src = np.empty((n, plan.src_len), np.float32)
-    wt = conv_direct._padded_rows(w.reshape(o, -1), -(-o // direct_kernels.OB) * direct_kernels.OB)
+    wt = conv_direct._padded_rows(w.reshape(o, -1), conv_direct._up(o, direct_kernels.OB))
     y = np.empty((n, o, plan.oh, plan.ow), np.float32)
-    op = -(-o // direct_kernels.WB) * direct_kernels.WB
+    op = conv_direct._up(o, direct_kernels.WB)
     padded = np.empty((n, op * plan.gplane), np.float32)
     sums, nothing = np.zeros(o), np.zeros(0)
     dw = np.zeros((op, plan.wtaps.size), np.float32)
     wx = conv_direct._padded_rows(
         w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, -1),
-        -(-c // direct_kernels.OB) * direct_kernels.OB,
+        conv_direct._up(c, direct_kernels.OB),
     )
     dx, zeros = np.empty_like(x), np.zeros(c, np.float32)
     pad, conv, grad = direct_kernels._pad_planes, direct_kernels._grid_conv, direct_kernels._grid_weight_grad

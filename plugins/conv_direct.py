@@ -94,7 +94,7 @@ def usable(layer: Any, ctx: Context, x: np.ndarray) -> bool:
 
 def waste(oh: int, wp: int, ow: int) -> float:
     """Grid positions computed per output kept: ``ceil(OH*wp / QB) * QB / (OH*OW)``."""
-    return -(-oh * wp // QB) * QB / (oh * ow)
+    return _up(oh * wp, QB) / (oh * ow)
 
 
 def _up(value: int, multiple: int) -> int:
@@ -120,9 +120,10 @@ class _Plan:
 
 
 @lru_cache(maxsize=64)
-def _plan(geometry: Any, shape: tuple[int, int, int, int], out_channels: int) -> _Plan:
+def _plan(geometry: Any, sample: tuple[int, int, int], out_channels: int) -> _Plan:
+    """The plan for one sample's shape ``(C, H, W)``: the batch size plays no part in it."""
     (kh, kw), _, ((top, bottom), (left, right)), (dh, dw) = geometry
-    _, c, h, w = shape
+    c, h, w = sample
     hp, wp = h + top + bottom, w + left + right
     oh, ow = hp - dh * (kh - 1), wp - dw * (kw - 1)
     plane = hp * wp
@@ -189,7 +190,7 @@ def forward_direct(layer: Any, ctx: Context, x: np.ndarray) -> np.ndarray:
     """
     geometry = layer._geometry2d
     o = layer.out_channels
-    plan = _plan(geometry, x.shape, o)
+    plan = _plan(geometry, x.shape[1:], o)
     n = x.shape[0]
     x = np.ascontiguousarray(x)
     (top, _), (left, _) = geometry[2]
@@ -219,7 +220,7 @@ def backward_direct(layer: Any, ctx: Context, g: np.ndarray, src: np.ndarray) ->
     (kh, kw), _, _, (dh, dw) = geometry
     o, c = layer.out_channels, layer.in_channels
     n = g.shape[0]
-    plan = _plan(geometry, ctx.x_shape, o)
+    plan = _plan(geometry, ctx.x_shape[1:], o)
     g = np.ascontiguousarray(g, dtype=src.dtype)
     op = _up(o, WB)
     padded_g = workspace.take((n, op * plan.gplane), src.dtype)
